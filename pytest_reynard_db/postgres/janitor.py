@@ -1,0 +1,193 @@
+"""Servers as the rest of the package sees them: create, clone and drop databases.
+
+``Server`` talks to any PostgreSQL server through one admin connection (kept open:
+a clone or a drop then costs one round trip, not a connection set-up).
+``EphemeralServer`` also owns the process; ``ExistingServer`` is a server someone
+else runs, where we create only ``test_`` databases and drop only our own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import URL
+
+from ..errors import ServerError
+from ..urls import mask_url, parse_url, with_driver
+from .binaries import Binaries
+from .executor import EphemeralPostgres
+
+TEST_PREFIX = "test_"
+CONNECT_TIMEOUT = 10
+
+
+class Server:
+    """A PostgreSQL server reached through an admin URL."""
+
+    def __init__(self, url: str | URL, *, guarded: bool = False) -> None:
+        self.url: URL = with_driver(parse_url(url, origin="server URL"))
+        self.guarded = guarded
+        self.created: set[str] = set()
+        self._admin: psycopg.Connection[Any] | None = None
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {mask_url(self.url)}>"
+
+    # -- connections ---------------------------------------------------------------
+    def connect(self, database: str | None = None) -> psycopg.Connection[Any]:
+        """A new autocommit psycopg connection (a clear ``ServerError`` if unreachable)."""
+        url = self.url if database is None else self.url.set(database=database)
+        try:
+            return psycopg.connect(**_connect_args(url), autocommit=True)
+        except psycopg.Error as exc:
+            raise ServerError(f"cannot connect to {mask_url(url)}: {_first_line(exc)}") from None
+
+    @contextmanager
+    def admin(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock:
+            if self._admin is None or self._admin.closed:
+                self._admin = self.connect()
+            yield self._admin
+
+    def close(self) -> None:
+        with self._lock:
+            if self._admin is not None:
+                self._admin.close()
+                self._admin = None
+
+    @property
+    def version(self) -> int:
+        with self.admin() as conn:
+            return int(conn.info.server_version) // 10000
+
+    def database_url(self, name: str) -> URL:
+        return self.url.set(database=name)
+
+    # -- databases ----------------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        with self.admin() as conn:
+            row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            return row is not None
+
+    def create_database(self, name: str, template: str | None = None) -> URL:
+        """Create ``name`` (a copy of ``template`` if given) and return its URL."""
+        if self.guarded and not name.startswith(TEST_PREFIX):
+            raise ServerError(
+                f"refusing to create database {name!r} on {mask_url(self.url)}: "
+                f"on an existing server only {TEST_PREFIX}* databases are created"
+            )
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            if self.version >= 15:
+                # WAL_LOG (the default since 15) writes the whole template to WAL;
+                # FILE_COPY is a checkpoint and a directory copy: far cheaper here.
+                statement += sql.SQL(" STRATEGY FILE_COPY")
+        self._execute_with_retry(statement, template)
+        self.created.add(name)
+        return self.database_url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop ``name``, ending its connections first; a missing one is not an error."""
+        if self.guarded and name not in self.created:
+            raise ServerError(
+                f"refusing to drop database {name!r} on {mask_url(self.url)}: "
+                "this run did not create it"
+            )
+        with self.admin() as conn:
+            if self.version >= 13:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+            else:
+                _terminate(conn, name)
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        self.created.discard(name)
+
+    def _execute_with_retry(self, statement: sql.Composed, template: str | None) -> None:
+        """CREATE DATABASE fails while anyone is connected to the template: end those, retry."""
+        for attempt in range(5):
+            with self.admin() as conn:
+                try:
+                    conn.execute(statement)
+                    return
+                except psycopg.errors.ObjectInUse:
+                    if template is None or attempt == 4:
+                        raise
+                    _terminate(conn, template)
+                except psycopg.errors.DuplicateDatabase:
+                    raise ServerError(
+                        f"database already exists: {statement.as_string(conn)}"
+                    ) from None
+            time.sleep(0.05 * (attempt + 1))
+
+
+class ExistingServer(Server):
+    """A server we did not start: only ``test_*`` databases are created, only ours dropped."""
+
+    def __init__(self, url: str | URL) -> None:
+        super().__init__(url, guarded=True)
+
+    def stop(self) -> None:
+        """Drop what this run created; the server itself keeps running."""
+        for name in sorted(self.created):
+            self.drop_database(name)
+        self.close()
+
+
+class EphemeralServer(Server):
+    """A server this process started (see ``EphemeralPostgres``) and stops."""
+
+    def __init__(self, process: EphemeralPostgres) -> None:
+        self.process = process
+        super().__init__(process.url)
+
+    @classmethod
+    def start(
+        cls, *, binaries: Binaries | None = None, boot_timeout: float = 30.0
+    ) -> EphemeralServer:
+        process = EphemeralPostgres(binaries=binaries, boot_timeout=boot_timeout)
+        return cls(process.start())
+
+    def stop(self) -> None:
+        self.close()
+        self.process.stop()
+
+    def __enter__(self) -> EphemeralServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _terminate(conn: psycopg.Connection[Any], database: str) -> None:
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,),
+    )
+
+
+def _connect_args(url: URL) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "host": url.host or "localhost",
+        "port": url.port or 5432,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database or "postgres",
+        "connect_timeout": CONNECT_TIMEOUT,
+    }
+    args.update({k: v for k, v in url.query.items() if isinstance(v, str)})
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,114 @@
+"""Owner records for server directories, and reaping servers whose owner died.
+
+Each server directory holds ``owner.json``: the pid and start time of the process
+that owns it. A run that finds a directory whose owner is gone (``kill -9``, a
+crashed CI job) stops the postmaster recorded in ``data/postmaster.pid`` and
+removes the directory. Persistent (``--reynard-db-reuse``) servers are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+SERVER_PREFIX = "server-"
+# A directory with no owner record yet is being created by someone; give it time.
+UNOWNED_GRACE_SECONDS = 120.0
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (guards against pid reuse), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return fields[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "unknown"
+
+
+def owner_record(base_dir: Path, *, persistent: bool = False) -> None:
+    """Write the owner record of a server directory: this process."""
+    pid = os.getpid()
+    record = {"pid": pid, "start": process_start_time(pid), "persistent": persistent}
+    tmp = base_dir / "owner.json.tmp"
+    tmp.write_text(json.dumps(record))
+    tmp.replace(base_dir / "owner.json")
+
+
+def read_owner(base_dir: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((base_dir / "owner.json").read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def owner_alive(record: dict[str, Any]) -> bool:
+    start = process_start_time(int(record["pid"]))
+    return start is not None and (
+        start == record.get("start") or "unknown" in (start, record.get("start"))
+    )
+
+
+def postmaster_pid(datadir: Path) -> int | None:
+    """The postmaster's pid from ``postmaster.pid``, if that process still runs."""
+    try:
+        pid = int((datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    return pid if process_start_time(pid) is not None else None
+
+
+def stop_postmaster(datadir: Path, timeout: float = 10.0) -> None:
+    """Immediate shutdown (SIGQUIT), then SIGKILL if it lingers."""
+    pid = postmaster_pid(datadir)
+    if pid is None:
+        return
+    for sig, wait in ((signal.SIGQUIT, timeout), (signal.SIGKILL, timeout)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if process_start_time(pid) is None or _is_zombie(pid):
+                return
+            time.sleep(0.05)
+
+
+def reap_orphans(root: Path) -> list[Path]:
+    """Stop and remove every server under ``root`` whose owner has died; return them."""
+    reaped: list[Path] = []
+    for base_dir in sorted(root.glob(f"{SERVER_PREFIX}*")):
+        record = read_owner(base_dir)
+        if record is None:
+            try:
+                age = time.time() - base_dir.stat().st_mtime
+            except OSError:
+                continue
+            if age < UNOWNED_GRACE_SECONDS:
+                continue
+        elif record.get("persistent") or owner_alive(record):
+            continue
+        stop_postmaster(base_dir / "data")
+        shutil.rmtree(base_dir, ignore_errors=True)
+        reaped.append(base_dir)
+    return reaped
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False

