@@ -19,10 +19,10 @@ import os
 from logging.config import fileConfig
 from typing import Any
 
+from alembic import context
 from sqlalchemy import Connection, MetaData, create_engine, pool
 from sqlalchemy.engine import URL
 
-from alembic import context
 from reynard_models.main import MainBase
 
 #: Environment variable holding this database's URL when the ini names none.

@@ -12,7 +12,6 @@ Create Date: 2025-01-07 13:00:00.000000
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 # revision identifiers, used by Alembic.

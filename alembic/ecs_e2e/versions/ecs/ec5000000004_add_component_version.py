@@ -9,7 +9,6 @@ Create Date: 2025-01-10 10:00:00.000000
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 # revision identifiers, used by Alembic.
