@@ -31,6 +31,8 @@ class MigrationFailed(ReynardDBError):
     """A migration raised while running; the database is at the last good revision."""
 
     exit_code = 1
+    revision: str | None = None
+    path: str | None = None
 
 
 class ServerError(ReynardDBError):

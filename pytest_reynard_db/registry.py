@@ -114,6 +114,19 @@ class Registry:
     def mirrors_of(self, name: str) -> list[Database]:
         return [db for db in self.databases.values() if db.mirror_of == name]
 
+    def mirror_pairs(self, names: Iterable[str] = ()) -> list[tuple[Database, Database]]:
+        """(source, mirror) pairs: a name is a mirror, or a source meaning all its mirrors;
+        no names means every mirror."""
+        pairs: list[tuple[Database, Database]] = []
+        for db in self.select(names):
+            chosen = [db] if db.mirror_of else self.mirrors_of(db.name)
+            for mirror in chosen:
+                assert mirror.mirror_of is not None
+                pair = (self.get(mirror.mirror_of), mirror)
+                if pair not in pairs and (names or db.mirror_of):
+                    pairs.append(pair)
+        return pairs
+
     def production_names(self) -> set[str]:
         return {db.database for db in self.databases.values()}
 

@@ -1,0 +1,356 @@
+"""Migration verbs over one registered database, as in Alembic's ``command.py``.
+
+``MigrationManager`` is what the CLI and the pytest plugin share: one public
+method per verb, each a few lines over Alembic's ``command`` functions. It adds
+what a team with several databases needs around them: the target URL resolved
+once (and exported to the tree's ``url_env`` and ``sqlalchemy.url`` so that an
+``env.py`` reading either can only reach it), a PostgreSQL advisory lock so
+that two upgrades of one database do not interleave, and failures that name
+the revision file instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionError as AlembicRevisionError
+from alembic.util import CommandError
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
+
+from .errors import MigrationFailed, RevisionError, ReynardDBError, ServerError
+from .postgres import EphemeralServer, Server
+from .registry import Database
+from .tree import load_tree
+from .urls import mask_url, with_driver
+
+ALEMBIC_MIGRATION_LOGGER = "alembic.runtime.migration"
+MAINTENANCE_DATABASE = "postgres"
+RELATIVE = re.compile(r"[+-]\d+$")
+
+
+class MigrationManager:
+    """The migration verbs of one database, against one URL."""
+
+    def __init__(
+        self,
+        db: Database,
+        url: str | URL | None = None,
+        *,
+        stdout: TextIO | None = None,
+    ) -> None:
+        self.db = db
+        self._url = url
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self._script: ScriptDirectory | None = None
+
+    # -- what the verbs work on ----------------------------------------------------------
+    @property
+    def url(self) -> URL:
+        """The target: the URL given, else the database's production URL."""
+        if isinstance(self._url, URL):
+            return with_driver(self._url)
+        return self.db.production_url(self._url)
+
+    @property
+    def script(self) -> ScriptDirectory:
+        """The tree, loaded and checked once (see ``tree.load_tree``)."""
+        if self._script is None:
+            self._script = load_tree(self.db)
+        return self._script
+
+    def config(self, connection: Connection | None = None) -> Config:
+        """An Alembic Config for this database's ini, aimed at ``self.url``."""
+        config = self.db.alembic_config(url=self.url, connection=connection)
+        config.stdout = self.stdout
+        return config
+
+    # -- read-only verbs ------------------------------------------------------------------
+    def heads(self) -> list[Script]:
+        return _sorted(self.script.get_revisions("heads"))
+
+    def history(self) -> list[Script]:
+        """Every revision, newest first (as ``alembic history``)."""
+        return list(self.script.walk_revisions())
+
+    def current(self) -> tuple[str, ...]:
+        """The revisions the database is at (empty at base)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.connect() as connection:
+            return tuple(sorted(MigrationContext.configure(connection).get_current_heads()))
+
+    def resolve(self, target: str) -> None:
+        """Check that ``target`` names revisions of this tree (relative steps are Alembic's)."""
+        for part in target.split(":"):
+            if not part or RELATIVE.search(part):
+                continue
+            try:
+                self.script.get_revisions(part)
+            except (AlembicRevisionError, CommandError) as exc:
+                raise RevisionError(
+                    f"database {self.db.name!r}: unknown revision {part!r} "
+                    f"({' '.join(str(exc).split())})"
+                ) from None
+
+    # -- verbs that change a database ------------------------------------------------------
+    def upgrade(self, to: str = "heads", *, sql: bool = False) -> None:
+        """Upgrade to ``to``; with ``sql``, print the SQL and touch nothing."""
+        self.resolve(to)
+        if sql:
+            self._offline(command.upgrade, to)
+            return
+        self._run(command.upgrade, to)
+
+    def downgrade(self, to: str, *, sql: bool = False) -> None:
+        """Downgrade to ``to``; with ``sql`` it takes ``FROM:TO`` and prints the SQL."""
+        self.resolve(to)
+        if sql:
+            if ":" not in to:
+                raise RevisionError(
+                    f"database {self.db.name!r}: downgrade --sql needs --to FROM:TO "
+                    "(there is no database to read the current revision from)"
+                )
+            self._offline(command.downgrade, to)
+            return
+        self._run(command.downgrade, to)
+
+    def setup(self) -> bool:
+        """Create the database on its server if missing, then upgrade it to heads.
+
+        Returns whether the database was created.
+        """
+        url = self.url
+        if not url.database:
+            raise RevisionError(f"database {self.db.name!r}: the URL names no database")
+        server = Server(url.set(database=MAINTENANCE_DATABASE))
+        try:
+            created = not server.exists(url.database)
+            if created:
+                server.create_database(url.database)
+        finally:
+            server.close()
+        self.upgrade("heads")
+        return created
+
+    def create(self, message: str, *, branch: str | None = None, empty: bool = False) -> Script:
+        """Write a new revision file, autogenerated from the models unless ``empty``.
+
+        On a tree with several heads ``branch`` (a branch label) is required; the
+        file goes into the folder of that branch's head. Autogenerate compares the
+        models with a throw-away database upgraded to heads, unless this manager
+        was given a URL, which must then be at heads.
+        """
+        head, folder = self._new_revision_place(branch)
+        options: dict[str, Any] = {"message": message, "head": head, "version_path": folder}
+        try:
+            if empty:
+                written = command.revision(self.config(), **options)
+            else:
+                with self._autogenerate_target() as manager, manager.locked() as connection:
+                    written = command.revision(
+                        manager.config(connection), autogenerate=True, **options
+                    )
+        except (CommandError, AlembicRevisionError) as exc:
+            raise RevisionError(
+                f"database {self.db.name!r}: {' '.join(str(exc).split())}"
+            ) from None
+        self._script = None  # the tree changed
+        scripts = written if isinstance(written, list) else [written]
+        if not scripts or scripts[0] is None:
+            raise RevisionError(f"database {self.db.name!r}: Alembic wrote no revision")
+        return scripts[0]
+
+    def _new_revision_place(self, branch: str | None) -> tuple[str, str]:
+        heads = self.heads()
+        if branch is not None:
+            labels = sorted({label for s in self.history() for label in s.branch_labels})
+            if branch not in labels:
+                raise RevisionError(
+                    f"database {self.db.name!r}: no branch labelled {branch!r} "
+                    f"(labels: {', '.join(labels) or 'none'})"
+                )
+            found = _sorted(self.script.get_revisions(f"{branch}@head"))
+            return f"{branch}@head", str(Path(found[0].path).parent)
+        if len(heads) > 1:
+            listed = ", ".join(
+                f"{h.revision} ({', '.join(sorted(h.branch_labels)) or 'no label'})" for h in heads
+            )
+            raise RevisionError(
+                f"database {self.db.name!r} has {len(heads)} heads: {listed}; pass --branch LABEL"
+            )
+        folder = Path(heads[0].path).parent if heads else self.db.version_locations[0]
+        return "head", str(folder)
+
+    @contextmanager
+    def _autogenerate_target(self) -> Iterator[MigrationManager]:
+        if self._url is not None:
+            yield self
+            return
+        with EphemeralServer.start() as server:
+            url = server.create_database(f"test_autogenerate_{self.db.name}")
+            scratch = MigrationManager(self.db, url, stdout=self.stdout)
+            scratch._script = self._script
+            scratch.upgrade("heads")
+            yield scratch
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection to the target, with a clear error if it cannot be reached."""
+        engine = create_engine(self.url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+        try:
+            try:
+                connection = engine.connect()
+            except OperationalError as exc:
+                raise ServerError(
+                    f"database {self.db.name!r}: cannot connect to {mask_url(self.url)}: "
+                    f"{_first_line(exc.orig)}"
+                ) from None
+            with connection:
+                yield connection
+        finally:
+            engine.dispose()
+
+    @contextmanager
+    def locked(self) -> Iterator[Connection]:
+        """A connection holding this database's advisory lock (two upgrades take turns)."""
+        with self.connect() as connection:
+            key = advisory_lock_key(self.db.database)
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            # A session-level lock outlives this transaction; ending it leaves the
+            # connection idle, so Alembic runs one transaction per migration on it.
+            connection.commit()
+            try:
+                yield connection
+            finally:
+                if not connection.closed and not connection.invalidated:
+                    connection.rollback()
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                    connection.commit()
+
+    def _run(self, verb: Any, target: str) -> None:
+        step = _StepTracker()
+        with self.locked() as connection, exported(self.db.url_env, self.url), step:
+            try:
+                verb(self.config(connection), target)
+            except (CommandError, AlembicRevisionError) as exc:
+                raise RevisionError(
+                    f"database {self.db.name!r}: {' '.join(str(exc).split())}"
+                ) from None
+            except ReynardDBError:
+                raise
+            except Exception as exc:
+                connection.rollback()
+                raise self._failure(step, exc, connection) from exc
+
+    def _offline(self, verb: Any, target: str) -> None:
+        with exported(self.db.url_env, self.url):
+            try:
+                verb(self.config(), target, sql=True)
+            except (CommandError, AlembicRevisionError) as exc:
+                raise RevisionError(
+                    f"database {self.db.name!r}: {' '.join(str(exc).split())}"
+                ) from None
+
+    def _failure(
+        self, step: _StepTracker, exc: BaseException, connection: Connection
+    ) -> MigrationFailed:
+        from alembic.runtime.migration import MigrationContext
+
+        try:
+            at = MigrationContext.configure(connection).get_current_heads()
+            now = ", ".join(sorted(at)) or "base"
+        except Exception:
+            now = "unknown"
+        error = _first_line(exc.orig if isinstance(exc, DBAPIError) else exc)
+        where = f"{step.path}: {step.description}" if step.path else "while migrating"
+        failure = MigrationFailed(
+            f"database {self.db.name!r}: {where} failed: {error} (database left at {now})"
+        )
+        failure.revision = step.revision
+        failure.path = step.path
+        return failure
+
+
+class _StepTracker(logging.Filter):
+    """Remembers the step Alembic announced last ("Running upgrade a -> b")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revision: str | None = None
+        self.path: str | None = None
+        self.description = ""
+        self._logger = logging.getLogger(ALEMBIC_MIGRATION_LOGGER)
+        self._level = self._logger.level
+        self._shown = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Running %s" and record.args:
+            step = record.args[0] if isinstance(record.args, tuple) else record.args
+            script = getattr(step, "revision", None)
+            self.revision = getattr(script, "revision", None)
+            self.path = getattr(script, "path", None)
+            self.description = str(step).split(",")[0]
+        return self._shown  # silent where the user's logging config said so
+
+    def __enter__(self) -> _StepTracker:
+        self._logger.addFilter(self)
+        self._shown = self._logger.getEffectiveLevel() <= logging.INFO
+        self._logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._logger.removeFilter(self)
+        self._logger.setLevel(self._level)
+
+
+@contextmanager
+def exported(url_env: str, url: URL) -> Iterator[None]:
+    """``$url_env`` points at ``url`` while migrations run, whatever the shell had set."""
+    previous = os.environ.get(url_env)
+    os.environ[url_env] = url.render_as_string(hide_password=False)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(url_env, None)
+        else:
+            os.environ[url_env] = previous
+
+
+def advisory_lock_key(database: str) -> int:
+    """A stable signed 64-bit key per database name (crc32 in a reserved range)."""
+    return 0x5E7A_0000_0000 + zlib.crc32(database.encode())
+
+
+def _sorted(scripts: Any) -> list[Script]:
+    return sorted((s for s in scripts if s is not None), key=lambda s: s.revision)
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text_ = str(exc).strip() if exc is not None else ""
+    return text_.splitlines()[0] if text_ else type(exc).__name__
+
+
+def relative(path: str | Path | None) -> str:
+    """A path relative to the cwd when it is below it (shorter messages)."""
+    if path is None:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

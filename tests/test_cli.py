@@ -1,0 +1,336 @@
+"""The migration manager through ``reynard-migrate``, on copies of the Reynard trees."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pytest_reynard_db.cli import main
+from pytest_reynard_db.postgres import EphemeralServer
+
+REPO = Path(__file__).resolve().parents[1]
+ECS_HEADS = ("4a3e00000004", "a6e400000004", "ec5000000004")
+MAIN_HEAD = "3a1400000004"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of this repository's trees, inis, models and registry, free to break."""
+    for name in ("alembic", "reynard_models"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for ini in REPO.glob("alembic_*.ini"):
+        shutil.copy(ini, tmp_path / ini.name)
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+@pytest.fixture
+def db_url(pg_server: EphemeralServer, request: pytest.FixtureRequest) -> str:
+    """A fresh empty database on the shared server."""
+    name = f"test_cli_{request.node.name[:40].lower()}"
+    pg_server.drop_database(name)
+    url = pg_server.create_database(name)
+    return url.render_as_string(hide_password=False)
+
+
+def run(project: Path, *argv: str) -> tuple[int, str, str]:
+    """The CLI in a child process, as a user runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=project,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def heads_of(url: str) -> set[str]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    engine.dispose()
+    return set(rows)
+
+
+def scalar(url: str, sql: str) -> object:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        value = conn.execute(text(sql)).scalar()
+    engine.dispose()
+    return value
+
+
+def test_setup_brings_every_database_to_head(
+    project: Path, pg_server: EphemeralServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("reynard_ecs", "reynard_ecs_e2e", "reynard", "reynard_e2e"):
+        pg_server.drop_database(name)
+    admin = pg_server.url.render_as_string(hide_password=False)
+    assert main(["--project", str(project), "setup", "--url", admin]) == 0
+    out = capsys.readouterr().out
+    assert "ecs: created, at 4a3e00000004, a6e400000004, ec5000000004" in out
+    for name, heads in (
+        ("reynard_ecs", set(ECS_HEADS)),
+        ("reynard_ecs_e2e", set(ECS_HEADS)),
+        ("reynard", {MAIN_HEAD}),
+        ("reynard_e2e", {MAIN_HEAD}),
+    ):
+        assert heads_of(pg_server.database_url(name).render_as_string(False)) == heads
+    # Idempotent: a second run creates nothing and stays at head.
+    assert (
+        main(
+            [
+                "--project",
+                str(project),
+                "setup",
+                "ecs",
+                "--url",
+                pg_server.database_url("reynard_ecs").render_as_string(False),
+            ]
+        )
+        == 0
+    )
+    assert "created" not in capsys.readouterr().out
+
+
+def test_upgrade_downgrade_current(
+    project: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--project", str(project), "upgrade", "main", "--url", db_url]) == 0
+    assert heads_of(db_url) == {MAIN_HEAD}
+    assert (
+        main(
+            [
+                "--project",
+                str(project),
+                "downgrade",
+                "main",
+                "--to",
+                "3a1400000002",
+                "--url",
+                db_url,
+            ]
+        )
+        == 0
+    )
+    assert heads_of(db_url) == {"3a1400000002"}
+    assert main(["--project", str(project), "current", "main", "--url", db_url]) == 0
+    assert "3a1400000002" in capsys.readouterr().out
+    assert (
+        main(["--project", str(project), "downgrade", "main", "--to", "base", "--url", db_url]) == 0
+    )
+    assert heads_of(db_url) == set()
+
+
+def test_sql_prints_and_touches_nothing(
+    project: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--project", str(project), "upgrade", "ecs", "--sql", "--url", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "CREATE TABLE entity" in out and "CREATE TYPE spirit_kind" in out
+    assert scalar(db_url, "SELECT to_regclass('alembic_version')") is None
+
+
+def test_url_env_is_used_and_shell_value_restored(
+    project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    assert main(["--project", str(project), "upgrade", "main"]) == 0
+    assert heads_of(db_url) == {MAIN_HEAD}
+    assert os.environ["DATABASE_URL"] == db_url
+
+
+def test_copy_check_detects_a_revision_added_to_the_source_only(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--project", str(project), "copy", "--check"]) == 0
+    new = project / "alembic/ecs/versions/ecs/ec5000000099_extra.py"
+    new.write_text(
+        textwrap.dedent('''\
+        """extra"""
+        revision = "ec5000000099"
+        down_revision = "ec5000000004"
+        branch_labels = None
+        depends_on = None
+        def upgrade() -> None: ...
+        def downgrade() -> None: ...
+        ''')
+    )
+    assert main(["--project", str(project), "copy", "--check"]) == 1
+    assert "ec5000000099_extra.py" in capsys.readouterr().out
+    assert main(["--project", str(project), "copy", "ecs"]) == 0
+    assert (project / "alembic/ecs_e2e/versions/ecs/ec5000000099_extra.py").read_bytes() == (
+        new.read_bytes()
+    )
+    assert main(["--project", str(project), "copy", "--check"]) == 0
+
+
+def test_create_on_a_branch_writes_into_its_folder(project: Path) -> None:
+    before = set((project / "alembic/ecs/versions/naming").iterdir())
+    code, _out, err = run(project, "create", "ecs", "--branch", "naming", "-m", "x", "--empty")
+    assert code == 0, err
+    added = set((project / "alembic/ecs/versions/naming").iterdir()) - before
+    assert len(added) == 1
+    body = added.pop().read_text()
+    assert "down_revision: str | Sequence[str] | None = '4a3e00000004'" in body
+
+
+def test_create_needs_a_branch_when_there_are_several_heads(project: Path) -> None:
+    code, _, err = run(project, "create", "ecs", "-m", "x", "--empty")
+    assert code == 2
+    assert "3 heads" in err and "--branch" in err and "Traceback" not in err
+    code, _, err = run(project, "create", "ecs", "-m", "x", "--empty", "--branch", "nope")
+    assert code == 2 and "no branch labelled 'nope'" in err
+
+
+def test_create_autogenerates_against_a_throwaway_database(project: Path) -> None:
+    code, _out, err = run(project, "create", "main", "-m", "no change")
+    assert code == 0, err
+    written = next((project / "alembic/main/versions").glob("*_no_change.py"))
+    assert "def upgrade()" in written.read_text()
+
+
+def test_two_upgrades_at_once_take_turns(project: Path, db_url: str) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest_reynard_db",
+        "--project",
+        str(project),
+        "upgrade",
+        "ecs",
+        "--url",
+        db_url,
+    ]
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = [p.communicate(timeout=300) for p in (first, second)]
+    assert (first.returncode, second.returncode) == (0, 0), results
+    assert heads_of(db_url) == set(ECS_HEADS)
+    # The seed data migration ran exactly once.
+    assert scalar(db_url, "SELECT count(*) FROM spirit") == 8
+
+
+def test_failing_migration_leaves_the_last_good_revision(project: Path, db_url: str) -> None:
+    bad = project / "alembic/main/versions/3a1400000005_broken.py"
+    bad.write_text(
+        textwrap.dedent('''\
+        """broken on purpose"""
+        import sqlalchemy as sa
+        from alembic import op
+        revision = "3a1400000005"
+        down_revision = "3a1400000004"
+        branch_labels = None
+        depends_on = None
+        def upgrade() -> None:
+            op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))
+            op.execute("SELECT no_such_function()")
+        def downgrade() -> None:
+            op.drop_table("half_done")
+        ''')
+    )
+    code, _, err = run(project, "upgrade", "main", "--url", db_url)
+    assert code == 1
+    assert "3a1400000005_broken.py" in err and "no_such_function" in err
+    assert "database left at 3a1400000004" in err and "Traceback" not in err
+    assert heads_of(db_url) == {MAIN_HEAD}
+    assert scalar(db_url, "SELECT to_regclass('half_done')") is None
+
+
+BROKEN_FILES = {
+    "syntax": (
+        'revision = "3a1400000009"\ndown_revision = "3a1400000004"\ndef upgrade(:\n',
+        r"3a1400000009_bad.py:3: syntax error",
+    ),
+    "missing-down": (
+        'revision = "3a1400000009"\ndown_revision = "deadbeef0000"\n',
+        r"3a1400000009_bad.py: down_revision 'deadbeef0000' is not a revision",
+    ),
+    "duplicate-id": (
+        'revision = "3a1400000002"\ndown_revision = "3a1400000001"\n',
+        r"revision 3a1400000002 is defined twice: .*",
+    ),
+    "missing-module": (
+        'import no_such_module\nrevision = "3a1400000009"\n',
+        r"3a1400000009_bad.py: cannot load: ModuleNotFoundError",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_FILES))
+def test_broken_revision_file_is_named(project: Path, case: str) -> None:
+    body, message = BROKEN_FILES[case]
+    (project / "alembic/main/versions/3a1400000009_bad.py").write_text(body)
+    code, _, err = run(project, "heads", "main")
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert pytest.importorskip("re").search(message, err), err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("upgrade", "nope"), "unknown database 'nope'"),
+        (("upgrade", "main", "--to", "zzz"), "unknown revision 'zzz'"),
+        (("downgrade", "main", "--to", "3a1400000001", "--sql"), "needs --to FROM:TO"),
+        (("upgrade", "main", "--url", "postgresql://u:s3cret@127.0.0.1:1/x"), "cannot connect"),
+        (("upgrade", "main", "--url", "mysql://h/x"), "not a PostgreSQL URL"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    project: Path, argv: tuple[str, ...], message: str
+) -> None:
+    code, _, err = run(project, *argv)
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+    assert "s3cret" not in err
+
+
+def test_read_only_verbs(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--project", str(project), "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "ecs_e2e  reynard_ecs_e2e" in listing and " ".join(ECS_HEADS) in listing
+    assert main(["--project", str(project), "heads", "ecs"]) == 0
+    assert capsys.readouterr().out.count("(head)") == 3
+    assert main(["--project", str(project), "history", "main"]) == 0
+    assert "<base> -> 3a1400000001" in capsys.readouterr().out
+    assert main(["--project", str(project), "graph", "ecs", "--format", "dot"]) == 0
+    assert capsys.readouterr().out.startswith("digraph")
+
+
+def test_seed_scripts_are_shims(project: Path) -> None:
+    shutil.copytree(REPO / "scripts", project / "scripts")
+    for script, args in (("migrate.py", ["history", "ecs"]), ("copy_migrations.py", ["--check"])):
+        result = subprocess.run(
+            [sys.executable, f"scripts/{script}", *args],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+    migrate = subprocess.run(
+        [
+            sys.executable,
+            "scripts/migrate.py",
+            "create",
+            "main",
+            "--message",
+            "via shim",
+            "--empty",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    assert list((project / "alembic/main/versions").glob("*_via_shim.py"))
