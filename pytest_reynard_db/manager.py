@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
@@ -107,26 +108,28 @@ class MigrationManager:
                 ) from None
 
     # -- verbs that change a database ------------------------------------------------------
-    def upgrade(self, to: str = "heads", *, sql: bool = False) -> None:
-        """Upgrade to ``to``; with ``sql``, print the SQL and touch nothing."""
-        self.resolve(to)
-        if sql:
-            self._offline(command.upgrade, to)
-            return
-        self._run(command.upgrade, to)
+    def upgrade(
+        self, to: str = "heads", *, sql: bool = False, connection: Connection | None = None
+    ) -> None:
+        """Upgrade to ``to``; with ``sql``, print the SQL and touch nothing.
 
-    def downgrade(self, to: str, *, sql: bool = False) -> None:
+        With ``connection`` (already holding the lock, see ``locked``), run on it:
+        a caller doing many steps then pays for one connection, not one a step.
+        """
+        self.resolve(to)
+        self._migrate("upgrade", to, sql=sql, connection=connection)
+
+    def downgrade(
+        self, to: str, *, sql: bool = False, connection: Connection | None = None
+    ) -> None:
         """Downgrade to ``to``; with ``sql`` it takes ``FROM:TO`` and prints the SQL."""
         self.resolve(to)
-        if sql:
-            if ":" not in to:
-                raise RevisionError(
-                    f"database {self.db.name!r}: downgrade --sql needs --to FROM:TO "
-                    "(there is no database to read the current revision from)"
-                )
-            self._offline(command.downgrade, to)
-            return
-        self._run(command.downgrade, to)
+        if sql and ":" not in to:
+            raise RevisionError(
+                f"database {self.db.name!r}: downgrade --sql needs --to FROM:TO "
+                "(there is no database to read the current revision from)"
+            )
+        self._migrate("downgrade", to, sql=sql, connection=connection)
 
     def setup(self) -> bool:
         """Create the database on its server if missing, then upgrade it to heads.
@@ -242,29 +245,43 @@ class MigrationManager:
                     connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
                     connection.commit()
 
-    def _run(self, verb: Any, target: str) -> None:
+    def _migrate(
+        self, direction: str, target: str, *, sql: bool, connection: Connection | None
+    ) -> None:
+        if sql:
+            with exported(self.db.url_env, self.url), _alembic_errors(self.db):
+                self._run_env(direction, target, self.config(), sql=True)
+            return
+        if connection is None:
+            with self.locked() as locked:
+                self._migrate(direction, target, sql=False, connection=locked)
+            return
         step = _StepTracker()
-        with self.locked() as connection, exported(self.db.url_env, self.url), step:
+        with exported(self.db.url_env, self.url), step, _alembic_errors(self.db):
             try:
-                verb(self.config(connection), target)
-            except (CommandError, AlembicRevisionError) as exc:
-                raise RevisionError(
-                    f"database {self.db.name!r}: {' '.join(str(exc).split())}"
-                ) from None
-            except ReynardDBError:
+                self._run_env(direction, target, self.config(connection))
+            except (ReynardDBError, CommandError, AlembicRevisionError):
                 raise
             except Exception as exc:
                 connection.rollback()
                 raise self._failure(step, exc, connection) from exc
 
-    def _offline(self, verb: Any, target: str) -> None:
-        with exported(self.db.url_env, self.url):
-            try:
-                verb(self.config(), target, sql=True)
-            except (CommandError, AlembicRevisionError) as exc:
-                raise RevisionError(
-                    f"database {self.db.name!r}: {' '.join(str(exc).split())}"
-                ) from None
+    def _run_env(self, direction: str, target: str, config: Config, *, sql: bool = False) -> None:
+        """What ``alembic.command.upgrade``/``downgrade`` do, on our already-loaded tree."""
+        script = self.script
+        start = None
+        if ":" in target:
+            start, target = target.split(":", 1)
+
+        def steps(revision: Any, context: Any) -> Any:
+            if direction == "upgrade":
+                return script._upgrade_revs(target, revision)
+            return script._downgrade_revs(target, revision)
+
+        with EnvironmentContext(
+            config, script, fn=steps, as_sql=sql, starting_rev=start, destination_rev=target
+        ):
+            script.run_env()
 
     def _failure(
         self, step: _StepTracker, exc: BaseException, connection: Connection
@@ -316,6 +333,15 @@ class _StepTracker(logging.Filter):
     def __exit__(self, *exc_info: object) -> None:
         self._logger.removeFilter(self)
         self._logger.setLevel(self._level)
+
+
+@contextmanager
+def _alembic_errors(db: Database) -> Iterator[None]:
+    """Alembic's own usage errors (unknown target, multiple heads) as one line, exit 2."""
+    try:
+        yield
+    except (CommandError, AlembicRevisionError) as exc:
+        raise RevisionError(f"database {db.name!r}: {' '.join(str(exc).split())}") from None
 
 
 @contextmanager
