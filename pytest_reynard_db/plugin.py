@@ -1,12 +1,320 @@
-"""The pytest plugin: a thin front over the registry, the servers and the manager."""
+"""The pytest plugin: options, hooks and fixtures, a thin front over ``Provisioner``.
+
+One server per run: the xdist controller (or the only process) owns it; workers
+get its URL through ``workerinput``. Every selected database is migrated once
+into a template (``provision.Provisioner``) and tests get clones of it or
+rolled-back transactions on a session clone.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.orm import Session
 
 from . import pytest_alembic_compat
+from .errors import ReynardDBError
+from .postgres import EphemeralServer, ExistingServer, Server
+from .postgres.runas import run_as, runtime_root
+from .provision import Provisioner, TestDatabase, refuse_production
+from .registry import Registry, find_project_root, load_registry
+from .settings import Settings, add_options, get_settings
+from .urls import mask_url, parse_url
+
+STATE = pytest.StashKey["RunState"]()
+MARKER = "reynard_db"
+WORKER_KEY = "reynard_db"
+
+
+class RunState:
+    """This process's view of the run: settings, registry, server and provisioner."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        workerinput = getattr(config, "workerinput", None)
+        inherited = workerinput.get(WORKER_KEY) if workerinput else None
+        self.worker = str(workerinput["workerid"]) if workerinput else "main"
+        self.run_id: str = inherited["run_id"] if inherited else uuid.uuid4().hex[:8]
+        self.inherited_url: str | None = inherited["url"] if inherited else None
+        self.is_worker = workerinput is not None
+        self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
+        self.own_server: EphemeralServer | None = None
+        self._server: Server | None = None
+        self._registry: Registry | None = None
+        self._provisioner: Provisioner | None = None
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = load_registry(find_project_root(self.config.rootpath))
+        return self._registry
+
+    @property
+    def server(self) -> Server:
+        if self._server is None:
+            if self.settings.url:
+                url = parse_url(self.settings.url, origin="--reynard-db-url")
+                refuse_production(self.registry, url)
+                self._server = ExistingServer(url)
+            elif self.inherited_url:
+                self._server = Server(self.inherited_url)
+            else:
+                self.own_server = (
+                    EphemeralServer.reusable() if self.settings.reuse else EphemeralServer.start()
+                )
+                self._server = self.own_server
+        return self._server
+
+    @property
+    def provisioner(self) -> Provisioner:
+        if self._provisioner is None:
+            locks = runtime_root(run_as()) / "locks"
+            locks.mkdir(mode=0o700, exist_ok=True)
+            self._provisioner = Provisioner(
+                self.registry,
+                self.server,
+                run_id=self.run_id,
+                worker=self.worker,
+                source=self.settings.source,
+                shared_names=not self.settings.url,
+                lock_dir=locks,
+            )
+        return self._provisioner
+
+    def close(self) -> None:
+        if self._provisioner is not None:
+            self._provisioner.close()
+        if isinstance(self._server, ExistingServer) and not self.is_worker:
+            self._server.drop_run(self.run_id)
+        if self._server is not None:
+            self._server.close()
+        if self.own_server is not None:
+            self.own_server.stop()
+
+
+# -- hooks -----------------------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{MARKER}(name): run this test against the registered database NAME"
+    )
+    settings = get_settings(config)
+    if not settings.active:
+        return
+    state = RunState(config, settings)
+    config.stash[STATE] = state
+    # Registered now, after every entry-point plugin: these definitions of
+    # pytest-alembic's fixtures are the later ones, so they win whatever the load order.
+    config.pluginmanager.register(AlembicFixtures(), "reynard-db-alembic-fixtures")
+    if state.is_controller:
+        with _harness_errors(usage=True):
+            _ = state.server  # one server for all workers, started before they are
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: hand each worker the run's server and run id."""
+    state = node.config.stash.get(STATE, None)
+    if state is not None:
+        url = state.server.url.render_as_string(hide_password=False)
+        node.workerinput[WORKER_KEY] = {"url": url, "run_id": state.run_id}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        state.close()
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     pytest_alembic_compat.install(session.config)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return []
+    where = mask_url(state.settings.url) if state.settings.url else "an ephemeral server"
+    reuse = " (reused between runs)" if state.settings.reuse else ""
+    names = ", ".join(state.settings.databases) or "none"
+    return [f"reynard-db: databases {names} on {where}{reuse}, source={state.settings.source}"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.reynard_db("ecs")``: this test's databases are ``ecs``'s."""
+    marker = metafunc.definition.get_closest_marker(MARKER)
+    if marker is None or "reynard_db_name" not in metafunc.fixturenames:
+        return
+    if len(marker.args) != 1 or not isinstance(marker.args[0], str):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: use @pytest.mark.{MARKER}('name')")
+    metafunc.parametrize(
+        "reynard_db_name",
+        [marker.args[0]],
+        indirect=True,
+        scope="session",
+        ids=[marker.args[0]],
+    )
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+def _state(request: pytest.FixtureRequest) -> RunState:
+    state = request.config.stash.get(STATE, None)
+    if state is None:
+        pytest.fail(
+            "no database selected: run pytest with --reynard-db=NAME "
+            "(or set reynard_db in [tool.pytest.ini_options])",
+            pytrace=False,
+        )
+    return state
+
+
+@contextmanager
+def _harness_errors(*, usage: bool = False) -> Iterator[None]:
+    """A harness failure is one line naming database, file and error, not a traceback."""
+    try:
+        yield
+    except ReynardDBError as exc:
+        if usage:
+            raise pytest.UsageError(f"reynard-db: {exc}") from None
+        pytest.fail(f"reynard-db: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def reynard_db_server(request: pytest.FixtureRequest) -> Server:
+    """The run's PostgreSQL server: ``.url``, ``.create_database``, ``.drop_database``."""
+    with _harness_errors():
+        return _state(request).server
+
+
+@pytest.fixture(scope="session")
+def reynard_db_name(request: pytest.FixtureRequest) -> str:
+    """The registry name of the database a test runs against (marker, else --reynard-db)."""
+    state = _state(request)
+    name = getattr(request, "param", None) or next(iter(state.settings.databases), None)
+    if name is None:
+        pytest.fail("no database selected: pass --reynard-db=NAME", pytrace=False)
+    with _harness_errors():
+        state.registry.get(name)
+    return str(name)
+
+
+@pytest.fixture(scope="session")
+def reynard_db(request: pytest.FixtureRequest, reynard_db_name: str) -> Iterator[TestDatabase]:
+    """The selected database migrated to heads, for the whole session."""
+    provisioner = _provisioner(request)
+    with _harness_errors():
+        database = provisioner.clone(reynard_db_name, purpose="session")
+    yield database
+    provisioner.drop(database)
+
+
+@pytest.fixture
+def reynard_db_connection(reynard_db: TestDatabase) -> Iterator[Connection]:
+    """A connection in a transaction rolled back after the test, whatever the test commits."""
+    with reynard_db.engine.connect() as connection:
+        outer = connection.begin()
+        _commit_to_savepoints(connection)
+        try:
+            yield connection
+        finally:
+            outer.rollback()
+
+
+@pytest.fixture
+def reynard_db_session(reynard_db_connection: Connection) -> Iterator[Session]:
+    """An ORM session on ``reynard_db_connection``; its commits become savepoints."""
+    session = Session(bind=reynard_db_connection, join_transaction_mode="create_savepoint")
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture
+def reynard_db_fresh(
+    request: pytest.FixtureRequest, reynard_db_name: str
+) -> Iterator[TestDatabase]:
+    """A database of this test's own, cloned from the migrated template, dropped after."""
+    provisioner = _provisioner(request)
+    with _harness_errors():
+        database = provisioner.clone(reynard_db_name, purpose="fresh")
+    yield database
+    provisioner.drop(database)
+
+
+@pytest.fixture(scope="session")
+def reynard_db_factory(request: pytest.FixtureRequest) -> Callable[..., TestDatabase]:
+    """``factory(name, revision="heads")``: a database at any revision (templates cached)."""
+    provisioner = _provisioner(request)
+
+    def factory(name: str, revision: str = "heads") -> TestDatabase:
+        with _harness_errors():
+            return provisioner.clone(name, revision, purpose="rev")
+
+    return factory
+
+
+class AlembicFixtures:
+    """pytest-alembic's ``alembic_config`` and ``alembic_engine``, on our databases."""
+
+    @pytest.fixture
+    def alembic_engine(
+        self, request: pytest.FixtureRequest, reynard_db_name: str
+    ) -> Iterator[Engine]:
+        """An engine on an empty database of this test's own (pytest-alembic migrates it)."""
+        provisioner = _provisioner(request)
+        with _harness_errors():
+            database = provisioner.empty(reynard_db_name, purpose="alembic")
+        with provisioner.guarded(reynard_db_name, database.url):
+            yield database.engine
+        provisioner.drop(database)
+
+    @pytest.fixture
+    def alembic_config(
+        self, request: pytest.FixtureRequest, reynard_db_name: str, alembic_engine: Engine
+    ) -> Any:
+        """The Alembic config of the selected database's tree, aimed at ``alembic_engine``."""
+        return _provisioner(request).tree(reynard_db_name).alembic_config(url=alembic_engine.url)
+
+
+def _provisioner(request: pytest.FixtureRequest) -> Provisioner:
+    with _harness_errors():
+        return _state(request).provisioner
+
+
+def _commit_to_savepoints(connection: Connection) -> None:
+    """Make ``commit()``/``rollback()`` on the test's connection act on a savepoint.
+
+    The outer transaction must survive anything the code under test does, so a
+    commit releases the current savepoint and opens the next one.
+    """
+    connection.begin_nested()
+
+    @event.listens_for(connection, "commit")
+    def _never_commit(conn: Connection) -> None:
+        raise RuntimeError("reynard_db_connection: the outer transaction must not commit")
+
+    def commit() -> None:
+        nested = connection.get_nested_transaction()
+        if nested is not None:
+            nested.commit()
+        connection.begin_nested()
+
+    def rollback() -> None:
+        nested = connection.get_nested_transaction()
+        if nested is not None:
+            nested.rollback()
+        connection.begin_nested()
+
+    connection.commit = commit  # type: ignore[method-assign]
+    connection.rollback = rollback  # type: ignore[method-assign]

@@ -20,7 +20,7 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from sqlalchemy import Connection, MetaData, create_engine, pool
+from sqlalchemy import Connection, Engine, MetaData, create_engine, pool
 from sqlalchemy.engine import URL
 
 from reynard_models.main import MainBase
@@ -45,12 +45,14 @@ CONFIGURE_OPTIONS: dict[str, Any] = {
 }
 
 
-def passed_connection() -> Connection | None:
-    """Return the Connection a caller handed over, if any."""
+def passed_connection() -> Connection | Engine | None:
+    """Return the Connection (or, as pytest-alembic passes it, the Engine) a caller gave."""
     connection = config.attributes.get("connection")
-    if connection is not None and not isinstance(connection, Connection):
+    if connection is not None and not isinstance(connection, Connection | Engine):
         kind = type(connection).__name__
-        raise TypeError(f'config.attributes["connection"] must be a Connection, not {kind}')
+        raise TypeError(
+            f'config.attributes["connection"] must be a Connection or Engine, not {kind}'
+        )
     return connection
 
 
@@ -66,7 +68,10 @@ def database_url() -> str | URL:
 def run_migrations_offline() -> None:
     """Emit the migration SQL (``--sql``) without connecting to a database."""
     connection = passed_connection()
-    url = connection.engine.url if connection is not None else database_url()
+    if isinstance(connection, Connection):
+        url: str | URL = connection.engine.url
+    else:
+        url = connection.url if connection is not None else database_url()
     context.configure(
         url=url,
         literal_binds=True,
@@ -85,18 +90,19 @@ def run_migrations(connection: Connection) -> None:
 
 
 def run_migrations_online() -> None:
-    """Migrate the passed connection, else a connection to the resolved URL."""
-    connection = passed_connection()
-    if connection is not None:
-        run_migrations(connection)
+    """Migrate the passed connection, else a connection to the passed engine or the URL."""
+    passed = passed_connection()
+    if isinstance(passed, Connection):
+        run_migrations(passed)
         return
     # NullPool: a migration run is one short-lived connection, nothing to pool.
-    engine = create_engine(database_url(), poolclass=pool.NullPool)
+    engine = passed or create_engine(database_url(), poolclass=pool.NullPool)
     try:
-        with engine.connect() as new_connection:
-            run_migrations(new_connection)
+        with engine.connect() as connection:
+            run_migrations(connection)
     finally:
-        engine.dispose()
+        if passed is None:
+            engine.dispose()
 
 
 if context.is_offline_mode():

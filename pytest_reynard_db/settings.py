@@ -1,0 +1,83 @@
+"""The plugin's settings, resolved once: command line > ini > environment > default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+SOURCES = ("copy", "point")
+URL_ENV = "REYNARD_DB_URL"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``--reynard-db*`` (or the ini keys of the same names) asked for."""
+
+    databases: tuple[str, ...] = ()
+    url: str | None = None
+    source: str = "copy"
+    checks: bool = False
+    reuse: bool = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.databases) or self.checks
+
+
+OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--reynard-db", "the database(s) tests run against, NAME[,NAME]", {"metavar": "NAME"}),
+    (
+        "--reynard-db-url",
+        f"admin URL of an existing server (also ${URL_ENV}); default: an ephemeral server",
+        {"metavar": "URL"},
+    ),
+    (
+        "--reynard-db-source",
+        "for a mirror: migrate with its own copied tree (copy) or its source's tree (point)",
+        {"choices": SOURCES},
+    ),
+    (
+        "--reynard-db-checks",
+        "collect the migration checks as test items reynard-db::<db>::<check>",
+        {"action": "store_true", "default": None},
+    ),
+    (
+        "--reynard-db-reuse",
+        "keep the ephemeral server and migrated templates between runs",
+        {"action": "store_true", "default": None},
+    ),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("reynard-db", "PostgreSQL databases migrated with Alembic")
+    for flag, help_, extra in OPTIONS:
+        dest = flag.lstrip("-").replace("-", "_")
+        group.addoption(flag, dest=dest, help=help_, **extra)
+        if extra.get("action") == "store_true":
+            parser.addini(dest, help_, type="bool", default=False)
+        else:
+            parser.addini(dest, help_, type="string", default=None)
+
+
+def get_settings(config: pytest.Config) -> Settings:
+    """Resolve every setting in one place (pytest-postgresql's ``get_config`` pattern)."""
+
+    def pick(name: str) -> Any:
+        value = config.getoption(name)
+        return value if value is not None else config.getini(name)
+
+    names = pick("reynard_db") or ""
+    source = pick("reynard_db_source") or "copy"
+    if source not in SOURCES:
+        raise pytest.UsageError(f"reynard_db_source: {source!r} is not one of {', '.join(SOURCES)}")
+    return Settings(
+        databases=tuple(n.strip() for n in str(names).split(",") if n.strip()),
+        url=pick("reynard_db_url") or os.environ.get(URL_ENV) or None,
+        source=source,
+        checks=bool(pick("reynard_db_checks")),
+        reuse=bool(pick("reynard_db_reuse")),
+    )
