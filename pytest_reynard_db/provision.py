@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,9 +171,24 @@ class Provisioner:
 
     @contextmanager
     def guarded(self, name: str, url: URL) -> Iterator[None]:
-        """``url_env`` of the database (and of the tree it is migrated with) point at ``url``."""
-        with exported(self.registry.get(name).url_env, url), exported(self.tree(name).url_env, url):
+        """Every URL variable the database's migrations could read points at ``url``.
+
+        That is its own ``url_env`` and, for a mirror, its sources' too: a mirror's
+        ``env.py`` is often a copy of the production one, reading the production
+        variable.
+        """
+        with ExitStack() as stack:
+            for env in self.url_envs(name):
+                stack.enter_context(exported(env, url))
             yield
+
+    def url_envs(self, name: str) -> list[str]:
+        envs: list[str] = []
+        db: Database | None = self.registry.get(name)
+        while db is not None:
+            envs.append(db.url_env)
+            db = self.registry.get(db.mirror_of) if db.mirror_of else None
+        return list(dict.fromkeys(envs))
 
 
 def tree_digest(tree: Database, revision: str, source: str) -> str:

@@ -1,0 +1,398 @@
+"""The pytest plugin, run as users run it: inner pytest sessions through ``pytester``."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.postgres.executor import reusable_server
+from pytest_reynard_db.postgres.reaper import stop_postmaster
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def registry_table() -> str:
+    """The ``[tool.reynard-db]`` tables of this repository's pyproject.toml."""
+    body = (REPO / "pyproject.toml").read_text()
+    start = body.index("[tool.reynard-db.databases.ecs]")
+    end = body.index("[tool.pytest.ini_options]")
+    return body[start:end]
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """An inner project holding copies of the Reynard trees, models and registry."""
+    for name in ("alembic", "reynard_models"):
+        shutil.copytree(
+            REPO / name, pytester.path / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for ini in REPO.glob("alembic_*.ini"):
+        shutil.copy(ini, pytester.path / ini.name)
+    (pytester.path / "pyproject.toml").write_text(
+        registry_table() + '\n[tool.pytest.ini_options]\npythonpath = ["."]\n'
+    )
+    return pytester
+
+
+def test_every_fixture(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_fixtures="""
+        from sqlalchemy import text
+        from sqlalchemy.orm import Session
+
+        NAMES = []
+
+        def test_session_database(reynard_db):
+            assert reynard_db.name.startswith("test_ecs_e2e_")
+            assert set(reynard_db.head) == {"ec5000000004", "4a3e00000004", "a6e400000004"}
+            assert reynard_db.config.get_main_option("script_location").endswith("alembic/ecs_e2e")
+            with reynard_db.engine.connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM spirit")).scalar() == 8
+
+        def test_connection_commit_is_rolled_back(reynard_db_connection):
+            reynard_db_connection.execute(text("INSERT INTO world (name) VALUES ('committed')"))
+            reynard_db_connection.commit()
+            assert reynard_db_connection.execute(
+                text("SELECT count(*) FROM world WHERE name = 'committed'")).scalar() == 1
+
+        def test_previous_commit_left_nothing(reynard_db_connection):
+            assert reynard_db_connection.execute(
+                text("SELECT count(*) FROM world WHERE name = 'committed'")).scalar() == 0
+
+        def test_session_commit_is_rolled_back(reynard_db_session: Session):
+            reynard_db_session.execute(text("INSERT INTO world (name) VALUES ('orm')"))
+            reynard_db_session.commit()
+
+        def test_previous_session_commit_left_nothing(reynard_db_session: Session):
+            assert reynard_db_session.execute(
+                text("SELECT count(*) FROM world WHERE name = 'orm'")).scalar() == 0
+
+        def test_fresh(reynard_db_fresh, reynard_db):
+            assert reynard_db_fresh.name != reynard_db.name
+            NAMES.append(reynard_db_fresh.name)
+            with reynard_db_fresh.engine.begin() as conn:
+                conn.execute(text("DROP TABLE agent_interaction"))
+
+        def test_fresh_was_dropped_and_isolated(reynard_db_fresh, reynard_db_server):
+            assert not reynard_db_server.exists(NAMES[0])
+            with reynard_db_fresh.engine.connect() as conn:
+                assert conn.execute(text("SELECT to_regclass('agent_interaction')")).scalar()
+
+        def test_factory_at_a_revision(reynard_db_factory):
+            old = reynard_db_factory("ecs", "ec5000000002")
+            with old.engine.connect() as conn:
+                versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+                assert set(versions) == {"ec5000000002"}
+                assert conn.execute(text("SELECT to_regclass('spirit')")).scalar() is None
+            assert old.head == ("ec5000000002",)
+
+        def test_server(reynard_db_server):
+            reynard_db_server.create_database("test_by_hand")
+            assert reynard_db_server.exists("test_by_hand")
+            reynard_db_server.drop_database("test_by_hand")
+        """
+    )
+    result = project.runpytest("--reynard-db=ecs_e2e", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=9)
+    result.stdout.fnmatch_lines(["reynard-db: databases ecs_e2e on an ephemeral server*"])
+
+
+def test_marker_picks_the_database(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_marker="""
+        import pytest
+
+        def test_default(reynard_db):
+            assert reynard_db.db.name == "ecs_e2e"
+
+        @pytest.mark.reynard_db("main")
+        def test_main(reynard_db, reynard_db_fresh):
+            assert reynard_db.db.name == "main" and reynard_db.head == ("3a1400000004",)
+            assert reynard_db_fresh.db.name == "main"
+
+        @pytest.mark.reynard_db("e2e")
+        def test_e2e_connection(reynard_db_connection):
+            assert reynard_db_connection.engine.url.database.startswith("test_e2e_")
+        """
+    )
+    project.runpytest("--reynard-db=ecs_e2e", "-p", "no:cacheprovider").assert_outcomes(passed=3)
+
+
+def test_unknown_marker_database_is_one_clear_error(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.reynard_db("nope")
+        def test_x(reynard_db):
+            pass
+        """
+    )
+    result = project.runpytest("--reynard-db=ecs_e2e", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*reynard-db: unknown database 'nope'*"])
+
+
+@pytest.mark.parametrize(
+    ("source", "tree", "head"),
+    [
+        ("copy", "alembic/ecs_e2e", "ec5000000099"),
+        ("point", "alembic/ecs", "ec5000000004"),
+    ],
+)
+def test_copy_or_point(project: pytest.Pytester, source: str, tree: str, head: str) -> None:
+    # Only the mirror has this revision: copy mode migrates with it, point mode without.
+    (project.path / "alembic/ecs_e2e/versions/ecs/ec5000000099_mirror_only.py").write_text(
+        textwrap.dedent('''\
+            """mirror only"""
+            revision = "ec5000000099"
+            down_revision = "ec5000000004"
+            branch_labels = None
+            depends_on = None
+            def upgrade() -> None: ...
+            def downgrade() -> None: ...
+            ''')
+    )
+    project.makepyfile(
+        test_source=f"""
+        def test_tree(reynard_db):
+            assert reynard_db.config.get_main_option("script_location").endswith("{tree}")
+            assert "{head}" in reynard_db.head
+        """
+    )
+    result = project.runpytest(
+        "--reynard-db=ecs_e2e", f"--reynard-db-source={source}", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1)
+
+
+def test_production_urls_in_the_shell_are_never_used(
+    project: pytest.Pytester, pg_server: EphemeralServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg_server.drop_database("reynard_ecs")
+    production = pg_server.create_database("reynard_ecs")
+    rendered = production.render_as_string(hide_password=False)
+    monkeypatch.setenv("ECS_DATABASE_URL", rendered)
+    monkeypatch.setenv("ECS_E2E_DATABASE_URL", rendered)
+    project.makepyfile(
+        test_guard="""
+        import os
+
+        def test_env_points_at_the_test_database_while_migrating(reynard_db):
+            assert reynard_db.name != "reynard_ecs"
+
+        def test_alembic_env(alembic_engine, alembic_config):
+            assert os.environ["ECS_DATABASE_URL"].endswith("/" + alembic_engine.url.database)
+            assert alembic_config.get_main_option("sqlalchemy.url").endswith(
+                alembic_engine.url.database)
+        """
+    )
+    for source in ("copy", "point"):
+        result = project.runpytest(
+            "--reynard-db=ecs_e2e", f"--reynard-db-source={source}", "-p", "no:cacheprovider"
+        )
+        result.assert_outcomes(passed=2)
+    engine = create_engine(production)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass('alembic_version')")).scalar() is None
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            ).scalar()
+            == 0
+        )
+    engine.dispose()
+    pg_server.drop_database("reynard_ecs")
+
+
+def test_existing_server_mode(project: pytest.Pytester, pg_server: EphemeralServer) -> None:
+    admin = pg_server.url.render_as_string(hide_password=False)
+    project.makepyfile(
+        test_existing="""
+        import re
+
+        def test_names(reynard_db, reynard_db_fresh):
+            assert re.fullmatch(r"test_ecs_e2e_[0-9a-f]{8}_main_session\\d+", reynard_db.name)
+            assert re.fullmatch(r"test_ecs_e2e_[0-9a-f]{8}_main_fresh\\d+", reynard_db_fresh.name)
+        """
+    )
+    before = _databases(pg_server)
+    result = project.runpytest(
+        f"--reynard-db-url={admin}", "--reynard-db=ecs_e2e", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1)
+    assert _databases(pg_server) == before, "the run must drop every database it created"
+
+
+def test_existing_server_refuses_a_production_database(
+    project: pytest.Pytester, pg_server: EphemeralServer
+) -> None:
+    url = pg_server.database_url("reynard_ecs").render_as_string(hide_password=False)
+    project.makepyfile(test_x="def test_x(reynard_db):\n    pass\n")
+    result = project.runpytest(
+        f"--reynard-db-url={url}", "--reynard-db=ecs", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*refusing --reynard-db-url: it names the production database 'reynard_ecs'*"]
+    )
+
+
+def test_xdist_workers_share_one_template(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_parallel="""
+        import os
+        import pytest
+        from sqlalchemy import text
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_fresh(reynard_db_fresh, reynard_db_server, i):
+            worker = os.environ["PYTEST_XDIST_WORKER"]
+            assert f"_{worker}_fresh" in reynard_db_fresh.name
+            with reynard_db_server.connect() as conn:
+                templates = conn.execute(
+                    "SELECT count(*) FROM pg_database WHERE datname LIKE 'test_tpl_ecs_e2e_%'"
+                ).fetchone()[0]
+            assert templates == 1
+        """
+    )
+    result = project.runpytest_subprocess(
+        "-n", "2", "--reynard-db=ecs_e2e", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=6)
+
+
+@pytest.fixture
+def stop_reused_server() -> Iterator[None]:
+    """The reuse test leaves the kept server running, by design; stop it afterwards."""
+    yield
+    process = reusable_server()
+    if process.base_dir is not None:
+        stop_postmaster(process.base_dir / "data")
+        shutil.rmtree(process.base_dir, ignore_errors=True)
+
+
+@pytest.mark.usefixtures("stop_reused_server")
+def test_reuse_keeps_the_server_and_rebuilds_a_changed_tree(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_reuse="""
+        def test_where(reynard_db, reynard_db_server):
+            with reynard_db_server.connect() as conn:
+                rows = conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'test_tpl_main_%'"
+                ).fetchall()
+            print("PORT", reynard_db_server.url.port, "HEAD", reynard_db.head,
+                  "TEMPLATES", sorted(r[0] for r in rows))
+        """
+    )
+    args = ("--reynard-db=main", "--reynard-db-reuse", "-p", "no:cacheprovider", "-s")
+    first = project.runpytest_subprocess(*args)
+    first.assert_outcomes(passed=1)
+    second = project.runpytest_subprocess(*args)
+    second.assert_outcomes(passed=1)
+    port = re.search(r"PORT (\d+)", first.stdout.str())
+    assert port and f"PORT {port.group(1)} " in second.stdout.str(), "the server was reused"
+    (project.path / "alembic/main/versions/3a1400000005_more.py").write_text(
+        'revision = "3a1400000005"\ndown_revision = "3a1400000004"\n'
+        "def upgrade(): ...\ndef downgrade(): ...\n"
+    )
+    third = project.runpytest_subprocess(*args)
+    third.assert_outcomes(passed=1)
+    assert "3a1400000005" in third.stdout.str()
+    assert f"PORT {port.group(1)} " in third.stdout.str()
+
+
+def test_migration_failure_is_one_error_naming_the_file(project: pytest.Pytester) -> None:
+    (project.path / "alembic/main/versions/3a1400000005_broken.py").write_text(
+        "import sqlalchemy as sa\nfrom alembic import op\n"
+        'revision = "3a1400000005"\ndown_revision = "3a1400000004"\n'
+        'def upgrade():\n    op.execute("SELECT broken_on_purpose()")\n'
+        "def downgrade(): ...\n"
+    )
+    project.makepyfile(test_x="def test_x(reynard_db):\n    pass\n")
+    result = project.runpytest("--reynard-db=main", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*reynard-db: database 'main': *3a1400000005_broken.py: upgrade*broken_on_purpose*"]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_pytest_alembic_runs_on_our_databases(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_alembic="""
+        from pytest_alembic import tests
+
+        def test_engine_is_ours(alembic_engine):
+            assert alembic_engine.dialect.name == "postgresql"
+            assert alembic_engine.url.database.startswith("test_main_")
+
+        def test_single_head(alembic_runner):
+            tests.test_single_head_revision(alembic_runner)
+
+        def test_upgrade(alembic_runner):
+            tests.test_upgrade(alembic_runner)
+
+        def test_up_down_consistency(alembic_runner):
+            tests.test_up_down_consistency(alembic_runner)
+
+        def test_models_match(alembic_runner):
+            tests.test_model_definitions_match_ddl(alembic_runner)
+        """
+    )
+    project.runpytest("--reynard-db=main", "-p", "no:cacheprovider").assert_outcomes(passed=5)
+
+
+def test_users_own_alembic_config_works_with_our_engine(project: pytest.Pytester) -> None:
+    project.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def alembic_config():
+            return {"file": "alembic_main.ini"}
+        """
+    )
+    project.makepyfile(
+        test_own="""
+        from pytest_alembic import tests
+
+        def test_upgrade(alembic_runner, alembic_engine):
+            assert alembic_engine.dialect.name == "postgresql"
+            tests.test_upgrade(alembic_runner)
+        """
+    )
+    project.runpytest("--reynard-db=main", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_without_the_option_pytest_alembic_is_untouched(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_plain="""
+        def test_default_engine(alembic_engine):
+            assert alembic_engine.dialect.name == "sqlite"
+        """
+    )
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_test_alembic_collects_builtin_tests(project: pytest.Pytester) -> None:
+    """``--test-alembic`` with a tests/conftest.py (pytest-alembic's anchor)."""
+    tests_dir = project.path / "tests"
+    tests_dir.mkdir()
+    (tests_dir / "conftest.py").write_text("")
+    (tests_dir / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    result = project.runpytest("--test-alembic", "--reynard-db=main", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+    result.stdout.no_fnmatch_line("*AttributeError*")
+
+
+def _databases(server: EphemeralServer) -> set[str]:
+    with server.connect() as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database").fetchall()}
