@@ -80,7 +80,8 @@ class Server:
             return row is not None
 
     def create_database(self, name: str, template: str | None = None) -> URL:
-        """Create ``name`` (a copy of ``template`` if given) and return its URL."""
+        """Create ``name`` (a copy of ``template`` if given; sessions on the template
+        are ended first) and return its URL."""
         if self.guarded and not name.startswith(TEST_PREFIX):
             raise ServerError(
                 f"refusing to create database {name!r} on {mask_url(self.url)}: "
@@ -128,16 +129,19 @@ class Server:
             self.created.add(new)
 
     def _execute_with_retry(self, statement: sql.Composed, template: str | None) -> None:
-        """CREATE DATABASE fails while anyone is connected to the template: end those, retry."""
+        """CREATE DATABASE fails while anyone is connected to the template, after
+        waiting 5 s: so end those sessions first (a template is not for use), and
+        again if one slipped in."""
         for attempt in range(5):
             with self.admin() as conn:
+                if template is not None:
+                    _terminate(conn, template)
                 try:
                     conn.execute(statement)
                     return
                 except psycopg.errors.ObjectInUse:
                     if template is None or attempt == 4:
                         raise
-                    _terminate(conn, template)
                 except psycopg.errors.DuplicateDatabase:
                     raise ServerError(
                         f"database already exists: {statement.as_string(conn)}"
