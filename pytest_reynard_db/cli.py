@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from . import graph, mirror
+from .checks import needs_server, run_checks, select_checks
+from .checks.report import print_json, print_table, progress_line
+from .checks.runner import scratch_server
 from .errors import CheckFailed, ReynardDBError
 from .manager import MigrationManager, relative
 from .registry import Registry, load_registry
@@ -97,9 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = verb("check", cmd_check, "run the migration checks on throw-away databases")
     sub.add_argument("dbs", nargs="*", metavar="DB")
-    sub.add_argument("--url", help="admin URL of a server for the throw-away databases")
-    sub.add_argument("--only", help="comma-separated check ids")
-    sub.add_argument("--json", action="store_true")
+    sub.add_argument("--url", help="admin URL of a server for the throw-away (test_*) databases")
+    sub.add_argument("--only", metavar="ID,...", help="comma-separated check ids (default: all)")
+    sub.add_argument("--json", action="store_true", help='print {"results": [...]} only')
 
     sub = verb("graph", cmd_graph, "the revision graph")
     sub.add_argument("db")
@@ -235,7 +238,15 @@ def cmd_setup(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
 
 
 def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
-    raise ReynardDBError("check: the migration checks are not built yet")
+    """Run the checks on throw-away databases; exit 1 when any fails (SPEC section 5)."""
+    only = args.only.split(",") if args.only else None
+    select_checks(only)  # an unknown id is an error before any server starts
+    databases = registry.select(args.dbs)
+    progress = progress_line(sys.stderr) if sys.stderr.isatty() else None
+    with scratch_server(args.url, needed=needs_server(only)) as server:
+        results = run_checks(registry, databases, server, only=only, progress=progress)
+    (print_json if args.json else print_table)(results, out)
+    return 1 if any(not r.ok for r in results) else 0
 
 
 def cmd_graph(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:

@@ -52,9 +52,12 @@ class MigrationManager:
         url: str | URL | None = None,
         *,
         stdout: TextIO | None = None,
+        quiet: bool = False,
     ) -> None:
+        """``quiet``: leave the process's logging alone (see ``Database.alembic_config``)."""
         self.db = db
         self._url = url
+        self.quiet = quiet
         self.stdout = stdout if stdout is not None else sys.stdout
         self._script: ScriptDirectory | None = None
 
@@ -75,7 +78,7 @@ class MigrationManager:
 
     def config(self, connection: Connection | None = None) -> Config:
         """An Alembic Config for this database's ini, aimed at ``self.url``."""
-        config = self.db.alembic_config(url=self.url, connection=connection)
+        config = self.db.alembic_config(url=self.url, quiet=self.quiet, connection=connection)
         config.stdout = self.stdout
         return config
 

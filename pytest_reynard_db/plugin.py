@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session
 
 from . import pytest_alembic_compat
+from .check_items import collect_check_items
 from .errors import ReynardDBError
 from .postgres import EphemeralServer, ExistingServer, Server
 from .postgres.runas import run_as, runtime_root
@@ -148,6 +149,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     reuse = " (reused between runs)" if state.settings.reuse else ""
     names = ", ".join(state.settings.databases) or "none"
     return [f"reynard-db: databases {names} on {where}{reuse}, source={state.settings.source}"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """Add the check items first, so that ``-k`` and ``-m`` select among them too."""
+    state = session.config.stash.get(STATE, None)
+    if state is not None and state.settings.checks:
+        with _harness_errors(usage=True):
+            items[:0] = collect_check_items(session, state)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -284,7 +294,8 @@ class AlembicFixtures:
         self, request: pytest.FixtureRequest, reynard_db_name: str, alembic_engine: Engine
     ) -> Any:
         """The Alembic config of the selected database's tree, aimed at ``alembic_engine``."""
-        return _provisioner(request).tree(reynard_db_name).alembic_config(url=alembic_engine.url)
+        tree = _provisioner(request).tree(reynard_db_name)
+        return tree.alembic_config(url=alembic_engine.url, quiet=True)
 
 
 def _provisioner(request: pytest.FixtureRequest) -> Provisioner:

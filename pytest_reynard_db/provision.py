@@ -91,7 +91,7 @@ class Provisioner:
         return db
 
     def manager(self, name: str, url: URL) -> MigrationManager:
-        return MigrationManager(self.tree(name), url)
+        return MigrationManager(self.tree(name), url, quiet=True)
 
     # -- templates -----------------------------------------------------------------------
     def template(self, name: str, revision: str = "heads") -> tuple[str, tuple[str, ...]]:
@@ -123,7 +123,7 @@ class Provisioner:
         if self.server.exists(scratch):
             self.server.drop_database(scratch)
         url = self.server.create_database(scratch)
-        builder = MigrationManager(manager.db, url)
+        builder = MigrationManager(manager.db, url, quiet=True)
         builder._script = manager.script
         with self.guarded(name, url):
             builder.upgrade(revision)
@@ -164,7 +164,7 @@ class Provisioner:
             url=url,
             head=head,
             db=self.registry.get(name),
-            config=tree.alembic_config(url=url),
+            config=tree.alembic_config(url=url, quiet=True),
         )
         self._owned.append(database)
         return database

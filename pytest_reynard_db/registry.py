@@ -40,13 +40,22 @@ class Database:
     version_locations: tuple[Path, ...]
     sys_paths: tuple[Path, ...] = ()
 
-    def alembic_config(self, *, url: str | URL | None = None, **attributes: Any) -> Config:
+    def alembic_config(
+        self, *, url: str | URL | None = None, quiet: bool = False, **attributes: Any
+    ) -> Config:
         """A fresh Alembic ``Config`` for this database's ini.
 
         ``url`` (when given) replaces ``sqlalchemy.url``; ``attributes`` land in
         ``config.attributes`` (``connection`` there is used by our ``env.py``).
+        ``quiet`` keeps ``env.py`` from reconfiguring the process's logging: an
+        ``env.py`` calls ``fileConfig`` when the Config names its ini, which
+        replaces the root handlers (pytest's capture among them) and prints every
+        migration step. The CLI wants those lines; a test run does not.
         """
         config = Config(str(self.ini))
+        if quiet:
+            config.file_config  # noqa: B018 -- read the ini now, before its name goes
+            config.config_file_name = None
         # Absolute paths, so that the tree is found whatever the current directory
         # (Alembic resolves relative ones against the cwd).
         config.set_main_option("path_separator", "os")

@@ -369,7 +369,10 @@ def test_users_own_alembic_config_works_with_our_engine(project: pytest.Pytester
             tests.test_upgrade(alembic_runner)
         """
     )
-    project.runpytest("--reynard-db=main", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    # A child process: pytest-alembic reads this ini itself, and its env.py then
+    # reconfigures logging for the whole process.
+    result = project.runpytest_subprocess("--reynard-db=main", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
 
 
 def test_without_the_option_pytest_alembic_is_untouched(project: pytest.Pytester) -> None:
@@ -396,3 +399,33 @@ def test_test_alembic_collects_builtin_tests(project: pytest.Pytester) -> None:
 def _databases(server: EphemeralServer) -> set[str]:
     with server.connect() as conn:
         return {row[0] for row in conn.execute("SELECT datname FROM pg_database").fetchall()}
+
+
+def test_checks_as_items(project: pytest.Pytester) -> None:
+    """``--reynard-db-checks``: one item per database and check, selectable with -k."""
+    versions = project.path / "alembic/main/versions"
+    (versions / "3a1400000005_forgets.py").write_text(
+        "import sqlalchemy as sa\nfrom alembic import op\n"
+        'revision = "3a1400000005"\ndown_revision = "3a1400000004"\n'
+        'def upgrade():\n    op.add_column("audit_log", sa.Column("extra", sa.Text()))\n'
+        "def downgrade():\n    pass  # forgets the column, on purpose\n"
+    )
+    result = project.runpytest(
+        "--reynard-db=main,e2e", "--reynard-db-checks", "-p", "no:cacheprovider", "-v"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*reynard-db::main::single_head PASSED*",
+            "*reynard-db::main::stairway FAILED*",
+            "*reynard-db::e2e::mirror_sync FAILED*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*3a1400000005_forgets.py*re-up*extra*already exists*"])
+    result.stdout.fnmatch_lines(["*missing: alembic/e2e/versions/3a1400000005_forgets.py*"])
+    assert "Traceback" not in result.stdout.str()
+    assert "reynard-db::main::mirror_sync" not in result.stdout.str()
+
+    selected = project.runpytest(
+        "--reynard-db=main", "--reynard-db-checks", "-p", "no:cacheprovider", "-k", "single_head"
+    )
+    selected.assert_outcomes(passed=1, deselected=4)

@@ -1,0 +1,78 @@
+"""``--reynard-db-checks``: the migration checks as pytest items ``reynard-db::<db>::<check>``.
+
+The items run the same functions as ``reynard-migrate check`` (``checks.run_check``)
+on the run's server, one ``CheckRunner`` per database so the tree is read once;
+a failure shows the same message, without a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .checks import CHECKS, CheckRunner, run_check
+
+if TYPE_CHECKING:
+    from .plugin import RunState
+
+PREFIX = "reynard-db"
+
+
+class CheckFailure(Exception):
+    """A check's failed result; rendered as its message alone."""
+
+
+class ReynardChecks(pytest.Collector):
+    """The collector of every check item: ``reynard-db`` in node ids."""
+
+    def __init__(self, *, state: RunState, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state = state
+        self._runners: dict[str, CheckRunner] = {}
+
+    def collect(self) -> Iterator[pytest.Item]:
+        names = self.state.settings.databases or tuple(self.state.registry.databases)
+        for name in names:
+            db = self.state.registry.get(name)
+            for check in CHECKS:
+                if check == "mirror_sync" and not db.mirror_of:
+                    continue  # does not apply: no item, as no JSON entry
+                yield CheckItem.from_parent(
+                    self, name=f"{name}::{check}", database=name, check=check
+                )
+
+    def runner(self, name: str) -> CheckRunner:
+        if name not in self._runners:
+            registry = self.state.registry
+            self._runners[name] = CheckRunner(registry.get(name), registry, self.state.server)
+        return self._runners[name]
+
+
+class CheckItem(pytest.Item):
+    """One database and one check."""
+
+    def __init__(self, *, database: str, check: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.database = database
+        self.check = check
+
+    def runtest(self) -> None:
+        assert isinstance(self.parent, ReynardChecks)
+        failed = [r for r in run_check(self.parent.runner(self.database), self.check) if not r.ok]
+        if failed:
+            raise CheckFailure("\n".join(r.message for r in failed))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, CheckFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[str, int | None, str]:
+        return PREFIX, None, f"{PREFIX}::{self.database}::{self.check}"
+
+
+def collect_check_items(session: pytest.Session, state: RunState) -> list[pytest.Item]:
+    collector = ReynardChecks.from_parent(session, name=PREFIX, nodeid=PREFIX, state=state)
+    return list(collector.collect())

@@ -1,0 +1,108 @@
+"""The migration checks of SPEC section 5, as plain functions over a ``CheckRunner``.
+
+Each check is a function ``(runner) -> CheckResult | list[CheckResult]`` in
+its own module; ``CHECKS`` lists them in the order they run (cheap file
+checks first). ``run_checks`` is what the CLI and the pytest plugin call: it
+never lets an exception out of a check, so one broken database or revision
+becomes one failed result that names it, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from ..errors import ConfigError, MigrationFailed, ReynardDBError
+from ..postgres import Server
+from ..registry import Database, Registry
+from .downgrade_clean import downgrade_clean
+from .mirror_sync import mirror_sync
+from .models_match import models_match
+from .result import CheckResult
+from .runner import CheckRunner
+from .single_head import single_head
+from .stairway import stairway
+from .upgrade import upgrade
+
+Check = Callable[[CheckRunner], "CheckResult | list[CheckResult]"]
+Progress = Callable[[str, str], None]
+
+CHECKS: dict[str, Check] = {
+    "single_head": single_head,
+    "mirror_sync": mirror_sync,
+    "upgrade": upgrade,
+    "stairway": stairway,
+    "downgrade_clean": downgrade_clean,
+    "models_match": models_match,
+}
+
+#: Checks that read files only: they need no PostgreSQL server.
+FILE_CHECKS = frozenset({"single_head", "mirror_sync"})
+
+__all__ = [
+    "CHECKS",
+    "FILE_CHECKS",
+    "CheckResult",
+    "CheckRunner",
+    "needs_server",
+    "run_check",
+    "run_checks",
+    "select_checks",
+]
+
+
+def select_checks(only: Iterable[str] | None = None) -> list[str]:
+    """The check ids to run, in ``CHECKS`` order; an unknown id is a ``ConfigError``."""
+    if only is None:
+        return list(CHECKS)
+    wanted = [name.strip() for name in only if name.strip()]
+    unknown = [name for name in wanted if name not in CHECKS]
+    if unknown:
+        raise ConfigError(
+            f"unknown check {', '.join(repr(n) for n in unknown)} (checks: {', '.join(CHECKS)})"
+        )
+    return [name for name in CHECKS if name in wanted]
+
+
+def needs_server(only: Iterable[str] | None = None) -> bool:
+    """Whether any of the selected checks migrates a database."""
+    return any(name not in FILE_CHECKS for name in select_checks(only))
+
+
+def run_checks(
+    registry: Registry,
+    databases: Sequence[Database],
+    server: Server | None,
+    only: Iterable[str] | None = None,
+    progress: Progress | None = None,
+) -> list[CheckResult]:
+    """Run the selected checks on each database; one result per database and check that applies.
+
+    ``server`` hosts the throw-away databases (None is fine when only file
+    checks run). ``progress(database, check)`` is called before each check.
+    """
+    names = select_checks(only)
+    results: list[CheckResult] = []
+    for db in databases:
+        runner = CheckRunner(db, registry, server)
+        for name in names:
+            if progress is not None:
+                progress(db.name, name)
+            results.extend(run_check(runner, name))
+    return results
+
+
+def run_check(runner: CheckRunner, name: str) -> list[CheckResult]:
+    """Run one check; any exception becomes a failed result naming database, revision and file."""
+    try:
+        outcome = CHECKS[name](runner)
+    except MigrationFailed as exc:
+        return [runner.result(name, False, str(exc), revision=exc.revision, file=exc.path)]
+    except ReynardDBError as exc:
+        message = str(exc)
+    except Exception as exc:  # a bug in a tree or here: still one result, not a traceback
+        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    else:
+        return outcome if isinstance(outcome, list) else [outcome]
+    if runner.db.name not in message:
+        message = f"database {runner.db.name!r}: {message}"
+    return [runner.result(name, False, message)]

@@ -1,0 +1,98 @@
+"""``downgrade_clean``: heads to base leaves nothing but ``alembic_version``.
+
+A downgrade that forgets an enum type, a sequence or a function makes the next
+upgrade of that database fail ("type already exists"), long after the
+revision was merged. The throw-away database starts empty, so anything found
+in a user schema after the downgrade was left by the tree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, text
+
+from .result import CheckResult
+from .runner import CheckRunner
+
+CHECK = "downgrade_clean"
+VERSION_TABLE = "alembic_version"
+
+#: Every schema but PostgreSQL's own (temporary and toast schemas included).
+USER_SCHEMA = """
+    n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+"""
+
+
+def _not_from_extension(catalog: str, alias: str) -> str:
+    """Objects an extension created go with the extension (listed once, as the extension)."""
+    return (
+        "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = "
+        f"'{catalog}'::regclass AND d.objid = {alias}.oid AND d.deptype = 'e')"
+    )
+
+
+#: (kind, schema, name) of everything a migration could leave behind.
+LEFTOVERS = f"""
+SELECT CASE c.relkind
+         WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
+         WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence'
+         WHEN 'f' THEN 'foreign table' END,
+       n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {USER_SCHEMA}
+  AND NOT (c.relname = :version_table AND c.relkind IN ('r', 'p'))
+  AND {_not_from_extension("pg_class", "c")}
+UNION ALL
+SELECT CASE t.typtype
+         WHEN 'e' THEN 'enum type' WHEN 'd' THEN 'domain'
+         WHEN 'c' THEN 'composite type' WHEN 'r' THEN 'range type' END,
+       n.nspname, t.typname
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE {USER_SCHEMA}
+  AND (t.typtype IN ('e', 'd', 'r')
+       -- a composite type of its own, not the row type of a table or view
+       OR (t.typtype = 'c'
+           AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))
+  AND {_not_from_extension("pg_type", "t")}
+UNION ALL
+SELECT CASE p.prokind
+         WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE 'function' END,
+       n.nspname, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE {USER_SCHEMA} AND {_not_from_extension("pg_proc", "p")}
+UNION ALL
+SELECT 'extension', n.nspname, e.extname
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname <> 'plpgsql'
+UNION ALL
+SELECT 'schema', n.nspname, n.nspname
+FROM pg_namespace n
+WHERE {USER_SCHEMA} AND n.nspname <> 'public'
+  AND NOT EXISTS (SELECT 1 FROM pg_class c
+                  WHERE c.relnamespace = n.oid AND c.relname = :version_table)
+ORDER BY 1, 2, 3
+"""
+
+
+def downgrade_clean(runner: CheckRunner) -> CheckResult:
+    """Upgrade a throw-away database to heads, downgrade it to base, list what is left."""
+    with runner.scratch_database(CHECK) as manager, manager.locked() as connection:
+        manager.upgrade("heads", connection=connection)
+        manager.downgrade("base", connection=connection)
+        left = leftovers(connection)
+    if left:
+        listed = "\n".join(f"  {item}" for item in left)
+        return runner.result(
+            CHECK, False, f"downgrade to base left {len(left)} object(s) behind:\n{listed}"
+        )
+    return runner.result(CHECK, True, f"heads -> base leaves only {VERSION_TABLE}")
+
+
+def leftovers(connection: Connection) -> list[str]:
+    """Everything in the database's user schemas but the version table, as ``kind schema.name``."""
+    rows = connection.execute(text(LEFTOVERS), {"version_table": VERSION_TABLE}).all()
+    connection.rollback()
+    return [
+        f"{kind} {name}" if kind == "schema" else f"{kind} {schema}.{name}"
+        for kind, schema, name in rows
+    ]

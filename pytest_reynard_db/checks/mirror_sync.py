@@ -1,0 +1,36 @@
+"""``mirror_sync``: a mirror's revision files are its source's, path and bytes.
+
+A mirror that drifts runs other migrations than production: its tests then
+prove nothing. Databases that mirror nothing get no result.
+"""
+
+from __future__ import annotations
+
+from ..mirror import mirror_diff
+from .result import CheckResult
+from .runner import CheckRunner
+
+CHECK = "mirror_sync"
+
+
+def mirror_sync(runner: CheckRunner) -> list[CheckResult]:
+    """Compare the mirror with its source; missing, changed and extra files each listed."""
+    db = runner.db
+    if db.mirror_of is None:
+        return []
+    diff = mirror_diff(runner.registry.get(db.mirror_of), db)
+    if diff.in_sync:
+        return [runner.result(CHECK, True, f"in sync with {db.mirror_of}")]
+    counts = ", ".join(
+        f"{len(keys)} {kind}"
+        for kind, keys in (
+            ("missing", diff.missing),
+            ("changed", diff.changed),
+            ("extra", diff.extra),
+        )
+        if keys
+    )
+    lines = [f"out of sync with {db.mirror_of} ({counts}); run `reynard-migrate copy {db.name}`"]
+    for kind, keys in (("missing", diff.missing), ("changed", diff.changed), ("extra", diff.extra)):
+        lines.extend(f"  {kind}: {runner.relative(diff.mirror_root / key)}" for key in keys)
+    return [runner.result(CHECK, False, "\n".join(lines))]

@@ -1,0 +1,45 @@
+"""How check results are shown: a summary table, the SPEC's JSON, a progress line.
+
+Kept apart from the checks so that the CLI and the pytest plugin only choose
+a rendering; nothing here runs a check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from .result import CheckResult
+
+
+def print_json(results: Sequence[CheckResult], out: TextIO) -> None:
+    """``{"results": [...]}``, one entry per database and check that ran (SPEC section 5)."""
+    json.dump({"results": [r.as_json() for r in results]}, out, indent=2)
+    out.write("\n")
+
+
+def print_table(results: Sequence[CheckResult], out: TextIO) -> None:
+    """One row per result (database, check, ok/FAIL, first line), then each failure in full."""
+    rows = [("database", "check", "result", "message")]
+    rows += [(r.database, r.check, "ok" if r.ok else "FAIL", r.summary) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[3]]).rstrip(), file=out)
+    failed = [r for r in results if not r.ok]
+    for result in failed:
+        if "\n" in result.message.strip():  # the table showed the first line only
+            print(f"\n{result.database} {result.check}:", file=out)
+            print(result.message.strip(), file=out)
+    verdict = f"{len(failed)} failed" if failed else "all passed"
+    print(f"\n{len(results)} checks, {verdict}", file=out)
+
+
+def progress_line(stream: TextIO) -> Callable[[str, str], None]:
+    """A ``run_checks`` progress callback printing ``check <db>: <check>`` on ``stream``."""
+
+    def show(database: str, check: str) -> None:
+        print(f"check {database}: {check} ...", file=stream, flush=True)
+
+    return show

@@ -1,0 +1,32 @@
+"""The outcome of one check on one database, as the CLI, the plugin and ``--json`` show it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One database, one check: passed or not, and why.
+
+    ``revision`` and ``file`` name the revision a failure is about (``file``
+    relative to the project root); both are None where no single revision is.
+    """
+
+    database: str
+    check: str
+    ok: bool
+    message: str
+    revision: str | None = None
+    file: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The SPEC's JSON entry: every field, None where it does not apply."""
+        return asdict(self)
+
+    @property
+    def summary(self) -> str:
+        """The first line of the message (the rest are details)."""
+        lines = self.message.strip().splitlines()
+        return lines[0] if lines else ""

@@ -1,0 +1,136 @@
+"""The small object every check runs over, as pytest-alembic's runner.
+
+A ``CheckRunner`` knows one database of a registry and a server for
+throw-away databases. It hides how migrations run: checks ask it for a
+``MigrationManager`` aimed at a scratch database and never build URLs,
+read the environment or load the tree themselves. The tree is loaded once per
+database and shared by every manager the runner makes, so a stairway never
+re-reads the revision files.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL
+
+from ..errors import ReynardDBError, ServerError
+from ..manager import MigrationManager
+from ..postgres import EphemeralServer, ExistingServer, Server
+from ..registry import Database, Registry
+from ..tree import load_tree
+from .result import CheckResult
+
+SCRATCH_PREFIX = "test_check_"
+MAX_IDENTIFIER = 63  # PostgreSQL truncates longer database names
+
+
+class CheckRunner:
+    """One database of ``registry`` and a ``server`` for its throw-away databases."""
+
+    def __init__(self, db: Database, registry: Registry, server: Server | None) -> None:
+        self.db = db
+        self.registry = registry
+        self.server = server
+        self._script: ScriptDirectory | None = None
+        self._load_error: ReynardDBError | None = None
+
+    @property
+    def script(self) -> ScriptDirectory:
+        """The database's tree, loaded and checked once (a broken tree raises each time)."""
+        if self._load_error is not None:
+            raise self._load_error
+        if self._script is None:
+            try:
+                self._script = load_tree(self.db)
+            except ReynardDBError as exc:
+                self._load_error = exc
+                raise
+        return self._script
+
+    def manager(self, url: URL) -> MigrationManager:
+        """A manager aimed at ``url``, on the runner's already-loaded tree.
+
+        Given a URL, the manager exports it to the database's ``url_env`` and
+        sets ``sqlalchemy.url`` while migrations run, so an ``env.py`` reading
+        either reaches only ``url``. Alembic's stdout goes nowhere: the CLI's
+        stdout belongs to the summary (or the JSON).
+        """
+        manager = MigrationManager(self.db, url, stdout=io.StringIO(), quiet=True)
+        manager._script = self.script
+        return manager
+
+    @contextmanager
+    def scratch_database(self, purpose: str) -> Iterator[MigrationManager]:
+        """An empty database ``test_check_<db>_<purpose>_<random>``, dropped afterwards."""
+        if self.server is None:
+            raise ServerError(f"check {purpose!r} needs a PostgreSQL server and none was given")
+        name = scratch_name(self.db.name, purpose)
+        url = self.server.create_database(name)
+        try:
+            yield self.manager(url)
+        finally:
+            self.server.drop_database(name)
+
+    def result(
+        self,
+        check: str,
+        ok: bool,
+        message: str,
+        *,
+        revision: str | None = None,
+        file: str | None = None,
+    ) -> CheckResult:
+        """A result for this database, with ``file`` relative to the project root."""
+        return CheckResult(self.db.name, check, ok, message, revision, self.relative(file))
+
+    def relative(self, path: str | Path | None) -> str | None:
+        """``path`` relative to the project root when it is below it (as --json shows it)."""
+        if not path:
+            return None
+        if not Path(path).is_absolute():
+            return Path(path).as_posix()  # already relative (to the root, by this method)
+        resolved = Path(path).resolve()
+        try:
+            return resolved.relative_to(self.registry.root).as_posix()
+        except ValueError:
+            return str(resolved)
+
+    def ini(self) -> str:
+        """The database's ini file, as a user would type it from the project root."""
+        return self.relative(self.db.ini) or str(self.db.ini)
+
+
+def scratch_name(database: str, purpose: str) -> str:
+    """``test_check_<database>_<purpose>_<random>``, a valid identifier of at most 63 bytes."""
+    suffix = f"_{secrets.token_hex(4)}"
+    stem = re.sub(r"[^a-z0-9_]+", "_", f"{SCRATCH_PREFIX}{database}_{purpose}".lower())
+    return stem[: MAX_IDENTIFIER - len(suffix)] + suffix
+
+
+@contextmanager
+def scratch_server(admin_url: str | URL | None, *, needed: bool = True) -> Iterator[Server | None]:
+    """The server for throw-away databases: ours (ephemeral) unless ``admin_url`` names one.
+
+    On a server given by URL only ``test_*`` databases are created and only
+    ours dropped (``ExistingServer``), so a production server stays untouched.
+    With ``needed`` false (file checks only) no server is started at all.
+    """
+    if not needed:
+        yield None
+        return
+    if admin_url is not None:
+        existing = ExistingServer(admin_url)
+        try:
+            yield existing
+        finally:
+            existing.stop()
+        return
+    with EphemeralServer.start() as ephemeral:
+        yield ephemeral

@@ -1,0 +1,495 @@
+"""The migration checks (SPEC section 5) on copies of the Reynard trees, some broken on purpose.
+
+Real server, real Alembic: each broken tree is a copy in tmp_path with one
+revision file added, removed or edited, and the check it targets must fail
+with the names a developer needs in its message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_reynard_db.checks import CHECKS, CheckResult, run_checks, select_checks
+from pytest_reynard_db.checks.runner import CheckRunner, scratch_name
+from pytest_reynard_db.checks.stairway import expected_heads
+from pytest_reynard_db.cli import main
+from pytest_reynard_db.errors import ConfigError
+from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.registry import Registry, load_registry
+
+REPO = Path(__file__).resolve().parents[1]
+MAIN_VERSIONS = Path("alembic/main/versions")
+ECS_VERSIONS = Path("alembic/ecs/versions")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of this repository's trees, inis, models and registry, free to break."""
+    for name in ("alembic", "reynard_models"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for ini in REPO.glob("alembic_*.ini"):
+        shutil.copy(ini, tmp_path / ini.name)
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+def write_revision(
+    folder: Path,
+    revision: str,
+    down: str | tuple[str, ...] | None,
+    upgrade: str = "pass",
+    downgrade: str = "pass",
+    *,
+    labels: str | None = None,
+    depends_on: str | None = None,
+) -> Path:
+    """A revision file ``<revision>_test.py`` in ``folder``."""
+    path = folder / f"{revision}_test.py"
+    lines = [
+        f'"""a revision written by the test (Revision ID: {revision})"""',
+        "import sqlalchemy as sa",
+        "from alembic import op",
+        f"revision = {revision!r}",
+        f"down_revision = {down!r}",
+        f"branch_labels = {labels!r}",
+        f"depends_on = {depends_on!r}",
+        "def upgrade() -> None:",
+        textwrap.indent(upgrade, "    "),
+        "def downgrade() -> None:",
+        textwrap.indent(downgrade, "    "),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def check(
+    project: Path | Registry, server: EphemeralServer, db: str, *only: str
+) -> list[CheckResult]:
+    registry = project if isinstance(project, Registry) else load_registry(project)
+    return run_checks(registry, [registry.get(db)], server, only=only or None)
+
+
+def one(results: list[CheckResult]) -> CheckResult:
+    assert len(results) == 1, results
+    return results[0]
+
+
+def scratch_databases(server: EphemeralServer) -> list[str]:
+    with server.admin() as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test_check_%'")
+        return [row[0] for row in rows.fetchall()]
+
+
+# -- the shipped trees -----------------------------------------------------------------
+def test_every_check_passes_on_the_shipped_trees(project: Path, pg_server: EphemeralServer) -> None:
+    registry = load_registry(project)
+    seen: list[tuple[str, str]] = []
+    results = run_checks(
+        registry, registry.select(), pg_server, progress=lambda d, c: seen.append((d, c))
+    )
+    failed = [r for r in results if not r.ok]
+    assert not failed, "\n".join(f"{r.database} {r.check}: {r.message}" for r in failed)
+    ran = {(r.database, r.check) for r in results}
+    for name in ("ecs", "ecs_e2e", "main", "e2e"):
+        for check_id in ("single_head", "upgrade", "stairway", "downgrade_clean", "models_match"):
+            assert (name, check_id) in ran
+    # mirror_sync applies to mirrors only: no entry for a database that mirrors nothing
+    assert {r.database for r in results if r.check == "mirror_sync"} == {"ecs_e2e", "e2e"}
+    assert len(seen) == 4 * len(CHECKS)
+    assert scratch_databases(pg_server) == []  # every throw-away database was dropped
+
+
+def test_ecs_tree_with_three_labelled_branches_and_depends_on_passes(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    started = time.perf_counter()
+    stair = one(check(project, pg_server, "ecs", "stairway"))
+    elapsed = time.perf_counter() - started
+    assert stair.ok, stair.message
+    assert "12 revisions" in stair.message
+    print(f"stairway on the ECS tree (12 revisions): {elapsed:.2f}s")
+    head = one(check(project, pg_server, "ecs", "single_head"))
+    assert head.ok and "(naming)" in head.message and "(agents)" in head.message
+
+
+def test_checks_never_read_the_production_url(
+    project: Path, pg_server: EphemeralServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bogus = "postgresql://prod:secret@production.invalid:1/reynard_ecs"
+    monkeypatch.setenv("ECS_DATABASE_URL", bogus)
+    results = check(project, pg_server, "ecs")
+    assert all(r.ok for r in results), [r.message for r in results if not r.ok]
+    assert os.environ["ECS_DATABASE_URL"] == bogus  # restored after each migration
+
+
+def test_check_ecs_passes_with_a_bogus_production_url_in_a_child_process(project: Path) -> None:
+    env = {**os.environ, "ECS_DATABASE_URL": "postgresql://prod@production.invalid:1/reynard_ecs"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), "check", "ecs"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=project,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 checks, all passed" in result.stdout
+
+
+# -- single_head -----------------------------------------------------------------------
+def test_single_head_fails_on_two_heads_in_one_branch(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    path = write_revision(project / ECS_VERSIONS / "ecs", "ec5000000099", "ec5000000003")
+    result = one(check(project, pg_server, "ecs", "single_head"))
+    assert not result.ok
+    assert result.summary == (
+        "branch 'ecs' has 2 heads: ec5000000004, ec5000000099 (common ancestor ec5000000003)"
+    )
+    assert "ec5000000004: alembic/ecs/versions/ecs/ec5000000004_add_component_version.py" in (
+        result.message
+    )
+    assert f"ec5000000099: {path.relative_to(project)}" in result.message
+    assert 'alembic -c alembic_ecs.ini merge -m "merge heads" ec5000000004 ec5000000099' in (
+        result.message
+    )
+    # the other branches are not blamed
+    assert "naming" not in result.message and "agents" not in result.message
+
+
+def test_single_head_fails_on_two_unlabelled_heads(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    write_revision(project / MAIN_VERSIONS, "3a1400000099", "3a1400000002")
+    result = one(check(project, pg_server, "main", "single_head"))
+    assert not result.ok
+    assert result.summary == (
+        "the tree (no branch label) has 2 heads: 3a1400000004, 3a1400000099"
+        " (common ancestor 3a1400000002)"
+    )
+    assert "merge heads" in result.message and "3a1400000004 3a1400000099" in result.message
+
+
+# -- mirror_sync -----------------------------------------------------------------------
+def test_mirror_sync_lists_missing_changed_and_extra_files(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    mirror = project / "alembic/e2e/versions"
+    (mirror / "3a1400000004_seed_system_user.py").unlink()
+    write_revision(mirror, "3a1400000099", "3a1400000004")
+    changed = mirror / "3a1400000002_create_api_key_table.py"
+    changed.write_text(changed.read_text() + "\n# edited in the mirror\n")
+    result = one(check(project, pg_server, "e2e", "mirror_sync"))
+    assert not result.ok
+    assert "1 missing, 1 changed, 1 extra" in result.message
+    assert "missing: alembic/e2e/versions/3a1400000004_seed_system_user.py" in result.message
+    assert "changed: alembic/e2e/versions/3a1400000002_create_api_key_table.py" in result.message
+    assert "extra: alembic/e2e/versions/3a1400000099_test.py" in result.message
+    assert "reynard-migrate copy e2e" in result.message
+    assert check(project, pg_server, "main", "mirror_sync") == []  # main mirrors nothing
+
+
+# -- upgrade ---------------------------------------------------------------------------
+def test_upgrade_fails_naming_the_revision_file_and_the_database_error(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    path = write_revision(
+        project / MAIN_VERSIONS, "3a1400000099", "3a1400000004", 'op.drop_table("no_such_table")'
+    )
+    result = one(check(project, pg_server, "main", "upgrade"))
+    assert not result.ok
+    assert result.revision == "3a1400000099"
+    assert result.file == str(path.relative_to(project))
+    assert "no_such_table" in result.message and "does not exist" in result.message
+
+
+# -- stairway --------------------------------------------------------------------------
+def test_stairway_fails_at_re_up_when_a_downgrade_forgets_a_column(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    path = write_revision(
+        project / MAIN_VERSIONS,
+        "3a1400000099",
+        "3a1400000004",
+        'op.add_column("user_account", sa.Column("nickname", sa.String(50)))',
+        "pass  # forgets to drop the column",
+    )
+    result = one(check(project, pg_server, "main", "stairway"))
+    assert not result.ok
+    assert result.revision == "3a1400000099"
+    assert result.file == str(path.relative_to(project))
+    assert result.message.startswith(f"{path.relative_to(project)}: revision 3a1400000099, re-up")
+    assert 'column "nickname" of relation "user_account" already exists' in result.message
+
+
+def test_stairway_fails_at_down_step_on_a_downgrade_error(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    write_revision(
+        project / MAIN_VERSIONS, "3a1400000099", "3a1400000004", "pass", 'op.drop_table("nope")'
+    )
+    result = one(check(project, pg_server, "main", "stairway"))
+    assert not result.ok
+    assert "revision 3a1400000099, down step" in result.message
+    assert '"nope" does not exist' in result.message
+
+
+def test_stairway_passes_through_a_merge_revision(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    versions = project / MAIN_VERSIONS
+    write_revision(
+        versions,
+        "3a1400000005",
+        "3a1400000003",
+        'op.create_table("side", sa.Column("id", sa.Integer, primary_key=True))',
+        'op.drop_table("side")',
+    )
+    write_revision(
+        versions,
+        "3a1400000006",
+        ("3a1400000004", "3a1400000005"),
+        'op.add_column("side", sa.Column("note", sa.Text))',
+        'op.drop_column("side", "note")',
+    )
+    results = {r.check: r for r in check(project, pg_server, "main", "single_head", "stairway")}
+    assert results["single_head"].ok, results["single_head"].message
+    assert results["stairway"].ok, results["stairway"].message
+    assert "6 revisions" in results["stairway"].message
+
+
+def test_stairway_passes_a_labelled_branch_with_depends_on_and_a_merge_into_it(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """A new labelled base depending on another branch, and a merge of two of its revisions."""
+    folder = project / ECS_VERSIONS / "extra"
+    folder.mkdir()
+    ini = project / "alembic_ecs.ini"
+    ini.write_text(
+        ini.read_text().replace(
+            "%(here)s/alembic/ecs/versions/agents",
+            "%(here)s/alembic/ecs/versions/agents:%(here)s/alembic/ecs/versions/extra",
+        )
+    )
+    write_revision(folder, "e7000000001", None, labels="extra", depends_on="4a3e00000002")
+    write_revision(folder, "e7000000002", "e7000000001")
+    write_revision(folder, "e7000000003", "e7000000001")
+    write_revision(folder, "e7000000004", ("e7000000002", "e7000000003"))
+    result = one(check(project, pg_server, "ecs", "stairway"))
+    assert result.ok, result.message
+    assert "16 revisions" in result.message
+
+
+def test_expected_heads_follow_depends_on(project: Path) -> None:
+    registry = load_registry(project)
+    script = CheckRunner(registry.get("ecs"), registry, None).script
+    assert expected_heads(script, {"ec5000000001", "a6e400000001"}) == {"a6e400000001"}
+    assert expected_heads(script, {"ec5000000001", "ec5000000002", "a6e400000001"}) == {
+        "a6e400000001",
+        "ec5000000002",
+    }
+    assert expected_heads(script, set()) == set()
+
+
+# -- downgrade_clean -------------------------------------------------------------------
+def test_downgrade_clean_names_an_enum_type_left_behind(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    write_revision(
+        project / MAIN_VERSIONS,
+        "3a1400000099",
+        "3a1400000004",
+        "op.execute(\"CREATE TYPE mood AS ENUM ('calm', 'angry')\")\n"
+        'op.execute("CREATE SEQUENCE ticket_seq")\n'
+        "op.execute(\"CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42'\")",
+        'op.execute("DROP SEQUENCE ticket_seq")  # forgets the type and the function',
+    )
+    result = one(check(project, pg_server, "main", "downgrade_clean"))
+    assert not result.ok
+    assert "enum type public.mood" in result.message
+    assert "function public.answer()" in result.message
+    assert "ticket_seq" not in result.message
+    assert "user_account" not in result.message  # the rest of the tree is clean
+
+
+# -- models_match ----------------------------------------------------------------------
+TINY_PYPROJECT = """\
+[tool.reynard-db.databases.tiny]
+ini = "alembic_tiny.ini"
+database = "tiny"
+url_env = "TINY_DATABASE_URL"
+"""
+
+TINY_INI = """\
+[alembic]
+script_location = %(here)s/tiny_alembic
+path_separator = os
+prepend_sys_path = .
+sqlalchemy.url = postgresql+psycopg://localhost/tiny
+"""
+
+TINY_ENV = """\
+import os
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+from {module} import metadata
+
+config = context.config
+
+
+def run(connection):
+    context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+connection = config.attributes.get("connection")
+if connection is not None:
+    run(connection)
+else:
+    url = os.environ.get("TINY_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        run(conn)
+    engine.dispose()
+"""
+
+TINY_MODELS = """\
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+widget = sa.Table(
+    "widget",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(80), nullable=False),  # the migration says 50
+    sa.Column("color", sa.String(20)),  # no migration creates it
+)
+"""
+
+
+def tiny_project(root: Path, module: str) -> Path:
+    """A self-contained project: one tree, one revision, models in ``module``."""
+    (root / "pyproject.toml").write_text(TINY_PYPROJECT)
+    (root / "alembic_tiny.ini").write_text(TINY_INI)
+    (root / "tiny_alembic" / "versions").mkdir(parents=True)
+    (root / "tiny_alembic" / "env.py").write_text(TINY_ENV.format(module=module))
+    (root / f"{module}.py").write_text(TINY_MODELS)
+    write_revision(
+        root / "tiny_alembic" / "versions",
+        "71a000000001",
+        None,
+        'op.create_table("widget", sa.Column("id", sa.Integer, primary_key=True),\n'
+        '    sa.Column("name", sa.String(50), nullable=False))',
+        'op.drop_table("widget")',
+    )
+    return root
+
+
+def test_models_match_lists_a_model_column_no_migration_creates(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    project = tiny_project(tmp_path, f"tiny_models_{tmp_path.name.replace('-', '_')}")
+    results = {r.check: r for r in check(project, pg_server, "tiny")}
+    failed = {name for name, r in results.items() if not r.ok}
+    assert failed == {"models_match"}, {n: results[n].message for n in failed}
+    message = results["models_match"].message
+    assert "2 difference(s)" in message
+    assert "\n  add column widget.color (VARCHAR(20))" in message
+    assert "\n  change type of widget.name: VARCHAR(50) -> VARCHAR(80)" in message
+
+
+# -- robustness ------------------------------------------------------------------------
+def test_a_broken_revision_file_is_a_failed_result_not_a_traceback(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    broken = project / MAIN_VERSIONS / "3a1400000099_broken.py"
+    broken.write_text("revision = '3a1400000099'\ndown_revision = (\n")
+    results = check(project, pg_server, "main", "single_head", "upgrade", "stairway")
+    assert [r.check for r in results] == ["single_head", "upgrade", "stairway"]
+    for result in results:
+        assert not result.ok
+        assert "syntax error" in result.message and "3a1400000099_broken.py" in result.message
+        assert "main" in result.message
+
+
+def test_unknown_check_ids_raise_a_config_error_listing_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown check 'stairs'.*single_head, mirror_sync"):
+        select_checks(["stairs"])
+    assert select_checks(["models_match", "upgrade"]) == ["upgrade", "models_match"]
+
+
+def test_scratch_names_are_valid_and_distinct() -> None:
+    long = scratch_name("a" * 80, "downgrade_clean")
+    assert long.startswith("test_check_aaa") and len(long) <= 63
+    assert scratch_name("ecs", "stairway") != scratch_name("ecs", "stairway")
+    assert scratch_name("My-DB", "upgrade").startswith("test_check_my_db_upgrade_")
+
+
+# -- the CLI ---------------------------------------------------------------------------
+def test_cli_check_json_on_the_shipped_trees_matches_the_spec(project: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), "check", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=project,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)  # nothing but the JSON on stdout
+    assert list(document) == ["results"]
+    entries = document["results"]
+    assert len(entries) == 4 * 5 + 2
+    for entry in entries:
+        assert list(entry) == ["database", "check", "ok", "message", "revision", "file"]
+        assert entry["ok"] is True and entry["revision"] is None and entry["file"] is None
+    assert [e["check"] for e in entries if e["database"] == "e2e"] == list(CHECKS)
+    assert [e["check"] for e in entries if e["database"] == "main"] == [
+        c for c in CHECKS if c != "mirror_sync"
+    ]
+
+
+def test_cli_check_on_an_existing_server_prints_a_table_and_exits_1_on_failure(
+    project: Path, pg_server: EphemeralServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin = pg_server.url.render_as_string(hide_password=False)
+    argv = ["--project", str(project), "check", "main", "--url", admin]
+    assert main([*argv, "--only", "upgrade,stairway"]) == 0
+    out = capsys.readouterr().out
+    assert "main      upgrade   ok" in out and "2 checks, all passed" in out
+    write_revision(
+        project / MAIN_VERSIONS,
+        "3a1400000099",
+        "3a1400000004",
+        'op.add_column("user_account", sa.Column("nickname", sa.String(50)))',
+    )
+    assert main([*argv, "--only", "stairway", "--json"]) == 1
+    entry = one_entry(capsys.readouterr().out)
+    assert entry["check"] == "stairway" and entry["ok"] is False
+    assert entry["file"] == "alembic/main/versions/3a1400000099_test.py"
+    assert scratch_databases(pg_server) == []
+
+
+def test_cli_check_rejects_an_unknown_check_id(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--project", str(project), "check", "--only", "upgrade,nope"]) == 2
+    assert "unknown check 'nope'" in capsys.readouterr().err
+
+
+def one_entry(stdout: str) -> dict[str, object]:
+    entries = json.loads(stdout)["results"]
+    assert len(entries) == 1
+    entry: dict[str, object] = entries[0]
+    return entry
