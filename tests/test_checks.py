@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from reynard_trees import copy_reynard_trees
 
 from pytest_reynard_db.checks import CHECKS, CheckResult, run_checks, select_checks
 from pytest_reynard_db.checks.runner import CheckRunner, scratch_name
@@ -26,7 +26,6 @@ from pytest_reynard_db.errors import ConfigError
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.registry import Registry, load_registry
 
-REPO = Path(__file__).resolve().parents[1]
 MAIN_VERSIONS = Path("alembic/main/versions")
 ECS_VERSIONS = Path("alembic/ecs/versions")
 
@@ -34,12 +33,7 @@ ECS_VERSIONS = Path("alembic/ecs/versions")
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of this repository's trees, inis, models and registry, free to break."""
-    for name in ("alembic", "reynard_models"):
-        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for ini in REPO.glob("alembic_*.ini"):
-        shutil.copy(ini, tmp_path / ini.name)
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    return tmp_path
+    return copy_reynard_trees(tmp_path)
 
 
 def write_revision(

@@ -10,12 +10,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from reynard_trees import REPO, copy_reynard_trees
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.cli import main
 from pytest_reynard_db.postgres import EphemeralServer
 
-REPO = Path(__file__).resolve().parents[1]
 ECS_HEADS = ("4a3e00000004", "a6e400000004", "ec5000000004")
 MAIN_HEAD = "3a1400000004"
 
@@ -23,12 +23,7 @@ MAIN_HEAD = "3a1400000004"
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of this repository's trees, inis, models and registry, free to break."""
-    for name in ("alembic", "reynard_models"):
-        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for ini in REPO.glob("alembic_*.ini"):
-        shutil.copy(ini, tmp_path / ini.name)
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    return tmp_path
+    return copy_reynard_trees(tmp_path)
 
 
 @pytest.fixture

@@ -6,16 +6,14 @@ import re
 import shutil
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from reynard_trees import REPO, copy_reynard_trees
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.executor import reusable_server
 from pytest_reynard_db.postgres.reaper import stop_postmaster
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def registry_table() -> str:
@@ -29,12 +27,7 @@ def registry_table() -> str:
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """An inner project holding copies of the Reynard trees, models and registry."""
-    for name in ("alembic", "reynard_models"):
-        shutil.copytree(
-            REPO / name, pytester.path / name, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    for ini in REPO.glob("alembic_*.ini"):
-        shutil.copy(ini, pytester.path / ini.name)
+    copy_reynard_trees(pytester.path, pyproject=False)
     (pytester.path / "pyproject.toml").write_text(
         registry_table() + '\n[tool.pytest.ini_options]\npythonpath = ["."]\n'
     )
