@@ -1,7 +1,9 @@
 """``--reynard-db-checks``: the migration checks as pytest items ``reynard-db::<db>::<check>``.
 
 The items run the same functions as ``reynard-migrate check`` (``checks.run_check``)
-on the run's server, one ``CheckRunner`` per database so the tree is read once;
+on the run's server (the opt-in ``lint`` and ``locks`` only when
+``[tool.reynard-db.lint] enabled`` lists them), one ``CheckRunner`` per database so
+the tree is read once;
 a failure shows the same message, without a traceback.
 """
 
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .checks import CHECKS, CheckRunner, run_check
+from .checks import CheckRunner, enabled_checks, run_check, select_checks
 
 if TYPE_CHECKING:
     from .plugin import RunState
@@ -34,9 +36,11 @@ class ReynardChecks(pytest.Collector):
 
     def collect(self) -> Iterator[pytest.Item]:
         names = self.state.settings.databases or tuple(self.state.registry.databases)
+        # lint and locks are opt-in: collected only when [tool.reynard-db.lint] enables them
+        checks = select_checks(None, enabled_checks(self.state.registry))
         for name in names:
             db = self.state.registry.get(name)
-            for check in CHECKS:
+            for check in checks:
                 if check == "mirror_sync" and not db.mirror_of:
                     continue  # does not apply: no item, as no JSON entry
                 yield CheckItem.from_parent(

@@ -13,9 +13,13 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from . import graph, mirror
-from .checks import needs_server, run_checks, select_checks
+from .checks import enabled_checks, needs_server, run_checks, select_checks
+from .checks.lint import lint_reports
+from .checks.locks import locks_reports
 from .checks.report import print_json, print_table, progress_line
-from .checks.runner import scratch_server
+from .checks.runner import CheckRunner, scratch_server
+from .checks.safety import RevisionReport
+from .checks.safety_report import FORMATS, render
 from .errors import CheckFailed, ReynardDBError
 from .manager import MigrationManager, relative
 from .registry import Registry, load_registry
@@ -101,8 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("check", cmd_check, "run the migration checks on throw-away databases")
     sub.add_argument("dbs", nargs="*", metavar="DB")
     sub.add_argument("--url", help="admin URL of a server for the throw-away (test_*) databases")
-    sub.add_argument("--only", metavar="ID,...", help="comma-separated check ids (default: all)")
+    sub.add_argument(
+        "--only",
+        metavar="ID,...",
+        help="comma-separated check ids (default: all but the opt-in lint and locks, "
+        "unless [tool.reynard-db.lint] enabled lists them)",
+    )
     sub.add_argument("--json", action="store_true", help='print {"results": [...]} only')
+
+    sub = verb("lint", cmd_lint, "per-revision migration safety: Squawk findings, measured locks")
+    sub.add_argument("db")
+    sub.add_argument("--format", choices=FORMATS, default="table")
+    sub.add_argument("--only", choices=("lint", "locks"), help="one of the two checks")
+    sub.add_argument("--url", help="admin URL of a server for the throw-away (test_*) databases")
 
     sub = verb("graph", cmd_graph, "the revision graph")
     sub.add_argument("db")
@@ -240,13 +255,30 @@ def cmd_setup(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
 def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     """Run the checks on throw-away databases; exit 1 when any fails (SPEC section 5)."""
     only = args.only.split(",") if args.only else None
-    select_checks(only)  # an unknown id is an error before any server starts
+    enabled = enabled_checks(registry)
+    select_checks(only, enabled)  # an unknown id is an error before any server starts
     databases = registry.select(args.dbs)
     progress = progress_line(sys.stderr) if sys.stderr.isatty() else None
-    with scratch_server(args.url, needed=needs_server(only)) as server:
+    with scratch_server(args.url, needed=needs_server(only, enabled)) as server:
         results = run_checks(registry, databases, server, only=only, progress=progress)
     (print_json if args.json else print_table)(results, out)
     return 1 if any(not r.ok for r in results) else 0
+
+
+def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    """Both safety checks on one database, one report per revision; exit 1 on a finding."""
+    db = registry.get(args.db)
+    reports: list[RevisionReport] = []
+    with scratch_server(args.url, needed=args.only != "lint") as server:
+        runner = CheckRunner(db, registry, server)
+        if args.only != "locks":
+            reports += lint_reports(runner)
+        if args.only != "lint":
+            reports += locks_reports(runner)
+    order = {s.revision: i for i, s in enumerate(reversed(list(runner.script.walk_revisions())))}
+    reports.sort(key=lambda r: (order.get(r.revision, len(order)), r.check))
+    render(reports, args.format, out)
+    return 1 if any(not r.ok for r in reports) else 0
 
 
 def cmd_graph(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:

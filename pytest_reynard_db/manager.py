@@ -41,6 +41,7 @@ from .urls import mask_url, with_driver
 ALEMBIC_MIGRATION_LOGGER = "alembic.runtime.migration"
 MAINTENANCE_DATABASE = "postgres"
 RELATIVE = re.compile(r"[+-]\d+$")
+AUTOCOMMIT = re.compile(r"\bautocommit_block\s*\(")
 
 
 class MigrationManager:
@@ -298,8 +299,14 @@ class MigrationManager:
             now = "unknown"
         error = _first_line(exc.orig if isinstance(exc, DBAPIError) else exc)
         where = f"{step.path}: {step.description}" if step.path else "while migrating"
+        caveat = ""
+        if _runs_outside_a_transaction(step.path):
+            caveat = (
+                "; this revision runs statements outside a transaction (autocommit_block); "
+                "statements before the failure may have been applied"
+            )
         failure = MigrationFailed(
-            f"database {self.db.name!r}: {where} failed: {error} (database left at {now})"
+            f"database {self.db.name!r}: {where} failed: {error} (database left at {now}{caveat})"
         )
         failure.revision = step.revision
         failure.path = step.path
@@ -364,6 +371,18 @@ def exported(url_env: str, url: URL) -> Iterator[None]:
 def advisory_lock_key(database: str) -> int:
     """A stable signed 64-bit key per database name (crc32 in a reserved range)."""
     return 0x5E7A_0000_0000 + zlib.crc32(database.encode())
+
+
+def _runs_outside_a_transaction(path: str | None) -> bool:
+    """Whether a revision file uses ``autocommit_block``: its statements there commit
+    one by one, so a failure after them cannot roll them back."""
+    if not path:
+        return False
+    try:
+        source = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return AUTOCOMMIT.search(source) is not None
 
 
 def _sorted(scripts: Any) -> list[Script]:

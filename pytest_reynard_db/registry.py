@@ -23,6 +23,9 @@ from .urls import parse_url, with_driver
 
 DATABASE_KEYS = frozenset({"ini", "database", "url_env", "mirror_of", "description"})
 TOP_LEVEL_KEYS = frozenset({"databases", "lint"})
+#: ``[tool.reynard-db.lint]``: rules to exclude, the PostgreSQL version Squawk
+#: assumes, and the opt-in checks (``lint``, ``locks``) that ``check`` runs.
+LINT_KEYS = frozenset({"exclude", "pg_version", "enabled"})
 INI_PREFIX = "alembic_"
 
 
@@ -193,10 +196,28 @@ def _read_table(pyproject: Path, table: Any) -> tuple[dict[str, dict[str, Any]],
         if "ini" not in spec:
             raise ConfigError(f"{pyproject}: {here}: missing key 'ini'")
         specs[name] = spec
-    lint = table.get("lint", {})
+    return specs, _read_lint(pyproject, table.get("lint", {}))
+
+
+def _read_lint(pyproject: Path, lint: Any) -> Mapping[str, Any]:
+    """``[tool.reynard-db.lint]``, its keys and their types checked (values are the checks')."""
+    here = "[tool.reynard-db.lint]"
     if not isinstance(lint, dict):
-        raise ConfigError(f"{pyproject}: [tool.reynard-db.lint] must be a table")
-    return specs, lint
+        raise ConfigError(f"{pyproject}: {here} must be a table")
+    for key, value in lint.items():
+        if key not in LINT_KEYS:
+            raise ConfigError(
+                f"{pyproject}: {here}: unknown key {key!r} (keys: {', '.join(sorted(LINT_KEYS))})"
+            )
+        if key in ("exclude", "enabled") and (
+            not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+        ):
+            raise ConfigError(f"{pyproject}: {here}: {key} must be a list of strings")
+        if key == "pg_version" and (
+            isinstance(value, bool) or not isinstance(value, str | int | float)
+        ):
+            raise ConfigError(f'{pyproject}: {here}: pg_version must be a string such as "16"')
+    return lint
 
 
 def _discover(root: Path) -> dict[str, dict[str, Any]]:

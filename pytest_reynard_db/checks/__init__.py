@@ -2,7 +2,9 @@
 
 Each check is a function ``(runner) -> CheckResult | list[CheckResult]`` in
 its own module; ``CHECKS`` lists them in the order they run (cheap file
-checks first). ``run_checks`` is what the CLI and the pytest plugin call: it
+checks first). ``OPT_IN_CHECKS`` (``lint``, ``locks``) run only when named in
+``--only`` or in ``[tool.reynard-db.lint] enabled``, so a tree that passed
+before does not turn red on upgrade. ``run_checks`` is what the CLI and the pytest plugin call: it
 never lets an exception out of a check, so one broken database or revision
 becomes one failed result that names it, never a traceback.
 """
@@ -15,10 +17,13 @@ from ..errors import ConfigError, MigrationFailed, ReynardDBError
 from ..postgres import Server
 from ..registry import Database, Registry
 from .downgrade_clean import downgrade_clean
+from .lint import lint
+from .locks import locks
 from .mirror_sync import mirror_sync
 from .models_match import models_match
 from .result import CheckResult
 from .runner import CheckRunner
+from .safety import LintSettings
 from .single_head import single_head
 from .stairway import stairway
 from .upgrade import upgrade
@@ -35,14 +40,26 @@ CHECKS: dict[str, Check] = {
     "models_match": models_match,
 }
 
+#: Checks that run only when enabled in ``[tool.reynard-db.lint]`` or named in ``--only``.
+OPT_IN_CHECKS: dict[str, Check] = {"lint": lint, "locks": locks}
+
+#: Every check, in the order they run.
+ALL_CHECKS: dict[str, Check] = {**CHECKS, **OPT_IN_CHECKS}
+
 #: Checks that read files only: they need no PostgreSQL server.
 FILE_CHECKS = frozenset({"single_head", "mirror_sync"})
 
+#: Checks that need no server but a tool (``lint`` runs Squawk over offline SQL).
+OFFLINE_CHECKS = FILE_CHECKS | {"lint"}
+
 __all__ = [
+    "ALL_CHECKS",
     "CHECKS",
     "FILE_CHECKS",
+    "OPT_IN_CHECKS",
     "CheckResult",
     "CheckRunner",
+    "enabled_checks",
     "needs_server",
     "run_check",
     "run_checks",
@@ -50,22 +67,31 @@ __all__ = [
 ]
 
 
-def select_checks(only: Iterable[str] | None = None) -> list[str]:
-    """The check ids to run, in ``CHECKS`` order; an unknown id is a ``ConfigError``."""
+def select_checks(only: Iterable[str] | None = None, enabled: Iterable[str] = ()) -> list[str]:
+    """The check ids to run, in ``ALL_CHECKS`` order; an unknown id is a ``ConfigError``.
+
+    Without ``only``: every default check, and the opt-in checks in ``enabled``.
+    """
     if only is None:
-        return list(CHECKS)
+        chosen = set(enabled)
+        return [name for name in ALL_CHECKS if name in CHECKS or name in chosen]
     wanted = [name.strip() for name in only if name.strip()]
-    unknown = [name for name in wanted if name not in CHECKS]
+    unknown = [name for name in wanted if name not in ALL_CHECKS]
     if unknown:
         raise ConfigError(
-            f"unknown check {', '.join(repr(n) for n in unknown)} (checks: {', '.join(CHECKS)})"
+            f"unknown check {', '.join(repr(n) for n in unknown)} (checks: {', '.join(ALL_CHECKS)})"
         )
-    return [name for name in CHECKS if name in wanted]
+    return [name for name in ALL_CHECKS if name in wanted]
 
 
-def needs_server(only: Iterable[str] | None = None) -> bool:
+def enabled_checks(registry: Registry) -> tuple[str, ...]:
+    """The opt-in checks ``[tool.reynard-db.lint] enabled`` turns on (unknown ids: ConfigError)."""
+    return LintSettings.from_registry(registry).enabled
+
+
+def needs_server(only: Iterable[str] | None = None, enabled: Iterable[str] = ()) -> bool:
     """Whether any of the selected checks migrates a database."""
-    return any(name not in FILE_CHECKS for name in select_checks(only))
+    return any(name not in OFFLINE_CHECKS for name in select_checks(only, enabled))
 
 
 def run_checks(
@@ -80,7 +106,7 @@ def run_checks(
     ``server`` hosts the throw-away databases (None is fine when only file
     checks run). ``progress(database, check)`` is called before each check.
     """
-    names = select_checks(only)
+    names = select_checks(only, enabled_checks(registry))
     results: list[CheckResult] = []
     for db in databases:
         runner = CheckRunner(db, registry, server)
@@ -94,7 +120,7 @@ def run_checks(
 def run_check(runner: CheckRunner, name: str) -> list[CheckResult]:
     """Run one check; any exception becomes a failed result naming database, revision and file."""
     try:
-        outcome = CHECKS[name](runner)
+        outcome = ALL_CHECKS[name](runner)
     except MigrationFailed as exc:
         return [runner.result(name, False, str(exc), revision=exc.revision, file=exc.path)]
     except ReynardDBError as exc:

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,9 @@ INITDB_ARGS = ("-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no
 class _TunedPostgresql(testing.postgresql.Postgresql):  # type: ignore[misc]
     """testing.postgresql with our user, tuning, socket directory and readiness probe."""
 
-    def __init__(self, *, user: RunAs, **settings: Any) -> None:
+    def __init__(self, *, user: RunAs, extra: Sequence[str] = (), **settings: Any) -> None:
         self.run_as = user
+        self.extra = tuple(extra)
         super().__init__(**settings)
 
     def initialize_database(self) -> None:
@@ -72,7 +74,7 @@ class _TunedPostgresql(testing.postgresql.Postgresql):  # type: ignore[misc]
             HOST,
             "-F",
         ]
-        for setting in TUNING:
+        for setting in (*TUNING, *self.extra):
             argv += ["-c", setting]
         return list(self.run_as.command(argv))
 
@@ -112,12 +114,15 @@ class EphemeralPostgres:
         boot_timeout: float = BOOT_TIMEOUT,
         base_dir: Path | None = None,
         persistent: bool = False,
+        settings: Sequence[str] = (),
     ) -> None:
+        """``settings``: extra ``name=value`` server settings (``-c``), after the tuning."""
         self.user = run_as()
         self.root = runtime_root(self.user)
         self.binaries = reachable_binaries(binaries or find_binaries(), self.user, self.root)
         self.boot_timeout = boot_timeout
         self.persistent = persistent
+        self.settings = tuple(settings)
         self._requested_dir = base_dir
         self.base_dir: Path | None = None
         self.port: int | None = None
@@ -139,6 +144,7 @@ class EphemeralPostgres:
             try:
                 self._pg = _TunedPostgresql(
                     user=self.user,
+                    extra=self.settings,
                     base_dir=str(self.base_dir),
                     initdb=str(self.binaries.initdb),
                     postgres=str(self.binaries.postgres),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -187,9 +187,14 @@ class EphemeralServer(Server):
 
     @classmethod
     def start(
-        cls, *, binaries: Binaries | None = None, boot_timeout: float = 30.0
+        cls,
+        *,
+        binaries: Binaries | None = None,
+        boot_timeout: float = 30.0,
+        settings: Sequence[str] = (),
     ) -> EphemeralServer:
-        process = EphemeralPostgres(binaries=binaries, boot_timeout=boot_timeout)
+        """Start a server; ``settings`` are extra ``name=value`` server settings."""
+        process = EphemeralPostgres(binaries=binaries, boot_timeout=boot_timeout, settings=settings)
         return cls(process.start())
 
     @classmethod

@@ -25,6 +25,7 @@ user_role = postgresql.ENUM("user", "admin", "service", name="user_role", create
 
 def upgrade() -> None:
     """Upgrade schema."""
+    # reynard-db: allow access-exclusive-lock -- constant-default ADD COLUMN: brief lock, no rewrite
     user_role.create(op.get_bind(), checkfirst=False)
     op.add_column(
         "user_account",

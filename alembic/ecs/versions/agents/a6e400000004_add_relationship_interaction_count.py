@@ -34,6 +34,7 @@ BACKFILL = sa.text(
 
 def upgrade() -> None:
     """Add the counter (0 by default), then count existing interactions."""
+    # reynard-db: allow access-exclusive-lock -- constant-default ADD COLUMN: brief lock, no rewrite
     op.add_column(
         "agent_relationship",
         sa.Column("interaction_count", sa.Integer(), server_default=sa.text("0"), nullable=False),

@@ -21,6 +21,11 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Upgrade schema."""
+    # Shipped with ec5000000001 in the first ECS release: entity is empty when this runs.
+    # reynard-db: allow require-concurrent-index-creation -- entity is empty when this ships
+    # reynard-db: allow constraint-missing-not-valid -- entity is empty when this ships
+    # reynard-db: allow adding-foreign-key-constraint -- entity is empty when this ships
+    # reynard-db: allow access-exclusive-lock -- entity is empty when this ships
     op.create_table(
         "world",
         sa.Column("id", sa.Integer(), nullable=False),

@@ -20,6 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Upgrade schema."""
+    # reynard-db: allow access-exclusive-lock -- constant-default ADD COLUMN: brief lock, no rewrite
     op.add_column(
         "component",
         sa.Column("version", sa.Integer(), server_default=sa.text("1"), nullable=False),

@@ -20,6 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Upgrade schema."""
+    # reynard-db: allow access-exclusive-lock -- constant-default ADD COLUMN: brief lock, no rewrite
     op.add_column(
         "generated_name",
         sa.Column("usage_count", sa.Integer(), server_default=sa.text("0"), nullable=False),

@@ -1,0 +1,230 @@
+"""``locks``: what each revision really locks and rewrites, measured on PostgreSQL (opt-in).
+
+A linter guesses from SQL text; this runs the revision. One throw-away
+database walks the tree bases first (so it holds at least the revision's
+parents), with a few rows in every table (``fill``). Each revision then runs
+alone inside an outer transaction: the connection goes to ``env.py`` in
+``config.attributes["connection"]`` already in a transaction, so Alembic does
+not commit. Before rolling back, ``pg_locks`` for this backend and
+``pg_class.relfilenode`` (read before and after) say which relations that
+existed before the revision are now held in a mode that blocks writes
+(``ACCESS EXCLUSIVE`` blocks reads too) and which tables were rewritten. The
+revision is then applied for real and the walk goes on.
+
+A revision using ``autocommit_block`` cannot run in a transaction: it is
+applied, and reported as not measured, never guessed at.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic.script import Script
+from sqlalchemy import Connection, text
+
+from ..errors import MigrationFailed
+from ..manager import MigrationManager
+from .fill import Filler
+from .result import CheckResult
+from .runner import CheckRunner
+from .safety import Finding, RevisionReport, apply_waivers, read_waivers, to_results
+from .stairway import walk_order
+
+CHECK = "locks"
+AUTOCOMMIT = re.compile(r"\bautocommit_block\s*\(")
+RELATION = re.compile(r'relation "([^"]+)"')
+
+#: Lock modes reported, and the rule a finding of each is waived by.
+MODES = {
+    "AccessExclusiveLock": ("access-exclusive-lock", "blocks reads and writes"),
+    "ExclusiveLock": ("share-lock", "blocks writes"),
+    "ShareRowExclusiveLock": ("share-lock", "blocks writes"),
+    "ShareLock": ("share-lock", "blocks writes"),
+}
+STRENGTH = list(MODES)  # strongest first
+KINDS = {"r": "table", "p": "table", "m": "materialized view", "i": "index", "S": "sequence"}
+
+RELATIONS = text(
+    """
+    SELECT c.oid, c.relkind, c.relfilenode, n.nspname, c.relname,
+           COALESCE(t.relname, '') AS of_table
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_index x ON x.indexrelid = c.oid
+    LEFT JOIN pg_class t ON t.oid = x.indrelid
+    WHERE c.relkind IN ('r', 'p', 'm', 'i', 'S')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+      AND c.relname <> 'alembic_version' AND COALESCE(t.relname, '') <> 'alembic_version'
+    """
+)
+SCANS = text(
+    "SELECT relid, COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_xact_user_tables"
+)
+#: Modes that block writes but are reported only on a table also read under them
+#: (a foreign key's validation scan); a new table's foreign key takes them briefly.
+SCAN_MODES = frozenset({"ShareRowExclusiveLock", "ExclusiveLock"})
+UNIQUE_VIOLATION = "23505"
+HELD = text(
+    """
+    SELECT relation, mode FROM pg_locks
+    WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    """
+)
+
+
+@dataclass(frozen=True)
+class Relation:
+    oid: int
+    kind: str
+    filenode: int
+    schema: str
+    name: str
+    of_table: str
+
+    @property
+    def label(self) -> str:
+        name = self.name if self.schema == "public" else f"{self.schema}.{self.name}"
+        kind = KINDS.get(self.kind, "relation")
+        return (
+            name
+            if kind == "table"
+            else f"{kind} {name}" + (f" (of {self.of_table})" if self.of_table else "")
+        )
+
+
+def locks(runner: CheckRunner) -> list[CheckResult]:
+    """Measure every revision; one failed result per revision with an unwaived finding."""
+    return to_results(runner, CHECK, locks_reports(runner))
+
+
+def locks_reports(runner: CheckRunner) -> list[RevisionReport]:
+    """One report per revision, bases first; the walk stops at a revision that cannot be applied."""
+    reports: list[RevisionReport] = []
+    filler = Filler()
+    with runner.scratch_database(CHECK) as manager, manager.locked() as connection:
+        for revision in walk_order(runner.script):
+            path = runner.relative(revision.path) or revision.path
+            report = RevisionReport(runner.db.name, CHECK, revision.revision, path)
+            reports.append(report)
+            findings = measure(manager, connection, revision, report, filler)
+            waivers, bad = read_waivers(revision.path, locks=True)
+            report.findings = apply_waivers(findings, waivers, CHECK, bad)
+            try:  # now for real, on the tables as the earlier revisions left them
+                manager.upgrade(revision.revision, connection=connection)
+            except MigrationFailed as exc:
+                report.findings.append(_failed(exc, "fails"))
+                break
+    return reports
+
+
+def measure(
+    manager: MigrationManager,
+    connection: Connection,
+    revision: Script,
+    report: RevisionReport,
+    filler: Filler,
+) -> list[Finding]:
+    """Run ``revision`` on filled tables in an outer transaction, read locks and rewrites."""
+    if AUTOCOMMIT.search(Path(revision.path).read_text(encoding="utf-8")):
+        report.notes.append("not measured: autocommit_block (cannot run inside a transaction)")
+        return []
+    try:
+        return _measure(manager, connection, revision, report, filler)
+    except MigrationFailed as exc:
+        if _sqlstate(exc) != UNIQUE_VIOLATION:
+            return [_failed(exc, "fails on tables with rows")]
+        report.notes.append(
+            "measured on tables without generated rows: they collided with the revision's "
+            f"own data ({_reason(exc)})"
+        )
+    try:
+        return _measure(manager, connection, revision, report, None)
+    except MigrationFailed as exc:
+        return [_failed(exc, "fails")]
+
+
+def _measure(
+    manager: MigrationManager,
+    connection: Connection,
+    revision: Script,
+    report: RevisionReport,
+    filler: Filler | None,
+) -> list[Finding]:
+    before = relations(connection)
+    connection.commit()
+    outer = connection.begin()
+    try:
+        if filler is not None:
+            report.notes += filler.fill(connection)
+        scanned_before = scans(connection)
+        manager.upgrade(revision.revision, connection=connection)
+        held = connection.execute(HELD).all()
+        scanned = {oid for oid, n in scans(connection).items() if n > scanned_before.get(oid, 0)}
+        after = relations(connection)
+    finally:
+        if outer.is_active:
+            outer.rollback()
+    strongest: dict[int, str] = {}
+    for oid, mode in held:
+        if oid not in before or mode not in MODES:
+            continue
+        if mode in SCAN_MODES and oid not in scanned:
+            continue  # a brief lock (a new table's foreign key): nothing read under it
+        current = strongest.get(oid)
+        if current is None or STRENGTH.index(mode) < STRENGTH.index(current):
+            strongest[oid] = mode
+    rewritten = {
+        oid
+        for oid, rel in before.items()
+        if rel.kind in ("r", "m") and oid in after and after[oid].filenode != rel.filenode
+    }
+    return [
+        _finding(before[oid], strongest.get(oid), oid in rewritten)
+        for oid in sorted(set(strongest) | rewritten, key=lambda o: before[o].label)
+    ]
+
+
+def scans(connection: Connection) -> dict[int, int]:
+    """Sequential and index scans this transaction made, per table (``pg_stat_xact_*``)."""
+    return {row[0]: row[1] for row in connection.execute(SCANS).all()}
+
+
+def relations(connection: Connection) -> dict[int, Relation]:
+    """Every user relation by oid, with its relfilenode."""
+    return {row[0]: Relation(*row) for row in connection.execute(RELATIONS).all()}
+
+
+def _finding(relation: Relation, mode: str | None, rewritten: bool) -> Finding:
+    table = relation.of_table if relation.kind == "i" and relation.of_table else relation.name
+    held = f"{mode} ({MODES[mode][1]})" if mode else "no blocking lock"
+    state = "rewritten (new relfilenode)" if rewritten else "not rewritten"
+    if rewritten:
+        rule = "table-rewrite"
+    else:
+        assert mode is not None
+        rule = MODES[mode][0]
+    return Finding(CHECK, rule, f"{relation.label}: {held}, {state}", table=table)
+
+
+def _failed(exc: MigrationFailed, how: str) -> Finding:
+    """A revision that does not run (on tables with rows: ``NOT NULL`` without a default)."""
+    reason = _reason(exc)
+    named = RELATION.search(reason)
+    return Finding(
+        CHECK, "migration-failed", f"{how}: {reason}", table=named.group(1) if named else None
+    )
+
+
+def _reason(exc: MigrationFailed) -> str:
+    message = str(exc)
+    return message.split(" failed: ", 1)[1] if " failed: " in message else message
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    cause = exc.__cause__
+    orig = getattr(cause, "orig", None)
+    return getattr(orig, "sqlstate", None)

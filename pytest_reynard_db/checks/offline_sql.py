@@ -1,0 +1,162 @@
+"""The offline (``--sql``) SQL of exactly one revision, split into statements.
+
+Alembic's range ``<down_rev>:<rev>`` (``base:<rev>`` for a base, one parent
+for a merge) is what a user would type; in a tree of several branches it may
+also print the steps of a ``depends_on`` or of a merge's other parent. Alembic
+marks each step with a comment, ``-- Running upgrade <parents> -> <rev>``, so
+the step of ``rev`` is cut out by that marker. Alembic's own bookkeeping (the
+``alembic_version`` table) is dropped: it is not the revision's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from dataclasses import dataclass
+
+from alembic.script import Script
+from alembic.util import to_tuple
+from sqlalchemy.engine import URL
+
+from ..manager import MigrationManager
+from .runner import CheckRunner
+
+MARKER = re.compile(r"^-- Running upgrade .*-> (?P<rev>\S+)\s*$")
+OFFLINE_URL = URL.create("postgresql+psycopg", database="reynard_db_offline")
+TABLE_PATTERNS = (
+    re.compile(
+        r"\bALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<name>[\w\".]+)", re.IGNORECASE
+    ),
+    re.compile(
+        r"\bCREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
+        r"(?:[\w\".]+\s+)?ON\s+(?:ONLY\s+)?(?P<name>[\w\".]+)",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        r"\b(?:CREATE|DROP)\s+TABLE\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?(?P<name>[\w\".]+)",
+        re.IGNORECASE,
+    ),
+    re.compile(r"\b(?:TRUNCATE|VACUUM\s+FULL|CLUSTER)\s+(?:TABLE\s+)?(?P<name>[\w\".]+)", re.I),
+    re.compile(r"\b(?:UPDATE|DELETE\s+FROM|INSERT\s+INTO)\s+(?P<name>[\w\".]+)", re.IGNORECASE),
+    re.compile(r"\bDROP\s+INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+EXISTS\s+)?(?P<name>[\w\".]+)", re.I),
+)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a revision's SQL and the (0-based) lines it spans in the file."""
+
+    text: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class RevisionSQL:
+    """The SQL of one revision's step, as it would run (in Alembic's transaction)."""
+
+    text: str
+    statements: tuple[Statement, ...]
+
+    def statement_at(self, line: int, line_end: int | None = None) -> Statement | None:
+        """The statement spanning 0-based ``line`` (as Squawk reports it)."""
+        for statement in self.statements:
+            if statement.first <= line <= statement.last:
+                return statement
+        end = line if line_end is None else line_end
+        for statement in self.statements:
+            if line <= statement.first <= end:
+                return statement
+        return None
+
+
+def step_range(revision: Script) -> str:
+    """``<down_rev>:<rev>``; ``base:<rev>`` for a base; one (the first) parent for a merge."""
+    parents = to_tuple(revision.down_revision, default=())
+    return f"{sorted(parents)[0] if parents else 'base'}:{revision.revision}"
+
+
+def offline_manager(runner: CheckRunner) -> MigrationManager:
+    """A manager for ``--sql`` runs: a URL that is never connected to, output captured."""
+    return runner.manager(OFFLINE_URL)
+
+
+def revision_sql(manager: MigrationManager, revision: Script) -> RevisionSQL:
+    """The ``--sql`` output of exactly ``revision``'s upgrade step."""
+    buffer = io.StringIO()
+    manager.stdout = buffer
+    # Alembic writes offline SQL to the Config's output_buffer, which defaults to the
+    # sys.stdout of the moment (the manager sets only Config.stdout): catch it here.
+    with contextlib.redirect_stdout(buffer):
+        manager.upgrade(step_range(revision), sql=True)
+    section = cut_step(buffer.getvalue(), revision.revision)
+    return split(section)
+
+
+def cut_step(output: str, revision: str) -> str:
+    """The lines after ``-- Running upgrade ... -> <revision>`` up to the next step's marker."""
+    lines: list[str] = []
+    inside = False
+    for line in output.splitlines():
+        marker = MARKER.match(line)
+        if marker is not None:
+            inside = marker.group("rev") == revision
+            continue
+        if inside:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def split(section: str) -> RevisionSQL:
+    """Statements of ``section`` (Alembic ends each with ``;`` at a line end), bookkeeping dropped.
+
+    The text is wrapped in ``BEGIN``/``COMMIT`` as Alembic runs a step; a
+    revision's ``autocommit_block`` shows up inside as ``COMMIT; ... BEGIN;``.
+    """
+    chunks: list[str] = []
+    current: list[str] = []
+    for raw in section.splitlines():
+        if not current and not raw.strip():
+            continue
+        current.append(raw)
+        if raw.rstrip().endswith(";"):
+            chunks.append("\n".join(current).strip())
+            current = []
+    if current and "\n".join(current).strip():
+        chunks.append("\n".join(current).strip())
+    chunks = [c for c in chunks if "alembic_version" not in c]
+    # The section ends with this step's COMMIT and, when a step follows, its BEGIN.
+    if chunks and _is_transaction(chunks[-1]) and chunks[-1].upper().startswith("BEGIN"):
+        chunks.pop()
+    if chunks and _is_transaction(chunks[-1]) and chunks[-1].upper().startswith("COMMIT"):
+        chunks.pop()
+    kept = [c for c in chunks if not _is_transaction(c)]
+    # Alembic's per-step BEGIN/COMMIT are outside the marker; inner ones are autocommit blocks.
+    inner = [c for c in chunks if _is_transaction(c)]
+    body: list[str] = ["BEGIN;", ""]
+    statements: list[Statement] = []
+    line = 2
+    for chunk in chunks:
+        if chunk not in kept and chunk not in inner:
+            continue
+        count = chunk.count("\n") + 1
+        if chunk in kept:
+            statements.append(Statement(chunk, line, line + count - 1))
+        body += [chunk, ""]
+        line += count + 1
+    body += ["COMMIT;", ""]
+    return RevisionSQL("\n".join(body), tuple(statements))
+
+
+def table_of(statement: str) -> str | None:
+    """The table a statement is about, read from its text (None when it names none)."""
+    for pattern in TABLE_PATTERNS:
+        found = pattern.search(statement)
+        if found is not None:
+            return found.group("name").replace('"', "")
+    return None
+
+
+def _is_transaction(chunk: str) -> bool:
+    return chunk.rstrip(";").strip().upper() in {"BEGIN", "COMMIT", "BEGIN TRANSACTION"}

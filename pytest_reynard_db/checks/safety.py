@@ -1,0 +1,239 @@
+"""What the two migration-safety checks (``lint`` and ``locks``) share.
+
+Both look at one revision at a time and produce ``Finding`` objects about it;
+a ``RevisionReport`` gathers them per revision (the ``lint`` verb prints
+those), and ``to_results`` folds them into ``CheckResult`` rows for ``check``
+and the pytest items: one failed row per revision with an unwaived finding,
+or one passing row for the database.
+
+Also here: the ``[tool.reynard-db.lint]`` settings, and the waivers a revision
+file can carry, ``# reynard-db: allow <rule> -- <reason>``. A waiver silences
+every finding of that one rule in that one revision; the reason is required,
+and a waiver without one silences nothing and is itself a finding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..registry import Registry
+from .result import CheckResult
+from .runner import CheckRunner
+
+#: The opt-in checks: off in ``check`` and the pytest items until enabled.
+OPT_IN = ("lint", "locks")
+
+#: Squawk rules left out unless the project's own ``exclude`` is all it wants:
+#: they are about style (integer widths, text vs varchar, identity columns,
+#: timestamptz), not locks; and the timeout rules ask for a ``SET`` that an
+#: Alembic env issues on its connection, where offline SQL cannot show it.
+DEFAULT_EXCLUDE = (
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+    "prefer-identity",
+    "prefer-text-field",
+    "prefer-timestamptz",
+    "require-lock-timeout",
+    "require-statement-timeout",
+)
+
+WAIVER = re.compile(r"#\s*reynard-db:\s*allow\b(?P<rest>.*)$")
+WAIVER_BODY = re.compile(r"^\s*(?P<rule>[A-Za-z0-9_-]+)\s*(?:--\s*(?P<reason>.*?))?\s*$")
+BAD_WAIVER = "waiver-without-reason"
+#: The rules of the ``locks`` check (a waiver for any other rule is ``lint``'s).
+LOCK_RULES = frozenset({"access-exclusive-lock", "share-lock", "table-rewrite"})
+
+
+@dataclass(frozen=True)
+class LintSettings:
+    """``[tool.reynard-db.lint]``: Squawk rules to exclude, the PostgreSQL version, opt-ins."""
+
+    exclude: tuple[str, ...] = ()
+    pg_version: str | None = None
+    enabled: tuple[str, ...] = ()
+
+    @classmethod
+    def from_registry(cls, registry: Registry) -> LintSettings:
+        """The settings of ``registry`` (keys and types were checked when it was read)."""
+        return cls.from_table(registry.lint, registry.source)
+
+    @classmethod
+    def from_table(
+        cls, table: Mapping[str, Any], source: Path | str = "pyproject.toml"
+    ) -> LintSettings:
+        enabled = tuple(str(v) for v in table.get("enabled", ()))
+        unknown = [name for name in enabled if name not in OPT_IN]
+        if unknown:
+            raise ConfigError(
+                f"{source}: [tool.reynard-db.lint]: enabled: unknown check "
+                f"{', '.join(repr(n) for n in unknown)} (opt-in checks: {', '.join(OPT_IN)})"
+            )
+        version = table.get("pg_version")
+        return cls(
+            exclude=tuple(str(v) for v in table.get("exclude", ())),
+            pg_version=None if version is None else str(version),
+            enabled=enabled,
+        )
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """Every excluded Squawk rule: the defaults and the project's."""
+        return tuple(dict.fromkeys([*DEFAULT_EXCLUDE, *self.exclude]))
+
+
+@dataclass(frozen=True)
+class Waiver:
+    """``# reynard-db: allow <rule> -- <reason>`` on line ``line`` of a revision file."""
+
+    rule: str
+    reason: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem of one revision: a Squawk rule or a measured lock, on a table.
+
+    ``waived`` holds the waiver's reason when a waiver silences the finding.
+    """
+
+    check: str
+    rule: str
+    message: str
+    table: str | None = None
+    statement: str | None = None
+    waived: str | None = None
+
+    def describe(self) -> str:
+        on = f" on {self.table}" if self.table else ""
+        return f"{self.rule}{on}: {self.message}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "rule": self.rule,
+            "table": self.table,
+            "message": self.message,
+            "statement": self.statement,
+            "waived": self.waived,
+        }
+
+
+@dataclass
+class RevisionReport:
+    """What one check found about one revision (``file`` relative to the project root)."""
+
+    database: str
+    check: str
+    revision: str
+    file: str
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if f.waived is None]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "check": self.check,
+            "revision": self.revision,
+            "file": self.file,
+            "ok": self.ok,
+            "findings": [f.as_json() for f in self.findings],
+            "notes": list(self.notes),
+        }
+
+
+def read_waivers(path: str | Path, *, locks: bool) -> tuple[list[Waiver], list[int]]:
+    """The waivers of a revision file for the ``locks`` rules (or every other rule), and
+    the lines of those without a reason."""
+    waivers: list[Waiver] = []
+    bad: list[int] = []
+    text = Path(path).read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), start=1):
+        found = WAIVER.search(line)
+        if found is None:
+            continue
+        body = WAIVER_BODY.match(found.group("rest"))
+        rule = body.group("rule") if body else (found.group("rest").split() or [""])[0]
+        if (rule in LOCK_RULES) != locks:
+            continue
+        if body is None or not (body.group("reason") or "").strip():
+            bad.append(number)
+            continue
+        waivers.append(Waiver(body.group("rule"), body.group("reason").strip(), number))
+    return waivers, bad
+
+
+def apply_waivers(
+    findings: Iterable[Finding], waivers: Sequence[Waiver], check: str, bad_lines: Sequence[int]
+) -> list[Finding]:
+    """``findings`` with waived ones marked, plus one finding per waiver without a reason."""
+    reasons = {w.rule: w.reason for w in waivers}
+    out = [
+        Finding(f.check, f.rule, f.message, f.table, f.statement, reasons[f.rule])
+        if f.rule in reasons
+        else f
+        for f in findings
+    ]
+    out += [
+        Finding(
+            check,
+            BAD_WAIVER,
+            f"line {line}: a waiver needs a reason: "
+            "`# reynard-db: allow <rule> -- <reason>` (this one waives nothing)",
+        )
+        for line in bad_lines
+    ]
+    return out
+
+
+def to_results(
+    runner: CheckRunner, check: str, reports: Sequence[RevisionReport]
+) -> list[CheckResult]:
+    """One failed result per revision with an unwaived finding, else one passing result."""
+    failed = [r for r in reports if not r.ok]
+    if not failed:
+        waived = sum(len(r.findings) for r in reports)
+        notes = sum(len(r.notes) for r in reports)
+        extra = "".join(
+            [f", {waived} waived" if waived else "", f", {notes} notes" if notes else ""]
+        )
+        return [runner.result(check, True, f"{len(reports)} revisions clean{extra}")]
+    return [
+        runner.result(
+            check, False, failure_message(report), revision=report.revision, file=report.file
+        )
+        for report in failed
+    ]
+
+
+def failure_message(report: RevisionReport) -> str:
+    """First line: file, revision, each rule and table; then each finding with its statement."""
+    failures = report.failures
+    tables = ", ".join(
+        dict.fromkeys(f"{f.rule} on {f.table}" if f.table else f.rule for f in failures)
+    )
+    lines = [f"{report.file}: revision {report.revision}: {tables}"]
+    for finding in failures:
+        lines.append(f"  {finding.describe()}")
+        if finding.statement:
+            lines.append(f"    {one_line(finding.statement)}")
+    lines += [f"  note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -1,0 +1,92 @@
+"""The per-revision report of ``reynard-migrate lint``: a table, JSON, or Markdown.
+
+The Markdown is meant for a pull-request comment: one row per revision and
+check, then each finding with its statement, waived ones struck through with
+their reason. Nothing here runs a check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TextIO
+
+from .safety import RevisionReport, one_line
+
+FORMATS = ("table", "json", "markdown")
+
+
+def render(reports: Sequence[RevisionReport], fmt: str, out: TextIO) -> None:
+    {"table": print_table, "json": print_json, "markdown": print_markdown}[fmt](reports, out)
+
+
+def print_json(reports: Sequence[RevisionReport], out: TextIO) -> None:
+    """``{"ok": bool, "revisions": [{database, check, revision, file, ok, findings, notes}]}``."""
+    payload = {"ok": all(r.ok for r in reports), "revisions": [r.as_json() for r in reports]}
+    json.dump(payload, out, indent=2)
+    out.write("\n")
+
+
+def print_table(reports: Sequence[RevisionReport], out: TextIO) -> None:
+    """One row per revision and check, then every finding under its revision."""
+    rows = [("database", "check", "revision", "result", "file")]
+    rows += [(r.database, r.check, r.revision, _verdict(r), r.file) for r in reports]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[4]]).rstrip(), file=out)
+    for report in reports:
+        if not report.findings and not report.notes:
+            continue
+        print(f"\n{report.file} ({report.check}):", file=out)
+        for finding in report.findings:
+            waived = f" [waived: {finding.waived}]" if finding.waived else ""
+            print(f"  {finding.describe()}{waived}", file=out)
+            if finding.statement:
+                print(f"    {one_line(finding.statement)}", file=out)
+        for note in report.notes:
+            print(f"  note: {note}", file=out)
+    print(f"\n{_summary(reports)}", file=out)
+
+
+def print_markdown(reports: Sequence[RevisionReport], out: TextIO) -> None:
+    """A pull-request comment: a summary table, then the findings of each revision."""
+    print("### Migration safety (reynard-db lint)\n", file=out)
+    print(f"**{_summary(reports)}**\n", file=out)
+    print("| database | revision | check | result | file |", file=out)
+    print("| --- | --- | --- | --- | --- |", file=out)
+    for r in reports:
+        mark = "✅ ok" if r.ok else "❌ FAIL"
+        if r.ok and r.findings:
+            mark = "✅ waived"
+        print(f"| {r.database} | `{r.revision}` | {r.check} | {mark} | `{r.file}` |", file=out)
+    for report in reports:
+        if not report.findings and not report.notes:
+            continue
+        print(f"\n#### `{report.file}` ({report.check})\n", file=out)
+        for finding in report.findings:
+            text = _md(finding.describe())
+            if finding.waived:
+                print(f"- ~~{text}~~ waived: {_md(finding.waived)}", file=out)
+            else:
+                print(f"- **{text}**", file=out)
+            if finding.statement:
+                print(f"  ```sql\n  {one_line(finding.statement, 400)}\n  ```", file=out)
+        for note in report.notes:
+            print(f"- _note: {_md(note)}_", file=out)
+
+
+def _verdict(report: RevisionReport) -> str:
+    if not report.ok:
+        return "FAIL"
+    return "waived" if report.findings else "ok"
+
+
+def _summary(reports: Sequence[RevisionReport]) -> str:
+    failed = sum(1 for r in reports if not r.ok)
+    verdict = f"{failed} failed" if failed else "all passed"
+    return f"{len(reports)} revision checks, {verdict}"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
