@@ -81,6 +81,7 @@ class MigrationManager:
         """An Alembic Config for this database's ini, aimed at ``self.url``."""
         config = self.db.alembic_config(url=self.url, quiet=self.quiet, connection=connection)
         config.stdout = self.stdout
+        config.output_buffer = self.stdout  # where --sql goes (Alembic's default: sys.stdout)
         return config
 
     # -- read-only verbs ------------------------------------------------------------------

@@ -12,7 +12,8 @@ import hashlib
 import itertools
 import re
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +40,16 @@ class TestDatabase:
     url: URL
     head: tuple[str, ...]
     db: Database
-    config: Config
+    tree: Database = field(repr=False)
     _engine: Engine | None = field(default=None, repr=False)
+    _config: Config | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        """The Alembic Config of the tree it was migrated with, aimed at it (built on use)."""
+        if self._config is None:
+            self._config = self.tree.alembic_config(url=self.url, quiet=True)
+        return self._config
 
     @property
     def engine(self) -> Engine:
@@ -81,6 +90,10 @@ class Provisioner:
         self._templates: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
         self._counter = itertools.count(1)
         self._owned: list[TestDatabase] = []
+        # One thread with its own admin connection: clones made ahead, and drops.
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reynard-db")
+        self._background_server = Server(server.url)
+        self._ahead: dict[tuple[str, str], Future[tuple[str, URL]]] = {}
 
     # -- which tree migrates which database -----------------------------------------------
     def tree(self, name: str) -> Database:
@@ -131,10 +144,23 @@ class Provisioner:
 
     # -- test databases ------------------------------------------------------------------
     def clone(self, name: str, revision: str = "heads", *, purpose: str = "fresh") -> TestDatabase:
-        """A new database cloned from the template of ``name`` at ``revision``."""
+        """A new database cloned from the template of ``name`` at ``revision``.
+
+        For ``fresh`` databases (one per test) the next clone is made ahead, in the
+        background, while the test runs, and dropping happens there too: a test
+        then waits for neither ``CREATE DATABASE`` nor ``DROP DATABASE``.
+        """
         template, head = self.template(name, revision)
-        new = self.new_name(name, purpose)
-        url = self.server.create_database(new, template=template)
+        if purpose != "fresh":
+            new = self.new_name(name, purpose)
+            url = self.server.create_database(new, template=template, end_sessions=False)
+            return self._describe(name, new, url, head)
+        key = (name, revision)
+        ahead = self._ahead.pop(key, None)
+        new, url = ahead.result() if ahead else self._create(name, template, self.server)
+        self._ahead[key] = self._background.submit(
+            self._create, name, template, self._background_server
+        )
         return self._describe(name, new, url, head)
 
     def empty(self, name: str, *, purpose: str = "empty") -> TestDatabase:
@@ -144,27 +170,35 @@ class Provisioner:
         return self._describe(name, new, url, ())
 
     def drop(self, database: TestDatabase) -> None:
+        """Drop a database handed out here (in the background; ``close`` waits)."""
         database.dispose()
-        self.server.drop_database(database.name)
         if database in self._owned:
             self._owned.remove(database)
+        self._background.submit(self._background_server.drop_database, database.name)
 
     def new_name(self, name: str, purpose: str) -> str:
         return _pg_name(f"test_{name}_{self.run_id}_{self.worker}_{purpose}{next(self._counter)}")
 
     def close(self) -> None:
-        """Drop every database this provisioner handed out and still owns."""
+        """Drop every database this provisioner made and still owns; wait for the drops."""
         for database in list(self._owned):
             self.drop(database)
+        for ahead in self._ahead.values():
+            with suppress(Exception):
+                self._background.submit(self._background_server.drop_database, ahead.result()[0])
+        self._ahead.clear()
+        self._background.shutdown(wait=True)
+        self._background_server.close()
+
+    def _create(self, name: str, template: str, server: Server) -> tuple[str, URL]:
+        new = self.new_name(name, "fresh")
+        # Our templates have no sessions: skip ending them (a round trip per clone).
+        return new, server.create_database(new, template=template, end_sessions=False)
 
     def _describe(self, name: str, pg_name: str, url: URL, head: tuple[str, ...]) -> TestDatabase:
         tree = self.tree(name)
         database = TestDatabase(
-            name=pg_name,
-            url=url,
-            head=head,
-            db=self.registry.get(name),
-            config=tree.alembic_config(url=url, quiet=True),
+            name=pg_name, url=url, head=head, db=self.registry.get(name), tree=tree
         )
         self._owned.append(database)
         return database

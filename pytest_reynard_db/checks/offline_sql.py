@@ -10,7 +10,6 @@ the step of ``rev`` is cut out by that marker. Alembic's own bookkeeping (the
 
 from __future__ import annotations
 
-import contextlib
 import io
 import re
 from dataclasses import dataclass
@@ -85,11 +84,8 @@ def offline_manager(runner: CheckRunner) -> MigrationManager:
 def revision_sql(manager: MigrationManager, revision: Script) -> RevisionSQL:
     """The ``--sql`` output of exactly ``revision``'s upgrade step."""
     buffer = io.StringIO()
-    manager.stdout = buffer
-    # Alembic writes offline SQL to the Config's output_buffer, which defaults to the
-    # sys.stdout of the moment (the manager sets only Config.stdout): catch it here.
-    with contextlib.redirect_stdout(buffer):
-        manager.upgrade(step_range(revision), sql=True)
+    manager.stdout = buffer  # the Config's stdout and output_buffer (where --sql goes)
+    manager.upgrade(step_range(revision), sql=True)
     section = cut_step(buffer.getvalue(), revision.revision)
     return split(section)
 

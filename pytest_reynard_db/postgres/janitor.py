@@ -79,7 +79,9 @@ class Server:
             row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             return row is not None
 
-    def create_database(self, name: str, template: str | None = None) -> URL:
+    def create_database(
+        self, name: str, template: str | None = None, *, end_sessions: bool = True
+    ) -> URL:
         """Create ``name`` (a copy of ``template`` if given; sessions on the template
         are ended first) and return its URL."""
         if self.guarded and not name.startswith(TEST_PREFIX):
@@ -94,7 +96,7 @@ class Server:
             # WAL_LOG (the default since 15) writes the whole template to WAL;
             # FILE_COPY is a checkpoint and a directory copy: far cheaper here.
             statement += sql.SQL(" STRATEGY FILE_COPY")
-        self._execute_with_retry(statement, template)
+        self._execute_with_retry(statement, template, end_sessions=end_sessions)
         self.created.add(name)
         return self.database_url(name)
 
@@ -128,13 +130,15 @@ class Server:
             self.created.discard(old)
             self.created.add(new)
 
-    def _execute_with_retry(self, statement: sql.Composed, template: str | None) -> None:
+    def _execute_with_retry(
+        self, statement: sql.Composed, template: str | None, *, end_sessions: bool
+    ) -> None:
         """CREATE DATABASE fails while anyone is connected to the template, after
         waiting 5 s: so end those sessions first (a template is not for use), and
         again if one slipped in."""
         for attempt in range(5):
             with self.admin() as conn:
-                if template is not None:
+                if template is not None and (end_sessions or attempt > 0):
                     _terminate(conn, template)
                 try:
                     conn.execute(statement)

@@ -1,0 +1,239 @@
+"""Rows 4 and 5: real ``pytest`` subprocesses on a copy of this repository's trees."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_reynard_db.postgres import find_binaries
+from pytest_reynard_db.postgres.runas import run_as, runtime_root
+
+from .projects import BUILD_COUNTER, FRESH_SUITE, ONE_TEST, TRIVIAL_TEST, ecs_project
+from .timing import Row, absolute_row, speedup_row
+
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+TESTING_POSTGRESQL = (
+    "import time, testing.postgresql\n"
+    "start = time.perf_counter()\n"
+    "server = testing.postgresql.Postgresql()\n"
+    "print(time.perf_counter() - start)\n"
+    "server.stop()\n"
+)
+
+
+@dataclass
+class SubSizes:
+    """Repetitions of the subprocess rows and the size of row 5's suite."""
+
+    cold_reps: int
+    warm_reps: int
+    baseline_reps: int
+    suite_tests: int
+    suite_reps: int
+
+
+def run_pytest(project: Path, args: list[str], env: dict[str, str] | None = None) -> float:
+    """Run pytest in ``project``; its wall time in seconds (a failed run raises)."""
+    environ = {**os.environ, **(env or {})}
+    environ.pop("PYTEST_ADDOPTS", None)
+    start = time.perf_counter()
+    done = subprocess.run(
+        [*PYTEST, *args], cwd=project, env=environ, capture_output=True, text=True, check=False
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"pytest {' '.join(args)} failed:\n{done.stdout[-3000:]}{done.stderr}")
+    return elapsed
+
+
+@contextmanager
+def private_binaries() -> Iterator[Path]:
+    """A copy of the PostgreSQL bin directory (share and lib linked, relative layout kept).
+
+    Its own path and mtime give it an initdb cache and a reuse server of its own, so
+    that cold and warm runs neither read nor disturb anyone else's.
+    """
+    bindir = find_binaries().bindir
+    share = _pg_config("--sharedir")
+    pkglib = _pg_config("--pkglibdir")
+    prefix = Path(tempfile.mkdtemp(prefix="bench-pgbin-"))
+    try:
+        prefix.chmod(0o755)
+        copy = prefix / bindir.relative_to("/")
+        shutil.copytree(bindir, copy, symlinks=True)
+        for linked in (share, pkglib):
+            if linked is not None and linked.exists() and linked != bindir:
+                target = prefix / linked.relative_to("/")
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.symlink_to(linked)
+        for path in prefix.rglob("*"):
+            if not path.is_symlink():
+                path.chmod(0o755)
+        yield copy
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def _pg_config(flag: str) -> Path | None:
+    """``pg_config FLAG`` as a path, or None without pg_config."""
+    binary = shutil.which("pg_config")
+    if binary is None:
+        return None
+    out = subprocess.run([binary, flag], capture_output=True, text=True, check=False)
+    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+
+
+def runtime_entries() -> set[str]:
+    """The names at the top of the library's runtime directory (``/dev/shm/reynard-db-<uid>``)."""
+    return {p.name for p in runtime_root(run_as()).iterdir()}
+
+
+def remove_new_entries(before: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    """Stop and remove entries created since ``before`` whose names start with ``prefixes``."""
+    root = runtime_root(run_as())
+    removed: list[str] = []
+    for name in sorted(runtime_entries() - before):
+        if not name.startswith(prefixes):
+            continue
+        path = root / name
+        if name.startswith("reuse-") and (path / "data" / "postmaster.pid").exists():
+            pg_ctl = find_binaries().bindir / "pg_ctl"
+            subprocess.run(
+                list(
+                    run_as().command([str(pg_ctl), "-D", str(path / "data"), "-m", "fast", "stop"])
+                ),
+                capture_output=True,
+                check=False,
+            )
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(name)
+    return removed
+
+
+def _touch_binaries(bindir: Path) -> None:
+    """A new mtime on the copied binaries: a new initdb cache key, so a cold start."""
+    now = time.time_ns() + 1_000_000_000
+    for name in ("initdb", "postgres"):
+        os.utime(bindir / name, ns=(now, now))
+
+
+def testing_postgresql_start() -> float:
+    """testing.postgresql's plain ``Postgresql()`` start, as the ``postgres`` user if root."""
+    argv = [sys.executable, "-c", TESTING_POSTGRESQL]
+    env = {**os.environ}
+    if os.geteuid() == 0:
+        # Our interpreter may live under /root (mode 0700): the postgres user runs a
+        # system Python of the same version on this venv's (pure Python) packages.
+        python = (
+            shutil.which(
+                f"python{sys.version_info.major}.{sys.version_info.minor}",
+                path="/usr/bin:/usr/local/bin",
+            )
+            or sys.executable
+        )
+        site = sysconfig.get_paths()["purelib"]
+        argv = ["runuser", "-u", "postgres", "--", python, "-c", TESTING_POSTGRESQL]
+        env.update(HOME="/tmp", PYTHONPATH=site)
+    done = subprocess.run(argv, cwd="/tmp", env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"testing.postgresql failed: {done.stderr[-2000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def row_session_start(sizes: SubSizes) -> list[Row]:
+    """Session start to a migrated ECS database: cold, default and warm, vs testing.postgresql."""
+    before = runtime_entries()
+    with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp, private_binaries() as bindir:
+        project = ecs_project(Path(tmp) / "project")
+        (project / "test_one.py").write_text(ONE_TEST)
+        (project / "test_trivial.py").write_text(TRIVIAL_TEST)
+        env = {"REYNARD_DB_PG_BIN": str(bindir)}
+        args = ["--reynard-db=ecs", "test_one.py"]
+        try:
+            startup = statistics.median(
+                run_pytest(project, ["test_trivial.py"], env) for _ in range(sizes.baseline_reps)
+            )
+            cold: list[float] = []
+            for _ in range(sizes.cold_reps):
+                _touch_binaries(bindir)
+                cold.append(run_pytest(project, args, env) - startup)
+                remove_new_entries(before, ("initdb-",))
+            run_pytest(project, args, env)  # builds this copy's initdb cache
+            default = statistics.median(
+                run_pytest(project, args, env) - startup for _ in range(sizes.warm_reps)
+            )
+            reuse = [*args, "--reynard-db-reuse"]
+            run_pytest(project, reuse, env)  # starts the reuse server and builds the template
+            warm = statistics.median(
+                run_pytest(project, reuse, env) - startup for _ in range(sizes.warm_reps)
+            )
+        finally:
+            remove_new_entries(before, ("reuse-", "initdb-"))
+    baseline = statistics.median(testing_postgresql_start() for _ in range(sizes.baseline_reps))
+    note = f"pytest run minus bare pytest startup {startup:.2f} s"
+    rows = [
+        absolute_row(
+            "4 session start, cold (no initdb cache)",
+            statistics.median(cold),
+            baseline,
+            "testing.postgresql",
+            3.0,
+        ),
+        absolute_row(
+            "4 session start, no reuse (initdb cached)",
+            default,
+            baseline,
+            "testing.postgresql",
+            3.0,
+        ),
+        absolute_row(
+            "4 session start, warm (--reynard-db-reuse)", warm, baseline, "testing.postgresql", 0.5
+        ),
+    ]
+    for row in rows:
+        row.note = note
+    return rows
+
+
+def row_suite(sizes: SubSizes) -> list[Row]:
+    """A suite of ``reynard_db_fresh`` tests with ``-n 0`` and ``-n 2``; one template build."""
+    with tempfile.TemporaryDirectory(prefix="bench-suite-") as tmp:
+        project = ecs_project(Path(tmp) / "project", conftest=BUILD_COUNTER)
+        (project / "test_suite.py").write_text(FRESH_SUITE.format(count=sizes.suite_tests))
+        builds: dict[str, list[int]] = {"0": [], "2": []}
+
+        def one(workers: str) -> float:
+            log = Path(tmp) / f"builds-{workers}-{len(builds[workers])}.log"
+            log.touch()
+            elapsed = run_pytest(
+                project,
+                ["--reynard-db=ecs", "-p", "xdist", "-n", workers, "test_suite.py"],
+                {"BENCH_BUILD_LOG": str(log)},
+            )
+            builds[workers].append(len(log.read_text().split()))
+            return elapsed
+
+        serial = statistics.median(one("0") for _ in range(sizes.suite_reps))
+        parallel = statistics.median(one("2") for _ in range(sizes.suite_reps))
+    once = all(count == 1 for counts in builds.values() for count in counts)
+    row = speedup_row(
+        f"5 {sizes.suite_tests} fresh tests -n 2 vs -n 0", parallel, serial, "-n 0", 1.6
+    )
+    counts = ",".join(str(c) for c in builds["0"] + builds["2"])
+    row.note = f"template builds per run: {counts} ({'once' if once else 'NOT once'})"
+    row.met = row.met and once
+    return [row]
