@@ -202,7 +202,8 @@ def apply_waivers(
 def to_results(
     runner: CheckRunner, check: str, reports: Sequence[RevisionReport]
 ) -> list[CheckResult]:
-    """One failed result per revision with an unwaived finding, else one passing result."""
+    """One result per database and check (as SPEC section 5 has it): a failure lists
+    every revision with an unwaived finding and names the first in ``revision``/``file``."""
     failed = [r for r in reports if not r.ok]
     if not failed:
         waived = sum(len(r.findings) for r in reports)
@@ -211,12 +212,11 @@ def to_results(
             [f", {waived} waived" if waived else "", f", {notes} notes" if notes else ""]
         )
         return [runner.result(check, True, f"{len(reports)} revisions clean{extra}")]
-    return [
-        runner.result(
-            check, False, failure_message(report), revision=report.revision, file=report.file
-        )
-        for report in failed
-    ]
+    message = "\n".join(failure_message(report) for report in failed)
+    if len(failed) > 1:
+        message = f"{len(failed)} revisions with findings:\n{message}"
+    first = failed[0]
+    return [runner.result(check, False, message, revision=first.revision, file=first.file)]
 
 
 def failure_message(report: RevisionReport) -> str:
