@@ -7,11 +7,41 @@ Public API::
     with EphemeralServer.start() as server:
         server.create_database("test_a")
         server.create_database("test_b", template="test_a")
+
+The names load on first use (PEP 562), so that pytest, which imports this package
+for the plugin in every session, pays for SQLAlchemy and psycopg only when a run
+uses a database.
 """
 
-from .errors import ConfigError, MigrationFailed, RevisionError, ReynardDBError, ServerError
-from .postgres import EphemeralServer, ExistingServer, Server, find_binaries
-from .registry import Database, Registry, load_registry
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import ConfigError, MigrationFailed, RevisionError, ReynardDBError, ServerError
+    from .manager import MigrationManager
+    from .postgres import EphemeralServer, ExistingServer, Server, find_binaries
+    from .provision import Provisioner, TestDatabase
+    from .registry import Database, Registry, load_registry
+
+_WHERE = {
+    "ConfigError": "errors",
+    "MigrationFailed": "errors",
+    "ReynardDBError": "errors",
+    "RevisionError": "errors",
+    "ServerError": "errors",
+    "MigrationManager": "manager",
+    "EphemeralServer": "postgres",
+    "ExistingServer": "postgres",
+    "Server": "postgres",
+    "find_binaries": "postgres",
+    "Provisioner": "provision",
+    "TestDatabase": "provision",
+    "Database": "registry",
+    "Registry": "registry",
+    "load_registry": "registry",
+}
 
 __all__ = [
     "ConfigError",
@@ -19,11 +49,20 @@ __all__ = [
     "EphemeralServer",
     "ExistingServer",
     "MigrationFailed",
+    "MigrationManager",
+    "Provisioner",
     "Registry",
     "RevisionError",
     "ReynardDBError",
     "Server",
     "ServerError",
+    "TestDatabase",
     "find_binaries",
     "load_registry",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)

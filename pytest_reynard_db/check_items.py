@@ -17,7 +17,7 @@ import pytest
 from .checks import CheckRunner, enabled_checks, run_check, select_checks
 
 if TYPE_CHECKING:
-    from .plugin import RunState
+    from .runstate import RunState
 
 PREFIX = "reynard-db"
 

@@ -8,95 +8,28 @@ rolled-back transactions on a session clone.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import Connection, Engine, event
-from sqlalchemy.orm import Session
 
 from . import pytest_alembic_compat
-from .check_items import collect_check_items
 from .errors import ReynardDBError
-from .postgres import EphemeralServer, ExistingServer, Server
-from .postgres.runas import run_as, runtime_root
-from .provision import Provisioner, TestDatabase, refuse_production
-from .registry import Registry, find_project_root, load_registry
-from .settings import Settings, add_options, get_settings
-from .urls import mask_url, parse_url
+from .settings import add_options, get_settings
+
+# Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
+# the servers load when a run selects a database (pytest_configure), not before.
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.orm import Session
+
+    from .postgres import Server
+    from .provision import Provisioner, TestDatabase
+    from .runstate import RunState
 
 STATE = pytest.StashKey["RunState"]()
 MARKER = "reynard_db"
-WORKER_KEY = "reynard_db"
-
-
-class RunState:
-    """This process's view of the run: settings, registry, server and provisioner."""
-
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        self.config = config
-        self.settings = settings
-        workerinput = getattr(config, "workerinput", None)
-        inherited = workerinput.get(WORKER_KEY) if workerinput else None
-        self.worker = str(workerinput["workerid"]) if workerinput else "main"
-        self.run_id: str = inherited["run_id"] if inherited else uuid.uuid4().hex[:8]
-        self.inherited_url: str | None = inherited["url"] if inherited else None
-        self.is_worker = workerinput is not None
-        self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
-        self.own_server: EphemeralServer | None = None
-        self._server: Server | None = None
-        self._registry: Registry | None = None
-        self._provisioner: Provisioner | None = None
-
-    @property
-    def registry(self) -> Registry:
-        if self._registry is None:
-            self._registry = load_registry(find_project_root(self.config.rootpath))
-        return self._registry
-
-    @property
-    def server(self) -> Server:
-        if self._server is None:
-            if self.settings.url:
-                url = parse_url(self.settings.url, origin="--reynard-db-url")
-                refuse_production(self.registry, url)
-                self._server = ExistingServer(url)
-            elif self.inherited_url:
-                self._server = Server(self.inherited_url)
-            else:
-                self.own_server = (
-                    EphemeralServer.reusable() if self.settings.reuse else EphemeralServer.start()
-                )
-                self._server = self.own_server
-        return self._server
-
-    @property
-    def provisioner(self) -> Provisioner:
-        if self._provisioner is None:
-            locks = runtime_root(run_as()) / "locks"
-            locks.mkdir(mode=0o700, exist_ok=True)
-            self._provisioner = Provisioner(
-                self.registry,
-                self.server,
-                run_id=self.run_id,
-                worker=self.worker,
-                source=self.settings.source,
-                shared_names=not self.settings.url,
-                lock_dir=locks,
-            )
-        return self._provisioner
-
-    def close(self) -> None:
-        if self._provisioner is not None:
-            self._provisioner.close()
-        if isinstance(self._server, ExistingServer) and not self.is_worker:
-            self._server.drop_run(self.run_id)
-        if self._server is not None:
-            self._server.close()
-        if self.own_server is not None:
-            self.own_server.stop()
 
 
 # -- hooks -----------------------------------------------------------------------------------
@@ -111,6 +44,8 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = get_settings(config)
     if not settings.active:
         return
+    from .runstate import RunState
+
     state = RunState(config, settings)
     config.stash[STATE] = state
     # Registered now, after every entry-point plugin: these definitions of
@@ -127,6 +62,8 @@ def pytest_configure_node(node: Any) -> None:
     state = node.config.stash.get(STATE, None)
     if state is not None:
         url = state.server.url.render_as_string(hide_password=False)
+        from .runstate import WORKER_KEY
+
         node.workerinput[WORKER_KEY] = {"url": url, "run_id": state.run_id}
 
 
@@ -145,6 +82,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(STATE, None)
     if state is None:
         return []
+    from .urls import mask_url
+
     where = mask_url(state.settings.url) if state.settings.url else "an ephemeral server"
     reuse = " (reused between runs)" if state.settings.reuse else ""
     names = ", ".join(state.settings.databases) or "none"
@@ -156,6 +95,8 @@ def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.It
     """Add the check items first, so that ``-k`` and ``-m`` select among them too."""
     state = session.config.stash.get(STATE, None)
     if state is not None and state.settings.checks:
+        from .check_items import collect_check_items
+
         with _harness_errors(usage=True):
             items[:0] = collect_check_items(session, state)
 
@@ -243,6 +184,8 @@ def reynard_db_connection(reynard_db: TestDatabase) -> Iterator[Connection]:
 @pytest.fixture
 def reynard_db_session(reynard_db_connection: Connection) -> Iterator[Session]:
     """An ORM session on ``reynard_db_connection``; its commits become savepoints."""
+    from sqlalchemy.orm import Session
+
     session = Session(bind=reynard_db_connection, join_transaction_mode="create_savepoint")
     try:
         yield session
@@ -309,6 +252,8 @@ def _commit_to_savepoints(connection: Connection) -> None:
     The outer transaction must survive anything the code under test does, so a
     commit releases the current savepoint and opens the next one.
     """
+    from sqlalchemy import event
+
     connection.begin_nested()
 
     @event.listens_for(connection, "commit")

@@ -1,0 +1,87 @@
+"""This process's view of a test run: settings, registry, server and provisioner.
+
+Kept apart from ``plugin.py`` so that a pytest session that does not use the
+plugin never imports SQLAlchemy, psycopg or the servers through it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from .postgres import EphemeralServer, ExistingServer, Server
+from .postgres.runas import run_as, runtime_root
+from .provision import Provisioner, refuse_production
+from .registry import Registry, find_project_root, load_registry
+from .settings import Settings
+from .urls import parse_url
+
+WORKER_KEY = "reynard_db"
+
+
+class RunState:
+    """This process's view of the run: settings, registry, server and provisioner."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        workerinput = getattr(config, "workerinput", None)
+        inherited = workerinput.get(WORKER_KEY) if workerinput else None
+        self.worker = str(workerinput["workerid"]) if workerinput else "main"
+        self.run_id: str = inherited["run_id"] if inherited else uuid.uuid4().hex[:8]
+        self.inherited_url: str | None = inherited["url"] if inherited else None
+        self.is_worker = workerinput is not None
+        self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
+        self.own_server: EphemeralServer | None = None
+        self._server: Server | None = None
+        self._registry: Registry | None = None
+        self._provisioner: Provisioner | None = None
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = load_registry(find_project_root(self.config.rootpath))
+        return self._registry
+
+    @property
+    def server(self) -> Server:
+        if self._server is None:
+            if self.settings.url:
+                url = parse_url(self.settings.url, origin="--reynard-db-url")
+                refuse_production(self.registry, url)
+                self._server = ExistingServer(url)
+            elif self.inherited_url:
+                self._server = Server(self.inherited_url)
+            else:
+                self.own_server = (
+                    EphemeralServer.reusable() if self.settings.reuse else EphemeralServer.start()
+                )
+                self._server = self.own_server
+        return self._server
+
+    @property
+    def provisioner(self) -> Provisioner:
+        if self._provisioner is None:
+            locks = runtime_root(run_as()) / "locks"
+            locks.mkdir(mode=0o700, exist_ok=True)
+            self._provisioner = Provisioner(
+                self.registry,
+                self.server,
+                run_id=self.run_id,
+                worker=self.worker,
+                source=self.settings.source,
+                shared_names=not self.settings.url,
+                lock_dir=locks,
+            )
+        return self._provisioner
+
+    def close(self) -> None:
+        if self._provisioner is not None:
+            self._provisioner.close()
+        if isinstance(self._server, ExistingServer) and not self.is_worker:
+            self._server.drop_run(self.run_id)
+        if self._server is not None:
+            self._server.close()
+        if self.own_server is not None:
+            self.own_server.stop()
