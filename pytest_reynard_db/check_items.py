@@ -3,8 +3,7 @@
 The items run the same functions as ``reynard-migrate check`` (``checks.run_check``)
 on the run's server (the opt-in ``lint`` and ``locks`` only when
 ``[tool.reynard-db.lint] enabled`` lists them), one ``CheckRunner`` per database so
-the tree is read once;
-a failure shows the same message, without a traceback.
+the tree is read once; a failure shows the same message, without a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .checks import CheckRunner, enabled_checks, run_check, select_checks
+from .checks import OFFLINE_CHECKS, CheckRunner, enabled_checks, run_check, select_checks
+from .errors import ReynardDBError
 
 if TYPE_CHECKING:
     from .runstate import RunState
@@ -47,11 +47,16 @@ class ReynardChecks(pytest.Collector):
                     self, name=f"{name}::{check}", database=name, check=check
                 )
 
-    def runner(self, name: str) -> CheckRunner:
+    def runner(self, name: str, *, needs_server: bool) -> CheckRunner:
+        """The database's runner (its tree read once); the server is started only for
+        a check that migrates, so file checks pass or fail on their own."""
         if name not in self._runners:
             registry = self.state.registry
-            self._runners[name] = CheckRunner(registry.get(name), registry, self.state.server)
-        return self._runners[name]
+            self._runners[name] = CheckRunner(registry.get(name), registry, None)
+        runner = self._runners[name]
+        if needs_server and runner.server is None:
+            runner.server = self.state.server
+        return runner
 
 
 class CheckItem(pytest.Item):
@@ -64,7 +69,13 @@ class CheckItem(pytest.Item):
 
     def runtest(self) -> None:
         assert isinstance(self.parent, ReynardChecks)
-        failed = [r for r in run_check(self.parent.runner(self.database), self.check) if not r.ok]
+        try:
+            runner = self.parent.runner(
+                self.database, needs_server=self.check not in OFFLINE_CHECKS
+            )
+        except ReynardDBError as exc:  # the server did not start: one line, not a traceback
+            raise CheckFailure(f"reynard-db: {exc}") from None
+        failed = [r for r in run_check(runner, self.check) if not r.ok]
         if failed:
             raise CheckFailure("\n".join(r.message for r in failed))
 

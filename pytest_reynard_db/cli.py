@@ -8,6 +8,7 @@ code the error carries (0 success, 1 a problem found, 2 bad usage or input).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -46,6 +47,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `reynard-migrate history ecs | head`: the reader left; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,7 +264,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     select_checks(only, enabled)  # an unknown id is an error before any server starts
     databases = registry.select(args.dbs)
     progress = progress_line(sys.stderr) if sys.stderr.isatty() else None
-    with scratch_server(args.url, needed=needs_server(only, enabled)) as server:
+    with scratch_server(args.url, needed=needs_server(only, enabled), registry=registry) as server:
         results = run_checks(registry, databases, server, only=only, progress=progress)
     (print_json if args.json else print_table)(results, out)
     return 1 if any(not r.ok for r in results) else 0
@@ -269,7 +274,7 @@ def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     """Both safety checks on one database, one report per revision; exit 1 on a finding."""
     db = registry.get(args.db)
     reports: list[RevisionReport] = []
-    with scratch_server(args.url, needed=args.only != "lint") as server:
+    with scratch_server(args.url, needed=args.only != "lint", registry=registry) as server:
         runner = CheckRunner(db, registry, server)
         if args.only != "locks":
             reports += lint_reports(runner)

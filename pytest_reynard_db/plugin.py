@@ -47,6 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from .runstate import RunState
 
     state = RunState(config, settings)
+    with _harness_errors(usage=True):  # a bad registry or name: one error, not one per test
+        for name in settings.databases:
+            state.registry.get(name)
     config.stash[STATE] = state
     # Registered now, after every entry-point plugin: these definitions of
     # pytest-alembic's fixtures are the later ones, so they win whatever the load order.

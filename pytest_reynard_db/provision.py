@@ -22,7 +22,7 @@ from filelock import FileLock
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 
-from .errors import ConfigError
+from .errors import ReynardDBError, ServerError
 from .manager import MigrationManager, exported
 from .postgres import Server
 from .registry import Database, Registry
@@ -90,10 +90,15 @@ class Provisioner:
         self._templates: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
         self._counter = itertools.count(1)
         self._owned: list[TestDatabase] = []
-        # One thread with its own admin connection: clones made ahead, and drops.
+        self._failed: dict[tuple[str, str], ReynardDBError] = {}
+        # One thread with its own admin connection: clones made ahead, and drops. It
+        # only ever drops names this provisioner made (``_made``), on any server.
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reynard-db")
         self._background_server = Server(server.url)
         self._ahead: dict[tuple[str, str], Future[tuple[str, URL]]] = {}
+        self._drops: list[tuple[str, Future[None]]] = []
+        self._made: set[str] = set()
+        self._closed = False
 
     # -- which tree migrates which database -----------------------------------------------
     def tree(self, name: str) -> Database:
@@ -110,8 +115,14 @@ class Provisioner:
     def template(self, name: str, revision: str = "heads") -> tuple[str, tuple[str, ...]]:
         """The template of ``name`` at ``revision`` (built on first use): its name and heads."""
         key = (name, revision)
+        if key in self._failed:  # a broken migration fails once, not once per test
+            raise self._failed[key]
         if key not in self._templates:
-            self._templates[key] = self._build_template(name, revision)
+            try:
+                self._templates[key] = self._build_template(name, revision)
+            except ReynardDBError as exc:
+                self._failed[key] = exc
+                raise
         return self._templates[key]
 
     def _build_template(self, name: str, revision: str) -> tuple[str, tuple[str, ...]]:
@@ -141,6 +152,9 @@ class Provisioner:
         with self.guarded(name, url):
             builder.upgrade(revision)
         self.server.rename_database(scratch, template)
+        # A template outlives this process (other xdist workers clone it): the run
+        # drops it at its end (drop_run), never the worker that happened to build it.
+        self.server.created.discard(template)
 
     # -- test databases ------------------------------------------------------------------
     def clone(self, name: str, revision: str = "heads", *, purpose: str = "fresh") -> TestDatabase:
@@ -174,21 +188,44 @@ class Provisioner:
         database.dispose()
         if database in self._owned:
             self._owned.remove(database)
-        self._background.submit(self._background_server.drop_database, database.name)
+        self._drop(database.name)
 
     def new_name(self, name: str, purpose: str) -> str:
-        return _pg_name(f"test_{name}_{self.run_id}_{self.worker}_{purpose}{next(self._counter)}")
+        new = _pg_name(f"test_{name}_{self.run_id}_{self.worker}_{purpose}{next(self._counter)}")
+        self._made.add(new)
+        return new
 
     def close(self) -> None:
-        """Drop every database this provisioner made and still owns; wait for the drops."""
+        """Drop every database this provisioner made and still owns; wait for the drops.
+
+        A drop that failed is reported here (on an existing server it would leak).
+        """
         for database in list(self._owned):
             self.drop(database)
         for ahead in self._ahead.values():
             with suppress(Exception):
-                self._background.submit(self._background_server.drop_database, ahead.result()[0])
+                self._drop(ahead.result()[0])
         self._ahead.clear()
+        self._closed = True
         self._background.shutdown(wait=True)
         self._background_server.close()
+        failed = [
+            f"{name} ({future.exception()})"
+            for name, future in self._drops
+            if future.exception() is not None
+        ]
+        if failed:
+            raise ServerError(f"could not drop {', '.join(failed)}")
+
+    def _drop(self, name: str) -> None:
+        if name not in self._made:
+            raise ServerError(f"refusing to drop database {name!r}: not made by this run")
+        if self._closed:
+            self.server.created.add(name)
+            self.server.drop_database(name)
+            return
+        future = self._background.submit(self._background_server.drop_database, name)
+        self._drops.append((name, future))
 
     def _create(self, name: str, template: str, server: Server) -> tuple[str, URL]:
         new = self.new_name(name, "fresh")
@@ -228,22 +265,16 @@ class Provisioner:
 def tree_digest(tree: Database, revision: str, source: str) -> str:
     """A hash of everything that decides a template's content: revision files, env.py, target."""
     digest = hashlib.sha256(f"{revision}|{source}|{tree.name}".encode())
+    base = tree.script_location
     files = [tree.script_location / "env.py"]
     for location in tree.version_locations:
         files.extend(sorted(p for p in location.rglob("*.py") if "__pycache__" not in p.parts))
     for path in files:
-        digest.update(str(path.relative_to(tree.script_location)).encode())
+        # Relative where possible: two checkouts of one tree share a reused template.
+        shown = path.relative_to(base) if path.is_relative_to(base) else path
+        digest.update(str(shown).encode())
         digest.update(path.read_bytes() if path.exists() else b"")
     return digest.hexdigest()[:12]
-
-
-def refuse_production(registry: Registry, url: URL) -> None:
-    """An admin URL naming a registered production database is a mistake, never a target."""
-    if url.database in registry.production_names():
-        raise ConfigError(
-            f"refusing --reynard-db-url: it names the production database {url.database!r}; "
-            "give the server's admin URL (e.g. .../postgres)"
-        )
 
 
 def _heads_of(manager: MigrationManager, revision: str) -> tuple[str, ...]:

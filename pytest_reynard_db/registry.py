@@ -142,6 +142,15 @@ class Registry:
     def production_names(self) -> set[str]:
         return {db.database for db in self.databases.values()}
 
+    def refuse_production(self, url: URL, *, option: str) -> None:
+        """An admin URL naming a registered production database is a mistake, never a
+        target for throw-away databases."""
+        if url.database in self.production_names():
+            raise ConfigError(
+                f"refusing {option}: it names the production database {url.database!r}; "
+                "give the server's admin URL (e.g. .../postgres)"
+            )
+
 
 def find_project_root(start: Path | None = None) -> Path:
     """The nearest directory upward from ``start`` (default: cwd) holding pyproject.toml."""

@@ -7,12 +7,13 @@ plugin never imports SQLAlchemy, psycopg or the servers through it.
 from __future__ import annotations
 
 import uuid
+from contextlib import ExitStack
 
 import pytest
 
 from .postgres import EphemeralServer, ExistingServer, Server
 from .postgres.runas import run_as, runtime_root
-from .provision import Provisioner, refuse_production
+from .provision import Provisioner
 from .registry import Registry, find_project_root, load_registry
 from .settings import Settings
 from .urls import parse_url
@@ -49,7 +50,7 @@ class RunState:
         if self._server is None:
             if self.settings.url:
                 url = parse_url(self.settings.url, origin="--reynard-db-url")
-                refuse_production(self.registry, url)
+                self.registry.refuse_production(url, option="--reynard-db-url")
                 self._server = ExistingServer(url)
             elif self.inherited_url:
                 self._server = Server(self.inherited_url)
@@ -77,11 +78,17 @@ class RunState:
         return self._provisioner
 
     def close(self) -> None:
-        if self._provisioner is not None:
-            self._provisioner.close()
-        if isinstance(self._server, ExistingServer) and not self.is_worker:
-            self._server.drop_run(self.run_id)
-        if self._server is not None:
-            self._server.close()
-        if self.own_server is not None:
-            self.own_server.stop()
+        """Drop what this process made, then stop what it started; each step runs even
+        if an earlier one failed."""
+        with ExitStack() as stack:
+            if self.own_server is not None:
+                stack.callback(self.own_server.stop)
+            if self._server is not None:
+                stack.callback(self._server.close)
+            if isinstance(self._server, ExistingServer):
+                # Databases a test made by hand with reynard_db_server.create_database.
+                stack.callback(self._server.stop)
+                if not self.is_worker:  # the run's databases, whichever worker made them
+                    stack.callback(self._server.drop_run, self.run_id)
+            if self._provisioner is not None:
+                stack.callback(self._provisioner.close)

@@ -4,10 +4,11 @@ The corpus is ``CASES``, one line per case: an id, a mutation of a fresh copy of
 Reynard trees (or None), the argv, the exit code and a regex the one-line message
 must match. ``{closed}``, ``{silent}``, ``{wrong_password}``, ``{unknown_role}`` in
 argv are URLs of a closed port, a listener that never answers, and a server that
-refuses the credentials. Every run also proves that the password of any URL given
+refuses the credentials; ``{no_createdb}`` names a role that may not create
+databases. Every run also proves that the password of any URL given
 (``s3cr3t``) appears nowhere in stdout or stderr.
 
-27 bad inputs are covered (``len(CASES)``), plus a database name with quotes,
+29 bad inputs are covered (``len(CASES)``), plus a database name with quotes,
 spaces and a semicolon that is created exactly as named and never run as SQL.
 """
 
@@ -120,10 +121,14 @@ CASES: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], int, str]
      r"database 'main': cannot connect to .*u:\*\*\*@127\.0\.0\.1:\d+/x: .*Connection refused"),
     ("check-closed-port", None, ("check", "main", "--url", "{closed}"), 2,
      r"cannot connect to .*u:\*\*\*@127\.0\.0\.1:\d+/x: .*Connection refused"),
+    ("check-on-production", None, ("check", "main", "--url", "{closed_production}"), 2,
+     r"refusing --url: it names the production database 'reynard'"),
     ("silent-server", None, ("upgrade", "main", "--url", "{silent}"), 2,
      r"database 'main': cannot connect to .*u:\*\*\*@127\.0\.0\.1:\d+/x: .*timeout"),
     ("wrong-password", None, ("upgrade", "main", "--url", "{wrong_password}"), 2,
      r"cannot connect to .*app:\*\*\*@.*password authentication failed for user \"app\""),
+    ("role-without-createdb", None, ("setup", "main", "--url", "{no_createdb}"), 2,
+     r"no_createdb:\*\*\*@.*: permission denied to create database"),
     ("unknown-role", None, ("setup", "main", "--url", "{unknown_role}"), 2,
      r"cannot connect to .*nobody_here:\*\*\*@.*role \"nobody_here\" does not exist"),
 ]  # fmt: skip
@@ -169,6 +174,8 @@ def password_server() -> Iterator[EphemeralServer]:
     """A server where role ``app`` must give its password (scram), others are trusted."""
     with EphemeralServer.start() as server:
         require_password(server, "app", "right-password")
+        with server.connect() as conn:
+            conn.execute("CREATE ROLE no_createdb LOGIN")  # trusted, but may not create
         yield server
 
 
@@ -207,9 +214,11 @@ def test_bad_input(
     port = password_server.url.port
     urls = {
         "closed": f"postgresql://u:{SECRET}@127.0.0.1:{closed_port}/x",
+        "closed_production": f"postgresql://u:{SECRET}@127.0.0.1:{closed_port}/reynard",
         "silent": f"postgresql://u:{SECRET}@127.0.0.1:{silent_port}/x",
         "wrong_password": f"postgresql://app:{SECRET}@127.0.0.1:{port}/postgres",
         "unknown_role": f"postgresql://nobody_here:{SECRET}@127.0.0.1:{port}/x",
+        "no_createdb": f"postgresql://no_createdb:{SECRET}@127.0.0.1:{port}/reynard_new",
     }
     env = {"DATABASE_URL": f"postgresql://u:{SECRET}@h:notaport/x"}
     returncode, out, err, elapsed = run_cli(project, *(arg.format(**urls) for arg in argv), env=env)

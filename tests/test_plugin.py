@@ -106,6 +106,15 @@ def test_marker_picks_the_database(project: pytest.Pytester) -> None:
     project.runpytest("--reynard-db=ecs_e2e", "-p", "no:cacheprovider").assert_outcomes(passed=3)
 
 
+def test_unknown_database_option_is_one_usage_error(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_x="def test_a(reynard_db):\n    pass\ndef test_b(reynard_db):\n    pass\n"
+    )
+    result = project.runpytest("--reynard-db=nope", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*reynard-db: unknown database 'nope'*known: ecs, ecs_e2e*"])
+
+
 def test_unknown_marker_database_is_one_clear_error(project: pytest.Pytester) -> None:
     project.makepyfile(
         test_bad="""

@@ -56,6 +56,7 @@ __all__ = [
     "ALL_CHECKS",
     "CHECKS",
     "FILE_CHECKS",
+    "OFFLINE_CHECKS",
     "OPT_IN_CHECKS",
     "CheckResult",
     "CheckRunner",

@@ -115,7 +115,9 @@ def scratch_name(database: str, purpose: str) -> str:
 
 
 @contextmanager
-def scratch_server(admin_url: str | URL | None, *, needed: bool = True) -> Iterator[Server | None]:
+def scratch_server(
+    admin_url: str | URL | None, *, needed: bool = True, registry: Registry | None = None
+) -> Iterator[Server | None]:
     """The server for throw-away databases: ours (ephemeral) unless ``admin_url`` names one.
 
     On a server given by URL only ``test_*`` databases are created and only
@@ -127,6 +129,8 @@ def scratch_server(admin_url: str | URL | None, *, needed: bool = True) -> Itera
         return
     if admin_url is not None:
         existing = ExistingServer(admin_url)
+        if registry is not None:
+            registry.refuse_production(existing.url, option="--url")
         _ = existing.version  # unreachable: one ServerError now (exit 2), not a failed check each
         try:
             yield existing

@@ -52,10 +52,15 @@ class Server:
 
     @contextmanager
     def admin(self) -> Iterator[psycopg.Connection[Any]]:
+        """The admin connection; a database error in the block is one ``ServerError``
+        (a role without CREATEDB, a server that went away: a line, not a traceback)."""
         with self._lock:
             if self._admin is None or self._admin.closed:
                 self._admin = self.connect()
-            yield self._admin
+            try:
+                yield self._admin
+            except psycopg.Error as exc:
+                raise ServerError(f"{mask_url(self.url)}: {_first_line(exc)}") from None
 
     def close(self) -> None:
         with self._lock:
