@@ -57,18 +57,27 @@ def add_options(parser: pytest.Parser) -> None:
     for flag, help_, extra in OPTIONS:
         dest = flag.lstrip("-").replace("-", "_")
         group.addoption(flag, dest=dest, help=help_, **extra)
-        if extra.get("action") == "store_true":
-            parser.addini(dest, help_, type="bool", default=False)
-        else:
-            parser.addini(dest, help_, type="string", default=None)
+        # The ini key is the option without its dashes: pytest's spelling (reynard_db),
+        # and the literal one (reynard-db) as well.
+        for key in (dest, flag.lstrip("-")):
+            if extra.get("action") == "store_true":
+                parser.addini(key, help_, type="bool", default=None)
+            else:
+                parser.addini(key, help_, type="string", default=None)
 
 
 def get_settings(config: pytest.Config) -> Settings:
     """Resolve every setting in one place (pytest-postgresql's ``get_config`` pattern)."""
 
     def pick(name: str) -> Any:
-        value = config.getoption(name)
-        return value if value is not None else config.getini(name)
+        for value in (
+            config.getoption(name),
+            config.getini(name),
+            config.getini(name.replace("_", "-")),
+        ):
+            if value is not None and value != "":
+                return value
+        return None
 
     names = pick("reynard_db") or ""
     source = pick("reynard_db_source") or "copy"

@@ -106,6 +106,17 @@ def test_marker_picks_the_database(project: pytest.Pytester) -> None:
     project.runpytest("--reynard-db=ecs_e2e", "-p", "no:cacheprovider").assert_outcomes(passed=3)
 
 
+@pytest.mark.parametrize("key", ["reynard_db", "reynard-db"])
+def test_ini_keys(project: pytest.Pytester, key: str) -> None:
+    """Each option is also an ini key: pytest's spelling and the option's own."""
+    with (project.path / "pyproject.toml").open("a") as pyproject:
+        pyproject.write(f'{key} = "main"\n')
+    project.makepyfile(
+        test_ini="def test_a(reynard_db):\n    assert reynard_db.db.name == 'main'\n"
+    )
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
 def test_unknown_database_option_is_one_usage_error(project: pytest.Pytester) -> None:
     project.makepyfile(
         test_x="def test_a(reynard_db):\n    pass\ndef test_b(reynard_db):\n    pass\n"
