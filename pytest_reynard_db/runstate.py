@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import uuid
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
 from .postgres import EphemeralServer, ExistingServer, Server
+from .postgres.reaper import owner_alive, read_owner_file, write_owner_file
 from .postgres.runas import run_as, runtime_root
 from .provision import Provisioner
 from .registry import Registry, find_project_root, load_registry
@@ -38,6 +40,7 @@ class RunState:
         self._server: Server | None = None
         self._registry: Registry | None = None
         self._provisioner: Provisioner | None = None
+        self._run_record: Path | None = None
 
     @property
     def registry(self) -> Registry:
@@ -54,12 +57,29 @@ class RunState:
                 self._server = ExistingServer(url)
             elif self.inherited_url:
                 self._server = Server(self.inherited_url)
+            elif self.settings.reuse:
+                self.own_server = EphemeralServer.reusable()
+                self._server = self.own_server
+                self._enrol_in_reused_server()
             else:
-                self.own_server = (
-                    EphemeralServer.reusable() if self.settings.reuse else EphemeralServer.start()
-                )
+                self.own_server = EphemeralServer.start()
                 self._server = self.own_server
         return self._server
+
+    def _enrol_in_reused_server(self) -> None:
+        """The kept server outlives runs, and a killed run cannot drop its databases:
+        each run leaves a record beside the server, and the next run drops the
+        databases of every run whose process has died."""
+        assert self.own_server is not None and self.own_server.process.base_dir is not None
+        runs = self.own_server.process.base_dir / "runs"
+        runs.mkdir(exist_ok=True)
+        for record in runs.glob("*.json"):
+            owner = read_owner_file(record)
+            if owner is None or not owner_alive(owner):
+                self.own_server.drop_run(record.stem)
+                record.unlink(missing_ok=True)
+        self._run_record = runs / f"{self.run_id}.json"
+        write_owner_file(self._run_record)
 
     @property
     def provisioner(self) -> Provisioner:
@@ -83,6 +103,8 @@ class RunState:
         with ExitStack() as stack:
             if self.own_server is not None:
                 stack.callback(self.own_server.stop)
+            if self._run_record is not None:
+                stack.callback(self._run_record.unlink, missing_ok=True)
             if self._server is not None:
                 stack.callback(self._server.close)
             if isinstance(self._server, ExistingServer):

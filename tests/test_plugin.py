@@ -10,6 +10,7 @@ from reynard_trees import copy_reynard_trees, registry_table
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.postgres.executor import reusable_server
 
 
 @pytest.fixture
@@ -298,6 +299,26 @@ def test_reuse_keeps_the_server_and_rebuilds_a_changed_tree(project: pytest.Pyte
     third.assert_outcomes(passed=1)
     assert "3a1400000005" in third.stdout.str()
     assert f"PORT {port.group(1)} " in third.stdout.str()
+
+
+@pytest.mark.usefixtures("stop_reused_server")
+def test_reuse_drops_the_databases_of_a_dead_run(project: pytest.Pytester) -> None:
+    """A killed run cannot drop its databases on the kept server: the next run does."""
+    project.makepyfile(test_x="def test_x(reynard_db_fresh):\n    pass\n")
+    args = ("--reynard-db=main", "--reynard-db-reuse", "-p", "no:cacheprovider")
+    project.runpytest_subprocess(*args).assert_outcomes(passed=1)
+    kept = EphemeralServer(reusable_server())  # attaches to the running one
+    assert kept.process.base_dir is not None
+    leftover = "test_main_deadbeef_main_fresh1"
+    kept.create_database(leftover)
+    (kept.process.base_dir / "runs" / "deadbeef.json").write_text('{"pid": 2147483646}')
+    try:
+        project.runpytest_subprocess(*args).assert_outcomes(passed=1)
+        assert not kept.exists(leftover)
+        assert not (kept.process.base_dir / "runs" / "deadbeef.json").exists()
+        assert not list((kept.process.base_dir / "runs").glob("*.json")), "own record removed"
+    finally:
+        kept.close()
 
 
 def test_migration_failure_is_one_error_naming_the_file(project: pytest.Pytester) -> None:

@@ -192,6 +192,8 @@ def test_embedded_wheel_in_a_private_directory_is_staged(tmp_path: Path) -> None
     with EphemeralServer.start(binaries=hidden) as server:
         assert "copied to" in server.process.binaries.origin
         assert server.version == embedded.version
+    staged = server.process.binaries.origin.split("copied to ", 1)[1].rstrip(")")
+    shutil.rmtree(staged)  # 40 MB on tmpfs: not worth keeping for a test's private copy
 
 
 def test_existing_server_guards_names(pg_server: EphemeralServer) -> None:

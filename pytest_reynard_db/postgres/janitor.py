@@ -122,6 +122,22 @@ class Server:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         self.created.discard(name)
 
+    def drop_run(self, run_id: str) -> list[str]:
+        """Drop every ``test_*`` database whose name carries ``run_id`` (this run's own,
+        whichever worker created it)."""
+        with self.admin() as conn:
+            names = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                    (f"{TEST_PREFIX}%\\_{run_id}\\_%",),
+                )
+            ]
+        for name in names:
+            self.created.add(name)
+            self.drop_database(name)
+        return names
+
     def rename_database(self, old: str, new: str) -> None:
         """Rename ``old`` (no one may be connected to it) to ``new``."""
         with self.admin() as conn:
@@ -163,22 +179,6 @@ class ExistingServer(Server):
 
     def __init__(self, url: str | URL) -> None:
         super().__init__(url, guarded=True)
-
-    def drop_run(self, run_id: str) -> list[str]:
-        """Drop every ``test_*`` database whose name carries ``run_id`` (this run's own,
-        whichever worker created it)."""
-        with self.admin() as conn:
-            names = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT datname FROM pg_database WHERE datname LIKE %s",
-                    (f"{TEST_PREFIX}%\\_{run_id}\\_%",),
-                )
-            ]
-        for name in names:
-            self.created.add(name)
-            self.drop_database(name)
-        return names
 
     def stop(self) -> None:
         """Drop what this run created; the server itself keeps running."""

@@ -39,16 +39,25 @@ def process_start_time(pid: int) -> str | None:
 
 def owner_record(base_dir: Path, *, persistent: bool = False, port: int | None = None) -> None:
     """Write the owner record of a server directory: this process (and the server's port)."""
+    write_owner_file(base_dir / "owner.json", persistent=persistent, port=port)
+
+
+def write_owner_file(path: Path, **extra: Any) -> None:
+    """Record this process (pid and start time) in ``path``, atomically."""
     pid = os.getpid()
-    record = {"pid": pid, "start": process_start_time(pid), "persistent": persistent, "port": port}
-    tmp = base_dir / "owner.json.tmp"
+    record = {"pid": pid, "start": process_start_time(pid), **extra}
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record))
-    tmp.replace(base_dir / "owner.json")
+    tmp.replace(path)
 
 
 def read_owner(base_dir: Path) -> dict[str, Any] | None:
+    return read_owner_file(base_dir / "owner.json")
+
+
+def read_owner_file(path: Path) -> dict[str, Any] | None:
     try:
-        return dict(json.loads((base_dir / "owner.json").read_text()))
+        return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return None
 
