@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from . import graph, mirror
+from . import graph, mirror, text
 from .checks import enabled_checks, needs_server, run_checks, select_checks
 from .checks.lint import lint_reports
 from .checks.locks import locks_reports
@@ -22,8 +22,9 @@ from .checks.runner import CheckRunner, scratch_server
 from .checks.safety import RevisionReport
 from .checks.safety_report import FORMATS, render
 from .errors import CheckFailed, ReynardDBError
-from .manager import MigrationManager, relative
+from .manager import MigrationManager
 from .registry import Registry, load_registry
+from .text import shown_path as relative
 from .urls import mask_url
 
 PROG = "reynard-migrate"
@@ -88,11 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--empty", action="store_true", help="an empty revision, no autogenerate")
     sub.add_argument("--url", help="autogenerate against this database (default: a throw-away one)")
 
-    for name, handler, text in (
+    for name, handler, summary in (
         ("history", cmd_history, "the revisions, newest first"),
         ("heads", cmd_heads, "the head revisions"),
     ):
-        verb(name, handler, text).add_argument("db")
+        verb(name, handler, summary).add_argument("db")
     sub = verb("current", cmd_current, "the revisions a database is at")
     sub.add_argument("db")
     sub.add_argument("--url")
@@ -149,21 +150,21 @@ def cmd_list(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
                 heads,
             )
         )
-    _table(rows, out)
+    text.print_table(rows, out)
     return status
 
 
 def cmd_upgrade(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
-    manager = MigrationManager(registry.get(args.db), args.url, stdout=out)
-    manager.upgrade(args.to, sql=args.sql)
-    if not args.sql:
-        print(f"{args.db}: at {_at(manager)} ({mask_url(manager.url)})", file=out)
-    return 0
+    return _migrate(args, registry, out, "upgrade")
 
 
 def cmd_downgrade(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    return _migrate(args, registry, out, "downgrade")
+
+
+def _migrate(args: argparse.Namespace, registry: Registry, out: TextIO, direction: str) -> int:
     manager = MigrationManager(registry.get(args.db), args.url, stdout=out)
-    manager.downgrade(args.to, sql=args.sql)
+    getattr(manager, direction)(args.to, sql=args.sql)
     if not args.sql:
         print(f"{args.db}: at {_at(manager)} ({mask_url(manager.url)})", file=out)
     return 0
@@ -246,8 +247,8 @@ def cmd_copy(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
 def cmd_setup(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     databases = registry.select(args.dbs)
     for db in databases:
-        url = args.url if len(databases) == 1 or not args.url else None
-        manager = MigrationManager(db, url or _same_server(args.url, db.database), stdout=out)
+        url = args.url if len(databases) == 1 else _same_server(args.url, db.database)
+        manager = MigrationManager(db, url, stdout=out)
         if args.sql:
             manager.upgrade("heads", sql=True)
             continue
@@ -304,14 +305,6 @@ def _same_server(url: str | None, database: str) -> str | None:
     from .urls import with_database
 
     return with_database(url, database).render_as_string(hide_password=False)
-
-
-def _table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=out
-        )
 
 
 def run() -> None:

@@ -11,7 +11,6 @@ the revision file instead of a traceback.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
@@ -29,19 +28,19 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from .errors import MigrationFailed, RevisionError, ReynardDBError, ServerError
+from .errors import RevisionError, ReynardDBError, ServerError
+from .failures import StepTracker, alembic_errors, migration_failure
 from .postgres import EphemeralServer, Server
 from .registry import Database
+from .text import first_line, one_line
 from .tree import load_tree
 from .urls import mask_url, with_driver
 
-ALEMBIC_MIGRATION_LOGGER = "alembic.runtime.migration"
 MAINTENANCE_DATABASE = "postgres"
 RELATIVE = re.compile(r"[+-]\d+$")
-AUTOCOMMIT = re.compile(r"\bautocommit_block\s*\(")
 
 
 class MigrationManager:
@@ -108,8 +107,7 @@ class MigrationManager:
                 self.script.get_revisions(part)
             except (AlembicRevisionError, CommandError) as exc:
                 raise RevisionError(
-                    f"database {self.db.name!r}: unknown revision {part!r} "
-                    f"({' '.join(str(exc).split())})"
+                    f"database {self.db.name!r}: unknown revision {part!r} ({one_line(exc)})"
                 ) from None
 
     # -- verbs that change a database ------------------------------------------------------
@@ -164,7 +162,7 @@ class MigrationManager:
         """
         head, folder = self._new_revision_place(branch)
         options: dict[str, Any] = {"message": message, "head": head, "version_path": folder}
-        try:
+        with alembic_errors(self.db):
             if empty:
                 written = command.revision(self.config(), **options)
             else:
@@ -172,10 +170,6 @@ class MigrationManager:
                     written = command.revision(
                         manager.config(connection), autogenerate=True, **options
                     )
-        except (CommandError, AlembicRevisionError) as exc:
-            raise RevisionError(
-                f"database {self.db.name!r}: {' '.join(str(exc).split())}"
-            ) from None
         self._script = None  # the tree changed
         scripts = written if isinstance(written, list) else [written]
         if not scripts or scripts[0] is None:
@@ -226,7 +220,7 @@ class MigrationManager:
             except OperationalError as exc:
                 raise ServerError(
                     f"database {self.db.name!r}: cannot connect to {mask_url(self.url)}: "
-                    f"{_first_line(exc.orig)}"
+                    f"{first_line(exc.orig)}"
                 ) from None
             with connection:
                 yield connection
@@ -254,22 +248,22 @@ class MigrationManager:
         self, direction: str, target: str, *, sql: bool, connection: Connection | None
     ) -> None:
         if sql:
-            with exported(self.db.url_env, self.url), _alembic_errors(self.db):
+            with exported(self.db.url_env, self.url), alembic_errors(self.db):
                 self._run_env(direction, target, self.config(), sql=True)
             return
         if connection is None:
             with self.locked() as locked:
                 self._migrate(direction, target, sql=False, connection=locked)
             return
-        step = _StepTracker()
-        with exported(self.db.url_env, self.url), step, _alembic_errors(self.db):
+        step = StepTracker()
+        with exported(self.db.url_env, self.url), step, alembic_errors(self.db):
             try:
                 self._run_env(direction, target, self.config(connection))
             except (ReynardDBError, CommandError, AlembicRevisionError):
                 raise
             except Exception as exc:
                 connection.rollback()
-                raise self._failure(step, exc, connection) from exc
+                raise migration_failure(self.db, step, exc, connection) from exc
 
     def _run_env(self, direction: str, target: str, config: Config, *, sql: bool = False) -> None:
         """What ``alembic.command.upgrade``/``downgrade`` do, on our already-loaded tree."""
@@ -287,72 +281,6 @@ class MigrationManager:
             config, script, fn=steps, as_sql=sql, starting_rev=start, destination_rev=target
         ):
             script.run_env()
-
-    def _failure(
-        self, step: _StepTracker, exc: BaseException, connection: Connection
-    ) -> MigrationFailed:
-        from alembic.runtime.migration import MigrationContext
-
-        try:
-            at = MigrationContext.configure(connection).get_current_heads()
-            now = ", ".join(sorted(at)) or "base"
-        except Exception:
-            now = "unknown"
-        error = _first_line(exc.orig if isinstance(exc, DBAPIError) else exc)
-        where = f"{step.path}: {step.description}" if step.path else "while migrating"
-        caveat = ""
-        if _runs_outside_a_transaction(step.path):
-            caveat = (
-                "; this revision runs statements outside a transaction (autocommit_block); "
-                "statements before the failure may have been applied"
-            )
-        failure = MigrationFailed(
-            f"database {self.db.name!r}: {where} failed: {error} (database left at {now}{caveat})"
-        )
-        failure.revision = step.revision
-        failure.path = step.path
-        return failure
-
-
-class _StepTracker(logging.Filter):
-    """Remembers the step Alembic announced last ("Running upgrade a -> b")."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.revision: str | None = None
-        self.path: str | None = None
-        self.description = ""
-        self._logger = logging.getLogger(ALEMBIC_MIGRATION_LOGGER)
-        self._level = self._logger.level
-        self._shown = True
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == "Running %s" and record.args:
-            step = record.args[0] if isinstance(record.args, tuple) else record.args
-            script = getattr(step, "revision", None)
-            self.revision = getattr(script, "revision", None)
-            self.path = getattr(script, "path", None)
-            self.description = str(step).split(",")[0]
-        return self._shown  # silent where the user's logging config said so
-
-    def __enter__(self) -> _StepTracker:
-        self._logger.addFilter(self)
-        self._shown = self._logger.getEffectiveLevel() <= logging.INFO
-        self._logger.setLevel(logging.INFO)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._logger.removeFilter(self)
-        self._logger.setLevel(self._level)
-
-
-@contextmanager
-def _alembic_errors(db: Database) -> Iterator[None]:
-    """Alembic's own usage errors (unknown target, multiple heads) as one line, exit 2."""
-    try:
-        yield
-    except (CommandError, AlembicRevisionError) as exc:
-        raise RevisionError(f"database {db.name!r}: {' '.join(str(exc).split())}") from None
 
 
 @contextmanager
@@ -374,32 +302,5 @@ def advisory_lock_key(database: str) -> int:
     return 0x5E7A_0000_0000 + zlib.crc32(database.encode())
 
 
-def _runs_outside_a_transaction(path: str | None) -> bool:
-    """Whether a revision file uses ``autocommit_block``: its statements there commit
-    one by one, so a failure after them cannot roll them back."""
-    if not path:
-        return False
-    try:
-        source = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return AUTOCOMMIT.search(source) is not None
-
-
 def _sorted(scripts: Any) -> list[Script]:
     return sorted((s for s in scripts if s is not None), key=lambda s: s.revision)
-
-
-def _first_line(exc: BaseException | None) -> str:
-    text_ = str(exc).strip() if exc is not None else ""
-    return text_.splitlines()[0] if text_ else type(exc).__name__
-
-
-def relative(path: str | Path | None) -> str:
-    """A path relative to the cwd when it is below it (shorter messages)."""
-    if path is None:
-        return ""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

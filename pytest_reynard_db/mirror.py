@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import RevisionError
 from .registry import Database
+from .text import shown_path
 
 
 def versions_root(db: Database) -> Path:
@@ -93,17 +94,17 @@ class MirrorDiff:
         lines: list[str] = []
         for key in self.missing:
             lines.append(
-                f"{name}: missing {_shown(self.mirror_root / key)}"
-                f" (in {_shown(self.source_root / key)})"
+                f"{name}: missing {shown_path(self.mirror_root / key)}"
+                f" (in {shown_path(self.source_root / key)})"
             )
         for key in self.changed:
             lines.append(
-                f"{name}: differs {_shown(self.mirror_root / key)}"
-                f" (from {_shown(self.source_root / key)})"
+                f"{name}: differs {shown_path(self.mirror_root / key)}"
+                f" (from {shown_path(self.source_root / key)})"
             )
         for key in self.extra:
             lines.append(
-                f"{name}: extra {_shown(self.mirror_root / key)} (not in {self.source.name})"
+                f"{name}: extra {shown_path(self.mirror_root / key)} (not in {self.source.name})"
             )
         return "\n".join(lines)
 
@@ -118,7 +119,7 @@ def mirror_diff(source: Database, mirror: Database) -> MirrorDiff:
     duplicates = duplicate_revisions(source_files.values())
     if duplicates:
         revision, paths = next(iter(duplicates.items()))
-        shown = " and ".join(_shown(p) for p in paths)
+        shown = " and ".join(shown_path(p) for p in paths)
         more = f" (and {len(duplicates) - 1} more duplicate ids)" if len(duplicates) > 1 else ""
         raise RevisionError(f"{source.name}: revision {revision!r} is declared in {shown}{more}")
     mirror_files = _tree_files(mirror)
@@ -189,14 +190,16 @@ def _declared_revision(path: Path) -> str | None:
     try:
         source = path.read_bytes()
     except OSError as exc:
-        raise RevisionError(f"{_shown(path)}: unreadable: {exc.strerror or exc}") from None
+        raise RevisionError(f"{shown_path(path)}: unreadable: {exc.strerror or exc}") from None
     try:
         tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         message = " ".join((exc.msg or "invalid syntax").split())
-        raise RevisionError(f"{_shown(path)}:{exc.lineno or 0}: syntax error: {message}") from None
+        raise RevisionError(
+            f"{shown_path(path)}:{exc.lineno or 0}: syntax error: {message}"
+        ) from None
     except ValueError as exc:  # e.g. null bytes, on Python < 3.12
-        raise RevisionError(f"{_shown(path)}: syntax error: {exc}") from None
+        raise RevisionError(f"{shown_path(path)}: syntax error: {exc}") from None
     for node in tree.body:
         targets: list[ast.expr]
         if isinstance(node, ast.Assign):
@@ -227,11 +230,3 @@ def _atomic_copy(source: Path, target: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the current directory when it is under it, else as is."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

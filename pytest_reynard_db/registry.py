@@ -19,6 +19,7 @@ from alembic.config import Config
 from sqlalchemy.engine import URL
 
 from .errors import ConfigError, UnknownDatabaseError
+from .text import one_line
 from .urls import parse_url, with_driver
 
 DATABASE_KEYS = frozenset({"ini", "database", "url_env", "mirror_of", "description"})
@@ -253,7 +254,7 @@ def _build(root: Path, pyproject: Path, name: str, spec: Mapping[str, Any]) -> D
         sys_paths = config.get_prepend_sys_paths_list()
         ini_url = config.get_main_option("sqlalchemy.url")
     except (configparser.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{ini}: unreadable ini: {_one_line(exc)}") from None
+        raise ConfigError(f"{ini}: unreadable ini: {one_line(exc)}") from None
     if not script_location:
         raise ConfigError(f"{ini}: [alembic] script_location is missing")
     script_dir = _resolve(ini.parent, script_location)
@@ -309,7 +310,3 @@ def _database_from_url(url: str | None) -> str | None:
         return parse_url(url).database or None
     except ConfigError:
         return None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())

@@ -24,6 +24,7 @@ from alembic.util import CommandError
 
 from .errors import RevisionError
 from .registry import Database
+from .text import one_line
 
 
 def load_tree(db: Database) -> ScriptDirectory:
@@ -46,17 +47,6 @@ def load_tree(db: Database) -> ScriptDirectory:
     except AlembicRevisionError as exc:
         raise RevisionError(f"database {db.name!r}: {_name_files(str(exc), by_id)}") from None
     return script
-
-
-def revision_path(script: ScriptDirectory, revision: str | None) -> str | None:
-    """The file of ``revision`` (None for base or an unknown id)."""
-    if not revision:
-        return None
-    try:
-        found = script.get_revision(revision)
-    except (AlembicRevisionError, CommandError):
-        return None
-    return found.path if found is not None else None
 
 
 def _py_files(script: ScriptDirectory) -> Iterable[Path]:
@@ -106,7 +96,7 @@ def _describe(exc: BaseException, path: Path) -> str:
     for frame in traceback.extract_tb(exc.__traceback__):
         if Path(frame.filename).resolve() == path.resolve():
             line = f" (line {frame.lineno})"
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     return f"{type(exc).__name__}: {text}{line}"
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from ..errors import ConfigError, MigrationFailed, ReynardDBError
 from ..postgres import Server
 from ..registry import Database, Registry
+from ..text import one_line
 from .downgrade_clean import downgrade_clean
 from .lint import lint
 from .locks import locks
@@ -127,7 +128,7 @@ def run_check(runner: CheckRunner, name: str) -> list[CheckResult]:
     except ReynardDBError as exc:
         message = str(exc)
     except Exception as exc:  # a bug in a tree or here: still one result, not a traceback
-        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        message = f"{type(exc).__name__}: {one_line(exc)}"
     else:
         return outcome if isinstance(outcome, list) else [outcome]
     if runner.db.name not in message:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from .. import text
 from .result import CheckResult
 
 
@@ -23,10 +24,7 @@ def print_table(results: Sequence[CheckResult], out: TextIO) -> None:
     """One row per result (database, check, ok/FAIL, first line), then each failure in full."""
     rows = [("database", "check", "result", "message")]
     rows += [(r.database, r.check, "ok" if r.ok else "FAIL", r.summary) for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[3]]).rstrip(), file=out)
+    text.print_table(rows, out)
     failed = [r for r in results if not r.ok]
     for result in failed:
         if "\n" in result.message.strip():  # the table showed the first line only

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import TextIO
 
+from .. import text
 from .safety import RevisionReport, one_line
 
 FORMATS = ("table", "json", "markdown")
@@ -31,10 +32,7 @@ def print_table(reports: Sequence[RevisionReport], out: TextIO) -> None:
     """One row per revision and check, then every finding under its revision."""
     rows = [("database", "check", "revision", "result", "file")]
     rows += [(r.database, r.check, r.revision, _verdict(r), r.file) for r in reports]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[4]]).rstrip(), file=out)
+    text.print_table(rows, out)
     for report in reports:
         if not report.findings and not report.notes:
             continue

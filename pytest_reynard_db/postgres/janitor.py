@@ -19,6 +19,7 @@ from psycopg import sql
 from sqlalchemy.engine import URL
 
 from ..errors import ServerError
+from ..text import first_line
 from ..urls import mask_url, parse_url, with_driver
 from .binaries import Binaries
 from .executor import EphemeralPostgres, reusable_server
@@ -48,7 +49,7 @@ class Server:
         try:
             return psycopg.connect(**_connect_args(url), autocommit=True)
         except psycopg.Error as exc:
-            raise ServerError(f"cannot connect to {mask_url(url)}: {_first_line(exc)}") from None
+            raise ServerError(f"cannot connect to {mask_url(url)}: {first_line(exc)}") from None
 
     @contextmanager
     def admin(self) -> Iterator[psycopg.Connection[Any]]:
@@ -60,7 +61,7 @@ class Server:
             try:
                 yield self._admin
             except psycopg.Error as exc:
-                raise ServerError(f"{mask_url(self.url)}: {_first_line(exc)}") from None
+                raise ServerError(f"{mask_url(self.url)}: {first_line(exc)}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -241,8 +242,3 @@ def _connect_args(url: URL) -> dict[str, Any]:
     }
     args.update({k: v for k, v in url.query.items() if isinstance(v, str)})
     return {k: v for k, v in args.items() if v is not None}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,108 @@
+"""What went wrong while migrating, said so a user can act on it.
+
+``StepTracker`` remembers the revision Alembic announced last, so a failure
+names the revision file and the step; ``migration_failure`` turns the exception
+into one ``MigrationFailed`` line; ``alembic_errors`` turns Alembic's own usage
+errors (an unknown target, several heads) into one ``RevisionError`` line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic.script.revision import RevisionError as AlembicRevisionError
+from alembic.util import CommandError
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+
+from .errors import MigrationFailed, RevisionError
+from .registry import Database
+from .text import first_line, one_line
+
+ALEMBIC_MIGRATION_LOGGER = "alembic.runtime.migration"
+AUTOCOMMIT = re.compile(r"\bautocommit_block\s*\(")
+
+
+class StepTracker(logging.Filter):
+    """Remembers the step Alembic announced last ("Running upgrade a -> b")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revision: str | None = None
+        self.path: str | None = None
+        self.description = ""
+        self._logger = logging.getLogger(ALEMBIC_MIGRATION_LOGGER)
+        self._level = self._logger.level
+        self._shown = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Running %s" and record.args:
+            step = record.args[0] if isinstance(record.args, tuple) else record.args
+            script = getattr(step, "revision", None)
+            self.revision = getattr(script, "revision", None)
+            self.path = getattr(script, "path", None)
+            self.description = str(step).split(",")[0]
+        return self._shown  # silent where the user's logging config said so
+
+    def __enter__(self) -> StepTracker:
+        self._logger.addFilter(self)
+        self._shown = self._logger.getEffectiveLevel() <= logging.INFO
+        self._logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._logger.removeFilter(self)
+        self._logger.setLevel(self._level)
+
+
+@contextmanager
+def alembic_errors(db: Database) -> Iterator[None]:
+    """Alembic's own usage errors (unknown target, multiple heads) as one line, exit 2."""
+    try:
+        yield
+    except (CommandError, AlembicRevisionError) as exc:
+        raise RevisionError(f"database {db.name!r}: {one_line(exc)}") from None
+
+
+def migration_failure(
+    db: Database, step: StepTracker, exc: BaseException, connection: Connection
+) -> MigrationFailed:
+    """The error for a migration that raised: the file, the step, the database error, and
+    the revision the database was left at (each migration has its own transaction)."""
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        at = MigrationContext.configure(connection).get_current_heads()
+        now = ", ".join(sorted(at)) or "base"
+    except Exception:
+        now = "unknown"
+    error = first_line(exc.orig if isinstance(exc, DBAPIError) else exc)
+    where = f"{step.path}: {step.description}" if step.path else "while migrating"
+    caveat = ""
+    if _runs_outside_a_transaction(step.path):
+        caveat = (
+            "; this revision runs statements outside a transaction (autocommit_block); "
+            "statements before the failure may have been applied"
+        )
+    failure = MigrationFailed(
+        f"database {db.name!r}: {where} failed: {error} (database left at {now}{caveat})"
+    )
+    failure.revision = step.revision
+    failure.path = step.path
+    return failure
+
+
+def _runs_outside_a_transaction(path: str | None) -> bool:
+    """Whether a revision file uses ``autocommit_block``: its statements there commit
+    one by one, so a failure after them cannot roll them back."""
+    if not path:
+        return False
+    try:
+        source = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return AUTOCOMMIT.search(source) is not None

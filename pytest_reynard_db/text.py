@@ -1,0 +1,36 @@
+"""Small text helpers every message and report shares: one line, short paths, tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+
+def one_line(text: object) -> str:
+    """``text`` with every run of white space (newlines included) folded to one space."""
+    return " ".join(str(text).split())
+
+
+def first_line(exc: BaseException | None) -> str:
+    """The first line of an exception's message (a database error's own summary)."""
+    text = str(exc).strip() if exc is not None else ""
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def shown_path(path: str | Path | None) -> str:
+    """``path`` relative to the current directory when it is below it, else as is."""
+    if path is None:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def print_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    """Columns padded to their widest cell, two spaces apart; the last one not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip(), file=out)
