@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,3 +46,16 @@ def require_password(server: EphemeralServer, role: str, password: str) -> None:
         conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
         conn.execute("SELECT pg_reload_conf()")
     time.sleep(0.3)  # the postmaster rereads pg_hba.conf on SIGHUP
+
+
+def run_cli(project: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=project,
+        env=env,
+    )
+    return result.returncode, result.stdout, result.stderr

@@ -17,15 +17,13 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from reynard_trees import copy_reynard_trees, require_password
+from reynard_trees import copy_reynard_trees, require_password, run_cli
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -179,19 +177,12 @@ def password_server() -> Iterator[EphemeralServer]:
         yield server
 
 
-def run_cli(
+def timed_cli(
     project: Path, *argv: str, env: dict[str, str] | None = None
 ) -> tuple[int, str, str, float]:
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=project,
-        env={**os.environ, **(env or {})},
-    )
-    return result.returncode, result.stdout, result.stderr, time.monotonic() - started
+    code, out, err = run_cli(project, *argv, env={**os.environ, **(env or {})})
+    return code, out, err, time.monotonic() - started
 
 
 @pytest.mark.parametrize(
@@ -221,7 +212,9 @@ def test_bad_input(
         "no_createdb": f"postgresql://no_createdb:{SECRET}@127.0.0.1:{port}/reynard_new",
     }
     env = {"DATABASE_URL": f"postgresql://u:{SECRET}@h:notaport/x"}
-    returncode, out, err, elapsed = run_cli(project, *(arg.format(**urls) for arg in argv), env=env)
+    returncode, out, err, elapsed = timed_cli(
+        project, *(arg.format(**urls) for arg in argv), env=env
+    )
     assert returncode == code, (out, err)
     assert err.startswith("reynard-migrate: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in out + err
@@ -243,7 +236,7 @@ def test_hostile_database_name_is_created_exactly_as_named(
     pg_server.drop_database(name)
     before = _databases(pg_server)
     url = pg_server.url.set(database=name).render_as_string(hide_password=False)
-    code, out, err, _ = run_cli(project, "setup", "main", "--url", url)
+    code, out, err, _ = timed_cli(project, "setup", "main", "--url", url)
     assert code == 0, err
     assert "created, at 3a1400000004" in out
     assert _databases(pg_server) == before | {name}
@@ -254,7 +247,7 @@ def test_hostile_database_name_is_created_exactly_as_named(
         )
     engine.dispose()
     # Again: it exists now, nothing is created, it stays at head.
-    code, out, err, _ = run_cli(project, "setup", "main", "--url", url)
+    code, out, err, _ = timed_cli(project, "setup", "main", "--url", url)
     assert code == 0 and "created" not in out, err
     pg_server.drop_database(name)
 

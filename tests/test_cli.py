@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from reynard_trees import REPO, copy_reynard_trees
+from reynard_trees import REPO, copy_reynard_trees, run_cli
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.cli import main
@@ -33,18 +33,6 @@ def db_url(pg_server: EphemeralServer, request: pytest.FixtureRequest) -> str:
     pg_server.drop_database(name)
     url = pg_server.create_database(name)
     return url.render_as_string(hide_password=False)
-
-
-def run(project: Path, *argv: str) -> tuple[int, str, str]:
-    """The CLI in a child process, as a user runs it."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=project,
-    )
-    return result.returncode, result.stdout, result.stderr
 
 
 def heads_of(url: str) -> set[str]:
@@ -170,7 +158,7 @@ def test_copy_check_detects_a_revision_added_to_the_source_only(
 
 def test_create_on_a_branch_writes_into_its_folder(project: Path) -> None:
     before = set((project / "alembic/ecs/versions/naming").iterdir())
-    code, _out, err = run(project, "create", "ecs", "--branch", "naming", "-m", "x", "--empty")
+    code, _out, err = run_cli(project, "create", "ecs", "--branch", "naming", "-m", "x", "--empty")
     assert code == 0, err
     added = set((project / "alembic/ecs/versions/naming").iterdir()) - before
     assert len(added) == 1
@@ -179,15 +167,15 @@ def test_create_on_a_branch_writes_into_its_folder(project: Path) -> None:
 
 
 def test_create_needs_a_branch_when_there_are_several_heads(project: Path) -> None:
-    code, _, err = run(project, "create", "ecs", "-m", "x", "--empty")
+    code, _, err = run_cli(project, "create", "ecs", "-m", "x", "--empty")
     assert code == 2
     assert "3 heads" in err and "--branch" in err and "Traceback" not in err
-    code, _, err = run(project, "create", "ecs", "-m", "x", "--empty", "--branch", "nope")
+    code, _, err = run_cli(project, "create", "ecs", "-m", "x", "--empty", "--branch", "nope")
     assert code == 2 and "no branch labelled 'nope'" in err
 
 
 def test_create_autogenerates_against_a_throwaway_database(project: Path) -> None:
-    code, _out, err = run(project, "create", "main", "-m", "no change")
+    code, _out, err = run_cli(project, "create", "main", "-m", "no change")
     assert code == 0, err
     written = next((project / "alembic/main/versions").glob("*_no_change.py"))
     assert "def upgrade()" in written.read_text()
@@ -232,7 +220,7 @@ def test_failing_migration_leaves_the_last_good_revision(project: Path, db_url: 
             op.drop_table("half_done")
         ''')
     )
-    code, _, err = run(project, "upgrade", "main", "--url", db_url)
+    code, _, err = run_cli(project, "upgrade", "main", "--url", db_url)
     assert code == 1
     assert "3a1400000005_broken.py" in err and "no_such_function" in err
     assert "database left at 3a1400000004" in err and "Traceback" not in err

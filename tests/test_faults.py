@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reynard_trees import copy_reynard_trees, registry_table, require_password
+from reynard_trees import copy_reynard_trees, registry_table, require_password, run_cli
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -68,15 +68,7 @@ def pytest_argv(*args: str) -> list[str]:
 
 
 def cli(project: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=project,
-        env=env or clean_env(),
-    )
-    return result.returncode, result.stdout, result.stderr
+    return run_cli(project, *argv, env=env or clean_env())
 
 
 def servers_of(pid: int) -> list[Path]:
