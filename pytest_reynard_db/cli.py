@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     def verb(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
         sub = verbs.add_parser(name, help=help_, description=help_)
         sub.set_defaults(handler=handler)
+        # Also after the verb (`reynard-migrate list --project DIR`); SUPPRESS keeps a
+        # value given before the verb when it is not repeated after it.
+        sub.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS, help="project root")
         return sub
 
     def changes_a_database(sub: argparse.ArgumentParser) -> None:

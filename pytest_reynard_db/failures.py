@@ -37,7 +37,6 @@ class StepTracker(logging.Filter):
         self.description = ""
         self._logger = logging.getLogger(ALEMBIC_MIGRATION_LOGGER)
         self._level = self._logger.level
-        self._shown = True
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg == "Running %s" and record.args:
@@ -46,11 +45,13 @@ class StepTracker(logging.Filter):
             self.revision = getattr(script, "revision", None)
             self.path = getattr(script, "path", None)
             self.description = str(step).split(",")[0]
-        return self._shown  # silent where the user's logging config said so
+        # Shown only where the user's logging (the ini, read by env.py during the run)
+        # says so: the parent's level is asked now, not when the run started.
+        parent = self._logger.parent
+        return parent is None or parent.getEffectiveLevel() <= logging.INFO
 
     def __enter__(self) -> StepTracker:
         self._logger.addFilter(self)
-        self._shown = self._logger.getEffectiveLevel() <= logging.INFO
         self._logger.setLevel(logging.INFO)
         return self
 

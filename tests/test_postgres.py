@@ -13,12 +13,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from filelock import FileLock
 
 from pytest_reynard_db.errors import ServerError
 from pytest_reynard_db.postgres import EphemeralServer, ExistingServer, find_binaries
 from pytest_reynard_db.postgres.binaries import Binaries
 from pytest_reynard_db.postgres.executor import EphemeralPostgres
-from pytest_reynard_db.postgres.reaper import postmaster_pid, process_start_time, reap_orphans
+from pytest_reynard_db.postgres.reaper import (
+    postmaster_pid,
+    process_start_time,
+    reap_caches,
+    reap_orphans,
+    record_source,
+)
 from pytest_reynard_db.postgres.runas import run_as, runtime_root
 
 
@@ -218,3 +225,29 @@ def test_unreachable_server_is_a_clear_error() -> None:
     with pytest.raises(ServerError, match="cannot connect") as info:
         server.exists("x")
     assert "s3cret" not in str(info.value)
+
+
+def test_caches_of_vanished_binaries_and_stale_locks_are_reaped(tmp_path: Path) -> None:
+    root = tmp_path / "runtime"
+    (root / "ports").mkdir(parents=True)
+    gone, kept = root / "initdb-18-gone", root / "initdb-15-kept"
+    for cache, binary in ((gone, tmp_path / "deleted-venv/initdb"), (kept, find_binaries().initdb)):
+        cache.mkdir()
+        (cache / "PG_VERSION").write_text("18")
+        record_source(cache, binary)
+        (root / f"{cache.name}.lock").touch()
+    stale, held = root / "ports/1.lock", root / "ports/2.lock"
+    stale.touch()
+    held.touch()
+    for lock in (stale, held):
+        os.utime(lock, (0, 0))
+    holder = FileLock(str(held))
+    holder.acquire()
+    try:
+        assert reap_caches(root) == [gone]
+    finally:
+        holder.release()
+    assert not gone.exists() and not (root / "initdb-18-gone.lock").exists()
+    assert kept.exists() and (root / "initdb-15-kept.source").exists()
+    assert not stale.exists(), "an old lock nobody holds is removed"
+    assert held.exists(), "a lock someone holds stays"

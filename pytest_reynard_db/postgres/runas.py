@@ -23,6 +23,7 @@ from filelock import FileLock
 
 from ..errors import ServerError
 from .binaries import Binaries
+from .reaper import record_source
 
 RUN_AS_ENV = "REYNARD_DB_RUN_AS"
 DEFAULT_USERS = ("postgres", "nobody")
@@ -161,4 +162,5 @@ def reachable_binaries(binaries: Binaries, user: RunAs, root: Path) -> Binaries:
             os.chmod(scratch, 0o755)
             shutil.rmtree(staged, ignore_errors=True)
             scratch.rename(staged)
+            record_source(staged, binaries.postgres)
     return replace(binaries, bindir=bindir, origin=f"{binaries.origin} (copied to {staged})")
