@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -59,3 +60,33 @@ def run_cli(project: Path, *argv: str, env: dict[str, str] | None = None) -> tup
         env=env,
     )
     return result.returncode, result.stdout, result.stderr
+
+
+def write_revision(
+    folder: Path,
+    revision: str,
+    down: str | tuple[str, ...] | None,
+    upgrade: str = "pass",
+    downgrade: str = "pass",
+    *,
+    labels: str | None = None,
+    depends_on: str | None = None,
+    slug: str = "test",
+) -> Path:
+    """A revision file ``<revision>_<slug>.py`` in ``folder``; bodies are indented for you."""
+    path = folder / f"{revision}_{slug}.py"
+    lines = [
+        f'"""a revision written by the test (Revision ID: {revision})"""',
+        "import sqlalchemy as sa",
+        "from alembic import op",
+        f"revision = {revision!r}",
+        f"down_revision = {down!r}",
+        f"branch_labels = {labels!r}",
+        f"depends_on = {depends_on!r}",
+        "def upgrade() -> None:",
+        textwrap.indent(upgrade, "    "),
+        "def downgrade() -> None:",
+        textwrap.indent(downgrade, "    "),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from reynard_trees import copy_reynard_trees
+from reynard_trees import copy_reynard_trees, run_cli, write_revision
 
 from pytest_reynard_db.checks import CHECKS, CheckResult, run_checks, select_checks
 from pytest_reynard_db.checks.runner import CheckRunner, scratch_name
@@ -34,35 +31,6 @@ ECS_VERSIONS = Path("alembic/ecs/versions")
 def project(tmp_path: Path) -> Path:
     """A copy of this repository's trees, inis, models and registry, free to break."""
     return copy_reynard_trees(tmp_path)
-
-
-def write_revision(
-    folder: Path,
-    revision: str,
-    down: str | tuple[str, ...] | None,
-    upgrade: str = "pass",
-    downgrade: str = "pass",
-    *,
-    labels: str | None = None,
-    depends_on: str | None = None,
-) -> Path:
-    """A revision file ``<revision>_test.py`` in ``folder``."""
-    path = folder / f"{revision}_test.py"
-    lines = [
-        f'"""a revision written by the test (Revision ID: {revision})"""',
-        "import sqlalchemy as sa",
-        "from alembic import op",
-        f"revision = {revision!r}",
-        f"down_revision = {down!r}",
-        f"branch_labels = {labels!r}",
-        f"depends_on = {depends_on!r}",
-        "def upgrade() -> None:",
-        textwrap.indent(upgrade, "    "),
-        "def downgrade() -> None:",
-        textwrap.indent(downgrade, "    "),
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def check(
@@ -127,16 +95,9 @@ def test_checks_never_read_the_production_url(
 
 def test_check_ecs_passes_with_a_bogus_production_url_in_a_child_process(project: Path) -> None:
     env = {**os.environ, "ECS_DATABASE_URL": "postgresql://prod@production.invalid:1/reynard_ecs"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), "check", "ecs"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=project,
-        env=env,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 checks, all passed" in result.stdout
+    code, out, err = run_cli(project, "check", "ecs", env=env)
+    assert code == 0, out + err
+    assert "5 checks, all passed" in out
 
 
 # -- single_head -----------------------------------------------------------------------
@@ -433,15 +394,9 @@ def test_scratch_names_are_valid_and_distinct() -> None:
 
 # -- the CLI ---------------------------------------------------------------------------
 def test_cli_check_json_on_the_shipped_trees_matches_the_spec(project: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), "check", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=project,
-    )
-    assert result.returncode == 0, result.stderr
-    document = json.loads(result.stdout)  # nothing but the JSON on stdout
+    code, out, err = run_cli(project, "check", "--json")
+    assert code == 0, err
+    document = json.loads(out)  # nothing but the JSON on stdout
     assert list(document) == ["results"]
     entries = document["results"]
     assert len(entries) == 4 * 5 + 2

@@ -6,11 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from reynard_trees import REPO, copy_reynard_trees, run_cli
+from reynard_trees import REPO, copy_reynard_trees, run_cli, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.cli import main
@@ -135,17 +134,8 @@ def test_copy_check_detects_a_revision_added_to_the_source_only(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["--project", str(project), "copy", "--check"]) == 0
-    new = project / "alembic/ecs/versions/ecs/ec5000000099_extra.py"
-    new.write_text(
-        textwrap.dedent('''\
-        """extra"""
-        revision = "ec5000000099"
-        down_revision = "ec5000000004"
-        branch_labels = None
-        depends_on = None
-        def upgrade() -> None: ...
-        def downgrade() -> None: ...
-        ''')
+    new = write_revision(
+        project / "alembic/ecs/versions/ecs", "ec5000000099", "ec5000000004", slug="extra"
     )
     assert main(["--project", str(project), "copy", "--check"]) == 1
     assert "ec5000000099_extra.py" in capsys.readouterr().out
@@ -203,22 +193,14 @@ def test_two_upgrades_at_once_take_turns(project: Path, db_url: str) -> None:
 
 
 def test_failing_migration_leaves_the_last_good_revision(project: Path, db_url: str) -> None:
-    bad = project / "alembic/main/versions/3a1400000005_broken.py"
-    bad.write_text(
-        textwrap.dedent('''\
-        """broken on purpose"""
-        import sqlalchemy as sa
-        from alembic import op
-        revision = "3a1400000005"
-        down_revision = "3a1400000004"
-        branch_labels = None
-        depends_on = None
-        def upgrade() -> None:
-            op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))
-            op.execute("SELECT no_such_function()")
-        def downgrade() -> None:
-            op.drop_table("half_done")
-        ''')
+    write_revision(
+        project / "alembic/main/versions",
+        "3a1400000005",
+        "3a1400000004",
+        'op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))\n'
+        'op.execute("SELECT no_such_function()")',
+        'op.drop_table("half_done")',
+        slug="broken",
     )
     code, _, err = run_cli(project, "upgrade", "main", "--url", db_url)
     assert code == 1

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-import textwrap
 
 import pytest
-from reynard_trees import copy_reynard_trees, registry_table
+from reynard_trees import copy_reynard_trees, registry_table, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -151,16 +150,11 @@ def test_unknown_marker_database_is_one_clear_error(project: pytest.Pytester) ->
 )
 def test_copy_or_point(project: pytest.Pytester, source: str, tree: str, head: str) -> None:
     # Only the mirror has this revision: copy mode migrates with it, point mode without.
-    (project.path / "alembic/ecs_e2e/versions/ecs/ec5000000099_mirror_only.py").write_text(
-        textwrap.dedent('''\
-            """mirror only"""
-            revision = "ec5000000099"
-            down_revision = "ec5000000004"
-            branch_labels = None
-            depends_on = None
-            def upgrade() -> None: ...
-            def downgrade() -> None: ...
-            ''')
+    write_revision(
+        project.path / "alembic/ecs_e2e/versions/ecs",
+        "ec5000000099",
+        "ec5000000004",
+        slug="mirror_only",
     )
     project.makepyfile(
         test_source=f"""
@@ -291,9 +285,8 @@ def test_reuse_keeps_the_server_and_rebuilds_a_changed_tree(project: pytest.Pyte
     second.assert_outcomes(passed=1)
     port = re.search(r"PORT (\d+)", first.stdout.str())
     assert port and f"PORT {port.group(1)} " in second.stdout.str(), "the server was reused"
-    (project.path / "alembic/main/versions/3a1400000005_more.py").write_text(
-        'revision = "3a1400000005"\ndown_revision = "3a1400000004"\n'
-        "def upgrade(): ...\ndef downgrade(): ...\n"
+    write_revision(
+        project.path / "alembic/main/versions", "3a1400000005", "3a1400000004", slug="more"
     )
     third = project.runpytest_subprocess(*args)
     third.assert_outcomes(passed=1)
@@ -322,11 +315,12 @@ def test_reuse_drops_the_databases_of_a_dead_run(project: pytest.Pytester) -> No
 
 
 def test_migration_failure_is_one_error_naming_the_file(project: pytest.Pytester) -> None:
-    (project.path / "alembic/main/versions/3a1400000005_broken.py").write_text(
-        "import sqlalchemy as sa\nfrom alembic import op\n"
-        'revision = "3a1400000005"\ndown_revision = "3a1400000004"\n'
-        'def upgrade():\n    op.execute("SELECT broken_on_purpose()")\n'
-        "def downgrade(): ...\n"
+    write_revision(
+        project.path / "alembic/main/versions",
+        "3a1400000005",
+        "3a1400000004",
+        'op.execute("SELECT broken_on_purpose()")',
+        slug="broken",
     )
     project.makepyfile(test_x="def test_x(reynard_db):\n    pass\n")
     result = project.runpytest("--reynard-db=main", "-p", "no:cacheprovider")
@@ -416,11 +410,13 @@ def _databases(server: EphemeralServer) -> set[str]:
 def test_checks_as_items(project: pytest.Pytester) -> None:
     """``--reynard-db-checks``: one item per database and check, selectable with -k."""
     versions = project.path / "alembic/main/versions"
-    (versions / "3a1400000005_forgets.py").write_text(
-        "import sqlalchemy as sa\nfrom alembic import op\n"
-        'revision = "3a1400000005"\ndown_revision = "3a1400000004"\n'
-        'def upgrade():\n    op.add_column("audit_log", sa.Column("extra", sa.Text()))\n'
-        "def downgrade():\n    pass  # forgets the column, on purpose\n"
+    write_revision(
+        versions,
+        "3a1400000005",
+        "3a1400000004",
+        'op.add_column("audit_log", sa.Column("extra", sa.Text()))',
+        "pass  # forgets the column, on purpose",
+        slug="forgets",
     )
     result = project.runpytest(
         "--reynard-db=main,e2e", "--reynard-db-checks", "-p", "no:cacheprovider", "-v"
