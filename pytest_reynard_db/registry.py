@@ -132,11 +132,10 @@ class Registry:
         no names means every mirror."""
         pairs: list[tuple[Database, Database]] = []
         for db in self.select(names):
-            chosen = [db] if db.mirror_of else self.mirrors_of(db.name)
-            for mirror in chosen:
+            for mirror in [db] if db.mirror_of else self.mirrors_of(db.name):
                 assert mirror.mirror_of is not None
                 pair = (self.get(mirror.mirror_of), mirror)
-                if pair not in pairs and (names or db.mirror_of):
+                if pair not in pairs:
                     pairs.append(pair)
         return pairs
 
