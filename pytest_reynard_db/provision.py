@@ -166,9 +166,7 @@ class Provisioner:
         """
         template, head = self.template(name, revision)
         if purpose != "fresh":
-            new = self.new_name(name, purpose)
-            url = self.server.create_database(new, template=template, end_sessions=False)
-            return self._describe(name, new, url, head)
+            return self._describe(name, *self._create(name, template, self.server, purpose), head)
         key = (name, revision)
         ahead = self._ahead.pop(key, None)
         new, url = ahead.result() if ahead else self._create(name, template, self.server)
@@ -227,8 +225,10 @@ class Provisioner:
         future = self._background.submit(self._background_server.drop_database, name)
         self._drops.append((name, future))
 
-    def _create(self, name: str, template: str, server: Server) -> tuple[str, URL]:
-        new = self.new_name(name, "fresh")
+    def _create(
+        self, name: str, template: str, server: Server, purpose: str = "fresh"
+    ) -> tuple[str, URL]:
+        new = self.new_name(name, purpose)
         # Our templates have no sessions: skip ending them (a round trip per clone).
         return new, server.create_database(new, template=template, end_sessions=False)
 
