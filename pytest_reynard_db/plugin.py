@@ -263,17 +263,14 @@ def _commit_to_savepoints(connection: Connection) -> None:
     def _never_commit(conn: Connection) -> None:
         raise RuntimeError("reynard_db_connection: the outer transaction must not commit")
 
-    def commit() -> None:
-        nested = connection.get_nested_transaction()
-        if nested is not None:
-            nested.commit()
-        connection.begin_nested()
+    def ending_the_savepoint(how: str) -> Callable[[], None]:
+        def end() -> None:
+            nested = connection.get_nested_transaction()
+            if nested is not None:
+                getattr(nested, how)()  # release or roll back the savepoint ...
+            connection.begin_nested()  # ... and open the next one
 
-    def rollback() -> None:
-        nested = connection.get_nested_transaction()
-        if nested is not None:
-            nested.rollback()
-        connection.begin_nested()
+        return end
 
-    connection.commit = commit  # type: ignore[method-assign]
-    connection.rollback = rollback  # type: ignore[method-assign]
+    connection.commit = ending_the_savepoint("commit")  # type: ignore[method-assign]
+    connection.rollback = ending_the_savepoint("rollback")  # type: ignore[method-assign]
