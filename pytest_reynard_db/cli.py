@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TextIO
 
 from . import graph, mirror, text
@@ -22,10 +23,11 @@ from .checks.runner import CheckRunner, scratch_server
 from .checks.safety import RevisionReport
 from .checks.safety_report import FORMATS, render
 from .errors import CheckFailed, ReynardDBError
+from .guard import GUARD
 from .manager import MigrationManager
 from .registry import Registry, load_registry
 from .text import shown_path as relative
-from .urls import mask_url
+from .urls import mask_url, redact, remember_secrets
 
 PROG = "reynard-migrate"
 Handler = Callable[[argparse.Namespace, Registry, TextIO], int]
@@ -39,11 +41,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     if not getattr(args, "handler", None):
         parser.print_help(out)
         return 2
+    remember_secrets(*(sys.argv[1:] if argv is None else argv))
     try:
         registry = load_registry(args.project)
         return int(args.handler(args, registry, out))
     except ReynardDBError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {redact(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -69,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS, help="project root")
         return sub
 
+    def guarded(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--allow",
+            action="append",
+            default=[],
+            metavar="URL",
+            help="a database env.py may connect to besides the throw-away ones (repeatable)",
+        )
+
     def changes_a_database(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--url", help="target database URL (default: $<url_env>, then the ini)")
         sub.add_argument("--sql", action="store_true", help="print the SQL, touch nothing")
@@ -91,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--branch", metavar="LABEL", help="the branch to extend")
     sub.add_argument("--empty", action="store_true", help="an empty revision, no autogenerate")
     sub.add_argument("--url", help="autogenerate against this database (default: a throw-away one)")
+    guarded(sub)
 
     for name, handler, summary in (
         ("history", cmd_history, "the revisions, newest first"),
@@ -121,12 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         "unless [tool.reynard-db.lint] enabled lists them)",
     )
     sub.add_argument("--json", action="store_true", help='print {"results": [...]} only')
+    guarded(sub)
 
     sub = verb("lint", cmd_lint, "per-revision migration safety: Squawk findings, measured locks")
     sub.add_argument("db")
     sub.add_argument("--format", choices=FORMATS, default="table")
     sub.add_argument("--only", choices=("lint", "locks"), help="one of the two checks")
     sub.add_argument("--url", help="admin URL of a server for the throw-away (test_*) databases")
+    guarded(sub)
 
     sub = verb("graph", cmd_graph, "the revision graph")
     sub.add_argument("db")
@@ -175,7 +190,9 @@ def _migrate(args: argparse.Namespace, registry: Registry, out: TextIO, directio
 
 def cmd_create(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     manager = MigrationManager(registry.get(args.db), args.url, stdout=out)
-    script = manager.create(args.message, branch=args.branch, empty=args.empty)
+    # With --url the user named the database to compare with; else it is a throw-away one.
+    with _throwaway_only(args) if args.url is None else nullcontext():
+        script = manager.create(args.message, branch=args.branch, empty=args.empty)
     print(f"{args.db}: wrote {relative(script.path)} (revision {script.revision})", file=out)
     return 0
 
@@ -268,7 +285,10 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     select_checks(only, enabled)  # an unknown id is an error before any server starts
     databases = registry.select(args.dbs)
     progress = progress_line(sys.stderr) if sys.stderr.isatty() else None
-    with scratch_server(args.url, needed=needs_server(only, enabled), registry=registry) as server:
+    with (
+        _throwaway_only(args),
+        scratch_server(args.url, needed=needs_server(only, enabled), registry=registry) as server,
+    ):
         results = run_checks(registry, databases, server, only=only, progress=progress)
     (print_json if args.json else print_table)(results, out)
     return 1 if any(not r.ok for r in results) else 0
@@ -278,7 +298,10 @@ def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     """Both safety checks on one database, one report per revision; exit 1 on a finding."""
     db = registry.get(args.db)
     reports: list[RevisionReport] = []
-    with scratch_server(args.url, needed=args.only != "lint", registry=registry) as server:
+    with (
+        _throwaway_only(args),
+        scratch_server(args.url, needed=args.only != "lint", registry=registry) as server,
+    ):
         runner = CheckRunner(db, registry, server)
         if args.only != "locks":
             reports += lint_reports(runner)
@@ -297,6 +320,11 @@ def cmd_graph(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
 
 
 # -- helpers ----------------------------------------------------------------------------
+def _throwaway_only(args: argparse.Namespace) -> AbstractContextManager[None]:
+    """The production guard (see ``guard``): only throw-away databases and ``--allow``'s."""
+    return GUARD.armed_for(opt_in_hint="--allow URL", allow=tuple(args.allow))
+
+
 def _at(manager: MigrationManager) -> str:
     return ", ".join(manager.current()) or "base"
 

@@ -33,9 +33,10 @@ from sqlalchemy.pool import NullPool
 
 from .errors import RevisionError, ReynardDBError, ServerError
 from .failures import StepTracker, alembic_errors, migration_failure
+from .guard import GUARD, GuardRefused
 from .postgres import EphemeralServer, Server
 from .registry import Database
-from .text import first_line, one_line
+from .text import first_line, one_line, shown_path
 from .tree import load_tree
 from .urls import mask_url, with_driver
 
@@ -258,7 +259,15 @@ class MigrationManager:
         step = StepTracker()
         with exported(self.db.url_env, self.url), step, alembic_errors(self.db):
             try:
-                self._run_env(direction, target, self.config(connection))
+                with GUARD.expecting(self.url):
+                    self._run_env(direction, target, self.config(connection))
+            except GuardRefused as exc:
+                connection.rollback()
+                env_py = self.db.script_location / "env.py"
+                raise GuardRefused(
+                    f"database {self.db.name!r}: {shown_path(env_py)} (or a revision it ran) "
+                    f"connected to another database: {exc}"
+                ) from None
             except (ReynardDBError, CommandError, AlembicRevisionError):
                 raise
             except Exception as exc:

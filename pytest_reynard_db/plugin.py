@@ -50,6 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
     with _harness_errors(usage=True):  # a bad registry or name: one error, not one per test
         for name in settings.databases:
             state.registry.get(name)
+        state.arm()
     config.stash[STATE] = state
     # Registered now, after every entry-point plugin: these definitions of
     # pytest-alembic's fixtures are the later ones, so they win whatever the load order.
@@ -67,7 +68,11 @@ def pytest_configure_node(node: Any) -> None:
         url = state.server.url.render_as_string(hide_password=False)
         from .runstate import WORKER_KEY
 
-        node.workerinput[WORKER_KEY] = {"url": url, "run_id": state.run_id}
+        node.workerinput[WORKER_KEY] = {
+            "url": url,
+            "run_id": state.run_id,
+            "ephemeral": state.own_server is not None,
+        }
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -138,9 +143,11 @@ def _harness_errors(*, usage: bool = False) -> Iterator[None]:
     try:
         yield
     except ReynardDBError as exc:
+        from .urls import redact
+
         if usage:
-            raise pytest.UsageError(f"reynard-db: {exc}") from None
-        pytest.fail(f"reynard-db: {exc}", pytrace=False)
+            raise pytest.UsageError(f"reynard-db: {redact(exc)}") from None
+        pytest.fail(f"reynard-db: {redact(exc)}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from .guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
 from .postgres import EphemeralServer, ExistingServer, Server
 from .postgres.reaper import owner_alive, read_owner_file, write_owner_file
 from .postgres.runas import run_as, runtime_root
 from .provision import Provisioner
 from .registry import Registry, find_project_root, load_registry
 from .settings import Settings
-from .urls import parse_url
+from .urls import admin_url, remember_secrets
 
 WORKER_KEY = "reynard_db"
 
@@ -34,6 +35,7 @@ class RunState:
         self.worker = str(workerinput["workerid"]) if workerinput else "main"
         self.run_id: str = inherited["run_id"] if inherited else uuid.uuid4().hex[:8]
         self.inherited_url: str | None = inherited["url"] if inherited else None
+        self.inherited_ephemeral = bool(inherited and inherited.get("ephemeral"))
         self.is_worker = workerinput is not None
         self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
         self.own_server: EphemeralServer | None = None
@@ -41,6 +43,19 @@ class RunState:
         self._registry: Registry | None = None
         self._provisioner: Provisioner | None = None
         self._run_record: Path | None = None
+        self._armed = ExitStack()
+
+    def arm(self) -> None:
+        """From now until ``close``: only the run's own databases (and the opt-in ones)
+        can be connected to, and the production URL variables are hidden."""
+        remember_secrets(self.settings.url, *self.settings.allow)
+        self._armed.enter_context(
+            GUARD.armed_for(opt_in_hint="--reynard-db-allow=URL", allow=self.settings.allow)
+        )
+        variables = {db.url_env for db in self.registry.databases.values()}
+        self._armed.enter_context(
+            hidden_variables(tuple(sorted(variables | set(COMMON_URL_VARIABLES))))
+        )
 
     @property
     def registry(self) -> Registry:
@@ -52,11 +67,13 @@ class RunState:
     def server(self) -> Server:
         if self._server is None:
             if self.settings.url:
-                url = parse_url(self.settings.url, origin="--reynard-db-url")
+                url = admin_url(self.settings.url, origin="--reynard-db-url")
                 self.registry.refuse_production(url, option="--reynard-db-url")
                 self._server = ExistingServer(url)
             elif self.inherited_url:
                 self._server = Server(self.inherited_url)
+                if self.inherited_ephemeral:  # the controller's own server: all of it is ours
+                    GUARD.allow_server(self._server.url)
             elif self.settings.reuse:
                 self.own_server = EphemeralServer.reusable()
                 self._server = self.own_server
@@ -101,6 +118,7 @@ class RunState:
         """Drop what this process made, then stop what it started; each step runs even
         if an earlier one failed."""
         with ExitStack() as stack:
+            stack.callback(self._armed.close)  # last: the clean-up above still connects
             if self.own_server is not None:
                 stack.callback(self.own_server.stop)
             if self._run_record is not None:

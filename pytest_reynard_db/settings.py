@@ -21,6 +21,7 @@ class Settings:
     source: str = "copy"
     checks: bool = False
     reuse: bool = False
+    allow: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -48,6 +49,12 @@ OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         "--reynard-db-reuse",
         "keep the ephemeral server and migrated templates between runs",
         {"action": "store_true", "default": None},
+    ),
+    (
+        "--reynard-db-allow",
+        "URL[,URL]: databases tests may connect to on purpose, besides the run's own "
+        "(every other connection is refused)",
+        {"metavar": "URL"},
     ),
 )
 
@@ -89,4 +96,5 @@ def get_settings(config: pytest.Config) -> Settings:
         source=source,
         checks=bool(pick("reynard_db_checks")),
         reuse=bool(pick("reynard_db_reuse")),
+        allow=tuple(u.strip() for u in str(pick("reynard_db_allow") or "").split(",") if u.strip()),
     )

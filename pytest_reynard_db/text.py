@@ -6,16 +6,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from .urls import redact
+
 
 def one_line(text: object) -> str:
-    """``text`` with every run of white space (newlines included) folded to one space."""
-    return " ".join(str(text).split())
+    """``text`` with every run of white space (newlines included) folded to one space,
+    and any URL or known password in it masked (it may come from anyone's exception)."""
+    return redact(" ".join(str(text).split()))
 
 
 def first_line(exc: BaseException | None) -> str:
-    """The first line of an exception's message (a database error's own summary)."""
+    """The first line of an exception's message (a database error's own summary), masked."""
     text = str(exc).strip() if exc is not None else ""
-    return text.splitlines()[0] if text else type(exc).__name__
+    return redact(text.splitlines()[0]) if text else type(exc).__name__
 
 
 def shown_path(path: str | Path | None) -> str:

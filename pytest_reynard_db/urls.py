@@ -1,11 +1,38 @@
-"""URL helpers: parsing with a clear error, and masking passwords for display."""
+"""URL helpers: parsing with a clear error, the target a URL really names, and masking.
+
+``mask_url`` and ``redact`` are the one place where secrets leave output: every
+error, table, header and JSON message that can hold a URL goes through them.
+They work on text, not on a parsed URL, so that a malformed URL (a password
+holding ``@``, a missing scheme, ``postgresql:/...``) is masked as safely as a
+well-formed one: everything a password could be in is replaced by ``***``.
+"""
 
 from __future__ import annotations
+
+import os
+import re
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .errors import ConfigError
+
+#: Query-string and conninfo keys whose values are secrets.
+SECRET_KEYS = ("password", "sslpassword")
+#: Query-string keys that change which server or database a URL reaches (libpq's).
+TARGET_KEYS = ("dbname", "database", "host", "hostaddr", "port", "service")
+MAINTENANCE_DATABASE = "postgres"
+_REMEMBERED: set[str] = set()
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(//)?")
+_SECRET_PARAM = re.compile(
+    r"(?i)\b(" + "|".join(SECRET_KEYS) + r")(\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)"
+)
+# A URL inside free text (an exception message): a scheme, then anything up to white
+# space or a closing quote or bracket.
+# "user:password@host" without a scheme, in free text.
+_USER_PASSWORD = re.compile(r"(?<![\w/:*])([\w.\-]+):(?!\*\*\*@)[^\s@/'\"]+@")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/{1,2}[^\s'\"<>)\]]+")
 
 
 def parse_url(url: str | URL, *, origin: str = "URL") -> URL:
@@ -21,18 +48,103 @@ def parse_url(url: str | URL, *, origin: str = "URL") -> URL:
     return parsed
 
 
-def mask_url(url: str | URL) -> str:
-    """The URL as text with its password replaced by ``***``; never raises."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+def admin_url(url: str | URL, *, origin: str) -> URL:
+    """An admin URL with its real target in plain sight.
+
+    libpq lets the query string override the path and the host (``.../postgres?dbname=prod``
+    reaches ``prod``), so a check on ``url.database`` alone could be walked around.
+    The query's ``dbname``, ``host`` and ``port`` are folded into the URL proper,
+    and what cannot be folded (``hostaddr``, ``service``, several hosts) is refused:
+    the harness must know which server and database it talks to.
+    """
+    parsed = with_driver(parse_url(url, origin=origin))
+    query = dict(parsed.query)
+    for key in ("hostaddr", "service"):
+        if key in query:
+            raise ConfigError(
+                f"{origin}: {mask_url(parsed)}: {key}= in the query string is not supported "
+                "for the harness's server; name the host and port in the URL"
+            )
+    values: dict[str, str] = {}
+    for key in ("dbname", "database", "host", "port"):
+        value = query.pop(key, None)
+        if value is None:
+            continue
+        if not isinstance(value, str) or "," in value:
+            raise ConfigError(f"{origin}: {mask_url(parsed)}: several {key} values; give one")
+        values[key] = value
+    database = values.get("dbname") or values.get("database") or parsed.database
+    host = values.get("host", parsed.host)
+    port = values.get("port", parsed.port)
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        # Unparseable: hide everything between "://" and "@", where a password would be.
-        scheme, sep, rest = url.partition("://")
-        if sep and "@" in rest:
-            return f"{scheme}://***@{rest.rpartition('@')[2]}"
-        return url
+        port_number = int(port) if port is not None and port != "" else None
+    except ValueError:
+        raise ConfigError(f"{origin}: {mask_url(parsed)}: port {port!r} is not a number") from None
+    return parsed.set(
+        host=host or None,
+        port=port_number,
+        database=database or MAINTENANCE_DATABASE,
+        query=query,
+    )
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL as text with every place a password could be replaced by ``***``; never raises.
+
+    Works on the text, so a URL that does not parse is masked too: the user part
+    before the last ``@`` keeps only the user name, and ``password=`` parameters
+    (query string or conninfo) lose their values.
+    """
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
+    scheme = _SCHEME.match(text)
+    if scheme and not scheme.group(2) and not scheme.group(1).lower().startswith("postgres"):
+        scheme = None  # "user:password@host": that is no scheme
+    head, rest = (scheme.group(0), text[scheme.end() :]) if scheme else ("", text)
+    if "@" in rest:
+        userinfo, _, after = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if "/" in user and not scheme:
+            user = ""  # no scheme: cannot tell a path from a user name; show nothing
+        rest = f"{user}{':***' if colon else ''}@{after}"
+    elif scheme and ":" in rest.split("/", 1)[0] and not _looks_like_host_port(rest):
+        # "scheme://user:password" with no host: the part after ':' may be a password
+        rest = rest.split(":", 1)[0] + ":***"
+    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", head + rest)
+
+
+def remember_secrets(*values: str | URL | None) -> None:
+    """Note the passwords of these URLs (or conninfo strings): ``redact`` removes them
+    wherever they appear, even outside anything that looks like a URL."""
+    for value in values:
+        password = _password_of(value) if value else None
+        if password and len(password) >= 4:
+            _REMEMBERED.add(password)
+
+
+def known_secrets() -> tuple[str, ...]:
+    """Remembered passwords and those of URLs in the environment (read now)."""
+    found = set(_REMEMBERED)
+    for value in os.environ.values():
+        if "://" in value or "password" in value.lower():
+            password = _password_of(value)
+            if password and len(password) >= 4:
+                found.add(password)
+    return tuple(found)
+
+
+def redact(text: object, secrets: tuple[str, ...] | None = None) -> str:
+    """``text`` (an error message, a log line) with every URL in it masked.
+
+    ``secrets`` (default: ``known_secrets()``) are removed wherever they appear.
+    """
+    secrets = known_secrets() if secrets is None else secrets
+    out = _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), str(text))
+    out = _USER_PASSWORD.sub(r"\1:***@", out)
+    out = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", out)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            out = out.replace(secret, "***")
+    return out
 
 
 def with_driver(url: URL) -> URL:
@@ -45,3 +157,24 @@ def with_driver(url: URL) -> URL:
 def with_database(url: str | URL, database: str) -> URL:
     """The same server and credentials, another database."""
     return with_driver(parse_url(url)).set(database=database)
+
+
+def _password_of(value: str | URL) -> str | None:
+    if isinstance(value, URL):
+        return value.password if isinstance(value.password, str) else None
+    found = _SECRET_PARAM.search(value)
+    if found:
+        return found.group(3).strip("'")
+    try:
+        password = make_url(value).password
+    except (ArgumentError, ValueError):
+        password = None
+    if password is None and "@" in value:
+        userinfo = value.rpartition("@")[0].split("//", 1)[-1]
+        password = userinfo.partition(":")[2] or None
+    return password if isinstance(password, str) else None
+
+
+def _looks_like_host_port(rest: str) -> bool:
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    return bool(re.fullmatch(r"[^:]*:\d+", netloc))

@@ -109,7 +109,7 @@ CASES: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], int, str]
     ("malformed-url", None, ("upgrade", "main", "--url", "not a url"), 2,
      r"--url: malformed database URL 'not a url'"),
     ("malformed-env-url", None, ("upgrade", "main"), 2,
-     r"\$DATABASE_URL: malformed database URL 'postgresql://\*\*\*@h:notaport/x'"),
+     r"\$DATABASE_URL: malformed database URL 'postgresql://u:\*\*\*@h:notaport/x'"),
     ("not-postgresql-url", None, ("upgrade", "main", "--url", f"mysql://u:{SECRET}@h/x"), 2,
      r"--url: not a PostgreSQL URL: 'mysql://u:\*\*\*@h/x'"),
     ("invalid-port", None, ("current", "main", "--url", f"postgresql://u:{SECRET}@127.0.0.1:99999/x"),

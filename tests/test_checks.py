@@ -442,3 +442,32 @@ def one_entry(stdout: str) -> dict[str, object]:
     assert len(entries) == 1
     entry: dict[str, object] = entries[0]
     return entry
+
+
+ELSEWHERE_ENV = '''\
+"""An env.py that ignores what it is given and migrates a SQLite file of its own."""
+from alembic import context
+from sqlalchemy import create_engine
+
+engine = create_engine("sqlite:///" + context.config.get_main_option("here", ".") + "/other.db")
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+'''
+
+
+def test_env_py_migrating_elsewhere_fails_upgrade_and_stairway(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """An "ok base -> base" is impossible: the throw-away database is read back."""
+    (project / "alembic/main/env.py").write_text(ELSEWHERE_ENV)
+    for revision in (project / MAIN_VERSIONS).glob("*.py"):
+        revision.unlink()  # SQLite cannot run the real ones; one trivial revision will do
+    write_revision(project / MAIN_VERSIONS, "3a1400000005", None)
+    results = {r.check: r for r in check(project, pg_server, "main", "upgrade", "stairway")}
+    for name in ("upgrade", "stairway"):
+        assert not results[name].ok, results[name]
+        assert "env.py connected to another database" in results[name].message
+        assert "did not change the throw-away database" in results[name].message
+    assert (project / "alembic/main/other.db").exists() or (project / "other.db").exists()

@@ -25,6 +25,8 @@ from ..manager import MigrationManager
 from ..postgres import EphemeralServer, ExistingServer, Server
 from ..registry import Database, Registry
 from ..tree import load_tree
+from ..urls import admin_url as canonical_admin_url
+from ..urls import redact
 from .result import CheckResult
 
 SCRATCH_PREFIX = "test_check_"
@@ -88,7 +90,8 @@ class CheckRunner:
         file: str | None = None,
     ) -> CheckResult:
         """A result for this database, with ``file`` relative to the project root."""
-        return CheckResult(self.db.name, check, ok, message, revision, self.relative(file))
+        shown = redact(message)  # it may quote an exception from env.py or a revision
+        return CheckResult(self.db.name, check, ok, shown, revision, self.relative(file))
 
     def relative(self, path: str | Path | None) -> str | None:
         """``path`` relative to the project root when it is below it (as --json shows it)."""
@@ -128,9 +131,10 @@ def scratch_server(
         yield None
         return
     if admin_url is not None:
-        existing = ExistingServer(admin_url)
+        url = canonical_admin_url(admin_url, origin="--url")  # what libpq would reach
         if registry is not None:
-            registry.refuse_production(existing.url, option="--url")
+            registry.refuse_production(url, option="--url")
+        existing = ExistingServer(url)
         _ = existing.version  # unreachable: one ServerError now (exit 2), not a failed check each
         try:
             yield existing

@@ -67,9 +67,10 @@ def walk(manager: MigrationManager, connection: Connection, order: Iterable[Scri
     applied: set[str] = set()
     for revision in order:
         with_it = applied | {revision.revision}
-        _step(manager, connection, revision, "up", "upgrade", revision.revision, with_it)
-        _step(manager, connection, revision, "down", "downgrade", down_target(revision), applied)
-        _step(manager, connection, revision, "re-up", "upgrade", revision.revision, with_it)
+        up, down = revision.revision, down_target(revision)
+        _step(manager, connection, revision, "up", "upgrade", up, applied, with_it)
+        _step(manager, connection, revision, "down", "downgrade", down, with_it, applied)
+        _step(manager, connection, revision, "re-up", "upgrade", up, applied, with_it)
         applied = with_it
 
 
@@ -105,8 +106,10 @@ def _step(
     step: str,
     verb: str,
     target: str,
-    applied: set[str],
+    before: set[str],
+    after: set[str],
 ) -> None:
+    """One step from ``before`` to ``after`` (applied revisions), the heads read back."""
     try:
         if verb == "upgrade":
             manager.upgrade(target, connection=connection)
@@ -116,15 +119,13 @@ def _step(
         raise StepFailed(revision, step, _reason(exc)) from exc
     except ReynardDBError as exc:
         raise StepFailed(revision, step, f"{verb} {target}: {exc}") from exc
-    expected = expected_heads(manager.script, applied)
+    expected = expected_heads(manager.script, after)
     actual = set(MigrationContext.configure(connection).get_current_heads())
     connection.rollback()  # end the read's transaction: the next step opens its own
     if actual != expected:
-        raise StepFailed(
-            revision,
-            step,
-            f"{verb} {target} left the database at {_heads(actual)}, expected {_heads(expected)}",
-        )
+        was = expected_heads(manager.script, before)
+        why = unchanged_or_wrong(None, f"{verb} {target}", actual, expected, was)
+        raise StepFailed(revision, step, why)
 
 
 def _reason(exc: MigrationFailed) -> str:
@@ -134,5 +135,30 @@ def _reason(exc: MigrationFailed) -> str:
     return message.split(marker, 1)[1] if marker in message else message
 
 
-def _heads(heads: set[str]) -> str:
+def heads_text(heads: set[str]) -> str:
     return ", ".join(sorted(heads)) or "base"
+
+
+def unchanged_or_wrong(
+    runner: CheckRunner | None,
+    what: str,
+    actual: set[str],
+    expected: set[str],
+    before: set[str] | None = None,
+) -> str:
+    """Why the version table is not where a step should have left it.
+
+    Unchanged means the migrations ran somewhere else: an ``env.py`` that builds its
+    own connection from a variable or file instead of the one it is given.
+    """
+    before = set() if before is None else before
+    prefix = f"database {runner.db.name!r}: " if runner is not None else ""
+    if actual == before:
+        return (
+            f"{prefix}{what} did not change the throw-away database (still at "
+            f"{heads_text(actual)}): env.py connected to another database; it must use "
+            'config.attributes["connection"] or sqlalchemy.url'
+        )
+    return (
+        f"{prefix}{what} left the database at {heads_text(actual)}, expected {heads_text(expected)}"
+    )

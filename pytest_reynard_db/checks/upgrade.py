@@ -8,13 +8,22 @@ from __future__ import annotations
 
 from .result import CheckResult
 from .runner import CheckRunner
+from .stairway import expected_heads, heads_text, unchanged_or_wrong, walk_order
 
 CHECK = "upgrade"
 
 
 def upgrade(runner: CheckRunner) -> CheckResult:
-    """Upgrade a throw-away database from base to heads."""
+    """Upgrade a throw-away database from base to heads, and read back where it is.
+
+    Reading back is what makes "ok" mean something: an ``env.py`` that migrated
+    some other database leaves the throw-away one at base.
+    """
+    expected = expected_heads(runner.script, {s.revision for s in walk_order(runner.script)})
     with runner.scratch_database(CHECK) as manager:
         manager.upgrade("heads")
-        at = manager.current()
-    return runner.result(CHECK, True, f"base -> {', '.join(at) or 'base'}")
+        at = set(manager.current())
+    if at != expected:
+        why = unchanged_or_wrong(runner, "upgrade heads", at, expected)
+        return runner.result(CHECK, False, why)
+    return runner.result(CHECK, True, f"base -> {heads_text(at)}")

@@ -25,6 +25,7 @@ import testing.postgresql
 from filelock import FileLock, Timeout
 
 from ..errors import ServerError
+from ..guard import GUARD
 from .binaries import Binaries, find_binaries
 from .reaper import (
     owner_record,
@@ -148,6 +149,7 @@ class EphemeralPostgres:
         atexit.register(self.stop)
         for attempt in range(3):
             self.port, self._port_lock = reserve_port(self.root)
+            GUARD.allow_server(self.url)  # ours from the first probe: all of it is throw-away
             try:
                 self._pg = _TunedPostgresql(
                     user=self.user,
@@ -259,6 +261,8 @@ def reusable_server(binaries: Binaries | None = None) -> EphemeralPostgres:
     with FileLock(str(base_dir) + ".lock"):
         record = read_owner(base_dir)
         port = record.get("port") if record else None
+        if port:
+            GUARD.allow_server(f"postgresql://{SUPERUSER}@{HOST}:{port}/postgres")
         if port and postmaster_pid(base_dir / "data") and _answers(int(port)):
             process.base_dir, process.port = base_dir, int(port)
             return process

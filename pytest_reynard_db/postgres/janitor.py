@@ -19,8 +19,9 @@ from psycopg import sql
 from sqlalchemy.engine import URL
 
 from ..errors import ServerError
+from ..guard import GUARD
 from ..text import first_line
-from ..urls import mask_url, parse_url, with_driver
+from ..urls import admin_url, mask_url
 from .binaries import Binaries
 from .executor import EphemeralPostgres, reusable_server
 
@@ -32,7 +33,10 @@ class Server:
     """A PostgreSQL server reached through an admin URL."""
 
     def __init__(self, url: str | URL, *, guarded: bool = False) -> None:
-        self.url: URL = with_driver(parse_url(url, origin="server URL"))
+        """``url``: the admin URL; its database is the maintenance database, the one
+        database of a server it did not start that the harness connects to unasked."""
+        self.url: URL = admin_url(url, origin="server URL")
+        GUARD.allow_database(self.url)
         self.guarded = guarded
         self.created: set[str] = set()
         self._admin: psycopg.Connection[Any] | None = None
@@ -102,6 +106,7 @@ class Server:
             # WAL_LOG (the default since 15) writes the whole template to WAL;
             # FILE_COPY is a checkpoint and a directory copy: far cheaper here.
             statement += sql.SQL(" STRATEGY FILE_COPY")
+        GUARD.allow_database(self.url, name)
         self._execute_with_retry(statement, template, end_sessions=end_sessions)
         self.created.add(name)
         return self.database_url(name)
@@ -148,6 +153,7 @@ class Server:
                     sql.Identifier(old), sql.Identifier(new)
                 )
             )
+        GUARD.allow_database(self.url, new)
         if old in self.created:
             self.created.discard(old)
             self.created.add(new)
@@ -194,6 +200,7 @@ class EphemeralServer(Server):
     def __init__(self, process: EphemeralPostgres) -> None:
         self.process = process
         super().__init__(process.url)
+        GUARD.allow_server(self.url)  # started by us: every database on it is throw-away
 
     @classmethod
     def start(
@@ -232,12 +239,14 @@ def _terminate(conn: psycopg.Connection[Any], database: str) -> None:
 
 
 def _connect_args(url: URL) -> dict[str, Any]:
+    """libpq keywords for ``url``; what it leaves out libpq fills in, as for SQLAlchemy's
+    engines on the same URL (one URL, one target, whoever connects)."""
     args: dict[str, Any] = {
-        "host": url.host or "localhost",
-        "port": url.port or 5432,
+        "host": url.host,
+        "port": url.port,
         "user": url.username,
         "password": url.password,
-        "dbname": url.database or "postgres",
+        "dbname": url.database,
         "connect_timeout": CONNECT_TIMEOUT,
     }
     args.update({k: v for k, v in url.query.items() if isinstance(v, str)})
