@@ -181,7 +181,7 @@ def cmd_downgrade(args: argparse.Namespace, registry: Registry, out: TextIO) -> 
 
 
 def _migrate(args: argparse.Namespace, registry: Registry, out: TextIO, direction: str) -> int:
-    manager = MigrationManager(registry.get(args.db), args.url, stdout=out)
+    manager = _manager(registry, args.db, args.url, out)
     getattr(manager, direction)(args.to, sql=args.sql)
     if not args.sql:
         print(f"{args.db}: at {_at(manager)} ({mask_url(manager.url)})", file=out)
@@ -189,7 +189,7 @@ def _migrate(args: argparse.Namespace, registry: Registry, out: TextIO, directio
 
 
 def cmd_create(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
-    manager = MigrationManager(registry.get(args.db), args.url, stdout=out)
+    manager = _manager(registry, args.db, args.url, out)
     # With --url the user named the database to compare with; else it is a throw-away one.
     with _throwaway_only(args) if args.url is None else nullcontext():
         script = manager.create(args.message, branch=args.branch, empty=args.empty)
@@ -268,7 +268,7 @@ def cmd_setup(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     databases = registry.select(args.dbs)
     for db in databases:
         url = args.url if len(databases) == 1 else _same_server(args.url, db.database)
-        manager = MigrationManager(db, url, stdout=out)
+        manager = _manager(registry, db.name, url, out)
         if args.sql:
             manager.upgrade("heads", sql=True)
             continue
@@ -320,6 +320,11 @@ def cmd_graph(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
 
 
 # -- helpers ----------------------------------------------------------------------------
+def _manager(registry: Registry, name: str, url: str | None, out: TextIO) -> MigrationManager:
+    """A manager that migrates ``name``, every variable its env.py may read aimed at the target."""
+    return MigrationManager(registry.get(name), url, stdout=out, url_envs=registry.url_envs(name))
+
+
 def _throwaway_only(args: argparse.Namespace) -> AbstractContextManager[None]:
     """The production guard (see ``guard``): only throw-away databases and ``--allow``'s."""
     return GUARD.armed_for(opt_in_hint="--allow URL", allow=tuple(args.allow))

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -54,9 +54,13 @@ class MigrationManager:
         *,
         stdout: TextIO | None = None,
         quiet: bool = False,
+        url_envs: Sequence[str] = (),
     ) -> None:
-        """``quiet``: leave the process's logging alone (see ``Database.alembic_config``)."""
+        """``quiet``: leave the process's logging alone (see ``Database.alembic_config``).
+        ``url_envs``: variables exported to the target while migrating, besides the
+        database's own ``url_env`` (a mirror's sources', ``Registry.url_envs``)."""
         self.db = db
+        self.url_envs = list(dict.fromkeys([db.url_env, *url_envs]))
         self._url = url
         self.quiet = quiet
         self.stdout = stdout if stdout is not None else sys.stdout
@@ -205,7 +209,7 @@ class MigrationManager:
             return
         with EphemeralServer.start() as server:
             url = server.create_database(f"test_autogenerate_{self.db.name}")
-            scratch = MigrationManager(self.db, url, stdout=self.stdout)
+            scratch = MigrationManager(self.db, url, stdout=self.stdout, url_envs=self.url_envs)
             scratch._script = self._script
             scratch.upgrade("heads")
             yield scratch
@@ -249,7 +253,7 @@ class MigrationManager:
         self, direction: str, target: str, *, sql: bool, connection: Connection | None
     ) -> None:
         if sql:
-            with exported(self.db.url_env, self.url), alembic_errors(self.db):
+            with exported(self.url_envs, self.url), alembic_errors(self.db):
                 self._run_env(direction, target, self.config(), sql=True)
             return
         if connection is None:
@@ -257,7 +261,7 @@ class MigrationManager:
                 self._migrate(direction, target, sql=False, connection=locked)
             return
         step = StepTracker()
-        with exported(self.db.url_env, self.url), step, alembic_errors(self.db):
+        with exported(self.url_envs, self.url), step, alembic_errors(self.db):
             try:
                 with GUARD.expecting(self.url):
                     self._run_env(direction, target, self.config(connection))
@@ -293,17 +297,20 @@ class MigrationManager:
 
 
 @contextmanager
-def exported(url_env: str, url: URL) -> Iterator[None]:
-    """``$url_env`` points at ``url`` while migrations run, whatever the shell had set."""
-    previous = os.environ.get(url_env)
-    os.environ[url_env] = url.render_as_string(hide_password=False)
+def exported(url_envs: str | Sequence[str], url: URL) -> Iterator[None]:
+    """Each ``$url_env`` points at ``url`` while migrations run, whatever the shell had set."""
+    names = [url_envs] if isinstance(url_envs, str) else list(url_envs)
+    previous = {name: os.environ.get(name) for name in names}
+    rendered = url.render_as_string(hide_password=False)
+    os.environ.update(dict.fromkeys(names, rendered))
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(url_env, None)
-        else:
-            os.environ[url_env] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def advisory_lock_key(database: str) -> int:

@@ -13,7 +13,7 @@ import itertools
 import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +109,9 @@ class Provisioner:
         return db
 
     def manager(self, name: str, url: URL) -> MigrationManager:
-        return MigrationManager(self.tree(name), url, quiet=True)
+        return MigrationManager(
+            self.tree(name), url, quiet=True, url_envs=self.registry.url_envs(name)
+        )
 
     # -- templates -----------------------------------------------------------------------
     def template(self, name: str, revision: str = "heads") -> tuple[str, tuple[str, ...]]:
@@ -147,10 +149,9 @@ class Provisioner:
         if self.server.exists(scratch):
             self.server.drop_database(scratch)
         url = self.server.create_database(scratch)
-        builder = MigrationManager(manager.db, url, quiet=True)
+        builder = MigrationManager(manager.db, url, quiet=True, url_envs=manager.url_envs)
         builder._script = manager.script
-        with self.guarded(name, url):
-            builder.upgrade(revision)
+        builder.upgrade(revision)
         self.server.rename_database(scratch, template)
         # A template outlives this process (other xdist workers clone it): the run
         # drops it at its end (drop_run), never the worker that happened to build it.
@@ -242,24 +243,10 @@ class Provisioner:
 
     @contextmanager
     def guarded(self, name: str, url: URL) -> Iterator[None]:
-        """Every URL variable the database's migrations could read points at ``url``.
-
-        That is its own ``url_env`` and, for a mirror, its sources' too: a mirror's
-        ``env.py`` is often a copy of the production one, reading the production
-        variable.
-        """
-        with ExitStack() as stack:
-            for env in self.url_envs(name):
-                stack.enter_context(exported(env, url))
+        """Every URL variable the database's migrations could read points at ``url``
+        (``Registry.url_envs``)."""
+        with exported(self.registry.url_envs(name), url):
             yield
-
-    def url_envs(self, name: str) -> list[str]:
-        envs: list[str] = []
-        db: Database | None = self.registry.get(name)
-        while db is not None:
-            envs.append(db.url_env)
-            db = self.registry.get(db.mirror_of) if db.mirror_of else None
-        return list(dict.fromkeys(envs))
 
 
 def tree_digest(tree: Database, revision: str, source: str) -> str:

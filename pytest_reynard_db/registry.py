@@ -139,6 +139,17 @@ class Registry:
                     pairs.append(pair)
         return pairs
 
+    def url_envs(self, name: str) -> list[str]:
+        """The variables a database's migrations may read for their URL: its own
+        ``url_env`` and, for a mirror, its sources' (a mirror's ``env.py`` is often a
+        copy of the production one, reading the production variable)."""
+        envs: list[str] = []
+        db: Database | None = self.get(name)
+        while db is not None:
+            envs.append(db.url_env)
+            db = self.get(db.mirror_of) if db.mirror_of else None
+        return list(dict.fromkeys(envs))
+
     def production_names(self) -> set[str]:
         return {db.database for db in self.databases.values()}
 

@@ -64,7 +64,13 @@ class CheckRunner:
         either reaches only ``url``. Alembic's stdout goes nowhere: the CLI's
         stdout belongs to the summary (or the JSON).
         """
-        manager = MigrationManager(self.db, url, stdout=io.StringIO(), quiet=True)
+        manager = MigrationManager(
+            self.db,
+            url,
+            stdout=io.StringIO(),
+            quiet=True,
+            url_envs=self.registry.url_envs(self.db.name),
+        )
         manager._script = self.script
         return manager
 
