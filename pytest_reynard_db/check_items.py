@@ -75,9 +75,12 @@ class CheckItem(pytest.Item):
             )
         except ReynardDBError as exc:  # the server did not start: one line, not a traceback
             raise CheckFailure(f"reynard-db: {exc}") from None
-        failed = [r for r in run_check(runner, self.check) if not r.ok]
+        results = run_check(runner, self.check)
+        failed = [r for r in results if not r.ok]
         if failed:
             raise CheckFailure("\n".join(r.message for r in failed))
+        if results and all(r.skipped for r in results):
+            pytest.skip("; ".join(r.message for r in results))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, CheckFailure):

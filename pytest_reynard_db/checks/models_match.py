@@ -16,7 +16,6 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.types import TypeEngine
 
-from ..errors import ConfigError
 from ..manager import MigrationManager, exported
 from .result import CheckResult
 from .runner import CheckRunner
@@ -24,11 +23,25 @@ from .runner import CheckRunner
 CHECK = "models_match"
 
 
+class NoTargetMetadata(Exception):
+    """``env.py`` configures no ``target_metadata``: there are no models to match."""
+
+
 def models_match(runner: CheckRunner) -> CheckResult:
-    """Upgrade a throw-away database to heads and compare it with the models."""
+    """Upgrade a throw-away database to heads and compare it with the models.
+
+    A tree whose ``env.py`` sets no ``target_metadata`` (the stock ``alembic init``
+    one) has nothing to compare: skipped, not failed.
+    """
     with runner.scratch_database(CHECK) as manager:
         manager.upgrade("heads")
-        diffs = differences(manager)
+        try:
+            diffs = differences(manager)
+        except NoTargetMetadata:
+            env_py = runner.relative(runner.db.script_location / "env.py")
+            return runner.result(
+                CHECK, True, f"skipped: no target_metadata in {env_py}", skipped=True
+            )
     if diffs:
         listed = "\n".join(f"  {describe(d)}" for d in diffs)
         return runner.result(
@@ -48,16 +61,13 @@ def differences(manager: MigrationManager) -> list[Any]:
     def compare(revision: Any, context: MigrationContext) -> list[Any]:
         metadata = context.opts.get("target_metadata")
         if metadata is None:
-            raise ConfigError(
-                f"database {manager.db.name!r}: {manager.db.script_location}/env.py "
-                "sets no target_metadata: nothing to compare"
-            )
+            raise NoTargetMetadata
         found.extend(compare_metadata(context, metadata))
         return []  # migrate nothing
 
     with (
         manager.locked() as connection,
-        exported(manager.db.url_env, manager.url),
+        exported(manager.url_envs, manager.url),
         EnvironmentContext(manager.config(connection), script, fn=compare),
     ):
         script.run_env()

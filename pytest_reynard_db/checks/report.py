@@ -23,7 +23,7 @@ def print_json(results: Sequence[CheckResult], out: TextIO) -> None:
 def print_table(results: Sequence[CheckResult], out: TextIO) -> None:
     """One row per result (database, check, ok/FAIL, first line), then each failure in full."""
     rows = [("database", "check", "result", "message")]
-    rows += [(r.database, r.check, "ok" if r.ok else "FAIL", r.summary) for r in results]
+    rows += [(r.database, r.check, _verdict(r), r.summary) for r in results]
     text.print_table(rows, out)
     failed = [r for r in results if not r.ok]
     for result in failed:
@@ -32,6 +32,12 @@ def print_table(results: Sequence[CheckResult], out: TextIO) -> None:
             print(result.message.strip(), file=out)
     verdict = f"{len(failed)} failed" if failed else "all passed"
     print(f"\n{len(results)} checks, {verdict}", file=out)
+
+
+def _verdict(result: CheckResult) -> str:
+    if result.skipped:
+        return "skip"
+    return "ok" if result.ok else "FAIL"
 
 
 def progress_line(stream: TextIO) -> Callable[[str, str], None]:

@@ -12,6 +12,8 @@ class CheckResult:
 
     ``revision`` and ``file`` name the revision a failure is about (``file``
     relative to the project root); both are None where no single revision is.
+    ``skipped``: the check found nothing to check (``models_match`` without
+    ``target_metadata``).
     """
 
     database: str
@@ -20,6 +22,8 @@ class CheckResult:
     message: str
     revision: str | None = None
     file: str | None = None
+    #: The check does not apply to this tree (``ok`` stays true; the message says why).
+    skipped: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The SPEC's JSON entry: every field, None where it does not apply."""

@@ -94,10 +94,13 @@ class CheckRunner:
         *,
         revision: str | None = None,
         file: str | None = None,
+        skipped: bool = False,
     ) -> CheckResult:
         """A result for this database, with ``file`` relative to the project root."""
         shown = redact(message)  # it may quote an exception from env.py or a revision
-        return CheckResult(self.db.name, check, ok, shown, revision, self.relative(file))
+        return CheckResult(
+            self.db.name, check, ok, shown, revision, self.relative(file), skipped=skipped
+        )
 
     def relative(self, path: str | Path | None) -> str | None:
         """``path`` relative to the project root when it is below it (as --json shows it)."""

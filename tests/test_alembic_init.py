@@ -1,0 +1,124 @@
+"""A project made with ``alembic init``, registered and nothing else changed.
+
+Not our trees: the stock ``generic`` env.py builds its own engine from
+``sqlalchemy.url``, ignores ``config.attributes["connection"]`` and sets
+``target_metadata = None``. The checks, ``lint`` and the plugin's fixtures must
+work on it as it is, and the production guard must hold with its production URL
+in the ini and in the registered variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from reynard_trees import run_cli, write_revision
+
+from pytest_reynard_db.guard import GUARD
+from pytest_reynard_db.postgres import EphemeralServer
+
+REVISION = "0a0000000001"
+PLUGIN_ARGS = ("--reynard-db=app", "--reynard-db-checks")
+
+
+@pytest.fixture(scope="module")
+def decoy() -> Iterator[EphemeralServer]:
+    """The project's 'production' server, logging every connection; not the harness's."""
+    with EphemeralServer.start(settings=("log_connections=on",)) as server:
+        server.create_database("app")
+        GUARD.forget_server(server.url)
+        yield server
+
+
+@pytest.fixture
+def project(tmp_path: Path, decoy: EphemeralServer) -> Path:
+    """``alembic init -t generic``, one revision, a registry entry; the ini names production."""
+    root = tmp_path / "app"
+    root.mkdir()
+    ini = root / "alembic.ini"
+    command.init(Config(str(ini)), str(root / "migrations"), template="generic")
+    production = decoy.database_url("app").render_as_string(hide_password=False)
+    ini.write_text(
+        ini.read_text().replace(
+            "driver://user:pass@localhost/dbname", production.replace("%", "%%")
+        )
+    )
+    write_revision(
+        root / "migrations" / "versions",
+        REVISION,
+        None,
+        "op.create_table('t', sa.Column('id', sa.Integer, primary_key=True))",
+        "op.drop_table('t')",
+    )
+    (root / "pyproject.toml").write_text(
+        '[tool.reynard-db.databases.app]\nini = "alembic.ini"\ndatabase = "app"\n'
+        'url_env = "APP_DATABASE_URL"\n'
+    )
+    return root
+
+
+def _user_shell() -> dict[str, str]:
+    """The environment of a user's shell: none of this suite's pytest or URL variables."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PYTEST_") and not k.endswith("DATABASE_URL")
+    }
+
+
+def _connections(server: EphemeralServer) -> int:
+    assert server.process.base_dir is not None
+    log = (server.process.base_dir / "_TunedPostgresql.log").read_text(errors="replace")
+    return log.count("connection received: ")
+
+
+def test_check_and_lint_run_unchanged(project: Path, decoy: EphemeralServer) -> None:
+    before = _connections(decoy)
+    code, out, err = run_cli(project, "check", "--json")
+    assert code == 0, out + err
+    results = {r["check"]: r for r in json.loads(out)["results"]}
+    assert set(results) == {"single_head", "upgrade", "stairway", "downgrade_clean", "models_match"}
+    assert results["upgrade"]["message"] == f"base -> {REVISION}"
+    assert results["models_match"]["skipped"] and results["models_match"]["ok"]
+    assert "no target_metadata" in results["models_match"]["message"]
+    code, out, err = run_cli(project, "check")
+    assert code == 0 and "models_match     skip" in out, out + err
+    code, out, err = run_cli(project, "lint", "app", "--format", "json")
+    assert code == 0, out + err
+    assert _connections(decoy) == before  # the ini names production; nothing reached it
+
+
+def test_plugin_fixtures_and_check_items(project: Path, decoy: EphemeralServer) -> None:
+    (project / "test_app.py").write_text(
+        "import os\n"
+        "from alembic import command\n"
+        "from sqlalchemy import text\n\n"
+        "def test_session(reynard_db):\n"
+        "    with reynard_db.engine.connect() as conn:\n"
+        "        assert conn.execute(text('SELECT count(*) FROM t')).scalar() == 0\n\n"
+        "def test_fresh_driven_by_alembic(reynard_db_fresh):\n"
+        "    assert os.environ.get('APP_DATABASE_URL') is None\n"
+        "    command.downgrade(reynard_db_fresh.config, 'base')\n"
+        "    command.upgrade(reynard_db_fresh.config, 'heads')\n"
+    )
+    production = decoy.database_url("app").render_as_string(hide_password=False)
+    before = _connections(decoy)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", *PLUGIN_ARGS],
+        cwd=project,
+        env={**_user_shell(), "APP_DATABASE_URL": production},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 passed, 1 skipped" in result.stdout, result.stdout
+    assert "no target_metadata" in result.stdout
+    assert _connections(decoy) == before
