@@ -26,8 +26,12 @@ class CheckResult:
     skipped: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        """The SPEC's JSON entry: every field, None where it does not apply."""
-        return asdict(self)
+        """The SPEC's JSON entry: every field, None where it does not apply; ``"skipped":
+        true`` added to a skipped check's entry only, so the SPEC's shape is kept."""
+        entry = asdict(self)
+        if not self.skipped:
+            del entry["skipped"]
+        return entry
 
     @property
     def summary(self) -> str:
