@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import TextIO
 
 from . import graph, mirror, text
@@ -325,9 +325,21 @@ def _manager(registry: Registry, name: str, url: str | None, out: TextIO) -> Mig
     return MigrationManager(registry.get(name), url, stdout=out, url_envs=registry.url_envs(name))
 
 
-def _throwaway_only(args: argparse.Namespace) -> AbstractContextManager[None]:
-    """The production guard (see ``guard``): only throw-away databases and ``--allow``'s."""
-    return GUARD.armed_for(opt_in_hint="--allow URL", allow=tuple(args.allow))
+@contextmanager
+def _throwaway_only(args: argparse.Namespace) -> Iterator[None]:
+    """The production guard (see ``guard``): only throw-away databases and ``--allow``'s;
+    where it sent a connection env.py opened elsewhere is said on stderr."""
+    with GUARD.armed_for(opt_in_hint="--allow URL", allow=tuple(args.allow)):
+        before = set(GUARD.redirects)
+        try:
+            yield
+        finally:
+            for redirect in (r for r in GUARD.redirects if r not in before):
+                print(
+                    f"{PROG}: note: env.py connected to {redirect} "
+                    "(redirected by the production guard)",
+                    file=sys.stderr,
+                )
 
 
 def _at(manager: MigrationManager) -> str:

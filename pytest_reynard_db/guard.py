@@ -127,7 +127,8 @@ class Guard:
         self._servers: set[Endpoint] = set()
         self._databases: set[tuple[Endpoint, str]] = set()
         self._opt_in_hint = "--reynard-db-allow=URL"
-        self._expected: ContextVar[str | None] = ContextVar("reynard_db_expected", default=None)
+        self._migrating: ContextVar[URL | None] = ContextVar("reynard_db_migrating", default=None)
+        self._redirects: dict[str, None] = {}
 
     @property
     def armed(self) -> bool:
@@ -161,6 +162,7 @@ class Guard:
                 _remove_hooks()
                 self._servers.clear()
                 self._databases.clear()
+                self._redirects.clear()
 
     # -- the allow-list -------------------------------------------------------------------
     def allow_server(self, url: str | URL) -> None:
@@ -198,26 +200,44 @@ class Guard:
             )
 
     @contextmanager
-    def expecting(self, url: str | URL) -> Iterator[None]:
-        """Name ``url`` as the database a refused connection should have gone to."""
-        token = self._expected.set(url_target(url).shown())
+    def migrating(self, url: str | URL) -> Iterator[None]:
+        """While the harness migrates ``url``: a connection that ``env.py`` opens to a
+        database not allowed goes to ``url`` instead.
+
+        An ``env.py`` that reads its own variable (``APP_DATABASE_URL``, a ``.env``
+        file) then still migrates the throw-away database, and the check checks it.
+        """
+        token = self._migrating.set(parse_url(url))
         try:
             yield
         finally:
-            self._expected.reset(token)
+            self._migrating.reset(token)
+
+    @property
+    def redirects(self) -> list[str]:
+        """Each redirected target, once: ``<asked> -> <migrated instead>`` (masked)."""
+        with self._lock:
+            return list(self._redirects)
 
     # -- the decision ---------------------------------------------------------------------
-    def check(self, params: Mapping[str, Any]) -> None:
-        """Raise ``GuardRefused`` unless a connection with ``params`` may be opened."""
+    def check(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """How a connection with ``params`` may be opened: as asked (None), redirected
+        (the parameters to use instead), or not at all (``GuardRefused``)."""
         if not self.armed:
-            return
+            return None
         target = target_of(params)
         if self.allows(target):
-            return
-        expected = self._expected.get() or self._describe_allowed()
+            return None
+        migrating = self._migrating.get()
+        if migrating is not None:
+            into = url_target(migrating)
+            with self._lock:
+                self._redirects.setdefault(f"{target.shown()} -> {into.shown()}")
+            return redirected(params, migrating)
         raise GuardRefused(
             f"refused a connection to {target.shown()}: not a database this run created "
-            f"(expected {expected}); to allow it on purpose, pass {self._opt_in_hint}"
+            f"(expected {self._describe_allowed()}); to allow it on purpose, "
+            f"pass {self._opt_in_hint}"
         )
 
     def _describe_allowed(self) -> str:
@@ -263,7 +283,7 @@ def _remove_hooks() -> None:
 
 
 def _on_sqlalchemy_connect(
-    dialect: Any, conn_rec: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
+    dialect: Any, conn_rec: Any, cargs: list[Any], cparams: dict[str, Any]
 ) -> None:
     if dialect.name != "postgresql":
         return
@@ -273,7 +293,11 @@ def _on_sqlalchemy_connect(
         from psycopg.conninfo import conninfo_to_dict
 
         params = {**conninfo_to_dict(dsn), **params}
-    GUARD.check(params)
+    replacement = GUARD.check(params)
+    if replacement is not None:  # the event's documented way: change the arguments in place
+        cargs[:] = []
+        cparams.clear()
+        cparams.update(replacement)
 
 
 def _guarded_params(cls: type, original: Any) -> Any:
@@ -285,17 +309,34 @@ def _guarded_params(cls: type, original: Any) -> Any:
 
         async def checked_async(klass: type, /, conninfo: str, **kwargs: Any) -> Any:
             params = await function(klass, conninfo, **kwargs)
-            GUARD.check(params)
-            return params
+            return GUARD.check(params) or params
 
         return classmethod(checked_async)
 
     def checked(klass: type, /, conninfo: str, **kwargs: Any) -> Any:
         params = function(klass, conninfo, **kwargs)
-        GUARD.check(params)
-        return params
+        return GUARD.check(params) or params
 
     return classmethod(checked)
+
+
+#: The keywords that say where a connection goes and as whom; a redirect replaces them all.
+_WHERE_AND_WHO = ("host", "hostaddr", "port", "service", "dbname", "database", "user", "password")
+
+
+def redirected(params: Mapping[str, Any], url: URL) -> dict[str, Any]:
+    """``params`` aimed at ``url`` instead; the rest (``sslmode``, timeouts) kept."""
+    out = {k: v for k, v in params.items() if k not in _WHERE_AND_WHO}
+    database_key = "database" if "database" in params and "dbname" not in params else "dbname"
+    where = {
+        "host": url.host,
+        "port": str(url.port) if url.port else None,
+        database_key: url.database,
+        "user": url.username,
+        "password": url.password,
+    }
+    out.update({k: v for k, v in where.items() if v is not None})
+    return out
 
 
 def _host(host: str) -> str:

@@ -16,7 +16,7 @@ import re
 import sys
 import zlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,10 +33,11 @@ from sqlalchemy.pool import NullPool
 
 from .errors import RevisionError, ReynardDBError, ServerError
 from .failures import StepTracker, alembic_errors, migration_failure
-from .guard import GUARD, GuardRefused
+from .guard import GUARD
+from .logs import preserved_logging
 from .postgres import EphemeralServer, Server
 from .registry import Database
-from .text import first_line, one_line, shown_path
+from .text import first_line, one_line
 from .tree import load_tree
 from .urls import mask_url, with_driver
 
@@ -171,7 +172,11 @@ class MigrationManager:
             if empty:
                 written = command.revision(self.config(), **options)
             else:
-                with self._autogenerate_target() as manager, manager.locked() as connection:
+                with (
+                    self._autogenerate_target() as manager,
+                    manager.locked() as connection,
+                    GUARD.migrating(manager.url),
+                ):
                     written = command.revision(
                         manager.config(connection), autogenerate=True, **options
                     )
@@ -263,15 +268,8 @@ class MigrationManager:
         step = StepTracker()
         with exported(self.url_envs, self.url), step, alembic_errors(self.db):
             try:
-                with GUARD.expecting(self.url):
+                with GUARD.migrating(self.url):
                     self._run_env(direction, target, self.config(connection))
-            except GuardRefused as exc:
-                connection.rollback()
-                env_py = self.db.script_location / "env.py"
-                raise GuardRefused(
-                    f"database {self.db.name!r}: {shown_path(env_py)} (or a revision it ran) "
-                    f"connected to another database: {exc}"
-                ) from None
             except (ReynardDBError, CommandError, AlembicRevisionError):
                 raise
             except Exception as exc:
@@ -290,8 +288,11 @@ class MigrationManager:
                 return script._upgrade_revs(target, revision)
             return script._downgrade_revs(target, revision)
 
-        with EnvironmentContext(
-            config, script, fn=steps, as_sql=sql, starting_rev=start, destination_rev=target
+        with (
+            EnvironmentContext(
+                config, script, fn=steps, as_sql=sql, starting_rev=start, destination_rev=target
+            ),
+            preserved_logging() if self.quiet else nullcontext(),
         ):
             script.run_env()
 

@@ -8,7 +8,7 @@ rolled-back transactions on a session clone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -81,9 +81,34 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """A test that runs Alembic on a config of ours (``reynard_db_fresh.config``) lets
+    ``env.py`` call ``fileConfig``: the logging it changed is put back after the test,
+    so pytest's capture and the application's loggers serve the next test intact."""
+    if STATE not in item.config.stash:
+        return (yield)
+    from .logs import preserved_logging
+
+    with preserved_logging():
+        return (yield)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     pytest_alembic_compat.install(session.config)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say where the guard sent a connection env.py opened elsewhere (see ``guard``)."""
+    if STATE not in config.stash:
+        return
+    from .guard import GUARD
+
+    for redirect in GUARD.redirects:
+        terminalreporter.write_line(
+            f"reynard-db: env.py connected to {redirect} (redirected by the production guard)"
+        )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -238,7 +263,11 @@ class AlembicFixtures:
         provisioner = _provisioner(request)
         with _harness_errors():
             database = provisioner.empty(reynard_db_name, purpose="alembic")
-        with provisioner.guarded(reynard_db_name, database.url):
+        from .guard import GUARD
+
+        # pytest-alembic's tests are migration runs: an env.py reaching for its own
+        # variable is sent to this database, as during the harness's own migrations.
+        with provisioner.guarded(reynard_db_name, database.url), GUARD.migrating(database.url):
             yield database.engine
         provisioner.drop(database)
 

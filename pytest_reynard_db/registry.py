@@ -19,6 +19,7 @@ from alembic.config import Config
 from sqlalchemy.engine import URL
 
 from .errors import ConfigError, UnknownDatabaseError
+from .logs import silent_ini
 from .text import one_line
 from .urls import parse_url, with_driver
 
@@ -51,15 +52,16 @@ class Database:
 
         ``url`` (when given) replaces ``sqlalchemy.url``; ``attributes`` land in
         ``config.attributes`` (``connection`` there is used by our ``env.py``).
-        ``quiet`` keeps ``env.py`` from reconfiguring the process's logging: an
-        ``env.py`` calls ``fileConfig`` when the Config names its ini, which
-        replaces the root handlers (pytest's capture among them) and prints every
-        migration step. The CLI wants those lines; a test run does not.
+        ``quiet``: the Config names ``logs.silent_ini`` instead of the ini, a copy
+        whose logging sections log nothing. An ``env.py`` calls
+        ``fileConfig(config.config_file_name)`` (often without checking for None),
+        which would print every migration step and replace the process's handlers;
+        the CLI's production verbs want those lines, a test run and the checks do not.
         """
         config = Config(str(self.ini))
         if quiet:
-            config.file_config  # noqa: B018 -- read the ini now, before its name goes
-            config.config_file_name = None
+            config.file_config  # noqa: B018 -- read the real ini (and its %(here)s) now
+            config.config_file_name = str(silent_ini(self.ini))
         # Absolute paths, so that the tree is found whatever the current directory
         # (Alembic resolves relative ones against the cwd).
         config.set_main_option("path_separator", "os")

@@ -122,3 +122,55 @@ def test_plugin_fixtures_and_check_items(project: Path, decoy: EphemeralServer) 
     assert "6 passed, 1 skipped" in result.stdout, result.stdout
     assert "no target_metadata" in result.stdout
     assert _connections(decoy) == before
+
+
+LOGGING_TESTS = """\
+import logging
+
+from alembic import command
+
+APP = logging.getLogger("myapp")
+
+
+def test_alembic_driven_on_a_fresh_database(reynard_db_fresh):
+    command.downgrade(reynard_db_fresh.config, "base")
+
+
+def test_logging_intact_after_alembic(caplog):
+    APP.warning("still logging")
+    assert not APP.disabled
+    assert "still logging" in caplog.text
+
+
+def test_pytest_alembic(alembic_runner):
+    alembic_runner.migrate_up_to("heads")
+
+
+def test_logging_intact_after_pytest_alembic(caplog):
+    APP.warning("still logging")
+    assert "still logging" in caplog.text
+"""
+
+
+def test_env_py_calling_fileconfig_unguarded(project: Path) -> None:
+    """``fileConfig(config.config_file_name)`` with no None check, as many env.py have:
+    it gets a real file, and pytest's capture and the application's loggers survive it."""
+    env_py = project / "migrations" / "env.py"
+    source = env_py.read_text()
+    guarded = "if config.config_file_name is not None:\n    fileConfig(config.config_file_name)"
+    assert guarded in source
+    env_py.write_text(source.replace(guarded, "fileConfig(config.config_file_name)"))
+    (project / "test_logging.py").write_text(LOGGING_TESTS)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=app"],
+        cwd=project,
+        env=_user_shell(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+    code, out, err = run_cli(project, "check", "--only", "upgrade,stairway")
+    assert code == 0, out + err
+    assert "Running upgrade" not in err and "INFO" not in err, err  # checks stay quiet

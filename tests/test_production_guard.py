@@ -228,3 +228,24 @@ def _connections(server: EphemeralServer) -> int:
     assert server.process.base_dir is not None
     log = (server.process.base_dir / "_TunedPostgresql.log").read_text(errors="replace")
     return len(re.findall(r"connection received: ", log))
+
+
+def test_a_connection_opened_while_migrating_goes_to_the_migrated_database(
+    armed: EphemeralServer, decoy: EphemeralServer
+) -> None:
+    """An env.py reading its own variable still migrates the throw-away database."""
+    url = armed.create_database("test_migrated")
+    before = _connections(decoy)
+    with GUARD.migrating(url):
+        with create_engine(_decoy_prod(decoy)).connect() as conn:
+            assert conn.execute(text("SELECT current_database()")).scalar() == "test_migrated"
+        conninfo = f"host=127.0.0.1 port={decoy.url.port} dbname=prod user=postgres"
+        with psycopg.connect(conninfo) as raw:
+            row = raw.execute("SELECT current_database()").fetchone()
+            assert row is not None and row[0] == "test_migrated"
+    assert _connections(decoy) == before
+    assert any(
+        f":{decoy.url.port}/prod -> " in r and "/test_migrated" in r for r in GUARD.redirects
+    )
+    with pytest.raises(GuardRefused):  # outside a migration: refused again
+        create_engine(_decoy_prod(decoy)).connect()

@@ -16,6 +16,8 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.types import TypeEngine
 
+from ..guard import GUARD
+from ..logs import preserved_logging
 from ..manager import MigrationManager, exported
 from .result import CheckResult
 from .runner import CheckRunner
@@ -69,6 +71,8 @@ def differences(manager: MigrationManager) -> list[Any]:
         manager.locked() as connection,
         exported(manager.url_envs, manager.url),
         EnvironmentContext(manager.config(connection), script, fn=compare),
+        preserved_logging(),
+        GUARD.migrating(manager.url),
     ):
         script.run_env()
     return found

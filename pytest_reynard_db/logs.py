@@ -1,0 +1,87 @@
+"""What an ``env.py``'s ``fileConfig`` may do to the process's logging, and how it is undone.
+
+Almost every ``env.py`` starts with ``fileConfig(config.config_file_name)``, many
+without checking for ``None``. That call replaces the root logger's handlers
+(pytest's log capture among them), disables every logger that existed before
+it (the application's), and prints each migration step. So a Config made for
+quiet use (tests, checks) names ``silent_ini``: a real file, a copy of the
+project's ini whose logging sections log nothing; and every ``env.py`` run of
+ours is wrapped in ``preserved_logging``, which puts back what ``fileConfig``
+changed.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+LOGGING_SECTIONS = ("loggers", "handlers", "formatters")
+LOGGING_PREFIXES = ("logger_", "handler_", "formatter_")
+SILENT = {
+    "loggers": {"keys": "root"},
+    "handlers": {"keys": "silent"},
+    "formatters": {"keys": ""},
+    "logger_root": {"level": "WARNING", "handlers": "silent"},
+    "handler_silent": {"class": "NullHandler", "args": "()"},
+}
+
+
+def silent_ini(ini: Path) -> Path:
+    """A copy of ``ini`` with logging sections that log nothing (made once per content).
+
+    Every other section is kept, so an ``env.py`` reading one through the file
+    name still finds it.
+    """
+    source = ini.read_bytes()
+    digest = hashlib.sha256(str(ini).encode() + b"\0" + source).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"reynard-db-silent-{digest}.ini"
+    if target.exists():
+        return target
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(source.decode("utf-8", errors="replace"), source=str(ini))
+    for section in parser.sections():
+        if section in LOGGING_SECTIONS or section.startswith(LOGGING_PREFIXES):
+            parser.remove_section(section)
+    parser.read_dict(SILENT)
+    scratch = target.with_suffix(f".{digest}.tmp")
+    with scratch.open("w", encoding="utf-8") as handle:
+        parser.write(handle)
+    scratch.replace(target)  # atomic: a concurrent reader sees the whole file or none
+    return target
+
+
+@contextmanager
+def preserved_logging() -> Iterator[None]:
+    """Put the logging configuration back as it was when the block began.
+
+    Restores the root logger's handlers and level, and each existing logger's
+    level, handlers, ``propagate`` and ``disabled`` flag (``fileConfig`` disables
+    every logger it does not name).
+    """
+    root = logging.getLogger()
+    saved_root = (list(root.handlers), root.level)
+    saved = [
+        (logger, logger.handlers[:], logger.level, logger.propagate, logger.disabled)
+        for logger in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(logger, logging.Logger)
+    ]
+    try:
+        yield
+    finally:
+        # Only what changed: setLevel clears every logger's cache, once per call.
+        if root.handlers != saved_root[0]:
+            root.handlers[:] = saved_root[0]
+        if root.level != saved_root[1]:
+            root.setLevel(saved_root[1])
+        for logger, handlers, level, propagate, disabled in saved:
+            if logger.handlers != handlers:
+                logger.handlers[:] = handlers
+            if logger.level != level:
+                logger.setLevel(level)
+            logger.propagate = propagate
+            logger.disabled = disabled
