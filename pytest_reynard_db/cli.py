@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from . import graph, mirror, text
 from .checks import enabled_checks, needs_server, run_checks, select_checks
@@ -37,11 +37,11 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     """Run the CLI; returns the exit code (``console_scripts`` exits with it)."""
     out = stdout if stdout is not None else sys.stdout
     parser = build_parser()
+    remember_secrets(*(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help(out)
         return 2
-    remember_secrets(*(sys.argv[1:] if argv is None else argv))
     try:
         registry = load_registry(args.project)
         return int(args.handler(args, registry, out))
@@ -57,10 +57,17 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse quotes a bad argument back (``unrecognized arguments: --ulr=postgresql://u:pw@``):
+    its usage errors go through the same masking as every other message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {redact(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Manage the Alembic trees of a project's databases."
-    )
+    parser = _Parser(prog=PROG, description="Manage the Alembic trees of a project's databases.")
     parser.add_argument("--project", metavar="DIR", help="project root (default: found upward)")
     verbs = parser.add_subparsers(title="verbs", metavar="VERB")
 

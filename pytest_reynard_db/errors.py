@@ -43,3 +43,7 @@ class CheckFailed(ReynardDBError):
     """A check or ``copy --check`` found a problem (exit 1)."""
 
     exit_code = 1
+
+
+class GuardRefused(ReynardDBError):
+    """A connection to a database the harness did not create (exit 2); see ``guard``."""

@@ -9,7 +9,7 @@ rolled-back transactions on a session clone.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -29,12 +29,33 @@ if TYPE_CHECKING:
     from .runstate import RunState
 
 STATE = pytest.StashKey["RunState"]()
+EARLY_GUARD = pytest.StashKey[ExitStack]()
 MARKER = "reynard_db"
 
 
 # -- hooks -----------------------------------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Arm the guard before any conftest is imported: an application a conftest imports
+    may connect at import time, and a pooled connection made then would serve tests."""
+    try:
+        settings = get_settings(early_config, early=True)
+    except pytest.UsageError:
+        return  # pytest_configure says it
+    if not settings.active:
+        return
+    from .registry import find_project_root, load_registry
+    from .runstate import guard_the_run
+
+    try:
+        registry = load_registry(find_project_root(early_config.rootpath))
+        early_config.stash[EARLY_GUARD] = guard_the_run(registry, settings)
+    except ReynardDBError:
+        return  # a bad registry: pytest_configure reports it, once
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,7 +71,7 @@ def pytest_configure(config: pytest.Config) -> None:
     with _harness_errors(usage=True):  # a bad registry or name: one error, not one per test
         for name in settings.databases:
             state.registry.get(name)
-        state.arm()
+        state.arm(config.stash.get(EARLY_GUARD, None))
     config.stash[STATE] = state
     # Registered now, after every entry-point plugin: these definitions of
     # pytest-alembic's fixtures are the later ones, so they win whatever the load order.
@@ -79,6 +100,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
         state.close()
+    elif EARLY_GUARD in config.stash:  # armed early, then the run never started
+        config.stash[EARLY_GUARD].close()
 
 
 @pytest.hookimpl(wrapper=True)

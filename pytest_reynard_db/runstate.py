@@ -24,6 +24,16 @@ from .urls import admin_url, remember_secrets
 WORKER_KEY = "reynard_db"
 
 
+def guard_the_run(registry: Registry, settings: Settings) -> ExitStack:
+    """Arm the guard and hide the production URL variables; closing the stack undoes both."""
+    remember_secrets(settings.url, *settings.allow)
+    stack = ExitStack()
+    stack.enter_context(GUARD.armed_for(opt_in_hint="--reynard-db-allow=URL", allow=settings.allow))
+    variables = {db.url_env for db in registry.databases.values()} | set(COMMON_URL_VARIABLES)
+    stack.enter_context(hidden_variables(tuple(sorted(variables))))
+    return stack
+
+
 class RunState:
     """This process's view of the run: settings, registry, server and provisioner."""
 
@@ -45,17 +55,11 @@ class RunState:
         self._run_record: Path | None = None
         self._armed = ExitStack()
 
-    def arm(self) -> None:
+    def arm(self, early: ExitStack | None = None) -> None:
         """From now until ``close``: only the run's own databases (and the opt-in ones)
-        can be connected to, and the production URL variables are hidden."""
-        remember_secrets(self.settings.url, *self.settings.allow)
-        self._armed.enter_context(
-            GUARD.armed_for(opt_in_hint="--reynard-db-allow=URL", allow=self.settings.allow)
-        )
-        variables = {db.url_env for db in self.registry.databases.values()}
-        self._armed.enter_context(
-            hidden_variables(tuple(sorted(variables | set(COMMON_URL_VARIABLES))))
-        )
+        can be connected to, and the production URL variables are hidden. ``early``:
+        the guard armed before the conftests were imported (``guard_the_run``)."""
+        self._armed = early if early is not None else guard_the_run(self.registry, self.settings)
 
     @property
     def registry(self) -> Registry:

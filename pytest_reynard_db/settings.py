@@ -73,12 +73,20 @@ def add_options(parser: pytest.Parser) -> None:
                 parser.addini(key, help_, type="string", default=None)
 
 
-def get_settings(config: pytest.Config) -> Settings:
-    """Resolve every setting in one place (pytest-postgresql's ``get_config`` pattern)."""
+def get_settings(config: pytest.Config, *, early: bool = False) -> Settings:
+    """Resolve every setting in one place (pytest-postgresql's ``get_config`` pattern).
+
+    ``early``: before ``pytest_configure``, when only the known arguments are parsed.
+    """
+
+    def option(name: str) -> Any:
+        if early:
+            return getattr(config.known_args_namespace, name, None)
+        return config.getoption(name)
 
     def pick(name: str) -> Any:
         for value in (
-            config.getoption(name),
+            option(name),
             config.getini(name),
             config.getini(name.replace("_", "-")),
         ):

@@ -25,8 +25,10 @@ MAINTENANCE_DATABASE = "postgres"
 _REMEMBERED: set[str] = set()
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(//)?")
+# password=..., ?password=..., 'password': '...', password: ..., PGPASSWORD=...
 _SECRET_PARAM = re.compile(
-    r"(?i)\b(" + "|".join(SECRET_KEYS) + r")(\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)"
+    r"(?i)(['\"]?\b(?:pg)?(?:" + "|".join(SECRET_KEYS) + r")['\"]?)(\s*[=:]\s*)"
+    r"('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^&\s,;)}]*)"
 )
 # A URL inside free text (an exception message): a scheme, then anything up to white
 # space or a closing quote or bracket.
@@ -164,7 +166,7 @@ def _password_of(value: str | URL) -> str | None:
         return value.password if isinstance(value.password, str) else None
     found = _SECRET_PARAM.search(value)
     if found:
-        return found.group(3).strip("'")
+        return found.group(3).strip("'\"")
     try:
         password = make_url(value).password
     except (ArgumentError, ValueError):

@@ -174,3 +174,40 @@ def test_env_py_calling_fileconfig_unguarded(project: Path) -> None:
     code, out, err = run_cli(project, "check", "--only", "upgrade,stairway")
     assert code == 0, out + err
     assert "Running upgrade" not in err and "INFO" not in err, err  # checks stay quiet
+
+
+@pytest.mark.parametrize("variable", ["DATABASE_URL", "MYAPP_URL"])
+def test_an_application_connecting_at_conftest_import_is_refused(
+    project: Path, decoy: EphemeralServer, variable: str
+) -> None:
+    """The guard is armed before conftests are imported: an application that connects at
+    import time (and whose pooled connection would serve the tests) reaches nothing."""
+    (project / "myapp.py").write_text(
+        "import os\n"
+        "from sqlalchemy import MetaData, create_engine\n"
+        f"engine = create_engine(os.environ[{variable!r}])\n"
+        "MetaData().reflect(bind=engine)\n"
+    )
+    (project / "conftest.py").write_text("import myapp  # noqa: F401\n")
+    (project / "test_app.py").write_text(
+        "from sqlalchemy import text\n"
+        "import myapp\n\n"
+        "def test_delete(reynard_db):\n"
+        "    with myapp.engine.begin() as conn:\n"
+        "        conn.execute(text('DROP TABLE IF EXISTS precious'))\n"
+    )
+    production = decoy.database_url("app").render_as_string(hide_password=False)
+    before = _connections(decoy)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=app"],
+        cwd=project,
+        env={**_user_shell(), variable: production, "PYTHONPATH": str(project)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    expected = "refused a connection" if variable == "MYAPP_URL" else "KeyError: 'DATABASE_URL'"
+    assert expected in output, output
+    assert _connections(decoy) == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -117,8 +118,13 @@ def test_target_follows_libpq_defaults_and_overrides() -> None:
 def decoy() -> Iterator[EphemeralServer]:
     """A 'production' server. Started with the harness's own code, so taken off the
     guard's list: for the guard it is somebody else's server."""
-    with EphemeralServer.start(settings=("log_connections=on",)) as server:
+    # cluster_name: a server of somebody else's (ours are named reynard-db), for the net too
+    with EphemeralServer.start(
+        settings=("log_connections=on", "cluster_name=production")
+    ) as server:
         server.create_database("prod")
+        with server.connect("prod") as conn:
+            conn.execute("CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
         yield server
 
 
@@ -249,3 +255,190 @@ def test_a_connection_opened_while_migrating_goes_to_the_migrated_database(
     )
     with pytest.raises(GuardRefused):  # outside a migration: refused again
         create_engine(_decoy_prod(decoy)).connect()
+
+
+# -- what a hostile tester found (each failed before its fix) ----------------------------------
+def _precious(decoy: EphemeralServer) -> list[tuple[int]]:
+    """The decoy's rows, read by the test itself (allowed for the read, then forgotten)."""
+    GUARD.allow_database(decoy.database_url("prod"))
+    try:
+        with decoy.connect("prod") as conn:
+            return [tuple(row) for row in conn.execute("SELECT id FROM precious ORDER BY id")]
+    finally:
+        GUARD.forget_server(decoy.url)
+
+
+def test_a_listener_added_to_an_engine_later_cannot_redirect_it(
+    armed: EphemeralServer, decoy: EphemeralServer
+) -> None:
+    """A per-engine ``do_connect`` listener (a token injector) runs after the class-level
+    ones: the check sits after all of them, in the dialect's connect."""
+    from sqlalchemy import event
+
+    before = _connections(decoy)
+    for driver, key in (("psycopg2", "dbname"), ("pg8000", "database"), ("psycopg", "dbname")):
+        url = armed.create_database(f"test_listener_{driver}")
+        engine = create_engine(url.set(drivername=f"postgresql+{driver}"))
+
+        @event.listens_for(engine, "do_connect")
+        def to_production(dialect, conn_rec, cargs, cparams, key=key):  # type: ignore[no-untyped-def]
+            cparams.update({"port": decoy.url.port, key: "prod"})
+
+        with pytest.raises(GuardRefused, match=rf":{decoy.url.port}/prod"):
+            engine.connect()
+    assert _connections(decoy) == before
+
+
+def test_a_creator_is_caught_by_the_net_before_any_statement(
+    armed: EphemeralServer, decoy: EphemeralServer
+) -> None:
+    """``creator=`` skips every check made before connecting: the pool's connect event
+    asks the server where it is and closes the connection before the caller's SQL."""
+    import pg8000
+    import psycopg2
+
+    port = decoy.url.port
+    creators = (
+        lambda: psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="prod"),
+        lambda: pg8000.connect(host="127.0.0.1", port=port, user="postgres", database="prod"),
+    )
+    for creator in creators:
+        engine = create_engine("postgresql+psycopg2://", creator=creator)
+        with (
+            pytest.raises(GuardRefused, match="reached database 'prod'"),
+            engine.begin() as conn,
+        ):
+            conn.execute(text("DELETE FROM precious"))
+    assert _precious(decoy) == [(1,)]
+
+
+def test_asyncpg_reads_a_dsn_its_own_way(armed: EphemeralServer, decoy: EphemeralServer) -> None:
+    """asyncpg lets the DSN's host and path win over its query string; libpq the reverse.
+    Both readings must be allowed."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    ours = armed.url
+    dsn = (
+        f"postgresql://postgres@127.0.0.1:{decoy.url.port}/prod"
+        f"?host={ours.host}&port={ours.port}&dbname=postgres"
+    )
+
+    async def attempt() -> None:
+        engine = create_async_engine("postgresql+asyncpg://", connect_args={"dsn": dsn})
+        try:
+            async with engine.connect():
+                pass
+        finally:
+            await engine.dispose()
+
+    before = _connections(decoy)
+    with pytest.raises(GuardRefused):
+        asyncio.run(attempt())
+    assert _connections(decoy) == before
+
+
+def test_pg8000_is_judged_as_pg8000_connects(
+    armed: EphemeralServer, decoy: EphemeralServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pg8000 ignores ``PG*`` variables and dials ``unix_sock`` itself."""
+    assert decoy.process.base_dir is not None
+    ours = armed.url
+    socket = decoy.process.base_dir / "tmp" / f".s.PGSQL.{decoy.url.port}"
+    before = _connections(decoy)
+    with pytest.raises(GuardRefused):
+        create_engine(
+            f"postgresql+pg8000://postgres@{ours.host}:{ours.port}/prod",
+            connect_args={"unix_sock": str(socket)},
+        ).connect()
+    monkeypatch.setenv("PGHOST", str(ours.host))  # libpq would go there; pg8000 does not
+    monkeypatch.setenv("PGPORT", str(ours.port))
+    with pytest.raises(GuardRefused):
+        create_engine(
+            "postgresql+pg8000://postgres@/prod", connect_args={"port": decoy.url.port}
+        ).connect()
+    assert _connections(decoy) == before
+
+
+def test_a_service_file_is_read_as_libpq_reads_it(
+    armed: EphemeralServer, decoy: EphemeralServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service can add ``hostaddr``, which beats the given host."""
+    ours = armed.url
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[evil]\nhostaddr=127.0.0.1\nport={decoy.url.port}\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    before = _connections(decoy)
+    with pytest.raises(GuardRefused):  # the service's port wins over nothing given
+        psycopg.connect(host=str(ours.host), dbname="prod", user="postgres", service="evil")
+    with pytest.raises(GuardRefused, match="service 'missing'"):
+        psycopg.connect(host=str(ours.host), port=ours.port, dbname="x", service="missing")
+    assert _connections(decoy) == before
+
+
+def test_a_socket_path_is_judged_after_its_symlinks(
+    armed: EphemeralServer, decoy: EphemeralServer, tmp_path: Path
+) -> None:
+    """``L/../sockD`` reads as ``sockD``, but the kernel follows ``L`` first."""
+    assert decoy.process.base_dir is not None
+    port = decoy.url.port
+    allowed, fake = tmp_path / "sockD", tmp_path / "fake"
+    allowed.mkdir()
+    (fake / "x").mkdir(parents=True)
+    (fake / "sockD").mkdir()
+    (fake / "sockD" / f".s.PGSQL.{port}").symlink_to(
+        decoy.process.base_dir / "tmp" / f".s.PGSQL.{port}"
+    )
+    (tmp_path / "L").symlink_to(fake / "x")
+    GUARD.allow_database(f"postgresql://postgres@/prod?host={allowed}&port={port}")
+    before = _connections(decoy)
+    with pytest.raises(GuardRefused):
+        psycopg.connect(host=f"{tmp_path}/L/../sockD", port=port, dbname="prod", user="postgres")
+    assert _connections(decoy) == before
+
+
+def test_a_redirect_leaves_nothing_for_the_environment_to_decide(
+    armed: EphemeralServer, decoy: EphemeralServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """env.py changing ``PGHOST``/``PGPORT`` after the redirect was decided changes nothing."""
+    url = armed.create_database("test_redirect_explicit")
+    before = _connections(decoy)
+    with GUARD.migrating(url):
+        monkeypatch.setenv("PGHOST", "127.0.0.1")
+        monkeypatch.setenv("PGPORT", str(decoy.url.port))
+        with create_engine("postgresql+psycopg:///prod").connect() as conn:
+            assert conn.execute(text("SELECT current_database()")).scalar() == url.database
+    assert _connections(decoy) == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("check", f"--ulr=postgresql://postgres:{SECRET}@h/postgres"),
+        ("current", "main", f"postgresql://postgres:{SECRET}@h/reynard"),
+        ("lint", "main", "--format", f"postgresql://postgres:{SECRET}@h/reynard"),
+    ],
+)
+def test_a_mistyped_command_line_does_not_echo_a_password(
+    argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse quotes a bad argument back; the quote is masked like any message."""
+    from pytest_reynard_db.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and SECRET not in err and "r3tPw" not in err, err
+
+
+@pytest.mark.parametrize(
+    "text_",
+    [
+        f"params = {{'host': 'h', 'password': '{SECRET}', 'port': 5}}",
+        f"password: {SECRET}",
+        f"PGPASSWORD={SECRET} psql",
+        f'password="{SECRET} x"',
+    ],
+)
+def test_redact_masks_password_assignments_of_every_shape(text_: str) -> None:
+    assert "r3tPw" not in redact(text_, ())

@@ -25,7 +25,7 @@ import testing.postgresql
 from filelock import FileLock, Timeout
 
 from ..errors import ServerError
-from ..guard import GUARD
+from ..guard import GUARD, HARNESS_CLUSTER_NAME
 from .binaries import Binaries, find_binaries
 from .reaper import (
     owner_record,
@@ -51,6 +51,7 @@ TUNING = (
     "shared_buffers=64MB",
     "max_wal_size=1GB",
     "checkpoint_timeout=30min",
+    f"cluster_name={HARNESS_CLUSTER_NAME}",  # how the guard's net knows a server of ours
 )
 INITDB_ARGS = ("-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
 

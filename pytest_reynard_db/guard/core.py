@@ -1,0 +1,201 @@
+"""The guard's state and decision: the allow-list, the run it is armed for, redirects.
+
+Allowed: every database of a server the harness started itself
+(``allow_server``), each database the harness created on a server it did not
+start (``allow_database``, the janitor calls it), that server's maintenance
+database, and what the user opted in to (``--reynard-db-allow`` / ``--allow``).
+While the harness migrates a database (``migrating``), a connection to anything
+else is redirected into it; otherwise it is refused with ``GuardRefused``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from ..errors import GuardRefused
+from ..urls import parse_url, remember_secrets
+from . import hooks
+from .target import LIBPQ, Endpoint, Target, redirected, targets_of, url_target
+
+#: ``cluster_name`` of every server the harness starts (``postgres.executor``).
+HARNESS_CLUSTER_NAME = "reynard-db"
+
+
+class Guard:
+    """The allow-list and the hooks; one per process (``GUARD``), armed while a run lasts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._servers: set[Endpoint] = set()
+        self._databases: set[tuple[Endpoint, str]] = set()
+        self._opt_in_hint = "--reynard-db-allow=URL"
+        self._migrating: ContextVar[tuple[Target, str | None] | None] = ContextVar(
+            "reynard_db_migrating", default=None
+        )
+        self._redirects: dict[str, None] = {}
+
+    @property
+    def armed(self) -> bool:
+        return self._depth > 0
+
+    @contextmanager
+    def armed_for(self, *, opt_in_hint: str, allow: tuple[str, ...] = ()) -> Iterator[None]:
+        """Refuse every connection not allowed while the block runs (nests)."""
+        self.arm(opt_in_hint=opt_in_hint, allow=allow)
+        try:
+            yield
+        finally:
+            self.disarm()
+
+    def arm(self, *, opt_in_hint: str, allow: tuple[str, ...] = ()) -> None:
+        """Start refusing; ``allow``: URLs of databases opted in (a bad one: ``ConfigError``,
+        and nothing is armed)."""
+        opted_in = [url_target(url) for url in allow]
+        with self._lock:
+            if self._depth == 0:
+                self._opt_in_hint = opt_in_hint
+                hooks.install(self)
+            self._depth += 1
+            for target in opted_in:
+                self._databases.update((e, target.dbname) for e in target.endpoints)
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._depth = max(0, self._depth - 1)
+            if self._depth == 0:
+                hooks.remove()
+                self._servers.clear()
+                self._databases.clear()
+                self._redirects.clear()
+
+    # -- the allow-list -------------------------------------------------------------------
+    def allow_server(self, url: str | URL) -> None:
+        """Every database of this server: one the harness started (its every database is ours).
+
+        Like every ``allow_*``, a no-op while disarmed: nothing allowed outside a run
+        carries over into the next one.
+        """
+        if not self.armed:
+            return
+        with self._lock:
+            self._servers.update(url_target(url).endpoints)
+
+    def forget_server(self, url: str | URL) -> None:
+        """Take a server off the list (a test's decoy started with the harness's code)."""
+        endpoints = set(url_target(url).endpoints)
+        with self._lock:
+            self._servers -= endpoints
+            self._databases = {(e, n) for e, n in self._databases if e not in endpoints}
+
+    def allow_database(self, url: str | URL, name: str | None = None) -> None:
+        """One database (``url``'s, or ``name`` on ``url``'s server)."""
+        if not self.armed:
+            return
+        target = url_target(url)
+        with self._lock:
+            for endpoint in target.endpoints:
+                self._databases.add((endpoint, name or target.dbname))
+
+    def allows(self, target: Target) -> bool:
+        """Every endpoint of ``target`` is an allowed server, or holds an allowed database."""
+        with self._lock:
+            return all(
+                endpoint in self._servers or (endpoint, target.dbname) in self._databases
+                for endpoint in target.endpoints
+            )
+
+    @contextmanager
+    def migrating(self, url: str | URL) -> Iterator[None]:
+        """While the harness migrates ``url``: a connection that ``env.py`` opens to a
+        database not allowed goes to ``url`` instead.
+
+        An ``env.py`` that reads its own variable (``APP_DATABASE_URL``, a ``.env``
+        file) then still migrates the throw-away database, and the check checks it.
+        """
+        parsed = parse_url(url)
+        # Computed now, every keyword explicit: a redirect must not let the environment
+        # (a PGHOST that env.py changes) pick the host afterwards.
+        token = self._migrating.set((url_target(parsed), parsed.password))
+        try:
+            yield
+        finally:
+            self._migrating.reset(token)
+
+    @property
+    def redirects(self) -> list[str]:
+        """Each redirected target, once: ``<asked> -> <migrated instead>`` (masked)."""
+        with self._lock:
+            return list(self._redirects)
+
+    # -- the decision ---------------------------------------------------------------------
+    def check(self, params: Mapping[str, Any], *, family: str = LIBPQ) -> dict[str, Any] | None:
+        """How a connection with ``params`` (for a driver of ``family``) may be opened:
+        as asked (None), redirected (the parameters to use instead), or not at all
+        (``GuardRefused``)."""
+        __tracebackhide__ = True  # pytest --showlocals: params may hold a password
+        if not self.armed:
+            return None
+        targets = targets_of(params, family=family)
+        refused = [t for t in targets if not self.allows(t)]
+        if not refused:
+            return None
+        migrating = self._migrating.get()
+        if migrating is not None:
+            into, password = migrating
+            with self._lock:
+                self._redirects.setdefault(f"{refused[0].shown()} -> {into.shown()}")
+            return redirected(params, into, password, family=family)
+        raise GuardRefused(
+            f"refused a connection to {refused[0].shown()}: not a database this run created "
+            f"(expected {self._describe_allowed()}); to allow it on purpose, "
+            f"pass {self._opt_in_hint}"
+        )
+
+    def allows_connected(self, dbname: str, cluster_name: str) -> bool:
+        """What a connection reached, as the server says it, is allowed (the net behind
+        the checks before connecting; see ``hooks``): a database allowed by name, or
+        any on a server the harness started (named so by its ``cluster_name``)."""
+        with self._lock:
+            if self._servers and cluster_name.startswith(HARNESS_CLUSTER_NAME):
+                return True
+            return any(name == dbname for _, name in self._databases)
+
+    def _describe_allowed(self) -> str:
+        with self._lock:
+            servers = sorted(str(e) for e in self._servers)
+            names = sorted(f"{e}/{n}" for e, n in self._databases if e not in self._servers)
+        shown = [f"any database on {s}" for s in servers] + names
+        if len(shown) > 3:
+            shown[3:] = ["..."]
+        return "; ".join(shown) or "no database yet"
+
+
+GUARD = Guard()
+
+#: Read by countless applications and ``env.py`` files for the production URL.
+COMMON_URL_VARIABLES = ("DATABASE_URL",)
+
+
+@contextmanager
+def hidden_variables(names: tuple[str, ...]) -> Iterator[None]:
+    """Remove ``names`` from the environment while the block runs, then put them back.
+
+    Inside a test run the production URLs have no business being readable: code
+    under test that reads one then fails to find it, instead of finding production.
+    """
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    remember_secrets(*saved.values())  # out of the environment, still out of every message
+    try:
+        yield
+    finally:
+        for name in names:
+            os.environ.pop(name, None)
+        os.environ.update(saved)

@@ -1,0 +1,145 @@
+"""Where the guard sits: the places every PostgreSQL connection of the process passes.
+
+Before a connection is opened, on its final parameters:
+
+- SQLAlchemy: ``DefaultDialect.connect``, the one call every engine's pool makes
+  after every ``do_connect`` listener has had its say (a listener added to an
+  engine later, such as one that injects a token, may still change the
+  parameters: so the check comes after all of them);
+- psycopg 3: ``Connection._get_connection_params``, its documented hook for
+  "manipulate connection parameters before connecting", for code that connects
+  without SQLAlchemy (our own admin connections among it).
+
+After it is opened, as a net for what bypasses both (an engine's ``creator=``
+or ``async_creator=``, a ``do_connect`` listener that connects by itself, a
+driver that reads its parameters differently from what the guard computed):
+SQLAlchemy's pool ``connect`` event asks the server which database it reached
+and closes the connection, before any statement of the caller's, unless it is
+allowed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from ..errors import GuardRefused
+from .target import driver_family
+
+if TYPE_CHECKING:
+    from .core import Guard
+
+#: The guard the hooks consult while installed.
+_guard: Guard | None = None
+_originals: dict[Any, Any] = {}
+NET_QUERY = "SELECT current_database(), current_setting('cluster_name')"
+POSTGRESQL_MODULES = ("psycopg", "psycopg2", "pg8000", "asyncpg")
+
+
+def install(guard: Guard) -> None:
+    """Put the hooks in place (once; ``remove`` takes them out)."""
+    global _guard
+    if _originals:
+        return
+    _guard = guard
+    import psycopg
+    from sqlalchemy import event
+    from sqlalchemy.engine.default import DefaultDialect
+    from sqlalchemy.pool import Pool
+
+    for cls in (psycopg.Connection, psycopg.AsyncConnection):
+        original = cls.__dict__.get("_get_connection_params")
+        if original is not None:  # an older psycopg: SQLAlchemy's hooks still guard
+            _originals[cls] = original
+            cls._get_connection_params = _checked_params(original)  # type: ignore[method-assign]
+    _originals[DefaultDialect] = DefaultDialect.connect
+    DefaultDialect.connect = _checked_dialect_connect(DefaultDialect.connect)  # type: ignore[method-assign]
+    event.listen(Pool, "connect", _verify_connected)
+    _originals[Pool] = True
+
+
+def remove() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    for owner, original in list(_originals.items()):
+        if owner is Pool:
+            event.remove(Pool, "connect", _verify_connected)
+        elif owner.__name__ == "DefaultDialect":
+            owner.connect = original
+        else:
+            owner._get_connection_params = original
+    _originals.clear()
+
+
+def _check(params: dict[str, Any], family: str) -> dict[str, Any] | None:
+    __tracebackhide__ = True
+    return _guard.check(params, family=family) if _guard is not None else None
+
+
+# -- psycopg ------------------------------------------------------------------------------
+def _checked_params(original: Any) -> Any:
+    """``original`` (a classmethod, sync or async) followed by the guard's check."""
+    function = original.__func__
+    if inspect.iscoroutinefunction(function):
+
+        async def checked_async(klass: type, /, conninfo: str, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            params = await function(klass, conninfo, **kwargs)
+            return _check(params, "libpq") or params
+
+        return classmethod(checked_async)
+
+    def checked(klass: type, /, conninfo: str, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        params = function(klass, conninfo, **kwargs)
+        return _check(params, "libpq") or params
+
+    return classmethod(checked)
+
+
+# -- SQLAlchemy -----------------------------------------------------------------------------
+def _checked_dialect_connect(original: Any) -> Any:
+    def connect(dialect: Any, *cargs: Any, **cparams: Any) -> Any:
+        __tracebackhide__ = True
+        if dialect.name == "postgresql":
+            extra = {k: cparams.pop(k) for k in ("async_creator_fn",) if k in cparams}
+            params = dict(cparams)
+            positional = [a for a in cargs if isinstance(a, str)]
+            if positional:
+                params.setdefault("dsn", positional[0])
+            replacement = _check(params, driver_family(dialect.driver))
+            if replacement is not None:
+                cargs, cparams = (), replacement
+            cparams.update(extra)
+        return original(dialect, *cargs, **cparams)
+
+    return connect
+
+
+def _verify_connected(dbapi_connection: Any, connection_record: Any) -> None:
+    """The net: ask the server where this new connection is; close it if not allowed."""
+    __tracebackhide__ = True
+    guard = _guard
+    module = type(dbapi_connection).__module__
+    if guard is None or not guard.armed:
+        return
+    if not (
+        module.split(".")[0] in POSTGRESQL_MODULES
+        or module.startswith("sqlalchemy.dialects.postgresql")
+    ):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(NET_QUERY)
+        dbname, cluster_name = cursor.fetchone()
+    finally:
+        cursor.close()
+        dbapi_connection.rollback()  # leave it idle, as the pool expects it
+    if not guard.allows_connected(str(dbname), str(cluster_name or "")):
+        dbapi_connection.close()
+        raise GuardRefused(
+            f"refused a connection that reached database {dbname!r} on a server the harness "
+            "did not start, past the checks before connecting (an engine's creator=, or a "
+            "do_connect listener that connects by itself); closed before any statement"
+        )
