@@ -159,12 +159,15 @@ class Guard:
             f"pass {self._opt_in_hint}"
         )
 
-    def allows_connected(self, dbname: str, cluster_name: str) -> bool:
+    def allows_connected(self, dbname: str, cluster_name: str, port: int) -> bool:
         """What a connection reached, as the server says it, is allowed (the net behind
         the checks before connecting; see ``hooks``): a database allowed by name, or
-        any on a server the harness started (named so by its ``cluster_name``)."""
+        any on a server the harness started (named so by its ``cluster_name``; a kept
+        server started before servers were named: by its port)."""
         with self._lock:
             if self._servers and cluster_name.startswith(HARNESS_CLUSTER_NAME):
+                return True
+            if not cluster_name and any(e.port == port for e in self._servers):
                 return True
             return any(name == dbname for _, name in self._databases)
 

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 #: The guard the hooks consult while installed.
 _guard: Guard | None = None
 _originals: dict[Any, Any] = {}
-NET_QUERY = "SELECT current_database(), current_setting('cluster_name')"
+NET_QUERY = (
+    "SELECT current_database(), current_setting('cluster_name'), current_setting('port')::int"
+)
 POSTGRESQL_MODULES = ("psycopg", "psycopg2", "pg8000", "asyncpg")
 
 
@@ -132,11 +134,11 @@ def _verify_connected(dbapi_connection: Any, connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(NET_QUERY)
-        dbname, cluster_name = cursor.fetchone()
+        dbname, cluster_name, port = cursor.fetchone()
     finally:
         cursor.close()
         dbapi_connection.rollback()  # leave it idle, as the pool expects it
-    if not guard.allows_connected(str(dbname), str(cluster_name or "")):
+    if not guard.allows_connected(str(dbname), str(cluster_name or ""), int(port)):
         dbapi_connection.close()
         raise GuardRefused(
             f"refused a connection that reached database {dbname!r} on a server the harness "
