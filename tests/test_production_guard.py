@@ -289,26 +289,34 @@ def test_a_listener_added_to_an_engine_later_cannot_redirect_it(
     assert _connections(decoy) == before
 
 
-def test_a_creator_is_caught_by_the_net_before_any_statement(
+def test_a_creator_is_caught_before_connecting_or_by_the_net(
     armed: EphemeralServer, decoy: EphemeralServer
 ) -> None:
-    """``creator=`` skips every check made before connecting: the pool's connect event
-    asks the server where it is and closes the connection before the caller's SQL."""
+    """``creator=`` skips SQLAlchemy's checks: the drivers' own hooks refuse it before it
+    connects, and what even those miss (libpq's lowest level) the pool's connect event
+    stops: it asks the server where it is and closes the connection before any SQL."""
     import pg8000
     import psycopg2
 
     port = decoy.url.port
-    creators = (
-        lambda: psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="prod"),
-        lambda: pg8000.connect(host="127.0.0.1", port=port, user="postgres", database="prod"),
-    )
-    for creator in creators:
-        engine = create_engine("postgresql+psycopg2://", creator=creator)
-        with (
-            pytest.raises(GuardRefused, match="reached database 'prod'"),
-            engine.begin() as conn,
-        ):
-            conn.execute(text("DELETE FROM precious"))
+    conninfo = f"host=127.0.0.1 port={port} user=postgres dbname=prod"
+    creators = {
+        "refused a connection to": (
+            lambda: psycopg2.connect(conninfo),
+            lambda: pg8000.connect(host="127.0.0.1", port=port, user="postgres", database="prod"),
+        ),
+        "reached database 'prod'": (
+            lambda: psycopg.Connection(psycopg.pq.PGconn.connect(conninfo.encode())),
+        ),
+    }
+    for message, makers in creators.items():
+        for creator in makers:
+            engine = create_engine("postgresql+psycopg://", creator=creator)
+            with (
+                pytest.raises(GuardRefused, match=message),
+                engine.begin() as conn,
+            ):
+                conn.execute(text("DELETE FROM precious"))
     assert _precious(decoy) == [(1,)]
 
 
@@ -442,3 +450,39 @@ def test_a_mistyped_command_line_does_not_echo_a_password(
 )
 def test_redact_masks_password_assignments_of_every_shape(text_: str) -> None:
     assert "r3tPw" not in redact(text_, ())
+
+
+def test_the_other_drivers_called_directly_are_guarded(
+    armed: EphemeralServer, decoy: EphemeralServer
+) -> None:
+    """psycopg2, pg8000 and asyncpg without SQLAlchemy: refused before connecting, and
+    redirected while the harness migrates, like every other connection."""
+    import asyncpg
+    import pg8000.native
+    import psycopg2
+
+    port = decoy.url.port
+    attempts = {
+        "psycopg2": lambda: psycopg2.connect(f"host=127.0.0.1 port={port} dbname=prod"),
+        "psycopg2_kwargs": lambda: psycopg2.connect(host="127.0.0.1", port=port, dbname="prod"),
+        "pg8000": lambda: pg8000.native.Connection("postgres", port=port, database="prod"),
+        "asyncpg": lambda: asyncio.run(
+            asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/prod")
+        ),
+    }
+    before = _connections(decoy)
+    for name, attempt in attempts.items():
+        with pytest.raises(GuardRefused, match=rf":{port}/prod"):
+            attempt()
+            pytest.fail(f"{name} connected")
+    url = armed.create_database("test_direct_redirect")
+    with GUARD.migrating(url):
+        raw = psycopg2.connect(host="127.0.0.1", port=port, dbname="prod", user="postgres")
+        with raw, raw.cursor() as cursor:
+            cursor.execute("SELECT current_database()")
+            assert cursor.fetchone() == ("test_direct_redirect",)
+        raw.close()
+        native = pg8000.native.Connection("postgres", port=port, database="prod")
+        assert native.run("SELECT current_database()") == [["test_direct_redirect"]]
+        native.close()
+    assert _connections(decoy) == before

@@ -58,6 +58,7 @@ def install(guard: Guard) -> None:
     DefaultDialect.connect = _checked_dialect_connect(DefaultDialect.connect)  # type: ignore[method-assign]
     event.listen(Pool, "connect", _verify_connected)
     _originals[Pool] = True
+    _patch_drivers()
 
 
 def remove() -> None:
@@ -67,6 +68,8 @@ def remove() -> None:
     for owner, original in list(_originals.items()):
         if owner is Pool:
             event.remove(Pool, "connect", _verify_connected)
+        elif isinstance(owner, tuple):  # (module or class, attribute name)
+            setattr(owner[0], owner[1], original)
         elif owner.__name__ == "DefaultDialect":
             owner.connect = original
         else:
@@ -98,6 +101,76 @@ def _checked_params(original: Any) -> Any:
         return _check(params, "libpq") or params
 
     return classmethod(checked)
+
+
+# -- the other drivers, called directly ------------------------------------------------------
+def _patch_drivers() -> None:
+    """psycopg2, asyncpg and pg8000, where installed, at the call every connect of theirs
+    makes (so a ``connect`` imported by name before the run is guarded too)."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is not None:
+        import psycopg2
+
+        _replace(psycopg2, "_connect", _psycopg2_connect(psycopg2._connect))
+    if importlib.util.find_spec("pg8000") is not None:
+        import pg8000.core
+
+        core = pg8000.core.CoreConnection
+        _replace(core, "__init__", _pg8000_init(core.__init__))
+    if importlib.util.find_spec("asyncpg") is not None:
+        import asyncpg.connect_utils
+
+        utils = asyncpg.connect_utils
+        _replace(utils, "_connect", _asyncpg_connect(utils._connect))
+
+
+def _replace(owner: Any, name: str, replacement: Any) -> None:
+    _originals[(owner, name)] = getattr(owner, name)
+    setattr(owner, name, replacement)
+
+
+def _psycopg2_connect(original: Any) -> Any:
+    def connect(dsn: str, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        replacement = _check({"dsn": dsn}, "libpq")
+        if replacement is not None:
+            from psycopg.conninfo import make_conninfo
+
+            dsn = make_conninfo("", **replacement)
+        return original(dsn, *args, **kwargs)
+
+    return connect
+
+
+def _pg8000_init(original: Any) -> Any:
+    def init(self: Any, user: Any, *args: Any, **kwargs: Any) -> None:
+        __tracebackhide__ = True
+        names = ("host", "database", "port", "password", "source_address", "unix_sock")
+        kwargs.update(zip(names, args, strict=False))  # positional as pg8000 declares them
+        params = {"host": "localhost", "port": 5432, **kwargs, "user": user}
+        replacement = _check(params, "pg8000")
+        if replacement is not None:
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("host", "unix_sock", "sock")}
+            kwargs.update(replacement)
+            user = kwargs.pop("user")
+        original(self, user, **kwargs)
+
+    return init
+
+
+def _asyncpg_connect(original: Any) -> Any:
+    async def connect(**kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        params = {k: kwargs.get(k) for k in ("dsn", "host", "port", "user", "database")}
+        params["password"] = kwargs.get("password")
+        replacement = _check({k: v for k, v in params.items() if v is not None}, "asyncpg")
+        if replacement is not None:
+            kwargs.update({k: None for k in ("dsn", "host", "port", "user", "database")})
+            kwargs.update(replacement)
+        return await original(**kwargs)
+
+    return connect
 
 
 # -- SQLAlchemy -----------------------------------------------------------------------------
