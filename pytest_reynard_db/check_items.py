@@ -35,13 +35,15 @@ class ReynardChecks(pytest.Collector):
         self._runners: dict[str, CheckRunner] = {}
 
     def collect(self) -> Iterator[pytest.Item]:
-        names = self.state.settings.databases or tuple(self.state.registry.databases)
+        registry = self.state.registry
+        # every database, a broken one too: its items fail with its one-line error
+        names = self.state.settings.databases or (*registry.databases, *registry.broken)
         # lint and locks are opt-in: collected only when [tool.reynard-db.lint] enables them
-        checks = select_checks(None, enabled_checks(self.state.registry))
+        checks = select_checks(None, enabled_checks(registry))
         for name in names:
-            db = self.state.registry.get(name)
+            db = registry.databases.get(name)
             for check in checks:
-                if check == "mirror_sync" and not db.mirror_of:
+                if check == "mirror_sync" and db is not None and not db.mirror_of:
                     continue  # does not apply: no item, as no JSON entry
                 yield CheckItem.from_parent(
                     self, name=f"{name}::{check}", database=name, check=check

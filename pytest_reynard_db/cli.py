@@ -44,6 +44,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         return 2
     try:
         registry = load_registry(args.project)
+        for warning in registry.warnings:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
         return int(args.handler(args, registry, out))
     except ReynardDBError as exc:
         print(f"{PROG}: error: {redact(exc)}", file=sys.stderr)
@@ -175,6 +177,9 @@ def cmd_list(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
                 heads,
             )
         )
+    for broken in registry.broken.values():
+        rows.append((broken.name, broken.database, "-", "-", "-", f"error: {broken.error}"))
+        status = broken.error.exit_code
     text.print_table(rows, out)
     return status
 
@@ -298,6 +303,11 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     ):
         results = run_checks(registry, databases, server, only=only, progress=progress)
     (print_json if args.json else print_table)(results, out)
+    broken = [] if args.dbs else list(registry.broken.values())
+    for entry in broken:  # every database was asked for: a broken one is said, and counts
+        print(f"{PROG}: error: {redact(entry.error)}", file=sys.stderr)
+    if broken:
+        return broken[0].error.exit_code
     return 1 if any(not r.ok for r in results) else 0
 
 

@@ -143,7 +143,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     where = mask_url(state.settings.url) if state.settings.url else "an ephemeral server"
     reuse = " (reused between runs)" if state.settings.reuse else ""
     names = ", ".join(state.settings.databases) or "none"
-    return [f"reynard-db: databases {names} on {where}{reuse}, source={state.settings.source}"]
+    lines = [f"reynard-db: databases {names} on {where}{reuse}, source={state.settings.source}"]
+    return lines + [f"reynard-db: warning: {w}" for w in state.registry.warnings]
 
 
 @pytest.hookimpl(tryfirst=True)

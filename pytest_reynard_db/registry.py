@@ -104,6 +104,16 @@ class Database:
 
 
 @dataclass(frozen=True)
+class Broken:
+    """A registry entry that could not be read: what is known of it, and why."""
+
+    name: str
+    database: str
+    url_env: str
+    error: ConfigError
+
+
+@dataclass(frozen=True)
 class Registry:
     """All databases of one project, by name, in declaration order."""
 
@@ -111,18 +121,25 @@ class Registry:
     source: Path
     databases: dict[str, Database] = field(default_factory=dict)
     lint: Mapping[str, Any] = field(default_factory=dict)
+    #: Entries whose configuration is broken: each fails alone, when it is used.
+    broken: dict[str, Broken] = field(default_factory=dict)
+    #: What Alembic accepts but a user should hear about (a versions folder git dropped).
+    warnings: list[str] = field(default_factory=list)
 
     def get(self, name: str) -> Database:
+        if name in self.broken:
+            raise self.broken[name].error
         try:
             return self.databases[name]
         except KeyError:
-            known = ", ".join(self.databases) or "none"
+            known = ", ".join([*self.databases, *self.broken]) or "none"
             raise UnknownDatabaseError(
                 f"unknown database {name!r} in {self.source} (known: {known})"
             ) from None
 
     def select(self, names: Iterable[str] = ()) -> list[Database]:
-        """The named databases (all of them when ``names`` is empty)."""
+        """The named databases (every working one when ``names`` is empty; a named broken
+        one raises its error)."""
         names = list(names)
         return [self.get(n) for n in names] if names else list(self.databases.values())
 
@@ -146,14 +163,26 @@ class Registry:
         ``url_env`` and, for a mirror, its sources' (a mirror's ``env.py`` is often a
         copy of the production one, reading the production variable)."""
         envs: list[str] = []
-        db: Database | None = self.get(name)
-        while db is not None:
+        current: str | None = name
+        while current is not None and current not in envs:
+            if current in self.broken:
+                envs.append(self.broken[current].url_env)
+                break
+            db = self.get(current)
             envs.append(db.url_env)
-            db = self.get(db.mirror_of) if db.mirror_of else None
+            current = db.mirror_of
         return list(dict.fromkeys(envs))
 
+    def production_variables(self) -> set[str]:
+        """Every registered ``url_env``, broken entries' too (they still name production)."""
+        return {db.url_env for db in self.databases.values()} | {
+            b.url_env for b in self.broken.values()
+        }
+
     def production_names(self) -> set[str]:
-        return {db.database for db in self.databases.values()}
+        return {db.database for db in self.databases.values()} | {
+            b.database for b in self.broken.values()
+        }
 
     def refuse_production(self, url: URL, *, option: str) -> None:
         """An admin URL naming a registered production database is a mistake, never a
@@ -190,9 +219,31 @@ def load_registry(project: Path | str | None = None) -> Registry:
         lint: Mapping[str, Any] = {}
     else:
         specs, lint = _read_table(pyproject, table)
-    databases = {name: _build(root, pyproject, name, spec) for name, spec in specs.items()}
-    _check_mirrors(pyproject, databases)
-    return Registry(root=root, source=pyproject, databases=databases, lint=lint)
+    databases: dict[str, Database] = {}
+    broken: dict[str, Broken] = {}
+    warnings: list[str] = []
+    for name, spec in specs.items():
+        try:
+            databases[name] = _build(root, pyproject, name, spec, warnings)
+        except ConfigError as exc:
+            broken[name] = _broken(name, spec, exc)
+    for name, error in _mirror_errors(pyproject, databases, broken).items():
+        broken[name] = _broken(name, specs[name], error)
+        del databases[name]
+    return Registry(
+        root=root,
+        source=pyproject,
+        databases=databases,
+        lint=lint,
+        broken=broken,
+        warnings=warnings,
+    )
+
+
+def _broken(name: str, spec: Mapping[str, Any], error: ConfigError) -> Broken:
+    database = spec.get("database") if isinstance(spec.get("database"), str) else None
+    url_env = spec.get("url_env") if isinstance(spec.get("url_env"), str) else None
+    return Broken(name, database or name, url_env or f"{name.upper()}_DATABASE_URL", error)
 
 
 def _read_table(pyproject: Path, table: Any) -> tuple[dict[str, dict[str, Any]], Mapping[str, Any]]:
@@ -210,15 +261,19 @@ def _read_table(pyproject: Path, table: Any) -> tuple[dict[str, dict[str, Any]],
         here = f"[tool.reynard-db.databases.{name}]"
         if not isinstance(spec, dict):
             raise ConfigError(f"{pyproject}: {here} must be a table")
-        for key, value in spec.items():
-            if key not in DATABASE_KEYS:
-                raise ConfigError(f"{pyproject}: {here}: unknown key {key!r}")
-            if not isinstance(value, str):
-                raise ConfigError(f"{pyproject}: {here}: {key} must be a string")
-        if "ini" not in spec:
-            raise ConfigError(f"{pyproject}: {here}: missing key 'ini'")
         specs[name] = spec
     return specs, _read_lint(pyproject, table.get("lint", {}))
+
+
+def _check_spec(pyproject: Path, name: str, spec: Mapping[str, Any]) -> None:
+    here = f"[tool.reynard-db.databases.{name}]"
+    for key, value in spec.items():
+        if key not in DATABASE_KEYS:
+            raise ConfigError(f"{pyproject}: {here}: unknown key {key!r}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{pyproject}: {here}: {key} must be a string")
+    if "ini" not in spec:
+        raise ConfigError(f"{pyproject}: {here}: missing key 'ini'")
 
 
 def _read_lint(pyproject: Path, lint: Any) -> Mapping[str, Any]:
@@ -254,7 +309,10 @@ def _discover(root: Path) -> dict[str, dict[str, Any]]:
     return specs
 
 
-def _build(root: Path, pyproject: Path, name: str, spec: Mapping[str, Any]) -> Database:
+def _build(
+    root: Path, pyproject: Path, name: str, spec: Mapping[str, Any], warnings: list[str]
+) -> Database:
+    _check_spec(pyproject, name, spec)
     here = f"[tool.reynard-db.databases.{name}]"
     ini = (root / spec["ini"]).resolve()
     if not ini.is_file():
@@ -269,15 +327,16 @@ def _build(root: Path, pyproject: Path, name: str, spec: Mapping[str, Any]) -> D
         raise ConfigError(f"{ini}: unreadable ini: {one_line(exc)}") from None
     if not script_location:
         raise ConfigError(f"{ini}: [alembic] script_location is missing")
-    script_dir = _resolve(ini.parent, script_location)
-    if not script_dir.is_dir():
-        raise ConfigError(f"{ini}: script_location: no such directory: {script_dir}")
+    script_dir = _script_dir(ini, script_location)
     locations = tuple(_resolve(ini.parent, p) for p in version_locations or ())
     if not locations:
         locations = (script_dir / "versions",)
     for location in locations:
-        if not location.is_dir():
-            raise ConfigError(f"{ini}: version_locations: no such directory: {location}")
+        if location.exists() and not location.is_dir():
+            raise ConfigError(f"{ini}: version_locations: not a directory: {location}")
+        if not location.exists():
+            # git keeps no empty folder; Alembic accepts a missing one, and so do we
+            warnings.append(f"{ini}: version_locations: no such directory (yet): {location}")
     database = spec.get("database") or _database_from_url(ini_url) or name
     return Database(
         name=name,
@@ -292,21 +351,46 @@ def _build(root: Path, pyproject: Path, name: str, spec: Mapping[str, Any]) -> D
     )
 
 
-def _check_mirrors(pyproject: Path, databases: Mapping[str, Database]) -> None:
+def _mirror_errors(
+    pyproject: Path, databases: Mapping[str, Database], broken: Mapping[str, Broken]
+) -> dict[str, ConfigError]:
+    """Each database whose ``mirror_of`` names no database or closes a cycle.
+
+    A mirror of a broken source stays usable for what needs only its own tree.
+    """
+    errors: dict[str, ConfigError] = {}
     for db in databases.values():
         if db.mirror_of is None:
             continue
         here = f"[tool.reynard-db.databases.{db.name}]"
-        if db.mirror_of not in databases:
-            raise ConfigError(f"{pyproject}: {here}: mirror_of: unknown database {db.mirror_of!r}")
+        if db.mirror_of not in databases and db.mirror_of not in broken:
+            errors[db.name] = ConfigError(
+                f"{pyproject}: {here}: mirror_of: unknown database {db.mirror_of!r}"
+            )
+            continue
         seen = [db.name]
         current: str | None = db.mirror_of
-        while current is not None:
+        while current is not None and current in databases:
             if current in seen:
                 cycle = " -> ".join([*seen, current])
-                raise ConfigError(f"{pyproject}: {here}: mirror_of: cycle {cycle}")
+                errors[db.name] = ConfigError(f"{pyproject}: {here}: mirror_of: cycle {cycle}")
+                break
             seen.append(current)
             current = databases[current].mirror_of
+    return errors
+
+
+def _script_dir(ini: Path, script_location: str) -> Path:
+    """``script_location`` relative to the ini's folder, else (as Alembic resolves it) to
+    the current directory; neither existing is one error naming both."""
+    beside_ini = _resolve(ini.parent, script_location)
+    if beside_ini.is_dir():
+        return beside_ini
+    from_cwd = Path(script_location).resolve()
+    if from_cwd.is_dir():
+        return from_cwd
+    tried = beside_ini if from_cwd == beside_ini else f"{beside_ini} nor {from_cwd}"
+    raise ConfigError(f"{ini}: script_location: no such directory: {tried}")
 
 
 def _resolve(base: Path, location: str) -> Path:

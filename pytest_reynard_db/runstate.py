@@ -29,7 +29,7 @@ def guard_the_run(registry: Registry, settings: Settings) -> ExitStack:
     remember_secrets(settings.url, *settings.allow)
     stack = ExitStack()
     stack.enter_context(GUARD.armed_for(opt_in_hint="--reynard-db-allow=URL", allow=settings.allow))
-    variables = {db.url_env for db in registry.databases.values()} | set(COMMON_URL_VARIABLES)
+    variables = registry.production_variables() | set(COMMON_URL_VARIABLES)
     stack.enter_context(hidden_variables(tuple(sorted(variables))))
     return stack
 

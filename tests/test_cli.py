@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -250,3 +251,25 @@ def test_seed_scripts_are_shims(project: Path) -> None:
     )
     assert migrate.returncode == 0, migrate.stderr
     assert list((project / "alembic/main/versions").glob("*_via_shim.py"))
+
+
+def test_one_broken_entry_does_not_stop_verbs_on_the_others(project: Path) -> None:
+    """``heads ecs`` works when ``ecs_e2e``'s ini is broken; ``list`` shows the broken one
+    with its reason and exits 2; a versions folder git dropped is a warning."""
+    (project / "alembic_ecs_e2e.ini").write_text("[alembic\nscript_location = x\n")
+    main_ini = project / "alembic_main.ini"
+    main_ini.write_text(
+        main_ini.read_text().replace(
+            "version_locations = %(here)s/alembic/main/versions",
+            "version_locations = %(here)s/alembic/main/versions:%(here)s/alembic/main/gone",
+        )
+    )
+    code, out, err = run_cli(project, "heads", "ecs")
+    assert code == 0 and "ec5000000004" in out, out + err
+    code, out, err = run_cli(project, "list")
+    assert code == 2, out + err
+    assert re.search(r"^ecs_e2e .*error: .*alembic_ecs_e2e\.ini: unreadable ini", out, re.M), out
+    assert re.search(r"^ecs +reynard_ecs ", out, re.M), out
+    assert "warning: " in err and "alembic/main/gone" in err, err
+    code, out, err = run_cli(project, "heads", "ecs_e2e")
+    assert code == 2 and "unreadable ini" in err and "Traceback" not in err, err
