@@ -299,7 +299,12 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     progress = progress_line(sys.stderr) if sys.stderr.isatty() else None
     with (
         _throwaway_only(args),
-        scratch_server(args.url, needed=needs_server(only, enabled), registry=registry) as server,
+        scratch_server(
+            args.url,
+            needed=needs_server(only, enabled),
+            registry=registry,
+            allow=tuple(args.allow),
+        ) as server,
     ):
         results = run_checks(registry, databases, server, only=only, progress=progress)
     (print_json if args.json else print_table)(results, out)
@@ -317,7 +322,9 @@ def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     reports: list[RevisionReport] = []
     with (
         _throwaway_only(args),
-        scratch_server(args.url, needed=args.only != "lint", registry=registry) as server,
+        scratch_server(
+            args.url, needed=args.only != "lint", registry=registry, allow=tuple(args.allow)
+        ) as server,
     ):
         runner = CheckRunner(db, registry, server)
         if args.only != "locks":

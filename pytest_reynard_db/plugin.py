@@ -8,6 +8,7 @@ rolled-back transactions on a session clone.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 STATE = pytest.StashKey["RunState"]()
 EARLY_GUARD = pytest.StashKey[ExitStack]()
+REDIRECTS_KEY = "reynard_db_redirects"
 MARKER = "reynard_db"
 
 
@@ -65,6 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = get_settings(config)
     if not settings.active:
         return
+    _REPORTED.clear()
     from .runstate import RunState
 
     state = RunState(config, settings)
@@ -99,7 +102,12 @@ def pytest_configure_node(node: Any) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
-        state.close()
+        try:
+            state.close()
+        except ReynardDBError as exc:  # the run is over: say it in one line, no traceback
+            from .urls import redact
+
+            sys.stderr.write(f"reynard-db: clean-up failed: {redact(exc)}\n")
     elif EARLY_GUARD in config.stash:  # armed early, then the run never started
         config.stash[EARLY_GUARD].close()
 
@@ -122,13 +130,30 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     pytest_alembic_compat.install(session.config)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """xdist worker: hand the guard's redirects to the controller, which reports them."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and STATE in session.config.stash:
+        from .guard import GUARD
+
+        workeroutput[REDIRECTS_KEY] = GUARD.redirects
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    state = node.config.stash.get(STATE, None)
+    if state is not None:
+        state.worker_redirects.extend(getattr(node, "workeroutput", {}).get(REDIRECTS_KEY, ()))
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """Say where the guard sent a connection env.py opened elsewhere (see ``guard``)."""
-    if STATE not in config.stash:
+    state = config.stash.get(STATE, None)
+    if state is None:
         return
     from .guard import GUARD
 
-    for redirect in GUARD.redirects:
+    for redirect in dict.fromkeys([*GUARD.redirects, *state.worker_redirects]):
         terminalreporter.write_line(
             f"reynard-db: env.py connected to {redirect} (redirected by the production guard)"
         )
@@ -188,15 +213,28 @@ def _state(request: pytest.FixtureRequest) -> RunState:
 
 @contextmanager
 def _harness_errors(*, usage: bool = False) -> Iterator[None]:
-    """A harness failure is one line naming database, file and error, not a traceback."""
+    """A harness failure is one line naming database, file and error, not a traceback;
+    reported in full once, and by a one-line pointer in every later test that needs it."""
     try:
         yield
     except ReynardDBError as exc:
         from .urls import redact
 
-        if usage:
-            raise pytest.UsageError(f"reynard-db: {redact(exc)}") from None
-        pytest.fail(f"reynard-db: {redact(exc)}", pytrace=False)
+        message = f"reynard-db: {redact(exc)}"
+    else:
+        return
+    if message in _REPORTED:
+        message = f"reynard-db: failed as reported for an earlier test: {message[12:92]}..."
+    elif not usage:
+        _REPORTED.add(message)
+    # from None: the cause is in the message; no "during handling of the above" chain
+    if usage:
+        raise pytest.UsageError(message) from None
+    raise pytest.fail.Exception(message, pytrace=False) from None
+
+
+#: Harness failures already reported in full in this run (see ``_harness_errors``).
+_REPORTED: set[str] = set()
 
 
 @pytest.fixture(scope="session")

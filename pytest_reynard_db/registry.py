@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 from .errors import ConfigError, UnknownDatabaseError
 from .logs import silent_ini
 from .text import one_line
-from .urls import parse_url, with_driver
+from .urls import MAINTENANCE_DATABASE, admin_url, parse_url, with_driver
 
 DATABASE_KEYS = frozenset({"ini", "database", "url_env", "mirror_of", "description"})
 TOP_LEVEL_KEYS = frozenset({"databases", "lint"})
@@ -29,6 +29,8 @@ TOP_LEVEL_KEYS = frozenset({"databases", "lint"})
 #: assumes, and the opt-in checks (``lint``, ``locks``) that ``check`` runs.
 LINT_KEYS = frozenset({"exclude", "pg_version", "enabled"})
 INI_PREFIX = "alembic_"
+#: Databases an admin URL may name: the server's own, holding no application's data.
+MAINTENANCE_DATABASES = ("postgres", "template1")
 
 
 @dataclass(frozen=True)
@@ -184,14 +186,28 @@ class Registry:
             b.database for b in self.broken.values()
         }
 
-    def refuse_production(self, url: URL, *, option: str) -> None:
-        """An admin URL naming a registered production database is a mistake, never a
-        target for throw-away databases."""
+    def refuse_production(
+        self, url: URL, *, option: str, allow: tuple[str, ...] = (), allow_option: str = ""
+    ) -> None:
+        """An admin URL must name the server's maintenance database: the harness connects
+        to it for its own admin work, so a registered production database there is a
+        mistake, and so is any other application database (``?dbname=prod``) unless the
+        user opted in to exactly that URL."""
         if url.database in self.production_names():
             raise ConfigError(
                 f"refusing {option}: it names the production database {url.database!r}; "
                 "give the server's admin URL (e.g. .../postgres)"
             )
+        database = url.database or MAINTENANCE_DATABASE
+        if database in MAINTENANCE_DATABASES or database.startswith("test_"):
+            return
+        if any(_same_database(url, other) for other in allow):
+            return
+        raise ConfigError(
+            f"refusing {option}: it names database {database!r}, not a maintenance database "
+            f"({', '.join(MAINTENANCE_DATABASES)}), and the harness connects to it; give the "
+            f"server's admin URL, or to use this database anyway pass it to {allow_option} too"
+        )
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -397,6 +413,14 @@ def _resolve(base: Path, location: str) -> Path:
     """A path from an ini, relative to the ini's folder (Alembic's ``%(here)s``)."""
     path = Path(location)
     return (path if path.is_absolute() else base / path).resolve()
+
+
+def _same_database(url: URL, other: str) -> bool:
+    try:
+        parsed = admin_url(other, origin="opt-in")
+    except ConfigError:
+        return False
+    return (parsed.host, parsed.port, parsed.database) == (url.host, url.port, url.database)
 
 
 def _database_from_url(url: str | None) -> str | None:

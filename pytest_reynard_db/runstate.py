@@ -54,6 +54,8 @@ class RunState:
         self._provisioner: Provisioner | None = None
         self._run_record: Path | None = None
         self._armed = ExitStack()
+        #: xdist controller: what the workers' guards redirected (reported at the end).
+        self.worker_redirects: list[str] = []
 
     def arm(self, early: ExitStack | None = None) -> None:
         """From now until ``close``: only the run's own databases (and the opt-in ones)
@@ -72,7 +74,12 @@ class RunState:
         if self._server is None:
             if self.settings.url:
                 url = admin_url(self.settings.url, origin="--reynard-db-url")
-                self.registry.refuse_production(url, option="--reynard-db-url")
+                self.registry.refuse_production(
+                    url,
+                    option="--reynard-db-url",
+                    allow=self.settings.allow,
+                    allow_option="--reynard-db-allow",
+                )
                 self._server = ExistingServer(url)
             elif self.inherited_url:
                 self._server = Server(self.inherited_url)
@@ -129,7 +136,7 @@ class RunState:
                 stack.callback(self._run_record.unlink, missing_ok=True)
             if self._server is not None:
                 stack.callback(self._server.close)
-            if isinstance(self._server, ExistingServer):
+            if isinstance(self._server, ExistingServer) and self._server.reached:
                 # Databases a test made by hand with reynard_db_server.create_database.
                 stack.callback(self._server.stop)
                 if not self.is_worker:  # the run's databases, whichever worker made them

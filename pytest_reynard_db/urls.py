@@ -118,9 +118,7 @@ def remember_secrets(*values: str | URL | None) -> None:
     """Note the passwords of these URLs (or conninfo strings): ``redact`` removes them
     wherever they appear, even outside anything that looks like a URL."""
     for value in values:
-        password = _password_of(value) if value else None
-        if password and len(password) >= 4:
-            _REMEMBERED.add(password)
+        _REMEMBERED.update(_secret_pieces(_password_of(value) if value else None))
 
 
 def known_secrets() -> tuple[str, ...]:
@@ -128,10 +126,17 @@ def known_secrets() -> tuple[str, ...]:
     found = set(_REMEMBERED)
     for value in os.environ.values():
         if "://" in value or "password" in value.lower():
-            password = _password_of(value)
-            if password and len(password) >= 4:
-                found.add(password)
+            found.update(_secret_pieces(_password_of(value)))
     return tuple(found)
+
+
+def _secret_pieces(password: str | None) -> set[str]:
+    """A password, and its pieces: one holding "@" or "/" is split there by URL parsers,
+    which then show its tail as a host ("failed to resolve host 'r3tPw@h'")."""
+    if not password:
+        return set()
+    pieces = {password, *password.split("@"), *password.split("/")}
+    return {piece for piece in pieces if len(piece) >= 4}
 
 
 def redact(text: object, secrets: tuple[str, ...] | None = None) -> str:
@@ -162,19 +167,19 @@ def with_database(url: str | URL, database: str) -> URL:
 
 
 def _password_of(value: str | URL) -> str | None:
+    """The password in a URL or conninfo, read as text: everything between the user's
+    ``:`` and the *last* ``@`` (a URL parser stops at the first, and would show the rest
+    as the host)."""
     if isinstance(value, URL):
         return value.password if isinstance(value.password, str) else None
     found = _SECRET_PARAM.search(value)
     if found:
         return found.group(3).strip("'\"")
-    try:
-        password = make_url(value).password
-    except (ArgumentError, ValueError):
-        password = None
-    if password is None and "@" in value:
-        userinfo = value.rpartition("@")[0].split("//", 1)[-1]
-        password = userinfo.partition(":")[2] or None
-    return password if isinstance(password, str) else None
+    if "@" not in value:
+        return None
+    scheme = _SCHEME.match(value)
+    userinfo = value[scheme.end() if scheme else 0 :].rpartition("@")[0]
+    return userinfo.partition(":")[2] or None
 
 
 def _looks_like_host_port(rest: str) -> bool:

@@ -8,7 +8,7 @@ refuses the credentials; ``{no_createdb}`` names a role that may not create
 databases. Every run also proves that the password of any URL given
 (``s3cr3t``) appears nowhere in stdout or stderr.
 
-29 bad inputs are covered (``len(CASES)``), plus a database name with quotes,
+30 bad inputs are covered (``len(CASES)``), plus a database name with quotes,
 spaces and a semicolon that is created exactly as named and never run as SQL.
 """
 
@@ -119,8 +119,10 @@ CASES: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], int, str]
      r"cannot connect to .*u:\*\*\*@127\.0\.0\.1:99999/x: .*invalid port"),
     ("closed-port", None, ("current", "main", "--url", "{closed}"), 2,
      r"database 'main': cannot connect to .*u:\*\*\*@127\.0\.0\.1:\d+/x: .*Connection refused"),
-    ("check-closed-port", None, ("check", "main", "--url", "{closed}"), 2,
-     r"cannot connect to .*u:\*\*\*@127\.0\.0\.1:\d+/x: .*Connection refused"),
+    ("check-closed-port", None, ("check", "main", "--url", "{closed_admin}"), 2,
+     r"cannot connect to .*u:\*\*\*@127\.0\.0\.1:\d+/postgres: .*Connection refused"),
+    ("check-on-an-application-database", None, ("check", "main", "--url", "{closed}"), 2,
+     r"refusing --url: it names database 'x', not a maintenance database"),
     ("check-on-production", None, ("check", "main", "--url", "{closed_production}"), 2,
      r"refusing --url: it names the production database 'reynard'"),
     ("silent-server", None, ("upgrade", "main", "--url", "{silent}"), 2,
@@ -207,6 +209,7 @@ def test_bad_input(
     port = password_server.url.port
     urls = {
         "closed": f"postgresql://u:{SECRET}@127.0.0.1:{closed_port}/x",
+        "closed_admin": f"postgresql://u:{SECRET}@127.0.0.1:{closed_port}/postgres",
         "closed_production": f"postgresql://u:{SECRET}@127.0.0.1:{closed_port}/reynard",
         "silent": f"postgresql://u:{SECRET}@127.0.0.1:{silent_port}/x",
         "wrong_password": f"postgresql://app:{SECRET}@127.0.0.1:{port}/postgres",

@@ -437,3 +437,22 @@ def test_checks_as_items(project: pytest.Pytester) -> None:
         "--reynard-db=main", "--reynard-db-checks", "-p", "no:cacheprovider", "-k", "single_head"
     )
     selected.assert_outcomes(passed=1, deselected=4)
+
+
+def test_a_harness_failure_is_reported_once_in_full(project: pytest.Pytester) -> None:
+    """An unreachable server: one error in full, later tests point at it; no traceback, no
+    chained exceptions, and the run's clean-up ends quietly."""
+    project.makepyfile(
+        test_x="def test_a(reynard_db):\n    pass\ndef test_b(reynard_db_fresh):\n    pass\n"
+    )
+    result = project.runpytest_subprocess(
+        "--reynard-db=main",
+        "--reynard-db-url=postgresql://u:pw@127.0.0.1:1/postgres",
+        "-p",
+        "no:cacheprovider",
+    )
+    result.assert_outcomes(errors=2)
+    output = result.stdout.str() + result.stderr.str()
+    assert output.count("\nreynard-db: cannot connect to") == 1, output  # the summary aside
+    assert "reynard-db: failed as reported for an earlier test" in output
+    assert "Traceback" not in output and "During handling" not in output, output

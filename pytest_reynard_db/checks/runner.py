@@ -128,7 +128,11 @@ def scratch_name(database: str, purpose: str) -> str:
 
 @contextmanager
 def scratch_server(
-    admin_url: str | URL | None, *, needed: bool = True, registry: Registry | None = None
+    admin_url: str | URL | None,
+    *,
+    needed: bool = True,
+    registry: Registry | None = None,
+    allow: tuple[str, ...] = (),
 ) -> Iterator[Server | None]:
     """The server for throw-away databases: ours (ephemeral) unless ``admin_url`` names one.
 
@@ -142,7 +146,7 @@ def scratch_server(
     if admin_url is not None:
         url = canonical_admin_url(admin_url, origin="--url")  # what libpq would reach
         if registry is not None:
-            registry.refuse_production(url, option="--url")
+            registry.refuse_production(url, option="--url", allow=allow, allow_option="--allow")
         existing = ExistingServer(url)
         _ = existing.version  # unreachable: one ServerError now (exit 2), not a failed check each
         try:

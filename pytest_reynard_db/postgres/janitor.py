@@ -38,6 +38,8 @@ class Server:
         self.url: URL = admin_url(url, origin="server URL")
         GUARD.allow_database(self.url)
         self.guarded = guarded
+        #: Whether a connection ever succeeded (an unreachable server has nothing to clean).
+        self.reached = False
         self.created: set[str] = set()
         self._admin: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
@@ -51,9 +53,11 @@ class Server:
         """A new autocommit psycopg connection (a clear ``ServerError`` if unreachable)."""
         url = self.url if database is None else self.url.set(database=database)
         try:
-            return psycopg.connect(**_connect_args(url), autocommit=True)
+            connection = psycopg.connect(**_connect_args(url), autocommit=True)
         except psycopg.Error as exc:
             raise ServerError(f"cannot connect to {mask_url(url)}: {first_line(exc)}") from None
+        self.reached = True
+        return connection
 
     @contextmanager
     def admin(self) -> Iterator[psycopg.Connection[Any]]:
