@@ -59,6 +59,7 @@ def _build(script: ScriptDirectory) -> _Graph:
     }
     order = _topological(revisions, {rid: set(parents[rid]) | depends[rid] for rid in revisions})
     keys = _node_keys(order)
+    short = short_ids(order)
     nodes: list[_Node] = []
     edges: list[tuple[str, str]] = []
     dashed: list[tuple[str, str]] = []
@@ -73,7 +74,7 @@ def _build(script: ScriptDirectory) -> _Graph:
             )
             if present
         )
-        nodes.append(_Node(rid, keys[rid], _label(rev, marks), marks))
+        nodes.append(_Node(rid, keys[rid], _label(rev, short[rid], marks), marks))
         edges.extend((keys[p], keys[rid]) for p in sorted(parents[rid]) if p in keys)
         dashed.extend((keys[d], keys[rid]) for d in sorted(depends[rid]) if d in keys)
     return _Graph(tuple(nodes), tuple(edges), tuple(dashed))
@@ -133,9 +134,25 @@ def _node_keys(order: list[str]) -> dict[str, str]:
     return keys
 
 
-def _label(rev: Script, marks: tuple[str, ...]) -> str:
+def short_ids(revisions: Iterable[str], minimum: int = SHORT_ID) -> dict[str, str]:
+    """Each id cut to ``minimum`` characters, or longer where that would not be unique
+    (``20250127_000000`` and ``20250127_000001`` share their first twelve), as git
+    abbreviates commits."""
+    ids = list(revisions)
+    short: dict[str, str] = {}
+    for rid in ids:
+        length = minimum
+        while length < len(rid) and any(
+            other != rid and other[:length] == rid[:length] for other in ids
+        ):
+            length += 1
+        short[rid] = rid[:length]
+    return short
+
+
+def _label(rev: Script, short_id: str, marks: tuple[str, ...]) -> str:
     message = " ".join((rev.doc or "").split())
-    parts = [rev.revision[:SHORT_ID]]
+    parts = [short_id]
     if message:
         parts.append(message)
     parts.extend(f"({mark})" for mark in MARKS if mark in marks)

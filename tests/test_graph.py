@@ -136,3 +136,16 @@ def test_output_is_deterministic(branched: ScriptDirectory, tmp_path: Path, fmt:
 def test_unknown_format_raises(linear: ScriptDirectory) -> None:
     with pytest.raises(ValueError, match="svg"):
         render(linear, "svg")
+
+
+def test_short_ids_stay_unique() -> None:
+    """Ids cut to 12 characters collided (``20250127_000000``, ``20250127_000001``)."""
+    from pytest_reynard_db.graph import short_ids
+
+    short = short_ids(["20250127_000000", "20250127_000001", "abcdef0123456789", "x"])
+    assert short == {
+        "20250127_000000": "20250127_000000",
+        "20250127_000001": "20250127_000001",
+        "abcdef0123456789": "abcdef012345",
+        "x": "x",
+    }
