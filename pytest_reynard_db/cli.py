@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import NoReturn, TextIO
@@ -49,6 +50,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         return int(args.handler(args, registry, out))
     except ReynardDBError as exc:
         print(f"{PROG}: error: {redact(exc)}", file=sys.stderr)
+        if args.traceback:  # the whole chain, for a bug report or an env.py to debug
+            print(redact("".join(traceback.format_exception(exc))), end="", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -71,6 +74,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Manage the Alembic trees of a project's databases.")
     parser.add_argument("--project", metavar="DIR", help="project root (default: found upward)")
+    parser.add_argument(
+        "--traceback", action="store_true", help="on error, the full chain after the message"
+    )
     verbs = parser.add_subparsers(title="verbs", metavar="VERB")
 
     def verb(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
@@ -79,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         # Also after the verb (`reynard-migrate list --project DIR`); SUPPRESS keeps a
         # value given before the verb when it is not repeated after it.
         sub.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS, help="project root")
+        sub.add_argument(
+            "--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
         return sub
 
     def guarded(sub: argparse.ArgumentParser) -> None:

@@ -35,6 +35,11 @@ class MigrationFailed(ReynardDBError):
     path: str | None = None
 
 
+class EnvPyFailed(MigrationFailed):
+    """``env.py`` (or the application it imports) raised before any migration ran: the
+    tree's environment is broken, not a revision (exit 1)."""
+
+
 class ServerError(ReynardDBError):
     """PostgreSQL could not be found, started or reached (exit 2)."""
 

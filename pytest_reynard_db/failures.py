@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +20,9 @@ from alembic.util import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .errors import MigrationFailed, RevisionError
+from .errors import EnvPyFailed, MigrationFailed, RevisionError
 from .registry import Database
-from .text import first_line, one_line
+from .text import first_line, one_line, shown_path
 
 ALEMBIC_MIGRATION_LOGGER = "alembic.runtime.migration"
 AUTOCOMMIT = re.compile(r"\bautocommit_block\s*\(")
@@ -81,8 +82,10 @@ def migration_failure(
         now = ", ".join(sorted(at)) or "base"
     except Exception:
         now = "unknown"
+    if step.path is None:
+        return env_py_failure(db, exc)
     error = first_line(exc.orig if isinstance(exc, DBAPIError) else exc)
-    where = f"{step.path}: {step.description}" if step.path else "while migrating"
+    where = f"{step.path}: {step.description}"
     caveat = ""
     if _runs_outside_a_transaction(step.path):
         caveat = (
@@ -94,6 +97,30 @@ def migration_failure(
     )
     failure.revision = step.revision
     failure.path = step.path
+    return failure
+
+
+def env_py_failure(db: Database, exc: BaseException) -> EnvPyFailed:
+    """An error raised before Alembic announced any step: ``env.py``'s, or the
+    application's it imports. Named by the deepest ``env.py`` line on the way, and the
+    chain of modules below it (``--traceback`` shows the whole traceback)."""
+    env_py = db.script_location / "env.py"
+    frames = traceback.extract_tb(exc.__traceback__)
+    at = [i for i, frame in enumerate(frames) if Path(frame.filename) == env_py]
+    if at:
+        line = frames[at[-1]].lineno
+        below = [
+            Path(f.filename).stem for f in frames[at[-1] + 1 :] if "importlib" not in f.filename
+        ]
+        chain = f" (in {' -> '.join(dict.fromkeys(below))})" if below else ""
+        where = f"{shown_path(env_py)}:{line}{chain}"
+    else:
+        where = shown_path(env_py)
+    failure = EnvPyFailed(
+        f"database {db.name!r}: {where}: {type(exc).__name__}: {first_line(exc)} "
+        "(before any migration ran)"
+    )
+    failure.path = str(env_py)
     return failure
 
 

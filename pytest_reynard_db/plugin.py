@@ -67,7 +67,9 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = get_settings(config)
     if not settings.active:
         return
+    global _SHOW_CHAIN
     _REPORTED.clear()
+    _SHOW_CHAIN = config.option.tbstyle == "long" or config.option.verbose > 0
     from .runstate import RunState
 
     state = RunState(config, settings)
@@ -221,6 +223,10 @@ def _harness_errors(*, usage: bool = False) -> Iterator[None]:
         from .urls import redact
 
         message = f"reynard-db: {redact(exc)}"
+        if _SHOW_CHAIN:  # -v or --tb=long: the whole chain under the one line
+            import traceback
+
+            message += "\n" + redact("".join(traceback.format_exception(exc)))
     else:
         return
     if message in _REPORTED:
@@ -235,6 +241,8 @@ def _harness_errors(*, usage: bool = False) -> Iterator[None]:
 
 #: Harness failures already reported in full in this run (see ``_harness_errors``).
 _REPORTED: set[str] = set()
+#: Whether harness failures show their traceback chain (``-v`` or ``--tb=long``).
+_SHOW_CHAIN = False
 
 
 @pytest.fixture(scope="session")

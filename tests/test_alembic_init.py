@@ -211,3 +211,25 @@ def test_an_application_connecting_at_conftest_import_is_refused(
     expected = "refused a connection" if variable == "MYAPP_URL" else "KeyError: 'DATABASE_URL'"
     assert expected in output, output
     assert _connections(decoy) == before
+
+
+def test_an_error_importing_the_application_is_env_pys(project: Path) -> None:
+    """Attributed to env.py (file, line, the modules below it), not to the first revision
+    of the stairway; ``--traceback`` shows the whole chain, the default one line."""
+    env_py = project / "migrations" / "env.py"
+    env_py.write_text("import myapp\n" + env_py.read_text())
+    (project / "myapp.py").write_text("import settings\n")
+    (project / "settings.py").write_text("raise RuntimeError('SECRET_KEY is not set')\n")
+    env = {**_user_shell(), "PYTHONPATH": str(project)}
+    code, out, err = run_cli(project, "check", "--only", "upgrade,stairway", "--json", env=env)
+    assert code == 1, out + err
+    for result in json.loads(out)["results"]:
+        assert result["file"] == "migrations/env.py" and result["revision"] is None, result
+        assert (
+            "migrations/env.py:1 (in myapp -> settings): RuntimeError: SECRET_KEY"
+            in (result["message"])
+        )
+    code, out, err = run_cli(project, "create", "app", "-m", "x", env=env)
+    assert code == 1 and err.count("\n") == 1 and "env.py:1" in err, err
+    code, out, err = run_cli(project, "--traceback", "create", "app", "-m", "x", env=env)
+    assert code == 1 and "Traceback" in err and "settings.py" in err, err

@@ -20,7 +20,7 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import to_tuple
 from sqlalchemy import Connection
 
-from ..errors import MigrationFailed, ReynardDBError
+from ..errors import EnvPyFailed, MigrationFailed, ReynardDBError
 from ..manager import MigrationManager
 from .result import CheckResult
 from .runner import CheckRunner
@@ -115,6 +115,8 @@ def _step(
             manager.upgrade(target, connection=connection)
         else:
             manager.downgrade(target, connection=connection)
+    except EnvPyFailed:
+        raise  # the environment is broken, not this revision: the check fails on env.py
     except MigrationFailed as exc:
         raise StepFailed(revision, step, _reason(exc)) from exc
     except ReynardDBError as exc:
