@@ -45,5 +45,12 @@ class CheckFailed(ReynardDBError):
     exit_code = 1
 
 
+class FileConflict(ReynardDBError):
+    """Writing would overwrite or lose a file someone may have made by hand (exit 1);
+    nothing was written."""
+
+    exit_code = 1
+
+
 class GuardRefused(ReynardDBError):
     """A connection to a database the harness did not create (exit 2); see ``guard``."""
