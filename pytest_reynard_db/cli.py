@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import NoReturn, TextIO
 
-from . import graph, mirror, text
+from . import graph, mirror, mirror_write, text
 from .checks import enabled_checks, needs_server, run_checks, select_checks
 from .checks.lint import lint_reports
 from .checks.locks import locks_reports
@@ -252,37 +252,32 @@ def cmd_current(args: argparse.Namespace, registry: Registry, out: TextIO) -> in
 
 
 def cmd_copy(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    """Sync each mirror; a conflict anywhere stops them all before anything is written."""
     pairs = registry.mirror_pairs(args.dbs)
     if not pairs:
         print("no mirrors in the registry", file=out)
         return 0
-    differs = False
-    for source, target in pairs:
-        diff = mirror.mirror_diff(source, target)
-        if diff.in_sync:
-            print(f"{source.name} -> {target.name}: in sync", file=out)
-            continue
-        if args.check:
-            differs = True
-            print(diff.describe(), file=out)
-            continue
-        report = mirror.sync_mirror(diff, dry_run=args.dry_run, prune=args.prune)
-        verb = "would write" if args.dry_run else "wrote"
-        for path in report.written:
-            print(f"{target.name}: {verb} {relative(path)}", file=out)
-        for path in report.removed:
-            print(
-                f"{target.name}: {'would remove' if args.dry_run else 'removed'} {relative(path)}",
-                file=out,
-            )
-        for path in report.kept:
-            print(
-                f"{target.name}: kept {relative(path)} (only in the mirror; --prune removes it)",
-                file=out,
-            )
-    if differs:
-        raise CheckFailed("mirrors out of sync; run `reynard-migrate copy` to sync them")
+    diffs = [mirror.mirror_diff(source, target) for source, target in pairs]
+    if args.check:
+        for diff in diffs:
+            print(_in_sync(diff) if diff.in_sync else diff.describe(), file=out)
+        if not all(diff.in_sync for diff in diffs):
+            raise CheckFailed("mirrors out of sync; run `reynard-migrate copy` to sync them")
+        return 0
+    conflicted = [diff for diff in diffs if diff.conflicts]
+    for diff in conflicted:
+        print("\n".join(diff.describe_conflict(c) for c in diff.conflicts), file=out)
+    if conflicted:
+        raise mirror_write.conflict_error(conflicted)
+    for diff in diffs:
+        report = mirror_write.sync_mirror(diff, dry_run=args.dry_run, prune=args.prune)
+        lines = mirror_write.describe_sync(diff, report, dry_run=args.dry_run)
+        print("\n".join(lines or [_in_sync(diff)]), file=out)
     return 0
+
+
+def _in_sync(diff: mirror.MirrorDiff) -> str:
+    return f"{diff.source.name} -> {diff.mirror.name}: in sync"
 
 
 def cmd_setup(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:

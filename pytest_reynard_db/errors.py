@@ -50,5 +50,17 @@ class CheckFailed(ReynardDBError):
     exit_code = 1
 
 
+class FileConflict(ReynardDBError):
+    """Writing would overwrite or lose a file someone may have made by hand (exit 1);
+    nothing was written."""
+
+    exit_code = 1
+
+
+class FilesystemError(ReynardDBError):
+    """A file or folder could not be read or written: permissions, a read-only folder,
+    a folder where a file should go (exit 2: the environment, not the trees)."""
+
+
 class GuardRefused(ReynardDBError):
     """A connection to a database the harness did not create (exit 2); see ``guard``."""

@@ -17,6 +17,7 @@ import sys
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,13 +32,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from .errors import RevisionError, ReynardDBError, ServerError
+from .errors import FileConflict, RevisionError, ReynardDBError, ServerError
 from .failures import StepTracker, alembic_errors, migration_failure
 from .guard import GUARD
 from .logs import preserved_logging
 from .postgres import EphemeralServer, Server
 from .registry import Database
-from .text import first_line, one_line
+from .text import first_line, one_line, shown_path
 from .tree import load_tree
 from .urls import mask_url, with_driver
 
@@ -164,11 +165,13 @@ class MigrationManager:
         On a tree with several heads ``branch`` (a branch label) is required; the
         file goes into the folder of that branch's head. Autogenerate compares the
         models with a throw-away database upgraded to heads, unless this manager
-        was given a URL, which must then be at heads.
+        was given a URL, which must then be at heads. An existing file is never
+        overwritten (an ini ``file_template`` without ``%(rev)s`` can name one):
+        :class:`FileConflict`, and nothing is written.
         """
         head, folder = self._new_revision_place(branch)
         options: dict[str, Any] = {"message": message, "head": head, "version_path": folder}
-        with alembic_errors(self.db):
+        with alembic_errors(self.db), never_overwrite(self.db):
             if empty:
                 written = command.revision(self.config(), **options)
             else:
@@ -312,6 +315,44 @@ def exported(url_envs: str | Sequence[str], url: URL) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def never_overwrite(db: Database) -> Iterator[None]:
+    """Alembic writes a new revision over any file at its name: while this is active, a
+    name that is taken raises :class:`FileConflict` instead, before anything is written.
+
+    Alembic has no option for it, so its one place that names the file
+    (``ScriptDirectory._rev_path``) is wrapped for the duration.
+    """
+    original = ScriptDirectory._rev_path
+
+    def free_path(
+        script: ScriptDirectory,
+        folder: str | os.PathLike[str],
+        rev_id: str,
+        message: str | None,
+        create_date: datetime,
+    ) -> Path:
+        path = original(script, folder, rev_id, message, create_date)
+        if path.exists():
+            template = script.file_template
+            why = (
+                ""
+                if "%(rev)" in template
+                else f" (the ini's file_template {template!r} has no %(rev)s)"
+            )
+            raise FileConflict(
+                f"database {db.name!r}: {shown_path(path)} already exists{why}; nothing"
+                " written: use another message, or put %%(rev)s in file_template"
+            )
+        return path
+
+    ScriptDirectory._rev_path = free_path  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        ScriptDirectory._rev_path = original  # type: ignore[method-assign]
 
 
 def advisory_lock_key(database: str) -> int:

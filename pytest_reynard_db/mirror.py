@@ -2,22 +2,27 @@
 
 A mirror (``mirror_of`` in the registry) keeps a byte-for-byte copy of its
 source's revision files under its own versions folder. This module compares the
-two trees (:func:`mirror_diff`) and brings the mirror up to date
-(:func:`sync_mirror`). It is pure file work: no database, no printing; the CLI
-and the ``mirror_sync`` check decide what to show.
+two trees (:func:`mirror_diff`); ``mirror_write.sync_mirror`` brings the mirror
+up to date. It is pure file work: no database, no printing; the CLI and the
+``mirror_sync`` check decide what to show.
+
+Nothing in the mirror is lost: files are matched by revision id as well as by
+path, so a revision renamed in the source moves in the mirror (no duplicate id
+is left behind), and a revision only the mirror has is never overwritten (a
+conflict) nor removed without ``prune``; files that declare no revision are
+never removed. An operating-system error is one :class:`FilesystemError` line.
 """
 
 from __future__ import annotations
 
 import ast
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import RevisionError
+from .errors import FilesystemError, RevisionError
 from .registry import Database
 from .text import shown_path
 
@@ -64,14 +69,33 @@ def duplicate_revisions(files: Iterable[Path]) -> dict[str, list[Path]]:
 
 
 @dataclass(frozen=True)
+class Conflict:
+    """A file the source would write over a mirror-only revision (``key`` in both trees)."""
+
+    key: PurePosixPath
+    mirror_revision: str
+    source_revision: str | None
+
+
+@dataclass(frozen=True)
 class MirrorDiff:
-    """How a mirror's revision files differ from its source's (keys relative to each root)."""
+    """How a mirror's revision files differ from its source's (keys relative to each root).
+
+    ``missing``: in the source only; ``changed``: at the same path, other bytes;
+    ``renamed``: a mirror file whose revision the source has at another path, as
+    (mirror key, source key); ``extra``: only in the mirror (a revision the source
+    does not have, or a file that declares none); ``conflicts``: a revision only
+    the mirror has, at a path where the source has another file.
+    """
 
     source: Database
     mirror: Database
     missing: tuple[PurePosixPath, ...] = ()
     changed: tuple[PurePosixPath, ...] = ()
     extra: tuple[PurePosixPath, ...] = ()
+    renamed: tuple[tuple[PurePosixPath, PurePosixPath], ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    helpers: tuple[PurePosixPath, ...] = ()  # the keys of ``extra`` that declare no revision
 
     @property
     def source_root(self) -> Path:
@@ -84,14 +108,14 @@ class MirrorDiff:
     @property
     def in_sync(self) -> bool:
         """True when the mirror has exactly the source's files, with the same bytes."""
-        return not (self.missing or self.changed or self.extra)
+        return not (self.missing or self.changed or self.extra or self.renamed or self.conflicts)
 
     def describe(self) -> str:
-        """One line per differing file (missing, then changed, then extra)."""
+        """One line per differing file (conflicts, missing, changed, renamed, then extra)."""
         name = self.mirror.name
         if self.in_sync:
             return f"{name}: in sync with {self.source.name}"
-        lines: list[str] = []
+        lines = [self.describe_conflict(conflict) for conflict in self.conflicts]
         for key in self.missing:
             lines.append(
                 f"{name}: missing {shown_path(self.mirror_root / key)}"
@@ -102,15 +126,30 @@ class MirrorDiff:
                 f"{name}: differs {shown_path(self.mirror_root / key)}"
                 f" (from {shown_path(self.source_root / key)})"
             )
+        for old, new in self.renamed:
+            lines.append(
+                f"{name}: renamed {shown_path(self.mirror_root / old)}"
+                f" (its revision is {shown_path(self.source_root / new)} in {self.source.name})"
+            )
         for key in self.extra:
             lines.append(
                 f"{name}: extra {shown_path(self.mirror_root / key)} (not in {self.source.name})"
             )
         return "\n".join(lines)
 
+    def describe_conflict(self, conflict: Conflict) -> str:
+        """One line naming both files of a conflict and the two revisions."""
+        theirs = conflict.source_revision or "no revision"
+        return (
+            f"{self.mirror.name}: conflict {shown_path(self.mirror_root / conflict.key)}"
+            f" (revision {conflict.mirror_revision}, only in the mirror) would be overwritten"
+            f" by {shown_path(self.source_root / conflict.key)} ({theirs}); rename or remove"
+            " the mirror's file"
+        )
+
 
 def mirror_diff(source: Database, mirror: Database) -> MirrorDiff:
-    """Compare ``mirror``'s revision files with ``source``'s, path and bytes.
+    """Compare ``mirror``'s revision files with ``source``'s, by path, bytes and revision id.
 
     The source tree is checked for duplicate revision ids first: copying a
     broken tree would only spread the problem, so it raises :class:`RevisionError`.
@@ -122,51 +161,28 @@ def mirror_diff(source: Database, mirror: Database) -> MirrorDiff:
         shown = " and ".join(shown_path(p) for p in paths)
         more = f" (and {len(duplicates) - 1} more duplicate ids)" if len(duplicates) > 1 else ""
         raise RevisionError(f"{source.name}: revision {revision!r} is declared in {shown}{more}")
+    source_ids = {key: _declared_revision(path) for key, path in source_files.items()}
+    where = {rev: key for key, rev in source_ids.items() if rev is not None}
     mirror_files = _tree_files(mirror)
-    missing = sorted(key for key in source_files if key not in mirror_files)
-    extra = sorted(key for key in mirror_files if key not in source_files)
-    changed = sorted(
-        key
-        for key in source_files
-        if key in mirror_files and source_files[key].read_bytes() != mirror_files[key].read_bytes()
+    mirror_ids = {key: _mirror_revision(path) for key, path in mirror_files.items()}
+    conflicts = tuple(
+        Conflict(key, rev, source_ids[key])
+        for key, rev in mirror_ids.items()
+        if key in source_files and rev is not None and rev != source_ids[key] and rev not in where
     )
-    return MirrorDiff(source, mirror, tuple(missing), tuple(changed), tuple(extra))
-
-
-@dataclass
-class SyncReport:
-    """What :func:`sync_mirror` wrote, removed and kept (mirror-side paths)."""
-
-    written: list[Path] = field(default_factory=list)
-    removed: list[Path] = field(default_factory=list)
-    kept: list[Path] = field(default_factory=list)
-
-
-def sync_mirror(diff: MirrorDiff, *, dry_run: bool = False, prune: bool = False) -> SyncReport:
-    """Copy missing and changed files from source to mirror; with ``prune``, remove extras.
-
-    Each file is written atomically (a temp file beside it, then ``os.replace``)
-    with the source file's mode, so a crash never leaves half a revision.
-    Unchanged files are not touched. Mirror-only files are kept (and listed)
-    unless ``prune``: a revision that exists only in the mirror may be someone's
-    work. With ``dry_run`` the report says what would happen and nothing is written.
-    """
-    report = SyncReport()
-    source_root, mirror_root = diff.source_root, diff.mirror_root
-    for key in (*diff.missing, *diff.changed):
-        target = mirror_root / key
-        if not dry_run:
-            _atomic_copy(source_root / key, target)
-        report.written.append(target)
-    for key in diff.extra:
-        target = mirror_root / key
-        if not prune:
-            report.kept.append(target)
-            continue
-        if not dry_run:
-            target.unlink(missing_ok=True)
-        report.removed.append(target)
-    return report
+    clashing = {c.key for c in conflicts}
+    shared = [key for key in source_files if key in mirror_files and key not in clashing]
+    only_mirror = [key for key in mirror_files if key not in source_files]
+    return MirrorDiff(
+        source,
+        mirror,
+        missing=tuple(key for key in source_files if key not in mirror_files),
+        changed=tuple(k for k in shared if not _same_bytes(source_files[k], mirror_files[k])),
+        extra=tuple(k for k in only_mirror if mirror_ids[k] not in where),
+        renamed=tuple(_renamed(only_mirror, mirror_ids, where)),
+        conflicts=conflicts,
+        helpers=tuple(k for k in only_mirror if mirror_ids[k] is None),
+    )
 
 
 def _tree_files(db: Database) -> dict[PurePosixPath, Path]:
@@ -215,18 +231,39 @@ def _declared_revision(path: Path) -> str | None:
     return None
 
 
-def _atomic_copy(source: Path, target: Path) -> None:
-    """Write ``source``'s bytes and mode to ``target`` via a temp file and ``os.replace``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
+def _renamed(
+    keys: Iterable[PurePosixPath],
+    mirror_ids: dict[PurePosixPath, str | None],
+    where: dict[str, PurePosixPath],
+) -> Iterator[tuple[PurePosixPath, PurePosixPath]]:
+    """(mirror key, source key) for each mirror-only file whose revision the source has
+    elsewhere: the source renamed it (or an older copy was left behind)."""
+    for key in keys:
+        revision = mirror_ids[key]
+        if revision is not None and revision in where:
+            yield key, where[revision]
+
+
+def _mirror_revision(path: Path) -> str | None:
+    """The revision a mirror file declares; ``None`` when it declares none or does not
+    parse (a broken copy is repaired from the source, never taken for someone's work)."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(source.read_bytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        shutil.copymode(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        return _declared_revision(path)
+    except RevisionError:
+        return None
+
+
+def _same_bytes(source: Path, target: Path) -> bool:
+    with os_errors("read", target):
+        return source.read_bytes() == target.read_bytes()
+
+
+@contextmanager
+def os_errors(action: str, path: Path, db: Database | None = None) -> Iterator[None]:
+    """An ``OSError`` on ``path`` as one :class:`FilesystemError` line (exit 2)."""
+    try:
+        yield
+    except OSError as exc:
+        prefix = f"{db.name}: " if db is not None else ""
+        reason = exc.strerror or type(exc).__name__
+        raise FilesystemError(f"{prefix}cannot {action} {shown_path(path)}: {reason}") from None

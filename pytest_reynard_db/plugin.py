@@ -33,6 +33,7 @@ STATE = pytest.StashKey["RunState"]()
 EARLY_GUARD = pytest.StashKey[ExitStack]()
 REDIRECTS_KEY = "reynard_db_redirects"
 MARKER = "reynard_db"
+OUTER_SAVEPOINT = "reynard_db_outer"  # see _outer_transaction_intact
 
 
 # -- hooks -----------------------------------------------------------------------------------
@@ -275,27 +276,45 @@ def reynard_db(request: pytest.FixtureRequest, reynard_db_name: str) -> Iterator
 
 
 @pytest.fixture
-def reynard_db_connection(reynard_db: TestDatabase) -> Iterator[Connection]:
-    """A connection in a transaction rolled back after the test, whatever the test commits."""
+def reynard_db_connection(
+    request: pytest.FixtureRequest, reynard_db: TestDatabase
+) -> Iterator[Connection]:
+    """A connection in a transaction rolled back after the test, whatever the test commits.
+
+    A test that ends that transaction itself (a raw ``COMMIT``, a DBAPI-level
+    commit) fails at teardown, and the session database is replaced by a fresh
+    clone: what it committed never reaches a later test.
+    """
     with reynard_db.engine.connect() as connection:
         outer = connection.begin()
+        connection.exec_driver_sql(f"SAVEPOINT {OUTER_SAVEPOINT}")
         _commit_to_savepoints(connection)
         try:
             yield connection
         finally:
+            intact = _outer_transaction_intact(connection)
             outer.rollback()
+    if not intact:
+        _replace_after_escape(request, reynard_db)
 
 
 @pytest.fixture
 def reynard_db_session(reynard_db_connection: Connection) -> Iterator[Session]:
     """An ORM session on ``reynard_db_connection``; its commits become savepoints."""
+    from sqlalchemy.exc import DBAPIError
     from sqlalchemy.orm import Session
 
     session = Session(bind=reynard_db_connection, join_transaction_mode="create_savepoint")
     try:
         yield session
     finally:
-        session.close()
+        try:
+            session.close()
+        except DBAPIError:
+            # Its savepoint went with an outer transaction the test ended: the
+            # connection fixture says so; anything else is the session's own error.
+            if _outer_transaction_intact(reynard_db_connection):
+                raise
 
 
 @pytest.fixture
@@ -353,6 +372,38 @@ class AlembicFixtures:
 def _provisioner(request: pytest.FixtureRequest) -> Provisioner:
     with _harness_errors():
         return _state(request).provisioner
+
+
+def _outer_transaction_intact(connection: Connection) -> bool:
+    """Whether the fixture's outer transaction is still open on the server.
+
+    It holds a savepoint of its own (``OUTER_SAVEPOINT``), made first: rolling
+    back to it works in that transaction, even after a failed statement, and
+    fails in any other (a raw ``COMMIT`` ends it; the driver then opens a new one).
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    if connection.closed or connection.invalidated:
+        return True  # closing it rolled back whatever was open
+    try:
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {OUTER_SAVEPOINT}")
+    except DBAPIError:
+        return False
+    return True
+
+
+def _replace_after_escape(request: pytest.FixtureRequest, database: TestDatabase) -> None:
+    """Replace the session database with a fresh clone, then fail the test saying why."""
+    with _harness_errors():
+        _provisioner(request).replace(database)
+    pytest.fail(
+        f"reynard_db_connection: {request.node.name} ended the outer transaction itself "
+        "(a raw COMMIT or ROLLBACK, or a commit on the DBAPI connection), so what it wrote "
+        f"before may have been committed; the session database {database.name} was replaced "
+        "by a fresh clone of its template. Use connection.commit() (a savepoint here), or "
+        "reynard_db_fresh for code that must really commit.",
+        pytrace=False,
+    )
 
 
 def _commit_to_savepoints(connection: Connection) -> None:

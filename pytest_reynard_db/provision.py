@@ -189,6 +189,17 @@ class Provisioner:
             self._owned.remove(database)
         self._drop(database.name)
 
+    def replace(self, database: TestDatabase, revision: str = "heads") -> None:
+        """Clone ``database`` again from its template, under the same name.
+
+        For a database a test committed into: every engine on its URL then sees
+        the template's state again (its connections are ended by the drop).
+        """
+        template, _ = self.template(database.db.name, revision)
+        database.dispose()
+        self.server.drop_database(database.name)
+        self.server.create_database(database.name, template=template, end_sessions=False)
+
     def new_name(self, name: str, purpose: str) -> str:
         new = _pg_name(f"test_{name}_{self.run_id}_{self.worker}_{purpose}{next(self._counter)}")
         self._made.add(new)

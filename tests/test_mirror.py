@@ -9,15 +9,15 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from pytest_reynard_db.errors import RevisionError
+from pytest_reynard_db.errors import FileConflict, RevisionError
 from pytest_reynard_db.mirror import (
     MirrorDiff,
     duplicate_revisions,
     mirror_diff,
     revision_files,
-    sync_mirror,
     versions_root,
 )
+from pytest_reynard_db.mirror_write import leftover_files, sync_mirror
 from pytest_reynard_db.registry import Database
 
 BRANCHES = ("ecs", "naming")
@@ -245,3 +245,41 @@ def test_describe_shows_absolute_paths_outside_the_cwd(
 def test_mirror_diff_is_a_value(dbs: tuple[Database, Database]) -> None:
     diff = MirrorDiff(*dbs)
     assert diff.in_sync and diff == mirror_diff(*dbs)
+
+
+def test_revisions_are_matched_by_id_as_well_as_by_path(dbs: tuple[Database, Database]) -> None:
+    """A rename in the source is a rename in the mirror; a mirror-only revision where the
+    source has a file is a conflict; a mirror-only file without a revision is a helper."""
+    source, mirror = dbs
+    src, mir = versions_root(source), versions_root(mirror)
+    (src / "ecs" / "e2_alter.py").rename(src / "ecs" / "e2_renamed.py")
+    (src / "naming" / "n2_add.py").write_text(revision_text("n2", "n1"))
+    (mir / "naming" / "n2_add.py").write_text(revision_text("m2", "n1", "mine"))
+    (mir / "ecs" / "helpers.py").write_text("SEED = 1\n")
+    diff = mirror_diff(source, mirror)
+    assert diff.renamed == ((PurePosixPath("ecs/e2_alter.py"), PurePosixPath("ecs/e2_renamed.py")),)
+    assert diff.missing == (PurePosixPath("ecs/e2_renamed.py"),)
+    assert [(c.key, c.mirror_revision, c.source_revision) for c in diff.conflicts] == [
+        (PurePosixPath("naming/n2_add.py"), "m2", "n2")
+    ]
+    assert diff.extra == diff.helpers == (PurePosixPath("ecs/helpers.py"),)
+    assert diff.changed == ()
+    with pytest.raises(
+        FileConflict, match=r"naming/n2_add\.py.*naming/n2_add\.py.*nothing written"
+    ):
+        sync_mirror(diff, dry_run=True)
+    (mir / "naming" / "n2_add.py").unlink()
+    report = sync_mirror(mirror_diff(source, mirror), prune=True)
+    assert report.moved == [(mir / "ecs" / "e2_alter.py", mir / "ecs" / "e2_renamed.py")]
+    assert (report.removed, report.helpers) == ([], [mir / "ecs" / "helpers.py"])
+    assert not (mir / "ecs" / "e2_alter.py").exists()
+    assert duplicate_revisions(revision_files(mir).values()) == {}
+
+
+def test_leftover_temp_files_are_found_and_only_those(dbs: tuple[Database, Database]) -> None:
+    _, mirror = dbs
+    folder = versions_root(mirror) / "ecs"
+    leftover = folder / ".e1_create.py.a1b2_c3d.tmp"
+    leftover.write_text("half a revision")
+    (folder / ".notes.tmp").write_text("someone's")
+    assert leftover_files(mirror) == [leftover]

@@ -14,23 +14,23 @@ CHECK = "mirror_sync"
 
 
 def mirror_sync(runner: CheckRunner) -> list[CheckResult]:
-    """Compare the mirror with its source; missing, changed and extra files each listed."""
+    """Compare the mirror with its source; conflicting, missing, changed, renamed and
+    extra files each listed."""
     db = runner.db
     if db.mirror_of is None:
         return []
     diff = mirror_diff(runner.registry.get(db.mirror_of), db)
     if diff.in_sync:
         return [runner.result(CHECK, True, f"in sync with {db.mirror_of}")]
-    counts = ", ".join(
-        f"{len(keys)} {kind}"
-        for kind, keys in (
-            ("missing", diff.missing),
-            ("changed", diff.changed),
-            ("extra", diff.extra),
-        )
-        if keys
+    kinds = (
+        ("conflict", tuple(c.key for c in diff.conflicts)),
+        ("missing", diff.missing),
+        ("changed", diff.changed),
+        ("renamed", tuple(old for old, _ in diff.renamed)),
+        ("extra", diff.extra),
     )
+    counts = ", ".join(f"{len(keys)} {kind}" for kind, keys in kinds if keys)
     lines = [f"out of sync with {db.mirror_of} ({counts}); run `reynard-migrate copy {db.name}`"]
-    for kind, keys in (("missing", diff.missing), ("changed", diff.changed), ("extra", diff.extra)):
+    for kind, keys in kinds:
         lines.extend(f"  {kind}: {runner.relative(diff.mirror_root / key)}" for key in keys)
     return [runner.result(CHECK, False, "\n".join(lines))]
