@@ -25,6 +25,7 @@ from .checks.safety_report import FORMATS, render
 from .errors import CheckFailed, ReynardDBError
 from .guard import GUARD
 from .manager import MigrationManager
+from .postgres.waits import DEFAULT_LOCK_TIMEOUT
 from .registry import Registry, load_registry
 from .text import shown_path as relative
 from .urls import mask_url, redact, remember_secrets
@@ -88,9 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
             help="a database env.py may connect to besides the throw-away ones (repeatable)",
         )
 
+    def waits_for_locks(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=DEFAULT_LOCK_TIMEOUT,
+            metavar="SECONDS",
+            help="give up waiting for a lock after SECONDS "
+            f"(exit 1; default {DEFAULT_LOCK_TIMEOUT:g})",
+        )
+
     def changes_a_database(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--url", help="target database URL (default: $<url_env>, then the ini)")
         sub.add_argument("--sql", action="store_true", help="print the SQL, touch nothing")
+        waits_for_locks(sub)
 
     verb("list", cmd_list, "the registry: databases, trees, mirrors and heads")
 
@@ -111,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--empty", action="store_true", help="an empty revision, no autogenerate")
     sub.add_argument("--url", help="autogenerate against this database (default: a throw-away one)")
     guarded(sub)
+    waits_for_locks(sub)
 
     for name, handler, summary in (
         ("history", cmd_history, "the revisions, newest first"),
@@ -188,7 +201,7 @@ def cmd_downgrade(args: argparse.Namespace, registry: Registry, out: TextIO) -> 
 
 
 def _migrate(args: argparse.Namespace, registry: Registry, out: TextIO, direction: str) -> int:
-    manager = _manager(registry, args.db, args.url, out)
+    manager = _manager(registry, args.db, args.url, out, args.lock_timeout)
     getattr(manager, direction)(args.to, sql=args.sql)
     if not args.sql:
         print(f"{args.db}: at {_at(manager)} ({mask_url(manager.url)})", file=out)
@@ -196,7 +209,7 @@ def _migrate(args: argparse.Namespace, registry: Registry, out: TextIO, directio
 
 
 def cmd_create(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
-    manager = _manager(registry, args.db, args.url, out)
+    manager = _manager(registry, args.db, args.url, out, args.lock_timeout)
     # With --url the user named the database to compare with; else it is a throw-away one.
     with _throwaway_only(args) if args.url is None else nullcontext():
         script = manager.create(args.message, branch=args.branch, empty=args.empty)
@@ -275,7 +288,7 @@ def cmd_setup(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     databases = registry.select(args.dbs)
     for db in databases:
         url = args.url if len(databases) == 1 else _same_server(args.url, db.database)
-        manager = _manager(registry, db.name, url, out)
+        manager = _manager(registry, db.name, url, out, args.lock_timeout)
         if args.sql:
             manager.upgrade("heads", sql=True)
             continue
@@ -327,9 +340,17 @@ def cmd_graph(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
 
 
 # -- helpers ----------------------------------------------------------------------------
-def _manager(registry: Registry, name: str, url: str | None, out: TextIO) -> MigrationManager:
+def _manager(
+    registry: Registry, name: str, url: str | None, out: TextIO, lock_timeout: float
+) -> MigrationManager:
     """A manager that migrates ``name``, every variable its env.py may read aimed at the target."""
-    return MigrationManager(registry.get(name), url, stdout=out, url_envs=registry.url_envs(name))
+    return MigrationManager(
+        registry.get(name),
+        url,
+        stdout=out,
+        url_envs=registry.url_envs(name),
+        lock_timeout=lock_timeout,
+    )
 
 
 @contextmanager

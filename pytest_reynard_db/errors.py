@@ -45,5 +45,12 @@ class CheckFailed(ReynardDBError):
     exit_code = 1
 
 
+class LockTimeout(ReynardDBError):
+    """Waiting for a lock (migration, template, reuse server) took longer than
+    ``--lock-timeout`` allows (exit 1); the message names the lock and its holder."""
+
+    exit_code = 1
+
+
 class GuardRefused(ReynardDBError):
     """A connection to a database the harness did not create (exit 2); see ``guard``."""

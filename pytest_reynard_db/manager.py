@@ -31,11 +31,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from .errors import RevisionError, ReynardDBError, ServerError
+from .errors import LockTimeout, RevisionError, ReynardDBError, ServerError
 from .failures import StepTracker, alembic_errors, migration_failure
 from .guard import GUARD
 from .logs import preserved_logging
 from .postgres import EphemeralServer, Server
+from .postgres.waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, say_on_stderr
 from .registry import Database
 from .text import first_line, one_line
 from .tree import load_tree
@@ -43,6 +44,17 @@ from .urls import mask_url, with_driver
 
 MAINTENANCE_DATABASE = "postgres"
 RELATIVE = re.compile(r"[+-]\d+$")
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
+#: Who holds the migration lock of the current database (see ``advisory_lock_key``).
+LOCK_HOLDER = text(
+    """
+    SELECT a.pid, a.application_name, a.state, a.query_start
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid = :high AND l.objid = :low
+    """
+)
 
 
 class MigrationManager:
@@ -56,11 +68,14 @@ class MigrationManager:
         stdout: TextIO | None = None,
         quiet: bool = False,
         url_envs: Sequence[str] = (),
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         """``quiet``: leave the process's logging alone (see ``Database.alembic_config``).
         ``url_envs``: variables exported to the target while migrating, besides the
-        database's own ``url_env`` (a mirror's sources', ``Registry.url_envs``)."""
+        database's own ``url_env`` (a mirror's sources', ``Registry.url_envs``).
+        ``lock_timeout``: seconds to wait for the migration lock before giving up."""
         self.db = db
+        self.lock_timeout = lock_timeout
         self.url_envs = list(dict.fromkeys([db.url_env, *url_envs]))
         self._url = url
         self.quiet = quiet
@@ -150,9 +165,16 @@ class MigrationManager:
             raise RevisionError(f"database {self.db.name!r}: the URL names no database")
         server = Server(url.set(database=MAINTENANCE_DATABASE))
         try:
-            created = not server.exists(url.database)
-            if created:
-                server.create_database(url.database)
+            created = False
+            if not server.exists(url.database):
+                try:
+                    server.create_database(url.database)
+                    created = True
+                except ServerError:
+                    # Another `setup` created it between our look and our CREATE
+                    # (PostgreSQL then says "duplicate key"): it is made, go on.
+                    if not server.exists(url.database):
+                        raise
         finally:
             server.close()
         self.upgrade("heads")
@@ -223,7 +245,9 @@ class MigrationManager:
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A connection to the target, with a clear error if it cannot be reached."""
-        engine = create_engine(self.url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+        # The application_name is what a waiting migration shows of the lock's holder.
+        connect_args = {"connect_timeout": 10, "application_name": f"reynard-db {self.db.name}"}
+        engine = create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
         try:
             try:
                 connection = engine.connect()
@@ -239,13 +263,14 @@ class MigrationManager:
 
     @contextmanager
     def locked(self) -> Iterator[Connection]:
-        """A connection holding this database's advisory lock (two upgrades take turns)."""
+        """A connection holding this database's migration lock (two upgrades take turns).
+
+        A wait longer than ``SAY_AFTER`` seconds is said on stderr with the holder;
+        one longer than ``lock_timeout`` raises ``LockTimeout``.
+        """
         with self.connect() as connection:
-            key = advisory_lock_key(self.db.database)
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            # A session-level lock outlives this transaction; ending it leaves the
-            # connection idle, so Alembic runs one transaction per migration on it.
-            connection.commit()
+            key = advisory_lock_key()
+            self._take_lock(connection, key)
             try:
                 yield connection
             finally:
@@ -253,6 +278,56 @@ class MigrationManager:
                     connection.rollback()
                     connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
                     connection.commit()
+
+    def _take_lock(self, connection: Connection, key: int) -> None:
+        if self._try_lock(connection, key, min(SAY_AFTER, self.lock_timeout)):
+            return
+        where = f"database {self.db.name!r} ({mask_url(self.url)})"
+        say_on_stderr(
+            f"reynard-db: waiting for the migration lock of {where}, "
+            f"held by {self._lock_holder(connection, key)}"
+        )
+        if self._try_lock(connection, key, max(self.lock_timeout - SAY_AFTER, 0.0)):
+            return
+        holder = self._lock_holder(connection, key)
+        raise LockTimeout(
+            f"gave up waiting for the migration lock of {where} after "
+            f"{self.lock_timeout:g} s (--lock-timeout); held by {holder}"
+        )
+
+    @staticmethod
+    def _try_lock(connection: Connection, key: int, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the advisory lock (PostgreSQL's ``lock_timeout``)."""
+        milliseconds = f"{max(int(seconds * 1000), 1)}ms"
+        try:
+            # is_local: the setting ends with this transaction, before any migration runs.
+            connection.execute(
+                text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": milliseconds}
+            )
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            connection.rollback()
+            return False
+        # A session-level lock outlives this transaction; ending it leaves the
+        # connection idle, so Alembic runs one transaction per migration on it.
+        connection.commit()
+        return True
+
+    @staticmethod
+    def _lock_holder(connection: Connection, key: int) -> str:
+        """``pid N (application_name 'x', state 'y', query started T)`` of the lock's holder."""
+        row = connection.execute(LOCK_HOLDER, {"high": key >> 32, "low": key & 0xFFFF_FFFF}).first()
+        connection.rollback()
+        if row is None:
+            return "a session that just released it"
+        pid, application, state, started = row
+        since = started.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if started else "unknown"
+        return (
+            f"pid {pid} (application_name {application or ''!r}, state {state!r}, "
+            f"query started {since})"
+        )
 
     def _migrate(
         self, direction: str, target: str, *, sql: bool, connection: Connection | None
@@ -314,9 +389,17 @@ def exported(url_envs: str | Sequence[str], url: URL) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def advisory_lock_key(database: str) -> int:
-    """A stable signed 64-bit key per database name (crc32 in a reserved range)."""
-    return 0x5E7A_0000_0000 + zlib.crc32(database.encode())
+def advisory_lock_key() -> int:
+    """The migration lock's advisory key: one constant, whatever the registry name.
+
+    PostgreSQL scopes an advisory lock to the server (its lock table) and to the
+    database the session is connected to (the lock tag carries the database's
+    OID), so one key is a lock per physical database: ``upgrade main`` and
+    ``upgrade e2e`` aimed at one database take turns, and different databases
+    never wait for each other. (A key per registry name let two names on one
+    database migrate at once.)
+    """
+    return 0x5E7A_0000_0000 + zlib.crc32(b"reynard-db migrations")
 
 
 def _sorted(scripts: Any) -> list[Script]:
