@@ -27,6 +27,7 @@ from .guard import GUARD
 from .manager import MigrationManager
 from .postgres.waits import DEFAULT_LOCK_TIMEOUT
 from .registry import Registry, load_registry
+from .signals import Terminated, terminate_as_interrupt
 from .text import shown_path as relative
 from .urls import mask_url, redact, remember_secrets
 
@@ -44,10 +45,15 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         parser.print_help(out)
         return 2
     try:
-        registry = load_registry(args.project)
-        return int(args.handler(args, registry, out))
+        # SIGTERM/SIGHUP unwind like Ctrl-C: the servers started below are stopped.
+        with terminate_as_interrupt():
+            registry = load_registry(args.project)
+            return int(args.handler(args, registry, out))
     except ReynardDBError as exc:
         print(f"{PROG}: error: {redact(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except Terminated as exc:
+        print(f"{PROG}: terminated by {exc.name}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -17,6 +17,7 @@ import pytest
 from . import pytest_alembic_compat
 from .errors import ReynardDBError
 from .settings import add_options, get_settings
+from .signals import terminate_as_interrupt
 
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 
 STATE = pytest.StashKey["RunState"]()
 EARLY_GUARD = pytest.StashKey[ExitStack]()
+#: SIGTERM/SIGHUP handled as Ctrl-C while the run has a server: the handlers' undo,
+#: and the signals received.
+SIGNALS = pytest.StashKey[tuple[ExitStack, list[int]]]()
 MARKER = "reynard_db"
 
 
@@ -67,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from .runstate import RunState
 
+    handlers = ExitStack()
+    config.stash[SIGNALS] = (handlers, handlers.enter_context(terminate_as_interrupt()))
     state = RunState(config, settings)
     with _harness_errors(usage=True):  # a bad registry or name: one error, not one per test
         for name in settings.databases:
@@ -98,10 +104,24 @@ def pytest_configure_node(node: Any) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
-    if state is not None:
-        state.close()
-    elif EARLY_GUARD in config.stash:  # armed early, then the run never started
-        config.stash[EARLY_GUARD].close()
+    try:
+        if state is not None:
+            state.close()
+        elif EARLY_GUARD in config.stash:  # armed early, then the run never started
+            config.stash[EARLY_GUARD].close()
+    finally:
+        if SIGNALS in config.stash:
+            config.stash[SIGNALS][0].close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A run ended by SIGTERM or SIGHUP (raised as ``signals.Terminated``, which pytest
+    handles as Ctrl-C) exits with the shell's code for it, 128 + the signal; the
+    server is stopped in ``pytest_unconfigure``, which runs after this."""
+    signals = session.config.stash.get(SIGNALS, None)
+    if signals is not None and signals[1]:
+        session.exitstatus = 128 + signals[1][0]
 
 
 @pytest.hookimpl(wrapper=True)
