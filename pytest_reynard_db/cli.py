@@ -16,6 +16,7 @@ from typing import NoReturn, TextIO
 
 from . import graph, mirror, text
 from .checks import enabled_checks, needs_server, run_checks, select_checks
+from .checks.bounded import DEFAULT_CHECK_TIMEOUT, CheckTimedOut, time_limit
 from .checks.lint import lint_reports
 from .checks.locks import locks_reports
 from .checks.report import print_json, print_table, progress_line
@@ -95,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
             help="a database env.py may connect to besides the throw-away ones (repeatable)",
         )
 
+    def bounded(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--timeout",
+            type=float,
+            default=DEFAULT_CHECK_TIMEOUT,
+            metavar="SECONDS",
+            help="a check running longer fails with that reason "
+            f"(default {DEFAULT_CHECK_TIMEOUT:g})",
+        )
+
     def waits_for_locks(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--lock-timeout",
@@ -161,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--json", action="store_true", help='print {"results": [...]} only')
     guarded(sub)
+    bounded(sub)
 
     sub = verb("lint", cmd_lint, "per-revision migration safety: Squawk findings, measured locks")
     sub.add_argument("db")
@@ -168,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--only", choices=("lint", "locks"), help="one of the two checks")
     sub.add_argument("--url", help="admin URL of a server for the throw-away (test_*) databases")
     guarded(sub)
+    bounded(sub)
 
     sub = verb("graph", cmd_graph, "the revision graph")
     sub.add_argument("db")
@@ -315,7 +328,9 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
         _throwaway_only(args),
         scratch_server(args.url, needed=needs_server(only, enabled), registry=registry) as server,
     ):
-        results = run_checks(registry, databases, server, only=only, progress=progress)
+        results = run_checks(
+            registry, databases, server, only=only, progress=progress, timeout=args.timeout
+        )
     (print_json if args.json else print_table)(results, out)
     return 1 if any(not r.ok for r in results) else 0
 
@@ -329,10 +344,13 @@ def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
         scratch_server(args.url, needed=args.only != "lint", registry=registry) as server,
     ):
         runner = CheckRunner(db, registry, server)
-        if args.only != "locks":
-            reports += lint_reports(runner)
-        if args.only != "lint":
-            reports += locks_reports(runner)
+        for check, run in (("lint", lint_reports), ("locks", locks_reports)):
+            if args.only in (None, check):
+                try:
+                    with time_limit(args.timeout):
+                        reports += run(runner)
+                except CheckTimedOut as exc:
+                    raise CheckFailed(f"database {db.name!r}: check {check} {exc}") from None
     order = {s.revision: i for i, s in enumerate(reversed(list(runner.script.walk_revisions())))}
     reports.sort(key=lambda r: (order.get(r.revision, len(order)), r.check))
     render(reports, args.format, out)
