@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -26,17 +25,18 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from .errors import LockTimeout, RevisionError, ReynardDBError, ServerError
+from .errors import RevisionError, ReynardDBError, ServerError
 from .failures import StepTracker, alembic_errors, migration_failure
 from .guard import GUARD
 from .logs import preserved_logging
+from .migration_lock import release_migration_lock, take_migration_lock
 from .postgres import EphemeralServer, Server
-from .postgres.waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, say_on_stderr
+from .postgres.waits import DEFAULT_LOCK_TIMEOUT
 from .registry import Database
 from .text import first_line, one_line
 from .tree import load_tree
@@ -44,17 +44,6 @@ from .urls import mask_url, with_driver
 
 MAINTENANCE_DATABASE = "postgres"
 RELATIVE = re.compile(r"[+-]\d+$")
-LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
-#: Who holds the migration lock of the current database (see ``advisory_lock_key``).
-LOCK_HOLDER = text(
-    """
-    SELECT a.pid, a.application_name, a.state, a.query_start
-    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.classid = :high AND l.objid = :low
-    """
-)
 
 
 class MigrationManager:
@@ -265,69 +254,17 @@ class MigrationManager:
     def locked(self) -> Iterator[Connection]:
         """A connection holding this database's migration lock (two upgrades take turns).
 
-        A wait longer than ``SAY_AFTER`` seconds is said on stderr with the holder;
-        one longer than ``lock_timeout`` raises ``LockTimeout``.
+        A wait longer than 2 s is said on stderr with the holder; one longer than
+        ``lock_timeout`` raises ``LockTimeout`` (see ``migration_lock``).
         """
         with self.connect() as connection:
-            key = advisory_lock_key()
-            self._take_lock(connection, key)
+            where = f"database {self.db.name!r} ({mask_url(self.url)})"
+            take_migration_lock(connection, where=where, timeout=self.lock_timeout)
             try:
                 yield connection
             finally:
                 if not connection.closed and not connection.invalidated:
-                    connection.rollback()
-                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                    connection.commit()
-
-    def _take_lock(self, connection: Connection, key: int) -> None:
-        if self._try_lock(connection, key, min(SAY_AFTER, self.lock_timeout)):
-            return
-        where = f"database {self.db.name!r} ({mask_url(self.url)})"
-        say_on_stderr(
-            f"reynard-db: waiting for the migration lock of {where}, "
-            f"held by {self._lock_holder(connection, key)}"
-        )
-        if self._try_lock(connection, key, max(self.lock_timeout - SAY_AFTER, 0.0)):
-            return
-        holder = self._lock_holder(connection, key)
-        raise LockTimeout(
-            f"gave up waiting for the migration lock of {where} after "
-            f"{self.lock_timeout:g} s (--lock-timeout); held by {holder}"
-        )
-
-    @staticmethod
-    def _try_lock(connection: Connection, key: int, seconds: float) -> bool:
-        """Wait up to ``seconds`` for the advisory lock (PostgreSQL's ``lock_timeout``)."""
-        milliseconds = f"{max(int(seconds * 1000), 1)}ms"
-        try:
-            # is_local: the setting ends with this transaction, before any migration runs.
-            connection.execute(
-                text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": milliseconds}
-            )
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-        except OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
-                raise
-            connection.rollback()
-            return False
-        # A session-level lock outlives this transaction; ending it leaves the
-        # connection idle, so Alembic runs one transaction per migration on it.
-        connection.commit()
-        return True
-
-    @staticmethod
-    def _lock_holder(connection: Connection, key: int) -> str:
-        """``pid N (application_name 'x', state 'y', query started T)`` of the lock's holder."""
-        row = connection.execute(LOCK_HOLDER, {"high": key >> 32, "low": key & 0xFFFF_FFFF}).first()
-        connection.rollback()
-        if row is None:
-            return "a session that just released it"
-        pid, application, state, started = row
-        since = started.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if started else "unknown"
-        return (
-            f"pid {pid} (application_name {application or ''!r}, state {state!r}, "
-            f"query started {since})"
-        )
+                    release_migration_lock(connection)
 
     def _migrate(
         self, direction: str, target: str, *, sql: bool, connection: Connection | None
@@ -387,19 +324,6 @@ def exported(url_envs: str | Sequence[str], url: URL) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def advisory_lock_key() -> int:
-    """The migration lock's advisory key: one constant, whatever the registry name.
-
-    PostgreSQL scopes an advisory lock to the server (its lock table) and to the
-    database the session is connected to (the lock tag carries the database's
-    OID), so one key is a lock per physical database: ``upgrade main`` and
-    ``upgrade e2e`` aimed at one database take turns, and different databases
-    never wait for each other. (A key per registry name let two names on one
-    database migrate at once.)
-    """
-    return 0x5E7A_0000_0000 + zlib.crc32(b"reynard-db migrations")
 
 
 def _sorted(scripts: Any) -> list[Script]:
