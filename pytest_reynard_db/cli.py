@@ -17,6 +17,7 @@ from typing import NoReturn, TextIO
 
 from . import graph, mirror, mirror_write, text
 from .checks import enabled_checks, needs_server, run_checks, select_checks
+from .checks.bounded import DEFAULT_CHECK_TIMEOUT, CheckTimedOut, time_limit
 from .checks.lint import lint_reports
 from .checks.locks import locks_reports
 from .checks.report import print_json, print_table, progress_line
@@ -26,7 +27,9 @@ from .checks.safety_report import FORMATS, render
 from .errors import CheckFailed, ReynardDBError
 from .guard import GUARD
 from .manager import MigrationManager
+from .postgres.waits import DEFAULT_LOCK_TIMEOUT
 from .registry import Registry, load_registry
+from .signals import Terminated, terminate_as_interrupt
 from .text import shown_path as relative
 from .urls import mask_url, redact, remember_secrets
 
@@ -44,14 +47,19 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         parser.print_help(out)
         return 2
     try:
-        registry = load_registry(args.project)
-        for warning in registry.warnings:
-            print(f"{PROG}: warning: {warning}", file=sys.stderr)
-        return int(args.handler(args, registry, out))
+        # SIGTERM/SIGHUP unwind like Ctrl-C: the servers started below are stopped.
+        with terminate_as_interrupt():
+            registry = load_registry(args.project)
+            for warning in registry.warnings:
+                print(f"{PROG}: warning: {warning}", file=sys.stderr)
+            return int(args.handler(args, registry, out))
     except ReynardDBError as exc:
         print(f"{PROG}: error: {redact(exc)}", file=sys.stderr)
         if args.traceback:  # the whole chain, for a bug report or an env.py to debug
             print(redact("".join(traceback.format_exception(exc))), end="", file=sys.stderr)
+        return exc.exit_code
+    except Terminated as exc:
+        print(f"{PROG}: terminated by {exc.name}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -99,9 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
             help="a database env.py may connect to besides the throw-away ones (repeatable)",
         )
 
+    def bounded(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--timeout",
+            type=float,
+            default=DEFAULT_CHECK_TIMEOUT,
+            metavar="SECONDS",
+            help="a check running longer fails with that reason "
+            f"(default {DEFAULT_CHECK_TIMEOUT:g})",
+        )
+
+    def waits_for_locks(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=DEFAULT_LOCK_TIMEOUT,
+            metavar="SECONDS",
+            help="give up waiting for a lock after SECONDS "
+            f"(exit 1; default {DEFAULT_LOCK_TIMEOUT:g})",
+        )
+
     def changes_a_database(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--url", help="target database URL (default: $<url_env>, then the ini)")
         sub.add_argument("--sql", action="store_true", help="print the SQL, touch nothing")
+        waits_for_locks(sub)
 
     verb("list", cmd_list, "the registry: databases, trees, mirrors and heads")
 
@@ -122,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--empty", action="store_true", help="an empty revision, no autogenerate")
     sub.add_argument("--url", help="autogenerate against this database (default: a throw-away one)")
     guarded(sub)
+    waits_for_locks(sub)
 
     for name, handler, summary in (
         ("history", cmd_history, "the revisions, newest first"),
@@ -153,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--json", action="store_true", help='print {"results": [...]} only')
     guarded(sub)
+    bounded(sub)
 
     sub = verb("lint", cmd_lint, "per-revision migration safety: Squawk findings, measured locks")
     sub.add_argument("db")
@@ -160,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--only", choices=("lint", "locks"), help="one of the two checks")
     sub.add_argument("--url", help="admin URL of a server for the throw-away (test_*) databases")
     guarded(sub)
+    bounded(sub)
 
     sub = verb("graph", cmd_graph, "the revision graph")
     sub.add_argument("db")
@@ -202,7 +234,7 @@ def cmd_downgrade(args: argparse.Namespace, registry: Registry, out: TextIO) -> 
 
 
 def _migrate(args: argparse.Namespace, registry: Registry, out: TextIO, direction: str) -> int:
-    manager = _manager(registry, args.db, args.url, out)
+    manager = _manager(registry, args.db, args.url, out, args.lock_timeout)
     getattr(manager, direction)(args.to, sql=args.sql)
     if not args.sql:
         print(f"{args.db}: at {_at(manager)} ({mask_url(manager.url)})", file=out)
@@ -210,7 +242,7 @@ def _migrate(args: argparse.Namespace, registry: Registry, out: TextIO, directio
 
 
 def cmd_create(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
-    manager = _manager(registry, args.db, args.url, out)
+    manager = _manager(registry, args.db, args.url, out, args.lock_timeout)
     # With --url the user named the database to compare with; else it is a throw-away one.
     with _throwaway_only(args) if args.url is None else nullcontext():
         script = manager.create(args.message, branch=args.branch, empty=args.empty)
@@ -284,7 +316,7 @@ def cmd_setup(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     databases = registry.select(args.dbs)
     for db in databases:
         url = args.url if len(databases) == 1 else _same_server(args.url, db.database)
-        manager = _manager(registry, db.name, url, out)
+        manager = _manager(registry, db.name, url, out, args.lock_timeout)
         if args.sql:
             manager.upgrade("heads", sql=True)
             continue
@@ -310,7 +342,9 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
             allow=tuple(args.allow),
         ) as server,
     ):
-        results = run_checks(registry, databases, server, only=only, progress=progress)
+        results = run_checks(
+            registry, databases, server, only=only, progress=progress, timeout=args.timeout
+        )
     (print_json if args.json else print_table)(results, out)
     broken = [] if args.dbs else list(registry.broken.values())
     for entry in broken:  # every database was asked for: a broken one is said, and counts
@@ -331,10 +365,13 @@ def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
         ) as server,
     ):
         runner = CheckRunner(db, registry, server)
-        if args.only != "locks":
-            reports += lint_reports(runner)
-        if args.only != "lint":
-            reports += locks_reports(runner)
+        for check, run in (("lint", lint_reports), ("locks", locks_reports)):
+            if args.only in (None, check):
+                try:
+                    with time_limit(args.timeout):
+                        reports += run(runner)
+                except CheckTimedOut as exc:
+                    raise CheckFailed(f"database {db.name!r}: check {check} {exc}") from None
     order = {s.revision: i for i, s in enumerate(reversed(list(runner.script.walk_revisions())))}
     reports.sort(key=lambda r: (order.get(r.revision, len(order)), r.check))
     render(reports, args.format, out)
@@ -348,9 +385,17 @@ def cmd_graph(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
 
 
 # -- helpers ----------------------------------------------------------------------------
-def _manager(registry: Registry, name: str, url: str | None, out: TextIO) -> MigrationManager:
+def _manager(
+    registry: Registry, name: str, url: str | None, out: TextIO, lock_timeout: float
+) -> MigrationManager:
     """A manager that migrates ``name``, every variable its env.py may read aimed at the target."""
-    return MigrationManager(registry.get(name), url, stdout=out, url_envs=registry.url_envs(name))
+    return MigrationManager(
+        registry.get(name),
+        url,
+        stdout=out,
+        url_envs=registry.url_envs(name),
+        lock_timeout=lock_timeout,
+    )
 
 
 @contextmanager

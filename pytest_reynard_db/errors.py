@@ -57,6 +57,13 @@ class FileConflict(ReynardDBError):
     exit_code = 1
 
 
+class LockTimeout(ReynardDBError):
+    """Waiting for a lock (migration, template, reuse server) took longer than
+    ``--lock-timeout`` allows (exit 1); the message names the lock and its holder."""
+
+    exit_code = 1
+
+
 class FilesystemError(ReynardDBError):
     """A file or folder could not be read or written: permissions, a read-only folder,
     a folder where a file should go (exit 2: the environment, not the trees)."""

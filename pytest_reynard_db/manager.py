@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
@@ -27,7 +26,7 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -36,7 +35,9 @@ from .errors import FileConflict, RevisionError, ReynardDBError, ServerError
 from .failures import StepTracker, alembic_errors, migration_failure
 from .guard import GUARD
 from .logs import preserved_logging
+from .migration_lock import release_migration_lock, take_migration_lock
 from .postgres import EphemeralServer, Server
+from .postgres.waits import DEFAULT_LOCK_TIMEOUT
 from .registry import Database
 from .text import first_line, one_line, shown_path
 from .tree import load_tree
@@ -57,11 +58,14 @@ class MigrationManager:
         stdout: TextIO | None = None,
         quiet: bool = False,
         url_envs: Sequence[str] = (),
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         """``quiet``: leave the process's logging alone (see ``Database.alembic_config``).
         ``url_envs``: variables exported to the target while migrating, besides the
-        database's own ``url_env`` (a mirror's sources', ``Registry.url_envs``)."""
+        database's own ``url_env`` (a mirror's sources', ``Registry.url_envs``).
+        ``lock_timeout``: seconds to wait for the migration lock before giving up."""
         self.db = db
+        self.lock_timeout = lock_timeout
         self.url_envs = list(dict.fromkeys([db.url_env, *url_envs]))
         self._url = url
         self.quiet = quiet
@@ -151,9 +155,16 @@ class MigrationManager:
             raise RevisionError(f"database {self.db.name!r}: the URL names no database")
         server = Server(url.set(database=MAINTENANCE_DATABASE))
         try:
-            created = not server.exists(url.database)
-            if created:
-                server.create_database(url.database)
+            created = False
+            if not server.exists(url.database):
+                try:
+                    server.create_database(url.database)
+                    created = True
+                except ServerError:
+                    # Another `setup` created it between our look and our CREATE
+                    # (PostgreSQL then says "duplicate key"): it is made, go on.
+                    if not server.exists(url.database):
+                        raise
         finally:
             server.close()
         self.upgrade("heads")
@@ -226,7 +237,9 @@ class MigrationManager:
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A connection to the target, with a clear error if it cannot be reached."""
-        engine = create_engine(self.url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+        # The application_name is what a waiting migration shows of the lock's holder.
+        connect_args = {"connect_timeout": 10, "application_name": f"reynard-db {self.db.name}"}
+        engine = create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
         try:
             try:
                 connection = engine.connect()
@@ -242,20 +255,19 @@ class MigrationManager:
 
     @contextmanager
     def locked(self) -> Iterator[Connection]:
-        """A connection holding this database's advisory lock (two upgrades take turns)."""
+        """A connection holding this database's migration lock (two upgrades take turns).
+
+        A wait longer than 2 s is said on stderr with the holder; one longer than
+        ``lock_timeout`` raises ``LockTimeout`` (see ``migration_lock``).
+        """
         with self.connect() as connection:
-            key = advisory_lock_key(self.db.database)
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            # A session-level lock outlives this transaction; ending it leaves the
-            # connection idle, so Alembic runs one transaction per migration on it.
-            connection.commit()
+            where = f"database {self.db.name!r} ({mask_url(self.url)})"
+            take_migration_lock(connection, where=where, timeout=self.lock_timeout)
             try:
                 yield connection
             finally:
                 if not connection.closed and not connection.invalidated:
-                    connection.rollback()
-                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                    connection.commit()
+                    release_migration_lock(connection)
 
     def _migrate(
         self, direction: str, target: str, *, sql: bool, connection: Connection | None
@@ -353,11 +365,6 @@ def never_overwrite(db: Database) -> Iterator[None]:
         yield
     finally:
         ScriptDirectory._rev_path = original  # type: ignore[method-assign]
-
-
-def advisory_lock_key(database: str) -> int:
-    """A stable signed 64-bit key per database name (crc32 in a reserved range)."""
-    return 0x5E7A_0000_0000 + zlib.crc32(database.encode())
 
 
 def _sorted(scripts: Any) -> list[Script]:

@@ -18,6 +18,7 @@ import pytest
 from . import pytest_alembic_compat
 from .errors import ReynardDBError
 from .settings import add_options, get_settings
+from .signals import terminate_as_interrupt
 
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 STATE = pytest.StashKey["RunState"]()
 EARLY_GUARD = pytest.StashKey[ExitStack]()
 REDIRECTS_KEY = "reynard_db_redirects"
+#: SIGTERM/SIGHUP handled as Ctrl-C while the run has a server: the handlers' undo,
+#: and the signals received.
+SIGNALS = pytest.StashKey[tuple[ExitStack, list[int]]]()
 MARKER = "reynard_db"
 OUTER_SAVEPOINT = "reynard_db_outer"  # see _outer_transaction_intact
 
@@ -73,6 +77,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _SHOW_CHAIN = config.option.tbstyle == "long" or config.option.verbose > 0
     from .runstate import RunState
 
+    handlers = ExitStack()
+    config.stash[SIGNALS] = (handlers, handlers.enter_context(terminate_as_interrupt()))
     state = RunState(config, settings)
     with _harness_errors(usage=True):  # a bad registry or name: one error, not one per test
         for name in settings.databases:
@@ -104,15 +110,34 @@ def pytest_configure_node(node: Any) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
-    if state is not None:
-        try:
+    try:
+        if state is not None:
             state.close()
-        except ReynardDBError as exc:  # the run is over: say it in one line, no traceback
-            from .urls import redact
+        elif EARLY_GUARD in config.stash:  # armed early, then the run never started
+            config.stash[EARLY_GUARD].close()
+    except ReynardDBError as exc:  # the run is over: say it in one line, no traceback
+        from .urls import redact
 
-            sys.stderr.write(f"reynard-db: clean-up failed: {redact(exc)}\n")
-    elif EARLY_GUARD in config.stash:  # armed early, then the run never started
-        config.stash[EARLY_GUARD].close()
+        sys.stderr.write(f"reynard-db: clean-up failed: {redact(exc)}\n")
+    finally:
+        if SIGNALS in config.stash:
+            config.stash[SIGNALS][0].close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A run ended by SIGTERM or SIGHUP (raised as ``signals.Terminated``, which pytest
+    handles as Ctrl-C) exits with the shell's code for it, 128 + the signal; the
+    server is stopped in ``pytest_unconfigure``, which runs after this. An xdist
+    worker hands the guard's redirects to the controller, which reports them."""
+    signals = session.config.stash.get(SIGNALS, None)
+    if signals is not None and signals[1]:
+        session.exitstatus = 128 + signals[1][0]
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and STATE in session.config.stash:
+        from .guard import GUARD
+
+        workeroutput[REDIRECTS_KEY] = GUARD.redirects
 
 
 @pytest.hookimpl(wrapper=True)
@@ -131,15 +156,6 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     pytest_alembic_compat.install(session.config)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """xdist worker: hand the guard's redirects to the controller, which reports them."""
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None and STATE in session.config.stash:
-        from .guard import GUARD
-
-        workeroutput[REDIRECTS_KEY] = GUARD.redirects
 
 
 @pytest.hookimpl(optionalhook=True)

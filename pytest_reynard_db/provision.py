@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic.config import Config
-from filelock import FileLock
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 
 from .errors import ReynardDBError, ServerError
 from .manager import MigrationManager, exported
 from .postgres import Server
+from .postgres.waits import file_lock
 from .registry import Database, Registry
 
 TEMPLATE_MARK = "tpl"
@@ -136,7 +136,8 @@ class Provisioner:
             template = _pg_name(f"test_{name}_{self.run_id}_{TEMPLATE_MARK}_{digest[:6]}")
         lock = self.lock_dir / f"{self.server.url.port}-{template}.lock"
         manager = self.manager(name, self.server.database_url(template))
-        with FileLock(str(lock)):
+        # Another worker or run may be building it: a long wait says who builds it.
+        with file_lock(lock, f"the build of template {template} ({name})"):
             if not self.server.exists(template):
                 self._migrate_into(name, manager, template, revision)
         return template, _heads_of(manager, revision)

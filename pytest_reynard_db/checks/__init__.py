@@ -17,6 +17,7 @@ from ..errors import ConfigError, MigrationFailed, ReynardDBError
 from ..postgres import Server
 from ..registry import Database, Registry
 from ..text import one_line
+from .bounded import CheckTimedOut, time_limit
 from .downgrade_clean import downgrade_clean
 from .lint import lint
 from .locks import locks
@@ -102,11 +103,13 @@ def run_checks(
     server: Server | None,
     only: Iterable[str] | None = None,
     progress: Progress | None = None,
+    timeout: float | None = None,
 ) -> list[CheckResult]:
     """Run the selected checks on each database; one result per database and check that applies.
 
     ``server`` hosts the throw-away databases (None is fine when only file
     checks run). ``progress(database, check)`` is called before each check.
+    ``timeout``: seconds a check may run before it fails (``--timeout``).
     """
     names = select_checks(only, enabled_checks(registry))
     results: list[CheckResult] = []
@@ -115,14 +118,20 @@ def run_checks(
         for name in names:
             if progress is not None:
                 progress(db.name, name)
-            results.extend(run_check(runner, name))
+            results.extend(run_check(runner, name, timeout=timeout))
     return results
 
 
-def run_check(runner: CheckRunner, name: str) -> list[CheckResult]:
-    """Run one check; any exception becomes a failed result naming database, revision and file."""
+def run_check(runner: CheckRunner, name: str, *, timeout: float | None = None) -> list[CheckResult]:
+    """Run one check; any exception becomes a failed result naming database, revision and file.
+
+    A check still running after ``timeout`` seconds fails with that reason.
+    """
     try:
-        outcome = ALL_CHECKS[name](runner)
+        with time_limit(timeout):
+            outcome = ALL_CHECKS[name](runner)
+    except CheckTimedOut as exc:
+        message = f"check {name} {exc}"
     except MigrationFailed as exc:
         return [runner.result(name, False, str(exc), revision=exc.revision, file=exc.path)]
     except ReynardDBError as exc:

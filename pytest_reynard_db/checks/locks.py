@@ -26,6 +26,7 @@ from sqlalchemy import Connection, text
 
 from ..errors import MigrationFailed
 from ..manager import MigrationManager
+from .bounded import SelfDeadlockWatch, env_ignores_connection
 from .fill import Filler
 from .result import CheckResult
 from .runner import CheckRunner
@@ -105,12 +106,13 @@ def locks_reports(runner: CheckRunner) -> list[RevisionReport]:
     """One report per revision, bases first; the walk stops at a revision that cannot be applied."""
     reports: list[RevisionReport] = []
     filler = Filler()
+    env_py = runner.relative(runner.db.script_location / "env.py") or "env.py"
     with runner.scratch_database(CHECK) as manager, manager.locked() as connection:
         for revision in walk_order(runner.script):
             path = runner.relative(revision.path) or revision.path
             report = RevisionReport(runner.db.name, CHECK, revision.revision, path)
             reports.append(report)
-            findings = measure(manager, connection, revision, report, filler)
+            findings = measure(manager, connection, revision, report, filler, env_py=env_py)
             waivers, bad = read_waivers(revision.path, locks=True)
             report.findings = apply_waivers(findings, waivers, CHECK, bad)
             try:  # now for real, on the tables as the earlier revisions left them
@@ -127,13 +129,19 @@ def measure(
     revision: Script,
     report: RevisionReport,
     filler: Filler,
+    *,
+    env_py: str = "env.py",
 ) -> list[Finding]:
-    """Run ``revision`` on filled tables in an outer transaction, read locks and rewrites."""
+    """Run ``revision`` on filled tables in an outer transaction, read locks and rewrites.
+
+    An ``env.py`` that migrates on a connection of its own would wait for this
+    transaction's locks forever: it is stopped (``EnvIgnoresConnection``, naming
+    ``env_py``), see ``bounded.SelfDeadlockWatch``."""
     if AUTOCOMMIT.search(Path(revision.path).read_text(encoding="utf-8")):
         report.notes.append("not measured: autocommit_block (cannot run inside a transaction)")
         return []
     try:
-        return _measure(manager, connection, revision, report, filler)
+        return _measure(manager, connection, revision, report, filler, env_py)
     except MigrationFailed as exc:
         if _sqlstate(exc) != UNIQUE_VIOLATION:
             return [_failed(exc, "fails on tables with rows")]
@@ -142,7 +150,7 @@ def measure(
             f"own data ({_reason(exc)})"
         )
     try:
-        return _measure(manager, connection, revision, report, None)
+        return _measure(manager, connection, revision, report, None, env_py)
     except MigrationFailed as exc:
         return [_failed(exc, "fails")]
 
@@ -153,6 +161,7 @@ def _measure(
     revision: Script,
     report: RevisionReport,
     filler: Filler | None,
+    env_py: str,
 ) -> list[Finding]:
     before = relations(connection)
     connection.commit()
@@ -161,7 +170,15 @@ def _measure(
         if filler is not None:
             report.notes += filler.fill(connection)
         scanned_before = scans(connection)
-        manager.upgrade(revision.revision, connection=connection)
+        with SelfDeadlockWatch(connection, manager.url) as watch:
+            try:
+                manager.upgrade(revision.revision, connection=connection)
+            except MigrationFailed:
+                if watch.cancelled:
+                    raise env_ignores_connection(env_py) from None
+                raise
+        if watch.cancelled:
+            raise env_ignores_connection(env_py)
         held = connection.execute(HELD).all()
         scanned = {oid for oid, n in scans(connection).items() if n > scanned_before.get(oid, 0)}
         after = relations(connection)

@@ -36,6 +36,7 @@ from .reaper import (
     stop_postmaster,
 )
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
+from .waits import file_lock
 
 SUPERUSER = "postgres"
 HOST = "127.0.0.1"
@@ -221,7 +222,7 @@ class EphemeralPostgres:
         cache = self.root / f"initdb-{self.binaries.version}-{key}"
         if (cache / "PG_VERSION").exists():
             return cache
-        with FileLock(str(cache) + ".lock"):
+        with file_lock(f"{cache}.lock", f"the initdb cache {cache.name}"):
             if not (cache / "PG_VERSION").exists():
                 scratch = Path(tempfile.mkdtemp(prefix="initdb-", dir=self.root))
                 try:
@@ -259,7 +260,7 @@ def reusable_server(binaries: Binaries | None = None) -> EphemeralPostgres:
         f"{process.binaries.bindir}|{process.binaries.version}|{process.user.uid}".encode()
     ).hexdigest()[:12]
     base_dir = process.root / f"reuse-{key}"
-    with FileLock(str(base_dir) + ".lock"):
+    with file_lock(f"{base_dir}.lock", f"the reuse server {base_dir}"):
         record = read_owner(base_dir)
         port = record.get("port") if record else None
         if port:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -72,20 +73,48 @@ def owner_alive(record: dict[str, Any]) -> bool:
 
 
 def postmaster_pid(datadir: Path) -> int | None:
-    """The postmaster's pid from ``postmaster.pid``, if that process still runs."""
+    """The postmaster's pid from ``postmaster.pid``, if that process is still the
+    postmaster of ``datadir``.
+
+    A pid in a stale ``postmaster.pid`` may have been recycled into any process
+    since (a reboot, a long-dead orphan): it counts only when that process is a
+    ``postgres`` whose command line names this data directory (``is_postmaster_of``).
+    """
     try:
         pid = int((datadir / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return None
-    return pid if process_start_time(pid) is not None else None
+    return pid if is_postmaster_of(pid, datadir) else None
+
+
+def is_postmaster_of(pid: int, datadir: Path) -> bool:
+    """Whether ``pid`` runs ``postgres ... -D <datadir>`` (read from ``/proc``).
+
+    What cannot be verified (no ``/proc``, a process gone) is not ours to signal.
+    """
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    args = [os.fsdecode(a) for a in argv if a]
+    if not args or "postgres" not in os.path.basename(args[0]) or _is_zombie(pid):
+        return False
+    wanted = os.path.realpath(datadir)
+    return any(
+        flag == "-D" and os.path.realpath(value) == wanted
+        for flag, value in itertools.pairwise(args)
+    )
 
 
 def stop_postmaster(datadir: Path, timeout: float = 10.0) -> None:
-    """Immediate shutdown (SIGQUIT), then SIGKILL if it lingers."""
+    """Immediate shutdown (SIGQUIT), then SIGKILL if it lingers; only ever to the
+    process verified to be this data directory's postmaster (``postmaster_pid``)."""
     pid = postmaster_pid(datadir)
     if pid is None:
         return
     for sig, wait in ((signal.SIGQUIT, timeout), (signal.SIGKILL, timeout)):
+        if sig == signal.SIGKILL and not is_postmaster_of(pid, datadir):
+            return  # it exited (and its pid may already be someone else's)
         try:
             os.kill(pid, sig)
         except ProcessLookupError:

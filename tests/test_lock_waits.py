@@ -1,0 +1,213 @@
+"""Waiting for locks: never in silence, never forever, and on the right lock.
+
+Real ``reynard-migrate`` processes against a real server: the migration lock is
+one per physical database (two registry names on it take turns), a wait says
+who holds the lock, ``--lock-timeout`` ends it with one line, and two ``setup``
+at once on a missing database both succeed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+from reynard_trees import copy_reynard_trees, write_revision
+from test_faults import clean_env, wait_for
+
+from pytest_reynard_db.postgres import EphemeralServer
+
+MAIN_HEAD = "3a1400000004"
+SLOW = "3a1400000005"
+# Writes a marker, then waits (in Python, holding the migration lock) for a release file.
+SLOW_UPGRADE = """\
+import os, pathlib, time
+pathlib.Path(os.environ["SLOW_MARKER"]).write_text("migrating")
+deadline = time.monotonic() + 120
+while not pathlib.Path(os.environ["SLOW_RELEASE"]).exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+op.create_table("took_turns", sa.Column("id", sa.Integer, primary_key=True))
+"""
+
+
+def cli_argv(project: Path, *argv: str) -> list[str]:
+    return [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv]
+
+
+def poll(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait until ``condition()`` holds; fail naming ``what`` after a generous deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not seen within {timeout}s")
+        time.sleep(0.05)
+
+
+def scalar(url: str, sql: str) -> object:
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        row = conn.execute(sql).fetchone()
+        return row[0] if row else None
+
+
+def fresh_url(server: EphemeralServer, name: str) -> str:
+    server.drop_database(name)
+    return server.create_database(name).render_as_string(hide_password=False)
+
+
+def test_two_registry_names_on_one_database_take_turns_and_a_wait_names_the_holder(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    project = copy_reynard_trees(tmp_path / "project")
+    for tree in ("main", "e2e"):  # e2e mirrors main: the same revision in both
+        write_revision(project / f"alembic/{tree}/versions", SLOW, MAIN_HEAD, SLOW_UPGRADE)
+    url = fresh_url(pg_server, "test_lock_turns")
+    marker, release = tmp_path / "marker", tmp_path / "release"
+    env = clean_env(SLOW_MARKER=str(marker), SLOW_RELEASE=str(release))
+    first = subprocess.Popen(
+        cli_argv(project, "upgrade", "main", "--url", url),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    second: subprocess.Popen[str] | None = None
+    try:
+        wait_for(marker, first)  # `upgrade main` holds the lock, mid-migration
+
+        # Another registry name, the same physical database: it waits, says for
+        # whom, and gives up after --lock-timeout with one line (exit 1).
+        impatient = subprocess.run(
+            cli_argv(project, "upgrade", "e2e", "--url", url, "--lock-timeout", "3"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert impatient.returncode == 1, impatient.stdout + impatient.stderr
+        lines = impatient.stderr.strip().splitlines()
+        assert len(lines) == 2, impatient.stderr
+        waiting, gave_up = lines
+        assert "waiting for the migration lock of database 'e2e'" in waiting
+        assert "application_name 'reynard-db main'" in waiting, waiting
+        assert "state '" in waiting and "pid " in waiting, waiting
+        assert "query started 20" in waiting, waiting
+        assert gave_up.startswith("reynard-migrate: error: gave up waiting for the migration lock")
+        assert "after 3 s (--lock-timeout)" in gave_up and "reynard-db main" in gave_up
+
+        # A patient one waits on the lock (PostgreSQL shows it waiting) and then
+        # finds the revision applied: it ran once.
+        second = subprocess.Popen(
+            cli_argv(project, "upgrade", "e2e", "--url", url),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        poll(
+            lambda: bool(
+                scalar(
+                    url,
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                )
+            ),
+            "upgrade e2e waiting on the lock upgrade main holds",
+        )
+    finally:
+        release.write_text("go")
+    outcomes = [p.communicate(timeout=120) for p in (first, second) if p is not None]
+    assert first.returncode == 0, outcomes[0]
+    assert second is not None and second.returncode == 0, outcomes[1]
+    assert scalar(url, "SELECT version_num FROM alembic_version") == SLOW
+    assert scalar(url, "SELECT to_regclass('took_turns')::text") == "took_turns"
+
+
+def test_two_setups_at_once_on_a_missing_database_both_succeed(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    project = copy_reynard_trees(tmp_path / "project")
+    pg_server.drop_database("test_setup_race")
+    url = pg_server.database_url("test_setup_race").render_as_string(hide_password=False)
+    admin = pg_server.url.render_as_string(hide_password=False).replace("+psycopg", "")
+    # Both look, find no database, and reach CREATE DATABASE together: held there by
+    # a lock on pg_database until both wait on it (the race, made certain).
+    with psycopg.connect(admin) as gate:
+        gate.execute("LOCK TABLE pg_database IN SHARE MODE")
+        setups = [
+            subprocess.Popen(
+                cli_argv(project, "setup", "main", "--url", url),
+                env=clean_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        try:
+            poll(
+                lambda: (
+                    scalar(
+                        admin,
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                        "AND relation = 'pg_database'::regclass",
+                    )
+                    == 2
+                ),
+                "both setups waiting at CREATE DATABASE",
+            )
+        finally:
+            gate.rollback()
+    outcomes = [p.communicate(timeout=120) for p in setups]
+    for setup, (out, err) in zip(setups, outcomes, strict=True):
+        assert setup.returncode == 0, out + err
+        assert "duplicate key" not in err
+    assert sum("created" in out for out, _ in outcomes) == 1, outcomes
+    assert scalar(url, "SELECT version_num FROM alembic_version") == MAIN_HEAD
+
+
+HOLD_FILE_LOCK = """\
+import pathlib, sys, time
+from pytest_reynard_db.postgres.waits import file_lock
+lock, marker, release = sys.argv[1:4]
+with file_lock(lock, "a template build"):
+    pathlib.Path(marker).write_text("holding")
+    deadline = time.monotonic() + 120
+    while not pathlib.Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+
+
+def test_a_file_lock_wait_names_its_holder_and_gives_up_after_the_timeout(tmp_path: Path) -> None:
+    """The lock around template builds (and the reuse server's, and the initdb cache's)."""
+    from pytest_reynard_db.errors import LockTimeout
+    from pytest_reynard_db.postgres.waits import file_lock
+
+    lock, marker, release = tmp_path / "tpl.lock", tmp_path / "marker", tmp_path / "release"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FILE_LOCK, str(lock), str(marker), str(release)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(marker, holder)
+        said: list[str] = []
+        with (
+            pytest.raises(LockTimeout) as raised,
+            file_lock(lock, "the build of template test_tpl_x", timeout=3, say=said.append),
+        ):
+            pytest.fail("acquired a lock another process holds")
+        assert len(said) == 1, said
+        waiting = f"waiting for the build of template test_tpl_x ({lock}), held by pid {holder.pid}"
+        assert waiting in said[0], said
+        message = str(raised.value)
+        assert "after 3 s (--lock-timeout)" in message and f"pid {holder.pid}" in message
+        assert "\n" not in message
+    finally:
+        release.write_text("go")
+        holder.communicate(timeout=60)
+    with file_lock(lock, "the build of template test_tpl_x", timeout=30):
+        pass  # released by its holder: taken at once

@@ -1,0 +1,181 @@
+"""Processes are never lost or left behind: signals a CI runner sends, and pid reuse.
+
+Real processes and real signals: ``SIGTERM``/``SIGHUP`` to ``pytest`` and to
+``reynard-migrate`` stop the server they started and remove its directory, and
+the reaper never signals a process that is not the orphan's postmaster.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from reynard_trees import copy_reynard_trees, write_revision
+from test_faults import (
+    clean_env,
+    gone,
+    make_project,
+    postgres_processes_in,
+    pytest_argv,
+    servers_of,
+    wait_for,
+)
+
+from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.postgres.reaper import postmaster_pid, process_start_time, reap_orphans
+
+MAIN = Path("alembic/main/versions")
+
+
+def test_reaper_never_signals_a_process_that_reused_the_postmasters_pid(tmp_path: Path) -> None:
+    """An orphan whose ``postmaster.pid`` names a live, unrelated process (its pid
+    recycled): the directory goes, the process is left alone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    unrelated = subprocess.Popen(["sleep", "300"])
+    try:
+        orphan = tmp_path / "server-recycled"
+        (orphan / "data").mkdir(parents=True)
+        (orphan / "owner.json").write_text(json.dumps({"pid": dead.pid, "start": "1"}))
+        (orphan / "data" / "postmaster.pid").write_text(
+            f"{unrelated.pid}\n{orphan / 'data'}\n1700000000\n5432\n"
+        )
+        assert reap_orphans(tmp_path) == [orphan]
+        assert not orphan.exists()
+        time.sleep(0.5)  # a signal, had one been sent, would have been delivered by now
+        assert unrelated.poll() is None, "the reaper signalled an unrelated process"
+        assert process_start_time(unrelated.pid) is not None
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+
+
+# -- SIGTERM and SIGHUP ------------------------------------------------------------------------
+TERMINATING = [signal.SIGTERM, signal.SIGHUP]
+SLOW_UPGRADE = """\
+import os, pathlib, time
+pathlib.Path(os.environ["SLOW_MARKER"]).write_text("migrating")
+time.sleep(120)
+"""
+
+
+def cli_argv(project: Path, *argv: str) -> list[str]:
+    return [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv]
+
+
+@pytest.mark.parametrize("sig", TERMINATING, ids=lambda s: s.name)
+def test_sigterm_or_sighup_to_pytest_stops_the_server_and_exits_128_plus_signal(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    project = make_project(tmp_path / "project")
+    facts = tmp_path / "facts.json"
+    (project / "test_wait.py").write_text(
+        textwrap.dedent(f"""\
+            import json, pathlib, time
+
+            def test_wait(reynard_db, reynard_db_server):
+                process = reynard_db_server.process
+                pathlib.Path({str(facts)!r}).write_text(
+                    json.dumps({{"dir": str(process.base_dir), "pid": process.pid}}))
+                time.sleep(120)
+            """)
+    )
+    session = subprocess.Popen(
+        pytest_argv("--reynard-db=main"),
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(facts, session)
+    info = json.loads(facts.read_text())
+    base_dir, postmaster = Path(info["dir"]), int(info["pid"])
+    assert base_dir.exists() and not gone(postmaster)
+
+    session.send_signal(sig)  # what `timeout` and CI runners send: to the process, not its group
+    out, err = session.communicate(timeout=60)
+
+    assert session.returncode == 128 + sig, out + err
+    assert not base_dir.exists()
+    assert gone(postmaster)
+    assert postgres_processes_in(base_dir) == []
+
+
+@pytest.mark.parametrize("sig", TERMINATING, ids=lambda s: s.name)
+def test_sigterm_or_sighup_to_reynard_migrate_check_stops_its_server(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    project = copy_reynard_trees(tmp_path / "project")
+    write_revision(project / MAIN, "3a1400000005", "3a1400000004", SLOW_UPGRADE)
+    marker = tmp_path / "marker"
+    check = subprocess.Popen(
+        cli_argv(project, "check", "main", "--only", "upgrade"),
+        env=clean_env(SLOW_MARKER=str(marker)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(marker, check)  # its ephemeral server up, a migration running
+    (base_dir,) = servers_of(check.pid)
+    postmaster = postmaster_pid(base_dir / "data")
+    assert postmaster is not None
+
+    check.send_signal(sig)
+    out, err = check.communicate(timeout=60)
+
+    assert check.returncode == 128 + sig, out + err
+    assert err.strip().splitlines()[-1] == f"reynard-migrate: terminated by {sig.name}", err
+    assert "Traceback" not in err
+    assert not base_dir.exists()
+    assert gone(postmaster)
+    assert postgres_processes_in(base_dir) == []
+
+
+def test_a_sigtermed_upgrade_leaves_no_backend_holding_the_lock(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    """The migration's statement is cancelled and its session ends: the next
+    upgrade does not wait for a lock nobody will release."""
+    project = copy_reynard_trees(tmp_path / "project")
+    write_revision(
+        project / MAIN,
+        "3a1400000005",
+        "3a1400000004",
+        'import os, pathlib\npathlib.Path(os.environ["SLOW_MARKER"]).write_text("x")\n'
+        'op.execute("SELECT pg_sleep(120)")',
+    )
+    pg_server.drop_database("test_sigterm_upgrade")
+    url = pg_server.create_database("test_sigterm_upgrade").render_as_string(False)
+    marker = tmp_path / "marker"
+    upgrade = subprocess.Popen(
+        cli_argv(project, "upgrade", "main", "--url", url),
+        env=clean_env(SLOW_MARKER=str(marker)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(marker, upgrade)
+    time.sleep(0.2)  # into pg_sleep (not an assertion: only makes the case the hard one)
+    upgrade.send_signal(signal.SIGTERM)
+    out, err = upgrade.communicate(timeout=60)
+    assert upgrade.returncode == 128 + signal.SIGTERM, out + err
+
+    plain = url.replace("postgresql+psycopg", "postgresql")
+    deadline = time.monotonic() + 30
+    with psycopg.connect(plain, autocommit=True) as conn:
+        while conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        ).fetchone() != (0,):
+            if time.monotonic() > deadline:
+                pytest.fail("a backend of the terminated upgrade still holds the migration lock")
+            time.sleep(0.1)
+        version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert version == ("3a1400000004",), "the failed revision is rolled back"
