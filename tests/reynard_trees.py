@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import psycopg
+
 from pytest_reynard_db.postgres import EphemeralServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +48,18 @@ def require_password(server: EphemeralServer, role: str, password: str) -> None:
         conn.execute("SET password_encryption = 'scram-sha-256'")
         conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
         conn.execute("SELECT pg_reload_conf()")
-    time.sleep(0.3)  # the postmaster rereads pg_hba.conf on SIGHUP
+    # The postmaster rereads pg_hba.conf when the signal arrives, later on a busy machine:
+    # wait until the role is really asked for its password.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            psycopg.connect(
+                host="127.0.0.1", port=server.url.port, user=role, dbname="postgres"
+            ).close()
+        except psycopg.OperationalError:
+            return  # no password given: refused, so the new rule is in force
+        time.sleep(0.05)
+    raise AssertionError(f"pg_hba.conf was not reloaded: {role} still connects without one")
 
 
 def run_cli(project: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

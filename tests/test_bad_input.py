@@ -18,7 +18,6 @@ import os
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -181,12 +180,8 @@ def password_server() -> Iterator[EphemeralServer]:
         yield server
 
 
-def timed_cli(
-    project: Path, *argv: str, env: dict[str, str] | None = None
-) -> tuple[int, str, str, float]:
-    started = time.monotonic()
-    code, out, err = run_cli(project, *argv, env={**os.environ, **(env or {})})
-    return code, out, err, time.monotonic() - started
+def cli_with(project: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    return run_cli(project, *argv, env={**os.environ, **(env or {})})
 
 
 @pytest.mark.parametrize(
@@ -217,15 +212,13 @@ def test_bad_input(
         "no_createdb": f"postgresql://no_createdb:{SECRET}@127.0.0.1:{port}/reynard_new",
     }
     env = {"DATABASE_URL": f"postgresql://u:{SECRET}@h:notaport/x"}
-    returncode, out, err, elapsed = timed_cli(
-        project, *(arg.format(**urls) for arg in argv), env=env
-    )
+    returncode, out, err = cli_with(project, *(arg.format(**urls) for arg in argv), env=env)
     assert returncode == code, (out, err)
     assert err.startswith("reynard-migrate: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in out + err
     assert re.search(message, err), err
     assert SECRET not in out + err
-    assert elapsed < 30, "an unreachable server must time out (connect_timeout), not hang"
+    # "silent" never answers: connect_timeout ends it; a hang would end in run_cli's timeout
 
 
 def test_the_docstring_counts_the_corpus() -> None:
@@ -241,7 +234,7 @@ def test_hostile_database_name_is_created_exactly_as_named(
     pg_server.drop_database(name)
     before = _databases(pg_server)
     url = pg_server.url.set(database=name).render_as_string(hide_password=False)
-    code, out, err, _ = timed_cli(project, "setup", "main", "--url", url)
+    code, out, err = cli_with(project, "setup", "main", "--url", url)
     assert code == 0, err
     assert "created, at 3a1400000004" in out
     assert _databases(pg_server) == before | {name}
@@ -252,7 +245,7 @@ def test_hostile_database_name_is_created_exactly_as_named(
         )
     engine.dispose()
     # Again: it exists now, nothing is created, it stays at head.
-    code, out, err, _ = timed_cli(project, "setup", "main", "--url", url)
+    code, out, err = cli_with(project, "setup", "main", "--url", url)
     assert code == 0 and "created" not in out, err
     pg_server.drop_database(name)
 

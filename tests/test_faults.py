@@ -184,8 +184,10 @@ def test_ctrl_c_stops_the_server_and_removes_its_directory(tmp_path: Path) -> No
 
             def test_wait(reynard_db, reynard_db_server):
                 process = reynard_db_server.process
-                pathlib.Path({str(facts)!r}).write_text(
+                scratch = pathlib.Path({str(facts)!r} + ".tmp")
+                scratch.write_text(
                     json.dumps({{"dir": str(process.base_dir), "pid": process.pid}}))
+                scratch.rename({str(facts)!r})  # whole when it appears
                 time.sleep(120)
             """)
     )
@@ -199,7 +201,6 @@ def test_ctrl_c_stops_the_server_and_removes_its_directory(tmp_path: Path) -> No
         start_new_session=True,  # a process group of its own, as a terminal's job
     )
     wait_for(facts, session)
-    time.sleep(0.2)  # the test is sleeping now
     info = json.loads(facts.read_text())
     base_dir, postmaster = Path(info["dir"]), int(info["pid"])
     assert base_dir.exists() and not gone(postmaster)

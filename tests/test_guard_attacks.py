@@ -792,7 +792,10 @@ def test_no_password_in_any_output(tmp_path: Path, form: str, path: str) -> None
     # (an env.py's connection may be refused, or redirected to the test database: then
     # the run passes; every other path must fail on such a URL)
     assert code != 0 or path == "pytest-env-py", shown
-    assert TRACEBACK not in out + err and "INTERNALERROR" not in out + err, shown
+    assert "INTERNALERROR" not in out + err, shown
+    # pytest -v shows a harness failure's chain on purpose (issue 13); the default run's
+    # one line is test_plugin.py::test_a_harness_failure_is_reported_once_in_full
+    assert path.startswith("pytest") or TRACEBACK not in out + err, shown
     assert "unrecognized arguments" not in err, shown  # the URL must be what failed
     if path in ("upgrade", "current-env"):
         assert len(error_lines(err)) == 1, shown
