@@ -16,6 +16,8 @@ import pytest
 
 from pytest_reynard_db.checks import CHECKS, CheckResult, run_checks, select_checks
 from pytest_reynard_db.checks.lint import find_squawk
+from pytest_reynard_db.checks.locks import locks_reports
+from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.cli import main
 from pytest_reynard_db.errors import ConfigError
 from pytest_reynard_db.postgres import EphemeralServer
@@ -87,6 +89,34 @@ def test_not_null_column_without_default(project: Path, pg_server: EphemeralServ
     results = lint_and_locks(project, pg_server)
     assert_both_fail(results, "user_account", "migration-failed", "contains null values")
     assert "adding-required-field" in results["lint"][0].message
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "fails"),
+    [
+        ('op.add_column("user_account", sa.Column("nickname", sa.Text()))', False),
+        ('op.alter_column("user_account", "display_name", new_column_name="shown_name")', False),
+        # SET NOT NULL reads every row under ACCESS EXCLUSIVE: a long scan under lock
+        ('op.alter_column("user_account", "display_name", nullable=False)', True),
+    ],
+    ids=["nullable-add-column", "rename-column", "set-not-null-scans"],
+)
+def test_a_brief_exclusive_lock_is_a_note_a_scan_under_it_fails(
+    project: Path, pg_server: EphemeralServer, upgrade: str, fails: bool
+) -> None:
+    """Only a table rewrite or a scan under the lock fail; a catalogue-only ACCESS
+    EXCLUSIVE (it still queues behind long transactions) is said as a note."""
+    broken(project, upgrade)
+    registry = load_registry(project)
+    runner = CheckRunner(registry.get("main"), registry, pg_server)
+    reports = [r for r in locks_reports(runner) if r.revision == "3a1400000099"]
+    assert len(reports) == 1
+    report = reports[0]
+    assert report.ok is not fails, report
+    if fails:
+        assert "AccessExclusiveLock" in report.findings[0].message
+    else:
+        assert report.findings == [] and any("briefly" in n for n in report.notes), report
 
 
 def test_column_type_change_rewrites(project: Path, pg_server: EphemeralServer) -> None:
@@ -182,7 +212,10 @@ def test_locks_waiver(project: Path, pg_server: EphemeralServer) -> None:
     )
     registry = load_registry(project)
     rows = run_checks(registry, [registry.get("main")], pg_server, only=["locks"])
-    assert [r.ok for r in rows] == [True] and "2 waived" in rows[0].message
+    # 3a1400000003's constant-default ADD COLUMN is a brief lock now: a note, not a finding
+    assert [r.ok for r in rows] == [True] and "1 waived, 1 notes" in rows[0].message
+    code, markdown = _lint_cli(project, "main", "--only", "locks", "--format", "markdown")
+    assert code == 0 and "~~" in markdown, markdown  # a waived finding, struck through
 
 
 def test_autocommit_block_is_reported_not_measured(
@@ -279,7 +312,7 @@ def test_lint_verb_formats(project: Path) -> None:
     assert code == 1
     assert "main      lint   3a1400000099  FAIL" in table
     assert "require-concurrent-index-creation on user_account" in table
-    assert "waived" in table  # 3a1400000003 carries a waiver
+    assert "AccessExclusiveLock, briefly" in table  # 3a1400000003's ADD COLUMN: a note
     code, raw = _lint_cli(project, "main", "--format", "json")
     payload = json.loads(raw)
     assert code == 1 and payload["ok"] is False
@@ -290,6 +323,6 @@ def test_lint_verb_formats(project: Path) -> None:
     code, markdown = _lint_cli(project, "main", "--format", "markdown")
     assert markdown.startswith("### Migration safety")
     assert "| main | `3a1400000099` | lint | ❌ FAIL |" in markdown
-    assert "```sql" in markdown and "~~" in markdown
+    assert "```sql" in markdown
     code, clean = _lint_cli(project, "e2e", "--only", "lint")
     assert code == 0 and "all passed" in clean
