@@ -73,6 +73,18 @@ def _user_shell() -> dict[str, str]:
     }
 
 
+def run_pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``pytest ARGS`` in ``project``, in a user's shell with ``env`` exported."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=project,
+        env={**_user_shell(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def _connections(server: EphemeralServer) -> int:
     assert server.process.base_dir is not None
     log = (server.process.base_dir / "_TunedPostgresql.log").read_text(errors="replace")
@@ -110,14 +122,7 @@ def test_plugin_fixtures_and_check_items(project: Path, decoy: EphemeralServer) 
     )
     production = decoy.database_url("app").render_as_string(hide_password=False)
     before = _connections(decoy)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", *PLUGIN_ARGS],
-        cwd=project,
-        env={**_user_shell(), "APP_DATABASE_URL": production},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_pytest(project, "-rs", *PLUGIN_ARGS, APP_DATABASE_URL=production)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 passed, 1 skipped" in result.stdout, result.stdout
     assert "no target_metadata" in result.stdout
@@ -161,14 +166,7 @@ def test_env_py_calling_fileconfig_unguarded(project: Path) -> None:
     assert guarded in source
     env_py.write_text(source.replace(guarded, "fileConfig(config.config_file_name)"))
     (project / "test_logging.py").write_text(LOGGING_TESTS)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=app"],
-        cwd=project,
-        env=_user_shell(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_pytest(project, "--reynard-db=app")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
     code, out, err = run_cli(project, "check", "--only", "upgrade,stairway")
@@ -198,13 +196,8 @@ def test_an_application_connecting_at_conftest_import_is_refused(
     )
     production = decoy.database_url("app").render_as_string(hide_password=False)
     before = _connections(decoy)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=app"],
-        cwd=project,
-        env={**_user_shell(), variable: production, "PYTHONPATH": str(project)},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_pytest(
+        project, "--reynard-db=app", **{variable: production, "PYTHONPATH": str(project)}
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
