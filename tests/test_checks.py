@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from reynard_trees import copy_reynard_trees, run_cli, write_revision
 
-from pytest_reynard_db.checks import CHECKS, CheckResult, run_checks, select_checks
+from pytest_reynard_db.checks import CHECKS, CheckResult, run_check, run_checks, select_checks
 from pytest_reynard_db.checks.runner import CheckRunner, scratch_name
 from pytest_reynard_db.checks.stairway import expected_heads
 from pytest_reynard_db.cli import main
 from pytest_reynard_db.errors import ConfigError
+from pytest_reynard_db.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.registry import Registry, load_registry
 
@@ -242,6 +245,121 @@ def test_stairway_passes_a_labelled_branch_with_depends_on_and_a_merge_into_it(
     result = one(check(project, pg_server, "ecs", "stairway"))
     assert result.ok, result.message
     assert "16 revisions" in result.message
+
+
+class CountingRunner(CheckRunner):
+    """A real runner that counts the throw-away databases it makes (the stairway's cost)."""
+
+    made = 0
+
+    @contextmanager
+    def scratch_database(self, purpose: str) -> Iterator[MigrationManager]:
+        self.made += 1
+        with super().scratch_database(purpose) as manager:
+            yield manager
+
+
+def stairway_of(project: Path, server: EphemeralServer, db: str) -> tuple[list[CheckResult], int]:
+    """The stairway's results on ``db``, and how many throw-away databases it made."""
+    registry = load_registry(project)
+    runner = CountingRunner(registry.get(db), registry, server)
+    return run_check(runner, "stairway"), runner.made
+
+
+def test_stairway_reports_broken_revisions_in_two_branches_and_walks_what_builds_on_them(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """Broken heads of the ``ecs`` and ``agents`` branches: both reported, and a revision on
+    top of the first (its upgrade works, so it is reachable) is walked and found broken too."""
+    ecs, agents = project / ECS_VERSIONS / "ecs", project / ECS_VERSIONS / "agents"
+    first = write_revision(
+        ecs,
+        "ec5000000099",
+        "ec5000000004",
+        'op.add_column("entity", sa.Column("nick", sa.String(50)))',
+        "pass  # forgets the column",
+    )
+    above = write_revision(
+        ecs, "ec50000000a0", "ec5000000099", "pass", 'op.drop_table("gone_from_ecs")'
+    )
+    other = write_revision(
+        agents,
+        "a6e400000099",
+        "a6e400000004",
+        'op.add_column("agent", sa.Column("mood", sa.String(50)))',
+        "pass  # forgets the column",
+    )
+    results, made = stairway_of(project, pg_server, "ecs")
+    assert [r.ok for r in results] == [False, False, False], results
+    by_revision = {r.revision: r for r in results}
+    assert set(by_revision) == {"ec5000000099", "ec50000000a0", "a6e400000099"}
+    for path, step, error in (
+        (first, "re-up", 'column "nick" of relation "entity" already exists'),
+        (above, "down", 'table "gone_from_ecs" does not exist'),
+        (other, "re-up", 'column "mood" of relation "agent" already exists'),
+    ):
+        result = next(r for r in results if r.file == str(path.relative_to(project)))
+        assert result.summary.startswith(f"{result.file}: revision {result.revision}, {step} step")
+        assert error in result.message, result.message
+        assert "stairway: 3 of 15 revisions broken" in result.message
+    assert "not reached" not in "".join(r.message for r in results)
+    assert made == 1 + 3  # one database, and one rebuild per broken revision
+    assert scratch_databases(pg_server) == []
+
+
+def test_stairway_reports_every_broken_revision_of_one_chain(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """One chain: a downgrade that forgets a column, one that fails, an upgrade that fails,
+    and a revision needing that last one (not reached); the one after the first two is walked."""
+    versions = project / MAIN_VERSIONS
+    write_revision(
+        versions,
+        "3a1400000099",
+        "3a1400000004",
+        'op.add_column("user_account", sa.Column("nickname", sa.String(50)))',
+        "pass  # forgets to drop the column",
+    )
+    write_revision(versions, "3a140000009a", "3a1400000099", "pass", 'op.drop_table("nope")')
+    write_revision(versions, "3a140000009b", "3a140000009a", 'op.drop_table("never_there")')
+    write_revision(versions, "3a140000009c", "3a140000009b")
+    write_revision(versions, "3a140000009d", "3a140000009c")
+    results, made = stairway_of(project, pg_server, "main")
+    assert [(r.revision, r.ok) for r in results] == [
+        ("3a1400000099", False),
+        ("3a140000009a", False),
+        ("3a140000009b", False),
+    ]
+    steps = [r.summary.split(", ")[1].split(":")[0] for r in results]
+    assert steps == ["re-up step", "down step", "up step"]
+    assert 'table "never_there" does not exist' in results[2].message
+    assert "not reached (they need it): 3a140000009c, 3a140000009d" in results[2].message
+    assert "stairway: 3 of 9 revisions broken, 2 not reached" in results[0].message
+    assert made == 4
+
+
+def test_stairway_on_a_sound_tree_makes_one_database(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """Linear cost: nothing broken, nothing rebuilt (one database, one walk)."""
+    results, made = stairway_of(project, pg_server, "ecs")
+    assert [r.ok for r in results] == [True] and made == 1
+
+
+def test_cli_check_json_has_one_stairway_entry_per_broken_revision(
+    project: Path, pg_server: EphemeralServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    versions = project / MAIN_VERSIONS
+    write_revision(versions, "3a1400000099", "3a1400000004", "pass", 'op.drop_table("nope")')
+    write_revision(versions, "3a140000009a", "3a1400000099", "pass", 'op.drop_table("nope")')
+    admin = pg_server.url.render_as_string(hide_password=False)
+    argv = ["--project", str(project), "check", "main", "--url", admin, "--only", "stairway"]
+    assert main([*argv, "--json"]) == 1
+    entries = json.loads(capsys.readouterr().out)["results"]
+    assert [(e["check"], e["ok"], e["revision"], e["file"]) for e in entries] == [
+        ("stairway", False, "3a1400000099", "alembic/main/versions/3a1400000099_test.py"),
+        ("stairway", False, "3a140000009a", "alembic/main/versions/3a140000009a_test.py"),
+    ]
 
 
 def test_expected_heads_follow_depends_on(project: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ReynardDBError
-from .offline_sql import RevisionSQL, offline_manager, revision_sql, table_of
+from .offline_sql import NotLintable, RevisionSQL, offline_manager, revision_sql, table_of
 from .result import CheckResult
 from .runner import CheckRunner
 from .safety import (
@@ -39,6 +39,8 @@ from .stairway import walk_order
 
 CHECK = "lint"
 SQUAWK_TIMEOUT = 120
+#: How a revision without offline SQL is reported (a note: nothing was found, nothing checked).
+NOT_LINTABLE = "not lintable offline"
 
 
 class SquawkMissing(ReynardDBError):
@@ -51,15 +53,32 @@ def lint(runner: CheckRunner) -> list[CheckResult]:
 
 
 def lint_reports(runner: CheckRunner) -> list[RevisionReport]:
-    """One report per revision, bases first."""
+    """One report per revision, bases first.
+
+    A revision whose offline SQL cannot be rendered gets a note "not lintable
+    offline: <reason>" and the others are still linted; once ``env.py`` is the
+    cause (it connects even with ``--sql``), it is not run again: every later
+    revision gets the same note.
+    """
     squawk = find_squawk()
     settings = LintSettings.from_registry(runner.registry)
     manager = offline_manager(runner)
     reports: list[RevisionReport] = []
+    everywhere: str | None = None  # why no revision renders (env.py), once known
     for revision in walk_order(runner.script):
         path = runner.relative(revision.path) or revision.path
-        sql = revision_sql(manager, revision)
-        findings = run_squawk(squawk, sql, settings, label=path) if sql.statements else []
+        findings: list[Finding] = []
+        notes: list[str] = []
+        try:
+            if everywhere is not None:
+                raise NotLintable(everywhere, everywhere=True)
+            sql = revision_sql(manager, revision)
+        except NotLintable as exc:
+            notes.append(f"{NOT_LINTABLE}: {exc.reason}")
+            if exc.everywhere:
+                everywhere = exc.reason
+        else:
+            findings = run_squawk(squawk, sql, settings, label=path) if sql.statements else []
         waivers, bad = read_waivers(revision.path, locks=False)
         reports.append(
             RevisionReport(
@@ -68,6 +87,8 @@ def lint_reports(runner: CheckRunner) -> list[RevisionReport]:
                 revision.revision,
                 path,
                 apply_waivers(findings, waivers, CHECK, bad),
+                notes,
+                checked=not notes,
             )
         )
     return reports
@@ -133,4 +154,12 @@ def _finding(item: dict[str, Any], sql: RevisionSQL) -> Finding:
     )
 
 
-__all__ = ["BAD_WAIVER", "CHECK", "SquawkMissing", "find_squawk", "lint", "lint_reports"]
+__all__ = [
+    "BAD_WAIVER",
+    "CHECK",
+    "NOT_LINTABLE",
+    "SquawkMissing",
+    "find_squawk",
+    "lint",
+    "lint_reports",
+]

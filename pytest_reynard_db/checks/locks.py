@@ -139,6 +139,7 @@ def measure(
     ``env_py``), see ``bounded.SelfDeadlockWatch``."""
     if AUTOCOMMIT.search(Path(revision.path).read_text(encoding="utf-8")):
         report.notes.append("not measured: autocommit_block (cannot run inside a transaction)")
+        report.checked = False
         return []
     try:
         return _measure(manager, connection, revision, report, filler, env_py)

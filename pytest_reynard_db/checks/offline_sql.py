@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import io
 import re
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from alembic.script import Script
 from alembic.util import to_tuple
+from sqlalchemy.dialects import registry as dialects
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
 
 from ..manager import MigrationManager
+from ..text import first_line, shown_path
 from .runner import CheckRunner
 
 MARKER = re.compile(r"^-- Running upgrade .*-> (?P<rev>\S+)\s*$")
-OFFLINE_URL = URL.create("postgresql+psycopg", database="reynard_db_offline")
+OFFLINE_DRIVER = "reynard_offline"
+OFFLINE_URL = URL.create(f"postgresql+{OFFLINE_DRIVER}", database="reynard_db_offline")
 TABLE_PATTERNS = (
     re.compile(
         r"\bALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<name>[\w\".]+)", re.IGNORECASE
@@ -40,6 +47,40 @@ TABLE_PATTERNS = (
     re.compile(r"\b(?:UPDATE|DELETE\s+FROM|INSERT\s+INTO)\s+(?P<name>[\w\".]+)", re.IGNORECASE),
     re.compile(r"\bDROP\s+INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+EXISTS\s+)?(?P<name>[\w\".]+)", re.I),
 )
+
+
+class OfflineConnect(Exception):
+    """``env.py`` tried to connect while rendering offline SQL (and was not let)."""
+
+
+class OfflineDialect(PGDialect_psycopg):
+    """psycopg's PostgreSQL dialect, so offline SQL renders as it would, that never connects.
+
+    The made-up offline URL names it: an ``env.py`` that connects in ``--sql``
+    mode fails here, before any socket is opened, instead of reaching whatever
+    server answers on the default port.
+    """
+
+    supports_statement_cache = True
+
+    def connect(self, *cargs: Any, **cparams: Any) -> Any:
+        raise OfflineConnect("env.py connected to a database in offline (--sql) mode")
+
+
+dialects.register(f"postgresql.{OFFLINE_DRIVER}", __name__, "OfflineDialect")
+
+
+class NotLintable(Exception):
+    """A revision whose offline SQL cannot be rendered, and why.
+
+    ``everywhere``: the cause is not in the revision (``env.py`` connects, or fails
+    on import): no revision of the tree can be rendered.
+    """
+
+    def __init__(self, reason: str, *, everywhere: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.everywhere = everywhere
 
 
 @dataclass(frozen=True)
@@ -85,9 +126,36 @@ def revision_sql(manager: MigrationManager, revision: Script) -> RevisionSQL:
     """The ``--sql`` output of exactly ``revision``'s upgrade step."""
     buffer = io.StringIO()
     manager.stdout = buffer  # the Config's stdout and output_buffer (where --sql goes)
-    manager.upgrade(step_range(revision), sql=True)
+    try:
+        manager.upgrade(step_range(revision), sql=True)
+    except OfflineConnect:
+        env_py = shown_path(manager.db.script_location / "env.py")
+        raise NotLintable(
+            f"{env_py} connects to a database even with --sql (it has no "
+            "context.is_offline_mode() branch); nothing was connected to",
+            everywhere=True,
+        ) from None
+    except Exception as exc:  # whatever the revision or env.py raises: a reason, not a crash
+        raise not_lintable(manager, revision, exc) from None
     section = cut_step(buffer.getvalue(), revision.revision)
     return split(section)
+
+
+def not_lintable(manager: MigrationManager, revision: Script, exc: BaseException) -> NotLintable:
+    """Why ``revision`` could not be rendered: the revision file's line and the error; or,
+    raised outside the revision (in ``env.py``: every revision would fail), env.py's line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if revision.path and Path(f.filename) == Path(revision.path)]
+    error = f"{type(exc).__name__}: {first_line(exc)}"
+    if not mine:
+        env_py = manager.db.script_location / "env.py"
+        lines = [f.lineno for f in frames if Path(f.filename) == env_py]
+        where = shown_path(env_py) + (f":{lines[-1]}" if lines else "")
+        return NotLintable(f"{where}: {error}", everywhere=True)
+    hint = ""
+    if "get_bind(" in Path(revision.path).read_text(encoding="utf-8", errors="replace"):
+        hint = " (op.get_bind() has no database in --sql mode: the revision reads data)"
+    return NotLintable(f"line {mine[-1].lineno}: {error}{hint}")
 
 
 def cut_step(output: str, revision: str) -> str:

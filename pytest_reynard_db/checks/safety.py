@@ -134,6 +134,9 @@ class RevisionReport:
     file: str
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: False when the revision could not be looked at (its notes say why): not
+    #: lintable offline, not measured. It does not fail the check.
+    checked: bool = True
 
     @property
     def failures(self) -> list[Finding]:
@@ -203,16 +206,29 @@ def to_results(
     runner: CheckRunner, check: str, reports: Sequence[RevisionReport]
 ) -> list[CheckResult]:
     """One result per database and check (as SPEC section 5 has it): a failure lists
-    every revision with an unwaived finding and names the first in ``revision``/``file``."""
+    every revision with an unwaived finding and names the first in ``revision``/``file``.
+
+    The notes of the other revisions (``not lintable offline: ...``, ``not
+    measured: ...``) follow, one line each: they do not fail the check, and are
+    not hidden either.
+    """
     failed = [r for r in reports if not r.ok]
+    noted = [
+        f"{r.file}: revision {r.revision}: note: {n}" for r in reports if r.ok for n in r.notes
+    ]
     if not failed:
         waived = sum(len(r.findings) for r in reports)
         notes = sum(len(r.notes) for r in reports)
         extra = "".join(
             [f", {waived} waived" if waived else "", f", {notes} notes" if notes else ""]
         )
-        return [runner.result(check, True, f"{len(reports)} revisions clean{extra}")]
-    message = "\n".join(failure_message(report) for report in failed)
+        unchecked = sum(1 for r in reports if not r.checked)
+        clean = f"{len(reports)} revisions clean"
+        if unchecked:
+            clean = f"{len(reports) - unchecked} of {clean}, {unchecked} not checked"
+        message = "\n".join([f"{clean}{extra}", *noted])
+        return [runner.result(check, True, message)]
+    message = "\n".join([*(failure_message(report) for report in failed), *noted])
     if len(failed) > 1:
         message = f"{len(failed)} revisions with findings:\n{message}"
     first = failed[0]

@@ -57,6 +57,8 @@ def print_markdown(reports: Sequence[RevisionReport], out: TextIO) -> None:
         mark = "✅ ok" if r.ok else "❌ FAIL"
         if r.ok and r.findings:
             mark = "✅ waived"
+        if r.ok and not r.checked:
+            mark = "⚪ not checked"
         print(f"| {r.database} | `{r.revision}` | {r.check} | {mark} | `{r.file}` |", file=out)
     for report in reports:
         if not report.findings and not report.notes:
@@ -77,6 +79,8 @@ def print_markdown(reports: Sequence[RevisionReport], out: TextIO) -> None:
 def _verdict(report: RevisionReport) -> str:
     if not report.ok:
         return "FAIL"
+    if not report.checked:
+        return "not checked"
     return "waived" if report.findings else "ok"
 
 
