@@ -187,7 +187,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     where = mask_url(state.settings.url) if state.settings.url else "an ephemeral server"
     reuse = " (reused between runs)" if state.settings.reuse else ""
     names = ", ".join(state.settings.databases) or "none"
-    lines = [f"reynard-db: databases {names} on {where}{reuse}, source={state.settings.source}"]
+    mirrors = any(
+        state.registry.databases[n].mirror_of
+        for n in state.settings.databases
+        if n in state.registry.databases
+    )
+    source = f", source={state.settings.source}" if mirrors else ""  # only a mirror has one
+    lines = [f"reynard-db: databases {names} on {where}{reuse}{source}"]
     return lines + [f"reynard-db: warning: {w}" for w in state.registry.warnings]
 
 

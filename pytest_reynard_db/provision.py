@@ -44,6 +44,11 @@ class TestDatabase:
     _engine: Engine | None = field(default=None, repr=False)
     _config: Config | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        """One short line (it shows in every failure that involves the fixture)."""
+        heads = ",".join(self.head) or "base"
+        return f"<TestDatabase {self.db.name}: {self.name} at {heads}>"
+
     @property
     def config(self) -> Config:
         """The Alembic Config of the tree it was migrated with, aimed at it (built on use)."""

@@ -456,3 +456,18 @@ def test_a_harness_failure_is_reported_once_in_full(project: pytest.Pytester) ->
     assert output.count("\nreynard-db: cannot connect to") == 1, output  # the summary aside
     assert "reynard-db: failed as reported for an earlier test" in output
     assert "Traceback" not in output and "During handling" not in output, output
+
+
+def test_header_and_repr_are_short(project: pytest.Pytester) -> None:
+    """``source=`` only when a selected database is a mirror; a TestDatabase is one line."""
+    project.makepyfile(
+        test_x="def test_repr(reynard_db):\n"
+        "    assert repr(reynard_db) == (\n"
+        "        f'<TestDatabase main: {reynard_db.name} at 3a1400000004>')\n"
+    )
+    result = project.runpytest("--reynard-db=main", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    header = [line for line in result.outlines if line.startswith("reynard-db: databases")]
+    assert header == ["reynard-db: databases main on an ephemeral server"], header
+    result = project.runpytest("--reynard-db=e2e", "-p", "no:cacheprovider", "-k", "nothing")
+    assert any(line.endswith("source=copy") for line in result.outlines)
