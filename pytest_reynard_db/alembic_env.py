@@ -42,7 +42,9 @@ def run_migrations(
 ) -> None:
     """Run the migrations of the current Alembic command (call from ``env.py``)."""
     config = context.config
-    if config.config_file_name is not None:
+    # The logging sections are optional in an Alembic ini: without them, leave logging
+    # as it is (fileConfig would raise a bare KeyError: 'formatters').
+    if config.config_file_name is not None and config.file_config.has_section("loggers"):
         fileConfig(config.config_file_name, disable_existing_loggers=False)
     configure = {**DEFAULT_OPTIONS, "target_metadata": target_metadata, **options}
     passed = _passed_connection()

@@ -40,6 +40,14 @@ class EnvPyFailed(MigrationFailed):
     tree's environment is broken, not a revision (exit 1)."""
 
 
+class EnvPyNeedsConfig(EnvPyFailed):
+    """``env.py`` asked the ini for something it lacks (the logging sections its
+    ``fileConfig`` reads): the ini is at fault, so bad config (exit 2), though it shows
+    up, like any ``env.py`` failure, only once the environment runs."""
+
+    exit_code = 2
+
+
 class ServerError(ReynardDBError):
     """PostgreSQL could not be found, started or reached (exit 2)."""
 

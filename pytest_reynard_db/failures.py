@@ -20,7 +20,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .errors import EnvPyFailed, MigrationFailed, RevisionError
+from .errors import EnvPyFailed, EnvPyNeedsConfig, MigrationFailed, RevisionError
 from .registry import Database
 from .text import first_line, one_line, shown_path
 
@@ -71,19 +71,20 @@ def alembic_errors(db: Database) -> Iterator[None]:
 
 
 def migration_failure(
-    db: Database, step: StepTracker, exc: BaseException, connection: Connection
+    db: Database, step: StepTracker, exc: BaseException, connection: Connection | None
 ) -> MigrationFailed:
     """The error for a migration that raised: the file, the step, the database error, and
-    the revision the database was left at (each migration has its own transaction)."""
+    the revision the database was left at (each migration has its own transaction).
+    Without ``connection`` (``--sql``) nothing was applied, so no revision is said."""
     from alembic.runtime.migration import MigrationContext
 
+    if step.path is None:
+        return env_py_failure(db, exc)
     try:
-        at = MigrationContext.configure(connection).get_current_heads()
+        at = MigrationContext.configure(connection).get_current_heads() if connection else ()
         now = ", ".join(sorted(at)) or "base"
     except Exception:
         now = "unknown"
-    if step.path is None:
-        return env_py_failure(db, exc)
     error = first_line(exc.orig if isinstance(exc, DBAPIError) else exc)
     where = f"{step.path}: {step.description}"
     caveat = ""
@@ -92,9 +93,8 @@ def migration_failure(
             "; this revision runs statements outside a transaction (autocommit_block); "
             "statements before the failure may have been applied"
         )
-    failure = MigrationFailed(
-        f"database {db.name!r}: {where} failed: {error} (database left at {now}{caveat})"
-    )
+    left = f"database left at {now}{caveat}" if connection else "no SQL was run: --sql"
+    failure = MigrationFailed(f"database {db.name!r}: {where} failed: {error} ({left})")
     failure.revision = step.revision
     failure.path = step.path
     return failure
@@ -116,12 +116,30 @@ def env_py_failure(db: Database, exc: BaseException) -> EnvPyFailed:
         where = f"{shown_path(env_py)}:{line}{chain}"
     else:
         where = shown_path(env_py)
+    missing = _missing_logging_section(exc, frames)
+    if missing:
+        needs = EnvPyNeedsConfig(
+            f"{shown_path(db.ini)}: no [{missing}] section for the logging set-up that "
+            f"{where} asks for (logging.config.fileConfig): add the ini's logging sections, "
+            "or call fileConfig only when it has them"
+        )
+        needs.path = str(env_py)
+        return needs
     failure = EnvPyFailed(
         f"database {db.name!r}: {where}: {type(exc).__name__}: {first_line(exc)} "
         "(before any migration ran)"
     )
     failure.path = str(env_py)
     return failure
+
+
+def _missing_logging_section(exc: BaseException, frames: traceback.StackSummary) -> str | None:
+    """The section ``logging.config.fileConfig`` missed: it raises a bare ``KeyError``
+    ('formatters') on an ini with no logging sections, as stock ``env.py``s call it."""
+    in_file_config = any(Path(f.filename).parts[-2:] == ("logging", "config.py") for f in frames)
+    if isinstance(exc, KeyError) and in_file_config and exc.args:
+        return str(exc.args[0])
+    return None
 
 
 def _runs_outside_a_transaction(path: str | None) -> bool:

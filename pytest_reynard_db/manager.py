@@ -31,7 +31,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from .errors import FileConflict, RevisionError, ReynardDBError, ServerError
+from .errors import ConfigError, FileConflict, RevisionError, ReynardDBError, ServerError
 from .failures import StepTracker, alembic_errors, migration_failure
 from .guard import GUARD
 from .logs import preserved_logging
@@ -209,6 +209,14 @@ class MigrationManager:
                     f"database {self.db.name!r}: no branch labelled {branch!r} "
                     f"(labels: {', '.join(labels) or 'none'})"
                 )
+            # Alembic's ``label@head`` on a forked branch is a MultipleHeads traceback.
+            on_branch = [h for h in heads if branch in h.branch_labels]
+            if len(on_branch) > 1:
+                listed = ", ".join(f"{h.revision} ({shown_path(h.path)})" for h in on_branch)
+                raise RevisionError(
+                    f"database {self.db.name!r}: branch {branch!r} has {len(on_branch)} heads: "
+                    f"{listed}; merge them first (alembic merge), then create"
+                )
             found = _sorted(self.script.get_revisions(f"{branch}@head"))
             return f"{branch}@head", str(Path(found[0].path).parent)
         if len(heads) > 1:
@@ -272,28 +280,34 @@ class MigrationManager:
     def _migrate(
         self, direction: str, target: str, *, sql: bool, connection: Connection | None
     ) -> None:
-        if sql:
-            with exported(self.url_envs, self.url), alembic_errors(self.db):
-                self._run_env(direction, target, self.config(), sql=True)
-            return
-        if connection is None:
+        if connection is None and not sql:
             with self.locked() as locked:
                 self._migrate(direction, target, sql=False, connection=locked)
             return
         step = StepTracker()
         with exported(self.url_envs, self.url), step, alembic_errors(self.db):
             try:
-                with GUARD.migrating(self.url):
-                    self._run_env(direction, target, self.config(connection))
+                if sql:  # offline: nothing to connect to, nothing for the guard to watch
+                    self._run_env(direction, target, self.config(), sql=True)
+                else:
+                    with GUARD.migrating(self.url):
+                        self._run_env(direction, target, self.config(connection))
             except (ReynardDBError, CommandError, AlembicRevisionError):
                 raise
             except Exception as exc:
-                connection.rollback()
+                if connection is not None:
+                    connection.rollback()
                 raise migration_failure(self.db, step, exc, connection) from exc
 
     def _run_env(self, direction: str, target: str, config: Config, *, sql: bool = False) -> None:
         """What ``alembic.command.upgrade``/``downgrade`` do, on our already-loaded tree."""
         script = self.script
+        env_py = Path(script.dir) / "env.py"
+        if not env_py.is_file():  # Alembic: ImportError "Can't find Python file", a traceback
+            raise ConfigError(
+                f"database {self.db.name!r}: {shown_path(env_py)}: no such file (the tree's "
+                f"environment, in script_location of {shown_path(self.db.ini)})"
+            )
         start = None
         if ":" in target:
             start, target = target.split(":", 1)

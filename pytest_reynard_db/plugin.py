@@ -37,7 +37,6 @@ REDIRECTS_KEY = "reynard_db_redirects"
 #: and the signals received.
 SIGNALS = pytest.StashKey[tuple[ExitStack, list[int]]]()
 MARKER = "reynard_db"
-OUTER_SAVEPOINT = "reynard_db_outer"  # see _outer_transaction_intact
 
 
 # -- hooks -----------------------------------------------------------------------------------
@@ -150,6 +149,16 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     from .logs import preserved_logging
 
     with preserved_logging():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """A harness error met in a test's own body (``reynard_db_server.create_database`` on
+    a server that cannot be reached) is one line too, like one met in a fixture."""
+    if STATE not in item.config.stash:
+        return (yield)
+    with _harness_errors():
         return (yield)
 
 
@@ -305,38 +314,39 @@ def reynard_db_connection(
 
     A test that ends that transaction itself (a raw ``COMMIT``, a DBAPI-level
     commit) fails at teardown, and the session database is replaced by a fresh
-    clone: what it committed never reaches a later test.
+    clone: what it committed never reaches a later test. A server lost meanwhile is one
+    line naming the database (see ``outer_transaction``).
     """
-    with reynard_db.engine.connect() as connection:
-        outer = connection.begin()
-        connection.exec_driver_sql(f"SAVEPOINT {OUTER_SAVEPOINT}")
-        _commit_to_savepoints(connection)
-        try:
-            yield connection
-        finally:
-            intact = _outer_transaction_intact(connection)
-            outer.rollback()
-    if not intact:
+    from .outer_transaction import rolled_back
+
+    with _harness_errors(), rolled_back(reynard_db) as (connection, outcome):
+        yield connection
+    if not outcome.intact:
         _replace_after_escape(request, reynard_db)
 
 
 @pytest.fixture
-def reynard_db_session(reynard_db_connection: Connection) -> Iterator[Session]:
+def reynard_db_session(
+    reynard_db_connection: Connection, reynard_db: TestDatabase
+) -> Iterator[Session]:
     """An ORM session on ``reynard_db_connection``; its commits become savepoints."""
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.orm import Session
+
+    from .outer_transaction import outer_transaction_intact, server_gone_as_error
 
     session = Session(bind=reynard_db_connection, join_transaction_mode="create_savepoint")
     try:
         yield session
     finally:
-        try:
-            session.close()
-        except DBAPIError:
-            # Its savepoint went with an outer transaction the test ended: the
-            # connection fixture says so; anything else is the session's own error.
-            if _outer_transaction_intact(reynard_db_connection):
-                raise
+        with _harness_errors(), server_gone_as_error(reynard_db):
+            try:
+                session.close()
+            except DBAPIError:
+                # Its savepoint went with an outer transaction the test ended: the
+                # connection fixture says so; anything else is the session's own error.
+                if outer_transaction_intact(reynard_db_connection):
+                    raise
 
 
 @pytest.fixture
@@ -396,24 +406,6 @@ def _provisioner(request: pytest.FixtureRequest) -> Provisioner:
         return _state(request).provisioner
 
 
-def _outer_transaction_intact(connection: Connection) -> bool:
-    """Whether the fixture's outer transaction is still open on the server.
-
-    It holds a savepoint of its own (``OUTER_SAVEPOINT``), made first: rolling
-    back to it works in that transaction, even after a failed statement, and
-    fails in any other (a raw ``COMMIT`` ends it; the driver then opens a new one).
-    """
-    from sqlalchemy.exc import DBAPIError
-
-    if connection.closed or connection.invalidated:
-        return True  # closing it rolled back whatever was open
-    try:
-        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {OUTER_SAVEPOINT}")
-    except DBAPIError:
-        return False
-    return True
-
-
 def _replace_after_escape(request: pytest.FixtureRequest, database: TestDatabase) -> None:
     """Replace the session database with a fresh clone, then fail the test saying why."""
     with _harness_errors():
@@ -426,30 +418,3 @@ def _replace_after_escape(request: pytest.FixtureRequest, database: TestDatabase
         "reynard_db_fresh for code that must really commit.",
         pytrace=False,
     )
-
-
-def _commit_to_savepoints(connection: Connection) -> None:
-    """Make ``commit()``/``rollback()`` on the test's connection act on a savepoint.
-
-    The outer transaction must survive anything the code under test does, so a
-    commit releases the current savepoint and opens the next one.
-    """
-    from sqlalchemy import event
-
-    connection.begin_nested()
-
-    @event.listens_for(connection, "commit")
-    def _never_commit(conn: Connection) -> None:
-        raise RuntimeError("reynard_db_connection: the outer transaction must not commit")
-
-    def ending_the_savepoint(how: str) -> Callable[[], None]:
-        def end() -> None:
-            nested = connection.get_nested_transaction()
-            if nested is not None:
-                getattr(nested, how)()  # release or roll back the savepoint ...
-            connection.begin_nested()  # ... and open the next one
-
-        return end
-
-    connection.commit = ending_the_savepoint("commit")  # type: ignore[method-assign]
-    connection.rollback = ending_the_savepoint("rollback")  # type: ignore[method-assign]

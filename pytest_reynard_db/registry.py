@@ -229,6 +229,12 @@ def load_registry(project: Path | str | None = None) -> Registry:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{pyproject}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        line = pyproject.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{pyproject}: not UTF-8: byte 0x{exc.object[exc.start]:02x} at line {line} "
+            "(TOML files must be UTF-8)"
+        ) from None
     table = data.get("tool", {}).get("reynard-db")
     if table is None:
         specs = _discover(root)

@@ -8,7 +8,7 @@ refuses the credentials; ``{no_createdb}`` names a role that may not create
 databases. Every run also proves that the password of any URL given
 (``s3cr3t``) appears nowhere in stdout or stderr.
 
-30 bad inputs are covered (``len(CASES)``), plus a database name with quotes,
+40 bad inputs are covered (``len(CASES)``), plus a database name with quotes,
 spaces and a semicolon that is created exactly as named and never run as SQL.
 """
 
@@ -59,7 +59,38 @@ def remove(path: str) -> Callable[[Path], None]:
     return lambda project: (project / path).unlink()
 
 
+def prepend_bytes(path: str, data: bytes) -> Callable[[Path], None]:
+    def mutate(project: Path) -> None:
+        target = project / path
+        target.write_bytes(data + target.read_bytes())
+
+    return mutate
+
+
+def both(*mutations: Callable[[Path], None]) -> Callable[[Path], None]:
+    def mutate(project: Path) -> None:
+        for one in mutations:
+            one(project)
+
+    return mutate
+
+
+def revision_id(rev: str) -> Callable[[Path], None]:
+    """A revision file whose id is ``rev`` (after the head of ``main``)."""
+    return write(BAD, f'revision = "{rev}"\ndown_revision = "3a1400000004"\n')
+
+
 UP_CLOSED = ("upgrade", "main", "--url", "{closed}")
+SQL_CLOSED = ("upgrade", "main", "--sql", "--url", "{closed}")  # --sql: nothing connects
+# env.py as `alembic init` writes it: the ini's logging read whether it is there or not.
+STOCK_FILECONFIG = edit(
+    "alembic/main/env.py", r"^run_migrations\(",
+    "from logging.config import fileConfig\nfrom alembic import context\n"
+    "fileConfig(context.config.config_file_name)\nrun_migrations(",
+)  # fmt: skip
+NO_LOGGING_SECTIONS = edit("alembic_main.ini", r"^\[loggers\](.|\n)*\Z", "")
+ECS_FORK = write("alembic/ecs/versions/ecs/ec5000000009_fork.py",
+                 'revision = "ec5000000009"\ndown_revision = "ec5000000003"\n')  # fmt: skip
 
 # (id, mutation, argv, exit code, message regex): one line per case.
 CASES: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], int, str]] = [
@@ -75,6 +106,8 @@ CASES: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], int, str]
      r"pyproject\.toml: \[tool\.reynard-db\.databases\.main\]: ini: no such file"),
     ("invalid-toml", edit("pyproject.toml", r"\A", "[[[\n"), ("list",), 2,
      r"pyproject\.toml: invalid TOML"),
+    ("non-utf8-pyproject", prepend_bytes("pyproject.toml", b"# caf\xe9\n"), ("list",), 2,
+     r"pyproject\.toml: not UTF-8: byte 0xe9 at line 1"),
     ("unknown-registry-key", edit("pyproject.toml", r'^description = "Main application"$',
                                   'colour = "red"'), ("heads", "main"), 2,
      r"\[tool\.reynard-db\.databases\.main\]: unknown key 'colour'"),
@@ -93,6 +126,27 @@ CASES: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], int, str]
      write("alembic/ecs/versions/agents/a6e400000009_dup.py",
            'revision = "ec5000000002"\ndown_revision = "a6e400000004"\n'), ("heads", "ecs"), 2,
      r"revision ec5000000002 is defined twice: .*/versions/ecs/.* and .*/versions/agents/"),
+    ("unknown-depends-on",
+     write(BAD, 'revision = "3a1400000009"\ndown_revision = "3a1400000004"\n'
+                'depends_on = "deadbeef0000"\n'), ("heads", "main"),
+     2, r"3a1400000009_bad\.py: depends_on 'deadbeef0000' is not a revision or branch label"),
+    ("sys-exit-at-import", write(BAD, 'import sys\nsys.exit(3)\nrevision = "3a1400000009"\n'),
+     ("heads", "main"), 2, r"3a1400000009_bad\.py: cannot load: it calls sys\.exit\(3\) \(line 2"),
+    ("empty-revision-id", revision_id(""), ("heads", "main"), 2,
+     r"3a1400000009_bad\.py: revision '' is not a valid revision id: it is empty"),
+    ("revision-id-heads", revision_id("heads"), ("heads", "main"), 2,
+     r"3a1400000009_bad\.py: revision 'heads' is not a valid revision id: .*reserved"),
+    ("revision-id-head", revision_id("head"), ("history", "main"), 2,
+     r"3a1400000009_bad\.py: revision 'head' is not a valid revision id: .*reserved"),
+    ("revision-id-base", revision_id("base"), UP_CLOSED, 2,
+     r"3a1400000009_bad\.py: revision 'base' is not a valid revision id: .*reserved"),
+    ("missing-env-py", remove("alembic/main/env.py"), SQL_CLOSED, 2,
+     r"database 'main': .*alembic/main/env\.py: no such file"),
+    ("sql-logging-sections-missing", both(STOCK_FILECONFIG, NO_LOGGING_SECTIONS),
+     SQL_CLOSED, 2, r"alembic_main\.ini: no \[formatters\] section .*env\.py:\d+ .*fileConfig"),
+    ("create-on-a-branch-with-two-heads", ECS_FORK,
+     ("create", "ecs", "-m", "more", "--branch", "ecs", "--empty"), 2,
+     r"database 'ecs': branch 'ecs' has 2 heads: ec5000000004 \(.*\), ec5000000009 \(.*\); merge"),
     ("empty-tree", empty_versions, UP_CLOSED, 2, r"database 'main': no revision files in .*"),
     ("mirror-cycle", edit("pyproject.toml", r'^(description = "ECS world simulation")$',
                           r'\1\nmirror_of = "ecs_e2e"'), ("heads", "ecs"), 2,

@@ -122,6 +122,17 @@ def test_sql_prints_and_touches_nothing(
     assert scalar(db_url, "SELECT to_regclass('alembic_version')") is None
 
 
+def test_an_ini_without_logging_sections_is_a_valid_ini(project: Path) -> None:
+    """Alembic needs only ``[alembic]``: ``alembic_env`` leaves logging alone without the
+    logging sections (a stock ``env.py`` there is a one-line error: ``test_bad_input``)."""
+    ini = project / "alembic_main.ini"
+    ini.write_text(ini.read_text().split("[loggers]")[0])
+    url = "postgresql://u@127.0.0.1:9/x"  # --sql connects to nothing
+    code, out, err = run_cli(project, "upgrade", "main", "--sql", "--url", url)
+    assert code == 0, err
+    assert "CREATE TABLE user_account" in out and "Traceback" not in err
+
+
 def test_url_env_is_used_and_shell_value_restored(
     project: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

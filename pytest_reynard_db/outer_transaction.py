@@ -1,0 +1,113 @@
+"""The transaction ``reynard_db_connection`` wraps each test in, and rolls back.
+
+Kept out of ``plugin.py`` (a thin front): the connection, its outer transaction and
+the savepoints its commits become, and what a lost server looks like from here. A
+server that went away (its postmaster killed) shows up as a driver error deep in
+SQLAlchemy; it is said as one ``ServerError`` line naming the database, which the
+plugin's ``_harness_errors`` reports without a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, event
+from sqlalchemy.exc import DBAPIError
+
+from .errors import ServerError
+from .provision import TestDatabase
+from .text import first_line
+from .urls import mask_url
+
+OUTER_SAVEPOINT = "reynard_db_outer"  # see outer_transaction_intact
+
+
+@dataclass
+class Outcome:
+    """What the test did to the outer transaction, known once it is rolled back."""
+
+    intact: bool = True
+
+
+@contextmanager
+def rolled_back(database: TestDatabase) -> Iterator[tuple[Connection, Outcome]]:
+    """A connection in a transaction rolled back at the end, whatever the test commits."""
+    outcome = Outcome()
+    try:
+        connection = database.engine.connect()
+    except DBAPIError as exc:  # whatever it is, it is the harness's connection that failed
+        raise _unreachable(database, exc) from None
+    with server_gone_as_error(database), connection:
+        outer = connection.begin()
+        connection.exec_driver_sql(f"SAVEPOINT {OUTER_SAVEPOINT}")
+        commit_to_savepoints(connection)
+        try:
+            yield connection, outcome
+        finally:
+            outcome.intact = outer_transaction_intact(connection)
+            outer.rollback()
+
+
+@contextmanager
+def server_gone_as_error(database: TestDatabase) -> Iterator[None]:
+    """A lost connection (server killed, or unreachable) as one line naming the database;
+    any other database error is the code under test's, and stays as it is."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise _unreachable(database, exc) from None
+
+
+def _unreachable(database: TestDatabase, exc: DBAPIError) -> ServerError:
+    return ServerError(
+        f"database {database.name!r} ({mask_url(database.url)}): the server cannot be "
+        f"reached: {first_line(exc.orig)}"
+    )
+
+
+def outer_transaction_intact(connection: Connection) -> bool:
+    """Whether the fixture's outer transaction is still open on the server.
+
+    It holds a savepoint of its own (``OUTER_SAVEPOINT``), made first: rolling
+    back to it works in that transaction, even after a failed statement, and
+    fails in any other (a raw ``COMMIT`` ends it; the driver then opens a new one).
+    A lost connection is not the test's doing: it is raised, not answered.
+    """
+    if connection.closed or connection.invalidated:
+        return True  # closing it rolled back whatever was open
+    try:
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {OUTER_SAVEPOINT}")
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        return False
+    return True
+
+
+def commit_to_savepoints(connection: Connection) -> None:
+    """Make ``commit()``/``rollback()`` on the test's connection act on a savepoint.
+
+    The outer transaction must survive anything the code under test does, so a
+    commit releases the current savepoint and opens the next one.
+    """
+    connection.begin_nested()
+
+    @event.listens_for(connection, "commit")
+    def _never_commit(conn: Connection) -> None:
+        raise RuntimeError("reynard_db_connection: the outer transaction must not commit")
+
+    def ending_the_savepoint(how: str) -> Callable[[], None]:
+        def end() -> None:
+            nested = connection.get_nested_transaction()
+            if nested is not None:
+                getattr(nested, how)()  # release or roll back the savepoint ...
+            connection.begin_nested()  # ... and open the next one
+
+        return end
+
+    connection.commit = ending_the_savepoint("commit")  # type: ignore[method-assign]
+    connection.rollback = ending_the_savepoint("rollback")  # type: ignore[method-assign]
