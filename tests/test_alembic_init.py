@@ -226,3 +226,33 @@ def test_an_error_importing_the_application_is_env_pys(project: Path) -> None:
     assert code == 1 and err.count("\n") == 1 and "env.py:1" in err, err
     code, out, err = run_cli(project, "--traceback", "create", "app", "-m", "x", env=env)
     assert code == 1 and "Traceback" in err and "settings.py" in err, err
+
+
+def test_the_readmes_recommended_env_py_works(project: Path) -> None:
+    """The env.py the README recommends, as printed there: check (lint's locks
+    included), lint and the fixtures pass on it."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("The recommended `env.py`")
+    block = readme[readme.index("```python\n", start) + len("```python\n") :]
+    env_py = block[: block.index("```")]
+    (project / "myapp").mkdir()
+    (project / "myapp" / "__init__.py").write_text("")
+    (project / "myapp" / "models.py").write_text(
+        "import sqlalchemy as sa\n"
+        "from sqlalchemy.orm import DeclarativeBase\n\n"
+        "class Base(DeclarativeBase):\n    pass\n\n"
+        "class T(Base):\n"
+        "    __tablename__ = 't'\n"
+        "    id = sa.Column(sa.Integer, primary_key=True)\n"
+    )
+    (project / "migrations" / "env.py").write_text(env_py)
+    (project / "test_app.py").write_text("def test_db(reynard_db_fresh):\n    pass\n")
+    env = {**_user_shell(), "PYTHONPATH": str(project)}
+    code, out, err = run_cli(
+        project, "check", "--only", "upgrade,stairway,models_match,locks", env=env
+    )
+    assert code == 0, out + err
+    code, out, err = run_cli(project, "lint", "app", env=env)
+    assert code == 0, out + err
+    result = run_pytest(project, "--reynard-db=app", "--reynard-db-checks", PYTHONPATH=str(project))
+    assert result.returncode == 0, result.stdout + result.stderr
