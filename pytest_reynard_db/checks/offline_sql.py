@@ -128,17 +128,25 @@ def revision_sql(manager: MigrationManager, revision: Script) -> RevisionSQL:
     manager.stdout = buffer  # the Config's stdout and output_buffer (where --sql goes)
     try:
         manager.upgrade(step_range(revision), sql=True)
-    except OfflineConnect:
-        env_py = shown_path(manager.db.script_location / "env.py")
-        raise NotLintable(
-            f"{env_py} connects to a database even with --sql (it has no "
-            "context.is_offline_mode() branch); nothing was connected to",
-            everywhere=True,
-        ) from None
     except Exception as exc:  # whatever the revision or env.py raises: a reason, not a crash
-        raise not_lintable(manager, revision, exc) from None
+        original = _original(exc)  # the manager wraps it in a one-line MigrationFailed
+        if isinstance(original, OfflineConnect):
+            env_py = shown_path(manager.db.script_location / "env.py")
+            raise NotLintable(
+                f"{env_py} connects to a database even with --sql (it has no "
+                "context.is_offline_mode() branch); nothing was connected to",
+                everywhere=True,
+            ) from None
+        raise not_lintable(manager, revision, original) from None
     section = cut_step(buffer.getvalue(), revision.revision)
     return split(section)
+
+
+def _original(exc: BaseException) -> BaseException:
+    """The exception at the bottom of ``raise ... from`` chains (where its frames are)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
 
 
 def not_lintable(manager: MigrationManager, revision: Script, exc: BaseException) -> NotLintable:
