@@ -20,7 +20,7 @@ from .checks import enabled_checks, needs_server, run_checks, select_checks
 from .checks.bounded import DEFAULT_CHECK_TIMEOUT, CheckTimedOut, time_limit
 from .checks.lint import lint_reports
 from .checks.locks import locks_reports
-from .checks.report import print_json, print_table, progress_line
+from .checks.report import CHECK_FORMATS, progress_line, show_results
 from .checks.runner import CheckRunner, scratch_server
 from .checks.safety import RevisionReport
 from .checks.safety_report import FORMATS, render
@@ -181,7 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated check ids (default: all but the opt-in lint and locks, "
         "unless [tool.reynard-db.lint] enabled lists them)",
     )
-    sub.add_argument("--json", action="store_true", help='print {"results": [...]} only')
+    sub.add_argument(
+        "--format",
+        choices=CHECK_FORMATS,
+        default="table",
+        help="table; json (SPEC's results object); github (workflow annotations); junit (XML)",
+    )
+    sub.add_argument("--json", action="store_true", help="the same as --format json")
     guarded(sub)
     bounded(sub)
 
@@ -345,7 +351,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
         results = run_checks(
             registry, databases, server, only=only, progress=progress, timeout=args.timeout
         )
-    (print_json if args.json else print_table)(results, out)
+    show_results(results, "json" if args.json else args.format, out, root=registry.root)
     broken = [] if args.dbs else list(registry.broken.values())
     for entry in broken:  # every database was asked for: a broken one is said, and counts
         print(f"{PROG}: error: {redact(entry.error)}", file=sys.stderr)

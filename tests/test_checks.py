@@ -589,3 +589,29 @@ def test_env_py_migrating_elsewhere_fails_upgrade_and_stairway(
         assert "env.py connected to another database" in results[name].message
         assert "did not change the throw-away database" in results[name].message
     assert (project / "alembic/main/other.db").exists() or (project / "other.db").exists()
+
+
+def test_check_formats_for_ci(project: Path, pg_server: EphemeralServer) -> None:
+    """``--format github`` annotates the revision file on its ``downgrade`` line (the step
+    that failed); ``--format junit`` is JUnit XML with the failure inside its test case."""
+    import xml.etree.ElementTree as ET
+
+    path = write_revision(
+        project / MAIN_VERSIONS, "3a1400000099", "3a1400000004", "pass", 'op.drop_table("nope")'
+    )
+    downgrade_line = path.read_text().splitlines().index("def downgrade() -> None:") + 1
+    admin = pg_server.url.render_as_string(hide_password=False)
+    only = ("--only", "single_head,stairway", "--url", admin)
+    code, out, err = run_cli(project, "check", "main", *only, "--format", "github")
+    assert code == 1, out + err
+    [annotation] = out.splitlines()
+    assert annotation.startswith(
+        f"::error file={path.relative_to(project)},line={downgrade_line},title=main stairway::"
+    ), annotation
+    assert "down step" in annotation and "\n" not in annotation
+    code, out, err = run_cli(project, "check", "main", *only, "--format", "junit")
+    assert code == 1, out + err
+    suite = ET.fromstring(out).find("testsuite")
+    assert suite is not None and suite.get("failures") == "1" and suite.get("tests") == "2"
+    failure = suite.find("testcase[@name='stairway']/failure")
+    assert failure is not None and "down step" in (failure.text or "")

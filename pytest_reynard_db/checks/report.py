@@ -8,10 +8,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from .. import text
 from .result import CheckResult
+
+CHECK_FORMATS = ("table", "json", "github", "junit")
+
+
+def show_results(results: Sequence[CheckResult], fmt: str, out: TextIO, *, root: Path) -> None:
+    """``check --format``: the table, the SPEC's JSON, or a CI's own format."""
+    from .ci_formats import print_github, print_junit
+
+    if fmt == "github":
+        print_github(results, out, root=root)
+    elif fmt == "junit":
+        print_junit(results, out)
+    else:
+        (print_json if fmt == "json" else print_table)(results, out)
 
 
 def print_json(results: Sequence[CheckResult], out: TextIO) -> None:
