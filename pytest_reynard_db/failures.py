@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import re
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
@@ -39,13 +40,23 @@ class StepTracker(logging.Filter):
         self._logger = logging.getLogger(ALEMBIC_MIGRATION_LOGGER)
         self._level = self._logger.level
 
+    def saw(self, step: object) -> None:
+        """Alembic is about to run ``step`` (a ``RevisionStep``)."""
+        script = getattr(step, "revision", None)
+        self.revision = getattr(script, "revision", None)
+        self.path = getattr(script, "path", None)
+        self.description = str(step).split(",")[0]
+
+    def tracked(self, steps: Iterable[Any]) -> Iterator[Any]:
+        """``steps`` as Alembic pulls them, each noted just before it runs. This is what
+        knows the step: an env.py's ``fileConfig`` may disable Alembic's loggers."""
+        for step in steps:
+            self.saw(step)
+            yield step
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg == "Running %s" and record.args:
-            step = record.args[0] if isinstance(record.args, tuple) else record.args
-            script = getattr(step, "revision", None)
-            self.revision = getattr(script, "revision", None)
-            self.path = getattr(script, "path", None)
-            self.description = str(step).split(",")[0]
+            self.saw(record.args[0] if isinstance(record.args, tuple) else record.args)
         # Shown only where the user's logging (the ini, read by env.py during the run)
         # says so: the parent's level is asked now, not when the run started.
         parent = self._logger.parent

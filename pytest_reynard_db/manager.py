@@ -288,10 +288,10 @@ class MigrationManager:
         with exported(self.url_envs, self.url), step, alembic_errors(self.db):
             try:
                 if sql:  # offline: nothing to connect to, nothing for the guard to watch
-                    self._run_env(direction, target, self.config(), sql=True)
+                    self._run_env(direction, target, self.config(), step, sql=True)
                 else:
                     with GUARD.migrating(self.url):
-                        self._run_env(direction, target, self.config(connection))
+                        self._run_env(direction, target, self.config(connection), step)
             except (ReynardDBError, CommandError, AlembicRevisionError):
                 raise
             except Exception as exc:
@@ -299,8 +299,17 @@ class MigrationManager:
                     connection.rollback()
                 raise migration_failure(self.db, step, exc, connection) from exc
 
-    def _run_env(self, direction: str, target: str, config: Config, *, sql: bool = False) -> None:
-        """What ``alembic.command.upgrade``/``downgrade`` do, on our already-loaded tree."""
+    def _run_env(
+        self,
+        direction: str,
+        target: str,
+        config: Config,
+        tracker: StepTracker,
+        *,
+        sql: bool = False,
+    ) -> None:
+        """What ``alembic.command.upgrade``/``downgrade`` do, on our already-loaded tree;
+        ``tracker`` notes each step as Alembic takes it."""
         script = self.script
         env_py = Path(script.dir) / "env.py"
         if not env_py.is_file():  # Alembic: ImportError "Can't find Python file", a traceback
@@ -314,8 +323,8 @@ class MigrationManager:
 
         def steps(revision: Any, context: Any) -> Any:
             if direction == "upgrade":
-                return script._upgrade_revs(target, revision)
-            return script._downgrade_revs(target, revision)
+                return tracker.tracked(script._upgrade_revs(target, revision))
+            return tracker.tracked(script._downgrade_revs(target, revision))
 
         with (
             EnvironmentContext(

@@ -59,7 +59,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 
     try:
         registry = load_registry(find_project_root(early_config.rootpath))
-        early_config.stash[EARLY_GUARD] = guard_the_run(registry, settings)
+        stack = guard_the_run(registry, settings)
+        early_config.stash[EARLY_GUARD] = stack
+        # A conftest that fails to import ends the run before pytest_configure (and so
+        # before pytest_unconfigure): the clean-up list still runs. Closing twice is fine.
+        early_config.add_cleanup(stack.close)
     except ReynardDBError:
         return  # a bad registry: pytest_configure reports it, once
 

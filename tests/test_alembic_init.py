@@ -256,3 +256,20 @@ def test_the_readmes_recommended_env_py_works(project: Path) -> None:
     assert code == 0, out + err
     result = run_pytest(project, "--reynard-db=app", "--reynard-db-checks", PYTHONPATH=str(project))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_broken_revision_is_named_under_a_stock_env_py(project: Path) -> None:
+    """The stock env.py's ``fileConfig`` disables Alembic's loggers: the step being run
+    must still be known, so a failing revision is named, not env.py."""
+    write_revision(
+        project / "migrations" / "versions",
+        "0a0000000002",
+        REVISION,
+        "raise RuntimeError('boom in the revision')",
+    )
+    code, out, err = run_cli(project, "check", "--only", "upgrade,stairway", "--json")
+    assert code == 1, out + err
+    for result in json.loads(out)["results"]:
+        assert result["revision"] == "0a0000000002", result
+        assert result["file"].endswith("0a0000000002_test.py"), result
+        assert "before any migration ran" not in result["message"], result

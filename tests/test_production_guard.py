@@ -8,6 +8,7 @@ decision itself is tested on every way a connection can name its target.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.errors import ConfigError
-from pytest_reynard_db.guard import GUARD, GuardRefused, target_of, url_target
+from pytest_reynard_db.guard import GUARD, GuardRefused, target_of, targets_of, url_target
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.urls import admin_url, mask_url, redact
 
@@ -123,6 +124,7 @@ def decoy() -> Iterator[EphemeralServer]:
         settings=("log_connections=on", "cluster_name=production")
     ) as server:
         server.create_database("prod")
+        server.create_database("test_taken")  # somebody else's test database
         with server.connect("prod") as conn:
             conn.execute("CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
         yield server
@@ -486,3 +488,81 @@ def test_the_other_drivers_called_directly_are_guarded(
         assert native.run("SELECT current_database()") == [["test_direct_redirect"]]
         native.close()
     assert _connections(decoy) == before
+
+
+# -- what a reviewer of the merged branches found ------------------------------------------------
+def test_a_redirect_leaves_no_hostaddr_to_the_environment(
+    armed: EphemeralServer, decoy: EphemeralServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$PGHOSTADDR`` would beat the redirect's host: the redirect names one itself."""
+    url = armed.create_database("test_redirect_hostaddr")
+    monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
+    monkeypatch.setenv("PGPORT", str(decoy.url.port))
+    before = _connections(decoy)
+    elsewhere = f"postgresql+psycopg://postgres@db.invalid:{decoy.url.port}/prod"
+    with GUARD.migrating(url), create_engine(elsewhere).connect() as conn:
+        assert conn.execute(text("SELECT current_database()")).scalar() == url.database
+    assert _connections(decoy) == before
+    # and as computed: the environment's hostaddr no longer decides where it goes
+    from pytest_reynard_db.guard.target import redirected
+
+    instead = redirected({"host": "prod"}, url_target(url), None, family="libpq")
+    [target] = targets_of(instead, {"PGHOSTADDR": "10.9.9.9", "PGSERVICE": ""})
+    assert target == url_target(url)
+
+
+def test_a_nested_runs_opt_in_ends_with_it(decoy: EphemeralServer) -> None:
+    prod = _decoy_prod(decoy)
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        GUARD.forget_server(decoy.url)
+        with GUARD.armed_for(opt_in_hint="--allow URL", allow=(prod,)):
+            assert GUARD.allows(url_target(prod))
+        assert not GUARD.allows(url_target(prod))
+
+
+def test_a_name_someone_else_has_is_not_allowed_by_a_failed_create(
+    armed: EphemeralServer, decoy: EphemeralServer
+) -> None:
+    """``create_database`` on an existing server, a name already taken: not ours, so not
+    allowed (the allow comes after the CREATE succeeds)."""
+    from pytest_reynard_db.errors import ServerError
+    from pytest_reynard_db.postgres import ExistingServer
+
+    GUARD.allow_database(decoy.database_url("postgres"))
+    existing = ExistingServer(decoy.url)
+    try:
+        with pytest.raises(ServerError, match="already exists"):
+            existing.create_database("test_taken")
+        with pytest.raises(GuardRefused):
+            create_engine(decoy.database_url("test_taken")).connect()
+    finally:
+        existing.close()
+        GUARD.forget_server(decoy.url)
+
+
+def test_asyncpg_is_not_judged_by_a_hostaddr_it_ignores(monkeypatch: pytest.MonkeyPatch) -> None:
+    dsn = "postgresql://app@prod.example:5432/postgres?hostaddr=127.0.0.1"
+    with pytest.raises(GuardRefused, match="asyncpg ignores it"):
+        targets_of({"dsn": dsn}, family="asyncpg")
+    monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
+    for target in targets_of({"host": "prod.example", "port": 5432}, family="asyncpg"):
+        assert str(target.endpoints[0]) == "prod.example:5432"
+
+
+def test_a_conftest_that_fails_to_import_leaves_nothing_armed(pytester: pytest.Pytester) -> None:
+    """The guard is armed before conftests import; a conftest that fails ends the run
+    before pytest_unconfigure, and still nothing stays armed or hidden."""
+    pytester.makepyfile(conftest="raise RuntimeError('broken conftest')")
+    (pytester.path / "alembic_app.ini").write_text("[alembic]\\nscript_location = mig\\n")
+    (pytester.path / "mig" / "versions").mkdir(parents=True)
+    pytester.makepyprojecttoml(
+        '[tool.reynard-db.databases.app]\\nini = "alembic_app.ini"\\nurl_env = "APP_URL"\\n'
+    )
+    depth = GUARD._depth
+    os.environ["APP_URL"] = "postgresql://x@h/app"
+    try:
+        pytester.runpytest("--reynard-db=app", "-p", "no:cacheprovider")
+        assert GUARD._depth == depth
+        assert os.environ.get("APP_URL") == "postgresql://x@h/app"
+    finally:
+        os.environ.pop("APP_URL", None)

@@ -23,6 +23,7 @@ from sqlalchemy.dialects import registry as dialects
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
 
+from ..errors import MigrationFailed
 from ..manager import MigrationManager
 from ..text import first_line, shown_path
 from .runner import CheckRunner
@@ -143,9 +144,10 @@ def revision_sql(manager: MigrationManager, revision: Script) -> RevisionSQL:
 
 
 def _original(exc: BaseException) -> BaseException:
-    """The exception at the bottom of ``raise ... from`` chains (where its frames are)."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
+    """What the manager wrapped in its one-line ``MigrationFailed`` (only that wrapper is
+    undone: a library's own ``raise ... from`` chain is part of the error)."""
+    if isinstance(exc, MigrationFailed) and exc.__cause__ is not None:
+        return exc.__cause__
     return exc
 
 

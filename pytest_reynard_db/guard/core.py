@@ -26,6 +26,8 @@ from .target import LIBPQ, Endpoint, Target, redirected, targets_of, url_target
 
 #: ``cluster_name`` of every server the harness starts (``postgres.executor``).
 HARNESS_CLUSTER_NAME = "reynard-db"
+#: Databases every server has (the net matches them by port as well as by name).
+MAINTENANCE_NAMES = frozenset({"postgres", "template1"})
 
 
 class Guard:
@@ -36,6 +38,8 @@ class Guard:
         self._depth = 0
         self._servers: set[Endpoint] = set()
         self._databases: set[tuple[Endpoint, str]] = set()
+        #: One set of opted-in databases per ``arm``: a nested run's opt-ins end with it.
+        self._opt_ins: list[set[tuple[Endpoint, str]]] = []
         self._opt_in_hint = "--reynard-db-allow=URL"
         self._migrating: ContextVar[tuple[Target, str | None] | None] = ContextVar(
             "reynard_db_migrating", default=None
@@ -64,12 +68,13 @@ class Guard:
                 self._opt_in_hint = opt_in_hint
                 hooks.install(self)
             self._depth += 1
-            for target in opted_in:
-                self._databases.update((e, target.dbname) for e in target.endpoints)
+            self._opt_ins.append({(e, t.dbname) for t in opted_in for e in t.endpoints})
 
     def disarm(self) -> None:
         with self._lock:
             self._depth = max(0, self._depth - 1)
+            if self._opt_ins:
+                self._opt_ins.pop()
             if self._depth == 0:
                 hooks.remove()
                 self._servers.clear()
@@ -94,6 +99,8 @@ class Guard:
         with self._lock:
             self._servers -= endpoints
             self._databases = {(e, n) for e, n in self._databases if e not in endpoints}
+            for opted in self._opt_ins:
+                opted -= {(e, n) for e, n in opted if e in endpoints}
 
     def allow_database(self, url: str | URL, name: str | None = None) -> None:
         """One database (``url``'s, or ``name`` on ``url``'s server)."""
@@ -107,10 +114,14 @@ class Guard:
     def allows(self, target: Target) -> bool:
         """Every endpoint of ``target`` is an allowed server, or holds an allowed database."""
         with self._lock:
+            databases = self._allowed_databases()
             return all(
-                endpoint in self._servers or (endpoint, target.dbname) in self._databases
+                endpoint in self._servers or (endpoint, target.dbname) in databases
                 for endpoint in target.endpoints
             )
+
+    def _allowed_databases(self) -> set[tuple[Endpoint, str]]:
+        return self._databases.union(*self._opt_ins)
 
     @contextmanager
     def migrating(self, url: str | URL) -> Iterator[None]:
@@ -152,7 +163,13 @@ class Guard:
             into, password = migrating
             with self._lock:
                 self._redirects.setdefault(f"{refused[0].shown()} -> {into.shown()}")
-            return redirected(params, into, password, family=family)
+            instead = redirected(params, into, password, family=family)
+            if not all(self.allows(t) for t in targets_of(instead, family=family)):
+                raise GuardRefused(  # the environment would still pick another server
+                    f"refused a connection to {refused[0].shown()}: could not aim it at "
+                    f"{into.shown()} with nothing left to the environment"
+                )
+            return instead
         raise GuardRefused(
             f"refused a connection to {refused[0].shown()}: not a database this run created "
             f"(expected {self._describe_allowed()}); to allow it on purpose, "
@@ -169,12 +186,20 @@ class Guard:
                 return True
             if not cluster_name and any(e.port == port for e in self._servers):
                 return True
-            return any(name == dbname for _, name in self._databases)
+            # By name: a port mapped on the way (a container, a pooler) must not refuse our
+            # own test databases. A maintenance database is in every server, so it is
+            # matched with its port too.
+            return any(
+                name == dbname and (name not in MAINTENANCE_NAMES or e.port == port)
+                for e, name in self._allowed_databases()
+            )
 
     def _describe_allowed(self) -> str:
         with self._lock:
             servers = sorted(str(e) for e in self._servers)
-            names = sorted(f"{e}/{n}" for e, n in self._databases if e not in self._servers)
+            names = sorted(
+                f"{e}/{n}" for e, n in self._allowed_databases() if e not in self._servers
+            )
         shown = [f"any database on {s}" for s in servers] + names
         if len(shown) > 3:
             shown[3:] = ["..."]

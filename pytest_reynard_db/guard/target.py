@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import configparser
 import getpass
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -108,8 +109,12 @@ def targets_of(
     dsn = given.pop("dsn", None)
     if family == ASYNCPG:
         readings = [_dsn_as_url(dsn), _dsn_as_libpq(dsn)] if dsn else [{}]
+        if any("hostaddr" in r for r in readings) or "hostaddr" in given:
+            raise GuardRefused(  # asyncpg ignores hostaddr: the host is where it goes
+                "refused an asyncpg connection naming hostaddr: asyncpg ignores it"
+            )
         return [
-            _libpq_target({**reading, **given}, environ, services=False) for reading in readings
+            _libpq_target({**r, **given}, environ, services=False, hostaddr=False) for r in readings
         ]
     return [_libpq_target({**_dsn_as_libpq(dsn), **given} if dsn else given, environ)]
 
@@ -144,6 +149,8 @@ def redirected(
         out.update(host=endpoint.host, port=endpoint.port, database=into.dbname, user=into.user)
     else:
         out.update(host=endpoint.host, port=str(endpoint.port), dbname=into.dbname, user=into.user)
+        # explicit, so that neither $PGHOSTADDR nor a service file can supply one
+        out["hostaddr"] = endpoint.host if _is_address(endpoint.host) else ""
     if password is not None:
         out["password"] = password
     return out
@@ -151,8 +158,13 @@ def redirected(
 
 # -- libpq ----------------------------------------------------------------------------------
 def _libpq_target(
-    given: Mapping[str, str], environ: Mapping[str, str], *, services: bool = True
+    given: Mapping[str, str],
+    environ: Mapping[str, str],
+    *,
+    services: bool = True,
+    hostaddr: bool = True,
 ) -> Target:
+    """libpq's completion (``services``, ``hostaddr`` false: asyncpg's, which has neither)."""
     if "database" in given and "dbname" not in given:
         given = {**given, "dbname": given["database"]}  # asyncpg and SQLAlchemy spell it so
     values = dict(given)
@@ -163,6 +175,8 @@ def _libpq_target(
     for key, variable in ENV_DEFAULTS.items():
         if key not in values and environ.get(variable) and key != "service":
             values[key] = environ[variable]
+    if not hostaddr:
+        values.pop("hostaddr", None)
     user = values.get("user") or _os_user()
     hosts = (values.get("hostaddr") or values.get("host") or "").split(",")
     ports = (values.get("port") or str(DEFAULT_PORT)).split(",")
@@ -248,6 +262,14 @@ def _pg8000_target(given: Mapping[str, str]) -> Target:
 
 
 # -- shared ---------------------------------------------------------------------------------
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _host(host: str) -> str:
     host = host.strip()
     if not host:

@@ -110,8 +110,8 @@ class Server:
             # WAL_LOG (the default since 15) writes the whole template to WAL;
             # FILE_COPY is a checkpoint and a directory copy: far cheaper here.
             statement += sql.SQL(" STRATEGY FILE_COPY")
-        GUARD.allow_database(self.url, name)
         self._execute_with_retry(statement, template, end_sessions=end_sessions)
+        GUARD.allow_database(self.url, name)  # ours once made: a name someone else has is not
         self.created.add(name)
         return self.database_url(name)
 
