@@ -85,6 +85,8 @@ class RunState:
                 self._server = Server(self.inherited_url)
                 if self.inherited_ephemeral:  # the controller's own server: all of it is ours
                     GUARD.allow_server(self._server.url)
+                else:  # the run's existing server: its maintenance database, for admin work
+                    GUARD.allow_database(self._server.url)
             elif self.settings.reuse:
                 self.own_server = EphemeralServer.reusable()
                 self._server = self.own_server

@@ -566,3 +566,18 @@ def test_a_conftest_that_fails_to_import_leaves_nothing_armed(pytester: pytest.P
         assert os.environ.get("APP_URL") == "postgresql://x@h/app"
     finally:
         os.environ.pop("APP_URL", None)
+
+
+def test_making_a_server_object_allows_nothing(
+    armed: EphemeralServer, decoy: EphemeralServer
+) -> None:
+    """``MigrationManager.setup`` makes a ``Server`` for production: that must not allow
+    production's maintenance database while a run is guarded."""
+    from pytest_reynard_db.postgres import Server
+
+    server = Server(decoy.url)
+    try:
+        with pytest.raises(GuardRefused):
+            server.exists("prod")
+    finally:
+        server.close()

@@ -33,10 +33,10 @@ class Server:
     """A PostgreSQL server reached through an admin URL."""
 
     def __init__(self, url: str | URL, *, guarded: bool = False) -> None:
-        """``url``: the admin URL; its database is the maintenance database, the one
-        database of a server it did not start that the harness connects to unasked."""
+        """``url``: the admin URL; its database is the maintenance database. Making a
+        ``Server`` allows nothing (``setup`` makes one for production): the harness's
+        own servers are allowed where they are chosen (``ExistingServer``, ``EphemeralServer``)."""
         self.url: URL = admin_url(url, origin="server URL")
-        GUARD.allow_database(self.url)
         self.guarded = guarded
         #: Whether a connection ever succeeded (an unreachable server has nothing to clean).
         self.reached = False
@@ -190,6 +190,8 @@ class ExistingServer(Server):
 
     def __init__(self, url: str | URL) -> None:
         super().__init__(url, guarded=True)
+        # the server the harness provisions on: its maintenance database, for admin work
+        GUARD.allow_database(self.url)
 
     def stop(self) -> None:
         """Drop what this run created; the server itself keeps running."""
