@@ -21,18 +21,21 @@ from pytest_reynard_db.guard import GUARD
 from pytest_reynard_db.postgres import EphemeralServer
 
 
-def median_ms(action: Callable[[], None], n: int, *, guard_for: str | None) -> float:
-    """Median of ``n`` runs of ``action``; with ``guard_for``, the guard armed and only
-    that server allowed (arming itself is outside the timing)."""
-    samples = []
+def medians_ms(action: Callable[[], None], n: int, url: str) -> tuple[float, float]:
+    """Medians of ``n`` unguarded and ``n`` guarded runs of ``action``, alternating so that
+    a busy machine slows both alike; guarded: armed with only ``url``'s server allowed
+    (arming itself is outside the timing)."""
+    plain: list[float] = []
+    guarded: list[float] = []
     for _ in range(n):
-        with GUARD.armed_for(opt_in_hint="-") if guard_for else nullcontext():
-            if guard_for:
-                GUARD.allow_server(guard_for)
-            started = time.perf_counter()
-            action()
-            samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * 1000
+        for armed, samples in ((False, plain), (True, guarded)):
+            with GUARD.armed_for(opt_in_hint="-") if armed else nullcontext():
+                if armed:
+                    GUARD.allow_server(url)
+                started = time.perf_counter()
+                action()
+                samples.append(time.perf_counter() - started)
+    return statistics.median(plain) * 1000, statistics.median(guarded) * 1000
 
 
 def main() -> None:
@@ -58,8 +61,7 @@ def main() -> None:
         )
         for name, action in cases:
             action()  # warm up
-            plain = median_ms(action, n, guard_for=None)
-            guarded = median_ms(action, n, guard_for=url)
+            plain, guarded = medians_ms(action, n, url)
             rows.append((name, plain, guarded, guarded / plain))
     print(f"{'case':32} {'unguarded ms':>13} {'guarded ms':>11} {'ratio':>6}   (n={n})")
     for name, plain, guarded, ratio in rows:
