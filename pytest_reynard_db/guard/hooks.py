@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 #: The guard the hooks consult while installed.
 _guard: Guard | None = None
-_originals: dict[Any, Any] = {}
+#: How to undo each hook, in the order put in place (``remove`` runs them backwards).
+_undo: list[Callable[[], None]] = []
 NET_QUERY = (
     "SELECT current_database(), current_setting('cluster_name'), current_setting('port')::int"
 )
@@ -45,7 +46,7 @@ POSTGRESQL_MODULES = ("psycopg", "psycopg2", "pg8000", "asyncpg")
 def install(guard: Guard) -> None:
     """Put the hooks in place (once; ``remove`` takes them out)."""
     global _guard
-    if _originals:
+    if _undo:
         return
     _guard = guard
     import psycopg
@@ -54,33 +55,26 @@ def install(guard: Guard) -> None:
     from sqlalchemy.pool import Pool
 
     for cls in (psycopg.Connection, psycopg.AsyncConnection):
-        original = cls.__dict__.get("_get_connection_params")
+        original = vars(cls).get("_get_connection_params")
         if original is not None:  # an older psycopg: SQLAlchemy's hooks still guard
-            _originals[cls] = original
-            cls._get_connection_params = _checked_params(original)  # type: ignore[method-assign]
-    _originals[DefaultDialect] = DefaultDialect.connect
-    DefaultDialect.connect = _checked_dialect_connect(DefaultDialect.connect)  # type: ignore[method-assign]
+            _replace(cls, "_get_connection_params", _checked_params(original))
+    _replace(DefaultDialect, "connect", _checked_dialect_connect(DefaultDialect.connect))
     event.listen(Pool, "connect", _verify_connected)
-    _originals[Pool] = True
+    _undo.append(lambda: event.remove(Pool, "connect", _verify_connected))
     _patch_drivers()
 
 
 def remove() -> None:
-    from sqlalchemy import event
-    from sqlalchemy.pool import Pool
+    while _undo:
+        _undo.pop()()
 
-    for owner, original in list(_originals.items()):
-        if owner is Pool:
-            event.remove(Pool, "connect", _verify_connected)
-        elif owner == (sys, "meta_path"):
-            sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _PatchOnImport)]
-        elif isinstance(owner, tuple):  # (module or class, attribute name)
-            setattr(owner[0], owner[1], original)
-        elif owner.__name__ == "DefaultDialect":
-            owner.connect = original
-        else:
-            owner._get_connection_params = original
-    _originals.clear()
+
+def _replace(owner: Any, name: str, replacement: Any) -> None:
+    """``owner.name = replacement`` until ``remove`` (the attribute as the owner holds it:
+    a classmethod stays a classmethod)."""
+    original = vars(owner)[name]
+    setattr(owner, name, replacement)
+    _undo.append(lambda: setattr(owner, name, original))
 
 
 def _check(params: dict[str, Any], family: str) -> dict[str, Any] | None:
@@ -117,9 +111,14 @@ def _patch_drivers() -> None:
     for name, patch in DRIVER_PATCHES.items():
         if name in sys.modules:
             patch(sys.modules[name])
-    if not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport())
-        _originals[(sys, "meta_path")] = None  # remove() takes the finder out
+    finder = _PatchOnImport()
+    sys.meta_path.insert(0, finder)
+
+    def take_out() -> None:
+        if finder in (sys.meta_path or ()):
+            sys.meta_path.remove(finder)
+
+    _undo.append(take_out)
 
 
 def _patch_psycopg2(psycopg2: Any) -> None:
@@ -157,16 +156,11 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module: Any) -> None:
             original_exec(module)
-            if _originals:  # still installed
+            if _undo:  # still installed
                 DRIVER_PATCHES[name](module)
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
-
-
-def _replace(owner: Any, name: str, replacement: Any) -> None:
-    _originals[(owner, name)] = getattr(owner, name)
-    setattr(owner, name, replacement)
 
 
 def _psycopg2_connect(original: Any) -> Any:
