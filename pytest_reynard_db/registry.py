@@ -186,7 +186,7 @@ class Registry:
             b.database for b in self.broken.values()
         }
 
-    def refuse_production(
+    def refuse_as_admin_url(
         self, url: URL, *, option: str, allow: tuple[str, ...] = (), allow_option: str = ""
     ) -> None:
         """An admin URL must name the server's maintenance database: the harness connects

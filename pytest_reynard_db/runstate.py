@@ -74,7 +74,7 @@ class RunState:
         if self._server is None:
             if self.settings.url:
                 url = admin_url(self.settings.url, origin="--reynard-db-url")
-                self.registry.refuse_production(
+                self.registry.refuse_as_admin_url(
                     url,
                     option="--reynard-db-url",
                     allow=self.settings.allow,

@@ -146,7 +146,7 @@ def scratch_server(
     if admin_url is not None:
         url = canonical_admin_url(admin_url, origin="--url")  # what libpq would reach
         if registry is not None:
-            registry.refuse_production(url, option="--url", allow=allow, allow_option="--allow")
+            registry.refuse_as_admin_url(url, option="--url", allow=allow, allow_option="--allow")
         existing = ExistingServer(url)
         _ = existing.version  # unreachable: one ServerError now (exit 2), not a failed check each
         try:
