@@ -29,6 +29,16 @@ def copy_reynard_trees(dest: Path, *, pyproject: bool = True) -> Path:
     return dest
 
 
+def reynard_project(root: Path) -> Path:
+    """A user's project at ``root``: the Reynard trees, models and registry, and pytest set
+    up to import the models (``[tool.pytest.ini_options] pythonpath``)."""
+    copy_reynard_trees(root, pyproject=False)
+    (root / "pyproject.toml").write_text(
+        registry_table() + '\n[tool.pytest.ini_options]\npythonpath = ["."]\n'
+    )
+    return root
+
+
 def registry_table() -> str:
     """The ``[tool.reynard-db]`` tables of this repository's pyproject.toml."""
     body = (REPO / "pyproject.toml").read_text()
@@ -103,3 +113,21 @@ def write_revision(
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: none of the outer run's pytest or URL variables."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "REYNARD_DB_URL")) and not k.endswith("DATABASE_URL")
+    }
+    env.update(extra)
+    return env
+
+
+def connections_received(server: EphemeralServer) -> int:
+    """Connections a server started with ``log_connections=on`` ever received (its log)."""
+    assert server.process.base_dir is not None
+    log = (server.process.base_dir / "_TunedPostgresql.log").read_text(errors="replace")
+    return log.count("connection received: ")

@@ -10,7 +10,6 @@ in the ini and in the registered variable.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import run_cli, write_revision
+from reynard_trees import clean_env, connections_received, run_cli, write_revision
 
 from pytest_reynard_db.guard import GUARD
 from pytest_reynard_db.postgres import EphemeralServer
@@ -64,35 +63,20 @@ def project(tmp_path: Path, decoy: EphemeralServer) -> Path:
     return root
 
 
-def _user_shell() -> dict[str, str]:
-    """The environment of a user's shell: none of this suite's pytest or URL variables."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PYTEST_") and not k.endswith("DATABASE_URL")
-    }
-
-
 def run_pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``pytest ARGS`` in ``project``, in a user's shell with ``env`` exported."""
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=project,
-        env={**_user_shell(), **env},
+        env=clean_env(**env),
         capture_output=True,
         text=True,
         timeout=300,
     )
 
 
-def _connections(server: EphemeralServer) -> int:
-    assert server.process.base_dir is not None
-    log = (server.process.base_dir / "_TunedPostgresql.log").read_text(errors="replace")
-    return log.count("connection received: ")
-
-
 def test_check_and_lint_run_unchanged(project: Path, decoy: EphemeralServer) -> None:
-    before = _connections(decoy)
+    before = connections_received(decoy)
     code, out, err = run_cli(project, "check", "--json")
     assert code == 0, out + err
     results = {r["check"]: r for r in json.loads(out)["results"]}
@@ -104,7 +88,7 @@ def test_check_and_lint_run_unchanged(project: Path, decoy: EphemeralServer) -> 
     assert code == 0 and "models_match     skip" in out, out + err
     code, out, err = run_cli(project, "lint", "app", "--format", "json")
     assert code == 0, out + err
-    assert _connections(decoy) == before  # the ini names production; nothing reached it
+    assert connections_received(decoy) == before  # the ini names production; nothing reached it
 
 
 def test_plugin_fixtures_and_check_items(project: Path, decoy: EphemeralServer) -> None:
@@ -121,12 +105,12 @@ def test_plugin_fixtures_and_check_items(project: Path, decoy: EphemeralServer) 
         "    command.upgrade(reynard_db_fresh.config, 'heads')\n"
     )
     production = decoy.database_url("app").render_as_string(hide_password=False)
-    before = _connections(decoy)
+    before = connections_received(decoy)
     result = run_pytest(project, "-rs", *PLUGIN_ARGS, APP_DATABASE_URL=production)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 passed, 1 skipped" in result.stdout, result.stdout
     assert "no target_metadata" in result.stdout
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
 
 
 LOGGING_TESTS = """\
@@ -195,7 +179,7 @@ def test_an_application_connecting_at_conftest_import_is_refused(
         "        conn.execute(text('DROP TABLE IF EXISTS precious'))\n"
     )
     production = decoy.database_url("app").render_as_string(hide_password=False)
-    before = _connections(decoy)
+    before = connections_received(decoy)
     result = run_pytest(
         project, "--reynard-db=app", **{variable: production, "PYTHONPATH": str(project)}
     )
@@ -203,7 +187,7 @@ def test_an_application_connecting_at_conftest_import_is_refused(
     assert result.returncode != 0, output
     expected = "refused a connection" if variable == "MYAPP_URL" else "KeyError: 'DATABASE_URL'"
     assert expected in output, output
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
 
 
 def test_an_error_importing_the_application_is_env_pys(project: Path) -> None:
@@ -213,7 +197,7 @@ def test_an_error_importing_the_application_is_env_pys(project: Path) -> None:
     env_py.write_text("import myapp\n" + env_py.read_text())
     (project / "myapp.py").write_text("import settings\n")
     (project / "settings.py").write_text("raise RuntimeError('SECRET_KEY is not set')\n")
-    env = {**_user_shell(), "PYTHONPATH": str(project)}
+    env = clean_env(PYTHONPATH=str(project))
     code, out, err = run_cli(project, "check", "--only", "upgrade,stairway", "--json", env=env)
     assert code == 1, out + err
     for result in json.loads(out)["results"]:
@@ -247,7 +231,7 @@ def test_the_readmes_recommended_env_py_works(project: Path) -> None:
     )
     (project / "migrations" / "env.py").write_text(env_py)
     (project / "test_app.py").write_text("def test_db(reynard_db_fresh):\n    pass\n")
-    env = {**_user_shell(), "PYTHONPATH": str(project)}
+    env = clean_env(PYTHONPATH=str(project))
     code, out, err = run_cli(
         project, "check", "--only", "upgrade,stairway,models_match,locks", env=env
     )

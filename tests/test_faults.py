@@ -24,13 +24,18 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reynard_trees import copy_reynard_trees, registry_table, require_password, run_cli
+from reynard_trees import (
+    clean_env,
+    copy_reynard_trees,
+    require_password,
+    reynard_project,
+    run_cli,
+)
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -43,26 +48,6 @@ MAIN = Path("alembic/main/versions")
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def make_project(dest: Path) -> Path:
-    """A user's project: the Reynard trees and registry, pytest set up to import the models."""
-    copy_reynard_trees(dest, pyproject=False)
-    (dest / "pyproject.toml").write_text(
-        registry_table() + '\n[tool.pytest.ini_options]\npythonpath = ["."]\n'
-    )
-    return dest
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a user's shell: none of the outer run's pytest or URL variables."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PYTEST_", "REYNARD_DB_URL")) and not k.endswith("DATABASE_URL")
-    }
-    env.update(extra)
-    return env
-
-
 def pytest_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
 
@@ -136,7 +121,7 @@ def downgrade() -> None: ...
 
 
 def test_kill_9_while_building_then_the_next_run_reaps_and_passes(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     (project / MAIN / "3a1400000005_slow.py").write_text(SLOW_REVISION)
     (project / "test_x.py").write_text(
         "def test_x(reynard_db):\n    assert reynard_db.head == ('3a1400000005',)\n"
@@ -175,22 +160,27 @@ def test_kill_9_while_building_then_the_next_run_reaps_and_passes(tmp_path: Path
     assert postgres_processes_in(orphan) == []
 
 
-def test_ctrl_c_stops_the_server_and_removes_its_directory(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "project")
-    facts = tmp_path / "facts.json"
-    (project / "test_wait.py").write_text(
-        textwrap.dedent(f"""\
-            import json, pathlib, time
+WAITING_TEST = """\
+import json, pathlib, time
 
-            def test_wait(reynard_db, reynard_db_server):
-                process = reynard_db_server.process
-                scratch = pathlib.Path({str(facts)!r} + ".tmp")
-                scratch.write_text(
-                    json.dumps({{"dir": str(process.base_dir), "pid": process.pid}}))
-                scratch.rename({str(facts)!r})  # whole when it appears
-                time.sleep(120)
-            """)
-    )
+def test_wait(reynard_db, reynard_db_server):
+    process = reynard_db_server.process
+    scratch = pathlib.Path({facts!r} + ".tmp")
+    scratch.write_text(json.dumps({{"dir": str(process.base_dir), "pid": process.pid}}))
+    scratch.rename({facts!r})  # whole when it appears
+    time.sleep(120)
+"""
+
+
+def waiting_session(
+    tmp_path: Path, *, own_group: bool = False
+) -> tuple[subprocess.Popen[str], Path, int]:
+    """A pytest run whose one test waits in its body, its server up: the run, the server's
+    directory and its postmaster's pid. ``own_group``: a process group of its own, as a
+    terminal's job."""
+    project = reynard_project(tmp_path / "project")
+    facts = tmp_path / "facts.json"
+    (project / "test_wait.py").write_text(WAITING_TEST.format(facts=str(facts)))
     session = subprocess.Popen(
         pytest_argv("--reynard-db=main"),
         cwd=project,
@@ -198,13 +188,17 @@ def test_ctrl_c_stops_the_server_and_removes_its_directory(tmp_path: Path) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # a process group of its own, as a terminal's job
+        start_new_session=own_group,
     )
     wait_for(facts, session)
     info = json.loads(facts.read_text())
     base_dir, postmaster = Path(info["dir"]), int(info["pid"])
     assert base_dir.exists() and not gone(postmaster)
+    return session, base_dir, postmaster
 
+
+def test_ctrl_c_stops_the_server_and_removes_its_directory(tmp_path: Path) -> None:
+    session, base_dir, postmaster = waiting_session(tmp_path, own_group=True)
     os.killpg(session.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     out, err = session.communicate(timeout=60)
 
@@ -236,7 +230,7 @@ def test_two_pytest_sessions_at_once(
 ) -> None:
     if reuse:
         request.getfixturevalue("stop_reused_server")
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     (project / "test_concurrent.py").write_text(CONCURRENT_TESTS)
     args = pytest_argv("--reynard-db=main", *(["--reynard-db-reuse"] if reuse else []))
     sessions = [
@@ -330,7 +324,7 @@ def secret_server() -> Iterator[EphemeralServer]:
 
 
 def test_no_password_in_any_output(tmp_path: Path, secret_server: EphemeralServer) -> None:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     port = secret_server.url.port
     admin = f"postgresql://app:{SECRET}@127.0.0.1:{port}/postgres"
     target = f"postgresql://app:{SECRET}@127.0.0.1:{port}/test_secret_main"
@@ -411,7 +405,7 @@ def production_connections(server: EphemeralServer) -> list[str]:
 def test_production_database_is_never_connected_to(
     tmp_path: Path, production_server: EphemeralServer
 ) -> None:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     production = production_server.database_url("reynard_ecs").render_as_string(False)
     env = clean_env(ECS_DATABASE_URL=production, ECS_E2E_DATABASE_URL=production)
     (project / "test_guard.py").write_text(

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reynard_trees import write_revision
-from test_faults import clean_env, make_project, pytest_argv
+from reynard_trees import clean_env, reynard_project, write_revision
+from test_faults import pytest_argv
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -305,7 +305,7 @@ def is_throw_away(database: str) -> bool:
 
 # -- the sanity check: the log does record connections -------------------------------------------
 def test_the_decoy_log_records_a_production_verb(tmp_path: Path, decoy: Decoy) -> None:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     outcome = attack(decoy, cli_argv(project, "current", "ecs"), project, production_env(decoy))
 
     assert outcome.code == 0, str(outcome)
@@ -341,7 +341,7 @@ def test_pytest_alembic_upgrade(alembic_runner):
 def test_alembic_commands_on_the_fresh_config_stay_on_the_test_database(
     tmp_path: Path, decoy: Decoy
 ) -> None:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     (project / "test_alembic_commands.py").write_text(ALEMBIC_IN_A_TEST)
 
     outcome = attack(decoy, pytest_argv("--reynard-db=main"), project, production_env(decoy))
@@ -383,7 +383,7 @@ def url_variables_test(decoy: Decoy) -> str:
 
 
 def test_url_variables_never_point_at_production_inside_tests(tmp_path: Path, decoy: Decoy) -> None:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     (project / "test_variables.py").write_text(url_variables_test(decoy))
 
     outcome = attack(decoy, pytest_argv("--reynard-db=main"), project, production_env(decoy))
@@ -424,7 +424,7 @@ def redirect_argv(front: str, project: Path, url: str) -> list[str]:
 def test_a_query_string_does_not_redirect_the_server_url(
     tmp_path: Path, decoy: Decoy, pg_server: EphemeralServer, redirect: str, front: str
 ) -> None:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     (project / "test_trivial.py").write_text(TRIVIAL_TEST)
     url = REDIRECTS[redirect].format(user=decoy.user, harness=pg_server.url.port, decoy=decoy.port)
 
@@ -530,7 +530,7 @@ ENV_SHAPES = {
 
 
 def env_shape_project(tmp_path: Path, decoy: Decoy, shape: EnvShape) -> Path:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     write_env_py(project, "main", shape.main)
     write_env_py(project, "e2e", shape.e2e)
     if shape.dotenv:
@@ -619,7 +619,7 @@ def reaching_tests(decoy: Decoy) -> str:
 def test_the_opt_in_lets_a_test_reach_only_what_it_names(
     tmp_path: Path, decoy: Decoy, opt_in: str
 ) -> None:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     (project / "test_reach.py").write_text(reaching_tests(decoy))
     args = ["--reynard-db=main", "-rA"]
     if opt_in == "option":  # a list, in the libpq spelling: matched on the final parameters
@@ -681,7 +681,7 @@ def direct_connection_tests(decoy: Decoy, how: str) -> str:
 
 @pytest.mark.parametrize("how", list(DIRECT_CONNECTIONS))
 def test_a_test_connecting_by_itself_is_refused(tmp_path: Path, decoy: Decoy, how: str) -> None:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     (project / "test_direct.py").write_text(direct_connection_tests(decoy, how))
     libpq = {"PGHOST": "127.0.0.1", "PGPORT": str(decoy.port), "PGDATABASE": "reynard"}
     env = production_env(decoy, PGUSER=decoy.user, **(libpq if how == "libpq-environment" else {}))
@@ -718,7 +718,7 @@ SAID_ELSEWHERE = re.compile(
 
 @pytest.mark.parametrize("elsewhere", list(ELSEWHERE))
 def test_a_check_notices_migrations_that_went_elsewhere(tmp_path: Path, elsewhere: str) -> None:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     trivial_tree(project)
     write_env_py(project, "main", ELSEWHERE[elsewhere])
 
@@ -780,7 +780,7 @@ def error_lines(stderr: str) -> list[str]:
 )
 @pytest.mark.parametrize("form", list(SECRET_FORMS))
 def test_no_password_in_any_output(tmp_path: Path, form: str, path: str) -> None:
-    project = make_project(tmp_path / "project")
+    project = reynard_project(tmp_path / "project")
     (project / "test_trivial.py").write_text(TRIVIAL_TEST)
     argv, env = secret_run(path, project, SECRET_FORMS[form])
 

@@ -4,16 +4,13 @@ itself (issue 12), run as users run it, in an inner pytest session."""
 from __future__ import annotations
 
 import pytest
-from reynard_trees import copy_reynard_trees, registry_table
+from reynard_trees import reynard_project
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """An inner project holding copies of the Reynard trees, models and registry."""
-    copy_reynard_trees(pytester.path, pyproject=False)
-    (pytester.path / "pyproject.toml").write_text(
-        registry_table() + '\n[tool.pytest.ini_options]\npythonpath = ["."]\n'
-    )
+    reynard_project(pytester.path)
     return pytester
 
 

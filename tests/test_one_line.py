@@ -10,7 +10,7 @@ import re
 import socket
 
 import pytest
-from reynard_trees import copy_reynard_trees, registry_table
+from reynard_trees import reynard_project
 
 SECRET = "s3cr3t"
 #: How pytest shows a traceback entry ("path.py:12: in name", "path.py:12: SomeError").
@@ -19,10 +19,7 @@ TRACEBACK_ENTRY = re.compile(r"^\S+\.py:\d+: (in \w+|\w+Error)", re.M)
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    copy_reynard_trees(pytester.path, pyproject=False)
-    (pytester.path / "pyproject.toml").write_text(
-        registry_table() + '\n[tool.pytest.ini_options]\npythonpath = ["."]\n'
-    )
+    reynard_project(pytester.path)
     return pytester
 
 

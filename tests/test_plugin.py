@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from reynard_trees import copy_reynard_trees, registry_table, write_revision
+from reynard_trees import reynard_project, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -15,10 +15,7 @@ from pytest_reynard_db.postgres.executor import reusable_server
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """An inner project holding copies of the Reynard trees, models and registry."""
-    copy_reynard_trees(pytester.path, pyproject=False)
-    (pytester.path / "pyproject.toml").write_text(
-        registry_table() + '\n[tool.pytest.ini_options]\npythonpath = ["."]\n'
-    )
+    reynard_project(pytester.path)
     return pytester
 
 

@@ -11,7 +11,6 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,11 +20,10 @@ from reynard_trees import copy_reynard_trees, write_revision
 from test_faults import (
     clean_env,
     gone,
-    make_project,
     postgres_processes_in,
-    pytest_argv,
     servers_of,
     wait_for,
+    waiting_session,
 )
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -74,31 +72,7 @@ def cli_argv(project: Path, *argv: str) -> list[str]:
 def test_sigterm_or_sighup_to_pytest_stops_the_server_and_exits_128_plus_signal(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
-    project = make_project(tmp_path / "project")
-    facts = tmp_path / "facts.json"
-    (project / "test_wait.py").write_text(
-        textwrap.dedent(f"""\
-            import json, pathlib, time
-
-            def test_wait(reynard_db, reynard_db_server):
-                process = reynard_db_server.process
-                pathlib.Path({str(facts)!r}).write_text(
-                    json.dumps({{"dir": str(process.base_dir), "pid": process.pid}}))
-                time.sleep(120)
-            """)
-    )
-    session = subprocess.Popen(
-        pytest_argv("--reynard-db=main"),
-        cwd=project,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(facts, session)
-    info = json.loads(facts.read_text())
-    base_dir, postmaster = Path(info["dir"]), int(info["pid"])
-    assert base_dir.exists() and not gone(postmaster)
+    session, base_dir, postmaster = waiting_session(tmp_path)
 
     session.send_signal(sig)  # what `timeout` and CI runners send: to the process, not its group
     out, err = session.communicate(timeout=60)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from reynard_trees import connections_received
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.errors import ConfigError
@@ -201,10 +201,10 @@ def test_every_way_to_reach_another_database_is_refused(
     monkeypatch.setenv("PGPORT", str(port))
     monkeypatch.setenv("PGDATABASE", "prod")
     monkeypatch.setenv("PGUSER", "postgres")
-    before = _connections(decoy)
+    before = connections_received(decoy)
     with pytest.raises(GuardRefused, match=rf"refused a connection to .*:{port}/"):
         attempts[how]()
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
 
 
 def test_the_opt_in_allows_one_database(decoy: EphemeralServer) -> None:
@@ -231,19 +231,12 @@ def test_url_target_of_a_url_and_its_connection_agree(decoy: EphemeralServer) ->
     assert str(url_target(url).endpoints[0]) == "127.0.0.1:1"
 
 
-def _connections(server: EphemeralServer) -> int:
-    """Connections the decoy ever received (its log records each)."""
-    assert server.process.base_dir is not None
-    log = (server.process.base_dir / "_TunedPostgresql.log").read_text(errors="replace")
-    return len(re.findall(r"connection received: ", log))
-
-
 def test_a_connection_opened_while_migrating_goes_to_the_migrated_database(
     armed: EphemeralServer, decoy: EphemeralServer
 ) -> None:
     """An env.py reading its own variable still migrates the throw-away database."""
     url = armed.create_database("test_migrated")
-    before = _connections(decoy)
+    before = connections_received(decoy)
     with GUARD.migrating(url):
         with create_engine(_decoy_prod(decoy)).connect() as conn:
             assert conn.execute(text("SELECT current_database()")).scalar() == "test_migrated"
@@ -251,7 +244,7 @@ def test_a_connection_opened_while_migrating_goes_to_the_migrated_database(
         with psycopg.connect(conninfo) as raw:
             row = raw.execute("SELECT current_database()").fetchone()
             assert row is not None and row[0] == "test_migrated"
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
     assert any(
         f":{decoy.url.port}/prod -> " in r and "/test_migrated" in r for r in GUARD.redirects
     )
@@ -277,7 +270,7 @@ def test_a_listener_added_to_an_engine_later_cannot_redirect_it(
     ones: the check sits after all of them, in the dialect's connect."""
     from sqlalchemy import event
 
-    before = _connections(decoy)
+    before = connections_received(decoy)
     for driver, key in (("psycopg2", "dbname"), ("pg8000", "database"), ("psycopg", "dbname")):
         url = armed.create_database(f"test_listener_{driver}")
         engine = create_engine(url.set(drivername=f"postgresql+{driver}"))
@@ -288,7 +281,7 @@ def test_a_listener_added_to_an_engine_later_cannot_redirect_it(
 
         with pytest.raises(GuardRefused, match=rf":{decoy.url.port}/prod"):
             engine.connect()
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
 
 
 def test_a_creator_is_caught_before_connecting_or_by_the_net(
@@ -341,10 +334,10 @@ def test_asyncpg_reads_a_dsn_its_own_way(armed: EphemeralServer, decoy: Ephemera
         finally:
             await engine.dispose()
 
-    before = _connections(decoy)
+    before = connections_received(decoy)
     with pytest.raises(GuardRefused):
         asyncio.run(attempt())
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
 
 
 def test_pg8000_is_judged_as_pg8000_connects(
@@ -354,7 +347,7 @@ def test_pg8000_is_judged_as_pg8000_connects(
     assert decoy.process.base_dir is not None
     ours = armed.url
     socket = decoy.process.base_dir / "tmp" / f".s.PGSQL.{decoy.url.port}"
-    before = _connections(decoy)
+    before = connections_received(decoy)
     with pytest.raises(GuardRefused):
         create_engine(
             f"postgresql+pg8000://postgres@{ours.host}:{ours.port}/prod",
@@ -366,7 +359,7 @@ def test_pg8000_is_judged_as_pg8000_connects(
         create_engine(
             "postgresql+pg8000://postgres@/prod", connect_args={"port": decoy.url.port}
         ).connect()
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
 
 
 def test_a_service_file_is_read_as_libpq_reads_it(
@@ -377,12 +370,12 @@ def test_a_service_file_is_read_as_libpq_reads_it(
     services = tmp_path / "pg_service.conf"
     services.write_text(f"[evil]\nhostaddr=127.0.0.1\nport={decoy.url.port}\n")
     monkeypatch.setenv("PGSERVICEFILE", str(services))
-    before = _connections(decoy)
+    before = connections_received(decoy)
     with pytest.raises(GuardRefused):  # the service's port wins over nothing given
         psycopg.connect(host=str(ours.host), dbname="prod", user="postgres", service="evil")
     with pytest.raises(GuardRefused, match="service 'missing'"):
         psycopg.connect(host=str(ours.host), port=ours.port, dbname="x", service="missing")
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
 
 
 def test_a_socket_path_is_judged_after_its_symlinks(
@@ -400,10 +393,10 @@ def test_a_socket_path_is_judged_after_its_symlinks(
     )
     (tmp_path / "L").symlink_to(fake / "x")
     GUARD.allow_database(f"postgresql://postgres@/prod?host={allowed}&port={port}")
-    before = _connections(decoy)
+    before = connections_received(decoy)
     with pytest.raises(GuardRefused):
         psycopg.connect(host=f"{tmp_path}/L/../sockD", port=port, dbname="prod", user="postgres")
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
 
 
 def test_a_redirect_leaves_nothing_for_the_environment_to_decide(
@@ -411,13 +404,13 @@ def test_a_redirect_leaves_nothing_for_the_environment_to_decide(
 ) -> None:
     """env.py changing ``PGHOST``/``PGPORT`` after the redirect was decided changes nothing."""
     url = armed.create_database("test_redirect_explicit")
-    before = _connections(decoy)
+    before = connections_received(decoy)
     with GUARD.migrating(url):
         monkeypatch.setenv("PGHOST", "127.0.0.1")
         monkeypatch.setenv("PGPORT", str(decoy.url.port))
         with create_engine("postgresql+psycopg:///prod").connect() as conn:
             assert conn.execute(text("SELECT current_database()")).scalar() == url.database
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
 
 
 @pytest.mark.parametrize(
@@ -472,7 +465,7 @@ def test_the_other_drivers_called_directly_are_guarded(
             asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/prod")
         ),
     }
-    before = _connections(decoy)
+    before = connections_received(decoy)
     for name, attempt in attempts.items():
         with pytest.raises(GuardRefused, match=rf":{port}/prod"):
             attempt()
@@ -487,7 +480,7 @@ def test_the_other_drivers_called_directly_are_guarded(
         native = pg8000.native.Connection("postgres", port=port, database="prod")
         assert native.run("SELECT current_database()") == [["test_direct_redirect"]]
         native.close()
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
 
 
 # -- what a reviewer of the merged branches found ------------------------------------------------
@@ -498,11 +491,11 @@ def test_a_redirect_leaves_no_hostaddr_to_the_environment(
     url = armed.create_database("test_redirect_hostaddr")
     monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
     monkeypatch.setenv("PGPORT", str(decoy.url.port))
-    before = _connections(decoy)
+    before = connections_received(decoy)
     elsewhere = f"postgresql+psycopg://postgres@db.invalid:{decoy.url.port}/prod"
     with GUARD.migrating(url), create_engine(elsewhere).connect() as conn:
         assert conn.execute(text("SELECT current_database()")).scalar() == url.database
-    assert _connections(decoy) == before
+    assert connections_received(decoy) == before
     # and as computed: the environment's hostaddr no longer decides where it goes
     from pytest_reynard_db.guard.target import redirected
 
