@@ -336,9 +336,8 @@ class MigrationManager:
 
 
 @contextmanager
-def exported(url_envs: str | Sequence[str], url: URL) -> Iterator[None]:
-    """Each ``$url_env`` points at ``url`` while migrations run, whatever the shell had set."""
-    names = [url_envs] if isinstance(url_envs, str) else list(url_envs)
+def exported(names: Sequence[str], url: URL) -> Iterator[None]:
+    """Each ``$name`` points at ``url`` while migrations run, whatever the shell had set."""
     previous = {name: os.environ.get(name) for name in names}
     rendered = url.render_as_string(hide_password=False)
     os.environ.update(dict.fromkeys(names, rendered))
