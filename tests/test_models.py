@@ -38,7 +38,10 @@ def test_seed_data_migrations_ran(reynard_db_session: Session) -> None:
     assert reynard_db_session.scalar(select(World.name)) is not None
 
 
-def test_agent_with_traits_round_trip(reynard_db_session: Session) -> None:
+@pytest.mark.parametrize("run", [1, 2])
+def test_agent_with_traits_round_trip(reynard_db_session: Session, run: int) -> None:
+    """Run twice: the second run, in either order, proves the first's commit left nothing."""
+    assert reynard_db_session.scalar(select(func.count()).select_from(Agent)) == 0
     trait = reynard_db_session.scalars(select(TraitDefinition)).first()
     assert trait is not None
     agent = Agent(name="Vulpine", entity=Entity())
@@ -50,10 +53,6 @@ def test_agent_with_traits_round_trip(reynard_db_session: Session) -> None:
     assert loaded.trait_values() == {trait.key: 0.9}
 
 
-def test_commits_of_the_previous_test_left_nothing(reynard_db_session: Session) -> None:
-    assert reynard_db_session.scalar(select(func.count()).select_from(Agent)) == 0
-
-
 def test_constraint_violation_is_contained(reynard_db_session: Session) -> None:
     entity = Entity()
     reynard_db_session.add_all([Agent(name="a", entity=entity), Agent(name="b", entity=entity)])
@@ -63,9 +62,16 @@ def test_constraint_violation_is_contained(reynard_db_session: Session) -> None:
     assert reynard_db_session.scalar(select(func.count()).select_from(Agent)) == 0
 
 
-def test_fresh_database_is_isolated(reynard_db_fresh: TestDatabase) -> None:
+@pytest.mark.parametrize("run", [1, 2])
+def test_fresh_database_is_isolated(
+    reynard_db_fresh: TestDatabase, reynard_db: TestDatabase, run: int
+) -> None:
+    """Run twice: whichever runs second gets the seed rows back, not the first's deletions."""
+    count = text("SELECT count(*) FROM trait_definition")
     with reynard_db_fresh.engine.begin() as conn:
+        assert conn.execute(count).scalar() == 10
         conn.execute(text("DELETE FROM agent_trait"))
         conn.execute(text("DELETE FROM trait_definition"))
-    with reynard_db_fresh.engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM trait_definition")).scalar() == 0
+        assert conn.execute(count).scalar() == 0
+    with reynard_db.engine.connect() as conn:
+        assert conn.execute(count).scalar() == 10

@@ -22,10 +22,9 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 def test_every_fixture(project: pytest.Pytester) -> None:
     project.makepyfile(
         test_fixtures="""
+        import pytest
         from sqlalchemy import text
         from sqlalchemy.orm import Session
-
-        NAMES = []
 
         def test_session_database(reynard_db):
             assert reynard_db.name.startswith("test_ecs_e2e_")
@@ -34,33 +33,31 @@ def test_every_fixture(project: pytest.Pytester) -> None:
             with reynard_db.engine.connect() as conn:
                 assert conn.execute(text("SELECT count(*) FROM spirit")).scalar() == 8
 
-        def test_connection_commit_is_rolled_back(reynard_db_connection):
+        # Each pair runs the same body twice: whichever runs second would see the
+        # first one's work if the fixture leaked it, in any order.
+        @pytest.mark.parametrize("run", [1, 2])
+        def test_connection_commit_is_rolled_back(reynard_db_connection, run):
+            count = text("SELECT count(*) FROM world WHERE name = 'committed'")
+            assert reynard_db_connection.execute(count).scalar() == 0
             reynard_db_connection.execute(text("INSERT INTO world (name) VALUES ('committed')"))
             reynard_db_connection.commit()
-            assert reynard_db_connection.execute(
-                text("SELECT count(*) FROM world WHERE name = 'committed'")).scalar() == 1
+            assert reynard_db_connection.execute(count).scalar() == 1
 
-        def test_previous_commit_left_nothing(reynard_db_connection):
-            assert reynard_db_connection.execute(
-                text("SELECT count(*) FROM world WHERE name = 'committed'")).scalar() == 0
-
-        def test_session_commit_is_rolled_back(reynard_db_session: Session):
+        @pytest.mark.parametrize("run", [1, 2])
+        def test_session_commit_is_rolled_back(reynard_db_session: Session, run):
+            count = text("SELECT count(*) FROM world WHERE name = 'orm'")
+            assert reynard_db_session.execute(count).scalar() == 0
             reynard_db_session.execute(text("INSERT INTO world (name) VALUES ('orm')"))
             reynard_db_session.commit()
+            assert reynard_db_session.execute(count).scalar() == 1
 
-        def test_previous_session_commit_left_nothing(reynard_db_session: Session):
-            assert reynard_db_session.execute(
-                text("SELECT count(*) FROM world WHERE name = 'orm'")).scalar() == 0
-
-        def test_fresh(reynard_db_fresh, reynard_db):
+        @pytest.mark.parametrize("run", [1, 2])
+        def test_fresh_is_isolated(reynard_db_fresh, reynard_db, run):
             assert reynard_db_fresh.name != reynard_db.name
-            NAMES.append(reynard_db_fresh.name)
             with reynard_db_fresh.engine.begin() as conn:
+                assert conn.execute(text("SELECT to_regclass('agent_interaction')")).scalar()
                 conn.execute(text("DROP TABLE agent_interaction"))
-
-        def test_fresh_is_isolated(reynard_db_fresh, reynard_db_server):
-            assert reynard_db_fresh.name != NAMES[0]
-            with reynard_db_fresh.engine.connect() as conn:
+            with reynard_db.engine.connect() as conn:
                 assert conn.execute(text("SELECT to_regclass('agent_interaction')")).scalar()
 
         def test_factory_at_a_revision(reynard_db_factory):
