@@ -17,13 +17,11 @@ from typing import NoReturn, TextIO
 
 from . import graph, mirror, mirror_write, text
 from .checks import enabled_checks, needs_server, run_checks, select_checks
-from .checks.bounded import DEFAULT_CHECK_TIMEOUT, CheckTimedOut, time_limit
-from .checks.lint import lint_reports
-from .checks.locks import locks_reports
+from .checks.bounded import DEFAULT_CHECK_TIMEOUT
 from .checks.report import CHECK_FORMATS, progress_line, show_results
 from .checks.runner import CheckRunner, scratch_server
-from .checks.safety import RevisionReport
-from .checks.safety_report import FORMATS, render
+from .checks.safety import safety_reports
+from .checks.safety.report import FORMATS, render
 from .errors import CheckFailed, ReynardDBError
 from .guard import GUARD
 from .manager import MigrationManager
@@ -363,23 +361,13 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
 def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     """Both safety checks on one database, one report per revision; exit 1 on a finding."""
     db = registry.get(args.db)
-    reports: list[RevisionReport] = []
     with (
         _throwaway_only(args),
         scratch_server(
             args.url, needed=args.only != "lint", registry=registry, allow=tuple(args.allow)
         ) as server,
     ):
-        runner = CheckRunner(db, registry, server)
-        for check, run in (("lint", lint_reports), ("locks", locks_reports)):
-            if args.only in (None, check):
-                try:
-                    with time_limit(args.timeout):
-                        reports += run(runner)
-                except CheckTimedOut as exc:
-                    raise CheckFailed(f"database {db.name!r}: check {check} {exc}") from None
-    order = {s.revision: i for i, s in enumerate(reversed(list(runner.script.walk_revisions())))}
-    reports.sort(key=lambda r: (order.get(r.revision, len(order)), r.check))
+        reports = safety_reports(CheckRunner(db, registry, server), args.only, args.timeout)
     render(reports, args.format, out)
     return 1 if any(not r.ok for r in reports) else 0
 

@@ -99,7 +99,7 @@ def migration_failure(
     error = first_line(exc.orig if isinstance(exc, DBAPIError) else exc)
     where = f"{step.path}: {step.description}"
     caveat = ""
-    if _runs_outside_a_transaction(step.path):
+    if runs_outside_a_transaction(step.path):
         caveat = (
             "; this revision runs statements outside a transaction (autocommit_block); "
             "statements before the failure may have been applied"
@@ -153,7 +153,7 @@ def _missing_logging_section(exc: BaseException, frames: traceback.StackSummary)
     return None
 
 
-def _runs_outside_a_transaction(path: str | None) -> bool:
+def runs_outside_a_transaction(path: str | None) -> bool:
     """Whether a revision file uses ``autocommit_block``: its statements there commit
     one by one, so a failure after them cannot roll them back."""
     if not path:

@@ -19,15 +19,13 @@ from alembic.config import Config
 from sqlalchemy.engine import URL
 
 from .errors import ConfigError, UnknownDatabaseError
+from .lint_settings import LintSettings
 from .logs import silent_ini
 from .text import one_line
 from .urls import MAINTENANCE_DATABASE, admin_url, parse_url, with_driver
 
 DATABASE_KEYS = frozenset({"ini", "database", "url_env", "mirror_of", "description"})
 TOP_LEVEL_KEYS = frozenset({"databases", "lint"})
-#: ``[tool.reynard-db.lint]``: rules to exclude, the PostgreSQL version Squawk
-#: assumes, and the opt-in checks (``lint``, ``locks``) that ``check`` runs.
-LINT_KEYS = frozenset({"exclude", "pg_version", "enabled"})
 INI_PREFIX = "alembic_"
 #: Databases an admin URL may name: the server's own, holding no application's data.
 MAINTENANCE_DATABASES = ("postgres", "template1")
@@ -122,7 +120,7 @@ class Registry:
     root: Path
     source: Path
     databases: dict[str, Database] = field(default_factory=dict)
-    lint: Mapping[str, Any] = field(default_factory=dict)
+    lint: LintSettings = field(default_factory=LintSettings)
     #: Entries whose configuration is broken: each fails alone, when it is used.
     broken: dict[str, Broken] = field(default_factory=dict)
     #: What Alembic accepts but a user should hear about (a versions folder git dropped).
@@ -238,7 +236,7 @@ def load_registry(project: Path | str | None = None) -> Registry:
     table = data.get("tool", {}).get("reynard-db")
     if table is None:
         specs = _discover(root)
-        lint: Mapping[str, Any] = {}
+        lint = LintSettings()
     else:
         specs, lint = _read_table(pyproject, table)
     databases: dict[str, Database] = {}
@@ -268,7 +266,7 @@ def _broken(name: str, spec: Mapping[str, Any], error: ConfigError) -> Broken:
     return Broken(name, database or name, url_env or f"{name.upper()}_DATABASE_URL", error)
 
 
-def _read_table(pyproject: Path, table: Any) -> tuple[dict[str, dict[str, Any]], Mapping[str, Any]]:
+def _read_table(pyproject: Path, table: Any) -> tuple[dict[str, dict[str, Any]], LintSettings]:
     where = "[tool.reynard-db]"
     if not isinstance(table, dict):
         raise ConfigError(f"{pyproject}: {where} must be a table")
@@ -284,7 +282,7 @@ def _read_table(pyproject: Path, table: Any) -> tuple[dict[str, dict[str, Any]],
         if not isinstance(spec, dict):
             raise ConfigError(f"{pyproject}: {here} must be a table")
         specs[name] = spec
-    return specs, _read_lint(pyproject, table.get("lint", {}))
+    return specs, LintSettings.from_table(table.get("lint", {}), pyproject)
 
 
 def _check_spec(pyproject: Path, name: str, spec: Mapping[str, Any]) -> None:
@@ -296,27 +294,6 @@ def _check_spec(pyproject: Path, name: str, spec: Mapping[str, Any]) -> None:
             raise ConfigError(f"{pyproject}: {here}: {key} must be a string")
     if "ini" not in spec:
         raise ConfigError(f"{pyproject}: {here}: missing key 'ini'")
-
-
-def _read_lint(pyproject: Path, lint: Any) -> Mapping[str, Any]:
-    """``[tool.reynard-db.lint]``, its keys and their types checked (values are the checks')."""
-    here = "[tool.reynard-db.lint]"
-    if not isinstance(lint, dict):
-        raise ConfigError(f"{pyproject}: {here} must be a table")
-    for key, value in lint.items():
-        if key not in LINT_KEYS:
-            raise ConfigError(
-                f"{pyproject}: {here}: unknown key {key!r} (keys: {', '.join(sorted(LINT_KEYS))})"
-            )
-        if key in ("exclude", "enabled") and (
-            not isinstance(value, list) or not all(isinstance(v, str) for v in value)
-        ):
-            raise ConfigError(f"{pyproject}: {here}: {key} must be a list of strings")
-        if key == "pg_version" and (
-            isinstance(value, bool) or not isinstance(value, str | int | float)
-        ):
-            raise ConfigError(f'{pyproject}: {here}: pg_version must be a string such as "16"')
-    return lint
 
 
 def _discover(root: Path) -> dict[str, dict[str, Any]]:

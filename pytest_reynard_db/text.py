@@ -9,10 +9,14 @@ from typing import TextIO
 from .urls import redact
 
 
-def one_line(text: object) -> str:
+def one_line(text: object, limit: int | None = None) -> str:
     """``text`` with every run of white space (newlines included) folded to one space,
-    and any URL or known password in it masked (it may come from anyone's exception)."""
-    return redact(" ".join(str(text).split()))
+    and any URL or known password in it masked (it may come from anyone's exception);
+    cut to ``limit`` characters, ending in ``...``, when a limit is given."""
+    flat = redact(" ".join(str(text).split()))
+    if limit is None or len(flat) <= limit:
+        return flat
+    return flat[: limit - 3] + "..."
 
 
 def first_line(exc: BaseException | None) -> str:

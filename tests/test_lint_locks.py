@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from pytest_reynard_db.checks import CHECKS, CheckResult, run_checks, select_checks
-from pytest_reynard_db.checks.lint import find_squawk
-from pytest_reynard_db.checks.locks import locks_reports
 from pytest_reynard_db.checks.runner import CheckRunner
+from pytest_reynard_db.checks.safety.lint import find_squawk
+from pytest_reynard_db.checks.safety.locks import locks_reports
 from pytest_reynard_db.cli import main
 from pytest_reynard_db.errors import ConfigError
 from pytest_reynard_db.postgres import EphemeralServer
@@ -256,7 +256,7 @@ def test_both_are_off_by_default_and_enabled_in_pyproject(project: Path) -> None
         + 'pg_version = "16"\n'
     )
     registry = load_registry(project)
-    assert registry.lint["enabled"] == ["lint"]
+    assert registry.lint.enabled == ("lint",) and registry.lint.pg_version == "16"
     from pytest_reynard_db.checks import enabled_checks
 
     assert select_checks(None, enabled_checks(registry)) == [*CHECKS, "lint"]
@@ -287,10 +287,8 @@ def test_unknown_lint_key_is_a_config_error(project: Path) -> None:
 def test_unknown_enabled_check_is_a_config_error(project: Path) -> None:
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text() + '\n[tool.reynard-db.lint]\nenabled = ["lnt"]\n')
-    from pytest_reynard_db.checks import enabled_checks
-
     with pytest.raises(ConfigError, match="enabled: unknown check 'lnt'"):
-        enabled_checks(load_registry(project))
+        load_registry(project)
 
 
 def test_squawk_is_found() -> None:

@@ -14,18 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from ..errors import ConfigError, MigrationFailed, ReynardDBError
+from ..lint_settings import OPT_IN
 from ..postgres import Server
 from ..registry import Database, Registry
 from ..text import one_line
 from .bounded import CheckTimedOut, time_limit
 from .downgrade_clean import downgrade_clean
-from .lint import lint
-from .locks import locks
 from .mirror_sync import mirror_sync
 from .models_match import models_match
 from .result import CheckResult
 from .runner import CheckRunner
-from .safety import LintSettings
+from .safety import lint, locks
 from .single_head import single_head
 from .stairway import stairway
 from .upgrade import upgrade
@@ -43,7 +42,8 @@ CHECKS: dict[str, Check] = {
 }
 
 #: Checks that run only when enabled in ``[tool.reynard-db.lint]`` or named in ``--only``.
-OPT_IN_CHECKS: dict[str, Check] = {"lint": lint, "locks": locks}
+_SAFETY_CHECKS: dict[str, Check] = {"lint": lint, "locks": locks}
+OPT_IN_CHECKS: dict[str, Check] = {name: _SAFETY_CHECKS[name] for name in OPT_IN}
 
 #: Every check, in the order they run.
 ALL_CHECKS: dict[str, Check] = {**CHECKS, **OPT_IN_CHECKS}
@@ -89,7 +89,7 @@ def select_checks(only: Iterable[str] | None = None, enabled: Iterable[str] = ()
 
 def enabled_checks(registry: Registry) -> tuple[str, ...]:
     """The opt-in checks ``[tool.reynard-db.lint] enabled`` turns on (unknown ids: ConfigError)."""
-    return LintSettings.from_registry(registry).enabled
+    return registry.lint.enabled
 
 
 def needs_server(only: Iterable[str] | None = None, enabled: Iterable[str] = ()) -> bool:

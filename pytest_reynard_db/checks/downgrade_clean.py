@@ -10,17 +10,12 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+from .catalog import USER_SCHEMA
 from .result import CheckResult
 from .runner import CheckRunner
 
 CHECK = "downgrade_clean"
 VERSION_TABLE = "alembic_version"
-
-#: Every schema but PostgreSQL's own (temporary and toast schemas included).
-USER_SCHEMA = """
-    n.nspname NOT IN ('pg_catalog', 'information_schema')
-    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-"""
 
 
 def _not_from_extension(catalog: str, alias: str) -> str:

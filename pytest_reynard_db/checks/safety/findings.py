@@ -6,7 +6,7 @@ those), and ``to_results`` folds them into ``CheckResult`` rows for ``check``
 and the pytest items: one failed row per revision with an unwaived finding,
 or one passing row for the database.
 
-Also here: the ``[tool.reynard-db.lint]`` settings, and the waivers a revision
+Also here: the waivers a revision
 file can carry, ``# reynard-db: allow <rule> -- <reason>``. A waiver silences
 every finding of that one rule in that one revision; the reason is required,
 and a waiver without one silences nothing and is itself a finding.
@@ -15,75 +15,23 @@ and a waiver without one silences nothing and is itself a finding.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..registry import Registry
-from .result import CheckResult
-from .runner import CheckRunner
+from ...text import one_line
+from ..result import CheckResult
+from ..runner import CheckRunner
 
-#: The opt-in checks: off in ``check`` and the pytest items until enabled.
-OPT_IN = ("lint", "locks")
-
-#: Squawk rules left out unless the project's own ``exclude`` is all it wants:
-#: they are about style (integer widths, text vs varchar, identity columns,
-#: timestamptz), not locks; and the timeout rules ask for a ``SET`` that an
-#: Alembic env issues on its connection, where offline SQL cannot show it.
-DEFAULT_EXCLUDE = (
-    "prefer-bigint-over-int",
-    "prefer-bigint-over-smallint",
-    "prefer-identity",
-    "prefer-text-field",
-    "prefer-timestamptz",
-    "require-lock-timeout",
-    "require-statement-timeout",
-)
+#: A finding's statement is shown on one line of at most this many characters.
+STATEMENT_WIDTH = 160
 
 WAIVER = re.compile(r"#\s*reynard-db:\s*allow\b(?P<rest>.*)$")
 WAIVER_BODY = re.compile(r"^\s*(?P<rule>[A-Za-z0-9_-]+)\s*(?:--\s*(?P<reason>.*?))?\s*$")
 BAD_WAIVER = "waiver-without-reason"
 #: The rules of the ``locks`` check (a waiver for any other rule is ``lint``'s).
 LOCK_RULES = frozenset({"access-exclusive-lock", "share-lock", "table-rewrite"})
-
-
-@dataclass(frozen=True)
-class LintSettings:
-    """``[tool.reynard-db.lint]``: Squawk rules to exclude, the PostgreSQL version, opt-ins."""
-
-    exclude: tuple[str, ...] = ()
-    pg_version: str | None = None
-    enabled: tuple[str, ...] = ()
-
-    @classmethod
-    def from_registry(cls, registry: Registry) -> LintSettings:
-        """The settings of ``registry`` (keys and types were checked when it was read)."""
-        return cls.from_table(registry.lint, registry.source)
-
-    @classmethod
-    def from_table(
-        cls, table: Mapping[str, Any], source: Path | str = "pyproject.toml"
-    ) -> LintSettings:
-        enabled = tuple(str(v) for v in table.get("enabled", ()))
-        unknown = [name for name in enabled if name not in OPT_IN]
-        if unknown:
-            raise ConfigError(
-                f"{source}: [tool.reynard-db.lint]: enabled: unknown check "
-                f"{', '.join(repr(n) for n in unknown)} (opt-in checks: {', '.join(OPT_IN)})"
-            )
-        version = table.get("pg_version")
-        return cls(
-            exclude=tuple(str(v) for v in table.get("exclude", ())),
-            pg_version=None if version is None else str(version),
-            enabled=enabled,
-        )
-
-    @property
-    def excluded(self) -> tuple[str, ...]:
-        """Every excluded Squawk rule: the defaults and the project's."""
-        return tuple(dict.fromkeys([*DEFAULT_EXCLUDE, *self.exclude]))
 
 
 @dataclass(frozen=True)
@@ -245,11 +193,6 @@ def failure_message(report: RevisionReport) -> str:
     for finding in failures:
         lines.append(f"  {finding.describe()}")
         if finding.statement:
-            lines.append(f"    {one_line(finding.statement)}")
+            lines.append(f"    {one_line(finding.statement, STATEMENT_WIDTH)}")
     lines += [f"  note: {note}" for note in report.notes]
     return "\n".join(lines)
-
-
-def one_line(text: str, limit: int = 160) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -22,20 +22,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ReynardDBError
-from .offline_sql import NotLintable, RevisionSQL, offline_manager, revision_sql, table_of
-from .result import CheckResult
-from .runner import CheckRunner
-from .safety import (
+from ...errors import ConfigError, ReynardDBError
+from ...lint_settings import LintSettings
+from ..result import CheckResult
+from ..runner import CheckRunner
+from ..stairway import walk_order
+from .findings import (
     BAD_WAIVER,
     Finding,
-    LintSettings,
     RevisionReport,
     apply_waivers,
     read_waivers,
     to_results,
 )
-from .stairway import walk_order
+from .offline_sql import NotLintable, RevisionSQL, offline_manager, revision_sql, table_of
 
 CHECK = "lint"
 SQUAWK_TIMEOUT = 120
@@ -61,7 +61,7 @@ def lint_reports(runner: CheckRunner) -> list[RevisionReport]:
     revision gets the same note.
     """
     squawk = find_squawk()
-    settings = LintSettings.from_registry(runner.registry)
+    settings = runner.registry.lint
     manager = offline_manager(runner)
     reports: list[RevisionReport] = []
     everywhere: str | None = None  # why no revision renders (env.py), once known

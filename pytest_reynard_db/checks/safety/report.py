@@ -11,8 +11,9 @@ import json
 from collections.abc import Sequence
 from typing import TextIO
 
-from .. import text
-from .safety import RevisionReport, one_line
+from ... import text
+from ...text import one_line
+from .findings import STATEMENT_WIDTH, RevisionReport
 
 FORMATS = ("table", "json", "markdown")
 
@@ -41,7 +42,7 @@ def print_table(reports: Sequence[RevisionReport], out: TextIO) -> None:
             waived = f" [waived: {finding.waived}]" if finding.waived else ""
             print(f"  {finding.describe()}{waived}", file=out)
             if finding.statement:
-                print(f"    {one_line(finding.statement)}", file=out)
+                print(f"    {one_line(finding.statement, STATEMENT_WIDTH)}", file=out)
         for note in report.notes:
             print(f"  note: {note}", file=out)
     print(f"\n{_summary(reports)}", file=out)
@@ -65,11 +66,11 @@ def print_markdown(reports: Sequence[RevisionReport], out: TextIO) -> None:
             continue
         print(f"\n#### `{report.file}` ({report.check})\n", file=out)
         for finding in report.findings:
-            text = _md(finding.describe())
+            shown = _md(finding.describe())
             if finding.waived:
-                print(f"- ~~{text}~~ waived: {_md(finding.waived)}", file=out)
+                print(f"- ~~{shown}~~ waived: {_md(finding.waived)}", file=out)
             else:
-                print(f"- **{text}**", file=out)
+                print(f"- **{shown}**", file=out)
             if finding.statement:
                 print(f"  ```sql\n  {one_line(finding.statement, 400)}\n  ```", file=out)
         for note in report.notes:

@@ -17,16 +17,17 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
+from ..catalog import USER_SCHEMA
+
 ROWS = 3
 FIRST_NUMBER = 20000  # fits a smallint, above hand-picked seed ids
 
 TABLES = text(
-    """
+    f"""
     SELECT c.oid, n.nspname, c.relname
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+      AND {USER_SCHEMA}
       AND c.relname <> 'alembic_version'
     ORDER BY n.nspname, c.relname
     """

@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from alembic.script import Script
 from sqlalchemy import Connection, text
 
-from ..errors import MigrationFailed
-from ..manager import MigrationManager
-from .bounded import SelfDeadlockWatch, env_ignores_connection
+from ...errors import MigrationFailed
+from ...failures import runs_outside_a_transaction
+from ...manager import MigrationManager
+from ..bounded import SelfDeadlockWatch, env_ignores_connection
+from ..catalog import USER_SCHEMA
+from ..result import CheckResult
+from ..runner import CheckRunner
+from ..stairway import walk_order
 from .fill import Filler
-from .result import CheckResult
-from .runner import CheckRunner
-from .safety import Finding, RevisionReport, apply_waivers, read_waivers, to_results
-from .stairway import walk_order
+from .findings import Finding, RevisionReport, apply_waivers, read_waivers, to_results
 
 CHECK = "locks"
-AUTOCOMMIT = re.compile(r"\bautocommit_block\s*\(")
 RELATION = re.compile(r'relation "([^"]+)"')
 
 #: Lock modes reported, and the rule a finding of each is waived by.
@@ -48,7 +48,7 @@ STRENGTH = list(MODES)  # strongest first
 KINDS = {"r": "table", "p": "table", "m": "materialized view", "i": "index", "S": "sequence"}
 
 RELATIONS = text(
-    """
+    f"""
     SELECT c.oid, c.relkind, c.relfilenode, n.nspname, c.relname,
            COALESCE(t.relname, '') AS of_table
     FROM pg_class c
@@ -56,8 +56,7 @@ RELATIONS = text(
     LEFT JOIN pg_index x ON x.indexrelid = c.oid
     LEFT JOIN pg_class t ON t.oid = x.indrelid
     WHERE c.relkind IN ('r', 'p', 'm', 'i', 'S')
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+      AND {USER_SCHEMA}
       AND c.relname <> 'alembic_version' AND COALESCE(t.relname, '') <> 'alembic_version'
     """
 )
@@ -137,7 +136,7 @@ def measure(
     An ``env.py`` that migrates on a connection of its own would wait for this
     transaction's locks forever: it is stopped (``EnvIgnoresConnection``, naming
     ``env_py``), see ``bounded.SelfDeadlockWatch``."""
-    if AUTOCOMMIT.search(Path(revision.path).read_text(encoding="utf-8")):
+    if runs_outside_a_transaction(revision.path):
         report.notes.append("not measured: autocommit_block (cannot run inside a transaction)")
         report.checked = False
         return []

@@ -23,10 +23,10 @@ from sqlalchemy.dialects import registry as dialects
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
 
-from ..errors import MigrationFailed
-from ..manager import MigrationManager
-from ..text import first_line, shown_path
-from .runner import CheckRunner
+from ...errors import MigrationFailed
+from ...manager import MigrationManager
+from ...text import first_line, shown_path
+from ..runner import CheckRunner
 
 MARKER = re.compile(r"^-- Running upgrade .*-> (?P<rev>\S+)\s*$")
 OFFLINE_DRIVER = "reynard_offline"

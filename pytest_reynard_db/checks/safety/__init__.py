@@ -1,0 +1,48 @@
+"""The opt-in migration-safety checks, ``lint`` and ``locks``, and their one entry point.
+
+- ``lint`` renders each revision's offline SQL (``offline_sql``) and runs Squawk over it;
+- ``locks`` applies each revision on a filled throw-away database (``fill``) and
+  reads which locks it took and which tables it rewrote;
+- ``findings`` holds what both produce (findings, waivers, per-revision reports)
+  and folds them into ``CheckResult`` rows; ``report`` prints the ``lint`` verb's
+  table, JSON or Markdown.
+
+``safety_reports`` is what ``reynard-migrate lint`` calls; ``check`` and the
+pytest items call ``lint`` and ``locks`` as any other check.
+"""
+
+from __future__ import annotations
+
+from ...errors import CheckFailed
+from ..bounded import CheckTimedOut, time_limit
+from ..runner import CheckRunner
+from .findings import RevisionReport
+from .lint import lint, lint_reports
+from .locks import locks, locks_reports
+
+#: The safety checks in the order ``lint`` runs them, each with its report function.
+REPORTS = {"lint": lint_reports, "locks": locks_reports}
+
+__all__ = ["REPORTS", "RevisionReport", "lint", "locks", "safety_reports"]
+
+
+def safety_reports(
+    runner: CheckRunner, only: str | None = None, timeout: float | None = None
+) -> list[RevisionReport]:
+    """One report per revision and safety check (``only`` one of them), oldest first.
+
+    A check running longer than ``timeout`` seconds ends the whole report with a
+    ``CheckFailed`` naming the database and the check.
+    """
+    reports: list[RevisionReport] = []
+    for check, run in REPORTS.items():
+        if only not in (None, check):
+            continue
+        try:
+            with time_limit(timeout):
+                reports += run(runner)
+        except CheckTimedOut as exc:
+            raise CheckFailed(f"database {runner.db.name!r}: check {check} {exc}") from None
+    order = {s.revision: i for i, s in enumerate(reversed(list(runner.script.walk_revisions())))}
+    reports.sort(key=lambda r: (order.get(r.revision, len(order)), r.check))
+    return reports
