@@ -27,6 +27,8 @@ from alembic import util
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
+from mako import exceptions  # type: ignore[import-untyped]
+from mako.template import Template  # type: ignore[import-untyped]
 
 from .errors import FileConflict, FilesystemError, RevisionError
 from .registry import Database
@@ -277,9 +279,8 @@ def safe_writes(db: Database) -> Iterator[None]:
 
     def write_whole(script: ScriptDirectory, src: Path, dest: Path, **kw: Any) -> None:
         with util.status(f"Generating {dest.absolute()}", **script.messaging_opts):
-            write_new_file(
-                db, dest, lambda tmp: util.template_to_file(src, tmp, script.output_encoding, **kw)
-            )
+            content = render(src, script.output_encoding, **kw)
+            write_new_file(db, dest, content)
 
     ScriptDirectory._rev_path = free_path  # type: ignore[method-assign,assignment]
     ScriptDirectory._generate_template = write_whole  # type: ignore[method-assign,assignment]
@@ -290,10 +291,24 @@ def safe_writes(db: Database) -> Iterator[None]:
         ScriptDirectory._generate_template = generate  # type: ignore[method-assign]
 
 
-def write_new_file(db: Database, dest: Path, fill: Any) -> None:
-    """Create ``dest`` whole: ``fill(tmp)`` writes a temp file beside it, which is then
-    linked to ``dest`` (refused if ``dest`` exists: :class:`FileConflict`) and removed.
-    The temp file (``.<name>.<8 chars>.tmp``, as ``copy``'s) is removed whatever happens."""
+def render(src: Path, encoding: str, **kw: Any) -> bytes:
+    """The revision file's content from the ``script.py.mako`` template, as Alembic's
+    ``template_to_file`` renders it, less its bare ``except``: there a Ctrl-C or SIGTERM
+    during rendering became "Template rendering failed" (exit 2) instead of an interrupt."""
+    try:
+        return bytes(Template(filename=str(src)).render_unicode(**kw).encode(encoding))
+    except Exception:
+        with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as handle:
+            handle.write(exceptions.text_error_template().render_unicode().encode(encoding))
+        raise CommandError(
+            f"Template rendering failed; see {handle.name} for a template-oriented traceback."
+        ) from None
+
+
+def write_new_file(db: Database, dest: Path, content: bytes) -> None:
+    """Create ``dest`` whole with ``content``: a temp file beside it is written, then linked
+    to ``dest`` (refused if ``dest`` exists: :class:`FileConflict`) and removed. The temp
+    file (``.<name>.<8 chars>.tmp``, as ``copy``'s) is removed whatever happens."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
@@ -301,9 +316,9 @@ def write_new_file(db: Database, dest: Path, fill: Any) -> None:
         raise FilesystemError(f"cannot write {shown_path(dest)}: {exc.strerror}") from None
     tmp = Path(name)
     try:
-        os.close(fd)
-        fill(tmp)
-        with tmp.open("rb+") as handle:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
             os.fsync(handle.fileno())
         try:
             os.link(tmp, dest)  # atomic, and never replaces: the file is whole or absent

@@ -42,7 +42,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     out = stdout if stdout is not None else sys.stdout
     parser = build_parser()
     remember_secrets(*(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    trailing = getattr(args, "trailing_positionals", None)
+    if extras and trailing and not any(e.startswith("-") for e in extras):
+        setattr(args, trailing, [*getattr(args, trailing), *extras])
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     if not getattr(args, "handler", None):
         parser.print_help(out)
         return 2
@@ -171,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REV",
         help="the heads to merge (default: the heads of the one branch that has several)",
     )
+    # argparse gives an optional list after `db` nothing when an option comes between
+    # them (`merge app -m msg A B`): what follows the option is taken here (see main).
+    sub.set_defaults(trailing_positionals="revisions")
     sub.add_argument("-m", "--message", help='the message (default: "merge heads")')
 
     sub = verb("stamp", cmd_stamp, "set the version table to REV without migrating")
