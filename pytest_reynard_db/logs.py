@@ -8,6 +8,10 @@ quiet use (tests, checks) names ``silent_ini``: a real file, a copy of the
 project's ini whose logging sections log nothing; and every ``env.py`` run of
 ours is wrapped in ``preserved_logging``, which puts back what ``fileConfig``
 changed.
+
+The CLI's ``-v``/``-q`` is ``verbosity``: Alembic's ``INFO`` lines ("Context impl
+PostgresqlImpl", "Running upgrade", "setting up autogenerate plugin") are hidden by
+default, shown with ``-v``; with ``-q`` no log line is.
 """
 
 from __future__ import annotations
@@ -53,6 +57,30 @@ def silent_ini(ini: Path) -> Path:
         parser.write(handle)
     scratch.replace(target)  # atomic: a concurrent reader sees the whole file or none
     return target
+
+
+#: ``-q``, the default, ``-v``.
+QUIET, NORMAL, VERBOSE = -1, 0, 1
+
+
+@contextmanager
+def verbosity(level: int) -> Iterator[None]:
+    """Log records hidden while the block runs: ``INFO`` and below by default (Alembic's
+    progress lines, which an ``env.py``'s ``fileConfig`` sends to stderr), every record
+    with ``QUIET``, none with ``VERBOSE`` (as the ini's logging section says).
+
+    ``logging.disable`` is the one switch ``fileConfig`` leaves alone: whatever handlers
+    and levels ``env.py`` installs, a hidden record is never made. Warnings and errors
+    still reach the ini's handlers by default.
+    """
+    hidden = {QUIET: logging.CRITICAL, NORMAL: logging.INFO}.get(level)
+    previous = logging.root.manager.disable
+    if hidden is not None:
+        logging.disable(max(hidden, previous))
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 @contextmanager

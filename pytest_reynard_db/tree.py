@@ -42,9 +42,7 @@ def load_tree(db: Database) -> ScriptDirectory:
         script = ScriptDirectory.from_config(config)
     except CommandError as exc:
         raise RevisionError(f"{db.ini}: {exc}") from None
-    scripts = list(_load_files(script))
-    if not scripts and not any(_py_files(script)):
-        raise RevisionError(f"database {db.name!r}: no revision files in {_where(db)}")
+    scripts = list(_load_files(script))  # none: an empty tree, as `alembic init` leaves it
     _check_ids(scripts)
     script.revision_map = RevisionMap(lambda: iter(scripts))
     by_id = {s.revision: s for s in scripts}
@@ -140,7 +138,3 @@ def _line(exc: BaseException, path: Path) -> str:
         if Path(frame.filename).resolve() == path.resolve():
             line = f" (line {frame.lineno})"
     return line
-
-
-def _where(db: Database) -> str:
-    return ", ".join(str(p) for p in db.version_locations)

@@ -1,0 +1,341 @@
+"""Writing revisions: where a new one goes, which heads a merge joins, and files written
+so that nothing is lost.
+
+``place`` turns ``create``'s options (``--branch LABEL``, ``--new-branch LABEL
+[--from REV]``, ``--head REV``, or none) into what Alembic's ``revision`` takes
+(``head``, ``splice``, ``branch_label``, ``version_path``), with one-line errors
+for what Alembic would answer with a traceback or a surprise (a label used
+twice, a head that is not one, several heads and no choice). ``merge_heads`` picks
+the heads of a merge. ``safe_writes`` makes Alembic's writing of a revision file
+atomic and never over an existing file. Pure decisions over a loaded
+``ScriptDirectory``: no database, no arguments parsed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import util
+from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionError as AlembicRevisionError
+from alembic.util import CommandError
+from mako import exceptions  # type: ignore[import-untyped]
+from mako.template import Template  # type: ignore[import-untyped]
+
+from .errors import FileConflict, FilesystemError, RevisionError
+from .registry import Database
+from .text import one_line, shown_path
+from .tree import RESERVED_IDS
+
+NO_LABEL = ""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a new revision goes, as Alembic's ``revision`` takes it."""
+
+    head: str  # ``base``, ``head``, a revision id, or ``label@head``
+    folder: Path
+    branch_label: str | None = None
+    splice: bool = False  # the parent is not a head: a new branch point
+
+
+def place(
+    script: ScriptDirectory,
+    db: Database,
+    *,
+    branch: str | None = None,
+    new_branch: str | None = None,
+    from_rev: str | None = None,
+    head: str | None = None,
+) -> Placement:
+    """The place of a new revision of ``db``'s tree (``script``), from ``create``'s options.
+
+    ``branch``: extend the head of that label. ``new_branch``: start a branch with that
+    label, from base or ``from_rev``. ``head``: extend that head (labelled or not). None:
+    extend the only head (base on an empty tree). At most one of the three.
+    """
+    chosen = [o for o, v in (("--branch", branch), ("--new-branch", new_branch), ("--head", head))
+              if v is not None]  # fmt: skip
+    if len(chosen) > 1:
+        raise RevisionError(f"database {db.name!r}: {' and '.join(chosen)} exclude each other")
+    if from_rev is not None and new_branch is None:
+        raise RevisionError(
+            f"database {db.name!r}: --from REV goes with --new-branch LABEL (where the new "
+            "branch starts); to extend a head, use --head REV alone"
+        )
+    if new_branch is not None:
+        return _new_branch(script, db, new_branch, from_rev)
+    if head is not None:
+        return _given_head(script, db, head)
+    if branch is not None:
+        return _labelled_head(script, db, branch)
+    heads = _heads(script)
+    if len(heads) > 1:
+        listed = ", ".join(f"{h.revision} ({_labels(h)})" for h in heads)
+        raise RevisionError(
+            f"database {db.name!r} has {len(heads)} heads: {listed}; "
+            "pass --branch LABEL or --head REV"
+        )
+    if not heads:  # an empty tree: the first revision
+        return Placement("base", db.version_locations[0])
+    return Placement("head", Path(heads[0].path).parent)
+
+
+def _new_branch(
+    script: ScriptDirectory, db: Database, label: str, from_rev: str | None
+) -> Placement:
+    _check_new_label(script, db, label)
+    parent = None if from_rev in (None, "base") else one_revision(script, db, from_rev, "--from")
+    named = [p for p in db.version_locations if p.name == label]
+    if named:  # a version location of its own (as the ECS tree's versions/<label>)
+        folder = named[0]
+    elif parent is not None:
+        folder = Path(parent.path).parent
+    else:
+        folder = db.version_locations[0]
+    if parent is None:
+        return Placement("base", folder, label)
+    return Placement(parent.revision, folder, label, splice=not parent.is_head)
+
+
+def _check_new_label(script: ScriptDirectory, db: Database, label: str) -> None:
+    why = ""
+    if not label.strip() or label != label.strip():
+        why = "a label must be a word, without spaces around it"
+    elif "@" in label or "," in label or ":" in label:
+        why = "a label may not contain '@', ',' or ':' (Alembic reads them as syntax)"
+    elif label in RESERVED_IDS:
+        why = f"it is reserved by Alembic ({', '.join(sorted(RESERVED_IDS))})"
+    if why:
+        raise RevisionError(f"database {db.name!r}: branch label {label!r} is not valid: {why}")
+    for revision in script.walk_revisions():
+        if label in _declared_labels(revision):
+            raise RevisionError(
+                f"database {db.name!r}: branch label {label!r} is already used by "
+                f"{revision.revision} ({shown_path(revision.path)}); extend it with "
+                f"--branch {label}, or choose another label"
+            )
+        if revision.revision == label:
+            raise RevisionError(
+                f"database {db.name!r}: branch label {label!r} is the id of revision "
+                f"{label} ({shown_path(revision.path)}); choose another label"
+            )
+
+
+def _given_head(script: ScriptDirectory, db: Database, rev: str) -> Placement:
+    found = one_revision(script, db, rev, "--head")
+    if not found.is_head:
+        children = ", ".join(sorted(found.nextrev)) or "none"
+        raise RevisionError(
+            f"database {db.name!r}: --head {rev}: revision {found.revision} is not a head "
+            f"(its children: {children}); to branch from it, use --new-branch LABEL --from "
+            f"{found.revision}"
+        )
+    return Placement(found.revision, Path(found.path).parent)
+
+
+def _labelled_head(script: ScriptDirectory, db: Database, label: str) -> Placement:
+    labels = sorted({lb for s in script.walk_revisions() for lb in s.branch_labels})
+    if label not in labels:
+        raise RevisionError(
+            f"database {db.name!r}: no branch labelled {label!r} "
+            f"(labels: {', '.join(labels) or 'none'}); to extend an unlabelled head, pass "
+            "--head REV; to start a branch, --new-branch LABEL"
+        )
+    # Alembic's ``label@head`` on a forked branch is a MultipleHeads traceback.
+    on_branch = [h for h in _heads(script) if label in h.branch_labels]
+    if len(on_branch) > 1:
+        listed = ", ".join(f"{h.revision} ({shown_path(h.path)})" for h in on_branch)
+        raise RevisionError(
+            f"database {db.name!r}: branch {label!r} has {len(on_branch)} heads: "
+            f"{listed}; merge them first (reynard-migrate merge {db.name}), then create"
+        )
+    return Placement(f"{label}@head", Path(on_branch[0].path).parent)
+
+
+def merge_heads(script: ScriptDirectory, db: Database, revisions: Sequence[str]) -> list[Script]:
+    """The heads a merge joins: ``revisions`` (two heads or more), or by default the heads
+    of the one branch label (or of the unlabelled part of the tree) that has several.
+
+    Separate branches, each with its own label and one head, are heads by design (the
+    ``single_head`` check passes them): they are merged only when named.
+    """
+    if revisions:
+        found = [one_revision(script, db, rev, "merge") for rev in revisions]
+        ids = [s.revision for s in found]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise RevisionError(f"database {db.name!r}: merge: {', '.join(twice)} named twice")
+        if len(found) < 2:
+            raise RevisionError(
+                f"database {db.name!r}: merge: a merge joins two heads or more; "
+                f"only {ids[0]} was named"
+            )
+        for script_ in found:
+            if not script_.is_head:
+                raise RevisionError(
+                    f"database {db.name!r}: merge: revision {script_.revision} is not a "
+                    f"head (its children: {', '.join(sorted(script_.nextrev))})"
+                )
+        return found
+    heads = _heads(script)
+    if len(heads) < 2:
+        shown = f"1 head ({heads[0].revision})" if heads else "0 heads (the tree is empty)"
+        raise RevisionError(f"database {db.name!r} has {shown}: nothing to merge")
+    groups: dict[str, list[Script]] = defaultdict(list)
+    for head in heads:
+        for label in sorted(head.branch_labels) or [NO_LABEL]:
+            groups[label].append(head)
+    forks: dict[tuple[str, ...], str] = {}
+    for label, group in sorted(groups.items()):
+        if len(group) > 1:
+            forks.setdefault(tuple(h.revision for h in group), label)
+    if len(forks) == 1:
+        [fork] = forks
+        return [h for h in heads if h.revision in fork]
+    listed = "; ".join(
+        f"{label or 'no label'}: {' '.join(fork)}" for fork, label in sorted(forks.items())
+    )
+    if forks:
+        raise RevisionError(
+            f"database {db.name!r}: several branches have several heads ({listed}); "
+            f"name the heads to merge: reynard-migrate merge {db.name} REV REV"
+        )
+    listed = ", ".join(f"{h.revision} ({_labels(h)})" for h in heads)
+    raise RevisionError(
+        f"database {db.name!r} has one head per branch ({listed}): nothing to merge; "
+        f"to join branches on purpose, name their heads: reynard-migrate merge {db.name} "
+        f"{' '.join(h.revision for h in heads)}"
+    )
+
+
+def one_revision(script: ScriptDirectory, db: Database, rev: str, what: str) -> Script:
+    """The one revision ``rev`` names (an id, a unique prefix, ``label@head``...)."""
+    try:
+        found = [s for s in script.get_revisions(rev) if s is not None]
+    except (AlembicRevisionError, CommandError) as exc:
+        raise RevisionError(
+            f"database {db.name!r}: {what}: unknown revision {rev!r} ({one_line(exc)})"
+        ) from None
+    if len(found) != 1:
+        shown = ", ".join(sorted(s.revision for s in found)) or "none"
+        raise RevisionError(
+            f"database {db.name!r}: {what}: {rev!r} names {len(found)} revisions ({shown}); "
+            "name one"
+        )
+    assert isinstance(found[0], Script)
+    return found[0]
+
+
+def _heads(script: ScriptDirectory) -> list[Script]:
+    heads = (s for s in script.get_revisions("heads") if isinstance(s, Script))
+    return sorted(heads, key=lambda s: s.revision)
+
+
+def _labels(script: Script) -> str:
+    return ", ".join(sorted(script.branch_labels)) or "no label"
+
+
+def _declared_labels(script: Script) -> set[str]:
+    """The labels written in the file (``branch_labels`` also holds inherited ones)."""
+    return set(script._orig_branch_labels)
+
+
+# -- writing the file ------------------------------------------------------------------------
+@contextmanager
+def safe_writes(db: Database) -> Iterator[None]:
+    """While active, Alembic writes a revision file whole or not at all, and never over an
+    existing file: a name that is taken raises :class:`FileConflict` before any work
+    (autogenerate) is done, and again at the write itself, which is a rename that
+    cannot replace a file. A Ctrl-C or SIGTERM during the write leaves no file.
+
+    Alembic has no option for either, so its two places that name and write the file
+    (``ScriptDirectory._rev_path``, ``ScriptDirectory._generate_template``) are wrapped
+    for the duration.
+    """
+    rev_path = ScriptDirectory._rev_path
+    generate = ScriptDirectory._generate_template
+
+    def free_path(
+        script: ScriptDirectory,
+        folder: str | os.PathLike[str],
+        rev_id: str,
+        message: str | None,
+        create_date: datetime,
+    ) -> Path:
+        path = rev_path(script, folder, rev_id, message, create_date)
+        if path.exists():
+            raise _taken(db, script, path)
+        return path
+
+    def write_whole(script: ScriptDirectory, src: Path, dest: Path, **kw: Any) -> None:
+        with util.status(f"Generating {dest.absolute()}", **script.messaging_opts):
+            content = render(src, script.output_encoding, **kw)
+            write_new_file(db, dest, content)
+
+    ScriptDirectory._rev_path = free_path  # type: ignore[method-assign,assignment]
+    ScriptDirectory._generate_template = write_whole  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        ScriptDirectory._rev_path = rev_path  # type: ignore[method-assign]
+        ScriptDirectory._generate_template = generate  # type: ignore[method-assign]
+
+
+def render(src: Path, encoding: str, **kw: Any) -> bytes:
+    """The revision file's content from the ``script.py.mako`` template, as Alembic's
+    ``template_to_file`` renders it, less its bare ``except``: there a Ctrl-C or SIGTERM
+    during rendering became "Template rendering failed" (exit 2) instead of an interrupt."""
+    try:
+        return bytes(Template(filename=str(src)).render_unicode(**kw).encode(encoding))
+    except Exception:
+        with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as handle:
+            handle.write(exceptions.text_error_template().render_unicode().encode(encoding))
+        raise CommandError(
+            f"Template rendering failed; see {handle.name} for a template-oriented traceback."
+        ) from None
+
+
+def write_new_file(db: Database, dest: Path, content: bytes) -> None:
+    """Create ``dest`` whole with ``content``: a temp file beside it is written, then linked
+    to ``dest`` (refused if ``dest`` exists: :class:`FileConflict`) and removed. The temp
+    file (``.<name>.<8 chars>.tmp``, as ``copy``'s) is removed whatever happens."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as exc:
+        raise FilesystemError(f"cannot write {shown_path(dest)}: {exc.strerror}") from None
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, dest)  # atomic, and never replaces: the file is whole or absent
+        except FileExistsError:
+            raise FileConflict(
+                f"database {db.name!r}: {shown_path(dest)} already exists; nothing written"
+            ) from None
+        except OSError as exc:
+            raise FilesystemError(f"cannot write {shown_path(dest)}: {exc.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _taken(db: Database, script: ScriptDirectory, path: Path) -> FileConflict:
+    template = script.file_template
+    why = "" if "%(rev)" in template else f" (the ini's file_template {template!r} has no %(rev)s)"
+    return FileConflict(
+        f"database {db.name!r}: {shown_path(path)} already exists{why}; nothing"
+        " written: use another message, or put %%(rev)s in file_template"
+    )
