@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +42,9 @@ from .registry import Database
 from .text import first_line, one_line, shown_path
 from .tree import load_tree
 from .urls import mask_url, with_driver
+
+#: Alembic's migration function: ``(current heads, MigrationContext) -> steps to run``.
+StepsFn = Callable[[tuple[str, ...], Any], Iterable[Any]]
 
 MAINTENANCE_DATABASE = "postgres"
 RELATIVE = re.compile(r"[+-]\d+$")
@@ -144,6 +147,11 @@ class MigrationManager:
                 "(there is no database to read the current revision from)"
             )
         self._migrate("downgrade", to, sql=sql, connection=connection)
+
+    def walk(self, steps: StepsFn, *, connection: Connection) -> None:
+        """One ``env.py`` run on ``connection`` whose steps (Alembic ``RevisionStep``s, up and
+        down mixed) ``steps(heads, context)`` yields; failures are said as by ``upgrade``."""
+        self._migrate("walk", "heads", sql=False, connection=connection, steps=steps)
 
     def setup(self) -> bool:
         """Create the database on its server if missing, then upgrade it to heads.
@@ -278,7 +286,13 @@ class MigrationManager:
                     release_migration_lock(connection)
 
     def _migrate(
-        self, direction: str, target: str, *, sql: bool, connection: Connection | None
+        self,
+        direction: str,
+        target: str,
+        *,
+        sql: bool,
+        connection: Connection | None,
+        steps: StepsFn | None = None,
     ) -> None:
         if connection is None and not sql:
             with self.locked() as locked:
@@ -291,7 +305,7 @@ class MigrationManager:
                     self._run_env(direction, target, self.config(), step, sql=True)
                 else:
                     with GUARD.migrating(self.url):
-                        self._run_env(direction, target, self.config(connection), step)
+                        self._run_env(direction, target, self.config(connection), step, steps=steps)
             except (ReynardDBError, CommandError, AlembicRevisionError):
                 raise
             except Exception as exc:
@@ -307,9 +321,11 @@ class MigrationManager:
         tracker: StepTracker,
         *,
         sql: bool = False,
+        steps: StepsFn | None = None,
     ) -> None:
         """What ``alembic.command.upgrade``/``downgrade`` do, on our already-loaded tree;
-        ``tracker`` notes each step as Alembic takes it."""
+        ``tracker`` notes each step as Alembic takes it. ``steps``, when given, chooses
+        the steps instead of ``direction`` and ``target`` (see ``walk``)."""
         script = self.script
         env_py = Path(script.dir) / "env.py"
         if not env_py.is_file():  # Alembic: ImportError "Can't find Python file", a traceback
@@ -321,14 +337,16 @@ class MigrationManager:
         if ":" in target:
             start, target = target.split(":", 1)
 
-        def steps(revision: Any, context: Any) -> Any:
+        def chosen(revision: Any, context: Any) -> Any:
+            if steps is not None:
+                return tracker.tracked(steps(revision, context))
             if direction == "upgrade":
                 return tracker.tracked(script._upgrade_revs(target, revision))
             return tracker.tracked(script._downgrade_revs(target, revision))
 
         with (
             EnvironmentContext(
-                config, script, fn=steps, as_sql=sql, starting_rev=start, destination_rev=target
+                config, script, fn=chosen, as_sql=sql, starting_rev=start, destination_rev=target
             ),
             preserved_logging() if self.quiet else nullcontext(),
         ):
