@@ -1,4 +1,4 @@
-"""The benchmark of issue 6: ``python bench/run.py [--quick] [--rows 1,2,3,4,5]``.
+"""The benchmark of issues 6 and 15: ``python bench/run.py [--quick] [--rows 1,2,3,4,5,6]``.
 
 Prints one table (medians, a baseline measured in the same run, ratio, target,
 met) and, with ``--results``, writes it into ``bench/RESULTS.md``.
@@ -18,6 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.floor import row_floor, row_other_checks
 from bench.inproc import Sizes, row_clone, row_connection, row_stairway
 from bench.subproc import SubSizes, row_session_start, row_suite, runtime_entries
 from bench.timing import Row, render_table
@@ -37,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line: ``--quick``, ``--rows``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--rows", default="1,2,3,4,5", help="rows to run, e.g. 1,2")
+    parser.add_argument("--rows", default="1,2,3,4,5,6", help="rows to run, e.g. 1,2")
+    parser.add_argument("--floor-reps", type=int, default=None, help="row 6's repetitions")
     return parser.parse_args(argv)
 
 
@@ -60,12 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     before = runtime_entries()
     started = time.perf_counter()
     rows: list[Row] = []
-    if wanted & {1, 2, 3}:
+    if wanted & {1, 2, 3, 6}:
         with EphemeralServer.start() as server:
             for number, row_fn in ((1, row_clone), (2, row_connection), (3, row_stairway)):
                 if number in wanted:
                     print(f"row {number}...", file=sys.stderr, flush=True)
                     rows.extend(row_fn(server, sizes))
+            if 6 in wanted:  # the stairway, upgrade and downgrade_clean vs the raw SQL floor
+                print("row 6...", file=sys.stderr, flush=True)
+                reps = args.floor_reps or (3 if args.quick else 7)
+                rows.extend(row_floor(server, sizes.stair_sizes, reps))
+                rows.extend(row_other_checks(server, sizes.stair_sizes[-1], reps))
     if 4 in wanted:
         print("row 4...", file=sys.stderr, flush=True)
         rows.extend(row_session_start(sub))

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from argparse import Namespace
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TextIO
@@ -43,6 +43,9 @@ from .registry import Database
 from .text import first_line, one_line, shown_path
 from .tree import load_tree
 from .urls import mask_url, with_driver
+
+#: Alembic's migration function: ``(current heads, MigrationContext) -> steps to run``.
+StepsFn = Callable[[tuple[str, ...], Any], Iterable[Any]]
 
 MAINTENANCE_DATABASE = "postgres"
 RELATIVE = re.compile(r"[+-]\d+$")
@@ -169,6 +172,11 @@ class MigrationManager:
         for revision in revisions:
             self.resolve(revision)
         self._migrate("stamp", tuple(revisions), sql=sql, connection=connection, purge=purge)
+
+    def walk(self, steps: StepsFn, *, connection: Connection) -> None:
+        """One ``env.py`` run on ``connection`` whose steps (Alembic ``RevisionStep``s, up and
+        down mixed) ``steps(heads, context)`` yields; failures are said as by ``upgrade``."""
+        self._migrate("walk", "heads", sql=False, connection=connection, steps=steps)
 
     def setup(self) -> bool:
         """Create the database on its server if missing, then upgrade it to heads.
@@ -324,6 +332,7 @@ class MigrationManager:
         sql: bool,
         connection: Connection | None,
         purge: bool = False,
+        steps: StepsFn | None = None,
     ) -> None:
         if connection is None and not sql:
             with self.locked() as locked:
@@ -336,7 +345,14 @@ class MigrationManager:
                     self._run_env(direction, target, self.config(), step, sql=True, purge=purge)
                 else:
                     with GUARD.migrating(self.url):
-                        self._run_env(direction, target, self.config(connection), step, purge=purge)
+                        self._run_env(
+                            direction,
+                            target,
+                            self.config(connection),
+                            step,
+                            purge=purge,
+                            steps=steps,
+                        )
             except (ReynardDBError, CommandError, AlembicRevisionError):
                 raise
             except Exception as exc:
@@ -353,9 +369,11 @@ class MigrationManager:
         *,
         sql: bool = False,
         purge: bool = False,
+        steps: StepsFn | None = None,
     ) -> None:
         """What ``alembic.command.upgrade``/``downgrade``/``stamp`` do, on our already-loaded
-        tree; ``tracker`` notes each step as Alembic takes it."""
+        tree; ``tracker`` notes each step as Alembic takes it. ``steps``, when given, chooses
+        the steps instead of ``direction`` and ``target`` (see ``walk``)."""
         script = self.script
         env_py = Path(script.dir) / "env.py"
         if not env_py.is_file():  # Alembic: ImportError "Can't find Python file", a traceback
@@ -370,7 +388,9 @@ class MigrationManager:
             start, only = target[0].split(":", 1)  # stamp --sql FROM:TO, as Alembic's
             target = (only,)
 
-        def steps(revision: Any, context: Any) -> Any:
+        def chosen(revision: Any, context: Any) -> Any:
+            if steps is not None:
+                return tracker.tracked(steps(revision, context))
             if isinstance(target, tuple):  # stamp's revisions
                 return tracker.tracked(script._stamp_revs(target, revision))
             if direction == "upgrade":
@@ -381,7 +401,7 @@ class MigrationManager:
             EnvironmentContext(
                 config,
                 script,
-                fn=steps,
+                fn=chosen,
                 as_sql=sql,
                 starting_rev=start,
                 destination_rev=target,

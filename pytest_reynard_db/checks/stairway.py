@@ -14,24 +14,37 @@ first upgrade worked, so that what builds on it is still walked); revisions
 that need a revision whose upgrade fails are listed as not reached.
 
 Cost is linear in the number of revisions when nothing is broken: one scratch
-database, one connection (holding the advisory lock) for the whole walk, and
-the tree loaded once by the runner. Each broken revision adds one rebuild.
+database, one connection (holding the advisory lock) and one ``env.py`` run for
+the whole walk, and the tree loaded once by the runner. Each broken revision
+adds one rebuild and one ``env.py`` run. An ``env.py`` that opens its own
+connection instead of the one it is passed is walked one ``env.py`` run per step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 
-from alembic.runtime.migration import MigrationContext
-from alembic.script import Script, ScriptDirectory
-from alembic.util import to_tuple
+from alembic.runtime.migration import MigrationContext, RevisionStep
+from alembic.script import Script
 from sqlalchemy import Connection
 
 from ..errors import EnvPyFailed, MigrationFailed, ReynardDBError
 from ..manager import MigrationManager
+from .heads import down_target, expected_heads, heads_text, unchanged_or_wrong, walk_order
 from .result import CheckResult
 from .runner import CheckRunner
+
+__all__ = [
+    "down_target",
+    "expected_heads",
+    "heads_text",
+    "stairway",
+    "unchanged_or_wrong",
+    "walk_order",
+]
 
 CHECK = "stairway"
 
@@ -89,22 +102,36 @@ def stairway(runner: CheckRunner) -> list[CheckResult]:
     return results
 
 
-def walk_order(script: ScriptDirectory) -> list[Script]:
-    """Every revision, bases first (a revision after all it needs, ``depends_on`` too)."""
-    return [s for s in reversed(list(script.walk_revisions())) if s is not None]
-
-
 class Stairway:
-    """One walk over ``order`` on a throw-away database, replaced after each failure."""
+    """One walk over ``order`` on a throw-away database, replaced after each failure.
+
+    The walk is one ``env.py`` run (``MigrationManager.walk``): Alembic takes its
+    steps, up and down mixed, from ``_steps``, which reads the version table back
+    between two steps on the same connection. That needs an ``env.py`` that
+    migrates on the connection it is passed; one that opens its own (the stock
+    ``alembic init`` one) is walked one ``env.py`` run per step instead, its heads
+    read back after each run, as before.
+    """
 
     def __init__(self, runner: CheckRunner, order: list[Script]) -> None:
         self.runner = runner
         self.order = order
         #: The revisions the current database holds (closed under "needs").
         self.applied: set[str] = set()
+        #: What ``alembic_version`` holds with exactly ``applied`` applied.
+        self.heads: set[str] = set()
         #: Revisions that cannot be applied, and the broken revisions that are why.
         self.blocked: dict[str, list[Broken]] = {}
         self.broken: list[Broken] = []
+        #: Where the walk is: the index in ``order`` and the step being taken.
+        self.at = 0
+        self.step = "up"
+        #: Whether env.py migrates on our connection (None: not known yet).
+        self.shared: bool | None = None
+        #: A step of the one-run walk that left the wrong heads (the walk stopped there).
+        self.failure: StepFailed | None = None
+        #: The heads before and after the step being taken.
+        self._expected: tuple[set[str], set[str]] = (set(), set())
         self._stack = ExitStack()
         self.manager: MigrationManager
         self.connection: Connection
@@ -113,37 +140,120 @@ class Stairway:
         """Walk every revision; the broken ones, in walk order."""
         try:
             self._fresh_database()
-            for index, revision in enumerate(self.order):
-                causes = self._blocked_by(revision)
-                if causes:
-                    self.blocked[revision.revision] = causes
-                    for cause in causes:
-                        cause.not_reached.append(revision)
-                    continue
+            start = 0
+            while start < len(self.order):
                 try:
-                    self._stair(revision)
+                    self._walk(start)
+                    break
                 except StepFailed as failed:
-                    if not self._recover(revision, failed):
-                        self.broken[-1].not_reached += self.order[index + 1 :]
+                    if not self._recover(failed.script, failed):
+                        self.broken[-1].not_reached += self.order[self.at + 1 :]
                         break
+                    start = self.at + 1
         finally:
             self._stack.close()
         return self.broken
 
-    def _stair(self, revision: Script) -> None:
-        """Up, down, up on ``revision``, whose parents are all applied."""
-        applied = self.applied
-        with_it = applied | {revision.revision}
-        up, down = revision.revision, down_target(revision)
-        self._step(revision, "up", "upgrade", up, applied, with_it)
-        self._step(revision, "down", "downgrade", down, with_it, applied)
-        self._step(revision, "re-up", "upgrade", up, applied, with_it)
-        self.applied = with_it
+    def _walk(self, start: int) -> None:
+        """Walk ``order[start:]`` on the current database; StepFailed at the first broken step."""
+        self.at, self.step = start, "up"
+        if self.shared is not False:
+            self._walk_in_one_run(start)
+            if self.shared:
+                return
+        for index in range(start, len(self.order)):  # env.py opens its own connection
+            self.at = index
+            revision = self.order[index]
+            if not self._skip(revision):
+                self._stair_per_step(revision)
 
-    def _step(
-        self, revision: Script, step: str, verb: str, target: str, before: set[str], after: set[str]
-    ) -> None:
-        _step(self.manager, self.connection, revision, step, verb, target, before, after)
+    def _walk_in_one_run(self, start: int) -> None:
+        """One ``env.py`` run taking every step from ``start`` on (nothing when not shared)."""
+        self.failure = None
+        try:
+            self.manager.walk(partial(self._steps, start), connection=self.connection)
+        except EnvPyFailed:
+            raise  # the environment is broken, not a revision: the check fails on env.py
+        except MigrationFailed as exc:
+            raise StepFailed(self.order[self.at], self.step, _reason(exc)) from exc
+        except ReynardDBError as exc:
+            revision = self.order[self.at]
+            verb, target = _verb_and_target(revision, self.step)
+            raise StepFailed(revision, self.step, f"{verb} {target}: {exc}") from exc
+        if self.failure is not None:
+            raise self.failure
+
+    def _steps(
+        self, start: int, heads: tuple[str, ...], context: MigrationContext
+    ) -> Iterator[RevisionStep]:
+        """Alembic's migration function: up, down, up for each revision from ``start`` on.
+
+        Alembic runs each step (in its own transaction, as env.py configures)
+        before it asks for the next one. ``_read_back`` checks the heads inside
+        that transaction, on the same connection; a step that left the wrong
+        heads ends the run (``failure``).
+        """
+        self.shared = _same_connection(context.connection, self.connection)
+        if not self.shared:
+            return  # nothing run: the caller walks one env.py run per step
+        # Alembic calls these in each step's transaction, after it wrote the version table.
+        callbacks = context.on_version_apply_callbacks
+        context.on_version_apply_callbacks = (*callbacks, self._read_back)
+        revision_map = self.manager.script.revision_map
+        for index in range(start, len(self.order)):
+            self.at = index
+            revision = self.order[index]
+            if self._skip(revision):
+                continue
+            for step, upward, before, after in self._stair(revision):
+                self.step, self._expected = step, (before, after)
+                yield RevisionStep(revision_map, revision, upward)
+                if self.failure is not None:
+                    return
+            self._applied(revision)
+
+    def _read_back(self, *, ctx: MigrationContext, **_: object) -> None:
+        """Alembic's ``on_version_apply`` callback: the version table, read where the step
+        left it (in its transaction, after Alembic wrote it), must hold the expected heads.
+
+        Read in the step's own transaction, the check costs one query a step, not a
+        transaction of its own.
+        """
+        before, after = self._expected
+        actual = {row[0] for row in self.connection.execute(ctx._version.select())}
+        if actual != after:
+            revision = self.order[self.at]
+            self.failure = _wrong_heads(revision, self.step, actual, after, before)
+
+    def _stair(self, revision: Script) -> list[tuple[str, bool, set[str], set[str]]]:
+        """The three steps on ``revision``: (name, upward, heads before, heads after)."""
+        without = self.heads
+        with_it = (without - set(revision._all_down_revisions)) | {revision.revision}
+        return [
+            ("up", True, without, with_it),
+            ("down", False, with_it, without),
+            ("re-up", True, without, with_it),
+        ]
+
+    def _stair_per_step(self, revision: Script) -> None:
+        """Up, down, up on ``revision``, one ``env.py`` run each, the heads read back after."""
+        for step, _, before, after in self._stair(revision):
+            self.step = step
+            _step(self.manager, self.connection, revision, step, before, after)
+        self._applied(revision)
+
+    def _applied(self, revision: Script) -> None:
+        self.heads = self._stair(revision)[0][3]
+        self.applied = self.applied | {revision.revision}
+
+    def _skip(self, revision: Script) -> bool:
+        """Whether ``revision`` needs a revision whose upgrade failed (then it is not reached)."""
+        causes = self._blocked_by(revision)
+        if causes:
+            self.blocked[revision.revision] = causes
+            for cause in causes:
+                cause.not_reached.append(revision)
+        return bool(causes)
 
     def _blocked_by(self, revision: Script) -> list[Broken]:
         """The broken revisions behind any revision ``revision`` needs (parents, depends_on)."""
@@ -170,6 +280,7 @@ class Stairway:
             self.blocked[revision.revision] = [broken]
         else:
             self.applied = self.applied | {revision.revision}
+        self.heads = expected_heads(self.manager.script, self.applied)
         try:
             self._fresh_database()
             reach(self.manager, self.connection, self.order, self.applied)
@@ -185,6 +296,32 @@ class Stairway:
         self._stack = ExitStack()
         self.manager = self._stack.enter_context(self.runner.scratch_database(CHECK))
         self.connection = self._stack.enter_context(self.manager.locked())
+
+
+def _same_connection(theirs: Connection | None, ours: Connection) -> bool:
+    """Whether env.py's migration connection is ``ours`` (the same DBAPI connection)."""
+    if theirs is None:
+        return False
+    try:
+        return theirs.connection.dbapi_connection is ours.connection.dbapi_connection
+    except Exception:  # a connection of another kind (a mock, offline): not ours
+        return False
+
+
+def _verb_and_target(revision: Script, step: str) -> tuple[str, str]:
+    """The Alembic command a step amounts to, as messages name it."""
+    if step == "down":
+        return "downgrade", down_target(revision)
+    return "upgrade", revision.revision
+
+
+def _wrong_heads(
+    revision: Script, step: str, actual: set[str], expected: set[str], before: set[str]
+) -> StepFailed:
+    """The failure of a step that left ``actual`` heads where ``expected`` were due."""
+    verb, target = _verb_and_target(revision, step)
+    why = unchanged_or_wrong(None, f"{verb} {target}", actual, expected, before)
+    return StepFailed(revision, step, why, elsewhere=actual == before)
 
 
 def reach(
@@ -203,42 +340,16 @@ def reach(
         )
 
 
-def down_target(revision: Script) -> str:
-    """A downgrade target that removes ``revision`` and nothing else.
-
-    ``-1`` is ambiguous with several heads and ``<rev>-1`` may move sibling
-    branches; a target scoped to the revision's own branch (``<rev>@<parent>``,
-    ``<rev>@base`` for a base, ``<merge>@<one parent>`` for a merge) is exact.
-    """
-    parents = to_tuple(revision.down_revision, default=())
-    return f"{revision.revision}@{sorted(parents)[0] if parents else 'base'}"
-
-
-def expected_heads(script: ScriptDirectory, applied: set[str]) -> set[str]:
-    """What ``alembic_version`` holds when exactly ``applied`` are applied.
-
-    Alembic stores the applied revisions nothing applied builds on, where
-    ``depends_on`` counts as building on.
-    """
-    below: set[str] = set()
-    for rev in applied:
-        found = script.get_revision(rev)
-        if found is not None:
-            below.update(found._all_down_revisions)
-    return applied - below
-
-
 def _step(
     manager: MigrationManager,
     connection: Connection,
     revision: Script,
     step: str,
-    verb: str,
-    target: str,
     before: set[str],
     after: set[str],
 ) -> None:
-    """One step from ``before`` to ``after`` (applied revisions), the heads read back."""
+    """One step, one ``env.py`` run, from heads ``before`` to heads ``after``, read back."""
+    verb, target = _verb_and_target(revision, step)
     try:
         if verb == "upgrade":
             manager.upgrade(target, connection=connection)
@@ -250,13 +361,10 @@ def _step(
         raise StepFailed(revision, step, _reason(exc)) from exc
     except ReynardDBError as exc:
         raise StepFailed(revision, step, f"{verb} {target}: {exc}") from exc
-    expected = expected_heads(manager.script, after)
     actual = set(MigrationContext.configure(connection).get_current_heads())
     connection.rollback()  # end the read's transaction: the next step opens its own
-    if actual != expected:
-        was = expected_heads(manager.script, before)
-        why = unchanged_or_wrong(None, f"{verb} {target}", actual, expected, was)
-        raise StepFailed(revision, step, why, elsewhere=actual == was)
+    if actual != after:
+        raise _wrong_heads(revision, step, actual, after, before)
 
 
 def _reason(exc: MigrationFailed) -> str:
@@ -264,32 +372,3 @@ def _reason(exc: MigrationFailed) -> str:
     message = str(exc)
     marker = " failed: "
     return message.split(marker, 1)[1] if marker in message else message
-
-
-def heads_text(heads: set[str]) -> str:
-    return ", ".join(sorted(heads)) or "base"
-
-
-def unchanged_or_wrong(
-    runner: CheckRunner | None,
-    what: str,
-    actual: set[str],
-    expected: set[str],
-    before: set[str] | None = None,
-) -> str:
-    """Why the version table is not where a step should have left it.
-
-    Unchanged means the migrations ran somewhere else: an ``env.py`` that builds its
-    own connection from a variable or file instead of the one it is given.
-    """
-    before = set() if before is None else before
-    prefix = f"database {runner.db.name!r}: " if runner is not None else ""
-    if actual == before:
-        return (
-            f"{prefix}{what} did not change the throw-away database (still at "
-            f"{heads_text(actual)}): env.py connected to another database; it must use "
-            'config.attributes["connection"] or sqlalchemy.url'
-        )
-    return (
-        f"{prefix}{what} left the database at {heads_text(actual)}, expected {heads_text(expected)}"
-    )

@@ -6,9 +6,9 @@ seen it (as a new developer's or a CI's would be).
 
 from __future__ import annotations
 
+from .heads import expected_heads, heads_text, unchanged_or_wrong, walk_order
 from .result import CheckResult
 from .runner import CheckRunner
-from .stairway import expected_heads, heads_text, unchanged_or_wrong, walk_order
 
 CHECK = "upgrade"
 

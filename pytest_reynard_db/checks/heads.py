@@ -1,0 +1,71 @@
+"""What the version table should hold, and why it does not: shared by ``upgrade`` and
+``stairway``, which both read the throw-away database's ``alembic_version`` back.
+
+Pure functions of the revision graph (no database), like Alembic's ``revision.py``.
+"""
+
+from __future__ import annotations
+
+from alembic.script import Script, ScriptDirectory
+from alembic.util import to_tuple
+
+from .runner import CheckRunner
+
+
+def walk_order(script: ScriptDirectory) -> list[Script]:
+    """Every revision, bases first (a revision after all it needs, ``depends_on`` too)."""
+    return [s for s in reversed(list(script.walk_revisions())) if s is not None]
+
+
+def down_target(revision: Script) -> str:
+    """A downgrade target that removes ``revision`` and nothing else.
+
+    ``-1`` is ambiguous with several heads and ``<rev>-1`` may move sibling
+    branches; a target scoped to the revision's own branch (``<rev>@<parent>``,
+    ``<rev>@base`` for a base, ``<merge>@<one parent>`` for a merge) is exact.
+    """
+    parents = to_tuple(revision.down_revision, default=())
+    return f"{revision.revision}@{sorted(parents)[0] if parents else 'base'}"
+
+
+def expected_heads(script: ScriptDirectory, applied: set[str]) -> set[str]:
+    """What ``alembic_version`` holds when exactly ``applied`` are applied.
+
+    Alembic stores the applied revisions nothing applied builds on, where
+    ``depends_on`` counts as building on.
+    """
+    below: set[str] = set()
+    for rev in applied:
+        found = script.get_revision(rev)
+        if found is not None:
+            below.update(found._all_down_revisions)
+    return applied - below
+
+
+def heads_text(heads: set[str]) -> str:
+    return ", ".join(sorted(heads)) or "base"
+
+
+def unchanged_or_wrong(
+    runner: CheckRunner | None,
+    what: str,
+    actual: set[str],
+    expected: set[str],
+    before: set[str] | None = None,
+) -> str:
+    """Why the version table is not where a step should have left it.
+
+    Unchanged means the migrations ran somewhere else: an ``env.py`` that builds its
+    own connection from a variable or file instead of the one it is given.
+    """
+    before = set() if before is None else before
+    prefix = f"database {runner.db.name!r}: " if runner is not None else ""
+    if actual == before:
+        return (
+            f"{prefix}{what} did not change the throw-away database (still at "
+            f"{heads_text(actual)}): env.py connected to another database; it must use "
+            'config.attributes["connection"] or sqlalchemy.url'
+        )
+    return (
+        f"{prefix}{what} left the database at {heads_text(actual)}, expected {heads_text(expected)}"
+    )

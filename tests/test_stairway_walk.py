@@ -1,0 +1,167 @@
+"""How the stairway walks (issue 15): one ``env.py`` run for the whole tree, the heads
+read back after every step inside it, and a fallback to one run per step for an
+``env.py`` that opens its own connection; each shape still names every broken revision.
+
+Real server, real Alembic, copies of the Reynard ``main`` tree with env.py swapped
+or revisions added. No timing here: bench/floor.py measures the speed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reynard_trees import copy_reynard_trees, write_revision
+from sqlalchemy.engine import URL
+
+from pytest_reynard_db.checks import CheckResult, run_check
+from pytest_reynard_db.checks.runner import CheckRunner
+from pytest_reynard_db.manager import MigrationManager
+from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.registry import load_registry
+
+MAIN_VERSIONS = Path("alembic/main/versions")
+MAIN_REVISIONS = 4
+
+#: The stock ``alembic init`` shape: an engine of its own from ``sqlalchemy.url``
+#: (the manager aims it at the throw-away database), the passed connection ignored.
+OWN_ENGINE_ENV = """\
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+connectable = engine_from_config(
+    config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool
+)
+with connectable.connect() as connection:
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+#: The passed connection, inside a transaction env.py opens: Alembic commits nothing itself.
+OUTER_TRANSACTION_ENV = """\
+from alembic import context
+
+connection = context.config.attributes["connection"]
+with connection.begin():
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+class CountingManager(MigrationManager):
+    """A real manager that counts its ``env.py`` runs on the runner that made it."""
+
+    counter: CountingRunner
+
+    def _run_env(self, *args: Any, **kwargs: Any) -> None:
+        self.counter.runs += 1
+        super()._run_env(*args, **kwargs)
+
+
+class CountingRunner(CheckRunner):
+    """A real runner whose managers count the ``env.py`` runs of the check."""
+
+    runs = 0
+
+    def manager(self, url: URL) -> MigrationManager:
+        manager = super().manager(url)
+        manager.__class__ = CountingManager  # the same object, its env.py runs counted
+        assert isinstance(manager, CountingManager)
+        manager.counter = self
+        return manager
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return copy_reynard_trees(tmp_path)
+
+
+def stairway_of(project: Path, server: EphemeralServer) -> tuple[list[CheckResult], int]:
+    """The stairway's results on ``main``, and how many ``env.py`` runs it took."""
+    registry = load_registry(project)
+    runner = CountingRunner(registry.get("main"), registry, server)
+    return run_check(runner, "stairway"), runner.runs
+
+
+def forgets_a_column(project: Path) -> Path:
+    """A revision whose downgrade forgets the column its upgrade adds (fails at re-up)."""
+    return write_revision(
+        project / MAIN_VERSIONS,
+        "3a1400000099",
+        "3a1400000004",
+        'op.add_column("user_account", sa.Column("nickname", sa.String(50)))',
+        "pass  # forgets to drop the column",
+    )
+
+
+def test_a_sound_tree_is_walked_in_one_env_py_run(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    results, runs = stairway_of(project, pg_server)
+    assert [r.ok for r in results] == [True], results
+    assert f"{MAIN_REVISIONS} revisions: up, down, up" in results[0].message
+    assert runs == 1
+
+
+def test_each_broken_revision_costs_one_more_run(project: Path, pg_server: EphemeralServer) -> None:
+    """A revision whose downgrade fails, then one on top of it (walked: its up worked)."""
+    path = forgets_a_column(project)
+    write_revision(project / MAIN_VERSIONS, "3a140000009a", "3a1400000099")
+    results, runs = stairway_of(project, pg_server)
+    assert [(r.revision, r.ok) for r in results] == [("3a1400000099", False)]
+    assert results[0].summary.startswith(f"{path.relative_to(project)}: revision 3a1400000099")
+    assert "re-up step" in results[0].summary
+    # the walk, then the rebuild (one upgrade to the revisions reached) and the rest of the walk
+    assert runs == 3
+
+
+@pytest.mark.parametrize("when", ["upgrade", "downgrade"])
+def test_heads_are_read_back_after_every_step_of_the_one_run(
+    project: Path, pg_server: EphemeralServer, when: str
+) -> None:
+    """A revision that writes a row of its own into ``alembic_version``: Alembic's
+    bookkeeping still succeeds, only reading the table back after the step shows it."""
+    stray = "op.execute(\"INSERT INTO alembic_version VALUES ('stray')\")"
+    bodies = (stray, "pass") if when == "upgrade" else ("pass", stray)
+    write_revision(project / MAIN_VERSIONS, "3a1400000099", "3a1400000004", *bodies)
+    [result], _ = stairway_of(project, pg_server)
+    assert not result.ok and result.revision == "3a1400000099"
+    if when == "upgrade":
+        assert "revision 3a1400000099, up step: upgrade 3a1400000099 left the database at" in (
+            result.summary
+        )
+        assert "3a1400000099, stray, expected 3a1400000099" in result.summary
+    else:
+        assert "down step: downgrade 3a1400000099@3a1400000004 left the database at" in (
+            result.summary
+        )
+        assert "3a1400000004, stray, expected 3a1400000004" in result.summary
+    assert "env.py connected to another database" not in result.message
+
+
+@pytest.mark.parametrize(
+    ("env_py", "sound_runs"),
+    [
+        # one run that finds env.py migrating elsewhere and takes no step, then 3 per revision
+        (OWN_ENGINE_ENV, 1 + 3 * MAIN_REVISIONS),
+        (OUTER_TRANSACTION_ENV, 1),
+    ],
+    ids=["own-engine", "outer-transaction"],
+)
+def test_other_env_py_shapes_are_walked_and_name_the_broken_revision(
+    project: Path, pg_server: EphemeralServer, env_py: str, sound_runs: int
+) -> None:
+    (project / "alembic/main/env.py").write_text(env_py)
+    results, runs = stairway_of(project, pg_server)
+    assert [r.ok for r in results] == [True], results
+    assert runs == sound_runs
+    path = forgets_a_column(project)
+    results, _ = stairway_of(project, pg_server)
+    [result] = results
+    assert result.file == str(path.relative_to(project))
+    assert result.summary.startswith(f"{result.file}: revision 3a1400000099, re-up step")
+    assert 'column "nickname" of relation "user_account" already exists' in result.message
