@@ -24,7 +24,7 @@ from .checks.report import CHECK_FORMATS, progress_line, show_results
 from .checks.runner import CheckRunner, scratch_server
 from .checks.safety import RevisionReport
 from .checks.safety_report import FORMATS, render
-from .errors import CheckFailed, ReynardDBError
+from .errors import CheckFailed, ConfigError, ReynardDBError
 from .guard import GUARD
 from .manager import MigrationManager
 from .postgres.waits import DEFAULT_LOCK_TIMEOUT
@@ -198,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--url", help="admin URL of a server for the throw-away (test_*) databases")
     guarded(sub)
     bounded(sub)
+
+    sub = verb("server", cmd_server, "the reuse server kept between runs, and old templates")
+    sub.add_argument("action", choices=("status", "stop", "prune"))
+    sub.add_argument(
+        "--url", help="a shared server's admin URL (--reynard-db-url) instead of the reuse server"
+    )
+    sub.add_argument(
+        "--older-than",
+        type=float,
+        metavar="DAYS",
+        help="prune: templates unused this long (default: those of old tree digests)",
+    )
 
     sub = verb("graph", cmd_graph, "the revision graph")
     sub.add_argument("db")
@@ -382,6 +394,24 @@ def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     reports.sort(key=lambda r: (order.get(r.revision, len(order)), r.check))
     render(reports, args.format, out)
     return 1 if any(not r.ok for r in reports) else 0
+
+
+def cmd_server(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    """See, stop or prune the reuse server (or a shared server's templates with --url)."""
+    from . import server_admin  # the server verbs only: keeps the other verbs' start fast
+
+    if args.action == "status":
+        print("\n".join(server_admin.status(registry, args.url)), file=out)
+    elif args.action == "stop":
+        if args.url is not None:
+            raise ConfigError("server stop --url: a shared server is not ours to stop")
+        print(server_admin.stop(), file=out)
+    else:
+        dropped = server_admin.prune(registry, args.url, args.older_than)
+        for name in dropped:
+            print(f"dropped {name}", file=out)
+        print(f"pruned {len(dropped)} database(s)", file=out)
+    return 0
 
 
 def cmd_graph(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:

@@ -256,10 +256,7 @@ def reusable_server(binaries: Binaries | None = None) -> EphemeralPostgres:
     and keeps running after the run (the next run attaches in a few milliseconds).
     """
     process = EphemeralPostgres(binaries=binaries, persistent=True)
-    key = hashlib.sha256(
-        f"{process.binaries.bindir}|{process.binaries.version}|{process.user.uid}".encode()
-    ).hexdigest()[:12]
-    base_dir = process.root / f"reuse-{key}"
+    base_dir = reuse_dir(process)
     with file_lock(f"{base_dir}.lock", f"the reuse server {base_dir}"):
         record = read_owner(base_dir)
         port = record.get("port") if record else None
@@ -271,6 +268,19 @@ def reusable_server(binaries: Binaries | None = None) -> EphemeralPostgres:
         stop_postmaster(base_dir / "data")
         process._requested_dir = base_dir
         return process.start()
+
+
+def reuse_dir(process: EphemeralPostgres) -> Path:
+    """The directory of the kept server for ``process``'s binaries and user (it may not exist)."""
+    key = hashlib.sha256(
+        f"{process.binaries.bindir}|{process.binaries.version}|{process.user.uid}".encode()
+    ).hexdigest()[:12]
+    return process.root / f"reuse-{key}"
+
+
+def answers(port: int) -> bool:
+    """Whether a server of ours answers on ``port``."""
+    return _answers(port)
 
 
 def _binary_key(binary: Path, extra: str) -> str:
