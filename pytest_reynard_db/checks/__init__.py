@@ -12,9 +12,9 @@ becomes one failed result that names it, never a traceback.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, MigrationFailed, ReynardDBError
-from ..postgres import Server
 from ..registry import Database, Registry
 from ..text import one_line
 from .bounded import CheckTimedOut, time_limit
@@ -29,6 +29,9 @@ from .safety import LintSettings
 from .single_head import single_head
 from .stairway import stairway
 from .upgrade import upgrade
+
+if TYPE_CHECKING:
+    from ..postgres import Server
 
 Check = Callable[[CheckRunner], "CheckResult | list[CheckResult]"]
 Progress = Callable[[str, str], None]
