@@ -24,7 +24,7 @@ from .checks.report import CHECK_FORMATS, progress_line, show_results
 from .checks.runner import CheckRunner, scratch_server
 from .checks.safety import RevisionReport
 from .checks.safety_report import FORMATS, render
-from .errors import CheckFailed, ConfigError, ReynardDBError
+from .errors import CheckFailed, ReynardDBError
 from .guard import GUARD
 from .manager import MigrationManager
 from .postgres.waits import DEFAULT_LOCK_TIMEOUT
@@ -400,18 +400,7 @@ def cmd_server(args: argparse.Namespace, registry: Registry, out: TextIO) -> int
     """See, stop or prune the reuse server (or a shared server's templates with --url)."""
     from . import server_admin  # the server verbs only: keeps the other verbs' start fast
 
-    if args.action == "status":
-        print("\n".join(server_admin.status(registry, args.url)), file=out)
-    elif args.action == "stop":
-        if args.url is not None:
-            raise ConfigError("server stop --url: a shared server is not ours to stop")
-        print(server_admin.stop(), file=out)
-    else:
-        dropped = server_admin.prune(registry, args.url, args.older_than)
-        for name in dropped:
-            print(f"dropped {name}", file=out)
-        print(f"pruned {len(dropped)} database(s)", file=out)
-    return 0
+    return server_admin.run_verb(args.action, registry, out, args.url, args.older_than)
 
 
 def cmd_graph(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:

@@ -19,8 +19,9 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
-from .errors import CheckFailed, ServerError
+from .errors import CheckFailed, ConfigError, ServerError
 from .postgres import EphemeralServer, ExistingServer, Server
 from .postgres.executor import EphemeralPostgres, answers, reuse_dir
 from .postgres.reaper import (
@@ -180,6 +181,26 @@ def prune(registry: Registry, url: str | None, older_than_days: float | None) ->
         return prune_templates(server, max_age=max_age, keep=keep, everything_ours=True)
     finally:
         server.close()
+
+
+def run_verb(
+    action: str, registry: Registry, out: TextIO, url: str | None, older_than: float | None
+) -> int:
+    """``reynard-migrate server ACTION``: print what was found or done; the exit code."""
+    if older_than is not None and (older_than < 0 or action != "prune"):
+        raise ConfigError(f"server {action} --older-than {older_than:g}: prune takes DAYS ≥ 0")
+    if action == "status":
+        print("\n".join(status(registry, url)), file=out)
+    elif action == "stop":
+        if url is not None:
+            raise ConfigError("server stop --url: a shared server is not ours to stop")
+        print(stop(), file=out)
+    else:
+        dropped = prune(registry, url, older_than)
+        for name in dropped:
+            print(f"dropped {name}", file=out)
+        print(f"pruned {len(dropped)} database(s)", file=out)
+    return 0
 
 
 def _shared(url: str) -> ExistingServer:

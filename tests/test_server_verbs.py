@@ -154,3 +154,18 @@ def test_a_shared_server_status_and_prune(
     assert stop.stderr == (
         "reynard-migrate: error: server stop --url: a shared server is not ours to stop\n"
     )
+
+
+def test_bad_input_is_one_line_and_exit_2(project: Path, runtime: Path) -> None:
+    for args, message in (
+        (("prune", "--older-than", "-1"), "server prune --older-than -1: prune takes DAYS ≥ 0"),
+        (("status", "--url", "not a url"), "--url: malformed database URL 'not a url'"),
+        (
+            ("status", "--url", "postgresql://u:secret@127.0.0.1:1/postgres"),
+            "cannot connect to postgresql+psycopg://u:***@127.0.0.1:1/postgres: ",
+        ),
+    ):
+        result = cli(project, runtime, "server", *args)
+        assert result.returncode == 2, result
+        assert result.stderr.startswith(f"reynard-migrate: error: {message}"), result.stderr
+        assert result.stderr.count("\n") == 1 and "secret" not in result.stderr
