@@ -114,7 +114,12 @@ def test_status_stop_and_prune_of_the_reuse_server(project: Path, runtime: Path)
     assert again.returncode == 0 and "nothing to stop" in again.stdout
 
 
-def test_a_shared_server_status_and_prune(
+def test_a_shared_server_status_and_prune(project: Path, runtime: Path) -> None:
+    with EphemeralServer.start() as server:  # its own: other tests leave templates on theirs
+        shared_server_status_and_prune(project, runtime, server)
+
+
+def shared_server_status_and_prune(
     project: Path, runtime: Path, pg_server: EphemeralServer
 ) -> None:
     url = pg_server.url.render_as_string(hide_password=False)
