@@ -124,11 +124,13 @@ def remove_new_entries(before: set[str], prefixes: tuple[str, ...]) -> list[str]
     return removed
 
 
-def _touch_binaries(bindir: Path) -> None:
-    """A new mtime on the copied binaries: a new initdb cache key, so a cold start."""
-    now = time.time_ns() + 1_000_000_000
-    for name in ("initdb", "postgres"):
-        os.utime(bindir / name, ns=(now, now))
+def fresh_runtime(parent: str) -> dict[str, str]:
+    """An empty runtime directory of its own (no initdb cache: a cold start), reachable by
+    the server's user; removed with ``parent``."""
+    Path(parent).chmod(0o711)  # ours (a TemporaryDirectory): the server's user must pass
+    path = Path(tempfile.mkdtemp(prefix="cold-", dir=parent))
+    path.chmod(0o711)
+    return {"REYNARD_DB_RUNTIME_DIR": str(path)}
 
 
 def testing_postgresql_start() -> float:
@@ -169,9 +171,7 @@ def row_session_start(sizes: SubSizes) -> list[Row]:
             )
             cold: list[float] = []
             for _ in range(sizes.cold_reps):
-                _touch_binaries(bindir)
-                cold.append(run_pytest(project, args, env) - startup)
-                remove_new_entries(before, ("initdb-",))
+                cold.append(run_pytest(project, args, {**env, **fresh_runtime(tmp)}) - startup)
             run_pytest(project, args, env)  # builds this copy's initdb cache
             default = statistics.median(
                 run_pytest(project, args, env) - startup for _ in range(sizes.warm_reps)

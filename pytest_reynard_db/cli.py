@@ -233,6 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     guarded(sub)
     bounded(sub)
 
+    sub = verb("server", cmd_server, "the reuse server kept between runs, and old templates")
+    sub.add_argument("action", choices=("status", "stop", "prune"))
+    sub.add_argument(
+        "--url", help="a shared server's admin URL (--reynard-db-url) instead of the reuse server"
+    )
+    sub.add_argument(
+        "--older-than",
+        type=float,
+        metavar="DAYS",
+        help="prune: templates unused this long (default: those of old tree digests)",
+    )
+
     sub = verb("graph", cmd_graph, "the revision graph")
     sub.add_argument("db")
     sub.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
@@ -433,6 +445,13 @@ def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
         reports = safety_reports(CheckRunner(db, registry, server), args.only, args.timeout)
     render(reports, args.format, out)
     return 1 if any(not r.ok for r in reports) else 0
+
+
+def cmd_server(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    """See, stop or prune the reuse server (or a shared server's templates with --url)."""
+    from . import server_admin  # the server verbs only: keeps the other verbs' start fast
+
+    return server_admin.run_verb(args.action, registry, out, args.url, args.older_than)
 
 
 def cmd_graph(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:

@@ -37,7 +37,6 @@ from .failures import StepTracker, alembic_errors, migration_failure
 from .guard import GUARD
 from .logs import preserved_logging
 from .migration_lock import release_migration_lock, take_migration_lock
-from .postgres import EphemeralServer, Server
 from .postgres.waits import DEFAULT_LOCK_TIMEOUT
 from .registry import Database
 from .text import first_line, one_line, shown_path
@@ -186,6 +185,8 @@ class MigrationManager:
         url = self.url
         if not url.database:
             raise RevisionError(f"database {self.db.name!r}: the URL names no database")
+        from .postgres import Server
+
         server = Server(url.set(database=MAINTENANCE_DATABASE))
         try:
             created = False
@@ -274,6 +275,8 @@ class MigrationManager:
         if self._url is not None:
             yield self
             return
+        from .postgres import EphemeralServer
+
         with EphemeralServer.start() as server:
             url = server.create_database(f"test_autogenerate_{self.db.name}")
             scratch = MigrationManager(

@@ -1,9 +1,12 @@
 """Migrated template databases and the test databases cloned from them.
 
 A plain class, usable without pytest: ``Provisioner`` migrates each database
-once into a template (under a file lock, so that xdist workers and concurrent
-runs build it once) and clones it for every test that needs a database of its
+once into a template and clones it for every test that needs a database of its
 own. Cloning a template costs a directory copy; migrating costs every revision.
+Templates are named by the digest of their tree. On a server of this machine a
+file lock makes xdist workers and concurrent runs build each once; on a server
+shared with other machines (``presence``) the lock is an advisory lock on the
+server itself, and the run holds each template it uses (``postgres.shared``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlalchemy.engine import URL
 from .errors import ReynardDBError, ServerError
 from .manager import MigrationManager, exported
 from .postgres import Server
+from .postgres.shared import RunPresence, build_lock
 from .postgres.waits import file_lock
 from .registry import Database, Registry
 
@@ -79,18 +83,19 @@ class Provisioner:
         run_id: str,
         worker: str = "main",
         source: str = "copy",
-        shared_names: bool = True,
+        presence: RunPresence | None = None,
         lock_dir: Path,
     ) -> None:
-        """``shared_names``: template names depend only on the trees (a server of our
-        own, kept between runs with reuse); else they carry the run id (a server
-        other runs may use at the same time)."""
+        """``presence``: this run's session on a server other runs (other machines)
+        use too: template builds are then serialized on the server, and each
+        template used is held until the run ends. Without it, a file lock in
+        ``lock_dir`` serializes builds on this machine."""
         self.registry = registry
         self.server = server
         self.run_id = run_id
         self.worker = worker
         self.source = source
-        self.shared_names = shared_names
+        self.presence = presence
         self.lock_dir = lock_dir
         self._templates: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
         self._counter = itertools.count(1)
@@ -135,16 +140,20 @@ class Provisioner:
     def _build_template(self, name: str, revision: str) -> tuple[str, tuple[str, ...]]:
         tree = self.tree(name)
         digest = tree_digest(tree, revision, self.source)
-        if self.shared_names:
-            template = _pg_name(f"test_{TEMPLATE_MARK}_{name}_{digest}")
-        else:
-            template = _pg_name(f"test_{name}_{self.run_id}_{TEMPLATE_MARK}_{digest[:6]}")
-        lock = self.lock_dir / f"{self.server.url.port}-{template}.lock"
+        template = _pg_name(f"test_{TEMPLATE_MARK}_{name}_{digest}")
         manager = self.manager(name, self.server.database_url(template))
+        if self.presence is not None:
+            self.presence.hold(template)  # from now on no one prunes it under us
+            lock = build_lock(self.server, template, self.run_id)
+        else:
+            path = self.lock_dir / f"{self.server.url.port}-{template}.lock"
+            lock = file_lock(path, f"the build of template {template} ({name})")
         # Another worker or run may be building it: a long wait says who builds it.
-        with file_lock(lock, f"the build of template {template} ({name})"):
+        with lock:
             if not self.server.exists(template):
                 self._migrate_into(name, manager, template, revision)
+        if self.presence is not None:
+            self.presence.mark_used(template)
         return template, _heads_of(manager, revision)
 
     def _migrate_into(
@@ -152,15 +161,16 @@ class Provisioner:
     ) -> None:
         """Migrate under a scratch name, then rename: a template that exists is complete."""
         scratch = _pg_name(f"{template}_building")
-        if self.server.exists(scratch):
+        if self.server.exists(scratch):  # left by a build that was killed; we hold the lock
+            self.server.created.add(scratch)
             self.server.drop_database(scratch)
         url = self.server.create_database(scratch)
         builder = MigrationManager(manager.db, url, quiet=True, url_envs=manager.url_envs)
         builder._script = manager.script
         builder.upgrade(revision)
         self.server.rename_database(scratch, template)
-        # A template outlives this process (other xdist workers clone it): the run
-        # drops it at its end (drop_run), never the worker that happened to build it.
+        # A template outlives this process (other xdist workers and runs clone it):
+        # an ephemeral server goes with it; elsewhere it is pruned when unused.
         self.server.created.discard(template)
 
     # -- test databases ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from .guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
 from .postgres import EphemeralServer, ExistingServer, Server
 from .postgres.reaper import owner_alive, read_owner_file, write_owner_file
 from .postgres.runas import run_as, runtime_root
+from .postgres.shared import RunPresence, drop_dead_runs, prune_templates, template_max_age
 from .provision import Provisioner
 from .registry import Registry, find_project_root, load_registry
 from .settings import Settings
@@ -53,6 +54,7 @@ class RunState:
         self._registry: Registry | None = None
         self._provisioner: Provisioner | None = None
         self._run_record: Path | None = None
+        self._presence: RunPresence | None = None
         self._armed = ExitStack()
         #: xdist controller: what the workers' guards redirected (reported at the end).
         self.worker_redirects: list[str] = []
@@ -122,16 +124,35 @@ class RunState:
                 run_id=self.run_id,
                 worker=self.worker,
                 source=self.settings.source,
-                shared_names=not self.settings.url,
+                presence=self._shared_server_presence(),
                 lock_dir=locks,
             )
         return self._provisioner
+
+    def _shared_server_presence(self) -> RunPresence | None:
+        """On a server other runs use too (``--reynard-db-url``, the reuse server): this
+        run's session there, after the databases of dead runs and the templates no
+        one used for ``$REYNARD_DB_TEMPLATE_MAX_AGE`` days are dropped (once per run,
+        by the controller). A per-run ephemeral server needs none of it."""
+        if not (self.settings.url or self.settings.reuse):
+            return None
+        server = self.server
+        self._presence = RunPresence(server, self.run_id, self.worker).start()
+        if not self.is_worker:
+            if self.settings.url:  # the reuse server has its own records of runs
+                drop_dead_runs(server, self.run_id)
+            prune_templates(
+                server, max_age=template_max_age(), everything_ours=self.own_server is not None
+            )
+        return self._presence
 
     def close(self) -> None:
         """Drop what this process made, then stop what it started; each step runs even
         if an earlier one failed."""
         with ExitStack() as stack:
             stack.callback(self._armed.close)  # last: the clean-up above still connects
+            if self._presence is not None:  # after the drops: until then the run is alive
+                stack.callback(self._presence.close)
             if self.own_server is not None:
                 stack.callback(self.own_server.stop)
             if self._run_record is not None:

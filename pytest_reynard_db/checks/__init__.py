@@ -12,10 +12,10 @@ becomes one failed result that names it, never a traceback.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, MigrationFailed, ReynardDBError
 from ..lint_settings import OPT_IN
-from ..postgres import Server
 from ..registry import Database, Registry
 from ..text import one_line
 from .bounded import CheckTimedOut, time_limit
@@ -28,6 +28,9 @@ from .safety import lint, locks
 from .single_head import single_head
 from .stairway import stairway
 from .upgrade import upgrade
+
+if TYPE_CHECKING:
+    from ..postgres import Server
 
 Check = Callable[[CheckRunner], "CheckResult | list[CheckResult]"]
 Progress = Callable[[str, str], None]

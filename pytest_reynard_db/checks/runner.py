@@ -16,18 +16,21 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from ..errors import ReynardDBError, ServerError
 from ..manager import MigrationManager
-from ..postgres import EphemeralServer, ExistingServer, Server
 from ..registry import Database, Registry
 from ..tree import load_tree
 from ..urls import admin_url as canonical_admin_url
 from ..urls import redact
 from .result import CheckResult
+
+if TYPE_CHECKING:  # the servers load on use: file checks need none
+    from ..postgres import Server
 
 SCRATCH_PREFIX = "test_check_"
 MAX_IDENTIFIER = 63  # PostgreSQL truncates longer database names
@@ -143,6 +146,8 @@ def scratch_server(
     if not needed:
         yield None
         return
+    from ..postgres import EphemeralServer, ExistingServer
+
     if admin_url is not None:
         url = canonical_admin_url(admin_url, origin="--url")  # what libpq would reach
         if registry is not None:

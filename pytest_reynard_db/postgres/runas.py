@@ -26,6 +26,9 @@ from .binaries import Binaries
 from .reaper import record_source
 
 RUN_AS_ENV = "REYNARD_DB_RUN_AS"
+#: Where servers, the initdb cache and lock files live instead of ``/dev/shm`` (or the
+#: temp directory): a directory CI can cache between jobs (``actions/cache``).
+RUNTIME_DIR_ENV = "REYNARD_DB_RUNTIME_DIR"
 DEFAULT_USERS = ("postgres", "nobody")
 
 # Replaces itself with the real program (so the pid that testing.postgresql tracks
@@ -112,7 +115,19 @@ def runtime_root(user: RunAs) -> Path:
     """Our own directory for servers, caches and locks, reachable by ``user``.
 
     tmpfs (``/dev/shm``) first: a test database never needs to survive a reboot.
+    ``$REYNARD_DB_RUNTIME_DIR`` names the directory itself (made if missing): the
+    place a CI cache restores the initdb cache to.
     """
+    chosen = os.environ.get(RUNTIME_DIR_ENV)
+    if chosen:
+        root = Path(chosen).absolute()
+        root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        if not user.can_traverse(root):
+            raise ServerError(
+                f"${RUNTIME_DIR_ENV}={root}: user {user.name!r} cannot reach it; "
+                "choose a directory outside any private (0700) home"
+            )
+        return root
     candidates = [Path("/dev/shm"), Path(tempfile.gettempdir()), Path("/tmp")]
     for parent in candidates:
         if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):

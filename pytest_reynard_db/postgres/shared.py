@@ -1,0 +1,367 @@
+"""Many runs on one server: template locks on the server, runs seen by their sessions.
+
+Several pytest runs on different machines (different local lock directories) may
+share one server (``--reynard-db-url``, a CI service container, a managed
+PostgreSQL). Nothing local can coordinate them, so everything lives on the server,
+in the maintenance database, without creating any table there:
+
+- **A template is built once in total.** Templates are named by the digest of
+  their tree (``test_tpl_<db>_<digest>``); a build holds the advisory lock
+  ``(BUILD_CLASS, key(template))``, so a second run waits and then finds it made.
+- **A template in use is never dropped.** Each run holds the shared advisory lock
+  ``(USE_CLASS, key(template))`` of every template it uses, on its presence
+  session, for as long as it runs; pruning drops a template only under the
+  exclusive lock (``pg_try_advisory_lock``), i.e. when no run holds it.
+- **A run is seen by its sessions.** Its presence session is named
+  ``reynard-db run <run id> <worker>`` (``application_name``) and runs a query
+  every ``heartbeat`` seconds. A run is alive while it has a session (the
+  presence one, or any connection to one of its databases) that is running a
+  query or was active within ``stale_after`` seconds. A process killed with
+  ``-9`` loses its sessions at once; a machine that vanished leaves idle ones
+  that go stale. The next run drops the databases of every run that is not alive
+  (names ``test_<db>_<run id>_<worker>_<purpose><n>``, owned by the same role),
+  and only those.
+- **Old templates go.** A template records when it was last used (its
+  ``COMMENT``); one unused for ``max_age`` and held by no run is dropped.
+
+Settings: ``$REYNARD_DB_STALE_AFTER`` (seconds, default 120) and
+``$REYNARD_DB_TEMPLATE_MAX_AGE`` (days, default 7).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..errors import ConfigError, LockTimeout, ServerError
+from ..text import first_line
+from ..urls import mask_url
+from .janitor import Server, _connect_args
+from .waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
+
+#: Advisory lock classes (the first int4 of the two-key form; the migration lock
+#: uses the one-bigint form, a separate space).
+BUILD_CLASS = 0x5E7A_0001
+USE_CLASS = 0x5E7A_0002
+RUN_APP_PREFIX = "reynard-db run "
+BUILD_APP_PREFIX = "reynard-db build "
+TEMPLATE_PREFIX = "test_tpl_"
+TEMPLATE_COMMENT = "reynard-db template"
+STALE_ENV = "REYNARD_DB_STALE_AFTER"
+MAX_AGE_ENV = "REYNARD_DB_TEMPLATE_MAX_AGE"
+DEFAULT_STALE_AFTER = 120.0
+DEFAULT_MAX_AGE_DAYS = 7.0
+#: A run's database: ``test_<db>_<run id>_<worker>_<purpose><n>`` (``Provisioner.new_name``).
+RUN_DATABASE = re.compile(r"test_[a-z0-9_]+?_(?P<run>[0-9a-f]{8})_(?:main|gw[0-9]+)_[a-z]+[0-9]+")
+
+
+def stale_after() -> float:
+    """Seconds without activity after which a run counts as dead (``$REYNARD_DB_STALE_AFTER``)."""
+    return _positive(STALE_ENV, DEFAULT_STALE_AFTER)
+
+
+def template_max_age() -> float:
+    """Seconds a template may go unused before pruning (``$REYNARD_DB_TEMPLATE_MAX_AGE`` days)."""
+    return _positive(MAX_AGE_ENV, DEFAULT_MAX_AGE_DAYS) * 86400.0
+
+
+def _positive(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise ConfigError(f"${name}={raw!r}: expected a number ≥ 0")
+    return value
+
+
+def template_key(template: str) -> int:
+    """The second int4 of a template's advisory locks (signed, as PostgreSQL takes it)."""
+    key = zlib.crc32(template.encode())
+    return key - 2**32 if key >= 2**31 else key
+
+
+def run_of(database: str) -> str | None:
+    """The run id a database name carries, if it is one of a run's databases."""
+    match = RUN_DATABASE.fullmatch(database)
+    return match.group("run") if match else None
+
+
+def connect(server: Server, application_name: str) -> psycopg.Connection[Any]:
+    """An autocommit session on the maintenance database, named for ``pg_stat_activity``."""
+    try:
+        return psycopg.connect(
+            **_connect_args(server.url), autocommit=True, application_name=application_name[:63]
+        )
+    except psycopg.Error as exc:
+        raise ServerError(f"cannot connect to {mask_url(server.url)}: {first_line(exc)}") from None
+
+
+class RunPresence:
+    """This run's session on a shared server: its heartbeat and the templates it holds."""
+
+    def __init__(
+        self, server: Server, run_id: str, worker: str, *, heartbeat: float | None = None
+    ) -> None:
+        """``heartbeat``: seconds between two signs of life (default a sixth of ``stale_after``)."""
+        self.server = server
+        self.run_id = run_id
+        self.name = f"{RUN_APP_PREFIX}{run_id} {worker}"
+        self.heartbeat = heartbeat if heartbeat is not None else max(stale_after() / 6, 1.0)
+        self.held: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> RunPresence:
+        self._conn = connect(self.server, self.name)
+        self._thread = threading.Thread(target=self._beat, name="reynard-db-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def hold(self, template: str) -> None:
+        """Hold ``template`` for the rest of the run (a shared lock: pruning waits for it)."""
+        with self._lock:
+            if template in self.held:
+                return
+            self._session().execute(
+                "SELECT pg_advisory_lock_shared(%s, %s)", (USE_CLASS, template_key(template))
+            )
+            self.held.add(template)
+
+    def mark_used(self, template: str) -> None:
+        """Record on the template when it was last used (pruning by age reads it)."""
+        comment = f"{TEMPLATE_COMMENT}; used {int(time.time())}; run {self.run_id}"
+        statement = sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(template), sql.Literal(comment)
+        )
+        with self._lock, suppress(psycopg.Error):  # not the owner: another role built it
+            self._session().execute(statement)
+
+    def close(self) -> None:
+        """End the session: its locks go with it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            if self._conn is not None:
+                with suppress(psycopg.Error):
+                    self._conn.close()
+                self._conn = None
+
+    def _session(self) -> psycopg.Connection[Any]:
+        """The presence session, made again (with its locks) if it was lost."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self.server, self.name)
+            for template in self.held:
+                self._conn.execute(
+                    "SELECT pg_advisory_lock_shared(%s, %s)", (USE_CLASS, template_key(template))
+                )
+        return self._conn
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            with self._lock, suppress(psycopg.Error, ServerError):
+                if not self._stop.is_set():
+                    self._session().execute("SELECT 1")
+
+
+@contextmanager
+def build_lock(
+    server: Server,
+    template: str,
+    run_id: str,
+    *,
+    timeout: float = DEFAULT_LOCK_TIMEOUT,
+    say: Say = say_on_stderr,
+) -> Iterator[None]:
+    """Hold the server-side lock on building ``template``; a long wait says who builds it."""
+    conn = connect(server, f"{BUILD_APP_PREFIX}{run_id} {template}")
+    try:
+        key = (BUILD_CLASS, template_key(template))
+        if not _try_lock(conn, key, min(SAY_AFTER, timeout)):
+            holder = _holder(conn, key)
+            say(f"reynard-db: waiting for the build of template {template}, by {holder}")
+            if not _try_lock(conn, key, max(timeout - SAY_AFTER, 0.0)):
+                raise LockTimeout(
+                    f"gave up waiting for the build of template {template} after {timeout:g} s; "
+                    f"held by {_holder(conn, key)}"
+                )
+        yield
+    finally:
+        conn.close()  # the lock ends with the session
+
+
+def _try_lock(conn: psycopg.Connection[Any], key: tuple[int, int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+        if row and row[0]:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _holder(conn: psycopg.Connection[Any], key: tuple[int, int]) -> str:
+    row = conn.execute(
+        "SELECT a.pid, a.application_name, a.client_addr FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+        "AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 2",
+        (key[0], key[1] % 2**32),
+    ).fetchone()
+    if row is None:
+        return "a session that just released it"
+    return f"pid {row[0]} (application_name {row[1]!r}, from {row[2] or 'a local socket'})"
+
+
+# -- runs that died ------------------------------------------------------------------
+def live_runs(conn: psycopg.Connection[Any], *, stale: float) -> set[str]:
+    """Run ids with a session that is running a query or was active within ``stale`` s."""
+    rows = conn.execute(
+        "SELECT application_name, datname, state, EXTRACT(EPOCH FROM now() - GREATEST("
+        "backend_start, xact_start, query_start, state_change))::float8 "
+        "FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+    ).fetchall()
+    alive: set[str] = set()
+    for application, database, state, idle in rows:
+        run = None
+        if application and application.startswith(RUN_APP_PREFIX):
+            run = application[len(RUN_APP_PREFIX) :].split(" ")[0]
+        elif database:
+            run = run_of(database)
+        # state is None for another role's session: not ours to judge, so alive.
+        if run and (state in (None, "active") or idle is None or idle < stale):
+            alive.add(run)
+    return alive
+
+
+def drop_dead_runs(server: Server, own_run: str, *, stale: float | None = None) -> list[str]:
+    """Drop the databases of every run that is not alive (never ``own_run``'s); return them.
+
+    Only names of a run's databases (``RUN_DATABASE``) owned by the role we connect
+    as are considered; the databases are listed before the sessions are read, so
+    a run that makes a database after the listing is never mistaken for dead.
+    """
+    stale = stale_after() if stale is None else stale
+    with server.admin() as conn:
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%' "
+                "AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+            )
+            if run_of(row[0]) not in (None, own_run)
+        ]
+        if not names:
+            return []
+        alive = live_runs(conn, stale=stale) | {own_run}
+        dead = [name for name in names if run_of(name) not in alive]
+        dead_runs = {run_of(name) for name in dead}
+        for run in dead_runs:  # a vanished machine's idle session still holds templates
+            with suppress(psycopg.Error):
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name LIKE %s",
+                    (f"{RUN_APP_PREFIX}{run} %",),
+                )
+    for name in dead:
+        server.created.add(name)  # a run's database, by its name and owner: ours to drop
+        server.drop_database(name)
+    return dead
+
+
+# -- templates -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class TemplateInfo:
+    """A template on a server: its name, when it was last used (epoch s) and by which run."""
+
+    name: str
+    used: float | None
+    run: str | None
+    ours: bool
+
+
+def templates(server: Server) -> list[TemplateInfo]:
+    """Every ``test_tpl_*`` database, with what its comment records."""
+    with server.admin() as conn:
+        rows = conn.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE datname LIKE 'test\\_tpl\\_%' AND datname NOT LIKE '%\\_building' "
+            "ORDER BY datname"
+        ).fetchall()
+    found = []
+    for name, comment in rows:
+        used = re.search(r"; used (\d+)", comment or "")
+        run = re.search(r"; run ([0-9a-f]+)", comment or "")
+        found.append(
+            TemplateInfo(
+                name=name,
+                used=float(used.group(1)) if used else None,
+                run=run.group(1) if run else None,
+                ours=bool(comment and comment.startswith(TEMPLATE_COMMENT)),
+            )
+        )
+    return found
+
+
+def prune_templates(
+    server: Server,
+    *,
+    max_age: float | None = None,
+    keep: frozenset[str] = frozenset(),
+    everything_ours: bool = False,
+) -> list[str]:
+    """Drop templates unused for ``max_age`` seconds (or, with ``max_age`` None, every one
+    not in ``keep``) that no run holds; return their names.
+
+    Only templates whose comment marks them as ours are dropped, unless
+    ``everything_ours`` (a server this tool started, where every database is ours).
+    """
+    now = time.time()
+    dropped: list[str] = []
+    for info in templates(server):
+        if info.name in keep or not (info.ours or everything_ours):
+            continue
+        if max_age is not None and info.used is not None and now - info.used < max_age:
+            continue
+        key = (USE_CLASS, template_key(info.name))
+        with server.admin() as conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+            if not (row and row[0]):
+                continue  # a run holds it
+            try:
+                server.created.add(info.name)
+                server.drop_database(info.name)
+                dropped.append(info.name)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+    return dropped
+
+
+def run_sessions(server: Server) -> list[tuple[str, int]]:
+    """The run sessions on the server (``application_name``), each with the number of
+    templates it holds."""
+    with server.admin() as conn:
+        rows = conn.execute(
+            "SELECT a.application_name, count(l.pid) FROM pg_stat_activity a "
+            "LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' "
+            "AND l.classid::bigint = %s WHERE a.application_name LIKE %s "
+            "GROUP BY a.application_name ORDER BY 1",
+            (USE_CLASS, f"{RUN_APP_PREFIX}%"),
+        ).fetchall()
+    return [(str(row[0]), int(row[1])) for row in rows]

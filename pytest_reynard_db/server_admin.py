@@ -1,0 +1,213 @@
+"""``reynard-migrate server status|stop|prune``: the servers templates outlive runs on.
+
+Two kinds: the **reuse server** (``--reynard-db-reuse``) this machine keeps running
+between runs, in ``<runtime root>/reuse-<key>``, as the harness's unprivileged user
+(so ``pg_ctl -D ... stop`` as root fails: PostgreSQL refuses root); and a **shared
+server** (``--url``, what ``--reynard-db-url`` names) whose templates other runs
+use. ``status`` shows either; ``stop`` stops the reuse server and removes its
+directory (refused while a run uses it); ``prune`` drops templates of tree digests
+that are no longer current (or, with ``--older-than``, unused that long), never one
+a run holds.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from .errors import CheckFailed, ConfigError, ServerError
+from .postgres import EphemeralServer, ExistingServer, Server
+from .postgres.executor import EphemeralPostgres, answers, reuse_dir
+from .postgres.reaper import (
+    owner_alive,
+    postmaster_pid,
+    read_owner,
+    read_owner_file,
+    stop_postmaster,
+)
+from .postgres.shared import (
+    TemplateInfo,
+    drop_dead_runs,
+    prune_templates,
+    run_sessions,
+    templates,
+)
+from .postgres.waits import file_lock
+from .provision import TEMPLATE_MARK, _pg_name, tree_digest
+from .registry import Registry
+from .text import print_table
+from .urls import admin_url, mask_url
+
+#: How long a fast shutdown (SIGINT) may take before the immediate one.
+STOP_WAIT = 10.0
+
+
+@dataclass
+class Kept:
+    """The reuse server of this machine, as far as its directory tells."""
+
+    base_dir: Path
+    port: int | None
+    pid: int | None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None and self.port is not None and answers(self.port)
+
+    def runs(self) -> list[int]:
+        """Pids of the runs using it now (their records beside it, owner alive)."""
+        pids = []
+        for record in sorted((self.base_dir / "runs").glob("*.json")):
+            owner = read_owner_file(record)
+            if owner is not None and owner_alive(owner):
+                pids.append(int(owner["pid"]))
+        return pids
+
+    def server(self) -> EphemeralServer:
+        """An admin view of it (nothing is started; it must be running)."""
+        process = EphemeralPostgres(persistent=True)
+        process.base_dir, process.port = self.base_dir, self.port
+        return EphemeralServer(process)
+
+
+def kept_server() -> Kept:
+    """This machine's reuse server (for the binaries found now), running or not."""
+    base_dir = reuse_dir(EphemeralPostgres(persistent=True))
+    record = read_owner(base_dir)
+    port = record.get("port") if record else None
+    return Kept(base_dir, int(port) if port else None, postmaster_pid(base_dir / "data"))
+
+
+def current_templates(registry: Registry) -> frozenset[str]:
+    """The template names the registry's trees have now, at heads (``copy`` and ``point``)."""
+    names = set()
+    for db in registry.select():
+        for source in ("copy", "point"):
+            tree = registry.get(db.mirror_of) if source == "point" and db.mirror_of else db
+            digest = tree_digest(tree, "heads", source)
+            names.add(_pg_name(f"test_{TEMPLATE_MARK}_{db.name}_{digest}"))
+    return frozenset(names)
+
+
+def status(registry: Registry, url: str | None) -> list[str]:
+    """Lines that describe the reuse server, or the shared server at ``url``."""
+    if url is not None:
+        shared = _shared(url)
+        try:
+            lines = [f"shared server {mask_url(shared.url)}: PostgreSQL {shared.version}"]
+            sessions = run_sessions(shared)
+            lines.append(f"runs: {len(sessions) or 'none'}")
+            lines += [f"  {name}: {held} template(s) held" for name, held in sessions]
+            lines += _template_lines(templates(shared), current_templates(registry))
+        finally:
+            shared.close()
+        return lines
+    kept = kept_server()
+    if not kept.running:
+        return [f"reuse server: not running ({kept.base_dir})"]
+    runs = kept.runs()
+    lines = [
+        f"reuse server: running, pid {kept.pid}, port {kept.port} ({kept.base_dir})",
+        f"runs: {', '.join(f'pid {pid}' for pid in runs) or 'none'}",
+    ]
+    server = kept.server()
+    try:
+        lines += _template_lines(templates(server), current_templates(registry))
+    finally:
+        server.close()
+    return lines
+
+
+def _template_lines(found: list[TemplateInfo], current: frozenset[str]) -> list[str]:
+    if not found:
+        return ["templates: none"]
+    rows = [["template", "last used", "tree"]]
+    for info in found:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.used)) if info.used else "-"
+        rows.append([info.name, used, "current" if info.name in current else "old digest"])
+    table = io.StringIO()
+    print_table(rows, table)
+    return [f"templates: {len(found)}", *table.getvalue().splitlines()]
+
+
+def stop() -> str:
+    """Stop the reuse server and remove its directory; refused while a run uses it."""
+    kept = kept_server()
+    with file_lock(f"{kept.base_dir}.lock", f"the reuse server {kept.base_dir}"):
+        if not kept.base_dir.exists():
+            return f"reuse server: not running ({kept.base_dir}); nothing to stop"
+        runs = kept.runs()
+        if runs:
+            raise CheckFailed(
+                f"reuse server {kept.base_dir} is in use by the run(s) of pid "
+                f"{', '.join(map(str, runs))}; stop it when they end"
+            )
+        data = kept.base_dir / "data"
+        pid = postmaster_pid(data)
+        if pid is not None:
+            os.kill(pid, signal.SIGINT)  # fast shutdown: sessions ended, clean stop
+            deadline = time.monotonic() + STOP_WAIT
+            while postmaster_pid(data) is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stop_postmaster(data)  # still there: immediate shutdown
+        shutil.rmtree(kept.base_dir, ignore_errors=True)
+    said = f"pid {pid}, port {kept.port}" if pid else "it was not running"
+    return f"reuse server: stopped ({said}); removed {kept.base_dir}"
+
+
+def prune(registry: Registry, url: str | None, older_than_days: float | None) -> list[str]:
+    """Drop old templates no run holds (and, on a shared server, dead runs' databases)."""
+    max_age = None if older_than_days is None else older_than_days * 86400.0
+    keep = frozenset() if max_age is not None else current_templates(registry)
+    if url is not None:
+        server: Server = _shared(url)
+        try:
+            dropped = drop_dead_runs(server, own_run="-")
+            dropped += prune_templates(server, max_age=max_age, keep=keep)
+        finally:
+            server.close()
+        return dropped
+    kept = kept_server()
+    if not kept.running:
+        return []
+    server = kept.server()
+    try:
+        return prune_templates(server, max_age=max_age, keep=keep, everything_ours=True)
+    finally:
+        server.close()
+
+
+def run_verb(
+    action: str, registry: Registry, out: TextIO, url: str | None, older_than: float | None
+) -> int:
+    """``reynard-migrate server ACTION``: print what was found or done; the exit code."""
+    if older_than is not None and (older_than < 0 or action != "prune"):
+        raise ConfigError(f"server {action} --older-than {older_than:g}: prune takes DAYS ≥ 0")
+    if action == "status":
+        print("\n".join(status(registry, url)), file=out)
+    elif action == "stop":
+        if url is not None:
+            raise ConfigError("server stop --url: a shared server is not ours to stop")
+        print(stop(), file=out)
+    else:
+        dropped = prune(registry, url, older_than)
+        for name in dropped:
+            print(f"dropped {name}", file=out)
+        print(f"pruned {len(dropped)} database(s)", file=out)
+    return 0
+
+
+def _shared(url: str) -> ExistingServer:
+    server = ExistingServer(admin_url(url, origin="--url"))
+    try:
+        server.version  # noqa: B018 - reach it now: an unreachable server is one line
+    except ServerError:
+        server.close()
+        raise
+    return server
