@@ -94,5 +94,10 @@ class CheckItem(pytest.Item):
 
 
 def collect_check_items(session: pytest.Session, state: RunState) -> list[pytest.Item]:
+    """The check items, reported as collected (``pytest_collectreport``) so that the
+    header's "collected N items", ``--co`` and xdist's counts include them."""
     collector = ReynardChecks.from_parent(session, name=PREFIX, nodeid=PREFIX, state=state)
-    return list(collector.collect())
+    items = list(collector.collect())
+    report = pytest.CollectReport(collector.nodeid, "passed", None, [*items])
+    session.ihook.pytest_collectreport(report=report)
+    return items

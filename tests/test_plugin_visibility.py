@@ -1,0 +1,27 @@
+"""What a pytest user sees of the plugin (issue 14, "Seeing what happens"): the
+collection count, the marker, the ``--help`` text. Inner pytest runs on the Reynard
+trees (``pytester``)."""
+
+from __future__ import annotations
+
+import pytest
+from reynard_trees import reynard_project
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    reynard_project(pytester.path)
+    return pytester
+
+
+def test_check_items_are_counted_in_the_collection(project: pytest.Pytester) -> None:
+    """The header's "collected N items" counts the check items, as the run then runs them."""
+    project.makepyfile(test_x="def test_a():\n    pass\ndef test_b():\n    pass\n")
+    args = ("--reynard-db=main", "--reynard-db-checks", "-p", "no:cacheprovider")
+    collected = project.runpytest(*args, "--co")
+    collected.stdout.fnmatch_lines(["collected 7 items", "*7 tests collected*"])
+    selected = project.runpytest(*args, "--co", "-k", "single_head or test_a")
+    selected.stdout.fnmatch_lines(["collected 7 items / 5 deselected / 2 selected"])
+    ran = project.runpytest(*args, "-k", "single_head or test_a")
+    ran.stdout.fnmatch_lines(["collected 7 items / 5 deselected / 2 selected"])
+    ran.assert_outcomes(passed=2, deselected=5)
