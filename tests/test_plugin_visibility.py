@@ -25,3 +25,27 @@ def test_check_items_are_counted_in_the_collection(project: pytest.Pytester) -> 
     ran = project.runpytest(*args, "-k", "single_head or test_a")
     ran.stdout.fnmatch_lines(["collected 7 items / 5 deselected / 2 selected"])
     ran.assert_outcomes(passed=2, deselected=5)
+
+
+def test_help_lists_each_ini_key_once(project: pytest.Pytester) -> None:
+    """``pytest --help``: ``reynard_db`` and friends once each, the other spelling named
+    in the help text; that spelling still works, even under ``--strict-config``."""
+    result = project.runpytest("--help")
+    keys = [line.split()[0] for line in result.outlines if line.startswith("  reynard")]
+    assert keys == [
+        "reynard_db",
+        "reynard_db_url",
+        "reynard_db_source",
+        "reynard_db_checks",
+        "reynard_db_reuse",
+        "reynard_db_allow",
+    ], keys
+    assert "also spelt reynard-db-url" in result.stdout.str()
+    with (project.path / "pyproject.toml").open("a") as pyproject:
+        pyproject.write('reynard-db = "main"\nreynard-db-source = "point"\n')
+    project.makepyfile(
+        test_ini="def test_a(reynard_db):\n    assert reynard_db.db.name == 'main'\n"
+    )
+    result = project.runpytest("--strict-config", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*Unknown config option*")
