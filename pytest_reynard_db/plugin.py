@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import pytest_alembic_compat
+from . import pytest_alembic_compat, selection
+from .alembic_items import item_database
 from .errors import ReynardDBError
 from .harness_errors import HarnessErrors
-from .settings import add_options, get_settings
+from .settings import Settings, add_options, get_settings
 from .signals import terminate_as_interrupt
 
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
@@ -37,7 +38,7 @@ REDIRECTS_KEY = "reynard_db_redirects"
 #: SIGTERM/SIGHUP handled as Ctrl-C while the run has a server: the handlers' undo,
 #: and the signals received.
 SIGNALS = pytest.StashKey[tuple[ExitStack, list[int]]]()
-MARKER = "reynard_db"
+MARKER = selection.MARKER
 #: The run's harness failures already reported (see ``harness_errors``): per config, so
 #: that a pytest run nested in another (pytester) keeps its own.
 ERRORS = pytest.StashKey[HarnessErrors]()
@@ -78,8 +79,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[ERRORS] = HarnessErrors.for_config(config)
     settings = get_settings(config)
-    if not settings.active:
-        return
+    if settings.active:
+        _activate(config, settings)
+
+
+def _activate(config: pytest.Config, settings: Settings) -> None:
+    """From now on the run has databases: its state, the guard, the server (xdist
+    controller), and pytest-alembic's fixtures on our databases."""
     from .runstate import RunState
 
     handlers = ExitStack()
@@ -90,9 +96,10 @@ def pytest_configure(config: pytest.Config) -> None:
             state.registry.get(name)
         state.arm(config.stash.get(EARLY_GUARD, None))
     config.stash[STATE] = state
-    # Registered now, after every entry-point plugin: these definitions of
-    # pytest-alembic's fixtures are the later ones, so they win whatever the load order.
-    config.pluginmanager.register(AlembicFixtures(), "reynard-db-alembic-fixtures")
+    if not settings.from_markers:  # at collection's end, too late to take fixtures over
+        # Registered now, after every entry-point plugin: these definitions of
+        # pytest-alembic's fixtures are the later ones, so they win whatever the load order.
+        config.pluginmanager.register(AlembicFixtures(), "reynard-db-alembic-fixtures")
     if state.is_controller:
         with _harness_errors(config, usage=True):
             _ = state.server  # one server for all workers, started before they are
@@ -173,7 +180,8 @@ def pytest_runtest_makereport(
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    pytest_alembic_compat.install(session.config)
+    state = session.config.stash.get(STATE, None)
+    pytest_alembic_compat.install(session.config, state.settings.databases if state else ())
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -198,13 +206,25 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(STATE, None)
-    if state is None:
+    if state is None or state.settings.from_markers:
         return []
+    return _header(state)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """Markers alone chose the databases: said once they are known."""
+    state = config.stash.get(STATE, None)
+    return _header(state) if state is not None and state.settings.from_markers else []
+
+
+def _header(state: RunState) -> list[str]:
     from .urls import mask_url
 
     where = mask_url(state.settings.url) if state.settings.url else "an ephemeral server"
     reuse = " (reused between runs)" if state.settings.reuse else ""
     names = ", ".join(state.settings.databases) or "none"
+    if state.settings.from_markers:
+        names += " (from @pytest.mark.reynard_db)"
     mirrors = any(
         state.registry.databases[n].mirror_of
         for n in state.settings.databases
@@ -218,7 +238,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
     """Add the check items first, so that ``-k`` and ``-m`` select among them too."""
-    state = session.config.stash.get(STATE, None)
+    config = session.config
+    state = config.stash.get(STATE, None)
     if state is not None and state.settings.checks:
         from .check_items import collect_check_items
 
@@ -226,20 +247,23 @@ def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.It
             items[:0] = collect_check_items(session, state)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Markers alone select the databases when no option does: those of the selected
+    tests (after ``-k`` and ``-m``)."""
+    config = session.config
+    if STATE not in config.stash:
+        with _harness_errors(config, usage=True):
+            settings = selection.from_markers(get_settings(config), session.items)
+        if settings is not None:
+            _activate(config, settings)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``@pytest.mark.reynard_db("ecs")``: this test's databases are ``ecs``'s."""
-    marker = metafunc.definition.get_closest_marker(MARKER)
-    if marker is None or "reynard_db_name" not in metafunc.fixturenames:
-        return
-    if len(marker.args) != 1 or not isinstance(marker.args[0], str):
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: use @pytest.mark.{MARKER}('name')")
-    metafunc.parametrize(
-        "reynard_db_name",
-        [marker.args[0]],
-        indirect=True,
-        scope="session",
-        ids=[marker.args[0]],
-    )
+    """``@pytest.mark.reynard_db("ecs")``: this test's databases are ``ecs``'s; with
+    ``--reynard-db=a,b``, a pytest-alembic test runs once per database (``selection``)."""
+    state = metafunc.config.stash.get(STATE, None)
+    selection.parametrize(metafunc, state.settings if state is not None else None)
 
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -280,7 +304,14 @@ def reynard_db_server(request: pytest.FixtureRequest) -> Server:
 def reynard_db_name(request: pytest.FixtureRequest) -> str:
     """The registry name of the database a test runs against (marker, else --reynard-db)."""
     state = _state(request)
-    name = getattr(request, "param", None) or next(iter(state.settings.databases), None)
+    name = getattr(request, "param", None)
+    if name is None and state.settings.from_markers:
+        pytest.fail(
+            "no database selected: this test has no @pytest.mark.reynard_db(NAME) and no "
+            "--reynard-db=NAME was given",
+            pytrace=False,
+        )
+    name = name or next(iter(state.settings.databases), None)
     if name is None:
         pytest.fail("no database selected: pass --reynard-db=NAME", pytrace=False)
     with _harness_errors(request):
@@ -373,14 +404,15 @@ class AlembicFixtures:
         self, request: pytest.FixtureRequest, reynard_db_name: str
     ) -> Iterator[Engine]:
         """An engine on an empty database of this test's own (pytest-alembic migrates it)."""
+        name = item_database(request, reynard_db_name)
         provisioner = _provisioner(request)
         with _harness_errors(request):
-            database = provisioner.empty(reynard_db_name, purpose="alembic")
+            database = provisioner.empty(name, purpose="alembic")
         from .guard import GUARD
 
         # pytest-alembic's tests are migration runs: an env.py reaching for its own
         # variable is sent to this database, as during the harness's own migrations.
-        with provisioner.guarded(reynard_db_name, database.url), GUARD.migrating(database.url):
+        with provisioner.guarded(name, database.url), GUARD.migrating(database.url):
             yield database.engine
         provisioner.drop(database)
 
@@ -389,7 +421,7 @@ class AlembicFixtures:
         self, request: pytest.FixtureRequest, reynard_db_name: str, alembic_engine: Engine
     ) -> Any:
         """The Alembic config of the selected database's tree, aimed at ``alembic_engine``."""
-        tree = _provisioner(request).tree(reynard_db_name)
+        tree = _provisioner(request).tree(item_database(request, reynard_db_name))
         return tree.alembic_config(url=alembic_engine.url, quiet=True)
 
 

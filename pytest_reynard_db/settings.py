@@ -24,6 +24,8 @@ class Settings:
     checks: bool = False
     reuse: bool = False
     allow: tuple[str, ...] = ()
+    #: No ``--reynard-db``: ``databases`` are those the tests' markers name.
+    from_markers: bool = False
 
     @property
     def active(self) -> bool:

@@ -49,3 +49,43 @@ def test_help_lists_each_ini_key_once(project: pytest.Pytester) -> None:
     result = project.runpytest("--strict-config", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("*Unknown config option*")
+
+
+def test_markers_alone_select_the_databases(project: pytest.Pytester) -> None:
+    """No ``--reynard-db``: the markers' databases are the run's; the id gets ``[name]``;
+    an unmarked test that asks for a database fails saying why; others are untouched."""
+    project.makepyfile(
+        test_markers="""
+        import pytest
+
+        @pytest.mark.reynard_db("main")
+        def test_main(reynard_db):
+            assert reynard_db.db.name == "main" and reynard_db.head == ("3a1400000004",)
+
+        @pytest.mark.reynard_db("e2e")
+        def test_e2e(reynard_db_connection):
+            assert reynard_db_connection.engine.url.database.startswith("test_e2e_")
+
+        def test_unmarked(reynard_db):
+            pass
+
+        def test_plain():
+            pass
+        """
+    )
+    result = project.runpytest("-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*collected 4 items",
+            "reynard-db: databases main, e2e (from @pytest.mark.reynard_db) on an ephemeral "
+            "server, source=copy",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*test_markers.py::test_main[[]main[]] PASSED*"])
+    result.stdout.fnmatch_lines(
+        ["*no database selected: this test has no @pytest.mark.reynard_db(NAME)*"]
+    )
+    without = project.runpytest("-p", "no:cacheprovider", "-k", "plain")
+    without.assert_outcomes(passed=1, deselected=3)
+    assert "reynard-db:" not in without.stdout.str()  # no selected test is marked
