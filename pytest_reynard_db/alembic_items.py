@@ -49,9 +49,9 @@ def per_database(
         function = single_head_revision if item.name == SINGLE_HEAD else item.obj
         for database in databases:
             name = f"{item.name}[{database}]" if len(databases) > 1 else item.name
-            made = type(item).from_parent(
-                collector, name=name, callobj=function, originalname=item.name
-            )
+            # No callspec (no parametrize): the id is the name, "[db]" and all.
+            made = type(item).from_parent(collector, name=name, callobj=function)
+            made.originalname = item.name
             made.stash[DATABASE] = database
             result.append(made)
     return result
