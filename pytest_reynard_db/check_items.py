@@ -1,7 +1,8 @@
 """``--reynard-db-checks``: the migration checks as pytest items ``reynard-db::<db>::<check>``.
 
-The items run the same functions as ``reynard-migrate check`` (``checks.run_check``)
-on the run's server (the opt-in ``lint`` and ``locks`` only when
+The items run the same functions as ``reynard-migrate check`` (``checks.run_check``),
+each in a clean interpreter (``checks.isolated``: nothing the test modules imported
+can change a result), on the run's server (the opt-in ``lint`` and ``locks`` only when
 ``[tool.reynard-db.lint] enabled`` lists them), one ``CheckRunner`` per database so
 the tree is read once; a failure shows the same message, without a traceback.
 """
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .checks import OFFLINE_CHECKS, CheckRunner, enabled_checks, run_check, select_checks
+from .checks import OFFLINE_CHECKS, CheckRunner, enabled_checks, select_checks
+from .checks.isolated import run_isolated
 from .errors import ReynardDBError
 
 if TYPE_CHECKING:
@@ -77,7 +79,16 @@ class CheckItem(pytest.Item):
             )
         except ReynardDBError as exc:  # the server did not start: one line, not a traceback
             raise CheckFailure(f"reynard-db: {exc}") from None
-        results = run_check(runner, self.check)
+        # In a clean interpreter: what the test modules (or another database's env.py)
+        # imported cannot change this database's results.
+        results = run_isolated(
+            runner.registry,
+            runner.db,
+            runner.server,
+            [self.check],
+            allow=self.parent.state.settings.allow,
+            note_prefix="reynard-db: ",
+        )
         failed = [r for r in results if not r.ok]
         if failed:
             raise CheckFailure("\n".join(r.message for r in failed))
