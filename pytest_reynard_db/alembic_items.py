@@ -17,10 +17,13 @@ own is pytest-alembic's and still counts every head.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 #: The database a built-in pytest-alembic item runs against (one item per database).
 DATABASE = pytest.StashKey[str]()
@@ -69,3 +72,36 @@ def single_head_revision(alembic_runner: Any, request: pytest.FixtureRequest) ->
     result = single_head(CheckRunner(state.registry.get(database), state.registry, None))
     if not result.ok:
         pytest.fail(result.message, pytrace=False)
+
+
+class AlembicFixtures:
+    """pytest-alembic's ``alembic_config`` and ``alembic_engine``, on our databases."""
+
+    @pytest.fixture
+    def alembic_engine(
+        self, request: pytest.FixtureRequest, reynard_db_name: str
+    ) -> Iterator[Engine]:
+        """An engine on an empty database of this test's own (pytest-alembic migrates it)."""
+        from .plugin import _harness_errors, _provisioner
+
+        name = item_database(request, reynard_db_name)
+        provisioner = _provisioner(request)
+        with _harness_errors(request):
+            database = provisioner.empty(name, purpose="alembic")
+        from .guard import GUARD
+
+        # pytest-alembic's tests are migration runs: an env.py reaching for its own
+        # variable is sent to this database, as during the harness's own migrations.
+        with provisioner.guarded(name, database.url), GUARD.migrating(database.url):
+            yield database.engine
+        provisioner.drop(database)
+
+    @pytest.fixture
+    def alembic_config(
+        self, request: pytest.FixtureRequest, reynard_db_name: str, alembic_engine: Engine
+    ) -> Any:
+        """The Alembic config of the selected database's tree, aimed at ``alembic_engine``."""
+        from .plugin import _provisioner
+
+        tree = _provisioner(request).tree(item_database(request, reynard_db_name))
+        return tree.alembic_config(url=alembic_engine.url, quiet=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import pytest_alembic_compat, selection
-from .alembic_items import item_database
+from .alembic_items import AlembicFixtures
 from .errors import ReynardDBError
 from .harness_errors import HarnessErrors
 from .settings import Settings, add_options, get_settings
@@ -25,7 +25,7 @@ from .signals import terminate_as_interrupt
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
     from .postgres import Server
@@ -394,35 +394,6 @@ def reynard_db_factory(request: pytest.FixtureRequest) -> Callable[..., TestData
             return provisioner.clone(name, revision, purpose="rev")
 
     return factory
-
-
-class AlembicFixtures:
-    """pytest-alembic's ``alembic_config`` and ``alembic_engine``, on our databases."""
-
-    @pytest.fixture
-    def alembic_engine(
-        self, request: pytest.FixtureRequest, reynard_db_name: str
-    ) -> Iterator[Engine]:
-        """An engine on an empty database of this test's own (pytest-alembic migrates it)."""
-        name = item_database(request, reynard_db_name)
-        provisioner = _provisioner(request)
-        with _harness_errors(request):
-            database = provisioner.empty(name, purpose="alembic")
-        from .guard import GUARD
-
-        # pytest-alembic's tests are migration runs: an env.py reaching for its own
-        # variable is sent to this database, as during the harness's own migrations.
-        with provisioner.guarded(name, database.url), GUARD.migrating(database.url):
-            yield database.engine
-        provisioner.drop(database)
-
-    @pytest.fixture
-    def alembic_config(
-        self, request: pytest.FixtureRequest, reynard_db_name: str, alembic_engine: Engine
-    ) -> Any:
-        """The Alembic config of the selected database's tree, aimed at ``alembic_engine``."""
-        tree = _provisioner(request).tree(item_database(request, reynard_db_name))
-        return tree.alembic_config(url=alembic_engine.url, quiet=True)
 
 
 def _provisioner(request: pytest.FixtureRequest) -> Provisioner:
