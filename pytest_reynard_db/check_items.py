@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .checks import OFFLINE_CHECKS, CheckRunner, enabled_checks, select_checks
+from .checks import (
+    ALL_CHECKS,
+    OFFLINE_CHECKS,
+    CheckResult,
+    CheckRunner,
+    enabled_checks,
+    select_checks,
+)
 from .checks.isolated import run_isolated
 from .errors import ReynardDBError
 
@@ -35,6 +42,8 @@ class ReynardChecks(pytest.Collector):
         super().__init__(**kwargs)
         self.state = state
         self._runners: dict[str, CheckRunner] = {}
+        #: Results run ahead, in the batch of an earlier item: (database, check) -> results.
+        self._ahead: dict[tuple[str, str], list[CheckResult]] = {}
 
     def collect(self) -> Iterator[pytest.Item]:
         registry = self.state.registry
@@ -62,6 +71,43 @@ class ReynardChecks(pytest.Collector):
             runner.server = self.state.server
         return runner
 
+    def results(self, item: CheckItem) -> list[CheckResult]:
+        """``item``'s results, from a clean interpreter (``checks.isolated``): what the
+        test modules or another database's ``env.py`` imported cannot change them.
+
+        One interpreter per database and kind (file checks, checks that migrate) runs
+        every selected item of that kind, when the first of them runs (so that item's
+        duration includes the others'); under xdist, where another worker may run the
+        others, one per item.
+        """
+        key = (item.database, item.check)
+        if key in self._ahead:
+            return self._ahead.pop(key)
+        offline = item.check in OFFLINE_CHECKS
+        batch = [item.check]
+        if not self.state.is_worker:
+            batch += [
+                other.check
+                for other in self.session.items
+                if isinstance(other, CheckItem)
+                and other.database == item.database
+                and other.check != item.check
+                and (other.check in OFFLINE_CHECKS) == offline
+                and (other.database, other.check) not in self._ahead
+            ]
+        runner = self.runner(item.database, needs_server=not offline)
+        results = run_isolated(
+            runner.registry,
+            runner.db,
+            runner.server,
+            [c for c in ALL_CHECKS if c in batch],
+            allow=self.state.settings.allow,
+            note_prefix="reynard-db: ",
+        )
+        for check in batch:
+            self._ahead[(item.database, check)] = [r for r in results if r.check == check]
+        return self._ahead.pop(key)
+
 
 class CheckItem(pytest.Item):
     """One database and one check."""
@@ -74,21 +120,9 @@ class CheckItem(pytest.Item):
     def runtest(self) -> None:
         assert isinstance(self.parent, ReynardChecks)
         try:
-            runner = self.parent.runner(
-                self.database, needs_server=self.check not in OFFLINE_CHECKS
-            )
+            results = self.parent.results(self)
         except ReynardDBError as exc:  # the server did not start: one line, not a traceback
             raise CheckFailure(f"reynard-db: {exc}") from None
-        # In a clean interpreter: what the test modules (or another database's env.py)
-        # imported cannot change this database's results.
-        results = run_isolated(
-            runner.registry,
-            runner.db,
-            runner.server,
-            [self.check],
-            allow=self.parent.state.settings.allow,
-            note_prefix="reynard-db: ",
-        )
         failed = [r for r in results if not r.ok]
         if failed:
             raise CheckFailure("\n".join(r.message for r in failed))
