@@ -65,12 +65,17 @@ def _entry(result: CheckResult) -> dict[str, Any]:
 def main(argv: Sequence[str]) -> int:
     """Answer on descriptor ``argv[0]``; what the checks print goes to stderr."""
     from ..errors import ReynardDBError
+    from ..signals import terminate_as_interrupt
     from ..urls import redact
 
     out = os.fdopen(int(argv[0]), "w", encoding="utf-8")
     sys.stdout = sys.stderr  # an env.py's print() must not break the answer
     try:
-        _child(out)
+        # ended by the parent (interrupted): its databases are dropped on the way out
+        with terminate_as_interrupt():
+            _child(out)
+    except KeyboardInterrupt:
+        return 130
     except ReynardDBError as exc:  # the registry or the server: its one line, per check
         out.write(json.dumps({"error": redact(exc)}) + "\n")
         return 2

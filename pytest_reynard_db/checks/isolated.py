@@ -65,21 +65,30 @@ def run_isolated(
         )
     finally:
         os.close(write)
-    with os.fdopen(read, encoding="utf-8") as replies:
-        assert child.stdin is not None
-        child.stdin.write(json.dumps(request))
-        child.stdin.close()
-        results: list[CheckResult] | None = None
-        error: str | None = None
-        for line in replies:
-            reply = json.loads(line)
-            if "progress" in reply and progress is not None:
-                progress(*reply["progress"])
-            elif "results" in reply:
-                results = [CheckResult(**entry) for entry in reply["results"]]
-            elif "error" in reply:
-                error = reply["error"]
-    code = child.wait()
+    results: list[CheckResult] | None = None
+    error: str | None = None
+    try:
+        with os.fdopen(read, encoding="utf-8") as replies:
+            assert child.stdin is not None
+            child.stdin.write(json.dumps(request))
+            child.stdin.close()
+            for line in replies:
+                reply = json.loads(line)
+                if "progress" in reply and progress is not None:
+                    progress(*reply["progress"])
+                elif "results" in reply:
+                    results = [CheckResult(**entry) for entry in reply["results"]]
+                elif "error" in reply:
+                    error = reply["error"]
+        code = child.wait()
+    finally:  # interrupted (Ctrl-C, SIGTERM): the child ends too, dropping its databases
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
     if results is not None:
         return results
     if error is None:
