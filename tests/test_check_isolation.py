@@ -15,11 +15,19 @@ in a run whose test modules imported ``app_models``.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, run_cli, write_revision
+from reynard_trees import clean_env, reynard_project, run_cli, write_revision
+
+from pytest_reynard_db.checks.isolated import CHILD
+from pytest_reynard_db.postgres import EphemeralServer
 
 ENV_PY = """
 from alembic import context
@@ -158,3 +166,46 @@ def test_check_items_do_not_depend_on_what_tests_imported(
         result.stdout.fnmatch_lines(["*reynard-db::auth::models_match PASSED*"])
         result.stdout.fnmatch_lines(["*reynard-db::auth::upgrade PASSED*"])
         result.stdout.no_fnmatch_line("*FAILED*")
+
+
+def test_a_terminated_check_leaves_no_database_nor_child(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    """SIGTERM to ``check`` while a child runs a stairway on an existing server: the
+    child ends too and drops its ``test_check_*`` database."""
+    root = reynard_project(tmp_path)
+    url = pg_server.url.render_as_string(hide_password=False)
+    argv = [sys.executable, "-m", "pytest_reynard_db", "--project", str(root), "check"]
+    argv += ["ecs", "ecs_e2e", "--url", url, "--only", "stairway"]
+    # Output to files, not pipes: a child still holding a pipe would make us wait for it.
+    err_file = tmp_path / "stderr.txt"
+    with err_file.open("w") as err_out:
+        process = subprocess.Popen(
+            argv, cwd=root, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err_out
+        )
+    deadline = time.monotonic() + 120
+    while not scratch_databases(pg_server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scratch_databases(pg_server), "the stairway never started"
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err_file.read_text()
+    assert scratch_databases(pg_server) == []
+    found = subprocess.run(["pgrep", "-f", CHILD], capture_output=True, text=True).stdout.split()
+    assert [pid for pid in found if cwd_of(pid) == root.resolve()] == []
+
+
+def cwd_of(pid: str) -> Path | None:
+    """A process's working directory (None once it has gone)."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")).resolve()
+    except OSError:
+        return None
+
+
+def scratch_databases(server: EphemeralServer) -> list[str]:
+    with server.connect() as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'test_check_%'"
+        ).fetchall()
+    return [row[0] for row in rows]
