@@ -1,7 +1,8 @@
 """``--reynard-db-checks``: the migration checks as pytest items ``reynard-db::<db>::<check>``.
 
-The items run the same functions as ``reynard-migrate check`` (``checks.run_check``)
-on the run's server (the opt-in ``lint`` and ``locks`` only when
+The items run the same functions as ``reynard-migrate check`` (``checks.run_check``),
+each in a clean interpreter (``checks.isolated``: nothing the test modules imported
+can change a result), on the run's server (the opt-in ``lint`` and ``locks`` only when
 ``[tool.reynard-db.lint] enabled`` lists them), one ``CheckRunner`` per database so
 the tree is read once; a failure shows the same message, without a traceback.
 """
@@ -13,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .checks import OFFLINE_CHECKS, CheckRunner, enabled_checks, run_check, select_checks
+from .checks import (
+    ALL_CHECKS,
+    OFFLINE_CHECKS,
+    CheckResult,
+    CheckRunner,
+    enabled_checks,
+    select_checks,
+)
+from .checks.isolated import run_isolated
 from .errors import ReynardDBError
 
 if TYPE_CHECKING:
@@ -33,6 +42,8 @@ class ReynardChecks(pytest.Collector):
         super().__init__(**kwargs)
         self.state = state
         self._runners: dict[str, CheckRunner] = {}
+        #: Results run ahead, in the batch of an earlier item: (database, check) -> results.
+        self._ahead: dict[tuple[str, str], list[CheckResult]] = {}
 
     def collect(self) -> Iterator[pytest.Item]:
         registry = self.state.registry
@@ -60,6 +71,43 @@ class ReynardChecks(pytest.Collector):
             runner.server = self.state.server
         return runner
 
+    def results(self, item: CheckItem) -> list[CheckResult]:
+        """``item``'s results, from a clean interpreter (``checks.isolated``): what the
+        test modules or another database's ``env.py`` imported cannot change them.
+
+        One interpreter per database and kind (file checks, checks that migrate) runs
+        every selected item of that kind, when the first of them runs (so that item's
+        duration includes the others'); under xdist, where another worker may run the
+        others, one per item.
+        """
+        key = (item.database, item.check)
+        if key in self._ahead:
+            return self._ahead.pop(key)
+        offline = item.check in OFFLINE_CHECKS
+        batch = [item.check]
+        if not self.state.is_worker:
+            batch += [
+                other.check
+                for other in self.session.items
+                if isinstance(other, CheckItem)
+                and other.database == item.database
+                and other.check != item.check
+                and (other.check in OFFLINE_CHECKS) == offline
+                and (other.database, other.check) not in self._ahead
+            ]
+        runner = self.runner(item.database, needs_server=not offline)
+        results = run_isolated(
+            runner.registry,
+            runner.db,
+            runner.server,
+            [c for c in ALL_CHECKS if c in batch],
+            allow=self.state.settings.allow,
+            note_prefix="reynard-db: ",
+        )
+        for check in batch:
+            self._ahead[(item.database, check)] = [r for r in results if r.check == check]
+        return self._ahead.pop(key)
+
 
 class CheckItem(pytest.Item):
     """One database and one check."""
@@ -72,12 +120,9 @@ class CheckItem(pytest.Item):
     def runtest(self) -> None:
         assert isinstance(self.parent, ReynardChecks)
         try:
-            runner = self.parent.runner(
-                self.database, needs_server=self.check not in OFFLINE_CHECKS
-            )
+            results = self.parent.results(self)
         except ReynardDBError as exc:  # the server did not start: one line, not a traceback
             raise CheckFailure(f"reynard-db: {exc}") from None
-        results = run_check(runner, self.check)
         failed = [r for r in results if not r.ok]
         if failed:
             raise CheckFailure("\n".join(r.message for r in failed))
@@ -94,5 +139,10 @@ class CheckItem(pytest.Item):
 
 
 def collect_check_items(session: pytest.Session, state: RunState) -> list[pytest.Item]:
+    """The check items, reported as collected (``pytest_collectreport``) so that the
+    header's "collected N items", ``--co`` and xdist's counts include them."""
     collector = ReynardChecks.from_parent(session, name=PREFIX, nodeid=PREFIX, state=state)
-    return list(collector.collect())
+    items = list(collector.collect())
+    report = pytest.CollectReport(collector.nodeid, "passed", None, [*items])
+    session.ihook.pytest_collectreport(report=report)
+    return items

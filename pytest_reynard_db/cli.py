@@ -422,7 +422,13 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
         ) as server,
     ):
         results = run_checks(
-            registry, databases, server, only=only, progress=progress, timeout=args.timeout
+            registry,
+            databases,
+            server,
+            only=only,
+            progress=progress,
+            timeout=args.timeout,
+            allow=tuple(args.allow),
         )
     show_results(results, "json" if args.json else args.format, out, root=registry.root)
     broken = [] if args.dbs else list(registry.broken.values())

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Generator, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import pytest_alembic_compat
+from . import pytest_alembic_compat, selection
+from .alembic_items import AlembicFixtures
 from .errors import ReynardDBError
-from .settings import add_options, get_settings
+from .harness_errors import HarnessErrors
+from .settings import Settings, add_options, get_settings
 from .signals import terminate_as_interrupt
 
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
     from .postgres import Server
@@ -36,7 +38,10 @@ REDIRECTS_KEY = "reynard_db_redirects"
 #: SIGTERM/SIGHUP handled as Ctrl-C while the run has a server: the handlers' undo,
 #: and the signals received.
 SIGNALS = pytest.StashKey[tuple[ExitStack, list[int]]]()
-MARKER = "reynard_db"
+MARKER = selection.MARKER
+#: The run's harness failures already reported (see ``harness_errors``): per config, so
+#: that a pytest run nested in another (pytester) keeps its own.
+ERRORS = pytest.StashKey[HarnessErrors]()
 
 
 # -- hooks -----------------------------------------------------------------------------------
@@ -72,27 +77,31 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARKER}(name): run this test against the registered database NAME"
     )
+    config.stash[ERRORS] = HarnessErrors.for_config(config)
     settings = get_settings(config)
-    if not settings.active:
-        return
-    global _SHOW_CHAIN
-    _REPORTED.clear()
-    _SHOW_CHAIN = config.option.tbstyle == "long" or config.option.verbose > 0
+    if settings.active:
+        _activate(config, settings)
+
+
+def _activate(config: pytest.Config, settings: Settings) -> None:
+    """From now on the run has databases: its state, the guard, the server (xdist
+    controller), and pytest-alembic's fixtures on our databases."""
     from .runstate import RunState
 
     handlers = ExitStack()
     config.stash[SIGNALS] = (handlers, handlers.enter_context(terminate_as_interrupt()))
     state = RunState(config, settings)
-    with _harness_errors(usage=True):  # a bad registry or name: one error, not one per test
+    with _harness_errors(config, usage=True):  # a bad registry or name: one error, not one per test
         for name in settings.databases:
             state.registry.get(name)
         state.arm(config.stash.get(EARLY_GUARD, None))
     config.stash[STATE] = state
-    # Registered now, after every entry-point plugin: these definitions of
-    # pytest-alembic's fixtures are the later ones, so they win whatever the load order.
-    config.pluginmanager.register(AlembicFixtures(), "reynard-db-alembic-fixtures")
+    if not settings.from_markers:  # at collection's end, too late to take fixtures over
+        # Registered now, after every entry-point plugin: these definitions of
+        # pytest-alembic's fixtures are the later ones, so they win whatever the load order.
+        config.pluginmanager.register(AlembicFixtures(), "reynard-db-alembic-fixtures")
     if state.is_controller:
-        with _harness_errors(usage=True):
+        with _harness_errors(config, usage=True):
             _ = state.server  # one server for all workers, started before they are
 
 
@@ -157,18 +166,22 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A harness error met in a test's own body (``reynard_db_server.create_database`` on
-    a server that cannot be reached) is one line too, like one met in a fixture."""
-    if STATE not in item.config.stash:
-        return (yield)
-    with _harness_errors():
-        return (yield)
+    a server that cannot be reached) is shown in one line; the exception itself is left
+    as it was raised, so ``pytest.raises`` and ``xfail(raises=...)`` see it."""
+    report = yield
+    if call.when == "call" and STATE in item.config.stash:
+        _errors(item.config).shorten(report, call)
+    return report
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    pytest_alembic_compat.install(session.config)
+    state = session.config.stash.get(STATE, None)
+    pytest_alembic_compat.install(session.config, state.settings.databases if state else ())
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -193,13 +206,25 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(STATE, None)
-    if state is None:
+    if state is None or state.settings.from_markers:
         return []
+    return _header(state)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """Markers alone chose the databases: said once they are known."""
+    state = config.stash.get(STATE, None)
+    return _header(state) if state is not None and state.settings.from_markers else []
+
+
+def _header(state: RunState) -> list[str]:
     from .urls import mask_url
 
     where = mask_url(state.settings.url) if state.settings.url else "an ephemeral server"
     reuse = " (reused between runs)" if state.settings.reuse else ""
     names = ", ".join(state.settings.databases) or "none"
+    if state.settings.from_markers:
+        names += " (from @pytest.mark.reynard_db)"
     mirrors = any(
         state.registry.databases[n].mirror_of
         for n in state.settings.databases
@@ -213,28 +238,32 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
     """Add the check items first, so that ``-k`` and ``-m`` select among them too."""
-    state = session.config.stash.get(STATE, None)
+    config = session.config
+    state = config.stash.get(STATE, None)
     if state is not None and state.settings.checks:
         from .check_items import collect_check_items
 
-        with _harness_errors(usage=True):
+        with _harness_errors(session.config, usage=True):
             items[:0] = collect_check_items(session, state)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Markers alone select the databases when no option does: those of the selected
+    tests (after ``-k`` and ``-m``)."""
+    config = session.config
+    if STATE not in config.stash:
+        with _harness_errors(config, usage=True):
+            settings = selection.from_markers(get_settings(config), session.items)
+        if settings is not None:
+            _activate(config, settings)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``@pytest.mark.reynard_db("ecs")``: this test's databases are ``ecs``'s."""
-    marker = metafunc.definition.get_closest_marker(MARKER)
-    if marker is None or "reynard_db_name" not in metafunc.fixturenames:
-        return
-    if len(marker.args) != 1 or not isinstance(marker.args[0], str):
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: use @pytest.mark.{MARKER}('name')")
-    metafunc.parametrize(
-        "reynard_db_name",
-        [marker.args[0]],
-        indirect=True,
-        scope="session",
-        ids=[marker.args[0]],
-    )
+    """``@pytest.mark.reynard_db("ecs")``: this test's databases are ``ecs``'s; with
+    ``--reynard-db=a,b``, a pytest-alembic test runs once per database (``selection``)."""
+    state = metafunc.config.stash.get(STATE, None)
+    selection.parametrize(metafunc, state.settings if state is not None else None)
 
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -249,42 +278,25 @@ def _state(request: pytest.FixtureRequest) -> RunState:
     return state
 
 
-@contextmanager
-def _harness_errors(*, usage: bool = False) -> Iterator[None]:
+def _errors(config: pytest.Config) -> HarnessErrors:
+    if ERRORS not in config.stash:  # a fixture used in a run this plugin did not configure
+        config.stash[ERRORS] = HarnessErrors.for_config(config)
+    return config.stash[ERRORS]
+
+
+def _harness_errors(
+    where: pytest.Config | pytest.FixtureRequest, *, usage: bool = False
+) -> AbstractContextManager[None]:
     """A harness failure is one line naming database, file and error, not a traceback;
     reported in full once, and by a one-line pointer in every later test that needs it."""
-    try:
-        yield
-    except ReynardDBError as exc:
-        from .urls import redact
-
-        message = f"reynard-db: {redact(exc)}"
-        if _SHOW_CHAIN:  # -v or --tb=long: the whole chain under the one line
-            import traceback
-
-            message += "\n" + redact("".join(traceback.format_exception(exc)))
-    else:
-        return
-    if message in _REPORTED:
-        message = f"reynard-db: failed as reported for an earlier test: {message[12:92]}..."
-    elif not usage:
-        _REPORTED.add(message)
-    # from None: the cause is in the message; no "during handling of the above" chain
-    if usage:
-        raise pytest.UsageError(message) from None
-    raise pytest.fail.Exception(message, pytrace=False) from None
-
-
-#: Harness failures already reported in full in this run (see ``_harness_errors``).
-_REPORTED: set[str] = set()
-#: Whether harness failures show their traceback chain (``-v`` or ``--tb=long``).
-_SHOW_CHAIN = False
+    config = where if isinstance(where, pytest.Config) else where.config
+    return _errors(config).catch(usage=usage)
 
 
 @pytest.fixture(scope="session")
 def reynard_db_server(request: pytest.FixtureRequest) -> Server:
     """The run's PostgreSQL server: ``.url``, ``.create_database``, ``.drop_database``."""
-    with _harness_errors():
+    with _harness_errors(request):
         return _state(request).server
 
 
@@ -292,10 +304,17 @@ def reynard_db_server(request: pytest.FixtureRequest) -> Server:
 def reynard_db_name(request: pytest.FixtureRequest) -> str:
     """The registry name of the database a test runs against (marker, else --reynard-db)."""
     state = _state(request)
-    name = getattr(request, "param", None) or next(iter(state.settings.databases), None)
+    name = getattr(request, "param", None)
+    if name is None and state.settings.from_markers:
+        pytest.fail(
+            "no database selected: this test has no @pytest.mark.reynard_db(NAME) and no "
+            "--reynard-db=NAME was given",
+            pytrace=False,
+        )
+    name = name or next(iter(state.settings.databases), None)
     if name is None:
         pytest.fail("no database selected: pass --reynard-db=NAME", pytrace=False)
-    with _harness_errors():
+    with _harness_errors(request):
         state.registry.get(name)
     return str(name)
 
@@ -304,7 +323,7 @@ def reynard_db_name(request: pytest.FixtureRequest) -> str:
 def reynard_db(request: pytest.FixtureRequest, reynard_db_name: str) -> Iterator[TestDatabase]:
     """The selected database migrated to heads, for the whole session."""
     provisioner = _provisioner(request)
-    with _harness_errors():
+    with _harness_errors(request):
         database = provisioner.clone(reynard_db_name, purpose="session")
     yield database
     provisioner.drop(database)
@@ -323,7 +342,7 @@ def reynard_db_connection(
     """
     from .outer_transaction import rolled_back
 
-    with _harness_errors(), rolled_back(reynard_db) as (connection, outcome):
+    with _harness_errors(request), rolled_back(reynard_db) as (connection, outcome):
         yield connection
     if not outcome.intact:
         _replace_after_escape(request, reynard_db)
@@ -331,7 +350,7 @@ def reynard_db_connection(
 
 @pytest.fixture
 def reynard_db_session(
-    reynard_db_connection: Connection, reynard_db: TestDatabase
+    request: pytest.FixtureRequest, reynard_db_connection: Connection, reynard_db: TestDatabase
 ) -> Iterator[Session]:
     """An ORM session on ``reynard_db_connection``; its commits become savepoints."""
     from sqlalchemy.exc import DBAPIError
@@ -343,7 +362,7 @@ def reynard_db_session(
     try:
         yield session
     finally:
-        with _harness_errors(), server_gone_as_error(reynard_db):
+        with _harness_errors(request), server_gone_as_error(reynard_db):
             try:
                 session.close()
             except DBAPIError:
@@ -359,7 +378,7 @@ def reynard_db_fresh(
 ) -> Iterator[TestDatabase]:
     """A database of this test's own, cloned from the migrated template, dropped after."""
     provisioner = _provisioner(request)
-    with _harness_errors():
+    with _harness_errors(request):
         database = provisioner.clone(reynard_db_name, purpose="fresh")
     yield database
     provisioner.drop(database)
@@ -371,48 +390,20 @@ def reynard_db_factory(request: pytest.FixtureRequest) -> Callable[..., TestData
     provisioner = _provisioner(request)
 
     def factory(name: str, revision: str = "heads") -> TestDatabase:
-        with _harness_errors():
+        with _harness_errors(request):
             return provisioner.clone(name, revision, purpose="rev")
 
     return factory
 
 
-class AlembicFixtures:
-    """pytest-alembic's ``alembic_config`` and ``alembic_engine``, on our databases."""
-
-    @pytest.fixture
-    def alembic_engine(
-        self, request: pytest.FixtureRequest, reynard_db_name: str
-    ) -> Iterator[Engine]:
-        """An engine on an empty database of this test's own (pytest-alembic migrates it)."""
-        provisioner = _provisioner(request)
-        with _harness_errors():
-            database = provisioner.empty(reynard_db_name, purpose="alembic")
-        from .guard import GUARD
-
-        # pytest-alembic's tests are migration runs: an env.py reaching for its own
-        # variable is sent to this database, as during the harness's own migrations.
-        with provisioner.guarded(reynard_db_name, database.url), GUARD.migrating(database.url):
-            yield database.engine
-        provisioner.drop(database)
-
-    @pytest.fixture
-    def alembic_config(
-        self, request: pytest.FixtureRequest, reynard_db_name: str, alembic_engine: Engine
-    ) -> Any:
-        """The Alembic config of the selected database's tree, aimed at ``alembic_engine``."""
-        tree = _provisioner(request).tree(reynard_db_name)
-        return tree.alembic_config(url=alembic_engine.url, quiet=True)
-
-
 def _provisioner(request: pytest.FixtureRequest) -> Provisioner:
-    with _harness_errors():
+    with _harness_errors(request):
         return _state(request).provisioner
 
 
 def _replace_after_escape(request: pytest.FixtureRequest, database: TestDatabase) -> None:
     """Replace the session database with a fresh clone, then fail the test saying why."""
-    with _harness_errors():
+    with _harness_errors(request):
         _provisioner(request).replace(database)
     pytest.fail(
         f"reynard_db_connection: {request.node.name} ended the outer transaction itself "

@@ -8,12 +8,16 @@ object has no attribute '_nodeid'``), with or without ``--test-alembic``.
 
 We do not patch the installed package: after pytest-alembic registers its
 collection plugin (``pytest_sessionstart``), we swap it for a subclass whose
-collector gives ``_nodeid`` a property backed by pytest 9's node id. On pytest
-< 9 nothing is changed.
+collector gives ``_nodeid`` a property backed by pytest 9's node id.
+
+The same subclass makes the built-in tests once per selected database when this
+plugin is active (``alembic_items.per_database``), on every pytest version; on
+pytest < 9 with this plugin inactive nothing is changed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +30,10 @@ def needs_fix() -> bool:
     return pytest.version_tuple >= (9,)
 
 
-def install(config: pytest.Config) -> None:
-    """Replace pytest-alembic's registered collection plugin with the fixed one."""
-    if not needs_fix():
+def install(config: pytest.Config, databases: Sequence[str] = ()) -> None:
+    """Replace pytest-alembic's registered collection plugin with the fixed one;
+    ``databases``: the run's, each built-in test made once per database."""
+    if not needs_fix() and not databases:
         return
     try:
         from pytest_alembic.plugin.plugin import PytestAlembicPlugin, TestCollector
@@ -39,7 +44,7 @@ def install(config: pytest.Config) -> None:
         return
     config.pluginmanager.unregister(registered, PLUGIN_NAME)
     config.pluginmanager.register(
-        _fixed_plugin(PytestAlembicPlugin, TestCollector)(config), PLUGIN_NAME
+        _fixed_plugin(PytestAlembicPlugin, TestCollector, tuple(databases))(config), PLUGIN_NAME
     )
 
 
@@ -47,17 +52,24 @@ class _FixedPlugin:
     """Marker base so that the swap happens once."""
 
 
-def _fixed_plugin(plugin_cls: Any, collector_cls: Any) -> Any:
-    from _pytest.nodeid import NodeId
+def _fixed_plugin(plugin_cls: Any, collector_cls: Any, databases: tuple[str, ...]) -> Any:
+    from .alembic_items import per_database
 
     class FixedCollector(collector_cls):  # type: ignore[misc]
-        @property
-        def _nodeid(self) -> str:
+        def collect(self) -> list[pytest.Item]:
+            items = super().collect()
+            return per_database(self, items, databases) if databases else items
+
+    if needs_fix():
+        from _pytest.nodeid import NodeId
+
+        def get_nodeid(self: Any) -> str:
             return str(self.nodeid)
 
-        @_nodeid.setter
-        def _nodeid(self, value: str) -> None:
+        def set_nodeid(self: Any, value: str) -> None:
             self._id = NodeId.parse(value)
+
+        FixedCollector._nodeid = property(get_nodeid, set_nodeid)
 
     class FixedPlugin(plugin_cls, _FixedPlugin):  # type: ignore[misc]
         def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> Any:

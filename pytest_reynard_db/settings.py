@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 SOURCES = ("copy", "point")
 URL_ENV = "REYNARD_DB_URL"
+IniType = Literal["string", "bool"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,8 @@ class Settings:
     checks: bool = False
     reuse: bool = False
     allow: tuple[str, ...] = ()
+    #: No ``--reynard-db``: ``databases`` are those the tests' markers name.
+    from_markers: bool = False
 
     @property
     def active(self) -> bool:
@@ -64,13 +68,34 @@ def add_options(parser: pytest.Parser) -> None:
     for flag, help_, extra in OPTIONS:
         dest = flag.lstrip("-").replace("-", "_")
         group.addoption(flag, dest=dest, help=help_, **extra)
-        # The ini key is the option without its dashes: pytest's spelling (reynard_db),
-        # and the literal one (reynard-db) as well.
-        for key in (dest, flag.lstrip("-")):
-            if extra.get("action") == "store_true":
-                parser.addini(key, help_, type="bool", default=None)
-            else:
-                parser.addini(key, help_, type="string", default=None)
+        type_: IniType = "bool" if extra.get("action") == "store_true" else "string"
+        add_ini(parser, dest, flag.lstrip("-"), help_, type_)
+
+
+def add_ini(parser: pytest.Parser, key: str, alias: str, help_: str, type_: IniType) -> None:
+    """The ini key ``key`` (pytest's spelling, ``reynard_db``), also read as ``alias``
+    (the option's own, ``reynard-db``); ``pytest --help`` lists ``key`` alone.
+
+    pytest >= 9 knows aliases. Before it, the alias is entered in the parser's table of
+    known keys (so it is read, and no "Unknown config option" warning) but not in the
+    list ``--help`` prints: the one private attribute we touch, checked to exist.
+    """
+    help_ = f"{help_} (also spelt {alias})"
+    if "aliases" in inspect.signature(parser.addini).parameters:
+        parser.addini(key, help_, type=type_, default=None, aliases=[alias])
+        return
+    parser.addini(key, help_, type=type_, default=None)
+    known = getattr(parser, "_inidict", None)
+    if isinstance(known, dict) and key in known and hasattr(parser, "_ininames"):
+        known[alias] = known[key]
+        LEGACY_ALIASES[key] = alias
+    else:  # an unforeseen pytest: both keys listed rather than one ignored
+        parser.addini(alias, help_, type=type_, default=None)
+        LEGACY_ALIASES[key] = alias
+
+
+#: pytest < 9: the alias of each key, read separately (pytest >= 9 resolves aliases itself).
+LEGACY_ALIASES: dict[str, str] = {}
 
 
 def get_settings(config: pytest.Config, *, early: bool = False) -> Settings:
@@ -85,10 +110,11 @@ def get_settings(config: pytest.Config, *, early: bool = False) -> Settings:
         return config.getoption(name)
 
     def pick(name: str) -> Any:
+        alias = LEGACY_ALIASES.get(name)
         for value in (
             option(name),
             config.getini(name),
-            config.getini(name.replace("_", "-")),
+            config.getini(alias) if alias else None,
         ):
             if value is not None and value != "":
                 return value

@@ -20,6 +20,7 @@ from ..registry import Database, Registry
 from ..text import one_line
 from .bounded import CheckTimedOut, time_limit
 from .downgrade_clean import downgrade_clean
+from .isolated import run_isolated
 from .mirror_sync import mirror_sync
 from .models_match import models_match
 from .result import CheckResult
@@ -107,16 +108,32 @@ def run_checks(
     only: Iterable[str] | None = None,
     progress: Progress | None = None,
     timeout: float | None = None,
+    *,
+    isolate: bool | None = None,
+    allow: Sequence[str] = (),
 ) -> list[CheckResult]:
     """Run the selected checks on each database; one result per database and check that applies.
 
     ``server`` hosts the throw-away databases (None is fine when only file
     checks run). ``progress(database, check)`` is called before each check.
     ``timeout``: seconds a check may run before it fails (``--timeout``).
+    ``isolate``: each database's checks in a clean interpreter (``isolated``), so that
+    what one database's ``env.py`` imports cannot change another's results; by
+    default when there are several databases. ``allow``: the ``--allow`` URLs, for
+    the guard of those interpreters.
     """
     names = select_checks(only, enabled_checks(registry))
+    if isolate is None:
+        isolate = len(databases) > 1
     results: list[CheckResult] = []
     for db in databases:
+        if isolate:
+            results.extend(
+                run_isolated(
+                    registry, db, server, names, timeout=timeout, allow=allow, progress=progress
+                )
+            )
+            continue
         runner = CheckRunner(db, registry, server)
         for name in names:
             if progress is not None:

@@ -1,0 +1,107 @@
+"""pytest-alembic's tests on our databases: once per selected database.
+
+With ``--reynard-db=a,b`` a test that uses pytest-alembic's fixtures (``alembic_runner``,
+``alembic_engine``, ``alembic_config``) and no ``@pytest.mark.reynard_db`` runs once
+per database: a test of the user's own is parametrized (``test_upgrade[a]``,
+``test_upgrade[b]``, like the marker's ids), and each built-in test that
+``--test-alembic`` collects is made once per database under the same ids, the
+database kept in the item's stash (``DATABASE``), read by our ``alembic_engine`` and
+``alembic_config``.
+
+The built-in ``test_single_head_revision`` wants one head for the whole tree; under
+this plugin it is our ``single_head`` check instead (one head per declared branch
+label), so that both say the same of a branch-labelled tree. A direct call of
+``pytest_alembic.tests.test_single_head_revision(alembic_runner)`` in a test of your
+own is pytest-alembic's and still counts every head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+#: The database a built-in pytest-alembic item runs against (one item per database).
+DATABASE = pytest.StashKey[str]()
+#: The fixtures through which a test uses pytest-alembic.
+ALEMBIC_FIXTURES = frozenset({"alembic_runner", "alembic_engine", "alembic_config"})
+SINGLE_HEAD = "test_single_head_revision"
+
+
+def item_database(request: pytest.FixtureRequest, default: str) -> str:
+    """The database of this test's pytest-alembic fixtures: its item's, else ``default``."""
+    return str(request.node.stash.get(DATABASE, default))
+
+
+def uses_alembic(fixturenames: Sequence[str]) -> bool:
+    return not ALEMBIC_FIXTURES.isdisjoint(fixturenames)
+
+
+def per_database(
+    collector: pytest.Collector, items: list[pytest.Item], databases: Sequence[str]
+) -> list[pytest.Item]:
+    """``items`` (pytest-alembic's built-in tests) once per database, ``name[db]`` when
+    there are several; ``test_single_head_revision`` replaced by our ``single_head``."""
+    result: list[pytest.Item] = []
+    for item in items:
+        assert isinstance(item, pytest.Function)
+        function = single_head_revision if item.name == SINGLE_HEAD else item.obj
+        for database in databases:
+            name = f"{item.name}[{database}]" if len(databases) > 1 else item.name
+            # No callspec (no parametrize): the id is the name, "[db]" and all.
+            made = type(item).from_parent(collector, name=name, callobj=function)
+            made.originalname = item.name
+            made.stash[DATABASE] = database
+            result.append(made)
+    return result
+
+
+def single_head_revision(alembic_runner: Any, request: pytest.FixtureRequest) -> None:
+    """Our ``single_head`` (one head per declared branch label) as pytest-alembic's
+    ``test_single_head_revision``; a failure names the heads and the merge command."""
+    from .checks import CheckRunner
+    from .checks.single_head import single_head
+    from .plugin import STATE
+
+    state = request.config.stash[STATE]
+    database = request.node.stash.get(DATABASE, None) or state.settings.databases[0]
+    result = single_head(CheckRunner(state.registry.get(database), state.registry, None))
+    if not result.ok:
+        pytest.fail(result.message, pytrace=False)
+
+
+class AlembicFixtures:
+    """pytest-alembic's ``alembic_config`` and ``alembic_engine``, on our databases."""
+
+    @pytest.fixture
+    def alembic_engine(
+        self, request: pytest.FixtureRequest, reynard_db_name: str
+    ) -> Iterator[Engine]:
+        """An engine on an empty database of this test's own (pytest-alembic migrates it)."""
+        from .plugin import _harness_errors, _provisioner
+
+        name = item_database(request, reynard_db_name)
+        provisioner = _provisioner(request)
+        with _harness_errors(request):
+            database = provisioner.empty(name, purpose="alembic")
+        from .guard import GUARD
+
+        # pytest-alembic's tests are migration runs: an env.py reaching for its own
+        # variable is sent to this database, as during the harness's own migrations.
+        with provisioner.guarded(name, database.url), GUARD.migrating(database.url):
+            yield database.engine
+        provisioner.drop(database)
+
+    @pytest.fixture
+    def alembic_config(
+        self, request: pytest.FixtureRequest, reynard_db_name: str, alembic_engine: Engine
+    ) -> Any:
+        """The Alembic config of the selected database's tree, aimed at ``alembic_engine``."""
+        from .plugin import _provisioner
+
+        tree = _provisioner(request).tree(item_database(request, reynard_db_name))
+        return tree.alembic_config(url=alembic_engine.url, quiet=True)

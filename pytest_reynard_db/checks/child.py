@@ -1,0 +1,91 @@
+"""The child interpreter of ``isolated.run_isolated``: one database's checks, in a
+process that has imported nothing of the application before.
+
+``python -m pytest_reynard_db.checks.child FD``: the request (JSON) on stdin, the
+answer in JSON lines on descriptor FD (progress events, then the results, or one
+error); what the checks and ``env.py`` print goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+from ..text import one_line
+from .result import CheckResult
+
+OPT_IN_HINT = "--allow URL"
+
+
+def _child(out: IO[str]) -> None:
+    """The child's side: read the request on stdin, run the checks, answer on ``out``."""
+    request: dict[str, Any] = json.load(sys.stdin)
+    for entry in reversed(request["sys_path"]):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+    from ..guard import GUARD
+    from ..postgres import ExistingServer
+    from ..registry import load_registry
+    from . import CheckRunner, run_check
+
+    def say(reply: dict[str, Any]) -> None:
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+    registry = load_registry(request["root"])
+    db = registry.get(request["database"])
+    results: list[CheckResult] = []
+    with GUARD.armed_for(opt_in_hint=OPT_IN_HINT, allow=tuple(request["allow"])):
+        server = ExistingServer(request["server"]) if request["server"] else None
+        try:
+            runner = CheckRunner(db, registry, server)
+            for name in request["checks"]:
+                say({"progress": [db.name, name]})
+                results.extend(run_check(runner, name, timeout=request["timeout"]))
+        finally:
+            if server is not None:
+                server.stop()
+        for redirect in GUARD.redirects:
+            print(
+                f"{request['note_prefix']}env.py connected to {redirect} "
+                "(redirected by the production guard)",
+                file=sys.stderr,
+            )
+    say({"results": [_entry(r) for r in results]})
+
+
+def _entry(result: CheckResult) -> dict[str, Any]:
+    return {**result.as_json(), "skipped": result.skipped}
+
+
+def main(argv: Sequence[str]) -> int:
+    """Answer on descriptor ``argv[0]``; what the checks print goes to stderr."""
+    from ..errors import ReynardDBError
+    from ..signals import terminate_as_interrupt
+    from ..urls import redact
+
+    out = os.fdopen(int(argv[0]), "w", encoding="utf-8")
+    sys.stdout = sys.stderr  # an env.py's print() must not break the answer
+    try:
+        # ended by the parent (interrupted): its databases are dropped on the way out
+        with terminate_as_interrupt():
+            _child(out)
+    except KeyboardInterrupt:
+        return 130
+    except ReynardDBError as exc:  # the registry or the server: its one line, per check
+        out.write(json.dumps({"error": redact(exc)}) + "\n")
+        return 2
+    except Exception as exc:  # a bug: still one line, per check
+        out.write(json.dumps({"error": redact(f"{type(exc).__name__}: {one_line(exc)}")}) + "\n")
+        return 2
+    finally:
+        out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

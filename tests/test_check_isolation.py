@@ -1,0 +1,211 @@
+"""One database's checks do not depend on what another's ``env.py`` imports (issue 13).
+
+Two databases, ``app`` and ``auth``, whose models share one ``MetaData`` (a module
+``shared``), as an application with one declarative base does. Importing
+``app_models`` registers ``app``'s table in it, and also replaces a module in
+``sys.modules`` (``auth``'s ``naming``), both at import, as an application's models
+module with a ``create_all``-style side effect would. In one interpreter, ``auth``'s
+``models_match`` would then see ``app``'s table, and its ``upgrade`` would name its
+table after the replaced module, depending on whether ``app`` ran first. Each database's
+checks run in a clean interpreter, so ``auth``'s results are the same whatever runs
+with it, in whatever order, with ``--only`` or not, from the CLI or as pytest items
+in a run whose test modules imported ``app_models``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from reynard_trees import clean_env, reynard_project, run_cli, write_revision
+
+from pytest_reynard_db.checks.isolated import CHILD
+from pytest_reynard_db.postgres import EphemeralServer
+
+ENV_PY = """
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+import {models}
+import shared
+
+config = context.config
+target_metadata = shared.metadata
+
+
+def run_migrations_offline():
+    context.configure(url=config.get_main_option("sqlalchemy.url"),
+                      target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online():
+    connectable = engine_from_config(
+        config.get_section(config.config_ini_section, {{}}), prefix="sqlalchemy.",
+        poolclass=pool.NullPool)
+    with connectable.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()
+"""
+
+INI = """
+[alembic]
+script_location = {name}_migrations
+prepend_sys_path = .
+sqlalchemy.url = postgresql://nobody@127.0.0.1:1/{name}
+"""
+
+FILES = {
+    "shared.py": "from sqlalchemy import MetaData\nmetadata = MetaData()\n",
+    "naming.py": 'USERS = "users"\n',
+    "auth_models.py": """
+        import sqlalchemy as sa
+        import naming
+        import shared
+
+        users = sa.Table(
+            naming.USERS, shared.metadata, sa.Column("id", sa.Integer, primary_key=True)
+        )
+        """,
+    "app_models.py": """
+        import sys
+        import types
+
+        import sqlalchemy as sa
+        import shared
+
+        # side effects at import: a table in the shared MetaData, a module replaced
+        items = sa.Table("items", shared.metadata, sa.Column("id", sa.Integer, primary_key=True))
+        sys.modules["naming"] = types.SimpleNamespace(USERS="app_users")
+        """,
+}
+
+
+def make_project(root: Path) -> Path:
+    root.mkdir()
+    for name, body in FILES.items():
+        (root / name).write_text(textwrap.dedent(body).lstrip())
+    for name, table in (("app", "items"), ("auth", "users")):
+        (root / f"alembic_{name}.ini").write_text(INI.format(name=name))
+        folder = root / f"{name}_migrations"
+        (folder / "versions").mkdir(parents=True)
+        (folder / "env.py").write_text(ENV_PY.format(models=f"{name}_models"))
+        write_revision(
+            folder / "versions",
+            f"{name}00000001",
+            None,
+            f"op.create_table({table!r}, sa.Column('id', sa.Integer, primary_key=True))",
+            f"op.drop_table({table!r})",
+        )
+    (root / "pyproject.toml").write_text('[tool.pytest.ini_options]\npythonpath = ["."]\n')
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "two")
+
+
+def auth_results(project: Path, *argv: str) -> list[dict[str, object]]:
+    code, out, err = run_cli(project, "check", *argv, "--json", env=clean_env())
+    assert code in (0, 1), err
+    results = json.loads(out)["results"]
+    return [r for r in results if r["database"] == "auth"]
+
+
+def test_cli_results_of_one_database_do_not_depend_on_another(project: Path) -> None:
+    alone = auth_results(project, "auth")
+    assert [(r["check"], r["ok"]) for r in alone] == [
+        ("single_head", True),
+        ("upgrade", True),
+        ("stairway", True),
+        ("downgrade_clean", True),
+        ("models_match", True),
+    ], alone
+    assert auth_results(project, "app", "auth") == alone
+    assert auth_results(project) == alone  # every database, app first
+    only = auth_results(project, "app", "auth", "--only", "models_match,upgrade")
+    assert only == [r for r in alone if r["check"] in ("upgrade", "models_match")]
+
+
+def test_check_items_do_not_depend_on_what_tests_imported(
+    project: Path, pytester: pytest.Pytester
+) -> None:
+    """The run's test modules imported ``app_models`` (as an application's tests do):
+    ``auth``'s items pass as they do alone."""
+    (project / "tests").mkdir()
+    (project / "tests" / "test_app.py").write_text(
+        "import app_models\n\ndef test_app():\n    assert app_models.items is not None\n"
+    )
+    pytester.chdir()
+    for args in (("--reynard-db=app,auth",), ("--reynard-db=auth,app",), ("--reynard-db=auth",)):
+        result = pytester.runpytest_subprocess(
+            str(project),
+            f"--rootdir={project}",
+            "-p",
+            "no:cacheprovider",
+            "-v",
+            "--reynard-db-checks",
+            *args,
+        )
+        result.stdout.fnmatch_lines(["*reynard-db::auth::models_match PASSED*"])
+        result.stdout.fnmatch_lines(["*reynard-db::auth::upgrade PASSED*"])
+        result.stdout.no_fnmatch_line("*FAILED*")
+
+
+def test_a_terminated_check_leaves_no_database_nor_child(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    """SIGTERM to ``check`` while a child runs a stairway on an existing server: the
+    child ends too and drops its ``test_check_*`` database."""
+    root = reynard_project(tmp_path)
+    url = pg_server.url.render_as_string(hide_password=False)
+    argv = [sys.executable, "-m", "pytest_reynard_db", "--project", str(root), "check"]
+    argv += ["ecs", "ecs_e2e", "--url", url, "--only", "stairway"]
+    # Output to files, not pipes: a child still holding a pipe would make us wait for it.
+    err_file = tmp_path / "stderr.txt"
+    with err_file.open("w") as err_out:
+        process = subprocess.Popen(
+            argv, cwd=root, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err_out
+        )
+    deadline = time.monotonic() + 120
+    while not scratch_databases(pg_server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scratch_databases(pg_server), "the stairway never started"
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err_file.read_text()
+    assert scratch_databases(pg_server) == []
+    found = subprocess.run(["pgrep", "-f", CHILD], capture_output=True, text=True).stdout.split()
+    assert [pid for pid in found if cwd_of(pid) == root.resolve()] == []
+
+
+def cwd_of(pid: str) -> Path | None:
+    """A process's working directory (None once it has gone)."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")).resolve()
+    except OSError:
+        return None
+
+
+def scratch_databases(server: EphemeralServer) -> list[str]:
+    with server.connect() as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'test_check_%'"
+        ).fetchall()
+    return [row[0] for row in rows]

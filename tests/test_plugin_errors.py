@@ -1,0 +1,97 @@
+"""How the plugin reports harness errors, per run (reviewer's notes on issue 12).
+
+Inner pytest runs in child processes (``runpytest_subprocess``), on the Reynard
+trees; the unreachable server is a closed port.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from reynard_trees import reynard_project
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    reynard_project(pytester.path)
+    return pytester
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"postgresql://u:pw@127.0.0.1:{port}/postgres"
+
+
+def test_a_nested_run_keeps_its_own_reported_errors(project: pytest.Pytester) -> None:
+    """A pytest run inside a test (pytester) neither forgets the outer run's reported
+    errors nor changes how the outer run shows them (``-v`` there, not here)."""
+    url = closed_port_url()
+    project.makepyfile(
+        test_nested=f"""
+        pytest_plugins = ["pytester"]
+
+        def test_a(reynard_db):
+            pass
+
+        def test_nested(pytester):
+            pytester.makepyfile(test_inner="def test_inner():\\n    pass\\n")
+            result = pytester.runpytest("--reynard-db=main", "--reynard-db-url={url}", "-v",
+                                        "-p", "no:cacheprovider")
+            result.assert_outcomes(passed=1)
+
+        def test_b(reynard_db_fresh):
+            pass
+        """
+    )
+    result = project.runpytest_subprocess(
+        "--reynard-db=main", f"--reynard-db-url={url}", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1, errors=2)
+    out = result.stdout.str()
+    assert out.count("\nreynard-db: cannot connect to") == 1, out
+    assert "reynard-db: failed as reported for an earlier test" in out
+    assert "Traceback" not in out, out
+
+
+def test_a_test_raising_a_harness_error_behaves_as_in_plain_pytest(
+    project: pytest.Pytester,
+) -> None:
+    """``xfail(raises=...)`` and ``pytest.raises`` see the ReynardDBError a test body met;
+    one a test raises itself is shown with its traceback, one from the harness in one line."""
+    url = closed_port_url()
+    project.makepyfile(
+        test_raises="""
+        import pytest
+        from pytest_reynard_db.errors import ReynardDBError, ServerError
+
+        @pytest.mark.xfail(raises=ReynardDBError, strict=True)
+        def test_xfail_raises(reynard_db_server):
+            reynard_db_server.create_database("test_by_hand")
+
+        def test_pytest_raises(reynard_db_server):
+            with pytest.raises(ServerError, match="cannot connect"):
+                reynard_db_server.create_database("test_by_hand")
+
+        def test_own_error(reynard_db_server):
+            raise ReynardDBError("raised by the test itself")
+
+        def test_harness_error(reynard_db_server):
+            reynard_db_server.create_database("test_by_hand")
+        """
+    )
+    result = project.runpytest_subprocess(
+        "--reynard-db=main", f"--reynard-db-url={url}", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1, xfailed=1, failed=2)
+    out = result.stdout.str()
+    # the test's own raise: pytest's usual report, the raising line and "E" lines
+    result.stdout.fnmatch_lines(
+        ['*raise ReynardDBError("raised by the test itself")', "E  *raised by the test itself"]
+    )
+    # the harness's: one line under the test's header, no traceback entry
+    section = out.split(" test_harness_error ")[1].split("====")[0]
+    body = [line for line in section.splitlines()[1:] if line.strip()]
+    assert len(body) == 1 and body[0].startswith("reynard-db: cannot connect to"), section

@@ -1,0 +1,91 @@
+"""What a pytest user sees of the plugin (issue 14, "Seeing what happens"): the
+collection count, the marker, the ``--help`` text. Inner pytest runs on the Reynard
+trees (``pytester``)."""
+
+from __future__ import annotations
+
+import pytest
+from reynard_trees import reynard_project
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    reynard_project(pytester.path)
+    return pytester
+
+
+def test_check_items_are_counted_in_the_collection(project: pytest.Pytester) -> None:
+    """The header's "collected N items" counts the check items, as the run then runs them."""
+    project.makepyfile(test_x="def test_a():\n    pass\ndef test_b():\n    pass\n")
+    args = ("--reynard-db=main", "--reynard-db-checks", "-p", "no:cacheprovider")
+    collected = project.runpytest(*args, "--co")
+    collected.stdout.fnmatch_lines(["collected 7 items", "*7 tests collected*"])
+    selected = project.runpytest(*args, "--co", "-k", "single_head or test_a")
+    selected.stdout.fnmatch_lines(["collected 7 items / 5 deselected / 2 selected"])
+    ran = project.runpytest(*args, "-k", "single_head or test_a")
+    ran.stdout.fnmatch_lines(["collected 7 items / 5 deselected / 2 selected"])
+    ran.assert_outcomes(passed=2, deselected=5)
+
+
+def test_help_lists_each_ini_key_once(project: pytest.Pytester) -> None:
+    """``pytest --help``: ``reynard_db`` and friends once each, the other spelling named
+    in the help text; that spelling still works, even under ``--strict-config``."""
+    result = project.runpytest("--help")
+    keys = [line.split()[0] for line in result.outlines if line.startswith("  reynard")]
+    assert keys == [
+        "reynard_db",
+        "reynard_db_url",
+        "reynard_db_source",
+        "reynard_db_checks",
+        "reynard_db_reuse",
+        "reynard_db_allow",
+    ], keys
+    assert "also spelt reynard-db-url" in result.stdout.str()
+    with (project.path / "pyproject.toml").open("a") as pyproject:
+        pyproject.write('reynard-db = "main"\nreynard-db-source = "point"\n')
+    project.makepyfile(
+        test_ini="def test_a(reynard_db):\n    assert reynard_db.db.name == 'main'\n"
+    )
+    result = project.runpytest("--strict-config", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*Unknown config option*")
+
+
+def test_markers_alone_select_the_databases(project: pytest.Pytester) -> None:
+    """No ``--reynard-db``: the markers' databases are the run's; the id gets ``[name]``;
+    an unmarked test that asks for a database fails saying why; others are untouched."""
+    project.makepyfile(
+        test_markers="""
+        import pytest
+
+        @pytest.mark.reynard_db("main")
+        def test_main(reynard_db):
+            assert reynard_db.db.name == "main" and reynard_db.head == ("3a1400000004",)
+
+        @pytest.mark.reynard_db("e2e")
+        def test_e2e(reynard_db_connection):
+            assert reynard_db_connection.engine.url.database.startswith("test_e2e_")
+
+        def test_unmarked(reynard_db):
+            pass
+
+        def test_plain():
+            pass
+        """
+    )
+    result = project.runpytest("-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*collected 4 items",
+            "reynard-db: databases main, e2e (from @pytest.mark.reynard_db) on an ephemeral "
+            "server, source=copy",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*test_markers.py::test_main[[]main[]] PASSED*"])
+    result.stdout.fnmatch_lines(
+        ["*no database selected: this test has no @pytest.mark.reynard_db(NAME)*"]
+    )
+    without = project.runpytest("-p", "no:cacheprovider", "-k", "plain")
+    without.assert_outcomes(passed=1, deselected=3)
+    assert "reynard-db:" not in without.stdout.str()  # no selected test is marked
