@@ -411,8 +411,8 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     enabled = enabled_checks(registry)
     select_checks(only, enabled)  # an unknown id is an error before any server starts
     databases = registry.select(args.dbs)
-    progress = progress_line(sys.stderr) if sys.stderr.isatty() else None
     with (
+        progress_line(sys.stderr) as progress,
         _throwaway_only(args),
         scratch_server(
             args.url,

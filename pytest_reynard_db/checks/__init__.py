@@ -24,7 +24,7 @@ from .isolated import run_isolated
 from .mirror_sync import mirror_sync
 from .models_match import models_match
 from .result import CheckResult
-from .runner import CheckRunner
+from .runner import CheckRunner, Progress
 from .safety import lint, locks
 from .single_head import single_head
 from .stairway import stairway
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from ..postgres import Server
 
 Check = Callable[[CheckRunner], "CheckResult | list[CheckResult]"]
-Progress = Callable[[str, str], None]
 
 CHECKS: dict[str, Check] = {
     "single_head": single_head,
@@ -115,7 +114,8 @@ def run_checks(
     """Run the selected checks on each database; one result per database and check that applies.
 
     ``server`` hosts the throw-away databases (None is fine when only file
-    checks run). ``progress(database, check)`` is called before each check.
+    checks run). ``progress(database, check)`` is called before each check, and
+    ``progress(database, check, done, total)`` as a long check advances (the stairway).
     ``timeout``: seconds a check may run before it fails (``--timeout``).
     ``isolate``: each database's checks in a clean interpreter (``isolated``), so that
     what one database's ``env.py`` imports cannot change another's results; by
@@ -134,7 +134,7 @@ def run_checks(
                 )
             )
             continue
-        runner = CheckRunner(db, registry, server)
+        runner = CheckRunner(db, registry, server, progress=progress)
         for name in names:
             if progress is not None:
                 progress(db.name, name)
@@ -147,6 +147,7 @@ def run_check(runner: CheckRunner, name: str, *, timeout: float | None = None) -
 
     A check still running after ``timeout`` seconds fails with that reason.
     """
+    runner.check = name
     try:
         with time_limit(timeout):
             outcome = ALL_CHECKS[name](runner)

@@ -36,13 +36,19 @@ def _child(out: IO[str]) -> None:
         out.write(json.dumps(reply) + "\n")
         out.flush()
 
+    def advance(
+        database: str, check: str, done: int | None = None, total: int | None = None, /
+    ) -> None:
+        say({"progress": [database, check, done, total]})
+
+    listening = request.get("progress", False)
     registry = load_registry(request["root"])
     db = registry.get(request["database"])
     results: list[CheckResult] = []
     with GUARD.armed_for(opt_in_hint=OPT_IN_HINT, allow=tuple(request["allow"])):
         server = ExistingServer(request["server"]) if request["server"] else None
         try:
-            runner = CheckRunner(db, registry, server)
+            runner = CheckRunner(db, registry, server, progress=advance if listening else None)
             for name in request["checks"]:
                 say({"progress": [db.name, name]})
                 results.extend(run_check(runner, name, timeout=request["timeout"]))

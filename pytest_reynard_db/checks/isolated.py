@@ -22,13 +22,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ..postgres import Server
 from ..registry import Database, Registry
 from .result import CheckResult
+from .runner import Progress
 
-Progress = Callable[[str, str], None]
 #: The child's module: not imported by ``checks`` itself, so ``-m`` runs it cleanly.
 CHILD = "pytest_reynard_db.checks.child"
 
@@ -54,6 +54,7 @@ def run_isolated(
         "allow": list(allow),
         "sys_path": [p for p in sys.path if p],
         "note_prefix": note_prefix,
+        "progress": progress is not None,  # the child says how far a check is only if heard
     }
     read, write = os.pipe()
     try:

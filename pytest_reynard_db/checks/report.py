@@ -7,7 +7,9 @@ a rendering; nothing here runs a check.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -55,10 +57,60 @@ def _verdict(result: CheckResult) -> str:
     return "ok" if result.ok else "FAIL"
 
 
-def progress_line(stream: TextIO) -> Callable[[str, str], None]:
-    """A ``run_checks`` progress callback printing ``check <db>: <check>`` on ``stream``."""
+@contextmanager
+def progress_line(stream: TextIO) -> Iterator[ProgressLine | None]:
+    """A ``run_checks`` progress callback on a terminal, the line cleared at the end;
+    None off a terminal (a pipe, a CI log: no progress, no control characters)."""
+    if not stream.isatty():
+        yield None
+        return
+    line = ProgressLine(stream)
+    try:
+        yield line
+    finally:
+        line.clear()
 
-    def show(database: str, check: str) -> None:
-        print(f"check {database}: {check} ...", file=stream, flush=True)
 
-    return show
+class ProgressLine:
+    """``check <db>: <check> ...``, then ``check <db>: stairway 37/150`` as it advances:
+    one terminal line rewritten in place.
+
+    Only carriage returns and spaces, no escape sequence (a ``TERM=dumb`` terminal, an
+    editor's shell show it too): each state is written from the line's start, padded
+    over the previous one, and the cursor is put back at the start, so that a note
+    printed meanwhile on the same stream overwrites the line instead of following it.
+    Cut to the terminal's width: a wrapped line could not be rewritten.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.width = max(_columns(stream), 21) - 1  # the last column would wrap on some
+        self.shown = 0
+
+    def __call__(
+        self, database: str, check: str, done: int | None = None, total: int | None = None, /
+    ) -> None:
+        state = f"{done}/{total}" if total else "..."
+        self._write(f"check {database}: {check} {state}"[: self.width])
+
+    def clear(self) -> None:
+        """Blank the line (nothing of it stays above the results)."""
+        if self.shown:
+            self._write("")
+
+    def _write(self, line: str) -> None:
+        self.stream.write(f"\r{line.ljust(self.shown)}\r")
+        self.stream.flush()
+        self.shown = len(line)
+
+
+def _columns(stream: TextIO) -> int:
+    """The terminal's width: its own size, else ``$COLUMNS`` (a pty of unset size), else 80."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError):
+        columns = 0
+    if not columns:
+        given = os.environ.get("COLUMNS", "")
+        columns = int(given) if given.isdigit() else 80
+    return columns

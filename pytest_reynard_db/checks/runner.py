@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
@@ -36,15 +36,42 @@ SCRATCH_PREFIX = "test_check_"
 MAX_IDENTIFIER = 63  # PostgreSQL truncates longer database names
 
 
-class CheckRunner:
-    """One database of ``registry`` and a ``server`` for its throw-away databases."""
+class Progress(Protocol):
+    """What a check is doing: ``(database, check)`` when it starts, ``(database, check,
+    done, total)`` as a long one advances (the stairway: revision ``done`` of ``total``)."""
 
-    def __init__(self, db: Database, registry: Registry, server: Server | None) -> None:
+    def __call__(
+        self, database: str, check: str, done: int | None = None, total: int | None = None, /
+    ) -> None: ...
+
+
+class CheckRunner:
+    """One database of ``registry`` and a ``server`` for its throw-away databases.
+
+    ``progress``, if given, hears how far a long check is (``advance``); ``check``
+    is the id of the check running, set by ``run_check``.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        server: Server | None,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
         self.db = db
         self.registry = registry
         self.server = server
+        self.progress = progress
+        self.check = ""
         self._script: ScriptDirectory | None = None
         self._load_error: ReynardDBError | None = None
+
+    def advance(self, done: int, total: int) -> None:
+        """The running check is at step ``done`` of ``total``; one call when nobody listens."""
+        if self.progress is not None:
+            self.progress(self.db.name, self.check, done, total)
 
     @property
     def script(self) -> ScriptDirectory:

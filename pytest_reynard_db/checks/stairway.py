@@ -163,6 +163,7 @@ class Stairway:
                 return
         for index in range(start, len(self.order)):  # env.py opens its own connection
             self.at = index
+            self.runner.advance(index + 1, len(self.order))
             revision = self.order[index]
             if not self._skip(revision):
                 self._stair_per_step(revision)
@@ -202,6 +203,7 @@ class Stairway:
         revision_map = self.manager.script.revision_map
         for index in range(start, len(self.order)):
             self.at = index
+            self.runner.advance(index + 1, len(self.order))
             revision = self.order[index]
             if self._skip(revision):
                 continue
