@@ -116,12 +116,18 @@ def write_revision(
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a user's shell: none of the outer run's pytest or URL variables."""
+    """The environment of a user's shell: none of the outer run's pytest or URL variables,
+    and this interpreter's scripts (``reynard-migrate``, ``alembic``) first on PATH, as in a
+    shell where its virtualenv is active (the suite may run as ``venv/bin/python -m pytest``)."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("PYTEST_", "REYNARD_DB_URL")) and not k.endswith("DATABASE_URL")
     }
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(
+        [scripts, *(p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts)]
+    )
     env.update(extra)
     return env
 
