@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.checks.stairway import stairway
 from pytest_reynard_db.manager import MigrationManager
-from pytest_reynard_db.plugin import reynard_db_connection
+from pytest_reynard_db.plugin.fixtures import reynard_db_connection
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.provision import Provisioner, TestDatabase
 from pytest_reynard_db.registry import load_registry

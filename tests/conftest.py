@@ -1,11 +1,21 @@
-"""Shared fixtures of the project's own test suite."""
+"""Shared fixtures of the project's own test suite.
+
+- ``project``: a user's project, a directory holding copies of the Reynard trees,
+  inis, models and registry, free to break (a module whose tests need another project
+  overrides it, or extends it: ``def project(project)``).
+- ``cli``: ``reynard-migrate`` on ``project``, in a child process, as a user runs it.
+- ``pytester``: pytest's own, its directory a Reynard project (``reynard_project``) and
+  its inner runs set up once here (``-p no:cacheprovider``), for the plugin's tests.
+"""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from reynard_trees import Cli, copy_reynard_trees, reynard_project, run_cli
 
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.executor import reusable_server
@@ -27,3 +37,34 @@ def stop_reused_server() -> Iterator[None]:
     if process.base_dir is not None:
         stop_postmaster(process.base_dir / "data")
         shutil.rmtree(process.base_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of this repository's trees, inis, models and registry, free to break."""
+    return copy_reynard_trees(tmp_path)
+
+
+@pytest.fixture
+def cli(project: Path) -> Cli:
+    """``cli(*argv, env=None)``: ``reynard-migrate --project PROJECT ARGV...`` in a child
+    process; ``(exit code, stdout, stderr)``. ``env``: the child's whole environment."""
+
+    def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        return run_cli(project, *argv, env=env)
+
+    return run
+
+
+#: Every inner pytest run of the plugin's tests: no cache written into the project.
+PYTESTER_ADDOPTS = "-p no:cacheprovider"
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+    """pytest's ``pytester``, its directory a user's project (the Reynard trees, models
+    and registry; pytest set up to import the models), its inner runs' defaults set."""
+    reynard_project(pytester.path)
+    with (pytester.path / "pyproject.toml").open("a") as pyproject:
+        pyproject.write(f'addopts = "{PYTESTER_ADDOPTS}"\n')
+    return pytester

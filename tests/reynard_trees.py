@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 
@@ -70,6 +71,12 @@ def require_password(server: EphemeralServer, role: str, password: str) -> None:
             return  # no password given: refused, so the new rule is in force
         time.sleep(0.05)
     raise AssertionError(f"pg_hba.conf was not reloaded: {role} still connects without one")
+
+
+class Cli(Protocol):
+    """The ``cli`` fixture: ``run_cli`` on the test's ``project``."""
+
+    def __call__(self, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]: ...
 
 
 def run_cli(project: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, connections_received, run_cli, write_revision
+from reynard_trees import Cli, clean_env, connections_received, write_revision
 
 from pytest_reynard_db.guard import GUARD
 from pytest_reynard_db.postgres import EphemeralServer
@@ -75,18 +75,18 @@ def run_pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedPro
     )
 
 
-def test_check_and_lint_run_unchanged(project: Path, decoy: EphemeralServer) -> None:
+def test_check_and_lint_run_unchanged(project: Path, decoy: EphemeralServer, cli: Cli) -> None:
     before = connections_received(decoy)
-    code, out, err = run_cli(project, "check", "--json")
+    code, out, err = cli("check", "--json")
     assert code == 0, out + err
     results = {r["check"]: r for r in json.loads(out)["results"]}
     assert set(results) == {"single_head", "upgrade", "stairway", "downgrade_clean", "models_match"}
     assert results["upgrade"]["message"] == f"base -> {REVISION}"
     assert results["models_match"]["skipped"] and results["models_match"]["ok"]
     assert "no target_metadata" in results["models_match"]["message"]
-    code, out, err = run_cli(project, "check")
+    code, out, err = cli("check")
     assert code == 0 and "models_match     skip" in out, out + err
-    code, out, err = run_cli(project, "lint", "app", "--format", "json")
+    code, out, err = cli("lint", "app", "--format", "json")
     assert code == 0, out + err
     assert connections_received(decoy) == before  # the ini names production; nothing reached it
 
@@ -141,7 +141,7 @@ def test_logging_intact_after_pytest_alembic(caplog):
 """
 
 
-def test_env_py_calling_fileconfig_unguarded(project: Path) -> None:
+def test_env_py_calling_fileconfig_unguarded(project: Path, cli: Cli) -> None:
     """``fileConfig(config.config_file_name)`` with no None check, as many env.py have:
     it gets a real file, and pytest's capture and the application's loggers survive it."""
     env_py = project / "migrations" / "env.py"
@@ -153,7 +153,7 @@ def test_env_py_calling_fileconfig_unguarded(project: Path) -> None:
     result = run_pytest(project, "--reynard-db=app")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
-    code, out, err = run_cli(project, "check", "--only", "upgrade,stairway")
+    code, out, err = cli("check", "--only", "upgrade,stairway")
     assert code == 0, out + err
     assert "Running upgrade" not in err and "INFO" not in err, err  # checks stay quiet
 
@@ -190,7 +190,7 @@ def test_an_application_connecting_at_conftest_import_is_refused(
     assert connections_received(decoy) == before
 
 
-def test_an_error_importing_the_application_is_env_pys(project: Path) -> None:
+def test_an_error_importing_the_application_is_env_pys(project: Path, cli: Cli) -> None:
     """Attributed to env.py (file, line, the modules below it), not to the first revision
     of the stairway; ``--traceback`` shows the whole chain, the default one line."""
     env_py = project / "migrations" / "env.py"
@@ -198,7 +198,7 @@ def test_an_error_importing_the_application_is_env_pys(project: Path) -> None:
     (project / "myapp.py").write_text("import settings\n")
     (project / "settings.py").write_text("raise RuntimeError('SECRET_KEY is not set')\n")
     env = clean_env(PYTHONPATH=str(project))
-    code, out, err = run_cli(project, "check", "--only", "upgrade,stairway", "--json", env=env)
+    code, out, err = cli("check", "--only", "upgrade,stairway", "--json", env=env)
     assert code == 1, out + err
     for result in json.loads(out)["results"]:
         assert result["file"] == "migrations/env.py" and result["revision"] is None, result
@@ -206,13 +206,13 @@ def test_an_error_importing_the_application_is_env_pys(project: Path) -> None:
             "migrations/env.py:1 (in myapp -> settings): RuntimeError: SECRET_KEY"
             in (result["message"])
         )
-    code, out, err = run_cli(project, "create", "app", "-m", "x", env=env)
+    code, out, err = cli("create", "app", "-m", "x", env=env)
     assert code == 1 and err.count("\n") == 1 and "env.py:1" in err, err
-    code, out, err = run_cli(project, "--traceback", "create", "app", "-m", "x", env=env)
+    code, out, err = cli("--traceback", "create", "app", "-m", "x", env=env)
     assert code == 1 and "Traceback" in err and "settings.py" in err, err
 
 
-def test_the_readmes_recommended_env_py_works(project: Path) -> None:
+def test_the_readmes_recommended_env_py_works(project: Path, cli: Cli) -> None:
     """The env.py the README recommends, as printed there: check (lint's locks
     included), lint and the fixtures pass on it."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -232,17 +232,15 @@ def test_the_readmes_recommended_env_py_works(project: Path) -> None:
     (project / "migrations" / "env.py").write_text(env_py)
     (project / "test_app.py").write_text("def test_db(reynard_db_fresh):\n    pass\n")
     env = clean_env(PYTHONPATH=str(project))
-    code, out, err = run_cli(
-        project, "check", "--only", "upgrade,stairway,models_match,locks", env=env
-    )
+    code, out, err = cli("check", "--only", "upgrade,stairway,models_match,locks", env=env)
     assert code == 0, out + err
-    code, out, err = run_cli(project, "lint", "app", env=env)
+    code, out, err = cli("lint", "app", env=env)
     assert code == 0, out + err
     result = run_pytest(project, "--reynard-db=app", "--reynard-db-checks", PYTHONPATH=str(project))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_broken_revision_is_named_under_a_stock_env_py(project: Path) -> None:
+def test_a_broken_revision_is_named_under_a_stock_env_py(project: Path, cli: Cli) -> None:
     """The stock env.py's ``fileConfig`` disables Alembic's loggers: the step being run
     must still be known, so a failing revision is named, not env.py."""
     write_revision(
@@ -251,7 +249,7 @@ def test_a_broken_revision_is_named_under_a_stock_env_py(project: Path) -> None:
         REVISION,
         "raise RuntimeError('boom in the revision')",
     )
-    code, out, err = run_cli(project, "check", "--only", "upgrade,stairway", "--json")
+    code, out, err = cli("check", "--only", "upgrade,stairway", "--json")
     assert code == 1, out + err
     for result in json.loads(out)["results"]:
         assert result["revision"] == "0a0000000002", result

@@ -8,36 +8,34 @@ this file on pytest 8 as well (``.ci/run``, ``-k alembic``).
 from __future__ import annotations
 
 import pytest
-from reynard_trees import reynard_project, write_revision
+from reynard_trees import write_revision
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    reynard_project(pytester.path)
+def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+    """conftest's, with a ``tests/conftest.py``: pytest-alembic's anchor."""
     tests_dir = pytester.path / "tests"
     tests_dir.mkdir()
     (tests_dir / "conftest.py").write_text("")  # pytest-alembic's anchor
     return pytester
 
 
-def test_alembic_builtin_tests_run_once_per_database(project: pytest.Pytester) -> None:
-    result = project.runpytest(
-        "--test-alembic", "--reynard-db=main,ecs", "-p", "no:cacheprovider", "-v"
-    )
+def test_alembic_builtin_tests_run_once_per_database(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--test-alembic", "--reynard-db=main,ecs", "-v")
     result.assert_outcomes(passed=8)
     for name in ("single_head_revision", "upgrade", "up_down_consistency"):
         for db in ("main", "ecs"):
             result.stdout.fnmatch_lines([f"*::test_{name}[[]{db}[]] PASSED*"])
 
 
-def test_alembic_single_head_agrees_with_ours(project: pytest.Pytester) -> None:
+def test_alembic_single_head_agrees_with_ours(pytester: pytest.Pytester) -> None:
     """Two unlabelled heads in ``main``: both fail it, naming the heads and the merge;
     ``ecs``'s three labelled heads pass both."""
     write_revision(
-        project.path / "alembic/main/versions", "3a1400000099", "3a1400000003", slug="second"
+        pytester.path / "alembic/main/versions", "3a1400000099", "3a1400000003", slug="second"
     )
-    args = ("--reynard-db=main,ecs", "-p", "no:cacheprovider", "-v")
-    builtin = project.runpytest("--test-alembic", *args, "-k", "single_head")
+    args = ("--reynard-db=main,ecs", "-v")
+    builtin = pytester.runpytest("--test-alembic", *args, "-k", "single_head")
     builtin.assert_outcomes(passed=1, failed=1, deselected=6)
     builtin.stdout.fnmatch_lines(
         [
@@ -47,16 +45,16 @@ def test_alembic_single_head_agrees_with_ours(project: pytest.Pytester) -> None:
             "*merge them: alembic -c alembic_main.ini merge*",
         ]
     )
-    checks = project.runpytest("--reynard-db-checks", *args, "-k", "single_head")
+    checks = pytester.runpytest("--reynard-db-checks", *args, "-k", "single_head")
     checks.stdout.fnmatch_lines(
         ["*reynard-db::main::single_head FAILED*", "*reynard-db::ecs::single_head PASSED*"]
     )
 
 
-def test_alembic_own_tests_run_once_per_database(project: pytest.Pytester) -> None:
+def test_alembic_own_tests_run_once_per_database(pytester: pytest.Pytester) -> None:
     """A test of the user's own that uses pytest-alembic's fixtures: once per database,
     unless a marker names one; a test of ``reynard_db`` alone keeps the first."""
-    project.makepyfile(
+    pytester.makepyfile(
         test_own="""
         import pytest
         from pytest_alembic import tests
@@ -79,7 +77,7 @@ def test_alembic_own_tests_run_once_per_database(project: pytest.Pytester) -> No
             assert sorted(SEEN) == ["ecs", "main"]
         """
     )
-    result = project.runpytest("--reynard-db=main,ecs", "-p", "no:cacheprovider", "-v")
+    result = pytester.runpytest("--reynard-db=main,ecs", "-v")
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["*test_own.py::test_upgrade[[]main[]] PASSED*"])
     result.stdout.fnmatch_lines(["*test_own.py::test_upgrade[[]ecs[]] PASSED*"])

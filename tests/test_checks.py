@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from reynard_trees import copy_reynard_trees, run_cli, write_revision
+from reynard_trees import Cli, write_revision
 
 from pytest_reynard_db.checks import CHECKS, CheckResult, run_check, run_checks, select_checks
 from pytest_reynard_db.checks.runner import CheckRunner, scratch_name
@@ -28,12 +27,6 @@ from pytest_reynard_db.registry import Registry, load_registry
 
 MAIN_VERSIONS = Path("alembic/main/versions")
 ECS_VERSIONS = Path("alembic/ecs/versions")
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of this repository's trees, inis, models and registry, free to break."""
-    return copy_reynard_trees(tmp_path)
 
 
 def check(
@@ -76,12 +69,9 @@ def test_every_check_passes_on_the_shipped_trees(project: Path, pg_server: Ephem
 def test_ecs_tree_with_three_labelled_branches_and_depends_on_passes(
     project: Path, pg_server: EphemeralServer
 ) -> None:
-    started = time.perf_counter()
     stair = one(check(project, pg_server, "ecs", "stairway"))
-    elapsed = time.perf_counter() - started
     assert stair.ok, stair.message
     assert "12 revisions" in stair.message
-    print(f"stairway on the ECS tree (12 revisions): {elapsed:.2f}s")
     head = one(check(project, pg_server, "ecs", "single_head"))
     assert head.ok and "(naming)" in head.message and "(agents)" in head.message
 
@@ -96,9 +86,11 @@ def test_checks_never_read_the_production_url(
     assert os.environ["ECS_DATABASE_URL"] == bogus  # restored after each migration
 
 
-def test_check_ecs_passes_with_a_bogus_production_url_in_a_child_process(project: Path) -> None:
+def test_check_ecs_passes_with_a_bogus_production_url_in_a_child_process(
+    project: Path, cli: Cli
+) -> None:
     env = {**os.environ, "ECS_DATABASE_URL": "postgresql://prod@production.invalid:1/reynard_ecs"}
-    code, out, err = run_cli(project, "check", "ecs", env=env)
+    code, out, err = cli("check", "ecs", env=env)
     assert code == 0, out + err
     assert "5 checks, all passed" in out
 
@@ -511,8 +503,8 @@ def test_scratch_names_are_valid_and_distinct() -> None:
 
 
 # -- the CLI ---------------------------------------------------------------------------
-def test_cli_check_json_on_the_shipped_trees_matches_the_spec(project: Path) -> None:
-    code, out, err = run_cli(project, "check", "--json")
+def test_cli_check_json_on_the_shipped_trees_matches_the_spec(project: Path, cli: Cli) -> None:
+    code, out, err = cli("check", "--json")
     assert code == 0, err
     document = json.loads(out)  # nothing but the JSON on stdout
     assert list(document) == ["results"]
@@ -591,7 +583,7 @@ def test_env_py_migrating_elsewhere_fails_upgrade_and_stairway(
     assert (project / "alembic/main/other.db").exists() or (project / "other.db").exists()
 
 
-def test_check_formats_for_ci(project: Path, pg_server: EphemeralServer) -> None:
+def test_check_formats_for_ci(project: Path, pg_server: EphemeralServer, cli: Cli) -> None:
     """``--format github`` annotates the revision file on its ``downgrade`` line (the step
     that failed); ``--format junit`` is JUnit XML with the failure inside its test case."""
     import xml.etree.ElementTree as ET
@@ -602,14 +594,14 @@ def test_check_formats_for_ci(project: Path, pg_server: EphemeralServer) -> None
     downgrade_line = path.read_text().splitlines().index("def downgrade() -> None:") + 1
     admin = pg_server.url.render_as_string(hide_password=False)
     only = ("--only", "single_head,stairway", "--url", admin)
-    code, out, err = run_cli(project, "check", "main", *only, "--format", "github")
+    code, out, err = cli("check", "main", *only, "--format", "github")
     assert code == 1, out + err
     [annotation] = out.splitlines()
     assert annotation.startswith(
         f"::error file={path.relative_to(project)},line={downgrade_line},title=main stairway::"
     ), annotation
     assert "down step" in annotation and "\n" not in annotation
-    code, out, err = run_cli(project, "check", "main", *only, "--format", "junit")
+    code, out, err = cli("check", "main", *only, "--format", "junit")
     assert code == 1, out + err
     suite = ET.fromstring(out).find("testsuite")
     assert suite is not None and suite.get("failures") == "1" and suite.get("tests") == "2"

@@ -12,15 +12,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
-from reynard_trees import reynard_project, run_cli
+from reynard_trees import Cli
 
 VERSIONS = Path("alembic/main/versions")
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return reynard_project(tmp_path)
 
 
 def revision(project: Path, rev: str, down: str, upgrade: str) -> Path:
@@ -40,7 +34,9 @@ def line_of(path: Path, text: str) -> int:
     return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
-def test_lint_findings_are_annotated_on_each_revision_and_statement(project: Path) -> None:
+def test_lint_findings_are_annotated_on_each_revision_and_statement(
+    project: Path, cli: Cli
+) -> None:
     first = revision(
         project,
         "3a1400000098",
@@ -54,7 +50,7 @@ def test_lint_findings_are_annotated_on_each_revision_and_statement(project: Pat
         "3a1400000098",
         'op.alter_column("user_account", "display_name", type_=sa.Text())',
     )
-    code, out, err = run_cli(project, "check", "main", "--only", "lint", "--format", "github")
+    code, out, err = cli("check", "main", "--only", "lint", "--format", "github")
     assert code == 1, out + err
     lines = out.splitlines()
     assert len(lines) == 2, out
@@ -67,13 +63,13 @@ def test_lint_findings_are_annotated_on_each_revision_and_statement(project: Pat
         assert "%0A" in line and "\n" not in line  # one command, its message's lines escaped
 
 
-def test_a_drifted_mirror_is_annotated_on_each_file(project: Path) -> None:
+def test_a_drifted_mirror_is_annotated_on_each_file(project: Path, cli: Cli) -> None:
     mirror = project / "alembic/e2e/versions"
     changed = next(p for p in sorted(mirror.rglob("*.py")) if "__" not in p.name)
     changed.write_text(changed.read_text() + "\n# edited in the mirror\n")
     extra = mirror / "3a1400000077_only_here.py"
     extra.write_text("revision = '3a1400000077'\ndown_revision = '3a1400000004'\n")
-    code, out, err = run_cli(project, "check", "e2e", "--only", "mirror_sync", "--format", "github")
+    code, out, err = cli("check", "e2e", "--only", "mirror_sync", "--format", "github")
     assert code == 1, out + err
     files = [line.split(",", 1)[0] for line in out.splitlines()]
     assert files == [

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from reynard_trees import REPO, copy_reynard_trees, run_cli, write_revision
+from reynard_trees import REPO, Cli, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.cli import main
@@ -18,12 +18,6 @@ from pytest_reynard_db.postgres import EphemeralServer
 
 ECS_HEADS = ("4a3e00000004", "a6e400000004", "ec5000000004")
 MAIN_HEAD = "3a1400000004"
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of this repository's trees, inis, models and registry, free to break."""
-    return copy_reynard_trees(tmp_path)
 
 
 @pytest.fixture
@@ -122,13 +116,13 @@ def test_sql_prints_and_touches_nothing(
     assert scalar(db_url, "SELECT to_regclass('alembic_version')") is None
 
 
-def test_an_ini_without_logging_sections_is_a_valid_ini(project: Path) -> None:
+def test_an_ini_without_logging_sections_is_a_valid_ini(project: Path, cli: Cli) -> None:
     """Alembic needs only ``[alembic]``: ``alembic_env`` leaves logging alone without the
     logging sections (a stock ``env.py`` there is a one-line error: ``test_bad_input``)."""
     ini = project / "alembic_main.ini"
     ini.write_text(ini.read_text().split("[loggers]")[0])
     url = "postgresql://u@127.0.0.1:9/x"  # --sql connects to nothing
-    code, out, err = run_cli(project, "upgrade", "main", "--sql", "--url", url)
+    code, out, err = cli("upgrade", "main", "--sql", "--url", url)
     assert code == 0, err
     assert "CREATE TABLE user_account" in out and "Traceback" not in err
 
@@ -158,9 +152,9 @@ def test_copy_check_detects_a_revision_added_to_the_source_only(
     assert main(["--project", str(project), "copy", "--check"]) == 0
 
 
-def test_create_on_a_branch_writes_into_its_folder(project: Path) -> None:
+def test_create_on_a_branch_writes_into_its_folder(project: Path, cli: Cli) -> None:
     before = set((project / "alembic/ecs/versions/naming").iterdir())
-    code, _out, err = run_cli(project, "create", "ecs", "--branch", "naming", "-m", "x", "--empty")
+    code, _out, err = cli("create", "ecs", "--branch", "naming", "-m", "x", "--empty")
     assert code == 0, err
     added = set((project / "alembic/ecs/versions/naming").iterdir()) - before
     assert len(added) == 1
@@ -168,16 +162,16 @@ def test_create_on_a_branch_writes_into_its_folder(project: Path) -> None:
     assert "down_revision: str | Sequence[str] | None = '4a3e00000004'" in body
 
 
-def test_create_needs_a_branch_when_there_are_several_heads(project: Path) -> None:
-    code, _, err = run_cli(project, "create", "ecs", "-m", "x", "--empty")
+def test_create_needs_a_branch_when_there_are_several_heads(project: Path, cli: Cli) -> None:
+    code, _, err = cli("create", "ecs", "-m", "x", "--empty")
     assert code == 2
     assert "3 heads" in err and "--branch" in err and "Traceback" not in err
-    code, _, err = run_cli(project, "create", "ecs", "-m", "x", "--empty", "--branch", "nope")
+    code, _, err = cli("create", "ecs", "-m", "x", "--empty", "--branch", "nope")
     assert code == 2 and "no branch labelled 'nope'" in err
 
 
-def test_create_autogenerates_against_a_throwaway_database(project: Path) -> None:
-    code, _out, err = run_cli(project, "create", "main", "-m", "no change")
+def test_create_autogenerates_against_a_throwaway_database(project: Path, cli: Cli) -> None:
+    code, _out, err = cli("create", "main", "-m", "no change")
     assert code == 0, err
     written = next((project / "alembic/main/versions").glob("*_no_change.py"))
     assert "def upgrade()" in written.read_text()
@@ -204,7 +198,9 @@ def test_two_upgrades_at_once_take_turns(project: Path, db_url: str) -> None:
     assert scalar(db_url, "SELECT count(*) FROM spirit") == 8
 
 
-def test_failing_migration_leaves_the_last_good_revision(project: Path, db_url: str) -> None:
+def test_failing_migration_leaves_the_last_good_revision(
+    project: Path, db_url: str, cli: Cli
+) -> None:
     write_revision(
         project / "alembic/main/versions",
         "3a1400000005",
@@ -214,7 +210,7 @@ def test_failing_migration_leaves_the_last_good_revision(project: Path, db_url: 
         'op.drop_table("half_done")',
         slug="broken",
     )
-    code, _, err = run_cli(project, "upgrade", "main", "--url", db_url)
+    code, _, err = cli("upgrade", "main", "--url", db_url)
     assert code == 1
     assert "3a1400000005_broken.py" in err and "no_such_function" in err
     assert "database left at 3a1400000004" in err and "Traceback" not in err
@@ -264,7 +260,7 @@ def test_seed_scripts_are_shims(project: Path) -> None:
     assert list((project / "alembic/main/versions").glob("*_via_shim.py"))
 
 
-def test_one_broken_entry_does_not_stop_verbs_on_the_others(project: Path) -> None:
+def test_one_broken_entry_does_not_stop_verbs_on_the_others(project: Path, cli: Cli) -> None:
     """``heads ecs`` works when ``ecs_e2e``'s ini is broken; ``list`` shows the broken one
     with its reason and exits 2; a versions folder git dropped is a warning."""
     (project / "alembic_ecs_e2e.ini").write_text("[alembic\nscript_location = x\n")
@@ -275,12 +271,12 @@ def test_one_broken_entry_does_not_stop_verbs_on_the_others(project: Path) -> No
             "version_locations = %(here)s/alembic/main/versions:%(here)s/alembic/main/gone",
         )
     )
-    code, out, err = run_cli(project, "heads", "ecs")
+    code, out, err = cli("heads", "ecs")
     assert code == 0 and "ec5000000004" in out, out + err
-    code, out, err = run_cli(project, "list")
+    code, out, err = cli("list")
     assert code == 2, out + err
     assert re.search(r"^ecs_e2e .*error: .*alembic_ecs_e2e\.ini: unreadable ini", out, re.M), out
     assert re.search(r"^ecs +reynard_ecs ", out, re.M), out
     assert "warning: " in err and "alembic/main/gone" in err, err
-    code, out, err = run_cli(project, "heads", "ecs_e2e")
+    code, out, err = cli("heads", "ecs_e2e")
     assert code == 2 and "unreadable ini" in err and "Traceback" not in err, err

@@ -20,17 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from reynard_trees import copy_reynard_trees, run_cli, write_revision
+from reynard_trees import Cli, write_revision
 
 ECS = Path("alembic/ecs/versions/ecs")
 ECS_E2E = Path("alembic/ecs_e2e/versions/ecs")
 MAIN = Path("alembic/main/versions")
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of this repository's trees, inis, models and registry, free to break."""
-    return copy_reynard_trees(tmp_path)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -52,6 +46,7 @@ def one_error_line(err: str) -> str:
 # -- copy: a mirror-only revision where the source has a file ---------------------------------
 def test_copy_reports_a_mirror_only_revision_at_a_source_path_as_a_conflict(
     project: Path,
+    cli: Cli,
 ) -> None:
     mine = write_revision(project / ECS_E2E, "ec50000000e2", "ec5000000004", slug="mine")
     mine.write_text(mine.read_text() + "# hand work in the mirror\n")
@@ -61,7 +56,7 @@ def test_copy_reports_a_mirror_only_revision_at_a_source_path_as_a_conflict(
     before = snapshot(project / "alembic/ecs_e2e")
 
     for flags in ((), ("--dry-run",), ("--prune",)):
-        code, out, err = run_cli(project, "copy", "ecs_e2e", *flags)
+        code, out, err = cli("copy", "ecs_e2e", *flags)
         assert code == 1, (flags, out, err)
         line = one_error_line(err)
         assert "alembic/ecs_e2e/versions/ecs/ec5000000005_local.py" in line
@@ -71,37 +66,39 @@ def test_copy_reports_a_mirror_only_revision_at_a_source_path_as_a_conflict(
         assert "wrote" not in out
         assert snapshot(project / "alembic/ecs_e2e") == before, flags
 
-    code, out, _ = run_cli(project, "copy", "--check")
+    code, out, _ = cli("copy", "--check")
     assert code == 1 and "conflict" in out
 
 
 # -- copy: a renamed source revision ------------------------------------------------------------
-def test_copy_follows_a_renamed_source_revision(project: Path) -> None:
+def test_copy_follows_a_renamed_source_revision(project: Path, cli: Cli) -> None:
     old = next((project / ECS).glob("ec5000000004_*.py"))
     renamed = old.with_name("ec5000000004_renamed.py")
     old.rename(renamed)
 
-    code, out, err = run_cli(project, "copy", "ecs_e2e", "--dry-run")
+    code, out, err = cli("copy", "ecs_e2e", "--dry-run")
     assert code == 0, err
     assert f"would remove alembic/ecs_e2e/versions/ecs/{old.name}" in out
-    code, out, err = run_cli(project, "copy", "ecs_e2e")
+    code, out, err = cli("copy", "ecs_e2e")
     assert code == 0, err
     mirror = project / ECS_E2E
     assert not (mirror / old.name).exists()
     assert (mirror / renamed.name).read_bytes() == renamed.read_bytes()
     assert f"removed alembic/ecs_e2e/versions/ecs/{old.name}" in out
     # One file per revision id: the mirror's tree loads, and is in sync.
-    code, out, err = run_cli(project, "heads", "ecs_e2e")
+    code, out, err = cli("heads", "ecs_e2e")
     assert code == 0, err
-    assert run_cli(project, "copy", "--check")[0] == 0
+    assert cli("copy", "--check")[0] == 0
 
 
 # -- copy --prune: revisions only ---------------------------------------------------------------
-def test_prune_removes_mirror_only_revisions_and_keeps_helper_modules(project: Path) -> None:
+def test_prune_removes_mirror_only_revisions_and_keeps_helper_modules(
+    project: Path, cli: Cli
+) -> None:
     helper = project / ECS_E2E / "helpers.py"
     helper.write_text('"""Shared by the e2e revisions."""\n\nSEED = 42\n')
     extra = write_revision(project / ECS_E2E, "ec50000000e2", "ec5000000004", slug="local")
-    code, out, err = run_cli(project, "copy", "ecs_e2e", "--prune")
+    code, out, err = cli("copy", "ecs_e2e", "--prune")
     assert code == 0, err
     assert not extra.exists()
     assert helper.read_text() == '"""Shared by the e2e revisions."""\n\nSEED = 42\n'
@@ -109,7 +106,9 @@ def test_prune_removes_mirror_only_revisions_and_keeps_helper_modules(project: P
 
 
 # -- copy: a killed copy, and the operating system saying no --------------------------------
-def test_a_killed_copy_leaves_temp_files_that_the_next_copy_removes(project: Path) -> None:
+def test_a_killed_copy_leaves_temp_files_that_the_next_copy_removes(
+    project: Path, cli: Cli
+) -> None:
     big = project / ECS / "ec5000000005_big.py"
     mirror = project / ECS_E2E
     for size in (64, 256, 512):
@@ -129,7 +128,7 @@ def test_a_killed_copy_leaves_temp_files_that_the_next_copy_removes(project: Pat
         (mirror / big.name).unlink(missing_ok=True)  # too fast to catch: a bigger file
     left = list(mirror.glob(".*.tmp"))
     assert left, "the copy was never caught writing"
-    code, out, err = run_cli(project, "copy")
+    code, out, err = cli("copy")
     assert code == 0, err
     assert not list(mirror.glob(".*.tmp"))
     assert "removed leftover" in out and left[0].name in out
@@ -155,37 +154,37 @@ def unwritable(folder: Path) -> Iterator[None]:
             folder.chmod(0o755)
 
 
-def test_os_errors_are_one_line_and_exit_2(project: Path) -> None:
+def test_os_errors_are_one_line_and_exit_2(project: Path, cli: Cli) -> None:
     write_revision(project / ECS, "ec5000000005", "ec5000000004", slug="new")
     mirror = project / ECS_E2E
     with unwritable(mirror):
-        code, out, err = run_cli(project, "copy")
+        code, out, err = cli("copy")
     assert code == 2, (out, err)
     assert re.search(r"cannot write .*ec5000000005_new\.py: (Operation not permitted|Perm)", err)
     one_error_line(err)
 
     (mirror / "ec5000000005_new.py").mkdir()
     before = snapshot(project / "alembic/ecs_e2e")
-    code, out, err = run_cli(project, "copy")
+    code, out, err = cli("copy")
     assert code == 2, (out, err)
     assert "ec5000000005_new.py: a folder is in the way" in one_error_line(err)
     assert snapshot(project / "alembic/ecs_e2e") == before  # no temp file left either
 
 
 # -- create: never over an existing file ----------------------------------------------------
-def test_create_never_overwrites_a_revision_file(project: Path) -> None:
+def test_create_never_overwrites_a_revision_file(project: Path, cli: Cli) -> None:
     ini = project / "alembic_main.ini"
     ini.write_text(
         ini.read_text().replace("file_template = %%(rev)s_%%(slug)s", "file_template = %%(slug)s")
     )
     assert "file_template = %%(slug)s\n" in ini.read_text()
-    code, out, err = run_cli(project, "create", "main", "-m", "add nickname", "--empty")
+    code, out, err = cli("create", "main", "-m", "add nickname", "--empty")
     assert code == 0, err
     written = project / MAIN / "add_nickname.py"
     written.write_text(written.read_text() + "# hand edits\n")
     before = snapshot(project / MAIN)
 
-    code, out, err = run_cli(project, "create", "main", "-m", "add nickname", "--empty")
+    code, out, err = cli("create", "main", "-m", "add nickname", "--empty")
     assert code == 1, (out, err)
     assert "alembic/main/versions/add_nickname.py already exists" in one_error_line(err)
     assert snapshot(project / MAIN) == before

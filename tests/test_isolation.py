@@ -4,20 +4,12 @@ itself (issue 12), run as users run it, in an inner pytest session."""
 from __future__ import annotations
 
 import pytest
-from reynard_trees import reynard_project
-
-
-@pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    """An inner project holding copies of the Reynard trees, models and registry."""
-    reynard_project(pytester.path)
-    return pytester
 
 
 def test_a_test_that_really_commits_fails_and_later_tests_get_a_clean_database(
-    project: pytest.Pytester,
+    pytester: pytest.Pytester,
 ) -> None:
-    project.makepyfile(
+    pytester.makepyfile(
         test_commits="""
         from sqlalchemy import text
 
@@ -57,7 +49,7 @@ def test_a_test_that_really_commits_fails_and_later_tests_get_a_clean_database(
                 pass
         """
     )
-    result = project.runpytest("--reynard-db=ecs_e2e", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--reynard-db=ecs_e2e")
     result.assert_outcomes(passed=7, errors=3)
     result.stdout.fnmatch_lines(
         [

@@ -8,7 +8,6 @@ tree with one revision added on top; ``user_account`` exists (with rows, for
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -26,17 +25,6 @@ from pytest_reynard_db.registry import load_registry
 REPO = Path(__file__).resolve().parents[1]
 MAIN_VERSIONS = Path("alembic/main/versions")
 HEAD = "3a1400000004"
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of this repository's trees, inis, models and registry, free to break."""
-    for name in ("alembic", "reynard_models"):
-        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for ini in REPO.glob("alembic_*.ini"):
-        shutil.copy(ini, tmp_path / ini.name)
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    return tmp_path
 
 
 FILE = "alembic/main/versions/3a1400000099_test.py"

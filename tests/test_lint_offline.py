@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from reynard_trees import copy_reynard_trees, run_cli, write_revision
+from reynard_trees import Cli, run_cli, write_revision
 
 from pytest_reynard_db.checks import CheckResult, run_checks
 from pytest_reynard_db.registry import load_registry
@@ -47,9 +47,9 @@ UNSAFE_INDEX = 'op.create_index("ix_ua_display_name", "user_account", ["display_
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
+def project(project: Path) -> Path:
     """The Reynard trees with three data migrations and an unsafe index on top of main."""
-    root = copy_reynard_trees(tmp_path)
+    root = project
     versions = root / MAIN_VERSIONS
     write_revision(versions, "3a1400000099", "3a1400000004", JSON_ROWS, slug="json_rows")
     write_revision(versions, "3a140000009a", "3a1400000099", READS_ROWS, slug="reads_rows")
@@ -87,8 +87,10 @@ def test_unrenderable_revisions_are_not_lintable_and_the_others_are_linted(
     assert "Traceback" not in result.message
 
 
-def test_lint_verb_reports_not_lintable_revisions_without_a_traceback(project: Path) -> None:
-    code, out, err = run_cli(project, "lint", "main", "--only", "lint", "--format", "json")
+def test_lint_verb_reports_not_lintable_revisions_without_a_traceback(
+    project: Path, cli: Cli
+) -> None:
+    code, out, err = cli("lint", "main", "--only", "lint", "--format", "json")
     assert code == 1, err  # the index; the data migrations fail nothing
     assert "Traceback" not in err
     revisions = {r["revision"]: r for r in json.loads(out)["revisions"]}
@@ -98,7 +100,7 @@ def test_lint_verb_reports_not_lintable_revisions_without_a_traceback(project: P
         assert entry["notes"][0].startswith("not lintable offline: line "), entry
     assert revisions["3a140000009c"]["ok"] is False
     assert revisions["3a1400000004"]["notes"] == []  # the shipped revisions render
-    code, table, err = run_cli(project, "lint", "main", "--only", "lint")
+    code, table, err = cli("lint", "main", "--only", "lint")
     assert "main      lint   3a1400000099  not checked" in table, table
     assert "note: not lintable offline: line" in table
 

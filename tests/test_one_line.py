@@ -10,17 +10,10 @@ import re
 import socket
 
 import pytest
-from reynard_trees import reynard_project
 
 SECRET = "s3cr3t"
 #: How pytest shows a traceback entry ("path.py:12: in name", "path.py:12: SomeError").
 TRACEBACK_ENTRY = re.compile(r"^\S+\.py:\d+: (in \w+|\w+Error)", re.M)
-
-
-@pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    reynard_project(pytester.path)
-    return pytester
 
 
 def no_traceback(text: str) -> None:
@@ -29,19 +22,19 @@ def no_traceback(text: str) -> None:
     assert not re.search(r"^E\s", text, re.M), text
 
 
-def test_create_database_on_an_unreachable_server(project: pytest.Pytester) -> None:
+def test_create_database_on_an_unreachable_server(pytester: pytest.Pytester) -> None:
     """``reynard_db_server.create_database`` in a test body, on a server nothing answers."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    project.makepyfile(
+    pytester.makepyfile(
         test_x="""
         def test_create(reynard_db_server):
             reynard_db_server.create_database("test_by_hand")
         """
     )
     url = f"postgresql://u:{SECRET}@127.0.0.1:{port}/postgres"
-    result = project.runpytest_subprocess("--reynard-db=main", f"--reynard-db-url={url}")
+    result = pytester.runpytest_subprocess("--reynard-db=main", f"--reynard-db-url={url}")
     result.assert_outcomes(failed=1)
     out = result.stdout.str() + result.stderr.str()
     no_traceback(out)
@@ -98,11 +91,11 @@ def test_server_after(reynard_db_server):
 """
 
 
-def test_postmaster_killed_during_the_run(project: pytest.Pytester) -> None:
+def test_postmaster_killed_during_the_run(pytester: pytest.Pytester) -> None:
     """kill -9 of the run's postmaster: every later error and the clean-up at exit are
     one line each, no traceback (the killing test itself fails at teardown)."""
-    project.makepyfile(test_kill=KILL_THE_POSTMASTER)
-    result = project.runpytest_subprocess("--reynard-db=main")
+    pytester.makepyfile(test_kill=KILL_THE_POSTMASTER)
+    result = pytester.runpytest_subprocess("--reynard-db=main")
     out = result.stdout.str()
     err = result.stderr.str()
     no_traceback(out + err)

@@ -5,22 +5,15 @@ from __future__ import annotations
 import re
 
 import pytest
-from reynard_trees import reynard_project, write_revision
+from reynard_trees import write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.executor import reusable_server
 
 
-@pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    """An inner project holding copies of the Reynard trees, models and registry."""
-    reynard_project(pytester.path)
-    return pytester
-
-
-def test_every_fixture(project: pytest.Pytester) -> None:
-    project.makepyfile(
+def test_every_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
         test_fixtures="""
         import pytest
         from sqlalchemy import text
@@ -74,13 +67,13 @@ def test_every_fixture(project: pytest.Pytester) -> None:
             reynard_db_server.drop_database("test_by_hand")
         """
     )
-    result = project.runpytest("--reynard-db=ecs_e2e", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--reynard-db=ecs_e2e")
     result.assert_outcomes(passed=9)
     result.stdout.fnmatch_lines(["reynard-db: databases ecs_e2e on an ephemeral server*"])
 
 
-def test_marker_picks_the_database(project: pytest.Pytester) -> None:
-    project.makepyfile(
+def test_marker_picks_the_database(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
         test_marker="""
         import pytest
 
@@ -97,31 +90,31 @@ def test_marker_picks_the_database(project: pytest.Pytester) -> None:
             assert reynard_db_connection.engine.url.database.startswith("test_e2e_")
         """
     )
-    project.runpytest("--reynard-db=ecs_e2e", "-p", "no:cacheprovider").assert_outcomes(passed=3)
+    pytester.runpytest("--reynard-db=ecs_e2e").assert_outcomes(passed=3)
 
 
 @pytest.mark.parametrize("key", ["reynard_db", "reynard-db"])
-def test_ini_keys(project: pytest.Pytester, key: str) -> None:
+def test_ini_keys(pytester: pytest.Pytester, key: str) -> None:
     """Each option is also an ini key: pytest's spelling and the option's own."""
-    with (project.path / "pyproject.toml").open("a") as pyproject:
+    with (pytester.path / "pyproject.toml").open("a") as pyproject:
         pyproject.write(f'{key} = "main"\n')
-    project.makepyfile(
+    pytester.makepyfile(
         test_ini="def test_a(reynard_db):\n    assert reynard_db.db.name == 'main'\n"
     )
-    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    pytester.runpytest().assert_outcomes(passed=1)
 
 
-def test_unknown_database_option_is_one_usage_error(project: pytest.Pytester) -> None:
-    project.makepyfile(
+def test_unknown_database_option_is_one_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
         test_x="def test_a(reynard_db):\n    pass\ndef test_b(reynard_db):\n    pass\n"
     )
-    result = project.runpytest("--reynard-db=nope", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--reynard-db=nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*reynard-db: unknown database 'nope'*known: ecs, ecs_e2e*"])
 
 
-def test_unknown_marker_database_is_one_clear_error(project: pytest.Pytester) -> None:
-    project.makepyfile(
+def test_unknown_marker_database_is_one_clear_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
         test_bad="""
         import pytest
 
@@ -130,7 +123,7 @@ def test_unknown_marker_database_is_one_clear_error(project: pytest.Pytester) ->
             pass
         """
     )
-    result = project.runpytest("--reynard-db=ecs_e2e", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--reynard-db=ecs_e2e")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*reynard-db: unknown database 'nope'*"])
 
@@ -142,36 +135,34 @@ def test_unknown_marker_database_is_one_clear_error(project: pytest.Pytester) ->
         ("point", "alembic/ecs", "ec5000000004"),
     ],
 )
-def test_copy_or_point(project: pytest.Pytester, source: str, tree: str, head: str) -> None:
+def test_copy_or_point(pytester: pytest.Pytester, source: str, tree: str, head: str) -> None:
     # Only the mirror has this revision: copy mode migrates with it, point mode without.
     write_revision(
-        project.path / "alembic/ecs_e2e/versions/ecs",
+        pytester.path / "alembic/ecs_e2e/versions/ecs",
         "ec5000000099",
         "ec5000000004",
         slug="mirror_only",
     )
-    project.makepyfile(
+    pytester.makepyfile(
         test_source=f"""
         def test_tree(reynard_db):
             assert reynard_db.config.get_main_option("script_location").endswith("{tree}")
             assert "{head}" in reynard_db.head
         """
     )
-    result = project.runpytest(
-        "--reynard-db=ecs_e2e", f"--reynard-db-source={source}", "-p", "no:cacheprovider"
-    )
+    result = pytester.runpytest("--reynard-db=ecs_e2e", f"--reynard-db-source={source}")
     result.assert_outcomes(passed=1)
 
 
 def test_production_urls_in_the_shell_are_never_used(
-    project: pytest.Pytester, pg_server: EphemeralServer, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, pg_server: EphemeralServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pg_server.drop_database("reynard_ecs")
     production = pg_server.create_database("reynard_ecs")
     rendered = production.render_as_string(hide_password=False)
     monkeypatch.setenv("ECS_DATABASE_URL", rendered)
     monkeypatch.setenv("ECS_E2E_DATABASE_URL", rendered)
-    project.makepyfile(
+    pytester.makepyfile(
         test_guard="""
         import os
 
@@ -185,9 +176,7 @@ def test_production_urls_in_the_shell_are_never_used(
         """
     )
     for source in ("copy", "point"):
-        result = project.runpytest(
-            "--reynard-db=ecs_e2e", f"--reynard-db-source={source}", "-p", "no:cacheprovider"
-        )
+        result = pytester.runpytest("--reynard-db=ecs_e2e", f"--reynard-db-source={source}")
         result.assert_outcomes(passed=2)
     engine = create_engine(production)
     with engine.connect() as conn:
@@ -202,9 +191,9 @@ def test_production_urls_in_the_shell_are_never_used(
     pg_server.drop_database("reynard_ecs")
 
 
-def test_existing_server_mode(project: pytest.Pytester, pg_server: EphemeralServer) -> None:
+def test_existing_server_mode(pytester: pytest.Pytester, pg_server: EphemeralServer) -> None:
     admin = pg_server.url.render_as_string(hide_password=False)
-    project.makepyfile(
+    pytester.makepyfile(
         test_existing="""
         import re
 
@@ -214,9 +203,7 @@ def test_existing_server_mode(project: pytest.Pytester, pg_server: EphemeralServ
         """
     )
     before = _databases(pg_server)
-    result = project.runpytest(
-        f"--reynard-db-url={admin}", "--reynard-db=ecs_e2e", "-p", "no:cacheprovider"
-    )
+    result = pytester.runpytest(f"--reynard-db-url={admin}", "--reynard-db=ecs_e2e")
     result.assert_outcomes(passed=1)
     after = _databases(pg_server)
     # Its clones are dropped; its template (named by the tree's digest) is kept for the
@@ -226,21 +213,19 @@ def test_existing_server_mode(project: pytest.Pytester, pg_server: EphemeralServ
 
 
 def test_existing_server_refuses_a_production_database(
-    project: pytest.Pytester, pg_server: EphemeralServer
+    pytester: pytest.Pytester, pg_server: EphemeralServer
 ) -> None:
     url = pg_server.database_url("reynard_ecs").render_as_string(hide_password=False)
-    project.makepyfile(test_x="def test_x(reynard_db):\n    pass\n")
-    result = project.runpytest(
-        f"--reynard-db-url={url}", "--reynard-db=ecs", "-p", "no:cacheprovider"
-    )
+    pytester.makepyfile(test_x="def test_x(reynard_db):\n    pass\n")
+    result = pytester.runpytest(f"--reynard-db-url={url}", "--reynard-db=ecs")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         ["*refusing --reynard-db-url: it names the production database 'reynard_ecs'*"]
     )
 
 
-def test_xdist_workers_share_one_template(project: pytest.Pytester) -> None:
-    project.makepyfile(
+def test_xdist_workers_share_one_template(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
         test_parallel="""
         import os
         import pytest
@@ -257,15 +242,13 @@ def test_xdist_workers_share_one_template(project: pytest.Pytester) -> None:
             assert templates == 1
         """
     )
-    result = project.runpytest_subprocess(
-        "-n", "2", "--reynard-db=ecs_e2e", "-p", "no:cacheprovider"
-    )
+    result = pytester.runpytest_subprocess("-n", "2", "--reynard-db=ecs_e2e")
     result.assert_outcomes(passed=6)
 
 
 @pytest.mark.usefixtures("stop_reused_server")
-def test_reuse_keeps_the_server_and_rebuilds_a_changed_tree(project: pytest.Pytester) -> None:
-    project.makepyfile(
+def test_reuse_keeps_the_server_and_rebuilds_a_changed_tree(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
         test_reuse="""
         def test_where(reynard_db, reynard_db_server):
             with reynard_db_server.connect() as conn:
@@ -276,35 +259,35 @@ def test_reuse_keeps_the_server_and_rebuilds_a_changed_tree(project: pytest.Pyte
                   "TEMPLATES", sorted(r[0] for r in rows))
         """
     )
-    args = ("--reynard-db=main", "--reynard-db-reuse", "-p", "no:cacheprovider", "-s")
-    first = project.runpytest_subprocess(*args)
+    args = ("--reynard-db=main", "--reynard-db-reuse", "-s")
+    first = pytester.runpytest_subprocess(*args)
     first.assert_outcomes(passed=1)
-    second = project.runpytest_subprocess(*args)
+    second = pytester.runpytest_subprocess(*args)
     second.assert_outcomes(passed=1)
     port = re.search(r"PORT (\d+)", first.stdout.str())
     assert port and f"PORT {port.group(1)} " in second.stdout.str(), "the server was reused"
     write_revision(
-        project.path / "alembic/main/versions", "3a1400000005", "3a1400000004", slug="more"
+        pytester.path / "alembic/main/versions", "3a1400000005", "3a1400000004", slug="more"
     )
-    third = project.runpytest_subprocess(*args)
+    third = pytester.runpytest_subprocess(*args)
     third.assert_outcomes(passed=1)
     assert "3a1400000005" in third.stdout.str()
     assert f"PORT {port.group(1)} " in third.stdout.str()
 
 
 @pytest.mark.usefixtures("stop_reused_server")
-def test_reuse_drops_the_databases_of_a_dead_run(project: pytest.Pytester) -> None:
+def test_reuse_drops_the_databases_of_a_dead_run(pytester: pytest.Pytester) -> None:
     """A killed run cannot drop its databases on the kept server: the next run does."""
-    project.makepyfile(test_x="def test_x(reynard_db_fresh):\n    pass\n")
-    args = ("--reynard-db=main", "--reynard-db-reuse", "-p", "no:cacheprovider")
-    project.runpytest_subprocess(*args).assert_outcomes(passed=1)
+    pytester.makepyfile(test_x="def test_x(reynard_db_fresh):\n    pass\n")
+    args = ("--reynard-db=main", "--reynard-db-reuse")
+    pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
     kept = EphemeralServer(reusable_server())  # attaches to the running one
     assert kept.process.base_dir is not None
     leftover = "test_main_deadbeef_main_fresh1"
     kept.create_database(leftover)
     (kept.process.base_dir / "runs" / "deadbeef.json").write_text('{"pid": 2147483646}')
     try:
-        project.runpytest_subprocess(*args).assert_outcomes(passed=1)
+        pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
         assert not kept.exists(leftover)
         assert not (kept.process.base_dir / "runs" / "deadbeef.json").exists()
         assert not list((kept.process.base_dir / "runs").glob("*.json")), "own record removed"
@@ -312,16 +295,16 @@ def test_reuse_drops_the_databases_of_a_dead_run(project: pytest.Pytester) -> No
         kept.close()
 
 
-def test_migration_failure_is_one_error_naming_the_file(project: pytest.Pytester) -> None:
+def test_migration_failure_is_one_error_naming_the_file(pytester: pytest.Pytester) -> None:
     write_revision(
-        project.path / "alembic/main/versions",
+        pytester.path / "alembic/main/versions",
         "3a1400000005",
         "3a1400000004",
         'op.execute("SELECT broken_on_purpose()")',
         slug="broken",
     )
-    project.makepyfile(test_x="def test_x(reynard_db):\n    pass\n")
-    result = project.runpytest("--reynard-db=main", "-p", "no:cacheprovider")
+    pytester.makepyfile(test_x="def test_x(reynard_db):\n    pass\n")
+    result = pytester.runpytest("--reynard-db=main")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         ["*reynard-db: database 'main': *3a1400000005_broken.py: upgrade*broken_on_purpose*"]
@@ -329,8 +312,8 @@ def test_migration_failure_is_one_error_naming_the_file(project: pytest.Pytester
     assert "Traceback" not in result.stdout.str()
 
 
-def test_pytest_alembic_runs_on_our_databases(project: pytest.Pytester) -> None:
-    project.makepyfile(
+def test_pytest_alembic_runs_on_our_databases(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
         test_alembic="""
         from pytest_alembic import tests
 
@@ -351,11 +334,11 @@ def test_pytest_alembic_runs_on_our_databases(project: pytest.Pytester) -> None:
             tests.test_model_definitions_match_ddl(alembic_runner)
         """
     )
-    project.runpytest("--reynard-db=main", "-p", "no:cacheprovider").assert_outcomes(passed=5)
+    pytester.runpytest("--reynard-db=main").assert_outcomes(passed=5)
 
 
-def test_users_own_alembic_config_works_with_our_engine(project: pytest.Pytester) -> None:
-    project.makeconftest(
+def test_users_own_alembic_config_works_with_our_engine(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
         """
         import pytest
 
@@ -364,7 +347,7 @@ def test_users_own_alembic_config_works_with_our_engine(project: pytest.Pytester
             return {"file": "alembic_main.ini"}
         """
     )
-    project.makepyfile(
+    pytester.makepyfile(
         test_own="""
         from pytest_alembic import tests
 
@@ -375,27 +358,27 @@ def test_users_own_alembic_config_works_with_our_engine(project: pytest.Pytester
     )
     # A child process: pytest-alembic reads this ini itself, and its env.py then
     # reconfigures logging for the whole process.
-    result = project.runpytest_subprocess("--reynard-db=main", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--reynard-db=main")
     result.assert_outcomes(passed=1)
 
 
-def test_without_the_option_pytest_alembic_is_untouched(project: pytest.Pytester) -> None:
-    project.makepyfile(
+def test_without_the_option_pytest_alembic_is_untouched(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
         test_plain="""
         def test_default_engine(alembic_engine):
             assert alembic_engine.dialect.name == "sqlite"
         """
     )
-    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    pytester.runpytest().assert_outcomes(passed=1)
 
 
-def test_test_alembic_collects_builtin_tests(project: pytest.Pytester) -> None:
+def test_test_alembic_collects_builtin_tests(pytester: pytest.Pytester) -> None:
     """``--test-alembic`` with a tests/conftest.py (pytest-alembic's anchor)."""
-    tests_dir = project.path / "tests"
+    tests_dir = pytester.path / "tests"
     tests_dir.mkdir()
     (tests_dir / "conftest.py").write_text("")
     (tests_dir / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
-    result = project.runpytest("--test-alembic", "--reynard-db=main", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--test-alembic", "--reynard-db=main")
     result.assert_outcomes(passed=5)
     result.stdout.no_fnmatch_line("*AttributeError*")
 
@@ -405,9 +388,9 @@ def _databases(server: EphemeralServer) -> set[str]:
         return {row[0] for row in conn.execute("SELECT datname FROM pg_database").fetchall()}
 
 
-def test_checks_as_items(project: pytest.Pytester) -> None:
+def test_checks_as_items(pytester: pytest.Pytester) -> None:
     """``--reynard-db-checks``: one item per database and check, selectable with -k."""
-    versions = project.path / "alembic/main/versions"
+    versions = pytester.path / "alembic/main/versions"
     write_revision(
         versions,
         "3a1400000005",
@@ -416,9 +399,7 @@ def test_checks_as_items(project: pytest.Pytester) -> None:
         "pass  # forgets the column, on purpose",
         slug="forgets",
     )
-    result = project.runpytest(
-        "--reynard-db=main,e2e", "--reynard-db-checks", "-p", "no:cacheprovider", "-v"
-    )
+    result = pytester.runpytest("--reynard-db=main,e2e", "--reynard-db-checks", "-v")
     result.stdout.fnmatch_lines(
         [
             "*reynard-db::main::single_head PASSED*",
@@ -431,23 +412,19 @@ def test_checks_as_items(project: pytest.Pytester) -> None:
     assert "Traceback" not in result.stdout.str()
     assert "reynard-db::main::mirror_sync" not in result.stdout.str()
 
-    selected = project.runpytest(
-        "--reynard-db=main", "--reynard-db-checks", "-p", "no:cacheprovider", "-k", "single_head"
-    )
+    selected = pytester.runpytest("--reynard-db=main", "--reynard-db-checks", "-k", "single_head")
     selected.assert_outcomes(passed=1, deselected=4)
 
 
-def test_a_harness_failure_is_reported_once_in_full(project: pytest.Pytester) -> None:
+def test_a_harness_failure_is_reported_once_in_full(pytester: pytest.Pytester) -> None:
     """An unreachable server: one error in full, later tests point at it; no traceback, no
     chained exceptions, and the run's clean-up ends quietly."""
-    project.makepyfile(
+    pytester.makepyfile(
         test_x="def test_a(reynard_db):\n    pass\ndef test_b(reynard_db_fresh):\n    pass\n"
     )
-    result = project.runpytest_subprocess(
+    result = pytester.runpytest_subprocess(
         "--reynard-db=main",
         "--reynard-db-url=postgresql://u:pw@127.0.0.1:1/postgres",
-        "-p",
-        "no:cacheprovider",
     )
     result.assert_outcomes(errors=2)
     output = result.stdout.str() + result.stderr.str()
@@ -456,16 +433,16 @@ def test_a_harness_failure_is_reported_once_in_full(project: pytest.Pytester) ->
     assert "Traceback" not in output and "During handling" not in output, output
 
 
-def test_header_and_repr_are_short(project: pytest.Pytester) -> None:
+def test_header_and_repr_are_short(pytester: pytest.Pytester) -> None:
     """``source=`` only when a selected database is a mirror; a TestDatabase is one line."""
-    project.makepyfile(
+    pytester.makepyfile(
         test_x="def test_repr(reynard_db):\n"
         "    assert repr(reynard_db) == (\n"
         "        f'<TestDatabase main: {reynard_db.name} at 3a1400000004>')\n"
     )
-    result = project.runpytest("--reynard-db=main", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--reynard-db=main")
     result.assert_outcomes(passed=1)
     header = [line for line in result.outlines if line.startswith("reynard-db: databases")]
     assert header == ["reynard-db: databases main on an ephemeral server"], header
-    result = project.runpytest("--reynard-db=e2e", "-p", "no:cacheprovider", "-k", "nothing")
+    result = pytester.runpytest("--reynard-db=e2e", "-k", "nothing")
     assert any(line.endswith("source=copy") for line in result.outlines)

@@ -9,13 +9,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-from reynard_trees import reynard_project
-
-
-@pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    reynard_project(pytester.path)
-    return pytester
 
 
 def closed_port_url() -> str:
@@ -25,11 +18,11 @@ def closed_port_url() -> str:
     return f"postgresql://u:pw@127.0.0.1:{port}/postgres"
 
 
-def test_a_nested_run_keeps_its_own_reported_errors(project: pytest.Pytester) -> None:
+def test_a_nested_run_keeps_its_own_reported_errors(pytester: pytest.Pytester) -> None:
     """A pytest run inside a test (pytester) neither forgets the outer run's reported
     errors nor changes how the outer run shows them (``-v`` there, not here)."""
     url = closed_port_url()
-    project.makepyfile(
+    pytester.makepyfile(
         test_nested=f"""
         pytest_plugins = ["pytester"]
 
@@ -46,9 +39,7 @@ def test_a_nested_run_keeps_its_own_reported_errors(project: pytest.Pytester) ->
             pass
         """
     )
-    result = project.runpytest_subprocess(
-        "--reynard-db=main", f"--reynard-db-url={url}", "-p", "no:cacheprovider"
-    )
+    result = pytester.runpytest_subprocess("--reynard-db=main", f"--reynard-db-url={url}")
     result.assert_outcomes(passed=1, errors=2)
     out = result.stdout.str()
     assert out.count("\nreynard-db: cannot connect to") == 1, out
@@ -57,12 +48,12 @@ def test_a_nested_run_keeps_its_own_reported_errors(project: pytest.Pytester) ->
 
 
 def test_a_test_raising_a_harness_error_behaves_as_in_plain_pytest(
-    project: pytest.Pytester,
+    pytester: pytest.Pytester,
 ) -> None:
     """``xfail(raises=...)`` and ``pytest.raises`` see the ReynardDBError a test body met;
     one a test raises itself is shown with its traceback, one from the harness in one line."""
     url = closed_port_url()
-    project.makepyfile(
+    pytester.makepyfile(
         test_raises="""
         import pytest
         from pytest_reynard_db.errors import ReynardDBError, ServerError
@@ -82,9 +73,7 @@ def test_a_test_raising_a_harness_error_behaves_as_in_plain_pytest(
             reynard_db_server.create_database("test_by_hand")
         """
     )
-    result = project.runpytest_subprocess(
-        "--reynard-db=main", f"--reynard-db-url={url}", "-p", "no:cacheprovider"
-    )
+    result = pytester.runpytest_subprocess("--reynard-db=main", f"--reynard-db-url={url}")
     result.assert_outcomes(passed=1, xfailed=1, failed=2)
     out = result.stdout.str()
     # the test's own raise: pytest's usual report, the raising line and "E" lines

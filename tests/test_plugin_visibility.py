@@ -5,32 +5,25 @@ trees (``pytester``)."""
 from __future__ import annotations
 
 import pytest
-from reynard_trees import reynard_project
 
 
-@pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    reynard_project(pytester.path)
-    return pytester
-
-
-def test_check_items_are_counted_in_the_collection(project: pytest.Pytester) -> None:
+def test_check_items_are_counted_in_the_collection(pytester: pytest.Pytester) -> None:
     """The header's "collected N items" counts the check items, as the run then runs them."""
-    project.makepyfile(test_x="def test_a():\n    pass\ndef test_b():\n    pass\n")
-    args = ("--reynard-db=main", "--reynard-db-checks", "-p", "no:cacheprovider")
-    collected = project.runpytest(*args, "--co")
+    pytester.makepyfile(test_x="def test_a():\n    pass\ndef test_b():\n    pass\n")
+    args = ("--reynard-db=main", "--reynard-db-checks")
+    collected = pytester.runpytest(*args, "--co")
     collected.stdout.fnmatch_lines(["collected 7 items", "*7 tests collected*"])
-    selected = project.runpytest(*args, "--co", "-k", "single_head or test_a")
+    selected = pytester.runpytest(*args, "--co", "-k", "single_head or test_a")
     selected.stdout.fnmatch_lines(["collected 7 items / 5 deselected / 2 selected"])
-    ran = project.runpytest(*args, "-k", "single_head or test_a")
+    ran = pytester.runpytest(*args, "-k", "single_head or test_a")
     ran.stdout.fnmatch_lines(["collected 7 items / 5 deselected / 2 selected"])
     ran.assert_outcomes(passed=2, deselected=5)
 
 
-def test_help_lists_each_ini_key_once(project: pytest.Pytester) -> None:
+def test_help_lists_each_ini_key_once(pytester: pytest.Pytester) -> None:
     """``pytest --help``: ``reynard_db`` and friends once each, the other spelling named
     in the help text; that spelling still works, even under ``--strict-config``."""
-    result = project.runpytest("--help")
+    result = pytester.runpytest("--help")
     keys = [line.split()[0] for line in result.outlines if line.startswith("  reynard")]
     assert keys == [
         "reynard_db",
@@ -41,20 +34,20 @@ def test_help_lists_each_ini_key_once(project: pytest.Pytester) -> None:
         "reynard_db_allow",
     ], keys
     assert "also spelt reynard-db-url" in result.stdout.str()
-    with (project.path / "pyproject.toml").open("a") as pyproject:
+    with (pytester.path / "pyproject.toml").open("a") as pyproject:
         pyproject.write('reynard-db = "main"\nreynard-db-source = "point"\n')
-    project.makepyfile(
+    pytester.makepyfile(
         test_ini="def test_a(reynard_db):\n    assert reynard_db.db.name == 'main'\n"
     )
-    result = project.runpytest("--strict-config", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--strict-config")
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("*Unknown config option*")
 
 
-def test_markers_alone_select_the_databases(project: pytest.Pytester) -> None:
+def test_markers_alone_select_the_databases(pytester: pytest.Pytester) -> None:
     """No ``--reynard-db``: the markers' databases are the run's; the id gets ``[name]``;
     an unmarked test that asks for a database fails saying why; others are untouched."""
-    project.makepyfile(
+    pytester.makepyfile(
         test_markers="""
         import pytest
 
@@ -73,7 +66,7 @@ def test_markers_alone_select_the_databases(project: pytest.Pytester) -> None:
             pass
         """
     )
-    result = project.runpytest("-p", "no:cacheprovider", "-v")
+    result = pytester.runpytest("-v")
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -86,6 +79,6 @@ def test_markers_alone_select_the_databases(project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["*no database selected: this test has no @pytest.mark.reynard_db(NAME)*"]
     )
-    without = project.runpytest("-p", "no:cacheprovider", "-k", "plain")
+    without = pytester.runpytest("-k", "plain")
     without.assert_outcomes(passed=1, deselected=3)
     assert "reynard-db:" not in without.stdout.str()  # no selected test is marked

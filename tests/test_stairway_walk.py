@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reynard_trees import copy_reynard_trees, write_revision
+from reynard_trees import write_revision
 from sqlalchemy.engine import URL
 
 from pytest_reynard_db.checks import CheckResult, run_check
@@ -73,11 +73,6 @@ class CountingRunner(CheckRunner):
         assert isinstance(manager, CountingManager)
         manager.counter = self
         return manager
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return copy_reynard_trees(tmp_path)
 
 
 def stairway_of(project: Path, server: EphemeralServer) -> tuple[list[CheckResult], int]:

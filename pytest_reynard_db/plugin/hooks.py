@@ -1,47 +1,34 @@
-"""The pytest plugin: options, hooks and fixtures, a thin front over ``Provisioner``.
+"""The plugin's hooks: options, the run's activation and end, collection, reporting.
 
 One server per run: the xdist controller (or the only process) owns it; workers
-get its URL through ``workerinput``. Every selected database is migrated once
-into a template (``provision.Provisioner``) and tests get clones of it or
-rolled-back transactions on a session clone.
+get its URL through ``workerinput``. The fixtures are in ``fixtures``; what both
+keep in ``config.stash`` is in ``stash``.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Generator, Iterator
-from contextlib import AbstractContextManager, ExitStack
+from collections.abc import Generator
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..errors import ReynardDBError
+from ..signals import terminate_as_interrupt
 from . import pytest_alembic_compat, selection
 from .alembic_items import AlembicFixtures
-from .errors import ReynardDBError
 from .harness_errors import HarnessErrors
-from .settings import Settings, add_options, get_settings
-from .signals import terminate_as_interrupt
+from .options import Settings, add_options, get_settings
+from .stash import EARLY_GUARD, ERRORS, SIGNALS, STATE, catch_harness_errors, errors_of
 
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-    from sqlalchemy.orm import Session
-
-    from .postgres import Server
-    from .provision import Provisioner, TestDatabase
     from .runstate import RunState
 
-STATE = pytest.StashKey["RunState"]()
-EARLY_GUARD = pytest.StashKey[ExitStack]()
 REDIRECTS_KEY = "reynard_db_redirects"
-#: SIGTERM/SIGHUP handled as Ctrl-C while the run has a server: the handlers' undo,
-#: and the signals received.
-SIGNALS = pytest.StashKey[tuple[ExitStack, list[int]]]()
 MARKER = selection.MARKER
-#: The run's harness failures already reported (see ``harness_errors``): per config, so
-#: that a pytest run nested in another (pytester) keeps its own.
-ERRORS = pytest.StashKey[HarnessErrors]()
 
 
 # -- hooks -----------------------------------------------------------------------------------
@@ -59,7 +46,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return  # pytest_configure says it
     if not settings.active:
         return
-    from .registry import find_project_root, load_registry
+    from ..registry import find_project_root, load_registry
     from .runstate import guard_the_run
 
     try:
@@ -91,7 +78,8 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
     handlers = ExitStack()
     config.stash[SIGNALS] = (handlers, handlers.enter_context(terminate_as_interrupt()))
     state = RunState(config, settings)
-    with _harness_errors(config, usage=True):  # a bad registry or name: one error, not one per test
+    # A bad registry or name: one error, not one per test.
+    with catch_harness_errors(config, usage=True):
         for name in settings.databases:
             state.registry.get(name)
         state.arm(config.stash.get(EARLY_GUARD, None))
@@ -101,7 +89,7 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
         # pytest-alembic's fixtures are the later ones, so they win whatever the load order.
         config.pluginmanager.register(AlembicFixtures(), "reynard-db-alembic-fixtures")
     if state.is_controller:
-        with _harness_errors(config, usage=True):
+        with catch_harness_errors(config, usage=True):
             _ = state.server  # one server for all workers, started before they are
 
 
@@ -128,7 +116,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         elif EARLY_GUARD in config.stash:  # armed early, then the run never started
             config.stash[EARLY_GUARD].close()
     except ReynardDBError as exc:  # the run is over: say it in one line, no traceback
-        from .urls import redact
+        from ..urls import redact
 
         sys.stderr.write(f"reynard-db: clean-up failed: {redact(exc)}\n")
     finally:
@@ -147,7 +135,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         session.exitstatus = 128 + signals[1][0]
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None and STATE in session.config.stash:
-        from .guard import GUARD
+        from ..guard import GUARD
 
         workeroutput[REDIRECTS_KEY] = GUARD.redirects
 
@@ -159,7 +147,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     so pytest's capture and the application's loggers serve the next test intact."""
     if STATE not in item.config.stash:
         return (yield)
-    from .logs import preserved_logging
+    from ..logs import preserved_logging
 
     with preserved_logging():
         return (yield)
@@ -174,7 +162,7 @@ def pytest_runtest_makereport(
     as it was raised, so ``pytest.raises`` and ``xfail(raises=...)`` see it."""
     report = yield
     if call.when == "call" and STATE in item.config.stash:
-        _errors(item.config).shorten(report, call)
+        errors_of(item.config).shorten(report, call)
     return report
 
 
@@ -196,7 +184,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = config.stash.get(STATE, None)
     if state is None:
         return
-    from .guard import GUARD
+    from ..guard import GUARD
 
     for redirect in dict.fromkeys([*GUARD.redirects, *state.worker_redirects]):
         terminalreporter.write_line(
@@ -218,7 +206,7 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
 
 
 def _header(state: RunState) -> list[str]:
-    from .urls import mask_url
+    from ..urls import mask_url
 
     where = mask_url(state.settings.url) if state.settings.url else "an ephemeral server"
     reuse = " (reused between runs)" if state.settings.reuse else ""
@@ -243,7 +231,7 @@ def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.It
     if state is not None and state.settings.checks:
         from .check_items import collect_check_items
 
-        with _harness_errors(session.config, usage=True):
+        with catch_harness_errors(session.config, usage=True):
             items[:0] = collect_check_items(session, state)
 
 
@@ -253,7 +241,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     tests (after ``-k`` and ``-m``)."""
     config = session.config
     if STATE not in config.stash:
-        with _harness_errors(config, usage=True):
+        with catch_harness_errors(config, usage=True):
             settings = selection.from_markers(get_settings(config), session.items)
         if settings is not None:
             _activate(config, settings)
@@ -264,152 +252,3 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     ``--reynard-db=a,b``, a pytest-alembic test runs once per database (``selection``)."""
     state = metafunc.config.stash.get(STATE, None)
     selection.parametrize(metafunc, state.settings if state is not None else None)
-
-
-# -- fixtures ----------------------------------------------------------------------------------
-def _state(request: pytest.FixtureRequest) -> RunState:
-    state = request.config.stash.get(STATE, None)
-    if state is None:
-        pytest.fail(
-            "no database selected: run pytest with --reynard-db=NAME "
-            "(or set reynard_db in [tool.pytest.ini_options])",
-            pytrace=False,
-        )
-    return state
-
-
-def _errors(config: pytest.Config) -> HarnessErrors:
-    if ERRORS not in config.stash:  # a fixture used in a run this plugin did not configure
-        config.stash[ERRORS] = HarnessErrors.for_config(config)
-    return config.stash[ERRORS]
-
-
-def _harness_errors(
-    where: pytest.Config | pytest.FixtureRequest, *, usage: bool = False
-) -> AbstractContextManager[None]:
-    """A harness failure is one line naming database, file and error, not a traceback;
-    reported in full once, and by a one-line pointer in every later test that needs it."""
-    config = where if isinstance(where, pytest.Config) else where.config
-    return _errors(config).catch(usage=usage)
-
-
-@pytest.fixture(scope="session")
-def reynard_db_server(request: pytest.FixtureRequest) -> Server:
-    """The run's PostgreSQL server: ``.url``, ``.create_database``, ``.drop_database``."""
-    with _harness_errors(request):
-        return _state(request).server
-
-
-@pytest.fixture(scope="session")
-def reynard_db_name(request: pytest.FixtureRequest) -> str:
-    """The registry name of the database a test runs against (marker, else --reynard-db)."""
-    state = _state(request)
-    name = getattr(request, "param", None)
-    if name is None and state.settings.from_markers:
-        pytest.fail(
-            "no database selected: this test has no @pytest.mark.reynard_db(NAME) and no "
-            "--reynard-db=NAME was given",
-            pytrace=False,
-        )
-    name = name or next(iter(state.settings.databases), None)
-    if name is None:
-        pytest.fail("no database selected: pass --reynard-db=NAME", pytrace=False)
-    with _harness_errors(request):
-        state.registry.get(name)
-    return str(name)
-
-
-@pytest.fixture(scope="session")
-def reynard_db(request: pytest.FixtureRequest, reynard_db_name: str) -> Iterator[TestDatabase]:
-    """The selected database migrated to heads, for the whole session."""
-    provisioner = _provisioner(request)
-    with _harness_errors(request):
-        database = provisioner.clone(reynard_db_name, purpose="session")
-    yield database
-    provisioner.drop(database)
-
-
-@pytest.fixture
-def reynard_db_connection(
-    request: pytest.FixtureRequest, reynard_db: TestDatabase
-) -> Iterator[Connection]:
-    """A connection in a transaction rolled back after the test, whatever the test commits.
-
-    A test that ends that transaction itself (a raw ``COMMIT``, a DBAPI-level
-    commit) fails at teardown, and the session database is replaced by a fresh
-    clone: what it committed never reaches a later test. A server lost meanwhile is one
-    line naming the database (see ``outer_transaction``).
-    """
-    from .outer_transaction import rolled_back
-
-    with _harness_errors(request), rolled_back(reynard_db) as (connection, outcome):
-        yield connection
-    if not outcome.intact:
-        _replace_after_escape(request, reynard_db)
-
-
-@pytest.fixture
-def reynard_db_session(
-    request: pytest.FixtureRequest, reynard_db_connection: Connection, reynard_db: TestDatabase
-) -> Iterator[Session]:
-    """An ORM session on ``reynard_db_connection``; its commits become savepoints."""
-    from sqlalchemy.exc import DBAPIError
-    from sqlalchemy.orm import Session
-
-    from .outer_transaction import outer_transaction_intact, server_gone_as_error
-
-    session = Session(bind=reynard_db_connection, join_transaction_mode="create_savepoint")
-    try:
-        yield session
-    finally:
-        with _harness_errors(request), server_gone_as_error(reynard_db):
-            try:
-                session.close()
-            except DBAPIError:
-                # Its savepoint went with an outer transaction the test ended: the
-                # connection fixture says so; anything else is the session's own error.
-                if outer_transaction_intact(reynard_db_connection):
-                    raise
-
-
-@pytest.fixture
-def reynard_db_fresh(
-    request: pytest.FixtureRequest, reynard_db_name: str
-) -> Iterator[TestDatabase]:
-    """A database of this test's own, cloned from the migrated template, dropped after."""
-    provisioner = _provisioner(request)
-    with _harness_errors(request):
-        database = provisioner.clone(reynard_db_name, purpose="fresh")
-    yield database
-    provisioner.drop(database)
-
-
-@pytest.fixture(scope="session")
-def reynard_db_factory(request: pytest.FixtureRequest) -> Callable[..., TestDatabase]:
-    """``factory(name, revision="heads")``: a database at any revision (templates cached)."""
-    provisioner = _provisioner(request)
-
-    def factory(name: str, revision: str = "heads") -> TestDatabase:
-        with _harness_errors(request):
-            return provisioner.clone(name, revision, purpose="rev")
-
-    return factory
-
-
-def _provisioner(request: pytest.FixtureRequest) -> Provisioner:
-    with _harness_errors(request):
-        return _state(request).provisioner
-
-
-def _replace_after_escape(request: pytest.FixtureRequest, database: TestDatabase) -> None:
-    """Replace the session database with a fresh clone, then fail the test saying why."""
-    with _harness_errors(request):
-        _provisioner(request).replace(database)
-    pytest.fail(
-        f"reynard_db_connection: {request.node.name} ended the outer transaction itself "
-        "(a raw COMMIT or ROLLBACK, or a commit on the DBAPI connection), so what it wrote "
-        f"before may have been committed; the session database {database.name} was replaced "
-        "by a fresh clone of its template. Use connection.commit() (a savepoint here), or "
-        "reynard_db_fresh for code that must really commit.",
-        pytrace=False,
-    )

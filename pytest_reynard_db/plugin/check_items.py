@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .checks import (
+from ..checks import (
     ALL_CHECKS,
     OFFLINE_CHECKS,
     CheckResult,
@@ -22,8 +22,8 @@ from .checks import (
     enabled_checks,
     select_checks,
 )
-from .checks.isolated import run_isolated
-from .errors import ReynardDBError
+from ..checks.isolated import run_isolated
+from ..errors import ReynardDBError
 
 if TYPE_CHECKING:
     from .runstate import RunState

@@ -1,10 +1,10 @@
 """The transaction ``reynard_db_connection`` wraps each test in, and rolls back.
 
-Kept out of ``plugin.py`` (a thin front): the connection, its outer transaction and
+Kept out of ``fixtures`` (a thin front): the connection, its outer transaction and
 the savepoints its commits become, and what a lost server looks like from here. A
 server that went away (its postmaster killed) shows up as a driver error deep in
 SQLAlchemy; it is said as one ``ServerError`` line naming the database, which the
-plugin's ``_harness_errors`` reports without a traceback.
+plugin's ``stash.catch_harness_errors`` reports without a traceback.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import DBAPIError
 
-from .errors import ServerError
-from .provision import TestDatabase
-from .text import first_line
-from .urls import mask_url
+from ..errors import ServerError
+from ..provision import TestDatabase
+from ..text import first_line
+from ..urls import mask_url
 
 OUTER_SAVEPOINT = "reynard_db_outer"  # see outer_transaction_intact
 

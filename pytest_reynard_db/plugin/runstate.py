@@ -1,7 +1,8 @@
 """This process's view of a test run: settings, registry, server and provisioner.
 
-Kept apart from ``plugin.py`` so that a pytest session that does not use the
-plugin never imports SQLAlchemy, psycopg or the servers through it.
+Kept apart from the hooks and fixtures, and imported once a run selects a database:
+a pytest session that does not use the plugin never imports SQLAlchemy, psycopg or
+the servers through it.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from .guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
-from .postgres import EphemeralServer, ExistingServer, Server
-from .postgres.reaper import owner_alive, read_owner_file, write_owner_file
-from .postgres.runas import run_as, runtime_root
-from .postgres.shared import RunPresence, drop_dead_runs, prune_templates, template_max_age
-from .provision import Provisioner
-from .registry import Registry, find_project_root, load_registry
-from .settings import Settings
-from .urls import admin_url, remember_secrets
+from ..guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
+from ..postgres import EphemeralServer, ExistingServer, Server
+from ..postgres.reaper import owner_alive, read_owner_file, write_owner_file
+from ..postgres.runas import run_as, runtime_root
+from ..postgres.shared import RunPresence, drop_dead_runs, prune_templates, template_max_age
+from ..provision import Provisioner
+from ..registry import Registry, find_project_root, load_registry
+from ..urls import admin_url, remember_secrets
+from .options import Settings
 
 WORKER_KEY = "reynard_db"
 

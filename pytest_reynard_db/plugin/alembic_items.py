@@ -63,9 +63,9 @@ def per_database(
 def single_head_revision(alembic_runner: Any, request: pytest.FixtureRequest) -> None:
     """Our ``single_head`` (one head per declared branch label) as pytest-alembic's
     ``test_single_head_revision``; a failure names the heads and the merge command."""
-    from .checks import CheckRunner
-    from .checks.single_head import single_head
-    from .plugin import STATE
+    from ..checks import CheckRunner
+    from ..checks.single_head import single_head
+    from .stash import STATE
 
     state = request.config.stash[STATE]
     database = request.node.stash.get(DATABASE, None) or state.settings.databases[0]
@@ -82,13 +82,13 @@ class AlembicFixtures:
         self, request: pytest.FixtureRequest, reynard_db_name: str
     ) -> Iterator[Engine]:
         """An engine on an empty database of this test's own (pytest-alembic migrates it)."""
-        from .plugin import _harness_errors, _provisioner
+        from .stash import catch_harness_errors, provisioner_of
 
         name = item_database(request, reynard_db_name)
-        provisioner = _provisioner(request)
-        with _harness_errors(request):
+        provisioner = provisioner_of(request)
+        with catch_harness_errors(request):
             database = provisioner.empty(name, purpose="alembic")
-        from .guard import GUARD
+        from ..guard import GUARD
 
         # pytest-alembic's tests are migration runs: an env.py reaching for its own
         # variable is sent to this database, as during the harness's own migrations.
@@ -101,7 +101,7 @@ class AlembicFixtures:
         self, request: pytest.FixtureRequest, reynard_db_name: str, alembic_engine: Engine
     ) -> Any:
         """The Alembic config of the selected database's tree, aimed at ``alembic_engine``."""
-        from .plugin import _provisioner
+        from .stash import provisioner_of
 
-        tree = _provisioner(request).tree(item_database(request, reynard_db_name))
+        tree = provisioner_of(request).tree(item_database(request, reynard_db_name))
         return tree.alembic_config(url=alembic_engine.url, quiet=True)

@@ -18,7 +18,7 @@ from dataclasses import replace
 import pytest
 
 from .alembic_items import uses_alembic
-from .settings import Settings
+from .options import Settings
 
 MARKER = "reynard_db"
 NAME_FIXTURE = "reynard_db_name"

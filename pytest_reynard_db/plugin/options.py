@@ -1,4 +1,5 @@
-"""The plugin's settings, resolved once: command line > ini > environment > default."""
+"""The plugin's pytest options and ini keys, and the ``Settings`` they resolve to, once:
+command line > ini > environment > default."""
 
 from __future__ import annotations
 

@@ -23,10 +23,10 @@ from types import TracebackType
 
 import pytest
 
-from .errors import ReynardDBError
+from ..errors import ReynardDBError
 
 PREFIX = "reynard-db: "
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the whole package, not only plugin/
 
 
 class HarnessErrors:
@@ -43,7 +43,7 @@ class HarnessErrors:
         return cls(show_chain=config.option.tbstyle == "long" or config.option.verbose > 0)
 
     def message(self, exc: ReynardDBError) -> str:
-        from .urls import redact
+        from ..urls import redact
 
         message = f"{PREFIX}{redact(exc)}"
         if self.show_chain:

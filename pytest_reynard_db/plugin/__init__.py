@@ -1,0 +1,75 @@
+"""The pytest plugin (entry point ``pytest11: reynard_db``): pytest registers the hooks
+and fixtures this module holds, gathered from ``hooks`` and ``fixtures``.
+
+The package is pytest's side only; nothing outside it imports pytest:
+
+- ``hooks``: options, activating a run, collection, reporting, the run's end
+- ``fixtures``: ``reynard_db*``, thin fronts over ``Provisioner``
+- ``stash``: what hooks and fixtures keep in a run's ``config.stash``
+- ``options``: the plugin's options and ini keys, resolved once into ``Settings``
+- ``runstate``: the run's server, registry and provisioner, one per pytest process
+- ``selection``: which database each test runs against (option, marker, pytest-alembic)
+- ``alembic_items``, ``pytest_alembic_compat``: pytest-alembic's tests on our databases
+- ``check_items``: the migration checks as test items (``--reynard-db-checks``)
+- ``outer_transaction``: the transaction ``reynard_db_connection`` rolls back
+- ``harness_errors``: a harness failure as one line, not a traceback
+
+An inactive plugin (no database selected) imports only ``hooks``, ``fixtures``,
+``stash``, ``options``, ``selection``, ``alembic_items``, ``pytest_alembic_compat``
+and ``harness_errors``: SQLAlchemy, psycopg and the servers load when a run selects
+a database.
+"""
+
+from .fixtures import (
+    reynard_db,
+    reynard_db_connection,
+    reynard_db_factory,
+    reynard_db_fresh,
+    reynard_db_name,
+    reynard_db_server,
+    reynard_db_session,
+)
+from .hooks import (
+    pytest_addoption,
+    pytest_collection_finish,
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_configure_node,
+    pytest_generate_tests,
+    pytest_load_initial_conftests,
+    pytest_report_collectionfinish,
+    pytest_report_header,
+    pytest_runtest_makereport,
+    pytest_runtest_protocol,
+    pytest_sessionfinish,
+    pytest_sessionstart,
+    pytest_terminal_summary,
+    pytest_testnodedown,
+    pytest_unconfigure,
+)
+
+__all__ = [
+    "pytest_addoption",
+    "pytest_collection_finish",
+    "pytest_collection_modifyitems",
+    "pytest_configure",
+    "pytest_configure_node",
+    "pytest_generate_tests",
+    "pytest_load_initial_conftests",
+    "pytest_report_collectionfinish",
+    "pytest_report_header",
+    "pytest_runtest_makereport",
+    "pytest_runtest_protocol",
+    "pytest_sessionfinish",
+    "pytest_sessionstart",
+    "pytest_terminal_summary",
+    "pytest_testnodedown",
+    "pytest_unconfigure",
+    "reynard_db",
+    "reynard_db_connection",
+    "reynard_db_factory",
+    "reynard_db_fresh",
+    "reynard_db_name",
+    "reynard_db_server",
+    "reynard_db_session",
+]
