@@ -52,7 +52,9 @@ import time
 from pathlib import Path
 
 
-def test_kill(reynard_db_server, reynard_db_connection, reynard_db_fresh):
+def test_kill(reynard_db_server, reynard_db_connection):
+    # No reynard_db_fresh here: it would have the next clone made ahead, in the background,
+    # racing the kill, and test_fresh_after would be handed a database made just before it.
     # The run's postmaster: the parent of this connection's backend.
     with reynard_db_server.connect() as conn:
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
