@@ -23,10 +23,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from ..postgres import Server
 from ..registry import Database, Registry
 from .result import CheckResult
+
+if TYPE_CHECKING:  # the servers load on use: file checks need none
+    from ..postgres import Server
 
 Progress = Callable[[str, str], None]
 #: The child's module: not imported by ``checks`` itself, so ``-m`` runs it cleanly.

@@ -33,18 +33,10 @@ from sqlalchemy import Connection
 
 from ..errors import EnvPyFailed, MigrationFailed, ReynardDBError
 from ..manager import MigrationManager
+from ..tree import needs, version_table
 from .heads import down_target, expected_heads, heads_text, unchanged_or_wrong, walk_order
 from .result import CheckResult
 from .runner import CheckRunner
-
-__all__ = [
-    "down_target",
-    "expected_heads",
-    "heads_text",
-    "stairway",
-    "unchanged_or_wrong",
-    "walk_order",
-]
 
 CHECK = "stairway"
 
@@ -175,7 +167,7 @@ class Stairway:
         except EnvPyFailed:
             raise  # the environment is broken, not a revision: the check fails on env.py
         except MigrationFailed as exc:
-            raise StepFailed(self.order[self.at], self.step, _reason(exc)) from exc
+            raise StepFailed(self.order[self.at], self.step, exc.reason) from exc
         except ReynardDBError as exc:
             revision = self.order[self.at]
             verb, target = _verb_and_target(revision, self.step)
@@ -220,7 +212,7 @@ class Stairway:
         transaction of its own.
         """
         before, after = self._expected
-        actual = {row[0] for row in self.connection.execute(ctx._version.select())}
+        actual = {row[0] for row in self.connection.execute(version_table(ctx).select())}
         if actual != after:
             revision = self.order[self.at]
             self.failure = _wrong_heads(revision, self.step, actual, after, before)
@@ -228,7 +220,7 @@ class Stairway:
     def _stair(self, revision: Script) -> list[tuple[str, bool, set[str], set[str]]]:
         """The three steps on ``revision``: (name, upward, heads before, heads after)."""
         without = self.heads
-        with_it = (without - set(revision._all_down_revisions)) | {revision.revision}
+        with_it = (without - set(needs(revision))) | {revision.revision}
         return [
             ("up", True, without, with_it),
             ("down", False, with_it, without),
@@ -258,7 +250,7 @@ class Stairway:
     def _blocked_by(self, revision: Script) -> list[Broken]:
         """The broken revisions behind any revision ``revision`` needs (parents, depends_on)."""
         causes: list[Broken] = []
-        for needed in sorted(revision._all_down_revisions):
+        for needed in sorted(needs(revision)):
             for cause in self.blocked.get(needed, []):
                 if cause not in causes:
                     causes.append(cause)
@@ -358,17 +350,10 @@ def _step(
     except EnvPyFailed:
         raise  # the environment is broken, not this revision: the check fails on env.py
     except MigrationFailed as exc:
-        raise StepFailed(revision, step, _reason(exc)) from exc
+        raise StepFailed(revision, step, exc.reason) from exc
     except ReynardDBError as exc:
         raise StepFailed(revision, step, f"{verb} {target}: {exc}") from exc
     actual = set(MigrationContext.configure(connection).get_current_heads())
     connection.rollback()  # end the read's transaction: the next step opens its own
     if actual != after:
         raise _wrong_heads(revision, step, actual, after, before)
-
-
-def _reason(exc: MigrationFailed) -> str:
-    """The database error of a failed migration, without the manager's prefix."""
-    message = str(exc)
-    marker = " failed: "
-    return message.split(marker, 1)[1] if marker in message else message
