@@ -73,6 +73,21 @@ def load_tree(db: Database) -> ScriptDirectory:
     return script
 
 
+def check_target(script: ScriptDirectory, db: Database, target: str) -> None:
+    """Check that ``target`` (``REV``, ``FROM:TO``) names revisions of ``db``'s tree: an
+    unknown one is a ``RevisionError`` before any database is reached. Relative steps
+    are left to Alembic."""
+    for part in target.split(":"):
+        if not part or RELATIVE.search(part):
+            continue
+        try:
+            script.get_revisions(part)
+        except (AlembicRevisionError, CommandError) as exc:
+            raise RevisionError(
+                f"database {db.name!r}: unknown revision {part!r} ({one_line(exc)})"
+            ) from None
+
+
 # -- the files of a tree --------------------------------------------------------------------
 def revision_files(location: Path, *, recursive: bool = True) -> list[Path]:
     """The ``*.py`` files of a version location, in Alembic's order: a folder's files
@@ -87,21 +102,6 @@ def revision_files(location: Path, *, recursive: bool = True) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if d != "__pycache__") if recursive else []
         files.extend(Path(folder, name) for name in sorted(names) if name.endswith(".py"))
     return files
-
-
-def check_target(script: ScriptDirectory, db: Database, target: str) -> None:
-    """Check that ``target`` (``REV``, ``FROM:TO``) names revisions of ``db``'s tree: an
-    unknown one is a ``RevisionError`` before any database is reached. Relative steps
-    are left to Alembic."""
-    for part in target.split(":"):
-        if not part or RELATIVE.search(part):
-            continue
-        try:
-            script.get_revisions(part)
-        except (AlembicRevisionError, CommandError) as exc:
-            raise RevisionError(
-                f"database {db.name!r}: unknown revision {part!r} ({one_line(exc)})"
-            ) from None
 
 
 def _py_files(script: ScriptDirectory) -> Iterable[Path]:
