@@ -1,39 +1,29 @@
-"""Writing revisions: where a new one goes, which heads a merge joins, and files written
-so that nothing is lost.
+"""Where a new revision goes, and which heads a merge joins.
 
 ``place`` turns ``create``'s options (``--branch LABEL``, ``--new-branch LABEL
 [--from REV]``, ``--head REV``, or none) into what Alembic's ``revision`` takes
 (``head``, ``splice``, ``branch_label``, ``version_path``), with one-line errors
 for what Alembic would answer with a traceback or a surprise (a label used
 twice, a head that is not one, several heads and no choice). ``merge_heads`` picks
-the heads of a merge. ``safe_writes`` makes Alembic's writing of a revision file
-atomic and never over an existing file. Pure decisions over a loaded
-``ScriptDirectory``: no database, no arguments parsed.
+the heads of a merge. Pure decisions over a loaded ``ScriptDirectory``: no
+database, no file written (``new_revisions`` writes them), no arguments parsed.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from alembic import util
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
-from mako import exceptions  # type: ignore[import-untyped]
-from mako.template import Template  # type: ignore[import-untyped]
 
-from .errors import FileConflict, FilesystemError, RevisionError
+from .errors import RevisionError
 from .registry import Database
 from .text import one_line, shown_path
-from .tree import RESERVED_IDS
+from .tree import RESERVED_IDS, declared_labels
 
 NO_LABEL = ""
 
@@ -118,7 +108,7 @@ def _check_new_label(script: ScriptDirectory, db: Database, label: str) -> None:
     if why:
         raise RevisionError(f"database {db.name!r}: branch label {label!r} is not valid: {why}")
     for revision in script.walk_revisions():
-        if label in _declared_labels(revision):
+        if label in declared_labels(revision):
             raise RevisionError(
                 f"database {db.name!r}: branch label {label!r} is already used by "
                 f"{revision.revision} ({shown_path(revision.path)}); extend it with "
@@ -243,99 +233,3 @@ def _heads(script: ScriptDirectory) -> list[Script]:
 
 def _labels(script: Script) -> str:
     return ", ".join(sorted(script.branch_labels)) or "no label"
-
-
-def _declared_labels(script: Script) -> set[str]:
-    """The labels written in the file (``branch_labels`` also holds inherited ones)."""
-    return set(script._orig_branch_labels)
-
-
-# -- writing the file ------------------------------------------------------------------------
-@contextmanager
-def safe_writes(db: Database) -> Iterator[None]:
-    """While active, Alembic writes a revision file whole or not at all, and never over an
-    existing file: a name that is taken raises :class:`FileConflict` before any work
-    (autogenerate) is done, and again at the write itself, which is a rename that
-    cannot replace a file. A Ctrl-C or SIGTERM during the write leaves no file.
-
-    Alembic has no option for either, so its two places that name and write the file
-    (``ScriptDirectory._rev_path``, ``ScriptDirectory._generate_template``) are wrapped
-    for the duration.
-    """
-    rev_path = ScriptDirectory._rev_path
-    generate = ScriptDirectory._generate_template
-
-    def free_path(
-        script: ScriptDirectory,
-        folder: str | os.PathLike[str],
-        rev_id: str,
-        message: str | None,
-        create_date: datetime,
-    ) -> Path:
-        path = rev_path(script, folder, rev_id, message, create_date)
-        if path.exists():
-            raise _taken(db, script, path)
-        return path
-
-    def write_whole(script: ScriptDirectory, src: Path, dest: Path, **kw: Any) -> None:
-        with util.status(f"Generating {dest.absolute()}", **script.messaging_opts):
-            content = render(src, script.output_encoding, **kw)
-            write_new_file(db, dest, content)
-
-    ScriptDirectory._rev_path = free_path  # type: ignore[method-assign,assignment]
-    ScriptDirectory._generate_template = write_whole  # type: ignore[method-assign,assignment]
-    try:
-        yield
-    finally:
-        ScriptDirectory._rev_path = rev_path  # type: ignore[method-assign]
-        ScriptDirectory._generate_template = generate  # type: ignore[method-assign]
-
-
-def render(src: Path, encoding: str, **kw: Any) -> bytes:
-    """The revision file's content from the ``script.py.mako`` template, as Alembic's
-    ``template_to_file`` renders it, less its bare ``except``: there a Ctrl-C or SIGTERM
-    during rendering became "Template rendering failed" (exit 2) instead of an interrupt."""
-    try:
-        return bytes(Template(filename=str(src)).render_unicode(**kw).encode(encoding))
-    except Exception:
-        with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as handle:
-            handle.write(exceptions.text_error_template().render_unicode().encode(encoding))
-        raise CommandError(
-            f"Template rendering failed; see {handle.name} for a template-oriented traceback."
-        ) from None
-
-
-def write_new_file(db: Database, dest: Path, content: bytes) -> None:
-    """Create ``dest`` whole with ``content``: a temp file beside it is written, then linked
-    to ``dest`` (refused if ``dest`` exists: :class:`FileConflict`) and removed. The temp
-    file (``.<name>.<8 chars>.tmp``, as ``copy``'s) is removed whatever happens."""
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    except OSError as exc:
-        raise FilesystemError(f"cannot write {shown_path(dest)}: {exc.strerror}") from None
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, dest)  # atomic, and never replaces: the file is whole or absent
-        except FileExistsError:
-            raise FileConflict(
-                f"database {db.name!r}: {shown_path(dest)} already exists; nothing written"
-            ) from None
-        except OSError as exc:
-            raise FilesystemError(f"cannot write {shown_path(dest)}: {exc.strerror}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _taken(db: Database, script: ScriptDirectory, path: Path) -> FileConflict:
-    template = script.file_template
-    why = "" if "%(rev)" in template else f" (the ini's file_template {template!r} has no %(rev)s)"
-    return FileConflict(
-        f"database {db.name!r}: {shown_path(path)} already exists{why}; nothing"
-        " written: use another message, or put %%(rev)s in file_template"
-    )

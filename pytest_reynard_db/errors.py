@@ -28,11 +28,30 @@ class RevisionError(ReynardDBError):
 
 
 class MigrationFailed(ReynardDBError):
-    """A migration raised while running; the database is at the last good revision."""
+    """A migration raised while running; the database is at the last good revision.
+
+    Besides the one-line message, the parts a caller shows on their own: ``revision``
+    and ``path`` (the revision file; ``env.py`` for its own failures), ``where`` (the
+    file and the step, "<path>: Running upgrade a -> b") and ``reason`` (the error
+    and where the database was left; the whole message when there is no step).
+    """
 
     exit_code = 1
-    revision: str | None = None
-    path: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        revision: str | None = None,
+        path: str | None = None,
+        where: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.revision = revision
+        self.path = path
+        self.where = where
+        self.reason = message if reason is None else reason
 
 
 class EnvPyFailed(MigrationFailed):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from alembic.script import Script, ScriptDirectory
 
+from . import tree
+
 SHORT_ID = 12
 MARKS = ("head", "merge", "base")  # in order of precedence for a node's fill colour
 COLOURS = {"head": "#d4f7d4", "merge": "#fff3cd", "base": "#eeeeee"}
@@ -53,7 +55,7 @@ def render(script: ScriptDirectory, fmt: str = "mermaid", *, name: str = "revisi
 def _build(script: ScriptDirectory) -> _Graph:
     revisions = {rev.revision: rev for rev in script.walk_revisions()}
     heads, bases = set(script.get_heads()), set(script.get_bases())
-    parents = {rid: _down_revisions(rev) for rid, rev in revisions.items()}
+    parents = {rid: tree.parents(rev) for rid, rev in revisions.items()}
     depends = {
         rid: _dependencies(script, rev) - set(parents[rid]) for rid, rev in revisions.items()
     }
@@ -78,10 +80,6 @@ def _build(script: ScriptDirectory) -> _Graph:
         edges.extend((keys[p], keys[rid]) for p in sorted(parents[rid]) if p in keys)
         dashed.extend((keys[d], keys[rid]) for d in sorted(depends[rid]) if d in keys)
     return _Graph(tuple(nodes), tuple(edges), tuple(dashed))
-
-
-def _down_revisions(rev: Script) -> tuple[str, ...]:
-    return _as_tuple(rev.down_revision)
 
 
 def _dependencies(script: ScriptDirectory, rev: Script) -> set[str]:

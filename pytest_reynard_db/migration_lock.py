@@ -15,6 +15,8 @@ stderr with the holder (pid, application_name, state, query start from
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
@@ -56,6 +58,18 @@ def take_migration_lock(connection: Connection, *, where: str, timeout: float) -
         f"gave up waiting for the migration lock of {where} after "
         f"{timeout:g} s (--lock-timeout); held by {lock_holder(connection, key)}"
     )
+
+
+@contextmanager
+def migration_lock_held(connection: Connection, *, where: str, timeout: float) -> Iterator[None]:
+    """The migration lock taken on ``connection`` for the block (see ``take_migration_lock``),
+    released after it unless the connection is gone (then PostgreSQL released it)."""
+    take_migration_lock(connection, where=where, timeout=timeout)
+    try:
+        yield
+    finally:
+        if not connection.closed and not connection.invalidated:
+            release_migration_lock(connection)
 
 
 def release_migration_lock(connection: Connection) -> None:

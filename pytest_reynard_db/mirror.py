@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from .errors import FilesystemError, RevisionError
 from .registry import Database
 from .text import shown_path
+from .tree import revision_files
 
 
 def versions_root(db: Database) -> Path:
@@ -37,20 +38,14 @@ def versions_root(db: Database) -> Path:
     return Path(os.path.commonpath([str(p) for p in locations]))
 
 
-def revision_files(root: Path) -> dict[PurePosixPath, Path]:
-    """Every ``*.py`` file under ``root`` (recursive), keyed by its path relative to it.
-
-    ``__pycache__`` folders are skipped: they are build output, never revisions.
-    """
-    files: dict[PurePosixPath, Path] = {}
-    if not root.is_dir():
-        return files
-    for path in sorted(root.rglob("*.py")):
-        key = PurePosixPath(path.relative_to(root).as_posix())
-        if "__pycache__" in key.parts or not path.is_file():
-            continue
-        files[key] = path
-    return files
+def keyed_files(root: Path) -> dict[PurePosixPath, Path]:
+    """The revision files under ``root`` (``tree.revision_files``: recursive, no
+    ``__pycache__``), keyed by their path relative to it."""
+    return {
+        PurePosixPath(path.relative_to(root).as_posix()): path
+        for path in revision_files(root)
+        if path.is_file()
+    }
 
 
 def duplicate_revisions(files: Iterable[Path]) -> dict[str, list[Path]]:
@@ -196,7 +191,7 @@ def _tree_files(db: Database) -> dict[PurePosixPath, Path]:
     files: dict[PurePosixPath, Path] = {}
     for location in locations:
         prefix = PurePosixPath(location.relative_to(root).as_posix())
-        for key, path in revision_files(location).items():
+        for key, path in keyed_files(location).items():
             files[prefix / key] = path
     return dict(sorted(files.items()))
 

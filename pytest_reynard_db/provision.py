@@ -30,6 +30,7 @@ from .postgres import Server
 from .postgres.shared import RunPresence, build_lock
 from .postgres.waits import file_lock
 from .registry import Database, Registry
+from .tree import revision_files
 
 TEMPLATE_MARK = "tpl"
 
@@ -165,8 +166,9 @@ class Provisioner:
             self.server.created.add(scratch)
             self.server.drop_database(scratch)
         url = self.server.create_database(scratch)
-        builder = MigrationManager(manager.db, url, quiet=True, url_envs=manager.url_envs)
-        builder._script = manager.script
+        builder = MigrationManager(
+            manager.db, url, script=manager.script, quiet=True, url_envs=manager.url_envs
+        )
         builder.upgrade(revision)
         self.server.rename_database(scratch, template)
         # A template outlives this process (other xdist workers and runs clone it):
@@ -282,7 +284,7 @@ def tree_digest(tree: Database, revision: str, source: str) -> str:
     base = tree.script_location
     files = [tree.script_location / "env.py"]
     for location in tree.version_locations:
-        files.extend(sorted(p for p in location.rglob("*.py") if "__pycache__" not in p.parts))
+        files.extend(sorted(revision_files(location)))
     for path in files:
         # Relative where possible: two checkouts of one tree share a reused template.
         shown = path.relative_to(base) if path.is_relative_to(base) else path

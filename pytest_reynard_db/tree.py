@@ -9,15 +9,27 @@ each file is loaded once, every problem becomes a one-line ``RevisionError``
 that names the file, and the resulting ``ScriptDirectory`` is reused by every
 verb and check (reading the files again at each step would make a stairway
 quadratic).
+
+This is also the one module that touches Alembic's private names
+(``Script._from_path``, ``ScriptDirectory._upgrade_revs`` and the like, stable
+across 1.x, hence the ``<2`` cap): each behind a function named for what it does,
+so that an Alembic release that moves one breaks here only. And it holds the
+few rules of the revision graph that several places need: which files a version
+location holds (``revision_files``), a revision's parents and first parent.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import traceback
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from alembic import util
 from alembic.script import Script, ScriptDirectory
@@ -29,10 +41,16 @@ from .errors import RevisionError
 from .registry import Database
 from .text import one_line
 
+if TYPE_CHECKING:
+    from alembic.runtime.migration import MigrationContext, MigrationStep
+    from sqlalchemy import Table
+
 #: Ids Alembic reads as symbols wherever a revision is named (``heads``, ``head``,
 #: ``base``; ``current`` in ``show``, ``history`` and ``edit``): a file with one can
 #: never be targeted.
 RESERVED_IDS = frozenset({"heads", "head", "base", "current"})
+#: A relative step (``+1``, ``ae10-2``): Alembic resolves it against the database.
+RELATIVE = re.compile(r"[+-]\d+$")
 
 
 def load_tree(db: Database) -> ScriptDirectory:
@@ -55,10 +73,45 @@ def load_tree(db: Database) -> ScriptDirectory:
     return script
 
 
+def check_target(script: ScriptDirectory, db: Database, target: str) -> None:
+    """Check that ``target`` (``REV``, ``FROM:TO``) names revisions of ``db``'s tree: an
+    unknown one is a ``RevisionError`` before any database is reached. Relative steps
+    are left to Alembic."""
+    for part in target.split(":"):
+        if not part or RELATIVE.search(part):
+            continue
+        try:
+            script.get_revisions(part)
+        except (AlembicRevisionError, CommandError) as exc:
+            raise RevisionError(
+                f"database {db.name!r}: unknown revision {part!r} ({one_line(exc)})"
+            ) from None
+
+
+# -- the files of a tree --------------------------------------------------------------------
+def revision_files(location: Path, *, recursive: bool = True) -> list[Path]:
+    """The ``*.py`` files of a version location, in Alembic's order: a folder's files
+    sorted, then (``recursive``) its subfolders, sorted; ``__pycache__`` is build output,
+    never a revision. What a tree is loaded from (recursive as the ini's
+    ``recursive_version_locations`` says), what a mirror copies and what a template's
+    digest hashes (every subfolder: a helper module there changes them too)."""
+    files: list[Path] = []
+    if not location.is_dir():
+        return files
+    for folder, dirs, names in os.walk(location):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__") if recursive else []
+        files.extend(Path(folder, name) for name in sorted(names) if name.endswith(".py"))
+    return files
+
+
 def _py_files(script: ScriptDirectory) -> Iterable[Path]:
     for location in script._version_locations:
-        if location.exists():
+        if not location.exists():
+            continue
+        if script.sourceless:  # compiled revisions (.pyc): Alembic's own listing finds them
             yield from Script._list_py_dir(script, location)
+        else:
+            yield from revision_files(location, recursive=script.recursive_version_locations)
 
 
 def _load_files(script: ScriptDirectory) -> Iterable[Script]:
@@ -90,7 +143,7 @@ def _check_ids(scripts: list[Script]) -> None:
         if len(files) > 1:
             raise RevisionError(f"revision {revision} is defined twice: {files[0]} and {files[1]}")
     for script in scripts:
-        for down in script._versioned_down_revisions:
+        for down in parents(script):
             if down not in paths:
                 raise RevisionError(
                     f"{script.path}: down_revision {down!r} is not a revision of this tree"
@@ -138,3 +191,91 @@ def _line(exc: BaseException, path: Path) -> str:
         if Path(frame.filename).resolve() == path.resolve():
             line = f" (line {frame.lineno})"
     return line
+
+
+# -- the graph, as Alembic knows it ------------------------------------------------------------
+def parents(revision: Script) -> tuple[str, ...]:
+    """The revisions ``revision``'s ``down_revision`` names (two or more for a merge)."""
+    return tuple(util.to_tuple(revision.down_revision, default=()))
+
+
+def first_parent(revision: Script) -> str:
+    """The parent a step of ``revision`` alone is scoped to: its only parent, the first
+    (by id) of a merge's, ``base`` for a base. ``<rev>@<first parent>`` downgrades exactly
+    ``rev``; ``<first parent>:<rev>`` is the offline range of its step."""
+    found = sorted(parents(revision))
+    return found[0] if found else "base"
+
+
+def needs(revision: Script) -> tuple[str, ...]:
+    """Every revision ``revision`` is applied after: its parents and its ``depends_on``
+    (labels resolved to revisions)."""
+    return tuple(revision._all_down_revisions)
+
+
+def declared_labels(revision: Script) -> set[str]:
+    """The branch labels written in the file (``branch_labels`` also holds inherited ones)."""
+    return set(revision._orig_branch_labels)
+
+
+# -- the steps Alembic takes -------------------------------------------------------------------
+def upgrade_steps(script: ScriptDirectory, target: str, heads: Any) -> list[MigrationStep]:
+    """The steps from ``heads`` up to ``target``, as ``alembic upgrade`` takes them."""
+    return list(script._upgrade_revs(target, heads))
+
+
+def downgrade_steps(script: ScriptDirectory, target: str, heads: Any) -> list[MigrationStep]:
+    """The steps from ``heads`` down to ``target``, as ``alembic downgrade`` takes them."""
+    return list(script._downgrade_revs(target, heads))
+
+
+def stamp_steps(
+    script: ScriptDirectory, revisions: Sequence[str], heads: Any
+) -> list[MigrationStep]:
+    """The version-table changes from ``heads`` to ``revisions``, as ``alembic stamp``'s."""
+    return list(script._stamp_revs(tuple(revisions), heads))
+
+
+def version_table(context: MigrationContext) -> Table:
+    """The version table (``alembic_version``) of a running migration context."""
+    table: Table = context._version
+    return table
+
+
+# -- writing a revision file -------------------------------------------------------------------
+#: ``(script, path)``: Alembic chose ``path`` for a new revision file (raise to refuse it).
+PathCheck = Callable[[ScriptDirectory, Path], None]
+#: ``(script, template, path, **variables)``: write the rendered file (instead of Alembic).
+FileWriter = Callable[..., None]
+
+
+@contextmanager
+def revision_writes(check_path: PathCheck, write: FileWriter) -> Iterator[None]:
+    """While active, Alembic's ``revision`` and ``merge`` name a new file through
+    ``check_path`` (before any work, autogenerate included) and write it with ``write``.
+
+    Alembic has no option for either, so its two places that name and write the file
+    (``ScriptDirectory._rev_path``, ``ScriptDirectory._generate_template``) are wrapped
+    for the duration.
+    """
+    rev_path = ScriptDirectory._rev_path
+    generate = ScriptDirectory._generate_template
+
+    def checked_path(
+        script: ScriptDirectory,
+        folder: str | os.PathLike[str],
+        rev_id: str,
+        message: str | None,
+        create_date: datetime,
+    ) -> Path:
+        path = rev_path(script, folder, rev_id, message, create_date)
+        check_path(script, path)
+        return path
+
+    ScriptDirectory._rev_path = checked_path  # type: ignore[method-assign,assignment]
+    ScriptDirectory._generate_template = write  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ScriptDirectory._rev_path = rev_path  # type: ignore[method-assign]
+        ScriptDirectory._generate_template = generate  # type: ignore[method-assign]

@@ -1,4 +1,5 @@
-"""The migration checks (SPEC section 5) on copies of the Reynard trees, some broken on purpose.
+"""The migration checks (the README's "Migration checks") on copies of the Reynard trees,
+some broken on purpose.
 
 Real server, real Alembic: each broken tree is a copy in tmp_path with one
 revision file added, removed or edited, and the check it targets must fail
@@ -17,8 +18,8 @@ import pytest
 from reynard_trees import Cli, write_revision
 
 from pytest_reynard_db.checks import CHECKS, CheckResult, run_check, run_checks, select_checks
+from pytest_reynard_db.checks.heads import expected_heads
 from pytest_reynard_db.checks.runner import CheckRunner, scratch_name
-from pytest_reynard_db.checks.stairway import expected_heads
 from pytest_reynard_db.cli import main
 from pytest_reynard_db.errors import ConfigError
 from pytest_reynard_db.manager import MigrationManager

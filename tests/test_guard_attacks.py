@@ -1,4 +1,5 @@
-"""Issue 11's attacks on the guard (SPEC §7), against a real decoy "production" server.
+"""Issue 11's attacks on the guard (the README's "The production guard"), against a real
+decoy "production" server.
 
 The decoy is a PostgreSQL server that logs every connection and holds databases named
 like the registry's production databases (``reynard_ecs``, ``reynard_ecs_e2e``,

@@ -13,8 +13,8 @@ from pytest_reynard_db.errors import FileConflict, RevisionError
 from pytest_reynard_db.mirror import (
     MirrorDiff,
     duplicate_revisions,
+    keyed_files,
     mirror_diff,
-    revision_files,
     versions_root,
 )
 from pytest_reynard_db.mirror_write import leftover_files, sync_mirror
@@ -66,7 +66,7 @@ def dbs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Database, Data
 
 
 def mtimes(root: Path) -> dict[PurePosixPath, int]:
-    return {key: path.stat().st_mtime_ns for key, path in revision_files(root).items()}
+    return {key: path.stat().st_mtime_ns for key, path in keyed_files(root).items()}
 
 
 def test_versions_root_is_the_common_parent(dbs: tuple[Database, Database], tmp_path: Path) -> None:
@@ -77,12 +77,12 @@ def test_versions_root_is_the_common_parent(dbs: tuple[Database, Database], tmp_
     assert versions_root(single) == tmp_path / "alembic" / "main" / "versions" / "ecs"
 
 
-def test_revision_files_are_relative_and_skip_pycache(tmp_path: Path) -> None:
+def test_keyed_files_are_relative_and_skip_pycache(tmp_path: Path) -> None:
     (tmp_path / "a" / "__pycache__").mkdir(parents=True)
     (tmp_path / "a" / "x.py").write_text("")
     (tmp_path / "a" / "__pycache__" / "x.py").write_text("")
     (tmp_path / "a" / "notes.txt").write_text("")
-    assert revision_files(tmp_path) == {PurePosixPath("a/x.py"): tmp_path / "a" / "x.py"}
+    assert keyed_files(tmp_path) == {PurePosixPath("a/x.py"): tmp_path / "a" / "x.py"}
 
 
 def test_in_sync(dbs: tuple[Database, Database]) -> None:
@@ -167,14 +167,14 @@ def test_dry_run_writes_nothing(dbs: tuple[Database, Database]) -> None:
     extra = versions_root(mirror) / "ecs" / "e9_local.py"
     extra.write_text(revision_text("e9", "e2"))
     mirror_root = versions_root(mirror)
-    contents = {k: p.read_bytes() for k, p in revision_files(mirror_root).items()}
+    contents = {k: p.read_bytes() for k, p in keyed_files(mirror_root).items()}
     before = mtimes(mirror_root)
     diff = mirror_diff(source, mirror)
     report = sync_mirror(diff, dry_run=True, prune=True)
     assert report.written == [mirror_root / "naming" / "n2_add.py", mirror_root / "ecs/e2_alter.py"]
     assert report.removed == [extra]
     assert mtimes(mirror_root) == before
-    assert {k: p.read_bytes() for k, p in revision_files(mirror_root).items()} == contents
+    assert {k: p.read_bytes() for k, p in keyed_files(mirror_root).items()} == contents
     assert mirror_diff(source, mirror) == diff
 
 
@@ -273,7 +273,7 @@ def test_revisions_are_matched_by_id_as_well_as_by_path(dbs: tuple[Database, Dat
     assert report.moved == [(mir / "ecs" / "e2_alter.py", mir / "ecs" / "e2_renamed.py")]
     assert (report.removed, report.helpers) == ([], [mir / "ecs" / "helpers.py"])
     assert not (mir / "ecs" / "e2_alter.py").exists()
-    assert duplicate_revisions(revision_files(mir).values()) == {}
+    assert duplicate_revisions(keyed_files(mir).values()) == {}
 
 
 def test_leftover_temp_files_are_found_and_only_those(dbs: tuple[Database, Database]) -> None:

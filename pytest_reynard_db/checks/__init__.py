@@ -1,4 +1,5 @@
-"""The migration checks of SPEC section 5, as plain functions over a ``CheckRunner``.
+"""The migration checks (the README's "Migration checks"), as plain functions over a
+``CheckRunner``.
 
 Each check is a function ``(runner) -> CheckResult | list[CheckResult]`` in
 its own module; ``CHECKS`` lists them in the order they run (cheap file

@@ -7,8 +7,8 @@ Pure functions of the revision graph (no database), like Alembic's ``revision.py
 from __future__ import annotations
 
 from alembic.script import Script, ScriptDirectory
-from alembic.util import to_tuple
 
+from ..tree import first_parent, needs
 from .runner import CheckRunner
 
 
@@ -24,8 +24,7 @@ def down_target(revision: Script) -> str:
     branches; a target scoped to the revision's own branch (``<rev>@<parent>``,
     ``<rev>@base`` for a base, ``<merge>@<one parent>`` for a merge) is exact.
     """
-    parents = to_tuple(revision.down_revision, default=())
-    return f"{revision.revision}@{sorted(parents)[0] if parents else 'base'}"
+    return f"{revision.revision}@{first_parent(revision)}"
 
 
 def expected_heads(script: ScriptDirectory, applied: set[str]) -> set[str]:
@@ -38,7 +37,7 @@ def expected_heads(script: ScriptDirectory, applied: set[str]) -> set[str]:
     for rev in applied:
         found = script.get_revision(rev)
         if found is not None:
-            below.update(found._all_down_revisions)
+            below.update(needs(found))
     return applied - below
 
 

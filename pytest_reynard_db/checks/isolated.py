@@ -23,11 +23,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from ..postgres import Server
 from ..registry import Database, Registry
 from .result import CheckResult
 from .runner import Progress
+
+if TYPE_CHECKING:  # the servers load on use: file checks need none
+    from ..postgres import Server
 
 #: The child's module: not imported by ``checks`` itself, so ``-m`` runs it cleanly.
 CHILD = "pytest_reynard_db.checks.child"

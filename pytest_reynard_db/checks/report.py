@@ -1,4 +1,5 @@
-"""How check results are shown: a summary table, the SPEC's JSON, a progress line.
+"""How check results are shown: a summary table, the JSON (as the README's "Migration
+checks" shows it), a progress line.
 
 Kept apart from the checks so that the CLI and the pytest plugin only choose
 a rendering; nothing here runs a check.
@@ -20,7 +21,7 @@ CHECK_FORMATS = ("table", "json", "github", "junit")
 
 
 def show_results(results: Sequence[CheckResult], fmt: str, out: TextIO, *, root: Path) -> None:
-    """``check --format``: the table, the SPEC's JSON, or a CI's own format."""
+    """``check --format``: the table, the JSON, or a CI's own format."""
     from .ci_formats import print_github, print_junit
 
     if fmt == "github":
@@ -32,7 +33,8 @@ def show_results(results: Sequence[CheckResult], fmt: str, out: TextIO, *, root:
 
 
 def print_json(results: Sequence[CheckResult], out: TextIO) -> None:
-    """``{"results": [...]}``, one entry per database and check that ran (SPEC section 5)."""
+    """``{"results": [...]}``, one entry per database and check that ran (the README's
+    "Migration checks")."""
     json.dump({"results": [r.as_json() for r in results]}, out, indent=2)
     out.write("\n")
 

@@ -26,8 +26,9 @@ class CheckResult:
     skipped: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        """The SPEC's JSON entry: every field, None where it does not apply; ``"skipped":
-        true`` added to a skipped check's entry only, so the SPEC's shape is kept."""
+        """The ``--json`` entry (the README's "Migration checks"): every field, None where it
+        does not apply; ``"skipped": true`` added to a skipped check's entry only, so the
+        documented shape is kept."""
         entry = asdict(self)
         if not self.skipped:
             del entry["skipped"]

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
@@ -86,23 +86,22 @@ class CheckRunner:
                 raise
         return self._script
 
-    def manager(self, url: URL) -> MigrationManager:
+    def manager(self, url: URL, *, stdout: TextIO | None = None) -> MigrationManager:
         """A manager aimed at ``url``, on the runner's already-loaded tree.
 
         Given a URL, the manager exports it to the database's ``url_env`` and
         sets ``sqlalchemy.url`` while migrations run, so an ``env.py`` reading
-        either reaches only ``url``. Alembic's stdout goes nowhere: the CLI's
-        stdout belongs to the summary (or the JSON).
+        either reaches only ``url``. Alembic's stdout goes to ``stdout``, by default
+        nowhere: the CLI's stdout belongs to the summary (or the JSON).
         """
-        manager = MigrationManager(
+        return MigrationManager(
             self.db,
             url,
-            stdout=io.StringIO(),
+            stdout=io.StringIO() if stdout is None else stdout,
+            script=self.script,
             quiet=True,
             url_envs=self.registry.url_envs(self.db.name),
         )
-        manager._script = self.script
-        return manager
 
     @contextmanager
     def scratch_database(self, purpose: str) -> Iterator[MigrationManager]:

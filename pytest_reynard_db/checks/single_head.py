@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from alembic.script import Script, ScriptDirectory
-from alembic.util import to_tuple
 
+from ..tree import parents
 from .result import CheckResult
 from .runner import CheckRunner
 
@@ -68,7 +68,7 @@ def ancestors(script: ScriptDirectory, revision: str) -> set[str]:
         seen.add(current)
         found = script.get_revision(current)
         if found is not None:
-            todo.extend(to_tuple(found.down_revision, default=()))
+            todo.extend(parents(found))
     return seen
 
 

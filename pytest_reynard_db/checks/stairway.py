@@ -33,35 +33,13 @@ from sqlalchemy import Connection
 
 from ..errors import EnvPyFailed, MigrationFailed, ReynardDBError
 from ..manager import MigrationManager
-from .heads import down_target, expected_heads, heads_text, unchanged_or_wrong, walk_order
+from ..tree import needs, version_table
+from .heads import expected_heads, walk_order
 from .result import CheckResult
 from .runner import CheckRunner
-
-__all__ = [
-    "down_target",
-    "expected_heads",
-    "heads_text",
-    "stairway",
-    "unchanged_or_wrong",
-    "walk_order",
-]
+from .stairway_steps import StepFailed, one_step, reach, verb_and_target, wrong_heads
 
 CHECK = "stairway"
-
-
-class StepFailed(Exception):
-    """One step of the stairway went wrong; carries the revision and the step name.
-
-    ``elsewhere``: the step left the throw-away database as it was, so ``env.py``
-    migrated another database: every revision would fail the same way.
-    """
-
-    def __init__(self, script: Script, step: str, error: str, *, elsewhere: bool = False) -> None:
-        super().__init__(error)
-        self.script = script
-        self.step = step
-        self.error = error
-        self.elsewhere = elsewhere
 
 
 @dataclass
@@ -176,10 +154,10 @@ class Stairway:
         except EnvPyFailed:
             raise  # the environment is broken, not a revision: the check fails on env.py
         except MigrationFailed as exc:
-            raise StepFailed(self.order[self.at], self.step, _reason(exc)) from exc
+            raise StepFailed(self.order[self.at], self.step, exc.reason) from exc
         except ReynardDBError as exc:
             revision = self.order[self.at]
-            verb, target = _verb_and_target(revision, self.step)
+            verb, target = verb_and_target(revision, self.step)
             raise StepFailed(revision, self.step, f"{verb} {target}: {exc}") from exc
         if self.failure is not None:
             raise self.failure
@@ -222,15 +200,15 @@ class Stairway:
         transaction of its own.
         """
         before, after = self._expected
-        actual = {row[0] for row in self.connection.execute(ctx._version.select())}
+        actual = {row[0] for row in self.connection.execute(version_table(ctx).select())}
         if actual != after:
             revision = self.order[self.at]
-            self.failure = _wrong_heads(revision, self.step, actual, after, before)
+            self.failure = wrong_heads(revision, self.step, actual, after, before)
 
     def _stair(self, revision: Script) -> list[tuple[str, bool, set[str], set[str]]]:
         """The three steps on ``revision``: (name, upward, heads before, heads after)."""
         without = self.heads
-        with_it = (without - set(revision._all_down_revisions)) | {revision.revision}
+        with_it = (without - set(needs(revision))) | {revision.revision}
         return [
             ("up", True, without, with_it),
             ("down", False, with_it, without),
@@ -241,7 +219,7 @@ class Stairway:
         """Up, down, up on ``revision``, one ``env.py`` run each, the heads read back after."""
         for step, _, before, after in self._stair(revision):
             self.step = step
-            _step(self.manager, self.connection, revision, step, before, after)
+            one_step(self.manager, self.connection, revision, step, before, after)
         self._applied(revision)
 
     def _applied(self, revision: Script) -> None:
@@ -260,7 +238,7 @@ class Stairway:
     def _blocked_by(self, revision: Script) -> list[Broken]:
         """The broken revisions behind any revision ``revision`` needs (parents, depends_on)."""
         causes: list[Broken] = []
-        for needed in sorted(revision._all_down_revisions):
+        for needed in sorted(needs(revision)):
             for cause in self.blocked.get(needed, []):
                 if cause not in causes:
                     causes.append(cause)
@@ -308,69 +286,3 @@ def _same_connection(theirs: Connection | None, ours: Connection) -> bool:
         return theirs.connection.dbapi_connection is ours.connection.dbapi_connection
     except Exception:  # a connection of another kind (a mock, offline): not ours
         return False
-
-
-def _verb_and_target(revision: Script, step: str) -> tuple[str, str]:
-    """The Alembic command a step amounts to, as messages name it."""
-    if step == "down":
-        return "downgrade", down_target(revision)
-    return "upgrade", revision.revision
-
-
-def _wrong_heads(
-    revision: Script, step: str, actual: set[str], expected: set[str], before: set[str]
-) -> StepFailed:
-    """The failure of a step that left ``actual`` heads where ``expected`` were due."""
-    verb, target = _verb_and_target(revision, step)
-    why = unchanged_or_wrong(None, f"{verb} {target}", actual, expected, before)
-    return StepFailed(revision, step, why, elsewhere=actual == before)
-
-
-def reach(
-    manager: MigrationManager, connection: Connection, order: list[Script], applied: set[str]
-) -> None:
-    """Upgrade an empty database to exactly ``applied`` (closed under "needs"), heads read back."""
-    heads = expected_heads(manager.script, applied)
-    for script in order:
-        if script.revision in heads:
-            manager.upgrade(script.revision, connection=connection)
-    actual = set(MigrationContext.configure(connection).get_current_heads())
-    connection.rollback()
-    if actual != heads:
-        raise ReynardDBError(
-            f"upgrading to {heads_text(heads)} left the database at {heads_text(actual)}"
-        )
-
-
-def _step(
-    manager: MigrationManager,
-    connection: Connection,
-    revision: Script,
-    step: str,
-    before: set[str],
-    after: set[str],
-) -> None:
-    """One step, one ``env.py`` run, from heads ``before`` to heads ``after``, read back."""
-    verb, target = _verb_and_target(revision, step)
-    try:
-        if verb == "upgrade":
-            manager.upgrade(target, connection=connection)
-        else:
-            manager.downgrade(target, connection=connection)
-    except EnvPyFailed:
-        raise  # the environment is broken, not this revision: the check fails on env.py
-    except MigrationFailed as exc:
-        raise StepFailed(revision, step, _reason(exc)) from exc
-    except ReynardDBError as exc:
-        raise StepFailed(revision, step, f"{verb} {target}: {exc}") from exc
-    actual = set(MigrationContext.configure(connection).get_current_heads())
-    connection.rollback()  # end the read's transaction: the next step opens its own
-    if actual != after:
-        raise _wrong_heads(revision, step, actual, after, before)
-
-
-def _reason(exc: MigrationFailed) -> str:
-    """The database error of a failed migration, without the manager's prefix."""
-    message = str(exc)
-    marker = " failed: "
-    return message.split(marker, 1)[1] if marker in message else message

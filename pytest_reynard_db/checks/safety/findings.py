@@ -153,8 +153,9 @@ def apply_waivers(
 def to_results(
     runner: CheckRunner, check: str, reports: Sequence[RevisionReport]
 ) -> list[CheckResult]:
-    """One result per database and check (as SPEC section 5 has it): a failure lists
-    every revision with an unwaived finding and names the first in ``revision``/``file``.
+    """One result per database and check (as the README's "Migration checks" has it): a
+    failure lists every revision with an unwaived finding and names the first in
+    ``revision``/``file``.
 
     The notes of the other revisions (``not lintable offline: ...``, ``not
     measured: ...``) follow, one line each: they do not fail the check, and are

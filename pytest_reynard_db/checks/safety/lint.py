@@ -24,9 +24,9 @@ from typing import Any
 
 from ...errors import ConfigError, ReynardDBError
 from ...lint_settings import LintSettings
+from ..heads import walk_order
 from ..result import CheckResult
 from ..runner import CheckRunner
-from ..stairway import walk_order
 from .findings import (
     BAD_WAIVER,
     Finding,
@@ -35,7 +35,7 @@ from .findings import (
     read_waivers,
     to_results,
 )
-from .offline_sql import NotLintable, RevisionSQL, offline_manager, revision_sql, table_of
+from .offline_sql import NotLintable, RevisionSQL, revision_sql, table_of
 
 CHECK = "lint"
 SQUAWK_TIMEOUT = 120
@@ -62,7 +62,6 @@ def lint_reports(runner: CheckRunner) -> list[RevisionReport]:
     """
     squawk = find_squawk()
     settings = runner.registry.lint
-    manager = offline_manager(runner)
     reports: list[RevisionReport] = []
     everywhere: str | None = None  # why no revision renders (env.py), once known
     for revision in walk_order(runner.script):
@@ -72,7 +71,7 @@ def lint_reports(runner: CheckRunner) -> list[RevisionReport]:
         try:
             if everywhere is not None:
                 raise NotLintable(everywhere, everywhere=True)
-            sql = revision_sql(manager, revision)
+            sql = revision_sql(runner, revision)
         except NotLintable as exc:
             notes.append(f"{NOT_LINTABLE}: {exc.reason}")
             if exc.everywhere:

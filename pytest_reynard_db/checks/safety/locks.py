@@ -24,13 +24,13 @@ from alembic.script import Script
 from sqlalchemy import Connection, text
 
 from ...errors import MigrationFailed
-from ...failures import runs_outside_a_transaction
 from ...manager import MigrationManager
+from ...migration_errors import runs_outside_a_transaction
 from ..bounded import SelfDeadlockWatch, env_ignores_connection
 from ..catalog import USER_SCHEMA
+from ..heads import walk_order
 from ..result import CheckResult
 from ..runner import CheckRunner
-from ..stairway import walk_order
 from .fill import Filler
 from .findings import Finding, RevisionReport, apply_waivers, read_waivers, to_results
 
@@ -147,7 +147,7 @@ def measure(
             return [_failed(exc, "fails on tables with rows")]
         report.notes.append(
             "measured on tables without generated rows: they collided with the revision's "
-            f"own data ({_reason(exc)})"
+            f"own data ({exc.reason})"
         )
     try:
         return _measure(manager, connection, revision, report, None, env_py)
@@ -252,16 +252,11 @@ def _finding(relation: Relation, mode: str | None, rewritten: bool) -> Finding:
 
 def _failed(exc: MigrationFailed, how: str) -> Finding:
     """A revision that does not run (on tables with rows: ``NOT NULL`` without a default)."""
-    reason = _reason(exc)
+    reason = exc.reason
     named = RELATION.search(reason)
     return Finding(
         CHECK, "migration-failed", f"{how}: {reason}", table=named.group(1) if named else None
     )
-
-
-def _reason(exc: MigrationFailed) -> str:
-    message = str(exc)
-    return message.split(" failed: ", 1)[1] if " failed: " in message else message
 
 
 def _sqlstate(exc: BaseException) -> str | None:

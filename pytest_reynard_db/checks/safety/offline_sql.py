@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from alembic.script import Script
-from alembic.util import to_tuple
 from sqlalchemy.dialects import registry as dialects
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
@@ -26,6 +25,7 @@ from sqlalchemy.engine import URL
 from ...errors import MigrationFailed
 from ...manager import MigrationManager
 from ...text import first_line, shown_path
+from ...tree import first_parent
 from ..runner import CheckRunner
 
 MARKER = re.compile(r"^-- Running upgrade .*-> (?P<rev>\S+)\s*$")
@@ -114,19 +114,14 @@ class RevisionSQL:
 
 def step_range(revision: Script) -> str:
     """``<down_rev>:<rev>``; ``base:<rev>`` for a base; one (the first) parent for a merge."""
-    parents = to_tuple(revision.down_revision, default=())
-    return f"{sorted(parents)[0] if parents else 'base'}:{revision.revision}"
+    return f"{first_parent(revision)}:{revision.revision}"
 
 
-def offline_manager(runner: CheckRunner) -> MigrationManager:
-    """A manager for ``--sql`` runs: a URL that is never connected to, output captured."""
-    return runner.manager(OFFLINE_URL)
-
-
-def revision_sql(manager: MigrationManager, revision: Script) -> RevisionSQL:
-    """The ``--sql`` output of exactly ``revision``'s upgrade step."""
-    buffer = io.StringIO()
-    manager.stdout = buffer  # the Config's stdout and output_buffer (where --sql goes)
+def revision_sql(runner: CheckRunner, revision: Script) -> RevisionSQL:
+    """The ``--sql`` output of exactly ``revision``'s upgrade step, rendered by a manager
+    aimed at a URL that is never connected to."""
+    buffer = io.StringIO()  # the Config's stdout and output_buffer (where --sql goes)
+    manager = runner.manager(OFFLINE_URL, stdout=buffer)
     try:
         manager.upgrade(step_range(revision), sql=True)
     except Exception as exc:  # whatever the revision or env.py raises: a reason, not a crash

@@ -105,10 +105,14 @@ def migration_failure(
             "statements before the failure may have been applied"
         )
     left = f"database left at {now}{caveat}" if connection else "no SQL was run: --sql"
-    failure = MigrationFailed(f"database {db.name!r}: {where} failed: {error} ({left})")
-    failure.revision = step.revision
-    failure.path = step.path
-    return failure
+    reason = f"{error} ({left})"
+    return MigrationFailed(
+        f"database {db.name!r}: {where} failed: {reason}",
+        revision=step.revision,
+        path=step.path,
+        where=where,
+        reason=reason,
+    )
 
 
 def env_py_failure(db: Database, exc: BaseException) -> EnvPyFailed:
@@ -129,19 +133,19 @@ def env_py_failure(db: Database, exc: BaseException) -> EnvPyFailed:
         where = shown_path(env_py)
     missing = _missing_logging_section(exc, frames)
     if missing:
-        needs = EnvPyNeedsConfig(
+        return EnvPyNeedsConfig(
             f"{shown_path(db.ini)}: no [{missing}] section for the logging set-up that "
             f"{where} asks for (logging.config.fileConfig): add the ini's logging sections, "
-            "or call fileConfig only when it has them"
+            "or call fileConfig only when it has them",
+            path=str(env_py),
+            where=where,
         )
-        needs.path = str(env_py)
-        return needs
-    failure = EnvPyFailed(
+    return EnvPyFailed(
         f"database {db.name!r}: {where}: {type(exc).__name__}: {first_line(exc)} "
-        "(before any migration ran)"
+        "(before any migration ran)",
+        path=str(env_py),
+        where=where,
     )
-    failure.path = str(env_py)
-    return failure
 
 
 def _missing_logging_section(exc: BaseException, frames: traceback.StackSummary) -> str | None:

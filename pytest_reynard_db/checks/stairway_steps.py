@@ -1,0 +1,89 @@
+"""The stairway's steps one ``env.py`` run each: for an ``env.py`` that migrates on a
+connection of its own (the walk in one run needs the one it is passed), and to bring a
+fresh throw-away database to where the walk had reached after a failure. Each step's
+heads are read back; a step that left the wrong ones is a ``StepFailed`` that says why.
+"""
+
+from __future__ import annotations
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script
+from sqlalchemy import Connection
+
+from ..errors import EnvPyFailed, MigrationFailed, ReynardDBError
+from ..manager import MigrationManager
+from .heads import down_target, expected_heads, heads_text, unchanged_or_wrong
+
+
+class StepFailed(Exception):
+    """One step of the stairway went wrong; carries the revision and the step name.
+
+    ``elsewhere``: the step left the throw-away database as it was, so ``env.py``
+    migrated another database: every revision would fail the same way.
+    """
+
+    def __init__(self, script: Script, step: str, error: str, *, elsewhere: bool = False) -> None:
+        super().__init__(error)
+        self.script = script
+        self.step = step
+        self.error = error
+        self.elsewhere = elsewhere
+
+
+def verb_and_target(revision: Script, step: str) -> tuple[str, str]:
+    """The Alembic command a step amounts to, as messages name it."""
+    if step == "down":
+        return "downgrade", down_target(revision)
+    return "upgrade", revision.revision
+
+
+def wrong_heads(
+    revision: Script, step: str, actual: set[str], expected: set[str], before: set[str]
+) -> StepFailed:
+    """The failure of a step that left ``actual`` heads where ``expected`` were due."""
+    verb, target = verb_and_target(revision, step)
+    why = unchanged_or_wrong(None, f"{verb} {target}", actual, expected, before)
+    return StepFailed(revision, step, why, elsewhere=actual == before)
+
+
+def reach(
+    manager: MigrationManager, connection: Connection, order: list[Script], applied: set[str]
+) -> None:
+    """Upgrade an empty database to exactly ``applied`` (closed under "needs"), heads read back."""
+    heads = expected_heads(manager.script, applied)
+    for script in order:
+        if script.revision in heads:
+            manager.upgrade(script.revision, connection=connection)
+    actual = set(MigrationContext.configure(connection).get_current_heads())
+    connection.rollback()
+    if actual != heads:
+        raise ReynardDBError(
+            f"upgrading to {heads_text(heads)} left the database at {heads_text(actual)}"
+        )
+
+
+def one_step(
+    manager: MigrationManager,
+    connection: Connection,
+    revision: Script,
+    step: str,
+    before: set[str],
+    after: set[str],
+) -> None:
+    """One step, one ``env.py`` run, from heads ``before`` to heads ``after``, read back."""
+    verb, target = verb_and_target(revision, step)
+    try:
+        if verb == "upgrade":
+            manager.upgrade(target, connection=connection)
+        else:
+            manager.downgrade(target, connection=connection)
+    except EnvPyFailed:
+        raise  # the environment is broken, not this revision: the check fails on env.py
+    except MigrationFailed as exc:
+        raise StepFailed(revision, step, exc.reason) from exc
+    except ReynardDBError as exc:
+        raise StepFailed(revision, step, f"{verb} {target}: {exc}") from exc
+    actual = set(MigrationContext.configure(connection).get_current_heads())
+    connection.rollback()  # end the read's transaction: the next step opens its own
+    if actual != after:
+        raise wrong_heads(revision, step, actual, after, before)

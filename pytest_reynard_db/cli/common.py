@@ -1,0 +1,74 @@
+"""What several verbs of ``reynard-migrate`` share: the manager they migrate with, the
+production guard around them, and the lines they print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+from .. import logs
+from ..guard import GUARD
+from ..manager import MigrationManager
+from ..mirror import MirrorDiff
+from ..registry import Registry
+
+PROG = "reynard-migrate"
+Handler = Callable[[argparse.Namespace, Registry, TextIO], int]
+
+
+def manager_for(
+    registry: Registry,
+    name: str,
+    url: str | None,
+    out: TextIO,
+    lock_timeout: float,
+    args: argparse.Namespace,
+) -> MigrationManager:
+    """A manager that migrates ``name``, every variable its env.py may read aimed at the target;
+    Alembic's own messages (``Generating ... done``) only with ``-v``."""
+    return MigrationManager(
+        registry.get(name),
+        url,
+        stdout=out,
+        url_envs=registry.url_envs(name),
+        lock_timeout=lock_timeout,
+        alembic_messages=args.verbosity > logs.NORMAL,
+    )
+
+
+@contextmanager
+def throwaway_only(args: argparse.Namespace) -> Iterator[None]:
+    """The production guard (see ``guard``): only throw-away databases and ``--allow``'s;
+    where it sent a connection env.py opened elsewhere is said on stderr."""
+    with GUARD.armed_for(opt_in_hint="--allow URL", allow=tuple(args.allow)):
+        before = set(GUARD.redirects)
+        try:
+            yield
+        finally:
+            shown = args.verbosity > logs.QUIET
+            for redirect in (r for r in GUARD.redirects if r not in before and shown):
+                print(
+                    f"{PROG}: note: env.py connected to {redirect} "
+                    "(redirected by the production guard)",
+                    file=sys.stderr,
+                )
+
+
+def in_sync(diff: MirrorDiff) -> str:
+    return f"{diff.source.name} -> {diff.mirror.name}: in sync"
+
+
+def at(manager: MigrationManager) -> str:
+    return ", ".join(manager.current()) or "base"
+
+
+def same_server(url: str | None, database: str) -> str | None:
+    """Several databases and one --url: that server, each database by its own name."""
+    if url is None:
+        return None
+    from ..urls import with_database
+
+    return with_database(url, database).render_as_string(hide_password=False)

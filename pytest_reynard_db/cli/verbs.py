@@ -1,0 +1,240 @@
+"""The verbs of ``reynard-migrate``, one function each: ``(args, registry, out) -> exit code``.
+
+Each is a few lines over the manager, the mirror code or the checks; what several
+share is in ``common``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import nullcontext
+from typing import TextIO
+
+from .. import graph, mirror, mirror_write, text
+from ..checks import enabled_checks, needs_server, run_checks, select_checks
+from ..checks.report import progress_line, show_results
+from ..checks.runner import CheckRunner, scratch_server
+from ..checks.safety import safety_reports
+from ..checks.safety.report import render
+from ..errors import CheckFailed, ReynardDBError
+from ..manager import MigrationManager
+from ..registry import Registry
+from ..text import shown_path as relative
+from ..tree import parents
+from ..urls import mask_url, redact
+from .common import PROG, at, in_sync, manager_for, same_server, throwaway_only
+
+
+def cmd_list(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    rows = [("name", "database", "ini", "tree", "mirror_of", "heads")]
+    status = 0
+    for db in registry.select():
+        try:
+            heads = " ".join(s.revision for s in MigrationManager(db).heads()) or "(empty)"
+        except ReynardDBError as exc:
+            heads, status = f"error: {exc}", exc.exit_code
+        rows.append(
+            (
+                db.name,
+                db.database,
+                relative(db.ini),
+                relative(db.script_location),
+                db.mirror_of or "-",
+                heads,
+            )
+        )
+    for broken in registry.broken.values():
+        rows.append((broken.name, broken.database, "-", "-", "-", f"error: {broken.error}"))
+        status = broken.error.exit_code
+    text.print_table(rows, out)
+    return status
+
+
+def cmd_upgrade(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    manager = manager_for(registry, args.db, args.url, out, args.lock_timeout, args)
+    manager.upgrade(args.to, sql=args.sql)
+    return _migrated(args, manager, out)
+
+
+def cmd_downgrade(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    manager = manager_for(registry, args.db, args.url, out, args.lock_timeout, args)
+    manager.downgrade(args.to, sql=args.sql)
+    return _migrated(args, manager, out)
+
+
+def _migrated(args: argparse.Namespace, manager: MigrationManager, out: TextIO) -> int:
+    """Where ``upgrade`` or ``downgrade`` left the database (nothing to say after --sql)."""
+    if not args.sql:
+        print(f"{args.db}: at {at(manager)} ({mask_url(manager.url)})", file=out)
+    return 0
+
+
+def cmd_create(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    manager = manager_for(registry, args.db, args.url, out, args.lock_timeout, args)
+    # With --url the user named the database to compare with; else it is a throw-away one.
+    with throwaway_only(args) if args.url is None else nullcontext():
+        script = manager.create(
+            args.message,
+            branch=args.branch,
+            new_branch=args.new_branch,
+            from_rev=args.from_rev,
+            head=args.head,
+            empty=args.empty,
+        )
+    label = f", branch {args.new_branch}" if args.new_branch else ""
+    print(f"{args.db}: wrote {relative(script.path)} (revision {script.revision}{label})", file=out)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    manager = manager_for(registry, args.db, None, out, 0, args)
+    script = manager.merge(args.revisions, message=args.message)
+    merged = ", ".join(parents(script))
+    print(
+        f"{args.db}: wrote {relative(script.path)} (revision {script.revision}, merging {merged})",
+        file=out,
+    )
+    return 0
+
+
+def cmd_stamp(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    manager = manager_for(registry, args.db, args.url, out, args.lock_timeout, args)
+    manager.stamp(args.revisions, sql=args.sql, purge=args.purge)
+    if not args.sql:
+        print(f"{args.db}: stamped, at {at(manager)} ({mask_url(manager.url)})", file=out)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    for script in MigrationManager(registry.get(args.db)).history():
+        print(
+            script.cmd_format(
+                False,
+                include_branches=True,
+                include_doc=True,
+                include_parents=True,
+                tree_indicators=True,
+            ),
+            file=out,
+        )
+    return 0
+
+
+def cmd_heads(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    for script in MigrationManager(registry.get(args.db)).heads():
+        print(script.cmd_format(False, include_branches=True, tree_indicators=False), file=out)
+    return 0
+
+
+def cmd_current(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    manager = MigrationManager(registry.get(args.db), args.url)
+    current = manager.current()
+    if not current:
+        print(f"{args.db}: base (no revision applied)", file=out)
+    for revision in current:
+        script = manager.script.get_revision(revision)
+        line = script.cmd_format(False, include_branches=True) if script else revision
+        print(line, file=out)
+    return 0
+
+
+def cmd_copy(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    """Sync each mirror; a conflict anywhere stops them all before anything is written."""
+    pairs = registry.mirror_pairs(args.dbs)
+    if not pairs:
+        print("no mirrors in the registry", file=out)
+        return 0
+    diffs = [mirror.mirror_diff(source, target) for source, target in pairs]
+    if args.check:
+        for diff in diffs:
+            print(in_sync(diff) if diff.in_sync else diff.describe(), file=out)
+        if not all(diff.in_sync for diff in diffs):
+            raise CheckFailed("mirrors out of sync; run `reynard-migrate copy` to sync them")
+        return 0
+    conflicted = [diff for diff in diffs if diff.conflicts]
+    for diff in conflicted:
+        print("\n".join(diff.describe_conflict(c) for c in diff.conflicts), file=out)
+    if conflicted:
+        raise mirror_write.conflict_error(conflicted)
+    for diff in diffs:
+        report = mirror_write.sync_mirror(diff, dry_run=args.dry_run, prune=args.prune)
+        lines = mirror_write.describe_sync(diff, report, dry_run=args.dry_run)
+        print("\n".join(lines or [in_sync(diff)]), file=out)
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    databases = registry.select(args.dbs)
+    for db in databases:
+        url = args.url if len(databases) == 1 else same_server(args.url, db.database)
+        manager = manager_for(registry, db.name, url, out, args.lock_timeout, args)
+        if args.sql:
+            manager.upgrade("heads", sql=True)
+            continue
+        print(f"{db.name}: {mask_url(manager.url)} ...", file=out, flush=True)
+        created = manager.setup()
+        print(f"{db.name}: {'created, ' if created else ''}at {at(manager)}", file=out)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    """Run the checks on throw-away databases; exit 1 when any fails (the README's
+    "Migration checks")."""
+    only = args.only.split(",") if args.only else None
+    enabled = enabled_checks(registry)
+    select_checks(only, enabled)  # an unknown id is an error before any server starts
+    databases = registry.select(args.dbs)
+    with (
+        progress_line(sys.stderr) as progress,
+        throwaway_only(args),
+        scratch_server(
+            args.url,
+            needed=needs_server(only, enabled),
+            registry=registry,
+            allow=tuple(args.allow),
+        ) as server,
+    ):
+        results = run_checks(
+            registry,
+            databases,
+            server,
+            only=only,
+            progress=progress,
+            timeout=args.timeout,
+            allow=tuple(args.allow),
+        )
+    show_results(results, "json" if args.json else args.format, out, root=registry.root)
+    broken = [] if args.dbs else list(registry.broken.values())
+    for entry in broken:  # every database was asked for: a broken one is said, and counts
+        print(f"{PROG}: error: {redact(entry.error)}", file=sys.stderr)
+    if broken:
+        return broken[0].error.exit_code
+    return 1 if any(not r.ok for r in results) else 0
+
+
+def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    """Both safety checks on one database, one report per revision; exit 1 on a finding."""
+    db = registry.get(args.db)
+    with (
+        throwaway_only(args),
+        scratch_server(
+            args.url, needed=args.only != "lint", registry=registry, allow=tuple(args.allow)
+        ) as server,
+    ):
+        reports = safety_reports(CheckRunner(db, registry, server), args.only, args.timeout)
+    render(reports, args.format, out)
+    return 1 if any(not r.ok for r in reports) else 0
+
+
+def cmd_server(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    """See, stop or prune the reuse server (or a shared server's templates with --url)."""
+    from .. import server_admin  # the server verbs only: keeps the other verbs' start fast
+
+    return server_admin.run_verb(args.action, registry, out, args.url, args.older_than)
+
+
+def cmd_graph(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    db = registry.get(args.db)
+    print(graph.render(MigrationManager(db).script, args.format, name=db.name), file=out)
+    return 0

@@ -1,0 +1,61 @@
+"""The database a manager migrates: reached with a clear error, created when missing.
+
+A verb's connection is its own (``NullPool``: nothing is kept between verbs) and
+says whose it is (``application_name``: what a migration waiting for the lock
+shows of its holder). Nothing here runs a migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from .errors import RevisionError, ServerError
+from .text import first_line
+from .urls import MAINTENANCE_DATABASE, mask_url
+
+
+@contextmanager
+def connect(name: str, url: URL) -> Iterator[Connection]:
+    """A connection to ``url`` (registry database ``name``), or one ``ServerError`` line."""
+    connect_args = {"connect_timeout": 10, "application_name": f"reynard-db {name}"}
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    try:
+        try:
+            connection = engine.connect()
+        except OperationalError as exc:
+            raise ServerError(
+                f"database {name!r}: cannot connect to {mask_url(url)}: {first_line(exc.orig)}"
+            ) from None
+        with connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def create_if_missing(name: str, url: URL) -> bool:
+    """Create the database ``url`` names on its server unless it exists; whether it did."""
+    if not url.database:
+        raise RevisionError(f"database {name!r}: the URL names no database")
+    from .postgres import Server  # the server code loads on use
+
+    server = Server(url.set(database=MAINTENANCE_DATABASE))
+    try:
+        if server.exists(url.database):
+            return False
+        try:
+            server.create_database(url.database)
+        except ServerError:
+            # Another `setup` created it between our look and our CREATE
+            # (PostgreSQL then says "duplicate key"): it is made, go on.
+            if not server.exists(url.database):
+                raise
+            return False
+        return True
+    finally:
+        server.close()
