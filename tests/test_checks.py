@@ -52,9 +52,17 @@ def scratch_databases(server: EphemeralServer) -> list[str]:
 def test_every_check_passes_on_the_shipped_trees(project: Path, pg_server: EphemeralServer) -> None:
     registry = load_registry(project)
     seen: list[tuple[str, str]] = []
-    results = run_checks(
-        registry, registry.select(), pg_server, progress=lambda d, c: seen.append((d, c))
-    )
+    steps: dict[tuple[str, str], list[tuple[int, int]]] = {}
+
+    def progress(
+        database: str, check: str, done: int | None = None, total: int | None = None
+    ) -> None:
+        if done is None or total is None:
+            seen.append((database, check))
+        else:
+            steps.setdefault((database, check), []).append((done, total))
+
+    results = run_checks(registry, registry.select(), pg_server, progress=progress)
     failed = [r for r in results if not r.ok]
     assert not failed, "\n".join(f"{r.database} {r.check}: {r.message}" for r in failed)
     ran = {(r.database, r.check) for r in results}
@@ -64,6 +72,8 @@ def test_every_check_passes_on_the_shipped_trees(project: Path, pg_server: Ephem
     # mirror_sync applies to mirrors only: no entry for a database that mirrors nothing
     assert {r.database for r in results if r.check == "mirror_sync"} == {"ecs_e2e", "e2e"}
     assert len(seen) == 4 * len(CHECKS)
+    # the stairway says each revision as it goes, through the child interpreters too
+    assert steps[("main", "stairway")] == [(n, 4) for n in range(1, 5)]
     assert scratch_databases(pg_server) == []  # every throw-away database was dropped
 
 
