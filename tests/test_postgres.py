@@ -1,4 +1,4 @@
-"""The ephemeral server, the janitor and the reaper, against real PostgreSQL processes."""
+"""The ephemeral server, the server classes and the reaper, against real PostgreSQL processes."""
 
 from __future__ import annotations
 

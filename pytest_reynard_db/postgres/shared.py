@@ -46,7 +46,7 @@ from psycopg import sql
 from ..errors import ConfigError, LockTimeout, ServerError
 from ..text import first_line
 from ..urls import mask_url
-from .janitor import Server, _connect_args
+from .server import Server, connect_args
 from .waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 
 #: Advisory lock classes (the first int4 of the two-key form; the migration lock
@@ -104,7 +104,7 @@ def connect(server: Server, application_name: str) -> psycopg.Connection[Any]:
     """An autocommit session on the maintenance database, named for ``pg_stat_activity``."""
     try:
         return psycopg.connect(
-            **_connect_args(server.url), autocommit=True, application_name=application_name[:63]
+            **connect_args(server.url), autocommit=True, application_name=application_name[:63]
         )
     except psycopg.Error as exc:
         raise ServerError(f"cannot connect to {mask_url(server.url)}: {first_line(exc)}") from None

@@ -53,7 +53,7 @@ class Server:
         """A new autocommit psycopg connection (a clear ``ServerError`` if unreachable)."""
         url = self.url if database is None else self.url.set(database=database)
         try:
-            connection = psycopg.connect(**_connect_args(url), autocommit=True)
+            connection = psycopg.connect(**connect_args(url), autocommit=True)
         except psycopg.Error as exc:
             raise ServerError(f"cannot connect to {mask_url(url)}: {first_line(exc)}") from None
         self.reached = True
@@ -244,7 +244,7 @@ def _terminate(conn: psycopg.Connection[Any], database: str) -> None:
     )
 
 
-def _connect_args(url: URL) -> dict[str, Any]:
+def connect_args(url: URL) -> dict[str, Any]:
     """libpq keywords for ``url``; what it leaves out libpq fills in, as for SQLAlchemy's
     engines on the same URL (one URL, one target, whoever connects)."""
     args: dict[str, Any] = {
