@@ -63,13 +63,15 @@ class MigrationManager:
         url_envs: Sequence[str] = (),
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         alembic_messages: bool = True,
+        script: ScriptDirectory | None = None,
     ) -> None:
         """``quiet``: leave the process's logging alone (see ``Database.alembic_config``).
         ``alembic_messages``: Alembic's own lines on stdout (``Generating ... done``);
         the CLI prints its own result line instead, unless ``-v``.
         ``url_envs``: variables exported to the target while migrating, besides the
         database's own ``url_env`` (a mirror's sources', ``Registry.url_envs``).
-        ``lock_timeout``: seconds to wait for the migration lock before giving up."""
+        ``lock_timeout``: seconds to wait for the migration lock before giving up.
+        ``script``: the tree, already loaded (``tree.load_tree``); by default loaded on use."""
         self.db = db
         self.lock_timeout = lock_timeout
         self.url_envs = list(dict.fromkeys([db.url_env, *url_envs]))
@@ -77,7 +79,7 @@ class MigrationManager:
         self.quiet = quiet
         self.alembic_messages = alembic_messages
         self.stdout = stdout if stdout is not None else sys.stdout
-        self._script: ScriptDirectory | None = None
+        self._script = script
 
     # -- what the verbs work on ----------------------------------------------------------
     @property

@@ -24,8 +24,8 @@ from ..text import first_line
 from ..urls import admin_url, mask_url
 from .binaries import Binaries
 from .executor import EphemeralPostgres, reusable_server
+from .names import TEST_PREFIX
 
-TEST_PREFIX = "test_"
 CONNECT_TIMEOUT = 10
 
 
@@ -40,7 +40,7 @@ class Server:
         self.guarded = guarded
         #: Whether a connection ever succeeded (an unreachable server has nothing to clean).
         self.reached = False
-        self.created: set[str] = set()
+        self._created: set[str] = set()
         self._admin: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
         self._version: int | None = None
@@ -87,6 +87,24 @@ class Server:
     def database_url(self, name: str) -> URL:
         return self.url.set(database=name)
 
+    # -- which databases are ours ---------------------------------------------------------
+    @property
+    def created(self) -> frozenset[str]:
+        """The databases ours to drop: created here, or adopted (a guarded server drops no
+        other)."""
+        return frozenset(self._created)
+
+    def adopt(self, name: str) -> None:
+        """Count ``name`` as ours to drop though this object did not create it: a dead
+        run's database, a template no run holds, a build a killed run left, a clone made
+        on another connection of this run."""
+        self._created.add(name)
+
+    def disown(self, name: str) -> None:
+        """Let ``name`` outlive us (``ExistingServer.stop`` leaves it): a template other
+        workers and runs clone."""
+        self._created.discard(name)
+
     # -- databases ----------------------------------------------------------------------
     def exists(self, name: str) -> bool:
         with self.admin() as conn:
@@ -112,12 +130,12 @@ class Server:
             statement += sql.SQL(" STRATEGY FILE_COPY")
         self._execute_with_retry(statement, template, end_sessions=end_sessions)
         GUARD.allow_database(self.url, name)  # ours once made: a name someone else has is not
-        self.created.add(name)
+        self._created.add(name)
         return self.database_url(name)
 
     def drop_database(self, name: str) -> None:
         """Drop ``name``, ending its connections first; a missing one is not an error."""
-        if self.guarded and name not in self.created:
+        if self.guarded and name not in self._created:
             raise ServerError(
                 f"refusing to drop database {name!r} on {mask_url(self.url)}: "
                 "this run did not create it"
@@ -130,7 +148,7 @@ class Server:
             else:
                 _terminate(conn, name)
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        self.created.discard(name)
+        self._created.discard(name)
 
     def drop_run(self, run_id: str) -> list[str]:
         """Drop every ``test_*`` database whose name carries ``run_id`` (this run's own,
@@ -144,7 +162,7 @@ class Server:
                 )
             ]
         for name in names:
-            self.created.add(name)
+            self.adopt(name)
             self.drop_database(name)
         return names
 
@@ -158,9 +176,9 @@ class Server:
                 )
             )
         GUARD.allow_database(self.url, new)
-        if old in self.created:
-            self.created.discard(old)
-            self.created.add(new)
+        if old in self._created:
+            self._created.discard(old)
+            self._created.add(new)
 
     def _execute_with_retry(
         self, statement: sql.Composed, template: str | None, *, end_sessions: bool
@@ -195,7 +213,7 @@ class ExistingServer(Server):
 
     def stop(self) -> None:
         """Drop what this run created; the server itself keeps running."""
-        for name in sorted(self.created):
+        for name in sorted(self._created):
             self.drop_database(name)
         self.close()
 
