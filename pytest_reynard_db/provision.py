@@ -14,7 +14,6 @@ record attributes ``template``, ``database`` and ``revision``.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 from collections.abc import Iterator
@@ -22,10 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 
@@ -37,46 +35,12 @@ from .postgres.names import building_name, run_database, template_name
 from .postgres.shared import RunPresence, build_lock
 from .postgres.waits import file_lock
 from .registry import Database, Registry
-from .tree import load_tree
+from .resolve import Resolved, Source, tree_digest
 
-#: Which tree migrates a mirror: its own copied tree, or its source's.
-Source = Literal["copy", "point"]
-SOURCES: tuple[Source, ...] = get_args(Source)
 #: What a database is for; part of its name (``postgres.names.run_database``).
 Purpose = Literal["session", "fresh", "rev", "empty", "alembic"]
 
 log = logging.getLogger(__name__)
-
-
-def migrated_with(registry: Registry, entry: Database, source: Source) -> Database:
-    """The tree ``entry`` is migrated with: a mirror's own, or with ``point`` its source's."""
-    if source == "point" and entry.mirror_of:
-        return registry.get(entry.mirror_of)
-    return entry
-
-
-@dataclass(eq=False)
-class Resolved:
-    """A registry name looked up once: its entry, the tree that migrates it (loaded on
-    first use, then shared by every manager), and the URL variables its migrations may
-    read (``Registry.url_envs``)."""
-
-    entry: Database
-    tree: Database
-    url_envs: tuple[str, ...]
-    _script: ScriptDirectory | None = field(default=None, repr=False)
-
-    @property
-    def script(self) -> ScriptDirectory:
-        if self._script is None:
-            self._script = load_tree(self.tree)
-        return self._script
-
-    def manager(self, url: URL) -> MigrationManager:
-        """A quiet manager of the tree, aimed at ``url``."""
-        return MigrationManager(
-            self.tree, url, quiet=True, url_envs=self.url_envs, script=self.script
-        )
 
 
 @dataclass
@@ -169,12 +133,7 @@ class Provisioner:
     def resolve(self, name: str) -> Resolved:
         """Registry name ``name``, looked up once: its entry, tree and URL variables."""
         if name not in self._resolved:
-            entry = self.registry.get(name)
-            self._resolved[name] = Resolved(
-                entry=entry,
-                tree=migrated_with(self.registry, entry, self.source),
-                url_envs=tuple(self.registry.url_envs(name)),
-            )
+            self._resolved[name] = Resolved.of(self.registry, name, self.source)
         return self._resolved[name]
 
     def tree(self, name: str) -> Database:
@@ -316,21 +275,6 @@ class Provisioner:
         (``Registry.url_envs``)."""
         with exported(self.resolve(name).url_envs, url):
             yield
-
-
-def tree_digest(tree: Database, revision: str, source: Source) -> str:
-    """A hash of everything that decides a template's content: revision files, env.py, target."""
-    digest = hashlib.sha256(f"{revision}|{source}|{tree.name}".encode())
-    base = tree.script_location
-    files = [tree.script_location / "env.py"]
-    for location in tree.version_locations:
-        files.extend(sorted(p for p in location.rglob("*.py") if "__pycache__" not in p.parts))
-    for path in files:
-        # Relative where possible: two checkouts of one tree share a reused template.
-        shown = path.relative_to(base) if path.is_relative_to(base) else path
-        digest.update(str(shown).encode())
-        digest.update(path.read_bytes() if path.exists() else b"")
-    return digest.hexdigest()[:12]
 
 
 def _heads_of(manager: MigrationManager, revision: str) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from typing import TextIO
 
 from .errors import CheckFailed, ConfigError, ServerError
 from .postgres import EphemeralServer, ExistingServer, Server
-from .postgres.executor import EphemeralPostgres, answers, reuse_dir
+from .postgres.executor import EphemeralPostgres
 from .postgres.names import template_name
 from .postgres.reaper import (
     owner_alive,
@@ -32,6 +32,7 @@ from .postgres.reaper import (
     read_owner_file,
     stop_postmaster,
 )
+from .postgres.reuse import answers, reuse_dir
 from .postgres.shared import (
     TemplateInfo,
     drop_dead_runs,
@@ -40,8 +41,8 @@ from .postgres.shared import (
     templates,
 )
 from .postgres.waits import file_lock
-from .provision import SOURCES, migrated_with, tree_digest
 from .registry import Registry
+from .resolve import SOURCES, migrated_with, tree_digest
 from .text import print_table
 from .urls import admin_url, mask_url
 

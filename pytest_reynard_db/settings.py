@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-if TYPE_CHECKING:  # provision is heavy: an inactive plugin imports none of it
-    from .provision import Source
+if TYPE_CHECKING:  # resolve is heavy: an inactive plugin imports none of it
+    from .resolve import Source
 
-SOURCES: tuple[Source, ...] = ("copy", "point")  # provision.SOURCES, without its imports
+SOURCES: tuple[Source, ...] = ("copy", "point")  # resolve.SOURCES, without its imports
 URL_ENV = "REYNARD_DB_URL"
 IniType = Literal["string", "bool"]
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.postgres.executor import reusable_server
 from pytest_reynard_db.postgres.reaper import stop_postmaster
+from pytest_reynard_db.postgres.reuse import reusable_server
 
 
 @pytest.fixture(scope="session")

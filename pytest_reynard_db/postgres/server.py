@@ -23,8 +23,9 @@ from ..guard import GUARD
 from ..text import first_line
 from ..urls import admin_url, mask_url
 from .binaries import Binaries
-from .executor import EphemeralPostgres, reusable_server
+from .executor import EphemeralPostgres
 from .names import TEST_PREFIX
+from .reuse import reusable_server
 
 CONNECT_TIMEOUT = 10
 
@@ -240,7 +241,7 @@ class EphemeralServer(Server):
 
     @classmethod
     def reusable(cls, *, binaries: Binaries | None = None) -> EphemeralServer:
-        """The server kept running between runs (see ``executor.reusable_server``)."""
+        """The server kept running between runs (see ``reuse.reusable_server``)."""
         return cls(reusable_server(binaries))
 
     def stop(self) -> None:
