@@ -134,6 +134,7 @@ class EphemeralPostgres:
         self.port: int | None = None
         #: Where ``start`` puts the server (default: a new directory under the runtime root).
         self.requested_dir = base_dir
+        self._port_lock: FileLock | None = None
         self._pg: _TunedPostgresql | None = None
 
     # -- life cycle -----------------------------------------------------------------
