@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.checks.stairway import stairway
 from pytest_reynard_db.manager import MigrationManager
-from pytest_reynard_db.plugin.fixtures import reynard_db_connection
+from pytest_reynard_db.plugin.outer_transaction import rolled_back
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.provision import Provisioner, TestDatabase
 from pytest_reynard_db.registry import load_registry
@@ -159,14 +159,14 @@ def row_connection(server: EphemeralServer, sizes: Sizes) -> list[Row]:
 
 
 def connection_fixture() -> Callable[[TestDatabase], None]:
-    """One set-up and tear-down of the real fixture function (its generator run through)."""
-    function = reynard_db_connection.__wrapped__  # type: ignore[attr-defined]
+    """One set-up and tear-down of what the fixture does (``outer_transaction.rolled_back``:
+    the connection, its outer transaction and savepoint, the rollback and its check)."""
 
     def cycle(database: TestDatabase) -> None:
-        generator = function(database)
-        next(generator)
-        for _ in generator:  # the tear-down: runs to the end of the generator
+        with rolled_back(database) as (_, outcome):
             pass
+        if not outcome.intact:
+            raise RuntimeError("reynard_db_connection: the outer transaction was ended")
 
     return cycle
 

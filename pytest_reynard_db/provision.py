@@ -7,44 +7,60 @@ Templates are named by the digest of their tree. On a server of this machine a
 file lock makes xdist workers and concurrent runs build each once; on a server
 shared with other machines (``presence``) the lock is an advisory lock on the
 server itself, and the run holds each template it uses (``postgres.shared``).
+
+Each build is said on the logger ``pytest_reynard_db.provision`` (INFO), with the
+record attributes ``template``, ``database`` and ``revision``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import re
+import logging
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 
+from .clone_pool import ClonePool
 from .errors import ReynardDBError, ServerError
 from .manager import MigrationManager, exported
 from .postgres import Server
+from .postgres.names import building_name, run_database, template_name
 from .postgres.shared import RunPresence, build_lock
 from .postgres.waits import file_lock
 from .registry import Database, Registry
-from .tree import revision_files
+from .resolve import Resolved, Source, tree_digest
 
-TEMPLATE_MARK = "tpl"
+#: What a database is for; part of its name (``postgres.names.run_database``).
+Purpose = Literal["session", "fresh", "rev", "empty", "alembic"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class TestDatabase:
-    """One database for tests: its PostgreSQL ``name``, ``url``, ``engine``, ``head``."""
+    """One database for tests.
+
+    ``name``: its name on the PostgreSQL server; ``url``, ``engine``: how to reach it;
+    ``head``: the revisions it was migrated to. ``entry``: the registry's entry it was
+    made for (``entry.name`` is the name in ``pyproject.toml``, as ``--reynard-db``
+    takes it); ``tree``: the entry whose tree migrated it (a mirror's source, with
+    ``--reynard-db-source=point``). ``db`` is the older name of ``entry``, kept for
+    code written against it.
+    """
 
     __test__ = False  # not a test class, whatever pytest's name matching thinks
 
     name: str
     url: URL
     head: tuple[str, ...]
-    db: Database
+    entry: Database
     tree: Database = field(repr=False)
     _engine: Engine | None = field(default=None, repr=False)
     _config: Config | None = field(default=None, repr=False)
@@ -52,7 +68,12 @@ class TestDatabase:
     def __repr__(self) -> str:
         """One short line (it shows in every failure that involves the fixture)."""
         heads = ",".join(self.head) or "base"
-        return f"<TestDatabase {self.db.name}: {self.name} at {heads}>"
+        return f"<TestDatabase {self.entry.name}: {self.name} at {heads}>"
+
+    @property
+    def db(self) -> Database:
+        """Deprecated: ``entry`` (the registry entry; not the PostgreSQL database)."""
+        return self.entry
 
     @property
     def config(self) -> Config:
@@ -83,7 +104,7 @@ class Provisioner:
         *,
         run_id: str,
         worker: str = "main",
-        source: str = "copy",
+        source: Source = "copy",
         presence: RunPresence | None = None,
         lock_dir: Path,
     ) -> None:
@@ -95,34 +116,29 @@ class Provisioner:
         self.server = server
         self.run_id = run_id
         self.worker = worker
-        self.source = source
+        self.source: Source = source
         self.presence = presence
         self.lock_dir = lock_dir
+        self._resolved: dict[str, Resolved] = {}
         self._templates: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
         self._counter = itertools.count(1)
         self._owned: list[TestDatabase] = []
         self._failed: dict[tuple[str, str], ReynardDBError] = {}
-        # One thread with its own admin connection: clones made ahead, and drops. It
-        # only ever drops names this provisioner made (``_made``), on any server.
-        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reynard-db")
-        self._background_server = Server(server.url)
-        self._ahead: dict[tuple[str, str], Future[tuple[str, URL]]] = {}
-        self._drops: list[tuple[str, Future[None]]] = []
+        # Clones made ahead, and drops: the pool only ever drops names this provisioner
+        # made (``_made``), on any server.
+        self._pool = ClonePool(server)
         self._made: set[str] = set()
-        self._closed = False
 
     # -- which tree migrates which database -----------------------------------------------
+    def resolve(self, name: str) -> Resolved:
+        """Registry name ``name``, looked up once: its entry, tree and URL variables."""
+        if name not in self._resolved:
+            self._resolved[name] = Resolved.of(self.registry, name, self.source)
+        return self._resolved[name]
+
     def tree(self, name: str) -> Database:
         """The tree a database is migrated with: a mirror's own, or with ``point`` its source's."""
-        db = self.registry.get(name)
-        if self.source == "point" and db.mirror_of:
-            return self.registry.get(db.mirror_of)
-        return db
-
-    def manager(self, name: str, url: URL) -> MigrationManager:
-        return MigrationManager(
-            self.tree(name), url, quiet=True, url_envs=self.registry.url_envs(name)
-        )
+        return self.resolve(name).tree
 
     # -- templates -----------------------------------------------------------------------
     def template(self, name: str, revision: str = "heads") -> tuple[str, tuple[str, ...]]:
@@ -132,17 +148,15 @@ class Provisioner:
             raise self._failed[key]
         if key not in self._templates:
             try:
-                self._templates[key] = self._build_template(name, revision)
+                self._templates[key] = self._build_template(self.resolve(name), revision)
             except ReynardDBError as exc:
                 self._failed[key] = exc
                 raise
         return self._templates[key]
 
-    def _build_template(self, name: str, revision: str) -> tuple[str, tuple[str, ...]]:
-        tree = self.tree(name)
-        digest = tree_digest(tree, revision, self.source)
-        template = _pg_name(f"test_{TEMPLATE_MARK}_{name}_{digest}")
-        manager = self.manager(name, self.server.database_url(template))
+    def _build_template(self, target: Resolved, revision: str) -> tuple[str, tuple[str, ...]]:
+        name = target.entry.name
+        template = template_name(name, tree_digest(target.tree, revision, self.source))
         if self.presence is not None:
             self.presence.hold(template)  # from now on no one prunes it under us
             lock = build_lock(self.server, template, self.run_id)
@@ -152,53 +166,55 @@ class Provisioner:
         # Another worker or run may be building it: a long wait says who builds it.
         with lock:
             if not self.server.exists(template):
-                self._migrate_into(name, manager, template, revision)
+                self._migrate_into(target, template, revision)
+                log.info(
+                    "built template %s (%s at %s)",
+                    template,
+                    name,
+                    revision,
+                    extra={"template": template, "database": name, "revision": revision},
+                )
         if self.presence is not None:
             self.presence.mark_used(template)
-        return template, _heads_of(manager, revision)
+        return template, _heads_of(target.manager(self.server.database_url(template)), revision)
 
-    def _migrate_into(
-        self, name: str, manager: MigrationManager, template: str, revision: str
-    ) -> None:
+    def _migrate_into(self, target: Resolved, template: str, revision: str) -> None:
         """Migrate under a scratch name, then rename: a template that exists is complete."""
-        scratch = _pg_name(f"{template}_building")
+        scratch = building_name(template)
         if self.server.exists(scratch):  # left by a build that was killed; we hold the lock
-            self.server.created.add(scratch)
+            self.server.adopt(scratch)
             self.server.drop_database(scratch)
-        url = self.server.create_database(scratch)
-        builder = MigrationManager(
-            manager.db, url, script=manager.script, quiet=True, url_envs=manager.url_envs
-        )
-        builder.upgrade(revision)
+        target.manager(self.server.create_database(scratch)).upgrade(revision)
         self.server.rename_database(scratch, template)
         # A template outlives this process (other xdist workers and runs clone it):
         # an ephemeral server goes with it; elsewhere it is pruned when unused.
-        self.server.created.discard(template)
+        self.server.disown(template)
 
     # -- test databases ------------------------------------------------------------------
-    def clone(self, name: str, revision: str = "heads", *, purpose: str = "fresh") -> TestDatabase:
+    def clone(
+        self, name: str, revision: str = "heads", *, purpose: Purpose = "fresh"
+    ) -> TestDatabase:
         """A new database cloned from the template of ``name`` at ``revision``.
 
         For ``fresh`` databases (one per test) the next clone is made ahead, in the
-        background, while the test runs, and dropping happens there too: a test
-        then waits for neither ``CREATE DATABASE`` nor ``DROP DATABASE``.
+        background, while the test runs, and dropping happens there too
+        (``ClonePool``): a test then waits for neither ``CREATE DATABASE`` nor
+        ``DROP DATABASE``.
         """
+        target = self.resolve(name)
         template, head = self.template(name, revision)
-        if purpose != "fresh":
-            return self._describe(name, *self._create(name, template, self.server, purpose), head)
-        key = (name, revision)
-        ahead = self._ahead.pop(key, None)
-        new, url = ahead.result() if ahead else self._create(name, template, self.server)
-        self._ahead[key] = self._background.submit(
-            self._create, name, template, self._background_server
-        )
-        return self._describe(name, new, url, head)
+        if purpose == "fresh":
+            make = partial(self._create, target, template, purpose="fresh")
+            new, url = self._pool.take((name, revision), make)
+        else:
+            new, url = self._create(target, template, self.server, purpose=purpose)
+        return self._describe(target, new, url, head)
 
-    def empty(self, name: str, *, purpose: str = "empty") -> TestDatabase:
+    def empty(self, name: str, *, purpose: Purpose = "empty") -> TestDatabase:
         """A new empty database (pytest-alembic migrates it itself)."""
+        target = self.resolve(name)
         new = self.new_name(name, purpose)
-        url = self.server.create_database(new)
-        return self._describe(name, new, url, ())
+        return self._describe(target, new, self.server.create_database(new), ())
 
     def drop(self, database: TestDatabase) -> None:
         """Drop a database handed out here (in the background; ``close`` waits)."""
@@ -213,13 +229,13 @@ class Provisioner:
         For a database a test committed into: every engine on its URL then sees
         the template's state again (its connections are ended by the drop).
         """
-        template, _ = self.template(database.db.name, revision)
+        template, _ = self.template(database.entry.name, revision)
         database.dispose()
         self.server.drop_database(database.name)
         self.server.create_database(database.name, template=template, end_sessions=False)
 
-    def new_name(self, name: str, purpose: str) -> str:
-        new = _pg_name(f"test_{name}_{self.run_id}_{self.worker}_{purpose}{next(self._counter)}")
+    def new_name(self, name: str, purpose: Purpose) -> str:
+        new = run_database(name, self.run_id, self.worker, purpose, next(self._counter))
         self._made.add(new)
         return new
 
@@ -230,42 +246,25 @@ class Provisioner:
         """
         for database in list(self._owned):
             self.drop(database)
-        for ahead in self._ahead.values():
-            with suppress(Exception):
-                self._drop(ahead.result()[0])
-        self._ahead.clear()
-        self._closed = True
-        self._background.shutdown(wait=True)
-        self._background_server.close()
-        failed = [
-            f"{name} ({future.exception()})"
-            for name, future in self._drops
-            if future.exception() is not None
-        ]
-        if failed:
-            raise ServerError(f"could not drop {', '.join(failed)}")
+        self._pool.close()
 
     def _drop(self, name: str) -> None:
         if name not in self._made:
             raise ServerError(f"refusing to drop database {name!r}: not made by this run")
-        if self._closed:
-            self.server.created.add(name)
-            self.server.drop_database(name)
-            return
-        future = self._background.submit(self._background_server.drop_database, name)
-        self._drops.append((name, future))
+        self._pool.drop(name)
 
     def _create(
-        self, name: str, template: str, server: Server, purpose: str = "fresh"
+        self, target: Resolved, template: str, server: Server, *, purpose: Purpose
     ) -> tuple[str, URL]:
-        new = self.new_name(name, purpose)
+        new = self.new_name(target.entry.name, purpose)
         # Our templates have no sessions: skip ending them (a round trip per clone).
         return new, server.create_database(new, template=template, end_sessions=False)
 
-    def _describe(self, name: str, pg_name: str, url: URL, head: tuple[str, ...]) -> TestDatabase:
-        tree = self.tree(name)
+    def _describe(
+        self, target: Resolved, pg_name: str, url: URL, head: tuple[str, ...]
+    ) -> TestDatabase:
         database = TestDatabase(
-            name=pg_name, url=url, head=head, db=self.registry.get(name), tree=tree
+            name=pg_name, url=url, head=head, entry=target.entry, tree=target.tree
         )
         self._owned.append(database)
         return database
@@ -274,34 +273,11 @@ class Provisioner:
     def guarded(self, name: str, url: URL) -> Iterator[None]:
         """Every URL variable the database's migrations could read points at ``url``
         (``Registry.url_envs``)."""
-        with exported(self.registry.url_envs(name), url):
+        with exported(self.resolve(name).url_envs, url):
             yield
-
-
-def tree_digest(tree: Database, revision: str, source: str) -> str:
-    """A hash of everything that decides a template's content: revision files, env.py, target."""
-    digest = hashlib.sha256(f"{revision}|{source}|{tree.name}".encode())
-    base = tree.script_location
-    files = [tree.script_location / "env.py"]
-    for location in tree.version_locations:
-        files.extend(sorted(revision_files(location)))
-    for path in files:
-        # Relative where possible: two checkouts of one tree share a reused template.
-        shown = path.relative_to(base) if path.is_relative_to(base) else path
-        digest.update(str(shown).encode())
-        digest.update(path.read_bytes() if path.exists() else b"")
-    return digest.hexdigest()[:12]
 
 
 def _heads_of(manager: MigrationManager, revision: str) -> tuple[str, ...]:
     if revision in ("heads", "head"):
         return tuple(s.revision for s in manager.heads())
     return tuple(s.revision for s in manager.script.get_revisions(revision) if s is not None)
-
-
-def _pg_name(name: str) -> str:
-    """A database name PostgreSQL keeps as is: lower case, safe characters, ≤ 63 bytes."""
-    clean = re.sub(r"[^a-z0-9_]", "_", name.lower())
-    if len(clean) > 63:
-        clean = clean[:54] + "_" + hashlib.sha1(clean.encode()).hexdigest()[:8]
-    return clean

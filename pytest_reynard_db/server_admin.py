@@ -23,7 +23,8 @@ from typing import TextIO
 
 from .errors import CheckFailed, ConfigError, ServerError
 from .postgres import EphemeralServer, ExistingServer, Server
-from .postgres.executor import EphemeralPostgres, answers, reuse_dir
+from .postgres.executor import EphemeralPostgres
+from .postgres.names import template_name
 from .postgres.reaper import (
     owner_alive,
     postmaster_pid,
@@ -31,6 +32,7 @@ from .postgres.reaper import (
     read_owner_file,
     stop_postmaster,
 )
+from .postgres.reuse import answers, reuse_dir
 from .postgres.shared import (
     TemplateInfo,
     drop_dead_runs,
@@ -39,8 +41,8 @@ from .postgres.shared import (
     templates,
 )
 from .postgres.waits import file_lock
-from .provision import TEMPLATE_MARK, _pg_name, tree_digest
 from .registry import Registry
+from .resolve import SOURCES, migrated_with, tree_digest
 from .text import print_table
 from .urls import admin_url, mask_url
 
@@ -88,10 +90,9 @@ def current_templates(registry: Registry) -> frozenset[str]:
     """The template names the registry's trees have now, at heads (``copy`` and ``point``)."""
     names = set()
     for db in registry.select():
-        for source in ("copy", "point"):
-            tree = registry.get(db.mirror_of) if source == "point" and db.mirror_of else db
-            digest = tree_digest(tree, "heads", source)
-            names.add(_pg_name(f"test_{TEMPLATE_MARK}_{db.name}_{digest}"))
+        for source in SOURCES:
+            digest = tree_digest(migrated_with(registry, db, source), "heads", source)
+            names.add(template_name(db.name, digest))
     return frozenset(names)
 
 

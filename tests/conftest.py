@@ -18,8 +18,8 @@ import pytest
 from reynard_trees import Cli, copy_reynard_trees, reynard_project, run_cli
 
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.postgres.executor import reusable_server
 from pytest_reynard_db.postgres.reaper import stop_postmaster
+from pytest_reynard_db.postgres.reuse import reusable_server
 
 
 @pytest.fixture(scope="session")

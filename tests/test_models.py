@@ -28,7 +28,8 @@ def test_database_is_at_every_branch_head(reynard_db: TestDatabase) -> None:
     with reynard_db.engine.connect() as conn:
         versions = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
     assert versions == set(reynard_db.head)
-    assert reynard_db.db.name == "ecs_e2e"
+    assert reynard_db.entry.name == "ecs_e2e"  # the registry's name; .name is PostgreSQL's
+    assert reynard_db.db is reynard_db.entry  # the older name, kept
 
 
 def test_seed_data_migrations_ran(reynard_db_session: Session) -> None:

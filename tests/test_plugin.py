@@ -9,7 +9,7 @@ from reynard_trees import write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.postgres.executor import reusable_server
+from pytest_reynard_db.postgres.reuse import reusable_server
 
 
 def test_every_fixture(pytester: pytest.Pytester) -> None:
@@ -446,3 +446,9 @@ def test_header_and_repr_are_short(pytester: pytest.Pytester) -> None:
     assert header == ["reynard-db: databases main on an ephemeral server"], header
     result = pytester.runpytest("--reynard-db=e2e", "-k", "nothing")
     assert any(line.endswith("source=copy") for line in result.outlines)
+
+
+def test_the_source_option_takes_every_source_the_provisioner_knows() -> None:
+    from pytest_reynard_db import resolve, settings
+
+    assert settings.SOURCES == resolve.SOURCES

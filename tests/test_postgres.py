@@ -1,4 +1,4 @@
-"""The ephemeral server, the janitor and the reaper, against real PostgreSQL processes."""
+"""The ephemeral server, the server classes and the reaper, against real PostgreSQL processes."""
 
 from __future__ import annotations
 
@@ -251,3 +251,27 @@ def test_caches_of_vanished_binaries_and_stale_locks_are_reaped(tmp_path: Path) 
     assert kept.exists() and (root / "initdb-15-kept.source").exists()
     assert not stale.exists(), "an old lock nobody holds is removed"
     assert held.exists(), "a lock someone holds stays"
+
+
+# -- database names (postgres.names) ---------------------------------------------------------
+def test_every_name_made_fits_63_bytes_and_keeps_what_is_read_back() -> None:
+    from pytest_reynard_db.postgres.names import (
+        building_name,
+        pg_name,
+        run_database,
+        run_of,
+        template_name,
+    )
+
+    assert pg_name("test_My-DB") == "test_my_db"
+    long_a, long_b = pg_name("test_" + "a" * 80), pg_name("test_" + "a" * 81)
+    assert len(long_a) == len(long_b) == 63 and long_a != long_b
+    template = template_name("x" * 60, "0123456789ab")
+    assert len(template) == 63 and template.startswith("test_tpl_xxx")
+    building = building_name(template)
+    assert len(building) <= 63 and building.endswith("_building") and building != template
+    name = run_database("y" * 70, "0a1b2c3d", "gw12", "fresh", 345)
+    assert len(name) <= 63 and name.endswith("_0a1b2c3d_gw12_fresh345")
+    assert run_of(name) == "0a1b2c3d"
+    assert run_of(run_database("main", "0a1b2c3d", "main", "session", 1)) == "0a1b2c3d"
+    assert run_of(template) is None

@@ -11,8 +11,6 @@ re-reads the revision files.
 from __future__ import annotations
 
 import io
-import re
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +21,7 @@ from sqlalchemy.engine import URL
 
 from ..errors import ReynardDBError, ServerError
 from ..manager import MigrationManager
+from ..postgres.names import scratch_name
 from ..registry import Database, Registry
 from ..tree import load_tree
 from ..urls import admin_url as canonical_admin_url
@@ -31,9 +30,6 @@ from .result import CheckResult
 
 if TYPE_CHECKING:  # the servers load on use: file checks need none
     from ..postgres import Server
-
-SCRATCH_PREFIX = "test_check_"
-MAX_IDENTIFIER = 63  # PostgreSQL truncates longer database names
 
 
 class Progress(Protocol):
@@ -146,13 +142,6 @@ class CheckRunner:
     def ini(self) -> str:
         """The database's ini file, as a user would type it from the project root."""
         return self.relative(self.db.ini) or str(self.db.ini)
-
-
-def scratch_name(database: str, purpose: str) -> str:
-    """``test_check_<database>_<purpose>_<random>``, a valid identifier of at most 63 bytes."""
-    suffix = f"_{secrets.token_hex(4)}"
-    stem = re.sub(r"[^a-z0-9_]+", "_", f"{SCRATCH_PREFIX}{database}_{purpose}".lower())
-    return stem[: MAX_IDENTIFIER - len(suffix)] + suffix
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 Allowed: every database of a server the harness started itself
 (``allow_server``), each database the harness created on a server it did not
-start (``allow_database``, the janitor calls it), that server's maintenance
+start (``allow_database``, ``postgres.server`` calls it), that server's maintenance
 database, and what the user opted in to (``--reynard-db-allow`` / ``--allow``).
 While the harness migrates a database (``migrating``), a connection to anything
 else is redirected into it; otherwise it is refused with ``GuardRefused``.

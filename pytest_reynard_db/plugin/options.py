@@ -6,11 +6,14 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-SOURCES = ("copy", "point")
+if TYPE_CHECKING:  # resolve is heavy: an inactive plugin imports none of it
+    from ..resolve import Source
+
+SOURCES: tuple[Source, ...] = ("copy", "point")  # resolve.SOURCES, without its imports
 URL_ENV = "REYNARD_DB_URL"
 IniType = Literal["string", "bool"]
 
@@ -21,7 +24,7 @@ class Settings:
 
     databases: tuple[str, ...] = ()
     url: str | None = None
-    source: str = "copy"
+    source: Source = "copy"
     checks: bool = False
     reuse: bool = False
     allow: tuple[str, ...] = ()

@@ -1,4 +1,4 @@
-"""PostgreSQL servers: binaries, ephemeral processes, and the database janitor.
+"""PostgreSQL servers: binaries, ephemeral processes, and the servers we create databases on.
 
 The names load on first use (PEP 562): a verb that needs no server
 (``check --only single_head,mirror_sync``, ``copy``) then never imports psycopg
@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .binaries import Binaries, find_binaries
     from .executor import EphemeralPostgres
-    from .janitor import EphemeralServer, ExistingServer, Server
+    from .server import EphemeralServer, ExistingServer, Server
 
 _WHERE = {
     "Binaries": "binaries",
     "find_binaries": "binaries",
     "EphemeralPostgres": "executor",
-    "EphemeralServer": "janitor",
-    "ExistingServer": "janitor",
-    "Server": "janitor",
+    "EphemeralServer": "server",
+    "ExistingServer": "server",
+    "Server": "server",
 }
 
 __all__ = [

@@ -29,11 +29,8 @@ from ..guard import GUARD, HARNESS_CLUSTER_NAME
 from .binaries import Binaries, find_binaries
 from .reaper import (
     owner_record,
-    postmaster_pid,
-    read_owner,
     reap_orphans,
     record_source,
-    stop_postmaster,
 )
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
 from .waits import file_lock
@@ -133,9 +130,10 @@ class EphemeralPostgres:
         self.boot_timeout = boot_timeout
         self.persistent = persistent
         self.settings = tuple(settings)
-        self._requested_dir = base_dir
         self.base_dir: Path | None = None
         self.port: int | None = None
+        #: Where ``start`` puts the server (default: a new directory under the runtime root).
+        self.requested_dir = base_dir
         self._port_lock: FileLock | None = None
         self._pg: _TunedPostgresql | None = None
 
@@ -143,7 +141,7 @@ class EphemeralPostgres:
     def start(self) -> EphemeralPostgres:
         reap_orphans(self.root)
         template = self._cached_initdb()
-        self.base_dir = self._requested_dir or Path(
+        self.base_dir = self.requested_dir or Path(
             tempfile.mkdtemp(prefix="server-", dir=self.root)
         )
         self.base_dir.mkdir(mode=0o700, exist_ok=True)
@@ -249,40 +247,6 @@ class EphemeralPostgres:
             return ""
 
 
-def reusable_server(binaries: Binaries | None = None) -> EphemeralPostgres:
-    """The server kept between runs (``--reynard-db-reuse``): attach to it, or start it.
-
-    One per binaries and user, in ``<runtime root>/reuse-<key>``; it is never reaped
-    and keeps running after the run (the next run attaches in a few milliseconds).
-    """
-    process = EphemeralPostgres(binaries=binaries, persistent=True)
-    base_dir = reuse_dir(process)
-    with file_lock(f"{base_dir}.lock", f"the reuse server {base_dir}"):
-        record = read_owner(base_dir)
-        port = record.get("port") if record else None
-        if port:
-            GUARD.allow_server(f"postgresql://{SUPERUSER}@{HOST}:{port}/postgres")
-        if port and postmaster_pid(base_dir / "data") and _answers(int(port)):
-            process.base_dir, process.port = base_dir, int(port)
-            return process
-        stop_postmaster(base_dir / "data")
-        process._requested_dir = base_dir
-        return process.start()
-
-
-def reuse_dir(process: EphemeralPostgres) -> Path:
-    """The directory of the kept server for ``process``'s binaries and user (it may not exist)."""
-    key = hashlib.sha256(
-        f"{process.binaries.bindir}|{process.binaries.version}|{process.user.uid}".encode()
-    ).hexdigest()[:12]
-    return process.root / f"reuse-{key}"
-
-
-def answers(port: int) -> bool:
-    """Whether a server of ours answers on ``port``."""
-    return _answers(port)
-
-
 def _binary_key(binary: Path, extra: str) -> str:
     """Names a cache by what a binary *is* (its bytes), not where it was found nor when it
     was installed: a symlink or a staged copy of the same installation shares it, and so
@@ -290,16 +254,6 @@ def _binary_key(binary: Path, extra: str) -> str:
     mtimes), whose restored cache (``actions/cache``) is then used."""
     content = hashlib.sha256(binary.resolve().read_bytes()).hexdigest()
     return hashlib.sha256(f"{content}|{extra}".encode()).hexdigest()[:16]
-
-
-def _answers(port: int) -> bool:
-    try:
-        with psycopg.connect(
-            host=HOST, port=port, user=SUPERUSER, dbname="postgres", connect_timeout=2
-        ):
-            return True
-    except psycopg.OperationalError:
-        return False
 
 
 def reserve_port(root: Path) -> tuple[int, FileLock]:

@@ -46,7 +46,8 @@ from psycopg import sql
 from ..errors import ConfigError, LockTimeout, ServerError
 from ..text import first_line
 from ..urls import mask_url
-from .janitor import Server, _connect_args
+from .names import run_of
+from .server import Server, connect_args
 from .waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 
 #: Advisory lock classes (the first int4 of the two-key form; the migration lock
@@ -55,14 +56,11 @@ BUILD_CLASS = 0x5E7A_0001
 USE_CLASS = 0x5E7A_0002
 RUN_APP_PREFIX = "reynard-db run "
 BUILD_APP_PREFIX = "reynard-db build "
-TEMPLATE_PREFIX = "test_tpl_"
 TEMPLATE_COMMENT = "reynard-db template"
 STALE_ENV = "REYNARD_DB_STALE_AFTER"
 MAX_AGE_ENV = "REYNARD_DB_TEMPLATE_MAX_AGE"
 DEFAULT_STALE_AFTER = 120.0
 DEFAULT_MAX_AGE_DAYS = 7.0
-#: A run's database: ``test_<db>_<run id>_<worker>_<purpose><n>`` (``Provisioner.new_name``).
-RUN_DATABASE = re.compile(r"test_[a-z0-9_]+?_(?P<run>[0-9a-f]{8})_(?:main|gw[0-9]+)_[a-z]+[0-9]+")
 
 
 def stale_after() -> float:
@@ -94,17 +92,11 @@ def template_key(template: str) -> int:
     return key - 2**32 if key >= 2**31 else key
 
 
-def run_of(database: str) -> str | None:
-    """The run id a database name carries, if it is one of a run's databases."""
-    match = RUN_DATABASE.fullmatch(database)
-    return match.group("run") if match else None
-
-
 def connect(server: Server, application_name: str) -> psycopg.Connection[Any]:
     """An autocommit session on the maintenance database, named for ``pg_stat_activity``."""
     try:
         return psycopg.connect(
-            **_connect_args(server.url), autocommit=True, application_name=application_name[:63]
+            **connect_args(server.url), autocommit=True, application_name=application_name[:63]
         )
     except psycopg.Error as exc:
         raise ServerError(f"cannot connect to {mask_url(server.url)}: {first_line(exc)}") from None
@@ -253,7 +245,7 @@ def live_runs(conn: psycopg.Connection[Any], *, stale: float) -> set[str]:
 def drop_dead_runs(server: Server, own_run: str, *, stale: float | None = None) -> list[str]:
     """Drop the databases of every run that is not alive (never ``own_run``'s); return them.
 
-    Only names of a run's databases (``RUN_DATABASE``) owned by the role we connect
+    Only names of a run's databases (``names.RUN_DATABASE``) owned by the role we connect
     as are considered; the databases are listed before the sessions are read, so
     a run that makes a database after the listing is never mistaken for dead.
     """
@@ -280,7 +272,7 @@ def drop_dead_runs(server: Server, own_run: str, *, stale: float | None = None) 
                     (f"{RUN_APP_PREFIX}{run} %",),
                 )
     for name in dead:
-        server.created.add(name)  # a run's database, by its name and owner: ours to drop
+        server.adopt(name)  # a run's database, by its name and owner: ours to drop
         server.drop_database(name)
     return dead
 
@@ -345,7 +337,7 @@ def prune_templates(
             if not (row and row[0]):
                 continue  # a run holds it
             try:
-                server.created.add(info.name)
+                server.adopt(info.name)
                 server.drop_database(info.name)
                 dropped.append(info.name)
             finally:

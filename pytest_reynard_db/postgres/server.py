@@ -23,9 +23,10 @@ from ..guard import GUARD
 from ..text import first_line
 from ..urls import admin_url, mask_url
 from .binaries import Binaries
-from .executor import EphemeralPostgres, reusable_server
+from .executor import EphemeralPostgres
+from .names import TEST_PREFIX
+from .reuse import reusable_server
 
-TEST_PREFIX = "test_"
 CONNECT_TIMEOUT = 10
 
 
@@ -40,7 +41,7 @@ class Server:
         self.guarded = guarded
         #: Whether a connection ever succeeded (an unreachable server has nothing to clean).
         self.reached = False
-        self.created: set[str] = set()
+        self._created: set[str] = set()
         self._admin: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
         self._version: int | None = None
@@ -53,7 +54,7 @@ class Server:
         """A new autocommit psycopg connection (a clear ``ServerError`` if unreachable)."""
         url = self.url if database is None else self.url.set(database=database)
         try:
-            connection = psycopg.connect(**_connect_args(url), autocommit=True)
+            connection = psycopg.connect(**connect_args(url), autocommit=True)
         except psycopg.Error as exc:
             raise ServerError(f"cannot connect to {mask_url(url)}: {first_line(exc)}") from None
         self.reached = True
@@ -87,6 +88,24 @@ class Server:
     def database_url(self, name: str) -> URL:
         return self.url.set(database=name)
 
+    # -- which databases are ours ---------------------------------------------------------
+    @property
+    def created(self) -> frozenset[str]:
+        """The databases ours to drop: created here, or adopted (a guarded server drops no
+        other)."""
+        return frozenset(self._created)
+
+    def adopt(self, name: str) -> None:
+        """Count ``name`` as ours to drop though this object did not create it: a dead
+        run's database, a template no run holds, a build a killed run left, a clone made
+        on another connection of this run."""
+        self._created.add(name)
+
+    def disown(self, name: str) -> None:
+        """Let ``name`` outlive us (``ExistingServer.stop`` leaves it): a template other
+        workers and runs clone."""
+        self._created.discard(name)
+
     # -- databases ----------------------------------------------------------------------
     def exists(self, name: str) -> bool:
         with self.admin() as conn:
@@ -112,12 +131,12 @@ class Server:
             statement += sql.SQL(" STRATEGY FILE_COPY")
         self._execute_with_retry(statement, template, end_sessions=end_sessions)
         GUARD.allow_database(self.url, name)  # ours once made: a name someone else has is not
-        self.created.add(name)
+        self._created.add(name)
         return self.database_url(name)
 
     def drop_database(self, name: str) -> None:
         """Drop ``name``, ending its connections first; a missing one is not an error."""
-        if self.guarded and name not in self.created:
+        if self.guarded and name not in self._created:
             raise ServerError(
                 f"refusing to drop database {name!r} on {mask_url(self.url)}: "
                 "this run did not create it"
@@ -130,7 +149,7 @@ class Server:
             else:
                 _terminate(conn, name)
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        self.created.discard(name)
+        self._created.discard(name)
 
     def drop_run(self, run_id: str) -> list[str]:
         """Drop every ``test_*`` database whose name carries ``run_id`` (this run's own,
@@ -144,7 +163,7 @@ class Server:
                 )
             ]
         for name in names:
-            self.created.add(name)
+            self.adopt(name)
             self.drop_database(name)
         return names
 
@@ -158,9 +177,9 @@ class Server:
                 )
             )
         GUARD.allow_database(self.url, new)
-        if old in self.created:
-            self.created.discard(old)
-            self.created.add(new)
+        if old in self._created:
+            self._created.discard(old)
+            self._created.add(new)
 
     def _execute_with_retry(
         self, statement: sql.Composed, template: str | None, *, end_sessions: bool
@@ -195,7 +214,7 @@ class ExistingServer(Server):
 
     def stop(self) -> None:
         """Drop what this run created; the server itself keeps running."""
-        for name in sorted(self.created):
+        for name in sorted(self._created):
             self.drop_database(name)
         self.close()
 
@@ -222,7 +241,7 @@ class EphemeralServer(Server):
 
     @classmethod
     def reusable(cls, *, binaries: Binaries | None = None) -> EphemeralServer:
-        """The server kept running between runs (see ``executor.reusable_server``)."""
+        """The server kept running between runs (see ``reuse.reusable_server``)."""
         return cls(reusable_server(binaries))
 
     def stop(self) -> None:
@@ -244,7 +263,7 @@ def _terminate(conn: psycopg.Connection[Any], database: str) -> None:
     )
 
 
-def _connect_args(url: URL) -> dict[str, Any]:
+def connect_args(url: URL) -> dict[str, Any]:
     """libpq keywords for ``url``; what it leaves out libpq fills in, as for SQLAlchemy's
     engines on the same URL (one URL, one target, whoever connects)."""
     args: dict[str, Any] = {

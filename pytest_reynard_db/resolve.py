@@ -1,0 +1,77 @@
+"""A registry name resolved once for provisioning, and the digest that names its template.
+
+``Resolved``: a database's registry entry, the tree that migrates it (a mirror's
+own copy, or with ``source`` ``point`` its source's: ``migrated_with``), the URL
+variables its migrations may read, and the tree loaded once for every manager.
+``tree_digest``: what decides a template's content, hashed into its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL
+
+from .manager import MigrationManager
+from .registry import Database, Registry
+from .tree import load_tree, revision_files
+
+#: Which tree migrates a mirror: its own copied tree, or its source's.
+Source = Literal["copy", "point"]
+SOURCES: tuple[Source, ...] = get_args(Source)
+
+
+def migrated_with(registry: Registry, entry: Database, source: Source) -> Database:
+    """The tree ``entry`` is migrated with: a mirror's own, or with ``point`` its source's."""
+    if source == "point" and entry.mirror_of:
+        return registry.get(entry.mirror_of)
+    return entry
+
+
+@dataclass(eq=False)
+class Resolved:
+    """A registry name looked up once: its entry, the tree that migrates it (loaded on
+    first use, then shared by every manager), and the URL variables its migrations may
+    read (``Registry.url_envs``)."""
+
+    entry: Database
+    tree: Database
+    url_envs: tuple[str, ...]
+    _script: ScriptDirectory | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, registry: Registry, name: str, source: Source) -> Resolved:
+        """Registry name ``name`` resolved (``source``: which tree migrates a mirror)."""
+        entry = registry.get(name)
+        tree = migrated_with(registry, entry, source)
+        return cls(entry=entry, tree=tree, url_envs=tuple(registry.url_envs(name)))
+
+    @property
+    def script(self) -> ScriptDirectory:
+        if self._script is None:
+            self._script = load_tree(self.tree)
+        return self._script
+
+    def manager(self, url: URL) -> MigrationManager:
+        """A quiet manager of the tree, aimed at ``url``."""
+        return MigrationManager(
+            self.tree, url, quiet=True, url_envs=self.url_envs, script=self.script
+        )
+
+
+def tree_digest(tree: Database, revision: str, source: Source) -> str:
+    """A hash of everything that decides a template's content: revision files, env.py, target."""
+    digest = hashlib.sha256(f"{revision}|{source}|{tree.name}".encode())
+    base = tree.script_location
+    files = [tree.script_location / "env.py"]
+    for location in tree.version_locations:
+        files.extend(sorted(revision_files(location)))
+    for path in files:
+        # Relative where possible: two checkouts of one tree share a reused template.
+        shown = path.relative_to(base) if path.is_relative_to(base) else path
+        digest.update(str(shown).encode())
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()[:12]
