@@ -56,20 +56,14 @@ def cli(project: Path, runtime: Path, *args: str) -> subprocess.CompletedProcess
     return run(project, runtime, sys.executable, "-m", "pytest_reynard_db", *args)
 
 
+def run_pytest(project: Path, runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pytest test_a.py`` against ``main`` in the project, as a user runs it."""
+    pytest_argv = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "--reynard-db=main")
+    return run(project, runtime, sys.executable, *pytest_argv, *args, "test_a.py")
+
+
 def pytest_reuse(project: Path, runtime: Path) -> None:
-    result = run(
-        project,
-        runtime,
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--reynard-db=main",
-        "--reynard-db-reuse",
-        "test_a.py",
-    )
+    result = run_pytest(project, runtime, "--reynard-db-reuse")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -123,19 +117,7 @@ def shared_server_status_and_prune(
     project: Path, runtime: Path, pg_server: EphemeralServer
 ) -> None:
     url = pg_server.url.render_as_string(hide_password=False)
-    result = run(
-        project,
-        runtime,
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--reynard-db=main",
-        f"--reynard-db-url={url}",
-        "test_a.py",
-    )
+    result = run_pytest(project, runtime, f"--reynard-db-url={url}")
     assert result.returncode == 0, result.stdout
     status = cli(project, runtime, "server", "status", "--url", url)
     assert status.returncode == 0, status.stderr
