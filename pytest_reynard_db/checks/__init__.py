@@ -120,12 +120,14 @@ def run_checks(
     ``timeout``: seconds a check may run before it fails (``--timeout``).
     ``isolate``: each database's checks in a clean interpreter (``isolated``), so that
     what one database's ``env.py`` imports cannot change another's results; by
-    default when there are several databases. ``allow``: the ``--allow`` URLs, for
+    default when there are several databases and a selected check runs ``env.py``
+    (the file checks read revision files only: a child interpreter would cost them a
+    second of start-up each, before a commit). ``allow``: the ``--allow`` URLs, for
     the guard of those interpreters.
     """
     names = select_checks(only, enabled_checks(registry))
     if isolate is None:
-        isolate = len(databases) > 1
+        isolate = len(databases) > 1 and not FILE_CHECKS.issuperset(names)
     results: list[CheckResult] = []
     for db in databases:
         if isolate:
