@@ -28,7 +28,7 @@ def shared() -> Iterator[EphemeralServer]:
 def sql(server: EphemeralServer, *statements: str) -> None:
     with psycopg.connect(**connect_args(server.url), autocommit=True) as conn:
         for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
 
 def databases(server: EphemeralServer) -> set[str]:
