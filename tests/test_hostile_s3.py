@@ -3,11 +3,17 @@ authoring verbs, check isolation): each one an attack that worked once."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
+from reynard_trees import clean_env, reynard_project
 
 from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
 from pytest_reynard_db.postgres.server import connect_args
@@ -72,3 +78,47 @@ def test_prune_never_drops_another_roles_template(shared: EphemeralServer) -> No
     assert prune_templates(ExistingServer(shared.url), max_age=0) == []
     assert prune_templates(ExistingServer(shared.url), max_age=None) == []
     assert "test_tpl_other_deadbeef" in databases(shared)
+
+
+def slow_env_py(root: Path, *databases: str, seconds: float = 30) -> None:
+    for name in databases:
+        env_py = root / "alembic" / name / "env.py"
+        env_py.write_text(f"import time\ntime.sleep({seconds})\n" + env_py.read_text())
+
+
+def children(pid: int) -> list[int]:
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in found]
+
+
+def test_kill_9_of_check_ends_its_child_interpreter_which_drops_its_databases(
+    shared: EphemeralServer, tmp_path: Path
+) -> None:
+    root = reynard_project(tmp_path / "project")
+    slow_env_py(root, "main", "ecs")
+    url = shared.url.render_as_string(hide_password=False)
+    check = subprocess.Popen(
+        [sys.executable, "-m", "pytest_reynard_db", "check", "main", "ecs", "--url", url],
+        cwd=root,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "stderr").open("w"),  # a pipe would wait for the child's end
+    )
+    deadline = time.monotonic() + 60
+    while not any(n.startswith("test_check_") for n in databases(shared)):
+        assert time.monotonic() < deadline and check.poll() is None
+        time.sleep(0.1)
+    (child,) = children(check.pid)
+    check.kill()
+    check.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not Path(f"/proc/{child}").exists(), "the child runs on for no one"
+    finally:
+        if Path(f"/proc/{child}").exists():
+            os.kill(child, signal.SIGKILL)
+    assert not {n for n in databases(shared) if n.startswith("test_check_")}
+    stderr = (tmp_path / "stderr").read_text()
+    assert "Traceback" not in stderr, stderr
