@@ -3,6 +3,7 @@ authoring verbs, check isolation): each one an attack that worked once."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from reynard_trees import clean_env, reynard_project
+from reynard_trees import clean_env, reynard_project, run_cli
 
 from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
 from pytest_reynard_db.postgres.server import connect_args
@@ -122,3 +123,16 @@ def test_kill_9_of_check_ends_its_child_interpreter_which_drops_its_databases(
     assert not {n for n in databases(shared) if n.startswith("test_check_")}
     stderr = (tmp_path / "stderr").read_text()
     assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("dbs", [["main"], ["main", "ecs"]], ids=["in-process", "isolated"])
+def test_what_env_py_prints_never_mixes_into_check_json(tmp_path: Path, dbs: list[str]) -> None:
+    root = reynard_project(tmp_path / "project")
+    for name in dbs:
+        env_py = root / "alembic" / name / "env.py"
+        body = "import os\nprint('PRINTED')\nos.write(1, b'FD1\\n')\n"
+        env_py.write_text(body + env_py.read_text())
+    code, stdout, stderr = run_cli(root, "check", *dbs, "--only", "upgrade", "--format", "json")
+    assert code == 0, stderr
+    assert [r["check"] for r in json.loads(stdout)["results"]] == ["upgrade"] * len(dbs)
+    assert stderr.count("PRINTED") == stderr.count("FD1") == len(dbs)
