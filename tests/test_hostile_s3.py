@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,11 @@ import psycopg
 import pytest
 from reynard_trees import clean_env, reynard_project, run_cli
 
+from pytest_reynard_db import server_admin
+from pytest_reynard_db.errors import CheckFailed
 from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
+from pytest_reynard_db.postgres.reaper import stop_postmaster
+from pytest_reynard_db.postgres.reuse import answers, reusable_server
 from pytest_reynard_db.postgres.server import connect_args
 from pytest_reynard_db.postgres.shared import (
     TEMPLATE_COMMENT,
@@ -136,3 +142,23 @@ def test_what_env_py_prints_never_mixes_into_check_json(tmp_path: Path, dbs: lis
     assert code == 0, stderr
     assert [r["check"] for r in json.loads(stdout)["results"]] == ["upgrade"] * len(dbs)
     assert stderr.count("PRINTED") == stderr.count("FD1") == len(dbs)
+
+
+def test_server_stop_never_stops_the_reuse_server_a_run_just_attached_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The run's record used to be written after the reuse lock was released: a
+    # `server stop` in between stopped the server under the run.
+    runtime = Path(tempfile.mkdtemp(prefix="reynard-hostile-", dir="/tmp"))
+    runtime.chmod(0o711)
+    monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
+    try:
+        process = reusable_server(run_id="0123abcd")
+        assert process.port is not None
+        with pytest.raises(CheckFailed, match="in use"):
+            server_admin.stop()
+        assert answers(process.port)
+    finally:
+        for data in runtime.glob("reuse-*/data"):
+            stop_postmaster(data)
+        shutil.rmtree(runtime, ignore_errors=True)

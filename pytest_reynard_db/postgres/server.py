@@ -250,9 +250,11 @@ class EphemeralServer(Server):
         return cls(process.start())
 
     @classmethod
-    def reusable(cls, *, binaries: Binaries | None = None) -> EphemeralServer:
+    def reusable(
+        cls, *, binaries: Binaries | None = None, run_id: str | None = None
+    ) -> EphemeralServer:
         """The server kept running between runs (see ``reuse.reusable_server``)."""
-        return cls(reusable_server(binaries))
+        return cls(reusable_server(binaries, run_id=run_id))
 
     def stop(self) -> None:
         self.close()
