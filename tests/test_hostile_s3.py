@@ -162,3 +162,18 @@ def test_server_stop_never_stops_the_reuse_server_a_run_just_attached_to(
         for data in runtime.glob("reuse-*/data"):
             stop_postmaster(data)
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_a_servers_idle_session_timeout_never_makes_a_live_run_look_dead() -> None:
+    # A managed server ending idle sessions after 2 s; the run beats every 5 s.
+    with EphemeralServer.start(settings=["idle_session_timeout=2s"]) as server:
+        presence = RunPresence(ExistingServer(server.url), "aaaaaaaa", "main", heartbeat=5)
+        presence.start()
+        try:
+            live = "test_main_aaaaaaaa_main_fresh1"
+            ExistingServer(server.url).create_database(live)
+            time.sleep(3)
+            assert drop_dead_runs(ExistingServer(server.url), "bbbbbbbb", stale=120) == []
+            assert live in databases(server)
+        finally:
+            presence.close()

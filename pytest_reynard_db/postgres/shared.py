@@ -97,9 +97,14 @@ def template_key(template: str) -> int:
 def connect(server: Server, application_name: str) -> psycopg.Connection[Any]:
     """An autocommit session on the maintenance database, named for ``pg_stat_activity``."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             **connect_args(server.url), autocommit=True, application_name=application_name[:63]
         )
+        if conn.info.server_version >= 140000:
+            # A server's idle_session_timeout (managed services set one) shorter than the
+            # heartbeat would end the session, and the run would look dead meanwhile.
+            conn.execute("SET idle_session_timeout = 0")
+        return conn
     except psycopg.Error as exc:
         raise ServerError(f"cannot connect to {mask_url(server.url)}: {first_line(exc)}") from None
 
