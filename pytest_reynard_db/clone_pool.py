@@ -29,7 +29,8 @@ class ClonePool:
     def __init__(self, server: Server) -> None:
         self.server = server
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reynard-db")
-        self._background = Server(server.url)
+        # Guarded as ``server`` is: on a shared server its clones are marked as a run's too.
+        self._background = Server(server.url, guarded=server.guarded)
         self._ahead: dict[Hashable, Future[tuple[str, URL]]] = {}
         self._drops: list[tuple[str, Future[None]]] = []
         self._closed = False

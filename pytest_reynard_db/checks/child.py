@@ -10,14 +10,32 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import IO, Any
 
 from ..text import one_line
 from .result import CheckResult
 
 OPT_IN_HINT = "--allow URL"
+#: How often the child looks whether its parent is still there (seconds).
+PARENT_POLL = 0.2
+
+
+def _end_with_parent(parent: int) -> None:
+    """SIGTERM ourselves once ``parent`` is gone (killed with -9: it cannot end us), so
+    the checks stop and their databases are dropped instead of migrating for no one."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="reynard-db-parent", daemon=True).start()
 
 
 def _child(out: IO[str]) -> None:
@@ -74,11 +92,13 @@ def main(argv: Sequence[str]) -> int:
     from ..signals import terminate_as_interrupt
     from ..urls import redact
 
+    parent = os.getppid()
     out = os.fdopen(int(argv[0]), "w", encoding="utf-8")
     sys.stdout = sys.stderr  # an env.py's print() must not break the answer
     try:
         # ended by the parent (interrupted): its databases are dropped on the way out
         with terminate_as_interrupt():
+            _end_with_parent(parent)
             _child(out)
     except KeyboardInterrupt:
         return 130
@@ -89,7 +109,8 @@ def main(argv: Sequence[str]) -> int:
         out.write(json.dumps({"error": redact(f"{type(exc).__name__}: {one_line(exc)}")}) + "\n")
         return 2
     finally:
-        out.close()
+        with suppress(OSError):  # a parent gone (killed) reads no more
+            out.close()
     return 0
 
 

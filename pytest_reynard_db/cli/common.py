@@ -4,6 +4,7 @@ production guard around them, and the lines they print."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,6 +56,26 @@ def throwaway_only(args: argparse.Namespace) -> Iterator[None]:
                     "(redirected by the production guard)",
                     file=sys.stderr,
                 )
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Descriptor 1 is stderr meanwhile: what an ``env.py`` prints (``print``, ``os.write(1,
+    ...)``, a subprocess, a child interpreter) never mixes into the report on stdout
+    (``--format json`` or ``junit`` is read by a program)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1: nothing to keep apart
+        yield
+        return
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()  # what was printed meanwhile goes where it was meant to: stderr
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def in_sync(diff: MirrorDiff) -> str:

@@ -23,7 +23,15 @@ from ..registry import Registry
 from ..text import shown_path as relative
 from ..tree import parents
 from ..urls import mask_url, redact
-from .common import PROG, at, in_sync, manager_for, same_server, throwaway_only
+from .common import (
+    PROG,
+    at,
+    in_sync,
+    manager_for,
+    same_server,
+    stdout_to_stderr,
+    throwaway_only,
+)
 
 
 def cmd_list(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
@@ -186,6 +194,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     select_checks(only, enabled)  # an unknown id is an error before any server starts
     databases = registry.select(args.dbs)
     with (
+        stdout_to_stderr(),
         progress_line(sys.stderr) as progress,
         throwaway_only(args),
         scratch_server(
@@ -217,6 +226,7 @@ def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     """Both safety checks on one database, one report per revision; exit 1 on a finding."""
     db = registry.get(args.db)
     with (
+        stdout_to_stderr(),
         throwaway_only(args),
         scratch_server(
             args.url, needed=args.only != "lint", registry=registry, allow=tuple(args.allow)

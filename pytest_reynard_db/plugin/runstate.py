@@ -15,7 +15,8 @@ import pytest
 
 from ..guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
 from ..postgres import EphemeralServer, ExistingServer, Server
-from ..postgres.reaper import owner_alive, read_owner_file, write_owner_file
+from ..postgres.reaper import owner_alive, read_owner_file
+from ..postgres.reuse import run_record
 from ..postgres.runas import run_as, runtime_root
 from ..postgres.shared import RunPresence, drop_dead_runs, prune_templates, template_max_age
 from ..provision import Provisioner
@@ -91,7 +92,7 @@ class RunState:
                 else:  # the run's existing server: its maintenance database, for admin work
                     GUARD.allow_database(self._server.url)
             elif self.settings.reuse:
-                self.own_server = EphemeralServer.reusable()
+                self.own_server = EphemeralServer.reusable(run_id=self.run_id)
                 self._server = self.own_server
                 self._enrol_in_reused_server()
             else:
@@ -106,13 +107,12 @@ class RunState:
         assert self.own_server is not None and self.own_server.process.base_dir is not None
         runs = self.own_server.process.base_dir / "runs"
         runs.mkdir(exist_ok=True)
-        for record in runs.glob("*.json"):
+        self._run_record = run_record(self.own_server.process.base_dir, self.run_id)  # written
+        for record in runs.glob("*.json"):  # on attaching, under the reuse server's lock
             owner = read_owner_file(record)
-            if owner is None or not owner_alive(owner):
+            if record != self._run_record and (owner is None or not owner_alive(owner)):
                 self.own_server.drop_run(record.stem)
                 record.unlink(missing_ok=True)
-        self._run_record = runs / f"{self.run_id}.json"
-        write_owner_file(self._run_record)
 
     @property
     def provisioner(self) -> Provisioner:

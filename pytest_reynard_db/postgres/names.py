@@ -60,6 +60,12 @@ def run_of(database: str) -> str | None:
     return match.group("run") if match else None
 
 
+def run_comment(run_id: str) -> str:
+    """The ``COMMENT`` a run's database carries on a server others use: what marks it
+    as made by the harness (a name alone could be anyone's)."""
+    return f"reynard-db run {run_id}"
+
+
 def scratch_name(database: str, purpose: str) -> str:
     """A check's throw-away database, ``test_check_<database>_<purpose>_<random>``."""
     return pg_name(f"{SCRATCH_PREFIX}{database}_{purpose}", f"_{secrets.token_hex(4)}")

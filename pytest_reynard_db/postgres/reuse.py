@@ -14,15 +14,19 @@ import psycopg
 from ..guard import GUARD
 from .binaries import Binaries
 from .executor import HOST, SUPERUSER, EphemeralPostgres
-from .reaper import postmaster_pid, read_owner, stop_postmaster
+from .reaper import postmaster_pid, read_owner, stop_postmaster, write_owner_file
 from .waits import file_lock
 
 
-def reusable_server(binaries: Binaries | None = None) -> EphemeralPostgres:
+def reusable_server(
+    binaries: Binaries | None = None, *, run_id: str | None = None
+) -> EphemeralPostgres:
     """The server kept between runs (``--reynard-db-reuse``): attach to it, or start it.
 
     One per binaries and user, in ``<runtime root>/reuse-<key>``; it is never reaped
     and keeps running after the run (the next run attaches in a few milliseconds).
+    ``run_id``: the run's record (``runs/<run id>.json``) is written under the same lock,
+    so ``server stop`` never stops it between the attach and the record.
     """
     process = EphemeralPostgres(binaries=binaries, persistent=True)
     base_dir = reuse_dir(process)
@@ -33,10 +37,20 @@ def reusable_server(binaries: Binaries | None = None) -> EphemeralPostgres:
             GUARD.allow_server(f"postgresql://{SUPERUSER}@{HOST}:{port}/postgres")
         if port and postmaster_pid(base_dir / "data") and answers(int(port)):
             process.base_dir, process.port = base_dir, int(port)
-            return process
-        stop_postmaster(base_dir / "data")
-        process.requested_dir = base_dir
-        return process.start()
+        else:
+            stop_postmaster(base_dir / "data")
+            process.requested_dir = base_dir
+            process.start()
+        if run_id is not None:
+            assert process.base_dir is not None
+            (process.base_dir / "runs").mkdir(exist_ok=True)
+            write_owner_file(run_record(process.base_dir, run_id))
+        return process
+
+
+def run_record(base_dir: Path, run_id: str) -> Path:
+    """The record a run using the reuse server in ``base_dir`` leaves beside it."""
+    return base_dir / "runs" / f"{run_id}.json"
 
 
 def reuse_dir(process: EphemeralPostgres) -> Path:

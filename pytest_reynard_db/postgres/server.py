@@ -24,7 +24,7 @@ from ..text import first_line
 from ..urls import admin_url, mask_url
 from .binaries import Binaries
 from .executor import EphemeralPostgres
-from .names import TEST_PREFIX
+from .names import TEST_PREFIX, run_comment, run_of
 from .reuse import reusable_server
 
 CONNECT_TIMEOUT = 10
@@ -130,6 +130,16 @@ class Server:
             # FILE_COPY is a checkpoint and a directory copy: far cheaper here.
             statement += sql.SQL(" STRATEGY FILE_COPY")
         self._execute_with_retry(statement, template, end_sessions=end_sessions)
+        run = run_of(name)
+        if self.guarded and run is not None:
+            # On a server others use, a dead run's databases are dropped by the next
+            # run: only those marked so, never someone's database of a similar name.
+            with self.admin() as conn:
+                conn.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        sql.Identifier(name), sql.Literal(run_comment(run))
+                    )
+                )
         GUARD.allow_database(self.url, name)  # ours once made: a name someone else has is not
         self._created.add(name)
         return self.database_url(name)
@@ -240,9 +250,11 @@ class EphemeralServer(Server):
         return cls(process.start())
 
     @classmethod
-    def reusable(cls, *, binaries: Binaries | None = None) -> EphemeralServer:
+    def reusable(
+        cls, *, binaries: Binaries | None = None, run_id: str | None = None
+    ) -> EphemeralServer:
         """The server kept running between runs (see ``reuse.reusable_server``)."""
-        return cls(reusable_server(binaries))
+        return cls(reusable_server(binaries, run_id=run_id))
 
     def stop(self) -> None:
         self.close()

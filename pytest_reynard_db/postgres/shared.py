@@ -46,7 +46,7 @@ from psycopg import sql
 from ..errors import ConfigError, LockTimeout, ServerError
 from ..text import first_line
 from ..urls import mask_url
-from .names import run_of
+from .names import run_comment, run_of
 from .server import Server, connect_args
 from .waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 
@@ -61,6 +61,8 @@ STALE_ENV = "REYNARD_DB_STALE_AFTER"
 MAX_AGE_ENV = "REYNARD_DB_TEMPLATE_MAX_AGE"
 DEFAULT_STALE_AFTER = 120.0
 DEFAULT_MAX_AGE_DAYS = 7.0
+#: A run is dead once this many of the heartbeats it announced were missed (at least).
+HEARTBEATS_MISSED = 3
 
 
 def stale_after() -> float:
@@ -95,9 +97,14 @@ def template_key(template: str) -> int:
 def connect(server: Server, application_name: str) -> psycopg.Connection[Any]:
     """An autocommit session on the maintenance database, named for ``pg_stat_activity``."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             **connect_args(server.url), autocommit=True, application_name=application_name[:63]
         )
+        if conn.info.server_version >= 140000:
+            # A server's idle_session_timeout (managed services set one) shorter than the
+            # heartbeat would end the session, and the run would look dead meanwhile.
+            conn.execute("SET idle_session_timeout = 0")
+        return conn
     except psycopg.Error as exc:
         raise ServerError(f"cannot connect to {mask_url(server.url)}: {first_line(exc)}") from None
 
@@ -111,8 +118,10 @@ class RunPresence:
         """``heartbeat``: seconds between two signs of life (default a sixth of ``stale_after``)."""
         self.server = server
         self.run_id = run_id
-        self.name = f"{RUN_APP_PREFIX}{run_id} {worker}"
         self.heartbeat = heartbeat if heartbeat is not None else max(stale_after() / 6, 1.0)
+        # The heartbeat is announced: a run with a shorter $REYNARD_DB_STALE_AFTER
+        # never judges this one dead between two of its beats.
+        self.name = f"{RUN_APP_PREFIX}{run_id} {worker} {self.heartbeat:g}"
         self.held: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -232,14 +241,24 @@ def live_runs(conn: psycopg.Connection[Any], *, stale: float) -> set[str]:
     alive: set[str] = set()
     for application, database, state, idle in rows:
         run = None
+        limit = stale
         if application and application.startswith(RUN_APP_PREFIX):
-            run = application[len(RUN_APP_PREFIX) :].split(" ")[0]
+            run, *rest = application[len(RUN_APP_PREFIX) :].split(" ")
+            limit = max(stale, _announced_heartbeat(rest) * HEARTBEATS_MISSED)
         elif database:
             run = run_of(database)
         # state is None for another role's session: not ours to judge, so alive.
-        if run and (state in (None, "active") or idle is None or idle < stale):
+        if run and (state in (None, "active") or idle is None or idle < limit):
             alive.add(run)
     return alive
+
+
+def _announced_heartbeat(words: list[str]) -> float:
+    """The heartbeat a presence session announces after its worker (0 if none)."""
+    try:
+        return max(float(words[1]), 0.0) if len(words) > 1 else 0.0
+    except ValueError:
+        return 0.0
 
 
 def drop_dead_runs(server: Server, own_run: str, *, stale: float | None = None) -> list[str]:
@@ -254,10 +273,11 @@ def drop_dead_runs(server: Server, own_run: str, *, stale: float | None = None) 
         names = [
             row[0]
             for row in conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%' "
+                "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+                "WHERE datname LIKE 'test\\_%' "
                 "AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
             )
-            if run_of(row[0]) not in (None, own_run)
+            if run_of(row[0]) not in (None, own_run) and row[1] == run_comment(run_of(row[0]) or "")
         ]
         if not names:
             return []
@@ -292,12 +312,14 @@ def templates(server: Server) -> list[TemplateInfo]:
     """Every ``test_tpl_*`` database, with what its comment records."""
     with server.admin() as conn:
         rows = conn.execute(
-            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "SELECT datname, shobj_description(oid, 'pg_database'), "
+            "datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) "
+            "FROM pg_database "
             "WHERE datname LIKE 'test\\_tpl\\_%' AND datname NOT LIKE '%\\_building' "
             "ORDER BY datname"
         ).fetchall()
     found = []
-    for name, comment in rows:
+    for name, comment, mine in rows:
         used = re.search(r"; used (\d+)", comment or "")
         run = re.search(r"; run ([0-9a-f]+)", comment or "")
         found.append(
@@ -305,7 +327,8 @@ def templates(server: Server) -> list[TemplateInfo]:
                 name=name,
                 used=float(used.group(1)) if used else None,
                 run=run.group(1) if run else None,
-                ours=bool(comment and comment.startswith(TEMPLATE_COMMENT)),
+                # Another role's template is that role's to prune, whatever we may drop.
+                ours=bool(mine and comment and comment.startswith(TEMPLATE_COMMENT)),
             )
         )
     return found

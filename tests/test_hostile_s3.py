@@ -1,0 +1,179 @@
+"""Hostile tests of the features added on 2026-11-27 (shared servers, ``server`` verbs,
+authoring verbs, check isolation): each one an attack that worked once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from reynard_trees import clean_env, reynard_project, run_cli
+
+from pytest_reynard_db import server_admin
+from pytest_reynard_db.errors import CheckFailed
+from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
+from pytest_reynard_db.postgres.reaper import stop_postmaster
+from pytest_reynard_db.postgres.reuse import answers, reusable_server
+from pytest_reynard_db.postgres.server import connect_args
+from pytest_reynard_db.postgres.shared import (
+    TEMPLATE_COMMENT,
+    RunPresence,
+    drop_dead_runs,
+    prune_templates,
+)
+
+
+@pytest.fixture
+def shared() -> Iterator[EphemeralServer]:
+    with EphemeralServer.start() as server:
+        yield server
+
+
+def sql(server: EphemeralServer, *statements: str) -> None:
+    with psycopg.connect(**connect_args(server.url), autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def databases(server: EphemeralServer) -> set[str]:
+    with psycopg.connect(**connect_args(server.url), autocommit=True) as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+
+def test_a_run_with_a_shorter_stale_setting_never_drops_a_live_runs_databases(
+    shared: EphemeralServer,
+) -> None:
+    # Run A: alive, default heartbeat (20 s). Run B was given $REYNARD_DB_STALE_AFTER=1.
+    presence = RunPresence(ExistingServer(shared.url), "aaaaaaaa", "main").start()
+    try:
+        live = "test_main_aaaaaaaa_main_fresh1"
+        dead = "test_main_cccccccc_main_fresh1"  # a run killed with -9: no session
+        ExistingServer(shared.url).create_database(live)
+        ExistingServer(shared.url).create_database(dead)
+        time.sleep(2.5)
+        dropped = drop_dead_runs(ExistingServer(shared.url), "bbbbbbbb", stale=1)
+        assert dropped == [dead]
+        assert live in databases(shared)
+    finally:
+        presence.close()
+
+
+def test_a_users_database_named_like_a_runs_is_never_dropped(shared: EphemeralServer) -> None:
+    # The user's own database, same role, a name that fits test_<db>_<8 hex>_main_<word><n>.
+    sql(shared, "CREATE DATABASE test_app_0badf00d_main_fixture1")
+    assert drop_dead_runs(ExistingServer(shared.url), "bbbbbbbb", stale=0) == []
+    assert "test_app_0badf00d_main_fixture1" in databases(shared)
+
+
+def test_prune_never_drops_another_roles_template(shared: EphemeralServer) -> None:
+    # A superuser admin URL (a CI service container's postgres) sees every role's templates.
+    sql(
+        shared,
+        "CREATE ROLE other LOGIN CREATEDB",
+        "CREATE DATABASE test_tpl_other_deadbeef OWNER other",
+        f"COMMENT ON DATABASE test_tpl_other_deadbeef IS '{TEMPLATE_COMMENT}; used 1; run 12'",
+    )
+    assert prune_templates(ExistingServer(shared.url), max_age=0) == []
+    assert prune_templates(ExistingServer(shared.url), max_age=None) == []
+    assert "test_tpl_other_deadbeef" in databases(shared)
+
+
+def slow_env_py(root: Path, *databases: str, seconds: float = 30) -> None:
+    for name in databases:
+        env_py = root / "alembic" / name / "env.py"
+        env_py.write_text(f"import time\ntime.sleep({seconds})\n" + env_py.read_text())
+
+
+def children(pid: int) -> list[int]:
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in found]
+
+
+def test_kill_9_of_check_ends_its_child_interpreter_which_drops_its_databases(
+    shared: EphemeralServer, tmp_path: Path
+) -> None:
+    root = reynard_project(tmp_path / "project")
+    slow_env_py(root, "main", "ecs")
+    url = shared.url.render_as_string(hide_password=False)
+    check = subprocess.Popen(
+        [sys.executable, "-m", "pytest_reynard_db", "check", "main", "ecs", "--url", url],
+        cwd=root,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "stderr").open("w"),  # a pipe would wait for the child's end
+    )
+    deadline = time.monotonic() + 60
+    while not any(n.startswith("test_check_") for n in databases(shared)):
+        assert time.monotonic() < deadline and check.poll() is None
+        time.sleep(0.1)
+    (child,) = children(check.pid)
+    check.kill()
+    check.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not Path(f"/proc/{child}").exists(), "the child runs on for no one"
+    finally:
+        if Path(f"/proc/{child}").exists():
+            os.kill(child, signal.SIGKILL)
+    assert not {n for n in databases(shared) if n.startswith("test_check_")}
+    stderr = (tmp_path / "stderr").read_text()
+    assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("dbs", [["main"], ["main", "ecs"]], ids=["in-process", "isolated"])
+def test_what_env_py_prints_never_mixes_into_check_json(tmp_path: Path, dbs: list[str]) -> None:
+    root = reynard_project(tmp_path / "project")
+    for name in dbs:
+        env_py = root / "alembic" / name / "env.py"
+        body = "import os\nprint('PRINTED')\nos.write(1, b'FD1\\n')\n"
+        env_py.write_text(body + env_py.read_text())
+    code, stdout, stderr = run_cli(root, "check", *dbs, "--only", "upgrade", "--format", "json")
+    assert code == 0, stderr
+    assert [r["check"] for r in json.loads(stdout)["results"]] == ["upgrade"] * len(dbs)
+    assert stderr.count("PRINTED") == stderr.count("FD1") == len(dbs)
+
+
+def test_server_stop_never_stops_the_reuse_server_a_run_just_attached_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The run's record used to be written after the reuse lock was released: a
+    # `server stop` in between stopped the server under the run.
+    runtime = Path(tempfile.mkdtemp(prefix="reynard-hostile-", dir="/tmp"))
+    runtime.chmod(0o711)
+    monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
+    try:
+        process = reusable_server(run_id="0123abcd")
+        assert process.port is not None
+        with pytest.raises(CheckFailed, match="in use"):
+            server_admin.stop()
+        assert answers(process.port)
+    finally:
+        for data in runtime.glob("reuse-*/data"):
+            stop_postmaster(data)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_a_servers_idle_session_timeout_never_makes_a_live_run_look_dead() -> None:
+    # A managed server ending idle sessions after 2 s; the run beats every 5 s.
+    with EphemeralServer.start(settings=["idle_session_timeout=2s"]) as server:
+        presence = RunPresence(ExistingServer(server.url), "aaaaaaaa", "main", heartbeat=5)
+        presence.start()
+        try:
+            live = "test_main_aaaaaaaa_main_fresh1"
+            ExistingServer(server.url).create_database(live)
+            time.sleep(3)
+            assert drop_dead_runs(ExistingServer(server.url), "bbbbbbbb", stale=120) == []
+            assert live in databases(server)
+        finally:
+            presence.close()
