@@ -170,7 +170,9 @@ def prune(registry: Registry, url: str | None, older_than_days: float | None) ->
         server: Server = _shared(url)
         try:
             dropped = drop_dead_runs(server, own_run="-")
-            dropped += prune_templates(server, max_age=max_age, keep=keep)
+            # Old digests are this project's: another project's current templates stay.
+            mine = None if max_age is not None else frozenset(registry.databases)
+            dropped += prune_templates(server, max_age=max_age, keep=keep, of_databases=mine)
         finally:
             server.close()
         return dropped

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from reynard_trees import clean_env, reynard_project, run_cli
 
-from pytest_reynard_db import server_admin
+from pytest_reynard_db import load_registry, server_admin
 from pytest_reynard_db.errors import CheckFailed
 from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
 from pytest_reynard_db.postgres.reaper import stop_postmaster
@@ -177,3 +177,22 @@ def test_a_servers_idle_session_timeout_never_makes_a_live_run_look_dead() -> No
             assert live in databases(server)
         finally:
             presence.close()
+
+
+def test_prune_of_old_digests_leaves_another_projects_templates(
+    shared: EphemeralServer, tmp_path: Path
+) -> None:
+    # One role, two projects on a CI service container: `server prune --url` (no
+    # --older-than) drops this project's old digests, not the other project's current ones.
+    comment = f"{TEMPLATE_COMMENT}; used 1; run 12"
+    sql(
+        shared,
+        "CREATE DATABASE test_tpl_main_0123456789ab",
+        "CREATE DATABASE test_tpl_billing_0123456789ab",
+        f"COMMENT ON DATABASE test_tpl_main_0123456789ab IS '{comment}'",
+        f"COMMENT ON DATABASE test_tpl_billing_0123456789ab IS '{comment}'",
+    )
+    registry = load_registry(reynard_project(tmp_path / "project"))
+    url = shared.url.render_as_string(hide_password=False)
+    assert server_admin.prune(registry, url, None) == ["test_tpl_main_0123456789ab"]
+    assert "test_tpl_billing_0123456789ab" in databases(shared)

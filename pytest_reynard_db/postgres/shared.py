@@ -46,7 +46,7 @@ from psycopg import sql
 from ..errors import ConfigError, LockTimeout, ServerError
 from ..text import first_line
 from ..urls import mask_url
-from .names import run_comment, run_of
+from .names import is_template_of, run_comment, run_of
 from .server import Server, connect_args
 from .waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 
@@ -340,17 +340,24 @@ def prune_templates(
     max_age: float | None = None,
     keep: frozenset[str] = frozenset(),
     everything_ours: bool = False,
+    of_databases: frozenset[str] | None = None,
 ) -> list[str]:
     """Drop templates unused for ``max_age`` seconds (or, with ``max_age`` None, every one
     not in ``keep``) that no run holds; return their names.
 
     Only templates whose comment marks them as ours are dropped, unless
-    ``everything_ours`` (a server this tool started, where every database is ours).
+    ``everything_ours`` (a server this tool started, where every database is ours);
+    with ``of_databases``, only templates of those registry databases (a shared server
+    holds other projects' current templates too).
     """
     now = time.time()
     dropped: list[str] = []
     for info in templates(server):
         if info.name in keep or not (info.ours or everything_ours):
+            continue
+        if of_databases is not None and not any(
+            is_template_of(info.name, database) for database in of_databases
+        ):
             continue
         if max_age is not None and info.used is not None and now - info.used < max_age:
             continue
