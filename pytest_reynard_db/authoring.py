@@ -99,8 +99,8 @@ def _new_branch(
 
 def _check_new_label(script: ScriptDirectory, db: Database, label: str) -> None:
     why = ""
-    if not label.strip() or label != label.strip():
-        why = "a label must be a word, without spaces around it"
+    if not label or any(c.isspace() for c in label):
+        why = "a label must be one word, without spaces"
     elif "@" in label or "," in label or ":" in label:
         why = "a label may not contain '@', ',' or ':' (Alembic reads them as syntax)"
     elif label in RESERVED_IDS:

@@ -169,6 +169,10 @@ def test_create_refuses_what_it_cannot_do_in_one_line(project: Path) -> None:
         f"{_rev_of(project, 'feat_one')} (migrations/versions/{_rev_of(project, 'feat_one')}"
         "_feat_one.py); extend it with --branch feat, or choose another label"
     )
+    assert refused(project, "create", "app", "-m", "x", "--empty", "--new-branch", "my feat") == (
+        "database 'app': branch label 'my feat' is not valid: a label must be one word, "
+        "without spaces"
+    )
     assert refused(project, "create", "app", "-m", "x", "--empty", "--new-branch", "heads") == (
         "database 'app': branch label 'heads' is not valid: it is reserved by Alembic "
         "(base, current, head, heads)"
