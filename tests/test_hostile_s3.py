@@ -196,3 +196,20 @@ def test_prune_of_old_digests_leaves_another_projects_templates(
     url = shared.url.render_as_string(hide_password=False)
     assert server_admin.prune(registry, url, None) == ["test_tpl_main_0123456789ab"]
     assert "test_tpl_billing_0123456789ab" in databases(shared)
+
+
+def test_a_database_a_killed_run_left_unmarked_goes_with_its_marked_ones(
+    shared: EphemeralServer,
+) -> None:
+    # Killed during CREATE DATABASE of its clone made ahead (seen in CI): fresh2 exists,
+    # but the run died before marking it. Its marked fresh1 says whose it is.
+    server = ExistingServer(shared.url)
+    server.create_database("test_main_cccccccc_main_fresh1")  # marked by create_database
+    sql(
+        shared,
+        "CREATE DATABASE test_main_cccccccc_main_fresh2",  # unmarked: the kill came first
+        "CREATE DATABASE test_app_0badf00d_main_fixture1",  # a user's look-alike, alone
+    )
+    dropped = drop_dead_runs(ExistingServer(shared.url), "bbbbbbbb", stale=0)
+    assert sorted(dropped) == ["test_main_cccccccc_main_fresh1", "test_main_cccccccc_main_fresh2"]
+    assert "test_app_0badf00d_main_fixture1" in databases(shared)

@@ -270,15 +270,24 @@ def drop_dead_runs(server: Server, own_run: str, *, stale: float | None = None) 
     """
     stale = stale_after() if stale is None else stale
     with server.admin() as conn:
-        names = [
-            row[0]
-            for row in conn.execute(
-                "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
-                "WHERE datname LIKE 'test\\_%' "
-                "AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
-            )
-            if run_of(row[0]) not in (None, own_run) and row[1] == run_comment(run_of(row[0]) or "")
+        rows = conn.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE datname LIKE 'test\\_%' "
+            "AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+        ).fetchall()
+        candidates = [
+            (name, comment) for name, comment in rows if run_of(name) not in (None, own_run)
         ]
+        # A run marks each database it makes; one killed during a CREATE DATABASE leaves
+        # that database unmarked. It is taken as the run's only when another database
+        # marked by the same (random) run id is there too: a user's database that merely
+        # looks like ours never is.
+        marked = {
+            run_of(name)
+            for name, comment in candidates
+            if comment == run_comment(run_of(name) or "")
+        }
+        names = [name for name, _ in candidates if run_of(name) in marked]
         if not names:
             return []
         alive = live_runs(conn, stale=stale) | {own_run}
