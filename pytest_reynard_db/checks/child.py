@@ -45,7 +45,7 @@ def _child(out: IO[str]) -> None:
         if entry not in sys.path:
             sys.path.insert(0, entry)
 
-    from ..guard import GUARD
+    from ..guard import GUARD, redirect_note
     from ..postgres import ExistingServer
     from ..registry import load_registry
     from . import CheckRunner, run_check
@@ -74,11 +74,7 @@ def _child(out: IO[str]) -> None:
             if server is not None:
                 server.stop()
         for redirect in GUARD.redirects:
-            print(
-                f"{request['note_prefix']}env.py connected to {redirect} "
-                "(redirected by the production guard)",
-                file=sys.stderr,
-            )
+            print(f"{request['note_prefix']}{redirect_note(redirect)}", file=sys.stderr)
     say({"results": [_entry(r) for r in results]})
 
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from .. import logs
-from ..guard import GUARD
+from ..guard import GUARD, redirect_note
 from ..manager import MigrationManager
 from ..mirror import MirrorDiff
 from ..registry import Registry
@@ -51,11 +51,7 @@ def throwaway_only(args: argparse.Namespace) -> Iterator[None]:
         finally:
             shown = args.verbosity > logs.QUIET
             for redirect in (r for r in GUARD.redirects if r not in before and shown):
-                print(
-                    f"{PROG}: note: env.py connected to {redirect} "
-                    "(redirected by the production guard)",
-                    file=sys.stderr,
-                )
+                print(f"{PROG}: note: {redirect_note(redirect)}", file=sys.stderr)
 
 
 @contextmanager

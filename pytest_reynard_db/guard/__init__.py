@@ -11,7 +11,14 @@ untouched.
 """
 
 from ..errors import GuardRefused
-from .core import COMMON_URL_VARIABLES, GUARD, HARNESS_CLUSTER_NAME, Guard, hidden_variables
+from .core import (
+    COMMON_URL_VARIABLES,
+    GUARD,
+    HARNESS_CLUSTER_NAME,
+    Guard,
+    hidden_variables,
+    redirect_note,
+)
 from .target import Endpoint, Target, target_of, targets_of, url_target
 
 __all__ = [
@@ -23,6 +30,7 @@ __all__ = [
     "GuardRefused",
     "Target",
     "hidden_variables",
+    "redirect_note",
     "target_of",
     "targets_of",
     "url_target",

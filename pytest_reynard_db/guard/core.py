@@ -227,3 +227,8 @@ def hidden_variables(names: tuple[str, ...]) -> Iterator[None]:
         for name in names:
             os.environ.pop(name, None)
         os.environ.update(saved)
+
+
+def redirect_note(redirect: str) -> str:
+    """What every front (CLI, check children, pytest summary) says of one redirect."""
+    return f"env.py connected to {redirect} (redirected by the production guard)"

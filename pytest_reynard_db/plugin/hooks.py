@@ -184,12 +184,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = config.stash.get(STATE, None)
     if state is None:
         return
-    from ..guard import GUARD
+    from ..guard import GUARD, redirect_note
 
     for redirect in dict.fromkeys([*GUARD.redirects, *state.worker_redirects]):
-        terminalreporter.write_line(
-            f"reynard-db: env.py connected to {redirect} (redirected by the production guard)"
-        )
+        terminalreporter.write_line(f"reynard-db: {redirect_note(redirect)}")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
