@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ...errors import CheckFailed
 from ..bounded import CheckTimedOut, time_limit
+from ..heads import walk_order
 from ..runner import CheckRunner
 from .findings import RevisionReport
 from .lint import lint, lint_reports
@@ -43,6 +44,6 @@ def safety_reports(
                 reports += run(runner)
         except CheckTimedOut as exc:
             raise CheckFailed(f"database {runner.db.name!r}: check {check} {exc}") from None
-    order = {s.revision: i for i, s in enumerate(reversed(list(runner.script.walk_revisions())))}
+    order = {s.revision: i for i, s in enumerate(walk_order(runner.script))}
     reports.sort(key=lambda r: (order.get(r.revision, len(order)), r.check))
     return reports
