@@ -31,13 +31,13 @@ from alembic.runtime.migration import MigrationContext, RevisionStep
 from alembic.script import Script
 from sqlalchemy import Connection
 
-from ..errors import EnvPyFailed, MigrationFailed, ReynardDBError
+from ..errors import EnvPyFailed, ReynardDBError
 from ..manager import MigrationManager
 from ..tree import needs, version_table
 from .heads import expected_heads, walk_order
 from .result import CheckResult
 from .runner import CheckRunner
-from .stairway_steps import StepFailed, one_step, reach, verb_and_target, wrong_heads
+from .stairway_steps import StepFailed, one_step, reach, step_failure, wrong_heads
 
 CHECK = "stairway"
 
@@ -153,12 +153,8 @@ class Stairway:
             self.manager.walk(partial(self._steps, start), connection=self.connection)
         except EnvPyFailed:
             raise  # the environment is broken, not a revision: the check fails on env.py
-        except MigrationFailed as exc:
-            raise StepFailed(self.order[self.at], self.step, exc.reason) from exc
         except ReynardDBError as exc:
-            revision = self.order[self.at]
-            verb, target = verb_and_target(revision, self.step)
-            raise StepFailed(revision, self.step, f"{verb} {target}: {exc}") from exc
+            raise step_failure(self.order[self.at], self.step, exc) from exc
         if self.failure is not None:
             raise self.failure
 
@@ -205,10 +201,14 @@ class Stairway:
             revision = self.order[self.at]
             self.failure = wrong_heads(revision, self.step, actual, after, before)
 
+    def _heads_with(self, revision: Script) -> set[str]:
+        """The heads once ``revision`` is applied on the current ones."""
+        return (self.heads - set(needs(revision))) | {revision.revision}
+
     def _stair(self, revision: Script) -> list[tuple[str, bool, set[str], set[str]]]:
         """The three steps on ``revision``: (name, upward, heads before, heads after)."""
         without = self.heads
-        with_it = (without - set(needs(revision))) | {revision.revision}
+        with_it = self._heads_with(revision)
         return [
             ("up", True, without, with_it),
             ("down", False, with_it, without),
@@ -223,8 +223,8 @@ class Stairway:
         self._applied(revision)
 
     def _applied(self, revision: Script) -> None:
-        self.heads = self._stair(revision)[0][3]
-        self.applied = self.applied | {revision.revision}
+        self.heads = self._heads_with(revision)
+        self.applied.add(revision.revision)
 
     def _skip(self, revision: Script) -> bool:
         """Whether ``revision`` needs a revision whose upgrade failed (then it is not reached)."""
@@ -259,7 +259,7 @@ class Stairway:
         if failed.step == "up":
             self.blocked[revision.revision] = [broken]
         else:
-            self.applied = self.applied | {revision.revision}
+            self.applied.add(revision.revision)
         self.heads = expected_heads(self.manager.script, self.applied)
         try:
             self._fresh_database()

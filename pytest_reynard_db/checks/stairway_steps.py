@@ -62,6 +62,15 @@ def reach(
         )
 
 
+def step_failure(revision: Script, step: str, exc: ReynardDBError) -> StepFailed:
+    """An error of ``step`` on ``revision`` as the stairway reports it, whichever way it
+    was walked: a migration's own reason, else what was being done."""
+    if isinstance(exc, MigrationFailed):
+        return StepFailed(revision, step, exc.reason)
+    verb, target = verb_and_target(revision, step)
+    return StepFailed(revision, step, f"{verb} {target}: {exc}")
+
+
 def one_step(
     manager: MigrationManager,
     connection: Connection,
@@ -79,10 +88,8 @@ def one_step(
             manager.downgrade(target, connection=connection)
     except EnvPyFailed:
         raise  # the environment is broken, not this revision: the check fails on env.py
-    except MigrationFailed as exc:
-        raise StepFailed(revision, step, exc.reason) from exc
     except ReynardDBError as exc:
-        raise StepFailed(revision, step, f"{verb} {target}: {exc}") from exc
+        raise step_failure(revision, step, exc) from exc
     actual = set(MigrationContext.configure(connection).get_current_heads())
     connection.rollback()  # end the read's transaction: the next step opens its own
     if actual != after:
