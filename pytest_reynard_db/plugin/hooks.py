@@ -20,7 +20,15 @@ from . import pytest_alembic_compat, selection
 from .alembic_items import AlembicFixtures
 from .harness_errors import HarnessErrors
 from .options import Settings, add_options, get_settings
-from .stash import EARLY_GUARD, ERRORS, SIGNALS, STATE, catch_harness_errors, errors_of
+from .stash import (
+    EARLY_GUARD,
+    EARLY_REGISTRY,
+    ERRORS,
+    SIGNALS,
+    STATE,
+    catch_harness_errors,
+    errors_of,
+)
 
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
@@ -51,6 +59,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 
     try:
         registry = load_registry(find_project_root(early_config.rootpath))
+        early_config.stash[EARLY_REGISTRY] = registry
         stack = guard_the_run(registry, settings)
         early_config.stash[EARLY_GUARD] = stack
         # A conftest that fails to import ends the run before pytest_configure (and so
@@ -77,7 +86,7 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
 
     handlers = ExitStack()
     config.stash[SIGNALS] = (handlers, handlers.enter_context(terminate_as_interrupt()))
-    state = RunState(config, settings)
+    state = RunState(config, settings, config.stash.get(EARLY_REGISTRY, None))
     # A bad registry or name: one error, not one per test.
     with catch_harness_errors(config, usage=True):
         for name in settings.databases:

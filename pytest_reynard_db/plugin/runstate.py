@@ -40,7 +40,10 @@ def guard_the_run(registry: Registry, settings: Settings) -> ExitStack:
 class RunState:
     """This process's view of the run: settings, registry, server and provisioner."""
 
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+    def __init__(
+        self, config: pytest.Config, settings: Settings, registry: Registry | None = None
+    ) -> None:
+        """``registry``: already read (to arm the guard early); by default read on use."""
         self.config = config
         self.settings = settings
         workerinput = getattr(config, "workerinput", None)
@@ -53,7 +56,7 @@ class RunState:
         self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
         self.own_server: EphemeralServer | None = None
         self._server: Server | None = None
-        self._registry: Registry | None = None
+        self._registry = registry
         self._provisioner: Provisioner | None = None
         self._run_record: Path | None = None
         self._presence: RunPresence | None = None

@@ -16,10 +16,13 @@ from .harness_errors import HarnessErrors
 
 if TYPE_CHECKING:
     from ..provision import Provisioner
+    from ..registry import Registry
     from .runstate import RunState
 
 STATE = pytest.StashKey["RunState"]()
 EARLY_GUARD = pytest.StashKey[ExitStack]()
+#: The registry read to arm the guard early, so that the run does not read it again.
+EARLY_REGISTRY: pytest.StashKey[Registry] = pytest.StashKey()
 #: SIGTERM/SIGHUP handled as Ctrl-C while the run has a server: the handlers' undo,
 #: and the signals received.
 SIGNALS = pytest.StashKey[tuple[ExitStack, list[int]]]()
