@@ -139,9 +139,7 @@ class RunPresence:
         with self._lock:
             if template in self.held:
                 return
-            self._session().execute(
-                "SELECT pg_advisory_lock_shared(%s, %s)", (USE_CLASS, template_key(template))
-            )
+            _hold_shared(self._session(), template)
             self.held.add(template)
 
     def mark_used(self, template: str) -> None:
@@ -169,9 +167,7 @@ class RunPresence:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self.server, self.name)
             for template in self.held:
-                self._conn.execute(
-                    "SELECT pg_advisory_lock_shared(%s, %s)", (USE_CLASS, template_key(template))
-                )
+                _hold_shared(self._conn, template)
         return self._conn
 
     def _beat(self) -> None:
@@ -205,6 +201,11 @@ def build_lock(
         yield
     finally:
         conn.close()  # the lock ends with the session
+
+
+def _hold_shared(conn: psycopg.Connection[Any], template: str) -> None:
+    """Hold ``template``'s use lock, shared, on ``conn`` (pruning takes it exclusively)."""
+    conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (USE_CLASS, template_key(template)))
 
 
 def _try_lock(conn: psycopg.Connection[Any], key: tuple[int, int], seconds: float) -> bool:
