@@ -34,18 +34,32 @@ class StepTracker(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.revision: str | None = None
-        self.path: str | None = None
-        self.description = ""
+        self._step: object = None
         self._logger = logging.getLogger(ALEMBIC_MIGRATION_LOGGER)
         self._level = self._logger.level
 
     def saw(self, step: object) -> None:
-        """Alembic is about to run ``step`` (a ``RevisionStep``)."""
-        script = getattr(step, "revision", None)
-        self.revision = getattr(script, "revision", None)
-        self.path = getattr(script, "path", None)
-        self.description = str(step).split(",")[0]
+        """Alembic is about to run ``step`` (a ``RevisionStep``).
+
+        Only the step is kept: what is said of it is worked out when a step fails,
+        not at each of a stairway's hundreds of steps.
+        """
+        self._step = step
+
+    @property
+    def revision(self) -> str | None:
+        """The revision id of the step seen last."""
+        return getattr(getattr(self._step, "revision", None), "revision", None)
+
+    @property
+    def path(self) -> str | None:
+        """The revision file of the step seen last."""
+        return getattr(getattr(self._step, "revision", None), "path", None)
+
+    @property
+    def description(self) -> str:
+        """The step seen last as Alembic says it: ``upgrade a -> b``."""
+        return "" if self._step is None else str(self._step).split(",")[0]
 
     def tracked(self, steps: Iterable[Any]) -> Iterator[Any]:
         """``steps`` as Alembic pulls them, each noted just before it runs. This is what

@@ -110,6 +110,8 @@ class Stairway:
         self.failure: StepFailed | None = None
         #: The heads before and after the step being taken.
         self._expected: tuple[set[str], set[str]] = (set(), set())
+        #: The version table's ``SELECT``, compiled for the walk's dialect.
+        self._read_sql = ""
         self._stack = ExitStack()
         self.manager: MigrationManager
         self.connection: Connection
@@ -174,6 +176,7 @@ class Stairway:
         # Alembic calls these in each step's transaction, after it wrote the version table.
         callbacks = context.on_version_apply_callbacks
         context.on_version_apply_callbacks = (*callbacks, self._read_back)
+        self._read_sql = str(version_table(context).select().compile(dialect=context.dialect))
         revision_map = self.manager.script.revision_map
         for index in range(start, len(self.order)):
             self.at = index
@@ -196,10 +199,24 @@ class Stairway:
         transaction of its own.
         """
         before, after = self._expected
-        actual = {row[0] for row in self.connection.execute(version_table(ctx).select())}
+        actual = self._version_rows()
         if actual != after:
             revision = self.order[self.at]
             self.failure = wrong_heads(revision, self.step, actual, after, before)
+
+    def _version_rows(self) -> set[str]:
+        """What ``alembic_version`` holds now, read on the walk's own DBAPI connection.
+
+        The statement is compiled once per walk and sent on a cursor of its own,
+        not through SQLAlchemy's execution: this runs at every step, and the
+        SQLAlchemy path cost as much again as the query's round trip.
+        """
+        cursor = self.connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self._read_sql)
+            return {row[0] for row in cursor.fetchall()}
+        finally:
+            cursor.close()
 
     def _heads_with(self, revision: Script) -> set[str]:
         """The heads once ``revision`` is applied on the current ones."""
