@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alembic import util
+from alembic.runtime.migration import RevisionStep
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.script.revision import RevisionMap
@@ -234,6 +235,25 @@ def stamp_steps(
 ) -> list[MigrationStep]:
     """The version-table changes from ``heads`` to ``revisions``, as ``alembic stamp``'s."""
     return list(script._stamp_revs(tuple(revisions), heads))
+
+
+class WalkStep(RevisionStep):
+    """Alembic's step on exactly one revision (up or down), for a walk a check drives.
+
+    Identical to Alembic's ``RevisionStep`` but for one answer computed without a
+    graph walk: a downgrade step asks which of the revision's parents become heads,
+    and Alembic finds out by collecting every ancestor of every parent, to drop a
+    parent that is another's ancestor (O(n) a step, so a stairway was O(n²)). With
+    one parent and no other head there is nothing to drop: the answer is that parent,
+    exactly what Alembic's walk would return. Every other case is Alembic's.
+    """
+
+    def _unmerge_to_revisions(self, heads: set[str]) -> tuple[str, ...]:
+        to_revisions: tuple[str, ...] = self.to_revisions
+        if len(to_revisions) == 1 and not set(heads) - {self.revision.revision}:
+            return to_revisions
+        answer: tuple[str, ...] = super()._unmerge_to_revisions(heads)
+        return answer
 
 
 def version_table(context: MigrationContext) -> Table:

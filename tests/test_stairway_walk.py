@@ -160,3 +160,54 @@ def test_other_env_py_shapes_are_walked_and_name_the_broken_revision(
     assert result.file == str(path.relative_to(project))
     assert result.summary.startswith(f"{result.file}: revision 3a1400000099, re-up step")
     assert 'column "nickname" of relation "user_account" already exists' in result.message
+
+
+def branched_tree(root: Path) -> Path:
+    """Every shape a downgrade step can meet: a base, a linear run, two branches, a
+    merge of them, a ``depends_on`` across branches, and a second root."""
+    folder = root / "versions"
+    folder.mkdir(parents=True)
+    write_revision(folder, "a1", None)
+    write_revision(folder, "a2", "a1")
+    write_revision(folder, "b1", "a2", labels="bee")
+    write_revision(folder, "c1", "a2", labels="sea")
+    write_revision(folder, "b2", "b1", depends_on="c1")
+    write_revision(folder, "m1", ("b2", "c1"))
+    write_revision(folder, "m2", ("m1", "a2"))  # a parent that is the other's ancestor
+    write_revision(folder, "z1", None, labels="zed")
+    write_revision(folder, "z2", "z1")
+    return folder
+
+
+def test_walk_steps_answer_as_alembics_own_steps(tmp_path: Path) -> None:
+    """``WalkStep`` answers a downgrade's "which parents become heads" without a graph
+    walk when there is one parent and no other head; in every case, for every revision
+    and every set of other heads, its answers are Alembic's."""
+    from itertools import combinations
+
+    from alembic.runtime.migration import RevisionStep
+    from alembic.script import ScriptDirectory
+
+    from pytest_reynard_db.tree import WalkStep
+
+    script = ScriptDirectory(str(tmp_path), version_locations=[str(branched_tree(tmp_path))])
+    revision_map = script.revision_map
+    scripts = [s for s in script.walk_revisions() if s is not None]
+    assert len(scripts) == 9
+    shortcut_taken = 0
+    for revision in scripts:
+        others = [s.revision for s in scripts if s is not revision]
+        head_sets = [set()] + [set(c) for n in (1, 2) for c in combinations(others, n)]
+        for other_heads in head_sets:
+            heads = other_heads | {revision.revision}
+            ours, theirs = (
+                WalkStep(revision_map, revision, False),
+                RevisionStep(revision_map, revision, False),
+            )
+            assert sorted(ours._unmerge_to_revisions(heads)) == sorted(
+                theirs._unmerge_to_revisions(heads)
+            ), (revision.revision, heads)
+            for question in ("should_delete_branch", "should_unmerge_branches"):
+                assert getattr(ours, question)(heads) == getattr(theirs, question)(heads)
+            shortcut_taken += not other_heads and len(revision._normalized_down_revisions) == 1
+    assert shortcut_taken == 4  # a2, b1, c1, z2: the fast path was taken, not only Alembic's

@@ -27,13 +27,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 
-from alembic.runtime.migration import MigrationContext, RevisionStep
+from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from sqlalchemy import Connection
 
 from ..errors import EnvPyFailed, ReynardDBError
 from ..manager import MigrationManager
-from ..tree import needs, version_table
+from ..tree import WalkStep, needs, version_table
 from .heads import expected_heads, walk_order
 from .result import CheckResult
 from .runner import CheckRunner
@@ -162,7 +162,7 @@ class Stairway:
 
     def _steps(
         self, start: int, heads: tuple[str, ...], context: MigrationContext
-    ) -> Iterator[RevisionStep]:
+    ) -> Iterator[WalkStep]:
         """Alembic's migration function: up, down, up for each revision from ``start`` on.
 
         Alembic runs each step (in its own transaction, as env.py configures)
@@ -186,7 +186,7 @@ class Stairway:
                 continue
             for step, upward, before, after in self._stair(revision):
                 self.step, self._expected = step, (before, after)
-                yield RevisionStep(revision_map, revision, upward)
+                yield WalkStep(revision_map, revision, upward)
                 if self.failure is not None:
                     return
             self._applied(revision)
