@@ -220,25 +220,9 @@ def declared_labels(revision: Script) -> set[str]:
 
 
 # -- the steps Alembic takes -------------------------------------------------------------------
-def upgrade_steps(script: ScriptDirectory, target: str, heads: Any) -> list[MigrationStep]:
-    """The steps from ``heads`` up to ``target``, as ``alembic upgrade`` takes them."""
-    return list(script._upgrade_revs(target, heads))
-
-
-def downgrade_steps(script: ScriptDirectory, target: str, heads: Any) -> list[MigrationStep]:
-    """The steps from ``heads`` down to ``target``, as ``alembic downgrade`` takes them."""
-    return list(script._downgrade_revs(target, heads))
-
-
-def stamp_steps(
-    script: ScriptDirectory, revisions: Sequence[str], heads: Any
-) -> list[MigrationStep]:
-    """The version-table changes from ``heads`` to ``revisions``, as ``alembic stamp``'s."""
-    return list(script._stamp_revs(tuple(revisions), heads))
-
-
 class WalkStep(RevisionStep):
-    """Alembic's step on exactly one revision (up or down), for a walk a check drives.
+    """Alembic's step on exactly one revision (up or down), as the stairway and
+    ``downgrade`` take them.
 
     Identical to Alembic's ``RevisionStep`` but for one answer computed without a
     graph walk: a downgrade step asks which of the revision's parents become heads,
@@ -254,6 +238,27 @@ class WalkStep(RevisionStep):
             return to_revisions
         answer: tuple[str, ...] = super()._unmerge_to_revisions(heads)
         return answer
+
+
+def upgrade_steps(script: ScriptDirectory, target: str, heads: Any) -> list[MigrationStep]:
+    """The steps from ``heads`` up to ``target``, as ``alembic upgrade`` takes them."""
+    return list(script._upgrade_revs(target, heads))
+
+
+def downgrade_steps(script: ScriptDirectory, target: str, heads: Any) -> list[MigrationStep]:
+    """The steps from ``heads`` down to ``target``, as ``alembic downgrade`` takes them
+    (as ``WalkStep``s: the same answers, without a graph walk for each linear step)."""
+    return [
+        WalkStep(step.revision_map, step.revision, False) if type(step) is RevisionStep else step
+        for step in script._downgrade_revs(target, heads)
+    ]
+
+
+def stamp_steps(
+    script: ScriptDirectory, revisions: Sequence[str], heads: Any
+) -> list[MigrationStep]:
+    """The version-table changes from ``heads`` to ``revisions``, as ``alembic stamp``'s."""
+    return list(script._stamp_revs(tuple(revisions), heads))
 
 
 def version_table(context: MigrationContext) -> Table:

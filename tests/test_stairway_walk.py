@@ -211,3 +211,18 @@ def test_walk_steps_answer_as_alembics_own_steps(tmp_path: Path) -> None:
                 assert getattr(ours, question)(heads) == getattr(theirs, question)(heads)
             shortcut_taken += not other_heads and len(revision._normalized_down_revisions) == 1
     assert shortcut_taken == 4  # a2, b1, c1, z2: the fast path was taken, not only Alembic's
+
+
+def test_downgrade_takes_alembics_steps_as_walk_steps(tmp_path: Path) -> None:
+    """``downgrade`` (the verb and ``downgrade_clean``) takes the very steps Alembic
+    would, in its order, each a ``WalkStep``."""
+    from alembic.script import ScriptDirectory
+
+    from pytest_reynard_db.tree import WalkStep, downgrade_steps
+
+    script = ScriptDirectory(str(tmp_path), version_locations=[str(branched_tree(tmp_path))])
+    heads = tuple(script.get_heads())
+    for target in ("base", "a1", "a2", "sea@base", "zed@base"):
+        ours = downgrade_steps(script, target, heads)
+        assert ours == list(script._downgrade_revs(target, heads)), target
+        assert ours and all(type(step) is WalkStep for step in ours), target
