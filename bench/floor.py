@@ -22,20 +22,16 @@ import pstats
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from alembic.operations import Operations
-from alembic.runtime.migration import MigrationContext, RevisionStep
-from sqlalchemy import create_engine
-from sqlalchemy.pool import NullPool
 
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.alone import stairway_alone, walk_alone
 from bench.projects import stair_project
 from bench.timing import Row, median_time, slowdown_row
 from pytest_reynard_db.checks.downgrade_clean import downgrade_clean
@@ -44,7 +40,6 @@ from pytest_reynard_db.checks.stairway import stairway
 from pytest_reynard_db.checks.upgrade import upgrade
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.registry import load_registry
-from pytest_reynard_db.urls import with_driver
 
 #: The goal of issue 15: at most this many times the floor, and this scaling.
 FLOOR_RATIO = 2.0
@@ -132,76 +127,38 @@ def our_stairway(runner: CheckRunner) -> None:
         raise RuntimeError(f"our stairway failed: {failed[0].message}")
 
 
-def alembic_alone(server: EphemeralServer, runner: CheckRunner) -> float:
-    """Alembic by itself taking the stairway's steps: a bare ``MigrationContext`` on one
-    connection, one transaction per step, nothing read back, no env.py, no guard.
-
-    Not a target: it shows how much of the distance to the floor is Alembic's own
-    (building and compiling each operation through SQLAlchemy, its version-table
-    bookkeeping), which the stairway cannot take away and still run the revisions.
-    """
-    script = runner.script
-    order = [s for s in reversed(list(script.walk_revisions())) if s is not None]
-
-    def steps(heads: tuple[str, ...], context: MigrationContext) -> Iterator[RevisionStep]:
-        for revision in order:
-            for upward in (True, False, True):
-                yield RevisionStep(script.revision_map, revision, upward)
-
-    name = f"test_bench_alembic_{next(_names)}"
-    url = server.create_database(name)
-    engine = create_engine(with_driver(url), poolclass=NullPool)  # psycopg 3, as ours
-    try:
-        with engine.connect() as connection:
-            opts = {"fn": steps, "transaction_per_migration": True}
-            context = MigrationContext.configure(connection, opts=opts)
-            started = time.perf_counter()
-            with Operations.context(context):
-                context.run_migrations()
-            return time.perf_counter() - started
-    finally:
-        engine.dispose()
-        server.drop_database(name)
-
-
 def median(samples: list[float]) -> float:
     return sorted(samples)[len(samples) // 2]
 
 
+def reference_row(name: str, alone: float, floor: float, ours: float) -> Row:
+    """Alembic alone against the floor (no target), with ours/alone in the note."""
+    row = slowdown_row(name, alone, floor, "raw SQL", FLOOR_RATIO)
+    row.target, row.met, row.note = "none", True, f"ours/alone {ours / alone:.2f}x"
+    return row
+
+
 def row_floor(server: EphemeralServer, sizes: tuple[int, ...], reps: int) -> list[Row]:
-    """Stairway vs floor at each size (medians), Alembic alone at the largest, then
-    t(big)/t(small) of ours."""
+    """Stairway vs floor at each size, Alembic alone beside it (medians of runs
+    interleaved, so that drift hits each alike), then t(big)/t(small) of ours."""
     rows: list[Row] = []
     ours_by_size: dict[int, float] = {}
     floor_by_size: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         for size in sizes:
             runner = stair_runner(server, stair_project(Path(tmp) / f"tree{size}", size))
-            ours_samples: list[float] = []
-            floor_samples: list[float] = []
-            alone_samples: list[float] = []
-            biggest = size == sizes[-1]
+            samples: dict[str, list[float]] = {"ours": [], "floor": [], "alone": []}
             our_stairway(runner)  # warm-up: imports, the server's catalogue caches
-            for _ in range(reps):  # interleaved, so that drift hits each alike
-                ours_samples.append(median_time(partial(our_stairway, runner), 1, warmup=0))
-                floor_samples.append(floor_once(server, size))
-                if biggest:
-                    alone_samples.append(alembic_alone(server, runner))
-            ours, base = median(ours_samples), median(floor_samples)
+            for _ in range(reps):
+                samples["ours"].append(median_time(partial(our_stairway, runner), 1, warmup=0))
+                samples["floor"].append(floor_once(server, size))
+                samples["alone"].append(stairway_alone(server, runner.script))
+            ours, base, alone = (median(samples[k]) for k in ("ours", "floor", "alone"))
             ours_by_size[size], floor_by_size[size] = ours, base
             name = f"6 stairway {size} revs vs raw SQL floor"
             rows.append(slowdown_row(name, ours, base, "raw SQL", FLOOR_RATIO))
-            if biggest:
-                alone = median(alone_samples)
-                row = slowdown_row(
-                    f"6 (reference) Alembic alone, same steps, {size} revs vs floor",
-                    alone,
-                    base,
-                    "raw SQL",
-                    FLOOR_RATIO,
-                )
-                row.target, row.met, row.note = "none", True, f"ours/alone {ours / alone:.2f}x"
-                rows.append(row)
+            name = f"6 (reference) Alembic alone, same steps, {size} revs"
+            rows.append(reference_row(name, alone, base, ours))
     if len(sizes) >= 2:
         big, small = sizes[-1], sizes[-2]
         scale = ours_by_size[big] / ours_by_size[small]
@@ -223,13 +180,14 @@ def row_floor(server: EphemeralServer, sizes: tuple[int, ...], reps: int) -> lis
 
 
 def row_other_checks(server: EphemeralServer, size: int, reps: int) -> list[Row]:
-    """``upgrade`` and ``downgrade_clean`` over the same tree, against their own floors."""
+    """``upgrade`` and ``downgrade_clean`` over the same tree, against their own floors,
+    Alembic alone beside each (runs interleaved)."""
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         runner = stair_runner(server, stair_project(Path(tmp) / f"tree{size}", size))
-        for name, check, floor in (
-            ("upgrade", upgrade, partial(floor_walk, server, size, down=False)),
-            ("downgrade_clean", downgrade_clean, partial(floor_walk, server, size, down=True)),
+        for name, check, down in (
+            ("upgrade", upgrade, False),
+            ("downgrade_clean", downgrade_clean, True),
         ):
 
             def ours(check: Any = check, name: str = name) -> None:
@@ -238,11 +196,16 @@ def row_other_checks(server: EphemeralServer, size: int, reps: int) -> list[Row]
                     raise RuntimeError(f"our {name} failed: {results}")
 
             ours()
-            mine = median_time(ours, reps, warmup=0)
-            base = sorted(floor() for _ in range(reps))[reps // 2]
-            rows.append(
-                slowdown_row(f"6 {name} {size} revs vs raw SQL floor", mine, base, "raw SQL", 2.0)
-            )
+            samples: dict[str, list[float]] = {"ours": [], "floor": [], "alone": []}
+            for _ in range(reps):
+                samples["ours"].append(median_time(ours, 1, warmup=0))
+                samples["floor"].append(floor_walk(server, size, down=down))
+                samples["alone"].append(walk_alone(server, runner.script, down=down))
+            mine, base, alone = (median(samples[k]) for k in ("ours", "floor", "alone"))
+            label = f"6 {name} {size} revs vs raw SQL floor"
+            rows.append(slowdown_row(label, mine, base, "raw SQL", FLOOR_RATIO))
+            label = f"6 (reference) Alembic alone, {name}'s steps, {size} revs"
+            rows.append(reference_row(label, alone, base, mine))
     return rows
 
 
