@@ -8,6 +8,7 @@ or revisions added. No timing here: bench/floor.py measures the speed.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,37 @@ with connectable.connect() as connection:
     context.configure(connection=connection, target_metadata=None)
     with context.begin_transaction():
         context.run_migrations()
+"""
+
+#: ``alembic init -t async``'s shape: an async engine of its own, migrations in ``run_sync``.
+ASYNC_ENV = """\
+import asyncio
+
+from alembic import context
+from sqlalchemy import pool
+from sqlalchemy.ext.asyncio import async_engine_from_config
+
+config = context.config
+
+
+def do_run_migrations(connection):
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_async_migrations():
+    connectable = async_engine_from_config(
+        config.get_section(config.config_ini_section, {}),
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
+    )
+    async with connectable.connect() as connection:
+        await connection.run_sync(do_run_migrations)
+    await connectable.dispose()
+
+
+asyncio.run(run_async_migrations())
 """
 
 #: The passed connection, inside a transaction env.py opens: Alembic commits nothing itself.
@@ -114,12 +146,18 @@ def test_each_broken_revision_costs_one_more_run(project: Path, pg_server: Ephem
     assert runs == 3
 
 
+@pytest.mark.parametrize(
+    "env_py", [None, OWN_ENGINE_ENV, ASYNC_ENV], ids=["passed", "own", "async"]
+)
 @pytest.mark.parametrize("when", ["upgrade", "downgrade"])
 def test_heads_are_read_back_after_every_step_of_the_one_run(
-    project: Path, pg_server: EphemeralServer, when: str
+    project: Path, pg_server: EphemeralServer, when: str, env_py: str | None
 ) -> None:
     """A revision that writes a row of its own into ``alembic_version``: Alembic's
-    bookkeeping still succeeds, only reading the table back after the step shows it."""
+    bookkeeping still succeeds, only reading the table back after the step shows it,
+    on the connection passed to env.py or on one env.py opened itself."""
+    if env_py is not None:
+        (project / "alembic/main/env.py").write_text(env_py)
     stray = "op.execute(\"INSERT INTO alembic_version VALUES ('stray')\")"
     bodies = (stray, "pass") if when == "upgrade" else ("pass", stray)
     write_revision(project / MAIN_VERSIONS, "3a1400000099", "3a1400000004", *bodies)
@@ -141,11 +179,12 @@ def test_heads_are_read_back_after_every_step_of_the_one_run(
 @pytest.mark.parametrize(
     ("env_py", "sound_runs"),
     [
-        # one run that finds env.py migrating elsewhere and takes no step, then 3 per revision
-        (OWN_ENGINE_ENV, 1 + 3 * MAIN_REVISIONS),
+        # its own connection, on the throw-away database: walked in one run on it
+        (OWN_ENGINE_ENV, 1),
+        (ASYNC_ENV, 1),
         (OUTER_TRANSACTION_ENV, 1),
     ],
-    ids=["own-engine", "outer-transaction"],
+    ids=["own-engine", "async", "outer-transaction"],
 )
 def test_other_env_py_shapes_are_walked_and_name_the_broken_revision(
     project: Path, pg_server: EphemeralServer, env_py: str, sound_runs: int
@@ -226,3 +265,21 @@ def test_downgrade_takes_alembics_steps_as_walk_steps(tmp_path: Path) -> None:
         ours = downgrade_steps(script, target, heads)
         assert ours == list(script._downgrade_revs(target, heads)), target
         assert ours and all(type(step) is WalkStep for step in ours), target
+
+
+def test_a_long_walk_is_cut_into_env_py_runs_of_walk_chunk_revisions(
+    project: Path, pg_server: EphemeralServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What one transaction holds is bounded: with an env.py that migrates in one
+    transaction, every table a step dropped stays locked until the commit."""
+    stairway_module = importlib.import_module("pytest_reynard_db.checks.stairway")
+
+    (project / "alembic/main/env.py").write_text(OWN_ENGINE_ENV)  # one transaction a run
+    monkeypatch.setattr(stairway_module, "WALK_CHUNK", 3)
+    results, runs = stairway_of(project, pg_server)
+    assert [r.ok for r in results] == [True], results
+    assert runs == 2  # revisions 1-3, then 4
+    forgets_a_column(project)  # the 5th: broken at its re-up
+    results, runs = stairway_of(project, pg_server)
+    assert [(r.revision, r.ok) for r in results] == [("3a1400000099", False)]
+    assert runs == 3  # 1-3, then 4-5 (fails), then the rebuild's upgrade

@@ -14,10 +14,13 @@ first upgrade worked, so that what builds on it is still walked); revisions
 that need a revision whose upgrade fails are listed as not reached.
 
 Cost is linear in the number of revisions when nothing is broken: one scratch
-database, one connection (holding the advisory lock) and one ``env.py`` run for
-the whole walk, and the tree loaded once by the runner. Each broken revision
-adds one rebuild and one ``env.py`` run. An ``env.py`` that opens its own
-connection instead of the one it is passed is walked one ``env.py`` run per step.
+database, one connection (holding the advisory lock) and one ``env.py`` run per
+``WALK_CHUNK`` revisions, and the tree loaded once by the runner. Each broken
+revision adds one rebuild and one ``env.py`` run. The walk runs on whichever
+connection ``env.py`` migrates on, the one it is passed or one of its own (the
+stock ``alembic init`` env.py) once that is seen to be on the throw-away
+database; an ``env.py`` that migrates elsewhere is walked one ``env.py`` run per
+step, its heads read back on the check's connection (and the check fails).
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ from ..errors import EnvPyFailed, ReynardDBError
 from ..manager import MigrationManager
 from ..tree import WalkStep, needs, version_table
 from .heads import expected_heads, walk_order
+from .migrating_connection import backend_pid, beside, rows_of, same_connection
 from .result import CheckResult
 from .runner import CheckRunner
 from .stairway_steps import StepFailed, one_step, reach, step_failure, wrong_heads
 
 CHECK = "stairway"
+#: Revisions walked per ``env.py`` run: bounds what one transaction holds locked.
+WALK_CHUNK = 100
 
 
 @dataclass
@@ -83,12 +89,12 @@ def stairway(runner: CheckRunner) -> list[CheckResult]:
 class Stairway:
     """One walk over ``order`` on a throw-away database, replaced after each failure.
 
-    The walk is one ``env.py`` run (``MigrationManager.walk``): Alembic takes its
-    steps, up and down mixed, from ``_steps``, which reads the version table back
-    between two steps on the same connection. That needs an ``env.py`` that
-    migrates on the connection it is passed; one that opens its own (the stock
-    ``alembic init`` one) is walked one ``env.py`` run per step instead, its heads
-    read back after each run, as before.
+    The walk is one ``env.py`` run per ``WALK_CHUNK`` revisions
+    (``MigrationManager.walk``): Alembic takes its steps, up and down mixed, from
+    ``_steps``, which reads the version table back between two steps on the
+    connection Alembic migrates on. That needs a connection on the throw-away
+    database (``migrating_connection.beside``); an ``env.py`` migrating elsewhere is
+    walked one ``env.py`` run per step instead, its heads read back on ours.
     """
 
     def __init__(self, runner: CheckRunner, order: list[Script]) -> None:
@@ -112,6 +118,12 @@ class Stairway:
         self._expected: tuple[set[str], set[str]] = (set(), set())
         #: The version table's ``SELECT``, compiled for the walk's dialect.
         self._read_sql = ""
+        #: The connection env.py migrates on (read back after each step), and the
+        #: server process of ours (what tells a connection of env.py's own is beside it).
+        self._reader: Connection
+        self._pid = 0
+        #: Where the current ``env.py`` run's walk got to (the next index in ``order``).
+        self.walked_to = 0
         self._stack = ExitStack()
         self.manager: MigrationManager
         self.connection: Connection
@@ -137,20 +149,23 @@ class Stairway:
     def _walk(self, start: int) -> None:
         """Walk ``order[start:]`` on the current database; StepFailed at the first broken step."""
         self.at, self.step = start, "up"
-        if self.shared is not False:
-            self._walk_in_one_run(start)
-            if self.shared:
-                return
-        for index in range(start, len(self.order)):  # env.py opens its own connection
+        while self.shared is not False and start < len(self.order):
+            reached = self._walk_in_one_run(start)
+            if reached == start:  # env.py took no step: one run per step says why
+                self.shared = False
+            start = reached
+        for index in range(start, len(self.order)):  # env.py migrates elsewhere
             self.at = index
             self.runner.advance(index + 1, len(self.order))
             revision = self.order[index]
             if not self._skip(revision):
                 self._stair_per_step(revision)
 
-    def _walk_in_one_run(self, start: int) -> None:
-        """One ``env.py`` run taking every step from ``start`` on (nothing when not shared)."""
+    def _walk_in_one_run(self, start: int) -> int:
+        """One ``env.py`` run taking the steps of up to ``WALK_CHUNK`` revisions from
+        ``start`` on (none when env.py migrates elsewhere); the index to go on from."""
         self.failure = None
+        self.walked_to = start
         try:
             self.manager.walk(partial(self._steps, start), connection=self.connection)
         except EnvPyFailed:
@@ -159,30 +174,37 @@ class Stairway:
             raise step_failure(self.order[self.at], self.step, exc) from exc
         if self.failure is not None:
             raise self.failure
+        return self.walked_to
 
     def _steps(
         self, start: int, heads: tuple[str, ...], context: MigrationContext
     ) -> Iterator[WalkStep]:
-        """Alembic's migration function: up, down, up for each revision from ``start`` on.
+        """Alembic's migration function: up, down, up for each revision from ``start`` on,
+        ``WALK_CHUNK`` revisions at most.
 
-        Alembic runs each step (in its own transaction, as env.py configures)
-        before it asks for the next one. ``_read_back`` checks the heads inside
-        that transaction, on the same connection; a step that left the wrong
-        heads ends the run (``failure``).
+        Alembic runs each step (in its own transaction, or in env.py's one
+        transaction) before it asks for the next one. ``_read_back`` checks the
+        heads inside that transaction, on the connection Alembic migrates on; a
+        step that left the wrong heads ends the run (``failure``). The chunks
+        bound what one transaction holds (an env.py without a transaction per
+        migration keeps every table it dropped locked until its commit).
         """
-        self.shared = _same_connection(context.connection, self.connection)
-        if not self.shared:
+        theirs = context.connection
+        self.shared = same_connection(theirs, self.connection) or beside(theirs, self._pid)
+        if not self.shared or theirs is None:
             return  # nothing run: the caller walks one env.py run per step
+        self._reader = theirs
         # Alembic calls these in each step's transaction, after it wrote the version table.
         callbacks = context.on_version_apply_callbacks
         context.on_version_apply_callbacks = (*callbacks, self._read_back)
         self._read_sql = str(version_table(context).select().compile(dialect=context.dialect))
         revision_map = self.manager.script.revision_map
-        for index in range(start, len(self.order)):
+        for index in range(start, min(start + WALK_CHUNK, len(self.order))):
             self.at = index
             self.runner.advance(index + 1, len(self.order))
             revision = self.order[index]
             if self._skip(revision):
+                self.walked_to = index + 1
                 continue
             for step, upward, before, after in self._stair(revision):
                 self.step, self._expected = step, (before, after)
@@ -190,6 +212,7 @@ class Stairway:
                 if self.failure is not None:
                     return
             self._applied(revision)
+            self.walked_to = index + 1
 
     def _read_back(self, *, ctx: MigrationContext, **_: object) -> None:
         """Alembic's ``on_version_apply`` callback: the version table, read where the step
@@ -199,24 +222,10 @@ class Stairway:
         transaction of its own.
         """
         before, after = self._expected
-        actual = self._version_rows()
+        actual = {row[0] for row in rows_of(self._reader, self._read_sql)}
         if actual != after:
             revision = self.order[self.at]
             self.failure = wrong_heads(revision, self.step, actual, after, before)
-
-    def _version_rows(self) -> set[str]:
-        """What ``alembic_version`` holds now, read on the walk's own DBAPI connection.
-
-        The statement is compiled once per walk and sent on a cursor of its own,
-        not through SQLAlchemy's execution: this runs at every step, and the
-        SQLAlchemy path cost as much again as the query's round trip.
-        """
-        cursor = self.connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(self._read_sql)
-            return {row[0] for row in cursor.fetchall()}
-        finally:
-            cursor.close()
 
     def _heads_with(self, revision: Script) -> set[str]:
         """The heads once ``revision`` is applied on the current ones."""
@@ -293,13 +302,4 @@ class Stairway:
         self._stack = ExitStack()
         self.manager = self._stack.enter_context(self.runner.scratch_database(CHECK))
         self.connection = self._stack.enter_context(self.manager.locked())
-
-
-def _same_connection(theirs: Connection | None, ours: Connection) -> bool:
-    """Whether env.py's migration connection is ``ours`` (the same DBAPI connection)."""
-    if theirs is None:
-        return False
-    try:
-        return theirs.connection.dbapi_connection is ours.connection.dbapi_connection
-    except Exception:  # a connection of another kind (a mock, offline): not ours
-        return False
+        self._pid = backend_pid(self.connection)
