@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.alone import stairway_alone, walk_alone
-from bench.projects import stair_project
+from bench.projects import STOCK_ENV, stair_project
 from bench.timing import Row, median_time, slowdown_row
 from pytest_reynard_db.checks.downgrade_clean import downgrade_clean
 from pytest_reynard_db.checks.runner import CheckRunner
@@ -147,18 +147,27 @@ def row_floor(server: EphemeralServer, sizes: tuple[int, ...], reps: int) -> lis
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         for size in sizes:
             runner = stair_runner(server, stair_project(Path(tmp) / f"tree{size}", size))
-            samples: dict[str, list[float]] = {"ours": [], "floor": [], "alone": []}
+            stock = stair_runner(server, stair_project(Path(tmp) / f"stock{size}", size, STOCK_ENV))
+            biggest = size == sizes[-1]
+            samples: dict[str, list[float]] = {"ours": [], "floor": [], "alone": [], "stock": []}
             our_stairway(runner)  # warm-up: imports, the server's catalogue caches
             for _ in range(reps):
                 samples["ours"].append(median_time(partial(our_stairway, runner), 1, warmup=0))
                 samples["floor"].append(floor_once(server, size))
                 samples["alone"].append(stairway_alone(server, runner.script))
+                if biggest:
+                    samples["stock"].append(median_time(partial(our_stairway, stock), 1, 0))
             ours, base, alone = (median(samples[k]) for k in ("ours", "floor", "alone"))
             ours_by_size[size], floor_by_size[size] = ours, base
             name = f"6 stairway {size} revs vs raw SQL floor"
             rows.append(slowdown_row(name, ours, base, "raw SQL", FLOOR_RATIO))
             name = f"6 (reference) Alembic alone, same steps, {size} revs"
             rows.append(reference_row(name, alone, base, ours))
+            if biggest:  # what most projects have: env.py migrates on an engine of its own
+                name = f"6 stairway {size} revs, stock alembic init env.py, vs floor"
+                rows.append(
+                    slowdown_row(name, median(samples["stock"]), base, "raw SQL", FLOOR_RATIO)
+                )
     if len(sizes) >= 2:
         big, small = sizes[-1], sizes[-2]
         scale = ours_by_size[big] / ours_by_size[small]

@@ -36,6 +36,25 @@ else:
         run(conn)
 '''
 
+#: ``alembic init``'s env.py, online part: an engine of its own from ``sqlalchemy.url``,
+#: one transaction for the run (what most projects have).
+STOCK_ENV = """\
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+
+connectable = engine_from_config(
+    config.get_section(config.config_ini_section, {}),
+    prefix="sqlalchemy.",
+    poolclass=pool.NullPool,
+)
+with connectable.connect() as connection:
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
 STAIR_REVISION = '''\
 """revision {index}: table t{index} and its column c{index}"""
 
@@ -59,8 +78,9 @@ def downgrade() -> None:
 '''
 
 
-def stair_project(root: Path, revisions: int) -> Path:
-    """A project with one database ``stair``: a linear tree of ``revisions`` revisions."""
+def stair_project(root: Path, revisions: int, env_py: str = STAIR_ENV) -> Path:
+    """A project with one database ``stair``: a linear tree of ``revisions`` revisions
+    (``env_py``: its env.py, by default one on the connection it is passed)."""
     root.mkdir(parents=True)
     (root / "pyproject.toml").write_text(
         textwrap.dedent(
@@ -84,7 +104,7 @@ def stair_project(root: Path, revisions: int) -> Path:
     )
     versions = root / "alembic" / "stair" / "versions"
     versions.mkdir(parents=True)
-    (root / "alembic" / "stair" / "env.py").write_text(STAIR_ENV)
+    (root / "alembic" / "stair" / "env.py").write_text(env_py)
     down: str | None = None
     for index in range(1, revisions + 1):
         revision = f"r{index:011d}"
