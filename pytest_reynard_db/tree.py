@@ -261,6 +261,24 @@ def stamp_steps(
     return list(script._stamp_revs(tuple(revisions), heads))
 
 
+def in_external_transaction(context: MigrationContext) -> bool:
+    """Whether env.py handed Alembic a connection already in a transaction (its own
+    ``connection.begin()``, or one SQLAlchemy began for a statement it ran before
+    ``configure``): Alembic then commits nothing, the transaction is env.py's."""
+    return bool(context._in_external_transaction)
+
+
+def commit_between_steps(context: MigrationContext) -> None:
+    """Commit what the steps so far did and go on in a new transaction, as Alembic's own
+    ``autocommit_block`` does, when Alembic holds one transaction for the whole run
+    (``begin_transaction`` without ``transaction_per_migration``); else nothing."""
+    transaction = context._transaction
+    if transaction is None or context._in_external_transaction or context.connection is None:
+        return
+    transaction.commit()
+    context._transaction = context.connection.begin()
+
+
 def version_table(context: MigrationContext) -> Table:
     """The version table (``alembic_version``) of a running migration context."""
     table: Table = context._version

@@ -36,12 +36,26 @@ from sqlalchemy import Connection
 
 from ..errors import EnvPyFailed, ReynardDBError
 from ..manager import MigrationManager
-from ..tree import WalkStep, needs, version_table
+from ..tree import (
+    WalkStep,
+    commit_between_steps,
+    in_external_transaction,
+    needs,
+    version_table,
+)
 from .heads import expected_heads, walk_order
 from .migrating_connection import backend_pid, beside, rows_of, same_connection
 from .result import CheckResult
 from .runner import CheckRunner
-from .stairway_steps import StepFailed, one_step, reach, step_failure, wrong_heads
+from .stairway_steps import (
+    StepFailed,
+    not_committed,
+    one_step,
+    reach,
+    read_heads,
+    step_failure,
+    wrong_heads,
+)
 
 CHECK = "stairway"
 #: Revisions walked per ``env.py`` run: bounds what one transaction holds locked.
@@ -124,6 +138,10 @@ class Stairway:
         self._pid = 0
         #: Where the current ``env.py`` run's walk got to (the next index in ``order``).
         self.walked_to = 0
+        #: Whether the current env.py run's walk has begun (a second run_migrations).
+        self._took_steps = False
+        #: Whether env.py was once seen migrating on the throw-away database.
+        self.beside_seen = False
         self._stack = ExitStack()
         self.manager: MigrationManager
         self.connection: Connection
@@ -154,18 +172,24 @@ class Stairway:
             if reached == start:  # env.py took no step: one run per step says why
                 self.shared = False
             start = reached
-        for index in range(start, len(self.order)):  # env.py migrates elsewhere
+        for index in range(start, len(self.order)):  # env.py migrates elsewhere, or commits
             self.at = index
             self.runner.advance(index + 1, len(self.order))
             revision = self.order[index]
-            if not self._skip(revision):
+            if self._skip(revision):
+                continue
+            try:
                 self._stair_per_step(revision)
+            except StepFailed as failed:
+                if failed.elsewhere and self.beside_seen:  # on our database, yet nothing stayed
+                    failed.error = not_committed(self.heads)
+                raise
 
     def _walk_in_one_run(self, start: int) -> int:
         """One ``env.py`` run taking the steps of up to ``WALK_CHUNK`` revisions from
         ``start`` on (none when env.py migrates elsewhere); the index to go on from."""
         self.failure = None
-        self.walked_to = start
+        self.walked_to, self._took_steps, before = start, False, self.heads
         try:
             self.manager.walk(partial(self._steps, start), connection=self.connection)
         except EnvPyFailed:
@@ -174,7 +198,22 @@ class Stairway:
             raise step_failure(self.order[self.at], self.step, exc) from exc
         if self.failure is not None:
             raise self.failure
+        if self.walked_to > start:
+            self._check_what_stayed(before)
         return self.walked_to
+
+    def _check_what_stayed(self, before: set[str]) -> None:
+        """After a run, the heads committed must be those the walk reached, read on our
+        connection: the read-back inside the steps sees env.py's transaction, and an
+        env.py that never commits it would otherwise pass."""
+        actual = read_heads(self.connection)
+        if actual == self.heads:
+            return
+        last = self.order[self.walked_to - 1]
+        why = wrong_heads(last, "re-up", actual, self.heads, before).error
+        raise StepFailed(
+            last, "re-up", not_committed(before) if actual == before else why, elsewhere=True
+        )
 
     def _steps(
         self, start: int, heads: tuple[str, ...], context: MigrationContext
@@ -189,8 +228,16 @@ class Stairway:
         bound what one transaction holds (an env.py without a transaction per
         migration keeps every table it dropped locked until its commit).
         """
+        if self._took_steps:
+            return  # env.py's second run_migrations: Alembic would find nothing left to do
+        self._took_steps = True
         theirs = context.connection
-        self.shared = same_connection(theirs, self.connection) or beside(theirs, self._pid)
+        on_ours = same_connection(theirs, self.connection) or beside(theirs, self._pid)
+        self.beside_seen = self.beside_seen or on_ours
+        # In a transaction of env.py's own, steps cannot be committed one by one: one
+        # env.py run a step then (a deferred constraint, a second connection in a
+        # revision, a failure at COMMIT all need the step committed before the next).
+        self.shared = on_ours and not in_external_transaction(context)
         if not self.shared or theirs is None:
             return  # nothing run: the caller walks one env.py run per step
         self._reader = theirs
@@ -211,6 +258,7 @@ class Stairway:
                 yield WalkStep(revision_map, revision, upward)
                 if self.failure is not None:
                     return
+                commit_between_steps(context)  # each step stays, as a separate command's
             self._applied(revision)
             self.walked_to = index + 1
 
@@ -258,7 +306,8 @@ class Stairway:
         if causes:
             self.blocked[revision.revision] = causes
             for cause in causes:
-                cause.not_reached.append(revision)
+                if revision not in cause.not_reached:
+                    cause.not_reached.append(revision)
         return bool(causes)
 
     def _blocked_by(self, revision: Script) -> list[Broken]:

@@ -46,6 +46,24 @@ def wrong_heads(
     return StepFailed(revision, step, why, elsewhere=actual == before)
 
 
+def read_heads(connection: Connection) -> set[str]:
+    """The heads committed on the throw-away database, read on the check's connection
+    (the read's transaction ended: the next step opens its own)."""
+    actual = set(MigrationContext.configure(connection).get_current_heads())
+    connection.rollback()
+    return actual
+
+
+def not_committed(before: set[str]) -> str:
+    """Why a database env.py migrated on is still at ``before`` once its run is done."""
+    return (
+        f"env.py ran the migrations on the throw-away database but nothing stayed (still at "
+        f"{heads_text(before)}): env.py must commit them: call context.run_migrations() "
+        "inside context.begin_transaction(), and run nothing on the connection before "
+        "context.configure() (SQLAlchemy then begins a transaction Alembic leaves to env.py)"
+    )
+
+
 def reach(
     manager: MigrationManager, connection: Connection, order: list[Script], applied: set[str]
 ) -> None:
@@ -54,8 +72,7 @@ def reach(
     for script in order:
         if script.revision in heads:
             manager.upgrade(script.revision, connection=connection)
-    actual = set(MigrationContext.configure(connection).get_current_heads())
-    connection.rollback()
+    actual = read_heads(connection)
     if actual != heads:
         raise ReynardDBError(
             f"upgrading to {heads_text(heads)} left the database at {heads_text(actual)}"
@@ -90,7 +107,6 @@ def one_step(
         raise  # the environment is broken, not this revision: the check fails on env.py
     except ReynardDBError as exc:
         raise step_failure(revision, step, exc) from exc
-    actual = set(MigrationContext.configure(connection).get_current_heads())
-    connection.rollback()  # end the read's transaction: the next step opens its own
+    actual = read_heads(connection)
     if actual != after:
         raise wrong_heads(revision, step, actual, after, before)
