@@ -58,7 +58,8 @@ from .stairway_steps import (
 )
 
 CHECK = "stairway"
-#: Revisions walked per ``env.py`` run: bounds what one transaction holds locked.
+#: Revisions walked per ``env.py`` run: what stayed is checked on the check's own
+#: connection after each run, so an env.py that never commits is caught early.
 WALK_CHUNK = 100
 
 
@@ -221,12 +222,11 @@ class Stairway:
         """Alembic's migration function: up, down, up for each revision from ``start`` on,
         ``WALK_CHUNK`` revisions at most.
 
-        Alembic runs each step (in its own transaction, or in env.py's one
-        transaction) before it asks for the next one. ``_read_back`` checks the
-        heads inside that transaction, on the connection Alembic migrates on; a
-        step that left the wrong heads ends the run (``failure``). The chunks
-        bound what one transaction holds (an env.py without a transaction per
-        migration keeps every table it dropped locked until its commit).
+        Alembic runs each step (in its own transaction, or in the one it holds for
+        the run) before it asks for the next one. ``_read_back`` checks the heads
+        inside that transaction, on the connection Alembic migrates on; a step that
+        left the wrong heads ends the run (``failure``). Then the step is committed
+        (``commit_between_steps``), so that each stays as a command of its own would.
         """
         if self._took_steps:
             return  # env.py's second run_migrations: Alembic would find nothing left to do
