@@ -261,6 +261,30 @@ def stamp_steps(
     return list(script._stamp_revs(tuple(revisions), heads))
 
 
+def same_heads(script: ScriptDirectory, actual: set[str], expected: set[str]) -> bool:
+    """Whether the version table's rows ``actual`` mean the heads ``expected``.
+
+    Downgrading a merge while a head of another branch is there, Alembic puts
+    both parents back even when one needs the other (``depends_on``): a row for
+    a revision that another row's revision needs anyway. Such a row changes
+    nothing Alembic does next, so it is read past, and only it.
+    """
+    if actual == expected:
+        return True
+    revision_map = script.revision_map
+    if not all(head in revision_map._revision_map for head in actual):
+        return False  # a row naming no revision of the tree: never the same
+    needed = {
+        ancestor.revision
+        for head in actual
+        for ancestor in revision_map._get_ancestor_nodes(
+            revision_map.get_revisions([head]), check=False
+        )
+        if ancestor.revision != head
+    }
+    return actual - needed == expected
+
+
 def in_external_transaction(context: MigrationContext) -> bool:
     """Whether env.py handed Alembic a connection already in a transaction (its own
     ``connection.begin()``, or one SQLAlchemy began for a statement it ran before

@@ -284,3 +284,22 @@ def test_a_long_walk_is_cut_into_env_py_runs_of_walk_chunk_revisions(
     results, runs = stairway_of(project, pg_server)
     assert [(r.revision, r.ok) for r in results] == [("3a1400000099", False)]
     assert runs == 3  # 1-3, then 4-5 (fails), then the rebuild's upgrade
+
+
+@pytest.mark.parametrize("env_py", [None, OWN_ENGINE_ENV], ids=["passed", "own"])
+def test_a_sound_branched_tree_with_merges_and_depends_on_passes(
+    project: Path, pg_server: EphemeralServer, env_py: str | None
+) -> None:
+    """Downgrading a merge while another root's head is there, Alembic puts back both
+    parents, one of which the other depends on: a redundant row, Alembic's own doing,
+    not the revision's. The heads it means are the same."""
+    import shutil
+
+    versions = project / MAIN_VERSIONS
+    shutil.rmtree(versions)
+    branched_tree(versions.parent)
+    if env_py is not None:
+        (project / "alembic/main/env.py").write_text(env_py)
+    results, _ = stairway_of(project, pg_server)
+    assert [r.ok for r in results] == [True], results
+    assert "9 revisions: up, down, up" in results[0].message

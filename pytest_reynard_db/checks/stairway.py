@@ -41,6 +41,7 @@ from ..tree import (
     commit_between_steps,
     in_external_transaction,
     needs,
+    same_heads,
     version_table,
 )
 from .heads import expected_heads, walk_order
@@ -208,7 +209,7 @@ class Stairway:
         connection: the read-back inside the steps sees env.py's transaction, and an
         env.py that never commits it would otherwise pass."""
         actual = read_heads(self.connection)
-        if actual == self.heads:
+        if same_heads(self.manager.script, actual, self.heads):
             return
         last = self.order[self.walked_to - 1]
         why = wrong_heads(last, "re-up", actual, self.heads, before).error
@@ -271,7 +272,7 @@ class Stairway:
         """
         before, after = self._expected
         actual = {row[0] for row in rows_of(self._reader, self._read_sql)}
-        if actual != after:
+        if not same_heads(self.manager.script, actual, after):
             revision = self.order[self.at]
             self.failure = wrong_heads(revision, self.step, actual, after, before)
 

@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 
 from ..errors import EnvPyFailed, MigrationFailed, ReynardDBError
 from ..manager import MigrationManager
+from ..tree import same_heads
 from .heads import down_target, expected_heads, heads_text, unchanged_or_wrong
 
 
@@ -73,7 +74,7 @@ def reach(
         if script.revision in heads:
             manager.upgrade(script.revision, connection=connection)
     actual = read_heads(connection)
-    if actual != heads:
+    if not same_heads(manager.script, actual, heads):
         raise ReynardDBError(
             f"upgrading to {heads_text(heads)} left the database at {heads_text(actual)}"
         )
@@ -108,5 +109,5 @@ def one_step(
     except ReynardDBError as exc:
         raise step_failure(revision, step, exc) from exc
     actual = read_heads(connection)
-    if actual != after:
+    if not same_heads(manager.script, actual, after):
         raise wrong_heads(revision, step, actual, after, before)
