@@ -59,7 +59,11 @@ class StepTracker(logging.Filter):
     @property
     def description(self) -> str:
         """The step seen last as Alembic says it: ``upgrade a -> b``."""
-        return "" if self._step is None else str(self._step).split(",")[0]
+        if self._step is None:
+            return ""
+        # ``short_log`` leaves out the revision's message, which str() appends after a
+        # comma; a merge step's own commas ("upgrade a, b -> m") are part of it.
+        return str(getattr(self._step, "short_log", self._step))
 
     def tracked(self, steps: Iterable[Any]) -> Iterator[Any]:
         """``steps`` as Alembic pulls them, each noted just before it runs. This is what

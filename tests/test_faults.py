@@ -35,6 +35,7 @@ from reynard_trees import (
     require_password,
     reynard_project,
     run_cli,
+    write_revision,
 )
 from sqlalchemy import create_engine, text
 
@@ -433,3 +434,24 @@ def test_production_database_is_never_connected_to(
     while not production_connections(production_server) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert production_connections(production_server)
+
+
+def test_a_failing_merge_step_is_named_with_both_parents(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    """Alembic says a merge step as ``upgrade a, b -> m``: the whole of it, not ``upgrade a``."""
+    project = copy_reynard_trees(tmp_path)
+    versions = project / MAIN
+    write_revision(versions, "b1000000001", MAIN_HEAD, labels="side")
+    write_revision(versions, "a1000000001", MAIN_HEAD)
+    write_revision(
+        versions, "m1000000001", ("a1000000001", "b1000000001"), "op.execute('SELECT 1/0')"
+    )
+    name = "test_faults_merge_step"
+    pg_server.drop_database(name)
+    url = pg_server.create_database(name).render_as_string(hide_password=False)
+
+    code, _, err = cli(project, "upgrade", "main", "--url", url)
+
+    assert code == 1
+    assert "m1000000001_test.py: upgrade a1000000001, b1000000001 -> m1000000001" in err, err
