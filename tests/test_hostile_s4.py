@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,22 +108,35 @@ def test_a_child_interpreter_of_env_py_is_guarded_too(tmp_path: Path, decoy: Dec
     assert_no_traceback(outcome)
 
 
-def test_the_child_start_up_waits_for_every_driver_the_hooks_guard() -> None:
-    from pytest_reynard_db.guard import hooks
-    from pytest_reynard_db.guard.startup import sitecustomize
+SAME_DRIVERS = """\
+from pytest_reynard_db.guard import hooks
+from pytest_reynard_db.guard.startup import sitecustomize
 
-    assert set(sitecustomize.DRIVERS) == set(hooks.DRIVER_PATCHES)
+assert set(sitecustomize.DRIVERS) == set(hooks.DRIVER_PATCHES)
+"""
+
+
+def test_the_child_start_up_waits_for_every_driver_the_hooks_guard() -> None:
+    # in a child with a user's environment: imported here, it would arm this run's guard
+    done = subprocess.run(
+        [sys.executable, "-c", SAME_DRIVERS], env=clean_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
 
 
 ENVIRONMENT_BACK = """\
-import json, os
+import os
 from pytest_reynard_db.guard import GUARD, inherit
 
 with GUARD.armed_for(opt_in_hint="x"):
     assert os.environ["PYTHONPATH"] == os.pathsep.join([inherit.STARTUP, "/somewhere"])
-    assert json.loads(os.environ[inherit.GUARD_VARIABLE])["hint"] == "x"
+    GUARD.allow_database("postgresql://u@h:1/postgres", "test_one")
+    listed = inherit.load(os.environ[inherit.GUARD_VARIABLE])
+    assert listed["hint"] == "x" and listed["databases"] == [["h", 1, "test_one"]], listed
+    listed_at = os.environ[inherit.GUARD_VARIABLE]
 assert os.environ["PYTHONPATH"] == "/somewhere", os.environ["PYTHONPATH"]
 assert inherit.GUARD_VARIABLE not in os.environ
+assert not os.path.exists(listed_at)
 """
 
 
@@ -246,3 +261,79 @@ def test_asyncpg_is_judged_by_the_service_file_it_reads(
     with pytest.raises(GuardRefused, match=rf"refused a connection to .*:{decoy.port}/"):
         asyncio.run(connect())
     assert connections_received(decoy.server) == before
+
+
+# -- 4. signals ----------------------------------------------------------------------------------
+#: Seconds after start: within the imports, the argument parsing, the registry's reading.
+EARLY = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.4)
+
+
+@pytest.mark.parametrize("delay", EARLY)
+def test_ctrl_c_while_reynard_migrate_starts_is_one_line(tmp_path: Path, delay: float) -> None:
+    project = reynard_project(tmp_path / "project")
+    child = subprocess.Popen(
+        cli_argv(project, "check", "main", "--only", "upgrade"),
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+
+    shown = f"exit {child.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+    assert "Traceback" not in out + err, shown
+    if child.returncode != -signal.SIGINT:  # (before Python's own handler: no output at all)
+        assert child.returncode == 130, shown
+        assert err.strip().splitlines()[-1] == "reynard-migrate: interrupted", shown
+
+
+USER_SITECUSTOMIZE = """\
+import json, os, subprocess, sys
+from pytest_reynard_db.guard import GUARD
+
+with GUARD.armed_for(opt_in_hint="x"):
+    code = "import os, sys; print(os.environ.get('USER_SITE_RAN'), sys.path)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+print(done.stdout, done.stderr)
+"""
+
+
+def test_a_users_own_sitecustomize_still_runs_in_a_guarded_child(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text("import os\nos.environ['USER_SITE_RAN'] = '1'\n")
+    done = subprocess.run(
+        [sys.executable, "-c", USER_SITECUSTOMIZE],
+        env=clean_env(PYTHONPATH=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("1 "), done.stdout
+    assert "startup" not in done.stdout, done.stdout  # our folder is not left on sys.path
+
+
+MANY_DATABASES = """\
+import subprocess, sys
+from pytest_reynard_db.guard import GUARD
+
+with GUARD.armed_for(opt_in_hint="x"):
+    for n in range(5000):  # a long run's fresh databases on an existing server
+        GUARD.allow_database("postgresql://app@db.example:5432/postgres", f"test_run_{n:06d}")
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+"""
+
+
+def test_a_run_that_allowed_thousands_of_databases_still_starts_children() -> None:
+    """The allow-list is not in the environment itself: one variable over 128 KiB makes
+    every exec fail (E2BIG), the harness's own servers' included."""
+    done = subprocess.run(
+        [sys.executable, "-c", MANY_DATABASES],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -115,9 +115,10 @@ class Guard:
         """
         if not self.armed:
             return
+        endpoints = url_target(url).endpoints
         with self._lock:
-            self._servers.update(url_target(url).endpoints)
-            self._export()
+            self._servers.update(endpoints)
+            inherit.append({"servers": [[e.host, e.port] for e in endpoints]})
 
     def forget_server(self, url: str | URL) -> None:
         """Take a server off the list (a test's decoy started with the harness's code)."""
@@ -136,9 +137,9 @@ class Guard:
             return
         target = url_target(url)
         with self._lock:
-            for endpoint in target.endpoints:
-                self._databases.add((endpoint, name or target.dbname))
-            self._export()
+            added = [(endpoint, name or target.dbname) for endpoint in target.endpoints]
+            self._databases.update(added)
+            inherit.append({"databases": [[e.host, e.port, n] for e, n in added]})
 
     def allows(self, target: Target) -> bool:
         """Every endpoint of ``target`` is an allowed server, or holds an allowed database."""

@@ -3,46 +3,93 @@ application's CLI, a ``multiprocessing`` worker started with ``spawn``, a script
 ``env.py`` runs.
 
 A child does not inherit the parent's hooks, only its environment. So while the
-guard is armed, the environment carries the allow-list (``$REYNARD_DB_GUARD``) and
-``$PYTHONPATH`` starts with ``startup/``, whose ``sitecustomize`` every Python child
-runs at start-up: it arms the child's guard with that allow-list as soon as the child
-imports a PostgreSQL driver (never before: a child that does not connect pays
-nothing). A child started with an environment of its own, or with ``-I``/``-E``/``-S``,
-and non-Python clients (``psql``) are out of its reach.
+guard is armed, ``$REYNARD_DB_GUARD`` names a file holding the allow-list (a file,
+not the list itself: one variable may not exceed 128 KiB on Linux, and a long run on
+an existing server allows thousands of databases; and a child reads the list as it
+is when it connects) and ``$PYTHONPATH`` starts with ``startup/``, whose
+``sitecustomize`` every Python child runs at start-up: it arms the child's guard with
+that list as soon as the child imports a PostgreSQL driver (never before: a child
+that does not connect pays nothing). A child started with an environment of its own,
+or with ``-I``/``-E``/``-S``, and non-Python clients (``psql``) are out of its reach.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-#: The allow-list, JSON: ``{"hint": ..., "servers": [[host, port]], "databases": [[host,
-#: port, name]]}``.
+#: The file of the allow-list, JSON: ``{"hint": ..., "servers": [[host, port]],
+#: "databases": [[host, port, name]]}``.
 GUARD_VARIABLE = "REYNARD_DB_GUARD"
 #: The folder of the ``sitecustomize`` that arms a child's guard.
 STARTUP = str(Path(__file__).resolve().with_name("startup"))
 #: What the environment held before the first ``export`` (None: not exported).
 _before: dict[str, str | None] | None = None
+#: This process's allow-list file, while exported.
+_file: Path | None = None
 
 
 def export(snapshot: dict[str, Any]) -> None:
-    """Children started from now on are guarded with ``snapshot``."""
-    global _before
-    if _before is None:
+    """Children started from now on (and those started before that have not connected
+    yet) are guarded with ``snapshot`` (written whole: a child may read it at any moment)."""
+    global _before, _file
+    if _before is None or _file is None:
         _before = {name: os.environ.get(name) for name in (GUARD_VARIABLE, "PYTHONPATH")}
+        descriptor, name = tempfile.mkstemp(prefix="reynard-db-guard-", suffix=".json")
+        os.close(descriptor)
+        _file = Path(name)
+        os.environ[GUARD_VARIABLE] = name
         os.environ["PYTHONPATH"] = os.pathsep.join([STARTUP, *_paths_but_ours()])
-    os.environ[GUARD_VARIABLE] = json.dumps(snapshot)
+    descriptor, scratch = tempfile.mkstemp(prefix=".reynard-db-guard-", dir=_file.parent)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(_line(snapshot))
+    os.replace(scratch, _file)
+
+
+def append(addition: dict[str, list[list[Any]]]) -> None:
+    """``addition`` (``servers`` or ``databases`` allowed since) at the file's end: one
+    line, one write, so that a run allowing thousands of databases stays linear."""
+    if _file is None:
+        return
+    descriptor = os.open(_file, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(descriptor, _line(addition))
+    finally:
+        os.close(descriptor)
+
+
+def load(path: str) -> dict[str, Any]:
+    """The allow-list a child adopts: the lines of ``path`` merged (a last line still
+    being written, without its newline, is not read)."""
+    merged: dict[str, Any] = {"hint": "--reynard-db-allow=URL", "servers": [], "databases": []}
+    with open(path, encoding="utf-8") as listed:
+        for line in listed:
+            if not line.endswith("\n"):
+                break
+            entry = json.loads(line)
+            merged["hint"] = entry.get("hint", merged["hint"])
+            merged["servers"] += entry.get("servers", [])
+            merged["databases"] += entry.get("databases", [])
+    return merged
+
+
+def _line(entry: dict[str, Any]) -> bytes:
+    return (json.dumps(entry) + "\n").encode()
 
 
 def withdraw() -> None:
     """Children started from now on are not guarded (the environment as before ``export``;
     a ``$PYTHONPATH`` changed meanwhile keeps its change, without our folder)."""
-    global _before
+    global _before, _file
     if _before is None:
         return
     before, _before = _before, None
+    if _file is not None:
+        _file.unlink(missing_ok=True)
+        _file = None
     rest = _paths_but_ours()
     if rest or before["PYTHONPATH"] is not None:
         os.environ["PYTHONPATH"] = os.pathsep.join(rest)

@@ -2,9 +2,9 @@
 
 It only waits: the first time the child imports a PostgreSQL driver, right after the
 driver's module is loaded and before anything can call it, the child's guard is armed
-with the run's allow-list (``$REYNARD_DB_GUARD``). Importing the guard costs SQLAlchemy,
-so a child that never imports a driver never pays for it. Then the interpreter's own
-``sitecustomize``, if any, runs as it would have.
+with the run's allow-list (the file ``$REYNARD_DB_GUARD`` names). Importing the guard
+costs SQLAlchemy, so a child that never imports a driver never pays for it. Then the
+interpreter's own ``sitecustomize``, if any, runs as it would have.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
-import json
 import os
 import sys
 from typing import Any
@@ -27,6 +26,12 @@ class _ArmOnDriverImport(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         if name not in DRIVERS:
+            return None
+        hooks = sys.modules.get("pytest_reynard_db.guard.hooks")
+        if hooks is not None and getattr(hooks, "_undo", None):
+            # Armed already by a run of its own (an xdist worker, a check's interpreter):
+            # its hooks guard this import; the parent's list is not needed.
+            sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
@@ -44,13 +49,21 @@ class _ArmOnDriverImport(importlib.abc.MetaPathFinder):
 def _arm() -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _ArmOnDriverImport)]
     try:
-        from pytest_reynard_db.guard import GUARD
+        from pytest_reynard_db.guard import GUARD, inherit
     except ImportError as exc:  # another interpreter, without the harness: cannot be guarded
         raise ImportError(
             f"reynard-db: refused a PostgreSQL driver in {sys.executable}: a child of a run "
             f"whose production guard cannot be put in place here ({exc})"
         ) from None
-    GUARD.adopt(json.loads(os.environ[VARIABLE]))  # the hooks patch the drivers imported
+    path = os.environ[VARIABLE]
+    try:
+        allowed = inherit.load(path)
+    except (OSError, ValueError) as exc:
+        raise ImportError(
+            f"reynard-db: refused a PostgreSQL driver: this process was started by a run "
+            f"whose allow-list ({path}) cannot be read ({exc}); has that run ended?"
+        ) from None
+    GUARD.adopt(allowed)  # the hooks patch the drivers imported
 
 
 def _chain() -> None:
