@@ -337,3 +337,37 @@ def test_a_run_that_allowed_thousands_of_databases_still_starts_children() -> No
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+#: Armed until it exits, as a child interpreter that adopted its parent's guard is.
+ARMED_TO_THE_END = """\
+import os, sys, time
+from pytest_reynard_db.guard import GUARD
+
+GUARD.arm(opt_in_hint="x")
+print(os.environ["REYNARD_DB_GUARD"], flush=True)
+if sys.argv[1:] == ["wait"]:
+    time.sleep(120)
+"""
+
+
+def test_the_allow_list_file_goes_at_exit_or_with_the_next_run_after_kill_9() -> None:
+    victim = subprocess.Popen(
+        [sys.executable, "-c", ARMED_TO_THE_END, "wait"],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert victim.stdout is not None
+    left = Path(victim.stdout.readline().strip())
+    victim.kill()
+    victim.wait(timeout=30)
+    assert left.is_file(), left
+
+    done = subprocess.run(
+        [sys.executable, "-c", ARMED_TO_THE_END], env=clean_env(), capture_output=True, text=True
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert not left.exists(), left  # swept: its process is gone
+    assert not Path(done.stdout.strip()).exists(), done.stdout  # removed at its exit

@@ -15,15 +15,19 @@ or with ``-I``/``-E``/``-S``, and non-Python clients (``psql``) are out of its r
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import tempfile
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 #: The file of the allow-list, JSON: ``{"hint": ..., "servers": [[host, port]],
 #: "databases": [[host, port, name]]}``.
 GUARD_VARIABLE = "REYNARD_DB_GUARD"
+#: How every allow-list file's name starts (then the pid of the process it is of).
+PREFIX = "reynard-db-guard-"
 #: The folder of the ``sitecustomize`` that arms a child's guard.
 STARTUP = str(Path(__file__).resolve().with_name("startup"))
 #: What the environment held before the first ``export`` (None: not exported).
@@ -38,12 +42,10 @@ def export(snapshot: dict[str, Any]) -> None:
     global _before, _file
     if _before is None or _file is None:
         _before = {name: os.environ.get(name) for name in (GUARD_VARIABLE, "PYTHONPATH")}
-        descriptor, name = tempfile.mkstemp(prefix="reynard-db-guard-", suffix=".json")
-        os.close(descriptor)
-        _file = Path(name)
-        os.environ[GUARD_VARIABLE] = name
+        _file = _new_file()
+        os.environ[GUARD_VARIABLE] = str(_file)
         os.environ["PYTHONPATH"] = os.pathsep.join([STARTUP, *_paths_but_ours()])
-    descriptor, scratch = tempfile.mkstemp(prefix=".reynard-db-guard-", dir=_file.parent)
+    descriptor, scratch = tempfile.mkstemp(prefix=f".{_prefix()}", dir=_file.parent)
     with os.fdopen(descriptor, "wb") as out:
         out.write(_line(snapshot))
     os.replace(scratch, _file)
@@ -74,6 +76,49 @@ def load(path: str) -> dict[str, Any]:
             merged["servers"] += entry.get("servers", [])
             merged["databases"] += entry.get("databases", [])
     return merged
+
+
+def _prefix() -> str:
+    return f"{PREFIX}{os.getpid()}-"
+
+
+def _new_file() -> Path:
+    """This process's allow-list file, named by its pid: removed when the process exits,
+    or by the next run if it was killed (``_sweep_dead``)."""
+    _sweep_dead()
+    descriptor, name = tempfile.mkstemp(prefix=_prefix(), suffix=".json")
+    os.close(descriptor)
+    path = Path(name)
+    # A child interpreter stays armed until it exits: its file goes then (not in a forked
+    # child that exits through atexit: the file is its parent's).
+    atexit.register(_remove_at_exit, path, os.getpid())
+    return path
+
+
+def _remove_at_exit(path: Path, owner: int) -> None:
+    if os.getpid() == owner:
+        path.unlink(missing_ok=True)
+
+
+def _sweep_dead() -> None:
+    """Remove the allow-list files (and scratch files) of our processes that are gone."""
+    for path in Path(tempfile.gettempdir()).glob(f"*{PREFIX}*"):
+        pid = path.name.lstrip(".").removeprefix(PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with suppress(OSError):  # another run's sweep may be quicker
+            if path.lstat().st_uid == os.geteuid():
+                path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's: alive
+        return True
+    return True
 
 
 def _line(entry: dict[str, Any]) -> bytes:
