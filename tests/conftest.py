@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,21 @@ from pathlib import Path
 import pytest
 from reynard_trees import Cli, copy_reynard_trees, reynard_project, run_cli
 
+from pytest_reynard_db.guard import inherit
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.reaper import stop_postmaster
 from pytest_reynard_db.postgres.reuse import reusable_server
+
+
+@pytest.fixture(autouse=True)
+def a_users_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test's child processes are a user's commands typed in a shell, not children of this
+    (dogfooding, armed) run: they do not inherit its guard (``guard.inherit``; tested on
+    runs of their own in ``test_hostile_s4.py``)."""
+    monkeypatch.delenv(inherit.GUARD_VARIABLE, raising=False)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if inherit.STARTUP in paths:
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p != inherit.STARTUP))
 
 
 @pytest.fixture(scope="session")

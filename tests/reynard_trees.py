@@ -14,6 +14,7 @@ from typing import Protocol
 
 import psycopg
 
+from pytest_reynard_db.guard import inherit
 from pytest_reynard_db.postgres import EphemeralServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,8 +130,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PYTEST_", "REYNARD_DB_URL")) and not k.endswith("DATABASE_URL")
+        if not k.startswith(("PYTEST_", "REYNARD_DB_URL", inherit.GUARD_VARIABLE))
+        and not k.endswith("DATABASE_URL")
     }
+    # nor the guard this (dogfooding, armed) run hands its own children
+    paths = [p for p in env.pop("PYTHONPATH", "").split(os.pathsep) if p and p != inherit.STARTUP]
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     scripts = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join(
         [scripts, *(p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts)]

@@ -1,68 +1,38 @@
-"""``reynard-migrate``: a thin front over the registry, the manager and the mirror code.
+"""``reynard-migrate``: the command line (``front``), imported on first use.
 
-Each verb parses its arguments and calls one function (``verbs``; the parser is
-``parser.build_parser``); errors raised below as ``ReynardDBError`` are caught
-here, once, and printed as one line with the exit code the error carries (0
-success, 1 a problem found, 2 bad usage or input).
+The entry point imports nothing heavy before it is ready for Ctrl-C: an interrupt
+while the interpreter loads SQLAlchemy, Alembic and the verbs is the same one line
+as an interrupt later, never a traceback.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import traceback
-from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, Any
 
-from .. import logs
-from ..errors import ReynardDBError
-from ..registry import load_registry
-from ..signals import Terminated, terminate_as_interrupt
-from ..urls import redact, remember_secrets
-from .common import PROG
-from .parser import build_parser
+if TYPE_CHECKING:
+    from .front import PROG, build_parser, main
 
 __all__ = ["PROG", "build_parser", "main", "run"]
+#: ``front.PROG``, without importing it.
+_PROG = "reynard-migrate"
 
 
-def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
-    """Run the CLI; returns the exit code (``console_scripts`` exits with it)."""
-    out = stdout if stdout is not None else sys.stdout
-    parser = build_parser()
-    remember_secrets(*(sys.argv[1:] if argv is None else argv))
-    args, extras = parser.parse_known_args(argv)
-    trailing = getattr(args, "trailing_positionals", None)
-    if extras and trailing and not any(e.startswith("-") for e in extras):
-        setattr(args, trailing, [*getattr(args, trailing), *extras])
-    elif extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
-    if not getattr(args, "handler", None):
-        parser.print_help(out)
-        return 2
-    try:
-        # SIGTERM/SIGHUP unwind like Ctrl-C: the servers started below are stopped.
-        with terminate_as_interrupt(), logs.verbosity(args.verbosity):
-            registry = load_registry(args.project)
-            for warning in registry.warnings if args.verbosity > logs.QUIET else ():
-                print(f"{PROG}: warning: {warning}", file=sys.stderr)
-            return int(args.handler(args, registry, out))
-    except ReynardDBError as exc:
-        print(f"{PROG}: error: {redact(exc)}", file=sys.stderr)
-        if args.traceback:  # the whole chain, for a bug report or an env.py to debug
-            print(redact("".join(traceback.format_exception(exc))), end="", file=sys.stderr)
-        return exc.exit_code
-    except Terminated as exc:
-        print(f"{PROG}: terminated by {exc.name}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # `reynard-migrate history ecs | head`: the reader left; that is not an error.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+def __getattr__(name: str) -> Any:
+    if name in ("PROG", "build_parser", "main"):
+        from . import front
+
+        return getattr(front, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    try:
+        from .front import main
+
+        code = main()
+    except KeyboardInterrupt:  # before main's own handling, or after it (its clean-up)
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 
 from ..errors import GuardRefused
 from ..urls import parse_url, remember_secrets
-from . import hooks
+from . import hooks, inherit
 from .target import LIBPQ, Endpoint, Target, redirected, targets_of, url_target
 
 #: ``cluster_name`` of every server the harness starts (``postgres.executor``).
@@ -69,6 +69,7 @@ class Guard:
                 hooks.install(self)
             self._depth += 1
             self._opt_ins.append({(e, t.dbname) for t in opted_in for e in t.endpoints})
+            self._export()
 
     def disarm(self) -> None:
         with self._lock:
@@ -77,9 +78,33 @@ class Guard:
                 self._opt_ins.pop()
             if self._depth == 0:
                 hooks.remove()
+                inherit.withdraw()
                 self._servers.clear()
                 self._databases.clear()
                 self._redirects.clear()
+            else:
+                self._export()
+
+    def adopt(self, snapshot: Mapping[str, Any]) -> None:
+        """Armed for good with a parent's allow-list (``snapshot``, from ``inherit``): in a
+        child interpreter the run started, which has no run of its own to end."""
+        self.arm(opt_in_hint=snapshot["hint"])
+        with self._lock:
+            self._servers.update(Endpoint(host, port) for host, port in snapshot["servers"])
+            self._databases.update(
+                (Endpoint(host, port), name) for host, port, name in snapshot["databases"]
+            )
+            self._export()
+
+    def _export(self) -> None:
+        """The allow-list as children inherit it (``inherit``); call with the lock held."""
+        inherit.export(
+            {
+                "hint": self._opt_in_hint,
+                "servers": sorted([e.host, e.port] for e in self._servers),
+                "databases": sorted([e.host, e.port, n] for e, n in self._allowed_databases()),
+            }
+        )
 
     # -- the allow-list -------------------------------------------------------------------
     def allow_server(self, url: str | URL) -> None:
@@ -90,8 +115,10 @@ class Guard:
         """
         if not self.armed:
             return
+        endpoints = url_target(url).endpoints
         with self._lock:
-            self._servers.update(url_target(url).endpoints)
+            self._servers.update(endpoints)
+            inherit.append({"servers": [[e.host, e.port] for e in endpoints]})
 
     def forget_server(self, url: str | URL) -> None:
         """Take a server off the list (a test's decoy started with the harness's code)."""
@@ -101,6 +128,8 @@ class Guard:
             self._databases = {(e, n) for e, n in self._databases if e not in endpoints}
             for opted in self._opt_ins:
                 opted -= {(e, n) for e, n in opted if e in endpoints}
+            if self.armed:
+                self._export()
 
     def allow_database(self, url: str | URL, name: str | None = None) -> None:
         """One database (``url``'s, or ``name`` on ``url``'s server)."""
@@ -108,8 +137,9 @@ class Guard:
             return
         target = url_target(url)
         with self._lock:
-            for endpoint in target.endpoints:
-                self._databases.add((endpoint, name or target.dbname))
+            added = [(endpoint, name or target.dbname) for endpoint in target.endpoints]
+            self._databases.update(added)
+            inherit.append({"databases": [[e.host, e.port, n] for e, n in added]})
 
     def allows(self, target: Target) -> bool:
         """Every endpoint of ``target`` is an allowed server, or holds an allowed database."""

@@ -195,14 +195,18 @@ def _pg8000_init(original: Any) -> Any:
     return init
 
 
+#: What asyncpg's connect takes that says where it goes (``service``: with a ``dsn`` only).
+ASYNCPG_WHERE = ("dsn", "host", "port", "user", "database", "service", "servicefile")
+
+
 def _asyncpg_connect(original: Any) -> Any:
     async def connect(**kwargs: Any) -> Any:
         __tracebackhide__ = True
-        params = {k: kwargs.get(k) for k in ("dsn", "host", "port", "user", "database")}
+        params = {k: kwargs.get(k) for k in ASYNCPG_WHERE}
         params["password"] = kwargs.get("password")
         replacement = _check({k: v for k, v in params.items() if v is not None}, "asyncpg")
         if replacement is not None:
-            kwargs.update({k: None for k in ("dsn", "host", "port", "user", "database")})
+            kwargs.update({k: None for k in ASYNCPG_WHERE if k in kwargs})  # (older: no service)
             kwargs.update(replacement)
         return await original(**kwargs)
 

@@ -54,6 +54,7 @@ WHERE_AND_WHO = (
     "hostaddr",
     "port",
     "service",
+    "servicefile",
     "dbname",
     "database",
     "user",
@@ -113,10 +114,22 @@ def targets_of(
             raise GuardRefused(  # asyncpg ignores hostaddr: the host is where it goes
                 "refused an asyncpg connection naming hostaddr: asyncpg ignores it"
             )
+        environ = _asyncpg_environ(given, environ)
         return [
-            _libpq_target({**r, **given}, environ, services=False, hostaddr=False) for r in readings
+            _libpq_target({**r, **given}, environ, services=bool(dsn), hostaddr=False)
+            for r in readings
         ]
     return [_libpq_target({**_dsn_as_libpq(dsn), **given} if dsn else given, environ)]
+
+
+def _asyncpg_environ(given: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment as asyncpg reads it: a service only when named (``service=`` or the
+    DSN's ``?service=``; never ``$PGSERVICE``), from its ``servicefile=`` if given. It reads
+    one only with a ``dsn``, and before the ``PG*`` variables, as libpq does."""
+    adjusted = {k: v for k, v in environ.items() if k != "PGSERVICE"}
+    if given.get("servicefile"):
+        adjusted["PGSERVICEFILE"] = given["servicefile"]
+    return adjusted
 
 
 def target_of(params: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Target:

@@ -16,6 +16,7 @@ import shutil
 import stat
 import sys
 import tempfile
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -111,33 +112,37 @@ def run_as() -> RunAs:
     )
 
 
-def runtime_root(user: RunAs) -> Path:
+def default_parents() -> tuple[Path, ...]:
+    """Where the runtime directory goes without ``$REYNARD_DB_RUNTIME_DIR``, best first."""
+    return (Path("/dev/shm"), Path(tempfile.gettempdir()), Path("/tmp"))
+
+
+def runtime_root(user: RunAs, *, candidates: tuple[Path, ...] | None = None) -> Path:
     """Our own directory for servers, caches and locks, reachable by ``user``.
 
     tmpfs (``/dev/shm``) first: a test database never needs to survive a reboot.
     ``$REYNARD_DB_RUNTIME_DIR`` names the directory itself (made if missing): the
-    place a CI cache restores the initdb cache to.
+    place a CI cache restores the initdb cache to. ``candidates``: the parents
+    tried without it (``default_parents``).
     """
     chosen = os.environ.get(RUNTIME_DIR_ENV)
     if chosen:
-        root = Path(chosen).absolute()
-        root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        if not user.can_traverse(root):
-            raise ServerError(
-                f"${RUNTIME_DIR_ENV}={root}: user {user.name!r} cannot reach it; "
-                "choose a directory outside any private (0700) home"
-            )
-        return root
-    candidates = [Path("/dev/shm"), Path(tempfile.gettempdir()), Path("/tmp")]
+        return _chosen_root(Path(chosen).absolute(), user)
+    candidates = default_parents() if candidates is None else candidates
     for parent in candidates:
         if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
             continue
         if not user.can_traverse(parent):
             continue
         root = parent / f"reynard-db-{os.geteuid()}"
-        root.mkdir(mode=0o711, exist_ok=True)
-        info = root.stat()
-        if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o022:
+        with suppress(FileExistsError):  # what is there is judged below
+            root.mkdir(mode=0o711)
+        info = root.lstat()  # a symlink is not followed: it is someone else's redirect
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or info.st_uid != os.geteuid()
+            or stat.S_IMODE(info.st_mode) & 0o022
+        ):
             # Someone else made it, or it is writable by others: not ours to trust.
             continue
         return root
@@ -145,6 +150,23 @@ def runtime_root(user: RunAs) -> Path:
         f"no directory that user {user.name!r} can reach among "
         f"{', '.join(map(str, candidates))}; set TMPDIR to one"
     )
+
+
+def _chosen_root(root: Path, user: RunAs) -> Path:
+    """``$REYNARD_DB_RUNTIME_DIR``, made if missing; a path that cannot be is one line."""
+    try:
+        root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ServerError(
+            f"${RUNTIME_DIR_ENV}={root}: cannot make that directory "
+            f"({exc.strerror or type(exc).__name__}); name a directory, or a path to create one"
+        ) from None
+    if not user.can_traverse(root):
+        raise ServerError(
+            f"${RUNTIME_DIR_ENV}={root}: user {user.name!r} cannot reach it; "
+            "choose a directory outside any private (0700) home"
+        )
+    return root
 
 
 def reachable_binaries(binaries: Binaries, user: RunAs, root: Path) -> Binaries:

@@ -1,0 +1,373 @@
+"""Hostile tests, round 4: the production guard against what it did not look for, each an
+attack that worked once, run as users run it against the decoy of ``test_guard_attacks``
+(a "production" server logging every connection)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from reynard_trees import clean_env, connections_received, reynard_project
+from test_faults import pytest_argv
+from test_guard_attacks import (  # the decoy and its fixtures, shared
+    TRIVIAL_TEST,
+    Decoy,
+    assert_no_traceback,
+    assert_untouched,
+    attack,
+    cli_argv,
+    decoy,
+    decoy_server,
+    production_env,
+    refusal_lines,
+    write_env_py,
+)
+
+from pytest_reynard_db.guard import GUARD, GuardRefused
+from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.postgres.runas import run_as, runtime_root
+
+__all__ = ["decoy", "decoy_server"]  # fixtures, used by name
+
+#: A variable of the application's own, which the harness cannot know to hide.
+APP_VARIABLE = "MYAPP_DATABASE_URL"
+
+# -- 1. child interpreters -----------------------------------------------------------------------
+#: Python statements that connect to ``$MYAPP_DATABASE_URL`` from a child interpreter.
+CHILDREN = {
+    # a test running the application's CLI, as many projects' tests do
+    "subprocess": """\
+        import subprocess, sys
+        code = "import os, psycopg; psycopg.connect(os.environ['MYAPP_DATABASE_URL']).close()"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        print(done.stderr)
+        assert done.returncode == 0, done.stderr
+        """,
+    # a worker pool: with "spawn" (macOS' default; 3.14's "forkserver") a fresh interpreter
+    "multiprocessing-spawn": """\
+        import multiprocessing, os
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(1) as pool:
+            # what the worker returns (a str) pickles back; a connection would not
+            pool.apply(eval, ("str(__import__('psycopg').connect(__import__('os')"
+                              ".environ['MYAPP_DATABASE_URL']))",))
+        """,
+}
+
+
+def child_test(statements: str) -> str:
+    body = textwrap.indent(textwrap.dedent(statements), "    ")
+    return f"def test_child_connects():\n{body}\n"
+
+
+@pytest.mark.parametrize("how", list(CHILDREN))
+def test_a_child_interpreter_of_a_test_is_guarded_too(
+    tmp_path: Path, decoy: Decoy, how: str
+) -> None:
+    project = reynard_project(tmp_path / "project")
+    (project / "test_child.py").write_text(child_test(CHILDREN[how]))
+    env = production_env(decoy, **{APP_VARIABLE: decoy.libpq_url("prod")})
+
+    outcome = attack(decoy, pytest_argv("--reynard-db=main", "-rA"), project, env)
+
+    assert_untouched(decoy, outcome)
+    assert "1 failed" in outcome.out, str(outcome)
+    assert refusal_lines(decoy, outcome), str(outcome)
+
+
+#: An env.py that hands the migration to a child interpreter (a project's own script).
+ENV_PY_CHILD = """\
+    import subprocess, sys
+    code = "import os, psycopg; psycopg.connect(os.environ['MYAPP_DATABASE_URL']).close()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr.strip().splitlines()[-1])
+    return os.environ["MYAPP_DATABASE_URL"]"""
+
+
+def test_a_child_interpreter_of_env_py_is_guarded_too(tmp_path: Path, decoy: Decoy) -> None:
+    project = reynard_project(tmp_path / "project")
+    write_env_py(project, "main", ENV_PY_CHILD)
+    env = production_env(decoy, **{APP_VARIABLE: decoy.libpq_url("prod")})
+
+    outcome = attack(decoy, cli_argv(project, "check", "main", "--only", "upgrade"), project, env)
+
+    assert_untouched(decoy, outcome)
+    assert outcome.code == 1, str(outcome)
+    assert refusal_lines(decoy, outcome), str(outcome)
+    assert_no_traceback(outcome)
+
+
+SAME_DRIVERS = """\
+from pytest_reynard_db.guard import hooks
+from pytest_reynard_db.guard.startup import sitecustomize
+
+assert set(sitecustomize.DRIVERS) == set(hooks.DRIVER_PATCHES)
+"""
+
+
+def test_the_child_start_up_waits_for_every_driver_the_hooks_guard() -> None:
+    # in a child with a user's environment: imported here, it would arm this run's guard
+    done = subprocess.run(
+        [sys.executable, "-c", SAME_DRIVERS], env=clean_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+ENVIRONMENT_BACK = """\
+import os
+from pytest_reynard_db.guard import GUARD, inherit
+
+with GUARD.armed_for(opt_in_hint="x"):
+    assert os.environ["PYTHONPATH"] == os.pathsep.join([inherit.STARTUP, "/somewhere"])
+    GUARD.allow_database("postgresql://u@h:1/postgres", "test_one")
+    listed = inherit.load(os.environ[inherit.GUARD_VARIABLE])
+    assert listed["hint"] == "x" and listed["databases"] == [["h", 1, "test_one"]], listed
+    listed_at = os.environ[inherit.GUARD_VARIABLE]
+assert os.environ["PYTHONPATH"] == "/somewhere", os.environ["PYTHONPATH"]
+assert inherit.GUARD_VARIABLE not in os.environ
+assert not os.path.exists(listed_at)
+"""
+
+
+def test_disarming_gives_children_the_environment_back() -> None:
+    # in a child of its own: this (dogfooding) run's guard is armed, and exported
+    env = clean_env(PYTHONPATH="/somewhere")
+    done = subprocess.run(
+        [sys.executable, "-c", ENVIRONMENT_BACK], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+# -- 2. the runtime directory --------------------------------------------------------------------
+def _bad_runtime_dirs(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    return {
+        "a-file": tmp_path / "a-file",
+        "under-a-file": tmp_path / "a-file" / "sub",
+        "symlink-loop": tmp_path / "loop-a",
+        "under-proc": Path("/proc/reynard-db-nowhere"),
+    }
+
+
+@pytest.mark.parametrize("front", ["check", "pytest"])
+@pytest.mark.parametrize("bad", ["a-file", "under-a-file", "symlink-loop", "under-proc"])
+def test_a_runtime_directory_that_cannot_be_made_is_one_line(
+    tmp_path: Path, bad: str, front: str
+) -> None:
+    project = reynard_project(tmp_path / "project")
+    (project / "test_trivial.py").write_text(TRIVIAL_TEST)
+    runtime = _bad_runtime_dirs(tmp_path)[bad]
+    argv = (
+        cli_argv(project, "check", "main", "--only", "upgrade")
+        if front == "check"
+        else pytest_argv("--reynard-db=main")
+    )
+
+    done = subprocess.run(
+        argv,
+        cwd=project,
+        env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    shown = f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode != 0, shown
+    assert "Traceback" not in done.stdout + done.stderr, shown
+    assert "REYNARD_DB_RUNTIME_DIR" in done.stdout + done.stderr, shown
+
+
+@pytest.fixture
+def reachable_tmp() -> Iterator[Path]:
+    """A temp directory the server's user can reach (pytest's own is private to us)."""
+    path = Path(tempfile.mkdtemp(prefix="rdb-s4-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_planted_symlink_or_file_is_never_taken_as_the_runtime_directory(
+    reachable_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user of a shared /tmp plants ``reynard-db-<uid>``: a symlink to a directory
+    of ours (followed, the servers would go where it points) or a file (mkdir fails)."""
+    tmp_path = reachable_tmp
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    planted_link, planted_file, clean = (tmp_path / n for n in ("link", "file", "clean"))
+    for parent in (planted_link, planted_file, clean):
+        parent.mkdir(mode=0o1777)
+        parent.chmod(0o1777)
+    (planted_link / f"reynard-db-{os.geteuid()}").symlink_to(elsewhere)
+    (planted_file / f"reynard-db-{os.geteuid()}").write_text("")
+    monkeypatch.delenv("REYNARD_DB_RUNTIME_DIR", raising=False)  # the default places
+
+    root = runtime_root(run_as(), candidates=(planted_link, planted_file, clean))
+
+    assert root == clean / f"reynard-db-{os.geteuid()}"
+    assert root.is_dir() and not root.is_symlink()
+
+
+# -- 3. asyncpg's own reading of a service file --------------------------------------------------
+@pytest.fixture
+def armed_beside(decoy: Decoy) -> Iterator[EphemeralServer]:
+    """The guard armed with a server of the harness's own; the decoy not allowed."""
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        GUARD.forget_server(decoy.server.url)  # started by this (armed) run's code
+        with EphemeralServer.start() as ours:
+            yield ours
+        GUARD.allow_server(decoy.server.url)  # this run's again, for the tests after
+
+
+@pytest.mark.parametrize("where", ["query", "keyword"])
+def test_asyncpg_is_judged_by_the_service_file_it_reads(
+    tmp_path: Path,
+    decoy: Decoy,
+    armed_beside: EphemeralServer,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """asyncpg reads ``service`` (with a ``dsn``) from the service file before the ``PG*``
+    variables: the guard must not judge it by ``$PGHOST``/``$PGPORT`` alone."""
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[prod]\nhost=127.0.0.1\nport={decoy.port}\ndbname=prod\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    monkeypatch.setenv("PGHOST", "127.0.0.1")  # ... where the harness's own server is
+    monkeypatch.setenv("PGPORT", str(armed_beside.url.port))
+    monkeypatch.setenv("PGUSER", decoy.user)
+    dsn = "postgresql:///?service=prod" if where == "query" else "postgresql://"
+    extra = {"service": "prod"} if where == "keyword" else {}
+    import asyncpg
+
+    async def connect() -> None:
+        connection = await asyncpg.connect(dsn=dsn, **extra)
+        await connection.close()
+
+    before = connections_received(decoy.server)
+    with pytest.raises(GuardRefused, match=rf"refused a connection to .*:{decoy.port}/"):
+        asyncio.run(connect())
+    assert connections_received(decoy.server) == before
+
+
+# -- 4. signals ----------------------------------------------------------------------------------
+#: Seconds after start: within the imports, the argument parsing, the registry's reading.
+EARLY = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.4)
+
+
+@pytest.mark.parametrize("delay", EARLY)
+def test_ctrl_c_while_reynard_migrate_starts_is_one_line(tmp_path: Path, delay: float) -> None:
+    project = reynard_project(tmp_path / "project")
+    child = subprocess.Popen(
+        cli_argv(project, "check", "main", "--only", "upgrade"),
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+
+    shown = f"exit {child.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+    assert "Traceback" not in out + err, shown
+    if child.returncode != -signal.SIGINT:  # (before Python's own handler: no output at all)
+        assert child.returncode == 130, shown
+        assert err.strip().splitlines()[-1] == "reynard-migrate: interrupted", shown
+
+
+USER_SITECUSTOMIZE = """\
+import json, os, subprocess, sys
+from pytest_reynard_db.guard import GUARD
+
+with GUARD.armed_for(opt_in_hint="x"):
+    code = "import os, sys; print(os.environ.get('USER_SITE_RAN'), sys.path)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+print(done.stdout, done.stderr)
+"""
+
+
+def test_a_users_own_sitecustomize_still_runs_in_a_guarded_child(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text("import os\nos.environ['USER_SITE_RAN'] = '1'\n")
+    done = subprocess.run(
+        [sys.executable, "-c", USER_SITECUSTOMIZE],
+        env=clean_env(PYTHONPATH=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("1 "), done.stdout
+    assert "startup" not in done.stdout, done.stdout  # our folder is not left on sys.path
+
+
+MANY_DATABASES = """\
+import subprocess, sys
+from pytest_reynard_db.guard import GUARD
+
+with GUARD.armed_for(opt_in_hint="x"):
+    for n in range(5000):  # a long run's fresh databases on an existing server
+        GUARD.allow_database("postgresql://app@db.example:5432/postgres", f"test_run_{n:06d}")
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+"""
+
+
+def test_a_run_that_allowed_thousands_of_databases_still_starts_children() -> None:
+    """The allow-list is not in the environment itself: one variable over 128 KiB makes
+    every exec fail (E2BIG), the harness's own servers' included."""
+    done = subprocess.run(
+        [sys.executable, "-c", MANY_DATABASES],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+#: Armed until it exits, as a child interpreter that adopted its parent's guard is.
+ARMED_TO_THE_END = """\
+import os, sys, time
+from pytest_reynard_db.guard import GUARD
+
+GUARD.arm(opt_in_hint="x")
+print(os.environ["REYNARD_DB_GUARD"], flush=True)
+if sys.argv[1:] == ["wait"]:
+    time.sleep(120)
+"""
+
+
+def test_the_allow_list_file_goes_at_exit_or_with_the_next_run_after_kill_9() -> None:
+    victim = subprocess.Popen(
+        [sys.executable, "-c", ARMED_TO_THE_END, "wait"],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert victim.stdout is not None
+    left = Path(victim.stdout.readline().strip())
+    victim.kill()
+    victim.wait(timeout=30)
+    assert left.is_file(), left
+
+    done = subprocess.run(
+        [sys.executable, "-c", ARMED_TO_THE_END], env=clean_env(), capture_output=True, text=True
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert not left.exists(), left  # swept: its process is gone
+    assert not Path(done.stdout.strip()).exists(), done.stdout  # removed at its exit
