@@ -113,8 +113,11 @@ def build_database(
         version_locations = config.get_version_locations_list()
         sys_paths = config.get_prepend_sys_paths_list()
         ini_url = config.get_main_option("sqlalchemy.url")
+        engines = config.get_main_option("databases")
     except (configparser.Error, UnicodeDecodeError, ValueError, CommandError) as exc:
         raise ConfigError(f"{ini}: unreadable ini: {one_line(exc)}") from None
+    if engines:
+        _refuse_multidb(ini, engines)
     if not script_location:
         also = f" nor [tool.alembic] of {toml}" if toml else ""
         raise ConfigError(f"{ini}: [alembic] script_location is missing{also}")
@@ -142,6 +145,18 @@ def build_database(
         version_locations=locations,
         sys_paths=tuple(_resolve(base, p) for p in sys_paths or ()),
         toml=toml,
+    )
+
+
+def _refuse_multidb(ini: Path, engines: str) -> None:
+    """Alembic's ``multidb`` template: one env.py connecting to every engine its ini
+    names, each URL in a section of its own. The harness gives a run one database (both
+    engines would land in it, and wait on each other's version row), and ``--url`` names
+    one; so it is refused, with the way out."""
+    raise ConfigError(
+        f"{ini}: [alembic] databases = {engines}: one env.py migrating several databases "
+        "(Alembic's multidb template) is not supported; give each database an Alembic "
+        "environment of its own (alembic init, one ini each) and register each"
     )
 
 

@@ -169,3 +169,82 @@ def test_the_production_verbs_on_a_template_project(
     cli("upgrade", "app", "--url", url)
     cli("downgrade", "app", "--to", "base", "--url", url)
     assert SECOND not in cli("current", "app", "--url", url)
+
+
+def asyncpg_url(server: EphemeralServer, name: str) -> str:
+    """A user's async URL for ``name``: ``postgresql+asyncpg://``."""
+    url = server.database_url(name).set(drivername="postgresql+asyncpg")
+    return url.render_as_string(hide_password=False)
+
+
+def test_an_asyncpg_url_migrates(tmp_path: Path, pg_server: EphemeralServer) -> None:
+    """The async template with the driver its users pick: env.py migrates on asyncpg,
+    the harness's own connection (lock, ``current``) is a sync one to the same database."""
+    project = user_project(tmp_path / "app", "async")
+    pg_server.create_database("prod_asyncpg")
+    url = asyncpg_url(pg_server, "prod_asyncpg")
+    for argv in (("upgrade", "app"), ("current", "app"), ("downgrade", "app", "--to", FIRST)):
+        code, out, err = run_cli(project, *argv, env=clean_env(APP_DATABASE_URL=url))
+        assert code == 0, f"{argv}: {out}{err}"
+    code, out, err = run_cli(project, "current", "app", "--url", url, env=clean_env())
+    assert code == 0 and FIRST in out and SECOND not in out, out + err
+
+
+def test_an_asyncpg_url_without_asyncpg_is_one_line(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    """asyncpg not installed (an import of it fails, as in a virtualenv without it): one
+    line naming the database, the (masked) URL, the driver and the way out, exit 2."""
+    project = user_project(tmp_path / "app", "async")
+    missing = tmp_path / "site" / "asyncpg"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'asyncpg'\", name='asyncpg')\n"
+    )
+    url = asyncpg_url(pg_server, "postgres")
+    env = clean_env(PYTHONPATH=str(missing.parent))
+    for argv in (("upgrade", "app", "--url", url), ("current", "app", "--url", url)):
+        code, out, err = run_cli(project, *argv, env=env)
+        assert code == 2, f"{argv}: {out}{err}"
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert "the driver asyncpg is not installed" in err and "postgresql+psycopg" in err, err
+    code, out, err = run_cli(project, "upgrade", "app", env=dict(env, APP_DATABASE_URL=url))
+    assert code == 2 and "database 'app'" in err and err.count("\n") == 1, err
+
+
+MULTIDB_REFUSED = (
+    "one env.py migrating several databases (Alembic's multidb template) is not supported"
+)
+
+
+def test_the_multidb_template_is_refused_in_one_line(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    """One env.py migrating ``databases = engine1, engine2``, each engine's URL in its
+    own section: the harness would aim both at one throw-away database (they then wait
+    on each other's version row forever), and ``--url`` would be ignored. Refused: one
+    line naming the ini and the way out, exit 2; the other databases still work."""
+    project = alembic_init(tmp_path / "app", "multidb")
+    ini = project / "alembic.ini"
+    url = pg_server.database_url("postgres").render_as_string(hide_password=False)
+    ini.write_text(ini.read_text().replace("driver://user:pass@localhost/dbname", url))
+    generic = alembic_init(project / "other", "generic")
+    (generic / "alembic" / "versions" / ".gitkeep").write_text("")
+    (project / "pyproject.toml").write_text(
+        REGISTRY + '\n[tool.reynard-db.databases.other]\nini = "other/alembic.ini"\n'
+    )
+    for argv in (
+        ("check",),
+        ("upgrade", "app", "--url", url),
+        ("create", "app", "-m", "x", "--empty"),
+        ("history", "app"),
+    ):
+        code, out, err = run_cli(project, *argv, env=clean_env())
+        assert code == 2, f"{argv}: {out}{err}"
+        assert err.count("\n") == 1 and MULTIDB_REFUSED in err and str(ini) in err, err
+        assert "databases = engine1, engine2" in err, err
+    code, out, err = run_cli(project, "heads", "other", env=clean_env())
+    assert code == 0, out + err
+    result = run_pytest(project)
+    assert result.returncode != 0 and MULTIDB_REFUSED in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
