@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import configparser
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,7 @@ def build_database(
         description=spec.get("description", ""),
         script_location=script_dir,
         version_locations=locations,
-        sys_paths=tuple(_resolve(base, p) for p in sys_paths or ()),
+        sys_paths=_sys_paths(sys_paths or (), base, root),
         toml=toml,
     )
 
@@ -225,6 +225,18 @@ def _script_dir(ini: Path, script_location: str) -> Path:
         return from_cwd
     tried = beside_ini if from_cwd == beside_ini else f"{beside_ini} nor {from_cwd}"
     raise ConfigError(f"{ini}: script_location: no such directory: {tried}")
+
+
+def _sys_paths(entries: Iterable[str], base: Path, root: Path) -> tuple[Path, ...]:
+    """``prepend_sys_path``, each entry from the ini's folder and, when relative, from the
+    project root too: Alembic reads ``.`` as the current directory, which for an ini in a
+    subfolder (``alembic -c db/alembic.ini``) is the root, where the application is."""
+    paths: list[Path] = []
+    for entry in entries:
+        paths.append(_resolve(base, entry))
+        if not Path(entry).is_absolute():
+            paths.append(_resolve(root, entry))
+    return tuple(dict.fromkeys(paths))
 
 
 def _resolve(base: Path, location: str) -> Path:

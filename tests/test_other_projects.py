@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+from contextlib import chdir
 from pathlib import Path
 
 import pytest
@@ -75,8 +77,8 @@ def alembic_init(root: Path, template: str) -> Path:
     """``alembic init -t TEMPLATE alembic`` in ``root``, as the alembic CLI does it there
     (``alembic.ini`` and, for the pyproject templates, ``pyproject.toml`` in the cwd)."""
     root.mkdir(parents=True, exist_ok=True)
-    config = Config(str(root / "alembic.ini"), toml_file=str(root / "pyproject.toml"))
-    command.init(config, str(root / "alembic"), template=template)
+    with chdir(root):  # a relative directory: the ini says %(here)s/alembic, as a user's
+        command.init(Config("alembic.ini", toml_file="pyproject.toml"), "alembic", template)
     return root
 
 
@@ -248,3 +250,154 @@ def test_the_multidb_template_is_refused_in_one_line(
     result = run_pytest(project)
     assert result.returncode != 0 and MULTIDB_REFUSED in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+# -- trees as they sit in git -------------------------------------------------------------------
+def ini_option(ini: Path, commented: str, value: str) -> None:
+    """Uncomment ``# commented...`` in the ini ``alembic init`` wrote, as ``value``."""
+    text = ini.read_text()
+    line = next(x for x in text.splitlines() if x.startswith(f"# {commented}"))
+    ini.write_text(text.replace(line, value, 1))
+
+
+def no_versions_folder(root: Path) -> Path:
+    """A fresh clone of a project with no revision yet: git kept no ``versions/``."""
+    shutil.rmtree(root / "alembic" / "versions")
+    return root / "alembic" / "versions"
+
+
+def crlf(root: Path) -> Path:
+    """``core.autocrlf=true``: every text file checked out with CRLF line endings."""
+    versions = root / "alembic" / "versions"
+    for path in [*versions.glob("*.py"), *(root / "alembic").glob("*.*"), root / "alembic.ini"]:
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    return versions
+
+
+def bom(root: Path) -> Path:
+    """Revision files and env.py saved by an editor that writes a UTF-8 BOM."""
+    versions = root / "alembic" / "versions"
+    for path in [*versions.glob("*.py"), root / "alembic" / "env.py"]:
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    return versions
+
+
+def symlinked_versions(root: Path) -> Path:
+    """``alembic/versions`` a symlink to a folder elsewhere in the project."""
+    versions = root / "alembic" / "versions"
+    shutil.move(versions, root / "shared_versions")
+    versions.symlink_to(root / "shared_versions", target_is_directory=True)
+    return versions
+
+
+def recursive_subfolders(root: Path) -> Path:
+    """``recursive_version_locations = true``, a subfolder per year."""
+    versions = root / "alembic" / "versions"
+    for year, revision in (("2024", FIRST), ("2025", SECOND)):
+        (versions / year).mkdir()
+        shutil.move(versions / f"{revision}_test.py", versions / year)
+    ini_option(
+        root / "alembic.ini", "recursive_version_locations", "recursive_version_locations = true"
+    )
+    return versions
+
+
+def several_locations(root: Path) -> Path:
+    """Two ``version_locations``, ``%(here)s``-relative; the head in the second."""
+    (root / "more_versions").mkdir()
+    shutil.move(root / "alembic" / "versions" / f"{SECOND}_test.py", root / "more_versions")
+    ini_option(
+        root / "alembic.ini",
+        "version_locations = ",
+        "version_locations = %(here)s/alembic/versions:%(here)s/more_versions",
+    )
+    return root / "more_versions"
+
+
+def dated_file_template(root: Path) -> Path:
+    """``file_template`` with the date in subfolders (and recursive locations, as the
+    ini's comment says it needs)."""
+    ini = root / "alembic.ini"
+    ini_option(
+        ini,
+        "file_template = %%(year)d/",
+        "file_template = " + "%%(year)d/%%(month).2d/%%(rev)s_%%(slug)s",
+    )
+    ini_option(ini, "recursive_version_locations", "recursive_version_locations = true")
+    return root / "alembic" / "versions"
+
+
+def revision_environment(root: Path) -> Path:
+    """``revision_environment = true``: env.py runs for every new revision (stock env.py,
+    the ini's placeholder URL)."""
+    ini_option(root / "alembic.ini", "revision_environment", "revision_environment = true")
+    return root / "alembic" / "versions"
+
+
+def ini_in_a_subfolder(root: Path) -> Path:
+    """The ini and tree in ``db/`` (``prepend_sys_path = .``, the app at the root), run
+    from the project root as ``alembic -c db/alembic.ini`` would be."""
+    (root / "db").mkdir()
+    shutil.move(root / "alembic.ini", root / "db" / "alembic.ini")
+    shutil.move(root / "alembic", root / "db" / "alembic")
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"alembic.ini"', '"db/alembic.ini"'))
+    return root / "db" / "alembic" / "versions"
+
+
+SHAPES = {
+    f.__name__: f
+    for f in (
+        no_versions_folder,
+        crlf,
+        bom,
+        symlinked_versions,
+        recursive_subfolders,
+        several_locations,
+        dated_file_template,
+        revision_environment,
+        ini_in_a_subfolder,
+    )
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_tree_as_it_sits_in_git(tmp_path: Path, shape: str) -> None:
+    """check, history, create (written where Alembic would write it) and heads on each
+    shape, run from the project's ``tests/`` folder (another cwd than the ini's)."""
+    project = user_project(tmp_path / "app", "generic")
+    expected_folder = SHAPES[shape](project)
+    empty = shape == "no_versions_folder"
+    env = clean_env()
+
+    def cli(*argv: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest_reynard_db", *argv],
+            cwd=project / "tests",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, f"{argv}: {result.stdout}{result.stderr}"
+        assert "Traceback" not in result.stderr, result.stderr
+        return result.stdout
+
+    only = "upgrade,stairway" if empty else "upgrade,stairway,models_match"
+    out = cli("check", "--only", only, "--json")
+    for result in json.loads(out)["results"]:
+        assert result["ok"], result
+    if not empty:
+        assert f"{FIRST} -> {SECOND}" in cli("history", "app")
+    cli("create", "app", "-m", "more", "--empty")
+    written = [p for p in expected_folder.rglob("*_more.py")]
+    assert len(written) == 1, sorted(project.rglob("*.py"))
+    revision = re.search(r"revision = '(\w+)'|revision: str = '(\w+)'", written[0].read_text())
+    assert revision is not None
+    assert (revision.group(1) or revision.group(2)) in cli("heads", "app")
+    if shape == "dated_file_template":
+        assert written[0].parent.parent.parent == expected_folder, written[0]
+    if shape == "revision_environment":  # a merge runs env.py too
+        write_revision(expected_folder, "0b0000000003", SECOND)
+        cli("merge", "app", "-m", "join")
+        assert len(list(expected_folder.glob("*_join.py"))) == 1
