@@ -401,3 +401,40 @@ def test_a_tree_as_it_sits_in_git(tmp_path: Path, shape: str) -> None:
         write_revision(expected_folder, "0b0000000003", SECOND)
         cli("merge", "app", "-m", "join")
         assert len(list(expected_folder.glob("*_join.py"))) == 1
+
+
+OWN_VARIABLE_TEST = """\
+from alembic import command
+
+
+def test_fresh_driven_by_alembic(reynard_db_fresh, monkeypatch):
+    url = reynard_db_fresh.url.render_as_string(hide_password=False)
+    monkeypatch.setenv("MYAPP_DB_URL", url)  # what this env.py reads, as the README says
+    command.downgrade(reynard_db_fresh.config, "base")
+    command.upgrade(reynard_db_fresh.config, "heads")
+"""
+
+
+def test_an_env_py_reading_a_variable_of_its_own(tmp_path: Path) -> None:
+    """``os.environ["MYAPP_DB_URL"]`` instead of ``sqlalchemy.url``, registered as the
+    database's ``url_env``: the checks get the throw-away database's URL there whether
+    the shell sets it (to production, never reached) or not; a test driving Alembic
+    itself sets it as the README shows."""
+    project = user_project(tmp_path / "app", "generic")
+    env_py = project / "alembic" / "env.py"
+    env_py.write_text(
+        env_py.read_text().replace(
+            "config = context.config\n",
+            "config = context.config\nimport os\n"
+            "config.set_main_option('sqlalchemy.url', os.environ['MYAPP_DB_URL'])\n",
+        )
+    )
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("APP_DATABASE_URL", "MYAPP_DB_URL"))
+    (project / "tests" / "test_app.py").write_text(OWN_VARIABLE_TEST)
+    production = "postgresql://app:secret@127.0.0.1:1/app"
+    for env in (clean_env(), clean_env(MYAPP_DB_URL=production)):
+        code, out, err = run_cli(project, "check", "--only", "upgrade,stairway", env=env)
+        assert code == 0 and "secret" not in out + err, out + err
+    result = run_pytest(project, MYAPP_DB_URL=production)
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
