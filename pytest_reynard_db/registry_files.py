@@ -106,6 +106,12 @@ def build_database(
     ini = (root / spec["ini"]).resolve()
     if not ini.is_file():
         raise ConfigError(f"{pyproject}: {here}: ini: no such file: {ini}")
+    if ini.suffix == ".toml":  # configparser would read TOML as a broken ini
+        raise ConfigError(
+            f"{pyproject}: {here}: ini: {ini.name} is TOML, not an Alembic ini; register "
+            "the alembic.ini beside it (the [tool.alembic] of a pyproject.toml there is read "
+            "with it)"
+        )
     toml = alembic_toml(ini, pyproject)
     try:
         config = Config(str(ini), toml_file=str(toml) if toml else None)

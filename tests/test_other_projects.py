@@ -438,3 +438,17 @@ def test_an_env_py_reading_a_variable_of_its_own(tmp_path: Path) -> None:
         assert code == 0 and "secret" not in out + err, out + err
     result = run_pytest(project, MYAPP_DB_URL=production)
     assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_pyproject_toml_registered_as_the_ini_is_one_line(tmp_path: Path) -> None:
+    """``ini = "pyproject.toml"`` (its ``[tool.alembic]`` looks like the config): one line
+    saying what to register instead, not configparser's reading of TOML."""
+    project = user_project(tmp_path / "app", "pyproject")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('ini = "alembic.ini"', 'ini = "pyproject.toml"')
+    )
+    code, out, err = run_cli(project, "heads", "app", env=clean_env())
+    assert code == 2 and err.count("\n") == 1, out + err
+    assert f"{pyproject}: [tool.reynard-db.databases.app]: ini: " in err, err
+    assert "register the alembic.ini beside it" in err, err
