@@ -74,7 +74,7 @@ def create_if_missing(name: str, url: URL) -> bool:
         raise RevisionError(f"database {name!r}: the URL names no database")
     from .postgres import Server  # the server code loads on use
 
-    server = Server(url.set(database=MAINTENANCE_DATABASE))
+    server = Server(sync_url(url).set(database=MAINTENANCE_DATABASE))  # libpq's keys
     try:
         if server.exists(url.database):
             return False

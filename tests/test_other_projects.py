@@ -190,6 +190,12 @@ def test_an_asyncpg_url_migrates(tmp_path: Path, pg_server: EphemeralServer) -> 
         assert code == 0, f"{argv}: {out}{err}"
     code, out, err = run_cli(project, "current", "app", "--url", url, env=clean_env())
     assert code == 0 and FIRST in out and SECOND not in out, out + err
+    # asyncpg's own query keys (ssl=, libpq's sslmode=) on a database setup creates
+    created = asyncpg_url(pg_server, "prod_asyncpg_setup") + "?ssl=disable"
+    for argv in (("setup", "app", "--url", created), ("current", "app", "--url", created)):
+        code, out, err = run_cli(project, *argv, env=clean_env())
+        assert code == 0, f"{argv}: {out}{err}"
+    assert SECOND in out, out
 
 
 def test_an_asyncpg_url_without_asyncpg_is_one_line(
