@@ -77,7 +77,23 @@ def place(
         )
     if not heads:  # an empty tree: the first revision
         return Placement("base", db.version_locations[0])
-    return Placement("head", Path(heads[0].path).parent)
+    return Placement("head", location_of(db, heads[0]))
+
+
+def location_of(db: Database, revision: Script) -> Path:
+    """The version location holding ``revision``'s file: where a revision after it goes.
+
+    Alembic takes only a version location as the new file's folder, while the file may
+    sit in a subfolder of one (``recursive_version_locations``) or be read through a
+    symlinked one (the file's path is then the real one). The deepest location holding
+    it wins (locations may nest); its own folder if none does.
+    """
+    path = Path(revision.path).resolve()
+    nearest = sorted(db.version_locations, key=lambda p: len(p.resolve().parts), reverse=True)
+    for location in nearest:
+        if path.is_relative_to(location.resolve()):
+            return location
+    return path.parent
 
 
 def _new_branch(
@@ -89,7 +105,7 @@ def _new_branch(
     if named:  # a version location of its own (as the ECS tree's versions/<label>)
         folder = named[0]
     elif parent is not None:
-        folder = Path(parent.path).parent
+        folder = location_of(db, parent)
     else:
         folder = db.version_locations[0]
     if parent is None:
@@ -130,7 +146,7 @@ def _given_head(script: ScriptDirectory, db: Database, rev: str) -> Placement:
             f"(its children: {children}); to branch from it, use --new-branch LABEL --from "
             f"{found.revision}"
         )
-    return Placement(found.revision, Path(found.path).parent)
+    return Placement(found.revision, location_of(db, found))
 
 
 def _labelled_head(script: ScriptDirectory, db: Database, label: str) -> Placement:
@@ -149,7 +165,7 @@ def _labelled_head(script: ScriptDirectory, db: Database, label: str) -> Placeme
             f"database {db.name!r}: branch {label!r} has {len(on_branch)} heads: "
             f"{listed}; merge them first (reynard-migrate merge {db.name}), then create"
         )
-    return Placement(f"{label}@head", Path(on_branch[0].path).parent)
+    return Placement(f"{label}@head", location_of(db, on_branch[0]))
 
 
 def merge_heads(script: ScriptDirectory, db: Database, revisions: Sequence[str]) -> list[Script]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alembic import command, util
+from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from mako import exceptions  # type: ignore[import-untyped]
@@ -47,25 +48,46 @@ def write_revision(
         "version_path": str(where.folder),
     }
     with alembic_errors(manager.db), safe_writes(manager.db):
-        if empty:
+        if empty and not runs_env(manager):
             written = command.revision(manager.config(aimed=manager.url_given), **options)
         else:
-            with (
-                autogenerate_target(manager) as target,
-                target.locked() as connection,
-                GUARD.migrating(target.url),
-            ):
-                written = command.revision(target.config(connection), autogenerate=True, **options)
+            with env_target(manager) as config:
+                written = command.revision(config, autogenerate=not empty, **options)
     return _first(manager.db, written)
 
 
 def write_merge(manager: MigrationManager, heads: Sequence[Script], message: str) -> Script:
-    """Write a merge revision of ``heads``; no database is touched (as Alembic's ``merge``)."""
+    """Write a merge revision of ``heads``; no database is touched (as Alembic's ``merge``)
+    unless the ini's ``revision_environment`` has env.py run (as ``create``'s, then)."""
+    revisions = [h.revision for h in heads]
     with alembic_errors(manager.db), safe_writes(manager.db):
-        written = command.merge(
-            manager.config(aimed=manager.url_given), [h.revision for h in heads], message=message
-        )
+        if not runs_env(manager):
+            written = command.merge(
+                manager.config(aimed=manager.url_given), revisions, message=message
+            )
+        else:
+            with env_target(manager) as config:
+                written = command.merge(config, revisions, message=message)
     return _first(manager.db, written)
+
+
+def runs_env(manager: MigrationManager) -> bool:
+    """``revision_environment = true``: Alembic runs env.py for every new revision and
+    merge (to let it shape the file), which then connects like any env.py run."""
+    config = manager.config(aimed=False)
+    return util.asbool(config.get_alembic_option("revision_environment"))
+
+
+@contextmanager
+def env_target(manager: MigrationManager) -> Iterator[Config]:
+    """A Config aimed at ``autogenerate_target``'s database, its lock held and the guard
+    told that env.py migrates there."""
+    with (
+        autogenerate_target(manager) as target,
+        target.locked() as connection,
+        GUARD.migrating(target.url),
+    ):
+        yield target.config(connection)
 
 
 @contextmanager

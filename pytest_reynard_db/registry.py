@@ -38,6 +38,8 @@ class Database:
     script_location: Path
     version_locations: tuple[Path, ...]
     sys_paths: tuple[Path, ...] = ()
+    #: The pyproject.toml whose ``[tool.alembic]`` holds the rest of the settings, if any.
+    toml: Path | None = None
 
     def alembic_config(
         self, *, url: str | URL | None = None, quiet: bool = False, **attributes: Any
@@ -52,7 +54,7 @@ class Database:
         which would print every migration step and replace the process's handlers;
         the CLI's production verbs want those lines, a test run and the checks do not.
         """
-        config = Config(str(self.ini))
+        config = Config(str(self.ini), toml_file=str(self.toml) if self.toml else None)
         if quiet:
             config.file_config  # noqa: B018 -- read the real ini (and its %(here)s) now
             config.config_file_name = str(silent_ini(self.ini))

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import configparser
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
+from alembic.util import CommandError
 
 from .errors import ConfigError
 from .lint_settings import LintSettings
@@ -105,18 +106,30 @@ def build_database(
     ini = (root / spec["ini"]).resolve()
     if not ini.is_file():
         raise ConfigError(f"{pyproject}: {here}: ini: no such file: {ini}")
+    if ini.suffix == ".toml":  # configparser would read TOML as a broken ini
+        raise ConfigError(
+            f"{pyproject}: {here}: ini: {ini.name} is TOML, not an Alembic ini; register "
+            "the alembic.ini beside it (the [tool.alembic] of a pyproject.toml there is read "
+            "with it)"
+        )
+    toml = alembic_toml(ini, pyproject)
     try:
-        config = Config(str(ini))
-        script_location = config.get_main_option("script_location")
+        config = Config(str(ini), toml_file=str(toml) if toml else None)
+        script_location = config.get_alembic_option("script_location")
         version_locations = config.get_version_locations_list()
         sys_paths = config.get_prepend_sys_paths_list()
         ini_url = config.get_main_option("sqlalchemy.url")
-    except (configparser.Error, UnicodeDecodeError, ValueError) as exc:
+        engines = config.get_main_option("databases")
+    except (configparser.Error, UnicodeDecodeError, ValueError, CommandError) as exc:
         raise ConfigError(f"{ini}: unreadable ini: {one_line(exc)}") from None
+    if engines:
+        _refuse_multidb(ini, engines)
     if not script_location:
-        raise ConfigError(f"{ini}: [alembic] script_location is missing")
-    script_dir = _script_dir(ini, script_location)
-    locations = tuple(_resolve(ini.parent, p) for p in version_locations or ())
+        also = f" nor [tool.alembic] of {toml}" if toml else ""
+        raise ConfigError(f"{ini}: [alembic] script_location is missing{also}")
+    script_dir = _script_dir(_origin(config, "script_location", ini, toml), script_location)
+    base = _origin(config, "version_locations", ini, toml).parent
+    locations = tuple(_resolve(base, p) for p in version_locations or ())
     if not locations:
         locations = (script_dir / "versions",)
     for location in locations:
@@ -126,6 +139,7 @@ def build_database(
             # git keeps no empty folder; Alembic accepts a missing one, and so do we
             warnings.append(f"{ini}: version_locations: no such directory (yet): {location}")
     database = spec.get("database") or _database_from_url(ini_url) or name
+    base = _origin(config, "prepend_sys_path", ini, toml).parent
     return Database(
         name=name,
         ini=ini,
@@ -135,8 +149,45 @@ def build_database(
         description=spec.get("description", ""),
         script_location=script_dir,
         version_locations=locations,
-        sys_paths=tuple(_resolve(ini.parent, p) for p in sys_paths or ()),
+        sys_paths=_sys_paths(sys_paths or (), base, root),
+        toml=toml,
     )
+
+
+def _refuse_multidb(ini: Path, engines: str) -> None:
+    """Alembic's ``multidb`` template: one env.py connecting to every engine its ini
+    names, each URL in a section of its own. The harness gives a run one database (both
+    engines would land in it, and wait on each other's version row), and ``--url`` names
+    one; so it is refused, with the way out."""
+    raise ConfigError(
+        f"{ini}: [alembic] databases = {engines}: one env.py migrating several databases "
+        "(Alembic's multidb template) is not supported; give each database an Alembic "
+        "environment of its own (alembic init, one ini each) and register each"
+    )
+
+
+def alembic_toml(ini: Path, pyproject: Path) -> Path | None:
+    """The pyproject.toml whose ``[tool.alembic]`` completes ``ini`` (Alembic's
+    ``pyproject`` templates keep everything but the URL and logging there): the one
+    beside the ini (where ``alembic`` run in that folder reads it), else the project's."""
+    for candidate in dict.fromkeys((ini.parent / "pyproject.toml", pyproject)):
+        if not candidate.is_file():
+            continue
+        try:
+            data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{candidate}: invalid TOML: {one_line(exc)}") from None
+        if isinstance(data.get("tool", {}).get("alembic"), dict):
+            return candidate
+    return None
+
+
+def _origin(config: Config, option: str, ini: Path, toml: Path | None) -> Path:
+    """The file an option was read from: the ini wins (as in Alembic), else the toml.
+    Relative paths are taken from that file's folder (Alembic's ``%(here)s``)."""
+    if toml is None or config.file_config.has_option(config.config_ini_section, option):
+        return ini
+    return toml
 
 
 def mirror_errors(
@@ -169,8 +220,9 @@ def mirror_errors(
 
 
 def _script_dir(ini: Path, script_location: str) -> Path:
-    """``script_location`` relative to the ini's folder, else (as Alembic resolves it) to
-    the current directory; neither existing is one error naming both."""
+    """``script_location`` relative to the folder of the file it is read from (``ini``:
+    the ini or the pyproject.toml), else (as Alembic resolves it) to the current
+    directory; neither existing is one error naming both."""
     beside_ini = _resolve(ini.parent, script_location)
     if beside_ini.is_dir():
         return beside_ini
@@ -179,6 +231,18 @@ def _script_dir(ini: Path, script_location: str) -> Path:
         return from_cwd
     tried = beside_ini if from_cwd == beside_ini else f"{beside_ini} nor {from_cwd}"
     raise ConfigError(f"{ini}: script_location: no such directory: {tried}")
+
+
+def _sys_paths(entries: Iterable[str], base: Path, root: Path) -> tuple[Path, ...]:
+    """``prepend_sys_path``, each entry from the ini's folder and, when relative, from the
+    project root too: Alembic reads ``.`` as the current directory, which for an ini in a
+    subfolder (``alembic -c db/alembic.ini``) is the root, where the application is."""
+    paths: list[Path] = []
+    for entry in entries:
+        paths.append(_resolve(base, entry))
+        if not Path(entry).is_absolute():
+            paths.append(_resolve(root, entry))
+    return tuple(dict.fromkeys(paths))
 
 
 def _resolve(base: Path, location: str) -> Path:

@@ -15,16 +15,20 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from .errors import RevisionError, ServerError
+from .errors import ConfigError, RevisionError, ServerError
 from .text import first_line
 from .urls import MAINTENANCE_DATABASE, mask_url
 
 
 @contextmanager
 def connect(name: str, url: URL) -> Iterator[Connection]:
-    """A connection to ``url`` (registry database ``name``), or one ``ServerError`` line."""
+    """A connection to ``url`` (registry database ``name``), or one ``ServerError`` line.
+
+    ``url``'s driver must be installed (``env.py`` migrates with it); ours is a sync one.
+    """
+    require_driver(name, url)
     connect_args = {"connect_timeout": 10, "application_name": f"reynard-db {name}"}
-    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    engine = create_engine(sync_url(url), poolclass=NullPool, connect_args=connect_args)
     try:
         try:
             connection = engine.connect()
@@ -38,13 +42,39 @@ def connect(name: str, url: URL) -> Iterator[Connection]:
         engine.dispose()
 
 
+def require_driver(name: str, url: URL) -> None:
+    """The URL's driver imports, or one ``ConfigError`` line saying what to install
+    (SQLAlchemy's is a traceback at the first connection)."""
+    try:
+        url.get_dialect().import_dbapi()
+    except ImportError as exc:
+        module = getattr(exc, "name", None) or url.get_driver_name()
+        raise ConfigError(
+            f"database {name!r}: {mask_url(url)}: the driver {module} is not installed; "
+            f"pip install {module}, or use postgresql+psycopg (psycopg 3, installed with "
+            "pytest-reynard-db, is sync and async)"
+        ) from None
+
+
+def sync_url(url: URL) -> URL:
+    """``url`` for the harness's own connection (the lock, the version table), which is
+    a sync one: an async driver's (``+asyncpg``, ``+psycopg_async``) becomes psycopg 3's,
+    to the same server, database and role. ``env.py`` still migrates with its own."""
+    if not url.get_dialect().is_async:
+        return url
+    query = dict(url.query)
+    if "ssl" in query:  # asyncpg's name for libpq's sslmode (same values)
+        query["sslmode"] = query.pop("ssl")
+    return url.set(drivername="postgresql+psycopg", query=query)
+
+
 def create_if_missing(name: str, url: URL) -> bool:
     """Create the database ``url`` names on its server unless it exists; whether it did."""
     if not url.database:
         raise RevisionError(f"database {name!r}: the URL names no database")
     from .postgres import Server  # the server code loads on use
 
-    server = Server(url.set(database=MAINTENANCE_DATABASE))
+    server = Server(sync_url(url).set(database=MAINTENANCE_DATABASE))  # libpq's keys
     try:
         if server.exists(url.database):
             return False
