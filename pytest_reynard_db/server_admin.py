@@ -17,22 +17,14 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 from .errors import CheckFailed, ConfigError, ServerError
 from .postgres import EphemeralServer, ExistingServer, Server
 from .postgres.executor import EphemeralPostgres
 from .postgres.names import template_name
-from .postgres.reaper import (
-    owner_alive,
-    postmaster_pid,
-    read_owner,
-    read_owner_file,
-    stop_postmaster,
-)
-from .postgres.reuse import answers, reuse_dir
+from .postgres.reaper import postmaster_pid, stop_postmaster
+from .postgres.reuse import Kept, kept_at, reuse_dir
 from .postgres.shared import (
     TemplateInfo,
     drop_dead_runs,
@@ -50,40 +42,14 @@ from .urls import admin_url, mask_url
 STOP_WAIT = 10.0
 
 
-@dataclass
-class Kept:
-    """The reuse server of this machine, as far as its directory tells."""
-
-    base_dir: Path
-    port: int | None
-    pid: int | None
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None and self.port is not None and answers(self.port)
-
-    def runs(self) -> list[int]:
-        """Pids of the runs using it now (their records beside it, owner alive)."""
-        pids = []
-        for record in sorted((self.base_dir / "runs").glob("*.json")):
-            owner = read_owner_file(record)
-            if owner is not None and owner_alive(owner):
-                pids.append(int(owner["pid"]))
-        return pids
-
-    def server(self) -> EphemeralServer:
-        """An admin view of it (nothing is started; it must be running)."""
-        process = EphemeralPostgres(persistent=True)
-        process.base_dir, process.port = self.base_dir, self.port
-        return EphemeralServer(process)
-
-
 def kept_server() -> Kept:
     """This machine's reuse server (for the binaries found now), running or not."""
-    base_dir = reuse_dir(EphemeralPostgres(persistent=True))
-    record = read_owner(base_dir)
-    port = record.get("port") if record else None
-    return Kept(base_dir, int(port) if port else None, postmaster_pid(base_dir / "data"))
+    return kept_at(reuse_dir(EphemeralPostgres(persistent=True)))
+
+
+def admin_view(kept: Kept) -> EphemeralServer:
+    """An admin view of the kept server (nothing is started; it must be running)."""
+    return EphemeralServer(kept.attach(EphemeralPostgres(persistent=True)))
 
 
 def current_templates(registry: Registry) -> frozenset[str]:
@@ -117,7 +83,7 @@ def status(registry: Registry, url: str | None) -> list[str]:
         f"reuse server: running, pid {kept.pid}, port {kept.port} ({kept.base_dir})",
         f"runs: {', '.join(f'pid {pid}' for pid in runs) or 'none'}",
     ]
-    server = kept.server()
+    server = admin_view(kept)
     try:
         lines += _template_lines(templates(server), current_templates(registry))
     finally:
@@ -179,7 +145,7 @@ def prune(registry: Registry, url: str | None, older_than_days: float | None) ->
     kept = kept_server()
     if not kept.running:
         return []
-    server = kept.server()
+    server = admin_view(kept)
     try:
         return prune_templates(server, max_age=max_age, keep=keep, everything_ours=True)
     finally:

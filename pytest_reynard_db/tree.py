@@ -187,11 +187,19 @@ def _describe(exc: BaseException, path: Path) -> str:
 
 def _line(exc: BaseException, path: Path) -> str:
     """`` (line N)``: the last line of ``path`` in the exception's traceback, if any."""
-    line = ""
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if Path(frame.filename).resolve() == path.resolve():
-            line = f" (line {frame.lineno})"
-    return line
+    line = last_line(exc, path)
+    return "" if line is None else f" (line {line})"
+
+
+def last_line(exc: BaseException, path: Path) -> int | None:
+    """The last (deepest) line of ``path`` in the exception's traceback, if it is there."""
+    wanted = path.resolve()
+    found = [
+        frame.lineno
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if Path(frame.filename).resolve() == wanted
+    ]
+    return found[-1] if found else None
 
 
 # -- the graph, as Alembic knows it ------------------------------------------------------------

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -121,6 +124,22 @@ def write_revision(
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@contextmanager
+def ctrl_c_as_in_a_terminal() -> Iterator[None]:
+    """Children started in the block get SIGINT's default action, as a terminal's job has.
+
+    A suite started in the background of a non-interactive shell (``pytest ... &``,
+    ``nohup``, some CI runners) has SIGINT ignored, and a child inherits that: its Python
+    then never raises ``KeyboardInterrupt``, and a test of what Ctrl-C does waits for
+    nothing. A signal handled here is reset to the default in the child by ``exec``.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, run_cli, write_revision
+from reynard_trees import clean_env, ctrl_c_as_in_a_terminal, run_cli, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.errors import GuardRefused
@@ -418,14 +418,15 @@ def test_a_create_interrupted_while_writing_leaves_no_file(
         "time.sleep(60) %>\n" + mako.read_text()
     )
     before = sorted(p.name for p in (project / VERSIONS).iterdir())
-    child = subprocess.Popen(
-        [sys.executable, "-m", "pytest_reynard_db", "create", "app", "-m", "cut", "--empty"],
-        cwd=project,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with ctrl_c_as_in_a_terminal():  # whatever the suite was started from
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pytest_reynard_db", "create", "app", "-m", "cut", "--empty"],
+            cwd=project,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     deadline = time.monotonic() + 60
     while not rendering.exists() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -32,6 +32,7 @@ import pytest
 from reynard_trees import (
     clean_env,
     copy_reynard_trees,
+    ctrl_c_as_in_a_terminal,
     require_password,
     reynard_project,
     run_cli,
@@ -182,15 +183,16 @@ def waiting_session(
     project = reynard_project(tmp_path / "project")
     facts = tmp_path / "facts.json"
     (project / "test_wait.py").write_text(WAITING_TEST.format(facts=str(facts)))
-    session = subprocess.Popen(
-        pytest_argv("--reynard-db=main"),
-        cwd=project,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=own_group,
-    )
+    with ctrl_c_as_in_a_terminal():  # whatever the suite was started from
+        session = subprocess.Popen(
+            pytest_argv("--reynard-db=main"),
+            cwd=project,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=own_group,
+        )
     wait_for(facts, session)
     info = json.loads(facts.read_text())
     base_dir, postmaster = Path(info["dir"]), int(info["pid"])

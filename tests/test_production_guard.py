@@ -513,6 +513,36 @@ def test_a_nested_runs_opt_in_ends_with_it(decoy: EphemeralServer) -> None:
         assert not GUARD.allows(url_target(prod))
 
 
+def test_a_database_allowed_mid_run_is_allowed_until_its_server_is_forgotten(
+    decoy: EphemeralServer,
+) -> None:
+    """The allow-list changes while a run lasts: a database added is allowed from then on
+    (it alone, not its neighbours), and refused again once taken off, both before
+    connecting and by the net on what a connection reached."""
+    port = decoy.url.port
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        # A name no other test allows (the net matches names on any port): made, then
+        # taken off the list with the rest of the decoy.
+        made = decoy.create_database("test_mid_run")
+        url = made.render_as_string(hide_password=False)
+        GUARD.forget_server(decoy.url)
+        assert not GUARD.allows(url_target(url))
+        assert not GUARD.allows_connected("test_mid_run", "production", port)
+        try:
+            GUARD.allow_database(made)
+            assert GUARD.allows(url_target(url))
+            assert GUARD.allows_connected("test_mid_run", "production", port)
+            with create_engine(url).connect() as conn:
+                assert conn.execute(text("SELECT current_database()")).scalar() == "test_mid_run"
+            assert not GUARD.allows(url_target(_decoy_prod(decoy)))
+        finally:
+            GUARD.forget_server(decoy.url)
+        assert not GUARD.allows(url_target(url))
+        assert not GUARD.allows_connected("test_mid_run", "production", port)
+        with pytest.raises(GuardRefused):
+            create_engine(url).connect()
+
+
 def test_a_name_someone_else_has_is_not_allowed_by_a_failed_create(
     armed: EphemeralServer, decoy: EphemeralServer
 ) -> None:

@@ -40,9 +40,8 @@ def models_match(runner: CheckRunner) -> CheckResult:
         try:
             diffs = differences(manager)
         except NoTargetMetadata:
-            env_py = runner.relative(runner.db.script_location / "env.py")
             return runner.result(
-                CHECK, True, f"skipped: no target_metadata in {env_py}", skipped=True
+                CHECK, True, f"skipped: no target_metadata in {runner.env_py}", skipped=True
             )
     if diffs:
         listed = "\n".join(f"  {describe(d)}" for d in diffs)

@@ -139,6 +139,12 @@ class CheckRunner:
         except ValueError:
             return str(resolved)
 
+    @property
+    def env_py(self) -> str:
+        """The tree's ``env.py`` as every check names it to a user (from the project root)."""
+        path = self.db.script_location / "env.py"
+        return self.relative(path) or str(path)
+
     def ini(self) -> str:
         """The database's ini file, as a user would type it from the project root."""
         return self.relative(self.db.ini) or str(self.db.ini)

@@ -40,6 +40,9 @@ class Guard:
         self._databases: set[tuple[Endpoint, str]] = set()
         #: One set of opted-in databases per ``arm``: a nested run's opt-ins end with it.
         self._opt_ins: list[set[tuple[Endpoint, str]]] = []
+        #: ``_databases`` and every opt-in, as one set: read on every connection, so made
+        #: again (``_allow_changed``) only when one of them changes.
+        self._allowed: frozenset[tuple[Endpoint, str]] = frozenset()
         self._opt_in_hint = "--reynard-db-allow=URL"
         self._migrating: ContextVar[tuple[Target, str | None] | None] = ContextVar(
             "reynard_db_migrating", default=None
@@ -69,6 +72,7 @@ class Guard:
                 hooks.install(self)
             self._depth += 1
             self._opt_ins.append({(e, t.dbname) for t in opted_in for e in t.endpoints})
+            self._allow_changed()
             self._export()
 
     def disarm(self) -> None:
@@ -82,7 +86,8 @@ class Guard:
                 self._servers.clear()
                 self._databases.clear()
                 self._redirects.clear()
-            else:
+            self._allow_changed()
+            if self._depth > 0:
                 self._export()
 
     def adopt(self, snapshot: Mapping[str, Any]) -> None:
@@ -94,6 +99,7 @@ class Guard:
             self._databases.update(
                 (Endpoint(host, port), name) for host, port, name in snapshot["databases"]
             )
+            self._allow_changed()
             self._export()
 
     def _export(self) -> None:
@@ -102,7 +108,7 @@ class Guard:
             {
                 "hint": self._opt_in_hint,
                 "servers": sorted([e.host, e.port] for e in self._servers),
-                "databases": sorted([e.host, e.port, n] for e, n in self._allowed_databases()),
+                "databases": sorted([e.host, e.port, n] for e, n in self._allowed),
             }
         )
 
@@ -128,6 +134,7 @@ class Guard:
             self._databases = {(e, n) for e, n in self._databases if e not in endpoints}
             for opted in self._opt_ins:
                 opted -= {(e, n) for e, n in opted if e in endpoints}
+            self._allow_changed()
             if self.armed:
                 self._export()
 
@@ -139,19 +146,21 @@ class Guard:
         with self._lock:
             added = [(endpoint, name or target.dbname) for endpoint in target.endpoints]
             self._databases.update(added)
+            self._allow_changed()
             inherit.append({"databases": [[e.host, e.port, n] for e, n in added]})
 
     def allows(self, target: Target) -> bool:
         """Every endpoint of ``target`` is an allowed server, or holds an allowed database."""
         with self._lock:
-            databases = self._allowed_databases()
             return all(
-                endpoint in self._servers or (endpoint, target.dbname) in databases
+                endpoint in self._servers or (endpoint, target.dbname) in self._allowed
                 for endpoint in target.endpoints
             )
 
-    def _allowed_databases(self) -> set[tuple[Endpoint, str]]:
-        return self._databases.union(*self._opt_ins)
+    def _allow_changed(self) -> None:
+        """Remake ``_allowed``; every change to ``_databases`` or ``_opt_ins`` calls it,
+        under the lock, before the lock is released."""
+        self._allowed = frozenset(self._databases.union(*self._opt_ins))
 
     @contextmanager
     def migrating(self, url: str | URL) -> Iterator[None]:
@@ -221,15 +230,13 @@ class Guard:
             # matched with its port too.
             return any(
                 name == dbname and (name not in MAINTENANCE_NAMES or e.port == port)
-                for e, name in self._allowed_databases()
+                for e, name in self._allowed
             )
 
     def _describe_allowed(self) -> str:
         with self._lock:
             servers = sorted(str(e) for e in self._servers)
-            names = sorted(
-                f"{e}/{n}" for e, n in self._allowed_databases() if e not in self._servers
-            )
+            names = sorted(f"{e}/{n}" for e, n in self._allowed if e not in self._servers)
         shown = [f"any database on {s}" for s in servers] + names
         if len(shown) > 3:
             shown[3:] = ["..."]

@@ -15,8 +15,7 @@ import pytest
 
 from ..guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
 from ..postgres import EphemeralServer, ExistingServer, Server
-from ..postgres.reaper import owner_alive, read_owner_file
-from ..postgres.reuse import run_record
+from ..postgres.reuse import run_owners, run_record
 from ..postgres.runas import run_as, runtime_root
 from ..postgres.shared import RunPresence, drop_dead_runs, prune_templates, template_max_age
 from ..provision import Provisioner
@@ -108,12 +107,11 @@ class RunState:
         each run leaves a record beside the server, and the next run drops the
         databases of every run whose process has died."""
         assert self.own_server is not None and self.own_server.process.base_dir is not None
-        runs = self.own_server.process.base_dir / "runs"
-        runs.mkdir(exist_ok=True)
-        self._run_record = run_record(self.own_server.process.base_dir, self.run_id)  # written
-        for record in runs.glob("*.json"):  # on attaching, under the reuse server's lock
-            owner = read_owner_file(record)
-            if record != self._run_record and (owner is None or not owner_alive(owner)):
+        base_dir = self.own_server.process.base_dir
+        # Ours was written on attaching, under the reuse server's lock (reusable_server).
+        self._run_record = run_record(base_dir, self.run_id)
+        for record, owner in run_owners(base_dir).items():
+            if record != self._run_record and owner is None:
                 self.own_server.drop_run(record.stem)
                 record.unlink(missing_ok=True)
 

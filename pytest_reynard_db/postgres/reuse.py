@@ -7,6 +7,7 @@ the run: the next run attaches to it in a few milliseconds (``reusable_server``)
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -14,8 +15,44 @@ import psycopg
 from ..guard import GUARD
 from .binaries import Binaries
 from .executor import HOST, SUPERUSER, EphemeralPostgres
-from .reaper import postmaster_pid, read_owner, stop_postmaster, write_owner_file
+from .reaper import (
+    owner_alive,
+    postmaster_pid,
+    read_owner,
+    read_owner_file,
+    stop_postmaster,
+    write_owner_file,
+)
 from .waits import file_lock
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The reuse server in ``base_dir``, as far as its directory tells (nothing is started)."""
+
+    base_dir: Path
+    port: int | None
+    pid: int | None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None and self.port is not None and answers(self.port)
+
+    def attach(self, process: EphemeralPostgres) -> EphemeralPostgres:
+        """``process`` made the running kept server's (which it must be)."""
+        process.base_dir, process.port = self.base_dir, self.port
+        return process
+
+    def runs(self) -> list[int]:
+        """Pids of the runs using it now (their records beside it, owner alive)."""
+        return [pid for pid in run_owners(self.base_dir).values() if pid is not None]
+
+
+def kept_at(base_dir: Path) -> Kept:
+    """The kept server of ``base_dir``: the port its owner record says, its postmaster."""
+    record = read_owner(base_dir)
+    port = record.get("port") if record else None
+    return Kept(base_dir, int(port) if port else None, postmaster_pid(base_dir / "data"))
 
 
 def reusable_server(
@@ -31,12 +68,11 @@ def reusable_server(
     process = EphemeralPostgres(binaries=binaries, persistent=True)
     base_dir = reuse_dir(process)
     with file_lock(f"{base_dir}.lock", f"the reuse server {base_dir}"):
-        record = read_owner(base_dir)
-        port = record.get("port") if record else None
-        if port:
-            GUARD.allow_server(f"postgresql://{SUPERUSER}@{HOST}:{port}/postgres")
-        if port and postmaster_pid(base_dir / "data") and answers(int(port)):
-            process.base_dir, process.port = base_dir, int(port)
+        kept = kept_at(base_dir)
+        if kept.port:  # before the probe: it connects, and the guard may be armed
+            GUARD.allow_server(f"postgresql://{SUPERUSER}@{HOST}:{kept.port}/postgres")
+        if kept.running:
+            kept.attach(process)
         else:
             stop_postmaster(base_dir / "data")
             process.requested_dir = base_dir
@@ -51,6 +87,16 @@ def reusable_server(
 def run_record(base_dir: Path, run_id: str) -> Path:
     """The record a run using the reuse server in ``base_dir`` leaves beside it."""
     return base_dir / "runs" / f"{run_id}.json"
+
+
+def run_owners(base_dir: Path) -> dict[Path, int | None]:
+    """Each run record beside the reuse server in ``base_dir`` (sorted), and the pid of
+    its owner while that run lives (None: dead, or a record that cannot be read)."""
+    owners: dict[Path, int | None] = {}
+    for record in sorted((base_dir / "runs").glob("*.json")):
+        owner = read_owner_file(record)
+        owners[record] = int(owner["pid"]) if owner is not None and owner_alive(owner) else None
+    return owners
 
 
 def reuse_dir(process: EphemeralPostgres) -> Path:

@@ -105,13 +105,12 @@ def locks_reports(runner: CheckRunner) -> list[RevisionReport]:
     """One report per revision, bases first; the walk stops at a revision that cannot be applied."""
     reports: list[RevisionReport] = []
     filler = Filler()
-    env_py = runner.relative(runner.db.script_location / "env.py") or "env.py"
     with runner.scratch_database(CHECK) as manager, manager.locked() as connection:
         for revision in walk_order(runner.script):
             path = runner.relative(revision.path) or revision.path
             report = RevisionReport(runner.db.name, CHECK, revision.revision, path)
             reports.append(report)
-            findings = measure(manager, connection, revision, report, filler, env_py=env_py)
+            findings = measure(manager, connection, revision, report, filler, env_py=runner.env_py)
             waivers, bad = read_waivers(revision.path, locks=True)
             report.findings = apply_waivers(findings, waivers, CHECK, bad)
             try:  # now for real, on the tables as the earlier revisions left them

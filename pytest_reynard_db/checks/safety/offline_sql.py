@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import re
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
 
 from ...errors import MigrationFailed
-from ...manager import MigrationManager
-from ...text import first_line, shown_path
-from ...tree import first_parent
+from ...migration_errors import env_py_failure
+from ...registry import Database
+from ...text import first_line
+from ...tree import first_parent, last_line
 from ..runner import CheckRunner
 
 MARKER = re.compile(r"^-- Running upgrade .*-> (?P<rev>\S+)\s*$")
@@ -127,13 +127,12 @@ def revision_sql(runner: CheckRunner, revision: Script) -> RevisionSQL:
     except Exception as exc:  # whatever the revision or env.py raises: a reason, not a crash
         original = _original(exc)  # the manager wraps it in a one-line MigrationFailed
         if isinstance(original, OfflineConnect):
-            env_py = shown_path(manager.db.script_location / "env.py")
             raise NotLintable(
-                f"{env_py} connects to a database even with --sql (it has no "
+                f"{runner.env_py} connects to a database even with --sql (it has no "
                 "context.is_offline_mode() branch); nothing was connected to",
                 everywhere=True,
             ) from None
-        raise not_lintable(manager, revision, original) from None
+        raise not_lintable(runner.db, revision, original) from None
     section = cut_step(buffer.getvalue(), revision.revision)
     return split(section)
 
@@ -146,21 +145,18 @@ def _original(exc: BaseException) -> BaseException:
     return exc
 
 
-def not_lintable(manager: MigrationManager, revision: Script, exc: BaseException) -> NotLintable:
+def not_lintable(db: Database, revision: Script, exc: BaseException) -> NotLintable:
     """Why ``revision`` could not be rendered: the revision file's line and the error; or,
-    raised outside the revision (in ``env.py``: every revision would fail), env.py's line."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    mine = [f for f in frames if revision.path and Path(f.filename) == Path(revision.path)]
+    raised outside the revision (in ``env.py``: every revision would fail), where in
+    ``env.py``, named as a failed migration run names it."""
     error = f"{type(exc).__name__}: {first_line(exc)}"
-    if not mine:
-        env_py = manager.db.script_location / "env.py"
-        lines = [f.lineno for f in frames if Path(f.filename) == env_py]
-        where = shown_path(env_py) + (f":{lines[-1]}" if lines else "")
-        return NotLintable(f"{where}: {error}", everywhere=True)
+    line = last_line(exc, Path(revision.path)) if revision.path else None
+    if line is None:
+        return NotLintable(f"{env_py_failure(db, exc).where}: {error}", everywhere=True)
     hint = ""
     if "get_bind(" in Path(revision.path).read_text(encoding="utf-8", errors="replace"):
         hint = " (op.get_bind() has no database in --sql mode: the revision reads data)"
-    return NotLintable(f"line {mine[-1].lineno}: {error}{hint}")
+    return NotLintable(f"line {line}: {error}{hint}")
 
 
 def cut_step(output: str, revision: str) -> str:
