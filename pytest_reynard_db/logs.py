@@ -19,6 +19,7 @@ from __future__ import annotations
 import configparser
 import hashlib
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,10 +53,18 @@ def silent_ini(ini: Path) -> Path:
         if section in LOGGING_SECTIONS or section.startswith(LOGGING_PREFIXES):
             parser.remove_section(section)
     parser.read_dict(SILENT)
-    scratch = target.with_suffix(f".{digest}.tmp")
-    with scratch.open("w", encoding="utf-8") as handle:
-        parser.write(handle)
-    scratch.replace(target)  # atomic: a concurrent reader sees the whole file or none
+    # A scratch file of this call's own: two runs starting together both make the copy,
+    # and one shared scratch name let the second find it renamed away by the first.
+    descriptor, scratch = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent
+    )
+    try:
+        with open(descriptor, "w", encoding="utf-8") as handle:
+            parser.write(handle)
+        os.replace(scratch, target)  # atomic: a concurrent reader sees the whole file or none
+    except BaseException:
+        Path(scratch).unlink(missing_ok=True)
+        raise
     return target
 
 
