@@ -27,6 +27,8 @@ from .text import first_line, one_line, shown_path
 
 ALEMBIC_MIGRATION_LOGGER = "alembic.runtime.migration"
 AUTOCOMMIT = re.compile(r"\bautocommit_block\s*\(")
+#: What an environment variable's name looks like (``MYAPP_DB_URL``).
+ENVIRONMENT_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
 class StepTracker(logging.Filter):
@@ -160,9 +162,23 @@ def env_py_failure(db: Database, exc: BaseException) -> EnvPyFailed:
         )
     return EnvPyFailed(
         f"database {db.name!r}: {where}: {type(exc).__name__}: {first_line(exc)} "
-        "(before any migration ran)",
+        f"(before any migration ran){_variable_hint(db, exc)}",
         path=str(env_py),
         where=where,
+    )
+
+
+def _variable_hint(db: Database, exc: BaseException) -> str:
+    """For a ``KeyError`` on a name that looks like an environment variable: env.py
+    reading its own URL variable (``os.environ["MYAPP_DB_URL"]``) that is not the
+    database's ``url_env``, so nothing set it to the database being migrated."""
+    key = exc.args[0] if isinstance(exc, KeyError) and exc.args else None
+    if not isinstance(key, str) or not ENVIRONMENT_NAME.fullmatch(key):
+        return ""
+    return (
+        f"; if env.py reads the database's URL from ${key}, register it as "
+        f'url_env = "{key}" under [tool.reynard-db.databases.{db.name}]: it then names '
+        "the database being migrated"
     )
 
 

@@ -458,3 +458,24 @@ def test_a_pyproject_toml_registered_as_the_ini_is_one_line(tmp_path: Path) -> N
     assert code == 2 and err.count("\n") == 1, out + err
     assert f"{pyproject}: [tool.reynard-db.databases.app]: ini: " in err, err
     assert "register the alembic.ini beside it" in err, err
+
+
+def test_an_unregistered_variable_of_env_pys_own_is_named_with_the_fix(tmp_path: Path) -> None:
+    """env.py reads ``os.environ["MYAPP_DB_URL"]``, not registered: one line naming the
+    variable and the ``url_env`` that would point it at the database being migrated."""
+    project = user_project(tmp_path / "app", "generic")
+    env_py = project / "alembic" / "env.py"
+    env_py.write_text(
+        env_py.read_text().replace(
+            "config = context.config\n",
+            "config = context.config\nimport os\n"
+            "config.set_main_option('sqlalchemy.url', os.environ['MYAPP_DB_URL'])\n",
+        )
+    )
+    code, out, err = run_cli(project, "check", "--only", "upgrade", env=clean_env())
+    assert code == 1, out + err
+    assert "KeyError: 'MYAPP_DB_URL'" in out + err, out + err
+    assert 'register it as url_env = "MYAPP_DB_URL" under [tool.reynard-db.databases.app]' in (
+        out + err
+    )
+    assert "Traceback" not in out + err
