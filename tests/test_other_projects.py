@@ -421,12 +421,8 @@ def test_fresh_driven_by_alembic(reynard_db_fresh, monkeypatch):
 """
 
 
-def test_an_env_py_reading_a_variable_of_its_own(tmp_path: Path) -> None:
-    """``os.environ["MYAPP_DB_URL"]`` instead of ``sqlalchemy.url``, registered as the
-    database's ``url_env``: the checks get the throw-away database's URL there whether
-    the shell sets it (to production, never reached) or not; a test driving Alembic
-    itself sets it as the README shows."""
-    project = user_project(tmp_path / "app", "generic")
+def reading_its_own_variable(project: Path) -> Path:
+    """``project`` with an env.py that takes its URL from ``$MYAPP_DB_URL``."""
     env_py = project / "alembic" / "env.py"
     env_py.write_text(
         env_py.read_text().replace(
@@ -435,6 +431,15 @@ def test_an_env_py_reading_a_variable_of_its_own(tmp_path: Path) -> None:
             "config.set_main_option('sqlalchemy.url', os.environ['MYAPP_DB_URL'])\n",
         )
     )
+    return project
+
+
+def test_an_env_py_reading_a_variable_of_its_own(tmp_path: Path) -> None:
+    """``os.environ["MYAPP_DB_URL"]`` instead of ``sqlalchemy.url``, registered as the
+    database's ``url_env``: the checks get the throw-away database's URL there whether
+    the shell sets it (to production, never reached) or not; a test driving Alembic
+    itself sets it as the README shows."""
+    project = reading_its_own_variable(user_project(tmp_path / "app", "generic"))
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace("APP_DATABASE_URL", "MYAPP_DB_URL"))
     (project / "tests" / "test_app.py").write_text(OWN_VARIABLE_TEST)
@@ -463,15 +468,7 @@ def test_a_pyproject_toml_registered_as_the_ini_is_one_line(tmp_path: Path) -> N
 def test_an_unregistered_variable_of_env_pys_own_is_named_with_the_fix(tmp_path: Path) -> None:
     """env.py reads ``os.environ["MYAPP_DB_URL"]``, not registered: one line naming the
     variable and the ``url_env`` that would point it at the database being migrated."""
-    project = user_project(tmp_path / "app", "generic")
-    env_py = project / "alembic" / "env.py"
-    env_py.write_text(
-        env_py.read_text().replace(
-            "config = context.config\n",
-            "config = context.config\nimport os\n"
-            "config.set_main_option('sqlalchemy.url', os.environ['MYAPP_DB_URL'])\n",
-        )
-    )
+    project = reading_its_own_variable(user_project(tmp_path / "app", "generic"))
     code, out, err = run_cli(project, "check", "--only", "upgrade", env=clean_env())
     assert code == 1, out + err
     assert "KeyError: 'MYAPP_DB_URL'" in out + err, out + err
