@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import configparser
 import hashlib
+import io
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .atomic_file import replace_file
 
 LOGGING_SECTIONS = ("loggers", "handlers", "formatters")
 LOGGING_PREFIXES = ("logger_", "handler_", "formatter_")
@@ -53,18 +55,10 @@ def silent_ini(ini: Path) -> Path:
         if section in LOGGING_SECTIONS or section.startswith(LOGGING_PREFIXES):
             parser.remove_section(section)
     parser.read_dict(SILENT)
-    # A scratch file of this call's own: two runs starting together both make the copy,
-    # and one shared scratch name let the second find it renamed away by the first.
-    descriptor, scratch = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent
-    )
-    try:
-        with open(descriptor, "w", encoding="utf-8") as handle:
-            parser.write(handle)
-        os.replace(scratch, target)  # atomic: a concurrent reader sees the whole file or none
-    except BaseException:
-        Path(scratch).unlink(missing_ok=True)
-        raise
+    text = io.StringIO()
+    parser.write(text)
+    # Two runs starting together both make the copy: each writes a temp file of its own.
+    replace_file(target, text.getvalue().encode("utf-8"))
     return target
 
 

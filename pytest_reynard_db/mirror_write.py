@@ -10,20 +10,19 @@ read-only folder or any other operating-system error is one
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic_file import replace_file
 from .errors import FileConflict, FilesystemError
 from .mirror import MirrorDiff, os_errors, versions_root
 from .registry import Database
 from .text import shown_path
 
-# What ``tempfile.mkstemp`` in :func:`_atomic_copy` names its files: ``.<name>.py.<8 chars>.tmp``.
+# How ``atomic_file.replace_file`` names :func:`_atomic_copy`'s temp files:
+# ``.<name>.py.<8 chars>.tmp``.
 LEFTOVER = re.compile(r"^\..+\.py\.[A-Za-z0-9_]{8}\.tmp$")
 
 
@@ -123,18 +122,7 @@ def _atomic_copy(db: Database, source: Path, target: Path) -> None:
     """Write ``source``'s bytes and mode to ``target`` via a temp file and ``os.replace``."""
     with os_errors("write", target, db):
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(source.read_bytes())
-                handle.flush()
-                os.fsync(handle.fileno())
-            shutil.copymode(source, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        replace_file(target, source.read_bytes(), mode_of=source, durable=True)
 
 
 def describe_sync(diff: MirrorDiff, report: SyncReport, *, dry_run: bool) -> list[str]:

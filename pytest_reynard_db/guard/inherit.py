@@ -23,6 +23,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from ..atomic_file import replace_file
+
 #: The file of the allow-list, JSON: ``{"hint": ..., "servers": [[host, port]],
 #: "databases": [[host, port, name]]}``.
 GUARD_VARIABLE = "REYNARD_DB_GUARD"
@@ -45,10 +47,7 @@ def export(snapshot: dict[str, Any]) -> None:
         _file = _new_file()
         os.environ[GUARD_VARIABLE] = str(_file)
         os.environ["PYTHONPATH"] = os.pathsep.join([STARTUP, *_paths_but_ours()])
-    descriptor, scratch = tempfile.mkstemp(prefix=f".{_prefix()}", dir=_file.parent)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(_line(snapshot))
-    os.replace(scratch, _file)
+    replace_file(_file, _line(snapshot), prefix=f".{_prefix()}")
 
 
 def append(addition: dict[str, list[list[Any]]]) -> None:
