@@ -50,7 +50,6 @@ from .result import CheckResult
 from .runner import CheckRunner
 from .stairway_steps import (
     StepFailed,
-    not_committed,
     one_step,
     reach,
     read_heads,
@@ -178,14 +177,8 @@ class Stairway:
             self.at = index
             self.runner.advance(index + 1, len(self.order))
             revision = self.order[index]
-            if self._skip(revision):
-                continue
-            try:
+            if not self._skip(revision):
                 self._stair_per_step(revision)
-            except StepFailed as failed:
-                if failed.elsewhere and self.beside_seen:  # on our database, yet nothing stayed
-                    failed.error = not_committed(self.heads)
-                raise
 
     def _walk_in_one_run(self, start: int) -> int:
         """One ``env.py`` run taking the steps of up to ``WALK_CHUNK`` revisions from
@@ -212,10 +205,8 @@ class Stairway:
         if same_heads(self.manager.script, actual, self.heads):
             return
         last = self.order[self.walked_to - 1]
-        why = wrong_heads(last, "re-up", actual, self.heads, before).error
-        raise StepFailed(
-            last, "re-up", not_committed(before) if actual == before else why, elsewhere=True
-        )
+        why = wrong_heads(last, "re-up", actual, self.heads, before, migrated_here=True).error
+        raise StepFailed(last, "re-up", why, elsewhere=True)  # env.py's doing: walk no more
 
     def _steps(
         self, start: int, heads: tuple[str, ...], context: MigrationContext
@@ -294,7 +285,15 @@ class Stairway:
         """Up, down, up on ``revision``, one ``env.py`` run each, the heads read back after."""
         for step, _, before, after in self._stair(revision):
             self.step = step
-            one_step(self.manager, self.connection, revision, step, before, after)
+            one_step(
+                self.manager,
+                self.connection,
+                revision,
+                step,
+                before,
+                after,
+                migrated_here=self.beside_seen,
+            )
         self._applied(revision)
 
     def _applied(self, revision: Script) -> None:

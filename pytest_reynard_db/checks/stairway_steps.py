@@ -39,11 +39,24 @@ def verb_and_target(revision: Script, step: str) -> tuple[str, str]:
 
 
 def wrong_heads(
-    revision: Script, step: str, actual: set[str], expected: set[str], before: set[str]
+    revision: Script,
+    step: str,
+    actual: set[str],
+    expected: set[str],
+    before: set[str],
+    *,
+    migrated_here: bool = False,
 ) -> StepFailed:
-    """The failure of a step that left ``actual`` heads where ``expected`` were due."""
+    """The failure of a step that left ``actual`` heads where ``expected`` were due.
+
+    Left unchanged, the migrations went to another database, unless env.py was seen
+    migrating this one (``migrated_here``): then they were never committed.
+    """
     verb, target = verb_and_target(revision, step)
-    why = unchanged_or_wrong(None, f"{verb} {target}", actual, expected, before)
+    if migrated_here and actual == before:
+        why = not_committed(before)
+    else:
+        why = unchanged_or_wrong(None, f"{verb} {target}", actual, expected, before)
     return StepFailed(revision, step, why, elsewhere=actual == before)
 
 
@@ -96,8 +109,11 @@ def one_step(
     step: str,
     before: set[str],
     after: set[str],
+    *,
+    migrated_here: bool = False,
 ) -> None:
-    """One step, one ``env.py`` run, from heads ``before`` to heads ``after``, read back."""
+    """One step, one ``env.py`` run, from heads ``before`` to heads ``after``, read back
+    (``migrated_here``: env.py was seen migrating this database, see ``wrong_heads``)."""
     verb, target = verb_and_target(revision, step)
     try:
         if verb == "upgrade":
@@ -110,4 +126,4 @@ def one_step(
         raise step_failure(revision, step, exc) from exc
     actual = read_heads(connection)
     if not same_heads(manager.script, actual, after):
-        raise wrong_heads(revision, step, actual, after, before)
+        raise wrong_heads(revision, step, actual, after, before, migrated_here=migrated_here)
