@@ -164,6 +164,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``pytest ARGS`` in ``project``, in a user's shell with ``env`` exported."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=project,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def connections_received(server: EphemeralServer) -> int:
     """Connections a server started with ``log_connections=on`` ever received (its log)."""
     assert server.process.base_dir is not None

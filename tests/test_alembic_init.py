@@ -10,15 +10,13 @@ in the ini and in the registered variable.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import Cli, clean_env, connections_received, write_revision
+from reynard_trees import Cli, clean_env, connections_received, run_pytest, write_revision
 
 from pytest_reynard_db.guard import GUARD
 from pytest_reynard_db.postgres import EphemeralServer
@@ -61,18 +59,6 @@ def project(tmp_path: Path, decoy: EphemeralServer) -> Path:
         'url_env = "APP_DATABASE_URL"\n'
     )
     return root
-
-
-def run_pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``pytest ARGS`` in ``project``, in a user's shell with ``env`` exported."""
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=project,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_check_and_lint_run_unchanged(project: Path, decoy: EphemeralServer, cli: Cli) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, run_cli, write_revision
+from reynard_trees import clean_env, run_cli, run_pytest, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -107,18 +107,6 @@ def user_project(root: Path, template: str) -> Path:
     (root / "tests").mkdir()
     (root / "tests" / "test_app.py").write_text(TESTS)
     return root
-
-
-def run_pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``pytest ARGS`` in ``project``, from a user's shell."""
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=project,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def assert_checks_pass(project: Path, *only: str) -> dict[str, dict[str, object]]:
