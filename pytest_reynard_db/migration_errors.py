@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from .errors import EnvPyFailed, EnvPyNeedsConfig, MigrationFailed, RevisionError
 from .registry import Database
 from .text import first_line, one_line, shown_path
+from .tree import as_first_run
 
 ALEMBIC_MIGRATION_LOGGER = "alembic.runtime.migration"
 AUTOCOMMIT = re.compile(r"\bautocommit_block\s*\(")
@@ -72,7 +73,7 @@ class StepTracker(logging.Filter):
         knows the step: an env.py's ``fileConfig`` may disable Alembic's loggers."""
         for step in steps:
             self.saw(step)
-            yield step
+            yield as_first_run(step)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg == "Running %s" and record.args:

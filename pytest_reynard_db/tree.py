@@ -24,11 +24,13 @@ import os
 import re
 import traceback
 import warnings
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from alembic import util
@@ -246,6 +248,48 @@ class WalkStep(RevisionStep):
             return to_revisions
         answer: tuple[str, ...] = super()._unmerge_to_revisions(heads)
         return answer
+
+
+#: Revision modules whose ``upgrade()`` or ``downgrade()`` has run in this process.
+_RAN: weakref.WeakSet[ModuleType] = weakref.WeakSet()
+
+
+def as_first_run(step: Any) -> Any:
+    """``step``, its function taken from its revision's module as a new ``alembic``
+    process would have it.
+
+    Plain Alembic loads each revision file once per command, and a command runs each
+    revision's function at most once. Here one loaded tree serves many steps (the
+    stairway runs every revision three times, after the ``upgrade`` check ran it once),
+    so what a revision keeps at module level (a ``MetaData`` it reflects a table into, a
+    cache) would carry from one step into the next. A module whose functions already
+    ran is therefore loaded again from its file first. A file that cannot be loaded
+    twice (it adds a table to the application's ``MetaData`` at import) keeps the
+    module it has: that is all one process can do.
+    """
+    if not isinstance(step, RevisionStep):
+        return step  # a stamp or a merge's version-table change: no module runs
+    script: Script = step.revision
+    if script.module in _RAN and script.path:
+        with suppress(Exception):  # it keeps the module it has (see above)
+            script.module = util.load_python_file(
+                os.path.dirname(script.path), os.path.basename(script.path)
+            )
+    _RAN.add(script.module)
+    step.migration_fn = script.module.upgrade if step.is_upgrade else script.module.downgrade
+    return step
+
+
+def forget_created_types(context: MigrationContext) -> None:
+    """Start the next step with nothing noted by Alembic's DDL runner, as a new command does.
+
+    SQLAlchemy's named types (a PostgreSQL ``ENUM``) note in the runner's ``memo`` that
+    they were created, and are not created again while the same runner lives: one
+    ``alembic upgrade`` command's whole run. A walk that takes many commands' steps in
+    one run must forget them between steps, or an enum dropped by a downgrade is not
+    created again by the next upgrade (and a ``DROP TYPE`` forgotten goes unseen).
+    """
+    context.impl.memo = {}
 
 
 def upgrade_steps(script: ScriptDirectory, target: str, heads: Any) -> list[MigrationStep]:

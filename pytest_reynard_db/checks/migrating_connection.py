@@ -10,13 +10,22 @@ on any other (an ``env.py`` that migrates elsewhere) is not walked this way.
 The reads go through the DBAPI connection, not SQLAlchemy's execution: they run
 at every step, and they must not begin a SQLAlchemy transaction of their own on a
 connection whose transactions ``env.py`` and Alembic manage.
+
+Plain Alembic runs each step of a stairway as a command of its own, on a new
+connection. A walk that takes many steps on one connection must not let a step
+leave the session different for the next (a ``SET search_path``, a temporary table,
+a role): ``SessionWatch`` notes the statements that can, and ``SESSION_STATE`` is
+what the walk reads back beside the version table after each step, for what no
+statement shows (a function that calls ``set_config``). Either one ends the walk's
+``env.py`` run after that step; the next step starts on a fresh session.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, event
 
 
 def same_connection(theirs: Connection | None, ours: Connection) -> bool:
@@ -67,3 +76,72 @@ def rows_of(connection: Connection, sql: str) -> list[tuple[Any, ...]]:
         return list(cursor.fetchall())
     finally:
         cursor.close()
+
+
+#: Session settings a step may change for the rest of the session (not only its
+#: transaction), read back after each step; every one of them changes what a later
+#: revision's DDL does or where it goes.
+SESSION_STATE = (
+    "current_setting('search_path'), current_user, session_user, pg_my_temp_schema()::int, "
+    "current_setting('statement_timeout'), current_setting('lock_timeout'), "
+    "current_setting('session_replication_role'), current_setting('default_tablespace'), "
+    "current_setting('TimeZone'), current_setting('check_function_bodies'), "
+    "current_setting('row_security'), current_setting('standard_conforming_strings')"
+)
+#: A statement that can leave state in the session past its own transaction: ``SET``
+#: (but ``SET LOCAL``, ``SET TRANSACTION`` and ``SET CONSTRAINTS``, which end with it),
+#: ``RESET``, ``DISCARD``, ``PREPARE``, ``LISTEN``, ``DECLARE`` (a cursor ``WITH
+#: HOLD``), ``LOAD``, ``set_config(...)`` and session-level
+#: advisory locks; a temporary object shows in ``SESSION_STATE`` (``pg_my_temp_schema``).
+#: A statement that only looks like one (``SET`` in a function body) costs a new
+#: session, never a verdict.
+_SESSION_STATEMENT = re.compile(
+    r"(?:^|;)\s*(?:SET(?!\s+(?:LOCAL|TRANSACTION|CONSTRAINTS)\b)|RESET|DISCARD|PREPARE"
+    r"|LISTEN|DECLARE|LOAD)\b"
+    r"|\bset_config\s*\(|\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(",
+    re.IGNORECASE,
+)
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def changes_session(statement: str) -> bool:
+    """Whether ``statement`` may leave state in the session past its transaction."""
+    return bool(_SESSION_STATEMENT.search(_COMMENTS.sub(" ", statement)))
+
+
+class SessionWatch:
+    """Notes (``touched``) a statement run on the connections it watches that may leave
+    state in the session (``changes_session``): SQLAlchemy's ``before_cursor_execute``,
+    which every statement of ``op`` and of ``op.get_bind()`` passes."""
+
+    def __init__(self) -> None:
+        self.touched = False
+
+    def watch(self, connection: Connection) -> None:
+        """Watch ``connection`` (once; the listener goes with the connection)."""
+        if not event.contains(connection, "before_cursor_execute", self._saw):
+            event.listen(connection, "before_cursor_execute", self._saw)
+
+    def _saw(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not self.touched and changes_session(statement):
+            self.touched = True
+
+
+def session_state(connection: Connection) -> tuple[Any, ...]:
+    """``SESSION_STATE`` on ``connection``, read on its DBAPI connection; outside a
+    SQLAlchemy transaction, the one the read began at the driver is ended."""
+    state = rows_of(connection, f"SELECT {SESSION_STATE}")[0]
+    if not connection.in_transaction():
+        dbapi = connection.connection.dbapi_connection
+        assert dbapi is not None
+        dbapi.rollback()
+    return tuple(state)
+
+
+def with_session_state(read_sql: str) -> str:
+    """``read_sql`` (the version table's ``SELECT``) as one row per version, at least one,
+    each the version (None at base) followed by ``SESSION_STATE``: one round trip a step."""
+    return (
+        f"SELECT v.*, {SESSION_STATE} FROM (SELECT 1) AS reynard_one "
+        f"LEFT JOIN ({read_sql}) AS v ON true"
+    )

@@ -13,6 +13,15 @@ upgraded to what the walk had reached (with the broken revision when its
 first upgrade worked, so that what builds on it is still walked); revisions
 that need a revision whose upgrade fails are listed as not reached.
 
+Each step's verdict is the one plain Alembic gives that step as a command of its
+own (``alembic upgrade R``, ``alembic downgrade R@parent``, ``alembic upgrade R``),
+on a fresh process and connection. The walk takes many steps in one ``env.py`` run,
+so what one run of Alembic keeps is made new for each step: the DDL runner's memo
+of types created (``tree.forget_created_types``), the revision's module when its
+functions already ran (``tree.as_first_run``), and the session: a step that may have
+left it changed (``migrating_connection``) ends the run, and the next one starts on
+a fresh connection, with ``env.py``'s own set-up done again.
+
 Cost is linear in the number of revisions when nothing is broken: one scratch
 database, one connection (holding the advisory lock) and one ``env.py`` run per
 ``WALK_CHUNK`` revisions, and the tree loaded once by the runner. Each broken
@@ -28,24 +37,33 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial
+from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
-from sqlalchemy import Connection
+from sqlalchemy import Connection, event
 
 from ..errors import EnvPyFailed, ReynardDBError
 from ..manager import MigrationManager
 from ..tree import (
     WalkStep,
     commit_between_steps,
+    forget_created_types,
     in_external_transaction,
     needs,
     same_heads,
     version_table,
 )
 from .heads import expected_heads, walk_order
-from .migrating_connection import backend_pid, beside, rows_of, same_connection
+from .migrating_connection import (
+    SessionWatch,
+    backend_pid,
+    beside,
+    rows_of,
+    same_connection,
+    session_state,
+    with_session_state,
+)
 from .result import CheckResult
 from .runner import CheckRunner
 from .stairway_steps import (
@@ -110,6 +128,10 @@ class Stairway:
     connection Alembic migrates on. That needs a connection on the throw-away
     database (``migrating_connection.beside``); an ``env.py`` migrating elsewhere is
     walked one ``env.py`` run per step instead, its heads read back on ours.
+
+    Where the walk is: revision ``order[at]``, whose step ``next_step`` (0 up, 1 down,
+    2 re-up) comes next; a run may end between two steps of one revision (a step that
+    changed the session), and the next run goes on from there.
     """
 
     def __init__(self, runner: CheckRunner, order: list[Script]) -> None:
@@ -119,31 +141,41 @@ class Stairway:
         self.applied: set[str] = set()
         #: What ``alembic_version`` holds with exactly ``applied`` applied.
         self.heads: set[str] = set()
+        #: What ``alembic_version`` holds after the last step taken (mid-revision too).
+        self.db_heads: set[str] = set()
         #: Revisions that cannot be applied, and the broken revisions that are why.
         self.blocked: dict[str, list[Broken]] = {}
         self.broken: list[Broken] = []
-        #: Where the walk is: the index in ``order`` and the step being taken.
         self.at = 0
+        self.next_step = 0
+        #: The step being taken, as messages name it.
         self.step = "up"
         #: Whether env.py migrates on our connection (None: not known yet).
         self.shared: bool | None = None
+        #: Whether each step needs an env.py run of its own: env.py's set-up of the
+        #: session did not outlive a commit (``SET LOCAL`` before ``run_migrations``).
+        self.run_per_step = False
         #: A step of the one-run walk that left the wrong heads (the walk stopped there).
         self.failure: StepFailed | None = None
         #: The heads before and after the step being taken.
         self._expected: tuple[set[str], set[str]] = (set(), set())
-        #: The version table's ``SELECT``, compiled for the walk's dialect.
+        #: The read-back's ``SELECT`` (versions and session state), for the walk's dialect.
         self._read_sql = ""
+        #: The session state the last read-back saw (``migrating_connection.SESSION_STATE``).
+        self._seen_state: tuple[Any, ...] = ()
         #: The connection env.py migrates on (read back after each step), and the
         #: server process of ours (what tells a connection of env.py's own is beside it).
         self._reader: Connection
         self._pid = 0
-        #: Where the current ``env.py`` run's walk got to (the next index in ``order``).
-        self.walked_to = 0
         #: Whether the current env.py run's walk has begun (a second run_migrations).
         self._took_steps = False
         #: Whether env.py was once seen migrating on the throw-away database.
         self.beside_seen = False
-        self._stack = ExitStack()
+        #: Our connection: its session as opened, and what ran on it since.
+        self._fresh_state: tuple[Any, ...] = ()
+        self._watch = SessionWatch()
+        self._db_stack = ExitStack()
+        self._connection_stack = ExitStack()
         self.manager: MigrationManager
         self.connection: Connection
 
@@ -162,63 +194,65 @@ class Stairway:
                         break
                     start = self.at + 1
         finally:
-            self._stack.close()
+            self._connection_stack.close()
+            self._db_stack.close()
         return self.broken
 
     def _walk(self, start: int) -> None:
         """Walk ``order[start:]`` on the current database; StepFailed at the first broken step."""
-        self.at, self.step = start, "up"
-        while self.shared is not False and start < len(self.order):
-            reached = self._walk_in_one_run(start)
-            if reached == start:  # env.py took no step: one run per step says why
-                self.shared = False
-            start = reached
-        for index in range(start, len(self.order)):  # env.py migrates elsewhere, or commits
-            self.at = index
-            self.runner.advance(index + 1, len(self.order))
-            revision = self.order[index]
-            if not self._skip(revision):
-                self._stair_per_step(revision)
+        self.at, self.next_step, self.step = start, 0, "up"
+        while self.shared is not False and not self.run_per_step and self.at < len(self.order):
+            where = (self.at, self.next_step)
+            self._walk_in_one_run()
+            if (self.at, self.next_step) == where and not self.run_per_step:
+                self.shared = False  # env.py took no step: one run per step says why
+        while self.at < len(self.order):  # env.py migrates elsewhere, or commits
+            self.runner.advance(self.at + 1, len(self.order))
+            revision = self.order[self.at]
+            if self.next_step == 0 and self._skip(revision):
+                self.at += 1
+                continue
+            self._stair_per_step(revision)
 
-    def _walk_in_one_run(self, start: int) -> int:
+    def _walk_in_one_run(self) -> None:
         """One ``env.py`` run taking the steps of up to ``WALK_CHUNK`` revisions from
-        ``start`` on (none when env.py migrates elsewhere); the index to go on from."""
+        where the walk is (none when env.py migrates elsewhere)."""
         self.failure = None
-        self.walked_to, self._took_steps, before = start, False, self.heads
+        self._took_steps = False
+        where, before = (self.at, self.next_step), set(self.db_heads)
+        self._session_as_new()
         try:
-            self.manager.walk(partial(self._steps, start), connection=self.connection)
+            self.manager.walk(self._steps, connection=self.connection)
         except EnvPyFailed:
             raise  # the environment is broken, not a revision: the check fails on env.py
         except ReynardDBError as exc:
             raise step_failure(self.order[self.at], self.step, exc) from exc
         if self.failure is not None:
             raise self.failure
-        if self.walked_to > start:
+        if (self.at, self.next_step) != where:
             self._check_what_stayed(before)
-        return self.walked_to
 
     def _check_what_stayed(self, before: set[str]) -> None:
         """After a run, the heads committed must be those the walk reached, read on our
         connection: the read-back inside the steps sees env.py's transaction, and an
         env.py that never commits it would otherwise pass."""
         actual = read_heads(self.connection)
-        if same_heads(self.manager.script, actual, self.heads):
+        if same_heads(self.manager.script, actual, self.db_heads):
             return
-        last = self.order[self.walked_to - 1]
-        why = wrong_heads(last, "re-up", actual, self.heads, before, migrated_here=True).error
-        raise StepFailed(last, "re-up", why, elsewhere=True)  # env.py's doing: walk no more
+        last = self.order[self.at - 1] if self.next_step == 0 else self.order[self.at]
+        why = wrong_heads(last, self.step, actual, self.db_heads, before, migrated_here=True)
+        raise StepFailed(last, self.step, why.error, elsewhere=True)  # env.py's: walk no more
 
-    def _steps(
-        self, start: int, heads: tuple[str, ...], context: MigrationContext
-    ) -> Iterator[WalkStep]:
-        """Alembic's migration function: up, down, up for each revision from ``start`` on,
-        ``WALK_CHUNK`` revisions at most.
+    def _steps(self, heads: tuple[str, ...], context: MigrationContext) -> Iterator[WalkStep]:
+        """Alembic's migration function: up, down, up for each revision from where the walk
+        is, ``WALK_CHUNK`` revisions at most.
 
         Alembic runs each step (in its own transaction, or in the one it holds for
         the run) before it asks for the next one. ``_read_back`` checks the heads
         inside that transaction, on the connection Alembic migrates on; a step that
         left the wrong heads ends the run (``failure``). Then the step is committed
-        (``commit_between_steps``), so that each stays as a command of its own would.
+        (``commit_between_steps``), so that each stays as a command of its own would,
+        and a step that may have changed the session ends the run (``_session_moved``).
         """
         if self._took_steps:
             return  # env.py's second run_migrations: Alembic would find nothing left to do
@@ -236,36 +270,80 @@ class Stairway:
         # Alembic calls these in each step's transaction, after it wrote the version table.
         callbacks = context.on_version_apply_callbacks
         context.on_version_apply_callbacks = (*callbacks, self._read_back)
-        self._read_sql = str(version_table(context).select().compile(dialect=context.dialect))
+        select = str(version_table(context).select().compile(dialect=context.dialect))
+        self._read_sql = with_session_state(select)
+        # The session as env.py set it up for this run: what every step must start from.
+        set_up = session_state(theirs)
+        watch = SessionWatch()
+        watch.watch(theirs)
+        try:
+            yield from self._walk_steps(context, set_up, watch)
+        finally:
+            event.remove(theirs, "before_cursor_execute", watch._saw)
+
+    def _walk_steps(
+        self, context: MigrationContext, set_up: tuple[Any, ...], watch: SessionWatch
+    ) -> Iterator[WalkStep]:
+        """The steps of ``_steps`` (see there), until a step moved the session."""
         revision_map = self.manager.script.revision_map
-        for index in range(start, min(start + WALK_CHUNK, len(self.order))):
-            self.at = index
-            self.runner.advance(index + 1, len(self.order))
-            revision = self.order[index]
-            if self._skip(revision):
-                self.walked_to = index + 1
+        end = min(self.at + WALK_CHUNK, len(self.order))
+        first = True
+        while self.at < end:
+            self.runner.advance(self.at + 1, len(self.order))
+            revision = self.order[self.at]
+            if self.next_step == 0 and self._skip(revision):
+                self.at += 1
                 continue
-            for step, upward, before, after in self._stair(revision):
-                self.step, self._expected = step, (before, after)
+            stair = self._stair(revision)
+            for index in range(self.next_step, len(stair)):
+                self.step, upward, before, after = stair[index]
+                self._expected = (before, after)
+                forget_created_types(context)  # each step as a command of its own
                 yield WalkStep(revision_map, revision, upward)
                 if self.failure is not None:
                     return
                 commit_between_steps(context)  # each step stays, as a separate command's
-            self._applied(revision)
-            self.walked_to = index + 1
+                self._took(revision, index)
+                if self._session_moved(watch, set_up, first=first):
+                    return  # the next step starts on a fresh session, in a new run
+                first = False
+
+    def _session_moved(self, watch: SessionWatch, set_up: tuple[Any, ...], *, first: bool) -> bool:
+        """Whether the session the next step would start on is not the one ``env.py`` set
+        up: a statement that may have changed it was seen, or the state read back after the
+        step differs and still differs once its transaction ended (``SET LOCAL`` is gone by
+        then). After a run's first step, env.py's set-up must also have outlived the
+        commit; if not, each step is given a run of its own (``run_per_step``)."""
+        if watch.touched:
+            return True
+        if not first and self._seen_state == set_up:
+            return False
+        moved = session_state(self._reader) != set_up
+        if moved and first and self._seen_state == set_up:
+            self.run_per_step = True  # what env.py set for its transaction is gone
+        return moved
 
     def _read_back(self, *, ctx: MigrationContext, **_: object) -> None:
         """Alembic's ``on_version_apply`` callback: the version table, read where the step
-        left it (in its transaction, after Alembic wrote it), must hold the expected heads.
-
-        Read in the step's own transaction, the check costs one query a step, not a
-        transaction of its own.
+        left it (in its transaction, after Alembic wrote it), must hold the expected heads;
+        the session's state is read in the same round trip.
         """
         before, after = self._expected
-        actual = {row[0] for row in rows_of(self._reader, self._read_sql)}
+        rows = rows_of(self._reader, self._read_sql)
+        self._seen_state = tuple(rows[0][1:])
+        actual = {row[0] for row in rows if row[0] is not None}
         if not same_heads(self.manager.script, actual, after):
             revision = self.order[self.at]
             self.failure = wrong_heads(revision, self.step, actual, after, before)
+
+    def _took(self, revision: Script, index: int) -> None:
+        """Step ``index`` of ``revision``'s stair is done: the walk moves past it."""
+        self.db_heads = self._expected[1]
+        self.next_step = index + 1
+        if self.next_step == 3:
+            self._applied(revision)
+            self.at += 1
+            self.next_step = 0
 
     def _heads_with(self, revision: Script) -> set[str]:
         """The heads once ``revision`` is applied on the current ones."""
@@ -282,22 +360,27 @@ class Stairway:
         ]
 
     def _stair_per_step(self, revision: Script) -> None:
-        """Up, down, up on ``revision``, one ``env.py`` run each, the heads read back after."""
-        for step, _, before, after in self._stair(revision):
-            self.step = step
+        """The steps left of up, down, up on ``revision``, one ``env.py`` run each, the
+        heads read back after each."""
+        stair = self._stair(revision)
+        for index in range(self.next_step, len(stair)):
+            self.step, _, before, after = stair[index]
+            self._expected = (before, after)
+            self._session_as_new()
             one_step(
                 self.manager,
                 self.connection,
                 revision,
-                step,
+                self.step,
                 before,
                 after,
                 migrated_here=self.beside_seen,
             )
-        self._applied(revision)
+            self._took(revision, index)
 
     def _applied(self, revision: Script) -> None:
         self.heads = self._heads_with(revision)
+        self.db_heads = self.heads
         self.applied.add(revision.revision)
 
     def _skip(self, revision: Script) -> bool:
@@ -336,19 +419,43 @@ class Stairway:
         else:
             self.applied.add(revision.revision)
         self.heads = expected_heads(self.manager.script, self.applied)
+        self.db_heads = self.heads
         try:
             self._fresh_database()
-            reach(self.manager, self.connection, self.order, self.applied)
+            reach(self.manager, self._connection_for_run, self.order, self.applied)
         except (StepFailed, ReynardDBError) as exc:
             why = exc.error if isinstance(exc, StepFailed) else str(exc)
             broken.error += f"; the walk stopped: rebuilding a throw-away database failed: {why}"
             return False
         return True
 
+    def _connection_for_run(self) -> Connection:
+        """Our connection, its session as a new command's (see ``_session_as_new``)."""
+        self._session_as_new()
+        return self.connection
+
+    def _session_as_new(self) -> None:
+        """Before an ``env.py`` run: a connection on which something may have changed the
+        session (a statement ``SessionWatch`` notes, or a state other than when it was
+        opened: ``env.py``'s own set-up included) is replaced by a new one, so that every
+        run starts on a session as fresh as a new ``alembic`` command's."""
+        if self._watch.touched or session_state(self.connection) != self._fresh_state:
+            self._fresh_connection()
+
     def _fresh_database(self) -> None:
         """Drop the current throw-away database (if any) and open an empty one, locked."""
-        self._stack.close()
-        self._stack = ExitStack()
-        self.manager = self._stack.enter_context(self.runner.scratch_database(CHECK))
-        self.connection = self._stack.enter_context(self.manager.locked())
+        self._connection_stack.close()
+        self._db_stack.close()
+        self._db_stack = ExitStack()
+        self.manager = self._db_stack.enter_context(self.runner.scratch_database(CHECK))
+        self._fresh_connection()
+
+    def _fresh_connection(self) -> None:
+        """Close our connection (if any) and open a new one on the database, locked."""
+        self._connection_stack.close()
+        self._connection_stack = ExitStack()
+        self.connection = self._connection_stack.enter_context(self.manager.locked())
         self._pid = backend_pid(self.connection)
+        self._fresh_state = session_state(self.connection)
+        self._watch = SessionWatch()
+        self._watch.watch(self.connection)

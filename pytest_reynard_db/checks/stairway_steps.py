@@ -6,6 +6,8 @@ heads are read back; a step that left the wrong ones is a ``StepFailed`` that sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from sqlalchemy import Connection
@@ -79,14 +81,18 @@ def not_committed(before: set[str]) -> str:
 
 
 def reach(
-    manager: MigrationManager, connection: Connection, order: list[Script], applied: set[str]
+    manager: MigrationManager,
+    connection: Callable[[], Connection],
+    order: list[Script],
+    applied: set[str],
 ) -> None:
-    """Upgrade an empty database to exactly ``applied`` (closed under "needs"), heads read back."""
+    """Upgrade an empty database to exactly ``applied`` (closed under "needs"), heads read
+    back; each upgrade a run of its own on ``connection()``."""
     heads = expected_heads(manager.script, applied)
     for script in order:
         if script.revision in heads:
-            manager.upgrade(script.revision, connection=connection)
-    actual = read_heads(connection)
+            manager.upgrade(script.revision, connection=connection())
+    actual = read_heads(connection())
     if not same_heads(manager.script, actual, heads):
         raise ReynardDBError(
             f"upgrading to {heads_text(heads)} left the database at {heads_text(actual)}"
