@@ -22,7 +22,10 @@ import pytest
 from reynard_trees import write_revision
 from test_stairway_walk import MAIN_VERSIONS, OWN_ENGINE_ENV, stairway_of
 
+from pytest_reynard_db.checks import run_check
+from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.registry import load_registry
 
 HEAD = "3a1400000004"
 SHAPES = {"passed-connection": None, "own-engine": OWN_ENGINE_ENV}
@@ -151,4 +154,21 @@ def test_an_env_py_set_local_holds_for_every_step(
         'op.drop_table("b", schema="app")',
     )
     [result], _ = stairway_of(project, pg_server)
+    assert result.ok, result.message
+
+
+def test_downgrade_clean_runs_its_downgrade_on_a_session_of_its_own(
+    project: Path, versions: Path, pg_server: EphemeralServer
+) -> None:
+    """``alembic upgrade heads`` then ``alembic downgrade base``: the temporary table the
+    upgrade left in its session is gone when the downgrade creates it again."""
+    write_revision(
+        versions,
+        "t1",
+        HEAD,
+        'op.execute("CREATE TEMP TABLE scratch AS SELECT 1 AS x")',
+        'op.execute("CREATE TEMP TABLE scratch AS SELECT 2 AS x")',
+    )
+    registry = load_registry(project)
+    [result] = run_check(CheckRunner(registry.get("main"), registry, pg_server), "downgrade_clean")
     assert result.ok, result.message

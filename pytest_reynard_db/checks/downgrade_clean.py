@@ -70,11 +70,17 @@ ORDER BY 1, 2, 3
 
 
 def downgrade_clean(runner: CheckRunner) -> CheckResult:
-    """Upgrade a throw-away database to heads, downgrade it to base, list what is left."""
-    with runner.scratch_database(CHECK) as manager, manager.locked() as connection:
-        manager.upgrade("heads", connection=connection)
-        manager.downgrade("base", connection=connection)
-        left = leftovers(connection)
+    """Upgrade a throw-away database to heads, downgrade it to base, list what is left.
+
+    Each of the two is a run on a connection of its own, as two ``alembic`` commands
+    would be: a temporary table or a ``SET`` the upgrade left in its session must not
+    reach the downgrade.
+    """
+    with runner.scratch_database(CHECK) as manager:
+        manager.upgrade("heads")
+        manager.downgrade("base")
+        with manager.connect() as connection:
+            left = leftovers(connection)
     if left:
         listed = "\n".join(f"  {item}" for item in left)
         return runner.result(
