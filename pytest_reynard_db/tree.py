@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from alembic import util
@@ -272,12 +272,31 @@ def as_first_run(step: Any) -> Any:
     script: Script = step.revision
     if script.module in _RAN and script.path:
         with suppress(Exception):  # it keeps the module it has (see above)
-            script.module = util.load_python_file(
-                os.path.dirname(script.path), os.path.basename(script.path)
-            )
+            script.module = _load_again(script.path)
     _RAN.add(script.module)
     step.migration_fn = script.module.upgrade if step.is_upgrade else script.module.downgrade
     return step
+
+
+#: A revision file's code, compiled once: (path) -> ((mtime, size), code).
+_CODE: dict[str, tuple[tuple[int, int], CodeType]] = {}
+
+
+def _load_again(path: str) -> ModuleType:
+    """The revision module at ``path`` as a new load would make it, its code compiled
+    once per file (a stairway loads each file three times)."""
+    if not path.endswith(".py"):  # a sourceless tree: Alembic's own loading
+        return util.load_python_file(os.path.dirname(path), os.path.basename(path))
+    stat = os.stat(path)
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _CODE.get(path)
+    if cached is None or cached[0] != key:
+        cached = (key, compile(Path(path).read_bytes(), path, "exec", dont_inherit=True))
+        _CODE[path] = cached
+    module = ModuleType(re.sub(r"\W", "_", os.path.basename(path)))
+    module.__file__ = path
+    exec(cached[1], module.__dict__)
+    return module
 
 
 def forget_created_types(context: MigrationContext) -> None:
