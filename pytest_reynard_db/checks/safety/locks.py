@@ -199,8 +199,7 @@ def _measure(
     connection.commit()
     outer = connection.begin()
     try:
-        if filler is not None:
-            report.notes += filler.fill(connection)
+        filled = filler.fill(connection) if filler is not None else []
         scanned_before = scans(connection)
         elsewhere: list[bool] = []
 
@@ -222,6 +221,7 @@ def _measure(
             raise NotMeasured(env_elsewhere(env_py), everywhere=True)
         if watch.cancelled:
             raise NotMeasured(SECOND_CONNECTION)
+        report.notes += filled  # what the fill could not do matters to a measured revision only
         held = connection.execute(HELD).all()
         scanned = {oid for oid, n in scans(connection).items() if n > scanned_before.get(oid, 0)}
         after = relations(connection)
