@@ -8,13 +8,16 @@ an entry that cannot be read is kept as ``Broken`` (it fails alone, when used).
 from __future__ import annotations
 
 import configparser
+import os
+import sys
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
-from alembic.util import CommandError
+from alembic.util import CommandError, coerce_resource_to_filename
 
 from .errors import ConfigError
 from .lint_settings import LintSettings
@@ -127,19 +130,26 @@ def build_database(
     if not script_location:
         also = f" nor [tool.alembic] of {toml}" if toml else ""
         raise ConfigError(f"{ini}: [alembic] script_location is missing{also}")
-    script_dir = _script_dir(_origin(config, "script_location", ini, toml), script_location)
-    base = _origin(config, "version_locations", ini, toml).parent
-    locations = tuple(_resolve(base, p) for p in version_locations or ())
+    base = _origin(config, "prepend_sys_path", ini, toml).parent
+    paths = _sys_paths(sys_paths or (), base, root)
+    origin = _origin(config, "script_location", ini, toml)
+    script_dir = _location(origin, "script_location", script_location, paths)
+    if not script_dir.is_dir():
+        raise ConfigError(f"{origin}: script_location: not a directory: {script_dir}")
+    origin = _origin(config, "version_locations", ini, toml)
+    locations = tuple(
+        _location(origin, "version_locations", p, paths, missing_ok=True)
+        for p in version_locations or ()
+    )
     if not locations:
         locations = (script_dir / "versions",)
     for location in locations:
         if location.exists() and not location.is_dir():
-            raise ConfigError(f"{ini}: version_locations: not a directory: {location}")
+            raise ConfigError(f"{origin}: version_locations: not a directory: {location}")
         if not location.exists():
             # git keeps no empty folder; Alembic accepts a missing one, and so do we
-            warnings.append(f"{ini}: version_locations: no such directory (yet): {location}")
+            warnings.append(f"{origin}: version_locations: no such directory (yet): {location}")
     database = spec.get("database") or _database_from_url(ini_url) or name
-    base = _origin(config, "prepend_sys_path", ini, toml).parent
     return Database(
         name=name,
         ini=ini,
@@ -149,7 +159,7 @@ def build_database(
         description=spec.get("description", ""),
         script_location=script_dir,
         version_locations=locations,
-        sys_paths=_sys_paths(sys_paths or (), base, root),
+        sys_paths=paths,
         toml=toml,
     )
 
@@ -219,18 +229,70 @@ def mirror_errors(
     return errors
 
 
-def _script_dir(ini: Path, script_location: str) -> Path:
-    """``script_location`` relative to the folder of the file it is read from (``ini``:
-    the ini or the pyproject.toml), else (as Alembic resolves it) to the current
-    directory; neither existing is one error naming both."""
-    beside_ini = _resolve(ini.parent, script_location)
-    if beside_ini.is_dir():
-        return beside_ini
-    from_cwd = Path(script_location).resolve()
-    if from_cwd.is_dir():
-        return from_cwd
-    tried = beside_ini if from_cwd == beside_ini else f"{beside_ini} nor {from_cwd}"
-    raise ConfigError(f"{ini}: script_location: no such directory: {tried}")
+def _location(
+    origin: Path, key: str, value: str, sys_paths: Sequence[Path], *, missing_ok: bool = False
+) -> Path:
+    """A ``script_location`` or ``version_locations`` entry read from ``origin`` (the ini
+    or the pyproject.toml), as Alembic reads it: ``package:path`` a folder inside an
+    importable package (see ``_package_folder``); else a path, taken from ``origin``'s
+    folder (``%(here)s``) or, where that does not exist, from the current directory (as
+    Alembic takes a relative path). Neither existing is one error naming both, unless
+    ``missing_ok`` (a version location git dropped, being empty): then ``origin``'s."""
+    if is_package_resource(value):
+        found = _package_folder(origin, key, value, sys_paths)
+        if found.exists() or missing_ok:
+            return found
+        raise ConfigError(f"{origin}: {key}: no such directory: {found} (from {value})")
+    beside = _resolve(origin.parent, value)
+    from_cwd = Path(value).resolve()
+    for candidate in (beside, from_cwd):
+        if candidate.exists():
+            return candidate
+    if missing_ok:
+        return beside
+    tried = beside if from_cwd == beside else f"{beside} nor {from_cwd}"
+    raise ConfigError(f"{origin}: {key}: no such directory: {tried}")
+
+
+def is_package_resource(value: str) -> bool:
+    """Alembic's test (``coerce_resource_to_filename``): not an absolute path, and a colon."""
+    return not os.path.isabs(value) and ":" in value
+
+
+def _package_folder(origin: Path, key: str, value: str, sys_paths: Sequence[Path]) -> Path:
+    """``package:path`` (Prefect: ``prefect.server.database:_migrations``) resolved by
+    Alembic's own ``coerce_resource_to_filename``, which imports the package as every
+    ``alembic`` command does; with ``prepend_sys_path``'s entries on ``sys.path``, as
+    Alembic puts them there before. A package that cannot be imported is one line."""
+    package = value.split(":", 1)[0]
+    with _on_sys_path(sys_paths):
+        try:
+            return coerce_resource_to_filename(value).resolve()
+        except ModuleNotFoundError as exc:
+            missing = f"no module named {exc.name!r}" if exc.name else one_line(exc)
+            raise ConfigError(
+                f"{origin}: {key}: {value}: package {package!r} cannot be imported: {missing} "
+                "(install it, or put its folder on PYTHONPATH or in prepend_sys_path)"
+            ) from None
+        except Exception as exc:  # the package's own import failed: its error, one line
+            raise ConfigError(
+                f"{origin}: {key}: {value}: importing package {package!r} failed: "
+                f"{type(exc).__name__}: {one_line(exc)}"
+            ) from None
+
+
+@contextmanager
+def _on_sys_path(paths: Sequence[Path]) -> Iterator[None]:
+    """``paths`` first on ``sys.path`` meanwhile (what the import finds there stays
+    imported, as after Alembic's own)."""
+    added = [str(p) for p in paths if str(p) not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for entry in added:
+            if entry in sys.path:
+                sys.path.remove(entry)
 
 
 def _sys_paths(entries: Iterable[str], base: Path, root: Path) -> tuple[Path, ...]:

@@ -241,3 +241,69 @@ def test_a_broken_revision_is_named_under_a_stock_env_py(project: Path, cli: Cli
         assert result["revision"] == "0a0000000002", result
         assert result["file"].endswith("0a0000000002_test.py"), result
         assert "before any migration ran" not in result["message"], result
+
+
+UNSAFE = {  # revision -> (upgrade, downgrade); three of them unsafe for Squawk
+    "0a0000000002": (
+        "op.add_column('t', sa.Column('n', sa.Integer, nullable=False))",
+        "op.drop_column('t', 'n')",
+    ),
+    "0a0000000003": ("op.create_index('ix_t_n', 't', ['n'])", "op.drop_index('ix_t_n', 't')"),
+    "0a0000000004": (
+        "op.alter_column('t', 'n', type_=sa.BigInteger)",
+        "op.alter_column('t', 'n', type_=sa.Integer)",
+    ),
+    "0a0000000005": (
+        "op.create_table('u', sa.Column('id', sa.Integer, primary_key=True))",
+        "op.drop_table('u')",
+    ),
+}
+NOT_MEASURED = (
+    "not measured: migrations/env.py migrates on a connection of its own, not the one passed "
+    'in config.attributes["connection"] (as the stock alembic init env.py does)'
+)
+
+
+def test_lint_shows_squawks_findings_and_locks_says_not_measured(
+    project: Path, decoy: EphemeralServer, cli: Cli
+) -> None:
+    """The stock env.py runs its revisions on an engine of its own: ``locks`` cannot read
+    them inside its transaction. That is a note on each revision, not an error hiding
+    Squawk's findings; exit 1 for those findings."""
+    down = REVISION
+    for revision, (upgrade, downgrade) in UNSAFE.items():
+        write_revision(project / "migrations" / "versions", revision, down, upgrade, downgrade)
+        down = revision
+    before = connections_received(decoy)
+    code, out, err = cli("lint", "app")
+    assert (code, err) == (1, ""), out + err
+    rows = [line.split()[:4] for line in out.splitlines() if line.startswith("app ")]
+    lint = {row[2]: row[3] for row in rows if row[1] == "lint"}
+    locks = {row[2]: " ".join(row[3:]) for row in rows if row[1] == "locks"}
+    assert lint == {
+        REVISION: "ok",
+        "0a0000000002": "FAIL",
+        "0a0000000003": "FAIL",
+        "0a0000000004": "FAIL",
+        "0a0000000005": "ok",
+    }, out
+    assert set(locks) == set(lint) and all(v.startswith("not") for v in locks.values()), out
+    for rule in ("adding-required-field", "require-concurrent-index-creation"):
+        assert f"{rule} on t" in out
+    assert "changing-column-type on t" in out
+    assert f"locks, every revision:\n  note: {NOT_MEASURED}" in out  # said once
+    assert out.count("not measured") == 1
+    assert out.rstrip().endswith("10 revision checks, 3 failed, 5 not checked"), out
+
+    code, out, err = cli("lint", "app", "--format", "json")
+    assert (code, err) == (1, ""), out + err
+    entries = json.loads(out)["revisions"]
+    measured = [e for e in entries if e["check"] == "locks"]
+    assert len(measured) == 5 and all(e["ok"] and not e["findings"] for e in measured)
+    assert all(e["notes"][0].startswith(NOT_MEASURED) for e in measured), measured
+    assert [e["revision"] for e in entries if not e["ok"]] == list(UNSAFE)[:3]
+
+    code, out, err = cli("lint", "app", "--only", "locks")
+    assert (code, err) == (0, ""), out + err
+    assert out.rstrip().endswith("5 revision checks, all passed, 5 not checked"), out
+    assert connections_received(decoy) == before  # the ini names production; nothing reached it

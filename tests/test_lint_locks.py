@@ -312,3 +312,40 @@ def test_lint_verb_formats(project: Path) -> None:
     assert "```sql" in markdown
     code, clean = _lint_cli(project, "e2e", "--only", "lint")
     assert code == 0 and "all passed" in clean
+
+
+def test_a_second_connection_in_a_revision_is_not_measured(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """A revision migrating on an engine of its own (env.py passes the check's connection)
+    would wait on the check's locks: it is stopped, that revision is "not measured" with
+    why, and the walk goes on: the revisions before and after are measured."""
+    broken(
+        project,
+        "url = op.get_bind().engine.url\n"
+        "with sa.create_engine(url).begin() as own:\n"
+        '    own.execute(sa.text("ALTER TABLE user_account ADD COLUMN nick text"))',
+    )
+    (project / MAIN_VERSIONS / "3a1400000100_after.py").write_text(
+        '"""after the one on its own engine"""\n'
+        "from alembic import op\n"
+        "revision = '3a1400000100'\ndown_revision = '3a1400000099'\n"
+        "branch_labels = None\ndepends_on = None\n"
+        "def upgrade() -> None:\n"
+        '    op.create_index("ix_ua_nick", "user_account", ["nick"])\n'
+        "def downgrade() -> None:\n    pass\n"
+    )
+    registry = load_registry(project)
+    runner = CheckRunner(registry.get("main"), registry, pg_server)
+    reports = {r.revision: r for r in locks_reports(runner)}
+    own = reports["3a1400000099"]
+    assert own.ok and not own.checked and own.findings == [], own
+    assert own.notes == [
+        "not measured: a second connection (opened by env.py or by the revision) waited on "
+        "the locks of the check's transaction and was stopped; only the connection passed "
+        "to env.py is measured"
+    ]
+    after = reports["3a1400000100"]  # applied for real before: nick exists, measured
+    assert after.checked and not after.ok, after
+    assert "share-lock" in after.failures[0].rule and after.failures[0].table == "user_account"
+    assert all(r.checked for k, r in reports.items() if k != "3a1400000099")

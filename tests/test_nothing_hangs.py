@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import copy_reynard_trees, write_revision
-from test_faults import clean_env
+from reynard_trees import clean_env, copy_reynard_trees, write_revision
 
 HANG_GUARD = 180  # seconds; a hang fails the test instead of the suite
 
@@ -58,26 +57,31 @@ def run(project: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 FIX = 'connectable = config.attributes.get("connection") or engine_from_config(...)'
+NOT_MEASURED = "not measured: migrations/env.py migrates on a connection of its own"
 
 
-def test_locks_on_a_stock_env_py_stops_and_names_env_py(tmp_path: Path) -> None:
+def test_locks_on_a_stock_env_py_measures_nothing_and_says_why(tmp_path: Path) -> None:
+    """The stock env.py would migrate on its own connection, outside the check's
+    transaction (and wait there on the check's locks): nothing is run, and every
+    revision is "not measured", naming env.py and the fix; no failure, no wait."""
     project = stock_project(tmp_path / "stock")
 
-    lint = run(project, "lint", "app", "--only", "locks")
-    assert lint.returncode == 1, lint.stdout + lint.stderr
-    (line,) = lint.stderr.strip().splitlines()
-    assert line.startswith(
-        "reynard-migrate: error: migrations/env.py opens a connection of its own"
-    )
-    assert FIX in line
+    lint = run(project, "lint", "app", "--only", "locks", "--format", "json")
+    assert (lint.returncode, lint.stderr) == (0, ""), lint.stdout + lint.stderr
+    revisions = json.loads(lint.stdout)["revisions"]
+    assert [r["revision"] for r in revisions] == ["a10000000001", "a10000000002"]
+    for revision in revisions:
+        (note,) = revision["notes"]
+        assert revision["ok"] and note.startswith(NOT_MEASURED) and FIX in note, revision
 
     check = run(project, "check", "app", "--only", "upgrade,locks", "--json")
-    assert check.returncode == 1, check.stdout + check.stderr
+    assert (check.returncode, check.stderr) == (0, ""), check.stdout + check.stderr
     results = {r["check"]: r for r in json.loads(check.stdout)["results"]}
-    assert results["upgrade"]["ok"] is True  # only the check that needs the connection fails
-    assert results["locks"]["ok"] is False
-    assert "migrations/env.py opens a connection of its own" in results["locks"]["message"]
-    assert FIX in results["locks"]["message"]
+    assert results["upgrade"]["ok"] is True
+    locks = results["locks"]
+    assert locks["ok"] is True, locks
+    assert locks["message"].startswith("0 of 2 revisions clean, 2 not checked"), locks
+    assert NOT_MEASURED in locks["message"] and FIX in locks["message"]
 
 
 SLEEPS = "import time\ntime.sleep(600)"
@@ -105,3 +109,29 @@ def test_timeout_fails_the_running_check_with_that_reason(
     else:
         (line,) = result.stderr.strip().splitlines()
         assert line == f"reynard-migrate: error: database 'main': check locks {reason}", line
+
+
+def test_a_check_that_times_out_hides_nothing_the_other_found(tmp_path: Path) -> None:
+    """``lint`` runs both checks: ``locks`` timing out is its own error line (and exit
+    code) after the report of what Squawk found."""
+    project = copy_reynard_trees(tmp_path / "project")
+    write_revision(
+        project / "alembic/main/versions",
+        "3a1400000005",
+        "3a1400000004",
+        'op.create_index("ix_ua_dn", "user_account", ["display_name"])\n'
+        "if not op.get_context().as_sql:  # online only: the offline SQL renders at once\n"
+        "    import time\n"
+        "    time.sleep(600)",
+    )
+
+    result = run(project, "lint", "main", "--timeout", "10")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    reason = "check locks timed out after 10 s (--timeout)"
+    assert line == f"reynard-migrate: error: database 'main': {reason}", line
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("main ")]
+    assert ["main", "lint", "3a1400000005", "FAIL"] in [row[:4] for row in rows], result.stdout
+    assert all(row[1] == "lint" for row in rows), rows  # locks reported nothing: it did not end
+    assert "require-concurrent-index-creation on user_account" in result.stdout

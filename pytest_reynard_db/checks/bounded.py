@@ -9,12 +9,13 @@ that reason.
 
 ``SelfDeadlockWatch`` serves the ``locks`` check, which runs a revision on a
 connection that already holds locks (an outer transaction over filled tables).
-An ``env.py`` that ignores ``config.attributes["connection"]`` (the stock
-``alembic init`` one) migrates on a second connection, which then waits for
-the check's own locks, forever: PostgreSQL cannot see a deadlock that runs
-through a client. The watch polls ``pg_blocking_pids`` from a connection of
-its own; a backend blocked by the check's backend is cancelled and the check
-fails naming ``env.py`` and the fix.
+A second connection doing the migration's work (a revision that opens one of
+its own) would wait for the check's own locks, forever: PostgreSQL cannot see a
+deadlock that runs through a client. The watch polls ``pg_blocking_pids`` from
+a connection of its own and cancels a backend blocked by the check's backend;
+the check then says that revision was not measured, and why. (An ``env.py``
+that migrates on a connection of its own is seen before anything runs: see
+``safety.locks``.)
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from types import FrameType, TracebackType
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
-
-from ..errors import CheckFailed
 
 #: The default of ``--timeout``: far beyond any sane check, but finite.
 DEFAULT_CHECK_TIMEOUT = 1800.0
@@ -47,10 +46,6 @@ class CheckTimedOut(KeyboardInterrupt):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         super().__init__(f"timed out after {seconds:g} s (--timeout)")
-
-
-class EnvIgnoresConnection(CheckFailed):
-    """``env.py`` migrated on a connection of its own, not the one it was passed."""
 
 
 @contextmanager
@@ -112,15 +107,3 @@ class SelfDeadlockWatch:
             return
         finally:
             engine.dispose()
-
-
-def env_ignores_connection(env_py: str) -> EnvIgnoresConnection:
-    """The one-line failure, naming ``env.py`` and the lines that fix it."""
-    return EnvIgnoresConnection(
-        f"{env_py} opens a connection of its own instead of the one passed in "
-        'config.attributes["connection"], so its migration waited on the check\'s own locks '
-        "(stopped); in run_migrations_online() use the passed connection: "
-        'connectable = config.attributes.get("connection") or engine_from_config(...); '
-        "if it is a Connection, context.configure(connection=connectable, ...) and run on it, "
-        "else `with connectable.connect() as connection:` as before"
-    )

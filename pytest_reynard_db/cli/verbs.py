@@ -223,7 +223,10 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
 
 
 def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
-    """Both safety checks on one database, one report per revision; exit 1 on a finding."""
+    """Both safety checks on one database, one report per revision; exit 1 on a finding.
+
+    A check that cannot run (its error on stderr, and its exit code) hides nothing the
+    other found."""
     db = registry.get(args.db)
     with (
         stdout_to_stderr(),
@@ -232,9 +235,13 @@ def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
             args.url, needed=args.only != "lint", registry=registry, allow=tuple(args.allow)
         ) as server,
     ):
-        reports = safety_reports(CheckRunner(db, registry, server), args.only, args.timeout)
+        reports, errors = safety_reports(CheckRunner(db, registry, server), args.only, args.timeout)
+    if errors and not reports:
+        raise errors[0]  # nothing to show: one line, as any error (--traceback: its chain)
     render(reports, args.format, out)
-    return 1 if any(not r.ok for r in reports) else 0
+    for error in errors:  # what the other check found is shown above; this one could not run
+        print(f"{PROG}: error: {redact(error)}", file=sys.stderr)
+    return max([1 if any(not r.ok for r in reports) else 0, *(e.exit_code for e in errors)])
 
 
 def cmd_server(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:

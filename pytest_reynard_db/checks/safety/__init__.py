@@ -13,7 +13,7 @@ pytest items call ``lint`` and ``locks`` as any other check.
 
 from __future__ import annotations
 
-from ...errors import CheckFailed
+from ...errors import CheckFailed, ReynardDBError
 from ..bounded import CheckTimedOut, time_limit
 from ..heads import walk_order
 from ..runner import CheckRunner
@@ -29,13 +29,16 @@ __all__ = ["REPORTS", "RevisionReport", "lint", "locks", "safety_reports"]
 
 def safety_reports(
     runner: CheckRunner, only: str | None = None, timeout: float | None = None
-) -> list[RevisionReport]:
-    """One report per revision and safety check (``only`` one of them), oldest first.
+) -> tuple[list[RevisionReport], list[ReynardDBError]]:
+    """One report per revision and safety check (``only`` one of them), oldest first, and
+    the error of each check that could not run.
 
-    A check running longer than ``timeout`` seconds ends the whole report with a
-    ``CheckFailed`` naming the database and the check.
+    One check's error (Squawk not installed, a check running longer than ``timeout``
+    seconds: a ``CheckFailed`` naming the database and the check) does not hide what
+    the other found: each is run and reported on its own.
     """
     reports: list[RevisionReport] = []
+    errors: list[ReynardDBError] = []
     for check, run in REPORTS.items():
         if only not in (None, check):
             continue
@@ -43,7 +46,9 @@ def safety_reports(
             with time_limit(timeout):
                 reports += run(runner)
         except CheckTimedOut as exc:
-            raise CheckFailed(f"database {runner.db.name!r}: check {check} {exc}") from None
+            errors.append(CheckFailed(f"database {runner.db.name!r}: check {check} {exc}"))
+        except ReynardDBError as exc:
+            errors.append(exc)
     order = {s.revision: i for i, s in enumerate(walk_order(runner.script))}
     reports.sort(key=lambda r: (order.get(r.revision, len(order)), r.check))
-    return reports
+    return reports, errors

@@ -11,14 +11,20 @@ existed before the revision are now held in a mode that blocks writes
 (``ACCESS EXCLUSIVE`` blocks reads too) and which tables were rewritten. The
 revision is then applied for real and the walk goes on.
 
-A revision using ``autocommit_block`` cannot run in a transaction: it is
-applied, and reported as not measured, never guessed at.
+What cannot be measured is reported as "not measured" with the reason, a note
+that fails nothing, never guessed at: a revision using ``autocommit_block``
+(it cannot run in a transaction; it is applied and the walk goes on), and every
+revision of a tree whose ``env.py`` migrates on a connection of its own (the
+stock ``alembic init`` one builds an engine from ``sqlalchemy.url``): its
+revisions run and commit outside the check's transaction, where neither its
+locks nor a rollback can be had, so nothing is run at all.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from alembic.script import Script
 from sqlalchemy import Connection, text
@@ -26,15 +32,18 @@ from sqlalchemy import Connection, text
 from ...errors import MigrationFailed
 from ...manager import MigrationManager
 from ...migration_errors import runs_outside_a_transaction
-from ..bounded import SelfDeadlockWatch, env_ignores_connection
+from ...tree import upgrade_steps
+from ..bounded import SelfDeadlockWatch
 from ..catalog import USER_SCHEMA
 from ..heads import walk_order
+from ..migrating_connection import same_connection
 from ..result import CheckResult
 from ..runner import CheckRunner
 from .fill import Filler
 from .findings import Finding, RevisionReport, apply_waivers, read_waivers, to_results
 
 CHECK = "locks"
+NOT_MEASURED = "not measured"
 RELATION = re.compile(r'relation "([^"]+)"')
 
 #: Lock modes reported, and the rule a finding of each is waived by.
@@ -76,6 +85,15 @@ HELD = text(
 )
 
 
+class NotMeasured(Exception):
+    """A revision whose locks cannot be read, and why; ``everywhere``: nor any other's."""
+
+    def __init__(self, reason: str, *, everywhere: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.everywhere = everywhere
+
+
 @dataclass(frozen=True)
 class Relation:
     oid: int
@@ -102,17 +120,32 @@ def locks(runner: CheckRunner) -> list[CheckResult]:
 
 
 def locks_reports(runner: CheckRunner) -> list[RevisionReport]:
-    """One report per revision, bases first; the walk stops at a revision that cannot be applied."""
+    """One report per revision, bases first; the walk stops at a revision that cannot be
+    applied, and at one showing that ``env.py`` migrates elsewhere (that revision and every
+    later one: "not measured", with the reason)."""
     reports: list[RevisionReport] = []
     filler = Filler()
+    everywhere: str | None = None  # why no revision can be measured (env.py), once known
     with runner.scratch_database(CHECK) as manager, manager.locked() as connection:
         for revision in walk_order(runner.script):
             path = runner.relative(revision.path) or revision.path
             report = RevisionReport(runner.db.name, CHECK, revision.revision, path)
             reports.append(report)
-            findings = measure(manager, connection, revision, report, filler, env_py=runner.env_py)
+            try:
+                if everywhere is not None:
+                    raise NotMeasured(everywhere, everywhere=True)
+                findings = measure(
+                    manager, connection, revision, report, filler, env_py=runner.env_py
+                )
+            except NotMeasured as exc:
+                report.notes.append(f"{NOT_MEASURED}: {exc.reason}")
+                report.checked = False
+                everywhere = exc.reason if exc.everywhere else None
+                findings = []
             waivers, bad = read_waivers(revision.path, locks=True)
             report.findings = apply_waivers(findings, waivers, CHECK, bad)
+            if everywhere is not None:
+                continue  # env.py migrates elsewhere: no walk to go on with
             try:  # now for real, on the tables as the earlier revisions left them
                 manager.upgrade(revision.revision, connection=connection)
             except MigrationFailed as exc:
@@ -132,13 +165,13 @@ def measure(
 ) -> list[Finding]:
     """Run ``revision`` on filled tables in an outer transaction, read locks and rewrites.
 
-    An ``env.py`` that migrates on a connection of its own would wait for this
-    transaction's locks forever: it is stopped (``EnvIgnoresConnection``, naming
-    ``env_py``), see ``bounded.SelfDeadlockWatch``."""
+    ``NotMeasured`` when that cannot be done: the revision uses ``autocommit_block``;
+    ``env.py`` (named ``env_py``) configures Alembic with a connection other than
+    the one it is passed (nothing is run then, ``everywhere``); a second connection
+    waited on this transaction's locks (it is stopped, see ``bounded.SelfDeadlockWatch``:
+    it would wait forever)."""
     if runs_outside_a_transaction(revision.path):
-        report.notes.append("not measured: autocommit_block (cannot run inside a transaction)")
-        report.checked = False
-        return []
+        raise NotMeasured("autocommit_block (cannot run inside a transaction)")
     try:
         return _measure(manager, connection, revision, report, filler, env_py)
     except MigrationFailed as exc:
@@ -166,18 +199,29 @@ def _measure(
     connection.commit()
     outer = connection.begin()
     try:
-        if filler is not None:
-            report.notes += filler.fill(connection)
+        filled = filler.fill(connection) if filler is not None else []
         scanned_before = scans(connection)
+        elsewhere: list[bool] = []
+
+        def on_ours(heads: tuple[str, ...], context: Any) -> list[Any]:
+            """The revision's steps, only if Alembic migrates on ``connection``."""
+            if not same_connection(context.connection, connection):
+                elsewhere.append(True)
+                return []
+            return upgrade_steps(manager.script, revision.revision, heads)
+
         with SelfDeadlockWatch(connection, manager.url) as watch:
             try:
-                manager.upgrade(revision.revision, connection=connection)
+                manager.walk(on_ours, connection=connection)
             except MigrationFailed:
                 if watch.cancelled:
-                    raise env_ignores_connection(env_py) from None
+                    raise NotMeasured(SECOND_CONNECTION) from None
                 raise
+        if elsewhere:
+            raise NotMeasured(env_elsewhere(env_py), everywhere=True)
         if watch.cancelled:
-            raise env_ignores_connection(env_py)
+            raise NotMeasured(SECOND_CONNECTION)
+        report.notes += filled  # what the fill could not do matters to a measured revision only
         held = connection.execute(HELD).all()
         scanned = {oid for oid, n in scans(connection).items() if n > scanned_before.get(oid, 0)}
         after = relations(connection)
@@ -217,6 +261,24 @@ def _measure(
         _finding(before[oid], strongest.get(oid), oid in rewritten)
         for oid in sorted((set(strongest) - brief) | rewritten, key=lambda o: before[o].label)
     ]
+
+
+#: Why a revision run on the check's connection was not measured when another waited on it.
+SECOND_CONNECTION = (
+    "a second connection (opened by env.py or by the revision) waited on the locks of the "
+    "check's transaction and was stopped; only the connection passed to env.py is measured"
+)
+
+
+def env_elsewhere(env_py: str) -> str:
+    """Why nothing is measured under an ``env.py`` that migrates on a connection of its own."""
+    return (
+        f"{env_py} migrates on a connection of its own, not the one passed in "
+        'config.attributes["connection"] (as the stock alembic init env.py does), and locks '
+        "are read inside the check's transaction; to measure them: connectable = "
+        'config.attributes.get("connection") or engine_from_config(...), and run on it '
+        "directly when it is a Connection"
+    )
 
 
 def _read_under_lock(oid: int, before: dict[int, Relation], scanned: set[int]) -> bool:

@@ -34,8 +34,14 @@ def print_table(reports: Sequence[RevisionReport], out: TextIO) -> None:
     rows = [("database", "check", "revision", "result", "file")]
     rows += [(r.database, r.check, r.revision, _verdict(r), r.file) for r in reports]
     text.print_table(rows, out)
+    shared = shared_notes(reports)
+    for check, notes in shared.items():
+        print(f"\n{check}, every revision:", file=out)
+        for note in notes:
+            print(f"  note: {note}", file=out)
     for report in reports:
-        if not report.findings and not report.notes:
+        notes = [n for n in report.notes if n not in shared.get(report.check, ())]
+        if not report.findings and not notes:
             continue
         print(f"\n{report.file} ({report.check}):", file=out)
         for finding in report.findings:
@@ -43,9 +49,23 @@ def print_table(reports: Sequence[RevisionReport], out: TextIO) -> None:
             print(f"  {finding.describe()}{waived}", file=out)
             if finding.statement:
                 print(f"    {one_line(finding.statement, STATEMENT_WIDTH)}", file=out)
-        for note in report.notes:
+        for note in notes:
             print(f"  note: {note}", file=out)
     print(f"\n{_summary(reports)}", file=out)
+
+
+def shared_notes(reports: Sequence[RevisionReport]) -> dict[str, list[str]]:
+    """Per check, the notes every one of its revisions has (two or more: said once, not
+    on each; an ``env.py`` that cannot be linted offline or measured is the usual one)."""
+    by_check: dict[str, list[RevisionReport]] = {}
+    for report in reports:
+        by_check.setdefault(report.check, []).append(report)
+    shared: dict[str, list[str]] = {}
+    for check, mine in by_check.items():
+        common = [n for n in mine[0].notes if all(n in r.notes for r in mine[1:])]
+        if len(mine) > 1 and common:
+            shared[check] = common
+    return shared
 
 
 def print_markdown(reports: Sequence[RevisionReport], out: TextIO) -> None:
@@ -61,8 +81,14 @@ def print_markdown(reports: Sequence[RevisionReport], out: TextIO) -> None:
         if r.ok and not r.checked:
             mark = "⚪ not checked"
         print(f"| {r.database} | `{r.revision}` | {r.check} | {mark} | `{r.file}` |", file=out)
+    shared = shared_notes(reports)
+    for check, notes in shared.items():
+        print(f"\n#### {check}, every revision\n", file=out)
+        for note in notes:
+            print(f"- _note: {_md(note)}_", file=out)
     for report in reports:
-        if not report.findings and not report.notes:
+        notes = [n for n in report.notes if n not in shared.get(report.check, ())]
+        if not report.findings and not notes:
             continue
         print(f"\n#### `{report.file}` ({report.check})\n", file=out)
         for finding in report.findings:
@@ -73,7 +99,7 @@ def print_markdown(reports: Sequence[RevisionReport], out: TextIO) -> None:
                 print(f"- **{shown}**", file=out)
             if finding.statement:
                 print(f"  ```sql\n  {one_line(finding.statement, 400)}\n  ```", file=out)
-        for note in report.notes:
+        for note in notes:
             print(f"- _note: {_md(note)}_", file=out)
 
 
@@ -88,7 +114,10 @@ def _verdict(report: RevisionReport) -> str:
 def _summary(reports: Sequence[RevisionReport]) -> str:
     failed = sum(1 for r in reports if not r.ok)
     verdict = f"{failed} failed" if failed else "all passed"
-    return f"{len(reports)} revision checks, {verdict}"
+    unchecked = sum(1 for r in reports if r.ok and not r.checked)
+    return f"{len(reports)} revision checks, {verdict}" + (
+        f", {unchecked} not checked" if unchecked else ""
+    )
 
 
 def _md(text: str) -> str:
