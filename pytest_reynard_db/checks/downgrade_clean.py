@@ -11,8 +11,10 @@ from __future__ import annotations
 from sqlalchemy import Connection, text
 
 from .catalog import USER_SCHEMA
+from .heads import all_heads, moved_to
 from .result import CheckResult
 from .runner import CheckRunner
+from .stairway_steps import read_heads
 
 CHECK = "downgrade_clean"
 VERSION_TABLE = "alembic_version"
@@ -70,10 +72,20 @@ ORDER BY 1, 2, 3
 
 
 def downgrade_clean(runner: CheckRunner) -> CheckResult:
-    """Upgrade a throw-away database to heads, downgrade it to base, list what is left."""
+    """Upgrade a throw-away database to heads, downgrade it to base, list what is left.
+
+    Where the database is is read back after each: an ``env.py`` that migrated another
+    database leaves this one empty, and nothing left behind would mean nothing.
+    """
+    heads = all_heads(runner.script)
     with runner.scratch_database(CHECK) as manager, manager.locked() as connection:
         manager.upgrade("heads", connection=connection)
-        manager.downgrade("base", connection=connection)
+        why = moved_to(runner, "upgrade heads", read_heads(connection), heads)
+        if why is None:
+            manager.downgrade("base", connection=connection)
+            why = moved_to(runner, "downgrade base", read_heads(connection), set(), heads)
+        if why is not None:
+            return runner.result(CHECK, False, why)
         left = leftovers(connection)
     if left:
         listed = "\n".join(f"  {item}" for item in left)

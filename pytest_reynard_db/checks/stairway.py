@@ -34,7 +34,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from sqlalchemy import Connection
 
-from ..errors import EnvPyFailed, ReynardDBError
+from ..errors import EnvPyFailed, GuardRefused, ReynardDBError
 from ..manager import MigrationManager
 from ..tree import (
     WalkStep,
@@ -187,8 +187,8 @@ class Stairway:
         self.walked_to, self._took_steps, before = start, False, self.heads
         try:
             self.manager.walk(partial(self._steps, start), connection=self.connection)
-        except EnvPyFailed:
-            raise  # the environment is broken, not a revision: the check fails on env.py
+        except (EnvPyFailed, GuardRefused):
+            raise  # the environment is broken, or reached beyond the throw-away database
         except ReynardDBError as exc:
             raise step_failure(self.order[self.at], self.step, exc) from exc
         if self.failure is not None:

@@ -10,6 +10,11 @@ Before a connection is opened, on its final parameters:
   "manipulate connection parameters before connecting", for code that connects
   without SQLAlchemy (our own admin connections among it).
 
+While a check migrates, other dialects too: the same ``DefaultDialect.connect``
+for every dialect (SQLite, MySQL...), and the standard library's
+``sqlite3.connect`` for code that uses it directly, both before the driver is
+called (no SQLite file is created); see ``migration``.
+
 After it is opened, as a net for what bypasses both (an engine's ``creator=``
 or ``async_creator=``, a ``do_connect`` listener that connects by itself, a
 driver that reads its parameters differently from what the guard computed):
@@ -28,6 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GuardRefused
+from .migration import other_target, sqlite_target
 from .target import driver_family
 
 if TYPE_CHECKING:
@@ -136,12 +142,19 @@ def _patch_asyncpg(connect_utils: Any) -> None:
     _replace(connect_utils, "_connect", _asyncpg_connect(connect_utils._connect))
 
 
+def _patch_sqlite3(sqlite3: Any) -> None:
+    # ``sqlite3.connect`` and ``sqlite3.dbapi2.connect`` (what SQLAlchemy calls) are two names
+    for module in (sqlite3, sqlite3.dbapi2):
+        _replace(module, "connect", _sqlite3_connect(module.connect))
+
+
 #: The module whose import completes a driver, and how to guard it.
 DRIVER_PATCHES: dict[str, Callable[[Any], None]] = {
     "psycopg": _patch_psycopg,  # psycopg 3: not imported by a verb that never connects
     "psycopg2": _patch_psycopg2,
     "pg8000.core": _patch_pg8000,
     "asyncpg.connect_utils": _patch_asyncpg,
+    "sqlite3": _patch_sqlite3,  # refused only while a check migrates
 }
 
 
@@ -213,11 +226,24 @@ def _asyncpg_connect(original: Any) -> Any:
     return connect
 
 
+def _sqlite3_connect(original: Any) -> Any:
+    def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        if _guard is not None:
+            _guard.check_other(lambda: sqlite_target(database))
+        return original(database, *args, **kwargs)
+
+    return connect
+
+
 # -- SQLAlchemy -----------------------------------------------------------------------------
 def _checked_dialect_connect(original: Any) -> Any:
     def connect(dialect: Any, *cargs: Any, **cparams: Any) -> Any:
         __tracebackhide__ = True
-        if dialect.name == "postgresql":
+        if dialect.name != "postgresql":
+            if _guard is not None:
+                _guard.check_other(lambda: other_target(dialect, cargs, cparams))
+        else:
             extra = {k: cparams.pop(k) for k in ("async_creator_fn",) if k in cparams}
             params = dict(cparams)
             positional = [a for a in cargs if isinstance(a, str)]
@@ -258,3 +284,8 @@ def _verify_connected(dbapi_connection: Any, connection_record: Any) -> None:
             "did not start, past the checks before connecting (an engine's creator=, or a "
             "do_connect listener that connects by itself); closed before any statement"
         )
+    try:
+        guard.check_reached(str(dbname), int(port))
+    except GuardRefused:
+        dbapi_connection.close()
+        raise
