@@ -257,3 +257,52 @@ def test_its_own_production_url_is_still_redirected(tmp_path: Path) -> None:
     assert code == 0, f"{out}\n{err}"
     assert re.search(r"env.py connected to postgresql://app@db.invalid:5432/reynard -> ", err), err
     assert TRACEBACK not in err and "refused" not in out + err, out + err
+
+
+def test_its_own_production_url_hidden_from_a_pytest_run_is_still_redirected(
+    tmp_path: Path,
+) -> None:
+    """Inside pytest the registered variables are hidden; the check items (in interpreters
+    of their own) still know main's production target, and redirect it."""
+    project = reynard_project(tmp_path / "project")
+    production = "postgresql+psycopg://app@db.invalid:5432/reynard"
+    (project / ".env").write_text(f"DATABASE_URL={production}\n")
+    (project / "alembic/main/env.py").write_text(DOTENV_ENV)
+
+    selected = ("-k", "upgrade or downgrade_clean", "-s")  # -s: the items' notes shown
+    ran = run_pytest(
+        project, "--reynard-db=main", "--reynard-db-checks", *selected, DATABASE_URL=production
+    )
+
+    shown = f"exit {ran.returncode}\n{ran.stdout}\n{ran.stderr}"
+    assert ran.returncode == 0 and "2 passed" in ran.stdout, shown
+    assert "env.py connected to postgresql://app@db.invalid:5432/reynard -> " in ran.stderr, shown
+    assert TRACEBACK not in ran.stdout + ran.stderr, shown
+
+
+#: An env.py that configures Alembic on the connection it is given and migrates nothing.
+IDLE_ENV = """\
+from alembic import context
+
+context.configure(connection=context.config.attributes["connection"], target_metadata=None)
+"""
+
+
+def test_a_check_that_migrates_reads_back_that_its_database_moved(tmp_path: Path) -> None:
+    """``downgrade_clean`` found nothing left, and said ok, on a database nothing migrated;
+    now it, and ``models_match``, say where the database was left."""
+    project = reynard_project(tmp_path / "project")
+    (project / "alembic/main/env.py").write_text(IDLE_ENV)
+
+    code, out, err = run_cli(project, "check", "main", "--format", "json", env=clean_env())
+
+    shown = f"exit {code}\n{out}\n{err}"
+    assert code == 1, shown
+    results = {r["check"]: r for r in json.loads(out)["results"]}
+    for name in ("upgrade", "downgrade_clean", "models_match"):
+        assert not results[name]["ok"], shown
+        assert results[name]["message"].startswith(
+            "database 'main': upgrade heads did not change the throw-away database (still at "
+            "base): env.py connected to another database"
+        ), shown
+    assert_clean_stderr(err)
