@@ -109,7 +109,7 @@ def _patch_drivers() -> None:
     """psycopg 3, psycopg2, asyncpg and pg8000, at the call every connect of theirs makes (so a
     ``connect`` imported by name is guarded too): now if imported, else when they are
     (importing them all up front would cost an active run tens of milliseconds)."""
-    for name, patch in DRIVER_PATCHES.items():
+    for name, patch in ON_IMPORT.items():
         if name in sys.modules:
             patch(sys.modules[name])
     finder = _PatchOnImport()
@@ -154,15 +154,17 @@ DRIVER_PATCHES: dict[str, Callable[[Any], None]] = {
     "psycopg2": _patch_psycopg2,
     "pg8000.core": _patch_pg8000,
     "asyncpg.connect_utils": _patch_asyncpg,
-    "sqlite3": _patch_sqlite3,  # refused only while a check migrates
 }
+#: What is guarded when imported: the PostgreSQL drivers, and the standard library's
+#: SQLite (refused only while a check migrates; no reason to arm a child's guard).
+ON_IMPORT: dict[str, Callable[[Any], None]] = {**DRIVER_PATCHES, "sqlite3": _patch_sqlite3}
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     """Guards a driver right after it is first imported while the guard is armed."""
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name not in DRIVER_PATCHES or _guard is None:
+        if name not in ON_IMPORT or _guard is None:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
@@ -173,7 +175,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
         def exec_module(module: Any) -> None:
             original_exec(module)
             if _undo:  # still installed
-                DRIVER_PATCHES[name](module)
+                ON_IMPORT[name](module)
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
