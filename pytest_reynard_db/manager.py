@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from argparse import Namespace
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TextIO
 
 from alembic.config import Config
@@ -29,7 +29,8 @@ from sqlalchemy.engine import URL
 from .authoring import merge_heads, place
 from .env_run import StepsFn, exported, run_env, split_range
 from .errors import RevisionError, ReynardDBError
-from .guard import GUARD
+from .guard import GUARD, Target
+from .guard.migration import registered_targets
 from .migration_errors import StepTracker, alembic_errors, migration_failure
 from .migration_lock import migration_lock_held
 from .new_revisions import write_merge, write_revision
@@ -56,6 +57,7 @@ class MigrationManager:
         url_envs: Sequence[str] = (),
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         alembic_messages: bool = True,
+        throwaway_only: bool = False,
     ) -> None:
         """``stdout``: where Alembic's messages and ``--sql`` go (default: sys.stdout).
         ``script``: the tree, already loaded (``tree.load_tree``) and shared; default:
@@ -65,7 +67,9 @@ class MigrationManager:
         the CLI prints its own result line instead, unless ``-v``.
         ``url_envs``: variables exported to the target while migrating, besides the
         database's own ``url_env`` (a mirror's sources', ``Registry.url_envs``).
-        ``lock_timeout``: seconds to wait for the migration lock before giving up."""
+        ``lock_timeout``: seconds to wait for the migration lock before giving up.
+        ``throwaway_only``: a check's manager: while it migrates, env.py may reach its
+        database and nothing else (``guard.migration``)."""
         self.db = db
         self.lock_timeout = lock_timeout
         self.url_envs = list(dict.fromkeys([db.url_env, *url_envs]))
@@ -74,6 +78,8 @@ class MigrationManager:
         self.alembic_messages = alembic_messages
         self.stdout = stdout if stdout is not None else sys.stdout
         self._script = script
+        self.throwaway_only = throwaway_only
+        self._registered: tuple[Target, ...] | None = None
 
     # -- what the verbs work on ----------------------------------------------------------
     @property
@@ -99,6 +105,7 @@ class MigrationManager:
             lock_timeout=self.lock_timeout,
             quiet=self.quiet,
             alembic_messages=self.alembic_messages,
+            throwaway_only=self.throwaway_only,
         )
 
     @property
@@ -255,6 +262,20 @@ class MigrationManager:
         return written
 
     # -- plumbing ---------------------------------------------------------------------------
+    def watched(self, *, sql: bool = False) -> AbstractContextManager[None]:
+        """The guard told that env.py migrates this manager's URL (``sql``: nothing), that
+        its own production URL goes there too, and, for a check, that nothing else may be
+        reached (``guard.migration``). Call it outside ``exported``: the production URL is
+        read from the variables as they were."""
+        if self._registered is None:
+            self._registered = registered_targets(self.url_envs, self.db.ini_url())
+        return GUARD.migrating(
+            None if sql else self.url,
+            own=self._registered,
+            tree=(str(self.db.script_location), *map(str, self.db.version_locations)),
+            only=self.throwaway_only,
+        )
+
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A connection to the target, with a clear error if it cannot be reached."""
@@ -295,13 +316,10 @@ class MigrationManager:
             return
         tracker = StepTracker()
         options = {"destination": destination, "start": start, "sql": sql, "purge": purge}
-        with exported(self.url_envs, self.url), tracker, alembic_errors(self.db):
+        watched = self.watched(sql=sql)  # offline: nothing env.py may connect to
+        with watched, exported(self.url_envs, self.url), tracker, alembic_errors(self.db):
             try:
-                if sql:  # offline: nothing to connect to, nothing for the guard to watch
-                    self._run_env(steps, self.config(), tracker, **options)
-                else:
-                    with GUARD.migrating(self.url):
-                        self._run_env(steps, self.config(connection), tracker, **options)
+                self._run_env(steps, self.config(connection), tracker, **options)
             except (ReynardDBError, CommandError, AlembicRevisionError):
                 raise
             except Exception as exc:

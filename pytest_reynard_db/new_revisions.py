@@ -24,7 +24,6 @@ from mako.template import Template  # type: ignore[import-untyped]
 
 from .authoring import Placement
 from .errors import FileConflict, FilesystemError, RevisionError
-from .guard import GUARD
 from .migration_errors import alembic_errors
 from .registry import Database
 from .text import shown_path
@@ -85,7 +84,7 @@ def env_target(manager: MigrationManager) -> Iterator[Config]:
     with (
         autogenerate_target(manager) as target,
         target.locked() as connection,
-        GUARD.migrating(target.url),
+        target.watched(),
     ):
         yield target.config(connection)
 

@@ -582,17 +582,23 @@ with engine.connect() as connection:
 def test_env_py_migrating_elsewhere_fails_upgrade_and_stairway(
     project: Path, pg_server: EphemeralServer
 ) -> None:
-    """An "ok base -> base" is impossible: the throw-away database is read back."""
+    """An "ok base -> base" is impossible: the SQLite file is refused before it is created,
+    in one line naming env.py's line (more in ``test_check_targets.py``)."""
     (project / "alembic/main/env.py").write_text(ELSEWHERE_ENV)
     for revision in (project / MAIN_VERSIONS).glob("*.py"):
-        revision.unlink()  # SQLite cannot run the real ones; one trivial revision will do
+        revision.unlink()  # SQLite could run the real ones; one trivial revision will do
     write_revision(project / MAIN_VERSIONS, "3a1400000005", None)
-    results = {r.check: r for r in check(project, pg_server, "main", "upgrade", "stairway")}
-    for name in ("upgrade", "stairway"):
+    names = ("upgrade", "stairway", "downgrade_clean", "models_match")
+    results = {r.check: r for r in check(project, pg_server, "main", *names)}
+    for name in names:
         assert not results[name].ok, results[name]
-        assert "env.py connected to another database" in results[name].message
-        assert "did not change the throw-away database" in results[name].message
-    assert (project / "alembic/main/other.db").exists() or (project / "other.db").exists()
+        assert results[name].message == (
+            f"database 'main': alembic/main/env.py:6: refused a connection to "
+            f"sqlite:///{project}/other.db: a check may reach only its throw-away database "
+            "(its own production URL is sent there)"
+        )
+        assert results[name].file == "alembic/main/env.py"
+    assert not (project / "alembic/main/other.db").exists() and not (project / "other.db").exists()
 
 
 def test_check_formats_for_ci(project: Path, pg_server: EphemeralServer, cli: Cli) -> None:

@@ -18,7 +18,14 @@ from reynard_trees import connections_received
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.errors import ConfigError
-from pytest_reynard_db.guard import GUARD, GuardRefused, target_of, targets_of, url_target
+from pytest_reynard_db.guard import (
+    GUARD,
+    GuardRefused,
+    Target,
+    target_of,
+    targets_of,
+    url_target,
+)
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.urls import admin_url, mask_url, redact
 
@@ -143,6 +150,11 @@ def _decoy_prod(decoy: EphemeralServer) -> str:
     return decoy.database_url("prod").render_as_string(hide_password=False)
 
 
+def _own(decoy: EphemeralServer) -> Target:
+    """The decoy's ``prod``, as a database's own registered target (redirected)."""
+    return url_target(_decoy_prod(decoy))
+
+
 def test_the_harness_servers_databases_are_allowed(armed: EphemeralServer) -> None:
     url = armed.create_database("test_ours")
     with create_engine(url).connect() as conn:
@@ -234,10 +246,20 @@ def test_url_target_of_a_url_and_its_connection_agree(decoy: EphemeralServer) ->
 def test_a_connection_opened_while_migrating_goes_to_the_migrated_database(
     armed: EphemeralServer, decoy: EphemeralServer
 ) -> None:
-    """An env.py reading its own variable still migrates the throw-away database."""
+    """An env.py reading its own variable still migrates the throw-away database; a
+    connection to any other database is refused, with the line that opened it."""
     url = armed.create_database("test_migrated")
     before = connections_received(decoy)
-    with GUARD.migrating(url):
+    other = _decoy_prod(decoy).replace("/prod", "/other")
+    here = [str(Path(__file__).parent)]
+    with (
+        pytest.raises(GuardRefused, match=r"test_production_guard\.py:\d+: refused .*/other"),
+        GUARD.migrating(url, own=[_own(decoy)], tree=here),
+        pytest.raises(GuardRefused),  # caught: the migration fails all the same
+    ):
+        create_engine(other).connect()
+    assert not any("/other" in r for r in GUARD.redirects)
+    with GUARD.migrating(url, own=[_own(decoy)]):
         with create_engine(_decoy_prod(decoy)).connect() as conn:
             assert conn.execute(text("SELECT current_database()")).scalar() == "test_migrated"
         conninfo = f"host=127.0.0.1 port={decoy.url.port} dbname=prod user=postgres"
@@ -405,7 +427,7 @@ def test_a_redirect_leaves_nothing_for_the_environment_to_decide(
     """env.py changing ``PGHOST``/``PGPORT`` after the redirect was decided changes nothing."""
     url = armed.create_database("test_redirect_explicit")
     before = connections_received(decoy)
-    with GUARD.migrating(url):
+    with GUARD.migrating(url, own=[_own(decoy)]):
         monkeypatch.setenv("PGHOST", "127.0.0.1")
         monkeypatch.setenv("PGPORT", str(decoy.url.port))
         with create_engine("postgresql+psycopg:///prod").connect() as conn:
@@ -471,7 +493,7 @@ def test_the_other_drivers_called_directly_are_guarded(
             attempt()
             pytest.fail(f"{name} connected")
     url = armed.create_database("test_direct_redirect")
-    with GUARD.migrating(url):
+    with GUARD.migrating(url, own=[_own(decoy)]):
         raw = psycopg2.connect(host="127.0.0.1", port=port, dbname="prod", user="postgres")
         with raw, raw.cursor() as cursor:
             cursor.execute("SELECT current_database()")
@@ -493,7 +515,7 @@ def test_a_redirect_leaves_no_hostaddr_to_the_environment(
     monkeypatch.setenv("PGPORT", str(decoy.url.port))
     before = connections_received(decoy)
     elsewhere = f"postgresql+psycopg://postgres@db.invalid:{decoy.url.port}/prod"
-    with GUARD.migrating(url), create_engine(elsewhere).connect() as conn:
+    with GUARD.migrating(url, own=[_own(decoy)]), create_engine(elsewhere).connect() as conn:
         assert conn.execute(text("SELECT current_database()")).scalar() == url.database
     assert connections_received(decoy) == before
     # and as computed: the environment's hostaddr no longer decides where it goes

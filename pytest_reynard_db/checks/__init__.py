@@ -148,9 +148,16 @@ def run_checks(
 def run_check(runner: CheckRunner, name: str, *, timeout: float | None = None) -> list[CheckResult]:
     """Run one check; any exception becomes a failed result naming database, revision and file.
 
-    A check still running after ``timeout`` seconds fails with that reason.
+    A check still running after ``timeout`` seconds fails with that reason; one that ran
+    env.py after an env.py run of its database reached beyond its throw-away database
+    fails with that (``CheckRunner.same_env_verdict``).
     """
     runner.check = name
+    mark = runner.env_mark()
+    return runner.same_env_verdict(name, _run_check(runner, name, timeout), mark)
+
+
+def _run_check(runner: CheckRunner, name: str, timeout: float | None) -> list[CheckResult]:
     try:
         with time_limit(timeout):
             outcome = ALL_CHECKS[name](runner)

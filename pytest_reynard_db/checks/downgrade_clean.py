@@ -11,8 +11,10 @@ from __future__ import annotations
 from sqlalchemy import Connection, text
 
 from .catalog import USER_SCHEMA
+from .heads import all_heads, moved_to
 from .result import CheckResult
 from .runner import CheckRunner
+from .stairway_steps import read_heads
 
 CHECK = "downgrade_clean"
 VERSION_TABLE = "alembic_version"
@@ -74,13 +76,22 @@ def downgrade_clean(runner: CheckRunner) -> CheckResult:
 
     Each of the two is a run on a connection of its own, as two ``alembic`` commands
     would be: a temporary table or a ``SET`` the upgrade left in its session must not
-    reach the downgrade.
+    reach the downgrade. Where the database is is read back after each: an ``env.py``
+    that migrated another database leaves this one empty, and nothing left behind
+    would mean nothing.
     """
+    heads = all_heads(runner.script)
     with runner.scratch_database(CHECK) as manager:
         manager.upgrade("heads")
-        manager.downgrade("base")
         with manager.connect() as connection:
-            left = leftovers(connection)
+            why = moved_to(runner, "upgrade heads", read_heads(connection), heads)
+        if why is None:
+            manager.downgrade("base")
+            with manager.connect() as connection:
+                why = moved_to(runner, "downgrade base", read_heads(connection), set(), heads)
+                left = leftovers(connection)
+        if why is not None:
+            return runner.result(CHECK, False, why)
     if left:
         listed = "\n".join(f"  {item}" for item in left)
         return runner.result(

@@ -1,5 +1,6 @@
-"""What the version table should hold, and why it does not: shared by ``upgrade`` and
-``stairway``, which both read the throw-away database's ``alembic_version`` back.
+"""What the version table should hold, and why it does not: shared by the checks that
+migrate (``upgrade``, ``stairway``, ``downgrade_clean``, ``models_match``), which all read
+the throw-away database's ``alembic_version`` back.
 
 Pure functions of the revision graph (no database), like Alembic's ``revision.py``.
 """
@@ -39,6 +40,26 @@ def expected_heads(script: ScriptDirectory, applied: set[str]) -> set[str]:
         if found is not None:
             below.update(needs(found))
     return applied - below
+
+
+def all_heads(script: ScriptDirectory) -> set[str]:
+    """What ``alembic_version`` holds once every revision is applied."""
+    return expected_heads(script, {s.revision for s in walk_order(script)})
+
+
+def moved_to(
+    runner: CheckRunner,
+    what: str,
+    actual: set[str],
+    expected: set[str],
+    before: set[str] | None = None,
+) -> str | None:
+    """None when a migration left the throw-away database at ``expected``, else why not:
+    a check that reads back where its own database is never says "ok" about migrations
+    env.py ran somewhere else."""
+    if actual == expected:
+        return None
+    return unchanged_or_wrong(runner, what, actual, expected, before)
 
 
 def heads_text(heads: set[str]) -> str:

@@ -16,9 +16,9 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.types import TypeEngine
 
-from ..guard import GUARD
 from ..logs import preserved_logging
 from ..manager import MigrationManager, exported
+from .heads import all_heads, moved_to
 from .result import CheckResult
 from .runner import CheckRunner
 
@@ -37,6 +37,10 @@ def models_match(runner: CheckRunner) -> CheckResult:
     """
     with runner.scratch_database(CHECK) as manager:
         manager.upgrade("heads")
+        # compared at heads, or not at all: env.py may have migrated another database
+        why = moved_to(runner, "upgrade heads", set(manager.current()), all_heads(runner.script))
+        if why is not None:
+            return runner.result(CHECK, False, why)
         try:
             diffs = differences(manager)
         except NoTargetMetadata:
@@ -68,10 +72,10 @@ def differences(manager: MigrationManager) -> list[Any]:
 
     with (
         manager.locked() as connection,
+        manager.watched(),  # before exported: it reads the production URL
         exported(manager.url_envs, manager.url),
         EnvironmentContext(manager.config(connection), script, fn=compare),
         preserved_logging(),
-        GUARD.migrating(manager.url),
     ):
         script.run_env()
     return found

@@ -20,6 +20,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from ..errors import ReynardDBError, ServerError
+from ..guard import GUARD
+from ..guard.migration import Refusal
 from ..manager import MigrationManager
 from ..postgres.names import scratch_name
 from ..registry import Database, Registry
@@ -63,11 +65,42 @@ class CheckRunner:
         self.check = ""
         self._script: ScriptDirectory | None = None
         self._load_error: ReynardDBError | None = None
+        #: The first connection this database's env.py runs reached for beyond their
+        #: throw-away database (refused), in this process: see ``same_env_verdict``.
+        self.env_refusal: Refusal | None = None
 
     def advance(self, done: int, total: int) -> None:
         """The running check is at step ``done`` of ``total``; one call when nobody listens."""
         if self.progress is not None:
             self.progress(self.db.name, self.check, done, total)
+
+    def env_mark(self) -> tuple[int, int]:
+        """Where the guard's count of refusals and of migrations is, before a check."""
+        return len(GUARD.refusals), GUARD.migrations
+
+    def same_env_verdict(
+        self, check: str, results: list[CheckResult], mark: tuple[int, int]
+    ) -> list[CheckResult]:
+        """``results``, unless the check ran env.py and an env.py run of this database
+        (this check's or an earlier one's) opened a connection beyond its throw-away
+        database: then that refusal, whichever check met it first.
+
+        What env.py imports runs once per process (a module stays in ``sys.modules``):
+        an application whose import calls ``create_all`` on another database, or opens a
+        connection and swallows the error, does it in the first check only. Without
+        this, ``--only stairway`` and ``--only upgrade,stairway`` could disagree.
+        """
+        refusals, migrations = mark
+        if self.env_refusal is None and len(GUARD.refusals) > refusals:
+            self.env_refusal = GUARD.refusals[refusals]
+        if self.env_refusal is None or GUARD.migrations == migrations:
+            return results
+        refusal = self.env_refusal
+        message = f"database {self.db.name!r}: {refusal.where(self._shown)}: {refusal.reason}"
+        return [self.result(check, False, message, file=refusal.path)]
+
+    def _shown(self, path: str) -> str:
+        return self.relative(path) or path
 
     @property
     def script(self) -> ScriptDirectory:
@@ -97,6 +130,7 @@ class CheckRunner:
             script=self.script,
             quiet=True,
             url_envs=self.registry.url_envs(self.db.name),
+            throwaway_only=True,
         )
 
     @contextmanager

@@ -43,7 +43,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from sqlalchemy import Connection, event
 
-from ..errors import EnvPyFailed, ReynardDBError
+from ..errors import EnvPyFailed, GuardRefused, ReynardDBError
 from ..manager import MigrationManager
 from ..tree import (
     WalkStep,
@@ -223,8 +223,8 @@ class Stairway:
         self._session_as_new()
         try:
             self.manager.walk(self._steps, connection=self.connection)
-        except EnvPyFailed:
-            raise  # the environment is broken, not a revision: the check fails on env.py
+        except (EnvPyFailed, GuardRefused):
+            raise  # the environment is broken, or reached beyond the throw-away database
         except ReynardDBError as exc:
             raise step_failure(self.order[self.at], self.step, exc) from exc
         if self.failure is not None:

@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from sqlalchemy import Connection
 
-from ..errors import EnvPyFailed, MigrationFailed, ReynardDBError
+from ..errors import EnvPyFailed, GuardRefused, MigrationFailed, ReynardDBError
 from ..manager import MigrationManager
 from ..tree import same_heads
 from .heads import down_target, expected_heads, heads_text, unchanged_or_wrong
@@ -126,7 +126,7 @@ def one_step(
             manager.upgrade(target, connection=connection)
         else:
             manager.downgrade(target, connection=connection)
-    except EnvPyFailed:
+    except (EnvPyFailed, GuardRefused):
         raise  # the environment is broken, not this revision: the check fails on env.py
     except ReynardDBError as exc:
         raise step_failure(revision, step, exc) from exc

@@ -6,8 +6,9 @@ their own engine. So the guard sits where every connection passes (``hooks``)
 and decides on the *final* parameters, completed as the driver completes them
 (``target``): after the URL's query string, a conninfo string, a service file
 and libpq's ``PG*`` environment defaults. ``core`` holds the allow-list and the
-decision; non-PostgreSQL engines (an application's SQLite test engine) pass
-untouched.
+decision; ``migration`` what env.py may reach while the harness migrates (while a
+check migrates, its throw-away database only, whatever the dialect). Otherwise
+non-PostgreSQL engines (an application's SQLite test engine) pass untouched.
 """
 
 from ..errors import GuardRefused

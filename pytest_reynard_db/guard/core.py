@@ -4,15 +4,17 @@ Allowed: every database of a server the harness started itself
 (``allow_server``), each database the harness created on a server it did not
 start (``allow_database``, ``postgres.server`` calls it), that server's maintenance
 database, and what the user opted in to (``--reynard-db-allow`` / ``--allow``).
-While the harness migrates a database (``migrating``), a connection to anything
-else is redirected into it; otherwise it is refused with ``GuardRefused``.
+While the harness migrates a database (``migrating``, see ``migration``), a
+connection to that database's own registered target is redirected into it and one
+to anything else refused, in a line naming env.py's line; otherwise a connection
+not allowed is refused with ``GuardRefused``.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -22,6 +24,7 @@ from sqlalchemy.engine import URL
 from ..errors import GuardRefused
 from ..urls import parse_url, remember_secrets
 from . import hooks, inherit
+from .migration import HIDDEN_TARGETS, Migration, Refusal, hidden_targets_json, tree_places
 from .target import LIBPQ, Endpoint, Target, redirected, targets_of, url_target
 
 #: ``cluster_name`` of every server the harness starts (``postgres.executor``).
@@ -44,10 +47,14 @@ class Guard:
         #: again (``_allow_changed``) only when one of them changes.
         self._allowed: frozenset[tuple[Endpoint, str]] = frozenset()
         self._opt_in_hint = "--reynard-db-allow=URL"
-        self._migrating: ContextVar[tuple[Target, str | None] | None] = ContextVar(
+        self._migrating: ContextVar[Migration | None] = ContextVar(
             "reynard_db_migrating", default=None
         )
         self._redirects: dict[str, None] = {}
+        #: Every connection refused while migrating, in order (cleared when disarmed).
+        self.refusals: list[Refusal] = []
+        #: How many ``migrating`` blocks began (a check that ran env.py began one).
+        self.migrations = 0
 
     @property
     def armed(self) -> bool:
@@ -86,6 +93,7 @@ class Guard:
                 self._servers.clear()
                 self._databases.clear()
                 self._redirects.clear()
+                self.refusals.clear()
             self._allow_changed()
             if self._depth > 0:
                 self._export()
@@ -163,21 +171,46 @@ class Guard:
         self._allowed = frozenset(self._databases.union(*self._opt_ins))
 
     @contextmanager
-    def migrating(self, url: str | URL) -> Iterator[None]:
-        """While the harness migrates ``url``: a connection that ``env.py`` opens to a
-        database not allowed goes to ``url`` instead.
+    def migrating(
+        self,
+        url: str | URL | None,
+        *,
+        own: Sequence[Target] = (),
+        tree: Sequence[str] = (),
+        only: bool = False,
+    ) -> Iterator[None]:
+        """While the harness migrates ``url`` (None: offline, nothing to connect to), what
+        ``env.py`` may reach (see ``migration``): ``url``; ``own`` (the database's registered
+        targets), redirected into ``url``; with ``only`` (a check) nothing else, without it
+        also what the run allows and other dialects. ``tree``: its folders, where the line
+        that opened a refused connection is looked for.
 
-        An ``env.py`` that reads its own variable (``APP_DATABASE_URL``, a ``.env``
-        file) then still migrates the throw-away database, and the check checks it.
+        A connection refused meanwhile fails the block with its line, even when the
+        application caught the exception (an import that swallows a failed ``create_all``).
         """
-        parsed = parse_url(url)
-        # Computed now, every keyword explicit: a redirect must not let the environment
-        # (a PGHOST that env.py changes) pick the host afterwards.
-        token = self._migrating.set((url_target(parsed), parsed.password))
+        into, password = None, None
+        if url is not None:
+            parsed = parse_url(url)
+            # Computed now, every keyword explicit: a redirect must not let the environment
+            # (a PGHOST that env.py changes) pick the host afterwards.
+            into, password = url_target(parsed), parsed.password
+        migration = Migration(into, password, tuple(own), tree_places(tree), only)
+        with self._lock:
+            self.migrations += 1
+        token = self._migrating.set(migration)
         try:
             yield
+        except Exception as exc:
+            first = migration.refused[0].message if migration.refused else None
+            if first is not None and str(exc) != first:
+                raise GuardRefused(first) from exc
+            raise
         finally:
             self._migrating.reset(token)
+            with self._lock:
+                self.refusals += migration.refused
+        if migration.refused:
+            raise GuardRefused(migration.refused[0].message)
 
     @property
     def redirects(self) -> list[str]:
@@ -194,26 +227,64 @@ class Guard:
         if not self.armed:
             return None
         targets = targets_of(params, family=family)
+        migration = self._migrating.get()
+        if migration is not None:
+            return self._while_migrating(migration, params, targets, family)
         refused = [t for t in targets if not self.allows(t)]
         if not refused:
             return None
-        migrating = self._migrating.get()
-        if migrating is not None:
-            into, password = migrating
-            with self._lock:
-                self._redirects.setdefault(f"{refused[0].shown()} -> {into.shown()}")
-            instead = redirected(params, into, password, family=family)
-            if not all(self.allows(t) for t in targets_of(instead, family=family)):
-                raise GuardRefused(  # the environment would still pick another server
-                    f"refused a connection to {refused[0].shown()}: could not aim it at "
-                    f"{into.shown()} with nothing left to the environment"
-                )
-            return instead
         raise GuardRefused(
             f"refused a connection to {refused[0].shown()}: not a database this run created "
             f"(expected {self._describe_allowed()}); to allow it on purpose, "
             f"pass {self._opt_in_hint}"
         )
+
+    def _while_migrating(
+        self, migration: Migration, params: Mapping[str, Any], targets: list[Target], family: str
+    ) -> dict[str, Any] | None:
+        """``check`` while the harness migrates: as asked, redirected, or refused (kept)."""
+        __tracebackhide__ = True
+        into = migration.into
+        inside = [t for t in targets if into is not None and self._is_into(t, into)]
+        if len(inside) == len(targets):
+            return None
+        if not migration.only and all(self.allows(t) for t in targets):
+            return None
+        others = [t for t in targets if t not in inside and not migration.is_own(t)]
+        if into is None or others:
+            raise migration.refuse((others or targets)[0].shown())
+        asked = next(t for t in targets if t not in inside)
+        with self._lock:
+            self._redirects.setdefault(f"{asked.shown()} -> {into.shown()}")
+        instead = redirected(params, into, migration.password, family=family)
+        if not all(self.allows(t) for t in targets_of(instead, family=family)):
+            raise GuardRefused(  # the environment would still pick another server
+                f"refused a connection to {asked.shown()}: could not aim it at "
+                f"{into.shown()} with nothing left to the environment"
+            )
+        return instead
+
+    def _is_into(self, target: Target, into: Target) -> bool:
+        """``target`` is the throw-away database: its (random) name, on an allowed server."""
+        return target.dbname == into.dbname and self.allows(target)
+
+    def check_other(self, shown: Callable[[], str]) -> None:
+        """A connection of another dialect (SQLite, MySQL...) to ``shown()``: refused while
+        a check migrates, else left alone (an application's SQLite test engine)."""
+        __tracebackhide__ = True
+        migration = self._migrating.get()
+        if self.armed and migration is not None and migration.only:
+            raise migration.refuse(shown())
+
+    def check_reached(self, dbname: str, port: int) -> None:
+        """The net (``hooks``), after ``allows_connected``: while a check migrates, a new
+        connection must have reached the throw-away database itself."""
+        __tracebackhide__ = True
+        migration = self._migrating.get()
+        if migration is None or not migration.only:
+            return
+        if migration.into is None or dbname != migration.into.dbname:
+            raise migration.refuse(f"database {dbname!r} on port {port}")
 
     def allows_connected(self, dbname: str, cluster_name: str, port: int) -> bool:
         """What a connection reached, as the server says it, is allowed (the net behind
@@ -255,15 +326,25 @@ def hidden_variables(names: tuple[str, ...]) -> Iterator[None]:
 
     Inside a test run the production URLs have no business being readable: code
     under test that reads one then fails to find it, instead of finding production.
+    The harness still knows where they pointed (``$REYNARD_DB_HIDDEN_TARGETS``: hosts,
+    ports, database names and users, no URL, no password; the run's child interpreters
+    inherit it): a connection env.py opens to its database's own production URL while
+    the harness migrates is redirected, not refused (``migration``).
     """
     saved = {name: os.environ.pop(name) for name in names if name in os.environ}
     remember_secrets(*saved.values())  # out of the environment, still out of every message
+    before = os.environ.get(HIDDEN_TARGETS)
+    os.environ[HIDDEN_TARGETS] = hidden_targets_json(saved, os.environ)
     try:
         yield
     finally:
         for name in names:
             os.environ.pop(name, None)
         os.environ.update(saved)
+        if before is None:
+            os.environ.pop(HIDDEN_TARGETS, None)
+        else:
+            os.environ[HIDDEN_TARGETS] = before
 
 
 def redirect_note(redirect: str) -> str:

@@ -10,6 +10,11 @@ Before a connection is opened, on its final parameters:
   "manipulate connection parameters before connecting", for code that connects
   without SQLAlchemy (our own admin connections among it).
 
+While a check migrates, other dialects too: the same ``DefaultDialect.connect``
+for every dialect (SQLite, MySQL...), and the standard library's
+``sqlite3.connect`` for code that uses it directly, both before the driver is
+called (no SQLite file is created); see ``migration``.
+
 After it is opened, as a net for what bypasses both (an engine's ``creator=``
 or ``async_creator=``, a ``do_connect`` listener that connects by itself, a
 driver that reads its parameters differently from what the guard computed):
@@ -28,6 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GuardRefused
+from .migration import other_target, sqlite_target
 from .target import driver_family
 
 if TYPE_CHECKING:
@@ -103,7 +109,7 @@ def _patch_drivers() -> None:
     """psycopg 3, psycopg2, asyncpg and pg8000, at the call every connect of theirs makes (so a
     ``connect`` imported by name is guarded too): now if imported, else when they are
     (importing them all up front would cost an active run tens of milliseconds)."""
-    for name, patch in DRIVER_PATCHES.items():
+    for name, patch in ON_IMPORT.items():
         if name in sys.modules:
             patch(sys.modules[name])
     finder = _PatchOnImport()
@@ -136,6 +142,12 @@ def _patch_asyncpg(connect_utils: Any) -> None:
     _replace(connect_utils, "_connect", _asyncpg_connect(connect_utils._connect))
 
 
+def _patch_sqlite3(sqlite3: Any) -> None:
+    # ``sqlite3.connect`` and ``sqlite3.dbapi2.connect`` (what SQLAlchemy calls) are two names
+    for module in (sqlite3, sqlite3.dbapi2):
+        _replace(module, "connect", _sqlite3_connect(module.connect))
+
+
 #: The module whose import completes a driver, and how to guard it.
 DRIVER_PATCHES: dict[str, Callable[[Any], None]] = {
     "psycopg": _patch_psycopg,  # psycopg 3: not imported by a verb that never connects
@@ -143,13 +155,16 @@ DRIVER_PATCHES: dict[str, Callable[[Any], None]] = {
     "pg8000.core": _patch_pg8000,
     "asyncpg.connect_utils": _patch_asyncpg,
 }
+#: What is guarded when imported: the PostgreSQL drivers, and the standard library's
+#: SQLite (refused only while a check migrates; no reason to arm a child's guard).
+ON_IMPORT: dict[str, Callable[[Any], None]] = {**DRIVER_PATCHES, "sqlite3": _patch_sqlite3}
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     """Guards a driver right after it is first imported while the guard is armed."""
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name not in DRIVER_PATCHES or _guard is None:
+        if name not in ON_IMPORT or _guard is None:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
@@ -160,7 +175,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
         def exec_module(module: Any) -> None:
             original_exec(module)
             if _undo:  # still installed
-                DRIVER_PATCHES[name](module)
+                ON_IMPORT[name](module)
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
@@ -213,11 +228,24 @@ def _asyncpg_connect(original: Any) -> Any:
     return connect
 
 
+def _sqlite3_connect(original: Any) -> Any:
+    def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        if _guard is not None:
+            _guard.check_other(lambda: sqlite_target(database))
+        return original(database, *args, **kwargs)
+
+    return connect
+
+
 # -- SQLAlchemy -----------------------------------------------------------------------------
 def _checked_dialect_connect(original: Any) -> Any:
     def connect(dialect: Any, *cargs: Any, **cparams: Any) -> Any:
         __tracebackhide__ = True
-        if dialect.name == "postgresql":
+        if dialect.name != "postgresql":
+            if _guard is not None:
+                _guard.check_other(lambda: other_target(dialect, cargs, cparams))
+        else:
             extra = {k: cparams.pop(k) for k in ("async_creator_fn",) if k in cparams}
             params = dict(cparams)
             positional = [a for a in cargs if isinstance(a, str)]
@@ -258,3 +286,8 @@ def _verify_connected(dbapi_connection: Any, connection_record: Any) -> None:
             "did not start, past the checks before connecting (an engine's creator=, or a "
             "do_connect listener that connects by itself); closed before any statement"
         )
+    try:
+        guard.check_reached(str(dbname), int(port))
+    except GuardRefused:
+        dbapi_connection.close()
+        raise

@@ -88,11 +88,11 @@ class AlembicFixtures:
         provisioner = provisioner_of(request)
         with catch_harness_errors(request):
             database = provisioner.empty(name, purpose="alembic")
-        from ..guard import GUARD
-
         # pytest-alembic's tests are migration runs: an env.py reaching for its own
-        # variable is sent to this database, as during the harness's own migrations.
-        with provisioner.guarded(name, database.url), GUARD.migrating(database.url):
+        # production URL is sent to this database, as during the harness's own migrations
+        # (computed before ``guarded`` exports the URL variables at it).
+        watched = provisioner.resolve(name).manager(database.url).watched()
+        with watched, provisioner.guarded(name, database.url):
             yield database.engine
         provisioner.drop(database)
 
