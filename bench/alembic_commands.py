@@ -17,6 +17,7 @@ Neither imports ``pytest_reynard_db``: this is the definition the checks are jud
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import select
@@ -31,6 +32,19 @@ from typing import IO, Any, Protocol
 
 #: Seconds one command may run before it is killed (a lock wait that never ends).
 COMMAND_TIMEOUT = 120.0
+
+#: What every command imports before it runs anything: imported once by the fork server.
+PRELOADED = (
+    "logging.config",
+    "alembic.command",
+    "alembic.config",
+    "alembic.ddl.postgresql",
+    "alembic.op",
+    "alembic.runtime.environment",
+    "alembic.runtime.migration",
+    "psycopg",
+    "sqlalchemy.dialects.postgresql.psycopg",
+)
 
 #: Exit code of a command killed after ``COMMAND_TIMEOUT``.
 TIMED_OUT = -9
@@ -150,9 +164,8 @@ class ForkServer:
 # -- the server side: runs in the fork server's interpreter -------------------------------------
 def _serve(requests: IO[str], replies: IO[str]) -> None:
     """Answer one request a line until stdin closes; nothing of Alembic is run here."""
-    import alembic.config  # noqa: F401  (what a new process would import, imported once)
-    import sqlalchemy
-    import sqlalchemy.dialects.postgresql  # noqa: F401
+    for name in PRELOADED:
+        importlib.import_module(name)
 
     for line in requests:
         request = json.loads(line)

@@ -27,20 +27,15 @@ Usage::
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from contextlib import ExitStack
+from dataclasses import dataclass
 
-import sqlalchemy as sa
-from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy.engine import URL
 
 from .alembic_commands import AlembicRunner, Command, ForkServer, Subprocesses
+from .plain_database import FreshDatabase, Session, Tree, fresh_database_on
 
 __all__ = [
     "AlembicRunner",
@@ -53,38 +48,13 @@ __all__ = [
     "Subprocesses",
     "Tree",
     "Verdict",
+    "fresh_database_on",
     "plain_checks",
+    "plain_checks_on",
     "plain_downgrade_clean",
     "plain_stairway",
     "plain_upgrade",
 ]
-
-#: ``fresh_database()``: a context manager giving the URL of a new empty database, dropped after.
-FreshDatabase = Callable[[], AbstractContextManager[URL]]
-
-
-@dataclass(frozen=True)
-class Tree:
-    """A project's Alembic tree as plain ``alembic -c INI`` sees it.
-
-    ``ini``: its ini file; each command gets a copy beside it whose ``sqlalchemy.url`` is
-    the database under test. ``env``: the whole environment of each command (a user's
-    shell); ``url_env``: variables of it that env.py reads its URL from, set to that
-    database's URL too. ``cwd``: where commands run (default: the ini's folder).
-    ``version_table``/``version_table_schema``: where env.py keeps the versions.
-    """
-
-    ini: Path
-    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    url_env: tuple[str, ...] = ()
-    cwd: Path | None = None
-    section: str = "alembic"
-    version_table: str = "alembic_version"
-    version_table_schema: str | None = None
-
-    def script(self) -> ScriptDirectory:
-        """The tree, loaded by Alembic in this process (its graph, for the walk)."""
-        return ScriptDirectory.from_config(Config(str(self.ini), ini_section=self.section))
 
 
 @dataclass(frozen=True)
@@ -126,117 +96,7 @@ class PlainVerdicts:
     stairway: StairwayVerdict
 
 
-#: What a migration could leave in the catalog, as (kind, name) rows: relations, types
-#: (enum, domain, range, composite of its own), functions, extensions, schemas. Objects an
-#: extension owns go with it. The version table (and the schema holding it) are Alembic's.
-LEFTOVERS = """
-WITH user_ns AS (
-  SELECT oid, nspname FROM pg_namespace
-  WHERE nspname NOT IN ('pg_catalog', 'information_schema')
-    AND nspname !~ '^pg_(toast|temp_)')
-SELECT CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
-       WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'table' END,
-       n.nspname::text || '.' || c.relname::text
-FROM pg_class c JOIN user_ns n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND c.relname <> :version_table
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                  AND d.objid = c.oid AND d.deptype = 'e')
-UNION ALL
-SELECT 'type', n.nspname::text || '.' || t.typname::text
-FROM pg_type t JOIN user_ns n ON n.oid = t.typnamespace
-WHERE (t.typtype IN ('e', 'd', 'r')
-       OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
-                  AND d.objid = t.oid AND d.deptype = 'e')
-UNION ALL
-SELECT 'function', n.nspname::text || '.' || p.proname::text
-FROM pg_proc p JOIN user_ns n ON n.oid = p.pronamespace
-WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                  AND d.objid = p.oid AND d.deptype = 'e')
-UNION ALL
-SELECT 'extension', extname::text FROM pg_extension WHERE extname <> 'plpgsql'
-UNION ALL
-SELECT 'schema', n.nspname::text FROM user_ns n
-WHERE n.nspname <> 'public'
-  AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid
-                  AND c.relname = :version_table)
-ORDER BY 1, 2
-"""
-
 _RUNNING = re.compile(r"Running (upgrade|downgrade) ([0-9a-zA-Z_, ()]*?) -> ([0-9a-zA-Z_, ()]*)")
-
-
-class _Session:
-    """Commands on one database: a copy of the ini aimed at it, and its version table read."""
-
-    def __init__(self, tree: Tree, url: URL, run: AlembicRunner) -> None:
-        self.tree, self.url, self.run = tree, url, run
-        rendered = url.render_as_string(hide_password=False)
-        self.env = {**tree.env, **dict.fromkeys(tree.url_env, rendered)}
-
-    @contextmanager
-    def ini(self) -> Iterator[Path]:
-        """A copy of the tree's ini beside it (``%(here)s`` unchanged), naming the database."""
-        copy = self.tree.ini.with_name(f".plain-alembic-{uuid.uuid4().hex[:12]}.ini")
-        copy.write_text(_with_url(self.tree.ini.read_text(), self.tree.section, self.url))
-        try:
-            yield copy
-        finally:
-            copy.unlink(missing_ok=True)
-
-    def command(self, *argv: str) -> Command:
-        with self.ini() as ini:
-            cwd = self.tree.cwd or self.tree.ini.parent
-            return self.run(["-c", str(ini), "-n", self.tree.section, *argv], cwd=cwd, env=self.env)
-
-    def rows(self) -> set[str]:
-        """What the version table holds (nothing when it does not exist)."""
-        table = sa.table(
-            self.tree.version_table,
-            sa.column("version_num"),
-            schema=self.tree.version_table_schema,
-        )
-        engine = sa.create_engine(self.url, poolclass=sa.NullPool)
-        try:
-            with engine.connect() as connection:
-                if not sa.inspect(connection).has_table(
-                    self.tree.version_table, schema=self.tree.version_table_schema
-                ):
-                    return set()
-                return {str(row[0]) for row in connection.execute(sa.select(table.c.version_num))}
-        finally:
-            engine.dispose()
-
-    def leftovers(self) -> list[str]:
-        engine = sa.create_engine(self.url, poolclass=sa.NullPool)
-        try:
-            with engine.connect() as connection:
-                found = connection.execute(
-                    sa.text(LEFTOVERS), {"version_table": self.tree.version_table}
-                )
-                return [f"{kind} {name}" for kind, name in found]
-        finally:
-            engine.dispose()
-
-
-def _with_url(ini: str, section: str, url: URL) -> str:
-    """The ini's text with ``sqlalchemy.url`` of ``section`` set to ``url`` (added if absent)."""
-    value = url.render_as_string(hide_password=False).replace("%", "%%")
-    lines = ini.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == f"[{section}]"), None)
-    if start is None:
-        return f"[{section}]\nsqlalchemy.url = {value}\n{ini}"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
-    for i in range(start + 1, end):
-        if re.match(r"\s*sqlalchemy\.url\s*[=:]", lines[i]):
-            lines[i] = f"sqlalchemy.url = {value}"
-            # a continuation line would belong to the old value
-            while i + 1 < end and lines[i + 1][:1].isspace() and lines[i + 1].strip():
-                del lines[i + 1]
-                end -= 1
-            return "\n".join(lines) + "\n"
-    lines.insert(start + 1, f"sqlalchemy.url = {value}")
-    return "\n".join(lines) + "\n"
 
 
 # -- the graph ----------------------------------------------------------------------------
@@ -285,14 +145,14 @@ def _running(output: str) -> str | None:
     return named.split(",")[0].strip(" ()") or None
 
 
-def _step(session: _Session, script: ScriptDirectory, expected: set[str], *argv: str) -> str:
+def _step(session: Session, script: ScriptDirectory, expected: set[str], *argv: str) -> str:
     """Run one command; why it failed ("" when it exited 0 and ``expected`` is applied)."""
     done = session.command(*argv)
     return done.error if not done.ok else _misplaced(session, script, expected, argv)
 
 
 def _misplaced(
-    session: _Session, script: ScriptDirectory, expected: set[str], argv: tuple[str, ...]
+    session: Session, script: ScriptDirectory, expected: set[str], argv: tuple[str, ...]
 ) -> str:
     """Why the database is not at ``expected`` after ``argv`` exited 0 ("" when it is)."""
     applied = applied_by(script, session.rows())
@@ -306,12 +166,12 @@ def _misplaced(
 def plain_upgrade(tree: Tree, url: URL, run: AlembicRunner) -> Verdict:
     """``alembic upgrade heads`` on the empty database ``url``."""
     script = tree.script()
-    session = _Session(tree, url, run)
     everything = {s.revision for s in walk_order(script)}
-    done = session.command("upgrade", "heads")
-    if not done.ok:
-        return Verdict(False, done.error, _running(done.output))
-    why = _misplaced(session, script, everything, done.argv[-2:])  # exited 0: where is it?
+    with Session(tree, url, run) as session:
+        done = session.command("upgrade", "heads")
+        if not done.ok:
+            return Verdict(False, done.error, _running(done.output))
+        why = _misplaced(session, script, everything, done.argv[-2:])  # exited 0: where is it?
     return Verdict(not why, why)
 
 
@@ -325,14 +185,14 @@ def plain_downgrade_clean(tree: Tree, url: URL, run: AlembicRunner) -> Verdict:
 
 
 def _downgrade_and_look(tree: Tree, url: URL, run: AlembicRunner) -> Verdict:
-    session = _Session(tree, url, run)
-    done = session.command("downgrade", "base")
-    if not done.ok:
-        return Verdict(False, done.error, _running(done.output))
-    why = _misplaced(session, tree.script(), set(), done.argv[-2:])
+    with Session(tree, url, run) as session:
+        done = session.command("downgrade", "base")
+        if not done.ok:
+            return Verdict(False, done.error, _running(done.output))
+        why = _misplaced(session, tree.script(), set(), done.argv[-2:])
+        left = [] if why else session.leftovers()
     if why:
         return Verdict(False, why)
-    left = session.leftovers()
     return Verdict(not left, "left: " + ", ".join(left) if left else "")
 
 
@@ -345,6 +205,21 @@ def plain_checks(tree: Tree, fresh_database: FreshDatabase, run: AlembicRunner) 
         else:
             clean = Verdict(False, f"upgrade heads: {upgraded.reason}", upgraded.revision)
     return PlainVerdicts(upgraded, clean, plain_stairway(tree, fresh_database, run))
+
+
+#: The fork servers of ``plain_checks_on``, one per environment, kept while this process lives
+#: (a server ends when its stdin closes, with this process).
+_SERVERS: dict[tuple[tuple[str, str], ...], ForkServer] = {}
+
+
+def plain_checks_on(tree: Tree, admin_url: URL | str) -> PlainVerdicts:
+    """``plain_checks`` on fresh databases of the server ``admin_url`` reaches, through a fork
+    server this process keeps. Its arguments pickle: a worker process can judge trees while
+    its caller does something else (``tests/test_oracle.py``)."""
+    key = tuple(sorted(tree.env.items()))
+    if key not in _SERVERS:
+        _SERVERS[key] = ForkServer(env=tree.env)
+    return plain_checks(tree, lambda: fresh_database_on(admin_url), _SERVERS[key])
 
 
 def plain_stairway(
@@ -383,11 +258,11 @@ class _Walk:
                     break
         return StairwayVerdict(tuple(self.broken), tuple(self.not_reached))
 
-    def _fresh(self, stack: ExitStack) -> _Session:
+    def _fresh(self, stack: ExitStack) -> Session:
         url = stack.enter_context(self.fresh_database())
-        return _Session(self.tree, url, self.run_command)
+        return stack.enter_context(Session(self.tree, url, self.run_command))
 
-    def _stair(self, session: _Session, revision: Script) -> bool:
+    def _stair(self, session: Session, revision: Script) -> bool:
         """Up, down, up on ``revision``; False (and recorded) at the first failing step."""
         rev = revision.revision
         without, with_it = set(self.applied), self.applied | {rev}
@@ -408,7 +283,7 @@ class _Walk:
         self.applied = with_it
         return True
 
-    def _rebuild(self, session: _Session) -> bool:
+    def _rebuild(self, session: Session) -> bool:
         """Bring a fresh database to ``applied``, one ``alembic upgrade`` per tip."""
         for tip in _tips(self.script, self.applied):
             expected = applied_by(self.script, {tip}) | applied_by(self.script, session.rows())
