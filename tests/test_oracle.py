@@ -1,14 +1,18 @@
 """The differential oracle (issue 22): our ``upgrade``, ``stairway`` and ``downgrade_clean``
-give plain Alembic's verdict on every tree of the corpus, under both env.py shapes.
+give plain Alembic's verdict on every tree of the corpus (``oracle_corpus*.py``), under both
+env.py shapes.
 
 Plain Alembic's verdict is ``bench.plain_alembic``'s: each step a fresh ``alembic`` command
 (a fork of a process that imported Alembic and nothing else: shown here to agree with real
-``python -m alembic`` processes) on a fresh database. Each tree is checked three ways: plain
-Alembic gives the corpus's expected verdict (so the oracle itself is right), and our checks
-give plain Alembic's, blaming the same revision and, in the stairway, the same step.
+``python -m alembic`` processes) on a fresh database. It is computed in a worker process while
+our checks run in this one. Per tree, two assertions: plain Alembic gives the corpus's
+expected verdict (so the oracle itself is right), and our checks give plain Alembic's,
+blaming the same revision and, in the stairway, the same step. One tree goes through
+``reynard-migrate check --format json`` as well.
 
 Shapes: ``stock``, exactly what ``alembic init -t generic`` writes (an engine of its own
 from ``sqlalchemy.url``); ``recommended``, the README's env.py (the connection it is given).
+Today's disagreements: ``bench/ORACLE_BEFORE.md``.
 """
 
 from __future__ import annotations
