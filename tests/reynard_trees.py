@@ -106,13 +106,16 @@ def write_revision(
     labels: str | None = None,
     depends_on: str | None = None,
     slug: str = "test",
+    header: str = "",
 ) -> Path:
-    """A revision file ``<revision>_<slug>.py`` in ``folder``; bodies are indented for you."""
+    """A revision file ``<revision>_<slug>.py`` in ``folder``; bodies are indented for you.
+    ``header``: module-level code after the imports (more imports, a ``MetaData``)."""
     path = folder / f"{revision}_{slug}.py"
     lines = [
         f'"""a revision written by the test (Revision ID: {revision})"""',
         "import sqlalchemy as sa",
         "from alembic import op",
+        *([header] if header else []),
         f"revision = {revision!r}",
         f"down_revision = {down!r}",
         f"branch_labels = {labels!r}",
