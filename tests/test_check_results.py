@@ -154,6 +154,15 @@ def test_each_stairway_failure_points_at_the_function_its_step_ran(
     ), annotations
 
 
+def test_a_failing_downgrade_points_at_downgrade(project: Path, pg_server: EphemeralServer) -> None:
+    """``downgrade_clean``'s own downgrade fails: its failure, on that ``downgrade()``."""
+    path = write_revision(project / VERSIONS, BROKEN, "3a1400000004", "pass", 'op.drop_table("x")')
+    [result] = checked(project, pg_server, "downgrade_clean")
+    assert (result.status, result.revision, result.function) == ("failed", BROKEN, "downgrade")
+    assert result.line == def_line(path, "downgrade")
+    assert f"downgrade {BROKEN} -> 3a1400000004 failed" in result.message, result.message
+
+
 def test_a_failing_first_revision_reads_upgrade_base(
     project: Path, pg_server: EphemeralServer
 ) -> None:

@@ -6,8 +6,8 @@ JUnit, the pytest items) renders from these fields; none parses a message back.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, cast
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 #: ``ok`` passed; ``failed``; ``skipped``: does not apply (the message says why);
 #: ``not_run``: a step it needs first failed (the message names it).
@@ -52,7 +52,7 @@ class CheckResult:
     line: int | None = None
     function: str | None = None
     status: Status | None = None
-    places: tuple[Place, ...] = field(default=())
+    places: tuple[Place, ...] = ()
     skipped: bool = False
 
     def __post_init__(self) -> None:
@@ -68,11 +68,6 @@ class CheckResult:
             fixed["places"] = (Place(self.file, self.line, self.function),)
         for name, value in fixed.items():
             object.__setattr__(self, name, value)  # frozen: set once, here
-
-    @property
-    def kind(self) -> Status:
-        """The status, never None (``__post_init__`` set it)."""
-        return cast(Status, self.status)
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` entry (the README's "Migration checks"): every field, None where it
