@@ -31,9 +31,10 @@ class MigrationFailed(ReynardDBError):
     """A migration raised while running; the database is at the last good revision.
 
     Besides the one-line message, the parts a caller shows on their own: ``revision``
-    and ``path`` (the revision file; ``env.py`` for its own failures), ``where`` (the
-    file and the step, "<path>: Running upgrade a -> b") and ``reason`` (the error
-    and where the database was left; the whole message when there is no step).
+    and ``path`` (the revision file; ``env.py`` for its own failures), ``function``
+    (the revision's function the step ran, ``upgrade`` or ``downgrade``; None without
+    a step), ``where`` (the file and the step, "<path>: upgrade a -> b") and ``reason``
+    (the error and where the database was left; the whole message when there is no step).
     """
 
     exit_code = 1
@@ -44,12 +45,14 @@ class MigrationFailed(ReynardDBError):
         *,
         revision: str | None = None,
         path: str | None = None,
+        function: str | None = None,
         where: str | None = None,
         reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.revision = revision
         self.path = path
+        self.function = function
         self.where = where
         self.reason = message if reason is None else reason
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic.script.revision import RevisionError as AlembicRevisionError
-from alembic.util import CommandError
+from alembic.util import CommandError, format_as_comma
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -60,13 +60,26 @@ class StepTracker(logging.Filter):
         return getattr(getattr(self._step, "revision", None), "path", None)
 
     @property
+    def function(self) -> str | None:
+        """The revision's function the step seen last ran: ``upgrade`` or ``downgrade``."""
+        if self._step is None:
+            return None
+        return "downgrade" if getattr(self._step, "is_downgrade", False) else "upgrade"
+
+    @property
     def description(self) -> str:
-        """The step seen last as Alembic says it: ``upgrade a -> b``."""
+        """The step seen last as Alembic says it, ``upgrade a -> b``, with ``base`` where
+        Alembic leaves the side empty (``upgrade base -> a``, ``downgrade a -> base``)."""
         if self._step is None:
             return ""
-        # ``short_log`` leaves out the revision's message, which str() appends after a
-        # comma; a merge step's own commas ("upgrade a, b -> m") are part of it.
-        return str(getattr(self._step, "short_log", self._step))
+        # Alembic's ``short_log``, without the revision's message (str() appends it after
+        # a comma; a merge step's own commas, "upgrade a, b -> m", are part of it).
+        sides = (
+            format_as_comma(getattr(self._step, side, ())) or "base"
+            for side in ("from_revisions_no_deps", "to_revisions_no_deps")
+        )
+        name = getattr(self._step, "name", "")
+        return f"{name} {' -> '.join(sides)}" if name else str(self._step)
 
     def tracked(self, steps: Iterable[Any]) -> Iterator[Any]:
         """``steps`` as Alembic pulls them, each noted just before it runs. This is what
@@ -131,6 +144,7 @@ def migration_failure(
         f"database {db.name!r}: {where} failed: {reason}",
         revision=step.revision,
         path=step.path,
+        function=step.function,
         where=where,
         reason=reason,
     )

@@ -35,7 +35,7 @@ from .postgres.shared import (
 from .postgres.waits import file_lock
 from .registry import Registry
 from .resolve import SOURCES, migrated_with, tree_digest
-from .text import print_table
+from .text import counted, print_table
 from .urls import admin_url, mask_url
 
 #: How long a fast shutdown (SIGINT) may take before the immediate one.
@@ -70,7 +70,7 @@ def status(registry: Registry, url: str | None) -> list[str]:
             lines = [f"shared server {mask_url(shared.url)}: PostgreSQL {shared.version}"]
             sessions = run_sessions(shared)
             lines.append(f"runs: {len(sessions) or 'none'}")
-            lines += [f"  {name}: {held} template(s) held" for name, held in sessions]
+            lines += [f"  {name}: {counted(held, 'template')} held" for name, held in sessions]
             lines += _template_lines(templates(shared), current_templates(registry))
         finally:
             shared.close()
@@ -168,7 +168,7 @@ def run_verb(
         dropped = prune(registry, url, older_than)
         for name in dropped:
             print(f"dropped {name}", file=out)
-        print(f"pruned {len(dropped)} database(s)", file=out)
+        print(f"pruned {counted(len(dropped), 'database')}", file=out)
     return 0
 
 

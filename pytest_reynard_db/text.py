@@ -19,6 +19,11 @@ def one_line(text: object, limit: int | None = None) -> str:
     return flat[: limit - 3] + "..."
 
 
+def counted(number: int, word: str, plural: str | None = None) -> str:
+    """``1 check``, ``3 checks``: a count and its noun, singular for one."""
+    return f"{number} {word if number == 1 else plural or word + 's'}"
+
+
 def first_line(exc: BaseException | None) -> str:
     """The first line of an exception's message (a database error's own summary), masked."""
     text = str(exc).strip() if exc is not None else ""

@@ -482,7 +482,7 @@ def test_models_match_lists_a_model_column_no_migration_creates(
     failed = {name for name, r in results.items() if not r.ok}
     assert failed == {"models_match"}, {n: results[n].message for n in failed}
     message = results["models_match"].message
-    assert "2 difference(s)" in message
+    assert "2 differences" in message
     assert "\n  add column widget.color (VARCHAR(20))" in message
     assert "\n  change type of widget.name: VARCHAR(50) -> VARCHAR(80)" in message
 
@@ -523,8 +523,12 @@ def test_cli_check_json_on_the_shipped_trees_matches_the_spec(project: Path, cli
     entries = document["results"]
     assert len(entries) == 4 * 5 + 2
     for entry in entries:
-        assert list(entry) == ["database", "check", "ok", "message", "revision", "file"]
+        assert list(entry) == [
+            "database", "check", "ok", "message", "revision", "file",
+            "line", "function", "status", "places",
+        ]  # fmt: skip
         assert entry["ok"] is True and entry["revision"] is None and entry["file"] is None
+        assert entry["status"] == "ok" and entry["line"] is None and entry["places"] == []
     assert [e["check"] for e in entries if e["database"] == "e2e"] == list(CHECKS)
     assert [e["check"] for e in entries if e["database"] == "main"] == [
         c for c in CHECKS if c != "mirror_sync"

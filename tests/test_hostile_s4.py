@@ -292,7 +292,7 @@ def test_ctrl_c_while_reynard_migrate_starts_is_one_line(tmp_path: Path, delay: 
     shown = f"exit {child.returncode}\n{out[-2000:]}\n{err[-3000:]}"
     assert "Traceback" not in out + err, shown
     if child.returncode == 0:  # done before the signal came (a quick machine): nothing to see
-        assert "1 checks, all passed" in out, shown
+        assert "1 check, all passed" in out, shown
     elif child.returncode != -signal.SIGINT:  # (before Python's own handler: no output at all)
         assert child.returncode == 130, shown
         assert err.strip().splitlines()[-1] == "reynard-migrate: interrupted", shown

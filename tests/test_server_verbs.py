@@ -88,7 +88,7 @@ def test_status_stop_and_prune_of_the_reuse_server(project: Path, runtime: Path)
 
     prune = cli(project, runtime, "server", "prune")
     assert prune.returncode == 0, prune.stderr
-    assert prune.stdout == f"dropped {old}\npruned 1 database(s)\n"
+    assert prune.stdout == f"dropped {old}\npruned 1 database\n"
     assert "old digest" not in cli(project, runtime, "server", "status").stdout
 
     # A run using it (a record whose owner is alive: this process) keeps it running.
@@ -129,12 +129,10 @@ def shared_server_status_and_prune(
     ]
     assert status.stdout.splitlines()[-1].endswith("current")
     # Current templates stay; one unused for 0 days goes.
-    assert cli(project, runtime, "server", "prune", "--url", url).stdout == "pruned 0 database(s)\n"
+    assert cli(project, runtime, "server", "prune", "--url", url).stdout == "pruned 0 databases\n"
     pruned = cli(project, runtime, "server", "prune", "--url", url, "--older-than", "0")
     assert pruned.returncode == 0, pruned.stderr
-    assert re.fullmatch(
-        r"dropped test_tpl_main_[0-9a-f]{12}\npruned 1 database\(s\)\n", pruned.stdout
-    )
+    assert re.fullmatch(r"dropped test_tpl_main_[0-9a-f]{12}\npruned 1 database\n", pruned.stdout)
 
     stop = cli(project, runtime, "server", "stop", "--url", url)
     assert stop.returncode == 2

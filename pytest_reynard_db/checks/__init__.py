@@ -25,7 +25,7 @@ from .isolated import run_isolated
 from .mirror_sync import mirror_sync
 from .models_match import models_match
 from .result import CheckResult
-from .runner import CheckRunner, Progress
+from .runner import CheckRunner, NotRun, Progress
 from .safety import lint, locks
 from .single_head import single_head
 from .stairway import stairway
@@ -161,10 +161,16 @@ def _run_check(runner: CheckRunner, name: str, timeout: float | None) -> list[Ch
     try:
         with time_limit(timeout):
             outcome = ALL_CHECKS[name](runner)
+    except NotRun as exc:
+        return [runner.not_run(name, exc)]
     except CheckTimedOut as exc:
         message = f"check {name} {exc}"
     except MigrationFailed as exc:
-        return [runner.result(name, False, str(exc), revision=exc.revision, file=exc.path)]
+        return [
+            runner.result(
+                name, False, str(exc), revision=exc.revision, file=exc.path, function=exc.function
+            )
+        ]
     except ReynardDBError as exc:
         message = str(exc)
     except Exception as exc:  # a bug in a tree or here: still one result, not a traceback

@@ -8,12 +8,15 @@ in a user schema after the downgrade was left by the tree.
 
 from __future__ import annotations
 
+from alembic.script import Script
 from sqlalchemy import Connection, text
 
+from ..errors import ReynardDBError
+from ..text import counted
 from .catalog import USER_SCHEMA
-from .heads import all_heads, moved_to
+from .heads import all_heads, moved_to, walk_order
 from .result import CheckResult
-from .runner import CheckRunner
+from .runner import CheckRunner, upgrade_first
 from .stairway_steps import read_heads
 
 CHECK = "downgrade_clean"
@@ -72,7 +75,8 @@ ORDER BY 1, 2, 3
 
 
 def downgrade_clean(runner: CheckRunner) -> CheckResult:
-    """Upgrade a throw-away database to heads, downgrade it to base, list what is left.
+    """Upgrade a throw-away database to heads, downgrade it to base, list what is left,
+    each object with the revision that created it (the ``downgrade()`` that forgot it).
 
     Each of the two is a run on a connection of its own, as two ``alembic`` commands
     would be: a temporary table or a ``SET`` the upgrade left in its session must not
@@ -82,7 +86,7 @@ def downgrade_clean(runner: CheckRunner) -> CheckResult:
     """
     heads = all_heads(runner.script)
     with runner.scratch_database(CHECK) as manager:
-        manager.upgrade("heads")
+        upgrade_first(manager)
         with manager.connect() as connection:
             why = moved_to(runner, "upgrade heads", read_heads(connection), heads)
         if why is None:
@@ -92,12 +96,71 @@ def downgrade_clean(runner: CheckRunner) -> CheckResult:
                 left = leftovers(connection)
         if why is not None:
             return runner.result(CHECK, False, why)
-    if left:
-        listed = "\n".join(f"  {item}" for item in left)
-        return runner.result(
-            CHECK, False, f"downgrade to base left {len(left)} object(s) behind:\n{listed}"
-        )
-    return runner.result(CHECK, True, f"heads -> base leaves only {VERSION_TABLE}")
+    if not left:
+        return runner.result(CHECK, True, f"heads -> base leaves only {VERSION_TABLE}")
+    creators = created_by(runner, set(left))
+    listed = "\n".join(f"  {item}{_by(runner, creators.get(item))}" for item in left)
+    message = f"downgrade to base left {counted(len(left), 'object')} behind:\n{listed}"
+    by_revision: dict[str, list[str]] = {}
+    for item in left:
+        if item in creators:
+            by_revision.setdefault(creators[item].revision, []).append(item)
+    places = tuple(
+        place
+        for revision, items in by_revision.items()
+        if (place := runner.place(revision, "downgrade", _left_by(revision, items))) is not None
+    )
+    # one revision at fault: the result is about its downgrade(); several: each is a place
+    at_fault = creators[left[0]] if len(by_revision) == 1 and len(creators) == len(left) else None
+    return runner.result(
+        CHECK,
+        False,
+        message,
+        revision=at_fault.revision if at_fault else None,
+        file=at_fault.path if at_fault else None,
+        function="downgrade",
+        places=places,
+    )
+
+
+def created_by(runner: CheckRunner, left: set[str]) -> dict[str, Script]:
+    """The revision that created each object of ``left``, found by replaying the tree on
+    a fresh database one revision at a time, bases first, the objects listed after each:
+    an object that appears after a revision's upgrade was created by it (by the last
+    one, for an object dropped and created again).
+
+    Replayed rather than read from the revision files: what a revision creates is not
+    all in its source (an enum type ``create_table`` makes for a column, a serial's
+    sequence, a function an ``op.execute`` string or an imported helper defines). It
+    costs one ``env.py`` run per revision, on the failure path only. A replay that
+    fails (an ``env.py`` whose runs differ) names what it found so far.
+    """
+    found: dict[str, Script] = {}
+    try:
+        with runner.scratch_database(CHECK) as manager:
+            before: set[str] = set()
+            for script in walk_order(runner.script):
+                manager.upgrade(script.revision)  # a command of its own, as in the check
+                with manager.connect() as connection:
+                    now = set(leftovers(connection))
+                found.update((item, script) for item in (now - before) & left)
+                before = now
+    except ReynardDBError:
+        pass  # the objects not found yet are listed without their revision
+    return found
+
+
+def _by(runner: CheckRunner, script: Script | None) -> str:
+    """`` (created by <rev>, <file>)`` after a leftover whose creator is known."""
+    if script is None:
+        return ""
+    return f" (created by {script.revision}, {runner.relative(script.path)})"
+
+
+def _left_by(revision: str, items: list[str]) -> str:
+    """What the annotation on a revision's ``downgrade()`` says."""
+    listed = "\n".join(f"  {item}" for item in items)
+    return f"downgrade of {revision} left {counted(len(items), 'object')} behind:\n{listed}"
 
 
 def leftovers(connection: Connection) -> list[str]:

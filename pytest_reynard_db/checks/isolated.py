@@ -81,7 +81,7 @@ def run_isolated(
                 if "progress" in reply and progress is not None:
                     progress(*reply["progress"])
                 elif "results" in reply:
-                    results = [CheckResult(**entry) for entry in reply["results"]]
+                    results = [CheckResult.from_json(entry) for entry in reply["results"]]
                 elif "error" in reply:
                     error = reply["error"]
         code = child.wait()

@@ -7,7 +7,7 @@ prove nothing. Databases that mirror nothing get no result.
 from __future__ import annotations
 
 from ..mirror import mirror_diff
-from .result import CheckResult
+from .result import CheckResult, Place
 from .runner import CheckRunner
 
 CHECK = "mirror_sync"
@@ -30,7 +30,15 @@ def mirror_sync(runner: CheckRunner) -> list[CheckResult]:
         ("extra", diff.extra),
     )
     counts = ", ".join(f"{len(keys)} {kind}" for kind, keys in kinds if keys)
-    lines = [f"out of sync with {db.mirror_of} ({counts}); run `reynard-migrate copy {db.name}`"]
+    head = f"out of sync with {db.mirror_of} ({counts}); run `reynard-migrate copy {db.name}`"
+    lines, places = [head], []
     for kind, keys in kinds:
-        lines.extend(f"  {kind}: {runner.relative(diff.mirror_root / key)}" for key in keys)
-    return [runner.result(CHECK, False, "\n".join(lines))]
+        for key in keys:
+            listed = f"  {kind}: {runner.relative(diff.mirror_root / key)}"
+            lines.append(listed)
+            # a missing file is shown where it is: in the source
+            root = diff.source_root if kind == "missing" else diff.mirror_root
+            places.append(
+                Place(runner.relative(root / key) or str(key), 1, None, head + "\n" + listed)
+            )
+    return [runner.result(CHECK, False, "\n".join(lines), places=tuple(places))]

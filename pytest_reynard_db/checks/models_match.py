@@ -18,9 +18,10 @@ from sqlalchemy.types import TypeEngine
 
 from ..logs import preserved_logging
 from ..manager import MigrationManager, exported
+from ..text import counted
 from .heads import all_heads, moved_to
 from .result import CheckResult
-from .runner import CheckRunner
+from .runner import CheckRunner, upgrade_first
 
 CHECK = "models_match"
 
@@ -36,7 +37,7 @@ def models_match(runner: CheckRunner) -> CheckResult:
     one) has nothing to compare: skipped, not failed.
     """
     with runner.scratch_database(CHECK) as manager:
-        manager.upgrade("heads")
+        upgrade_first(manager)
         # compared at heads, or not at all: env.py may have migrated another database
         why = moved_to(runner, "upgrade heads", set(manager.current()), all_heads(runner.script))
         if why is not None:
@@ -45,14 +46,14 @@ def models_match(runner: CheckRunner) -> CheckResult:
             diffs = differences(manager)
         except NoTargetMetadata:
             return runner.result(
-                CHECK, True, f"skipped: no target_metadata in {runner.env_py}", skipped=True
+                CHECK, True, f"skipped: no target_metadata in {runner.env_py}", status="skipped"
             )
     if diffs:
         listed = "\n".join(f"  {describe(d)}" for d in diffs)
         return runner.result(
             CHECK,
             False,
-            f"the models differ from the migrated database ({len(diffs)} difference(s)); "
+            f"the models differ from the migrated database ({counted(len(diffs), 'difference')}); "
             f"write a migration for them:\n{listed}",
         )
     return runner.result(CHECK, True, "the models match the database at heads")

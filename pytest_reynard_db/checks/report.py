@@ -11,21 +11,21 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TextIO
 
 from .. import text
+from ..text import counted
 from .result import CheckResult
 
 CHECK_FORMATS = ("table", "json", "github", "junit")
 
 
-def show_results(results: Sequence[CheckResult], fmt: str, out: TextIO, *, root: Path) -> None:
+def show_results(results: Sequence[CheckResult], fmt: str, out: TextIO) -> None:
     """``check --format``: the table, the JSON, or a CI's own format."""
     from .ci_formats import print_github, print_junit
 
     if fmt == "github":
-        print_github(results, out, root=root)
+        print_github(results, out)
     elif fmt == "junit":
         print_junit(results, out)
     else:
@@ -40,23 +40,31 @@ def print_json(results: Sequence[CheckResult], out: TextIO) -> None:
 
 
 def print_table(results: Sequence[CheckResult], out: TextIO) -> None:
-    """One row per result (database, check, ok/FAIL, first line), then each failure in full."""
+    """One row per result (database, check, ok/FAIL/skip/not run, first line), then each
+    failure in full, then the count of each kind: ``3 checks, 1 failed, 1 not run``."""
     rows = [("database", "check", "result", "message")]
-    rows += [(r.database, r.check, _verdict(r), r.summary) for r in results]
+    rows += [(r.database, r.check, VERDICTS[r.status or "ok"], r.summary) for r in results]
     text.print_table(rows, out)
-    failed = [r for r in results if not r.ok]
-    for result in failed:
-        if "\n" in result.message.strip():  # the table showed the first line only
+    for result in results:
+        if result.status == "failed" and "\n" in result.message.strip():  # the row had line 1
             print(f"\n{result.database} {result.check}:", file=out)
             print(result.message.strip(), file=out)
-    verdict = f"{len(failed)} failed" if failed else "all passed"
-    print(f"\n{len(results)} checks, {verdict}", file=out)
+    print(f"\n{tally(results)}", file=out)
 
 
-def _verdict(result: CheckResult) -> str:
-    if result.skipped:
-        return "skip"
-    return "ok" if result.ok else "FAIL"
+#: How the table names each result kind.
+VERDICTS = {"ok": "ok", "failed": "FAIL", "skipped": "skip", "not_run": "not run"}
+
+
+def tally(results: Sequence[CheckResult]) -> str:
+    """``5 checks, all passed`` (``, 1 skipped`` where one did not apply), or ``3 checks, 1
+    failed, 1 not run``: how many results of each kind but ``ok``."""
+    counts = {kind: sum(r.status == kind for r in results) for kind in ("failed", "skipped")}
+    counts["not run"] = sum(r.status == "not_run" for r in results)
+    parts = [f"{n} {kind}" for kind, n in counts.items() if n]
+    if not counts["failed"] and not counts["not run"]:
+        parts.insert(0, "all passed")
+    return ", ".join([counted(len(results), "check"), *parts])
 
 
 @contextmanager

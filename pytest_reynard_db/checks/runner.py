@@ -16,10 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionError as AlembicRevisionError
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
-from ..errors import ReynardDBError, ServerError
+from ..errors import EnvPyFailed, MigrationFailed, ReynardDBError, ServerError
 from ..guard import GUARD
 from ..guard.migration import Refusal
 from ..manager import MigrationManager
@@ -28,10 +30,39 @@ from ..registry import Database, Registry
 from ..tree import load_tree
 from ..urls import admin_url as canonical_admin_url
 from ..urls import redact
-from .result import CheckResult
+from .places import function_line
+from .result import CheckResult, Place, Status
 
 if TYPE_CHECKING:  # the servers load on use: file checks need none
     from ..postgres import Server
+
+
+class NotRun(Exception):
+    """A step a check needs first failed, and another check owns that failure: the check
+    is ``not_run`` (``run_check`` makes the result), not failed a second time."""
+
+    def __init__(self, step: str, failed: MigrationFailed) -> None:
+        super().__init__(f"{step} failed at {failed.revision}")
+        self.step = step
+        self.failed = failed
+
+
+def upgrade_first(manager: MigrationManager, *, connection: Connection | None = None) -> None:
+    """Upgrade to heads, the step ``downgrade_clean`` and ``models_match`` take before
+    their own: a revision that fails there is the ``upgrade`` check's failure (``NotRun``).
+
+    Decided on this check's own upgrade, not on whether ``upgrade`` ran or failed, so
+    ``--only`` gives the same verdict as all checks. A broken ``env.py`` fails every
+    check that runs it: that one is raised as it is.
+    """
+    try:
+        manager.upgrade("heads", connection=connection)
+    except EnvPyFailed:
+        raise
+    except MigrationFailed as exc:
+        if exc.revision is None:
+            raise
+        raise NotRun("upgrade", exc) from exc
 
 
 class Progress(Protocol):
@@ -153,13 +184,66 @@ class CheckRunner:
         *,
         revision: str | None = None,
         file: str | None = None,
+        function: str | None = None,
+        line: int | None = None,
+        status: Status | None = None,
+        places: tuple[Place, ...] = (),
         skipped: bool = False,
     ) -> CheckResult:
-        """A result for this database, with ``file`` relative to the project root."""
+        """A result for this database, with ``file`` relative to the project root, and
+        ``line`` in it: by default, that of ``function`` (``upgrade``, ``downgrade``) in
+        ``revision``'s file."""
         shown = redact(message)  # it may quote an exception from env.py or a revision
+        if line is None:
+            line = self.function_line(revision, function)
         return CheckResult(
-            self.db.name, check, ok, shown, revision, self.relative(file), skipped=skipped
+            self.db.name,
+            check,
+            ok,
+            shown,
+            revision,
+            self.relative(file),
+            line,
+            function if line is not None else None,
+            status=status,
+            places=places,
+            skipped=skipped,
         )
+
+    def not_run(self, check: str, why: NotRun) -> CheckResult:
+        """``check`` was not run: ``why`` names the step that failed first, where."""
+        failed = why.failed
+        file = self.relative(failed.path)
+        return self.result(
+            check,
+            True,
+            f"not run: {why} ({file})",
+            revision=failed.revision,
+            file=file,
+            function=failed.function,
+            status="not_run",
+        )
+
+    def place(self, revision: str, function: str, message: str | None = None) -> Place | None:
+        """``revision``'s ``function`` (``upgrade``, ``downgrade``) as a result's place."""
+        script = self._revision(revision)
+        line = function_line(script, function) if script is not None else None
+        file = self.relative(script.path) if script is not None else None
+        return Place(file, line, function, message) if file and line is not None else None
+
+    def function_line(self, revision: str | None, function: str | None) -> int | None:
+        """The line of ``def <function>`` in ``revision``'s file (None: not known)."""
+        script = self._revision(revision) if function is not None else None
+        return function_line(script, function) if script and function else None
+
+    def _revision(self, revision: str | None) -> Script | None:
+        """The tree's revision ``revision`` (None when the tree has no such one)."""
+        if revision is None:
+            return None
+        try:
+            return self.script.get_revision(revision)
+        except (ReynardDBError, AlembicRevisionError):  # unknown here: a result without a line
+            return None
 
     def relative(self, path: str | Path | None) -> str | None:
         """``path`` relative to the project root when it is below it (as --json shows it)."""

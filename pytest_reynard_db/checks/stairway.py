@@ -45,6 +45,7 @@ from sqlalchemy import Connection, event
 
 from ..errors import EnvPyFailed, GuardRefused, ReynardDBError
 from ..manager import MigrationManager
+from ..text import counted
 from ..tree import (
     WalkStep,
     commit_between_steps,
@@ -100,9 +101,9 @@ def stairway(runner: CheckRunner) -> list[CheckResult]:
     order = walk_order(runner.script)
     broken = Stairway(runner, order).run()
     if not broken:
-        return [runner.result(CHECK, True, f"{len(order)} revisions: up, down, up")]
+        return [runner.result(CHECK, True, f"{counted(len(order), 'revision')}: up, down, up")]
     missed = sum(len(b.not_reached) for b in broken)
-    tally = f"  stairway: {len(broken)} of {len(order)} revisions broken" + (
+    tally = f"  stairway: {len(broken)} of {counted(len(order), 'revision')} broken" + (
         f", {missed} not reached" if missed else ""
     )
     results = []
@@ -114,7 +115,15 @@ def stairway(runner: CheckRunner) -> list[CheckResult]:
             lines.append(f"  not reached (they need it): {names}")
         lines.append(tally)
         results.append(
-            runner.result(CHECK, False, "\n".join(lines), revision=item.script.revision, file=path)
+            runner.result(
+                CHECK,
+                False,
+                "\n".join(lines),
+                revision=item.script.revision,
+                file=path,
+                # the code at fault: a down step ran downgrade(), an up or re-up step upgrade()
+                function="downgrade" if item.step == "down" else "upgrade",
+            )
         )
     return results
 

@@ -213,7 +213,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
             timeout=args.timeout,
             allow=tuple(args.allow),
         )
-    show_results(results, "json" if args.json else args.format, out, root=registry.root)
+    show_results(results, "json" if args.json else args.format, out)
     broken = [] if args.dbs else list(registry.broken.values())
     for entry in broken:  # every database was asked for: a broken one is said, and counts
         print(f"{PROG}: error: {redact(entry.error)}", file=sys.stderr)

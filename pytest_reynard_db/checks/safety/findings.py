@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...text import one_line
-from ..result import CheckResult
+from ...text import counted, one_line
+from ..places import identifiers, statement_line
+from ..result import CheckResult, Place
 from ..runner import CheckRunner
 
 #: A finding's statement is shown on one line of at most this many characters.
@@ -172,16 +173,41 @@ def to_results(
             [f", {waived} waived" if waived else "", f", {notes} notes" if notes else ""]
         )
         unchecked = sum(1 for r in reports if not r.checked)
-        clean = f"{len(reports)} revisions clean"
+        clean = f"{counted(len(reports), 'revision')} clean"
         if unchecked:
             clean = f"{len(reports) - unchecked} of {clean}, {unchecked} not checked"
         message = "\n".join([f"{clean}{extra}", *noted])
         return [runner.result(check, True, message)]
-    message = "\n".join([*(failure_message(report) for report in failed), *noted])
+    blocks = [failure_message(report) for report in failed]
+    message = "\n".join([*blocks, *noted])
     if len(failed) > 1:
         message = f"{len(failed)} revisions with findings:\n{message}"
     first = failed[0]
-    return [runner.result(check, False, message, revision=first.revision, file=first.file)]
+    places = tuple(
+        Place(report.file, finding_line(runner, report), "upgrade", block)
+        for report, block in zip(failed, blocks, strict=True)
+    )
+    return [
+        runner.result(
+            check,
+            False,
+            message,
+            revision=first.revision,
+            file=first.file,
+            function="upgrade",
+            line=places[0].line,
+            places=places,
+        )
+    ]
+
+
+def finding_line(runner: CheckRunner, report: RevisionReport) -> int | None:
+    """The line of the statement in ``upgrade()`` the findings are about: the one naming
+    most of their tables and their SQL's identifiers (else ``upgrade()``'s own line)."""
+    names: set[str] = set()
+    for finding in report.failures:
+        names |= identifiers(f"{finding.table or ''} {finding.statement or ''}")
+    return statement_line(runner.registry.root / report.file, names)
 
 
 def failure_message(report: RevisionReport) -> str:

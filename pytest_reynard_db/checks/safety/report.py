@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from ... import text
-from ...text import one_line
+from ...text import counted, one_line
 from .findings import STATEMENT_WIDTH, RevisionReport
 
 FORMATS = ("table", "json", "markdown")
@@ -115,7 +115,7 @@ def _summary(reports: Sequence[RevisionReport]) -> str:
     failed = sum(1 for r in reports if not r.ok)
     verdict = f"{failed} failed" if failed else "all passed"
     unchecked = sum(1 for r in reports if r.ok and not r.checked)
-    return f"{len(reports)} revision checks, {verdict}" + (
+    return f"{counted(len(reports), 'revision check')}, {verdict}" + (
         f", {unchecked} not checked" if unchecked else ""
     )
 
