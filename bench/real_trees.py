@@ -151,7 +151,8 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             limited += f"; plain Alembic and pytest-alembic on {result['driver']}"
         lines.append(
             f"- **{result['project']}** {result['version']} (Alembic {result['alembic']}"
-            f"{limited}; run {result['date']}, {result['wall']:.0f} s)"
+            f"{limited}; run {result['date']} by `{result.get('command', '?')}`, "
+            f"{result['wall']:.0f} s)"
         )
         for check in CHECKS:
             for tool in TOOLS:
@@ -179,10 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
+    command = "python bench/real_trees.py " + " ".join(argv if argv is not None else sys.argv[1:])
     stored: dict[str, dict[str, Any]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for project in [] if args.table_only else projects:
         print(f"{project.name}...", file=sys.stderr, flush=True)
         result = run_project(project, args)
+        result["command"] = command
         stored[project.name] = result
         if not args.no_write:  # each project's result is kept as soon as it is known
             RESULTS.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(ordered)
     print(table)
     if not args.no_write:
-        write_report(table, "python bench/real_trees.py " + " ".join(argv or sys.argv[1:]))
+        write_report(table, command)
     return 0
 
 
