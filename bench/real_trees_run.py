@@ -35,7 +35,8 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
 
 from sqlalchemy.engine import URL
 
-from bench.plain_alembic import ForkServer, Tree, _Session, plain_checks
+from bench.plain_alembic import ForkServer, Tree, plain_checks
+from bench.plain_database import Session
 from bench.real_trees_projects import Project, by_name
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -169,8 +170,7 @@ def run_plain(tree: Tree, server: EphemeralServer, run: ForkServer, driver: str)
             ),
         ),
     }
-    with fresh_database(server, driver) as url:
-        session = _Session(tree, url, run)
+    with fresh_database(server, driver) as url, Session(tree, url, run) as session:
         up = session.command("upgrade", "heads")
         done = session.command("check") if up.ok else up
         results["models_match"] = _plain(
