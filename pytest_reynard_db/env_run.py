@@ -25,6 +25,7 @@ from .logs import preserved_logging
 from .migration_errors import StepTracker
 from .registry import Database
 from .text import shown_path
+from .tree import note_version_table
 
 #: Alembic's migration function: ``(current heads, MigrationContext) -> steps to run``.
 StepsFn = Callable[[tuple[str, ...], Any], Iterable[Any]]
@@ -65,6 +66,7 @@ def run_env(
         )
 
     def chosen(heads: Any, context: Any) -> Any:
+        note_version_table(script, context)
         return tracker.tracked(steps(heads, context))
 
     with (

@@ -37,7 +37,14 @@ from .new_revisions import write_merge, write_revision
 from .postgres.waits import DEFAULT_LOCK_TIMEOUT
 from .registry import Database
 from .target import connect, create_if_missing
-from .tree import check_target, downgrade_steps, load_tree, stamp_steps, upgrade_steps
+from .tree import (
+    check_target,
+    current_heads,
+    downgrade_steps,
+    load_tree,
+    stamp_steps,
+    upgrade_steps,
+)
 from .urls import mask_url, with_driver
 
 __all__ = ["MigrationManager", "StepsFn", "exported"]
@@ -137,10 +144,8 @@ class MigrationManager:
 
     def current(self) -> tuple[str, ...]:
         """The revisions the database is at (empty at base)."""
-        from alembic.runtime.migration import MigrationContext
-
         with self.connect() as connection:
-            return tuple(sorted(MigrationContext.configure(connection).get_current_heads()))
+            return tuple(sorted(current_heads(connection, self.script)))
 
     def resolve(self, target: str) -> None:
         """Check that ``target`` names revisions of this tree (relative steps are Alembic's)."""
@@ -325,7 +330,7 @@ class MigrationManager:
             except Exception as exc:
                 if connection is not None:
                     connection.rollback()
-                raise migration_failure(self.db, tracker, exc, connection) from exc
+                raise migration_failure(self.db, tracker, exc, connection, self.script) from exc
 
     def _run_env(
         self, steps: StepsFn, config: Config, tracker: StepTracker, **options: Any

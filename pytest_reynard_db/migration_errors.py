@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError, format_as_comma
 from sqlalchemy import Connection
@@ -24,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from .errors import EnvPyFailed, EnvPyNeedsConfig, MigrationFailed, RevisionError
 from .registry import Database
 from .text import first_line, one_line, shown_path
-from .tree import as_first_run
+from .tree import as_first_run, current_heads
 
 ALEMBIC_MIGRATION_LOGGER = "alembic.runtime.migration"
 AUTOCOMMIT = re.compile(r"\bautocommit_block\s*\(")
@@ -116,17 +117,19 @@ def alembic_errors(db: Database) -> Iterator[None]:
 
 
 def migration_failure(
-    db: Database, step: StepTracker, exc: BaseException, connection: Connection | None
+    db: Database,
+    step: StepTracker,
+    exc: BaseException,
+    connection: Connection | None,
+    script: ScriptDirectory,
 ) -> MigrationFailed:
     """The error for a migration that raised: the file, the step, the database error, and
     the revision the database was left at (each migration has its own transaction).
     Without ``connection`` (``--sql``) nothing was applied, so no revision is said."""
-    from alembic.runtime.migration import MigrationContext
-
     if step.path is None:
         return env_py_failure(db, exc)
     try:
-        at = MigrationContext.configure(connection).get_current_heads() if connection else ()
+        at = current_heads(connection, script) if connection else ()
         now = ", ".join(sorted(at)) or "base"
     except Exception:
         now = "unknown"

@@ -46,7 +46,7 @@ from .text import one_line
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationContext, MigrationStep
-    from sqlalchemy import Table
+    from sqlalchemy import Connection, Table
 
 #: Ids Alembic reads as symbols wherever a revision is named (``heads``, ``head``,
 #: ``base``; ``current`` in ``show``, ``history`` and ``edit``): a file with one can
@@ -297,6 +297,33 @@ def _load_again(path: str) -> ModuleType:
     module.__file__ = path
     exec(cached[1], module.__dict__)
     return module
+
+
+#: The version table each tree's ``env.py`` was seen configuring: (name, schema).
+_VERSION_TABLES: weakref.WeakKeyDictionary[ScriptDirectory, tuple[str, str | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def note_version_table(script: ScriptDirectory, context: MigrationContext) -> None:
+    """Remember the version table ``env.py`` configured for ``script`` (``version_table``,
+    ``version_table_schema``: mlflow's auth tree keeps ``alembic_version_auth``), so that
+    what reads a database's revision back reads the table env.py writes."""
+    _VERSION_TABLES[script] = (context.version_table, context.version_table_schema)
+
+
+def version_table_of(script: ScriptDirectory) -> tuple[str, str | None]:
+    """The version table of ``script``'s ``env.py`` as last seen; Alembic's default before."""
+    return _VERSION_TABLES.get(script, ("alembic_version", None))
+
+
+def current_heads(connection: Connection, script: ScriptDirectory) -> tuple[str, ...]:
+    """The revisions ``connection``'s database is at, read from ``script``'s version table."""
+    from alembic.runtime.migration import MigrationContext
+
+    name, schema = version_table_of(script)
+    opts = {"version_table": name, "version_table_schema": schema}
+    return tuple(MigrationContext.configure(connection, opts=opts).get_current_heads())
 
 
 def forget_created_types(context: MigrationContext) -> None:

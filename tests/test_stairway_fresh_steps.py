@@ -172,3 +172,36 @@ def test_downgrade_clean_runs_its_downgrade_on_a_session_of_its_own(
     registry = load_registry(project)
     [result] = run_check(CheckRunner(registry.get("main"), registry, pg_server), "downgrade_clean")
     assert result.ok, result.message
+
+
+#: mlflow's auth tree keeps its versions in a table of its own.
+OWN_VERSION_TABLE_ENV = OWN_ENGINE_ENV.replace(
+    "target_metadata=None)", 'target_metadata=None, version_table="alembic_version_auth")'
+)
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["sound", "forgets-a-column"])
+def test_an_env_py_with_a_version_table_of_its_own_is_read_back_there(
+    project: Path, pg_server: EphemeralServer, broken: bool
+) -> None:
+    versions = tree(project, OWN_VERSION_TABLE_ENV)
+    write_revision(
+        versions,
+        "v1",
+        HEAD,
+        'op.add_column("user_account", sa.Column("nickname", sa.String(50)))',
+        "pass" if broken else 'op.drop_column("user_account", "nickname")',
+    )
+    registry = load_registry(project)
+    runner = CheckRunner(registry.get("main"), registry, pg_server)
+    results = {name: run_check(runner, name) for name in ("upgrade", "stairway", "downgrade_clean")}
+    assert all(r.ok for r in results["upgrade"]), results["upgrade"]
+    # the forgotten column goes with its table at base: only the stairway can see it
+    [clean] = results["downgrade_clean"]
+    assert clean.ok and clean.message.endswith("leaves only alembic_version_auth"), clean
+    [stairway] = results["stairway"]
+    if broken:
+        assert not stairway.ok and stairway.revision == "v1"
+        assert 'column "nickname" of relation "user_account" already exists' in stairway.message
+    else:
+        assert stairway.ok, stairway.message

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, text
 
 from ..errors import ReynardDBError
 from ..text import counted
+from ..tree import version_table_of
 from .catalog import USER_SCHEMA
 from .heads import all_heads, moved_to, walk_order
 from .result import CheckResult
@@ -85,19 +86,24 @@ def downgrade_clean(runner: CheckRunner) -> CheckResult:
     would mean nothing.
     """
     heads = all_heads(runner.script)
+    script = runner.script
     with runner.scratch_database(CHECK) as manager:
         upgrade_first(manager)
         with manager.connect() as connection:
-            why = moved_to(runner, "upgrade heads", read_heads(connection), heads)
+            why = moved_to(runner, "upgrade heads", read_heads(connection, script), heads)
         if why is None:
             manager.downgrade("base")
             with manager.connect() as connection:
-                why = moved_to(runner, "downgrade base", read_heads(connection), set(), heads)
-                left = leftovers(connection)
+                why = moved_to(
+                    runner, "downgrade base", read_heads(connection, runner.script), set(), heads
+                )
+                left = leftovers(connection, version_table_of(script)[0])
         if why is not None:
             return runner.result(CHECK, False, why)
     if not left:
-        return runner.result(CHECK, True, f"heads -> base leaves only {VERSION_TABLE}")
+        return runner.result(
+            CHECK, True, f"heads -> base leaves only {version_table_of(runner.script)[0]}"
+        )
     creators = created_by(runner, set(left))
     listed = "\n".join(f"  {item}{_by(runner, creators.get(item))}" for item in left)
     message = f"downgrade to base left {counted(len(left), 'object')} behind:\n{listed}"
@@ -142,7 +148,7 @@ def created_by(runner: CheckRunner, left: set[str]) -> dict[str, Script]:
             for script in walk_order(runner.script):
                 manager.upgrade(script.revision)  # a command of its own, as in the check
                 with manager.connect() as connection:
-                    now = set(leftovers(connection))
+                    now = set(leftovers(connection, version_table_of(runner.script)[0]))
                 found.update((item, script) for item in (now - before) & left)
                 before = now
     except ReynardDBError:
@@ -163,9 +169,10 @@ def _left_by(revision: str, items: list[str]) -> str:
     return f"downgrade of {revision} left {counted(len(items), 'object')} behind:\n{listed}"
 
 
-def leftovers(connection: Connection) -> list[str]:
-    """Everything in the database's user schemas but the version table, as ``kind schema.name``."""
-    rows = connection.execute(text(LEFTOVERS), {"version_table": VERSION_TABLE}).all()
+def leftovers(connection: Connection, version_table: str = VERSION_TABLE) -> list[str]:
+    """Everything in the database's user schemas but the version table (``env.py``'s
+    ``version_table``), as ``kind schema.name``."""
+    rows = connection.execute(text(LEFTOVERS), {"version_table": version_table}).all()
     connection.rollback()
     return [
         f"{kind} {name}" if kind == "schema" else f"{kind} {schema}.{name}"

@@ -245,7 +245,7 @@ class Stairway:
         """After a run, the heads committed must be those the walk reached, read on our
         connection: the read-back inside the steps sees env.py's transaction, and an
         env.py that never commits it would otherwise pass."""
-        actual = read_heads(self.connection)
+        actual = read_heads(self.connection, self.manager.script)
         if same_heads(self.manager.script, actual, self.db_heads):
             return
         last = self.order[self.at - 1] if self.next_step == 0 else self.order[self.at]

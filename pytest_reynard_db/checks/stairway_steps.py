@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from alembic.runtime.migration import MigrationContext
-from alembic.script import Script
+from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection
 
 from ..errors import EnvPyFailed, GuardRefused, MigrationFailed, ReynardDBError
 from ..manager import MigrationManager
-from ..tree import same_heads
+from ..tree import current_heads, same_heads
 from .heads import down_target, expected_heads, heads_text, unchanged_or_wrong
 
 
@@ -62,10 +61,10 @@ def wrong_heads(
     return StepFailed(revision, step, why, elsewhere=actual == before)
 
 
-def read_heads(connection: Connection) -> set[str]:
-    """The heads committed on the throw-away database, read on the check's connection
-    (the read's transaction ended: the next step opens its own)."""
-    actual = set(MigrationContext.configure(connection).get_current_heads())
+def read_heads(connection: Connection, script: ScriptDirectory) -> set[str]:
+    """The heads committed on the throw-away database, read on the check's connection from
+    ``script``'s version table (the read's transaction ended: the next step opens its own)."""
+    actual = set(current_heads(connection, script))
     connection.rollback()
     return actual
 
@@ -92,7 +91,7 @@ def reach(
     for script in order:
         if script.revision in heads:
             manager.upgrade(script.revision, connection=connection())
-    actual = read_heads(connection())
+    actual = read_heads(connection(), manager.script)
     if not same_heads(manager.script, actual, heads):
         raise ReynardDBError(
             f"upgrading to {heads_text(heads)} left the database at {heads_text(actual)}"
@@ -130,6 +129,6 @@ def one_step(
         raise  # the environment is broken, not this revision: the check fails on env.py
     except ReynardDBError as exc:
         raise step_failure(revision, step, exc) from exc
-    actual = read_heads(connection)
+    actual = read_heads(connection, manager.script)
     if not same_heads(manager.script, actual, after):
         raise wrong_heads(revision, step, actual, after, before, migrated_here=migrated_here)
