@@ -4,6 +4,7 @@
 own copy, or with ``source`` ``point`` its source's: ``migrated_with``), the URL
 variables its migrations may read, and the tree loaded once for every manager.
 ``tree_digest``: what decides a template's content, hashed into its name.
+``project_identity``: which project a template on a shared server belongs to.
 """
 
 from __future__ import annotations
@@ -75,3 +76,11 @@ def tree_digest(tree: Database, revision: str, source: Source) -> str:
         digest.update(str(shown).encode())
         digest.update(path.read_bytes() if path.exists() else b"")
     return digest.hexdigest()[:12]
+
+
+def project_identity(registry: Registry) -> str:
+    """The project templates are marked with on a server others use: its root's path,
+    hashed. Two projects may register a database of one name (``app``), and a project's
+    tree is current only to itself; two checkouts of one project count as two, so that
+    neither prunes a template the other may still need."""
+    return hashlib.sha256(str(registry.root).encode()).hexdigest()[:12]

@@ -44,13 +44,6 @@ def template_name(database: str, digest: str) -> str:
     return pg_name(f"{TEMPLATE_PREFIX}{database}_{digest}")
 
 
-def is_template_of(name: str, database: str) -> bool:
-    """Whether ``name`` is a template of registry database ``database`` (any digest). A
-    name cut to 63 bytes is never recognized: kept, rather than taken for another's."""
-    stem = pg_name(f"{TEMPLATE_PREFIX}{database}_")
-    return name.startswith(stem) and re.fullmatch(r"[0-9a-f]{12}", name[len(stem) :]) is not None
-
-
 def building_name(template: str) -> str:
     """The name ``template`` is migrated under until it is complete."""
     return pg_name(template, BUILDING_SUFFIX)

@@ -21,8 +21,11 @@ in the maintenance database, without creating any table there:
   that go stale. The next run drops the databases of every run that is not alive
   (names ``test_<db>_<run id>_<worker>_<purpose><n>``, owned by the same role),
   and only those.
-- **Old templates go.** A template records when it was last used (its
-  ``COMMENT``); one unused for ``max_age`` and held by no run is dropped.
+- **Old templates go.** A template records when it was last used, the tree it was
+  built from (its digest at heads, whatever revision the template is at) and the
+  projects that used it (its ``COMMENT``); one unused for ``max_age`` and held by no
+  run is dropped, and ``server prune`` drops a project's templates of trees it no
+  longer has, never one another project used (it may be that one's current tree).
 
 Settings: ``$REYNARD_DB_STALE_AFTER`` (seconds, default 120) and
 ``$REYNARD_DB_TEMPLATE_MAX_AGE`` (days, default 7).
@@ -46,7 +49,7 @@ from psycopg import sql
 from ..errors import ConfigError, LockTimeout, ServerError
 from ..text import first_line
 from ..urls import mask_url
-from .names import is_template_of, run_comment, run_of
+from .names import run_comment, run_of
 from .server import Server, connect_args
 from .waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 
@@ -54,6 +57,7 @@ from .waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 #: uses the one-bigint form, a separate space).
 BUILD_CLASS = 0x5E7A_0001
 USE_CLASS = 0x5E7A_0002
+MARK_CLASS = 0x5E7A_0003
 RUN_APP_PREFIX = "reynard-db run "
 BUILD_APP_PREFIX = "reynard-db build "
 TEMPLATE_COMMENT = "reynard-db template"
@@ -63,6 +67,8 @@ DEFAULT_STALE_AFTER = 120.0
 DEFAULT_MAX_AGE_DAYS = 7.0
 #: A run is dead once this many of the heartbeats it announced were missed (at least).
 HEARTBEATS_MISSED = 3
+#: How many projects a template's comment names (the latest users).
+PROJECTS_KEPT = 8
 
 
 def stale_after() -> float:
@@ -142,14 +148,31 @@ class RunPresence:
             _hold_shared(self._session(), template)
             self.held.add(template)
 
-    def mark_used(self, template: str) -> None:
-        """Record on the template when it was last used (pruning by age reads it)."""
-        comment = f"{TEMPLATE_COMMENT}; used {int(time.time())}; run {self.run_id}"
-        statement = sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-            sql.Identifier(template), sql.Literal(comment)
-        )
+    def mark_used(self, template: str, *, project: str, tree: str) -> None:
+        """Record on the template when it was last used, from which tree (``tree``: its
+        digest at heads) and by which projects (``project`` added): pruning reads them."""
         with self._lock, suppress(psycopg.Error):  # not the owner: another role built it
-            self._session().execute(statement)
+            session = self._session()
+            with session.transaction():  # one read-and-write at a time per template
+                session.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)", (MARK_CLASS, template_key(template))
+                )
+                row = session.execute(
+                    "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                    "WHERE datname = %s",
+                    (template,),
+                ).fetchone()
+                users = [p for p in _projects(row[0] if row else None) if p != project]
+                users = [*users, project][-PROJECTS_KEPT:]
+                comment = (
+                    f"{TEMPLATE_COMMENT}; used {int(time.time())}; run {self.run_id}; "
+                    f"tree {tree}; projects {' '.join(users)}"
+                )
+                session.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        sql.Identifier(template), sql.Literal(comment)
+                    )
+                )
 
     def close(self) -> None:
         """End the session: its locks go with it."""
@@ -316,6 +339,24 @@ class TemplateInfo:
     used: float | None
     run: str | None
     ours: bool
+    #: The digest at heads of the tree it was built from (None: not recorded).
+    tree: str | None = None
+    #: The projects (``resolve.project_identity``) that used it, the latest last.
+    projects: tuple[str, ...] = ()
+
+    def kind(self, project: str, current_trees: frozenset[str]) -> str:
+        """What it is to ``project``, whose trees hash to ``current_trees`` now:
+        ``current``, ``old digest`` (``server prune`` drops it) or ``another project``."""
+        if self.tree in current_trees and project in self.projects:
+            return "current"
+        if self.projects == (project,):
+            return "old digest"
+        return "another project"
+
+
+def _projects(comment: str | None) -> list[str]:
+    found = re.search(r"; projects ([0-9a-f ]+)", comment or "")
+    return found.group(1).split() if found else []
 
 
 def templates(server: Server) -> list[TemplateInfo]:
@@ -332,6 +373,7 @@ def templates(server: Server) -> list[TemplateInfo]:
     for name, comment, mine in rows:
         used = re.search(r"; used (\d+)", comment or "")
         run = re.search(r"; run ([0-9a-f]+)", comment or "")
+        tree = re.search(r"; tree ([0-9a-f]+)", comment or "")
         found.append(
             TemplateInfo(
                 name=name,
@@ -339,6 +381,8 @@ def templates(server: Server) -> list[TemplateInfo]:
                 run=run.group(1) if run else None,
                 # Another role's template is that role's to prune, whatever we may drop.
                 ours=bool(mine and comment and comment.startswith(TEMPLATE_COMMENT)),
+                tree=tree.group(1) if tree else None,
+                projects=tuple(_projects(comment)),
             )
         )
     return found
@@ -350,24 +394,23 @@ def prune_templates(
     max_age: float | None = None,
     keep: frozenset[str] = frozenset(),
     everything_ours: bool = False,
-    of_databases: frozenset[str] | None = None,
+    project: str | None = None,
+    current_trees: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Drop templates unused for ``max_age`` seconds (or, with ``max_age`` None, every one
     not in ``keep``) that no run holds; return their names.
 
     Only templates whose comment marks them as ours are dropped, unless
     ``everything_ours`` (a server this tool started, where every database is ours);
-    with ``of_databases``, only templates of those registry databases (a shared server
-    holds other projects' current templates too).
+    with ``project``, only its old digests (``TemplateInfo.kind``): a server may hold
+    other projects' current templates too, under the same database names.
     """
     now = time.time()
     dropped: list[str] = []
     for info in templates(server):
         if info.name in keep or not (info.ours or everything_ours):
             continue
-        if of_databases is not None and not any(
-            is_template_of(info.name, database) for database in of_databases
-        ):
+        if project is not None and info.kind(project, current_trees) != "old digest":
             continue
         if max_age is not None and info.used is not None and now - info.used < max_age:
             continue
