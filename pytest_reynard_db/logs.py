@@ -20,7 +20,6 @@ import configparser
 import hashlib
 import io
 import logging
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,14 +38,18 @@ SILENT = {
 
 
 def silent_ini(ini: Path) -> Path:
-    """A copy of ``ini`` with logging sections that log nothing (made once per content).
+    """A copy of ``ini`` with logging sections that log nothing (made once per content
+    and process, in the process's folder under the runtime directory: it goes with it).
 
     Every other section is kept, so an ``env.py`` reading one through the file
     name still finds it.
     """
+    # Imported here: the registry imports this module, and the servers' package the registry.
+    from .postgres.runas import process_scratch
+
     source = ini.read_bytes()
     digest = hashlib.sha256(str(ini).encode() + b"\0" + source).hexdigest()[:16]
-    target = Path(tempfile.gettempdir()) / f"reynard-db-silent-{digest}.ini"
+    target = process_scratch() / f"silent-{digest}.ini"
     if target.exists():
         return target
     parser = configparser.ConfigParser(interpolation=None)

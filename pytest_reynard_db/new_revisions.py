@@ -141,11 +141,16 @@ def render(src: Path, encoding: str, **kw: Any) -> bytes:
     during rendering became "Template rendering failed" (exit 2) instead of an interrupt."""
     try:
         return bytes(Template(filename=str(src)).render_unicode(**kw).encode(encoding))
-    except Exception:
-        with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as handle:
-            handle.write(exceptions.text_error_template().render_unicode().encode(encoding))
+    except Exception as exc:
+        # One line naming the template's line (Alembic writes a traceback file to the
+        # system temp directory, left there; ours leaves nothing).
+        where = shown_path(src)
+        for filename, line, *_ in reversed(exceptions.RichTraceback().traceback):
+            if filename and Path(filename).name == src.name:
+                where = f"{where}, line {line}"
+                break
         raise CommandError(
-            f"Template rendering failed; see {handle.name} for a template-oriented traceback."
+            f"{where}: template rendering failed: {type(exc).__name__}: {exc}"
         ) from None
 
 
