@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .atomic_file import replace_file
+from .errors import FilesystemError
 
 LOGGING_SECTIONS = ("loggers", "handlers", "formatters")
 LOGGING_PREFIXES = ("logger_", "handler_", "formatter_")
@@ -60,8 +61,11 @@ def silent_ini(ini: Path) -> Path:
     parser.read_dict(SILENT)
     text = io.StringIO()
     parser.write(text)
-    # Two runs starting together both make the copy: each writes a temp file of its own.
-    replace_file(target, text.getvalue().encode("utf-8"))
+    # Threads making it together each write a temp file of their own.
+    try:
+        replace_file(target, text.getvalue().encode("utf-8"))
+    except OSError as exc:  # a full runtime directory
+        raise FilesystemError(f"cannot write {target}: {exc.strerror}") from None
     return target
 
 

@@ -16,6 +16,7 @@ from typing import Literal, get_args
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
+from .atomic_file import refuse_non_regular
 from .manager import MigrationManager
 from .registry import Database, Registry
 from .tree import load_tree, revision_files
@@ -70,6 +71,7 @@ def tree_digest(tree: Database, revision: str, source: Source) -> str:
     files = [tree.script_location / "env.py"]
     for location in tree.version_locations:
         files.extend(sorted(revision_files(location)))
+    refuse_non_regular(files[0], where=f"database {tree.name!r}: ")  # env.py
     for path in files:
         # Relative where possible: two checkouts of one tree share a reused template.
         shown = path.relative_to(base) if path.is_relative_to(base) else path

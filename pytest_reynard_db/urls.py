@@ -21,7 +21,7 @@ import re
 from urllib.parse import quote, unquote
 
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from .errors import ConfigError
 
@@ -38,6 +38,8 @@ _SHOWN: set[str] = set()
 #: would be any short word ("-p", "a b").
 MIN_TOKEN = 4
 
+#: C0 and C1 control characters and DEL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(//)?")
 # password=..., ?password=..., 'password': '...', password: ..., PGPASSWORD=...
 _SECRET_PARAM = re.compile(
@@ -61,7 +63,42 @@ def parse_url(url: str | URL, *, origin: str = "URL") -> URL:
         raise ConfigError(f"{origin}: malformed database URL {mask_url(url)!r}") from exc
     if not parsed.drivername.startswith("postgresql"):
         raise ConfigError(f"{origin}: not a PostgreSQL URL: {mask_url(parsed)!r}")
+    try:
+        parsed.get_dialect()  # the dialect's module, not its driver (require_driver's)
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"{origin}: {mask_url(parsed)}: unknown driver {parsed.get_driver_name()!r}; "
+            "SQLAlchemy's PostgreSQL drivers are psycopg, psycopg2, asyncpg, pg8000 "
+            "(postgresql+psycopg://...)"
+        ) from None
+    check_names(parsed, origin=origin)
     return parsed
+
+
+def check_names(url: URL, *, origin: str) -> None:
+    """No control character in what a URL names: a NUL in a database name ended libpq's
+    conninfo there, and the host and port after it were dropped (the default server)."""
+    parts: dict[str, str | None] = {
+        "user": url.username,
+        "host": url.host,
+        "database": url.database,
+    }
+    for key, value in url.query.items():
+        parts[key] = value if isinstance(value, str) else ",".join(value)
+    for what, part in parts.items():
+        if part:
+            refuse_control_characters(part, what=f"{origin}: {mask_url(url)}: {what}")
+
+
+def refuse_control_characters(value: str, *, what: str) -> None:
+    """A name a user gives (a database, a message, a branch label) with a control
+    character in it is refused, shown escaped: a terminal would act on an escape."""
+    found = _CONTROL.search(value)
+    if found:
+        raise ConfigError(
+            f"{what}: control character U+{ord(found.group()):04X} in {value!r}; "
+            "names may not hold control characters"
+        )
 
 
 def admin_url(url: str | URL, *, origin: str) -> URL:
