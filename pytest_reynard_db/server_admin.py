@@ -24,13 +24,8 @@ from .postgres import EphemeralServer, ExistingServer, Server
 from .postgres.executor import EphemeralPostgres
 from .postgres.reaper import postmaster_pid, stop_postmaster
 from .postgres.reuse import Kept, kept_at, reuse_dir
-from .postgres.shared import (
-    TemplateInfo,
-    drop_dead_runs,
-    prune_templates,
-    run_sessions,
-    templates,
-)
+from .postgres.shared import drop_dead_runs, run_sessions
+from .postgres.templates import TemplateInfo, prune_templates, templates
 from .postgres.waits import file_lock
 from .registry import Registry
 from .resolve import SOURCES, migrated_with, project_identity, tree_digest

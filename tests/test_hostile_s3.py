@@ -24,12 +24,8 @@ from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
 from pytest_reynard_db.postgres.reaper import stop_postmaster
 from pytest_reynard_db.postgres.reuse import answers, reusable_server
 from pytest_reynard_db.postgres.server import connect_args
-from pytest_reynard_db.postgres.shared import (
-    TEMPLATE_COMMENT,
-    RunPresence,
-    drop_dead_runs,
-    prune_templates,
-)
+from pytest_reynard_db.postgres.shared import TEMPLATE_COMMENT, RunPresence, drop_dead_runs
+from pytest_reynard_db.postgres.templates import prune_templates
 from pytest_reynard_db.resolve import project_identity
 
 

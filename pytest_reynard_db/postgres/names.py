@@ -60,6 +60,16 @@ def run_of(database: str) -> str | None:
     return match.group("run") if match else None
 
 
+#: How many projects a template's comment names (the latest users).
+PROJECTS_KEPT = 8
+
+
+def comment_projects(comment: str | None) -> list[str]:
+    """The projects a template's ``COMMENT`` names (``shared.RunPresence.mark_used``)."""
+    found = re.search(r"; projects ([0-9a-f ]+)", comment or "")
+    return found.group(1).split() if found else []
+
+
 def run_comment(run_id: str) -> str:
     """The ``COMMENT`` a run's database carries on a server others use: what marks it
     as made by the harness (a name alone could be anyone's)."""
