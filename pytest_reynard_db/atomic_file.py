@@ -1,4 +1,5 @@
-"""Replacing a file whole or not at all: the one way this package does it.
+"""Replacing a file whole or not at all: the one way this package does it; and reading
+only regular files (``refuse_non_regular``).
 
 The bytes go to a temp file beside the target (same filesystem, so the rename is
 atomic), then ``os.replace`` puts it in place: a reader sees the old file or the new
@@ -10,8 +11,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
+
+from .errors import ConfigError
+from .text import shown_path
+
+#: What a path that is not a regular file is, by its mode's type.
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
 
 
 def replace_file(
@@ -44,3 +58,17 @@ def replace_file(
     except BaseException:
         scratch.unlink(missing_ok=True)
         raise
+
+
+def refuse_non_regular(path: Path, *, where: str = "") -> None:
+    """A ``ConfigError`` naming ``path`` and its kind when it exists and is not a regular
+    file (a symlink is followed), judged without opening it: reading a FIFO blocks until
+    a writer comes (the CLI hung), a device such as ``/dev/zero`` never ends. ``where``:
+    what to name first (the registry's file and key)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing: the caller's own error says so
+    for test, kind in _KINDS:
+        if test(mode):
+            raise ConfigError(f"{where}{shown_path(path)} is {kind}, not a regular file")

@@ -52,7 +52,13 @@ class ClonePool:
             self.server.adopt(name)  # it may have been made on the background connection
             self.server.drop_database(name)
             return
-        self._drops.append((name, self._thread.submit(self._background.drop_database, name)))
+        self._drops.append((name, self._thread.submit(self._drop_behind, name)))
+
+    def _drop_behind(self, name: str) -> None:
+        """On the background connection, which on an existing server drops only what it
+        created: a name the foreground made (a session database, a test's own) is adopted."""
+        self._background.adopt(name)
+        self._background.drop_database(name)
 
     def close(self) -> None:
         """Drop the clones made ahead, wait for every drop; a failed one is a ``ServerError``

@@ -20,6 +20,7 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
+from .atomic_file import refuse_non_regular
 from .errors import ConfigError
 from .logs import preserved_logging
 from .migration_errors import StepTracker
@@ -59,6 +60,7 @@ def run_env(
     is put back afterwards (``env.py``'s ``fileConfig`` changes it).
     """
     env_py = Path(script.dir) / "env.py"
+    refuse_non_regular(env_py, where=f"database {db.name!r}: ")
     if not env_py.is_file():  # Alembic: ImportError "Can't find Python file", a traceback
         raise ConfigError(
             f"database {db.name!r}: {shown_path(env_py)}: no such file (the tree's "

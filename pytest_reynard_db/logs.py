@@ -20,12 +20,12 @@ import configparser
 import hashlib
 import io
 import logging
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .atomic_file import replace_file
+from .errors import FilesystemError
 
 LOGGING_SECTIONS = ("loggers", "handlers", "formatters")
 LOGGING_PREFIXES = ("logger_", "handler_", "formatter_")
@@ -39,14 +39,18 @@ SILENT = {
 
 
 def silent_ini(ini: Path) -> Path:
-    """A copy of ``ini`` with logging sections that log nothing (made once per content).
+    """A copy of ``ini`` with logging sections that log nothing (made once per content
+    and process, in the process's folder under the runtime directory: it goes with it).
 
     Every other section is kept, so an ``env.py`` reading one through the file
     name still finds it.
     """
+    # Imported here: the registry imports this module, and the servers' package the registry.
+    from .postgres.runas import process_scratch
+
     source = ini.read_bytes()
     digest = hashlib.sha256(str(ini).encode() + b"\0" + source).hexdigest()[:16]
-    target = Path(tempfile.gettempdir()) / f"reynard-db-silent-{digest}.ini"
+    target = process_scratch() / f"silent-{digest}.ini"
     if target.exists():
         return target
     parser = configparser.ConfigParser(interpolation=None)
@@ -57,8 +61,11 @@ def silent_ini(ini: Path) -> Path:
     parser.read_dict(SILENT)
     text = io.StringIO()
     parser.write(text)
-    # Two runs starting together both make the copy: each writes a temp file of its own.
-    replace_file(target, text.getvalue().encode("utf-8"))
+    # Threads making it together each write a temp file of their own.
+    try:
+        replace_file(target, text.getvalue().encode("utf-8"))
+    except OSError as exc:  # a full runtime directory
+        raise FilesystemError(f"cannot write {target}: {exc.strerror}") from None
     return target
 
 

@@ -22,6 +22,7 @@ from alembic.util import CommandError
 from mako import exceptions  # type: ignore[import-untyped]
 from mako.template import Template  # type: ignore[import-untyped]
 
+from .atomic_file import refuse_non_regular
 from .authoring import Placement
 from .errors import FileConflict, FilesystemError, RevisionError
 from .migration_errors import alembic_errors
@@ -138,13 +139,19 @@ def render(src: Path, encoding: str, **kw: Any) -> bytes:
     """The revision file's content from the ``script.py.mako`` template, as Alembic's
     ``template_to_file`` renders it, less its bare ``except``: there a Ctrl-C or SIGTERM
     during rendering became "Template rendering failed" (exit 2) instead of an interrupt."""
+    refuse_non_regular(src)
     try:
         return bytes(Template(filename=str(src)).render_unicode(**kw).encode(encoding))
-    except Exception:
-        with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as handle:
-            handle.write(exceptions.text_error_template().render_unicode().encode(encoding))
+    except Exception as exc:
+        # One line naming the template's line (Alembic writes a traceback file to the
+        # system temp directory, left there; ours leaves nothing).
+        where = shown_path(src)
+        for filename, line, *_ in reversed(exceptions.RichTraceback().traceback):
+            if filename and Path(filename).name == src.name:
+                where = f"{where}, line {line}"
+                break
         raise CommandError(
-            f"Template rendering failed; see {handle.name} for a template-oriented traceback."
+            f"{where}: template rendering failed: {type(exc).__name__}: {exc}"
         ) from None
 
 
@@ -159,10 +166,13 @@ def write_new_file(db: Database, dest: Path, content: bytes) -> None:
         raise FilesystemError(f"cannot write {shown_path(dest)}: {exc.strerror}") from None
     tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:  # a full disk: the close fails again, after the write
+            raise FilesystemError(f"cannot write {shown_path(dest)}: {exc.strerror}") from None
         try:
             os.link(tmp, dest)  # atomic, and never replaces: the file is whole or absent
         except FileExistsError:

@@ -35,7 +35,7 @@ from .postgres.names import building_name, run_database, template_name
 from .postgres.shared import RunPresence, build_lock
 from .postgres.waits import file_lock
 from .registry import Database, Registry
-from .resolve import Resolved, Source, tree_digest
+from .resolve import Resolved, Source, project_identity, tree_digest
 
 #: What a database is for; part of its name (``postgres.names.run_database``).
 Purpose = Literal["session", "fresh", "rev", "empty", "alembic"]
@@ -174,8 +174,12 @@ class Provisioner:
                     revision,
                     extra={"template": template, "database": name, "revision": revision},
                 )
-        if self.presence is not None:
-            self.presence.mark_used(template)
+        if self.presence is not None:  # whose it is, and of which tree at any revision
+            self.presence.mark_used(
+                template,
+                project=project_identity(self.registry),
+                tree=tree_digest(target.tree, "heads", self.source),
+            )
         return template, _heads_of(target.manager(self.server.database_url(template)), revision)
 
     def _migrate_into(self, target: Resolved, template: str, revision: str) -> None:

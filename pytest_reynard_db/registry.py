@@ -208,7 +208,7 @@ def find_project_root(start: Path | None = None) -> Path:
     """The nearest directory upward from ``start`` (default: cwd) holding pyproject.toml."""
     here = (start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
-        if (candidate / "pyproject.toml").is_file():
+        if (candidate / "pyproject.toml").exists():  # a FIFO there is refused, by its kind
             return candidate
     raise ConfigError(f"no pyproject.toml in {here} or above; pass --project DIR")
 

@@ -19,11 +19,12 @@ from typing import Any
 from alembic.config import Config
 from alembic.util import CommandError, coerce_resource_to_filename
 
+from .atomic_file import refuse_non_regular
 from .errors import ConfigError
 from .lint_settings import LintSettings
 from .registry import Broken, Database
 from .text import one_line
-from .urls import parse_url
+from .urls import parse_url, refuse_control_characters
 
 DATABASE_KEYS = frozenset({"ini", "database", "url_env", "mirror_of", "description"})
 TOP_LEVEL_KEYS = frozenset({"databases", "lint"})
@@ -33,6 +34,7 @@ INI_PREFIX = "alembic_"
 def database_specs(root: Path, pyproject: Path) -> tuple[dict[str, dict[str, Any]], LintSettings]:
     """Each database's table (``ini``, ``database``...) by name, and the lint settings:
     from ``[tool.reynard-db]``, else discovered from the ini files in ``root``."""
+    refuse_non_regular(pyproject)
     if not pyproject.is_file():
         raise ConfigError(f"{pyproject}: no such file")
     try:
@@ -85,6 +87,9 @@ def _check_spec(pyproject: Path, name: str, spec: Mapping[str, Any]) -> None:
             raise ConfigError(f"{pyproject}: {here}: unknown key {key!r}")
         if not isinstance(value, str):
             raise ConfigError(f"{pyproject}: {here}: {key} must be a string")
+        if key != "description":  # names: a NUL would end libpq's conninfo there
+            refuse_control_characters(value, what=f"{pyproject}: {here}: {key}")
+    refuse_control_characters(name, what=f"{pyproject}: {here}")
     if "ini" not in spec:
         raise ConfigError(f"{pyproject}: {here}: missing key 'ini'")
 
@@ -107,6 +112,7 @@ def build_database(
     _check_spec(pyproject, name, spec)
     here = f"[tool.reynard-db.databases.{name}]"
     ini = (root / spec["ini"]).resolve()
+    refuse_non_regular(ini, where=f"{pyproject}: {here}: ini: ")
     if not ini.is_file():
         raise ConfigError(f"{pyproject}: {here}: ini: no such file: {ini}")
     if ini.suffix == ".toml":  # configparser would read TOML as a broken ini

@@ -4,6 +4,7 @@
 own copy, or with ``source`` ``point`` its source's: ``migrated_with``), the URL
 variables its migrations may read, and the tree loaded once for every manager.
 ``tree_digest``: what decides a template's content, hashed into its name.
+``project_identity``: which project a template on a shared server belongs to.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Literal, get_args
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
+from .atomic_file import refuse_non_regular
 from .manager import MigrationManager
 from .registry import Database, Registry
 from .tree import load_tree, revision_files
@@ -69,9 +71,18 @@ def tree_digest(tree: Database, revision: str, source: Source) -> str:
     files = [tree.script_location / "env.py"]
     for location in tree.version_locations:
         files.extend(sorted(revision_files(location)))
+    refuse_non_regular(files[0], where=f"database {tree.name!r}: ")  # env.py
     for path in files:
         # Relative where possible: two checkouts of one tree share a reused template.
         shown = path.relative_to(base) if path.is_relative_to(base) else path
         digest.update(str(shown).encode())
         digest.update(path.read_bytes() if path.exists() else b"")
     return digest.hexdigest()[:12]
+
+
+def project_identity(registry: Registry) -> str:
+    """The project templates are marked with on a server others use: its root's path,
+    hashed. Two projects may register a database of one name (``app``), and a project's
+    tree is current only to itself; two checkouts of one project count as two, so that
+    neither prunes a template the other may still need."""
+    return hashlib.sha256(str(registry.root).encode()).hexdigest()[:12]

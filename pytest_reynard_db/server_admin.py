@@ -22,19 +22,13 @@ from typing import TextIO
 from .errors import CheckFailed, ConfigError, ServerError
 from .postgres import EphemeralServer, ExistingServer, Server
 from .postgres.executor import EphemeralPostgres
-from .postgres.names import template_name
 from .postgres.reaper import postmaster_pid, stop_postmaster
 from .postgres.reuse import Kept, kept_at, reuse_dir
-from .postgres.shared import (
-    TemplateInfo,
-    drop_dead_runs,
-    prune_templates,
-    run_sessions,
-    templates,
-)
+from .postgres.shared import drop_dead_runs, run_sessions
+from .postgres.templates import TemplateInfo, prune_templates, templates
 from .postgres.waits import file_lock
 from .registry import Registry
-from .resolve import SOURCES, migrated_with, tree_digest
+from .resolve import SOURCES, migrated_with, project_identity, tree_digest
 from .text import counted, print_table
 from .urls import admin_url, mask_url
 
@@ -52,14 +46,14 @@ def admin_view(kept: Kept) -> EphemeralServer:
     return EphemeralServer(kept.attach(EphemeralPostgres(persistent=True)))
 
 
-def current_templates(registry: Registry) -> frozenset[str]:
-    """The template names the registry's trees have now, at heads (``copy`` and ``point``)."""
-    names = set()
-    for db in registry.select():
-        for source in SOURCES:
-            digest = tree_digest(migrated_with(registry, db, source), "heads", source)
-            names.add(template_name(db.name, digest))
-    return frozenset(names)
+def current_trees(registry: Registry) -> frozenset[str]:
+    """The digests at heads of the registry's trees now (``copy`` and ``point``): a
+    template built from one of them is current, at whatever revision it is."""
+    return frozenset(
+        tree_digest(migrated_with(registry, db, source), "heads", source)
+        for db in registry.select()
+        for source in SOURCES
+    )
 
 
 def status(registry: Registry, url: str | None) -> list[str]:
@@ -71,7 +65,7 @@ def status(registry: Registry, url: str | None) -> list[str]:
             sessions = run_sessions(shared)
             lines.append(f"runs: {len(sessions) or 'none'}")
             lines += [f"  {name}: {counted(held, 'template')} held" for name, held in sessions]
-            lines += _template_lines(templates(shared), current_templates(registry))
+            lines += _template_lines(templates(shared), registry)
         finally:
             shared.close()
         return lines
@@ -85,19 +79,20 @@ def status(registry: Registry, url: str | None) -> list[str]:
     ]
     server = admin_view(kept)
     try:
-        lines += _template_lines(templates(server), current_templates(registry))
+        lines += _template_lines(templates(server), registry)
     finally:
         server.close()
     return lines
 
 
-def _template_lines(found: list[TemplateInfo], current: frozenset[str]) -> list[str]:
+def _template_lines(found: list[TemplateInfo], registry: Registry) -> list[str]:
     if not found:
         return ["templates: none"]
+    project, trees = project_identity(registry), current_trees(registry)
     rows = [["template", "last used", "tree"]]
     for info in found:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.used)) if info.used else "-"
-        rows.append([info.name, used, "current" if info.name in current else "old digest"])
+        rows.append([info.name, used, info.kind(project, trees)])
     table = io.StringIO()
     print_table(rows, table)
     return [f"templates: {len(found)}", *table.getvalue().splitlines()]
@@ -131,14 +126,16 @@ def stop() -> str:
 def prune(registry: Registry, url: str | None, older_than_days: float | None) -> list[str]:
     """Drop old templates no run holds (and, on a shared server, dead runs' databases)."""
     max_age = None if older_than_days is None else older_than_days * 86400.0
-    keep = frozenset() if max_age is not None else current_templates(registry)
+    # By digest: this project's templates of trees it no longer has, never another's.
+    project = project_identity(registry) if max_age is None else None
+    trees = current_trees(registry) if max_age is None else frozenset()
     if url is not None:
         server: Server = _shared(url)
         try:
             dropped = drop_dead_runs(server, own_run="-")
-            # Old digests are this project's: another project's current templates stay.
-            mine = None if max_age is not None else frozenset(registry.databases)
-            dropped += prune_templates(server, max_age=max_age, keep=keep, of_databases=mine)
+            dropped += prune_templates(
+                server, max_age=max_age, project=project, current_trees=trees
+            )
         finally:
             server.close()
         return dropped
@@ -147,7 +144,9 @@ def prune(registry: Registry, url: str | None, older_than_days: float | None) ->
         return []
     server = admin_view(kept)
     try:
-        return prune_templates(server, max_age=max_age, keep=keep, everything_ours=True)
+        return prune_templates(
+            server, max_age=max_age, everything_ours=True, project=project, current_trees=trees
+        )
     finally:
         server.close()
 

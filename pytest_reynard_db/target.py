@@ -12,12 +12,15 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from .errors import ConfigError, RevisionError, ServerError
 from .text import first_line
 from .urls import MAINTENANCE_DATABASE, mask_url
+
+#: The connect timeout's keyword, by driver (libpq's ``connect_timeout`` otherwise).
+_TIMEOUT_KEYS = {"pg8000": "timeout"}
 
 
 @contextmanager
@@ -27,12 +30,15 @@ def connect(name: str, url: URL) -> Iterator[Connection]:
     ``url``'s driver must be installed (``env.py`` migrates with it); ours is a sync one.
     """
     require_driver(name, url)
-    connect_args = {"connect_timeout": 10, "application_name": f"reynard-db {name}"}
-    engine = create_engine(sync_url(url), poolclass=NullPool, connect_args=connect_args)
+    ours = sync_url(url)
+    # libpq's keyword for the timeout is not every driver's (pg8000 raised TypeError).
+    timeout = _TIMEOUT_KEYS.get(ours.get_driver_name(), "connect_timeout")
+    connect_args = {timeout: 10, "application_name": f"reynard-db {name}"}
+    engine = create_engine(ours, poolclass=NullPool, connect_args=connect_args)
     try:
         try:
             connection = engine.connect()
-        except OperationalError as exc:
+        except DBAPIError as exc:  # pg8000's refused connection is an InterfaceError
             raise ServerError(
                 f"database {name!r}: cannot connect to {mask_url(url)}: {first_line(exc.orig)}"
             ) from None

@@ -40,6 +40,7 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.script.revision import RevisionMap
 from alembic.util import CommandError
 
+from .atomic_file import refuse_non_regular
 from .errors import RevisionError
 from .registry import Database
 from .text import one_line
@@ -104,6 +105,8 @@ def revision_files(location: Path, *, recursive: bool = True) -> list[Path]:
     for folder, dirs, names in os.walk(location):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__") if recursive else []
         files.extend(Path(folder, name) for name in sorted(names) if name.endswith(".py"))
+    for path in files:  # each is read (loaded, hashed, copied): a FIFO would block
+        refuse_non_regular(path)
     return files
 
 

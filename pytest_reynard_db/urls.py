@@ -5,15 +5,23 @@ error, table, header and JSON message that can hold a URL goes through them.
 They work on text, not on a parsed URL, so that a malformed URL (a password
 holding ``@``, a missing scheme, ``postgresql:/...``) is masked as safely as a
 well-formed one: everything a password could be in is replaced by ``***``.
+
+A password is masked where it stands (a URL's user part, ``password=``), and nothing
+else: a password the tool was given (``remember_secrets``) is also removed from free
+text, outside URLs, as a whole token only, and only where it can be told apart from
+the names the URLs show. The README's CI password ``postgres`` is also the user, the
+database and a prefix of the scheme: removed wherever its letters appeared, every
+message read ``***ql+psycopg://***:***@localhost:5432/***``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from urllib.parse import quote, unquote
 
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from .errors import ConfigError
 
@@ -23,7 +31,15 @@ SECRET_KEYS = ("password", "sslpassword")
 TARGET_KEYS = ("dbname", "database", "host", "hostaddr", "port", "service")
 MAINTENANCE_DATABASE = "postgres"
 _REMEMBERED: set[str] = set()
+#: What the remembered URLs show besides their passwords (user, host, port, database):
+#: a password equal to one of them cannot be told apart from it in free text.
+_SHOWN: set[str] = set()
+#: A remembered password shorter than this is masked by its place only: as a token it
+#: would be any short word ("-p", "a b").
+MIN_TOKEN = 4
 
+#: C0 and C1 control characters and DEL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(//)?")
 # password=..., ?password=..., 'password': '...', password: ..., PGPASSWORD=...
 _SECRET_PARAM = re.compile(
@@ -47,7 +63,42 @@ def parse_url(url: str | URL, *, origin: str = "URL") -> URL:
         raise ConfigError(f"{origin}: malformed database URL {mask_url(url)!r}") from exc
     if not parsed.drivername.startswith("postgresql"):
         raise ConfigError(f"{origin}: not a PostgreSQL URL: {mask_url(parsed)!r}")
+    try:
+        parsed.get_dialect()  # the dialect's module, not its driver (require_driver's)
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"{origin}: {mask_url(parsed)}: unknown driver {parsed.get_driver_name()!r}; "
+            "SQLAlchemy's PostgreSQL drivers are psycopg, psycopg2, asyncpg, pg8000 "
+            "(postgresql+psycopg://...)"
+        ) from None
+    check_names(parsed, origin=origin)
     return parsed
+
+
+def check_names(url: URL, *, origin: str) -> None:
+    """No control character in what a URL names: a NUL in a database name ended libpq's
+    conninfo there, and the host and port after it were dropped (the default server)."""
+    parts: dict[str, str | None] = {
+        "user": url.username,
+        "host": url.host,
+        "database": url.database,
+    }
+    for key, value in url.query.items():
+        parts[key] = value if isinstance(value, str) else ",".join(value)
+    for what, part in parts.items():
+        if part:
+            refuse_control_characters(part, what=f"{origin}: {mask_url(url)}: {what}")
+
+
+def refuse_control_characters(value: str, *, what: str) -> None:
+    """A name a user gives (a database, a message, a branch label) with a control
+    character in it is refused, shown escaped: a terminal would act on an escape."""
+    found = _CONTROL.search(value)
+    if found:
+        raise ConfigError(
+            f"{what}: control character U+{ord(found.group()):04X} in {value!r}; "
+            "names may not hold control characters"
+        )
 
 
 def admin_url(url: str | URL, *, origin: str) -> URL:
@@ -111,23 +162,31 @@ def mask_url(url: str | URL) -> str:
     elif scheme and ":" in rest.split("/", 1)[0] and not _looks_like_host_port(rest):
         # "scheme://user:password" with no host: the part after ':' may be a password
         rest = rest.split(":", 1)[0] + ":***"
-    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", head + rest)
+    # In a URL, parameters are in its query only (a user or database named "password"
+    # is a name); elsewhere (conninfo, free text) anywhere.
+    where, query = rest.partition("?")[::2] if scheme else ("", rest)
+    masked = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", query)
+    return head + (f"{where}?{masked}" if scheme and "?" in rest else where + masked)
 
 
 def remember_secrets(*values: str | URL | None) -> None:
     """Note the passwords of these URLs (or conninfo strings): ``redact`` removes them
-    wherever they appear, even outside anything that looks like a URL."""
+    from free text too, outside anything that looks like a URL."""
     for value in values:
-        _REMEMBERED.update(_secret_pieces(_password_of(value) if value else None))
+        if value:
+            _REMEMBERED.update(_secret_pieces(_password_of(value)))
+            _SHOWN.update(_shown_words(value))
 
 
 def known_secrets() -> tuple[str, ...]:
-    """Remembered passwords and those of URLs in the environment (read now)."""
-    found = set(_REMEMBERED)
+    """Remembered passwords and those of URLs in the environment (read now), less those
+    that are also a name a URL shows (user ``postgres``, password ``postgres``)."""
+    found, shown = set(_REMEMBERED), set(_SHOWN)
     for value in os.environ.values():
         if "://" in value or "password" in value.lower():
             found.update(_secret_pieces(_password_of(value)))
-    return tuple(found)
+            shown.update(_shown_words(value))
+    return tuple(found - shown)
 
 
 def _secret_pieces(password: str | None) -> set[str]:
@@ -135,23 +194,49 @@ def _secret_pieces(password: str | None) -> set[str]:
     which then show its tail as a host ("failed to resolve host 'r3tPw@h'")."""
     if not password:
         return set()
-    pieces = {password, *password.split("@"), *password.split("/")}
-    return {piece for piece in pieces if len(piece) >= 4}
+    password = unquote(password)  # as a URL's text holds it, and as it is
+    pieces = {password, quote(password, safe=""), *password.split("@"), *password.split("/")}
+    return {piece for piece in pieces if len(piece) >= MIN_TOKEN}
+
+
+def _shown_words(value: str | URL) -> set[str]:
+    """The user, host, port and database a URL shows (nothing for what does not parse)."""
+    try:
+        url = value if isinstance(value, URL) else make_url(value)
+    except (ArgumentError, ValueError):
+        return set()
+    return {str(part) for part in (url.username, url.host, url.port, url.database) if part}
 
 
 def redact(text: object, secrets: tuple[str, ...] | None = None) -> str:
     """``text`` (an error message, a log line) with every URL in it masked.
 
-    ``secrets`` (default: ``known_secrets()``) are removed wherever they appear.
+    Outside URLs, ``user:password@`` and ``password=`` values are masked, and
+    ``secrets`` (default: ``known_secrets()``) as whole tokens: never a part of a
+    longer word, never inside a URL (masked by place there).
     """
     secrets = known_secrets() if secrets is None else secrets
-    out = _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), str(text))
-    out = _USER_PASSWORD.sub(r"\1:***@", out)
-    out = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", out)
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            out = out.replace(secret, "***")
-    return out
+    tokens = _token_pattern(secrets)
+    source, out, last = str(text), [], 0
+    for found in _URL_IN_TEXT.finditer(source):
+        out += [_redact_prose(source[last : found.start()], tokens), mask_url(found.group(0))]
+        last = found.end()
+    out.append(_redact_prose(source[last:], tokens))
+    return "".join(out)
+
+
+def _redact_prose(text: str, tokens: re.Pattern[str] | None) -> str:
+    text = _USER_PASSWORD.sub(r"\1:***@", text)
+    text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    return tokens.sub("***", text) if tokens else text
+
+
+def _token_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    """Any of ``secrets`` with no word character on either side (the longest first)."""
+    usable = sorted((s for s in set(secrets) if len(s) >= MIN_TOKEN), key=len, reverse=True)
+    if not usable:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, usable)) + r")(?!\w)")
 
 
 def with_driver(url: URL) -> URL:

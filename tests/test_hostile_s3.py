@@ -24,12 +24,9 @@ from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
 from pytest_reynard_db.postgres.reaper import stop_postmaster
 from pytest_reynard_db.postgres.reuse import answers, reusable_server
 from pytest_reynard_db.postgres.server import connect_args
-from pytest_reynard_db.postgres.shared import (
-    TEMPLATE_COMMENT,
-    RunPresence,
-    drop_dead_runs,
-    prune_templates,
-)
+from pytest_reynard_db.postgres.shared import TEMPLATE_COMMENT, RunPresence, drop_dead_runs
+from pytest_reynard_db.postgres.templates import prune_templates
+from pytest_reynard_db.resolve import project_identity
 
 
 @pytest.fixture
@@ -182,20 +179,28 @@ def test_a_servers_idle_session_timeout_never_makes_a_live_run_look_dead() -> No
 def test_prune_of_old_digests_leaves_another_projects_templates(
     shared: EphemeralServer, tmp_path: Path
 ) -> None:
-    # One role, two projects on a CI service container: `server prune --url` (no
-    # --older-than) drops this project's old digests, not the other project's current ones.
-    comment = f"{TEMPLATE_COMMENT}; used 1; run 12"
+    # One role, two projects on a CI service container, both with a database `main`:
+    # `server prune --url` (no --older-than) drops this project's old digests, never the
+    # other project's templates (current to it), nor one whose project is not recorded.
+    registry = load_registry(reynard_project(tmp_path / "project"))
+    ours, theirs = project_identity(registry), "0" * 12
+    comment = f"{TEMPLATE_COMMENT}; used 1; run 12; tree ffffffffffff; projects"
     sql(
         shared,
         "CREATE DATABASE test_tpl_main_0123456789ab",
+        "CREATE DATABASE test_tpl_main_0123456789ac",
+        "CREATE DATABASE test_tpl_main_0123456789ad",
         "CREATE DATABASE test_tpl_billing_0123456789ab",
-        f"COMMENT ON DATABASE test_tpl_main_0123456789ab IS '{comment}'",
-        f"COMMENT ON DATABASE test_tpl_billing_0123456789ab IS '{comment}'",
+        f"COMMENT ON DATABASE test_tpl_main_0123456789ab IS '{comment} {ours}'",
+        f"COMMENT ON DATABASE test_tpl_main_0123456789ac IS '{comment} {theirs}'",
+        f"COMMENT ON DATABASE test_tpl_main_0123456789ad IS '{TEMPLATE_COMMENT}; used 1; run 12'",
+        f"COMMENT ON DATABASE test_tpl_billing_0123456789ab IS '{comment} {theirs} {ours}'",
     )
-    registry = load_registry(reynard_project(tmp_path / "project"))
     url = shared.url.render_as_string(hide_password=False)
     assert server_admin.prune(registry, url, None) == ["test_tpl_main_0123456789ab"]
-    assert "test_tpl_billing_0123456789ab" in databases(shared)
+    left = databases(shared)
+    assert {"test_tpl_main_0123456789ac", "test_tpl_main_0123456789ad"} <= left
+    assert "test_tpl_billing_0123456789ab" in left
 
 
 def test_a_database_a_killed_run_left_unmarked_goes_with_its_marked_ones(

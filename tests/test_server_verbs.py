@@ -154,3 +154,62 @@ def test_bad_input_is_one_line_and_exit_2(project: Path, runtime: Path) -> None:
         assert result.returncode == 2, result
         assert result.stderr.startswith(f"reynard-migrate: error: {message}"), result.stderr
         assert result.stderr.count("\n") == 1 and "secret" not in result.stderr
+
+
+TWO_TEMPLATES = """
+def test_at_heads(reynard_db):
+    pass
+
+def test_at_an_older_revision(reynard_db_factory):
+    reynard_db_factory("main", "3a1400000002")
+"""
+
+
+def tree_kinds(status: str) -> dict[str, str]:
+    """``server status``: each template's name and what it says of its tree."""
+    rows = status.split("last used", 1)[1].splitlines()[1:]
+    return {row.split()[0]: row.split("  ")[-1].strip() for row in rows if row.strip()}
+
+
+def test_two_projects_on_one_shared_server_never_prune_each_others_templates(
+    tmp_path: Path, runtime: Path
+) -> None:
+    """Both register a database ``main`` (a template named by the database alone was
+    taken for the other's: pruned as "old digest"); a project's template at an older
+    revision (``reynard_db_factory``) is of its current tree."""
+    mine = reynard_project(tmp_path / "mine")
+    theirs = reynard_project(tmp_path / "theirs")
+    (mine / "test_a.py").write_text(TWO_TEMPLATES)
+    (theirs / "test_a.py").write_text("def test_a(reynard_db):\n    pass\n")
+    write_revision(theirs / "alembic/main/versions", "3a1400000005", "3a1400000004", slug="more")
+    with EphemeralServer.start() as server:
+        url = server.url.render_as_string(hide_password=False)
+        for project in (mine, theirs):
+            result = run_pytest(project, runtime, f"--reynard-db-url={url}")
+            assert result.returncode == 0, result.stdout + result.stderr
+        status = cli(mine, runtime, "server", "status", "--url", url)
+        assert status.returncode == 0, status.stderr
+        kinds = tree_kinds(status.stdout)
+        assert sorted(kinds.values()) == ["another project", "current", "current"], status.stdout
+        theirs_template = next(name for name, kind in kinds.items() if kind == "another project")
+        mine_templates = set(kinds) - {theirs_template}
+
+        for project in (mine, theirs):
+            pruned = cli(project, runtime, "server", "prune", "--url", url)
+            assert (pruned.returncode, pruned.stdout) == (0, "pruned 0 database(s)\n"), pruned
+            assert pruned.stderr == ""
+
+        # Its tree changed: its own old templates go, never the other project's.
+        write_revision(mine / "alembic/main/versions", "3a1400000006", "3a1400000004", slug="x")
+        kinds = tree_kinds(cli(mine, runtime, "server", "status", "--url", url).stdout)
+        assert kinds == {
+            **dict.fromkeys(mine_templates, "old digest"),
+            theirs_template: ("another project"),
+        }
+        pruned = cli(mine, runtime, "server", "prune", "--url", url)
+        assert pruned.returncode == 0, pruned.stderr
+        assert sorted(pruned.stdout.splitlines()) == sorted(
+            [*(f"dropped {name}" for name in mine_templates), "pruned 2 database(s)"]
+        )
+        after = tree_kinds(cli(theirs, runtime, "server", "status", "--url", url).stdout)
+        assert after == {theirs_template: "current"}

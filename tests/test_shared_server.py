@@ -233,3 +233,59 @@ def test_a_killed_run_is_cleaned_by_the_next_and_no_one_elses_databases_are_touc
     finish(alive, passed=1)
     left = databases(shared)
     assert {n for n in left if not n.startswith("test_tpl_")} == {"test_someone_else"}, left
+
+
+# -- the shared server as CI uses it -------------------------------------------------------
+CI_TESTS = """
+def test_session(reynard_db):
+    assert reynard_db.name.startswith("test_main_")
+
+def test_fresh_one(reynard_db_fresh):
+    pass
+
+def test_fresh_two(reynard_db_fresh):
+    pass
+
+def test_an_older_revision(reynard_db_factory):
+    assert reynard_db_factory("main", "3a1400000002").head == ("3a1400000002",)
+
+def test_by_hand(reynard_db_server):
+    reynard_db_server.create_database("test_made_by_hand")
+"""
+
+
+def complaints(text: str) -> list[str]:
+    """The lines of a run's output that say something went wrong."""
+    return [line for line in text.splitlines() if re.search(r"(?i)error|fail|warn|refus", line)]
+
+
+@pytest.mark.parametrize("how", ["option", "environment", "option -n 2", "environment -n 2"])
+def test_a_clean_run_on_a_shared_server_says_nothing_wrong(
+    shared: EphemeralServer, tmp_path: Path, machines: Path, how: str
+) -> None:
+    """As in the README's CI recipe: every run on an existing server ended with a false
+    ``clean-up failed: could not drop ... this run did not create it`` (exit 0)."""
+    root = reynard_project(tmp_path / "project")
+    (root / "test_ci.py").write_text(CI_TESTS)
+    url = shared.url.render_as_string(hide_password=False)
+    args = ["-p", "no:cacheprovider", "--reynard-db=main", "test_ci.py"]
+    env = {"REYNARD_DB_RUNTIME_DIR": str(machine(machines, "ci"))}
+    if how.startswith("option"):
+        args.append(f"--reynard-db-url={url}")
+    else:
+        env["REYNARD_DB_URL"] = url
+    if how.endswith("-n 2"):
+        args += ["-n", "2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *args],
+        cwd=root,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 passed" in result.stdout, result.stdout
+    assert result.stderr == "", result.stderr
+    assert complaints(result.stdout) == [], result.stdout
+    assert {n for n in databases(shared) if not n.startswith("test_tpl_")} == set()

@@ -8,6 +8,7 @@ success, 1 a problem found, 2 bad usage or input).
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import traceback
@@ -18,11 +19,21 @@ from .. import logs
 from ..errors import ReynardDBError
 from ..registry import load_registry
 from ..signals import Terminated, terminate_as_interrupt
-from ..urls import redact, remember_secrets
+from ..urls import redact, refuse_control_characters, remember_secrets
 from .common import PROG
 from .parser import build_parser
 
 __all__ = ["PROG", "build_parser", "main"]
+
+
+def _refuse_control_characters(args: argparse.Namespace) -> None:
+    """Every name, message, revision and path given: none holds a control character
+    (a message or branch label would carry it into a revision file, an escape
+    sequence would reach a terminal in our own error line)."""
+    for dest, value in vars(args).items():
+        for one in value if isinstance(value, list) else [value]:
+            if isinstance(one, str):
+                refuse_control_characters(one, what=dest.replace("_", "-"))
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
@@ -42,6 +53,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     try:
         # SIGTERM/SIGHUP unwind like Ctrl-C: the servers started below are stopped.
         with terminate_as_interrupt(), logs.verbosity(args.verbosity):
+            _refuse_control_characters(args)
             registry = load_registry(args.project)
             for warning in registry.warnings if args.verbosity > logs.QUIET else ():
                 print(f"{PROG}: warning: {warning}", file=sys.stderr)

@@ -17,7 +17,8 @@ from ..guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
 from ..postgres import EphemeralServer, ExistingServer, Server
 from ..postgres.reuse import run_owners, run_record
 from ..postgres.runas import run_as, runtime_root
-from ..postgres.shared import RunPresence, drop_dead_runs, prune_templates, template_max_age
+from ..postgres.shared import RunPresence, drop_dead_runs, template_max_age
+from ..postgres.templates import prune_templates
 from ..provision import Provisioner
 from ..registry import Registry, find_project_root, load_registry
 from ..urls import admin_url, remember_secrets

@@ -44,13 +44,6 @@ def template_name(database: str, digest: str) -> str:
     return pg_name(f"{TEMPLATE_PREFIX}{database}_{digest}")
 
 
-def is_template_of(name: str, database: str) -> bool:
-    """Whether ``name`` is a template of registry database ``database`` (any digest). A
-    name cut to 63 bytes is never recognized: kept, rather than taken for another's."""
-    stem = pg_name(f"{TEMPLATE_PREFIX}{database}_")
-    return name.startswith(stem) and re.fullmatch(r"[0-9a-f]{12}", name[len(stem) :]) is not None
-
-
 def building_name(template: str) -> str:
     """The name ``template`` is migrated under until it is complete."""
     return pg_name(template, BUILDING_SUFFIX)
@@ -65,6 +58,16 @@ def run_of(database: str) -> str | None:
     """The run id a database name carries, if it is one of a run's databases."""
     match = RUN_DATABASE.fullmatch(database)
     return match.group("run") if match else None
+
+
+#: How many projects a template's comment names (the latest users).
+PROJECTS_KEPT = 8
+
+
+def comment_projects(comment: str | None) -> list[str]:
+    """The projects a template's ``COMMENT`` names (``shared.RunPresence.mark_used``)."""
+    found = re.search(r"; projects ([0-9a-f ]+)", comment or "")
+    return found.group(1).split() if found else []
 
 
 def run_comment(run_id: str) -> str:

@@ -9,6 +9,7 @@ cannot reach one, we pick another place or say why we cannot.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import pwd
@@ -16,6 +17,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,13 +26,20 @@ from filelock import FileLock
 
 from ..errors import ServerError
 from .binaries import Binaries
-from .reaper import record_source
+from .reaper import owner_alive, process_start_time, record_source
 
 RUN_AS_ENV = "REYNARD_DB_RUN_AS"
 #: Where servers, the initdb cache and lock files live instead of ``/dev/shm`` (or the
 #: temp directory): a directory CI can cache between jobs (``actions/cache``).
 RUNTIME_DIR_ENV = "REYNARD_DB_RUNTIME_DIR"
 DEFAULT_USERS = ("postgres", "nobody")
+#: Below the runtime directory: a folder per process (``<pid>-<start time>``) for the
+#: files it writes while it runs (an ini's silent copy, what Squawk reads). Nothing goes
+#: to the system temp directory, where such copies of users' inis (URLs in them) piled
+#: up by the hundred.
+SCRATCH = "scratch"
+_scratch: Path | None = None
+_scratch_lock = threading.Lock()
 
 # Replaces itself with the real program (so the pid that testing.postgresql tracks
 # and signals is the postmaster's own) in a session of its own (so a Ctrl-C aimed
@@ -201,3 +210,34 @@ def reachable_binaries(binaries: Binaries, user: RunAs, root: Path) -> Binaries:
             scratch.rename(staged)
             record_source(staged, binaries.postgres)
     return replace(binaries, bindir=bindir, origin=f"{binaries.origin} (copied to {staged})")
+
+
+def process_scratch() -> Path:
+    """This process's own folder under the runtime directory (made on first use, mode
+    0700): removed when the process exits, or, after a ``kill -9``, by the next process
+    that makes one (whose owner has died, by pid and start time)."""
+    global _scratch
+    pid = os.getpid()
+    with _scratch_lock:
+        if _scratch is not None and _scratch.name.startswith(f"{pid}-"):  # not a fork's
+            return _scratch
+        parent = runtime_root(run_as()) / SCRATCH
+        parent.mkdir(mode=0o700, exist_ok=True)
+        _sweep_dead(parent)
+        path = parent / f"{pid}-{process_start_time(pid)}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        atexit.register(_remove_scratch, path, pid)
+        _scratch = path
+        return path
+
+
+def _remove_scratch(path: Path, owner: int) -> None:
+    if os.getpid() == owner:  # a forked child exiting leaves its parent's alone
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _sweep_dead(parent: Path) -> None:
+    for path in parent.iterdir():
+        pid, _, start = path.name.partition("-")
+        if pid.isdigit() and not owner_alive({"pid": int(pid), "start": start}):
+            shutil.rmtree(path, ignore_errors=True)

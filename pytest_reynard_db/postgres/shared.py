@@ -21,8 +21,11 @@ in the maintenance database, without creating any table there:
   that go stale. The next run drops the databases of every run that is not alive
   (names ``test_<db>_<run id>_<worker>_<purpose><n>``, owned by the same role),
   and only those.
-- **Old templates go.** A template records when it was last used (its
-  ``COMMENT``); one unused for ``max_age`` and held by no run is dropped.
+- **Old templates go.** A template records when it was last used, the tree it was
+  built from (its digest at heads, whatever revision the template is at) and the
+  projects that used it (its ``COMMENT``); one unused for ``max_age`` and held by no
+  run is dropped, and ``server prune`` drops a project's templates of trees it no
+  longer has, never one another project used (it may be that one's current tree).
 
 Settings: ``$REYNARD_DB_STALE_AFTER`` (seconds, default 120) and
 ``$REYNARD_DB_TEMPLATE_MAX_AGE`` (days, default 7).
@@ -31,13 +34,11 @@ Settings: ``$REYNARD_DB_STALE_AFTER`` (seconds, default 120) and
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -46,7 +47,7 @@ from psycopg import sql
 from ..errors import ConfigError, LockTimeout, ServerError
 from ..text import first_line
 from ..urls import mask_url
-from .names import is_template_of, run_comment, run_of
+from .names import PROJECTS_KEPT, comment_projects, run_comment, run_of
 from .server import Server, connect_args
 from .waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 
@@ -54,6 +55,7 @@ from .waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 #: uses the one-bigint form, a separate space).
 BUILD_CLASS = 0x5E7A_0001
 USE_CLASS = 0x5E7A_0002
+MARK_CLASS = 0x5E7A_0003
 RUN_APP_PREFIX = "reynard-db run "
 BUILD_APP_PREFIX = "reynard-db build "
 TEMPLATE_COMMENT = "reynard-db template"
@@ -142,14 +144,31 @@ class RunPresence:
             _hold_shared(self._session(), template)
             self.held.add(template)
 
-    def mark_used(self, template: str) -> None:
-        """Record on the template when it was last used (pruning by age reads it)."""
-        comment = f"{TEMPLATE_COMMENT}; used {int(time.time())}; run {self.run_id}"
-        statement = sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-            sql.Identifier(template), sql.Literal(comment)
-        )
+    def mark_used(self, template: str, *, project: str, tree: str) -> None:
+        """Record on the template when it was last used, from which tree (``tree``: its
+        digest at heads) and by which projects (``project`` added): pruning reads them."""
         with self._lock, suppress(psycopg.Error):  # not the owner: another role built it
-            self._session().execute(statement)
+            session = self._session()
+            with session.transaction():  # one read-and-write at a time per template
+                session.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)", (MARK_CLASS, template_key(template))
+                )
+                row = session.execute(
+                    "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                    "WHERE datname = %s",
+                    (template,),
+                ).fetchone()
+                users = [p for p in comment_projects(row[0] if row else None) if p != project]
+                users = [*users, project][-PROJECTS_KEPT:]
+                comment = (
+                    f"{TEMPLATE_COMMENT}; used {int(time.time())}; run {self.run_id}; "
+                    f"tree {tree}; projects {' '.join(users)}"
+                )
+                session.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        sql.Identifier(template), sql.Literal(comment)
+                    )
+                )
 
     def close(self) -> None:
         """End the session: its locks go with it."""
@@ -305,84 +324,6 @@ def drop_dead_runs(server: Server, own_run: str, *, stale: float | None = None) 
         server.adopt(name)  # a run's database, by its name and owner: ours to drop
         server.drop_database(name)
     return dead
-
-
-# -- templates -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class TemplateInfo:
-    """A template on a server: its name, when it was last used (epoch s) and by which run."""
-
-    name: str
-    used: float | None
-    run: str | None
-    ours: bool
-
-
-def templates(server: Server) -> list[TemplateInfo]:
-    """Every ``test_tpl_*`` database, with what its comment records."""
-    with server.admin() as conn:
-        rows = conn.execute(
-            "SELECT datname, shobj_description(oid, 'pg_database'), "
-            "datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) "
-            "FROM pg_database "
-            "WHERE datname LIKE 'test\\_tpl\\_%' AND datname NOT LIKE '%\\_building' "
-            "ORDER BY datname"
-        ).fetchall()
-    found = []
-    for name, comment, mine in rows:
-        used = re.search(r"; used (\d+)", comment or "")
-        run = re.search(r"; run ([0-9a-f]+)", comment or "")
-        found.append(
-            TemplateInfo(
-                name=name,
-                used=float(used.group(1)) if used else None,
-                run=run.group(1) if run else None,
-                # Another role's template is that role's to prune, whatever we may drop.
-                ours=bool(mine and comment and comment.startswith(TEMPLATE_COMMENT)),
-            )
-        )
-    return found
-
-
-def prune_templates(
-    server: Server,
-    *,
-    max_age: float | None = None,
-    keep: frozenset[str] = frozenset(),
-    everything_ours: bool = False,
-    of_databases: frozenset[str] | None = None,
-) -> list[str]:
-    """Drop templates unused for ``max_age`` seconds (or, with ``max_age`` None, every one
-    not in ``keep``) that no run holds; return their names.
-
-    Only templates whose comment marks them as ours are dropped, unless
-    ``everything_ours`` (a server this tool started, where every database is ours);
-    with ``of_databases``, only templates of those registry databases (a shared server
-    holds other projects' current templates too).
-    """
-    now = time.time()
-    dropped: list[str] = []
-    for info in templates(server):
-        if info.name in keep or not (info.ours or everything_ours):
-            continue
-        if of_databases is not None and not any(
-            is_template_of(info.name, database) for database in of_databases
-        ):
-            continue
-        if max_age is not None and info.used is not None and now - info.used < max_age:
-            continue
-        key = (USE_CLASS, template_key(info.name))
-        with server.admin() as conn:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
-            if not (row and row[0]):
-                continue  # a run holds it
-            try:
-                server.adopt(info.name)
-                server.drop_database(info.name)
-                dropped.append(info.name)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
-    return dropped
 
 
 def run_sessions(server: Server) -> list[tuple[str, int]]:

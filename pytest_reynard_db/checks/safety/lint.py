@@ -24,6 +24,7 @@ from typing import Any
 
 from ...errors import ConfigError, ReynardDBError
 from ...lint_settings import LintSettings
+from ...postgres.runas import process_scratch
 from ..heads import walk_order
 from ..result import CheckResult
 from ..runner import CheckRunner
@@ -110,7 +111,7 @@ def run_squawk(
     squawk: str, sql: RevisionSQL, settings: LintSettings, *, label: str
 ) -> list[Finding]:
     """Squawk's findings on ``sql``, each mapped to its statement and table."""
-    with tempfile.TemporaryDirectory(prefix="reynard-db-lint-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lint-", dir=process_scratch()) as tmp:
         target = Path(tmp) / "revision.sql"
         target.write_text(sql.text, encoding="utf-8")
         command = [squawk, "--reporter", "json", "--no-error-on-unmatched-pattern"]
