@@ -15,9 +15,9 @@ Plain Alembic runs each step of a stairway as a command of its own, on a new
 connection. A walk that takes many steps on one connection must not let a step
 leave the session different for the next (a ``SET search_path``, a temporary table,
 a role): ``SessionWatch`` notes the statements that can, and ``SESSION_STATE`` is
-what the walk reads back beside the version table after each step, for what no
-statement shows (a function that calls ``set_config``). Either one ends the walk's
-``env.py`` run after that step; the next step starts on a fresh session.
+what the walk reads after each step once its transaction ended, for what no
+statement shows (a function that sets the ``search_path``). Either one ends the
+walk's ``env.py`` run after that step; the next step starts on a fresh session.
 """
 
 from __future__ import annotations
@@ -78,35 +78,50 @@ def rows_of(connection: Connection, sql: str) -> list[tuple[Any, ...]]:
         cursor.close()
 
 
-#: Session settings a step may change for the rest of the session (not only its
-#: transaction), read back after each step; every one of them changes what a later
-#: revision's DDL does or where it goes.
+#: What a step may leave in the session for the rest of it (not only its transaction),
+#: read after each step once its transaction ended: settings that change what a later
+#: revision's DDL does or where it goes, temporary relations, prepared statements,
+#: ``LISTEN`` channels, held cursors and session advisory locks. Custom settings
+#: (``app.tenant``) are not listed: one is seen when a statement sets it, not when a
+#: function does.
 SESSION_STATE = (
-    "current_setting('search_path'), current_user, session_user, pg_my_temp_schema()::int, "
+    "current_setting('search_path'), current_user, session_user, "
     "current_setting('statement_timeout'), current_setting('lock_timeout'), "
     "current_setting('session_replication_role'), current_setting('default_tablespace'), "
     "current_setting('TimeZone'), current_setting('check_function_bodies'), "
-    "current_setting('row_security'), current_setting('standard_conforming_strings')"
+    "current_setting('row_security'), current_setting('standard_conforming_strings'), "
+    "current_setting('default_transaction_read_only'), "
+    "current_setting('default_transaction_isolation'), "
+    "CASE WHEN pg_my_temp_schema() = 0 THEN false ELSE EXISTS "
+    "(SELECT 1 FROM pg_class WHERE relnamespace = pg_my_temp_schema()) END, "
+    "(SELECT count(*) FROM pg_prepared_statements WHERE from_sql), "
+    "(SELECT count(*) FROM pg_listening_channels()), "
+    "(SELECT count(*) FROM pg_cursors WHERE is_holdable), "
+    "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())"
 )
 #: A statement that can leave state in the session past its own transaction: ``SET``
 #: (but ``SET LOCAL``, ``SET TRANSACTION`` and ``SET CONSTRAINTS``, which end with it),
 #: ``RESET``, ``DISCARD``, ``PREPARE``, ``LISTEN``, ``DECLARE`` (a cursor ``WITH
-#: HOLD``), ``LOAD``, ``set_config(...)`` and session-level
-#: advisory locks; a temporary object shows in ``SESSION_STATE`` (``pg_my_temp_schema``).
-#: A statement that only looks like one (``SET`` in a function body) costs a new
-#: session, never a verdict.
+#: HOLD``), ``LOAD``, ``set_config(...)`` but one whose last argument is ``true``
+#: (transaction-local), an ``UPDATE`` of ``pg_settings``, and session-level advisory
+#: locks. String literals and comments are left out first; a statement that only looks
+#: like one costs a new session, never a verdict.
 _SESSION_STATEMENT = re.compile(
     r"(?:^|;)\s*(?:SET(?!\s+(?:LOCAL|TRANSACTION|CONSTRAINTS)\b)|RESET|DISCARD|PREPARE"
     r"|LISTEN|DECLARE|LOAD)\b"
-    r"|\bset_config\s*\(|\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(",
+    r"|\bset_config\"?\s*\((?![^()]*,\s*true\s*\))"
+    r"|\bUPDATE\s+(?:\"?pg_catalog\"?\s*\.\s*)?\"?pg_settings\b"
+    r"|\bpg_(?:try_)?advisory_lock(?:_shared)?\"?\s*\(",
     re.IGNORECASE,
 )
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+#: Comments and string literals (``'...'`` with ``''`` inside, ``E'...'``): no statement
+#: starts inside one. Dollar-quoted bodies stay: a function body may run ``SET``.
+_NOT_CODE = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'", re.DOTALL)
 
 
 def changes_session(statement: str) -> bool:
     """Whether ``statement`` may leave state in the session past its transaction."""
-    return bool(_SESSION_STATEMENT.search(_COMMENTS.sub(" ", statement)))
+    return bool(_SESSION_STATEMENT.search(_NOT_CODE.sub(" ", statement)))
 
 
 class SessionWatch:
@@ -136,12 +151,3 @@ def session_state(connection: Connection) -> tuple[Any, ...]:
         assert dbapi is not None
         dbapi.rollback()
     return tuple(state)
-
-
-def with_session_state(read_sql: str) -> str:
-    """``read_sql`` (the version table's ``SELECT``) as one row per version, at least one,
-    each the version (None at base) followed by ``SESSION_STATE``: one round trip a step."""
-    return (
-        f"SELECT v.*, {SESSION_STATE} FROM (SELECT 1) AS reynard_one "
-        f"LEFT JOIN ({read_sql}) AS v ON true"
-    )

@@ -63,7 +63,6 @@ from .migrating_connection import (
     rows_of,
     same_connection,
     session_state,
-    with_session_state,
 )
 from .result import CheckResult
 from .runner import CheckRunner
@@ -161,17 +160,12 @@ class Stairway:
         self.step = "up"
         #: Whether env.py migrates on our connection (None: not known yet).
         self.shared: bool | None = None
-        #: Whether each step needs an env.py run of its own: env.py's set-up of the
-        #: session did not outlive a commit (``SET LOCAL`` before ``run_migrations``).
-        self.run_per_step = False
         #: A step of the one-run walk that left the wrong heads (the walk stopped there).
         self.failure: StepFailed | None = None
         #: The heads before and after the step being taken.
         self._expected: tuple[set[str], set[str]] = (set(), set())
-        #: The read-back's ``SELECT`` (versions and session state), for the walk's dialect.
+        #: The version table's ``SELECT``, compiled for the walk's dialect.
         self._read_sql = ""
-        #: The session state the last read-back saw (``migrating_connection.SESSION_STATE``).
-        self._seen_state: tuple[Any, ...] = ()
         #: The connection env.py migrates on (read back after each step), and the
         #: server process of ours (what tells a connection of env.py's own is beside it).
         self._reader: Connection
@@ -210,10 +204,10 @@ class Stairway:
     def _walk(self, start: int) -> None:
         """Walk ``order[start:]`` on the current database; StepFailed at the first broken step."""
         self.at, self.next_step, self.step = start, 0, "up"
-        while self.shared is not False and not self.run_per_step and self.at < len(self.order):
+        while self.shared is not False and self.at < len(self.order):
             where = (self.at, self.next_step)
             self._walk_in_one_run()
-            if (self.at, self.next_step) == where and not self.run_per_step:
+            if (self.at, self.next_step) == where:
                 self.shared = False  # env.py took no step: one run per step says why
         while self.at < len(self.order):  # env.py migrates elsewhere, or commits
             self.runner.advance(self.at + 1, len(self.order))
@@ -261,7 +255,10 @@ class Stairway:
         inside that transaction, on the connection Alembic migrates on; a step that
         left the wrong heads ends the run (``failure``). Then the step is committed
         (``commit_between_steps``), so that each stays as a command of its own would,
-        and a step that may have changed the session ends the run (``_session_moved``).
+        and a step that may have left the session other than ``env.py`` set it up (a
+        statement ``SessionWatch`` saw, or ``SESSION_STATE`` read once the step's
+        transaction ended) ends the run: the next step starts on a fresh session, with
+        ``env.py``'s set-up done again (a ``SET LOCAL`` of env.py's own included).
         """
         if self._took_steps:
             return  # env.py's second run_migrations: Alembic would find nothing left to do
@@ -279,8 +276,7 @@ class Stairway:
         # Alembic calls these in each step's transaction, after it wrote the version table.
         callbacks = context.on_version_apply_callbacks
         context.on_version_apply_callbacks = (*callbacks, self._read_back)
-        select = str(version_table(context).select().compile(dialect=context.dialect))
-        self._read_sql = with_session_state(select)
+        self._read_sql = str(version_table(context).select().compile(dialect=context.dialect))
         # The session as env.py set it up for this run: what every step must start from.
         set_up = session_state(theirs)
         watch = SessionWatch()
@@ -296,7 +292,6 @@ class Stairway:
         """The steps of ``_steps`` (see there), until a step moved the session."""
         revision_map = self.manager.script.revision_map
         end = min(self.at + WALK_CHUNK, len(self.order))
-        first = True
         while self.at < end:
             self.runner.advance(self.at + 1, len(self.order))
             revision = self.order[self.at]
@@ -313,24 +308,8 @@ class Stairway:
                     return
                 commit_between_steps(context)  # each step stays, as a separate command's
                 self._took(revision, index)
-                if self._session_moved(watch, set_up, first=first):
+                if watch.touched or session_state(self._reader) != set_up:
                     return  # the next step starts on a fresh session, in a new run
-                first = False
-
-    def _session_moved(self, watch: SessionWatch, set_up: tuple[Any, ...], *, first: bool) -> bool:
-        """Whether the session the next step would start on is not the one ``env.py`` set
-        up: a statement that may have changed it was seen, or the state read back after the
-        step differs and still differs once its transaction ended (``SET LOCAL`` is gone by
-        then). After a run's first step, env.py's set-up must also have outlived the
-        commit; if not, each step is given a run of its own (``run_per_step``)."""
-        if watch.touched:
-            return True
-        if not first and self._seen_state == set_up:
-            return False
-        moved = session_state(self._reader) != set_up
-        if moved and first and self._seen_state == set_up:
-            self.run_per_step = True  # what env.py set for its transaction is gone
-        return moved
 
     def _read_back(self, *, ctx: MigrationContext, **_: object) -> None:
         """Alembic's ``on_version_apply`` callback: the version table, read where the step
@@ -338,9 +317,7 @@ class Stairway:
         the session's state is read in the same round trip.
         """
         before, after = self._expected
-        rows = rows_of(self._reader, self._read_sql)
-        self._seen_state = tuple(rows[0][1:])
-        actual = {row[0] for row in rows if row[0] is not None}
+        actual = {row[0] for row in rows_of(self._reader, self._read_sql)}
         if not same_heads(self.manager.script, actual, after):
             revision = self.order[self.at]
             self.failure = wrong_heads(revision, self.step, actual, after, before)
