@@ -1,0 +1,105 @@
+"""The oracle's corpus, continued (``oracle_corpus`` has the format): hostile trees (issue 22's
+hostile test) whose revisions leave state in the session that no statement's text shows and
+``migrating_connection.SESSION_STATE`` does not read back, where each plain ``alembic``
+command starts on a new session.
+"""
+
+from __future__ import annotations
+
+from oracle_corpus import Rev, case, changed
+from oracle_corpus_objects import table
+
+#: The row-level-security pattern: a column defaults to the session's tenant, which a function
+#: (defined in the first revision) sets with ``set_config(..., false)`` for the session. The
+#: third revision's insert relies on a tenant some earlier revision of the same command set.
+TENANT = (
+    Rev(
+        "tn01",
+        None,
+        table(
+            "doc",
+            "sa.Column('tenant', sa.Text, nullable=False,\n"
+            "    server_default=sa.text(\"current_setting('app.tenant', true)\"))",
+        )
+        + '\nop.execute("CREATE FUNCTION use_tenant(t text) RETURNS text LANGUAGE sql AS '
+        "$$ SELECT set_config('app.tenant', t, false) $$\")",
+        "op.execute('DROP FUNCTION use_tenant(text)')\nop.drop_table('doc')",
+    ),
+    Rev(
+        "tn02",
+        "tn01",
+        "op.execute(\"SELECT use_tenant('seed')\")\nop.execute('INSERT INTO doc (id) VALUES (1)')",
+        "op.execute('DELETE FROM doc WHERE id = 1')",
+    ),
+    Rev(
+        "tn03",
+        "tn02",
+        "op.execute(\"SELECT use_tenant('seed')\")\nop.execute('INSERT INTO doc (id) VALUES (2)')",
+        "op.execute('DELETE FROM doc WHERE id = 2')",
+    ),
+)
+
+#: tn03 without its own ``use_tenant``: in ``upgrade heads`` tn02's tenant still holds; as a
+#: command of its own (the stairway's ``upgrade tn03``) the default is NULL.
+TENANT_FORGOTTEN = changed(TENANT, "tn03", up="op.execute('INSERT INTO doc (id) VALUES (2)')")
+
+#: ``UPDATE pg_settings`` is ``set_config(..., false)``: no ``SET`` begins the statement.
+READ_ONLY = (
+    Rev("ro01", None, table("counter", "sa.Column('n', sa.Integer)"), "op.drop_table('counter')"),
+    Rev(
+        "ro02",
+        "ro01",
+        "op.execute('INSERT INTO counter VALUES (1, 0)')",
+        "op.execute('DELETE FROM counter WHERE id = 1')",
+    ),
+)
+
+#: A data migration that ends by making the rest of its session read-only (a safety net some
+#: teams put at the end of a one-off fix); the command ends with its transaction.
+READ_ONLY_AFTER = changed(
+    READ_ONLY,
+    "ro02",
+    up=READ_ONLY[1].up + "\nop.execute(\"UPDATE pg_settings SET setting = 'on' "
+    "WHERE name = 'default_transaction_read_only'\")",
+)
+
+#: A prepared statement made on the DBAPI cursor (no SQLAlchemy event sees it) and never
+#: deallocated: it lives as long as the session, which for plain Alembic is the command.
+PREPARE = (
+    "cur = op.get_bind().connection.cursor()\n"
+    "cur.execute('PREPARE bump AS UPDATE counter SET n = n + 1')\n"
+    "cur.execute('EXECUTE bump')\n"
+    "cur.close()"
+)
+PREPARED = (
+    *READ_ONLY,
+    Rev("pp03", "ro02", PREPARE, "op.execute('UPDATE counter SET n = n - 1')"),
+)
+
+#: The same statement prepared again by a later revision: one ``upgrade heads`` session.
+PREPARED_TWICE = (
+    *PREPARED,
+    Rev("pp04", "pp03", PREPARE, "op.execute('UPDATE counter SET n = n - 1')"),
+)
+
+HOSTILE_CASES = [
+    case(
+        "tenant_set_by_an_earlier_revisions_function",
+        TENANT,
+        TENANT_FORGOTTEN,
+        stairway=(("tn03", "up"),),
+    ),
+    case(  # plain Alembic passes both forms: the setting ends with each command's session
+        "read_only_session_via_pg_settings",
+        READ_ONLY,
+        READ_ONLY_AFTER,
+    ),
+    case(
+        "prepared_statement_on_the_dbapi_cursor",
+        PREPARED,
+        PREPARED_TWICE,
+        upgrade=False,
+        downgrade_clean=False,
+        blame="pp04",
+    ),
+]
