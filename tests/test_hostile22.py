@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from oracle_corpus import Rev
 from oracle_corpus_state import SEARCH_PATH, TEMP_TABLE
-from reynard_trees import clean_env
+from reynard_trees import clean_env, write_revision
 from test_oracle import CASES, CHECKED, URL_ENV, fork_server, fresh_database, make_tree, stock
+from test_stairway_fresh_steps import HEAD
+from test_stairway_walk import MAIN_REVISIONS, MAIN_VERSIONS, stairway_of
 
 from bench.plain_alembic import ForkServer, Tree, plain_checks
 from pytest_reynard_db.checks import run_checks
@@ -88,3 +90,69 @@ def test_an_env_py_on_an_application_engine_gets_plain_alembics_verdict(
     assert [r.check for r in results] == list(only)
     failed = [f"{r.check}: {r.message}" for r in results if not r.ok]
     assert not failed, "\n".join(failed)
+
+
+# -- the cost side: common statements must not end the walk's env.py run ------------------
+#: A table every revision of the long tree works on; ``reset`` is a column name.
+KNOB = (
+    'op.create_table("knob", sa.Column("id", sa.Integer, primary_key=True),\n'
+    '    sa.Column("reset", sa.Boolean), sa.Column("note", sa.Text))'
+)
+
+#: (up, down) of each revision of a long tree: statements real trees are full of, none of
+#: which leaves anything in the session past its transaction. ``{i}``: the revision's number.
+COMMON = {
+    "update_set_on_the_first_line": (
+        'op.execute("UPDATE knob SET reset = true")',
+        'op.execute("UPDATE knob SET reset = false")',
+    ),
+    "alter_column_set_default": (
+        "op.execute(\"ALTER TABLE knob ALTER COLUMN note SET DEFAULT 'n{i}'\")",
+        'op.execute("ALTER TABLE knob ALTER COLUMN note DROP DEFAULT")',
+    ),
+    "set_local_lock_timeout": (
+        'op.execute("SET LOCAL lock_timeout = \'5s\'")\nop.execute("UPDATE knob SET reset = true")',
+        "pass",
+    ),
+    "temp_table_on_commit_drop": (
+        'op.execute("CREATE TEMP TABLE scratch ON COMMIT DROP AS SELECT id FROM knob")\n'
+        'op.execute("UPDATE knob SET reset = true WHERE id IN (SELECT id FROM scratch)")',
+        "pass",
+    ),
+    "literal_with_a_semicolon_and_set": (
+        "op.execute(\"INSERT INTO knob (id, note) VALUES ({i}, 'trim; set aside')\")",
+        'op.execute("DELETE FROM knob WHERE id = {i}")',
+    ),
+    "function_with_a_set_search_path_clause": (
+        'op.execute("CREATE FUNCTION f{i}() RETURNS int LANGUAGE sql SECURITY DEFINER "\n'
+        "    \"SET search_path = public AS 'SELECT 1'\")",
+        'op.execute("DROP FUNCTION f{i}()")',
+    ),
+    "concurrent_index_in_autocommit_block": (
+        "with op.get_context().autocommit_block():\n"
+        '    op.create_index("ix_knob_{i}", "knob", ["note"], postgresql_concurrently=True)',
+        "with op.get_context().autocommit_block():\n"
+        '    op.drop_index("ix_knob_{i}", table_name="knob", postgresql_concurrently=True)',
+    ),
+}
+LONG = 200
+
+
+@pytest.mark.parametrize("pattern", list(COMMON))
+def test_a_long_tree_of_common_statements_is_walked_in_few_env_py_runs(
+    pattern: str, project: Path, pg_server: EphemeralServer
+) -> None:
+    """Issue 22's session rule ends a run after a step that may have changed the session;
+    a statement that cannot must not cost an env.py run (the walk of ``LONG`` revisions
+    takes one run per ``WALK_CHUNK`` revisions)."""
+    versions = project / MAIN_VERSIONS
+    write_revision(versions, "k000", HEAD, KNOB, 'op.drop_table("knob")')
+    up, down = COMMON[pattern]
+    parent = "k000"
+    for i in range(1, LONG):
+        revision = f"k{i:03d}"
+        write_revision(versions, revision, parent, up.format(i=i), down.format(i=i))
+        parent = revision
+    results, runs = stairway_of(project, pg_server)
+    assert [r.ok for r in results] == [True], results[0].message
+    assert runs <= 3, f"{runs} env.py runs for {MAIN_REVISIONS + LONG} revisions"
