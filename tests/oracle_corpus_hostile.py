@@ -82,6 +82,47 @@ PREPARED_TWICE = (
     Rev("pp04", "pp03", PREPARE, "op.execute('UPDATE counter SET n = n - 1')"),
 )
 
+#: A session-level setting made with ``UPDATE pg_settings`` (no ``SET`` begins it), then hidden
+#: for the rest of the step's transaction by a ``SET LOCAL`` back to the default: read inside
+#: the transaction the session looks untouched; after the commit it has ``app`` first, and the
+#: down step's unqualified ``side`` is ``app.side``, not the ``public.side`` the up created.
+HIDDEN_PATH = (
+    Rev(
+        "hp01",
+        None,
+        "op.execute('CREATE SCHEMA app')\n"
+        + table("base")
+        + "\n"
+        + table("side").replace("primary_key=True)", "primary_key=True), schema='app'"),
+        "op.drop_table('side', schema='app')\nop.drop_table('base')\nop.execute('DROP SCHEMA app')",
+    ),
+    Rev(
+        "hp02",
+        "hp01",
+        "op.execute(\"UPDATE pg_settings SET setting = 'app, public'\"\n"
+        "    \" WHERE name = 'search_path'\")\n"
+        "op.execute('SET LOCAL search_path TO \"$user\", public')\n" + table("side"),
+        "op.drop_table('side')",
+    ),
+)
+
+#: hp02's downgrade names its schema: sound on any session.
+HIDDEN_PATH_SOUND = changed(HIDDEN_PATH, "hp02", down="op.drop_table('side', schema='public')")
+
+#: A revision hooks its connection (a statement rewriter: ``CREATE TABLE`` made idempotent for
+#: its own re-runs); the hook lives as long as the connection, for plain Alembic the command.
+HOOK = (
+    "def _idempotent(conn, cursor, statement, params, context, executemany):\n"
+    "    if 'IF NOT EXISTS' not in statement:\n"
+    "        statement = statement.replace('CREATE TABLE ', 'CREATE TABLE IF NOT EXISTS ', 1)\n"
+    "    return statement, params\n"
+    "sa.event.listen(op.get_bind(), 'before_cursor_execute', _idempotent, retval=True)\n"
+)
+HOOKED = (
+    Rev("hk01", None, HOOK + table("hooked"), "op.drop_table('hooked')"),
+    Rev("hk02", "hk01", table("later"), "op.drop_table('later')"),
+)
+
 HOSTILE_CASES = [
     case(
         "tenant_set_by_an_earlier_revisions_function",
@@ -101,5 +142,17 @@ HOSTILE_CASES = [
         upgrade=False,
         downgrade_clean=False,
         blame="pp04",
+    ),
+    case(
+        "search_path_set_for_the_session_hidden_by_set_local",
+        HIDDEN_PATH_SOUND,
+        HIDDEN_PATH,
+    ),
+    case(  # the re-up creates ``later`` again: its downgrade forgot it
+        "statement_hook_on_the_connection",
+        HOOKED,
+        changed(HOOKED, "hk02", down="pass"),
+        downgrade_clean=False,
+        stairway=(("hk02", "re-up"),),
     ),
 ]
