@@ -156,3 +156,47 @@ def test_a_long_tree_of_common_statements_is_walked_in_few_env_py_runs(
     results, runs = stairway_of(project, pg_server)
     assert [r.ok for r in results] == [True], results[0].message
     assert runs <= 3, f"{runs} env.py runs for {MAIN_REVISIONS + LONG} revisions"
+
+
+# -- module state: a revision module loaded again per step repeats its import's effects ------
+#: At import, the revision registers a process-wide listener: every ``op.create_table`` of the
+#: command logs the table. Plain Alembic imports each revision file once per command.
+LISTENER = """\
+PREFIX = "{prefix}"
+
+
+@sa.event.listens_for(sa.Table, "after_create")
+def _log_created(table, connection, **kw):
+    if table.name.startswith(PREFIX):  # this tree's tables only: the listener outlives it
+        connection.execute(sa.text("INSERT INTO ddl_log (name) VALUES (:n)"), {{"n": table.name}})
+"""
+
+
+def test_a_revision_whose_import_registers_a_listener_gets_plain_alembics_verdict(
+    stock: Path, tmp_path: Path, pg_server: EphemeralServer, fork_server: ForkServer
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    revisions = (
+        Rev(
+            "ls01",
+            None,
+            'op.execute("CREATE TABLE ddl_log (name text PRIMARY KEY)")',
+            'op.execute("DROP TABLE ddl_log")',
+            header=LISTENER.format(prefix=prefix),
+        ),
+        Rev(
+            "ls02",
+            "ls01",
+            f"op.create_table('{prefix}thing', sa.Column('id', sa.Integer, primary_key=True))",
+            f"op.drop_table('{prefix}thing')\n"
+            f"op.execute(\"DELETE FROM ddl_log WHERE name = '{prefix}thing'\")",
+        ),
+    )
+    project = make_tree(stock, tmp_path / "app", revisions, "recommended")
+    tree = Tree(ini=project / "alembic.ini", env=clean_env(), url_env=(URL_ENV,))
+    verdicts = plain_checks(tree, lambda: fresh_database(pg_server), fork_server)
+    assert verdicts.upgrade.ok and verdicts.downgrade_clean.ok and verdicts.stairway.ok, verdicts
+    registry = load_registry(project)
+    results = run_checks(registry, [registry.get("app")], pg_server, only=CHECKED)
+    failed = [f"{r.check}: {r.message}" for r in results if not r.ok]
+    assert not failed, "\n".join(failed)
