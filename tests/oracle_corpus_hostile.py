@@ -123,6 +123,25 @@ HOOKED = (
     Rev("hk02", "hk01", table("later"), "op.drop_table('later')"),
 )
 
+#: A session-level advisory lock taken and not given back (the name quoted, as a tool that
+#: quotes identifiers writes it); a later revision's second connection wants it.
+TAKE_LOCK = "op.execute('SELECT \"pg_advisory_lock\"(4242)')"
+GIVE_LOCK = "op.execute('SELECT pg_advisory_unlock(4242)')"
+LOCKED = (
+    Rev("al01", None, table("jobs") + "\n" + TAKE_LOCK + "\n" + GIVE_LOCK, "op.drop_table('jobs')"),
+    Rev(
+        "al02",
+        "al01",
+        "with op.get_bind().engine.connect() as other:\n"
+        "    took = other.execute(sa.text('SELECT pg_try_advisory_lock(4242)')).scalar()\n"
+        "    other.execute(sa.text('SELECT pg_advisory_unlock_all()'))\n"
+        "if not took:\n"
+        "    raise RuntimeError('the jobs lock is held')\n" + table("runs"),
+        "op.drop_table('runs')",
+    ),
+)
+
+
 HOSTILE_CASES = [
     case(
         "tenant_set_by_an_earlier_revisions_function",
@@ -154,5 +173,13 @@ HOSTILE_CASES = [
         changed(HOOKED, "hk02", down="pass"),
         downgrade_clean=False,
         stairway=(("hk02", "re-up"),),
+    ),
+    case(
+        "advisory_lock_left_by_an_earlier_revision",
+        LOCKED,
+        changed(LOCKED, "al01", up=table("jobs") + "\n" + TAKE_LOCK),
+        upgrade=False,
+        downgrade_clean=False,
+        blame="al02",
     ),
 ]
