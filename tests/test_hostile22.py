@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from oracle_corpus import Rev
 from oracle_corpus_state import SEARCH_PATH, TEMP_TABLE
-from reynard_trees import clean_env, write_revision
+from reynard_trees import clean_env, run_pytest, write_revision
 from test_oracle import CASES, CHECKED, URL_ENV, fork_server, fresh_database, make_tree, stock
 from test_stairway_fresh_steps import HEAD
 from test_stairway_walk import MAIN_REVISIONS, MAIN_VERSIONS, stairway_of
@@ -200,3 +200,26 @@ def test_a_revision_whose_import_registers_a_listener_gets_plain_alembics_verdic
     results = run_checks(registry, [registry.get("app")], pg_server, only=CHECKED)
     failed = [f"{r.check}: {r.message}" for r in results if not r.ok]
     assert not failed, "\n".join(failed)
+
+
+def test_the_stairway_item_says_the_same_alone_and_after_upgrade(
+    stock: Path, tmp_path: Path
+) -> None:
+    """Issue 22, point 5, as pytest items: ``reynard-db::app::stairway`` on a tree plain Alembic
+    passes, selected alone and after ``upgrade`` (the application's engine is made once per
+    process, on the throw-away database of the check that first ran env.py)."""
+    project = app_engine_tree(stock, tmp_path / "app", SEARCH_PATH)
+    outcomes = {}
+    for selected in ("stairway", "upgrade or stairway"):
+        ran = run_pytest(project, "--reynard-db=app", "--reynard-db-checks", "-rA", "-k", selected)
+        outcomes[selected] = [
+            " ".join(line.split()[:2])
+            for line in ran.stdout.splitlines()
+            if line.startswith(
+                ("PASSED reynard-db::app::stairway", "FAILED reynard-db::app::stairway")
+            )
+        ]
+    assert outcomes == {
+        "stairway": ["PASSED reynard-db::app::stairway"],
+        "upgrade or stairway": ["PASSED reynard-db::app::stairway"],
+    }, outcomes
