@@ -114,6 +114,11 @@ COMMON = {
         'op.execute("SET LOCAL lock_timeout = \'5s\'")\nop.execute("UPDATE knob SET reset = true")',
         "pass",
     ),
+    "set_config_for_the_transaction_only": (
+        "op.execute(\"SELECT set_config('app.tenant', 'seed', true)\")\n"
+        'op.execute("UPDATE knob SET reset = true")',
+        "pass",
+    ),
     "temp_table_on_commit_drop": (
         'op.execute("CREATE TEMP TABLE scratch ON COMMIT DROP AS SELECT id FROM knob")\n'
         'op.execute("UPDATE knob SET reset = true WHERE id IN (SELECT id FROM scratch)")',
