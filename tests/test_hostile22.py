@@ -228,3 +228,60 @@ def test_the_stairway_item_says_the_same_alone_and_after_upgrade(
         "stairway": ["PASSED reynard-db::app::stairway"],
         "upgrade or stairway": ["PASSED reynard-db::app::stairway"],
     }, outcomes
+
+
+# -- application module state: a helper module the revisions import keeps a memo ------------
+#: A project's migration helper: creates a type once per process (what a command needs: the
+#: type is there for the rest of the command). Plain Alembic imports it anew in each command.
+HELPER = """\
+import sqlalchemy as sa
+
+_created = set()
+
+
+def ensure_type(bind, name, *values):
+    if name not in _created:
+        listed = ", ".join(f"'{value}'" for value in values)
+        bind.execute(sa.text(f"CREATE TYPE {name} AS ENUM ({listed})"))
+        _created.add(name)
+"""
+
+USES_HELPER = """\
+import sys
+
+sys.path.insert(0, {lib!r})
+from {module} import ensure_type
+"""
+
+
+def test_a_helper_modules_memo_does_not_reach_the_next_step(
+    stock: Path, tmp_path: Path, pg_server: EphemeralServer, fork_server: ForkServer
+) -> None:
+    """The down step drops the type; plain Alembic's re-up (a new process) creates it again.
+    Ours: the stairway's steps find the helper's memo of an earlier step of the process (the
+    ``upgrade`` check's: the up step on a new database fails; with ``--only stairway``, the up
+    step's: the re-up fails)."""
+    module = f"helpers_{uuid.uuid4().hex[:10]}"
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / f"{module}.py").write_text(HELPER)
+    revisions = (
+        Rev(
+            "hm01",
+            None,
+            "ensure_type(op.get_bind(), 'shade', 'light', 'dark')\n"
+            "op.create_table('lamp', sa.Column('id', sa.Integer, primary_key=True),\n"
+            "    sa.Column('shade', postgresql.ENUM(name='shade', create_type=False)))",
+            "op.drop_table('lamp')\nop.execute('DROP TYPE shade')",
+            header=USES_HELPER.format(lib=str(lib), module=module)
+            + "from sqlalchemy.dialects import postgresql",
+        ),
+    )
+    project = make_tree(stock, tmp_path / "app", revisions, "recommended")
+    tree = Tree(ini=project / "alembic.ini", env=clean_env(), url_env=(URL_ENV,))
+    verdicts = plain_checks(tree, lambda: fresh_database(pg_server), fork_server)
+    assert verdicts.upgrade.ok and verdicts.downgrade_clean.ok and verdicts.stairway.ok, verdicts
+    registry = load_registry(project)
+    results = run_checks(registry, [registry.get("app")], pg_server, only=CHECKED)
+    failed = [f"{r.check}: {r.message}" for r in results if not r.ok]
+    assert not failed, "\n".join(failed)
