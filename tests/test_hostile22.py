@@ -8,17 +8,27 @@ Alembic's (``bench.plain_alembic``), as the oracle does.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from oracle_corpus import Rev
 from oracle_corpus_state import SEARCH_PATH, TEMP_TABLE
 from reynard_trees import clean_env, run_pytest, write_revision
-from test_oracle import CASES, CHECKED, URL_ENV, fork_server, fresh_database, make_tree, stock
+from test_oracle import (
+    CASES,
+    CHECKED,
+    URL_ENV,
+    fork_server,
+    fresh_database,
+    make_tree,
+    stock,
+    worker_process,
+)
 from test_stairway_fresh_steps import HEAD
 from test_stairway_walk import MAIN_REVISIONS, MAIN_VERSIONS, stairway_of
 
-from bench.plain_alembic import ForkServer, Tree, plain_checks
+from bench.plain_alembic import ForkServer, Tree, plain_checks, plain_checks_on
 from pytest_reynard_db.checks import run_checks
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.registry import load_registry
@@ -280,6 +290,53 @@ def test_a_helper_modules_memo_does_not_reach_the_next_step(
     project = make_tree(stock, tmp_path / "app", revisions, "recommended")
     tree = Tree(ini=project / "alembic.ini", env=clean_env(), url_env=(URL_ENV,))
     verdicts = plain_checks(tree, lambda: fresh_database(pg_server), fork_server)
+    assert verdicts.upgrade.ok and verdicts.downgrade_clean.ok and verdicts.stairway.ok, verdicts
+    registry = load_registry(project)
+    results = run_checks(registry, [registry.get("app")], pg_server, only=CHECKED)
+    failed = [f"{r.check}: {r.message}" for r in results if not r.ok]
+    assert not failed, "\n".join(failed)
+
+
+# -- a revision module that cannot be loaded twice keeps its module-level state ------------
+SHARED_STATE = "ran = False\n"
+
+#: Like a revision that adds a table to the application's MetaData at import, the module
+#: cannot be loaded again in a process where it ran (so ``tree.as_first_run`` keeps the first
+#: module); unlike it, loading it only to read the tree (the oracle's worker) still works.
+ONCE_PER_PROCESS = """\
+import sys
+
+sys.path.insert(0, {lib!r})
+import {module} as SHARED
+
+if SHARED.ran:
+    raise RuntimeError("already defined for this MetaData instance")
+"""
+
+
+def test_a_revision_that_cannot_be_loaded_twice_still_reflects_afresh(
+    stock: Path, tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    """``reflected_table_in_module_metadata`` (sound), its revision loadable once per process
+    where it ran: plain Alembic's re-up reflects ``doc`` anew (one column less); ours keeps
+    the module of the up step, and its ``doc`` with the column the upgrade dropped."""
+    module = f"shared_{uuid.uuid4().hex[:10]}"
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / f"{module}.py").write_text(SHARED_STATE)
+    sound = CASES["reflected_table_in_module_metadata"].sound
+    header = ONCE_PER_PROCESS.format(lib=str(lib), module=module)
+    revisions = tuple(
+        replace(rev, header=header + rev.header, up="SHARED.ran = True\n" + rev.up)
+        if rev.id == "rf02"
+        else rev
+        for rev in sound
+    )
+    project = make_tree(stock, tmp_path / "app", revisions, "recommended")
+    tree = Tree(ini=project / "alembic.ini", env=clean_env(), url_env=(URL_ENV,))
+    admin = pg_server.url.render_as_string(hide_password=False)
+    with worker_process() as pool:  # the tree loaded in a process of its own
+        verdicts = pool.submit(plain_checks_on, tree, admin).result()
     assert verdicts.upgrade.ok and verdicts.downgrade_clean.ok and verdicts.stairway.ok, verdicts
     registry = load_registry(project)
     results = run_checks(registry, [registry.get("app")], pg_server, only=CHECKED)
