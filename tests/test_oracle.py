@@ -33,6 +33,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from oracle_corpus import ENUM_CASES, Case, Expected, Rev
+from oracle_corpus_hostile import HOSTILE_CASES
 from oracle_corpus_objects import OBJECT_CASES
 from oracle_corpus_state import STATE_CASES
 from reynard_trees import REPO, clean_env, run_cli, write_revision
@@ -56,7 +57,7 @@ from pytest_reynard_db.checks import CheckResult, run_checks
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.registry import load_registry
 
-CASES = {c.name: c for c in [*ENUM_CASES, *OBJECT_CASES, *STATE_CASES]}
+CASES = {c.name: c for c in [*ENUM_CASES, *OBJECT_CASES, *STATE_CASES, *HOSTILE_CASES]}
 SHAPES = ("stock", "recommended")
 FORMS = ("sound", "broken")
 CHECKED = ("upgrade", "stairway", "downgrade_clean")
