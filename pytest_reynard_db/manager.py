@@ -31,6 +31,7 @@ from .env_run import StepsFn, exported, run_env, split_range
 from .errors import RevisionError, ReynardDBError
 from .guard import GUARD, Target
 from .guard.migration import registered_targets
+from .guard.target import url_target
 from .migration_errors import StepTracker, alembic_errors, migration_failure
 from .migration_lock import migration_lock_held
 from .new_revisions import write_merge, write_revision
@@ -65,6 +66,7 @@ class MigrationManager:
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         alembic_messages: bool = True,
         throwaway_only: bool = False,
+        earlier: Sequence[URL] = (),
     ) -> None:
         """``stdout``: where Alembic's messages and ``--sql`` go (default: sys.stdout).
         ``script``: the tree, already loaded (``tree.load_tree``) and shared; default:
@@ -76,7 +78,10 @@ class MigrationManager:
         database's own ``url_env`` (a mirror's sources', ``Registry.url_envs``).
         ``lock_timeout``: seconds to wait for the migration lock before giving up.
         ``throwaway_only``: a check's manager: while it migrates, env.py may reach its
-        database and nothing else (``guard.migration``)."""
+        database and nothing else (``guard.migration``).
+        ``earlier``: the throw-away databases of the same check run before this one: an
+        application that read its URL once, at import, during an earlier check, still
+        migrates this database (they are redirected here, as the production URL is)."""
         self.db = db
         self.lock_timeout = lock_timeout
         self.url_envs = list(dict.fromkeys([db.url_env, *url_envs]))
@@ -86,6 +91,7 @@ class MigrationManager:
         self.stdout = stdout if stdout is not None else sys.stdout
         self._script = script
         self.throwaway_only = throwaway_only
+        self.earlier = tuple(earlier)
         self._registered: tuple[Target, ...] | None = None
 
     # -- what the verbs work on ----------------------------------------------------------
@@ -273,7 +279,8 @@ class MigrationManager:
         reached (``guard.migration``). Call it outside ``exported``: the production URL is
         read from the variables as they were."""
         if self._registered is None:
-            self._registered = registered_targets(self.url_envs, self.db.ini_url())
+            earlier = tuple(url_target(url) for url in self.earlier)
+            self._registered = (*registered_targets(self.url_envs, self.db.ini_url()), *earlier)
         return GUARD.migrating(
             None if sql else self.url,
             own=self._registered,

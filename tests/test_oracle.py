@@ -117,7 +117,8 @@ def our_summary(results: list[CheckResult]) -> Summary:
             stairs.append((found[1], found[2]))
     upgrade, clean = by_check["upgrade"][0], by_check["downgrade_clean"][0]
     failed = upgrade if not upgrade.ok else clean
-    return Summary(upgrade.ok, clean.ok, tuple(sorted(stairs)), failed.revision)
+    # not_run (its own upgrade failed) is plain Alembic's failed `upgrade heads` there
+    return Summary(upgrade.ok, clean.status == "ok", tuple(sorted(stairs)), failed.revision)
 
 
 # -- the trees ----------------------------------------------------------------------------

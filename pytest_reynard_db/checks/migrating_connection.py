@@ -127,19 +127,32 @@ def changes_session(statement: str) -> bool:
 class SessionWatch:
     """Notes (``touched``) a statement run on the connections it watches that may leave
     state in the session (``changes_session``): SQLAlchemy's ``before_cursor_execute``,
-    which every statement of ``op`` and of ``op.get_bind()`` passes."""
+    which every statement of ``op`` and of ``op.get_bind()`` passes. ``routine``: one of
+    them defined a function or procedure that may (its body sets something): a later
+    statement calling it shows nothing, and a custom setting (``app.tenant``) it sets is
+    in no catalogue (``pg_settings`` leaves placeholders out)."""
 
     def __init__(self) -> None:
         self.touched = False
+        self.routine = False
 
     def watch(self, connection: Connection) -> None:
         """Watch ``connection`` (once; the listener goes with the connection)."""
         if not event.contains(connection, "before_cursor_execute", self._saw):
             event.listen(connection, "before_cursor_execute", self._saw)
 
+    def unwatch(self, connection: Connection) -> None:
+        if event.contains(connection, "before_cursor_execute", self._saw):
+            event.remove(connection, "before_cursor_execute", self._saw)
+
     def _saw(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not self.touched and changes_session(statement):
+        if not (self.touched and self.routine) and changes_session(statement):
             self.touched = True
+            self.routine = self.routine or bool(_ROUTINE.search(statement))
+
+
+#: A statement that defines a function or procedure.
+_ROUTINE = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:FUNCTION|PROCEDURE)\b", re.IGNORECASE)
 
 
 def session_state(connection: Connection) -> tuple[Any, ...]:
@@ -151,3 +164,26 @@ def session_state(connection: Connection) -> tuple[Any, ...]:
         assert dbapi is not None
         dbapi.rollback()
     return tuple(state)
+
+
+#: SQLAlchemy's events of a ``Connection`` a revision could listen to on ``op.get_bind()``.
+_CONNECTION_EVENTS = (
+    "before_execute",
+    "after_execute",
+    "before_cursor_execute",
+    "after_cursor_execute",
+    "begin",
+    "commit",
+    "rollback",
+    "savepoint",
+    "rollback_savepoint",
+    "release_savepoint",
+    "set_connection_execution_options",
+)
+
+
+def listeners(connection: Connection) -> tuple[int, ...]:
+    """How many listeners each event of ``connection`` has: a revision that adds one to
+    ``op.get_bind()`` (a hook rewriting statements) changes what the next step on the
+    same connection runs, where a new command's connection has none."""
+    return tuple(len(getattr(connection.dispatch, name)) for name in _CONNECTION_EVENTS)

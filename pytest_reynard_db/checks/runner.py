@@ -95,6 +95,8 @@ class CheckRunner:
         self.progress = progress
         self.check = ""
         self._script: ScriptDirectory | None = None
+        #: Every throw-away database this runner made, in order (see ``manager``).
+        self._scratch_urls: list[URL] = []
         self._load_error: ReynardDBError | None = None
         #: The first connection this database's env.py runs reached for beyond their
         #: throw-away database (refused), in this process: see ``same_env_verdict``.
@@ -162,6 +164,7 @@ class CheckRunner:
             quiet=True,
             url_envs=self.registry.url_envs(self.db.name),
             throwaway_only=True,
+            earlier=tuple(u for u in self._scratch_urls if u != url),
         )
 
     @contextmanager
@@ -171,6 +174,7 @@ class CheckRunner:
             raise ServerError(f"check {purpose!r} needs a PostgreSQL server and none was given")
         name = scratch_name(self.db.name, purpose)
         url = self.server.create_database(name)
+        self._scratch_urls.append(url)
         try:
             yield self.manager(url)
         finally:

@@ -41,7 +41,7 @@ from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection
 
 from ..errors import EnvPyFailed, GuardRefused, ReynardDBError
 from ..manager import MigrationManager
@@ -60,6 +60,7 @@ from .migrating_connection import (
     SessionWatch,
     backend_pid,
     beside,
+    listeners,
     rows_of,
     same_connection,
     session_state,
@@ -177,6 +178,10 @@ class Stairway:
         #: Our connection: its session as opened, and what ran on it since.
         self._fresh_state: tuple[Any, ...] = ()
         self._watch = SessionWatch()
+        #: Whether each step starts on a new session, whatever it seems to have left: a
+        #: routine that may change the session was defined (``SessionWatch.routine``),
+        #: and what calling it changes cannot all be read back.
+        self.careful = False
         self._db_stack = ExitStack()
         self._connection_stack = ExitStack()
         self.manager: MigrationManager
@@ -277,19 +282,18 @@ class Stairway:
         callbacks = context.on_version_apply_callbacks
         context.on_version_apply_callbacks = (*callbacks, self._read_back)
         self._read_sql = str(version_table(context).select().compile(dialect=context.dialect))
-        # The session as env.py set it up for this run: what every step must start from.
-        set_up = session_state(theirs)
         watch = SessionWatch()
         watch.watch(theirs)
-        try:
-            yield from self._walk_steps(context, set_up, watch)
+        try:  # the connection as env.py set it up for this run: where every step starts
+            yield from self._walk_steps(context, self._connection_state(theirs), watch)
         finally:
-            event.remove(theirs, "before_cursor_execute", watch._saw)
+            watch.unwatch(theirs)
 
     def _walk_steps(
         self, context: MigrationContext, set_up: tuple[Any, ...], watch: SessionWatch
     ) -> Iterator[WalkStep]:
-        """The steps of ``_steps`` (see there), until a step moved the session."""
+        """The steps of ``_steps`` (see there), until a step moved the session; ``set_up``:
+        the session state and connection's listeners as env.py left them for the run."""
         revision_map = self.manager.script.revision_map
         end = min(self.at + WALK_CHUNK, len(self.order))
         while self.at < end:
@@ -308,7 +312,8 @@ class Stairway:
                     return
                 commit_between_steps(context)  # each step stays, as a separate command's
                 self._took(revision, index)
-                if watch.touched or session_state(self._reader) != set_up:
+                self.careful = self.careful or watch.routine
+                if self.careful or watch.touched or self._connection_state(self._reader) != set_up:
                     return  # the next step starts on a fresh session, in a new run
 
     def _read_back(self, *, ctx: MigrationContext, **_: object) -> None:
@@ -425,8 +430,18 @@ class Stairway:
         session (a statement ``SessionWatch`` notes, or a state other than when it was
         opened: ``env.py``'s own set-up included) is replaced by a new one, so that every
         run starts on a session as fresh as a new ``alembic`` command's."""
-        if self._watch.touched or session_state(self.connection) != self._fresh_state:
+        self.careful = self.careful or self._watch.routine
+        if (
+            self.careful
+            or self._watch.touched
+            or self._connection_state(self.connection) != self._fresh_state
+        ):
             self._fresh_connection()
+
+    def _connection_state(self, connection: Connection) -> tuple[Any, ...]:
+        """What a step may leave on a connection for the next: the session's state, and
+        the listeners SQLAlchemy calls for it."""
+        return (session_state(connection), listeners(connection))
 
     def _fresh_database(self) -> None:
         """Drop the current throw-away database (if any) and open an empty one, locked."""
@@ -442,6 +457,6 @@ class Stairway:
         self._connection_stack = ExitStack()
         self.connection = self._connection_stack.enter_context(self.manager.locked())
         self._pid = backend_pid(self.connection)
-        self._fresh_state = session_state(self.connection)
         self._watch = SessionWatch()
         self._watch.watch(self.connection)
+        self._fresh_state = self._connection_state(self.connection)

@@ -7,6 +7,7 @@ as an interrupt later, never a traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -35,4 +36,7 @@ def run() -> None:
     except KeyboardInterrupt:  # before main's own handling, or after it (its clean-up)
         print(f"{_PROG}: interrupted", file=sys.stderr)
         code = 130
+    # The work is done and said: a Ctrl-C now would only interrupt the interpreter's own
+    # clean-up (a lock file's finaliser), with a traceback ("Exception ignored in ...").
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)

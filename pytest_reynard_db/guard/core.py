@@ -268,6 +268,11 @@ class Guard:
         """``target`` is the throw-away database: its (random) name, on an allowed server."""
         return target.dbname == into.dbname and self.allows(target)
 
+    @property
+    def current_migration(self) -> Migration | None:
+        """The migration under way in this context (``migrating``), if any."""
+        return self._migrating.get()
+
     def check_other(self, shown: Callable[[], str]) -> None:
         """A connection of another dialect (SQLite, MySQL...) to ``shown()``: refused while
         a check migrates, else left alone (an application's SQLite test engine)."""

@@ -62,6 +62,8 @@ def install(guard: Guard) -> None:
     _replace(DefaultDialect, "connect", _checked_dialect_connect(DefaultDialect.connect))
     event.listen(Pool, "connect", _verify_connected)
     _undo.append(lambda: event.remove(Pool, "connect", _verify_connected))
+    event.listen(Pool, "checkout", _connected_in_this_run)
+    _undo.append(lambda: event.remove(Pool, "checkout", _connected_in_this_run))
     _patch_drivers()
 
 
@@ -260,10 +262,31 @@ def _checked_dialect_connect(original: Any) -> Any:
     return connect
 
 
+#: Where a pooled connection notes the check's migration (env.py run) it was opened in.
+RUN_KEY = "reynard_db_migration"
+
+
+def _connected_in_this_run(dbapi_connection: Any, connection_record: Any, _proxy: Any) -> None:
+    """While a check migrates, a pooled connection opened before this ``env.py`` run (an
+    application's engine, kept in a module across runs and checks) is replaced by a new
+    one, SQLAlchemy's way (``DisconnectionError`` in ``checkout``): each run starts on a
+    session as new as a fresh ``alembic`` command's, on the current throw-away database."""
+    guard = _guard
+    migration = guard.current_migration if guard is not None and guard.armed else None
+    if migration is None or not migration.only:
+        return
+    if connection_record.info.get(RUN_KEY) is not migration:
+        from sqlalchemy.exc import DisconnectionError
+
+        raise DisconnectionError("opened before this env.py run: a new connection instead")
+
+
 def _verify_connected(dbapi_connection: Any, connection_record: Any) -> None:
     """The net: ask the server where this new connection is; close it if not allowed."""
     __tracebackhide__ = True
     guard = _guard
+    if guard is not None and guard.current_migration is not None:
+        connection_record.info[RUN_KEY] = guard.current_migration
     module = type(dbapi_connection).__module__
     if guard is None or not guard.armed:
         return
