@@ -178,12 +178,13 @@ class Guard:
         own: Sequence[Target] = (),
         tree: Sequence[str] = (),
         only: bool = False,
+        offline: bool = False,
     ) -> Iterator[None]:
         """While the harness migrates ``url`` (None: offline, nothing to connect to), what
         ``env.py`` may reach (see ``migration``): ``url``; ``own`` (the database's registered
         targets), redirected into ``url``; with ``only`` (a check) nothing else, without it
         also what the run allows and other dialects. ``tree``: its folders, where the line
-        that opened a refused connection is looked for.
+        that opened a refused connection is looked for. ``offline``: see ``offline``.
 
         A connection refused meanwhile fails the block with its line, even when the
         application caught the exception (an import that swallows a failed ``create_all``).
@@ -194,7 +195,7 @@ class Guard:
             # Computed now, every keyword explicit: a redirect must not let the environment
             # (a PGHOST that env.py changes) pick the host afterwards.
             into, password = url_target(parsed), parsed.password
-        migration = Migration(into, password, tuple(own), tree_places(tree), only)
+        migration = Migration(into, password, tuple(own), tree_places(tree), only, offline)
         with self._lock:
             self.migrations += 1
         token = self._migrating.set(migration)
@@ -211,6 +212,16 @@ class Guard:
                 self.refusals += migration.refused
         if migration.refused:
             raise GuardRefused(migration.refused[0].message)
+
+    @contextmanager
+    def offline(self, *, tree: Sequence[str] = ()) -> Iterator[None]:
+        """While env.py runs offline (``--sql``, which touches nothing): every connection
+        refused, whatever the dialect, armed by a run or not (a production verb's too)."""
+        with (
+            self.armed_for(opt_in_hint=self._opt_in_hint),
+            self.migrating(None, tree=tree, only=True, offline=True),
+        ):
+            yield
 
     @property
     def redirects(self) -> list[str]:

@@ -70,6 +70,8 @@ class Migration:
     places: tuple[str, ...]
     #: Only ``into`` (a check): other allowed databases and other dialects refused too.
     only: bool
+    #: ``--sql``: env.py runs offline, every connection refused (``only``, no ``into``).
+    offline: bool = False
     refused: list[Refusal] = field(default_factory=list)
 
     def is_own(self, target: Target) -> bool:
@@ -84,15 +86,21 @@ class Migration:
     def refuse(self, shown: str) -> GuardRefused:
         """The refusal of a connection to ``shown`` (a masked target), kept."""
         path, line = opener(self.places)
-        may = (
-            "a check may reach only its throw-away database"
-            if self.only
-            else "while the harness migrates, env.py may reach only this run's databases"
-        )
-        reason = f"refused a connection to {shown}: {may} (its own production URL is sent there)"
-        refusal = Refusal(path, line, reason)
+        refusal = Refusal(path, line, f"refused a connection to {shown}: {self._why()}")
         self.refused.append(refusal)
         return GuardRefused(refusal.message)
+
+    def _why(self) -> str:
+        if self.offline:
+            return (
+                "--sql runs env.py offline, and it connects (it has no "
+                "context.is_offline_mode() branch); nothing was connected to"
+            )
+        if self.only:
+            may = "a check may reach only its throw-away database"
+        else:
+            may = "while the harness migrates, env.py may reach only this run's databases"
+        return f"{may} (its own production URL is sent there)"
 
 
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
