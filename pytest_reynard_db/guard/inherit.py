@@ -26,7 +26,7 @@ from typing import Any
 from ..atomic_file import replace_file
 
 #: The file of the allow-list, JSON: ``{"hint": ..., "servers": [[host, port]],
-#: "databases": [[host, port, name]]}``.
+#: "databases": [[host, port, name]], "identities": [[host, port, system_identifier]]}``.
 GUARD_VARIABLE = "REYNARD_DB_GUARD"
 #: How every allow-list file's name starts (then the pid of the process it is of).
 PREFIX = "reynard-db-guard-"
@@ -65,7 +65,12 @@ def append(addition: dict[str, list[list[Any]]]) -> None:
 def load(path: str) -> dict[str, Any]:
     """The allow-list a child adopts: the lines of ``path`` merged (a last line still
     being written, without its newline, is not read)."""
-    merged: dict[str, Any] = {"hint": "--reynard-db-allow=URL", "servers": [], "databases": []}
+    merged: dict[str, Any] = {
+        "hint": "--reynard-db-allow=URL",
+        "servers": [],
+        "databases": [],
+        "identities": [],
+    }
     with open(path, encoding="utf-8") as listed:
         for line in listed:
             if not line.endswith("\n"):
@@ -74,6 +79,7 @@ def load(path: str) -> dict[str, Any]:
             merged["hint"] = entry.get("hint", merged["hint"])
             merged["servers"] += entry.get("servers", [])
             merged["databases"] += entry.get("databases", [])
+            merged["identities"] += entry.get("identities", [])
     return merged
 
 

@@ -79,7 +79,7 @@ class Migration:
         machine's loopback names are one host)."""
         return any(
             target.dbname == own.dbname
-            and {_local(e) for e in target.endpoints} <= {_local(e) for e in own.endpoints}
+            and {e.local() for e in target.endpoints} <= {e.local() for e in own.endpoints}
             for own in self.own
         )
 
@@ -101,13 +101,6 @@ class Migration:
         else:
             may = "while the harness migrates, env.py may reach only this run's databases"
         return f"{may} (its own production URL is sent there)"
-
-
-LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def _local(endpoint: Endpoint) -> Endpoint:
-    return Endpoint("localhost", endpoint.port) if endpoint.host in LOOPBACK else endpoint
 
 
 def opener(places: Sequence[str]) -> tuple[str | None, int | None]:
