@@ -247,3 +247,18 @@ def test_every_driver_is_judged_once_connected(
     finally:
         forward.listener.close()
     assert _statements(production) == before
+
+
+def test_a_socket_folder_named_by_a_symlink_is_the_place_it_points_to(
+    harness: EphemeralServer, tmp_path: Path
+) -> None:
+    """The driver says the folder as given, the allow-list holds it resolved: one place."""
+    assert harness.process.base_dir is not None
+    link = tmp_path / "sockets"
+    link.symlink_to(harness.process.base_dir / "tmp")
+    port = harness.url.port
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        GUARD.allow_database(f"postgresql://postgres@/postgres?host={link}&port={port}")
+        with psycopg.connect(host=str(link), port=port, user="postgres", dbname="postgres") as conn:
+            assert conn.info.host == str(link)
+            assert conn.execute("SELECT current_database()").fetchone() == ("postgres",)

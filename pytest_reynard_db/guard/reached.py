@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from .target import SOCKET_FILE, Endpoint
+from .target import SOCKET_FILE, Endpoint, compared_host
 
 #: One round trip, no transaction left open. The identity: the cluster's
 #: ``system_identifier`` (made by ``initdb``; the harness's servers share one, copied from
@@ -56,10 +56,12 @@ def _text(value: Any) -> str:
 
 
 def _place(host: str | None, port: Any) -> Endpoint | None:
+    """As the allow-list compares places: a socket folder's symlinks resolved, a name in
+    lower case."""
     if not host:
         return None
     try:
-        return Endpoint(host, int(port))
+        return Endpoint(compared_host(host), int(port))
     except (TypeError, ValueError):
         return None
 

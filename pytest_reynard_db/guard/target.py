@@ -289,6 +289,11 @@ def _is_address(host: str) -> bool:
     return True
 
 
+def compared_host(host: str) -> str:
+    """``host`` as the allow-list holds it (a driver's report of where it connected too)."""
+    return _host(host)
+
+
 def _host(host: str) -> str:
     host = host.strip()
     if not host:
