@@ -20,7 +20,8 @@ file libpq reads otherwise, an engine's ``creator=`` or ``async_creator=``, a
 ``do_connect`` listener that connects by itself): each driver's connection, as
 soon as it is made (and, for what no driver hook made, SQLAlchemy's pool
 ``connect`` event), is judged by what it really reached (``reached``) and closed,
-before any statement of the caller's, unless it is allowed.
+before any statement of the caller's, unless it is allowed. A pooled connection
+made before the guard was armed is judged the first time it is checked out.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ def install(guard: Guard) -> None:
     _replace(DefaultDialect, "connect", _checked_dialect_connect(DefaultDialect.connect))
     event.listen(Pool, "connect", _verify_connected)
     _undo.append(lambda: event.remove(Pool, "connect", _verify_connected))
+    # A connection pooled before the guard was armed (markers-only runs arm it when
+    # collection ends, after an application imported then may have connected): judged
+    # the first time it is handed out.
+    event.listen(Pool, "checkout", _verify_checked_out)
+    _undo.append(lambda: event.remove(Pool, "checkout", _verify_checked_out))
     _patch_drivers()
 
 
@@ -345,3 +351,10 @@ def _verify_connected(dbapi_connection: Any, connection_record: Any) -> None:
         _judge_or_close(driver_connection, psycopg_reached)
     else:
         _judge_or_close(dbapi_connection, cursor_reached)
+        with suppress(TypeError):
+            _judged.add(driver_connection)
+
+
+def _verify_checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    __tracebackhide__ = True
+    _verify_connected(dbapi_connection, record)
