@@ -262,3 +262,33 @@ def test_a_socket_folder_named_by_a_symlink_is_the_place_it_points_to(
         with psycopg.connect(host=str(link), port=port, user="postgres", dbname="postgres") as conn:
             assert conn.info.host == str(link)
             assert conn.execute("SELECT current_database()").fetchone() == ("postgres",)
+
+
+def test_a_psycopg2_connection_factory_of_its_own_is_judged_not_refused(
+    harness: EphemeralServer,
+) -> None:
+    """The net asks with psycopg2's plain cursor: a LoggingConnection's ``cursor()``
+    refuses until the caller ``initialize()``s it, a RealDictCursor returns dicts."""
+    import logging
+
+    import psycopg2
+    import psycopg2.extras
+
+    where = {"host": "127.0.0.1", "port": harness.url.port, "user": "postgres"}
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        GUARD.allow_database(harness.url)
+        conn = psycopg2.connect(
+            **where, dbname="postgres", connection_factory=psycopg2.extras.LoggingConnection
+        )
+        conn.initialize(logging.getLogger("app"))
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT current_database()")
+            assert cursor.fetchone() == ("postgres",)
+        conn.close()
+        conn = psycopg2.connect(
+            **where, dbname="postgres", cursor_factory=psycopg2.extras.RealDictCursor
+        )
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 AS one")
+            assert cursor.fetchone() == {"one": 1}
+        conn.close()

@@ -92,7 +92,9 @@ def psycopg_reached(conn: Any) -> Reached:
 def psycopg2_reached(conn: Any) -> Reached:
     import psycopg2.extensions
 
-    with conn.cursor(cursor_factory=psycopg2.extensions.cursor) as cursor:
+    # The plain cursor class itself: a connection_factory's ``cursor()`` may refuse until the
+    # caller sets it up (LoggingConnection's ``initialize``), or return dicts.
+    with psycopg2.extensions.cursor(conn) as cursor:
         cursor.execute(TRUTH_QUERY)
         row = cursor.fetchone()
     conn.rollback()  # what the query began (without autocommit)
