@@ -274,19 +274,18 @@ class MigrationManager:
 
     # -- plumbing ---------------------------------------------------------------------------
     def watched(self, *, sql: bool = False) -> AbstractContextManager[None]:
-        """The guard told that env.py migrates this manager's URL (``sql``: nothing), that
+        """The guard told that env.py migrates this manager's URL (``sql``: nothing, and
+        no connection at all, see ``Guard.offline``), that
         its own production URL goes there too, and, for a check, that nothing else may be
         reached (``guard.migration``). Call it outside ``exported``: the production URL is
         read from the variables as they were."""
         if self._registered is None:
             earlier = tuple(url_target(url) for url in self.earlier)
             self._registered = (*registered_targets(self.url_envs, self.db.ini_url()), *earlier)
-        return GUARD.migrating(
-            None if sql else self.url,
-            own=self._registered,
-            tree=(str(self.db.script_location), *map(str, self.db.version_locations)),
-            only=self.throwaway_only,
-        )
+        tree = (str(self.db.script_location), *map(str, self.db.version_locations))
+        if sql:
+            return GUARD.offline(tree=tree)
+        return GUARD.migrating(self.url, own=self._registered, tree=tree, only=self.throwaway_only)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

@@ -307,3 +307,34 @@ def test_lint_shows_squawks_findings_and_locks_says_not_measured(
     assert (code, err) == (0, ""), out + err
     assert out.rstrip().endswith("5 revision checks, all passed, 5 not checked"), out
     assert connections_received(decoy) == before  # the ini names production; nothing reached it
+
+
+def test_markers_only_a_connection_pooled_at_import_is_judged_when_used(
+    project: Path, decoy: EphemeralServer
+) -> None:
+    """Markers alone arm the guard when collection ends, after the application a conftest
+    imports has connected: its pooled connection is judged the first time a test takes it,
+    before any statement of the test's."""
+    (project / "myapp.py").write_text(
+        "import os\n"
+        "from sqlalchemy import MetaData, create_engine\n"
+        "engine = create_engine(os.environ['MYAPP_URL'])\n"
+        "MetaData().reflect(bind=engine)\n"
+    )
+    (project / "conftest.py").write_text("import myapp  # noqa: F401\n")
+    (project / "test_app.py").write_text(
+        "import pytest\n"
+        "from sqlalchemy import text\n"
+        "import myapp\n\n"
+        "@pytest.mark.reynard_db('app')\n"
+        "def test_create(reynard_db):\n"
+        "    with myapp.engine.begin() as conn:\n"
+        "        conn.execute(text('CREATE TABLE stolen (id int)'))\n"
+    )
+    production = decoy.database_url("app").render_as_string(hide_password=False)
+    before = connections_received(decoy)
+    result = run_pytest(project, MYAPP_URL=production, PYTHONPATH=str(project))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "1 failed" in output, output
+    assert "refused a connection that reached database 'app'" in output, output
+    assert connections_received(decoy) == before + 1  # the import's, which the README names

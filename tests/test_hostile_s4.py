@@ -58,6 +58,23 @@ CHILDREN = {
         print(done.stderr)
         assert done.returncode == 0, done.stderr
         """,
+    # a test that gives its child a PYTHONPATH of its own (the package's .pth arms it)
+    "subprocess-own-pythonpath": """\
+        import os, subprocess, sys
+        code = "import os, psycopg; psycopg.connect(os.environ['MYAPP_DATABASE_URL']).close()"
+        env = {**os.environ, "PYTHONPATH": "src"}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        print(done.stderr)
+        assert done.returncode == 0, done.stderr
+        """,
+    # an isolated interpreter (-I: no PYTHON* variables, no user site; site-packages' .pth)
+    "subprocess-isolated": """\
+        import subprocess, sys
+        code = "import os, psycopg; psycopg.connect(os.environ['MYAPP_DATABASE_URL']).close()"
+        done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+        print(done.stderr)
+        assert done.returncode == 0, done.stderr
+        """,
     # a worker pool: with "spawn" (macOS' default; 3.14's "forkserver") a fresh interpreter
     "multiprocessing-spawn": """\
         import multiprocessing, os
@@ -114,10 +131,11 @@ def test_a_child_interpreter_of_env_py_is_guarded_too(tmp_path: Path, decoy: Dec
 
 
 SAME_DRIVERS = """\
+from pytest_reynard_db import child_guard
 from pytest_reynard_db.guard import hooks
 from pytest_reynard_db.guard.startup import sitecustomize
 
-assert set(sitecustomize.DRIVERS) == set(hooks.DRIVER_PATCHES)
+assert set(sitecustomize.DRIVERS) == set(child_guard.DRIVERS) == set(hooks.DRIVER_PATCHES)
 """
 
 

@@ -20,12 +20,14 @@ from sqlalchemy import create_engine, text
 from pytest_reynard_db.errors import ConfigError
 from pytest_reynard_db.guard import (
     GUARD,
+    Endpoint,
     GuardRefused,
     Target,
     target_of,
     targets_of,
     url_target,
 )
+from pytest_reynard_db.guard.reached import Reached
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.urls import admin_url, mask_url, redact
 
@@ -549,18 +551,19 @@ def test_a_database_allowed_mid_run_is_allowed_until_its_server_is_forgotten(
         url = made.render_as_string(hide_password=False)
         GUARD.forget_server(decoy.url)
         assert not GUARD.allows(url_target(url))
-        assert not GUARD.allows_connected("test_mid_run", "production", port)
+        reached = Reached("test_mid_run", None, (Endpoint("127.0.0.1", port),))
+        assert not GUARD.allows_reached(reached)
         try:
             GUARD.allow_database(made)
             assert GUARD.allows(url_target(url))
-            assert GUARD.allows_connected("test_mid_run", "production", port)
+            assert GUARD.allows_reached(reached)
             with create_engine(url).connect() as conn:
                 assert conn.execute(text("SELECT current_database()")).scalar() == "test_mid_run"
             assert not GUARD.allows(url_target(_decoy_prod(decoy)))
         finally:
             GUARD.forget_server(decoy.url)
         assert not GUARD.allows(url_target(url))
-        assert not GUARD.allows_connected("test_mid_run", "production", port)
+        assert not GUARD.allows_reached(reached)
         with pytest.raises(GuardRefused):
             create_engine(url).connect()
 

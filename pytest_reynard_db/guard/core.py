@@ -25,12 +25,11 @@ from ..errors import GuardRefused
 from ..urls import parse_url, remember_secrets
 from . import hooks, inherit
 from .migration import HIDDEN_TARGETS, Migration, Refusal, hidden_targets_json, tree_places
+from .reached import Reached
 from .target import LIBPQ, Endpoint, Target, redirected, targets_of, url_target
 
 #: ``cluster_name`` of every server the harness starts (``postgres.executor``).
 HARNESS_CLUSTER_NAME = "reynard-db"
-#: Databases every server has (the net matches them by port as well as by name).
-MAINTENANCE_NAMES = frozenset({"postgres", "template1"})
 
 
 class Guard:
@@ -46,6 +45,9 @@ class Guard:
         #: ``_databases`` and every opt-in, as one set: read on every connection, so made
         #: again (``_allow_changed``) only when one of them changes.
         self._allowed: frozenset[tuple[Endpoint, str]] = frozenset()
+        #: Each allowed place's server, by identity (``reached.TRUTH_QUERY``), as the first
+        #: connection the driver says reached that place found it (``allows_reached``).
+        self._identities: dict[Endpoint, str] = {}
         self._opt_in_hint = "--reynard-db-allow=URL"
         self._migrating: ContextVar[Migration | None] = ContextVar(
             "reynard_db_migrating", default=None
@@ -92,6 +94,7 @@ class Guard:
                 inherit.withdraw()
                 self._servers.clear()
                 self._databases.clear()
+                self._identities.clear()
                 self._redirects.clear()
                 self.refusals.clear()
             self._allow_changed()
@@ -107,6 +110,10 @@ class Guard:
             self._databases.update(
                 (Endpoint(host, port), name) for host, port, name in snapshot["databases"]
             )
+            self._identities.update(
+                (Endpoint(host, port), identity)
+                for host, port, identity in snapshot.get("identities", [])
+            )
             self._allow_changed()
             self._export()
 
@@ -117,6 +124,7 @@ class Guard:
                 "hint": self._opt_in_hint,
                 "servers": sorted([e.host, e.port] for e in self._servers),
                 "databases": sorted([e.host, e.port, n] for e, n in self._allowed),
+                "identities": sorted([e.host, e.port, i] for e, i in self._identities.items()),
             }
         )
 
@@ -132,6 +140,8 @@ class Guard:
         endpoints = url_target(url).endpoints
         with self._lock:
             self._servers.update(endpoints)
+            for endpoint in endpoints:  # a server started there now: not the one before
+                self._identities.pop(endpoint, None)
             inherit.append({"servers": [[e.host, e.port] for e in endpoints]})
 
     def forget_server(self, url: str | URL) -> None:
@@ -140,6 +150,7 @@ class Guard:
         with self._lock:
             self._servers -= endpoints
             self._databases = {(e, n) for e, n in self._databases if e not in endpoints}
+            self._identities = {e: i for e, i in self._identities.items() if e not in endpoints}
             for opted in self._opt_ins:
                 opted -= {(e, n) for e, n in opted if e in endpoints}
             self._allow_changed()
@@ -178,12 +189,13 @@ class Guard:
         own: Sequence[Target] = (),
         tree: Sequence[str] = (),
         only: bool = False,
+        offline: bool = False,
     ) -> Iterator[None]:
         """While the harness migrates ``url`` (None: offline, nothing to connect to), what
         ``env.py`` may reach (see ``migration``): ``url``; ``own`` (the database's registered
         targets), redirected into ``url``; with ``only`` (a check) nothing else, without it
         also what the run allows and other dialects. ``tree``: its folders, where the line
-        that opened a refused connection is looked for.
+        that opened a refused connection is looked for. ``offline``: see ``offline``.
 
         A connection refused meanwhile fails the block with its line, even when the
         application caught the exception (an import that swallows a failed ``create_all``).
@@ -194,7 +206,7 @@ class Guard:
             # Computed now, every keyword explicit: a redirect must not let the environment
             # (a PGHOST that env.py changes) pick the host afterwards.
             into, password = url_target(parsed), parsed.password
-        migration = Migration(into, password, tuple(own), tree_places(tree), only)
+        migration = Migration(into, password, tuple(own), tree_places(tree), only, offline)
         with self._lock:
             self.migrations += 1
         token = self._migrating.set(migration)
@@ -211,6 +223,16 @@ class Guard:
                 self.refusals += migration.refused
         if migration.refused:
             raise GuardRefused(migration.refused[0].message)
+
+    @contextmanager
+    def offline(self, *, tree: Sequence[str] = ()) -> Iterator[None]:
+        """While env.py runs offline (``--sql``, which touches nothing): every connection
+        refused, whatever the dialect, armed by a run or not (a production verb's too)."""
+        with (
+            self.armed_for(opt_in_hint=self._opt_in_hint),
+            self.migrating(None, tree=tree, only=True, offline=True),
+        ):
+            yield
 
     @property
     def redirects(self) -> list[str]:
@@ -281,33 +303,47 @@ class Guard:
         if self.armed and migration is not None and migration.only:
             raise migration.refuse(shown())
 
-    def check_reached(self, dbname: str, port: int) -> None:
-        """The net (``hooks``), after ``allows_connected``: while a check migrates, a new
-        connection must have reached the throw-away database itself."""
+    def judge(self, reached: Reached) -> None:
+        """The net (``hooks``): refuse a new connection unless what it ``reached`` is allowed
+        (``allows_reached``) and, while a check migrates, is the throw-away database."""
         __tracebackhide__ = True
+        if not self.allows_reached(reached):
+            raise GuardRefused(
+                f"refused a connection that reached {reached.shown()}: not a database this "
+                f"run created (expected {self._describe_allowed()}); closed before any "
+                f"statement; to allow it on purpose, pass {self._opt_in_hint}"
+            )
         migration = self._migrating.get()
         if migration is None or not migration.only:
             return
-        if migration.into is None or dbname != migration.into.dbname:
-            raise migration.refuse(f"database {dbname!r} on port {port}")
+        if migration.into is None or reached.dbname != migration.into.dbname:
+            raise migration.refuse(reached.shown())
 
-    def allows_connected(self, dbname: str, cluster_name: str, port: int) -> bool:
-        """What a connection reached, as the server says it, is allowed (the net behind
-        the checks before connecting; see ``hooks``): a database allowed by name, or
-        any on a server the harness started (named so by its ``cluster_name``; a kept
-        server started before servers were named: by its port)."""
+    def allows_reached(self, reached: Reached) -> bool:
+        """``reached``, as the driver and the server say it, is allowed: its database, at a
+        place (host and port) that allows it, on the server first found there (known since
+        by its identity); or, reached another way (a socket, another name), on a server
+        known by its identity. Whatever the checks before connecting misread, this holds."""
         with self._lock:
-            if self._servers and cluster_name.startswith(HARNESS_CLUSTER_NAME):
-                return True
-            if not cluster_name and any(e.port == port for e in self._servers):
-                return True
-            # By name: a port mapped on the way (a container, a pooler) must not refuse our
-            # own test databases. A maintenance database is in every server, so it is
-            # matched with its port too.
-            return any(
-                name == dbname and (name not in MAINTENANCE_NAMES or e.port == port)
-                for e, name in self._allowed
+            for place in dict.fromkeys(reached.places):
+                if not self._allowed_at(place, reached.dbname):
+                    continue
+                if reached.identity is None:
+                    return True  # (a test's own Reached) the place decides
+                known = self._identities.get(place)
+                if known is None:
+                    self._identities[place] = reached.identity
+                    inherit.append({"identities": [[place.host, place.port, reached.identity]]})
+                return known in (None, reached.identity)
+            return reached.identity is not None and any(
+                identity == reached.identity and self._allowed_at(place, reached.dbname)
+                for place, identity in self._identities.items()
             )
+
+    def _allowed_at(self, place: Endpoint, dbname: str) -> bool:
+        """``dbname`` at ``place`` is allowed; lock held. Exactly: ``localhost`` may reach
+        ``::1``, where another server can listen at the same port as on ``127.0.0.1``."""
+        return place in self._servers or (place, dbname) in self._allowed
 
     def _describe_allowed(self) -> str:
         with self._lock:

@@ -15,12 +15,13 @@ for every dialect (SQLite, MySQL...), and the standard library's
 ``sqlite3.connect`` for code that uses it directly, both before the driver is
 called (no SQLite file is created); see ``migration``.
 
-After it is opened, as a net for what bypasses both (an engine's ``creator=``
-or ``async_creator=``, a ``do_connect`` listener that connects by itself, a
-driver that reads its parameters differently from what the guard computed):
-SQLAlchemy's pool ``connect`` event asks the server which database it reached
-and closes the connection, before any statement of the caller's, unless it is
-allowed.
+After it is opened, as the net for whatever the checks before misread (a service
+file libpq reads otherwise, an engine's ``creator=`` or ``async_creator=``, a
+``do_connect`` listener that connects by itself): each driver's connection, as
+soon as it is made (and, for what no driver hook made, SQLAlchemy's pool
+``connect`` event), is judged by what it really reached (``reached``) and closed,
+before any statement of the caller's, unless it is allowed. A pooled connection
+made before the guard was armed is judged the first time it is checked out.
 """
 
 from __future__ import annotations
@@ -29,11 +30,21 @@ import importlib.abc
 import importlib.machinery
 import inspect
 import sys
+import weakref
 from collections.abc import Callable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GuardRefused
 from .migration import other_target, sqlite_target
+from .reached import (
+    Reached,
+    asyncpg_reached,
+    cursor_reached,
+    pg8000_reached,
+    psycopg2_reached,
+    psycopg_reached,
+)
 from .target import driver_family
 
 if TYPE_CHECKING:
@@ -43,9 +54,8 @@ if TYPE_CHECKING:
 _guard: Guard | None = None
 #: How to undo each hook, in the order put in place (``remove`` runs them backwards).
 _undo: list[Callable[[], None]] = []
-NET_QUERY = (
-    "SELECT current_database(), current_setting('cluster_name'), current_setting('port')::int"
-)
+#: Connections a driver's hook judged already (the pool's net does not ask them again).
+_judged: weakref.WeakSet[Any] = weakref.WeakSet()
 POSTGRESQL_MODULES = ("psycopg", "psycopg2", "pg8000", "asyncpg")
 
 
@@ -62,6 +72,13 @@ def install(guard: Guard) -> None:
     _replace(DefaultDialect, "connect", _checked_dialect_connect(DefaultDialect.connect))
     event.listen(Pool, "connect", _verify_connected)
     _undo.append(lambda: event.remove(Pool, "connect", _verify_connected))
+    # A connection pooled before the guard was armed (markers-only runs arm it when
+    # collection ends, after an application imported then may have connected): judged
+    # the first time it is handed out.
+    event.listen(Pool, "checkout", _verify_checked_out)
+    _undo.append(lambda: event.remove(Pool, "checkout", _verify_checked_out))
+    event.listen(Pool, "connect", _note_run)
+    _undo.append(lambda: event.remove(Pool, "connect", _note_run))
     event.listen(Pool, "checkout", _connected_in_this_run)
     _undo.append(lambda: event.remove(Pool, "checkout", _connected_in_this_run))
     _patch_drivers()
@@ -129,6 +146,27 @@ def _patch_psycopg(psycopg: Any) -> None:
         original = vars(cls).get("_get_connection_params")
         if original is not None:  # an older psycopg: SQLAlchemy's hooks still guard
             _replace(cls, "_get_connection_params", _checked_params(original))
+    # Each connect (sync or async, ``psycopg.connect`` bound at import among them) makes
+    # its connection in this generator: the net judges it there, once connected.
+    owner = next((c for c in psycopg.Connection.__mro__ if "_connect_gen" in vars(c)), None)
+    if owner is not None:  # (else SQLAlchemy's pool net still judges its connections)
+        _replace(owner, "_connect_gen", _judged_connect_gen(vars(owner)["_connect_gen"]))
+
+
+def _judged_connect_gen(original: Any) -> Any:
+    function = original.__func__
+
+    def connect_gen(klass: type, /, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        conn = yield from function(klass, *args, **kwargs)
+        try:
+            _judge(conn, psycopg_reached)
+        except BaseException:
+            conn.pgconn.finish()  # (an async connection's ``close`` is a coroutine)
+            raise
+        return conn
+
+    return classmethod(connect_gen)
 
 
 def _patch_psycopg2(psycopg2: Any) -> None:
@@ -191,7 +229,10 @@ def _psycopg2_connect(original: Any) -> Any:
             from psycopg.conninfo import make_conninfo
 
             dsn = make_conninfo("", **replacement)
-        return original(dsn, *args, **kwargs)
+        conn = original(dsn, *args, **kwargs)
+        if not (kwargs.get("async_") or kwargs.get("async")):  # not connected yet: see README
+            _judge_or_close(conn, psycopg2_reached)
+        return conn
 
     return connect
 
@@ -208,6 +249,7 @@ def _pg8000_init(original: Any) -> Any:
             kwargs.update(replacement)
             user = kwargs.pop("user")
         original(self, user, **kwargs)
+        _judge_or_close(self, pg8000_reached)
 
     return init
 
@@ -225,7 +267,13 @@ def _asyncpg_connect(original: Any) -> Any:
         if replacement is not None:
             kwargs.update({k: None for k in ASYNCPG_WHERE if k in kwargs})  # (older: no service)
             kwargs.update(replacement)
-        return await original(**kwargs)
+        conn = await original(**kwargs)
+        try:
+            _judge(conn, await asyncpg_reached(conn))
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
 
     return connect
 
@@ -281,36 +329,63 @@ def _connected_in_this_run(dbapi_connection: Any, connection_record: Any, _proxy
         raise DisconnectionError("opened before this env.py run: a new connection instead")
 
 
-def _verify_connected(dbapi_connection: Any, connection_record: Any) -> None:
-    """The net: ask the server where this new connection is; close it if not allowed."""
-    __tracebackhide__ = True
+def _note_run(_dbapi_connection: Any, connection_record: Any) -> None:
+    """SQLAlchemy's pool ``connect`` event: the check's migration (if any) a new
+    connection is opened in (see ``_connected_in_this_run``)."""
     guard = _guard
     if guard is not None and guard.current_migration is not None:
         connection_record.info[RUN_KEY] = guard.current_migration
-    module = type(dbapi_connection).__module__
+
+
+# -- the net ----------------------------------------------------------------------------
+def _judge(conn: Any, reached: Reached | Callable[[Any], Reached]) -> None:
+    """What ``conn`` reached (or how to ask it) judged by the guard, while armed."""
+    __tracebackhide__ = True
+    guard = _guard
     if guard is None or not guard.armed:
         return
+    if callable(reached):
+        try:
+            reached = reached(conn)
+        except Exception as exc:  # a server that cannot say (not PostgreSQL, a pooler's console)
+            raise GuardRefused(
+                f"refused a connection: could not ask the server what it reached ({exc})"
+            ) from None
+    guard.judge(reached)
+    with suppress(TypeError):  # not weakly referable: the pool's net asks again
+        _judged.add(conn)
+
+
+def _judge_or_close(conn: Any, reached: Callable[[Any], Reached]) -> None:
+    __tracebackhide__ = True
+    try:
+        _judge(conn, reached)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _verify_connected(dbapi_connection: Any, connection_record: Any) -> None:
+    """SQLAlchemy's pool ``connect`` event: the net for a connection no driver hook judged
+    (one a ``creator=`` opened at a driver's lowest level)."""
+    __tracebackhide__ = True
+    module = type(dbapi_connection).__module__
     if not (
         module.split(".")[0] in POSTGRESQL_MODULES
         or module.startswith("sqlalchemy.dialects.postgresql")
     ):
         return
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(NET_QUERY)
-        dbname, cluster_name, port = cursor.fetchone()
-    finally:
-        cursor.close()
-        dbapi_connection.rollback()  # leave it idle, as the pool expects it
-    if not guard.allows_connected(str(dbname), str(cluster_name or ""), int(port)):
-        dbapi_connection.close()
-        raise GuardRefused(
-            f"refused a connection that reached database {dbname!r} on a server the harness "
-            "did not start, past the checks before connecting (an engine's creator=, or a "
-            "do_connect listener that connects by itself); closed before any statement"
-        )
-    try:
-        guard.check_reached(str(dbname), int(port))
-    except GuardRefused:
-        dbapi_connection.close()
-        raise
+    driver_connection = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+    if driver_connection in _judged:
+        return
+    if hasattr(driver_connection, "pgconn"):  # psycopg 3's, made at libpq's level
+        _judge_or_close(driver_connection, psycopg_reached)
+    else:
+        _judge_or_close(dbapi_connection, cursor_reached)
+        with suppress(TypeError):
+            _judged.add(driver_connection)
+
+
+def _verify_checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    __tracebackhide__ = True
+    _verify_connected(dbapi_connection, record)

@@ -6,11 +6,14 @@ A child does not inherit the parent's hooks, only its environment. So while the
 guard is armed, ``$REYNARD_DB_GUARD`` names a file holding the allow-list (a file,
 not the list itself: one variable may not exceed 128 KiB on Linux, and a long run on
 an existing server allows thousands of databases; and a child reads the list as it
-is when it connects) and ``$PYTHONPATH`` starts with ``startup/``, whose
-``sitecustomize`` every Python child runs at start-up: it arms the child's guard with
-that list as soon as the child imports a PostgreSQL driver (never before: a child
-that does not connect pays nothing). A child started with an environment of its own,
-or with ``-I``/``-E``/``-S``, and non-Python clients (``psql``) are out of its reach.
+is when it connects). Every interpreter of this environment reads that variable at
+start-up (the package's ``pytest_reynard_db_guard.pth``, see ``child_guard``), whatever
+its ``$PYTHONPATH`` and even with ``-I``; ``$PYTHONPATH`` also starts with
+``startup/``, whose ``sitecustomize`` does the same in another interpreter (or refuses
+its drivers, without this package). The guard is armed as soon as the child imports a
+PostgreSQL driver (never before: a child that does not connect pays nothing). A child
+started with an environment without the variable, or with ``-S``, and non-Python
+clients (``psql``) are out of its reach.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from typing import Any
 from ..atomic_file import replace_file
 
 #: The file of the allow-list, JSON: ``{"hint": ..., "servers": [[host, port]],
-#: "databases": [[host, port, name]]}``.
+#: "databases": [[host, port, name]], "identities": [[host, port, system_identifier]]}``.
 GUARD_VARIABLE = "REYNARD_DB_GUARD"
 #: How every allow-list file's name starts (then the pid of the process it is of).
 PREFIX = "reynard-db-guard-"
-#: The folder of the ``sitecustomize`` that arms a child's guard.
+#: The folder of the ``sitecustomize`` that arms the guard of a child of another
+#: interpreter (this environment's have the package's ``.pth``).
 STARTUP = str(Path(__file__).resolve().with_name("startup"))
 #: What the environment held before the first ``export`` (None: not exported).
 _before: dict[str, str | None] | None = None
@@ -65,7 +69,12 @@ def append(addition: dict[str, list[list[Any]]]) -> None:
 def load(path: str) -> dict[str, Any]:
     """The allow-list a child adopts: the lines of ``path`` merged (a last line still
     being written, without its newline, is not read)."""
-    merged: dict[str, Any] = {"hint": "--reynard-db-allow=URL", "servers": [], "databases": []}
+    merged: dict[str, Any] = {
+        "hint": "--reynard-db-allow=URL",
+        "servers": [],
+        "databases": [],
+        "identities": [],
+    }
     with open(path, encoding="utf-8") as listed:
         for line in listed:
             if not line.endswith("\n"):
@@ -74,6 +83,7 @@ def load(path: str) -> dict[str, Any]:
             merged["hint"] = entry.get("hint", merged["hint"])
             merged["servers"] += entry.get("servers", [])
             merged["databases"] += entry.get("databases", [])
+            merged["identities"] += entry.get("identities", [])
     return merged
 
 

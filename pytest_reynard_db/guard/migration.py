@@ -70,6 +70,8 @@ class Migration:
     places: tuple[str, ...]
     #: Only ``into`` (a check): other allowed databases and other dialects refused too.
     only: bool
+    #: ``--sql``: env.py runs offline, every connection refused (``only``, no ``into``).
+    offline: bool = False
     refused: list[Refusal] = field(default_factory=list)
 
     def is_own(self, target: Target) -> bool:
@@ -77,29 +79,28 @@ class Migration:
         machine's loopback names are one host)."""
         return any(
             target.dbname == own.dbname
-            and {_local(e) for e in target.endpoints} <= {_local(e) for e in own.endpoints}
+            and {e.local() for e in target.endpoints} <= {e.local() for e in own.endpoints}
             for own in self.own
         )
 
     def refuse(self, shown: str) -> GuardRefused:
         """The refusal of a connection to ``shown`` (a masked target), kept."""
         path, line = opener(self.places)
-        may = (
-            "a check may reach only its throw-away database"
-            if self.only
-            else "while the harness migrates, env.py may reach only this run's databases"
-        )
-        reason = f"refused a connection to {shown}: {may} (its own production URL is sent there)"
-        refusal = Refusal(path, line, reason)
+        refusal = Refusal(path, line, f"refused a connection to {shown}: {self._why()}")
         self.refused.append(refusal)
         return GuardRefused(refusal.message)
 
-
-LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def _local(endpoint: Endpoint) -> Endpoint:
-    return Endpoint("localhost", endpoint.port) if endpoint.host in LOOPBACK else endpoint
+    def _why(self) -> str:
+        if self.offline:
+            return (
+                "--sql runs env.py offline, and it connects (it has no "
+                "context.is_offline_mode() branch); nothing was connected to"
+            )
+        if self.only:
+            may = "a check may reach only its throw-away database"
+        else:
+            may = "while the harness migrates, env.py may reach only this run's databases"
+        return f"{may} (its own production URL is sent there)"
 
 
 def opener(places: Sequence[str]) -> tuple[str | None, int | None]:

@@ -34,6 +34,8 @@ from ..errors import GuardRefused
 from ..urls import parse_url
 
 DEFAULT_PORT = 5432
+#: This machine's loopback names, one host (``Endpoint.local``); ``127.0.0.2`` is not.
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 DEFAULT_SOCKET = "(default socket)"
 LIBPQ = "libpq"
 ASYNCPG = "asyncpg"
@@ -74,6 +76,10 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def local(self) -> Endpoint:
+        """This endpoint with this machine's loopback names as one host."""
+        return Endpoint("localhost", self.port) if self.host in LOOPBACK else self
 
 
 @dataclass(frozen=True)
@@ -281,6 +287,11 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def compared_host(host: str) -> str:
+    """``host`` as the allow-list holds it (a driver's report of where it connected too)."""
+    return _host(host)
 
 
 def _host(host: str) -> str:

@@ -1,69 +1,47 @@
-"""Run by every Python child of a guarded run (``guard.inherit``), at start-up.
-
-It only waits: the first time the child imports a PostgreSQL driver, right after the
-driver's module is loaded and before anything can call it, the child's guard is armed
-with the run's allow-list (the file ``$REYNARD_DB_GUARD`` names). Importing the guard
-costs SQLAlchemy, so a child that never imports a driver never pays for it. Then the
-interpreter's own ``sitecustomize``, if any, runs as it would have.
+"""Run by every Python child of a guarded run (``guard.inherit``) whose ``$PYTHONPATH``
+starts with this folder, at start-up: ``pytest_reynard_db.child_guard`` waits for a
+PostgreSQL driver's import to arm the child's guard (in this environment the package's
+``.pth`` has done so already). An interpreter that cannot import this package refuses
+every driver instead. Then the interpreter's own ``sitecustomize``, if any, runs as it
+would have.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.abc
-import importlib.machinery
 import os
 import sys
 from typing import Any
 
-#: The modules whose import means a connection may follow (``guard.hooks.DRIVER_PATCHES``).
+#: The modules whose import means a connection may follow (``child_guard.DRIVERS``).
 DRIVERS = frozenset({"psycopg", "psycopg2", "pg8000.core", "asyncpg.connect_utils"})
-VARIABLE = "REYNARD_DB_GUARD"
 
 
-class _ArmOnDriverImport(importlib.abc.MetaPathFinder):
-    """Arms the guard right after the first driver module is loaded (once)."""
+class _Refuse(importlib.abc.MetaPathFinder):
+    """Another interpreter, without the harness: its drivers cannot be guarded."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name not in DRIVERS:
-            return None
-        hooks = sys.modules.get("pytest_reynard_db.guard.hooks")
-        if hooks is not None and getattr(hooks, "_undo", None):
-            # Armed already by a run of its own (an xdist worker, a check's interpreter):
-            # its hooks guard this import; the parent's list is not needed.
-            sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        original_exec = spec.loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            original_exec(module)
-            _arm()  # an ImportError here fails the driver's import: nothing can connect
-
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
+        if name in DRIVERS:
+            raise ImportError(
+                f"reynard-db: refused a PostgreSQL driver in {sys.executable}: a child of a "
+                f"run whose production guard cannot be put in place here ({self.reason})"
+            )
+        return None
 
 
-def _arm() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _ArmOnDriverImport)]
+def _install() -> None:
+    if not os.environ.get("REYNARD_DB_GUARD"):
+        return
     try:
-        from pytest_reynard_db.guard import GUARD, inherit
-    except ImportError as exc:  # another interpreter, without the harness: cannot be guarded
-        raise ImportError(
-            f"reynard-db: refused a PostgreSQL driver in {sys.executable}: a child of a run "
-            f"whose production guard cannot be put in place here ({exc})"
-        ) from None
-    path = os.environ[VARIABLE]
-    try:
-        allowed = inherit.load(path)
-    except (OSError, ValueError) as exc:
-        raise ImportError(
-            f"reynard-db: refused a PostgreSQL driver: this process was started by a run "
-            f"whose allow-list ({path}) cannot be read ({exc}); has that run ended?"
-        ) from None
-    GUARD.adopt(allowed)  # the hooks patch the drivers imported
+        from pytest_reynard_db.child_guard import install
+    except ImportError as exc:
+        sys.meta_path.insert(0, _Refuse(str(exc)))
+        return
+    install()
 
 
 def _chain() -> None:
@@ -80,6 +58,5 @@ def _chain() -> None:
             sys.modules["sitecustomize"] = ours
 
 
-if os.environ.get(VARIABLE):
-    sys.meta_path.insert(0, _ArmOnDriverImport())
+_install()
 _chain()
