@@ -196,7 +196,7 @@ def test_two_projects_on_one_shared_server_never_prune_each_others_templates(
 
         for project in (mine, theirs):
             pruned = cli(project, runtime, "server", "prune", "--url", url)
-            assert (pruned.returncode, pruned.stdout) == (0, "pruned 0 database(s)\n"), pruned
+            assert (pruned.returncode, pruned.stdout) == (0, "pruned 0 databases\n"), pruned
             assert pruned.stderr == ""
 
         # Its tree changed: its own old templates go, never the other project's.
@@ -209,7 +209,7 @@ def test_two_projects_on_one_shared_server_never_prune_each_others_templates(
         pruned = cli(mine, runtime, "server", "prune", "--url", url)
         assert pruned.returncode == 0, pruned.stderr
         assert sorted(pruned.stdout.splitlines()) == sorted(
-            [*(f"dropped {name}" for name in mine_templates), "pruned 2 database(s)"]
+            [*(f"dropped {name}" for name in mine_templates), "pruned 2 databases"]
         )
         after = tree_kinds(cli(theirs, runtime, "server", "status", "--url", url).stdout)
         assert after == {theirs_template: "current"}
