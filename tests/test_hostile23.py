@@ -1,0 +1,165 @@
+"""Hostile re-attack of the rebuilt guard (issue 23): attacks that still reach the decoy
+"production" server of ``test_guard_truth`` (127.0.0.2, at the harness's port, logging
+every statement). Each test fails while the attack works."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+import psycopg
+import pytest
+from reynard_trees import clean_env, reynard_project, run_cli, run_pytest
+from sqlalchemy import create_engine, text
+from test_guard_attacks import Decoy, decoy, decoy_server, decoy_state, pristine
+from test_guard_truth import PRODUCTION_HOST, _statements, harness, production
+
+from pytest_reynard_db.guard import GUARD, GuardRefused
+from pytest_reynard_db.postgres import EphemeralServer
+
+__all__ = ["decoy", "decoy_server", "harness", "production"]
+
+
+@pytest.fixture
+def shared(harness: EphemeralServer) -> Iterator[str]:
+    """A run on a shared server: its maintenance database allowed; the harness's own
+    connection made first (so its identity is known). Yields production's conninfo."""
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        GUARD.allow_database(harness.url)
+        admin = f"host=127.0.0.1 port={harness.url.port} user=postgres dbname=postgres"
+        with psycopg.connect(admin) as conn:
+            conn.execute("SELECT 1")
+        yield f"host={PRODUCTION_HOST} port={harness.url.port} user=postgres dbname=postgres"
+
+
+class AppConnection(psycopg.Connection):  # type: ignore[type-arg,unused-ignore]
+    """An application's own connection class (defined outside psycopg's modules)."""
+
+
+def test_a_creator_with_a_connection_subclass_of_the_application_is_judged(
+    harness: EphemeralServer, production: EphemeralServer, shared: str
+) -> None:
+    """The README: a connection opened at libpq's lowest level inside SQLAlchemy (a
+    ``creator=``) is stopped by the net before any statement. With the application's
+    own subclass of ``psycopg.Connection`` the net does not ask it at all."""
+    before = _statements(production)
+    engine = create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: AppConnection(psycopg.pq.PGconn.connect(shared.encode())),
+    )
+    with suppress(GuardRefused), engine.connect() as conn:
+        conn.execute(text("SELECT 'stolen by a subclass'"))
+    assert [s for s in _statements(production) if s not in before] == []
+    with pytest.raises(GuardRefused, match="closed before any statement"):
+        engine.connect()
+
+
+def test_a_creator_with_a_psycopg2_connection_subclass_is_judged(
+    harness: EphemeralServer, production: EphemeralServer, shared: str
+) -> None:
+    """psycopg2's ``connection`` class called directly inside SQLAlchemy (README: the net
+    stops it), through the application's own subclass (as ``LoggingConnection`` is one)."""
+    import psycopg2.extensions
+
+    class AppConnection2(psycopg2.extensions.connection):  # type: ignore[misc]
+        pass
+
+    before = _statements(production)
+    engine = create_engine("postgresql+psycopg2://", creator=lambda: AppConnection2(shared))
+    with suppress(GuardRefused), engine.connect() as conn:
+        conn.execute(text("SELECT 'stolen by a psycopg2 subclass'"))
+    assert [s for s in _statements(production) if s not in before] == []
+    with pytest.raises(GuardRefused, match="closed before any statement"):
+        engine.connect()
+
+
+TOFU_TEST = """
+import os
+
+import psycopg
+from sqlalchemy import create_engine, text
+
+def test_first_connection_of_the_worker():
+    port = os.environ["PROD_PORT"]
+    # the run's shared server by name (127.0.0.1), dialled at production's address
+    conninfo = f"host=127.0.0.1 hostaddr=127.0.0.2 port={port} user=postgres dbname=postgres"
+    engine = create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: psycopg.Connection(psycopg.pq.PGconn.connect(conninfo.encode())),
+    )
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 'stolen by the first connection'"))
+
+"""
+
+
+def test_the_first_connection_of_an_xdist_worker_does_not_name_the_server(
+    harness: EphemeralServer,
+    production: EphemeralServer,
+    tmp_path: Path,
+) -> None:
+    """On a shared server (``--reynard-db-url``), the net learns the server's identity from
+    the first connection the driver says reached its place. ``host=`` names the run's
+    server, ``hostaddr=`` dials production: when that is the process's first connection
+    there (a test before any fixture has connected, an xdist worker's first test), its
+    identity is taken as the run's server's and its statement runs."""
+    root = reynard_project(tmp_path / "project")
+    (root / "test_tofu.py").write_text(TOFU_TEST)
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{harness.url.port}/postgres"
+    before = _statements(production)
+    result = run_pytest(
+        root,
+        f"--reynard-db-url={url}",
+        "--reynard-db=main",
+        "-n",
+        "1",
+        "test_tofu.py",
+        PROD_PORT=str(harness.url.port),
+        REYNARD_DB_RUNTIME_DIR=str(tmp_path / "runtime"),
+    )
+    stolen = [s for s in _statements(production) if s not in before]
+    assert stolen == [], result.stdout + result.stderr
+    assert "refused a connection that reached database 'postgres'" in result.stdout, result.stdout
+
+
+#: env.py whose engine's ``creator=`` makes the application's own connection class at
+#: libpq's lowest level (as a driver wrapper or an IAM-token plug-in may), on production.
+SUBCLASS_ENV_PY = """\
+import psycopg
+from alembic import context
+from sqlalchemy import create_engine, pool, text
+
+
+class AppConnection(psycopg.Connection):
+    pass
+
+
+PRODUCTION = "host=127.0.0.1 port={port} user={user} dbname=reynard"
+engine = create_engine(
+    "postgresql+psycopg://",
+    creator=lambda: AppConnection(psycopg.pq.PGconn.connect(PRODUCTION.encode())),
+    poolclass=pool.NullPool,
+)
+with engine.connect() as connection:
+    connection.execute(text("CREATE TABLE stolen_by_env_py (id int)"))
+    connection.commit()
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+def test_check_with_an_env_py_whose_creator_makes_a_connection_subclass(
+    tmp_path: Path, decoy: Decoy
+) -> None:
+    """``reynard-migrate check``: env.py's connection to production's ``reynard`` through a
+    ``creator=`` of the application's own ``psycopg.Connection`` subclass is never
+    judged: its CREATE TABLE runs on production."""
+    project = reynard_project(tmp_path / "project")
+    env_py = SUBCLASS_ENV_PY.format(port=decoy.port, user=decoy.user)
+    (project / "alembic" / "main" / "env.py").write_text(env_py)
+    code, out, err = run_cli(project, "check", "main", "--only", "upgrade", env=clean_env())
+    after = decoy_state(decoy.server)
+    assert [name for name, _ in after["reynard"]["relations"]] == ["precious"], (out, err)
+    assert pristine(after), (code, out, err)
