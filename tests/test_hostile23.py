@@ -10,6 +10,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from alembic import command
+from alembic.config import Config
 from reynard_trees import clean_env, reynard_project, run_cli, run_pytest
 from sqlalchemy import create_engine, text
 from test_guard_attacks import Decoy, decoy, decoy_server, decoy_state, pristine
@@ -163,3 +165,49 @@ def test_check_with_an_env_py_whose_creator_makes_a_connection_subclass(
     after = decoy_state(decoy.server)
     assert [name for name, _ in after["reynard"]["relations"]] == ["precious"], (out, err)
     assert pristine(after), (code, out, err)
+
+
+#: Put first in a stock env.py: an application module it imports, whose engine makes the
+#: application's own connection class (the offline branch itself connects to nothing).
+SUBCLASS_AT_IMPORT = """\
+import psycopg as _psycopg
+from sqlalchemy import create_engine as _create_engine, text as _text
+
+
+class AppConnection(_psycopg.Connection):
+    pass
+
+
+_conninfo = b"host=127.0.0.1 port={port} user={user} dbname=reynard"
+_engine = _create_engine(
+    "postgresql+psycopg://",
+    creator=lambda: AppConnection(_psycopg.pq.PGconn.connect(_conninfo)),
+)
+with _engine.begin() as _connection:
+    _connection.execute(_text("CREATE TABLE stolen_under_sql (id int)"))
+"""
+
+
+def test_upgrade_sql_with_an_application_connection_subclass_connects_nowhere(
+    tmp_path: Path, decoy: Decoy
+) -> None:
+    """README: with ``--sql`` the production verbs connect to nothing at all (a connection
+    env.py opens anyway is refused). One made by a ``creator=`` of the application's own
+    connection class is not: its CREATE TABLE runs on production."""
+    root = tmp_path / "app"
+    root.mkdir()
+    command.init(Config(str(root / "alembic.ini")), str(root / "migrations"), template="generic")
+    env_py = root / "migrations" / "env.py"
+    hostile = SUBCLASS_AT_IMPORT.format(port=decoy.port, user=decoy.user)
+    env_py.write_text(hostile + env_py.read_text())
+    (root / "pyproject.toml").write_text(
+        '[tool.reynard-db.databases.app]\nini = "alembic.ini"\ndatabase = "reynard"\n'
+        'url_env = "APP_DATABASE_URL"\n'
+    )
+    production = decoy.url("reynard")
+    code, out, err = run_cli(
+        root, "upgrade", "app", "--sql", env=clean_env(APP_DATABASE_URL=production)
+    )
+    after = decoy_state(decoy.server)
+    assert [name for name, _ in after["reynard"]["relations"]] == ["precious"], (code, out, err)
+    assert pristine(after)
