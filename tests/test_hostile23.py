@@ -4,7 +4,7 @@ every statement). Each test fails while the attack works."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from test_guard_attacks import Decoy, decoy, decoy_server, decoy_state, pristine
 from test_guard_truth import PRODUCTION_HOST, _statements, harness, production
 
 from pytest_reynard_db.guard import GUARD, GuardRefused
+from pytest_reynard_db.guard.reached import TRUTH_QUERY
 from pytest_reynard_db.postgres import EphemeralServer
 
 __all__ = ["decoy", "decoy_server", "harness", "production"]
@@ -211,3 +212,38 @@ def test_upgrade_sql_with_an_application_connection_subclass_connects_nowhere(
     after = decoy_state(decoy.server)
     assert [name for name, _ in after["reynard"]["relations"]] == ["precious"], (code, out, err)
     assert pristine(after)
+
+
+def test_the_net_s_question_is_not_answered_by_the_application_s_typecasters(
+    harness: EphemeralServer, production: EphemeralServer, shared: str
+) -> None:
+    """psycopg2's answer to the net's question goes through the process's global
+    typecasters, which any imported module may register: one for ``name`` and ``text``
+    answers "the run's server, database postgres" for production (a deliberate attack:
+    the server's identity is readable from the run's own server)."""
+    import psycopg2
+    import psycopg2.extensions
+
+    admin = f"host=127.0.0.1 port={harness.url.port} user=postgres dbname=postgres"
+    with psycopg.connect(admin) as conn:
+        row = conn.execute(TRUTH_QUERY).fetchone()
+    assert row is not None
+    told = {19: [row[0]], 25: [row[1]]}  # name: current_database(); text: the identity
+
+    def answer(oid: int) -> Callable[[str | None, object], str | None]:
+        # told once (the net's question), then as the server said (SQLAlchemy's version())
+        return lambda value, _cursor: told[oid].pop() if told[oid] else value
+
+    for oid in told:
+        caster = psycopg2.extensions.new_type((oid,), f"TOLD{oid}", answer(oid))
+        psycopg2.extensions.register_type(caster)
+    before = _statements(production)
+    engine = create_engine(
+        "postgresql+psycopg2://", creator=lambda: psycopg2.extensions.connection(shared)
+    )
+    try:
+        with suppress(GuardRefused), engine.connect() as conn:
+            conn.execute(text("SELECT 'stolen with told answers'"))
+    finally:
+        psycopg2.extensions.register_type(psycopg2.extensions.UNICODE)  # its own back
+    assert [s for s in _statements(production) if s not in before] == []
