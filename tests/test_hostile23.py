@@ -225,8 +225,8 @@ def test_the_net_s_question_is_not_answered_by_the_application_s_typecasters(
     import psycopg2.extensions
 
     admin = f"host=127.0.0.1 port={harness.url.port} user=postgres dbname=postgres"
-    with psycopg.connect(admin) as conn:
-        row = conn.execute(TRUTH_QUERY).fetchone()
+    with psycopg.connect(admin) as harness_conn:
+        row = harness_conn.execute(TRUTH_QUERY).fetchone()
     assert row is not None
     told = {19: [row[0]], 25: [row[1]]}  # name: current_database(); text: the identity
 
