@@ -247,3 +247,21 @@ def test_the_net_s_question_is_not_answered_by_the_application_s_typecasters(
     finally:
         psycopg2.extensions.register_type(psycopg2.extensions.UNICODE)  # its own back
     assert [s for s in _statements(production) if s not in before] == []
+
+
+def test_a_refusal_shows_a_control_character_in_a_database_name_escaped(
+    harness: EphemeralServer, shared: str
+) -> None:
+    """A NUL in a database name passed straight to ``psycopg.connect`` is refused (good),
+    but the refusal writes the NUL itself into the message, and so into pytest's report
+    and the terminal (issue 23: control characters are shown escaped)."""
+    with pytest.raises(GuardRefused) as refused:
+        psycopg.connect(
+            host=PRODUCTION_HOST,
+            port=harness.url.port,
+            user="postgres",
+            dbname="postgres\x00 host=127.0.0.1\x1b[2J",
+        )
+    message = str(refused.value)
+    assert "refused a connection" in message
+    assert not any(ord(c) < 32 for c in message), repr(message)
