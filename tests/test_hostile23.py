@@ -77,7 +77,11 @@ def test_a_creator_with_a_psycopg2_connection_subclass_is_judged(
         engine.connect()
 
 
-TOFU_TEST = """
+#: The first connection of an xdist worker's test, to the run's shared server by name
+#: (127.0.0.1), dialled at production's address (127.0.0.2).
+TOFU_TESTS = {
+    # an engine's creator= at libpq's lowest level
+    "creator": """
 import os
 
 import psycopg
@@ -85,7 +89,6 @@ from sqlalchemy import create_engine, text
 
 def test_first_connection_of_the_worker():
     port = os.environ["PROD_PORT"]
-    # the run's shared server by name (127.0.0.1), dialled at production's address
     conninfo = f"host=127.0.0.1 hostaddr=127.0.0.2 port={port} user=postgres dbname=postgres"
     engine = create_engine(
         "postgresql+psycopg://",
@@ -93,14 +96,35 @@ def test_first_connection_of_the_worker():
     )
     with engine.connect() as conn:
         conn.execute(text("SELECT 'stolen by the first connection'"))
+""",
+    # plain psycopg.connect through a service file libpq reads otherwise than the guard:
+    # configparser gives [app] the [DEFAULT] section's hostaddr; libpq takes $PGHOSTADDR
+    "service-file": """
+import os
 
-"""
+import psycopg
+
+def test_first_connection_of_the_worker(tmp_path):
+    port = os.environ["PROD_PORT"]
+    services = tmp_path / "pg_service.conf"
+    services.write_text(
+        "[DEFAULT]\\nhostaddr=127.0.0.1\\n\\n[app]\\nhost=127.0.0.1\\n"
+        f"port={port}\\nuser=postgres\\ndbname=postgres\\n"
+    )
+    os.environ["PGSERVICEFILE"] = str(services)
+    os.environ["PGHOSTADDR"] = "127.0.0.2"
+    with psycopg.connect("service=app") as conn:
+        conn.execute("SELECT 'stolen through a service file'")
+""",
+}
 
 
+@pytest.mark.parametrize("how", sorted(TOFU_TESTS))
 def test_the_first_connection_of_an_xdist_worker_does_not_name_the_server(
     harness: EphemeralServer,
     production: EphemeralServer,
     tmp_path: Path,
+    how: str,
 ) -> None:
     """On a shared server (``--reynard-db-url``), the net learns the server's identity from
     the first connection the driver says reached its place. ``host=`` names the run's
@@ -108,7 +132,7 @@ def test_the_first_connection_of_an_xdist_worker_does_not_name_the_server(
     there (a test before any fixture has connected, an xdist worker's first test), its
     identity is taken as the run's server's and its statement runs."""
     root = reynard_project(tmp_path / "project")
-    (root / "test_tofu.py").write_text(TOFU_TEST)
+    (root / "test_tofu.py").write_text(TOFU_TESTS[how])
     url = f"postgresql+psycopg://postgres@127.0.0.1:{harness.url.port}/postgres"
     before = _statements(production)
     result = run_pytest(
