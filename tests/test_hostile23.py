@@ -169,7 +169,7 @@ engine = create_engine(
     poolclass=pool.NullPool,
 )
 with engine.connect() as connection:
-    connection.execute(text("CREATE TABLE stolen_by_env_py (id int)"))
+    connection.execute(text("CREATE TABLE IF NOT EXISTS stolen_by_env_py (id int)"))
     connection.commit()
     context.configure(connection=connection, target_metadata=None)
     with context.begin_transaction():
@@ -177,16 +177,22 @@ with engine.connect() as connection:
 """
 
 
-def test_check_with_an_env_py_whose_creator_makes_a_connection_subclass(
-    tmp_path: Path, decoy: Decoy
+@pytest.mark.parametrize(
+    "argv",
+    [("check", "main", "--only", "upgrade"), ("lint", "main"), ("create", "main", "-m", "x")],
+    ids=lambda argv: argv[0],
+)
+def test_an_env_py_whose_creator_makes_a_connection_subclass(
+    tmp_path: Path, decoy: Decoy, argv: tuple[str, ...]
 ) -> None:
-    """``reynard-migrate check``: env.py's connection to production's ``reynard`` through a
-    ``creator=`` of the application's own ``psycopg.Connection`` subclass is never
-    judged: its CREATE TABLE runs on production."""
+    """``reynard-migrate check``, ``lint``, ``create``: env.py's connection to
+    production's ``reynard`` through a ``creator=`` of the application's own
+    ``psycopg.Connection`` subclass is never judged: its CREATE TABLE runs on production
+    (and, under ``check`` and ``create``, the whole migration)."""
     project = reynard_project(tmp_path / "project")
     env_py = SUBCLASS_ENV_PY.format(port=decoy.port, user=decoy.user)
     (project / "alembic" / "main" / "env.py").write_text(env_py)
-    code, out, err = run_cli(project, "check", "main", "--only", "upgrade", env=clean_env())
+    code, out, err = run_cli(project, *argv, env=clean_env())
     after = decoy_state(decoy.server)
     assert [name for name, _ in after["reynard"]["relations"]] == ["precious"], (out, err)
     assert pristine(after), (code, out, err)
