@@ -1,6 +1,18 @@
-"""Hostile re-attack of the rebuilt guard (issue 23): attacks that still reach the decoy
-"production" server of ``test_guard_truth`` (127.0.0.2, at the harness's port, logging
-every statement). Each test fails while the attack works."""
+"""Hostile re-attack of the rebuilt guard (issue 23): attacks that still reach a decoy
+"production" server (``test_guard_truth``'s on 127.0.0.2 at the harness's port, logging
+every statement; ``test_guard_attacks``' decoy with its precious tables). Each test
+fails while its attack works:
+
+- the net (``hooks._verify_connected``) asks only connections whose class lives in a
+  driver's module: an application's own subclass made by a ``creator=`` is never judged
+  (in a test, in ``check``/``lint``/``create``'s env.py, under ``upgrade --sql``);
+- the net learns a place's server from the first connection the driver says reached it:
+  an xdist worker on a shared server has made none, so ``host=`` naming the run's server
+  with production's address (a ``creator=``, or a service file libpq reads otherwise)
+  teaches it production's identity;
+- psycopg2's answer to the net's question goes through the process's typecasters;
+- a refusal writes a database name's control characters raw.
+"""
 
 from __future__ import annotations
 
