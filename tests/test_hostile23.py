@@ -36,6 +36,10 @@ from pytest_reynard_db.postgres import EphemeralServer
 __all__ = ["decoy", "decoy_server", "harness", "production"]
 
 
+#: Attacks that still work: kept as strict xfails until the guard is fixed (issue 23).
+OPEN = "open (issue 23, hostile re-attack): "
+
+
 @pytest.fixture
 def shared(harness: EphemeralServer) -> Iterator[str]:
     """A run on a shared server: its maintenance database allowed; the harness's own
@@ -52,6 +56,10 @@ class AppConnection(psycopg.Connection):  # type: ignore[type-arg,unused-ignore]
     """An application's own connection class (defined outside psycopg's modules)."""
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN + "the net judges only connections of a driver's own classes",
+)
 def test_a_creator_with_a_connection_subclass_of_the_application_is_judged(
     harness: EphemeralServer, production: EphemeralServer, shared: str
 ) -> None:
@@ -70,6 +78,10 @@ def test_a_creator_with_a_connection_subclass_of_the_application_is_judged(
         engine.connect()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN + "the net judges only connections of a driver's own classes",
+)
 def test_a_creator_with_a_psycopg2_connection_subclass_is_judged(
     harness: EphemeralServer, production: EphemeralServer, shared: str
 ) -> None:
@@ -131,6 +143,10 @@ def test_first_connection_of_the_worker(tmp_path):
 }
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN + "a place's server identity is taken from the first connection seen there",
+)
 @pytest.mark.parametrize("how", sorted(TOFU_TESTS))
 def test_the_first_connection_of_an_xdist_worker_does_not_name_the_server(
     harness: EphemeralServer,
@@ -189,6 +205,10 @@ with engine.connect() as connection:
 """
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN + "the net judges only connections of a driver's own classes",
+)
 @pytest.mark.parametrize(
     "argv",
     [("check", "main", "--only", "upgrade"), ("lint", "main"), ("create", "main", "-m", "x")],
@@ -231,6 +251,10 @@ with _engine.begin() as _connection:
 """
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN + "the net judges only connections of a driver's own classes",
+)
 def test_upgrade_sql_with_an_application_connection_subclass_connects_nowhere(
     tmp_path: Path, decoy: Decoy
 ) -> None:
@@ -256,6 +280,10 @@ def test_upgrade_sql_with_an_application_connection_subclass_connects_nowhere(
     assert pristine(after)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN + "psycopg2's answer is read through the process's typecasters",
+)
 def test_the_net_s_question_is_not_answered_by_the_application_s_typecasters(
     harness: EphemeralServer, production: EphemeralServer, shared: str
 ) -> None:
@@ -291,6 +319,10 @@ def test_the_net_s_question_is_not_answered_by_the_application_s_typecasters(
     assert [s for s in _statements(production) if s not in before] == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN + "a refusal shows a database name's control characters raw",
+)
 def test_a_refusal_shows_a_control_character_in_a_database_name_escaped(
     harness: EphemeralServer, shared: str
 ) -> None:
