@@ -250,10 +250,21 @@ def report(
     return "\n".join(lines)
 
 
+#: Cases where ours is known to differ, and why (strict: a fix turns them red, to be removed).
+KNOWN = {
+    "prepared_statement_on_the_dbapi_cursor": (
+        "known: a PREPARE sent on the DBAPI cursor (out of SQLAlchemy's sight) is read back "
+        "only at a run's start and after its first step: pg_prepared_statements after every "
+        "step cost the stairway a third of its speed"
+    ),
+}
+
+
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", list(CASES))
 def test_our_verdicts_are_plain_alembics(
+    request: pytest.FixtureRequest,
     name: str,
     shape: str,
     form: str,
@@ -262,6 +273,8 @@ def test_our_verdicts_are_plain_alembics(
     pg_server: EphemeralServer,
     plain_verdicts: dict[Key, Future[PlainVerdicts]],
 ) -> None:
+    if name in KNOWN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN[name]))
     revisions, expected = CASES[name].form(form)
     project = make_tree(stock, tmp_path / "app", revisions, shape)
     registry = load_registry(project)

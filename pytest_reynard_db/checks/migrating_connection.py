@@ -79,11 +79,12 @@ def rows_of(connection: Connection, sql: str) -> list[tuple[Any, ...]]:
 
 
 #: What a step may leave in the session for the rest of it (not only its transaction),
-#: read after each step once its transaction ended: settings that change what a later
-#: revision's DDL does or where it goes, temporary relations, prepared statements,
-#: ``LISTEN`` channels, held cursors and session advisory locks. Custom settings
-#: (``app.tenant``) are not listed: one is seen when a statement sets it, not when a
-#: function does.
+#: read back with the versions in each step's transaction, where it must cost next to
+#: nothing (it is planned again after every step's DDL): settings that change what a
+#: later revision's DDL does or where it goes, and the temporary schema (non-zero once
+#: the session made a temporary object; it stays so after the object is gone). Custom
+#: settings (``app.tenant``) are not listed: one is seen when a statement sets it, not
+#: when a function does (``SessionWatch.routine``).
 SESSION_STATE = (
     "current_setting('search_path'), current_user, session_user, "
     "current_setting('statement_timeout'), current_setting('lock_timeout'), "
@@ -91,14 +92,35 @@ SESSION_STATE = (
     "current_setting('TimeZone'), current_setting('check_function_bodies'), "
     "current_setting('row_security'), current_setting('standard_conforming_strings'), "
     "current_setting('default_transaction_read_only'), "
-    "current_setting('default_transaction_isolation'), "
+    "current_setting('default_transaction_isolation'), pg_my_temp_schema()::int"
+)
+#: Read at a run's start and once a step's transaction ended (after a run's first step,
+#: or when a step's ``SESSION_STATE`` differs): temporary relations, session advisory
+#: locks, prepared statements, held cursors and ``LISTEN`` channels. Each costs a scan
+#: (``pg_locks`` the most, more so in a transaction that just ran DDL).
+SLOW_STATE = (
     "CASE WHEN pg_my_temp_schema() = 0 THEN false ELSE EXISTS "
     "(SELECT 1 FROM pg_class WHERE relnamespace = pg_my_temp_schema()) END, "
+    "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), "
     "(SELECT count(*) FROM pg_prepared_statements WHERE from_sql), "
-    "(SELECT count(*) FROM pg_listening_channels()), "
     "(SELECT count(*) FROM pg_cursors WHERE is_holdable), "
-    "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())"
+    "(SELECT count(*) FROM pg_listening_channels())"
 )
+#: Where ``session_state``'s values of ``SESSION_STATE`` end, and which of them is the
+#: temporary schema (a trigger to look, not a difference: ``SLOW_STATE`` says whether a
+#: temporary relation is left).
+STEP_WIDTH = SESSION_STATE.count(", ") + 1
+TEMP_SCHEMA = STEP_WIDTH - 1
+
+
+def same_session(one: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
+    """Whether two ``session_state`` readings say the same session, the temporary
+    schema's number aside (see ``TEMP_SCHEMA``)."""
+    return len(one) == len(other) and all(
+        a == b for index, (a, b) in enumerate(zip(one, other, strict=True)) if index != TEMP_SCHEMA
+    )
+
+
 #: A statement that can leave state in the session past its own transaction: ``SET``
 #: (but ``SET LOCAL``, ``SET TRANSACTION`` and ``SET CONSTRAINTS``, which end with it),
 #: ``RESET``, ``DISCARD``, ``PREPARE``, ``LISTEN``, ``DECLARE`` (a cursor ``WITH
@@ -156,9 +178,10 @@ _ROUTINE = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:FUNCTION|PROCEDURE)\b"
 
 
 def session_state(connection: Connection) -> tuple[Any, ...]:
-    """``SESSION_STATE`` on ``connection``, read on its DBAPI connection; outside a
-    SQLAlchemy transaction, the one the read began at the driver is ended."""
-    state = rows_of(connection, f"SELECT {SESSION_STATE}")[0]
+    """``SESSION_STATE`` then ``SLOW_STATE`` on ``connection``, read on its DBAPI
+    connection; outside a SQLAlchemy transaction, the one the read began at the driver is
+    ended. Its first ``STEP_WIDTH`` values are what ``with_session_state`` reads."""
+    state = rows_of(connection, f"SELECT {SESSION_STATE}, {SLOW_STATE}")[0]
     if not connection.in_transaction():
         dbapi = connection.connection.dbapi_connection
         assert dbapi is not None
@@ -187,3 +210,12 @@ def listeners(connection: Connection) -> tuple[int, ...]:
     ``op.get_bind()`` (a hook rewriting statements) changes what the next step on the
     same connection runs, where a new command's connection has none."""
     return tuple(len(getattr(connection.dispatch, name)) for name in _CONNECTION_EVENTS)
+
+
+def with_session_state(read_sql: str) -> str:
+    """``read_sql`` (the version table's ``SELECT``) as one row per version, at least one,
+    each the version (None at base) followed by ``SESSION_STATE``: one round trip a step."""
+    return (
+        f"SELECT v.*, {SESSION_STATE} FROM (SELECT 1) AS reynard_one "
+        f"LEFT JOIN ({read_sql}) AS v ON true"
+    )

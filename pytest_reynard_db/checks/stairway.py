@@ -57,13 +57,16 @@ from ..tree import (
 )
 from .heads import expected_heads, walk_order
 from .migrating_connection import (
+    STEP_WIDTH,
     SessionWatch,
     backend_pid,
     beside,
     listeners,
     rows_of,
     same_connection,
+    same_session,
     session_state,
+    with_session_state,
 )
 from .result import CheckResult
 from .runner import CheckRunner
@@ -165,8 +168,10 @@ class Stairway:
         self.failure: StepFailed | None = None
         #: The heads before and after the step being taken.
         self._expected: tuple[set[str], set[str]] = (set(), set())
-        #: The version table's ``SELECT``, compiled for the walk's dialect.
+        #: The read-back's ``SELECT`` (versions and session state), for the walk's dialect.
         self._read_sql = ""
+        #: The session state the last read-back saw (``migrating_connection.SESSION_STATE``).
+        self._seen_state: tuple[Any, ...] = ()
         #: The connection env.py migrates on (read back after each step), and the
         #: server process of ours (what tells a connection of env.py's own is beside it).
         self._reader: Connection
@@ -180,7 +185,8 @@ class Stairway:
         self._watch = SessionWatch()
         #: Whether each step starts on a new session, whatever it seems to have left: a
         #: routine that may change the session was defined (``SessionWatch.routine``),
-        #: and what calling it changes cannot all be read back.
+        #: and what calling it changes cannot all be read back; or env.py's set-up of the
+        #: session does not outlive a commit.
         self.careful = False
         self._db_stack = ExitStack()
         self._connection_stack = ExitStack()
@@ -281,7 +287,8 @@ class Stairway:
         # Alembic calls these in each step's transaction, after it wrote the version table.
         callbacks = context.on_version_apply_callbacks
         context.on_version_apply_callbacks = (*callbacks, self._read_back)
-        self._read_sql = str(version_table(context).select().compile(dialect=context.dialect))
+        select = str(version_table(context).select().compile(dialect=context.dialect))
+        self._read_sql = with_session_state(select)
         watch = SessionWatch()
         watch.watch(theirs)
         try:  # the connection as env.py set it up for this run: where every step starts
@@ -296,6 +303,7 @@ class Stairway:
         the session state and connection's listeners as env.py left them for the run."""
         revision_map = self.manager.script.revision_map
         end = min(self.at + WALK_CHUNK, len(self.order))
+        first = True
         while self.at < end:
             self.runner.advance(self.at + 1, len(self.order))
             revision = self.order[self.at]
@@ -312,9 +320,30 @@ class Stairway:
                     return
                 commit_between_steps(context)  # each step stays, as a separate command's
                 self._took(revision, index)
-                self.careful = self.careful or watch.routine
-                if self.careful or watch.touched or self._connection_state(self._reader) != set_up:
+                if self._moved(watch, set_up, first=first):
                     return  # the next step starts on a fresh session, in a new run
+                first = False
+
+    def _moved(self, watch: SessionWatch, set_up: tuple[Any, ...], *, first: bool) -> bool:
+        """Whether the step just taken may have left the connection other than env.py set
+        it up for the run: a statement ``SessionWatch`` saw, a listener the step added, or
+        a session state that differs once the step's transaction ended. That state is read
+        back in the step's transaction (one round trip with the versions); only when it
+        differs there (a ``SET LOCAL``, a temporary table ``ON COMMIT DROP``), and after a
+        run's first step, is it read again after the commit. What env.py set for its
+        transaction (``SET LOCAL`` inside ``begin_transaction``) is gone by then: every
+        step then needs a run of its own to have it (``careful``)."""
+        self.careful = self.careful or watch.routine
+        state, hooks = set_up
+        if self.careful or watch.touched or listeners(self._reader) != hooks:
+            return True
+        in_step = self._seen_state == state[:STEP_WIDTH]
+        if in_step and not first:
+            return False
+        if same_session(session_state(self._reader), state):
+            return False
+        self.careful = self.careful or (first and in_step)
+        return True
 
     def _read_back(self, *, ctx: MigrationContext, **_: object) -> None:
         """Alembic's ``on_version_apply`` callback: the version table, read where the step
@@ -322,7 +351,9 @@ class Stairway:
         the session's state is read in the same round trip.
         """
         before, after = self._expected
-        actual = {row[0] for row in rows_of(self._reader, self._read_sql)}
+        rows = rows_of(self._reader, self._read_sql)
+        self._seen_state = tuple(rows[0][1:])
+        actual = {row[0] for row in rows if row[0] is not None}
         if not same_heads(self.manager.script, actual, after):
             revision = self.order[self.at]
             self.failure = wrong_heads(revision, self.step, actual, after, before)
@@ -431,10 +462,13 @@ class Stairway:
         opened: ``env.py``'s own set-up included) is replaced by a new one, so that every
         run starts on a session as fresh as a new ``alembic`` command's."""
         self.careful = self.careful or self._watch.routine
+        state, hooks = self._connection_state(self.connection)
+        fresh_state, fresh_hooks = self._fresh_state
         if (
             self.careful
             or self._watch.touched
-            or self._connection_state(self.connection) != self._fresh_state
+            or hooks != fresh_hooks
+            or not same_session(state, fresh_state)
         ):
             self._fresh_connection()
 
