@@ -56,10 +56,6 @@ class AppConnection(psycopg.Connection):  # type: ignore[type-arg,unused-ignore]
     """An application's own connection class (defined outside psycopg's modules)."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=OPEN + "the net judges only connections of a driver's own classes",
-)
 def test_a_creator_with_a_connection_subclass_of_the_application_is_judged(
     harness: EphemeralServer, production: EphemeralServer, shared: str
 ) -> None:
@@ -78,10 +74,6 @@ def test_a_creator_with_a_connection_subclass_of_the_application_is_judged(
         engine.connect()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=OPEN + "the net judges only connections of a driver's own classes",
-)
 def test_a_creator_with_a_psycopg2_connection_subclass_is_judged(
     harness: EphemeralServer, production: EphemeralServer, shared: str
 ) -> None:
@@ -205,10 +197,6 @@ with engine.connect() as connection:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=OPEN + "the net judges only connections of a driver's own classes",
-)
 @pytest.mark.parametrize(
     "argv",
     [("check", "main", "--only", "upgrade"), ("lint", "main"), ("create", "main", "-m", "x")],
@@ -251,10 +239,6 @@ with _engine.begin() as _connection:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=OPEN + "the net judges only connections of a driver's own classes",
-)
 def test_upgrade_sql_with_an_application_connection_subclass_connects_nowhere(
     tmp_path: Path, decoy: Decoy
 ) -> None:

@@ -365,15 +365,36 @@ def _judge_or_close(conn: Any, reached: Callable[[Any], Reached]) -> None:
         raise
 
 
+#: Each driver's connection base class, as ``(module, attribute)``: an application's
+#: subclass (a ``creator=`` returning ``AppConnection(...)``) is a driver's connection too.
+_DRIVER_BASES = (
+    ("psycopg", "BaseConnection"),
+    ("psycopg2.extensions", "connection"),
+    ("pg8000.core", "CoreConnection"),
+    ("asyncpg.connection", "Connection"),
+)
+
+
+def _is_postgresql(connection: Any) -> bool:
+    """Whether ``connection`` is a PostgreSQL driver's, by its class's module or by the
+    driver classes it derives from (of the drivers imported: one not imported made none)."""
+    module = type(connection).__module__
+    if module.split(".")[0] in POSTGRESQL_MODULES or module.startswith(
+        "sqlalchemy.dialects.postgresql"
+    ):
+        return True
+    for name, attribute in _DRIVER_BASES:
+        base = getattr(sys.modules.get(name), attribute, None)
+        if isinstance(base, type) and isinstance(connection, base):
+            return True
+    return False
+
+
 def _verify_connected(dbapi_connection: Any, connection_record: Any) -> None:
     """SQLAlchemy's pool ``connect`` event: the net for a connection no driver hook judged
     (one a ``creator=`` opened at a driver's lowest level)."""
     __tracebackhide__ = True
-    module = type(dbapi_connection).__module__
-    if not (
-        module.split(".")[0] in POSTGRESQL_MODULES
-        or module.startswith("sqlalchemy.dialects.postgresql")
-    ):
+    if not _is_postgresql(dbapi_connection):
         return
     driver_connection = getattr(dbapi_connection, "driver_connection", dbapi_connection)
     if driver_connection in _judged:
