@@ -164,6 +164,7 @@ class SessionWatch:
             event.listen(connection, "before_cursor_execute", self._saw)
 
     def unwatch(self, connection: Connection) -> None:
+        """Stop watching ``connection`` (a connection that outlives the watch)."""
         if event.contains(connection, "before_cursor_execute", self._saw):
             event.remove(connection, "before_cursor_execute", self._saw)
 

@@ -462,14 +462,12 @@ class Stairway:
         opened: ``env.py``'s own set-up included) is replaced by a new one, so that every
         run starts on a session as fresh as a new ``alembic`` command's."""
         self.careful = self.careful or self._watch.routine
+        if self.careful or self._watch.touched:
+            self._fresh_connection()
+            return
         state, hooks = self._connection_state(self.connection)
         fresh_state, fresh_hooks = self._fresh_state
-        if (
-            self.careful
-            or self._watch.touched
-            or hooks != fresh_hooks
-            or not same_session(state, fresh_state)
-        ):
+        if hooks != fresh_hooks or not same_session(state, fresh_state):
             self._fresh_connection()
 
     def _connection_state(self, connection: Connection) -> tuple[Any, ...]:
