@@ -1,5 +1,7 @@
 """Shared fixtures of the project's own test suite.
 
+- ``decoy``: a "production" server (one per module) logging every connection, which
+  the guard does not count as the harness's.
 - ``project``: a user's project, a directory holding copies of the Reynard trees,
   inis, models and registry, free to break (a module whose tests need another project
   overrides it, or extends it: ``def project(project)``).
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 from reynard_trees import Cli, copy_reynard_trees, reynard_project, run_cli
 
-from pytest_reynard_db.guard import inherit
+from pytest_reynard_db.guard import GUARD, inherit
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.reaper import stop_postmaster
 from pytest_reynard_db.postgres.reuse import reusable_server
@@ -39,6 +41,15 @@ def a_users_shell(monkeypatch: pytest.MonkeyPatch) -> None:
 def pg_server() -> Iterator[EphemeralServer]:
     """One real ephemeral server for the tests that need a plain server."""
     with EphemeralServer.start() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def decoy() -> Iterator[EphemeralServer]:
+    """The project's 'production' server, logging every connection; not the harness's."""
+    with EphemeralServer.start(settings=("log_connections=on",)) as server:
+        server.create_database("app")
+        GUARD.forget_server(server.url)
         yield server
 
 

@@ -10,7 +10,6 @@ in the ini and in the registered variable.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,20 +17,10 @@ from alembic import command
 from alembic.config import Config
 from reynard_trees import Cli, clean_env, connections_received, run_pytest, write_revision
 
-from pytest_reynard_db.guard import GUARD
 from pytest_reynard_db.postgres import EphemeralServer
 
 REVISION = "0a0000000001"
 PLUGIN_ARGS = ("--reynard-db=app", "--reynard-db-checks")
-
-
-@pytest.fixture(scope="module")
-def decoy() -> Iterator[EphemeralServer]:
-    """The project's 'production' server, logging every connection; not the harness's."""
-    with EphemeralServer.start(settings=("log_connections=on",)) as server:
-        server.create_database("app")
-        GUARD.forget_server(server.url)
-        yield server
 
 
 @pytest.fixture

@@ -70,6 +70,26 @@ def app_engine_tree(stock: Path, dest: Path, revisions: tuple[Rev, ...]) -> Path
     return project
 
 
+def assert_sound_for_plain_alembic(
+    project: Path, pg_server: EphemeralServer, fork_server: ForkServer
+) -> None:
+    """Plain Alembic, each step a command of its own, passes upgrade, stairway and downgrade."""
+    tree = Tree(ini=project / "alembic.ini", env=clean_env(), url_env=(URL_ENV,))
+    verdicts = plain_checks(tree, lambda: fresh_database(pg_server), fork_server)
+    assert verdicts.upgrade.ok and verdicts.downgrade_clean.ok and verdicts.stairway.ok, verdicts
+
+
+def assert_ours_all_pass(
+    project: Path, pg_server: EphemeralServer, only: tuple[str, ...] = CHECKED
+) -> None:
+    """Our checks ``only`` on the project's ``app``: one result each, every one ok."""
+    registry = load_registry(project)
+    results = run_checks(registry, [registry.get("app")], pg_server, only=only)
+    assert [r.check for r in results] == list(only)
+    failed = [f"{r.check}: {r.message}" for r in results if not r.ok]
+    assert not failed, "\n".join(failed)
+
+
 @pytest.mark.parametrize("only", [("stairway",), CHECKED], ids=["stairway-alone", "all-three"])
 @pytest.mark.parametrize(
     "revisions",
@@ -92,14 +112,8 @@ def test_an_env_py_on_an_application_engine_gets_plain_alembics_verdict(
     next run's ``engine.connect()`` is the same pooled session: what the step left is still
     there. And the engine is made once, on the first check's throw-away database."""
     project = app_engine_tree(stock, tmp_path / "app", revisions)
-    tree = Tree(ini=project / "alembic.ini", env=clean_env(), url_env=(URL_ENV,))
-    verdicts = plain_checks(tree, lambda: fresh_database(pg_server), fork_server)
-    assert verdicts.upgrade.ok and verdicts.downgrade_clean.ok and verdicts.stairway.ok, verdicts
-    registry = load_registry(project)
-    results = run_checks(registry, [registry.get("app")], pg_server, only=only)
-    assert [r.check for r in results] == list(only)
-    failed = [f"{r.check}: {r.message}" for r in results if not r.ok]
-    assert not failed, "\n".join(failed)
+    assert_sound_for_plain_alembic(project, pg_server, fork_server)
+    assert_ours_all_pass(project, pg_server, only)
 
 
 # -- the cost side: common statements must not end the walk's env.py run ------------------
@@ -217,13 +231,8 @@ def test_a_revision_whose_import_registers_a_listener_gets_plain_alembics_verdic
         ),
     )
     project = make_tree(stock, tmp_path / "app", revisions, "recommended")
-    tree = Tree(ini=project / "alembic.ini", env=clean_env(), url_env=(URL_ENV,))
-    verdicts = plain_checks(tree, lambda: fresh_database(pg_server), fork_server)
-    assert verdicts.upgrade.ok and verdicts.downgrade_clean.ok and verdicts.stairway.ok, verdicts
-    registry = load_registry(project)
-    results = run_checks(registry, [registry.get("app")], pg_server, only=CHECKED)
-    failed = [f"{r.check}: {r.message}" for r in results if not r.ok]
-    assert not failed, "\n".join(failed)
+    assert_sound_for_plain_alembic(project, pg_server, fork_server)
+    assert_ours_all_pass(project, pg_server)
 
 
 def test_the_stairway_item_says_the_same_alone_and_after_upgrade(
@@ -305,13 +314,8 @@ def test_a_helper_modules_memo_does_not_reach_the_next_step(
         ),
     )
     project = make_tree(stock, tmp_path / "app", revisions, "recommended")
-    tree = Tree(ini=project / "alembic.ini", env=clean_env(), url_env=(URL_ENV,))
-    verdicts = plain_checks(tree, lambda: fresh_database(pg_server), fork_server)
-    assert verdicts.upgrade.ok and verdicts.downgrade_clean.ok and verdicts.stairway.ok, verdicts
-    registry = load_registry(project)
-    results = run_checks(registry, [registry.get("app")], pg_server, only=CHECKED)
-    failed = [f"{r.check}: {r.message}" for r in results if not r.ok]
-    assert not failed, "\n".join(failed)
+    assert_sound_for_plain_alembic(project, pg_server, fork_server)
+    assert_ours_all_pass(project, pg_server)
 
 
 # -- a revision module that cannot be loaded twice keeps its module-level state ------------
@@ -362,7 +366,4 @@ def test_a_revision_that_cannot_be_loaded_twice_still_reflects_afresh(
     with worker_process() as pool:  # the tree loaded in a process of its own
         verdicts = pool.submit(plain_checks_on, tree, admin).result()
     assert verdicts.upgrade.ok and verdicts.downgrade_clean.ok and verdicts.stairway.ok, verdicts
-    registry = load_registry(project)
-    results = run_checks(registry, [registry.get("app")], pg_server, only=CHECKED)
-    failed = [f"{r.check}: {r.message}" for r in results if not r.ok]
-    assert not failed, "\n".join(failed)
+    assert_ours_all_pass(project, pg_server)

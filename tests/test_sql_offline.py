@@ -8,7 +8,6 @@ variable name a decoy "production" server that logs every connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from alembic import command
 from alembic.config import Config
 from reynard_trees import clean_env, connections_received, run_cli, write_revision
 
-from pytest_reynard_db.guard import GUARD
 from pytest_reynard_db.postgres import EphemeralServer
 
 REVISION = "0a0000000001"
@@ -24,15 +22,6 @@ OFFLINE_BRANCH = (
     "if context.is_offline_mode():\n    run_migrations_offline()\nelse:\n"
     "    run_migrations_online()\n"
 )
-
-
-@pytest.fixture(scope="module")
-def decoy() -> Iterator[EphemeralServer]:
-    """The project's 'production' server, logging every connection; not the harness's."""
-    with EphemeralServer.start(settings=("log_connections=on",)) as server:
-        server.create_database("app")
-        GUARD.forget_server(server.url)
-        yield server
 
 
 @pytest.fixture
