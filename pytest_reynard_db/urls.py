@@ -90,6 +90,12 @@ def check_names(url: URL, *, origin: str) -> None:
             refuse_control_characters(part, what=f"{origin}: {mask_url(url)}: {what}")
 
 
+def escaped(value: str) -> str:
+    """``value`` with each control character written as an escape (``\\x00``): what a
+    message shows of a name, so that a terminal never acts on one."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], value)
+
+
 def refuse_control_characters(value: str, *, what: str) -> None:
     """A name a user gives (a database, a message, a branch label) with a control
     character in it is refused, shown escaped: a terminal would act on an escape."""

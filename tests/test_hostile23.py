@@ -1,7 +1,7 @@
 """Hostile re-attack of the rebuilt guard (issue 23): attacks that still reach a decoy
 "production" server (``test_guard_truth``'s on 127.0.0.2 at the harness's port, logging
 every statement; ``test_guard_attacks``' decoy with its precious tables). Each test
-fails while its attack works:
+fails while its attack works (all worked once; each was fixed after its test failed):
 
 - the net (``hooks._verify_connected``) asks only connections whose class lives in a
   driver's module: an application's own subclass made by a ``creator=`` is never judged
@@ -9,8 +9,10 @@ fails while its attack works:
 - the net learns a place's server from the first connection the driver says reached it:
   an xdist worker on a shared server has made none, so ``host=`` naming the run's server
   with production's address (a ``creator=``, or a service file libpq reads otherwise)
-  teaches it production's identity;
-- psycopg2's answer to the net's question goes through the process's typecasters;
+  teaches it production's identity (now the guard asks each place itself, with the URL
+  that allowed it, and children inherit what it was told);
+- psycopg2's answer to the net's question went through the process's typecasters (now
+  read as ``COPY ... TO STDOUT`` text);
 - a refusal writes a database name's control characters raw.
 """
 
@@ -34,10 +36,6 @@ from pytest_reynard_db.guard.reached import TRUTH_QUERY
 from pytest_reynard_db.postgres import EphemeralServer
 
 __all__ = ["decoy", "decoy_server", "harness", "production"]
-
-
-#: Attacks that still work: kept as strict xfails until the guard is fixed (issue 23).
-OPEN = "open (issue 23, hostile re-attack): "
 
 
 @pytest.fixture
@@ -135,10 +133,6 @@ def test_first_connection_of_the_worker(tmp_path):
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=OPEN + "a place's server identity is taken from the first connection seen there",
-)
 @pytest.mark.parametrize("how", sorted(TOFU_TESTS))
 def test_the_first_connection_of_an_xdist_worker_does_not_name_the_server(
     harness: EphemeralServer,
@@ -264,10 +258,6 @@ def test_upgrade_sql_with_an_application_connection_subclass_connects_nowhere(
     assert pristine(after)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=OPEN + "psycopg2's answer is read through the process's typecasters",
-)
 def test_the_net_s_question_is_not_answered_by_the_application_s_typecasters(
     harness: EphemeralServer, production: EphemeralServer, shared: str
 ) -> None:
@@ -303,10 +293,6 @@ def test_the_net_s_question_is_not_answered_by_the_application_s_typecasters(
     assert [s for s in _statements(production) if s not in before] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=OPEN + "a refusal shows a database name's control characters raw",
-)
 def test_a_refusal_shows_a_control_character_in_a_database_name_escaped(
     harness: EphemeralServer, shared: str
 ) -> None:

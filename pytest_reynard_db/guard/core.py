@@ -15,17 +15,17 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy.engine import URL
 
 from ..errors import GuardRefused
-from ..urls import parse_url, remember_secrets
+from ..urls import escaped, parse_url, remember_secrets
 from . import hooks, inherit
 from .migration import HIDDEN_TARGETS, Migration, Refusal, hidden_targets_json, tree_places
-from .reached import Reached
+from .reached import Reached, identity_at
 from .target import LIBPQ, Endpoint, Target, redirected, targets_of, url_target
 
 #: ``cluster_name`` of every server the harness starts (``postgres.executor``).
@@ -48,6 +48,9 @@ class Guard:
         #: Each allowed place's server, by identity (``reached.TRUTH_QUERY``), as the first
         #: connection the driver says reached that place found it (``allows_reached``).
         self._identities: dict[Endpoint, str] = {}
+        #: The URL that allowed each place (with its password: never exported), with which
+        #: the guard asks a place's identity itself (``reached.identity_at``).
+        self._askers: dict[Endpoint, URL] = {}
         self._opt_in_hint = "--reynard-db-allow=URL"
         self._migrating: ContextVar[Migration | None] = ContextVar(
             "reynard_db_migrating", default=None
@@ -74,13 +77,15 @@ class Guard:
     def arm(self, *, opt_in_hint: str, allow: tuple[str, ...] = ()) -> None:
         """Start refusing; ``allow``: URLs of databases opted in (a bad one: ``ConfigError``,
         and nothing is armed)."""
-        opted_in = [url_target(url) for url in allow]
+        opted_in = [(parse_url(url), url_target(url)) for url in allow]
         with self._lock:
             if self._depth == 0:
                 self._opt_in_hint = opt_in_hint
                 hooks.install(self)
             self._depth += 1
-            self._opt_ins.append({(e, t.dbname) for t in opted_in for e in t.endpoints})
+            self._opt_ins.append({(e, t.dbname) for _, t in opted_in for e in t.endpoints})
+            for url, target in opted_in:
+                self._remember_asker(url, target)
             self._allow_changed()
             self._export()
 
@@ -95,6 +100,7 @@ class Guard:
                 self._servers.clear()
                 self._databases.clear()
                 self._identities.clear()
+                self._askers.clear()
                 self._redirects.clear()
                 self.refusals.clear()
             self._allow_changed()
@@ -137,11 +143,14 @@ class Guard:
         """
         if not self.armed:
             return
-        endpoints = url_target(url).endpoints
+        target = url_target(url)
+        endpoints = target.endpoints
         with self._lock:
             self._servers.update(endpoints)
             for endpoint in endpoints:  # a server started there now: not the one before
                 self._identities.pop(endpoint, None)
+                self._askers.pop(endpoint, None)
+            self._remember_asker(parse_url(url), target, ask_now=True)
             inherit.append({"servers": [[e.host, e.port] for e in endpoints]})
 
     def forget_server(self, url: str | URL) -> None:
@@ -151,6 +160,7 @@ class Guard:
             self._servers -= endpoints
             self._databases = {(e, n) for e, n in self._databases if e not in endpoints}
             self._identities = {e: i for e, i in self._identities.items() if e not in endpoints}
+            self._askers = {e: u for e, u in self._askers.items() if e not in endpoints}
             for opted in self._opt_ins:
                 opted -= {(e, n) for e, n in opted if e in endpoints}
             self._allow_changed()
@@ -165,8 +175,22 @@ class Guard:
         with self._lock:
             added = [(endpoint, name or target.dbname) for endpoint in target.endpoints]
             self._databases.update(added)
+            self._remember_asker(parse_url(url), target, ask_now=True)
             self._allow_changed()
             inherit.append({"databases": [[e.host, e.port, n] for e, n in added]})
+
+    def _remember_asker(self, url: URL, target: Target, *, ask_now: bool = False) -> None:
+        """``url`` as the way to ask its places who they are (the first URL wins: a
+        database's name changes nothing of its server); lock held. ``ask_now``: a server
+        the harness has just reached, asked at once, so that the identity is in the list
+        children inherit before any of them connects (a child has no URL to ask with)."""
+        for endpoint in target.endpoints:
+            if endpoint in self._askers:
+                continue  # asked once already (a failure: asked again at a connection there)
+            self._askers[endpoint] = url
+            if ask_now and endpoint not in self._identities:
+                with suppress(OSError):
+                    self._note_identity(endpoint, identity_at(endpoint, url))
 
     def allows(self, target: Target) -> bool:
         """Every endpoint of ``target`` is an allowed server, or holds an allowed database."""
@@ -330,15 +354,36 @@ class Guard:
                     continue
                 if reached.identity is None:
                     return True  # (a test's own Reached) the place decides
-                known = self._identities.get(place)
-                if known is None:
-                    self._identities[place] = reached.identity
-                    inherit.append({"identities": [[place.host, place.port, reached.identity]]})
-                return known in (None, reached.identity)
+                known = self._identities.get(place) or self._learn_identity(place, reached)
+                return known == reached.identity
             return reached.identity is not None and any(
                 identity == reached.identity and self._allowed_at(place, reached.dbname)
                 for place, identity in self._identities.items()
             )
+
+    def _learn_identity(self, place: Endpoint, reached: Reached) -> str | None:
+        """The identity of the server at ``place``, asked of it with the URL that allowed
+        it; lock held. Without one (a child adopting its parent's list, who had not met
+        the place), as the first connection there says (trust on first use)."""
+        asker = self._askers.get(place)
+        if asker is None:
+            identity = reached.identity
+        else:
+            try:
+                identity = identity_at(place, asker)
+            except OSError as exc:
+                raise GuardRefused(
+                    f"refused a connection that reached {reached.shown()}: could not ask "
+                    f"{place} which server it is ({escaped(str(exc))})"
+                ) from None
+        self._note_identity(place, identity)
+        return identity
+
+    def _note_identity(self, place: Endpoint, identity: str | None) -> None:
+        """``place``'s server is ``identity``, here and in the children; lock held."""
+        if identity is not None:
+            self._identities[place] = identity
+            inherit.append({"identities": [[place.host, place.port, identity]]})
 
     def _allowed_at(self, place: Endpoint, dbname: str) -> bool:
         """``dbname`` at ``place`` is allowed; lock held. Exactly: ``localhost`` may reach

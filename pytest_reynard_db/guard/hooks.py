@@ -383,11 +383,13 @@ def _is_postgresql(connection: Any) -> bool:
         "sqlalchemy.dialects.postgresql"
     ):
         return True
-    for name, attribute in _DRIVER_BASES:
-        base = getattr(sys.modules.get(name), attribute, None)
-        if isinstance(base, type) and isinstance(connection, base):
-            return True
-    return False
+    return any(_derives_from(connection, name, attribute) for name, attribute in _DRIVER_BASES)
+
+
+def _derives_from(connection: Any, module: str, name: str) -> bool:
+    """``connection`` is an instance of ``module.name`` (False when it is not imported)."""
+    base = getattr(sys.modules.get(module), name, None)
+    return isinstance(base, type) and isinstance(connection, base)
 
 
 def _verify_connected(dbapi_connection: Any, connection_record: Any) -> None:
@@ -401,6 +403,10 @@ def _verify_connected(dbapi_connection: Any, connection_record: Any) -> None:
         return
     if hasattr(driver_connection, "pgconn"):  # psycopg 3's, made at libpq's level
         _judge_or_close(driver_connection, psycopg_reached)
+    elif _derives_from(driver_connection, "psycopg2.extensions", "connection"):
+        _judge_or_close(driver_connection, psycopg2_reached)  # read raw, not typecast
+    elif _derives_from(driver_connection, "pg8000.core", "CoreConnection"):
+        _judge_or_close(driver_connection, pg8000_reached)
     else:
         _judge_or_close(dbapi_connection, cursor_reached)
         with suppress(TypeError):

@@ -12,11 +12,16 @@ identity (``system_identifier`` and start time: one running cluster; not a port)
 
 from __future__ import annotations
 
+import csv
+import io
 import socket
 from dataclasses import dataclass
 from typing import Any
 
-from .target import SOCKET_FILE, Endpoint, compared_host
+from sqlalchemy.engine import URL
+
+from ..urls import escaped
+from .target import LIBPQ, SOCKET_FILE, Endpoint, Target, compared_host, redirected, url_params
 
 #: One round trip, no transaction left open. The identity: the cluster's
 #: ``system_identifier`` (made by ``initdb``; the harness's servers share one, copied from
@@ -42,7 +47,7 @@ class Reached:
 
     def shown(self) -> str:
         where = ",".join(dict.fromkeys(str(p) for p in self.places)) or "a server"
-        return f"database {self.dbname!r} at {where}"
+        return escaped(f"database {self.dbname!r} at {where}")
 
 
 def _reached(row: Any, places: list[Endpoint | None]) -> Reached:
@@ -90,15 +95,20 @@ def psycopg_reached(conn: Any) -> Reached:
 
 
 def psycopg2_reached(conn: Any) -> Reached:
+    """psycopg2: the answer as the server wrote it (``COPY ... TO STDOUT``, CSV), never
+    through the process's typecasters, which any imported module may replace."""
     import psycopg2.extensions
 
     # The plain cursor class itself: a connection_factory's ``cursor()`` may refuse until the
     # caller sets it up (LoggingConnection's ``initialize``), or return dicts.
+    answer = io.StringIO()
     with psycopg2.extensions.cursor(conn) as cursor:
-        cursor.execute(TRUTH_QUERY)
-        row = cursor.fetchone()
+        psycopg2.extensions.cursor.copy_expert(
+            cursor, f"COPY ({TRUTH_QUERY}) TO STDOUT (FORMAT csv)", answer
+        )
     conn.rollback()  # what the query began (without autocommit)
-    return _reached(row, [_place(conn.info.host, conn.info.port)])
+    row = next(csv.reader(io.StringIO(answer.getvalue())))
+    return _reached([value or None for value in row], [_place(conn.info.host, conn.info.port)])
 
 
 async def asyncpg_reached(conn: Any) -> Reached:
@@ -128,3 +138,31 @@ def cursor_reached(conn: Any) -> Reached:
         cursor.close()
         conn.rollback()
     return _reached(row, [])
+
+
+def identity_at(place: Endpoint, url: URL) -> str | None:
+    """The identity of the server at ``place``, asked by the guard itself with the
+    credentials of ``url`` (the URL that allowed the place), before the first connection
+    seen there is believed: that connection may have been dialled elsewhere (``hostaddr=``,
+    a service file) while naming the place. Every where-and-who keyword explicit, so that
+    neither ``$PGHOSTADDR`` nor a service file picks the address; at libpq's lowest level,
+    which no hook judges. ``OSError`` when the server cannot be asked."""
+    import psycopg
+    from psycopg import generators, pq, waiting
+    from psycopg.conninfo import make_conninfo
+
+    params = url_params(url)
+    aimed = Target((place,), params.get("dbname") or "postgres", params.get("user") or "")
+    pinned = redirected(params, aimed, url.password, family=LIBPQ)
+    try:  # psycopg's own non-blocking connect: ``PGconn.connect`` holds the GIL throughout
+        conn = waiting.wait_conn(generators.connect(make_conninfo(**pinned)), timeout=10.0)
+    except psycopg.Error as exc:
+        raise OSError(str(exc).strip()) from None
+    try:
+        result = conn.exec_(TRUTH_QUERY.encode())
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            raise OSError(result.error_message.decode(errors="replace").strip())
+        identity = result.get_value(0, 1)
+    finally:
+        conn.finish()
+    return None if identity is None else _text(identity)

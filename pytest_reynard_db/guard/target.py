@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from sqlalchemy.engine import URL
 
 from ..errors import GuardRefused
-from ..urls import parse_url
+from ..urls import escaped, parse_url
 
 DEFAULT_PORT = 5432
 #: This machine's loopback names, one host (``Endpoint.local``); ``127.0.0.2`` is not.
@@ -91,9 +91,10 @@ class Target:
     user: str
 
     def shown(self) -> str:
-        """The target as a URL-like line, without any password."""
+        """The target as a URL-like line, without any password (control characters
+        escaped: a name may hold any)."""
         hosts = ",".join(str(e) for e in self.endpoints)
-        return f"postgresql://{self.user}@{hosts}/{self.dbname}"
+        return escaped(f"postgresql://{self.user}@{hosts}/{self.dbname}")
 
 
 def driver_family(driver: str) -> str:
@@ -145,10 +146,15 @@ def target_of(params: Mapping[str, Any], environ: Mapping[str, str] | None = Non
 
 def url_target(url: str | URL) -> Target:
     """The target of a SQLAlchemy URL, as its connection would compute it."""
-    parsed = parse_url(url)
-    params: dict[str, Any] = parsed.translate_connect_args(username="user", database="dbname")
-    params.update({k: v for k, v in parsed.query.items() if isinstance(v, str)})
-    return target_of(params)
+    return target_of(url_params(parse_url(url)))
+
+
+def url_params(url: URL) -> dict[str, Any]:
+    """A SQLAlchemy URL as libpq's keywords (its password left out)."""
+    params: dict[str, Any] = url.translate_connect_args(username="user", database="dbname")
+    params.pop("password", None)
+    params.update({k: v for k, v in url.query.items() if isinstance(v, str)})
+    return params
 
 
 def redirected(
