@@ -113,16 +113,16 @@ def get_settings(config: pytest.Config, *, early: bool = False) -> Settings:
             return getattr(config.known_args_namespace, name, None)
         return config.getoption(name)
 
-    def pick(name: str) -> Any:
+    def ini(name: str) -> Any:
         alias = LEGACY_ALIASES.get(name)
-        for value in (
-            option(name),
-            config.getini(name),
-            config.getini(alias) if alias else None,
-        ):
+        for value in (config.getini(name), config.getini(alias) if alias else None):
             if value is not None and value != "":
                 return value
         return None
+
+    def pick(name: str) -> Any:
+        value = option(name)
+        return value if value is not None and value != "" else ini(name)
 
     names = pick("reynard_db") or ""
     source = pick("reynard_db_source") or "copy"
@@ -132,7 +132,22 @@ def get_settings(config: pytest.Config, *, early: bool = False) -> Settings:
         databases=tuple(n.strip() for n in str(names).split(",") if n.strip()),
         url=pick("reynard_db_url") or os.environ.get(URL_ENV) or None,
         source=source,
-        checks=bool(pick("reynard_db_checks")),
+        checks=bool(option("reynard_db_checks"))
+        or (bool(ini("reynard_db_checks")) and not narrowed(config)),
         reuse=bool(pick("reynard_db_reuse")),
         allow=tuple(u.strip() for u in str(pick("reynard_db_allow") or "").split(",") if u.strip()),
     )
+
+
+def narrowed(config: pytest.Config) -> bool:
+    """The run names files or node ids (``pytest tests/test_x.py``, ``...::test_y``), not
+    the whole project (no argument: ``testpaths``; or directories only). The ini's
+    ``reynard_db_checks`` adds the check items to whole runs only, as pytest collects
+    only the tests of the files it is given; ``--reynard-db-checks`` adds them always."""
+    here = config.invocation_params.dir
+    for arg in getattr(config.known_args_namespace, "file_or_dir", None) or ():
+        if arg.startswith("-"):
+            continue
+        if "::" in arg or not (here / arg).is_dir():
+            return True
+    return False
