@@ -23,11 +23,14 @@ a database.
 from .fixtures import (
     reynard_db,
     reynard_db_connection,
+    reynard_db_connections,
     reynard_db_factory,
     reynard_db_fresh,
     reynard_db_name,
+    reynard_db_names,
     reynard_db_server,
     reynard_db_session,
+    reynard_dbs,
 )
 from .hooks import (
     pytest_addoption,
@@ -67,9 +70,12 @@ __all__ = [
     "pytest_unconfigure",
     "reynard_db",
     "reynard_db_connection",
+    "reynard_db_connections",
     "reynard_db_factory",
     "reynard_db_fresh",
     "reynard_db_name",
+    "reynard_db_names",
     "reynard_db_server",
     "reynard_db_session",
+    "reynard_dbs",
 ]
