@@ -73,7 +73,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARKER}(name): run this test against the registered database NAME"
     )
-    config.stash[ERRORS] = HarnessErrors.for_config(config)
+    errors = config.stash[ERRORS] = HarnessErrors.for_config(config)
+    if not hasattr(config, "workerinput"):  # where reports are shown: xdist's controller
+        config.pluginmanager.register(errors, "reynard-db-harness-errors")
     settings = get_settings(config)
     if settings.active:
         _activate(config, settings)
@@ -168,8 +170,10 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A harness error met in a test's own body (``reynard_db_server.create_database`` on
     a server that cannot be reached) is shown in one line; the exception itself is left
-    as it was raised, so ``pytest.raises`` and ``xfail(raises=...)`` see it."""
+    as it was raised, so ``pytest.raises`` and ``xfail(raises=...)`` see it. A harness
+    failure is labelled, to be reported in full once (``harness_errors``)."""
     report = yield
+    HarnessErrors.label(report, call)
     if call.when == "call" and STATE in item.config.stash:
         errors_of(item.config).shorten(report, call)
     return report
