@@ -236,14 +236,29 @@ def _header(state: RunState) -> list[str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
-    """Add the check items first, so that ``-k`` and ``-m`` select among them too."""
+    """Add the check items first, and pytest-alembic's built-in tests where it bound them
+    nowhere, so that ``-k`` and ``-m`` select among them too."""
     config = session.config
     state = config.stash.get(STATE, None)
     if state is not None and state.settings.checks:
-        from .check_items import collect_check_items
+        from .check_items import check_collector
 
         with catch_harness_errors(session.config, usage=True):
-            items[:0] = collect_check_items(session, state)
+            items[:0] = _collected(session, check_collector(session, state))
+    if state is not None and state.settings.databases:
+        alembic_tests = pytest_alembic_compat.anchorless(session)
+        if alembic_tests is not None:
+            items.extend(_collected(session, alembic_tests))
+
+
+def _collected(session: pytest.Session, collector: pytest.Collector) -> list[pytest.Item]:
+    """The items of a collector made after collection, reported as collected, so that
+    the header's "collected N items", ``--co`` and xdist's counts include them."""
+    items = [item for item in collector.collect() if isinstance(item, pytest.Item)]
+    session.ihook.pytest_collectreport(
+        report=pytest.CollectReport(collector.nodeid, "passed", None, [*items])
+    )
+    return items
 
 
 @pytest.hookimpl(tryfirst=True)
