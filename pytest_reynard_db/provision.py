@@ -123,6 +123,7 @@ class Provisioner:
         self._templates: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
         self._counter = itertools.count(1)
         self._owned: list[TestDatabase] = []
+        self._sessions: dict[str, TestDatabase] = {}
         self._failed: dict[tuple[str, str], ReynardDBError] = {}
         # Clones made ahead, and drops: the pool only ever drops names this provisioner
         # made (``_made``), on any server.
@@ -214,6 +215,13 @@ class Provisioner:
             new, url = self._create(target, template, self.server, purpose=purpose)
         return self._describe(target, new, url, head)
 
+    def session_database(self, name: str) -> TestDatabase:
+        """The session database of ``name``: cloned on first use, then the same one for
+        every test that asks for ``name`` (alone or with others), dropped by ``close``."""
+        if name not in self._sessions:
+            self._sessions[name] = self.clone(name, purpose="session")
+        return self._sessions[name]
+
     def empty(self, name: str, *, purpose: Purpose = "empty") -> TestDatabase:
         """A new empty database (pytest-alembic migrates it itself)."""
         target = self.resolve(name)
@@ -248,6 +256,7 @@ class Provisioner:
 
         A drop that failed is reported here (on an existing server it would leak).
         """
+        self._sessions.clear()
         for database in list(self._owned):
             self.drop(database)
         self._pool.close()

@@ -429,7 +429,7 @@ def test_a_harness_failure_is_reported_once_in_full(pytester: pytest.Pytester) -
     result.assert_outcomes(errors=2)
     output = result.stdout.str() + result.stderr.str()
     assert output.count("\nreynard-db: cannot connect to") == 1, output  # the summary aside
-    assert "reynard-db: failed as reported for an earlier test" in output
+    assert "reynard-db: failed as reported above" in output
     assert "Traceback" not in output and "During handling" not in output, output
 
 

@@ -7,8 +7,10 @@ trees; the unreachable server is a closed port.
 from __future__ import annotations
 
 import socket
+from fnmatch import fnmatch
 
 import pytest
+from reynard_trees import write_revision
 
 
 def closed_port_url() -> str:
@@ -43,7 +45,7 @@ def test_a_nested_run_keeps_its_own_reported_errors(pytester: pytest.Pytester) -
     result.assert_outcomes(passed=1, errors=2)
     out = result.stdout.str()
     assert out.count("\nreynard-db: cannot connect to") == 1, out
-    assert "reynard-db: failed as reported for an earlier test" in out
+    assert "reynard-db: failed as reported above" in out
     assert "Traceback" not in out, out
 
 
@@ -84,3 +86,61 @@ def test_a_test_raising_a_harness_error_behaves_as_in_plain_pytest(
     section = out.split(" test_harness_error ")[1].split("====")[0]
     body = [line for line in section.splitlines()[1:] if line.strip()]
     assert len(body) == 1 and body[0].startswith("reynard-db: cannot connect to"), section
+
+
+NEEDS_MAIN = """
+import pytest
+
+def test_session(reynard_db):
+    pass
+
+def test_again(reynard_db):
+    pass
+
+def test_connection(reynard_db_connection):
+    pass
+
+def test_session_orm(reynard_db_session):
+    pass
+
+def test_fresh(reynard_db_fresh):
+    pass
+
+@pytest.mark.reynard_db("main", "ecs")
+def test_several(reynard_dbs):
+    pass
+
+def test_factory_in_the_body(reynard_db_factory):
+    reynard_db_factory("main")
+"""
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_a_broken_template_build_is_reported_in_full_once(
+    pytester: pytest.Pytester, workers: tuple[str, ...]
+) -> None:
+    """Every test that needs the template fails; the first report says why in full, each
+    later one "failed as reported above" in one line: once per run, under xdist too (a
+    session fixture's error, raised again by pytest for each later test, included)."""
+    write_revision(
+        pytester.path / "alembic/main/versions",
+        "3a1400000005",
+        "3a1400000004",
+        'op.execute("SELECT broken_on_purpose()")',
+        slug="broken",
+    )
+    pytester.makepyfile(test_main=NEEDS_MAIN)
+    result = pytester.runpytest_subprocess("--reynard-db=main", *workers)
+    result.assert_outcomes(errors=6, failed=1)
+    output = result.stdout.str() + result.stderr.str()
+    sections, summary = output.split("short test summary info")
+    full = "reynard-db: database 'main': *3a1400000005_broken.py: upgrade*broken_on_purpose*"
+    lines = sections.splitlines()
+    assert len([line for line in lines if fnmatch(line, full)]) == 1, output
+    pointers = [line for line in lines if line.startswith("reynard-db: failed as reported above")]
+    assert len(pointers) == 6, output
+    assert all("database 'main'" in line for line in pointers), output
+    # each report is one line under its header; the short summary repeats no full message
+    assert output.count("broken_on_purpose") == 1 + summary.count("broken_on_purpose") <= 2
+    assert summary.count(" - Failed: reynard-db: database 'main'") == 1, summary  # the first
+    assert "Traceback" not in output and "During handling" not in output, output

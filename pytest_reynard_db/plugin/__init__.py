@@ -11,7 +11,8 @@ The package is pytest's side only; nothing outside it imports pytest:
 - ``selection``: which database each test runs against (option, marker, pytest-alembic)
 - ``alembic_items``, ``pytest_alembic_compat``: pytest-alembic's tests on our databases
 - ``check_items``: the migration checks as test items (``--reynard-db-checks``)
-- ``outer_transaction``: the transaction ``reynard_db_connection`` rolls back
+- ``outer_transaction``: the transaction ``reynard_db_connection`` (and each of
+  ``reynard_db_connections``) rolls back
 - ``harness_errors``: a harness failure as one line, not a traceback
 
 An inactive plugin (no database selected) imports only ``hooks``, ``fixtures``,
@@ -23,11 +24,14 @@ a database.
 from .fixtures import (
     reynard_db,
     reynard_db_connection,
+    reynard_db_connections,
     reynard_db_factory,
     reynard_db_fresh,
     reynard_db_name,
+    reynard_db_names,
     reynard_db_server,
     reynard_db_session,
+    reynard_dbs,
 )
 from .hooks import (
     pytest_addoption,
@@ -67,9 +71,12 @@ __all__ = [
     "pytest_unconfigure",
     "reynard_db",
     "reynard_db_connection",
+    "reynard_db_connections",
     "reynard_db_factory",
     "reynard_db_fresh",
     "reynard_db_name",
+    "reynard_db_names",
     "reynard_db_server",
     "reynard_db_session",
+    "reynard_dbs",
 ]

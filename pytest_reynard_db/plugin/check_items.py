@@ -139,11 +139,6 @@ class CheckItem(pytest.Item):
         return PREFIX, None, f"{PREFIX}::{self.database}::{self.check}"
 
 
-def collect_check_items(session: pytest.Session, state: RunState) -> list[pytest.Item]:
-    """The check items, reported as collected (``pytest_collectreport``) so that the
-    header's "collected N items", ``--co`` and xdist's counts include them."""
-    collector = ReynardChecks.from_parent(session, name=PREFIX, nodeid=PREFIX, state=state)
-    items = list(collector.collect())
-    report = pytest.CollectReport(collector.nodeid, "passed", None, [*items])
-    session.ihook.pytest_collectreport(report=report)
-    return items
+def check_collector(session: pytest.Session, state: RunState) -> ReynardChecks:
+    """The collector of the check items, made after collection (``hooks``)."""
+    return ReynardChecks.from_parent(session, name=PREFIX, nodeid=PREFIX, state=state)

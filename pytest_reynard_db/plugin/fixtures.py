@@ -1,14 +1,21 @@
-"""The plugin's fixtures: the server, the selected database, connections and sessions
+"""The plugin's fixtures: the server, the selected databases, connections and sessions
 rolled back after each test, fresh databases and databases at any revision.
 
 Each is a thin front over ``Provisioner`` (``provision``): every selected database is
 migrated once into a template, and tests get clones of it or rolled-back
-transactions on a session clone.
+transactions on a session clone (one per registry name, shared by ``reynard_db`` and
+``reynard_dbs``, dropped when the session ends).
+
+A test asks for one database (``reynard_db``, ``reynard_db_connection``, ...) or
+several (``reynard_dbs``, ``reynard_db_connections``): the single-database fixtures
+give the first of several.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -33,31 +40,37 @@ def reynard_db_server(request: pytest.FixtureRequest) -> Server:
 
 @pytest.fixture(scope="session")
 def reynard_db_name(request: pytest.FixtureRequest) -> str:
-    """The registry name of the database a test runs against (marker, else --reynard-db)."""
-    state = run_state(request)
-    name = getattr(request, "param", None)
-    if name is None and state.settings.from_markers:
-        pytest.fail(
-            "no database selected: this test has no @pytest.mark.reynard_db(NAME) and no "
-            "--reynard-db=NAME was given",
-            pytrace=False,
-        )
-    name = name or next(iter(state.settings.databases), None)
-    if name is None:
-        pytest.fail("no database selected: pass --reynard-db=NAME", pytrace=False)
-    with catch_harness_errors(request):
-        state.registry.get(name)
-    return str(name)
+    """The registry name of the database a test runs against: the marker's (its first),
+    else --reynard-db's first."""
+    param = getattr(request, "param", None)
+    return _selected(request, None if param is None else (param,))[0]
 
 
 @pytest.fixture(scope="session")
-def reynard_db(request: pytest.FixtureRequest, reynard_db_name: str) -> Iterator[TestDatabase]:
+def reynard_db_names(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The registry names of every database a test asks for: the marker's, else
+    --reynard-db's."""
+    return _selected(request, getattr(request, "param", None))
+
+
+@pytest.fixture(scope="session")
+def reynard_db(request: pytest.FixtureRequest, reynard_db_name: str) -> TestDatabase:
     """The selected database migrated to heads, for the whole session."""
     provisioner = provisioner_of(request)
     with catch_harness_errors(request):
-        database = provisioner.clone(reynard_db_name, purpose="session")
-    yield database
-    provisioner.drop(database)
+        return provisioner.session_database(reynard_db_name)
+
+
+@pytest.fixture(scope="session")
+def reynard_dbs(
+    request: pytest.FixtureRequest, reynard_db_names: tuple[str, ...]
+) -> Mapping[str, TestDatabase]:
+    """Registry name -> the database migrated to heads, for every database the test asks
+    for. Session-scoped per set of names (a parameter, like the marker's database): each
+    value is the session database ``reynard_db`` gives for that name."""
+    provisioner = provisioner_of(request)
+    with catch_harness_errors(request):
+        return MappingProxyType({n: provisioner.session_database(n) for n in reynard_db_names})
 
 
 @pytest.fixture
@@ -76,7 +89,34 @@ def reynard_db_connection(
     with catch_harness_errors(request), rolled_back(reynard_db) as (connection, outcome):
         yield connection
     if not outcome.intact:
-        _replace_after_escape(request, reynard_db)
+        _replace_after_escape(request, "reynard_db_connection", [reynard_db])
+
+
+@pytest.fixture
+def reynard_db_connections(
+    request: pytest.FixtureRequest,
+    reynard_dbs: Mapping[str, TestDatabase],
+    reynard_db: TestDatabase,
+    reynard_db_connection: Connection,
+) -> Iterator[Mapping[str, Connection]]:
+    """Registry name -> a connection rolled back after the test, one per database the
+    test asks for; the first database's is ``reynard_db_connection`` itself, so that
+    ``reynard_db_session`` and the mapping see each other's writes."""
+    from .outer_transaction import Outcome, rolled_back
+
+    outcomes: list[tuple[TestDatabase, Outcome]] = []
+    with catch_harness_errors(request), ExitStack() as stack:
+        connections: dict[str, Connection] = {}
+        for name, database in reynard_dbs.items():
+            if database is reynard_db:
+                connections[name] = reynard_db_connection
+                continue
+            connections[name], outcome = stack.enter_context(rolled_back(database))
+            outcomes.append((database, outcome))
+        yield MappingProxyType(connections)
+    escaped = [database for database, outcome in outcomes if not outcome.intact]
+    if escaped:
+        _replace_after_escape(request, "reynard_db_connections", escaped)
 
 
 @pytest.fixture
@@ -127,14 +167,37 @@ def reynard_db_factory(request: pytest.FixtureRequest) -> Callable[..., TestData
     return factory
 
 
-def _replace_after_escape(request: pytest.FixtureRequest, database: TestDatabase) -> None:
-    """Replace the session database with a fresh clone, then fail the test saying why."""
+def _selected(request: pytest.FixtureRequest, param: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The databases a test asks for: its marker's (``param``), else --reynard-db's;
+    each known to the registry (else one line)."""
+    state = run_state(request)
+    if param is None and state.settings.from_markers:
+        pytest.fail(
+            "no database selected: this test has no @pytest.mark.reynard_db(NAME) and no "
+            "--reynard-db=NAME was given",
+            pytrace=False,
+        )
+    names = param or state.settings.databases
+    if not names:
+        pytest.fail("no database selected: pass --reynard-db=NAME", pytrace=False)
     with catch_harness_errors(request):
-        provisioner_of(request).replace(database)
+        for name in names:
+            state.registry.get(name)
+    return tuple(names)
+
+
+def _replace_after_escape(
+    request: pytest.FixtureRequest, fixture: str, databases: list[TestDatabase]
+) -> None:
+    """Replace the session databases with fresh clones, then fail the test saying why."""
+    with catch_harness_errors(request):
+        for database in databases:
+            provisioner_of(request).replace(database)
+    which = ", ".join(database.name for database in databases)
     pytest.fail(
-        f"reynard_db_connection: {request.node.name} ended the outer transaction itself "
+        f"{fixture}: {request.node.name} ended the outer transaction itself "
         "(a raw COMMIT or ROLLBACK, or a commit on the DBAPI connection), so what it wrote "
-        f"before may have been committed; the session database {database.name} was replaced "
+        f"before may have been committed; the session database {which} was replaced "
         "by a fresh clone of its template. Use connection.commit() (a savepoint here), or "
         "reynard_db_fresh for code that must really commit.",
         pytrace=False,

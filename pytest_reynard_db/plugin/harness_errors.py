@@ -4,7 +4,15 @@ A ``HarnessErrors`` object lives in its run's ``config.stash`` (never in module
 globals, so a pytest run nested in another, as with ``pytester``, keeps its own
 "already reported" set). Fixtures wrap their harness work in ``errors.catch()``:
 a ``ReynardDBError`` becomes one ``pytest.fail`` line naming database, file and
-error, in full once, and a one-line pointer in every later test that needs it.
+error, its line kept on the exception (``LINE_KEY``).
+
+Reported in full once, and as "failed as reported above" in one line in every later
+test that needs it. That is decided on the reports, not when raising: a session
+fixture that failed is not set up again, pytest raises its first error again in every
+later test. Each report of such a failure carries its line (``LINE_KEY`` again, which
+xdist sends along with the report), and the process that shows the reports (the only
+one, or xdist's controller) shortens every report after the first of a line: once per
+run, workers or not.
 
 A ``ReynardDBError`` raised while a test body runs is left alone, as in plain
 pytest (``pytest.raises``, ``xfail(raises=...)`` and ``except`` see it); only its
@@ -27,6 +35,12 @@ from ..errors import ReynardDBError
 
 PREFIX = "reynard-db: "
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the whole package, not only plugin/
+#: The attribute holding a harness failure's one-line message, the same however many
+#: times it is raised (``-v``'s chain aside): on the exception, then on its report (plain
+#: data: xdist sends it). A plain ``pytest.fail`` exception, so that pytest's short
+#: summary still says "Failed: reynard-db: ...".
+LINE_KEY = "reynard_db_failure"
+POINTER = f"{PREFIX}failed as reported above: "
 
 
 class HarnessErrors:
@@ -35,20 +49,26 @@ class HarnessErrors:
     def __init__(self, *, show_chain: bool = False) -> None:
         #: Whether failures show their traceback chain (``-v`` or ``--tb=long``).
         self.show_chain = show_chain
-        #: Messages already reported in full in this run.
+        #: Lines already reported in full in this run.
         self.reported: set[str] = set()
 
     @classmethod
     def for_config(cls, config: pytest.Config) -> HarnessErrors:
         return cls(show_chain=config.option.tbstyle == "long" or config.option.verbose > 0)
 
-    def message(self, exc: ReynardDBError) -> str:
+    @staticmethod
+    def line(exc: ReynardDBError) -> str:
         from ..urls import redact
 
-        message = f"{PREFIX}{redact(exc)}"
+        return f"{PREFIX}{redact(exc)}"
+
+    def message(self, exc: ReynardDBError) -> str:
+        """Its line, and with ``-v`` its chain."""
+        from ..urls import redact
+
         if self.show_chain:
-            message += "\n" + redact("".join(traceback.format_exception(exc)))
-        return message
+            return self.line(exc) + "\n" + redact("".join(traceback.format_exception(exc)))
+        return self.line(exc)
 
     @contextmanager
     def catch(self, *, usage: bool = False) -> Iterator[None]:
@@ -57,17 +77,34 @@ class HarnessErrors:
         try:
             yield
         except ReynardDBError as exc:
-            message = self.message(exc)
+            message, line = self.message(exc), self.line(exc)
         else:
             return
-        if message in self.reported:
-            message = f"{PREFIX}failed as reported for an earlier test: {message[12:92]}..."
-        elif not usage:
-            self.reported.add(message)
         # from None: the cause is in the message; no "during handling of the above" chain
         if usage:
             raise pytest.UsageError(message) from None
-        raise pytest.fail.Exception(message, pytrace=False) from None
+        failure = pytest.fail.Exception(message, pytrace=False)
+        setattr(failure, LINE_KEY, line)
+        raise failure from None
+
+    @staticmethod
+    def label(report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+        """Where the test ran: a report of a harness failure carries its line."""
+        line = getattr(call.excinfo.value, LINE_KEY, None) if call.excinfo else None
+        if isinstance(line, str):
+            setattr(report, LINE_KEY, line)
+
+    @pytest.hookimpl(tryfirst=True)  # before the terminal and junitxml keep the report
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Where reports are shown: a harness failure in full once, then a pointer."""
+        line = getattr(report, LINE_KEY, None)
+        if not report.failed or not isinstance(line, str):
+            return
+        if line in self.reported:
+            excerpt = line.removeprefix(PREFIX)
+            report.longrepr = POINTER + (excerpt if len(excerpt) <= 80 else excerpt[:80] + "...")
+        else:
+            self.reported.add(line)
 
     def shorten(self, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
         """A test body's failure by a harness error raised in this package: one line."""

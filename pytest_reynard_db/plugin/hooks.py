@@ -73,7 +73,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARKER}(name): run this test against the registered database NAME"
     )
-    config.stash[ERRORS] = HarnessErrors.for_config(config)
+    errors = config.stash[ERRORS] = HarnessErrors.for_config(config)
+    if not hasattr(config, "workerinput"):  # where reports are shown: xdist's controller
+        config.pluginmanager.register(errors, "reynard-db-harness-errors")
     settings = get_settings(config)
     if settings.active:
         _activate(config, settings)
@@ -168,8 +170,10 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A harness error met in a test's own body (``reynard_db_server.create_database`` on
     a server that cannot be reached) is shown in one line; the exception itself is left
-    as it was raised, so ``pytest.raises`` and ``xfail(raises=...)`` see it."""
+    as it was raised, so ``pytest.raises`` and ``xfail(raises=...)`` see it. A harness
+    failure is labelled, to be reported in full once (``harness_errors``)."""
     report = yield
+    HarnessErrors.label(report, call)
     if call.when == "call" and STATE in item.config.stash:
         errors_of(item.config).shorten(report, call)
     return report
@@ -232,14 +236,29 @@ def _header(state: RunState) -> list[str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
-    """Add the check items first, so that ``-k`` and ``-m`` select among them too."""
+    """Add the check items first, and pytest-alembic's built-in tests where it bound them
+    nowhere, so that ``-k`` and ``-m`` select among them too."""
     config = session.config
     state = config.stash.get(STATE, None)
     if state is not None and state.settings.checks:
-        from .check_items import collect_check_items
+        from .check_items import check_collector
 
         with catch_harness_errors(session.config, usage=True):
-            items[:0] = collect_check_items(session, state)
+            items[:0] = _collected(session, check_collector(session, state))
+    if state is not None and state.settings.databases:
+        alembic_tests = pytest_alembic_compat.anchorless(session)
+        if alembic_tests is not None:
+            items.extend(_collected(session, alembic_tests))
+
+
+def _collected(session: pytest.Session, collector: pytest.Collector) -> list[pytest.Item]:
+    """The items of a collector made after collection, reported as collected, so that
+    the header's "collected N items", ``--co`` and xdist's counts include them."""
+    items = [item for item in collector.collect() if isinstance(item, pytest.Item)]
+    session.ihook.pytest_collectreport(
+        report=pytest.CollectReport(collector.nodeid, "passed", None, [*items])
+    )
+    return items
 
 
 @pytest.hookimpl(tryfirst=True)
