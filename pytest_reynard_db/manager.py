@@ -290,7 +290,7 @@ class MigrationManager:
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A connection to the target, with a clear error if it cannot be reached."""
-        with connect(self.db.name, self.url) as connection:
+        with connect(self.db.name, self.url, url_given=self.url_given) as connection:
             yield connection
 
     @contextmanager
