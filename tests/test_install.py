@@ -1,7 +1,8 @@
 """Installing pytest-reynard-db from outside (issue 24): ``python -m build`` makes a
 wheel and an sdist; the sdist holds what the wheel is built from; the wheel, installed
-into a fresh virtualenv (no system site-packages, its dependencies from PyPI), brings
-the guard's ``.pth`` and runs the README's Quick start as written.
+into a fresh virtualenv (no system site-packages, its dependencies from PyPI) as the
+README's Install says a project does (its test extra, ``pip install -e '.[test]'``),
+brings the guard's ``.pth`` and runs the README's Quick start as written.
 
 Slow (marked ``slow``: a build and a ``pip install`` from PyPI, 1-2 minutes) and part
 of the default run: what a user installs is what this checks.
@@ -9,6 +10,7 @@ of the default run: what a user installs is what this checks.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,9 @@ from test_readme_quickstart import quickstart_blocks, run_quickstart
 
 REPO = Path(__file__).resolve().parents[1]
 PTH = "pytest_reynard_db_guard.pth"
+#: The README's test extra of a user's project, and the reference it gives.
+INSTALL_EXTRA = re.compile(r"^<!-- install: pyproject.toml -->\n```toml\n(.*?)^```", re.S | re.M)
+GIT_URL = "git+https://github.com/<owner>/pytest-reynard-db@v0.1.0"
 #: What a checkout has that is not the project's source (.gitignore's, and .git).
 NOT_SOURCE = (".git", ".venv", ".ci-venv*", "*.egg-info", "__pycache__", "*_cache", "build", "dist")
 
@@ -85,7 +90,16 @@ def test_the_wheel_in_a_fresh_virtualenv_runs_the_quickstart(
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
     python = str(venv / "bin" / "python")
-    run([python, "-m", "pip", "install", "-q", str(wheel)], cwd=tmp_path)
+    # The README's test extra, the wheel's file URL for the git one; installed with the
+    # CI recipe's install step, as a user's project does.
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    [extra] = INSTALL_EXTRA.findall((REPO / "README.md").read_text())
+    assert GIT_URL in extra
+    (consumer / "pyproject.toml").write_text(
+        f'[project]\nname = "consumer"\nversion = "0"\n\n{extra.replace(GIT_URL, wheel.as_uri())}'
+    )
+    run([python, "-m", "pip", "install", "-q", "-e", ".[test]"], cwd=consumer)
     where = run(
         [
             python,
