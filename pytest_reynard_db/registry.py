@@ -92,7 +92,16 @@ class Database:
             return with_driver(parse_url(environ[self.url_env], origin=f"${self.url_env}"))
         ini_url = self.ini_url()
         if ini_url:
-            return with_driver(parse_url(ini_url, origin=f"{self.ini.name}: sqlalchemy.url"))
+            try:
+                return with_driver(parse_url(ini_url, origin=f"{self.ini.name}: sqlalchemy.url"))
+            except ConfigError as exc:
+                # Most often alembic init's placeholder (driver://...), left on purpose:
+                # the fix is the variable or --url, not the ini.
+                unset = "is empty" if self.url_env in environ else "is not set"
+                raise ConfigError(
+                    f"database {self.name!r}: ${self.url_env} {unset}, and {exc}; "
+                    f"set ${self.url_env} or pass --url URL"
+                ) from None
         raise ConfigError(
             f"database {self.name!r}: no URL; pass --url, set ${self.url_env}, "
             f"or set sqlalchemy.url in {self.ini}"

@@ -83,7 +83,8 @@ def test_the_recipe_refers_to_what_the_harness_reads(workflow: dict[str, Any]) -
     [cache] = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/cache@")]
     assert cache["with"]["path"] == f"{runtime}/initdb-*"  # executor._cached_initdb's name
     runs = [s["run"] for s in job["steps"] if "run" in s]
-    assert runs[0] == "python -m pip install -e '.[test]'"  # the README's set-up commands
+    # the project's own test extra, pytest-reynard-db in it (README: Install)
+    assert runs[0] == "python -m pip install -e '.[test]'"
     assert runs[-1].startswith("python -m pytest")
     assert any("check --only single_head,mirror_sync" in r for r in runs)
 

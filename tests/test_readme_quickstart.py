@@ -30,14 +30,16 @@ def quickstart_blocks(readme: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in MARKED.finditer(readme)]
 
 
-def run_quickstart(readme: str, project: Path) -> list[str]:
-    """Write and run the marked blocks in ``project``; the commands' outputs, in order.
+def run_quickstart(readme: str, project: Path, venv: Path = Path(sys.prefix)) -> list[str]:
+    """Write and run the marked blocks in ``project``, with ``venv`` (default: this
+    interpreter's) active; the commands' outputs, in order.
 
     A command that fails stops it with an AssertionError naming the command.
     """
+    scripts = Path(sys.executable).parent if venv == Path(sys.prefix) else venv / "bin"
     env = clean_env(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        VIRTUAL_ENV=sys.prefix,
+        PATH=f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}",
+        VIRTUAL_ENV=str(venv),
     )
     env.pop("PYTHONPATH", None)  # a user's shell: nothing of this repository importable
     outputs = []

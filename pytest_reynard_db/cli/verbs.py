@@ -90,6 +90,13 @@ def cmd_create(args: argparse.Namespace, registry: Registry, out: TextIO) -> int
             head=args.head,
             empty=args.empty,
         )
+    if script is None:  # as Django's makemigrations: a result, exit 0
+        print(
+            f"{args.db}: no changes detected between the models and heads; nothing written "
+            "(--empty writes an empty revision)",
+            file=out,
+        )
+        return 0
     label = f", branch {args.new_branch}" if args.new_branch else ""
     print(f"{args.db}: wrote {relative(script.path)} (revision {script.revision}{label})", file=out)
     return 0

@@ -231,7 +231,20 @@ def _header(state: RunState) -> list[str]:
     )
     source = f", source={state.settings.source}" if mirrors else ""  # only a mirror has one
     lines = [f"reynard-db: databases {names} on {where}{reuse}{source}"]
+    if not state.settings.url:
+        lines += [f"reynard-db: {line}" for line in _which_postgres()]
     return lines + [f"reynard-db: warning: {w}" for w in state.registry.warnings]
+
+
+def _which_postgres() -> list[str]:
+    """The binaries the ephemeral server will run (found now, as it will find them)."""
+    from ..errors import ServerError
+    from ..postgres.binaries import describe, find_binaries
+
+    try:
+        return describe(find_binaries())
+    except ServerError as exc:  # said again, as the run's error, when the server starts
+        return [str(exc)]
 
 
 @pytest.hookimpl(tryfirst=True)
