@@ -162,3 +162,52 @@ def test_the_guard_refuses_production_in_an_async_engine(
     before = connections_received(decoy)
     assert_clean(pytester.runpytest("--reynard-db=ecs_e2e"), passed=2)
     assert connections_received(decoy) == before
+
+
+def missing(pytester: pytest.Pytester, module: str) -> str:
+    """A ``PYTHONPATH`` on which ``module`` fails to import, as in a virtualenv without it."""
+    site = pytester.path.parent / f"without_{module}"
+    (site / module).mkdir(parents=True)
+    (site / module / "__init__.py").write_text(
+        f"raise ModuleNotFoundError(\"No module named '{module}'\", name={module!r})\n"
+    )
+    return str(site)
+
+
+def test_asyncpg_named_but_not_installed_is_psycopg(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_asyncpg(pytester)
+    async_project(pytester, asyncio_mode="auto")
+    pytester.makepyfile(test_async=ROLLED_BACK.format(mark="", driver="psycopg"))
+    monkeypatch.setenv("PYTHONPATH", missing(pytester, "asyncpg"))
+    assert_clean(pytester.runpytest_subprocess("--reynard-db=ecs_e2e"), passed=5)
+
+
+def test_without_greenlet_it_is_one_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``async`` extra not installed: the test errors in one line saying how to get it;
+    the sync fixtures work all the same."""
+    async_project(pytester, asyncio_mode="auto")
+    pytester.makepyfile(
+        test_async="""
+        async def test_async(reynard_db_async_session):
+            pass
+
+        def test_sync(reynard_db_session):
+            pass
+        """
+    )
+    monkeypatch.setenv("PYTHONPATH", missing(pytester, "greenlet"))
+    result = pytester.runpytest_subprocess("--reynard-db=ecs_e2e")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "_*ERROR at setup of test_async*_",
+            "reynard_db_async_engine: SQLAlchemy's asyncio extension needs greenlet, which is "
+            "not installed: pip install 'pytest-reynard-db[async]'",
+            "=*short test summary info*=",
+        ],
+        consecutive=True,
+    )

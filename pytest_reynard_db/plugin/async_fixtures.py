@@ -19,7 +19,7 @@ scopes are, as SQLAlchemy's asyncio documentation advises for several event loop
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import types
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -44,7 +44,7 @@ def reynard_db_async_engine(
 ) -> Iterator[AsyncEngine]:
     """An ``AsyncEngine`` on ``reynard_db``: psycopg's async connection, or asyncpg where
     the database's ini names it and it is installed; disposed at the end of the session."""
-    if importlib.util.find_spec("greenlet") is None:
+    if not _importable("greenlet"):
         pytest.fail(
             "reynard_db_async_engine: SQLAlchemy's asyncio extension needs greenlet, which is "
             "not installed: pip install 'pytest-reynard-db[async]'",
@@ -112,8 +112,17 @@ def async_url(database: TestDatabase) -> URL:
     """``database.url`` with the async driver: asyncpg where the database's ini names it
     (``sqlalchemy.url = postgresql+asyncpg://...``) and it is installed, else psycopg."""
     wants_asyncpg = _ini_driver(database.entry) == "asyncpg"
-    asyncpg = wants_asyncpg and importlib.util.find_spec("asyncpg") is not None
+    asyncpg = wants_asyncpg and _importable("asyncpg")
     return database.url.set(drivername="postgresql+asyncpg" if asyncpg else "postgresql+psycopg")
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` imports (a module found but broken is as good as missing)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _ini_driver(entry: Database) -> str | None:
