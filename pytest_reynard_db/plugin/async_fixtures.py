@@ -127,13 +127,15 @@ def _importable(module: str) -> bool:
 
 def _ini_driver(entry: Database) -> str | None:
     """The driver the ini's ``sqlalchemy.url`` names (``asyncpg``), if it names one."""
+    from configparser import Error as IniError
+
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         url = entry.ini_url()
         return make_url(url).get_driver_name() if url else None
-    except (ArgumentError, ValueError):  # a placeholder such as driver://, or no URL at all
+    except (ArgumentError, ValueError, IniError):  # a placeholder (driver://...), %(x)s unset
         return None
 
 
@@ -147,7 +149,7 @@ def pytest_fixture_setup(
     if (
         fixturedef.argname not in ASYNC_FIXTURES
         or getattr(func, "__module__", None) != __name__  # a conftest's fixture of that name
-        or "anyio_backend" in request.fixturenames
+        or "anyio_backend" in request.fixturenames  # anyio's own hook runs them
         or not request.config.pluginmanager.has_plugin("asyncio")
     ):
         return (yield)
@@ -170,6 +172,7 @@ def _marked_for_pytest_asyncio(func: Any, loop_scope: str) -> Any:
     )
     copy.__kwdefaults__ = func.__kwdefaults__
     copy.__module__ = func.__module__
+    # (its overloads type a fixture function written as such, not one built at run time)
     pytest_asyncio.fixture(copy, loop_scope=loop_scope)  # type: ignore[call-overload]
     return copy
 
