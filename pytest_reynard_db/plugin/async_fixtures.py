@@ -39,9 +39,7 @@ ASYNC_FIXTURES = ("reynard_db_async_connection", "reynard_db_async_session")
 
 
 @pytest.fixture(scope="session")
-def reynard_db_async_engine(
-    request: pytest.FixtureRequest, reynard_db: TestDatabase
-) -> Iterator[AsyncEngine]:
+def reynard_db_async_engine(reynard_db: TestDatabase) -> Iterator[AsyncEngine]:
     """An ``AsyncEngine`` on ``reynard_db``: psycopg's async connection, or asyncpg where
     the database's ini names it and it is installed; disposed at the end of the session."""
     if not _importable("greenlet"):
