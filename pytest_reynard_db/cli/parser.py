@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="table; json (one results object); github (workflow annotations); junit (XML)",
     )
     sub.add_argument("--json", action="store_true", help="the same as --format json")
+    sub.add_argument(
+        "--base",
+        metavar="REF",
+        help="git ref the history check compares with (default: base in [tool.reynard-db])",
+    )
     guarded(sub)
     bounded(sub)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import TextIO
 
 from .. import graph, mirror, mirror_write, text
@@ -18,6 +19,7 @@ from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
 from ..checks.safety.report import render
 from ..errors import CheckFailed, ReynardDBError
+from ..git_base import resolve_base
 from ..manager import MigrationManager
 from ..registry import Registry
 from ..text import shown_path as relative
@@ -190,8 +192,12 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     """Run the checks on throw-away databases; exit 1 when any fails (the README's
     "Migration checks")."""
     only = args.only.split(",") if args.only else None
+    if args.base:
+        registry = replace(registry, base=args.base)
     enabled = enabled_checks(registry)
-    select_checks(only, enabled)  # an unknown id is an error before any server starts
+    # an unknown id, a base git does not know: an error before any server starts
+    if "history" in select_checks(only, enabled) and registry.base:
+        resolve_base(registry.root, registry.base)
     databases = registry.select(args.dbs)
     with (
         stdout_to_stderr(),
