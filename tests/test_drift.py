@@ -1,0 +1,185 @@
+"""``reynard-migrate drift``: a "production" server (started here, logging every statement
+with the session's application name) migrated with ``upgrade``, then changed by hand;
+``drift`` must find each hand-made change, say nothing when there is none, and never
+write: the log shows only reads from its session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from reynard_trees import Cli
+
+from pytest_reynard_db.postgres import EphemeralServer
+
+HEAD = "3a1400000004"
+#: What a read-only session may send (reads, transaction control): anything else from
+#: drift in the log is a failure.
+READS = {"SELECT", "SHOW", "BEGIN", "ROLLBACK", "SAVEPOINT", "RELEASE"}
+_numbers = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def production() -> Iterator[EphemeralServer]:
+    """Production: every statement logged with its session's application_name."""
+    with EphemeralServer.start(settings=("log_statement=all", "log_line_prefix=%a|")) as server:
+        yield server
+
+
+@pytest.fixture
+def live(production: EphemeralServer, cli: Cli) -> str:
+    """A production database of its own, upgraded to heads by ``reynard-migrate upgrade``."""
+    name = f"prod_{next(_numbers)}"
+    production.create_database(name)
+    url = production.database_url(name).render_as_string(hide_password=False)
+    code, out, err = cli("upgrade", "main", "--url", url)
+    assert code == 0, out + err
+    return url
+
+
+def log_of(production: EphemeralServer) -> Path:
+    assert production.process.base_dir is not None
+    return production.process.base_dir / "_TunedPostgresql.log"
+
+
+def drift(cli: Cli, production: EphemeralServer, url: str, *extra: str) -> tuple[int, str, str]:
+    """``drift main --url URL``; asserts that production received nothing but reads meanwhile."""
+    log = log_of(production)
+    offset = log.stat().st_size
+    code, out, err = cli("drift", "main", "--url", url, *extra)
+    time.sleep(0.2)  # the logging collector's last lines
+    with log.open("rb") as read:
+        read.seek(offset)
+        lines = entries(read.read().decode(errors="replace"))
+    # every statement production received meanwhile: drift's session's, and the guard's
+    # own look at which server the allowed URL reaches (a SELECT, on its own connection)
+    statements = [line.split("statement: ", 1)[1] for line in lines if "statement: " in line]
+    ours = [line for line in lines if line.startswith("reynard-db drift main|")]
+    assert ours or code == 2, f"drift's statements are not in the log:\n{lines}"
+    verbs = {statement.split()[0].upper() for statement in statements}
+    assert verbs <= READS, f"production received {verbs - READS}:\n" + "\n".join(statements)
+    return code, out, err
+
+
+def entries(log: str) -> list[str]:
+    """The log's entries, a statement's continuation lines joined to its first line."""
+    found: list[str] = []
+    for line in log.splitlines():
+        if re.match(r"[^|\s]*[^|]*\|(LOG|ERROR|FATAL|WARNING|STATEMENT|DETAIL|HINT):", line):
+            found.append(line)
+        elif found:
+            found[-1] += f" {line}"
+    return found
+
+
+def execute(url: str, *statements: str) -> None:
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def test_a_database_as_migrated_matches(production: EphemeralServer, live: str, cli: Cli) -> None:
+    code, out, err = drift(cli, production, live, "--format", "json")
+    assert code == 0, out + err
+    [result] = json.loads(out)["results"]
+    assert result["check"] == "drift" and result["status"] == "ok"
+    assert result["message"].endswith(f"matches its tree at {HEAD}")
+    assert result["revision"] == HEAD
+    assert err == ""
+
+
+HOTFIXES = {
+    "extra index": (
+        "CREATE INDEX ix_hotfix ON audit_log (action, created_at)",
+        "remove index ix_hotfix on audit_log (action, created_at)",
+    ),
+    "changed default": (
+        "ALTER TABLE user_account ALTER COLUMN is_active SET DEFAULT false",
+        "change default of user_account.is_active: false -> true",
+    ),
+    "dropped column": (
+        "ALTER TABLE api_key DROP COLUMN scopes",
+        "add column api_key.scopes (JSONB)",
+    ),
+    "changed enum": (
+        "ALTER TYPE user_role ADD VALUE 'auditor'",
+        "change definition of enum public.user_role: ('user', 'admin', 'service', 'auditor') "
+        "-> ('user', 'admin', 'service')",
+    ),
+}
+
+
+@pytest.mark.parametrize("hotfix", HOTFIXES)
+def test_a_hand_made_change_is_found(
+    production: EphemeralServer, live: str, cli: Cli, hotfix: str
+) -> None:
+    statement, found = HOTFIXES[hotfix]
+    execute(live, statement)
+    code, out, err = drift(cli, production, live)
+    assert code == 1, out + err
+    lines = out.splitlines()
+    assert f"  {found}" in lines, out
+    assert "(1 difference); what would make it match the tree:" in out
+    assert err == ""
+
+
+def test_every_change_at_once_in_json_and_github(
+    production: EphemeralServer, live: str, cli: Cli
+) -> None:
+    execute(live, *(statement for statement, _ in HOTFIXES.values()))
+    code, out, _ = drift(cli, production, live, "--format", "json")
+    assert code == 1
+    [result] = json.loads(out)["results"]
+    listed = result["message"].splitlines()[1:]
+    assert sorted(listed) == sorted(f"  {found}" for _, found in HOTFIXES.values())
+    code, out, _ = drift(cli, production, live, "--format", "github")
+    assert code == 1 and out.startswith("::error title=main drift::"), out
+
+
+def test_a_revision_not_in_the_tree_is_one_line(
+    production: EphemeralServer, live: str, cli: Cli
+) -> None:
+    execute(live, "UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    code, out, err = drift(cli, production, live)
+    assert code == 2 and out == ""
+    [line] = err.strip().splitlines()
+    assert re.fullmatch(
+        r"reynard-migrate: error: database 'main' \(postgresql\+psycopg://\S+/prod_\d+\) is "
+        r"stamped at ffffffffffff, which is not a revision of its tree \(alembic/main\): "
+        r"deployed from another branch, or its file was removed",
+        line,
+    ), line
+
+
+def test_a_writer_is_not_blocked_and_an_exclusive_lock_times_out(
+    production: EphemeralServer, live: str, cli: Cli
+) -> None:
+    """A transaction writing rows (ROW EXCLUSIVE) meanwhile: drift reads beside it. One
+    holding ACCESS EXCLUSIVE (a migration): drift gives up after --lock-timeout, one line."""
+    plain = live.replace("+psycopg", "")
+    with psycopg.connect(plain) as writer:
+        writer.execute("INSERT INTO audit_log (action) VALUES ('writing')")
+        started = time.monotonic()
+        code, out, err = drift(cli, production, live)
+        assert code == 0, out + err
+        writer.execute("LOCK TABLE api_key IN ACCESS EXCLUSIVE MODE")
+        blocked: list[tuple[int, str, str]] = []
+        worker = threading.Thread(
+            target=lambda: blocked.append(drift(cli, production, live, "--lock-timeout", "1"))
+        )
+        worker.start()
+        worker.join(timeout=120)
+        writer.rollback()
+    [(code, out, err)] = blocked
+    assert code == 2 and out == "", out + err
+    assert "canceling statement due to lock timeout" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert time.monotonic() - started < 60
