@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +17,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from reynard_trees import Cli
+import yaml
+from reynard_trees import Cli, clean_env
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError
+from test_readme_ci import readme_block
 
+from pytest_reynard_db.checks.drift import read_only
 from pytest_reynard_db.postgres import EphemeralServer
 
 HEAD = "3a1400000004"
@@ -183,3 +189,34 @@ def test_a_writer_is_not_blocked_and_an_exclusive_lock_times_out(
     assert "canceling statement due to lock timeout" in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert time.monotonic() - started < 60
+
+
+def test_the_readme_drift_job_runs_as_written(
+    production: EphemeralServer, live: str, cli: Cli, project: Path
+) -> None:
+    """The scheduled job of the README's CI recipe, its production URL a changed database."""
+    job = yaml.safe_load(readme_block("### In CI: GitHub Actions", "yaml"))["jobs"]["drift"]
+    [step] = [s for s in job["steps"] if s.get("name") == "Production matches its tree"]
+    assert step["run"] == "reynard-migrate drift main --format github"
+    variable = next(iter(step["env"]))
+    execute(live, "CREATE INDEX ix_hotfix ON audit_log (action, created_at)")
+    done = subprocess.run(
+        ["bash", "-e", "-c", step["run"]],
+        cwd=project,
+        env=clean_env(**{variable: live}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("::error title=main drift::"), done.stdout
+    assert "remove index ix_hotfix on audit_log (action, created_at)" in done.stdout
+
+
+def test_the_live_session_is_read_only_on_the_servers_side(live: str) -> None:
+    """Whatever runs on drift's connection: the server refuses a write."""
+    with read_only("main", make_url(live), 5.0) as connection:
+        with pytest.raises(DBAPIError, match="read-only transaction"):
+            connection.execute(text("CREATE TABLE sneaky (id int)"))
+        connection.rollback()
+        assert connection.execute(text("SHOW lock_timeout")).scalar() == "5s"

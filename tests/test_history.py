@@ -8,15 +8,20 @@ then changes the work tree (or commits on a branch) as a pull request would.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from alembic import command
 from alembic.config import Config
-from reynard_trees import Cli, write_revision
+from reynard_trees import REPO, Cli, clean_env, run_pytest, write_revision
 
 from pytest_reynard_db.checks import enabled_checks, select_checks
+from pytest_reynard_db.checks.isolated import run_isolated
 from pytest_reynard_db.registry import load_registry
 
 REGISTRY = '[tool.reynard-db.databases.app]\nini = "alembic.ini"\ndatabase = "app"\n'
@@ -193,3 +198,39 @@ def test_github_annotations_point_at_each_file(project: Path, cli: Cli) -> None:
 
 def git_short(root: Path) -> str:
     return git(root, "rev-parse", "main").strip()[:8]
+
+
+def test_the_pre_commit_hook_runs_as_shipped(project: Path) -> None:
+    """``reynard-db-history`` from ``.pre-commit-hooks.yaml``, with the README's ``args``."""
+    hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
+    [hook] = [h for h in hooks if h["id"] == "reynard-db-history"]
+    argv = [*shlex.split(hook["entry"]), "--base", "main"]
+    assert re.search(hook["files"], "migrations/versions/a2_test.py")
+    passed = subprocess.run(argv, cwd=project, env=clean_env(), capture_output=True, text=True)
+    assert passed.returncode == 0 and "history  ok" in passed.stdout, passed.stderr
+    path = project / "migrations" / "versions" / "a2_test.py"
+    path.write_text(path.read_text().replace("'x'", "'y'"))
+    failed = subprocess.run(argv, cwd=project, env=clean_env(), capture_output=True, text=True)
+    assert failed.returncode == 1 and "edited: migrations/versions/a2_test.py" in failed.stdout
+    assert failed.stderr == ""
+
+
+def test_the_pytest_items_run_it_with_a_base(project: Path) -> None:
+    (project / "pyproject.toml").write_text('[tool.reynard-db]\nbase = "main"\n' + REGISTRY)
+    (project / "migrations" / "versions" / "a3_test.py").unlink()
+    result = run_pytest(project, "--reynard-db-checks", "-k", "history", "-rA")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "reynard-db::app::history FAILED" in result.stdout or (
+        "FAILED reynard-db::app::history" in result.stdout
+    ), result.stdout
+    assert "removed: migrations/versions/a3_test.py: revision a3 is in main" in result.stdout
+
+
+def test_a_child_interpreter_compares_with_the_base_it_was_given(project: Path) -> None:
+    """``check --base`` with several databases runs each database's checks in a child
+    (``checks.isolated``): the base given on the command line goes with them."""
+    (project / "migrations" / "versions" / "a3_test.py").unlink()
+    registry = replace(load_registry(project), base="main")
+    [result] = run_isolated(registry, registry.get("app"), None, ["history"])
+    assert result.status == "failed", result
+    assert "removed: migrations/versions/a3_test.py: revision a3 is in main" in result.message

@@ -192,6 +192,8 @@ def _diff(was: ast.Module, now: ast.Module, old_name: str, new_name: str) -> str
             lineterm="",
         )
     )[2:]  # the file names are said above
+    # the hunks' line numbers count the code without comments: not the file's, left out
+    lines = [line.rstrip() for line in lines if not line.startswith("@@") and line.strip()]
     shown = lines[:DIFF_LINES]
     if len(lines) > DIFF_LINES:
         shown.append(f"... {counted(len(lines) - DIFF_LINES, 'more line')}")
