@@ -220,3 +220,30 @@ def test_the_live_session_is_read_only_on_the_servers_side(live: str) -> None:
             connection.execute(text("CREATE TABLE sneaky (id int)"))
         connection.rollback()
         assert connection.execute(text("SHOW lock_timeout")).scalar() == "5s"
+
+
+def test_a_database_below_heads_is_compared_at_its_own_revision(
+    production: EphemeralServer, live: str, cli: Cli
+) -> None:
+    """Migrated to exactly the live revision: at heads the same database would differ."""
+    code, out, err = cli("downgrade", "main", "--to", "3a1400000002", "--url", live)
+    assert code == 0, out + err
+    code, out, err = drift(cli, production, live)
+    assert code == 0, out + err
+    assert "matches its tree at 3a1400000002" in out
+
+
+def test_a_tree_of_three_branches_at_heads_matches(production: EphemeralServer, cli: Cli) -> None:
+    """The ECS tree (labels ecs, naming, agents: three version rows), as upgraded."""
+    production.create_database("prod_ecs")
+    url = production.database_url("prod_ecs").render_as_string(hide_password=False)
+    code, out, err = cli("upgrade", "ecs", "--url", url)
+    assert code == 0, out + err
+    execute(url, "DROP INDEX IF EXISTS ix_nope")  # nothing changed: a no-op by hand
+    code, out, err = cli("drift", "ecs", "--url", url, "--format", "json")
+    assert code == 0, out + err
+    [result] = json.loads(out)["results"]
+    assert result["revision"] is None  # several version rows: no one revision
+    assert result["message"].endswith(
+        "matches its tree at 4a3e00000004, a6e400000004, ec5000000004"
+    ), result
