@@ -234,3 +234,14 @@ def test_a_child_interpreter_compares_with_the_base_it_was_given(project: Path) 
     [result] = run_isolated(registry, registry.get("app"), None, ["history"])
     assert result.status == "failed", result
     assert "removed: migrations/versions/a3_test.py: revision a3 is in main" in result.message
+
+
+@pytest.mark.parametrize("value", ["3", '""', '["origin/main"]'])
+def test_a_base_that_is_not_a_ref_is_one_line(project: Path, cli: Cli, value: str) -> None:
+    (project / "pyproject.toml").write_text(f"[tool.reynard-db]\nbase = {value}\n" + REGISTRY)
+    code, out, err = cli("check", "--only", "history")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"reynard-migrate: error: {project / 'pyproject.toml'}: [tool.reynard-db]: base must be "
+        'a git ref such as "origin/main"'
+    ]
