@@ -194,6 +194,9 @@ def test_github_annotations_point_at_each_file(project: Path, cli: Cli) -> None:
     assert len(errors) == 2, out
     assert errors[0].startswith("::error file=migrations/versions/a2_test.py,line=9,")
     assert errors[1].startswith("::error file=migrations/versions/b1_sneaky.py,line=5,")
+    assert all("2 revisions rewrite history against base main (" in line for line in errors)
+    assert "edited: migrations/versions/a2_test.py" in errors[0]
+    assert "inserted: migrations/versions/b1_sneaky.py" in errors[1]
 
 
 def git_short(root: Path) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from alembic.util import to_tuple
@@ -71,11 +71,13 @@ def history(runner: CheckRunner) -> CheckResult:
             "a shipped revision never runs again in production; write a new revision instead"
         )
         lines = [head, *(place.message or "" for place in places)]
+        # an annotation on one file says the headline too (as mirror_sync's)
+        annotated = tuple(replace(p, message=f"{head}\n{p.message}") for p in places)
         # one problem: the result points at it (its file and line), as one revision's would
         one = places[0] if len(places) == 1 else Place("")
         return runner.result(
             CHECK, False, "\n".join(lines), file=one.file or None, line=one.line,
-            places=tuple(places),
+            places=annotated,
         )  # fmt: skip
     new = len(set(current) - set(shipped))
     return runner.result(
