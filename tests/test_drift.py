@@ -247,3 +247,21 @@ def test_a_tree_of_three_branches_at_heads_matches(production: EphemeralServer, 
     assert result["message"].endswith(
         "matches its tree at 4a3e00000004, a6e400000004, ec5000000004"
     ), result
+
+
+def test_env_py_reaches_only_the_throw_away_database(
+    production: EphemeralServer, live: str, cli: Cli, project: Path
+) -> None:
+    """An env.py that writes to production by its own hard-coded URL, while drift migrates
+    its throw-away database: refused before it connects (drift may read production, its
+    env.py may not reach it), one line, nothing written."""
+    env_py = project / "alembic" / "main" / "env.py"
+    env_py.write_text(
+        "import psycopg\n"
+        f"with psycopg.connect({live.replace('+psycopg', '')!r}, autocommit=True) as c:\n"
+        "    c.execute('CREATE TABLE hacked (id int)')\n" + env_py.read_text()
+    )
+    code, out, err = drift(cli, production, live)  # asserts that no other session wrote
+    assert code == 2 and out == "", out + err
+    [line] = err.strip().splitlines()
+    assert "refused a connection to" in line and "alembic/main/env.py:2" in line, line
