@@ -248,3 +248,20 @@ def test_a_base_that_is_not_a_ref_is_one_line(project: Path, cli: Cli, value: st
         f"reynard-migrate: error: {project / 'pyproject.toml'}: [tool.reynard-db]: base must be "
         'a git ref such as "origin/main"'
     ]
+
+
+def test_a_project_in_a_subfolder_of_the_repository(project: Path, cli: Cli) -> None:
+    """A monorepo: the repository's top is above the project (paths are the top's)."""
+    subprocess.run(["rm", "-rf", str(project / ".git")], check=True)
+    top = project.parent
+    git(top, "init", "-q", "-b", "main")
+    git(top, "add", "app")
+    git(top, "commit", "-q", "-m", "shipped")
+    path = project / "migrations" / "versions" / "a1_test.py"
+    path.write_text(path.read_text().replace("'t'", "'renamed'", 1))
+    code, result, err = history(cli, "--base", "main")
+    assert code == 1, result
+    assert "edited: migrations/versions/a1_test.py: revision a1 changed since main" in str(
+        result["message"]
+    )
+    assert err == ""
