@@ -84,9 +84,16 @@ def test_an_edited_shipped_revision_fails_with_file_base_and_diff(project: Path,
     assert err == ""
 
 
-def test_comments_docstrings_and_formatting_are_allowed(project: Path, cli: Cli) -> None:
+def test_comments_docstrings_formatting_and_import_order_are_allowed(
+    project: Path, cli: Cli
+) -> None:
     path = project / "migrations" / "versions" / "a3_test.py"
     text = path.read_text().replace('"""a revision', '"""A better docstring for a revision')
+    text = text.replace(  # isort's order: alembic before sqlalchemy
+        "import sqlalchemy as sa\nfrom alembic import op",
+        "from alembic import op\nimport sqlalchemy as sa",
+    )
+    assert text.count("from alembic import op\nimport sqlalchemy as sa") == 1
     text = text.replace(
         "op.create_index('ix_t_x', 't', ['x'])",
         "# the index the lookups need\n    op.create_index(\n        'ix_t_x', 't', ['x'],\n    )",
@@ -265,3 +272,10 @@ def test_a_project_in_a_subfolder_of_the_repository(project: Path, cli: Cli) -> 
         result["message"]
     )
     assert err == ""
+
+
+def test_an_import_added_to_a_shipped_revision_fails(project: Path, cli: Cli) -> None:
+    path = project / "migrations" / "versions" / "a1_test.py"
+    path.write_text("import os\n" + path.read_text())
+    code, result, _ = history(cli, "--base", "main")
+    assert code == 1 and "+import os" in str(result["message"]), result

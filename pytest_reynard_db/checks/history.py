@@ -5,9 +5,10 @@ Production never runs a revision twice: one edited after it shipped passes every
 check (a fresh database runs the new text) and differs in production only; one added
 below a shipped revision runs first on a fresh database and last in production.
 
-"Unchanged" is about what runs: each file's syntax tree without docstrings, so a
-comment, a docstring or a reformatting is allowed, and any change to code (an
-``op.`` call, an argument, ``down_revision``, an import) is not. A failure shows that
+"Unchanged" is about what runs: each file's syntax tree without docstrings, its
+imports in one order, so a comment, a docstring, a reformatting or imports sorted
+anew are allowed, and any change to code (an ``op.`` call, an argument,
+``down_revision``, an import added or removed) is not. A failure shows that
 change as a short diff of the code, not of the text.
 """
 
@@ -150,7 +151,8 @@ def _inserted(
 
 
 def code_of(text: str) -> ast.Module | None:
-    """What runs of a module: its syntax tree without docstrings (None: not Python)."""
+    """What runs of a module: its syntax tree without docstrings, its imports in one order
+    (None: not Python)."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
@@ -161,7 +163,26 @@ def code_of(text: str) -> ast.Module | None:
             value = first.value if isinstance(first, ast.Expr) else None
             if isinstance(value, ast.Constant) and isinstance(value.value, str):
                 node.body = node.body[1:] or [ast.Pass()]
+    tree.body = _imports_sorted(tree.body)
     return tree
+
+
+def _imports_sorted(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Each run of consecutive imports in one order, names too: isort (ruff's ``I`` rules)
+    reorders them over a whole tree, and a revision file's imports have no order that
+    matters to what it does."""
+    ordered: list[ast.stmt] = []
+    run: list[ast.stmt] = []
+    for statement in [*body, None]:
+        if isinstance(statement, ast.Import | ast.ImportFrom):
+            statement.names.sort(key=lambda alias: (alias.name, alias.asname or ""))
+            run.append(statement)
+            continue
+        ordered += sorted(run, key=ast.dump)
+        run = []
+        if statement is not None:
+            ordered.append(statement)
+    return ordered
 
 
 def _parsed(path: Path, text: str) -> RevisionFile | None:
