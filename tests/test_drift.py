@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import psycopg
 import pytest
@@ -265,3 +266,19 @@ def test_env_py_reaches_only_the_throw_away_database(
     assert code == 2 and out == "", out + err
     [line] = err.strip().splitlines()
     assert "refused a connection to" in line and "alembic/main/env.py:2" in line, line
+
+
+def test_an_empty_database_is_compared_with_the_empty_tree(
+    production: EphemeralServer, cli: Cli
+) -> None:
+    """No version table: base, so every table made by hand is drift (JUnit here)."""
+    production.create_database("prod_empty")
+    url = production.database_url("prod_empty").render_as_string(hide_password=False)
+    code, out, err = drift(cli, production, url)
+    assert code == 0 and "matches its tree at base" in out, out + err
+    execute(url, "CREATE TABLE by_hand (id int)")
+    code, out, err = drift(cli, production, url, "--format", "junit")
+    assert code == 1, out + err
+    [case] = ElementTree.fromstring(out).iter("testcase")
+    [failure] = case.iter("failure")
+    assert "remove table by_hand" in (failure.text or "") + failure.get("message", "")
