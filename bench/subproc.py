@@ -269,6 +269,6 @@ def row_check_items(sizes: SubSizes) -> list[Row]:
             reps = range(sizes.warm_reps)
             cli = statistics.median(run_cli(project, ["check", db]) for _ in reps)
             ours = statistics.median(run_pytest(project, items) for _ in reps)
-            name = f"7 check items of {db} vs reynard-migrate check {db}"
+            name = f"8 check items of {db} vs reynard-migrate check {db}"
             rows.append(slowdown_row(name, ours, cli, "CLI", 1.3))
     return rows

@@ -130,6 +130,8 @@ class Registry:
     broken: dict[str, Broken] = field(default_factory=dict)
     #: What Alembic accepts but a user should hear about (a versions folder git dropped).
     warnings: list[str] = field(default_factory=list)
+    #: The git ref the ``history`` check compares the trees with (``check --base`` wins).
+    base: str | None = None
 
     def get(self, name: str) -> Database:
         if name in self.broken:
@@ -228,7 +230,7 @@ def load_registry(project: Path | str | None = None) -> Registry:
 
     root = Path(project).resolve() if project else find_project_root()
     pyproject = root / "pyproject.toml"
-    specs, lint = database_specs(root, pyproject)
+    specs, lint, base = database_specs(root, pyproject)
     databases: dict[str, Database] = {}
     broken: dict[str, Broken] = {}
     warnings: list[str] = []
@@ -247,6 +249,7 @@ def load_registry(project: Path | str | None = None) -> Registry:
         lint=lint,
         broken=broken,
         warnings=warnings,
+        base=base,
     )
 
 
