@@ -1,0 +1,155 @@
+"""Second hostile re-attack of the guard (issue 23, after the guard asks each place's
+identity itself). Each test fails while its attack works (no xfail: the fixes are to
+come). The servers are ``test_guard_truth``'s: the harness's (a shared CI server, on
+127.0.0.1) and a decoy "production" on 127.0.0.2 at the very same port, logging every
+statement.
+
+False refusals (a legit connection closed by the net):
+
+- a role that may not read ``pg_control_system()`` (a hardened or managed server
+  revokes it) cannot answer the net's question at all (EXECUTE is checked for the whole
+  plan, whatever its ``CASE``): every connection of that role is refused;
+- a server restarted during the run (same cluster, same port, same databases) has a
+  new start time: every later connection to it is refused, the harness's own too;
+- an opted-in place's identity is asked with the opt-in URL: written without its
+  password (as a URL on a command line is), or with a query option of the driver it
+  names (``?prepared_statement_cache_size=`` for asyncpg), the guard cannot ask, and
+  the connection the test made (with its password, with its driver) is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from reynard_trees import require_password
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from test_guard_truth import harness, production
+
+from pytest_reynard_db.guard import GUARD
+from pytest_reynard_db.postgres import EphemeralServer
+
+__all__ = ["harness", "production"]
+
+
+def _admin(server: EphemeralServer, **extra: str) -> str:
+    port = server.url.port
+    words = {"host": "127.0.0.1", "port": str(port), "user": "postgres", "dbname": "postgres"}
+    words.update(extra)
+    return " ".join(f"{k}={v}" for k, v in words.items())
+
+
+@pytest.fixture
+def shared(harness: EphemeralServer) -> Iterator[EphemeralServer]:
+    """A run on the harness's server as on a shared one (``--reynard-db-url``): its
+    maintenance database allowed (the guard asks its identity at once, as postgres).
+    What earlier tests taught the guard of that place is forgotten first."""
+    GUARD.forget_server(harness.url)
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        GUARD.allow_database(harness.url)
+        yield harness
+    GUARD.forget_server(harness.url)
+
+
+def test_a_role_that_cannot_read_the_control_data_is_not_refused(
+    shared: EphemeralServer,
+) -> None:
+    """A hardened server revokes ``pg_control_system()`` from PUBLIC (managed services do).
+    The net's question is meant to give such a role the start time alone (README, and
+    ``reached.TRUTH_QUERY``'s ``CASE WHEN has_function_privilege``), but PostgreSQL checks
+    EXECUTE on every function of the plan before running it: the question fails ("permission
+    denied for function pg_control_system") and the role's connection to the run's own
+    maintenance database is refused. (Were it answered, ``start`` alone would still differ
+    from the ``sysid@start`` the guard got as ``postgres``.)"""
+    with psycopg.connect(_admin(shared), autocommit=True) as admin:
+        admin.execute("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+        admin.execute("DROP ROLE IF EXISTS app_reader")
+        admin.execute("CREATE ROLE app_reader LOGIN")
+    try:
+        with psycopg.connect(_admin(shared, user="app_reader")) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("app_reader",)
+    finally:
+        with psycopg.connect(_admin(shared), autocommit=True) as admin:
+            admin.execute("GRANT EXECUTE ON FUNCTION pg_control_system() TO PUBLIC")
+            admin.execute("DROP ROLE app_reader")
+
+
+def test_a_shared_server_restarted_during_the_run_is_still_the_run_s_server() -> None:
+    """The CI service container restarted mid-run (or a test of the application's
+    reconnect logic restarting it): the same cluster, port and databases, a new start
+    time. Every later connection, the harness's own admin work among them, is refused
+    as "another server" (the message even names the very place it expected), though
+    the guard could ask the place again with the URL it has."""
+    with GUARD.armed_for(opt_in_hint="--allow URL"), EphemeralServer.start() as server:
+        GUARD.forget_server(server.url)
+        GUARD.allow_database(server.url)  # a shared server: asked at once, as the run does
+        with psycopg.connect(_admin(server)) as conn:
+            conn.execute("SELECT 1")
+        pg = server.process._pg
+        assert pg is not None
+        port = server.url.port
+        pg.stop()
+        time.sleep(1.1)  # a start time in another second
+        pg.settings["port"] = port
+        pg.start()
+        try:
+            with psycopg.connect(_admin(server)) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            GUARD.allow_server(server.url)  # its own clean-up, whatever the outcome
+
+
+@contextmanager
+def _opted_in(server: EphemeralServer, url: str) -> Iterator[None]:
+    """The run with ``url`` opted in (``--reynard-db-allow``), the server otherwise not
+    the run's (nothing known of its place)."""
+    GUARD.forget_server(server.url)
+    with GUARD.armed_for(opt_in_hint="--allow URL", allow=(url,)):
+        yield
+    GUARD.forget_server(server.url)
+
+
+def test_an_opt_in_url_without_its_password_lets_the_test_connect_with_it(
+    harness: EphemeralServer,
+) -> None:
+    """``--reynard-db-allow=postgresql://reporter@host:port/postgres``: nobody writes a
+    password on a command line or in an ini. The test connects with the password
+    (from its secrets); the guard asks the place with the opt-in URL, has no password,
+    and refuses the connection ("could not ask ... which server it is")."""
+    GUARD.forget_server(harness.url)
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        GUARD.allow_server(harness.url)
+        require_password(harness, "reporter", "s3cret word")
+    port = harness.url.port
+    opt_in = f"postgresql://reporter@127.0.0.1:{port}/postgres"
+    with _opted_in(harness, opt_in):
+        conninfo = _admin(harness, user="reporter", password="'s3cret word'")
+        with psycopg.connect(conninfo) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("reporter",)
+
+
+def test_an_opt_in_url_with_its_driver_s_own_query_option_lets_the_test_connect(
+    harness: EphemeralServer,
+) -> None:
+    """The opt-in URL is the application's engine URL, with an option of its driver in
+    the query string (SQLAlchemy's documented ``?prepared_statement_cache_size=`` for
+    asyncpg). The guard asks the place with those words as libpq keywords, libpq calls
+    them invalid, and the engine's connection is refused."""
+    port = harness.url.port
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres?prepared_statement_cache_size=0"
+    with _opted_in(harness, url):
+
+        async def run() -> object:
+            engine = create_async_engine(url)
+            try:
+                async with engine.connect() as conn:
+                    return (await conn.execute(text("SELECT 1"))).scalar()
+            finally:
+                await engine.dispose()
+
+        assert asyncio.run(run()) == 1
