@@ -23,13 +23,14 @@ import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
-from reynard_trees import require_password
+from reynard_trees import require_password, reynard_project, run_pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from test_guard_truth import harness, production
+from test_guard_truth import _statements, harness, production
 
 from pytest_reynard_db.guard import GUARD
 from pytest_reynard_db.postgres import EphemeralServer
@@ -153,3 +154,62 @@ def test_an_opt_in_url_with_its_driver_s_own_query_option_lets_the_test_connect(
                 await engine.dispose()
 
         assert asyncio.run(run()) == 1
+
+
+#: A test running the application's own script in a child interpreter (guarded by the
+#: package's ``.pth``), whose engine's ``creator=`` names the opted-in place by its host
+#: and dials production's address (``hostaddr=``), as the TOFU attacks of test_hostile23.
+CHILD_OF_AN_OPT_IN = '''
+import subprocess
+import sys
+
+SCRIPT = """
+import os
+
+import psycopg
+from sqlalchemy import create_engine, text
+
+port = os.environ["PROD_PORT"]
+conninfo = f"host=localhost hostaddr=127.0.0.2 port={port} user=postgres dbname=postgres"
+engine = create_engine(
+    "postgresql+psycopg://",
+    creator=lambda: psycopg.Connection(psycopg.pq.PGconn.connect(conninfo.encode())),
+)
+with engine.connect() as conn:
+    conn.execute(text("SELECT 'stolen by a child of the run'"))
+"""
+
+
+def test_the_application_s_script(tmp_path):
+    script = tmp_path / "report.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    print("CHILD EXIT", done.returncode, done.stderr[-300:])
+'''
+
+
+def test_a_child_of_the_run_judges_an_opted_in_place_as_its_parent_would(
+    harness: EphemeralServer, production: EphemeralServer, tmp_path: Path
+) -> None:
+    """``--reynard-db-allow=postgresql://postgres@localhost:PORT/postgres`` (a reporting
+    server on this machine). The parent asks an opted-in place's identity only when a
+    connection of its own gets there; a child adopts the list with no identity for it
+    and believes the first connection there (trust on first use). ``host=localhost``
+    with ``hostaddr=`` production's address reaches production's ``postgres`` and runs
+    its statement; in the parent the same connection is refused."""
+    root = reynard_project(tmp_path / "project")
+    (root / "test_child.py").write_text(CHILD_OF_AN_OPT_IN)
+    port = harness.url.port
+    before = _statements(production)
+    result = run_pytest(
+        root,
+        "--reynard-db=main",
+        f"--reynard-db-allow=postgresql://postgres@localhost:{port}/postgres",
+        "-s",
+        "test_child.py",
+        PROD_PORT=str(port),
+        REYNARD_DB_RUNTIME_DIR=str(tmp_path / "runtime"),
+    )
+    assert "CHILD EXIT" in result.stdout, result.stdout + result.stderr
+    stolen = [s for s in _statements(production) if s not in before]
+    assert stolen == [], result.stdout
