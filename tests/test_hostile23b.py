@@ -213,3 +213,72 @@ def test_a_child_of_the_run_judges_an_opted_in_place_as_its_parent_would(
     assert "CHILD EXIT" in result.stdout, result.stdout + result.stderr
     stolen = [s for s in _statements(production) if s not in before]
     assert stolen == [], result.stdout
+
+
+#: A session fixture starting the application's worker (a queue consumer, an app
+#: server) before the test's database exists; the worker imports its driver at start-up
+#: and connects when told to, to the URL it is told.
+WORKER_STARTED_FIRST = '''
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import sys
+
+import psycopg  # at start-up, as an application imports it: the child's guard is armed
+
+print("ready", flush=True)
+for line in sys.stdin:
+    try:
+        with psycopg.connect(line.strip()) as conn:
+            conn.execute("SELECT 1")
+        print("connected", flush=True)
+    except Exception as exc:
+        print("failed:", exc, flush=True)
+"""
+
+
+@pytest.fixture(scope="session")
+def worker(tmp_path_factory):
+    script = tmp_path_factory.mktemp("worker") / "worker.py"
+    script.write_text(SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline() == "ready\\n"
+    yield process
+    process.stdin.close()
+    process.wait(timeout=30)
+
+
+def test_the_worker_reaches_the_test_s_database(worker, reynard_db_fresh):
+    url = reynard_db_fresh.engine.url.set(drivername="postgresql")
+    worker.stdin.write(url.render_as_string(hide_password=False) + "\\n")
+    worker.stdin.flush()
+    answer = worker.stdout.readline()
+    print("WORKER", answer)
+    assert answer == "connected\\n", answer
+'''
+
+
+def test_a_child_started_before_a_database_was_made_may_reach_it(
+    harness: EphemeralServer, tmp_path: Path
+) -> None:
+    """On a shared server, each database the run makes is allowed when made (and added to
+    the allow-list file: "children started before that have not connected yet are
+    guarded with it", ``guard.inherit``). A child reads the file once, when it imports
+    its driver: a worker a session fixture started before the test's database existed
+    is refused that database, the run's own."""
+    GUARD.forget_server(harness.url)
+    root = reynard_project(tmp_path / "project")
+    (root / "test_worker.py").write_text(WORKER_STARTED_FIRST)
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{harness.url.port}/postgres"
+    result = run_pytest(
+        root,
+        f"--reynard-db-url={url}",
+        "--reynard-db=main",
+        "test_worker.py",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
