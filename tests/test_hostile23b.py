@@ -20,6 +20,7 @@ False refusals (a legit connection closed by the net):
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,9 +111,11 @@ def _opted_in(server: EphemeralServer, url: str) -> Iterator[None]:
     """The run with ``url`` opted in (``--reynard-db-allow``), the server otherwise not
     the run's (nothing known of its place)."""
     GUARD.forget_server(server.url)
-    with GUARD.armed_for(opt_in_hint="--allow URL", allow=(url,)):
-        yield
-    GUARD.forget_server(server.url)
+    try:
+        with GUARD.armed_for(opt_in_hint="--allow URL", allow=(url,)):
+            yield
+    finally:
+        GUARD.forget_server(server.url)
 
 
 def test_an_opt_in_url_without_its_password_lets_the_test_connect_with_it(
@@ -282,3 +285,42 @@ def test_a_child_started_before_a_database_was_made_may_reach_it(
         "test_worker.py",
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_opted_in_role_with_a_connection_limit_of_one_may_use_its_one(
+    harness: EphemeralServer,
+) -> None:
+    """A role limited to one connection (``CONNECTION LIMIT 1``, as a reporting or a
+    read-only role often is), opted in. The test's one connection is open when the net
+    asks the place who it is, as that role, on a second connection: "too many connections
+    for role", and the test's connection is refused."""
+    GUARD.forget_server(harness.url)
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        GUARD.allow_server(harness.url)
+        with psycopg.connect(_admin(harness), autocommit=True) as admin:
+            admin.execute("DROP ROLE IF EXISTS one_at_a_time")
+            admin.execute("CREATE ROLE one_at_a_time LOGIN CONNECTION LIMIT 1")
+    opt_in = f"postgresql://one_at_a_time@127.0.0.1:{harness.url.port}/postgres"
+    with _opted_in(harness, opt_in), psycopg.connect(_admin(harness, user="one_at_a_time")) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("one_at_a_time",)
+
+
+def test_pg8000_given_a_socket_to_the_run_s_own_server_is_not_refused(
+    harness: EphemeralServer,
+) -> None:
+    """README, "Not covered": "a pg8000 ``sock=`` of the caller's, outside SQLAlchemy". It
+    is not let through: every ``sock=`` is refused before connecting, one to the run's own
+    server too (an SSH tunnel, a connector's TLS socket), though the net could judge it by
+    its peer and the server's answer as it judges every pg8000 connection."""
+    import pg8000.native
+
+    GUARD.forget_server(harness.url)
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        GUARD.allow_server(harness.url)
+        with socket.create_connection(("127.0.0.1", harness.url.port)) as sock:
+            conn = pg8000.native.Connection("postgres", sock=sock, database="postgres")
+            try:
+                assert conn.run("SELECT 1") == [[1]]
+            finally:
+                conn.close()
+    GUARD.forget_server(harness.url)
