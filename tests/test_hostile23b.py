@@ -33,7 +33,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from test_guard_truth import _statements, harness, production
 
-from pytest_reynard_db.guard import GUARD
+from pytest_reynard_db.guard import GUARD, GuardRefused
 from pytest_reynard_db.postgres import EphemeralServer
 
 __all__ = ["harness", "production"]
@@ -324,3 +324,36 @@ def test_pg8000_given_a_socket_to_the_run_s_own_server_is_not_refused(
             finally:
                 conn.close()
     GUARD.forget_server(harness.url)
+
+
+def test_a_refusal_because_the_server_could_not_answer_shows_its_words_escaped(
+    shared: EphemeralServer,
+) -> None:
+    """Refusals escape control characters (issue 23), but not the one for a server that
+    could not answer the net's question: the server's error is written raw. The question's
+    functions are not schema-qualified, so a role whose ``search_path`` names
+    ``pg_catalog`` last finds a schema's own ``current_database()`` first; this one fails
+    with an escape sequence that clears the terminal. (The same lookup lets a database
+    answer the question with any name and identity it likes.)"""
+    setup = [
+        "DROP SCHEMA IF EXISTS lookalike CASCADE",
+        "DROP ROLE IF EXISTS lookalike",
+        "CREATE ROLE lookalike LOGIN",
+        "CREATE SCHEMA lookalike AUTHORIZATION lookalike",
+        "CREATE FUNCTION lookalike.current_database() RETURNS name LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION E'\\x1b[2J\\x1b[31mcleared'; END $$",
+        "ALTER ROLE lookalike SET search_path = lookalike, pg_catalog",
+    ]
+    with psycopg.connect(_admin(shared), autocommit=True) as admin:
+        for statement in setup:
+            admin.execute(statement)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(GuardRefused) as refused:
+            psycopg.connect(_admin(shared, user="lookalike")).close()
+        message = str(refused.value)
+        assert "could not ask the server" in message
+        assert not any(ord(c) < 32 for c in message), repr(message)
+    finally:
+        with psycopg.connect(_admin(shared), autocommit=True) as admin:
+            admin.execute("DROP SCHEMA lookalike CASCADE")
+            admin.execute("DROP ROLE lookalike")
