@@ -346,7 +346,7 @@ def test_a_refusal_because_the_server_could_not_answer_shows_its_words_escaped(
     ]
     with psycopg.connect(_admin(shared), autocommit=True) as admin:
         for statement in setup:
-            admin.execute(statement)  # type: ignore[arg-type]
+            admin.execute(statement)
     try:
         with pytest.raises(GuardRefused) as refused:
             psycopg.connect(_admin(shared, user="lookalike")).close()
