@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ import pytest
 from reynard_trees import require_password, reynard_project, run_pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from test_guard_truth import _statements, harness, production
+from test_guard_truth import Forwarder, _statements, harness, production
 
 from pytest_reynard_db.guard import GUARD, GuardRefused
 from pytest_reynard_db.postgres import EphemeralServer
@@ -357,3 +358,47 @@ def test_a_refusal_because_the_server_could_not_answer_shows_its_words_escaped(
         with psycopg.connect(_admin(shared), autocommit=True) as admin:
             admin.execute("DROP SCHEMA lookalike CASCADE")
             admin.execute("DROP ROLE lookalike")
+
+
+class OneClientAtATime(Forwarder):
+    """A pooler with one server connection in session mode (pgbouncer's
+    ``default_pool_size = 1``, a single-connection tunnel): a second client waits until
+    the first leaves."""
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(self.target)
+            pumps = [
+                threading.Thread(target=self._pump, args=pair, daemon=True)
+                for pair in ((client, upstream), (upstream, client))
+            ]
+            for pump in pumps:
+                pump.start()
+            for pump in pumps:
+                pump.join()
+            client.close()
+            upstream.close()
+
+
+def test_an_opted_in_pooler_serving_one_client_at_a_time_is_usable(
+    harness: EphemeralServer,
+) -> None:
+    """The net asks the place of the test's new connection who it is, on a connection of
+    its own, while the test's is open: behind a pooler that serves one client at a time
+    the ask waits for the test's connection, which waits for the ask. After ten seconds
+    (spent polling: ``wait_conn`` without an interval spins a CPU) the test's connection
+    is refused."""
+    proxy = OneClientAtATime(("127.0.0.1", harness.url.port))
+    opt_in = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+    started = time.monotonic()
+    try:
+        conninfo = _admin(harness, port=str(proxy.port))
+        with _opted_in(harness, opt_in), psycopg.connect(conninfo) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        proxy.listener.close()
+    assert time.monotonic() - started < 5
