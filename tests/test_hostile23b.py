@@ -392,7 +392,9 @@ def test_an_opted_in_pooler_serving_one_client_at_a_time_is_usable(
     the ask waits for the test's connection, which waits for the ask. After ten seconds
     (spent polling: ``wait_conn`` without an interval spins a CPU) the test's connection
     is refused."""
-    proxy = OneClientAtATime(("127.0.0.1", harness.url.port))
+    port = harness.url.port
+    assert port is not None
+    proxy = OneClientAtATime(("127.0.0.1", port))
     opt_in = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
     started = time.monotonic()
     try:
