@@ -32,7 +32,7 @@ import pytest
 from reynard_trees import require_password, reynard_project, run_pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from test_guard_truth import Forwarder, _statements, harness, production
+from test_guard_truth import PRODUCTION_HOST, Forwarder, _statements, harness, production
 
 from pytest_reynard_db.guard import GUARD, GuardRefused
 from pytest_reynard_db.postgres import EphemeralServer
@@ -404,3 +404,38 @@ def test_an_opted_in_pooler_serving_one_client_at_a_time_is_usable(
     finally:
         proxy.listener.close()
     assert time.monotonic() - started < 5
+
+
+def test_markers_only_a_connection_of_a_driver_s_own_pool_made_at_import_is_judged(
+    harness: EphemeralServer, production: EphemeralServer, tmp_path: Path
+) -> None:
+    """README (Not covered): in a run selected by markers alone, "a connection pooled
+    [while conftests are imported] is judged the first time a test takes it from its pool,
+    and refused before any statement of the test's". Only SQLAlchemy's pools are: the
+    application's ``psycopg2.pool`` (a driver's own pool, as common as SQLAlchemy's in
+    older code) hands the test its production connection, and the statement runs."""
+    root = reynard_project(tmp_path / "project")
+    (root / "myapp_pool.py").write_text(
+        "import os\n"
+        "from psycopg2.pool import SimpleConnectionPool\n"
+        "pool = SimpleConnectionPool(1, 2, os.environ['MYAPP_DSN'])\n"
+    )
+    (root / "conftest.py").write_text("import myapp_pool  # noqa: F401\n")
+    (root / "test_app.py").write_text(
+        "import pytest\n"
+        "import myapp_pool\n\n"
+        "@pytest.mark.reynard_db('main')\n"
+        "def test_create(reynard_db):\n"
+        "    conn = myapp_pool.pool.getconn()\n"
+        "    conn.cursor().execute(\"SELECT 'stolen from a driver pool'\")\n"
+        "    myapp_pool.pool.putconn(conn)\n"
+    )
+    port = harness.url.port
+    before = _statements(production)
+    result = run_pytest(
+        root,
+        "test_app.py",
+        MYAPP_DSN=f"host={PRODUCTION_HOST} port={port} user=postgres dbname=prod",
+    )
+    stolen = [s for s in _statements(production) if s not in before]
+    assert stolen == [], result.stdout + result.stderr
