@@ -439,3 +439,33 @@ def test_markers_only_a_connection_of_a_driver_s_own_pool_made_at_import_is_judg
     )
     stolen = [s for s in _statements(production) if s not in before]
     assert stolen == [], result.stdout + result.stderr
+
+
+def test_an_opt_in_on_the_shared_server_does_not_take_over_asking_it(
+    harness: EphemeralServer, tmp_path: Path
+) -> None:
+    """``--reynard-db-url`` names the shared server as ``postgres``; ``--reynard-db-allow``
+    opts in a database of that same server as the application's role, without its password.
+    The opt-ins are remembered first and "the first URL wins" as the place's asker, so the
+    shared server is never asked at once (``ask_now`` skips a place with an asker): the
+    harness's own first admin connection is judged, the guard asks as the opted-in role,
+    has no password, and the run fails before any test."""
+    GUARD.forget_server(harness.url)
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        GUARD.allow_server(harness.url)
+        require_password(harness, "auditor", "audit pw")
+    GUARD.forget_server(harness.url)
+    root = reynard_project(tmp_path / "project")
+    (root / "test_plain.py").write_text(
+        "def test_at_head(reynard_db):\n    assert reynard_db.head\n"
+    )
+    port = harness.url.port
+    result = run_pytest(
+        root,
+        f"--reynard-db-url=postgresql+psycopg://postgres@127.0.0.1:{port}/postgres",
+        f"--reynard-db-allow=postgresql://auditor@127.0.0.1:{port}/postgres",
+        "--reynard-db=main",
+        "test_plain.py",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "refused" not in result.stdout + result.stderr
