@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from reynard_trees import require_password, reynard_project, run_pytest
+from reynard_trees import clean_env, require_password, reynard_project, run_cli, run_pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from test_guard_truth import PRODUCTION_HOST, Forwarder, _statements, harness, production
@@ -469,3 +469,54 @@ def test_an_opt_in_on_the_shared_server_does_not_take_over_asking_it(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "refused" not in result.stdout + result.stderr
+
+
+#: Put first in env.py: the application's own script run in a child interpreter (a data
+#: fix-up, a cache warm-up), connecting as the script in ``CHILD_OF_AN_OPT_IN`` does.
+ENV_PY_RUNS_A_SCRIPT = '''\
+import subprocess as _subprocess
+import sys as _sys
+
+_SCRIPT = """
+import os
+
+import psycopg
+from sqlalchemy import create_engine, text
+
+port = os.environ["PROD_PORT"]
+conninfo = f"host=localhost hostaddr=127.0.0.2 port={port} user=postgres dbname=postgres"
+engine = create_engine(
+    "postgresql+psycopg://",
+    creator=lambda: psycopg.Connection(psycopg.pq.PGconn.connect(conninfo.encode())),
+)
+with engine.connect() as conn:
+    conn.execute(text("SELECT 'stolen by a script env.py ran'"))
+"""
+_subprocess.run([_sys.executable, "-c", _SCRIPT], check=False)
+'''
+
+
+def test_a_script_env_py_runs_under_check_judges_an_opted_in_place_as_check_would(
+    harness: EphemeralServer, production: EphemeralServer, tmp_path: Path
+) -> None:
+    """``reynard-migrate check --allow URL``: the check's interpreter would refuse the
+    connection (it asks the opted-in place itself), but a script env.py runs adopts the
+    list without that place's identity and believes its first connection there: its
+    statement runs on production."""
+    project = reynard_project(tmp_path / "project")
+    env_py = project / "alembic" / "main" / "env.py"
+    env_py.write_text(ENV_PY_RUNS_A_SCRIPT + env_py.read_text())
+    port = harness.url.port
+    before = _statements(production)
+    code, out, err = run_cli(
+        project,
+        "check",
+        "main",
+        "--only",
+        "upgrade",
+        "--allow",
+        f"postgresql://postgres@localhost:{port}/postgres",
+        env=clean_env(PROD_PORT=str(port)),
+    )
+    stolen = [s for s in _statements(production) if s not in before]
+    assert stolen == [], (code, out, err)
