@@ -520,3 +520,35 @@ def test_a_script_env_py_runs_under_check_judges_an_opted_in_place_as_check_woul
     )
     stolen = [s for s in _statements(production) if s not in before]
     assert stolen == [], (code, out, err)
+
+
+@pytest.mark.parametrize("form", ["asyncpg-lists", "sqlalchemy-multihost"])
+def test_asyncpg_given_its_hosts_as_a_list_reaches_the_run_s_server(
+    shared: EphemeralServer, form: str
+) -> None:
+    """asyncpg takes ``host`` and ``port`` as lists (its documented form for several
+    servers), and SQLAlchemy's asyncpg dialect makes lists of its documented multi-host URL
+    (``?host=HostA:portA&host=HostB:portB``). The guard reads ``str(list)`` as libpq text:
+    "refused a connection to port '[5432]': not a number", for the run's own server."""
+    port = shared.url.port
+
+    async def run() -> object:
+        if form == "asyncpg-lists":
+            import asyncpg
+
+            conn = await asyncpg.connect(
+                host=["127.0.0.1"], port=[port], user="postgres", database="postgres"
+            )
+            try:
+                return await conn.fetchval("SELECT 1")
+            finally:
+                await conn.close()
+        hosts = f"host=127.0.0.1:{port}&host=127.0.0.1:{port}"
+        engine = create_async_engine(f"postgresql+asyncpg://postgres@/postgres?{hosts}")
+        try:
+            async with engine.connect() as conn:
+                return (await conn.execute(text("SELECT 1"))).scalar()
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(run()) == 1
