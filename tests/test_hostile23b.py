@@ -552,3 +552,34 @@ def test_asyncpg_given_its_hosts_as_a_list_reaches_the_run_s_server(
             await engine.dispose()
 
     assert asyncio.run(run()) == 1
+
+
+#: A test connecting with a URL whose password holds ``@`` or ``/`` unencoded (generated
+#: passwords often do; the README's masking handles both in URLs the tool is given).
+LEAKY_URL_TEST = """
+import psycopg
+import pytest
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://app:Sl4sh/Rest0fSecret@db.example:5432/prod",
+    "postgresql://app:At4t@Rest0fSecret@db.example:5432/prod",
+], ids=["slash", "at"])
+def test_production_url(url):
+    psycopg.connect(url)
+"""
+
+
+def test_a_refused_url_whose_password_holds_a_separator_shows_none_of_it(
+    tmp_path: Path,
+) -> None:
+    """libpq cuts such a URL at the password's separator: the guard's refusal then names
+    the password's first part as the port ("refused a connection to port 'Sl4sh'") or its
+    rest as the host ("postgresql://app@rest0fsecret@db.example..."), in pytest's report."""
+    root = reynard_project(tmp_path / "project")
+    (root / "test_leaky.py").write_text(LEAKY_URL_TEST)
+    result = run_pytest(root, "--reynard-db=main", "test_leaky.py")
+    output = result.stdout + result.stderr
+    assert "2 failed" in output and "refused a connection" in output, output
+    for secret in ("sl4sh", "rest0fsecret", "at4t"):
+        assert secret not in output.lower(), output
