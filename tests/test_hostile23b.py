@@ -4,7 +4,17 @@ come). The servers are ``test_guard_truth``'s: the harness's (a shared CI server
 127.0.0.1) and a decoy "production" on 127.0.0.2 at the very same port, logging every
 statement.
 
-False refusals (a legit connection closed by the net):
+Reaching production (a statement of the caller's ran there):
+
+- a child interpreter adopts the allow-list without the identity of an opted-in place
+  (the parent asks it only when a connection of its own gets there) and believes its
+  first connection there: in a test's child (``--reynard-db-allow``) and in a script an
+  env.py runs under ``reynard-migrate check --allow``;
+- markers alone: a connection a driver's own pool (``psycopg2.pool``) made while a
+  conftest imported the application is handed to the test unjudged (the README says a
+  pooled connection is judged when a test takes it: only SQLAlchemy's pools are).
+
+False refusals (a legit connection closed by the net or refused before it):
 
 - a role that may not read ``pg_control_system()`` (a hardened or managed server
   revokes it) cannot answer the net's question at all (EXECUTE is checked for the whole
@@ -12,9 +22,19 @@ False refusals (a legit connection closed by the net):
 - a server restarted during the run (same cluster, same port, same databases) has a
   new start time: every later connection to it is refused, the harness's own too;
 - an opted-in place's identity is asked with the opt-in URL: written without its
-  password (as a URL on a command line is), or with a query option of the driver it
-  names (``?prepared_statement_cache_size=`` for asyncpg), the guard cannot ask, and
-  the connection the test made (with its password, with its driver) is closed.
+  password (as a URL on a command line is), with a query option of the driver it names
+  (``?prepared_statement_cache_size=`` for asyncpg), for a role limited to one
+  connection, or behind a pooler serving one client at a time, the guard cannot ask,
+  and the connection the test made is closed; an opt-in on the shared server's own
+  place becomes that place's asker and the whole run fails;
+- a child that imported its driver before the run made a database (a worker a session
+  fixture started) is refused that database: the allow-list file is read once;
+- asyncpg's host and port lists (and SQLAlchemy's asyncpg multi-host URL) are read as
+  ``str(list)``; pg8000's ``sock=`` is refused even to the run's own server.
+
+Messages: the refusal for a server that could not answer writes the server's error raw
+(control characters); a refused URL whose password holds an unencoded ``/`` or ``@``
+shows part of the password.
 """
 
 from __future__ import annotations
@@ -88,23 +108,33 @@ def test_a_shared_server_restarted_during_the_run_is_still_the_run_s_server() ->
     time. Every later connection, the harness's own admin work among them, is refused
     as "another server" (the message even names the very place it expected), though
     the guard could ask the place again with the URL it has."""
-    with GUARD.armed_for(opt_in_hint="--allow URL"), EphemeralServer.start() as server:
-        GUARD.forget_server(server.url)
-        GUARD.allow_database(server.url)  # a shared server: asked at once, as the run does
-        with psycopg.connect(_admin(server)) as conn:
-            conn.execute("SELECT 1")
-        pg = server.process._pg
-        assert pg is not None
-        port = server.url.port
-        pg.stop()
-        time.sleep(1.1)  # a start time in another second
-        pg.settings["port"] = port
-        pg.start()
-        try:
-            with psycopg.connect(_admin(server)) as conn:
-                assert conn.execute("SELECT 1").fetchone() == (1,)
-        finally:
-            GUARD.allow_server(server.url)  # its own clean-up, whatever the outcome
+    stopped = None
+    try:
+        with GUARD.armed_for(opt_in_hint="--allow URL"), EphemeralServer.start() as server:
+            stopped = server.url
+            try:
+                _restart_then_connect(server)
+            finally:
+                GUARD.allow_server(server.url)  # its own clean-up, whatever the outcome
+    finally:
+        if stopped is not None:  # then nothing of it left on the list
+            GUARD.forget_server(stopped)
+
+
+def _restart_then_connect(server: EphemeralServer) -> None:
+    GUARD.forget_server(server.url)
+    GUARD.allow_database(server.url)  # a shared server: asked at once, as the run does
+    with psycopg.connect(_admin(server)) as conn:
+        conn.execute("SELECT 1")
+    pg = server.process._pg
+    assert pg is not None
+    port = server.url.port
+    pg.stop()
+    time.sleep(1.1)  # a start time in another second
+    pg.settings["port"] = port
+    pg.start()
+    with psycopg.connect(_admin(server)) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 @contextmanager
