@@ -613,3 +613,26 @@ def test_a_refused_url_whose_password_holds_a_separator_shows_none_of_it(
     assert "2 failed" in output and "refused a connection" in output, output
     for secret in ("sl4sh", "rest0fsecret", "at4t"):
         assert secret not in output.lower(), output
+
+
+def test_a_shared_server_url_naming_its_application_name_runs(
+    harness: EphemeralServer, tmp_path: Path
+) -> None:
+    """A CI URL often names its client (``?application_name=ci``, for
+    ``pg_stat_activity``); with ``sslmode``, ``options``, ``target_session_attrs`` and
+    ``connect_timeout`` the shared-server run passes, with ``application_name`` it ends in
+    a ``TypeError`` traceback ("got multiple values for keyword argument
+    'application_name'": the run names its own sessions too, ``postgres.shared.connect``)."""
+    GUARD.forget_server(harness.url)
+    root = reynard_project(tmp_path / "project")
+    (root / "test_plain.py").write_text(
+        "def test_fresh(reynard_db_fresh):\n"
+        "    with reynard_db_fresh.engine.connect():\n"
+        "        pass\n"
+    )
+    port = harness.url.port
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres?application_name=ci"
+    result = run_pytest(root, f"--reynard-db-url={url}", "--reynard-db=main", "test_plain.py")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output and "TypeError" not in output, output
