@@ -70,4 +70,4 @@ def _arm() -> None:
             f"reynard-db: refused a PostgreSQL driver: this process was started by a run "
             f"whose allow-list ({path}) cannot be read ({exc}); has that run ended?"
         ) from None
-    GUARD.adopt(allowed)  # the hooks patch the drivers imported
+    GUARD.adopt(allowed, source=path)  # the hooks patch the drivers imported

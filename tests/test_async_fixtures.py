@@ -66,6 +66,11 @@ def use_asyncpg(pytester: pytest.Pytester) -> None:
     ini.write_text(ini.read_text().replace("postgresql+psycopg://", "postgresql+asyncpg://"))
 
 
+#: In-process runs inside an xdist worker of the outer suite: the package is imported
+#: already, and pytest warns that it cannot rewrite its asserts (the outer run's doing).
+IN_PROCESS = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
+
+
 def assert_clean(result: pytest.RunResult, **outcomes: int) -> None:
     """The run had ``outcomes`` and said nothing on stderr, nor any warning."""
     result.assert_outcomes(**outcomes)
@@ -77,7 +82,7 @@ def assert_clean(result: pytest.RunResult, **outcomes: int) -> None:
 def test_under_pytest_asyncio(pytester: pytest.Pytester, mode: str) -> None:
     async_project(pytester, asyncio_mode=mode)
     pytester.makepyfile(test_async=ROLLED_BACK.format(mark=PYTEST_ASYNCIO[mode], driver="psycopg"))
-    assert_clean(pytester.runpytest("--reynard-db=ecs_e2e"), passed=5)
+    assert_clean(pytester.runpytest(*IN_PROCESS, "--reynard-db=ecs_e2e"), passed=5)
 
 
 def test_under_anyio(pytester: pytest.Pytester) -> None:
@@ -86,13 +91,13 @@ def test_under_anyio(pytester: pytest.Pytester) -> None:
     asyncpg, whose connections are bound to their loop, that fails)."""
     use_asyncpg(pytester)
     pytester.makepyfile(test_async=ROLLED_BACK.format(mark="@pytest.mark.anyio", driver="asyncpg"))
-    assert_clean(pytester.runpytest("--reynard-db=ecs_e2e"), passed=5)
+    assert_clean(pytester.runpytest(*IN_PROCESS, "--reynard-db=ecs_e2e"), passed=5)
 
 
 def test_with_xdist(pytester: pytest.Pytester) -> None:
     async_project(pytester, asyncio_mode="auto")
     pytester.makepyfile(test_async=ROLLED_BACK.format(mark="", driver="psycopg"))
-    assert_clean(pytester.runpytest("--reynard-db=ecs_e2e", "-n", "2"), passed=5)
+    assert_clean(pytester.runpytest(*IN_PROCESS, "--reynard-db=ecs_e2e", "-n", "2"), passed=5)
 
 
 def test_asyncpg_where_the_ini_names_it(pytester: pytest.Pytester) -> None:
@@ -103,7 +108,7 @@ def test_asyncpg_where_the_ini_names_it(pytester: pytest.Pytester) -> None:
     async_project(pytester)
     mark = '@pytest.mark.asyncio(loop_scope="module")'
     pytester.makepyfile(test_async=ROLLED_BACK.format(mark=mark, driver="asyncpg"))
-    assert_clean(pytester.runpytest("--reynard-db=ecs_e2e"), passed=5)
+    assert_clean(pytester.runpytest(*IN_PROCESS, "--reynard-db=ecs_e2e"), passed=5)
 
 
 def test_a_raw_commit_is_caught(pytester: pytest.Pytester) -> None:
@@ -125,7 +130,7 @@ def test_a_raw_commit_is_caught(pytester: pytest.Pytester) -> None:
             assert (await reynard_db_async_session.execute(COUNT)).scalar() == 0
         """
     )
-    result = pytester.runpytest("--reynard-db=ecs_e2e")
+    result = pytester.runpytest(*IN_PROCESS, "--reynard-db=ecs_e2e")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(
         ["*reynard_db_async_connection: test_raw_commit ended the outer transaction itself*"]
@@ -160,7 +165,7 @@ def test_the_guard_refuses_production_in_an_async_engine(
         """
     )
     before = connections_received(decoy)
-    assert_clean(pytester.runpytest("--reynard-db=ecs_e2e"), passed=2)
+    assert_clean(pytester.runpytest(*IN_PROCESS, "--reynard-db=ecs_e2e"), passed=2)
     assert connections_received(decoy) == before
 
 

@@ -55,9 +55,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from test_guard_truth import PRODUCTION_HOST, Forwarder, _statements, harness, production
 
 from pytest_reynard_db.guard import GUARD, GuardRefused
+from pytest_reynard_db.guard.hooks import guard_asking
 from pytest_reynard_db.postgres import EphemeralServer
 
 __all__ = ["harness", "production"]
+
+#: Attacks that still work: strict xfails until fixed (issue 23, second hostile round).
+OPEN = "open (issue 23, second hostile round): "
 
 
 def _admin(server: EphemeralServer, **extra: str) -> str:
@@ -102,12 +106,13 @@ def test_a_role_that_cannot_read_the_control_data_is_not_refused(
             admin.execute("DROP ROLE app_reader")
 
 
-def test_a_shared_server_restarted_during_the_run_is_still_the_run_s_server() -> None:
+def test_a_shared_server_restarted_during_the_run_is_said_to_be_another_server() -> None:
     """The CI service container restarted mid-run (or a test of the application's
     reconnect logic restarting it): the same cluster, port and databases, a new start
-    time. Every later connection, the harness's own admin work among them, is refused
-    as "another server" (the message even names the very place it expected), though
-    the guard could ask the place again with the URL it has."""
+    time. Decided: a server is known by its start time, and the guard does not ask the
+    place again on a difference (a proxy there that switched to another server would
+    answer for that one), so later connections are refused; the refusal says why (it
+    named the very place it expected, with no word of a restart)."""
     stopped = None
     try:
         with GUARD.armed_for(opt_in_hint="--allow URL"), EphemeralServer.start() as server:
@@ -132,9 +137,10 @@ def _restart_then_connect(server: EphemeralServer) -> None:
     pg.stop()
     time.sleep(1.1)  # a start time in another second
     pg.settings["port"] = port
-    pg.start()
-    with psycopg.connect(_admin(server)) as conn:
-        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with guard_asking():  # the restart (the CI service's doing) is no connection of the run
+        pg.start()
+    with pytest.raises(GuardRefused, match="a server restarted since is another one"):
+        psycopg.connect(_admin(server)).close()
 
 
 @contextmanager
@@ -357,15 +363,32 @@ def test_pg8000_given_a_socket_to_the_run_s_own_server_is_not_refused(
     GUARD.forget_server(harness.url)
 
 
-def test_a_refusal_because_the_server_could_not_answer_shows_its_words_escaped(
+def test_pg8000_given_a_socket_to_production_is_refused_before_any_statement(
+    harness: EphemeralServer, production: EphemeralServer
+) -> None:
+    """The counterpart: a ``sock=`` connected to production (at the very port of the run's
+    server) is judged by where it is connected to, and refused."""
+    import pg8000.native
+
+    before = _statements(production)
+    GUARD.forget_server(harness.url)
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        GUARD.allow_server(harness.url)
+        refused = pytest.raises(GuardRefused, match=f"refused a connection to .*{PRODUCTION_HOST}")
+        with socket.create_connection((PRODUCTION_HOST, harness.url.port)) as sock, refused:
+            pg8000.native.Connection("postgres", sock=sock, database="postgres")
+    GUARD.forget_server(harness.url)
+    assert _statements(production) == before
+
+
+def test_a_schema_on_the_search_path_cannot_answer_the_net_s_question(
     shared: EphemeralServer,
 ) -> None:
-    """Refusals escape control characters (issue 23), but not the one for a server that
-    could not answer the net's question: the server's error is written raw. The question's
-    functions are not schema-qualified, so a role whose ``search_path`` names
-    ``pg_catalog`` last finds a schema's own ``current_database()`` first; this one fails
-    with an escape sequence that clears the terminal. (The same lookup lets a database
-    answer the question with any name and identity it likes.)"""
+    """The net's question named its functions without ``pg_catalog``: a role whose
+    ``search_path`` names ``pg_catalog`` last found a schema's own ``current_database()``
+    first (here one raising an escape sequence that clears the terminal; it could as well
+    answer with any name). Every function is now ``pg_catalog``'s: the role's connection to
+    the run's own maintenance database is answered truly and allowed."""
     setup = [
         "DROP SCHEMA IF EXISTS lookalike CASCADE",
         "DROP ROLE IF EXISTS lookalike",
@@ -379,15 +402,32 @@ def test_a_refusal_because_the_server_could_not_answer_shows_its_words_escaped(
         for statement in setup:
             admin.execute(statement)
     try:
-        with pytest.raises(GuardRefused) as refused:
-            psycopg.connect(_admin(shared, user="lookalike")).close()
-        message = str(refused.value)
-        assert "could not ask the server" in message
-        assert not any(ord(c) < 32 for c in message), repr(message)
+        with psycopg.connect(_admin(shared, user="lookalike")) as conn:
+            assert conn.execute("SELECT pg_catalog.current_database()").fetchone() == ("postgres",)
     finally:
         with psycopg.connect(_admin(shared), autocommit=True) as admin:
             admin.execute("DROP SCHEMA lookalike CASCADE")
             admin.execute("DROP ROLE lookalike")
+
+
+def test_a_refusal_because_the_server_could_not_answer_shows_its_words_escaped(
+    shared: EphemeralServer,
+) -> None:
+    """The server's own words in "could not ask the server" were written raw: an escape
+    sequence in an error (a pooler's console, a server's extension, a schema's function
+    as above) reached the terminal. The net's reader failing with such words, as the
+    lookalike's did:"""
+    from pytest_reynard_db.guard import hooks
+
+    def failing(_conn: object) -> hooks.Reached:
+        raise OSError("ERROR:  \x1b[2J\x1b[31mcleared")
+
+    with pytest.raises(GuardRefused) as refused:
+        hooks._judge(object(), failing)
+    message = str(refused.value)
+    assert "could not ask the server what it reached" in message
+    assert "\\x1b[2J" in message
+    assert not any(ord(c) < 32 for c in message), repr(message)
 
 
 class OneClientAtATime(Forwarder):
@@ -436,6 +476,10 @@ def test_an_opted_in_pooler_serving_one_client_at_a_time_is_usable(
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN + "a driver's own pool filled at import in a markers-only run is not judged",
+)
 def test_markers_only_a_connection_of_a_driver_s_own_pool_made_at_import_is_judged(
     harness: EphemeralServer, production: EphemeralServer, tmp_path: Path
 ) -> None:

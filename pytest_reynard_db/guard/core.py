@@ -12,7 +12,9 @@ not allowed is refused with ``GuardRefused``.
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -22,7 +24,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from ..errors import GuardRefused
-from ..urls import escaped, parse_url, remember_secrets
+from ..urls import parse_url, remember_secrets
 from . import hooks, inherit
 from .migration import HIDDEN_TARGETS, Migration, Refusal, hidden_targets_json, tree_places
 from .reached import Reached, identity_at
@@ -56,6 +58,8 @@ class Guard:
             "reynard_db_migrating", default=None
         )
         self._redirects: dict[str, None] = {}
+        #: A child's parent allow-list file and its size when last read (``adopt``).
+        self._source: tuple[str, int] | None = None
         #: Every connection refused while migrating, in order (cleared when disarmed).
         self.refusals: list[Refusal] = []
         #: How many ``migrating`` blocks began (a check that ran env.py began one).
@@ -77,15 +81,13 @@ class Guard:
     def arm(self, *, opt_in_hint: str, allow: tuple[str, ...] = ()) -> None:
         """Start refusing; ``allow``: URLs of databases opted in (a bad one: ``ConfigError``,
         and nothing is armed)."""
-        opted_in = [(parse_url(url), url_target(url)) for url in allow]
+        opted_in = [(parse_url(url), url_target(url)) for url in allow]  # (bad: ConfigError)
         with self._lock:
             if self._depth == 0:
                 self._opt_in_hint = opt_in_hint
                 hooks.install(self)
             self._depth += 1
             self._opt_ins.append({(e, t.dbname) for _, t in opted_in for e in t.endpoints})
-            for url, target in opted_in:
-                self._remember_asker(url, target)
             self._allow_changed()
             self._export()
 
@@ -101,16 +103,39 @@ class Guard:
                 self._databases.clear()
                 self._identities.clear()
                 self._askers.clear()
+                self._source = None
                 self._redirects.clear()
                 self.refusals.clear()
             self._allow_changed()
             if self._depth > 0:
                 self._export()
 
-    def adopt(self, snapshot: Mapping[str, Any]) -> None:
+    def adopt(self, snapshot: Mapping[str, Any], source: str | None = None) -> None:
         """Armed for good with a parent's allow-list (``snapshot``, from ``inherit``): in a
-        child interpreter the run started, which has no run of its own to end."""
+        child interpreter the run started, which has no run of its own to end. ``source``:
+        the parent's file, read again before a refusal (the parent may have made the
+        database since: a worker a session fixture started before the test's clone)."""
+        if source is not None:
+            self._source = (source, -1)  # read again at the first refusal, whatever its size
         self.arm(opt_in_hint=snapshot["hint"])
+        self._merge(snapshot)
+
+    def _caught_up(self) -> bool:
+        """The parent's allow-list read again when it grew since (a child's); whether it had."""
+        if self._source is None:
+            return False
+        path, size = self._source
+        try:
+            if os.stat(path).st_size == size:
+                return False
+            self._source = (path, os.stat(path).st_size)
+            snapshot = inherit.load(path)
+        except (OSError, ValueError):
+            return False
+        self._merge(snapshot)
+        return True
+
+    def _merge(self, snapshot: Mapping[str, Any]) -> None:
         with self._lock:
             self._servers.update(Endpoint(host, port) for host, port in snapshot["servers"])
             self._databases.update(
@@ -277,6 +302,8 @@ class Guard:
         if migration is not None:
             return self._while_migrating(migration, params, targets, family)
         refused = [t for t in targets if not self.allows(t)]
+        if refused and self._caught_up():
+            refused = [t for t in targets if not self.allows(t)]
         if not refused:
             return None
         raise GuardRefused(
@@ -331,10 +358,13 @@ class Guard:
         """The net (``hooks``): refuse a new connection unless what it ``reached`` is allowed
         (``allows_reached``) and, while a check migrates, is the throw-away database."""
         __tracebackhide__ = True
-        if not self.allows_reached(reached):
+        if not self.allows_reached(reached) and not (
+            self._caught_up() and self.allows_reached(reached)
+        ):
             raise GuardRefused(
                 f"refused a connection that reached {reached.shown()}: not a database this "
-                f"run created (expected {self._describe_allowed()}); closed before any "
+                f"run created (expected {self._describe_allowed()}, on the server first "
+                "found there: a server restarted since is another one); closed before any "
                 f"statement; to allow it on purpose, pass {self._opt_in_hint}"
             )
         migration = self._migrating.get()
@@ -345,16 +375,24 @@ class Guard:
 
     def allows_reached(self, reached: Reached) -> bool:
         """``reached``, as the driver and the server say it, is allowed: its database, at a
-        place (host and port) that allows it, on the server first found there (known since
-        by its identity); or, reached another way (a socket, another name), on a server
-        known by its identity. Whatever the checks before connecting misread, this holds."""
+        place (host and port) that allows it, on the server known there by its identity;
+        or, reached another way (a socket, another name), on a server known by its
+        identity. A place's server is the one the guard asked there itself (``_askers``:
+        the run's own servers), else the one the first connection there found (an opted-in
+        place; a place it could not ask). A host name counts only if the address the
+        driver dialled is one of its addresses. Whatever the checks before connecting
+        misread, this holds."""
         with self._lock:
             for place in dict.fromkeys(reached.places):
                 if not self._allowed_at(place, reached.dbname):
                     continue
+                if not _dialled_at(place, reached.dialled):
+                    continue
                 if reached.identity is None:
                     return True  # (a test's own Reached) the place decides
                 known = self._identities.get(place) or self._learn_identity(place, reached)
+                # Not asked again on a difference: a proxy at the place that switched
+                # servers would answer for the new one (a restart is another server too).
                 return known == reached.identity
             return reached.identity is not None and any(
                 identity == reached.identity and self._allowed_at(place, reached.dbname)
@@ -363,19 +401,15 @@ class Guard:
 
     def _learn_identity(self, place: Endpoint, reached: Reached) -> str | None:
         """The identity of the server at ``place``, asked of it with the URL that allowed
-        it; lock held. Without one (a child adopting its parent's list, who had not met
-        the place), as the first connection there says (trust on first use)."""
+        it; lock held. Without one (an opted-in place; a child adopting its parent's list,
+        who had not met the place), or when it cannot be asked (a role's connection limit,
+        a pooler serving one client), as the first connection there says (trust on first
+        use; the dialled address still has to be the place's)."""
         asker = self._askers.get(place)
-        if asker is None:
-            identity = reached.identity
-        else:
-            try:
+        identity = reached.identity
+        if asker is not None:
+            with suppress(OSError):
                 identity = identity_at(place, asker)
-            except OSError as exc:
-                raise GuardRefused(
-                    f"refused a connection that reached {reached.shown()}: could not ask "
-                    f"{place} which server it is ({escaped(str(exc))})"
-                ) from None
         self._note_identity(place, identity)
         return identity
 
@@ -436,3 +470,21 @@ def hidden_variables(names: tuple[str, ...]) -> Iterator[None]:
 def redirect_note(redirect: str) -> str:
     """What every front (CLI, check children, pytest summary) says of one redirect."""
     return f"env.py connected to {redirect} (redirected by the production guard)"
+
+
+@functools.cache
+def _addresses(host: str) -> frozenset[str]:
+    """The addresses ``host`` resolves to (none: it does not resolve)."""
+    try:
+        return frozenset(str(info[4][0]) for info in socket.getaddrinfo(host, None))
+    except (OSError, UnicodeError):
+        return frozenset()
+
+
+def _dialled_at(place: Endpoint, dialled: Endpoint | None) -> bool:
+    """``place`` stands for a connection that dialled ``dialled``: the same, a socket
+    folder, or a host name with that address (``host=localhost hostaddr=10.0.0.9`` is
+    not ``localhost``)."""
+    if dialled is None or place == dialled or place.host.startswith("/"):
+        return True
+    return place.port == dialled.port and dialled.host in _addresses(place.host)

@@ -31,11 +31,13 @@ import importlib.machinery
 import inspect
 import sys
 import weakref
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GuardRefused
+from ..urls import escaped
 from .migration import other_target, sqlite_target
 from .reached import (
     Reached,
@@ -99,7 +101,24 @@ def _replace(owner: Any, name: str, replacement: Any) -> None:
 
 def _check(params: dict[str, Any], family: str) -> dict[str, Any] | None:
     __tracebackhide__ = True
-    return _guard.check(params, family=family) if _guard is not None else None
+    if _guard is None or _asking.get():
+        return None
+    return _guard.check(params, family=family)
+
+
+#: Set while the guard itself asks a place which server it is (``reached.identity_at``):
+#: its own connection, aimed with every keyword explicit, is neither checked nor judged.
+_asking: ContextVar[bool] = ContextVar("reynard_db_guard_asking", default=False)
+
+
+@contextmanager
+def guard_asking() -> Iterator[None]:
+    """The guard's own connection, opened inside the block, passes its hooks."""
+    token = _asking.set(True)
+    try:
+        yield
+    finally:
+        _asking.reset(token)
 
 
 # -- psycopg ------------------------------------------------------------------------------
@@ -342,14 +361,15 @@ def _judge(conn: Any, reached: Reached | Callable[[Any], Reached]) -> None:
     """What ``conn`` reached (or how to ask it) judged by the guard, while armed."""
     __tracebackhide__ = True
     guard = _guard
-    if guard is None or not guard.armed:
+    if guard is None or not guard.armed or _asking.get():
         return
     if callable(reached):
         try:
             reached = reached(conn)
         except Exception as exc:  # a server that cannot say (not PostgreSQL, a pooler's console)
             raise GuardRefused(
-                f"refused a connection: could not ask the server what it reached ({exc})"
+                "refused a connection: could not ask the server what it reached "
+                f"({escaped(str(exc))})"
             ) from None
     guard.judge(reached)
     with suppress(TypeError):  # not weakly referable: the pool's net asks again

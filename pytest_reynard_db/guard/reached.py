@@ -13,6 +13,7 @@ identity (``system_identifier`` and start time: one running cluster; not a port)
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import socket
 from dataclasses import dataclass
@@ -23,15 +24,16 @@ from sqlalchemy.engine import URL
 from ..urls import escaped
 from .target import LIBPQ, SOCKET_FILE, Endpoint, Target, compared_host, redirected, url_params
 
-#: One round trip, no transaction left open. The identity: the cluster's
-#: ``system_identifier`` (made by ``initdb``; the harness's servers share one, copied from
-#: its cached initdb) with the postmaster's start time, which tells two running copies
-#: apart. A role that may not read the control data (a managed service's) gets the
-#: start time alone.
+#: One round trip, no transaction left open, every function named in ``pg_catalog`` (a
+#: schema earlier on a role's ``search_path`` could otherwise answer for it). The
+#: identity: the postmaster's start time to the microsecond, which names one running
+#: server (not a port; the harness's servers share the ``system_identifier`` of their
+#: cached initdb, so that would not tell them apart), and which any role may read (a
+#: managed service revokes ``pg_control_system()``). A restart is another server: the
+#: guard asks the place again (``Guard.allows_reached``).
 TRUTH_QUERY = (
-    "SELECT current_database(), concat_ws('@', CASE WHEN has_function_privilege("
-    "'pg_control_system()', 'EXECUTE') THEN (SELECT system_identifier::text "
-    "FROM pg_control_system()) END, extract(epoch FROM pg_postmaster_start_time())::text)"
+    "SELECT pg_catalog.current_database(), pg_catalog.to_char(pg_catalog.timezone('UTC', "
+    "pg_catalog.pg_postmaster_start_time()), 'YYYY-MM-DD HH24:MI:SS.US')"
 )
 
 
@@ -44,16 +46,19 @@ class Reached:
     dbname: str
     identity: str | None
     places: tuple[Endpoint, ...]
+    #: The address the driver says it dialled (psycopg's ``hostaddr``), when it says one:
+    #: a host name among ``places`` stands for the connection only if it has that address.
+    dialled: Endpoint | None = None
 
     def shown(self) -> str:
         where = ",".join(dict.fromkeys(str(p) for p in self.places)) or "a server"
         return escaped(f"database {self.dbname!r} at {where}")
 
 
-def _reached(row: Any, places: list[Endpoint | None]) -> Reached:
+def _reached(row: Any, places: list[Endpoint | None], dialled: Endpoint | None = None) -> Reached:
     dbname, identity = _text(row[0]), row[1]
     found = tuple(p for p in places if p is not None)
-    return Reached(dbname, None if identity is None else _text(identity), found)
+    return Reached(dbname, None if identity is None else _text(identity), found, dialled)
 
 
 def _text(value: Any) -> str:
@@ -91,7 +96,8 @@ def psycopg_reached(conn: Any) -> Reached:
         raise OSError(result.error_message.decode(errors="replace").strip())
     info = conn.info
     row = (result.get_value(0, 0), result.get_value(0, 1))
-    return _reached(row, [_place(info.host, info.port), _place(info.hostaddr, info.port)])
+    dialled = _place(info.hostaddr, info.port)
+    return _reached(row, [_place(info.host, info.port), dialled], dialled)
 
 
 def psycopg2_reached(conn: Any) -> Reached:
@@ -145,27 +151,40 @@ def identity_at(place: Endpoint, url: URL) -> str | None:
     credentials of ``url`` (the URL that allowed the place), before the first connection
     seen there is believed: that connection may have been dialled elsewhere (``hostaddr=``,
     a service file) while naming the place. Every where-and-who keyword explicit, so that
-    neither ``$PGHOSTADDR`` nor a service file picks the address; at libpq's lowest level,
-    which no hook judges. ``OSError`` when the server cannot be asked."""
+    neither ``$PGHOSTADDR`` nor a service file picks the address; only libpq's own keywords
+    of the URL's query kept (another driver's options mean nothing to it); psycopg's own
+    connect (its timeouts), which the hooks let pass. ``OSError`` when the server cannot be
+    asked."""
     import psycopg
-    from psycopg import generators, pq, waiting
     from psycopg.conninfo import make_conninfo
 
-    params = url_params(url)
+    from .hooks import guard_asking
+
+    known = _libpq_keywords()
+    params = {k: v for k, v in url_params(url).items() if k in known}
     aimed = Target((place,), params.get("dbname") or "postgres", params.get("user") or "")
     pinned = redirected(params, aimed, url.password, family=LIBPQ)
+    pinned["connect_timeout"] = "10"
     # said in the server's log and pg_stat_activity, and unable to write whatever it is
     pinned["application_name"] = "reynard-db guard"
     pinned["options"] = f"{pinned.get('options') or ''} -c default_transaction_read_only=on"
-    try:  # psycopg's own non-blocking connect: ``PGconn.connect`` holds the GIL throughout
-        conn = waiting.wait_conn(generators.connect(make_conninfo(**pinned)), timeout=10.0)
+    try:
+        with guard_asking():
+            conn = psycopg.connect(make_conninfo(**pinned), autocommit=True)
     except psycopg.Error as exc:
         raise OSError(str(exc).strip()) from None
-    try:
-        result = conn.exec_(TRUTH_QUERY.encode())
-        if result.status != pq.ExecStatus.TUPLES_OK:
+    try:  # at libpq's level: no loader an application registered reads the answer
+        result = conn.pgconn.exec_(TRUTH_QUERY.encode())
+        if result.status != 2:  # TUPLES_OK
             raise OSError(result.error_message.decode(errors="replace").strip())
         identity = result.get_value(0, 1)
     finally:
-        conn.finish()
+        conn.close()
     return None if identity is None else _text(identity)
+
+
+@functools.cache
+def _libpq_keywords() -> frozenset[str]:
+    from psycopg import pq
+
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())

@@ -93,8 +93,16 @@ class Target:
     def shown(self) -> str:
         """The target as a URL-like line, without any password (control characters
         escaped: a name may hold any)."""
-        hosts = ",".join(str(e) for e in self.endpoints)
+        hosts = ",".join(_shown_host(e) for e in self.endpoints)
         return escaped(f"postgresql://{self.user}@{hosts}/{self.dbname}")
+
+
+def _shown_host(endpoint: Endpoint) -> str:
+    """A host as a message shows it: what stands before an ``@`` in it masked (a URL
+    whose password holds an unencoded ``@`` is read with the password's end as host)."""
+    if "@" not in endpoint.host:
+        return str(endpoint)
+    return f"***@{endpoint.host.rpartition('@')[2]}:{endpoint.port}"
 
 
 def driver_family(driver: str) -> str:
@@ -111,9 +119,9 @@ def targets_of(
 ) -> list[Target]:
     """Every target a connection with ``params`` could reach (each must be allowed)."""
     environ = os.environ if environ is None else environ
-    given = {k: str(v) for k, v in params.items() if v is not None and not callable(v)}
+    given = {k: _text(v) for k, v in params.items() if v is not None and not callable(v)}
     if family == PG8000:
-        return [_pg8000_target(given)]
+        return [_pg8000_target(given, params.get("sock"))]
     dsn = given.pop("dsn", None)
     if family == ASYNCPG:
         readings = [_dsn_as_url(dsn), _dsn_as_libpq(dsn)] if dsn else [{}]
@@ -127,6 +135,14 @@ def targets_of(
             for r in readings
         ]
     return [_libpq_target({**_dsn_as_libpq(dsn), **given} if dsn else given, environ)]
+
+
+def _text(value: Any) -> str:
+    """A keyword's value as libpq text: asyncpg's lists of hosts and ports (and SQLAlchemy's
+    of a multi-host URL) as libpq's comma-separated lists."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _asyncpg_environ(given: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
@@ -270,11 +286,11 @@ def _service(name: str, environ: Mapping[str, str]) -> dict[str, str]:
 
 
 # -- pg8000 ---------------------------------------------------------------------------------
-def _pg8000_target(given: Mapping[str, str]) -> Target:
+def _pg8000_target(given: Mapping[str, str], sock: Any = None) -> Target:
     user = given.get("user") or _os_user()
     socket = given.get("unix_sock")
-    if given.get("sock"):
-        endpoint = Endpoint("(a socket given by the caller)", 0)  # nowhere the guard can see
+    if given.get("sock"):  # a connected socket of the caller's: where it is connected to
+        endpoint = _peer(sock) or Endpoint("(a socket given by the caller)", 0)
     elif socket:
         path = Path(os.path.realpath(socket))
         found = SOCKET_FILE.match(path.name)
@@ -284,6 +300,22 @@ def _pg8000_target(given: Mapping[str, str]) -> Target:
     else:
         endpoint = Endpoint(_host(given.get("host") or "localhost"), _port(given.get("port", "")))
     return Target((endpoint,), given.get("database") or given.get("dbname") or user, user)
+
+
+def _peer(sock: Any) -> Endpoint | None:
+    """The far end of a connected socket (TCP: its address; Unix: its file's folder and
+    port), or None when it cannot say (then refused: nowhere the guard can see)."""
+    try:
+        peer = sock.getpeername()
+    except (AttributeError, OSError, TypeError):
+        return None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return Endpoint(_host(str(peer[0])), int(peer[1]))
+    if isinstance(peer, (str, bytes)) and peer:
+        path = Path(os.fsdecode(peer))
+        found = SOCKET_FILE.match(path.name)
+        return Endpoint(str(path.parent), int(found.group(1))) if found else None
+    return None
 
 
 # -- shared ---------------------------------------------------------------------------------
@@ -313,7 +345,10 @@ def _port(port: str) -> int:
     try:
         return int(port.strip() or DEFAULT_PORT)
     except ValueError:
-        raise GuardRefused(f"refused a connection to port {port!r}: not a number") from None
+        raise GuardRefused(  # not shown: a URL's unencoded "/" in a password ends up here
+            "refused a connection: its port is not a number (in a URL, a password holding "
+            "'/' or '@' must be percent-encoded: %2F, %40)"
+        ) from None
 
 
 def _os_user() -> str:

@@ -99,9 +99,9 @@ def template_key(template: str) -> int:
 def connect(server: Server, application_name: str) -> psycopg.Connection[Any]:
     """An autocommit session on the maintenance database, named for ``pg_stat_activity``."""
     try:
-        conn = psycopg.connect(
-            **connect_args(server.url), autocommit=True, application_name=application_name[:63]
-        )
+        # ours over the URL's own (``?application_name=ci``): the run's presence is found by it
+        args = {**connect_args(server.url), "application_name": application_name[:63]}
+        conn = psycopg.connect(**args, autocommit=True)
         if conn.info.server_version >= 140000:
             # A server's idle_session_timeout (managed services set one) shorter than the
             # heartbeat would end the session, and the run would look dead meanwhile.
