@@ -40,6 +40,13 @@ MARKER = selection.MARKER
 
 
 # -- hooks -----------------------------------------------------------------------------------
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """``pytest_reynard_db_seed``, for conftests to implement (``seeding``)."""
+    from . import seeding
+
+    pluginmanager.add_hookspecs(seeding)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 

@@ -23,6 +23,7 @@ from ..provision import Provisioner
 from ..registry import Registry, find_project_root, load_registry
 from ..urls import admin_url, remember_secrets
 from .options import Settings
+from .seeding import seed_of
 
 WORKER_KEY = "reynard_db"
 
@@ -129,6 +130,7 @@ class RunState:
                 source=self.settings.source,
                 presence=self._shared_server_presence(),
                 lock_dir=locks,
+                seed=seed_of(self.config),
             )
         return self._provisioner
 
