@@ -238,6 +238,9 @@ def _header(state: RunState) -> list[str]:
     )
     source = f", source={state.settings.source}" if mirrors else ""  # only a mirror has one
     lines = [f"reynard-db: databases {names} on {where}{reuse}{source}"]
+    method = state.clone_method()  # one line for the run, not a warning per test
+    if method is not None:
+        lines.append(f"reynard-db: {method.line}")
     return lines + [f"reynard-db: warning: {w}" for w in state.registry.warnings]
 
 

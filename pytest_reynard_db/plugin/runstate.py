@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from ..errors import ReynardDBError
 from ..guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
-from ..postgres import EphemeralServer, ExistingServer, Server
+from ..postgres import EphemeralPostgres, EphemeralServer, ExistingServer, Server
+from ..postgres.clone_method import CloneMethod, of_server
 from ..postgres.reuse import run_owners, run_record
 from ..postgres.runas import run_as, runtime_root
 from ..postgres.shared import RunPresence, drop_dead_runs, template_max_age
@@ -116,6 +118,19 @@ class RunState:
             if record != self._run_record and owner is None:
                 self.own_server.drop_run(record.stem)
                 record.unlink(missing_ok=True)
+
+    def clone_method(self) -> CloneMethod | None:
+        """How the run's server clones templates: an existing server is asked; an
+        ephemeral one not started yet is planned, not started for it. None: the server
+        cannot be reached or started (the first test that needs it says why)."""
+        try:
+            if self.settings.url or (self.inherited_url and not self.inherited_ephemeral):
+                return of_server(self.server)
+            if self.own_server is not None:
+                return self.own_server.process.clone_method
+            return EphemeralPostgres(persistent=self.settings.reuse).clone_method
+        except ReynardDBError:
+            return None
 
     @property
     def provisioner(self) -> Provisioner:
