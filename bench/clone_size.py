@@ -1,4 +1,4 @@
-"""Row 7, fresh database vs template size (issue 28): ``python bench/clone_size.py [--reps N]``.
+"""Row 9, fresh database vs template size (issue 28): ``python bench/clone_size.py [--reps N]``.
 
 For each runtime directory (the default one, and a loop-mounted XFS with reflinks the
 bench makes when it can: ``reflink_fs``), a server is started there as the harness
@@ -132,9 +132,9 @@ def rows_for(where: str, server: EphemeralServer, reps: int) -> list[Row]:
             f"{where}, {label}, {big.nbytes / 2**20:.0f} MB vs {small.nbytes / 2**20:.0f} MB; "
             f"drop {fmt_seconds(big.drop)} vs {fmt_seconds(small.drop)}"
         )
-        clone_row = slowdown_row(f"7 clone, {size} MB template", big.clone, small.clone, "8 MB", 2)
+        clone_row = slowdown_row(f"9 clone, {size} MB template", big.clone, small.clone, "8 MB", 2)
         wait_row = absolute_row(
-            f"7 test waits, {size} MB template", big.wait, small.wait, "8 MB", WAIT_FLOOR
+            f"9 test waits, {size} MB template", big.wait, small.wait, "8 MB", WAIT_FLOOR
         )
         clone_row.note = wait_row.note = note
         rows += [clone_row, wait_row]
@@ -175,12 +175,12 @@ def run(reps: int) -> tuple[list[Row], list[str]]:
         ):
             rows += rows_for("XFS reflink=1 (loop)", server, reps)
     except Unavailable as exc:
-        skipped.append(f"7 on a reflink file system: skipped, {exc}")
+        skipped.append(f"9 on a reflink file system: skipped, {exc}")
     return rows, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="fresh database vs template size (row 7)")
+    parser = argparse.ArgumentParser(description="fresh database vs template size (row 9)")
     parser.add_argument("--reps", type=int, default=15, help="clones per size (median)")
     args = parser.parse_args(argv)
     rows, skipped = run(args.reps)
