@@ -1,4 +1,4 @@
-"""The benchmark: ``python bench/run.py [--quick] [--rows 1,2,3,4,5,6] [--compare | --results]``.
+"""The benchmark: ``python bench/run.py [--quick] [--rows 1,2,...,8] [--compare | --results]``.
 
 Prints one table (medians, a baseline measured in the same run, ratio, target,
 met). ``--results`` writes it into ``bench/RESULTS.md`` whole, every row dated
@@ -28,9 +28,16 @@ from bench.compare import (
     render_recorded,
     write_recorded,
 )
+from bench.drift_row import row_drift
 from bench.floor import row_floor, row_other_checks
 from bench.inproc import Sizes, row_clone, row_connection, row_stairway
-from bench.subproc import SubSizes, row_session_start, row_suite, runtime_entries
+from bench.subproc import (
+    SubSizes,
+    row_check_items,
+    row_session_start,
+    row_suite,
+    runtime_entries,
+)
 from bench.timing import Row, render_table
 from pytest_reynard_db.postgres import EphemeralServer, find_binaries
 
@@ -41,7 +48,7 @@ QUICK = Sizes(
     clone_reps=10, remigrate_reps=3, connection_reps=100, stair_sizes=(50, 100, 200), stair_reps=1
 )
 FULL_SUB = SubSizes(cold_reps=3, warm_reps=5, baseline_reps=5, suite_tests=200, suite_reps=2)
-ALL_ROWS = "1,2,3,4,5,6"
+ALL_ROWS = "1,2,3,4,5,6,7,8"
 QUICK_SUB = SubSizes(cold_reps=1, warm_reps=3, baseline_reps=3, suite_tests=200, suite_reps=1)
 
 
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     before = runtime_entries()
     started = time.perf_counter()
     rows: list[Row] = []
-    if wanted & {1, 2, 3, 6}:
+    if wanted & {1, 2, 3, 6, 7}:
         with EphemeralServer.start() as server:
             for number, row_fn in ((1, row_clone), (2, row_connection), (3, row_stairway)):
                 if number in wanted:
@@ -95,12 +102,18 @@ def main(argv: list[str] | None = None) -> int:
                 reps = args.floor_reps or (3 if args.quick else 7)
                 rows.extend(row_floor(server, sizes.stair_sizes, reps))
                 rows.extend(row_other_checks(server, sizes.stair_sizes[-1], reps))
+            if 7 in wanted:  # drift on the ecs tree vs migrating it once (issue 26)
+                print("row 7...", file=sys.stderr, flush=True)
+                rows.extend(row_drift(server, 3 if args.quick else 7))
     if 4 in wanted:
         print("row 4...", file=sys.stderr, flush=True)
         rows.extend(row_session_start(sub))
     if 5 in wanted:
         print("row 5...", file=sys.stderr, flush=True)
         rows.extend(row_suite(sub))
+    if 8 in wanted:
+        print("row 8...", file=sys.stderr, flush=True)
+        rows.extend(row_check_items(sub))
     now = datetime.datetime.now()
     command = f"python bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}"
     print(f"# {now.isoformat(timespec='seconds')}; {machine()}")

@@ -19,7 +19,7 @@ from pytest_reynard_db.postgres import find_binaries
 from pytest_reynard_db.postgres.runas import run_as, runtime_root
 
 from .projects import BUILD_COUNTER, FRESH_SUITE, ONE_TEST, TRIVIAL_TEST, ecs_project
-from .timing import Row, absolute_row, speedup_row
+from .timing import Row, absolute_row, slowdown_row, speedup_row
 
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
 TESTING_POSTGRESQL = (
@@ -237,3 +237,38 @@ def row_suite(sizes: SubSizes) -> list[Row]:
     row.note = f"template builds per run: {counts} ({'once' if once else 'NOT once'})"
     row.met = row.met and once
     return [row]
+
+
+def run_cli(project: Path, args: list[str]) -> float:
+    """Run ``reynard-migrate ARGS`` in ``project``; its wall time (a failure raises)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_reynard_db", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"reynard-migrate {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return elapsed
+
+
+def row_check_items(sizes: SubSizes) -> list[Row]:
+    """One database's checks as pytest items (``--reynard-db-checks``, nothing else
+    collected) against ``reynard-migrate check`` of that database: both whole processes,
+    each starting its server (issue 25: the items within 1.3x the CLI). ``main``: a small
+    tree, where fixed costs show; ``ecs``: three branches."""
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-items-") as tmp:
+        project = ecs_project(Path(tmp) / "project")
+        for db in ("main", "ecs"):
+            items = [f"--reynard-db={db}", "--reynard-db-checks"]
+            run_pytest(project, items)  # warm the file caches of both
+            reps = range(sizes.warm_reps)
+            cli = statistics.median(run_cli(project, ["check", db]) for _ in reps)
+            ours = statistics.median(run_pytest(project, items) for _ in reps)
+            name = f"8 check items of {db} vs reynard-migrate check {db}"
+            rows.append(slowdown_row(name, ours, cli, "CLI", 1.3))
+    return rows

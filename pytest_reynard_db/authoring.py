@@ -72,8 +72,7 @@ def place(
     if len(heads) > 1:
         listed = ", ".join(f"{h.revision} ({_labels(h)})" for h in heads)
         raise RevisionError(
-            f"database {db.name!r} has {len(heads)} heads: {listed}; "
-            "pass --branch LABEL or --head REV"
+            f"database {db.name!r} has {len(heads)} heads: {listed}; {_how_to_choose(db, heads)}"
         )
     if not heads:  # an empty tree: the first revision
         return Placement("base", db.version_locations[0])
@@ -197,14 +196,7 @@ def merge_heads(script: ScriptDirectory, db: Database, revisions: Sequence[str])
     if len(heads) < 2:
         shown = f"1 head ({heads[0].revision})" if heads else "0 heads (the tree is empty)"
         raise RevisionError(f"database {db.name!r} has {shown}: nothing to merge")
-    groups: dict[str, list[Script]] = defaultdict(list)
-    for head in heads:
-        for label in sorted(head.branch_labels) or [NO_LABEL]:
-            groups[label].append(head)
-    forks: dict[tuple[str, ...], str] = {}
-    for label, group in sorted(groups.items()):
-        if len(group) > 1:
-            forks.setdefault(tuple(h.revision for h in group), label)
+    forks = _forks(heads)
     if len(forks) == 1:
         [fork] = forks
         return [h for h in heads if h.revision in fork]
@@ -222,6 +214,40 @@ def merge_heads(script: ScriptDirectory, db: Database, revisions: Sequence[str])
         f"to join branches on purpose, name their heads: reynard-migrate merge {db.name} "
         f"{' '.join(h.revision for h in heads)}"
     )
+
+
+def _how_to_choose(db: Database, heads: list[Script]) -> str:
+    """What ``create`` takes to choose among several heads. ``--branch LABEL`` names a
+    label's one head: where a label has several (a fork), only ``--head REV`` or a
+    merge does (``LABEL@head`` is then Alembic's MultipleHeads error)."""
+    forks = _forks(heads)
+    if not forks:
+        return "pass --branch LABEL or --head REV"
+    if len(forks) > 1:
+        return (
+            "pass --head REV, or merge each branch's heads first: "
+            f"reynard-migrate merge {db.name} REV REV"
+        )
+    [(fork, label)] = forks.items()
+    if len(fork) == len(heads):
+        which = "them"
+    else:
+        which = f"branch {label!r}'s heads" if label else "the unlabelled heads"
+    return f"pass --head REV, or merge {which} first: reynard-migrate merge {db.name}"
+
+
+def _forks(heads: list[Script]) -> dict[tuple[str, ...], str]:
+    """The heads of each branch label (or of the unlabelled part) that has several, with
+    that label: a head with two labels (a merge takes its parents') counts for both."""
+    groups: dict[str, list[Script]] = defaultdict(list)
+    for head in heads:
+        for label in sorted(head.branch_labels) or [NO_LABEL]:
+            groups[label].append(head)
+    forks: dict[tuple[str, ...], str] = {}
+    for label, group in sorted(groups.items()):
+        if len(group) > 1:
+            forks.setdefault(tuple(h.revision for h in group), label)
+    return forks
 
 
 def one_revision(script: ScriptDirectory, db: Database, rev: str, what: str) -> Script:

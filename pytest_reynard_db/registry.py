@@ -92,7 +92,16 @@ class Database:
             return with_driver(parse_url(environ[self.url_env], origin=f"${self.url_env}"))
         ini_url = self.ini_url()
         if ini_url:
-            return with_driver(parse_url(ini_url, origin=f"{self.ini.name}: sqlalchemy.url"))
+            try:
+                return with_driver(parse_url(ini_url, origin=f"{self.ini.name}: sqlalchemy.url"))
+            except ConfigError as exc:
+                # Most often alembic init's placeholder (driver://...), left on purpose:
+                # the fix is the variable or --url, not the ini.
+                unset = "is empty" if self.url_env in environ else "is not set"
+                raise ConfigError(
+                    f"database {self.name!r}: ${self.url_env} {unset}, and {exc}; "
+                    f"set ${self.url_env} or pass --url URL"
+                ) from None
         raise ConfigError(
             f"database {self.name!r}: no URL; pass --url, set ${self.url_env}, "
             f"or set sqlalchemy.url in {self.ini}"
@@ -121,6 +130,8 @@ class Registry:
     broken: dict[str, Broken] = field(default_factory=dict)
     #: What Alembic accepts but a user should hear about (a versions folder git dropped).
     warnings: list[str] = field(default_factory=list)
+    #: The git ref the ``history`` check compares the trees with (``check --base`` wins).
+    base: str | None = None
 
     def get(self, name: str) -> Database:
         if name in self.broken:
@@ -219,7 +230,7 @@ def load_registry(project: Path | str | None = None) -> Registry:
 
     root = Path(project).resolve() if project else find_project_root()
     pyproject = root / "pyproject.toml"
-    specs, lint = database_specs(root, pyproject)
+    specs, lint, base = database_specs(root, pyproject)
     databases: dict[str, Database] = {}
     broken: dict[str, Broken] = {}
     warnings: list[str] = []
@@ -238,6 +249,7 @@ def load_registry(project: Path | str | None = None) -> Registry:
         lint=lint,
         broken=broken,
         warnings=warnings,
+        base=base,
     )
 
 

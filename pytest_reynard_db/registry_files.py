@@ -27,13 +27,16 @@ from .text import one_line
 from .urls import parse_url, refuse_control_characters
 
 DATABASE_KEYS = frozenset({"ini", "database", "url_env", "mirror_of", "description"})
-TOP_LEVEL_KEYS = frozenset({"databases", "lint"})
+TOP_LEVEL_KEYS = frozenset({"databases", "lint", "base"})
 INI_PREFIX = "alembic_"
 
 
-def database_specs(root: Path, pyproject: Path) -> tuple[dict[str, dict[str, Any]], LintSettings]:
-    """Each database's table (``ini``, ``database``...) by name, and the lint settings:
-    from ``[tool.reynard-db]``, else discovered from the ini files in ``root``."""
+def database_specs(
+    root: Path, pyproject: Path
+) -> tuple[dict[str, dict[str, Any]], LintSettings, str | None]:
+    """Each database's table (``ini``, ``database``...) by name, the lint settings and the
+    ``base`` git ref: from ``[tool.reynard-db]``, else discovered from the ini files in
+    ``root``."""
     refuse_non_regular(pyproject)
     if not pyproject.is_file():
         raise ConfigError(f"{pyproject}: no such file")
@@ -49,7 +52,7 @@ def database_specs(root: Path, pyproject: Path) -> tuple[dict[str, dict[str, Any
         ) from None
     table = data.get("tool", {}).get("reynard-db")
     if table is None:
-        return _discover(root), LintSettings()
+        return _discover(root), LintSettings(), None
     return _read_table(pyproject, table)
 
 
@@ -61,7 +64,9 @@ def unreadable(name: str, spec: Mapping[str, Any], error: ConfigError) -> Broken
     return Broken(name, database or name, url_env or f"{name.upper()}_DATABASE_URL", error)
 
 
-def _read_table(pyproject: Path, table: Any) -> tuple[dict[str, dict[str, Any]], LintSettings]:
+def _read_table(
+    pyproject: Path, table: Any
+) -> tuple[dict[str, dict[str, Any]], LintSettings, str | None]:
     where = "[tool.reynard-db]"
     if not isinstance(table, dict):
         raise ConfigError(f"{pyproject}: {where} must be a table")
@@ -77,7 +82,12 @@ def _read_table(pyproject: Path, table: Any) -> tuple[dict[str, dict[str, Any]],
         if not isinstance(spec, dict):
             raise ConfigError(f"{pyproject}: {here} must be a table")
         specs[name] = spec
-    return specs, LintSettings.from_table(table.get("lint", {}), pyproject)
+    base = table.get("base")
+    if base is not None and (not isinstance(base, str) or not base.strip()):
+        raise ConfigError(f'{pyproject}: {where}: base must be a git ref such as "origin/main"')
+    if base is not None:
+        refuse_control_characters(base, what=f"{pyproject}: {where}: base")
+    return specs, LintSettings.from_table(table.get("lint", {}), pyproject), base
 
 
 def _check_spec(pyproject: Path, name: str, spec: Mapping[str, Any]) -> None:

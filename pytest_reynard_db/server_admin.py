@@ -21,6 +21,7 @@ from typing import TextIO
 
 from .errors import CheckFailed, ConfigError, ServerError
 from .postgres import EphemeralServer, ExistingServer, Server
+from .postgres.binaries import describe
 from .postgres.executor import EphemeralPostgres
 from .postgres.reaper import postmaster_pid, stop_postmaster
 from .postgres.reuse import Kept, kept_at, reuse_dir
@@ -69,12 +70,16 @@ def status(registry: Registry, url: str | None) -> list[str]:
         finally:
             shared.close()
         return lines
-    kept = kept_server()
+    process = EphemeralPostgres(persistent=True)
+    kept = kept_at(reuse_dir(process))
+    # The kept server's binaries: its directory is named by them (reuse_dir).
+    binaries = [f"binaries: {line}" for line in describe(process.binaries)]
     if not kept.running:
-        return [f"reuse server: not running ({kept.base_dir})"]
+        return [f"reuse server: not running ({kept.base_dir})", *binaries]
     runs = kept.runs()
     lines = [
         f"reuse server: running, pid {kept.pid}, port {kept.port} ({kept.base_dir})",
+        *binaries,
         f"runs: {', '.join(f'pid {pid}' for pid in runs) or 'none'}",
     ]
     server = admin_view(kept)

@@ -7,6 +7,7 @@ shows of its holder). Nothing here runs a migration.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,13 +20,17 @@ from .errors import ConfigError, RevisionError, ServerError
 from .text import first_line
 from .urls import MAINTENANCE_DATABASE, mask_url
 
+#: The server's FATAL for a missing database, as libpq passes it on.
+_NO_SUCH_DATABASE = re.compile(r'database "[^"]*" does not exist')
 #: The connect timeout's keyword, by driver (libpq's ``connect_timeout`` otherwise).
 _TIMEOUT_KEYS = {"pg8000": "timeout"}
 
 
 @contextmanager
-def connect(name: str, url: URL) -> Iterator[Connection]:
-    """A connection to ``url`` (registry database ``name``), or one ``ServerError`` line.
+def connect(name: str, url: URL, *, url_given: bool = False) -> Iterator[Connection]:
+    """A connection to ``url`` (registry database ``name``), or one ``ServerError`` line;
+    a database missing on its server says the verb that makes it (``url_given``: the
+    user named ``url`` with ``--url``, to repeat).
 
     ``url``'s driver must be installed (``env.py`` migrates with it); ours is a sync one.
     """
@@ -39,13 +44,24 @@ def connect(name: str, url: URL) -> Iterator[Connection]:
         try:
             connection = engine.connect()
         except DBAPIError as exc:  # pg8000's refused connection is an InterfaceError
+            fix = ""
+            if _no_such_database(exc.orig):
+                fix = f"; create it and migrate it to heads: reynard-migrate setup {name}"
+                fix += " --url URL" if url_given else ""
             raise ServerError(
-                f"database {name!r}: cannot connect to {mask_url(url)}: {first_line(exc.orig)}"
+                f"database {name!r}: cannot connect to {mask_url(url)}: {first_line(exc.orig)}{fix}"
             ) from None
         with connection:
             yield connection
     finally:
         engine.dispose()
+
+
+def _no_such_database(error: BaseException | None) -> bool:
+    """The server said the database does not exist (SQLSTATE 3D000): psycopg's and
+    psycopg2's connection errors carry only the text, pg8000's the code in its text."""
+    said = str(error)
+    return "3D000" in said or _NO_SUCH_DATABASE.search(said) is not None
 
 
 def require_driver(name: str, url: URL) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reynard_trees import Cli, copy_reynard_trees, reynard_project, run_cli
+from reynard_trees import QUIET_ASYNCIO, Cli, copy_reynard_trees, reynard_project, run_cli
 
 from pytest_reynard_db.guard import GUARD, inherit
 from pytest_reynard_db.postgres import EphemeralServer
@@ -80,8 +80,9 @@ def cli(project: Path) -> Cli:
     return run
 
 
-#: Every inner pytest run of the plugin's tests: no cache written into the project.
-PYTESTER_ADDOPTS = "-p no:cacheprovider"
+#: Every inner pytest run of the plugin's tests: no cache written into the project, and
+#: pytest-asyncio set up (``QUIET_ASYNCIO``: see ``reynard_trees.clean_env``).
+PYTESTER_ADDOPTS = f"-p no:cacheprovider {QUIET_ASYNCIO}"
 
 
 @pytest.fixture

@@ -145,6 +145,12 @@ def ctrl_c_as_in_a_terminal() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+#: The suite installs pytest-asyncio (for the async fixtures' tests), which warns on stderr
+#: at the start of every run of a project that does not set this: the users' projects of
+#: the tests set it as a project that installs pytest-asyncio would.
+QUIET_ASYNCIO = "-o asyncio_default_fixture_loop_scope=function"
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a user's shell: none of the outer run's pytest or URL variables,
     and this interpreter's scripts (``reynard-migrate``, ``alembic``) first on PATH, as in a
@@ -159,6 +165,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     paths = [p for p in env.pop("PYTHONPATH", "").split(os.pathsep) if p and p != inherit.STARTUP]
     if paths:
         env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTEST_ADDOPTS"] = QUIET_ASYNCIO
     scripts = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join(
         [scripts, *(p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts)]

@@ -42,7 +42,7 @@ def test_alembic_single_head_agrees_with_ours(pytester: pytest.Pytester) -> None
             "*test_single_head_revision[[]main[]] FAILED*",
             "*test_single_head_revision[[]ecs[]] PASSED*",
             "*the tree (no branch label) has 2 heads: 3a1400000004, 3a1400000099*",
-            "*merge them: alembic -c alembic_main.ini merge*",
+            "*merge them: reynard-migrate merge main 3a1400000004 3a1400000099",
         ]
     )
     checks = pytester.runpytest("--reynard-db-checks", *args, "-k", "single_head")

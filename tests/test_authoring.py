@@ -147,6 +147,40 @@ def test_new_branch_head_and_branch_place_each_revision(project: Path) -> None:
     assert f"<base> -> {first} (branchpoint), first" in out
 
 
+def test_two_heads_of_one_label_are_chosen_by_head_or_merged(project: Path) -> None:
+    """A fork inside branch ``feat``: ``--branch feat`` cannot choose (Alembic's
+    ``feat@head`` names two heads), so the error offers what works, and it works."""
+    first = created(project, "first")
+    feat = created(project, "feat_one", "--new-branch", "feat", label="feat")
+    a = write_revision(project / VERSIONS, "a00000000001", feat, slug="a").stem.split("_")[0]
+    b = write_revision(project / VERSIONS, "b00000000001", feat, slug="b").stem.split("_")[0]
+    listed = ", ".join(sorted([f"{a} (feat)", f"{b} (feat)", f"{first} (no label)"]))
+    assert refused(project, "create", "app", "-m", "x", "--empty") == (
+        f"database 'app' has 3 heads: {listed}; pass --head REV, or merge branch 'feat''s "
+        "heads first: reynard-migrate merge app"
+    )
+    assert "merge them first (reynard-migrate merge app)" in refused(
+        project, "create", "app", "-m", "x", "--empty", "--branch", "feat"
+    )
+    after_a = created(project, "after_a", "--head", a)
+    assert f"{after_a} (feat) (head)" in heads(project)
+    (project / VERSIONS / f"{after_a}_after_a.py").unlink()
+
+    # What the error suggests works: the merge joins feat's two heads (and is labelled feat).
+    code, out, err = cli(project, "merge", "app")
+    assert (code, err) == (0, ""), out
+    assert f"merging {a}, {b}" in out
+    # Now a fork in the unlabelled part, beside feat's one head.
+    created(project, "second", "--head", first)
+    write_revision(project / VERSIONS, "c00000000001", first, slug="c")
+    assert refused(project, "create", "app", "-m", "x", "--empty").endswith(
+        "; pass --head REV, or merge the unlabelled heads first: reynard-migrate merge app"
+    )
+    code, out, err = cli(project, "merge", "app")
+    assert (code, err) == (0, ""), out
+    assert len(heads(project)) == 2  # feat's and the unlabelled one: by design
+
+
 def _labelled(unlabelled: str, feat: str) -> list[str]:
     """The two heads as messages list them: by revision id."""
     return sorted([f"{unlabelled} (no label)", f"{feat} (feat)"])

@@ -121,9 +121,7 @@ def test_single_head_fails_on_two_heads_in_one_branch(
         result.message
     )
     assert f"ec5000000099: {path.relative_to(project)}" in result.message
-    assert 'alembic -c alembic_ecs.ini merge -m "merge heads" ec5000000004 ec5000000099' in (
-        result.message
-    )
+    assert "merge them: reynard-migrate merge ecs ec5000000004 ec5000000099" in result.message
     # the other branches are not blamed
     assert "naming" not in result.message and "agents" not in result.message
 
@@ -138,7 +136,7 @@ def test_single_head_fails_on_two_unlabelled_heads(
         "the tree (no branch label) has 2 heads: 3a1400000004, 3a1400000099"
         " (common ancestor 3a1400000002)"
     )
-    assert "merge heads" in result.message and "3a1400000004 3a1400000099" in result.message
+    assert "reynard-migrate merge main 3a1400000004 3a1400000099" in result.message
 
 
 # -- mirror_sync -----------------------------------------------------------------------

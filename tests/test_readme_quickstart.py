@@ -1,6 +1,6 @@
 """The README's Quick start, run from the README alone, as a new user would.
 
-Every block of the Quick start (and of the fixtures' example) is marked in the
+Every block of the Quick start (and of the fixtures' and the async examples) is marked in the
 README with an HTML comment before it: ``<!-- quickstart: run -->`` for shell
 commands, ``<!-- quickstart: PATH -->`` for a file's whole content. They are
 taken in the README's order in an empty directory: the commands run in bash
@@ -30,14 +30,16 @@ def quickstart_blocks(readme: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in MARKED.finditer(readme)]
 
 
-def run_quickstart(readme: str, project: Path) -> list[str]:
-    """Write and run the marked blocks in ``project``; the commands' outputs, in order.
+def run_quickstart(readme: str, project: Path, venv: Path = Path(sys.prefix)) -> list[str]:
+    """Write and run the marked blocks in ``project``, with ``venv`` (default: this
+    interpreter's) active; the commands' outputs, in order.
 
     A command that fails stops it with an AssertionError naming the command.
     """
+    scripts = Path(sys.executable).parent if venv == Path(sys.prefix) else venv / "bin"
     env = clean_env(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        VIRTUAL_ENV=sys.prefix,
+        PATH=f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}",
+        VIRTUAL_ENV=str(venv),
     )
     env.pop("PYTHONPATH", None)  # a user's shell: nothing of this repository importable
     outputs = []
@@ -68,7 +70,14 @@ def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
     blocks = quickstart_blocks(readme)
     targets = [target for target, _ in blocks]
-    for path in ("pyproject.toml", "myapp/models.py", "migrations/env.py", "tests/test_users.py"):
+    for path in (
+        "pyproject.toml",
+        "myapp/models.py",
+        "migrations/env.py",
+        "tests/test_users.py",
+        "myapp/api.py",  # the async FastAPI example, in the same project
+        "tests/test_api.py",
+    ):
         assert path in targets, f"the Quick start lost its {path}"
     project = tmp_path / "newproject"
     project.mkdir()
@@ -82,6 +91,8 @@ def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
     pytest_runs = [out for out in outputs if out.startswith("$ python -m pytest")]
     assert pytest_runs and all(" passed" in out for out in pytest_runs), pytest_runs
     assert all(" failed" not in out and " error" not in out for out in pytest_runs), pytest_runs
+    [api] = [out for out in pytest_runs if out.startswith("$ python -m pytest tests/test_api.py")]
+    assert "2 passed" in api and "warning" not in api.lower(), api
     [check] = [out for out in outputs if out.startswith("$ reynard-migrate check")]
     assert "all passed" in check and "models_match     ok" in check, check
     # what the README says the Quick start shows, it shows

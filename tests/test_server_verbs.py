@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from reynard_trees import clean_env, reynard_project, write_revision
 
-from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.postgres import EphemeralServer, find_binaries
+from pytest_reynard_db.postgres.binaries import describe
 
 
 @pytest.fixture
@@ -69,8 +70,13 @@ def pytest_reuse(project: Path, runtime: Path) -> None:
 
 def test_status_stop_and_prune_of_the_reuse_server(project: Path, runtime: Path) -> None:
     result = cli(project, runtime, "server", "status")
-    assert result.returncode == 0
-    assert re.fullmatch(r"reuse server: not running \(.*/reuse-[0-9a-f]{12}\)\n", result.stdout)
+    assert (result.returncode, result.stderr) == (0, "")
+    # Which PostgreSQL the kept server runs (issue 24): the binaries found now name it.
+    binaries = [f"binaries: {line}" for line in describe(find_binaries())]
+    assert binaries[0].startswith("binaries: PostgreSQL ") and " from " in binaries[0]
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"reuse server: not running \(.*/reuse-[0-9a-f]{12}\)", lines[0])
+    assert lines[1:] == binaries
 
     pytest_reuse(project, runtime)
     write_revision(project / "alembic/main/versions", "3a1400000005", "3a1400000004", slug="more")
@@ -80,6 +86,8 @@ def test_status_stop_and_prune_of_the_reuse_server(project: Path, runtime: Path)
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
     assert re.fullmatch(r"reuse server: running, pid \d+, port \d+ \(.*\)", lines[0])
+    assert lines[1 : 1 + len(binaries)] == binaries
+    del lines[1 : 1 + len(binaries)]
     assert lines[1:4] == ["runs: none", "templates: 2", lines[3]]
     assert lines[3].split() == ["template", "last", "used", "tree"]
     kinds = sorted(line.split()[-1] for line in lines[4:])

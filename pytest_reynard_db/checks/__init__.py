@@ -5,9 +5,10 @@ Each check is a function ``(runner) -> CheckResult | list[CheckResult]`` in
 its own module; ``CHECKS`` lists them in the order they run (cheap file
 checks first). ``OPT_IN_CHECKS`` (``lint``, ``locks``) run only when named in
 ``--only`` or in ``[tool.reynard-db.lint] enabled``, so a tree that passed
-before does not turn red on upgrade. ``run_checks`` is what the CLI and the pytest plugin call: it
-never lets an exception out of a check, so one broken database or revision
-becomes one failed result that names it, never a traceback.
+before does not turn red on upgrade; ``history`` only when named in ``--only`` or
+given a base (``check --base``, ``base`` in ``[tool.reynard-db]``). ``run_checks`` is what
+the CLI and the pytest plugin call: it never lets an exception out of a check, so one
+broken database or revision becomes one failed result that names it, never a traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..registry import Database, Registry
 from ..text import one_line
 from .bounded import CheckTimedOut, time_limit
 from .downgrade_clean import downgrade_clean
+from .history import history
 from .isolated import run_isolated
 from .mirror_sync import mirror_sync
 from .models_match import models_match
@@ -49,11 +51,17 @@ CHECKS: dict[str, Check] = {
 _SAFETY_CHECKS: dict[str, Check] = {"lint": lint, "locks": locks}
 OPT_IN_CHECKS: dict[str, Check] = {name: _SAFETY_CHECKS[name] for name in OPT_IN}
 
-#: Every check, in the order they run.
-ALL_CHECKS: dict[str, Check] = {**CHECKS, **OPT_IN_CHECKS}
+#: Every check, in the order they run: the file checks first.
+ALL_CHECKS: dict[str, Check] = {
+    "single_head": single_head,
+    "mirror_sync": mirror_sync,
+    "history": history,
+    **CHECKS,
+    **OPT_IN_CHECKS,
+}
 
 #: Checks that read files only: they need no PostgreSQL server.
-FILE_CHECKS = frozenset({"single_head", "mirror_sync"})
+FILE_CHECKS = frozenset({"single_head", "mirror_sync", "history"})
 
 #: Checks that need no server but a tool (``lint`` runs Squawk over offline SQL).
 OFFLINE_CHECKS = FILE_CHECKS | {"lint"}
@@ -92,8 +100,9 @@ def select_checks(only: Iterable[str] | None = None, enabled: Iterable[str] = ()
 
 
 def enabled_checks(registry: Registry) -> tuple[str, ...]:
-    """The opt-in checks ``[tool.reynard-db.lint] enabled`` turns on (unknown ids: ConfigError)."""
-    return registry.lint.enabled
+    """The opt-in checks ``[tool.reynard-db.lint] enabled`` turns on (unknown ids: ConfigError),
+    and ``history`` when the registry has a base."""
+    return (*registry.lint.enabled, *(("history",) if registry.base else ()))
 
 
 def needs_server(only: Iterable[str] | None = None, enabled: Iterable[str] = ()) -> bool:

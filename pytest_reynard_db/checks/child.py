@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import suppress
+from dataclasses import replace
 from typing import IO, Any
 
 from ..text import one_line
@@ -60,7 +61,7 @@ def _child(out: IO[str]) -> None:
         say({"progress": [database, check, done, total]})
 
     listening = request.get("progress", False)
-    registry = load_registry(request["root"])
+    registry = replace(load_registry(request["root"]), base=request.get("base"))
     db = registry.get(request["database"])
     results: list[CheckResult] = []
     with GUARD.armed_for(opt_in_hint=OPT_IN_HINT, allow=tuple(request["allow"])):

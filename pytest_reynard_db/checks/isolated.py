@@ -50,6 +50,7 @@ def run_isolated(
     """The results of checks ``names`` on ``db``, run in a child interpreter."""
     request = {
         "root": str(registry.root),
+        "base": registry.base,  # check --base replaces the registry's
         "database": db.name,
         "checks": list(names),
         "server": server.url.render_as_string(hide_password=False) if server else None,

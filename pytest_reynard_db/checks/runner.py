@@ -267,10 +267,6 @@ class CheckRunner:
         path = self.db.script_location / "env.py"
         return self.relative(path) or str(path)
 
-    def ini(self) -> str:
-        """The database's ini file, as a user would type it from the project root."""
-        return self.relative(self.db.ini) or str(self.db.ini)
-
 
 @contextmanager
 def scratch_server(

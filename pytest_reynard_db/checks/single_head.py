@@ -53,7 +53,7 @@ def _describe(runner: CheckRunner, script: ScriptDirectory, label: str, heads: l
     since = f"common ancestor {ancestor}" if ancestor else "no common ancestor"
     lines = [f"{where} has {len(heads)} heads: {', '.join(ids.split())} ({since})"]
     lines += [f"  {h.revision}: {runner.relative(h.path)}" for h in heads]
-    lines.append(f'  merge them: alembic -c {runner.ini()} merge -m "merge heads" {ids}')
+    lines.append(f"  merge them: reynard-migrate merge {runner.db.name} {ids}")
     return "\n".join(lines)
 
 

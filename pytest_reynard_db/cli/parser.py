@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from .. import logs
 from ..checks.bounded import DEFAULT_CHECK_TIMEOUT
+from ..checks.drift import DEFAULT_DRIFT_LOCK_TIMEOUT
 from ..checks.report import CHECK_FORMATS
 from ..checks.safety.report import FORMATS
 from ..postgres.waits import DEFAULT_LOCK_TIMEOUT
@@ -20,6 +21,7 @@ from .verbs import (
     cmd_create,
     cmd_current,
     cmd_downgrade,
+    cmd_drift,
     cmd_graph,
     cmd_heads,
     cmd_history,
@@ -182,8 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="table; json (one results object); github (workflow annotations); junit (XML)",
     )
     sub.add_argument("--json", action="store_true", help="the same as --format json")
+    sub.add_argument(
+        "--base",
+        metavar="REF",
+        help="git ref the history check compares with (default: base in [tool.reynard-db])",
+    )
     guarded(sub)
     bounded(sub)
+
+    sub = verb("drift", cmd_drift, "read-only: a live database's schema against its tree")
+    sub.add_argument("db")
+    sub.add_argument("--url", help="the live database (default: $<url_env>, then the ini)")
+    sub.add_argument("--format", choices=("text", *CHECK_FORMATS), default="text")
+    sub.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=DEFAULT_DRIFT_LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help="give up a catalog read waiting this long for a lock "
+        f"(exit 2; default {DEFAULT_DRIFT_LOCK_TIMEOUT:g})",
+    )
 
     sub = verb("lint", cmd_lint, "per-revision migration safety: Squawk findings, measured locks")
     sub.add_argument("db")

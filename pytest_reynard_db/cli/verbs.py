@@ -9,15 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import TextIO
 
 from .. import graph, mirror, mirror_write, text
 from ..checks import enabled_checks, needs_server, run_checks, select_checks
+from ..checks.drift import drift
 from ..checks.report import progress_line, show_results
 from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
 from ..checks.safety.report import render
 from ..errors import CheckFailed, ReynardDBError
+from ..git_base import resolve_base
 from ..manager import MigrationManager
 from ..registry import Registry
 from ..text import shown_path as relative
@@ -90,6 +93,13 @@ def cmd_create(args: argparse.Namespace, registry: Registry, out: TextIO) -> int
             head=args.head,
             empty=args.empty,
         )
+    if script is None:  # as Django's makemigrations: a result, exit 0
+        print(
+            f"{args.db}: no changes detected between the models and heads; nothing written "
+            "(--empty writes an empty revision)",
+            file=out,
+        )
+        return 0
     label = f", branch {args.new_branch}" if args.new_branch else ""
     print(f"{args.db}: wrote {relative(script.path)} (revision {script.revision}{label})", file=out)
     return 0
@@ -190,8 +200,12 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     """Run the checks on throw-away databases; exit 1 when any fails (the README's
     "Migration checks")."""
     only = args.only.split(",") if args.only else None
+    if args.base:
+        registry = replace(registry, base=args.base)
     enabled = enabled_checks(registry)
-    select_checks(only, enabled)  # an unknown id is an error before any server starts
+    # an unknown id, a base git does not know: an error before any server starts
+    if "history" in select_checks(only, enabled) and registry.base:
+        resolve_base(registry.root, registry.base)
     databases = registry.select(args.dbs)
     with (
         stdout_to_stderr(),
@@ -220,6 +234,24 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     if broken:
         return broken[0].error.exit_code
     return 1 if any(not r.ok for r in results) else 0
+
+
+def cmd_drift(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
+    """The live database against its tree at the live revision: exit 1 on drift, 0 on a
+    match (the README's "drift"). Production is reached read-only, and by drift alone:
+    the guard allows it that one URL, and its env.py migrates the throw-away database."""
+    db = registry.get(args.db)
+    live = db.production_url(args.url)
+    args.allow = [live.render_as_string(hide_password=False)]
+    with (
+        stdout_to_stderr(),
+        throwaway_only(args),
+        scratch_server(None, registry=registry) as server,
+    ):
+        assert server is not None
+        result = drift(registry, db, live, server, lock_timeout=args.lock_timeout)
+    show_results([result], "table" if args.format == "text" else args.format, out)
+    return 0 if result.ok else 1
 
 
 def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:

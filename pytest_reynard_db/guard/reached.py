@@ -154,6 +154,9 @@ def identity_at(place: Endpoint, url: URL) -> str | None:
     params = url_params(url)
     aimed = Target((place,), params.get("dbname") or "postgres", params.get("user") or "")
     pinned = redirected(params, aimed, url.password, family=LIBPQ)
+    # said in the server's log and pg_stat_activity, and unable to write whatever it is
+    pinned["application_name"] = "reynard-db guard"
+    pinned["options"] = f"{pinned.get('options') or ''} -c default_transaction_read_only=on"
     try:  # psycopg's own non-blocking connect: ``PGconn.connect`` holds the GIL throughout
         conn = waiting.wait_conn(generators.connect(make_conninfo(**pinned)), timeout=10.0)
     except psycopg.Error as exc:

@@ -5,6 +5,7 @@ The package is pytest's side only; nothing outside it imports pytest:
 
 - ``hooks``: options, activating a run, collection, reporting, the run's end
 - ``fixtures``: ``reynard_db*``, thin fronts over ``Provisioner``
+- ``async_fixtures``: ``reynard_db_async_*``, and how pytest-asyncio or anyio runs them
 - ``stash``: what hooks and fixtures keep in a run's ``config.stash``
 - ``options``: the plugin's options and ini keys, resolved once into ``Settings``
 - ``runstate``: the run's server, registry and provisioner, one per pytest process
@@ -17,11 +18,17 @@ The package is pytest's side only; nothing outside it imports pytest:
 - ``seeding``: the ``pytest_reynard_db_seed`` hook, and the seed it makes of a run's conftests
 
 An inactive plugin (no database selected) imports only ``hooks``, ``fixtures``,
-``stash``, ``options``, ``selection``, ``alembic_items``, ``pytest_alembic_compat``,
-``harness_errors`` and ``seeding``: SQLAlchemy, psycopg and the servers load when a run selects
-a database.
+``async_fixtures``, ``stash``, ``options``, ``selection``, ``alembic_items``,
+``pytest_alembic_compat``, ``harness_errors`` and ``seeding``: SQLAlchemy, psycopg and
+the servers load when a run selects a database.
 """
 
+from .async_fixtures import (
+    pytest_fixture_setup,
+    reynard_db_async_connection,
+    reynard_db_async_engine,
+    reynard_db_async_session,
+)
 from .fixtures import (
     reynard_db,
     reynard_db_connection,
@@ -61,6 +68,7 @@ __all__ = [
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_configure_node",
+    "pytest_fixture_setup",
     "pytest_generate_tests",
     "pytest_load_initial_conftests",
     "pytest_report_collectionfinish",
@@ -73,6 +81,9 @@ __all__ = [
     "pytest_testnodedown",
     "pytest_unconfigure",
     "reynard_db",
+    "reynard_db_async_connection",
+    "reynard_db_async_engine",
+    "reynard_db_async_session",
     "reynard_db_connection",
     "reynard_db_connections",
     "reynard_db_factory",

@@ -89,7 +89,7 @@ def reynard_db_connection(
     with catch_harness_errors(request), rolled_back(reynard_db) as (connection, outcome):
         yield connection
     if not outcome.intact:
-        _replace_after_escape(request, "reynard_db_connection", [reynard_db])
+        replace_after_escape(request, "reynard_db_connection", [reynard_db])
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def reynard_db_connections(
         yield MappingProxyType(connections)
     escaped = [database for database, outcome in outcomes if not outcome.intact]
     if escaped:
-        _replace_after_escape(request, "reynard_db_connections", escaped)
+        replace_after_escape(request, "reynard_db_connections", escaped)
 
 
 @pytest.fixture
@@ -186,7 +186,7 @@ def _selected(request: pytest.FixtureRequest, param: tuple[str, ...] | None) -> 
     return tuple(names)
 
 
-def _replace_after_escape(
+def replace_after_escape(
     request: pytest.FixtureRequest, fixture: str, databases: list[TestDatabase]
 ) -> None:
     """Replace the session databases with fresh clones, then fail the test saying why."""

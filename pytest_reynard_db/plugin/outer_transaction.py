@@ -1,4 +1,5 @@
-"""The transaction ``reynard_db_connection`` wraps each test in, and rolls back.
+"""The transaction ``reynard_db_connection`` (and ``reynard_db_async_connection``) wraps
+each test in, and rolls back.
 
 Kept out of ``fixtures`` (a thin front): the connection, its outer transaction and
 the savepoints its commits become, and what a lost server looks like from here. A
@@ -9,17 +10,21 @@ plugin's ``stash.catch_harness_errors`` reports without a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, RootTransaction, event
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import ServerError
 from ..provision import TestDatabase
 from ..text import first_line
 from ..urls import mask_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 OUTER_SAVEPOINT = "reynard_db_outer"  # see outer_transaction_intact
 
@@ -40,14 +45,44 @@ def rolled_back(database: TestDatabase) -> Iterator[tuple[Connection, Outcome]]:
     except DBAPIError as exc:  # whatever it is, it is the harness's connection that failed
         raise _unreachable(database, exc) from None
     with server_gone_as_error(database), connection:
-        outer = connection.begin()
-        connection.exec_driver_sql(f"SAVEPOINT {OUTER_SAVEPOINT}")
-        commit_to_savepoints(connection)
+        outer = begin_outer(connection)
         try:
             yield connection, outcome
         finally:
             outcome.intact = outer_transaction_intact(connection)
             outer.rollback()
+
+
+@asynccontextmanager
+async def rolled_back_async(
+    database: TestDatabase, engine: AsyncEngine
+) -> AsyncIterator[tuple[AsyncConnection, Outcome]]:
+    """``rolled_back`` on an ``AsyncConnection`` of ``engine``: the same transaction, as the
+    async connection is a front over a sync ``Connection`` (``run_sync`` reaches it)."""
+    outcome = Outcome()
+    connection = engine.connect()
+    try:
+        await connection.start()
+    except DBAPIError as exc:
+        raise _unreachable(database, exc) from None
+    with server_gone_as_error(database):
+        try:
+            outer = await connection.run_sync(begin_outer)
+            try:
+                yield connection, outcome
+            finally:
+                outcome.intact = await connection.run_sync(outer_transaction_intact)
+                await connection.run_sync(lambda _: outer.rollback())
+        finally:
+            await connection.close()
+
+
+def begin_outer(connection: Connection) -> RootTransaction:
+    """Open the outer transaction and its own savepoint; commits become savepoints."""
+    outer = connection.begin()
+    connection.exec_driver_sql(f"SAVEPOINT {OUTER_SAVEPOINT}")
+    commit_to_savepoints(connection)
+    return outer
 
 
 @contextmanager

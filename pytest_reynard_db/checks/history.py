@@ -1,0 +1,247 @@
+"""``history``: the revisions a base (a git ref: ``origin/main``) shipped are still there,
+unchanged, and every new revision is built on top of them.
+
+Production never runs a revision twice: one edited after it shipped passes every other
+check (a fresh database runs the new text) and differs in production only; one added
+below a shipped revision runs first on a fresh database and last in production.
+
+"Unchanged" is about what runs: each file's syntax tree without docstrings, its
+imports in one order, so a comment, a docstring, a reformatting or imports sorted
+anew are allowed, and any change to code (an ``op.`` call, an argument,
+``down_revision``, an import added or removed) is not. A failure shows that
+change as a short diff of the code, not of the text.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from alembic.util import to_tuple
+
+from ..git_base import Base, python_files, read_blobs, resolve_base
+from ..text import counted
+from ..tree import revision_files
+from .result import CheckResult, Place
+from .runner import CheckRunner
+
+CHECK = "history"
+#: Diff lines shown for one edited revision (the rest is counted).
+DIFF_LINES = 12
+NO_BASE = (
+    'skipped: no base to compare with (check --base REF, or base = "REF" in [tool.reynard-db])'
+)
+
+
+@dataclass(frozen=True)
+class RevisionFile:
+    """A revision file as the base or the work tree has it."""
+
+    revision: str
+    parents: tuple[str, ...]
+    path: Path
+    code: str
+
+
+def history(runner: CheckRunner) -> CheckResult:
+    """Compare the tree with the one at the registry's base (skipped without one).
+
+    Both sides are read as files, not loaded by Alembic: a tree that no longer loads
+    (a removed revision another names) still says which revision went.
+    """
+    if not runner.registry.base:
+        return runner.result(CHECK, True, NO_BASE, status="skipped")
+    base = resolve_base(runner.registry.root, runner.registry.base)
+    recursive = runner.db.alembic_config().get_alembic_boolean_option("recursive_version_locations")
+    shipped, current = shipped_revisions(runner, base, recursive), {}
+    for location in runner.db.version_locations:
+        for path in revision_files(location, recursive=recursive):
+            found = _parsed(path, path.read_text(encoding="utf-8", errors="replace"))
+            current.update({found.revision: found} if found else {})
+    places = [
+        *_edited(runner, base, shipped, current),
+        *_removed(runner, base, shipped, current),
+        *_inserted(runner, base, shipped, current),
+    ]
+    if places:
+        head = (
+            f"{counted(len(places), 'revision')} rewrite history against base {base.shown}: "
+            "a shipped revision never runs again in production; write a new revision instead"
+        )
+        lines = [head, *(place.message or "" for place in places)]
+        # an annotation on one file says the headline too (as mirror_sync's)
+        annotated = tuple(replace(p, message=f"{head}\n{p.message}") for p in places)
+        # one problem: the result points at it (its file and line), as one revision's would
+        one = places[0] if len(places) == 1 else Place("")
+        return runner.result(
+            CHECK, False, "\n".join(lines), file=one.file or None, line=one.line,
+            places=annotated,
+        )  # fmt: skip
+    new = len(set(current) - set(shipped))
+    return runner.result(
+        CHECK,
+        True,
+        f"{counted(len(shipped), 'revision')} as at {base.shown}, "
+        f"{counted(new, 'new revision')} on top",
+    )
+
+
+def shipped_revisions(runner: CheckRunner, base: Base, recursive: bool) -> dict[str, RevisionFile]:
+    """Every revision file in the database's version locations at the base, by revision."""
+    files: dict[Path, str] = {}
+    for location in runner.db.version_locations:
+        files.update(python_files(base, location, recursive=recursive))
+    texts = read_blobs(base, list(dict.fromkeys(files.values())))
+    shipped: dict[str, RevisionFile] = {}
+    for path, blob in files.items():
+        found = _parsed(path, texts[blob])
+        if found is not None:  # a helper module, or a file Alembic could not load: none
+            shipped[found.revision] = found
+    return shipped
+
+
+Revisions = dict[str, RevisionFile]
+
+
+def _edited(
+    runner: CheckRunner, base: Base, shipped: Revisions, current: Revisions
+) -> Iterable[Place]:
+    for revision, old in sorted(shipped.items()):
+        new = current.get(revision)
+        was, now = code_of(old.code), code_of(new.code) if new else None
+        if new is None or was is None or now is None or ast.dump(was) == ast.dump(now):
+            continue
+        file = runner.relative(new.path) or str(new.path)
+        diff = _diff(was, now, f"{base.ref}:{file}", file)
+        message = f"  edited: {file}: revision {revision} changed since {base.ref}\n{diff}"
+        yield Place(file, _first_change(was.body, now.body), None, message)
+
+
+def _removed(
+    runner: CheckRunner, base: Base, shipped: Revisions, current: Revisions
+) -> Iterable[Place]:
+    for revision, old in sorted(shipped.items()):
+        if revision not in current:
+            file = runner.relative(old.path) or str(old.path)
+            message = f"  removed: {file}: revision {revision} is in {base.ref} and gone here"
+            yield Place(file, None, None, message)
+
+
+def _inserted(
+    runner: CheckRunner, base: Base, shipped: Revisions, current: Revisions
+) -> Iterable[Place]:
+    """New revisions built on a shipped revision that is not a head of the base: a new
+    root (a branch of its own, ``create --new-branch``) is below nothing and passes."""
+    below = {parent for old in shipped.values() for parent in old.parents}
+    heads = sorted(set(shipped) - below)
+    for revision, new in sorted(current.items()):
+        under = [p for p in new.parents if p in below] if revision not in shipped else []
+        if not under:
+            continue
+        file = runner.relative(new.path) or str(new.path)
+        message = (
+            f"  inserted: {file}: new revision {revision} builds on {', '.join(under)}, which "
+            f"{base.ref} already builds on; build on a head of {base.ref} "
+            f"({', '.join(heads) or 'none'})"
+        )
+        yield Place(file, _assignment_line(new.code, "down_revision"), None, message)
+
+
+def code_of(text: str) -> ast.Module | None:
+    """What runs of a module: its syntax tree without docstrings, its imports in one order
+    (None: not Python)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            value = first.value if isinstance(first, ast.Expr) else None
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    tree.body = _imports_sorted(tree.body)
+    return tree
+
+
+def _imports_sorted(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Each run of consecutive imports in one order, names too: isort (ruff's ``I`` rules)
+    reorders them over a whole tree, and a revision file's imports have no order that
+    matters to what it does."""
+    ordered: list[ast.stmt] = []
+    run: list[ast.stmt] = []
+    for statement in [*body, None]:
+        if isinstance(statement, ast.Import | ast.ImportFrom):
+            statement.names.sort(key=lambda alias: (alias.name, alias.asname or ""))
+            run.append(statement)
+            continue
+        ordered += sorted(run, key=ast.dump)
+        run = []
+        if statement is not None:
+            ordered.append(statement)
+    return ordered
+
+
+def _parsed(path: Path, text: str) -> RevisionFile | None:
+    """A revision file's ``revision`` and ``down_revision`` (None: not a revision file)."""
+    tree = code_of(text)
+    values: dict[str, object] = {}
+    for node in tree.body if tree is not None else ():
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(target, ast.Name) and getattr(node, "value", None) is not None:
+            try:
+                values[target.id] = ast.literal_eval(node.value)  # type: ignore[attr-defined]
+            except ValueError:
+                continue
+    revision = values.get("revision")
+    if not isinstance(revision, str):
+        return None
+    parents = tuple(to_tuple(values.get("down_revision"), default=()))
+    return RevisionFile(revision, parents, path, text)
+
+
+def _diff(was: ast.Module, now: ast.Module, old_name: str, new_name: str) -> str:
+    """The change in code, unified, cut to ``DIFF_LINES`` lines."""
+    lines = list(
+        difflib.unified_diff(
+            ast.unparse(was).splitlines(),
+            ast.unparse(now).splitlines(),
+            old_name,
+            new_name,
+            n=1,
+            lineterm="",
+        )
+    )[2:]  # the file names are said above
+    # the hunks' line numbers count the code without comments: not the file's, left out
+    lines = [line.rstrip() for line in lines if not line.startswith("@@") and line.strip()]
+    shown = lines[:DIFF_LINES]
+    if len(lines) > DIFF_LINES:
+        shown.append(f"... {counted(len(lines) - DIFF_LINES, 'more line')}")
+    return "\n".join(f"    {line}" for line in shown)
+
+
+def _first_change(was: list[ast.stmt], now: list[ast.stmt]) -> int | None:
+    """The line, in today's file, of the first statement that differs (inside a function
+    whose body changed: the statement in it)."""
+    for old, new in zip(was, now, strict=False):
+        if ast.dump(old) == ast.dump(new):
+            continue
+        inner = None
+        if type(old) is type(new) and isinstance(new, ast.FunctionDef | ast.AsyncFunctionDef):
+            inner = _first_change(old.body, new.body)  # type: ignore[attr-defined]
+        return inner or new.lineno
+    extra = now[len(was) :]
+    return extra[0].lineno if extra else getattr(now[-1], "lineno", None) if now else None
+
+
+def _assignment_line(text: str, name: str) -> int | None:
+    """The line of the module-level assignment to ``name`` in the module ``text``."""
+    tree = code_of(text)
+    for node in tree.body if tree is not None else ():
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return node.lineno
+    return None
