@@ -142,6 +142,8 @@ def test_the_header_says_clone_on_reflinks(pytester: pytest.Pytester, on_reflink
         f"reynard-db: clone method: clone, constant time (PostgreSQL {CLONE_VERSION}, "
         f"file_copy_method = clone, {on_reflinks} has reflinks)"
     ]
+    # the PostgreSQL the header names is the one that runs (>= 18 preferred here)
+    result.stdout.fnmatch_lines([f"reynard-db: PostgreSQL {CLONE_VERSION} (*"])
     with EphemeralServer.start() as server:  # an existing server set up for it: asked
         admin = server.url.render_as_string(hide_password=False)
         existing = pytester.runpytest_subprocess("--reynard-db=main", f"--reynard-db-url={admin}")
