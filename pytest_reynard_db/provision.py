@@ -52,8 +52,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Seed:
     """What fills a template at heads after migrating: ``fill(name, connection)`` (registry
-    name; a connection in a transaction committed after it), and ``digest``, a hash of
-    its code that goes into the template's name."""
+    name; a connection whose transaction is committed after it), and ``digest``, a hash
+    of its code that goes into the template's name."""
 
     fill: Callable[[str, Connection], None]
     digest: str
@@ -328,12 +328,14 @@ class Provisioner:
 
 
 def _fill(seed: Seed, target: Resolved, url: URL) -> None:
-    """Run the seed on the migrated scratch database, in one transaction; a seed that
-    reads the application's URL variables finds the scratch database there too."""
+    """Run the seed on the migrated scratch database, committed after it returns (it may
+    commit as it goes, as SQLAlchemy 2 connections do); a seed that reads the
+    application's URL variables finds the scratch database there too."""
     engine = create_engine(url, poolclass=NullPool)  # nothing left connected: it is renamed
     try:
-        with exported(target.url_envs, url), engine.begin() as connection:
+        with exported(target.url_envs, url), engine.connect() as connection:
             seed.fill(target.entry.name, connection)
+            connection.commit()
     finally:
         engine.dispose()
 

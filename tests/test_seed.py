@@ -28,6 +28,8 @@ def pytest_reynard_db_seed(name, connection):
             "INSERT INTO user_account (username, email) "
             "SELECT 'seed' || i, 'seed' || i || '@example.org' FROM generate_series(1, {users}) i"
         ))
+        connection.commit()  # as it goes: what follows is committed after the hook
+        connection.execute(text("CREATE TABLE seeded_after_commit (id int)"))
 """
 
 EVERY_FIXTURE = """
@@ -40,6 +42,7 @@ ONE = text("DELETE FROM user_account WHERE username = 'seed1'")
 def test_session_database(reynard_db):
     with reynard_db.engine.connect() as conn:
         assert conn.execute(SEEDED).scalar() == 3
+        assert conn.execute(text("SELECT to_regclass('seeded_after_commit')")).scalar()
 
 def test_mapping(reynard_dbs):
     with reynard_dbs["main"].engine.connect() as conn:

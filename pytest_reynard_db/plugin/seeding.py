@@ -40,9 +40,10 @@ def pytest_reynard_db_seed(name: str, connection: Connection) -> None:
     registry name), once, after it is migrated to heads and before any test database
     is cloned from it: every fixture's database then has it.
 
-    ``connection``: a SQLAlchemy Connection to the template, in a transaction committed
-    when every implementation has returned. Its code (the file defining it) is part of
-    the template's digest: changing it builds a new template.
+    ``connection``: a SQLAlchemy Connection to the template, committed when every
+    implementation has returned (``connection.commit()`` along the way works too). Its
+    code (the file defining it) is part of the template's digest: changing it builds a
+    new template.
     """
 
 
