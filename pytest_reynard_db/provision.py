@@ -203,14 +203,15 @@ class Provisioner:
             )
         return template, _heads_of(target.manager(self.server.database_url(template)), revision)
 
-    def _seeds(self, revision: str) -> Seed | None:
+    def _seed_at(self, revision: str) -> Seed | None:
+        """The seed, for a template at heads only."""
         return self.seed if revision in ("heads", "head") else None
 
     def _digest(self, target: Resolved, revision: str) -> str:
         """The tree's digest, and the seed's where it fills this template: a seeded
         template and an unseeded one are two templates."""
         digest = tree_digest(target.tree, revision, self.source)
-        seed = self._seeds(revision)
+        seed = self._seed_at(revision)
         if seed is None:
             return digest
         return hashlib.sha256(f"{digest}|seed {seed.digest}".encode()).hexdigest()[:12]
@@ -224,7 +225,7 @@ class Provisioner:
             self.server.drop_database(scratch)
         url = self.server.create_database(scratch)
         target.manager(url).upgrade(revision)
-        seed = self._seeds(revision)
+        seed = self._seed_at(revision)
         if seed is not None:
             _fill(seed, target, url)
         self.server.rename_database(scratch, template)
