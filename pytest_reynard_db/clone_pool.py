@@ -1,11 +1,13 @@
-"""Clones made one ahead, and drops done behind, on one background thread.
+"""Clones made one ahead, and drops done behind, on two background threads.
 
 A test that gets a database of its own (``reynard_db_fresh``) should wait for
 neither ``CREATE DATABASE`` nor ``DROP DATABASE``. ``ClonePool`` hands out the clone
 it made while the previous test ran, starts the next one, and drops in the
-background; ``close`` waits for all of it and says which drops failed. Its thread
-has an admin connection of its own (a ``Server`` on the same URL), so the
-foreground's connection is never shared across threads.
+background; ``close`` waits for all of it and says which drops failed. Clones and
+drops have a thread each (while a test runs, the next clone and the last test's drop
+take the longer of the two, not their sum: with reflinks both are a few ms, and a
+short test would otherwise wait for the rest), each with an admin connection of its
+own (a ``Server`` on the same URL): no connection is shared across threads.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ class ClonePool:
     def __init__(self, server: Server) -> None:
         self.server = server
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reynard-db")
+        self._dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reynard-db-drop")
         # Guarded as ``server`` is: on a shared server its clones are marked as a run's too.
         self._background = Server(server.url, guarded=server.guarded)
+        self._dropping = Server(server.url, guarded=server.guarded)
         self._ahead: dict[Hashable, Future[tuple[str, URL]]] = {}
         self._drops: list[tuple[str, Future[None]]] = []
         self._closed = False
@@ -52,13 +56,13 @@ class ClonePool:
             self.server.adopt(name)  # it may have been made on the background connection
             self.server.drop_database(name)
             return
-        self._drops.append((name, self._thread.submit(self._drop_behind, name)))
+        self._drops.append((name, self._dropper.submit(self._drop_behind, name)))
 
     def _drop_behind(self, name: str) -> None:
-        """On the background connection, which on an existing server drops only what it
-        created: a name the foreground made (a session database, a test's own) is adopted."""
-        self._background.adopt(name)
-        self._background.drop_database(name)
+        """On the drops' connection, which on an existing server drops only what it
+        created: every name (made by the foreground or the clones' thread) is adopted."""
+        self._dropping.adopt(name)
+        self._dropping.drop_database(name)
 
     def close(self) -> None:
         """Drop the clones made ahead, wait for every drop; a failed one is a ``ServerError``
@@ -69,7 +73,9 @@ class ClonePool:
         self._ahead.clear()
         self._closed = True
         self._thread.shutdown(wait=True)
+        self._dropper.shutdown(wait=True)
         self._background.close()
+        self._dropping.close()
         failed = [
             f"{name} ({future.exception()})"
             for name, future in self._drops

@@ -101,3 +101,10 @@ class FilesystemError(ReynardDBError):
 
 class GuardRefused(ReynardDBError):
     """A connection to a database the harness did not create (exit 2); see ``guard``."""
+
+
+class SeedFailed(ReynardDBError):
+    """A project's ``pytest_reynard_db_seed`` raised while filling a template (exit 1);
+    the message names the conftest and line. The template is not kept."""
+
+    exit_code = 1

@@ -8,15 +8,20 @@ file lock makes xdist workers and concurrent runs build each once; on a server
 shared with other machines (``presence``) the lock is an advisory lock on the
 server itself, and the run holds each template it uses (``postgres.shared``).
 
+A ``Seed`` (the plugin's ``pytest_reynard_db_seed`` hook) fills each template at heads
+once, after migrating and before it is renamed into place: every clone has its data,
+and the hash of its code is part of the template's name (a changed seed, a new template).
+
 Each build is said on the logger ``pytest_reynard_db.provision`` (INFO), with the
 record attributes ``template``, ``database`` and ``revision``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,8 +29,9 @@ from pathlib import Path
 from typing import Literal
 
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
 
 from .clone_pool import ClonePool
 from .errors import ReynardDBError, ServerError
@@ -41,6 +47,16 @@ from .resolve import Resolved, Source, project_identity, tree_digest
 Purpose = Literal["session", "fresh", "rev", "empty", "alembic"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What fills a template at heads after migrating: ``fill(name, connection)`` (registry
+    name; a connection whose transaction is committed after it), and ``digest``, a hash
+    of its code that goes into the template's name."""
+
+    fill: Callable[[str, Connection], None]
+    digest: str
 
 
 @dataclass
@@ -107,11 +123,14 @@ class Provisioner:
         source: Source = "copy",
         presence: RunPresence | None = None,
         lock_dir: Path,
+        seed: Seed | None = None,
     ) -> None:
         """``presence``: this run's session on a server other runs (other machines)
         use too: template builds are then serialized on the server, and each
         template used is held until the run ends. Without it, a file lock in
-        ``lock_dir`` serializes builds on this machine."""
+        ``lock_dir`` serializes builds on this machine. ``seed``: fills each template
+        at heads (a template at another revision is left as migrated: the seed is
+        written for the heads' schema)."""
         self.registry = registry
         self.server = server
         self.run_id = run_id
@@ -119,6 +138,7 @@ class Provisioner:
         self.source: Source = source
         self.presence = presence
         self.lock_dir = lock_dir
+        self.seed = seed
         self._resolved: dict[str, Resolved] = {}
         self._templates: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
         self._counter = itertools.count(1)
@@ -157,7 +177,7 @@ class Provisioner:
 
     def _build_template(self, target: Resolved, revision: str) -> tuple[str, tuple[str, ...]]:
         name = target.entry.name
-        template = template_name(name, tree_digest(target.tree, revision, self.source))
+        template = template_name(name, self._digest(target, revision))
         if self.presence is not None:
             self.presence.hold(template)  # from now on no one prunes it under us
             lock = build_lock(self.server, template, self.run_id)
@@ -183,13 +203,31 @@ class Provisioner:
             )
         return template, _heads_of(target.manager(self.server.database_url(template)), revision)
 
+    def _seed_at(self, revision: str) -> Seed | None:
+        """The seed, for a template at heads only."""
+        return self.seed if revision in ("heads", "head") else None
+
+    def _digest(self, target: Resolved, revision: str) -> str:
+        """The tree's digest, and the seed's where it fills this template: a seeded
+        template and an unseeded one are two templates."""
+        digest = tree_digest(target.tree, revision, self.source)
+        seed = self._seed_at(revision)
+        if seed is None:
+            return digest
+        return hashlib.sha256(f"{digest}|seed {seed.digest}".encode()).hexdigest()[:12]
+
     def _migrate_into(self, target: Resolved, template: str, revision: str) -> None:
-        """Migrate under a scratch name, then rename: a template that exists is complete."""
+        """Migrate (and seed) under a scratch name, then rename: a template that exists
+        is complete."""
         scratch = building_name(template)
         if self.server.exists(scratch):  # left by a build that was killed; we hold the lock
             self.server.adopt(scratch)
             self.server.drop_database(scratch)
-        target.manager(self.server.create_database(scratch)).upgrade(revision)
+        url = self.server.create_database(scratch)
+        target.manager(url).upgrade(revision)
+        seed = self._seed_at(revision)
+        if seed is not None:
+            _fill(seed, target, url)
         self.server.rename_database(scratch, template)
         # A template outlives this process (other xdist workers and runs clone it):
         # an ephemeral server goes with it; elsewhere it is pruned when unused.
@@ -288,6 +326,19 @@ class Provisioner:
         (``Registry.url_envs``)."""
         with exported(self.resolve(name).url_envs, url):
             yield
+
+
+def _fill(seed: Seed, target: Resolved, url: URL) -> None:
+    """Run the seed on the migrated scratch database, committed after it returns (it may
+    commit as it goes, as SQLAlchemy 2 connections do); a seed that reads the
+    application's URL variables finds the scratch database there too."""
+    engine = create_engine(url, poolclass=NullPool)  # nothing left connected: it is renamed
+    try:
+        with exported(target.url_envs, url), engine.connect() as connection:
+            seed.fill(target.entry.name, connection)
+            connection.commit()
+    finally:
+        engine.dispose()
 
 
 def _heads_of(manager: MigrationManager, revision: str) -> tuple[str, ...]:

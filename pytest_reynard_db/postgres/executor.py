@@ -27,6 +27,7 @@ from filelock import FileLock, Timeout
 from ..errors import ServerError
 from ..guard import GUARD, HARNESS_CLUSTER_NAME
 from .binaries import Binaries, find_binaries
+from .clone_method import CLONE_VERSION, CloneMethod, planned, reflinks, settings_for
 from .reaper import (
     owner_record,
     reap_orphans,
@@ -123,13 +124,18 @@ class EphemeralPostgres:
         persistent: bool = False,
         settings: Sequence[str] = (),
     ) -> None:
-        """``settings``: extra ``name=value`` server settings (``-c``), after the tuning."""
+        """``settings``: extra ``name=value`` server settings (``-c``), after the tuning.
+
+        Where the runtime directory has reflinks, PostgreSQL >= 18 binaries are preferred
+        (unless ``binaries`` are given) and clone templates by reflink (``clone_method``)."""
         self.user = run_as()
         self.root = runtime_root(self.user)
-        self.binaries = reachable_binaries(binaries or find_binaries(), self.user, self.root)
+        if binaries is None:
+            binaries = find_binaries(at_least=CLONE_VERSION if reflinks(self.root) else None)
+        self.binaries = reachable_binaries(binaries, self.user, self.root)
         self.boot_timeout = boot_timeout
         self.persistent = persistent
-        self.settings = tuple(settings)
+        self.settings = (*settings_for(self.binaries.version, self.root), *settings)
         self.base_dir: Path | None = None
         self.port: int | None = None
         #: Where ``start`` puts the server (default: a new directory under the runtime root).
@@ -205,6 +211,11 @@ class EphemeralPostgres:
         if self.port is None:
             raise ServerError("the server is not running")
         return f"postgresql+psycopg://{SUPERUSER}@{HOST}:{self.port}/postgres"
+
+    @property
+    def clone_method(self) -> CloneMethod:
+        """How this server clones templates (it need not be started)."""
+        return planned(self.binaries.version, self.root)
 
     @property
     def pid(self) -> int | None:
