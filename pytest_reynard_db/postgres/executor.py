@@ -11,17 +11,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import psycopg
-import testing.postgresql
 from filelock import FileLock, Timeout
 
 from ..errors import ServerError
@@ -35,6 +32,12 @@ from .reaper import (
 )
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
 from .waits import file_lock
+
+if TYPE_CHECKING:  # testing.postgresql (and the pg8000 it imports) load when a server starts
+    from .tuned import _TunedPostgresql
+
+#: The server's log file in its directory, as testing.common names it (after the class).
+LOG_NAME = "_TunedPostgresql.log"
 
 SUPERUSER = "postgres"
 HOST = "127.0.0.1"
@@ -53,54 +56,6 @@ TUNING = (
     f"cluster_name={HARNESS_CLUSTER_NAME}",  # how the guard's net knows a server of ours
 )
 INITDB_ARGS = ("-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-
-
-class _TunedPostgresql(testing.postgresql.Postgresql):  # type: ignore[misc]
-    """testing.postgresql with our user, tuning, socket directory and readiness probe."""
-
-    def __init__(self, *, user: RunAs, extra: Sequence[str] = (), **settings: Any) -> None:
-        self.run_as = user
-        self.extra = tuple(extra)
-        super().__init__(**settings)
-
-    def initialize_database(self) -> None:
-        # testing.common made these as us; the server's user must own them.
-        self.run_as.give(Path(self.base_dir))
-        if not os.path.exists(os.path.join(self.base_dir, "data", "PG_VERSION")):
-            _initdb(self.initdb, Path(self.base_dir) / "data", self.run_as)
-
-    def get_server_commandline(self) -> list[str]:
-        argv = [
-            self.postgres,
-            "-p",
-            str(self.settings["port"]),
-            "-D",
-            os.path.join(self.base_dir, "data"),
-            "-k",
-            os.path.join(self.base_dir, "tmp"),
-            "-h",
-            HOST,
-            "-F",
-        ]
-        for setting in (*TUNING, *self.extra):
-            argv += ["-c", setting]
-        return list(self.run_as.command(argv))
-
-    def is_server_available(self) -> bool:
-        try:
-            with psycopg.connect(
-                host=HOST,
-                port=self.settings["port"],
-                user=SUPERUSER,
-                dbname="postgres",
-                connect_timeout=2,
-            ):
-                return True
-        except psycopg.OperationalError:
-            return False
-
-    def poststart(self) -> None:
-        """testing.postgresql creates a ``test`` database here; we need none."""
 
 
 def _initdb(initdb: str, datadir: Path, user: RunAs) -> None:
@@ -157,6 +112,8 @@ class EphemeralPostgres:
             self.port, self._port_lock = reserve_port(self.root)
             GUARD.allow_server(self.url)  # ours from the first probe: all of it is throw-away
             try:
+                from .tuned import _TunedPostgresql
+
                 self._pg = _TunedPostgresql(
                     user=self.user,
                     extra=self.settings,
@@ -251,7 +208,7 @@ class EphemeralPostgres:
     def _log_tail(self) -> str:
         if self.base_dir is None:
             return ""
-        log = self.base_dir / f"{_TunedPostgresql.__name__}.log"  # testing.common names it so
+        log = self.base_dir / LOG_NAME
         try:
             return _tail(log.read_text(errors="replace"))
         except OSError:
