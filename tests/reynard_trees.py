@@ -96,6 +96,18 @@ def run_cli(project: Path, *argv: str, env: dict[str, str] | None = None) -> tup
     return result.returncode, result.stdout, result.stderr
 
 
+def break_main(project: Path) -> None:
+    """A revision on ``main``'s head whose upgrade fails (``broken_on_purpose()`` does
+    not exist): the template build, pytest-alembic's upgrade and the checks fail on it."""
+    write_revision(
+        project / "alembic/main/versions",
+        "3a1400000005",
+        "3a1400000004",
+        'op.execute("SELECT broken_on_purpose()")',
+        slug="broken",
+    )
+
+
 def write_revision(
     folder: Path,
     revision: str,

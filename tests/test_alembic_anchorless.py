@@ -9,7 +9,7 @@ the Reynard trees with a test file of its own and no conftest anywhere.
 from __future__ import annotations
 
 import pytest
-from reynard_trees import write_revision
+from reynard_trees import break_main
 
 BUILTIN = ("model_definitions_match_ddl", "single_head_revision", "up_down_consistency", "upgrade")
 
@@ -42,13 +42,7 @@ def test_builtin_tests_are_collected_without_a_conftest(
 def test_they_select_and_fail_as_others(pytester: pytest.Pytester) -> None:
     """``-k`` selects among them; a broken revision fails ``test_upgrade`` with
     pytest-alembic's own report, not a crash of the collector."""
-    write_revision(
-        pytester.path / "alembic/main/versions",
-        "3a1400000005",
-        "3a1400000004",
-        'op.execute("SELECT broken_on_purpose()")',
-        slug="broken",
-    )
+    break_main(pytester.path)
     result = pytester.runpytest("--test-alembic", "--reynard-db=main", "-k", "upgrade", "-v")
     result.assert_outcomes(failed=1, deselected=4)
     result.stdout.fnmatch_lines(["*pytest-alembic::test_upgrade FAILED*", "*broken_on_purpose*"])

@@ -196,28 +196,31 @@ def test_an_opt_in_url_with_its_driver_s_own_query_option_lets_the_test_connect(
         assert asyncio.run(run()) == 1
 
 
-#: A test running the application's own script in a child interpreter (guarded by the
-#: package's ``.pth``), whose engine's ``creator=`` names the opted-in place by its host
-#: and dials production's address (``hostaddr=``), as the TOFU attacks of test_hostile23.
-CHILD_OF_AN_OPT_IN = '''
-import subprocess
-import sys
-
-SCRIPT = """
+#: A script whose engine's ``creator=`` names the opted-in place by its host and dials
+#: production's address (``hostaddr=``), as the TOFU attacks of test_hostile23.
+DIALS_PRODUCTION = """
 import os
 
 import psycopg
 from sqlalchemy import create_engine, text
 
 port = os.environ["PROD_PORT"]
-conninfo = f"host=localhost hostaddr=127.0.0.2 port={port} user=postgres dbname=postgres"
+conninfo = f"host=localhost hostaddr=127.0.0.2 port={{port}} user=postgres dbname=postgres"
 engine = create_engine(
     "postgresql+psycopg://",
     creator=lambda: psycopg.Connection(psycopg.pq.PGconn.connect(conninfo.encode())),
 )
 with engine.connect() as conn:
-    conn.execute(text("SELECT 'stolen by a child of the run'"))
+    conn.execute(text("SELECT 'stolen by {who}'"))
 """
+
+#: A test running the application's own script in a child interpreter (guarded by the
+#: package's ``.pth``).
+CHILD_OF_AN_OPT_IN = f"""
+import subprocess
+import sys
+
+SCRIPT = {DIALS_PRODUCTION.format(who="a child of the run")!r}
 
 
 def test_the_application_s_script(tmp_path):
@@ -225,7 +228,7 @@ def test_the_application_s_script(tmp_path):
     script.write_text(SCRIPT)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     print("CHILD EXIT", done.returncode, done.stderr[-300:])
-'''
+"""
 
 
 def test_a_child_of_the_run_judges_an_opted_in_place_as_its_parent_would(
@@ -547,27 +550,13 @@ def test_an_opt_in_on_the_shared_server_does_not_take_over_asking_it(
 
 #: Put first in env.py: the application's own script run in a child interpreter (a data
 #: fix-up, a cache warm-up), connecting as the script in ``CHILD_OF_AN_OPT_IN`` does.
-ENV_PY_RUNS_A_SCRIPT = '''\
+ENV_PY_RUNS_A_SCRIPT = f"""\
 import subprocess as _subprocess
 import sys as _sys
 
-_SCRIPT = """
-import os
-
-import psycopg
-from sqlalchemy import create_engine, text
-
-port = os.environ["PROD_PORT"]
-conninfo = f"host=localhost hostaddr=127.0.0.2 port={port} user=postgres dbname=postgres"
-engine = create_engine(
-    "postgresql+psycopg://",
-    creator=lambda: psycopg.Connection(psycopg.pq.PGconn.connect(conninfo.encode())),
-)
-with engine.connect() as conn:
-    conn.execute(text("SELECT 'stolen by a script env.py ran'"))
-"""
+_SCRIPT = {DIALS_PRODUCTION.format(who="a script env.py ran")!r}
 _subprocess.run([_sys.executable, "-c", _SCRIPT], check=False)
-'''
+"""
 
 
 def test_a_script_env_py_runs_under_check_judges_an_opted_in_place_as_check_would(

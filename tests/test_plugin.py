@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from reynard_trees import write_revision
+from reynard_trees import break_main, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -296,13 +296,7 @@ def test_reuse_drops_the_databases_of_a_dead_run(pytester: pytest.Pytester) -> N
 
 
 def test_migration_failure_is_one_error_naming_the_file(pytester: pytest.Pytester) -> None:
-    write_revision(
-        pytester.path / "alembic/main/versions",
-        "3a1400000005",
-        "3a1400000004",
-        'op.execute("SELECT broken_on_purpose()")',
-        slug="broken",
-    )
+    break_main(pytester.path)
     pytester.makepyfile(test_x="def test_x(reynard_db):\n    pass\n")
     result = pytester.runpytest("--reynard-db=main")
     result.assert_outcomes(errors=1)

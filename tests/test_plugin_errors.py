@@ -10,7 +10,7 @@ import socket
 from fnmatch import fnmatch
 
 import pytest
-from reynard_trees import write_revision
+from reynard_trees import break_main
 
 
 def closed_port_url() -> str:
@@ -122,13 +122,7 @@ def test_a_broken_template_build_is_reported_in_full_once(
     """Every test that needs the template fails; the first report says why in full, each
     later one "failed as reported above" in one line: once per run, under xdist too (a
     session fixture's error, raised again by pytest for each later test, included)."""
-    write_revision(
-        pytester.path / "alembic/main/versions",
-        "3a1400000005",
-        "3a1400000004",
-        'op.execute("SELECT broken_on_purpose()")',
-        slug="broken",
-    )
+    break_main(pytester.path)
     pytester.makepyfile(test_main=NEEDS_MAIN)
     result = pytester.runpytest_subprocess("--reynard-db=main", *workers)
     result.assert_outcomes(errors=6, failed=1)
