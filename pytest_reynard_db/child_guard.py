@@ -27,10 +27,26 @@ VARIABLE = "REYNARD_DB_GUARD"
 
 def install() -> None:
     """Wait for a driver's import, if this process is a guarded run's child (once)."""
-    if os.environ.get(VARIABLE) and not any(
-        isinstance(f, _ArmOnDriverImport) for f in sys.meta_path
-    ):
+    if os.environ.get(VARIABLE) and not any(_is_ours(f) for f in sys.meta_path):
         sys.meta_path.insert(0, _ArmOnDriverImport())
+    _forget_the_package()
+
+
+def _is_ours(finder: object) -> bool:
+    # by name: this module may be loaded twice (``_forget_the_package``), as two classes
+    return type(finder).__name__ == _ArmOnDriverImport.__name__
+
+
+def _forget_the_package() -> None:
+    """This package out of ``sys.modules`` again when nothing else of it was imported: a
+    child that is a pytest run (an xdist worker) imports it as a plugin later, and pytest,
+    which rewrites a plugin's asserts, warns of a package imported before it could
+    (``PytestAssertRewriteWarning``; with ``filterwarnings = error`` every worker crashed).
+    The finder waiting for a driver keeps what it needs; ``_arm`` imports the guard anew."""
+    ours = [name for name in sys.modules if name.split(".")[0] == "pytest_reynard_db"]
+    if set(ours) <= {"pytest_reynard_db", __name__}:
+        for name in ours:
+            del sys.modules[name]
 
 
 class _ArmOnDriverImport(importlib.abc.MetaPathFinder):
@@ -59,7 +75,7 @@ class _ArmOnDriverImport(importlib.abc.MetaPathFinder):
 
 
 def _arm() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _ArmOnDriverImport)]
+    sys.meta_path[:] = [f for f in sys.meta_path if not _is_ours(f)]
     from pytest_reynard_db.guard import GUARD, inherit
 
     path = os.environ[VARIABLE]

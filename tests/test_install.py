@@ -128,3 +128,20 @@ def test_the_wheel_in_a_fresh_virtualenv_runs_the_quickstart(
     # The header names the system's binaries; no wheel, so nothing said unused.
     assert all("reynard-db: PostgreSQL " in out for out in pytest_runs), pytest_runs
     assert all("unused" not in out for out in pytest_runs), pytest_runs
+    # xdist workers are the run's children, armed by the .pth: an installed package that
+    # the .pth imported before pytest could mark it for rewriting made every worker warn,
+    # and crash where warnings are errors (the new user's second day, issue 24).
+    run([python, "-m", "pip", "install", "-q", "pytest-xdist"], cwd=project)
+    env = clean_env(VIRTUAL_ENV=str(venv))
+    env.pop("PYTEST_ADDOPTS", None)  # (this suite's own: an option of pytest-asyncio's)
+    workers = subprocess.run(
+        [python, "-m", "pytest", "-n", "2", "-W", "error", "tests/test_users.py"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = workers.stdout + workers.stderr
+    assert workers.returncode == 0, output
+    assert "warning" not in output.lower() and "crashed" not in output, output
