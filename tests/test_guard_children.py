@@ -34,10 +34,17 @@ def test_a_child_of_no_run_loads_nothing(tmp_path: Path) -> None:
 
 
 def test_a_child_of_a_run_waits_for_a_driver(tmp_path: Path) -> None:
-    """Armed only when it imports a driver: until then, the package's lazy ``__init__``."""
+    """Armed only when it imports a driver: until then, nothing of the package stays
+    imported (a pytest child imports it as a plugin later, see ``child_guard``), only
+    the finder that waits for a driver."""
     env = clean_env(REYNARD_DB_GUARD=str(tmp_path / "listed.json"), PYTHONPATH="src")
+    waiting = "import sys; print([type(f).__name__ for f in sys.meta_path][:1])"
     done = subprocess.run(
-        [sys.executable, "-c", LOADED], capture_output=True, text=True, env=env, cwd=tmp_path
+        [sys.executable, "-c", f"{LOADED}; {waiting}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
-    expected = "['pytest_reynard_db', 'pytest_reynard_db.child_guard']\n"
+    expected = "[]\n['_ArmOnDriverImport']\n"
     assert done.returncode == 0 and done.stdout == expected, done.stdout + done.stderr
