@@ -327,3 +327,18 @@ def test_markers_only_a_connection_pooled_at_import_is_judged_when_used(
     assert result.returncode == 1 and "1 failed" in output, output
     assert "refused a connection that reached database 'app'" in output, output
     assert connections_received(decoy) == before + 1  # the import's, which the README names
+
+
+def test_pytest_alembic_s_model_test_is_skipped_where_env_py_has_no_metadata(
+    project: Path,
+) -> None:
+    """The stock env.py sets no ``target_metadata``: pytest-alembic's
+    ``test_model_definitions_match_ddl`` failed ("does not provide a MetaData object")
+    where ``check``'s ``models_match`` is skipped (the new user's trial, issue 24); now
+    skipped too, with the same reason."""
+    result = run_pytest(project, "--test-alembic", "--reynard-db=app", "-v", "-rs")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "test_model_definitions_match_ddl SKIPPED" in result.stdout, output
+    assert "no target_metadata in env.py" in result.stdout, output
+    assert "3 passed, 1 skipped" in result.stdout, output

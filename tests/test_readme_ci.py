@@ -88,6 +88,11 @@ def test_the_recipe_refers_to_what_the_harness_reads(workflow: dict[str, Any]) -
     assert runs[-1].startswith("python -m pytest")
     assert any("check --only single_head,mirror_sync" in r for r in runs)
     assert any(r.startswith("reynard-migrate check --only history --base") for r in runs)
+    # the scheduled drift job installs what has reynard-migrate in it too (a plain
+    # `pip install -e .` of a user's project does not: the new user's trial, issue 24)
+    drift_runs = [s["run"] for s in workflow["jobs"]["drift"]["steps"] if "run" in s]
+    assert drift_runs[0] == "python -m pip install -e '.[test]'"
+    assert drift_runs[-1].startswith("reynard-migrate drift ")
 
 
 def test_the_recipe_runs_as_written_against_a_service_like_server(
