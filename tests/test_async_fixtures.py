@@ -216,3 +216,41 @@ def test_without_greenlet_it_is_one_line(
         ],
         consecutive=True,
     )
+
+
+TWO_DATABASES = """
+import pytest
+from sqlalchemy import text
+
+COUNTS = {
+    "ecs_e2e": text("SELECT count(*) FROM world WHERE name = 'both'"),
+    "main": text("SELECT count(*) FROM audit_log WHERE action = 'both'"),
+}
+INSERTS = {
+    "ecs_e2e": text("INSERT INTO world (name) VALUES ('both')"),
+    "main": text("INSERT INTO audit_log (action) VALUES ('both')"),
+}
+
+
+@pytest.mark.reynard_db("ecs_e2e", "main")
+@pytest.mark.parametrize("run", [1, 2])
+async def test_both_committed_both_rolled_back(
+    reynard_db_async_connections, reynard_db_async_connection, reynard_dbs, run
+):
+    assert list(reynard_db_async_connections) == ["ecs_e2e", "main"]
+    assert reynard_db_async_connections["ecs_e2e"] is reynard_db_async_connection
+    for name, conn in reynard_db_async_connections.items():
+        assert conn.engine.url.database == reynard_dbs[name].name
+        assert (await conn.execute(COUNTS[name])).scalar() == 0
+        await conn.execute(INSERTS[name])
+        await conn.commit()
+        assert (await conn.execute(COUNTS[name])).scalar() == 1
+"""
+
+
+def test_several_databases_async(pytester: pytest.Pytester) -> None:
+    """``reynard_db_async_connections``: one rolled-back async connection per database the
+    test asks for (the new user's signup writes to two databases, issue 24)."""
+    async_project(pytester, asyncio_mode="auto")
+    pytester.makepyfile(test_two=TWO_DATABASES)
+    assert_clean(pytester.runpytest(*IN_PROCESS), passed=2)

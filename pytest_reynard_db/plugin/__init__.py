@@ -26,6 +26,7 @@ the servers load when a run selects a database.
 from .async_fixtures import (
     pytest_fixture_setup,
     reynard_db_async_connection,
+    reynard_db_async_connections,
     reynard_db_async_engine,
     reynard_db_async_session,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "pytest_unconfigure",
     "reynard_db",
     "reynard_db_async_connection",
+    "reynard_db_async_connections",
     "reynard_db_async_engine",
     "reynard_db_async_session",
     "reynard_db_connection",

@@ -1,5 +1,6 @@
-"""The async fixtures: ``reynard_db_async_engine``, ``reynard_db_async_connection`` and
-``reynard_db_async_session``, on SQLAlchemy's asyncio extension.
+"""The async fixtures: ``reynard_db_async_engine``, ``reynard_db_async_connection``,
+``reynard_db_async_session`` and ``reynard_db_async_connections`` (one per database a
+test asks for), on SQLAlchemy's asyncio extension.
 
 Who runs them. A plugin cannot pick the user's async test runner, so the fixtures
 are plain ``async def`` fixtures run by whichever plugin runs the test, in the test's
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import importlib
 import types
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
+from contextlib import AsyncExitStack
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -35,7 +38,11 @@ if TYPE_CHECKING:
     from ..provision import TestDatabase
     from ..registry import Database
 
-ASYNC_FIXTURES = ("reynard_db_async_connection", "reynard_db_async_session")
+ASYNC_FIXTURES = (
+    "reynard_db_async_connection",
+    "reynard_db_async_session",
+    "reynard_db_async_connections",
+)
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +77,45 @@ async def reynard_db_async_connection(
             yield connection
     if not outcome.intact:
         replace_after_escape(request, "reynard_db_async_connection", [reynard_db])
+
+
+@pytest.fixture
+async def reynard_db_async_connections(
+    request: pytest.FixtureRequest,
+    reynard_dbs: Mapping[str, TestDatabase],
+    reynard_db: TestDatabase,
+    reynard_db_async_connection: AsyncConnection,
+) -> AsyncIterator[Mapping[str, AsyncConnection]]:
+    """Registry name -> an ``AsyncConnection`` rolled back after the test, one per database
+    the test asks for (``reynard_db_connections``, async); the first database's is
+    ``reynard_db_async_connection`` itself, so ``reynard_db_async_session`` sees its writes."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from .fixtures import replace_after_escape
+    from .outer_transaction import Outcome, rolled_back_async
+
+    outcomes: list[tuple[TestDatabase, Outcome]] = []
+    engines: list[AsyncEngine] = []
+    with catch_harness_errors(request):
+        async with AsyncExitStack() as stack:
+            connections: dict[str, AsyncConnection] = {}
+            for name, database in reynard_dbs.items():
+                if database is reynard_db:
+                    connections[name] = reynard_db_async_connection
+                    continue
+                engine = create_async_engine(async_url(database), poolclass=NullPool)
+                engines.append(engine)
+                connections[name], outcome = await stack.enter_async_context(
+                    rolled_back_async(database, engine)
+                )
+                outcomes.append((database, outcome))
+            yield MappingProxyType(connections)
+        for engine in engines:
+            await engine.dispose()
+    escaped = [database for database, outcome in outcomes if not outcome.intact]
+    if escaped:
+        replace_after_escape(request, "reynard_db_async_connections", escaped)
 
 
 @pytest.fixture
