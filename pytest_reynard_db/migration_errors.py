@@ -113,7 +113,23 @@ def alembic_errors(db: Database) -> Iterator[None]:
     try:
         yield
     except (CommandError, AlembicRevisionError) as exc:
-        raise RevisionError(f"database {db.name!r}: {one_line(exc)}") from None
+        said, fix = one_line(exc), _fix_for(exc)
+        said = said.rstrip(".") if fix else said
+        raise RevisionError(f"database {db.name!r}: {said}{fix}") from None
+
+
+#: Alembic's words for an autogenerate whose env.py sets no ``target_metadata``.
+NO_METADATA = "does not provide a MetaData object"
+
+
+def _fix_for(exc: BaseException) -> str:
+    """What to do about an Alembic usage error, where we know (else nothing)."""
+    if NO_METADATA in str(exc):
+        return (
+            "; set target_metadata in env.py to your models' MetaData to autogenerate, "
+            "or pass --empty for a revision written by hand"
+        )
+    return ""
 
 
 def migration_failure(

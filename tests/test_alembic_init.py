@@ -342,3 +342,19 @@ def test_pytest_alembic_s_model_test_is_skipped_where_env_py_has_no_metadata(
     assert "test_model_definitions_match_ddl SKIPPED" in result.stdout, output
     assert "no target_metadata in env.py" in result.stdout, output
     assert "3 passed, 1 skipped" in result.stdout, output
+
+
+def test_create_on_a_stock_env_py_says_the_fix(project: Path, cli: Cli) -> None:
+    """Autogenerate needs env.py's ``target_metadata``, which the stock env.py leaves
+    ``None``: Alembic's words alone did not say what to do (the new user's trial,
+    issue 24); the line now says it, and ``--empty`` writes a revision by hand."""
+    versions = project / "migrations" / "versions"
+    before = set(versions.iterdir())
+    code, out, err = cli("create", "app", "-m", "second")
+    assert code == 2, out + err
+    [line] = err.splitlines()
+    assert "does not provide a MetaData object" in line, err
+    assert "set target_metadata in env.py" in line and "--empty" in line, err
+    assert set(versions.iterdir()) == before  # nothing written
+    code, out, err = cli("create", "app", "-m", "second", "--empty")
+    assert code == 0 and "wrote" in out, out + err

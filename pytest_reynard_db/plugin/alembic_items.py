@@ -80,16 +80,14 @@ def model_definitions_match_ddl(alembic_runner: Any) -> None:
     to match, as our ``models_match`` says."""
     from pytest_alembic.tests.default import test_model_definitions_match_ddl
 
+    from ..migration_errors import NO_METADATA
+
     try:
         test_model_definitions_match_ddl(alembic_runner)
     except Exception as exc:
         if NO_METADATA not in _words(exc):
             raise
         pytest.skip("no target_metadata in env.py: no models to match (as check's models_match)")
-
-
-#: What Alembic says of an autogenerate without a ``target_metadata``.
-NO_METADATA = "does not provide a MetaData object"
 
 
 def _words(exc: BaseException) -> str:
