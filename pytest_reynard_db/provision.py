@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine
@@ -34,14 +34,17 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from .clone_pool import ClonePool
+from .env_run import exported
 from .errors import ReynardDBError, ServerError
-from .manager import MigrationManager, exported
 from .postgres import Server
 from .postgres.names import building_name, run_database, template_name
 from .postgres.shared import RunPresence, build_lock
 from .postgres.waits import file_lock
 from .registry import Database, Registry
 from .resolve import Resolved, Source, project_identity, tree_digest
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
 
 #: What a database is for; part of its name (``postgres.names.run_database``).
 Purpose = Literal["session", "fresh", "rev", "empty", "alembic"]
@@ -201,7 +204,7 @@ class Provisioner:
                 project=project_identity(self.registry),
                 tree=tree_digest(target.tree, "heads", self.source),
             )
-        return template, _heads_of(target.manager(self.server.database_url(template)), revision)
+        return template, _heads_of(target.script, revision)
 
     def _seed_at(self, revision: str) -> Seed | None:
         """The seed, for a template at heads only."""
@@ -341,7 +344,8 @@ def _fill(seed: Seed, target: Resolved, url: URL) -> None:
         engine.dispose()
 
 
-def _heads_of(manager: MigrationManager, revision: str) -> tuple[str, ...]:
-    if revision in ("heads", "head"):
-        return tuple(s.revision for s in manager.heads())
-    return tuple(s.revision for s in manager.script.get_revisions(revision) if s is not None)
+def _heads_of(script: ScriptDirectory, revision: str) -> tuple[str, ...]:
+    """The revisions a template at ``revision`` is at (sorted, as ``MigrationManager.heads``):
+    read from the tree, with no manager (a kept template is used as it is)."""
+    found = script.get_revisions("heads" if revision in ("heads", "head") else revision)
+    return tuple(sorted(s.revision for s in found if s is not None))

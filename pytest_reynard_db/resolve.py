@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from .atomic_file import refuse_non_regular
-from .manager import MigrationManager
 from .registry import Database, Registry
 from .tree import load_tree, revision_files
+
+if TYPE_CHECKING:  # imported when a tree is migrated, not to name a template
+    from .manager import MigrationManager
 
 #: Which tree migrates a mirror: its own copied tree, or its source's.
 Source = Literal["copy", "point"]
@@ -59,6 +61,8 @@ class Resolved:
 
     def manager(self, url: URL) -> MigrationManager:
         """A quiet manager of the tree, aimed at ``url``."""
+        from .manager import MigrationManager
+
         return MigrationManager(
             self.tree, url, quiet=True, url_envs=self.url_envs, script=self.script
         )
