@@ -42,9 +42,17 @@ class SubSizes:
     suite_reps: int
 
 
+#: Set on this project's machines: no ``.pyc`` is written, so every pytest start compiles
+#: the package's modules (and pytest's rewrite of a plugin's package cannot cache either).
+NO_BYTECODE = "PYTHONDONTWRITEBYTECODE"
+
+
 def run_pytest(project: Path, args: list[str], env: dict[str, str] | None = None) -> float:
-    """Run pytest in ``project``; its wall time in seconds (a failed run raises)."""
+    """Run pytest in ``project``; its wall time in seconds (a failed run raises). ``env``'s
+    ``NO_BYTECODE`` set to "" unsets it (a developer's machine, bytecode cached)."""
     environ = {**os.environ, **(env or {})}
+    if environ.get(NO_BYTECODE) == "":
+        del environ[NO_BYTECODE]
     environ.pop("PYTEST_ADDOPTS", None)
     start = time.perf_counter()
     done = subprocess.run(
@@ -181,6 +189,9 @@ def row_session_start(sizes: SubSizes) -> list[Row]:
             warm = statistics.median(
                 run_pytest(project, reuse, env) - startup for _ in range(sizes.warm_reps)
             )
+            cached = None
+            if os.environ.get(NO_BYTECODE):  # the same, as a machine that writes bytecode
+                cached = _with_bytecode(project, args, reuse, {**env, NO_BYTECODE: ""}, sizes)
         finally:
             remove_new_entries(before, ("reuse-", "initdb-"))
     baseline = statistics.median(testing_postgresql_start() for _ in range(sizes.baseline_reps))
@@ -206,7 +217,40 @@ def row_session_start(sizes: SubSizes) -> list[Row]:
     ]
     for row in rows:
         row.note = note
+    if cached is not None:
+        bare, default_cached, warm_cached = cached
+        for label, ours, limit in (
+            ("no reuse (initdb cached)", default_cached, 3.0),
+            ("warm (--reynard-db-reuse)", warm_cached, 0.5),
+        ):
+            row = absolute_row(
+                f"4 session start, {label}, bytecode written",
+                ours,
+                baseline,
+                "testing.postgresql",
+                limit,
+            )
+            row.note = f"{NO_BYTECODE} unset; minus bare pytest startup {bare:.2f} s"
+            rows.append(row)
     return rows
+
+
+def _with_bytecode(
+    project: Path, args: list[str], reuse: list[str], env: dict[str, str], sizes: SubSizes
+) -> tuple[float, float, float]:
+    """Row 4's no-reuse and warm runs (and the bare baseline) with bytecode written, as
+    on a developer's machine: a first run of each writes the ``.pyc`` files (and pytest's
+    rewritten plugin modules), then the median of the rest."""
+    for argv in (["test_trivial.py"], args, reuse):
+        run_pytest(project, argv, env)
+    bare = statistics.median(
+        run_pytest(project, ["test_trivial.py"], env) for _ in range(sizes.baseline_reps)
+    )
+    default = statistics.median(
+        run_pytest(project, args, env) - bare for _ in range(sizes.warm_reps)
+    )
+    warm = statistics.median(run_pytest(project, reuse, env) - bare for _ in range(sizes.warm_reps))
+    return bare, default, warm
 
 
 def row_suite(sizes: SubSizes) -> list[Row]:
