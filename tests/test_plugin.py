@@ -447,3 +447,19 @@ def test_the_source_option_takes_every_source_the_provisioner_knows() -> None:
     from pytest_reynard_db.plugin import options
 
     assert options.SOURCES == resolve.SOURCES
+
+
+@pytest.mark.usefixtures("stop_reused_server")
+def test_the_run_that_starts_the_kept_server_warns_of_nothing(pytester: pytest.Pytester) -> None:
+    """The run that starts the ``--reynard-db-reuse`` server leaves it running, by design:
+    its ``Popen`` collected while the server ran said ``ResourceWarning: subprocess N is
+    still running``, and a project with ``filterwarnings = error`` exited 1 after its tests
+    passed (the second new user's trial, issue 24)."""
+    with (pytester.path / "pyproject.toml").open("a") as pyproject:
+        pyproject.write('filterwarnings = ["error"]\n')
+    pytester.makepyfile(test_kept="def test_kept(reynard_db):\n    assert reynard_db.name\n")
+    for _ in range(2):  # the run that starts it, and one that finds it
+        result = pytester.runpytest_subprocess("--reynard-db=main", "--reynard-db-reuse")
+        output = result.stdout.str() + result.stderr.str()
+        assert result.ret == 0, output
+        assert "Warning" not in output and "still running" not in output, output

@@ -36,6 +36,9 @@ from .waits import file_lock
 if TYPE_CHECKING:  # testing.postgresql (and the pg8000 it imports) load when a server starts
     from .tuned import _TunedPostgresql
 
+#: The processes of kept servers this process started, never waited for (``stop``).
+_KEPT_RUNNING: list[object] = []
+
 #: The server's log file in its directory, as testing.common names it (after the class).
 LOG_NAME = "_TunedPostgresql.log"
 
@@ -146,7 +149,11 @@ class EphemeralPostgres:
         if self._pg is not None:
             pg, self._pg = self._pg, None
             if self.persistent:
-                pg.child_process = None  # detach: testing.common would stop it when collected
+                # Detached: testing.common would stop it when collected. Its Popen is kept
+                # until the interpreter exits: collected while the server runs, it warns
+                # (ResourceWarning "still running"; an error where warnings are errors).
+                _KEPT_RUNNING.append(pg.child_process)
+                pg.child_process = None
             else:
                 with contextlib.suppress(Exception):
                     pg.terminate()
