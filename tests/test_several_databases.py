@@ -190,3 +190,25 @@ def test_a_marker_without_a_name_is_one_line(
     result.stdout.fnmatch_lines(["_* ERROR collecting test_bad.py _*", expected, "=*"])
     output = result.stdout.str() + result.stderr.str()
     assert "Traceback" not in output and "pytest_generate_tests" not in output, output
+
+
+def test_the_header_names_what_markers_add(pytester: pytest.Pytester) -> None:
+    """With ``reynard_db = "main"`` selected and markers naming ``ecs`` too, the header
+    (before collection) said only ``main`` (the second new user's trial, issue 24): the
+    databases markers add are said once collected."""
+    pytester.makepyfile(
+        test_marked="""
+        import pytest
+
+        @pytest.mark.reynard_db("main", "ecs")
+        def test_both(reynard_dbs):
+            assert list(reynard_dbs) == ["main", "ecs"]
+        """
+    )
+    result = pytester.runpytest_subprocess("--reynard-db=main")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["reynard-db: databases main on an ephemeral server*", "reynard-db: markers also use ecs"]
+    )
+    alone = pytester.runpytest_subprocess("--reynard-db=main,ecs")
+    assert "markers also use" not in alone.stdout.str()

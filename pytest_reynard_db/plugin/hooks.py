@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Generator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -217,10 +217,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return _header(state)
 
 
-def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
-    """Markers alone chose the databases: said once they are known."""
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """Markers alone chose the databases: said once they are known. Else the databases
+    markers use beyond the selected ones (the header, before collection, named only those)."""
     state = config.stash.get(STATE, None)
-    return _header(state) if state is not None and state.settings.from_markers else []
+    if state is None:
+        return []
+    if state.settings.from_markers:
+        return _header(state)
+    named: dict[str, None] = {}
+    for item in items:
+        with suppress(ReynardDBError):  # a malformed marker is its test's error
+            named.update(dict.fromkeys(selection.marker_databases(item) or ()))
+    more = [name for name in named if name not in state.settings.databases]
+    return [f"reynard-db: markers also use {', '.join(more)}"] if more else []
 
 
 def _header(state: RunState) -> list[str]:
