@@ -184,16 +184,17 @@ def test_an_opt_in_url_with_its_driver_s_own_query_option_lets_the_test_connect(
     port = harness.url.port
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres?prepared_statement_cache_size=0"
     with _opted_in(harness, url):
+        assert asyncio.run(select_one(url)) == 1
 
-        async def run() -> object:
-            engine = create_async_engine(url)
-            try:
-                async with engine.connect() as conn:
-                    return (await conn.execute(text("SELECT 1"))).scalar()
-            finally:
-                await engine.dispose()
 
-        assert asyncio.run(run()) == 1
+async def select_one(url: str) -> object:
+    """``SELECT 1`` through an async engine on ``url``, disposed after."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text("SELECT 1"))).scalar()
+    finally:
+        await engine.dispose()
 
 
 #: A script whose engine's ``creator=`` names the opted-in place by its host and dials
@@ -607,12 +608,7 @@ def test_asyncpg_given_its_hosts_as_a_list_reaches_the_run_s_server(
             finally:
                 await conn.close()
         hosts = f"host=127.0.0.1:{port}&host=127.0.0.1:{port}"
-        engine = create_async_engine(f"postgresql+asyncpg://postgres@/postgres?{hosts}")
-        try:
-            async with engine.connect() as conn:
-                return (await conn.execute(text("SELECT 1"))).scalar()
-        finally:
-            await engine.dispose()
+        return await select_one(f"postgresql+asyncpg://postgres@/postgres?{hosts}")
 
     assert asyncio.run(run()) == 1
 
