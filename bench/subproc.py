@@ -307,12 +307,16 @@ def row_check_items(sizes: SubSizes) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-items-") as tmp:
         project = ecs_project(Path(tmp) / "project")
+        (project / "test_trivial.py").write_text(TRIVIAL_TEST)  # a bare pytest's start
         for db in ("main", "ecs"):
-            items = [f"--reynard-db={db}", "--reynard-db-checks"]
+            items = [f"--reynard-db={db}", "--reynard-db-checks", "--ignore=test_trivial.py"]
             run_pytest(project, items)  # warm the file caches of both
             reps = range(sizes.warm_reps)
             cli = statistics.median(run_cli(project, ["check", db]) for _ in reps)
             ours = statistics.median(run_pytest(project, items) for _ in reps)
             name = f"8 check items of {db} vs reynard-migrate check {db}"
-            rows.append(slowdown_row(name, ours, cli, "CLI", 1.3))
+            row = slowdown_row(name, ours, cli, "CLI", 1.3)
+            bare = statistics.median(run_pytest(project, ["test_trivial.py"]) for _ in reps)
+            row.note = f"of which a bare pytest start {bare:.2f} s"
+            rows.append(row)
     return rows
