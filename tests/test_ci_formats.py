@@ -79,3 +79,13 @@ def test_a_drifted_mirror_is_annotated_on_each_file(project: Path, cli: Cli) -> 
     assert all(
         ",line=1,title=e2e mirror_sync::out of sync with main" in x for x in out.splitlines()
     )
+
+
+def test_a_pass_says_so_on_stderr_and_annotates_nothing(cli: Cli) -> None:
+    """A passing ``--format github`` step printed nothing at all: its log did not say it
+    ran (the third new user's trial, issue 24). Annotations stay alone on stdout; the
+    tally goes to stderr."""
+    code, out, err = cli("check", "main", "--only", "single_head", "--format", "github")
+    assert code == 0, out + err
+    assert out == ""
+    assert err.strip().splitlines()[-1] == "1 check, all passed", err

@@ -20,12 +20,18 @@ from .result import CheckResult
 CHECK_FORMATS = ("table", "json", "github", "junit")
 
 
-def show_results(results: Sequence[CheckResult], fmt: str, out: TextIO) -> None:
-    """``check --format``: the table, the JSON, or a CI's own format."""
+def show_results(
+    results: Sequence[CheckResult], fmt: str, out: TextIO, err: TextIO | None = None
+) -> None:
+    """``check --format``: the table, the JSON, or a CI's own format. ``github`` prints
+    workflow commands only on ``out``, and the tally on ``err``: a passing step's log then
+    says it ran (a pass has no annotation)."""
     from .ci_formats import print_github, print_junit
 
     if fmt == "github":
         print_github(results, out)
+        if err is not None and results:
+            print(tally(results), file=err)
     elif fmt == "junit":
         print_junit(results, out)
     else:

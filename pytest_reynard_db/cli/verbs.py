@@ -227,7 +227,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
             timeout=args.timeout,
             allow=tuple(args.allow),
         )
-    show_results(results, "json" if args.json else args.format, out)
+    show_results(results, "json" if args.json else args.format, out, sys.stderr)
     broken = [] if args.dbs else list(registry.broken.values())
     for entry in broken:  # every database was asked for: a broken one is said, and counts
         print(f"{PROG}: error: {redact(entry.error)}", file=sys.stderr)
@@ -250,7 +250,7 @@ def cmd_drift(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     ):
         assert server is not None
         result = drift(registry, db, live, server, lock_timeout=args.lock_timeout)
-    show_results([result], "table" if args.format == "text" else args.format, out)
+    show_results([result], "table" if args.format == "text" else args.format, out, sys.stderr)
     return 0 if result.ok else 1
 
 
