@@ -212,3 +212,25 @@ def test_the_header_names_what_markers_add(pytester: pytest.Pytester) -> None:
     )
     alone = pytester.runpytest_subprocess("--reynard-db=main,ecs")
     assert "markers also use" not in alone.stdout.str()
+
+
+def test_a_database_not_asked_for_says_how_to_ask(pytester: pytest.Pytester) -> None:
+    """``reynard_db_connections["ecs"]`` in a test that asked for ``main`` alone was a bare
+    ``KeyError: 'ecs'`` (the third new user's trial, issue 24): it says how to ask."""
+    pytester.makepyfile(
+        test_missing="""
+        import pytest
+
+        @pytest.mark.reynard_db("main")
+        def test_missing(reynard_db_connections, reynard_dbs):
+            assert list(reynard_dbs) == ["main"] and len(reynard_db_connections) == 1
+            reynard_db_connections["ecs"]
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    said = (
+        "reynard_db_connections['ecs']: this test asked for 'main' only; ask for 'ecs' too: "
+        "@pytest.mark.reynard_db('main', 'ecs'), or --reynard-db=main,ecs"
+    )
+    assert said in result.stdout.str(), result.stdout.str()

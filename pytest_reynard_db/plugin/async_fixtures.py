@@ -24,11 +24,11 @@ import importlib
 import types
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from contextlib import AsyncExitStack
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .asked import AskedFor
 from .stash import catch_harness_errors
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ async def reynard_db_async_connections(
                     rolled_back_async(database, engine)
                 )
                 outcomes.append((database, outcome))
-            yield MappingProxyType(connections)
+            yield AskedFor("reynard_db_async_connections", connections)
         for engine in engines:
             await engine.dispose()
     escaped = [database for database, outcome in outcomes if not outcome.intact]

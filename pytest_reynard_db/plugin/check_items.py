@@ -134,15 +134,19 @@ class CheckItem(pytest.Item):
             raise CheckFailure("\n".join(r.message for r in failed))
         # skipped (does not apply) and not_run ("not run: upgrade failed at R"): a skip
         if results and all(r.status in ("skipped", "not_run") for r in results):
-            pytest.skip("; ".join(r.message for r in results))
+            # located at the item (reynard-db::db::check), not at this line of the plugin
+            raise pytest.skip.Exception(
+                "; ".join(r.message for r in results), _use_item_location=True
+            )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, CheckFailure):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 
-    def reportinfo(self) -> tuple[str, int | None, str]:
-        return PREFIX, None, f"{PREFIX}::{self.database}::{self.check}"
+    def reportinfo(self) -> tuple[str, int, str]:
+        # a line for pytest's item-located skips ("reynard-db::main::models_match:1")
+        return f"{PREFIX}::{self.database}::{self.check}", 0, self.nodeid
 
 
 def check_collector(session: pytest.Session, state: RunState) -> ReynardChecks:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import pytest
 
+from .asked import AskedFor
 from .stash import catch_harness_errors, provisioner_of, run_state
 
 # Nothing heavy is imported here either: SQLAlchemy and the servers load in the fixtures.
@@ -70,7 +70,9 @@ def reynard_dbs(
     value is the session database ``reynard_db`` gives for that name."""
     provisioner = provisioner_of(request)
     with catch_harness_errors(request):
-        return MappingProxyType({n: provisioner.session_database(n) for n in reynard_db_names})
+        return AskedFor(
+            "reynard_dbs", {n: provisioner.session_database(n) for n in reynard_db_names}
+        )
 
 
 @pytest.fixture
@@ -113,7 +115,7 @@ def reynard_db_connections(
                 continue
             connections[name], outcome = stack.enter_context(rolled_back(database))
             outcomes.append((database, outcome))
-        yield MappingProxyType(connections)
+        yield AskedFor("reynard_db_connections", connections)
     escaped = [database for database, outcome in outcomes if not outcome.intact]
     if escaped:
         replace_after_escape(request, "reynard_db_connections", escaped)
