@@ -183,9 +183,12 @@ class Forwarder:
                 client, _ = self.listener.accept()
             except OSError:  # closed
                 return
-            upstream = socket.create_connection(self.target)
-            for one, other in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(one, other), daemon=True).start()
+            self._serve(client, socket.create_connection(self.target))
+
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Both directions pumped, each on a thread of its own (clients served at once)."""
+        for one, other in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(one, other), daemon=True).start()
 
     @staticmethod
     def _pump(source: socket.socket, sink: socket.socket) -> None:

@@ -439,23 +439,18 @@ class OneClientAtATime(Forwarder):
     ``default_pool_size = 1``, a single-connection tunnel): a second client waits until
     the first leaves."""
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:  # closed
-                return
-            upstream = socket.create_connection(self.target)
-            pumps = [
-                threading.Thread(target=self._pump, args=pair, daemon=True)
-                for pair in ((client, upstream), (upstream, client))
-            ]
-            for pump in pumps:
-                pump.start()
-            for pump in pumps:
-                pump.join()
-            client.close()
-            upstream.close()
+    def _serve(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Until this client leaves: the next one waits in the listener's backlog."""
+        pumps = [
+            threading.Thread(target=self._pump, args=pair, daemon=True)
+            for pair in ((client, upstream), (upstream, client))
+        ]
+        for pump in pumps:
+            pump.start()
+        for pump in pumps:
+            pump.join()
+        client.close()
+        upstream.close()
 
 
 def test_an_opted_in_pooler_serving_one_client_at_a_time_is_usable(
