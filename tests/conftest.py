@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,13 +55,21 @@ def decoy() -> Iterator[EphemeralServer]:
 
 
 @pytest.fixture
-def stop_reused_server() -> Iterator[None]:
-    """A ``--reynard-db-reuse`` run leaves the kept server running, by design; stop it after."""
-    yield
-    process = reusable_server()
-    if process.base_dir is not None:
-        stop_postmaster(process.base_dir / "data")
-        shutil.rmtree(process.base_dir, ignore_errors=True)
+def stop_reused_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A ``--reynard-db-reuse`` run leaves the kept server running, by design; stop it after.
+    The test's runs keep theirs in a runtime directory of the test's own: the kept server is
+    one per user and runtime directory, and a test in another xdist worker stops its own."""
+    runtime = Path(tempfile.mkdtemp(prefix="reynard-reuse-", dir="/tmp"))
+    runtime.chmod(0o711)  # the server's user (postgres, when root runs the suite) goes through
+    monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime / "reynard-db"))
+    try:
+        yield
+        process = reusable_server()
+        if process.base_dir is not None:
+            stop_postmaster(process.base_dir / "data")
+            shutil.rmtree(process.base_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 @pytest.fixture
