@@ -1,0 +1,78 @@
+"""Hostile review of ``reynard-migrate drift`` (issue 26): attacks that worked.
+
+Each test is an attack on drift's promises ("it never writes", one line, exit 2 on an
+error) made by the live database itself; each fails on the product as it stands.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+from reynard_trees import Cli
+from test_drift import drift, execute, live, log_of, production  # noqa: F401
+
+from pytest_reynard_db.postgres import EphemeralServer
+
+#: A user function ``public.format(text, name, name)``: a closer match than the built-in
+#: ``format(text, VARIADIC "any")`` for drift's unqualified catalog reads
+#: (``format('%I.%I', n.nspname, c.relname)``), whatever the search_path.
+SHADOW = """
+CREATE FUNCTION public.format(f text, a name, b name) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE LOG 'hostile26: user code ran in drift''s session (%)', current_setting('application_name');
+    PERFORM {payload};
+    RETURN pg_catalog.format(f, a, b);
+END $$
+"""
+
+
+def test_a_user_function_shadowing_format_runs_in_drifts_session(
+    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+) -> None:
+    """drift must run no code of the live database's: its reads call ``format`` unqualified
+    and a ``public.format(text, name, name)`` is the better match."""
+    execute(live, SHADOW.format(payload="1"))
+    log = log_of(production)
+    offset = log.stat().st_size
+    code, out, err = drift(cli, production, live)
+    time.sleep(0.2)
+    with log.open("rb") as read:
+        read.seek(offset)
+        logged = read.read().decode(errors="replace")
+    assert "hostile26: user code ran" not in logged, "\n".join(
+        line for line in logged.splitlines() if "hostile26" in line
+    )
+
+
+def test_a_user_function_writes_production_through_dblink(
+    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+) -> None:
+    """The same shadow, writing by its own connection (dblink): drift's read-only session
+    does not stop a function it calls from writing elsewhere."""
+    dbname = live.rsplit("/", 1)[1].split("?")[0]
+    execute(
+        live,
+        "CREATE EXTENSION dblink",
+        "CREATE TABLE pwned (at timestamptz DEFAULT now())",
+        SHADOW.format(
+            payload=f"dblink_exec('dbname={dbname} host={production.url.host} "
+            f"port={production.url.port} user={production.url.username}', "
+            "'INSERT INTO pwned DEFAULT VALUES')"
+        ),
+    )
+    cli("drift", "main", "--url", live)
+    with psycopg.connect(live.replace("+psycopg", "")) as conn:
+        written = conn.execute("SELECT count(*) FROM pwned").fetchone()
+    assert written == (0,), f"drift's reads wrote {written} rows into production"
+
+
+def test_a_user_function_that_sleeps_does_not_hang_drift(
+    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+) -> None:
+    """No statement_timeout on drift's session: a read that never ends is waited for."""
+    execute(live, SHADOW.format(payload="pg_sleep(3)"))
+    started = time.monotonic()
+    code, out, err = cli("drift", "main", "--url", live, "--lock-timeout", "1")
+    elapsed = time.monotonic() - started
+    assert elapsed < 15, f"drift took {elapsed:.0f} s on a 3 s-per-row function ({code}, {err})"
