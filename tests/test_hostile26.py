@@ -76,3 +76,41 @@ def test_a_user_function_that_sleeps_does_not_hang_drift(
     code, out, err = cli("drift", "main", "--url", live, "--lock-timeout", "1")
     elapsed = time.monotonic() - started
     assert elapsed < 15, f"drift took {elapsed:.0f} s on a 3 s-per-row function ({code}, {err})"
+
+
+def database_of(url: str) -> str:
+    return url.rsplit("/", 1)[1].split("?")[0]
+
+
+def test_a_database_search_path_is_not_drift(
+    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+) -> None:
+    """A production database with its own search_path (``ALTER DATABASE ... SET
+    search_path``, common for a schema per application) and nothing changed: drift
+    reflects the live tables as ``public.x`` and the tree's as ``x``, and reports every
+    table as removed and added."""
+    execute(
+        live, "CREATE SCHEMA ops", f"ALTER DATABASE {database_of(live)} SET search_path = ops, public"
+    )
+    code, out, err = cli("drift", "main", "--url", live)
+    assert code == 0, out + err
+    assert "matches its tree at 3a1400000004" in out, out
+
+
+def test_a_search_path_without_public_reads_the_right_revision(
+    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+) -> None:
+    """The live role's search_path leaves out the version table's schema: drift reads no
+    ``alembic_version`` and compares with the tree at *base*, a verdict on the wrong
+    revision (every table "to remove") instead of the live one or one line."""
+    execute(
+        live,
+        "CREATE SCHEMA app",
+        f"ALTER ROLE CURRENT_USER IN DATABASE {database_of(live)} SET search_path = app",
+    )
+    try:
+        code, out, err = cli("drift", "main", "--url", live)
+    finally:
+        execute(live, f"ALTER ROLE CURRENT_USER IN DATABASE {database_of(live)} RESET search_path")
+    assert "at base" not in out + err, out + err
+    assert code == 0 or (code == 2 and len(err.strip().splitlines()) == 1), out + err
