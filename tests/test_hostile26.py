@@ -10,7 +10,7 @@ import time
 
 import psycopg
 from reynard_trees import Cli
-from test_drift import drift, execute, live, log_of, production  # noqa: F401
+from test_drift import READS, drift, execute, live, log_of, production  # noqa: F401
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -114,3 +114,26 @@ def test_a_search_path_without_public_reads_the_right_revision(
         execute(live, f"ALTER ROLE CURRENT_USER IN DATABASE {database_of(live)} RESET search_path")
     assert "at base" not in out + err, out + err
     assert code == 0 or (code == 2 and len(err.strip().splitlines()) == 1), out + err
+
+
+def test_every_statement_of_drifts_session_is_a_read(
+    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+) -> None:
+    """Both protocols: ``test_drift.drift`` reads only the simple protocol's
+    ``statement:`` lines, and the reflection's queries (``execute <unnamed>:``) pass
+    unseen. With a second schema psycopg prepares the repeated reflection queries and
+    closes with ``DEALLOCATE ALL``: not "SELECT, SHOW and transaction control" (README),
+    and prepared statements are what a transaction-mode pooler loses."""
+    execute(live, "CREATE SCHEMA ops", "CREATE TABLE ops.t (id int)", "CREATE TABLE ops.u (id int)")
+    log = log_of(production)
+    offset = log.stat().st_size
+    code, out, err = cli("drift", "main", "--url", live)
+    time.sleep(0.3)
+    with log.open("rb") as read:
+        read.seek(offset)
+        logged = read.read().decode(errors="replace").splitlines()
+    ours = [line for line in logged if line.startswith("reynard-db drift main|LOG:  ")]
+    sent = [line.split(": ", 2)[2] for line in ours if ": " in line.split("|LOG:  ", 1)[1]]
+    verbs = {statement.split()[0].upper() for statement in sent if statement.strip()}
+    assert code == 1 and "remove table ops.t" in out, out + err
+    assert verbs <= READS, f"drift sent {verbs - READS}"
