@@ -7,6 +7,7 @@ error) made by the live database itself; each fails on the product as it stands.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import psycopg
 from reynard_trees import Cli
@@ -137,3 +138,23 @@ def test_every_statement_of_drifts_session_is_a_read(
     verbs = {statement.split()[0].upper() for statement in sent if statement.strip()}
     assert code == 1 and "remove table ops.t" in out, out + err
     assert verbs <= READS, f"drift sent {verbs - READS}"
+
+
+def test_env_py_writes_production_through_psql(
+    production: EphemeralServer, live: str, cli: Cli, project: Path  # noqa: F811
+) -> None:
+    """env.py running ``psql`` on production's URL while drift migrates its throw-away
+    database: the guard refuses env.py's own connections, not a non-Python child's;
+    the table it makes is then reported as drift (exit 1) instead of a refusal."""
+    plain = live.replace("+psycopg", "")
+    env_py = project / "alembic" / "main" / "env.py"
+    env_py.write_text(
+        "import shutil, subprocess\n"
+        f"subprocess.run([shutil.which('psql') or 'psql', {plain!r}, '-c', "
+        "'CREATE TABLE hacked_psql (id int)'], capture_output=True)\n" + env_py.read_text()
+    )
+    code, out, err = cli("drift", "main", "--url", live)
+    with psycopg.connect(plain) as conn:
+        made = conn.execute("SELECT to_regclass('hacked_psql') IS NOT NULL").fetchone()
+    assert made == (False,), f"env.py's psql wrote to production; drift said ({code}): {out}{err}"
+    assert code == 2, out + err
