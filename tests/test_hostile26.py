@@ -11,10 +11,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import test_drift
 from reynard_trees import Cli
-from test_drift import READS, drift, execute, live, log_of, production  # noqa: F401
+from test_drift import READS, drift, execute, log_of
 
 from pytest_reynard_db.postgres import EphemeralServer
+
+#: test_drift's decoy production server and its upgraded database, shared here.
+production = test_drift.production
+live = test_drift.live
 
 #: A user function ``public.format(text, name, name)``: a closer match than the built-in
 #: ``format(text, VARIADIC "any")`` for drift's unqualified catalog reads
@@ -22,7 +27,8 @@ from pytest_reynard_db.postgres import EphemeralServer
 SHADOW = """
 CREATE FUNCTION public.format(f text, a name, b name) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE LOG 'hostile26: user code ran in drift''s session (%)', current_setting('application_name');
+    RAISE LOG 'hostile26: user code ran in drift''s session (%)',
+        current_setting('application_name');
     PERFORM {payload};
     RETURN pg_catalog.format(f, a, b);
 END $$
@@ -30,14 +36,14 @@ END $$
 
 
 def test_a_user_function_shadowing_format_runs_in_drifts_session(
-    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+    production: EphemeralServer, live: str, cli: Cli
 ) -> None:
     """drift must run no code of the live database's: its reads call ``format`` unqualified
     and a ``public.format(text, name, name)`` is the better match."""
     execute(live, SHADOW.format(payload="1"))
     log = log_of(production)
     offset = log.stat().st_size
-    code, out, err = drift(cli, production, live)
+    drift(cli, production, live)
     time.sleep(0.2)
     with log.open("rb") as read:
         read.seek(offset)
@@ -48,7 +54,7 @@ def test_a_user_function_shadowing_format_runs_in_drifts_session(
 
 
 def test_a_user_function_writes_production_through_dblink(
-    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+    production: EphemeralServer, live: str, cli: Cli
 ) -> None:
     """The same shadow, writing by its own connection (dblink): drift's read-only session
     does not stop a function it calls from writing elsewhere."""
@@ -70,12 +76,12 @@ def test_a_user_function_writes_production_through_dblink(
 
 
 def test_a_user_function_that_sleeps_does_not_hang_drift(
-    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+    production: EphemeralServer, live: str, cli: Cli
 ) -> None:
     """No statement_timeout on drift's session: a read that never ends is waited for."""
     execute(live, SHADOW.format(payload="pg_sleep(3)"))
     started = time.monotonic()
-    code, out, err = cli("drift", "main", "--url", live, "--lock-timeout", "1")
+    code, _, err = cli("drift", "main", "--url", live, "--lock-timeout", "1")
     elapsed = time.monotonic() - started
     assert elapsed < 15, f"drift took {elapsed:.0f} s on a 3 s-per-row function ({code}, {err})"
 
@@ -85,14 +91,16 @@ def database_of(url: str) -> str:
 
 
 def test_a_database_search_path_is_not_drift(
-    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+    production: EphemeralServer, live: str, cli: Cli
 ) -> None:
     """A production database with its own search_path (``ALTER DATABASE ... SET
     search_path``, common for a schema per application) and nothing changed: drift
     reflects the live tables as ``public.x`` and the tree's as ``x``, and reports every
     table as removed and added."""
     execute(
-        live, "CREATE SCHEMA ops", f"ALTER DATABASE {database_of(live)} SET search_path = ops, public"
+        live,
+        "CREATE SCHEMA ops",
+        f"ALTER DATABASE {database_of(live)} SET search_path = ops, public",
     )
     code, out, err = cli("drift", "main", "--url", live)
     assert code == 0, out + err
@@ -100,7 +108,7 @@ def test_a_database_search_path_is_not_drift(
 
 
 def test_a_search_path_without_public_reads_the_right_revision(
-    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+    production: EphemeralServer, live: str, cli: Cli
 ) -> None:
     """The live role's search_path leaves out the version table's schema: drift reads no
     ``alembic_version`` and compares with the tree at *base*, a verdict on the wrong
@@ -119,7 +127,7 @@ def test_a_search_path_without_public_reads_the_right_revision(
 
 
 def test_every_statement_of_drifts_session_is_a_read(
-    production: EphemeralServer, live: str, cli: Cli  # noqa: F811
+    production: EphemeralServer, live: str, cli: Cli
 ) -> None:
     """Both protocols: ``test_drift.drift`` reads only the simple protocol's
     ``statement:`` lines, and the reflection's queries (``execute <unnamed>:``) pass
@@ -142,7 +150,7 @@ def test_every_statement_of_drifts_session_is_a_read(
 
 
 def test_env_py_writes_production_through_psql(
-    production: EphemeralServer, live: str, cli: Cli, project: Path  # noqa: F811
+    production: EphemeralServer, live: str, cli: Cli, project: Path
 ) -> None:
     """env.py running ``psql`` on production's URL while drift migrates its throw-away
     database: the guard refuses env.py's own connections, not a non-Python child's;
@@ -164,7 +172,7 @@ def test_env_py_writes_production_through_psql(
 #: Hand-made schema changes drift says nothing about (exit 0, "matches its tree"): none
 #: is in README's list of what is compared, and none is said to be left out.
 MISSED = {
-    "check constraint": "ALTER TABLE audit_log ADD CONSTRAINT ck_hotfix CHECK (length(action) < 60)",
+    "check constraint": "ALTER TABLE audit_log ADD CONSTRAINT ck_hot CHECK (length(action) < 60)",
     "row level security": "ALTER TABLE audit_log ENABLE ROW LEVEL SECURITY",
     "domain": "CREATE DOMAIN positive_int AS int CHECK (VALUE > 0)",
     "rule": "CREATE RULE r_hotfix AS ON INSERT TO audit_log DO ALSO NOTIFY audit",
@@ -173,7 +181,7 @@ MISSED = {
 
 @pytest.mark.parametrize("change", MISSED)
 def test_a_hand_made_change_drift_misses(
-    production: EphemeralServer, live: str, cli: Cli, change: str  # noqa: F811
+    production: EphemeralServer, live: str, cli: Cli, change: str
 ) -> None:
     execute(live, MISSED[change])
     code, out, err = cli("drift", "main", "--url", live)
