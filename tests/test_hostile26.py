@@ -34,7 +34,14 @@ BEGIN
 END $$
 """
 
+#: Attacks that work: strict xfails until drift is fixed (issue 26, reopened).
+OPEN = "open (issue 26, hostile review): "
 
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=OPEN + "drift's catalog reads call unqualified functions a live database can shadow",
+)
 def test_a_user_function_shadowing_format_runs_in_drifts_session(
     production: EphemeralServer, live: str, cli: Cli
 ) -> None:
@@ -53,6 +60,9 @@ def test_a_user_function_shadowing_format_runs_in_drifts_session(
     )
 
 
+@pytest.mark.xfail(
+    strict=True, reason=OPEN + "a shadowing function writes production through dblink"
+)
 def test_a_user_function_writes_production_through_dblink(
     production: EphemeralServer, live: str, cli: Cli
 ) -> None:
@@ -75,6 +85,7 @@ def test_a_user_function_writes_production_through_dblink(
     assert written == (0,), f"drift's reads wrote {written} rows into production"
 
 
+@pytest.mark.xfail(strict=True, reason=OPEN + "drift sets no statement_timeout")
 def test_a_user_function_that_sleeps_does_not_hang_drift(
     production: EphemeralServer, live: str, cli: Cli
 ) -> None:
@@ -90,6 +101,7 @@ def database_of(url: str) -> str:
     return url.rsplit("/", 1)[1].split("?")[0]
 
 
+@pytest.mark.xfail(strict=True, reason=OPEN + "a live database's search_path is read as drift")
 def test_a_database_search_path_is_not_drift(
     production: EphemeralServer, live: str, cli: Cli
 ) -> None:
@@ -107,6 +119,9 @@ def test_a_database_search_path_is_not_drift(
     assert "matches its tree at 3a1400000004" in out, out
 
 
+@pytest.mark.xfail(
+    strict=True, reason=OPEN + "without public on the search_path the version table is missed"
+)
 def test_a_search_path_without_public_reads_the_right_revision(
     production: EphemeralServer, live: str, cli: Cli
 ) -> None:
@@ -126,6 +141,7 @@ def test_a_search_path_without_public_reads_the_right_revision(
     assert code == 0 or (code == 2 and len(err.strip().splitlines()) == 1), out + err
 
 
+@pytest.mark.xfail(strict=True, reason=OPEN + "drift's session sends DEALLOCATE ALL")
 def test_every_statement_of_drifts_session_is_a_read(
     production: EphemeralServer, live: str, cli: Cli
 ) -> None:
@@ -149,6 +165,7 @@ def test_every_statement_of_drifts_session_is_a_read(
     assert verbs <= READS, f"drift sent {verbs - READS}"
 
 
+@pytest.mark.xfail(strict=True, reason=OPEN + "env.py's psql child writes production during drift")
 def test_env_py_writes_production_through_psql(
     production: EphemeralServer, live: str, cli: Cli, project: Path
 ) -> None:
@@ -179,6 +196,9 @@ MISSED = {
 }
 
 
+@pytest.mark.xfail(
+    strict=True, reason=OPEN + "CHECK constraints, RLS, domains and rules are not compared"
+)
 @pytest.mark.parametrize("change", MISSED)
 def test_a_hand_made_change_drift_misses(
     production: EphemeralServer, live: str, cli: Cli, change: str
