@@ -81,13 +81,13 @@ class Guard:
     def arm(self, *, opt_in_hint: str, allow: tuple[str, ...] = ()) -> None:
         """Start refusing; ``allow``: URLs of databases opted in (a bad one: ``ConfigError``,
         and nothing is armed)."""
-        opted_in = [(parse_url(url), url_target(url)) for url in allow]  # (bad: ConfigError)
+        opted_in = [url_target(url) for url in allow]
         with self._lock:
             if self._depth == 0:
                 self._opt_in_hint = opt_in_hint
                 hooks.install(self)
             self._depth += 1
-            self._opt_ins.append({(e, t.dbname) for _, t in opted_in for e in t.endpoints})
+            self._opt_ins.append({(e, t.dbname) for t in opted_in for e in t.endpoints})
             self._allow_changed()
             self._export()
 
@@ -126,9 +126,10 @@ class Guard:
             return False
         path, size = self._source
         try:
-            if os.stat(path).st_size == size:
+            now = os.stat(path).st_size
+            if now == size:
                 return False
-            self._source = (path, os.stat(path).st_size)
+            self._source = (path, now)
             snapshot = inherit.load(path)
         except (OSError, ValueError):
             return False
@@ -175,7 +176,7 @@ class Guard:
             for endpoint in endpoints:  # a server started there now: not the one before
                 self._identities.pop(endpoint, None)
                 self._askers.pop(endpoint, None)
-            self._remember_asker(parse_url(url), target, ask_now=True)
+            self._ask(parse_url(url), target)
             inherit.append({"servers": [[e.host, e.port] for e in endpoints]})
 
     def forget_server(self, url: str | URL) -> None:
@@ -200,20 +201,20 @@ class Guard:
         with self._lock:
             added = [(endpoint, name or target.dbname) for endpoint in target.endpoints]
             self._databases.update(added)
-            self._remember_asker(parse_url(url), target, ask_now=True)
+            self._ask(parse_url(url), target)
             self._allow_changed()
             inherit.append({"databases": [[e.host, e.port, n] for e, n in added]})
 
-    def _remember_asker(self, url: URL, target: Target, *, ask_now: bool = False) -> None:
+    def _ask(self, url: URL, target: Target) -> None:
         """``url`` as the way to ask its places who they are (the first URL wins: a
-        database's name changes nothing of its server); lock held. ``ask_now``: a server
-        the harness has just reached, asked at once, so that the identity is in the list
-        children inherit before any of them connects (a child has no URL to ask with)."""
+        database's name changes nothing of its server), and each asked at once, so that
+        the identity is in the list children inherit before any of them connects (a child
+        has no URL to ask with); lock held."""
         for endpoint in target.endpoints:
             if endpoint in self._askers:
                 continue  # asked once already (a failure: asked again at a connection there)
             self._askers[endpoint] = url
-            if ask_now and endpoint not in self._identities:
+            if endpoint not in self._identities:
                 with suppress(OSError):
                     self._note_identity(endpoint, identity_at(endpoint, url))
 

@@ -6,7 +6,7 @@ invariant behind it, right after each driver connects and before any statement o
 the caller's: the host and port the driver itself says it connected to (psycopg's
 and psycopg2's ``conn.info``, asyncpg's address, pg8000's socket peer), the
 database the server says it is in (``current_database()``), and the server's
-identity (``system_identifier`` and start time: one running cluster; not a port).
+identity (the postmaster's start time: one running server; not a port).
 ``Guard.allows_reached`` judges them.
 """
 
@@ -29,8 +29,8 @@ from .target import LIBPQ, SOCKET_FILE, Endpoint, Target, compared_host, redirec
 #: identity: the postmaster's start time to the microsecond, which names one running
 #: server (not a port; the harness's servers share the ``system_identifier`` of their
 #: cached initdb, so that would not tell them apart), and which any role may read (a
-#: managed service revokes ``pg_control_system()``). A restart is another server: the
-#: guard asks the place again (``Guard.allows_reached``).
+#: managed service revokes ``pg_control_system()``). A restart is another server, and the
+#: guard does not ask again (``Guard.allows_reached``).
 TRUTH_QUERY = (
     "SELECT pg_catalog.current_database(), pg_catalog.to_char(pg_catalog.timezone('UTC', "
     "pg_catalog.pg_postmaster_start_time()), 'YYYY-MM-DD HH24:MI:SS.US')"
