@@ -22,7 +22,15 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from ..urls import escaped
-from .target import LIBPQ, SOCKET_FILE, Endpoint, Target, compared_host, redirected, url_params
+from .target import (
+    LIBPQ,
+    Endpoint,
+    Target,
+    compared_host,
+    peer_endpoint,
+    redirected,
+    url_params,
+)
 
 #: One round trip, no transaction left open, every function named in ``pg_catalog`` (a
 #: schema earlier on a role's ``search_path`` could otherwise answer for it). The
@@ -76,18 +84,6 @@ def _place(host: str | None, port: Any) -> Endpoint | None:
         return None
 
 
-def _socket_place(address: Any) -> Endpoint | None:
-    """A peer address: ``(host, port, ...)``, or a Unix socket's file path."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        return _place(str(address[0]), address[1])
-    if isinstance(address, (str, bytes)) and address:
-        path = address.decode() if isinstance(address, bytes) else address
-        folder, _, name = path.rpartition("/")
-        found = SOCKET_FILE.match(name)
-        return _place(folder or "/", found.group(1)) if found else None
-    return None
-
-
 def psycopg_reached(conn: Any) -> Reached:
     """psycopg 3 (sync or async: one blocking round trip at libpq's level, outside
     psycopg's transaction bookkeeping, so no transaction is begun)."""
@@ -121,7 +117,7 @@ async def asyncpg_reached(conn: Any) -> Reached:
     row = await conn.fetchrow(TRUTH_QUERY)
     transport = getattr(conn, "_transport", None)
     peer = transport.get_extra_info("peername") if transport is not None else None
-    return _reached(row, [_socket_place(getattr(conn, "_addr", None)), _socket_place(peer)])
+    return _reached(row, [peer_endpoint(getattr(conn, "_addr", None)), peer_endpoint(peer)])
 
 
 def pg8000_reached(conn: Any) -> Reached:
@@ -130,7 +126,7 @@ def pg8000_reached(conn: Any) -> Reached:
     peer = None
     if isinstance(usock, socket.socket):
         peer = usock.getpeername()
-    return _reached(context.rows[0], [_socket_place(peer)])
+    return _reached(context.rows[0], [peer_endpoint(peer)])
 
 
 def cursor_reached(conn: Any) -> Reached:

@@ -303,18 +303,26 @@ def _pg8000_target(given: Mapping[str, str], sock: Any = None) -> Target:
 
 
 def _peer(sock: Any) -> Endpoint | None:
-    """The far end of a connected socket (TCP: its address; Unix: its file's folder and
-    port), or None when it cannot say (then refused: nowhere the guard can see)."""
+    """The far end of a connected socket, or None when it cannot say (then refused:
+    nowhere the guard can see)."""
     try:
-        peer = sock.getpeername()
+        return peer_endpoint(sock.getpeername())
     except (AttributeError, OSError, TypeError):
         return None
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return Endpoint(_host(str(peer[0])), int(peer[1]))
-    if isinstance(peer, (str, bytes)) and peer:
-        path = Path(os.fsdecode(peer))
-        found = SOCKET_FILE.match(path.name)
-        return Endpoint(str(path.parent), int(found.group(1))) if found else None
+
+
+def peer_endpoint(address: Any) -> Endpoint | None:
+    """A socket's peer address as a place: ``(host, port, ...)``, or a Unix socket's file
+    path (its folder and the port in its name); None for anything else."""
+    try:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return Endpoint(_host(str(address[0])), int(address[1]))
+        if isinstance(address, (str, bytes)) and address:
+            folder, _, name = os.fsdecode(address).rpartition("/")
+            found = SOCKET_FILE.match(name)
+            return Endpoint(_host(folder or "/"), int(found.group(1))) if found else None
+    except (TypeError, ValueError):
+        return None
     return None
 
 
