@@ -104,18 +104,19 @@ def _unreachable(database: TestDatabase, exc: DBAPIError) -> ServerError:
     )
 
 
-def outer_transaction_intact(connection: Connection) -> bool:
+def outer_transaction_intact(connection: Connection, *, then: str = "") -> bool:
     """Whether the fixture's outer transaction is still open on the server.
 
     It holds a savepoint of its own (``OUTER_SAVEPOINT``), made first: rolling
     back to it works in that transaction, even after a failed statement, and
     fails in any other (a raw ``COMMIT`` ends it; the driver then opens a new one).
     A lost connection is not the test's doing: it is raised, not answered.
+    ``then``: a statement sent in the same message, run only when the rollback worked.
     """
     if connection.closed or connection.invalidated:
         return True  # closing it rolled back whatever was open
     try:
-        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {OUTER_SAVEPOINT}")
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {OUTER_SAVEPOINT}{then}")
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise
@@ -133,17 +134,8 @@ def rolled_back_to_start(connection: Connection) -> bool:
     trip where the driver allows (a test pays for every round trip of the fixture): the
     ``ROLLBACK`` after a ``ROLLBACK TO SAVEPOINT`` that failed does not run, and the
     caller's rollback sends it then."""
-    if connection.dialect.driver not in SIMPLE_QUERY_DRIVERS:
-        return outer_transaction_intact(connection)
-    if connection.closed or connection.invalidated:
-        return True
-    try:
-        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {OUTER_SAVEPOINT}; ROLLBACK")
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise
-        return False
-    return True
+    simple = connection.dialect.driver in SIMPLE_QUERY_DRIVERS
+    return outer_transaction_intact(connection, then="; ROLLBACK" if simple else "")
 
 
 def commit_to_savepoints(connection: Connection) -> None:
