@@ -320,11 +320,17 @@ def version_table_of(script: ScriptDirectory) -> tuple[str, str | None]:
     return _VERSION_TABLES.get(script, ("alembic_version", None))
 
 
-def current_heads(connection: Connection, script: ScriptDirectory) -> tuple[str, ...]:
-    """The revisions ``connection``'s database is at, read from ``script``'s version table."""
+def current_heads(
+    connection: Connection,
+    script: ScriptDirectory,
+    *,
+    version_table: tuple[str, str | None] | None = None,
+) -> tuple[str, ...]:
+    """The revisions ``connection``'s database is at, read from ``script``'s version table
+    (or ``version_table``: its name and schema, where the caller found it)."""
     from alembic.runtime.migration import MigrationContext
 
-    name, schema = version_table_of(script)
+    name, schema = version_table or version_table_of(script)
     opts = {"version_table": name, "version_table_schema": schema}
     return tuple(MigrationContext.configure(connection, opts=opts).get_current_heads())
 

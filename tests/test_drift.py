@@ -24,7 +24,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 from test_readme_ci import readme_block
 
-from pytest_reynard_db.checks.drift import read_only
+from pytest_reynard_db.checks.drift import Timeouts, read_only
 from pytest_reynard_db.postgres import EphemeralServer
 
 HEAD = "3a1400000004"
@@ -68,7 +68,10 @@ def drift(cli: Cli, production: EphemeralServer, url: str, *extra: str) -> tuple
         lines = entries(read.read().decode(errors="replace"))
     # every statement production received meanwhile: drift's session's, and the guard's
     # own look at which server the allowed URL reaches (a SELECT, on its own connection)
-    statements = [line.split("statement: ", 1)[1] for line in lines if "statement: " in line]
+    # both protocols: the simple one's "statement: ...", the extended one's "execute <name>: ..."
+    statements = [
+        m[1] for line in lines if (m := re.search(r"(?:statement|execute [^:]*): (.*)", line))
+    ]
     ours = [line for line in lines if line.startswith("reynard-db drift main|")]
     assert ours or code == 2, f"drift's statements are not in the log:\n{lines}"
     verbs = {statement.split()[0].upper() for statement in statements}
@@ -216,11 +219,20 @@ def test_the_readme_drift_job_runs_as_written(
 
 def test_the_live_session_is_read_only_on_the_servers_side(live: str) -> None:
     """Whatever runs on drift's connection: the server refuses a write."""
-    with read_only("main", make_url(live), 5.0) as connection:
+    with read_only("main", make_url(live), Timeouts(lock=5.0)) as connection:
         with pytest.raises(DBAPIError, match="read-only transaction"):
             connection.execute(text("CREATE TABLE sneaky (id int)"))
         connection.rollback()
         assert connection.execute(text("SHOW lock_timeout")).scalar() == "5s"
+
+
+def test_a_read_that_does_not_end_is_given_up(live: str) -> None:
+    """``statement_timeout`` on drift's session: one read, at most that long."""
+    with (
+        read_only("main", make_url(live), Timeouts(statement=0.3)) as connection,
+        pytest.raises(DBAPIError, match="canceling statement due to statement timeout"),
+    ):
+        connection.execute(text("SELECT pg_catalog.pg_sleep(5)"))
 
 
 def test_a_database_below_heads_is_compared_at_its_own_revision(

@@ -9,7 +9,12 @@ The live database is only read: its session is read-only on the server's side
 (``default_transaction_read_only``, checked back before anything else), each
 transaction is rolled back, and nothing takes a lock stronger than the ``ACCESS SHARE``
 catalog reads take, which blocks no writer; a lock it must wait for (a migration holding
-``ACCESS EXCLUSIVE``) ends it after ``lock_timeout`` with one line. The throw-away
+``ACCESS EXCLUSIVE``) ends it after ``lock_timeout`` with one line, a read that does not
+end after ``statement_timeout``. Its ``search_path`` is ``pg_catalog`` alone, so that no
+code of the live database's answers a name drift's reads use (``schema_compare``); a
+first, short session reads the live one's own search path (which schema its version
+table is in, which schema's tables are named unqualified), calling one qualified
+function. The throw-away
 database is migrated as the checks migrate theirs: ``env.py`` may reach it and nothing
 else (the live database's URL is redirected there).
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from alembic.script.revision import RevisionError as AlembicRevisionError
@@ -31,20 +37,38 @@ from ..errors import MigrationFailed, RevisionError, ReynardDBError, ServerError
 from ..manager import MigrationManager
 from ..registry import Database, Registry
 from ..text import counted, first_line, one_line
-from ..tree import current_heads
+from ..tree import current_heads, version_table_of
 from ..urls import mask_url
+from .catalog import USER_SCHEMA
 from .heads import all_heads, heads_text, moved_to
 from .result import CheckResult
 from .runner import CheckRunner
-from .schema_compare import differences
+from .schema_compare import CATALOG_ONLY, Side, differences
 
 if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
+
     from ..postgres import Server
 
 CHECK = "drift"
 T = TypeVar("T")
 #: How long a catalog read may wait for a lock before drift gives up (seconds).
 DEFAULT_DRIFT_LOCK_TIMEOUT = 10.0
+#: How long one read may run before drift gives up (seconds): a catalog read takes
+#: milliseconds, so this bounds what nothing else would (a server stuck on a lock-free wait).
+DEFAULT_DRIFT_STATEMENT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """A drift session's limits on the server's side, in seconds."""
+
+    lock: float = DEFAULT_DRIFT_LOCK_TIMEOUT
+    statement: float = DEFAULT_DRIFT_STATEMENT_TIMEOUT
+
+    def options(self) -> str:
+        lock, statement = int(self.lock * 1000), int(self.statement * 1000)
+        return f"-c lock_timeout={lock} -c statement_timeout={statement}"
 
 
 def drift(
@@ -53,7 +77,7 @@ def drift(
     live_url: URL,
     server: Server,
     *,
-    lock_timeout: float = DEFAULT_DRIFT_LOCK_TIMEOUT,
+    timeouts: Timeouts = Timeouts(),
 ) -> CheckResult:
     """The live database at ``live_url`` against ``db``'s tree at the live revisions;
     anything that stops it is one ``ReynardDBError`` line (exit 2), a bug here too."""
@@ -61,16 +85,20 @@ def drift(
     runner.check = CHECK
     where = f"database {db.name!r} ({mask_url(live_url)})"
     try:
-        return _drift(runner, live_url, where, lock_timeout)
+        return _drift(runner, live_url, where, timeouts)
     except ReynardDBError:
         raise
     except Exception as exc:
         raise ReynardDBError(f"{where}: {type(exc).__name__}: {one_line(exc)}") from exc
 
 
-def _drift(runner: CheckRunner, live_url: URL, where: str, lock_timeout: float) -> CheckResult:
-    with read_only(runner.db.name, live_url, lock_timeout) as live:
-        at = _live_revisions(runner, live, where)
+def _drift(runner: CheckRunner, live_url: URL, where: str, timeouts: Timeouts) -> CheckResult:
+    name = runner.db.name
+    with read_only(name, live_url, timeouts, search_path=None) as own:
+        live_path = _read(where, lambda: search_path_of(own))
+    with read_only(name, live_url, timeouts) as live:
+        live_version = _read(where, lambda: version_table(live, runner.script, live_path, where))
+        at = _live_revisions(runner, live, live_version, where)
         live.rollback()  # idle while the throw-away database migrates: no lock kept
         with runner.scratch_database(CHECK) as manager:
             _migrate(manager, runner, at, where)
@@ -79,14 +107,65 @@ def _drift(runner: CheckRunner, live_url: URL, where: str, lock_timeout: float) 
                 why = moved_to(runner, f"upgrade {heads_text(at)}", reached, at)
                 if why is not None:
                     raise ReynardDBError(why)
-                moved = _live_revisions(runner, live, where)
+                tree_path = search_path_of(tree)
+                tree.execute(
+                    text("SELECT pg_catalog.set_config('search_path', :path, false)"),
+                    {"path": CATALOG_ONLY},
+                )
+                tree.commit()
+                tree_version = version_table(tree, runner.script, tree_path, where)
+                moved = _live_revisions(runner, live, live_version, where)
                 if moved != at:
                     raise ReynardDBError(
                         f"{where} moved from {heads_text(at)} to {heads_text(moved)} while "
                         "drift ran (a migration); run it again"
                     )
-                found = _read(where, lambda: differences(live, tree))
+                found = _read(
+                    where,
+                    lambda: differences(
+                        Side(live, live_version),
+                        Side(tree, tree_version),
+                        unqualified=live_path[0] if live_path else None,
+                    ),
+                )
     return _result(runner, where, at, found)
+
+
+def search_path_of(connection: Connection) -> list[str]:
+    """The schemas a session's unqualified names resolve in, first to last (those that
+    exist); one qualified function call, safe on any search path."""
+    schemas = connection.execute(text("SELECT pg_catalog.current_schemas(false)")).scalar()
+    return list(schemas or [])
+
+
+def version_table(
+    connection: Connection, script: ScriptDirectory, path: list[str], where: str
+) -> tuple[str, str | None]:
+    """Where the version table Alembic reads is (name, schema): the schema ``env.py``
+    configured, else the first on the session's own ``path`` that has one, else the only
+    one in the database; schema None when there is none (the database is at base)."""
+    name, configured = version_table_of(script)
+    if configured is not None:
+        return name, configured
+    found = (
+        connection.execute(
+            text(
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                f"WHERE c.relname = :name AND c.relkind IN ('r', 'p') AND {USER_SCHEMA} ORDER BY 1"
+            ),
+            {"name": name},
+        )
+        .scalars()
+        .all()
+    )
+    on_path = [schema for schema in path if schema in found]
+    if on_path or len(found) <= 1:
+        return name, (on_path or found or [None])[0]
+    raise RevisionError(
+        f"{where} has no {name} table on its search_path ({', '.join(path) or 'empty'}) and "
+        f"{len(found)} elsewhere ({', '.join(found)}): say which with "
+        "version_table_schema in env.py"
+    )
 
 
 def _migrate(manager: MigrationManager, runner: CheckRunner, at: set[str], where: str) -> None:
@@ -100,9 +179,13 @@ def _migrate(manager: MigrationManager, runner: CheckRunner, at: set[str], where
             raise ReynardDBError(f"{where}: its tree does not migrate to {target}: {exc}") from exc
 
 
-def _live_revisions(runner: CheckRunner, live: Connection, where: str) -> set[str]:
+def _live_revisions(
+    runner: CheckRunner, live: Connection, version: tuple[str, str | None], where: str
+) -> set[str]:
     """The live version table's revisions, each one of the tree's (else one line)."""
-    at = set(_read(where, lambda: current_heads(live, runner.script)))
+    if version[1] is None:
+        return set()
+    at = set(_read(where, lambda: current_heads(live, runner.script, version_table=version)))
     for revision in sorted(at):
         try:
             known = runner.script.get_revision(revision)
@@ -132,11 +215,21 @@ def _result(runner: CheckRunner, where: str, at: set[str], found: list[str]) -> 
 
 
 @contextmanager
-def read_only(name: str, url: URL, lock_timeout: float) -> Iterator[Connection]:
+def read_only(
+    name: str,
+    url: URL,
+    timeouts: Timeouts = Timeouts(),
+    *,
+    search_path: str | None = CATALOG_ONLY,
+) -> Iterator[Connection]:
     """A connection to ``url`` whose every transaction is read-only on the server's side,
-    waits ``lock_timeout`` at most for a lock, and is rolled back."""
+    within ``timeouts``, and rolled back; its ``search_path`` ``search_path`` (None: the
+    session's own). psycopg prepares no statement: a prepared statement is closed with
+    ``DEALLOCATE``, which is not a read (and what a transaction-mode pooler loses)."""
     ours = url.set(drivername="postgresql+psycopg")  # ours, libpq's options, whatever env.py's
-    settings = f"-c default_transaction_read_only=on -c lock_timeout={int(lock_timeout * 1000)}"
+    settings = f"-c default_transaction_read_only=on {timeouts.options()}"
+    if search_path is not None:
+        settings += f" -c search_path={search_path}"
     given = url.query.get("options")
     options = f"{given} {settings}" if isinstance(given, str) else settings
     engine = create_engine(
@@ -146,6 +239,7 @@ def read_only(name: str, url: URL, lock_timeout: float) -> Iterator[Connection]:
             "options": options,
             "application_name": f"reynard-db drift {name}",
             "connect_timeout": 10,
+            "prepare_threshold": None,
         },
     )
     where = f"database {name!r} ({mask_url(url)})"

@@ -82,25 +82,33 @@ def differences(manager: MigrationManager) -> list[Any]:
     return found
 
 
-def describe(diff: Any) -> str:
-    """One readable line for one autogenerate diff (a tuple, or a list of modify tuples)."""
+def describe(diff: Any, *, unqualified: str | None = None) -> str:
+    """One readable line for one autogenerate diff (a tuple, or a list of modify tuples);
+    a table of schema ``unqualified`` is named without it, as one of the default schema's."""
+
+    def table_of(table: Any) -> str:
+        return qualified(getattr(table, "schema", None), getattr(table, "name", str(table)))
+
+    def qualified(schema: str | None, name: str) -> str:
+        return f"{schema}.{name}" if schema and schema != unqualified else name
+
     if isinstance(diff, list):
-        return "; ".join(describe(d) for d in diff)
+        return "; ".join(describe(d, unqualified=unqualified) for d in diff)
     kind, *args = diff
     if kind in ("add_table", "remove_table"):
-        return f"{_verb(kind)} table {_table(args[0])}"
+        return f"{_verb(kind)} table {table_of(args[0])}"
     if kind in ("add_column", "remove_column"):
         schema, table, column = args
-        return f"{_verb(kind)} column {_qualified(schema, table)}.{column.name} ({column.type})"
+        return f"{_verb(kind)} column {qualified(schema, table)}.{column.name} ({column.type})"
     if kind in ("add_index", "remove_index"):
         index = args[0]
         columns = ", ".join(str(c.name) for c in index.columns)
-        return f"{_verb(kind)} index {index.name} on {_table(index.table)} ({columns})"
+        return f"{_verb(kind)} index {index.name} on {table_of(index.table)} ({columns})"
     if kind in ("add_constraint", "remove_constraint", "add_fk", "remove_fk"):
         constraint = args[0]
         what = "foreign key" if kind.endswith("_fk") else type(constraint).__name__
         return (
-            f"{_verb(kind)} {what} {constraint.name or ''} on {_table(constraint.table)}".replace(
+            f"{_verb(kind)} {what} {constraint.name or ''} on {table_of(constraint.table)}".replace(
                 "  ", " "
             )
         )
@@ -108,10 +116,10 @@ def describe(diff: Any) -> str:
         schema, table, column, _existing, old, new = args
         what = kind[len("modify_") :].replace("_", " ")
         return (
-            f"change {what} of {_qualified(schema, table)}.{column}: {_value(old)} -> {_value(new)}"
+            f"change {what} of {qualified(schema, table)}.{column}: {_value(old)} -> {_value(new)}"
         )
     if kind in ("add_table_comment", "remove_table_comment"):
-        return f"{_verb(kind)} comment on table {_table(args[0])}"
+        return f"{_verb(kind)} comment on table {table_of(args[0])}"
     return repr(diff)
 
 
@@ -127,11 +135,3 @@ def _value(value: Any) -> str:
 
 def _verb(kind: str) -> str:
     return "add" if kind.startswith("add_") else "remove"
-
-
-def _table(table: Any) -> str:
-    return _qualified(getattr(table, "schema", None), getattr(table, "name", str(table)))
-
-
-def _qualified(schema: str | None, name: str) -> str:
-    return f"{schema}.{name}" if schema else name

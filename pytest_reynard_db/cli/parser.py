@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from .. import logs
 from ..checks.bounded import DEFAULT_CHECK_TIMEOUT
-from ..checks.drift import DEFAULT_DRIFT_LOCK_TIMEOUT
+from ..checks.drift import DEFAULT_DRIFT_LOCK_TIMEOUT, DEFAULT_DRIFT_STATEMENT_TIMEOUT
 from ..checks.report import CHECK_FORMATS
 from ..checks.safety.report import FORMATS
 from ..postgres.waits import DEFAULT_LOCK_TIMEOUT
@@ -203,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up a catalog read waiting this long for a lock "
         f"(exit 2; default {DEFAULT_DRIFT_LOCK_TIMEOUT:g})",
+    )
+    sub.add_argument(
+        "--statement-timeout",
+        type=float,
+        default=DEFAULT_DRIFT_STATEMENT_TIMEOUT,
+        metavar="SECONDS",
+        help="give up a catalog read running this long "
+        f"(exit 2; default {DEFAULT_DRIFT_STATEMENT_TIMEOUT:g})",
     )
 
     sub = verb("lint", cmd_lint, "per-revision migration safety: Squawk findings, measured locks")

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from .. import graph, mirror, mirror_write, text
 from ..checks import enabled_checks, needs_server, run_checks, select_checks
-from ..checks.drift import drift
+from ..checks.drift import Timeouts, drift
 from ..checks.report import progress_line, show_results
 from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
@@ -249,7 +249,8 @@ def cmd_drift(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
         scratch_server(None, registry=registry) as server,
     ):
         assert server is not None
-        result = drift(registry, db, live, server, lock_timeout=args.lock_timeout)
+        timeouts = Timeouts(lock=args.lock_timeout, statement=args.statement_timeout)
+        result = drift(registry, db, live, server, timeouts=timeouts)
     show_results([result], "table" if args.format == "text" else args.format, out, sys.stderr)
     return 0 if result.ok else 1
 
