@@ -315,6 +315,11 @@ def note_version_table(script: ScriptDirectory, context: MigrationContext) -> No
     _VERSION_TABLES[script] = (context.version_table, context.version_table_schema)
 
 
+def version_table_seen(script: ScriptDirectory) -> bool:
+    """Whether ``script``'s ``env.py`` has run in this process (``version_table_of`` is its)."""
+    return script in _VERSION_TABLES
+
+
 def version_table_of(script: ScriptDirectory) -> tuple[str, str | None]:
     """The version table of ``script``'s ``env.py`` as last seen; Alembic's default before."""
     return _VERSION_TABLES.get(script, ("alembic_version", None))

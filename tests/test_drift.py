@@ -294,3 +294,35 @@ def test_an_empty_database_is_compared_with_the_empty_tree(
     [case] = ElementTree.fromstring(out).iter("testcase")
     [failure] = case.iter("failure")
     assert "remove table by_hand" in (failure.text or "") + failure.get("message", "")
+
+
+def test_a_version_table_of_its_own_name_is_read(
+    production: EphemeralServer, cli: Cli, project: Path
+) -> None:
+    """env.py names its version table (mlflow's auth tree: ``alembic_version_auth``); drift
+    learns the name when env.py first runs, after it has read the live database once."""
+    env_py = project / "alembic" / "main" / "env.py"
+    env_py.write_text(
+        env_py.read_text().replace(
+            'default_url_env="DATABASE_URL")',
+            'default_url_env="DATABASE_URL", version_table="reynard_version")',
+        )
+    )
+    production.create_database("prod_own_version")
+    url = production.database_url("prod_own_version").render_as_string(hide_password=False)
+    code, out, err = cli("upgrade", "main", "--url", url)
+    assert code == 0, out + err
+    code, out, err = drift(cli, production, url)
+    assert code == 0, out + err
+    assert f"matches its tree at {HEAD}" in out and err == ""
+    # a second tree's version table beside it (mlflow's two trees in one database): this
+    # tree's revisions are still read from its own, and the other's table is a table
+    execute(
+        url,
+        "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
+        "INSERT INTO alembic_version VALUES ('0123456789ab')",
+    )
+    code, out, err = drift(cli, production, url)
+    assert code == 1 and err == "", out + err
+    assert "  remove table alembic_version" in out.splitlines(), out
+    assert "(1 difference)" in out, out

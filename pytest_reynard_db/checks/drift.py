@@ -37,7 +37,7 @@ from ..errors import MigrationFailed, RevisionError, ReynardDBError, ServerError
 from ..manager import MigrationManager
 from ..registry import Database, Registry
 from ..text import counted, first_line, one_line
-from ..tree import current_heads, version_table_of
+from ..tree import current_heads, version_table_of, version_table_seen
 from ..urls import mask_url
 from .catalog import USER_SCHEMA
 from .heads import all_heads, heads_text, moved_to
@@ -96,39 +96,65 @@ def _drift(runner: CheckRunner, live_url: URL, where: str, timeouts: Timeouts) -
     name = runner.db.name
     with read_only(name, live_url, timeouts, search_path=None) as own:
         live_path = _read(where, lambda: search_path_of(own))
-    with read_only(name, live_url, timeouts) as live:
-        live_version = _read(where, lambda: version_table(live, runner.script, live_path, where))
-        at = _live_revisions(runner, live, live_version, where)
+    with (
+        read_only(name, live_url, timeouts) as live,
+        runner.scratch_database(CHECK) as manager,
+    ):
+        live_version, at = _live_state(runner, manager, live, live_path, where)
         live.rollback()  # idle while the throw-away database migrates: no lock kept
-        with runner.scratch_database(CHECK) as manager:
-            _migrate(manager, runner, at, where)
-            with manager.connect() as tree:
-                reached = set(current_heads(tree, runner.script))
-                why = moved_to(runner, f"upgrade {heads_text(at)}", reached, at)
-                if why is not None:
-                    raise ReynardDBError(why)
-                tree_path = search_path_of(tree)
-                tree.execute(
-                    text("SELECT pg_catalog.set_config('search_path', :path, false)"),
-                    {"path": CATALOG_ONLY},
+        _migrate(manager, runner, at, where)
+        with manager.connect() as tree:
+            reached = set(current_heads(tree, runner.script))
+            why = moved_to(runner, f"upgrade {heads_text(at)}", reached, at)
+            if why is not None:
+                raise ReynardDBError(why)
+            tree_path = search_path_of(tree)
+            tree.execute(
+                text("SELECT pg_catalog.set_config('search_path', :path, false)"),
+                {"path": CATALOG_ONLY},
+            )
+            tree.commit()
+            tree_version = version_table(tree, runner.script, tree_path, where)
+            moved = _live_revisions(runner, live, live_version, where)
+            if moved != at:
+                raise ReynardDBError(
+                    f"{where} moved from {heads_text(at)} to {heads_text(moved)} while "
+                    "drift ran (a migration); run it again"
                 )
-                tree.commit()
-                tree_version = version_table(tree, runner.script, tree_path, where)
-                moved = _live_revisions(runner, live, live_version, where)
-                if moved != at:
-                    raise ReynardDBError(
-                        f"{where} moved from {heads_text(at)} to {heads_text(moved)} while "
-                        "drift ran (a migration); run it again"
-                    )
-                found = _read(
-                    where,
-                    lambda: differences(
-                        Side(live, live_version),
-                        Side(tree, tree_version),
-                        unqualified=live_path[0] if live_path else None,
-                    ),
-                )
+            found = _read(
+                where,
+                lambda: differences(
+                    Side(live, live_version),
+                    Side(tree, tree_version),
+                    unqualified=live_path[0] if live_path else None,
+                ),
+            )
     return _result(runner, where, at, found)
+
+
+def _live_state(
+    runner: CheckRunner,
+    manager: MigrationManager,
+    live: Connection,
+    path: list[str],
+    where: str,
+) -> tuple[tuple[str, str | None], set[str]]:
+    """The live version table (name, schema) and its revisions. Which table ``env.py``
+    configures is known once it has run: when the table Alembic names by default says
+    base, or names revisions of another tree (two trees in one database, mlflow's), and
+    this tree's ``env.py`` has not run yet, it runs once at base on the throw-away
+    database first, and the live database is read again."""
+    version = _read(where, lambda: version_table(live, runner.script, path, where))
+    try:
+        at = _live_revisions(runner, live, version, where)
+        if at or version_table_seen(runner.script):
+            return version, at
+    except RevisionError:
+        if version_table_seen(runner.script):
+            raise
+    _migrate(manager, runner, {"base"}, where)
+    version = _read(where, lambda: version_table(live, runner.script, path, where))
+    return version, _live_revisions(runner, live, version, where)
 
 
 def search_path_of(connection: Connection) -> list[str]:
