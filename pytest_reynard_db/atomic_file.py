@@ -1,10 +1,11 @@
-"""Replacing a file whole or not at all: the one way this package does it; and reading
-only regular files (``refuse_non_regular``).
+"""Writing a file whole or not at all: the one way this package does it (``replace_file``,
+``create_file``); and reading only regular files (``refuse_non_regular``).
 
-The bytes go to a temp file beside the target (same filesystem, so the rename is
-atomic), then ``os.replace`` puts it in place: a reader sees the old file or the new
-one, never half of one. The temp file is this call's own (two processes writing the
-same target at once each have theirs) and is removed if anything fails.
+The bytes go to a temp file beside the target (same filesystem, so the last step is
+atomic), then ``os.replace`` puts it in place (a reader sees the old file or the new
+one, never half of one), or ``os.link`` creates it (never over an existing file: a
+revision file ``create`` writes). The temp file is this call's own (two processes
+writing the same target at once each have theirs) and never outlives the call.
 """
 
 from __future__ import annotations
@@ -42,6 +43,29 @@ def replace_file(
     ends ``.tmp``); ``mode_of``: a file whose permission bits the new file takes;
     ``durable``: on disk (``fsync``) before it replaces ``target``.
     """
+    scratch = _written(target, data, prefix=prefix, durable=durable)
+    try:
+        if mode_of is not None:
+            shutil.copymode(mode_of, scratch)
+        os.replace(scratch, target)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+
+
+def create_file(target: Path, data: bytes, *, durable: bool = False) -> None:
+    """Create ``target`` with ``data``, whole or not at all, and never over a file that
+    exists (``FileExistsError``, nothing written): a link is atomic and never replaces."""
+    scratch = _written(target, data, prefix=None, durable=durable)
+    try:
+        os.link(scratch, target)
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _written(target: Path, data: bytes, *, prefix: str | None, durable: bool) -> Path:
+    """A temp file of this call's own beside ``target``, holding ``data`` (removed if the
+    write fails)."""
     descriptor, name = tempfile.mkstemp(
         prefix=f".{target.name}." if prefix is None else prefix, suffix=".tmp", dir=target.parent
     )
@@ -52,12 +76,10 @@ def replace_file(
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
-        if mode_of is not None:
-            shutil.copymode(mode_of, scratch)
-        os.replace(scratch, target)
     except BaseException:
         scratch.unlink(missing_ok=True)
         raise
+    return scratch
 
 
 def refuse_non_regular(path: Path, *, where: str = "") -> None:

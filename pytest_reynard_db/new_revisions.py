@@ -8,8 +8,6 @@ file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +20,7 @@ from alembic.util import CommandError
 from mako import exceptions  # type: ignore[import-untyped]
 from mako.template import Template  # type: ignore[import-untyped]
 
-from .atomic_file import refuse_non_regular
+from .atomic_file import create_file, refuse_non_regular
 from .authoring import Placement
 from .errors import FileConflict, FilesystemError, RevisionError
 from .migration_errors import alembic_errors
@@ -195,33 +193,17 @@ def render(src: Path, encoding: str, **kw: Any) -> bytes:
 
 
 def write_new_file(db: Database, dest: Path, content: bytes) -> None:
-    """Create ``dest`` whole with ``content``: a temp file beside it is written, then linked
-    to ``dest`` (refused if ``dest`` exists: :class:`FileConflict`) and removed. The temp
-    file (``.<name>.<8 chars>.tmp``, as ``copy``'s) is removed whatever happens."""
+    """Create ``dest`` whole with ``content``, on disk, never over an existing file
+    (:class:`FileConflict`); see ``atomic_file.create_file``."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    except OSError as exc:
+        create_file(dest, content, durable=True)
+    except FileExistsError:
+        raise FileConflict(
+            f"database {db.name!r}: {shown_path(dest)} already exists; nothing written"
+        ) from None
+    except OSError as exc:  # a full disk, a read-only directory
         raise FilesystemError(f"cannot write {shown_path(dest)}: {exc.strerror}") from None
-    tmp = Path(name)
-    try:
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as exc:  # a full disk: the close fails again, after the write
-            raise FilesystemError(f"cannot write {shown_path(dest)}: {exc.strerror}") from None
-        try:
-            os.link(tmp, dest)  # atomic, and never replaces: the file is whole or absent
-        except FileExistsError:
-            raise FileConflict(
-                f"database {db.name!r}: {shown_path(dest)} already exists; nothing written"
-            ) from None
-        except OSError as exc:
-            raise FilesystemError(f"cannot write {shown_path(dest)}: {exc.strerror}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _taken(db: Database, script: ScriptDirectory, path: Path) -> FileConflict:

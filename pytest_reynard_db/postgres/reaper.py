@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic_file import replace_file
+
 SERVER_PREFIX = "server-"
 # A directory with no owner record yet is being created by someone; give it time.
 UNOWNED_GRACE_SECONDS = 120.0
@@ -49,9 +51,7 @@ def write_owner_file(path: Path, **extra: Any) -> None:
     """Record this process (pid and start time) in ``path``, atomically."""
     pid = os.getpid()
     record = {"pid": pid, "start": process_start_time(pid), **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path)
+    replace_file(path, json.dumps(record).encode())
 
 
 def read_owner(base_dir: Path) -> dict[str, Any] | None:
@@ -134,7 +134,7 @@ STALE_LOCK_SECONDS = 3600.0
 
 def record_source(cache: Path, binary: Path) -> None:
     """Note which binary a cache was made from, so it goes when that binary goes."""
-    cache.with_name(cache.name + ".source").write_text(str(binary.resolve()))
+    replace_file(cache.with_name(cache.name + ".source"), str(binary.resolve()).encode())
 
 
 def reap_caches(root: Path) -> list[Path]:
