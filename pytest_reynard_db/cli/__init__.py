@@ -12,15 +12,15 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .front import PROG, build_parser, main
+    from .front import build_parser, main
 
 __all__ = ["PROG", "build_parser", "main", "run"]
-#: ``front.PROG``, without importing it.
-_PROG = "reynard-migrate"
+#: The command's name, in its usage and its messages (here: ``run`` imports nothing else).
+PROG = "reynard-migrate"
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("PROG", "build_parser", "main"):
+    if name in ("build_parser", "main"):
         from . import front
 
         return getattr(front, name)
@@ -34,7 +34,7 @@ def run() -> None:
 
         code = main()
     except KeyboardInterrupt:  # before main's own handling, or after it (its clean-up)
-        print(f"{_PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted", file=sys.stderr)
         code = 130
     # The work is done and said: a Ctrl-C now would only interrupt the interpreter's own
     # clean-up (a lock file's finaliser), with a traceback ("Exception ignored in ...").

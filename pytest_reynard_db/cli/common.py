@@ -15,8 +15,8 @@ from ..guard import GUARD, redirect_note
 from ..manager import MigrationManager
 from ..mirror import MirrorDiff
 from ..registry import Registry
+from . import PROG
 
-PROG = "reynard-migrate"
 Handler = Callable[[argparse.Namespace, Registry, TextIO], int]
 
 

@@ -20,7 +20,7 @@ from ..errors import ReynardDBError
 from ..registry import load_registry
 from ..signals import Terminated, terminate_as_interrupt
 from ..urls import redact, refuse_control_characters, remember_secrets
-from .common import PROG
+from . import PROG
 from .parser import build_parser
 
 __all__ = ["PROG", "build_parser", "main"]

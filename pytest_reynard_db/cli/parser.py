@@ -14,7 +14,8 @@ from ..checks.report import CHECK_FORMATS
 from ..checks.safety.report import FORMATS
 from ..postgres.waits import DEFAULT_LOCK_TIMEOUT
 from ..urls import redact
-from .common import PROG, Handler
+from . import PROG
+from .common import Handler
 from .verbs import (
     cmd_check,
     cmd_copy,

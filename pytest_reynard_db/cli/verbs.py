@@ -26,8 +26,8 @@ from ..registry import Registry
 from ..text import shown_path as relative
 from ..tree import parents
 from ..urls import mask_url, redact
+from . import PROG
 from .common import (
-    PROG,
     at,
     in_sync,
     manager_for,
