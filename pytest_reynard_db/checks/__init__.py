@@ -2,11 +2,14 @@
 ``CheckRunner``.
 
 Each check is a function ``(runner) -> CheckResult | list[CheckResult]`` in
-its own module; ``CHECKS`` lists them in the order they run (cheap file
-checks first). ``OPT_IN_CHECKS`` (``lint``, ``locks``) run only when named in
-``--only`` or in ``[tool.reynard-db.lint] enabled``, so a tree that passed
-before does not turn red on upgrade; ``history`` only when named in ``--only`` or
-given a base (``check --base``, ``base`` in ``[tool.reynard-db]``). ``run_checks`` is what
+its own module, declared in ``SPECS`` (in the order they run, cheap file checks
+first) with what it needs, how it is turned on and what it applies to; every other
+list here is drawn from that one table. The lint-enabled checks (``lint``, ``locks``)
+run only when named in ``--only`` or in ``[tool.reynard-db.lint] enabled``, so a tree
+that passed before does not turn red on upgrade; ``history`` only when named in
+``--only`` or given a base (``check --base``, ``base`` in ``[tool.reynard-db]``).
+``isolated_by_default`` decides, for the CLI and the plugin, when a database's checks
+run in an interpreter of their own. ``run_checks`` is what
 the CLI and the pytest plugin call: it never lets an exception out of a check, so one
 broken database or revision becomes one failed result that names it, never a traceback.
 """
@@ -14,7 +17,8 @@ broken database or revision becomes one failed result that names it, never a tra
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import ConfigError, MigrationFailed, ReynardDBError
 from ..lint_settings import OPT_IN
@@ -38,33 +42,50 @@ if TYPE_CHECKING:
 
 Check = Callable[[CheckRunner], "CheckResult | list[CheckResult]"]
 
-CHECKS: dict[str, Check] = {
-    "single_head": single_head,
-    "mirror_sync": mirror_sync,
-    "upgrade": upgrade,
-    "stairway": stairway,
-    "downgrade_clean": downgrade_clean,
-    "models_match": models_match,
-}
 
-#: Checks that run only when enabled in ``[tool.reynard-db.lint]`` or named in ``--only``.
-_SAFETY_CHECKS: dict[str, Check] = {"lint": lint, "locks": locks}
-OPT_IN_CHECKS: dict[str, Check] = {name: _SAFETY_CHECKS[name] for name in OPT_IN}
+@dataclass(frozen=True)
+class CheckSpec:
+    """What a check is, declared once, for the CLI and the plugin alike.
+
+    ``needs``: ``files`` (the revision files alone, no ``env.py``), ``tool`` (``env.py``
+    offline and a tool over its SQL, no server) or ``server`` (it migrates throw-away
+    databases). ``turned_on``: ``default``; ``lint``, named in ``[tool.reynard-db.lint]
+    enabled`` (``lint_settings.OPT_IN``); ``base``, given a git base. ``mirrors_only``:
+    it applies to a database that mirrors another and has no result for the others.
+    """
+
+    function: Check
+    needs: Literal["files", "tool", "server"]
+    turned_on: Literal["default", "lint", "base"] = "default"
+    mirrors_only: bool = False
+
+    def applies_to(self, db: Database | None) -> bool:
+        """Whether ``db`` (None: not known, a broken database) has a result of this check."""
+        return not self.mirrors_only or db is None or db.mirror_of is not None
+
 
 #: Every check, in the order they run: the file checks first.
-ALL_CHECKS: dict[str, Check] = {
-    "single_head": single_head,
-    "mirror_sync": mirror_sync,
-    "history": history,
-    **CHECKS,
-    **OPT_IN_CHECKS,
+SPECS: dict[str, CheckSpec] = {
+    "single_head": CheckSpec(single_head, "files"),
+    "mirror_sync": CheckSpec(mirror_sync, "files", mirrors_only=True),
+    "history": CheckSpec(history, "files", turned_on="base"),
+    "upgrade": CheckSpec(upgrade, "server"),
+    "stairway": CheckSpec(stairway, "server"),
+    "downgrade_clean": CheckSpec(downgrade_clean, "server"),
+    "models_match": CheckSpec(models_match, "server"),
+    "lint": CheckSpec(lint, "tool", turned_on="lint"),
+    "locks": CheckSpec(locks, "server", turned_on="lint"),
 }
-
-#: Checks that read files only: they need no PostgreSQL server.
-FILE_CHECKS = frozenset({"single_head", "mirror_sync", "history"})
-
-#: Checks that need no server but a tool (``lint`` runs Squawk over offline SQL).
-OFFLINE_CHECKS = FILE_CHECKS | {"lint"}
+ALL_CHECKS: dict[str, Check] = {name: spec.function for name, spec in SPECS.items()}
+#: The checks that run by default.
+CHECKS: dict[str, Check] = {n: s.function for n, s in SPECS.items() if s.turned_on == "default"}
+#: Checks that run only when enabled in ``[tool.reynard-db.lint]`` or named in ``--only``.
+OPT_IN_CHECKS: dict[str, Check] = {n: s.function for n, s in SPECS.items() if s.turned_on == "lint"}
+#: Checks that read files only: they need no PostgreSQL server, and run no ``env.py``.
+FILE_CHECKS = frozenset(name for name, spec in SPECS.items() if spec.needs == "files")
+#: Checks that need no server (``lint`` runs Squawk over offline SQL).
+OFFLINE_CHECKS = frozenset(name for name, spec in SPECS.items() if spec.needs != "server")
+assert tuple(OPT_IN_CHECKS) == OPT_IN, "lint_settings.OPT_IN names the lint-enabled checks"
 
 __all__ = [
     "ALL_CHECKS",
@@ -72,9 +93,12 @@ __all__ = [
     "FILE_CHECKS",
     "OFFLINE_CHECKS",
     "OPT_IN_CHECKS",
+    "SPECS",
     "CheckResult",
     "CheckRunner",
+    "CheckSpec",
     "enabled_checks",
+    "isolated_by_default",
     "needs_server",
     "run_check",
     "run_checks",
@@ -136,7 +160,7 @@ def run_checks(
     """
     names = select_checks(only, enabled_checks(registry))
     if isolate is None:
-        isolate = len(databases) > 1 and not FILE_CHECKS.issuperset(names)
+        isolate = isolated_by_default(names, len(databases))
     results: list[CheckResult] = []
     for db in databases:
         if isolate:
@@ -154,6 +178,19 @@ def run_checks(
     return results
 
 
+def isolated_by_default(
+    names: Iterable[str], databases: int, *, beside_tests: bool = False
+) -> bool:
+    """The one policy for where checks run: each database's in a clean interpreter when
+    something else may have imported what its ``env.py`` imports: the tests of the same
+    pytest run (``beside_tests``: the plugin's items, always), or another database's
+    ``env.py`` (the CLI with several databases). Checks that run no ``env.py`` (the file
+    checks) are left in the process: an interpreter would cost them a second each."""
+    if beside_tests:
+        return True
+    return databases > 1 and any(SPECS[name].needs != "files" for name in names)
+
+
 def run_check(runner: CheckRunner, name: str, *, timeout: float | None = None) -> list[CheckResult]:
     """Run one check; any exception becomes a failed result naming database, revision and file.
 
@@ -167,6 +204,8 @@ def run_check(runner: CheckRunner, name: str, *, timeout: float | None = None) -
 
 
 def _run_check(runner: CheckRunner, name: str, timeout: float | None) -> list[CheckResult]:
+    if not SPECS[name].applies_to(runner.db):
+        return []
     try:
         with time_limit(timeout):
             outcome = ALL_CHECKS[name](runner)

@@ -17,8 +17,7 @@ def mirror_sync(runner: CheckRunner) -> list[CheckResult]:
     """Compare the mirror with its source; conflicting, missing, changed, renamed and
     extra files each listed."""
     db = runner.db
-    if db.mirror_of is None:
-        return []
+    assert db.mirror_of is not None, "applies to mirrors only (checks.SPECS)"
     diff = mirror_diff(runner.registry.get(db.mirror_of), db)
     if diff.in_sync:
         return [runner.result(CHECK, True, f"in sync with {db.mirror_of}")]

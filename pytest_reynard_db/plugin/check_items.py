@@ -17,6 +17,7 @@ import pytest
 from ..checks import (
     ALL_CHECKS,
     OFFLINE_CHECKS,
+    SPECS,
     CheckResult,
     CheckRunner,
     enabled_checks,
@@ -54,8 +55,8 @@ class ReynardChecks(pytest.Collector):
         for name in names:
             db = registry.databases.get(name)
             for check in checks:
-                if check == "mirror_sync" and db is not None and not db.mirror_of:
-                    continue  # does not apply: no item, as no JSON entry
+                if not SPECS[check].applies_to(db):
+                    continue  # no item, as no JSON entry
                 yield CheckItem.from_parent(
                     self, name=f"{name}::{check}", database=name, check=check
                 )
@@ -73,7 +74,8 @@ class ReynardChecks(pytest.Collector):
 
     def results(self, item: CheckItem) -> list[CheckResult]:
         """``item``'s results, from a clean interpreter (``checks.isolated``): what the
-        test modules or another database's ``env.py`` imported cannot change them.
+        test modules or another database's ``env.py`` imported cannot change them
+        (``checks.isolated_by_default``: beside tests, always).
 
         One interpreter per database runs every selected item of it, as ``reynard-migrate
         check`` does, when the first of them runs (so that item's duration includes the
