@@ -14,10 +14,9 @@ from sqlalchemy import Connection, text
 from ..errors import ReynardDBError
 from ..text import counted
 from ..tree import version_table_of
-from .catalog import USER_SCHEMA
 from .heads import all_heads, moved_to, walk_order
 from .result import CheckResult
-from .runner import CheckRunner, upgrade_first
+from .runner import USER_SCHEMA, CheckRunner, upgrade_first
 from .stairway_steps import read_heads
 
 CHECK = "downgrade_clean"

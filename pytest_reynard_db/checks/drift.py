@@ -39,10 +39,9 @@ from ..registry import Database, Registry
 from ..text import counted, first_line, one_line
 from ..tree import current_heads, version_table_of, version_table_seen
 from ..urls import mask_url
-from .catalog import USER_SCHEMA
 from .heads import all_heads, heads_text, moved_to
 from .result import CheckResult
-from .runner import CheckRunner
+from .runner import USER_SCHEMA, CheckRunner
 from .schema_compare import CATALOG_ONLY, Side, differences
 
 if TYPE_CHECKING:

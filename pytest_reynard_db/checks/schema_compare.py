@@ -31,8 +31,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Connection, MetaData, event, text
 
-from .catalog import USER_SCHEMA
 from .models_match import describe
+from .runner import USER_SCHEMA
 
 #: The ``search_path`` of both sides while they are compared (see above).
 CATALOG_ONLY = "pg_catalog"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from ..catalog import USER_SCHEMA
+from ..runner import USER_SCHEMA
 
 ROWS = 3
 FIRST_NUMBER = 20000  # fits a smallint, above hand-picked seed ids

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ...text import counted, one_line
-from ..places import identifiers, statement_line
 from ..result import CheckResult, Place
-from ..runner import CheckRunner
+from ..runner import CheckRunner, identifiers, statement_line
 
 #: A finding's statement is shown on one line of at most this many characters.
 STATEMENT_WIDTH = 160

@@ -34,11 +34,10 @@ from ...manager import MigrationManager
 from ...migration_errors import runs_outside_a_transaction
 from ...tree import upgrade_steps
 from ..bounded import SelfDeadlockWatch
-from ..catalog import USER_SCHEMA
 from ..heads import walk_order
 from ..migrating_connection import same_connection
 from ..result import CheckResult
-from ..runner import CheckRunner
+from ..runner import USER_SCHEMA, CheckRunner
 from .fill import Filler
 from .findings import Finding, RevisionReport, apply_waivers, read_waivers, to_results
 
