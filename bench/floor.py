@@ -35,9 +35,9 @@ from bench.alone import stairway_alone, walk_alone
 from bench.projects import STOCK_ENV, stair_project
 from bench.timing import Row, median_time, slowdown_row
 from pytest_reynard_db.checks.downgrade_clean import downgrade_clean
+from pytest_reynard_db.checks.heads import upgrade
 from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.checks.stairway import stairway
-from pytest_reynard_db.checks.upgrade import upgrade
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.registry import load_registry
 

@@ -26,16 +26,14 @@ from ..registry import Database, Registry
 from ..text import one_line
 from .bounded import CheckTimedOut, time_limit
 from .downgrade_clean import downgrade_clean
-from .history import history
+from .files import history, mirror_sync, single_head
+from .heads import upgrade
 from .isolated import run_isolated
-from .mirror_sync import mirror_sync
 from .models_match import models_match
 from .result import CheckResult
 from .runner import CheckRunner, NotRun, Progress
 from .safety import lint, locks
-from .single_head import single_head
 from .stairway import stairway
-from .upgrade import upgrade
 
 if TYPE_CHECKING:
     from ..postgres import Server

@@ -2,7 +2,10 @@
 migrate (``upgrade``, ``stairway``, ``downgrade_clean``, ``models_match``), which all read
 the throw-away database's ``alembic_version`` back.
 
-Pure functions of the revision graph (no database), like Alembic's ``revision.py``.
+Pure functions of the revision graph (no database), like Alembic's ``revision.py``; and
+the simplest check that reads the version table back, ``upgrade``: an empty database
+upgrades from base to heads, the cheapest proof that the tree runs at all, on a database
+that has never seen it (as a new developer's or a CI's would be).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from alembic.script import Script, ScriptDirectory
 
 from ..tree import first_parent, needs
+from .result import CheckResult
 from .runner import CheckRunner
 
 
@@ -89,3 +93,24 @@ def unchanged_or_wrong(
     return (
         f"{prefix}{what} left the database at {heads_text(actual)}, expected {heads_text(expected)}"
     )
+
+
+# -- the upgrade check -------------------------------------------------------------------
+
+UPGRADE = "upgrade"
+
+
+def upgrade(runner: CheckRunner) -> CheckResult:
+    """Upgrade a throw-away database from base to heads, and read back where it is.
+
+    Reading back is what makes "ok" mean something: an ``env.py`` that migrated
+    some other database leaves the throw-away one at base.
+    """
+    expected = all_heads(runner.script)
+    with runner.scratch_database(UPGRADE) as manager:
+        manager.upgrade("heads")
+        at = set(manager.current())
+    why = moved_to(runner, "upgrade heads", at, expected)
+    if why is not None:
+        return runner.result(UPGRADE, False, why)
+    return runner.result(UPGRADE, True, f"base -> {heads_text(at)}")

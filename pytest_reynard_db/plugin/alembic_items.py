@@ -64,7 +64,7 @@ def single_head_revision(alembic_runner: Any, request: pytest.FixtureRequest) ->
     """Our ``single_head`` (one head per declared branch label) as pytest-alembic's
     ``test_single_head_revision``; a failure names the heads and the merge command."""
     from ..checks import CheckRunner
-    from ..checks.single_head import single_head
+    from ..checks.files import single_head
     from .stash import STATE
 
     state = request.config.stash[STATE]

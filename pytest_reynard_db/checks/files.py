@@ -1,34 +1,151 @@
-"""``history``: the revisions a base (a git ref: ``origin/main``) shipped are still there,
-unchanged, and every new revision is built on top of them.
+"""The file checks: they read revision files only (no server, no ``env.py``), and so run
+before a commit (the pre-commit hooks) as well as in every check run.
 
-Production never runs a revision twice: one edited after it shipped passes every other
-check (a fresh database runs the new text) and differs in production only; one added
-below a shipped revision runs first on a fresh database and last in production.
+``single_head``: one head per declared branch label (one head where there are none).
+Two heads in one branch mean two people wrote a revision on the same parent:
+``upgrade head`` is then ambiguous and the next ``revision`` lands on either.
+Separate branches (each with its own label, as the ECS tree's ``ecs``, ``naming`` and
+``agents``) are heads by design and pass.
 
-"Unchanged" is about what runs: each file's syntax tree without docstrings, its
-imports in one order, so a comment, a docstring, a reformatting or imports sorted
-anew are allowed, and any change to code (an ``op.`` call, an argument,
-``down_revision``, an import added or removed) is not. A failure shows that
-change as a short diff of the code, not of the text.
+``mirror_sync``: a mirror's revision files are its source's, path and bytes. A mirror
+that drifts runs other migrations than production: its tests then prove nothing.
+Databases that mirror nothing get no result.
+
+``history``: the revisions a base (a git ref: ``origin/main``) shipped are still there,
+unchanged, and every new revision is built on top of them. Production never runs a
+revision twice: one edited after it shipped passes every other check (a fresh database
+runs the new text) and differs in production only; one added below a shipped revision
+runs first on a fresh database and last in production. "Unchanged" is about what runs:
+each file's syntax tree without docstrings, its imports in one order, so a comment, a
+docstring, a reformatting or imports sorted anew are allowed, and any change to code
+(an ``op.`` call, an argument, ``down_revision``, an import added or removed) is not. A
+failure shows that change as a short diff of the code, not of the text.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from alembic.script import Script, ScriptDirectory
 from alembic.util import to_tuple
 
 from ..git_base import Base, python_files, read_blobs, resolve_base
+from ..mirror import mirror_diff
 from ..text import counted
-from ..tree import revision_files
+from ..tree import parents, revision_files
 from .result import CheckResult, Place
 from .runner import CheckRunner
 
-CHECK = "history"
+# -- single_head -------------------------------------------------------------------------
+
+SINGLE_HEAD = "single_head"
+NO_LABEL = ""
+
+
+def single_head(runner: CheckRunner) -> CheckResult:
+    """Pass when no branch label (and no unlabeled part of the tree) has several heads."""
+    script = runner.script
+    heads = sorted(script.get_revisions("heads"), key=lambda s: s.revision)
+    groups: dict[str, list[Script]] = defaultdict(list)
+    for head in heads:
+        if head is None:
+            continue
+        for label in sorted(head.branch_labels) or [NO_LABEL]:
+            groups[label].append(head)
+    problems = [
+        _describe(runner, script, label, group)
+        for label, group in sorted(groups.items())
+        if len(group) > 1
+    ]
+    if problems:
+        return runner.result(SINGLE_HEAD, False, "\n".join(problems))
+    shown = ", ".join(
+        f"{h.revision} ({', '.join(sorted(h.branch_labels))})" if h.branch_labels else h.revision
+        for h in heads
+        if h is not None
+    )
+    return runner.result(SINGLE_HEAD, True, f"one head per branch: {shown or 'empty tree'}")
+
+
+def _describe(runner: CheckRunner, script: ScriptDirectory, label: str, heads: list[Script]) -> str:
+    """A headline naming the heads and their common ancestor, then files and the fix."""
+    where = f"branch {label!r}" if label else "the tree (no branch label)"
+    ids = " ".join(h.revision for h in heads)
+    ancestor = common_ancestor(script, [h.revision for h in heads])
+    since = f"common ancestor {ancestor}" if ancestor else "no common ancestor"
+    lines = [f"{where} has {len(heads)} heads: {', '.join(ids.split())} ({since})"]
+    lines += [f"  {h.revision}: {runner.relative(h.path)}" for h in heads]
+    lines.append(f"  merge them: reynard-migrate merge {runner.db.name} {ids}")
+    return "\n".join(lines)
+
+
+def ancestors(script: ScriptDirectory, revision: str) -> set[str]:
+    """``revision`` and every revision below it through ``down_revision``."""
+    seen: set[str] = set()
+    todo = [revision]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        found = script.get_revision(current)
+        if found is not None:
+            todo.extend(parents(found))
+    return seen
+
+
+def common_ancestor(script: ScriptDirectory, revisions: list[str]) -> str | None:
+    """The nearest revision below all of ``revisions`` (None when their roots differ)."""
+    sets = [ancestors(script, r) for r in revisions]
+    common = set.intersection(*sets) if sets else set()
+    # The nearest: the common ancestor that no other common ancestor descends from.
+    nearest = [c for c in common if not any(c in ancestors(script, o) - {o} for o in common)]
+    return sorted(nearest)[0] if nearest else None
+
+
+# -- mirror_sync -------------------------------------------------------------------------
+
+MIRROR_SYNC = "mirror_sync"
+
+
+def mirror_sync(runner: CheckRunner) -> list[CheckResult]:
+    """Compare the mirror with its source; conflicting, missing, changed, renamed and
+    extra files each listed."""
+    db = runner.db
+    assert db.mirror_of is not None, "applies to mirrors only (checks.SPECS)"
+    diff = mirror_diff(runner.registry.get(db.mirror_of), db)
+    if diff.in_sync:
+        return [runner.result(MIRROR_SYNC, True, f"in sync with {db.mirror_of}")]
+    kinds = (
+        ("conflict", tuple(c.key for c in diff.conflicts)),
+        ("missing", diff.missing),
+        ("changed", diff.changed),
+        ("renamed", tuple(old for old, _ in diff.renamed)),
+        ("extra", diff.extra),
+    )
+    counts = ", ".join(f"{len(keys)} {kind}" for kind, keys in kinds if keys)
+    head = f"out of sync with {db.mirror_of} ({counts}); run `reynard-migrate copy {db.name}`"
+    lines, places = [head], []
+    for kind, keys in kinds:
+        for key in keys:
+            listed = f"  {kind}: {runner.relative(diff.mirror_root / key)}"
+            lines.append(listed)
+            # a missing file is shown where it is: in the source
+            root = diff.source_root if kind == "missing" else diff.mirror_root
+            places.append(
+                Place(runner.relative(root / key) or str(key), 1, None, head + "\n" + listed)
+            )
+    return [runner.result(MIRROR_SYNC, False, "\n".join(lines), places=tuple(places))]
+
+
+# -- history -----------------------------------------------------------------------------
+
+HISTORY = "history"
 #: Diff lines shown for one edited revision (the rest is counted).
 DIFF_LINES = 12
 NO_BASE = (
@@ -53,7 +170,7 @@ def history(runner: CheckRunner) -> CheckResult:
     (a removed revision another names) still says which revision went.
     """
     if not runner.registry.base:
-        return runner.result(CHECK, True, NO_BASE, status="skipped")
+        return runner.result(HISTORY, True, NO_BASE, status="skipped")
     base = resolve_base(runner.registry.root, runner.registry.base)
     recursive = runner.db.alembic_config().get_alembic_boolean_option("recursive_version_locations")
     shipped, current = shipped_revisions(runner, base, recursive), {}
@@ -77,12 +194,12 @@ def history(runner: CheckRunner) -> CheckResult:
         # one problem: the result points at it (its file and line), as one revision's would
         one = places[0] if len(places) == 1 else Place("")
         return runner.result(
-            CHECK, False, "\n".join(lines), file=one.file or None, line=one.line,
+            HISTORY, False, "\n".join(lines), file=one.file or None, line=one.line,
             places=annotated,
         )  # fmt: skip
     new = len(set(current) - set(shipped))
     return runner.result(
-        CHECK,
+        HISTORY,
         True,
         f"{counted(len(shipped), 'revision')} as at {base.shown}, "
         f"{counted(new, 'new revision')} on top",
