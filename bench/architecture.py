@@ -31,10 +31,14 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 
 
+#: The package's folders (a folder's ``__init__`` is in its folder's room).
+FOLDERS = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+
+
 def room(module: str) -> str:
     """The folder a module is in (``top`` for the package's own top level)."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 else "top"
+    return parts[1] if len(parts) > 1 and parts[1] in FOLDERS else "top"
 
 
 def layer_of(name: str) -> int:
@@ -118,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"| {key} | {value} |")
     print()
-    for pair, count in result["arrows"].items():  # type: ignore[union-attr]
+    arrows = result["arrows"]
+    assert isinstance(arrows, dict)
+    for pair, count in arrows.items():
         print(f"  {pair}: {count}")
     return 0
 
