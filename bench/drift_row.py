@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 
 from bench.timing import Row, slowdown_row, timed
 from pytest_reynard_db.checks.drift import drift
-from pytest_reynard_db.manager import MigrationManager
+from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.registry import Database, Registry, load_registry
 

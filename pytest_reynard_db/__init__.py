@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .errors import ConfigError, MigrationFailed, RevisionError, ReynardDBError, ServerError
-    from .manager import MigrationManager
+    from .migration.manager import MigrationManager
     from .postgres import EphemeralServer, ExistingServer, Server, find_binaries
     from .provision import Provisioner, TestDatabase
     from .registry import Database, Registry, load_registry
@@ -31,7 +31,7 @@ _WHERE = {
     "ReynardDBError": "errors",
     "RevisionError": "errors",
     "ServerError": "errors",
-    "MigrationManager": "manager",
+    "MigrationManager": "migration.manager",
     "EphemeralServer": "postgres",
     "ExistingServer": "postgres",
     "Server": "postgres",

@@ -34,8 +34,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from .clone_pool import ClonePool
-from .env_run import exported
 from .errors import ReynardDBError, ServerError
+from .migration.env_run import exported
 from .postgres import Server
 from .postgres.names import building_name, run_database, template_name
 from .postgres.shared import RunPresence, build_lock

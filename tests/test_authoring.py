@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.errors import GuardRefused
 from pytest_reynard_db.guard import GUARD
-from pytest_reynard_db.manager import MigrationManager
+from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.registry import load_registry
 
@@ -354,7 +354,7 @@ def _masked(url: str) -> str:
 
 
 def test_stamp_takes_the_migration_lock(project: Path) -> None:
-    from pytest_reynard_db.migration_lock import advisory_lock_key
+    from pytest_reynard_db.migration.migration_lock import advisory_lock_key
 
     first = created(project, "first")
     engine = create_engine(ini_url(project))

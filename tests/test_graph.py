@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from pytest_reynard_db.graph import render
+from pytest_reynard_db.cli.graph import render
 
 QUOTED = """add "quoted" [col] <b> & #1"""
 
@@ -140,7 +140,7 @@ def test_unknown_format_raises(linear: ScriptDirectory) -> None:
 
 def test_short_ids_stay_unique() -> None:
     """Ids cut to 12 characters collided (``20250127_000000``, ``20250127_000001``)."""
-    from pytest_reynard_db.graph import short_ids
+    from pytest_reynard_db.cli.graph import short_ids
 
     short = short_ids(["20250127_000000", "20250127_000001", "abcdef0123456789", "x"])
     assert short == {

@@ -18,7 +18,8 @@ import psycopg
 import pytest
 from reynard_trees import clean_env, reynard_project, run_cli
 
-from pytest_reynard_db import load_registry, server_admin
+from pytest_reynard_db import load_registry
+from pytest_reynard_db.cli import server_admin
 from pytest_reynard_db.errors import CheckFailed
 from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
 from pytest_reynard_db.postgres.reaper import stop_postmaster

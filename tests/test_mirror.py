@@ -9,15 +9,15 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from pytest_reynard_db.cli.mirror_write import leftover_files, sync_mirror
 from pytest_reynard_db.errors import FileConflict, RevisionError
-from pytest_reynard_db.mirror import (
+from pytest_reynard_db.migration.mirror import (
     MirrorDiff,
     duplicate_revisions,
     keyed_files,
     mirror_diff,
     versions_root,
 )
-from pytest_reynard_db.mirror_write import leftover_files, sync_mirror
 from pytest_reynard_db.registry import Database
 
 BRANCHES = ("ecs", "naming")

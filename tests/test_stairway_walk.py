@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL
 
 from pytest_reynard_db.checks import CheckResult, run_check
 from pytest_reynard_db.checks.runner import CheckRunner
-from pytest_reynard_db.manager import MigrationManager
+from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.registry import load_registry
 
@@ -228,7 +228,7 @@ def test_walk_steps_answer_as_alembics_own_steps(tmp_path: Path) -> None:
     from alembic.runtime.migration import RevisionStep
     from alembic.script import ScriptDirectory
 
-    from pytest_reynard_db.tree import WalkStep
+    from pytest_reynard_db.migration.tree import WalkStep
 
     script = ScriptDirectory(str(tmp_path), version_locations=[str(branched_tree(tmp_path))])
     revision_map = script.revision_map
@@ -258,7 +258,7 @@ def test_downgrade_takes_alembics_steps_as_walk_steps(tmp_path: Path) -> None:
     would, in its order, each a ``WalkStep``."""
     from alembic.script import ScriptDirectory
 
-    from pytest_reynard_db.tree import WalkStep, downgrade_steps
+    from pytest_reynard_db.migration.tree import WalkStep, downgrade_steps
 
     script = ScriptDirectory(str(tmp_path), version_locations=[str(branched_tree(tmp_path))])
     heads = tuple(script.get_heads())

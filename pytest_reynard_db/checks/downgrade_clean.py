@@ -12,8 +12,8 @@ from alembic.script import Script
 from sqlalchemy import Connection, text
 
 from ..errors import ReynardDBError
+from ..migration.tree import version_table_of
 from ..text import counted
-from ..tree import version_table_of
 from .heads import all_heads, moved_to, walk_order
 from .result import CheckResult
 from .runner import USER_SCHEMA, CheckRunner, upgrade_first

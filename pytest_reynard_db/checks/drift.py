@@ -34,10 +34,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from ..errors import MigrationFailed, RevisionError, ReynardDBError, ServerError
-from ..manager import MigrationManager
+from ..migration.manager import MigrationManager
+from ..migration.tree import current_heads, version_table_of, version_table_seen
 from ..registry import Database, Registry
 from ..text import counted, first_line, one_line
-from ..tree import current_heads, version_table_of, version_table_seen
 from ..urls import mask_url
 from .heads import all_heads, heads_text, moved_to
 from .result import CheckResult

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from alembic.script import Script, ScriptDirectory
 
-from ..tree import first_parent, needs
+from ..migration.tree import first_parent, needs
 from .result import CheckResult
 from .runner import CheckRunner
 

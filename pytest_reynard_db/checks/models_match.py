@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.types import TypeEngine
 
 from ..logs import preserved_logging
-from ..manager import MigrationManager, exported
+from ..migration.manager import MigrationManager, exported
 from ..text import counted
 from .heads import all_heads, moved_to
 from .result import CheckResult

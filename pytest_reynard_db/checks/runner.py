@@ -32,10 +32,10 @@ from sqlalchemy.engine import URL
 from ..errors import EnvPyFailed, MigrationFailed, ReynardDBError, ServerError
 from ..guard import GUARD
 from ..guard.migration import Refusal
-from ..manager import MigrationManager
+from ..migration.manager import MigrationManager
+from ..migration.tree import load_tree
 from ..postgres.names import scratch_name
 from ..registry import Database, Registry
-from ..tree import load_tree
 from ..urls import admin_url as canonical_admin_url
 from ..urls import redact
 from .result import CheckResult, Place, Status

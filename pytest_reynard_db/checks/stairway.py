@@ -44,9 +44,8 @@ from alembic.script import Script
 from sqlalchemy import Connection
 
 from ..errors import EnvPyFailed, GuardRefused, ReynardDBError
-from ..manager import MigrationManager
-from ..text import counted
-from ..tree import (
+from ..migration.manager import MigrationManager
+from ..migration.tree import (
     WalkStep,
     commit_between_steps,
     forget_created_types,
@@ -55,6 +54,7 @@ from ..tree import (
     same_heads,
     version_table,
 )
+from ..text import counted
 from .heads import expected_heads, walk_order
 from .migrating_connection import (
     STEP_WIDTH,

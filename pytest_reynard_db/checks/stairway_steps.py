@@ -12,8 +12,8 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection
 
 from ..errors import EnvPyFailed, GuardRefused, MigrationFailed, ReynardDBError
-from ..manager import MigrationManager
-from ..tree import current_heads, same_heads
+from ..migration.manager import MigrationManager
+from ..migration.tree import current_heads, same_heads
 from .heads import down_target, expected_heads, heads_text, unchanged_or_wrong
 
 

@@ -12,8 +12,8 @@ from typing import TextIO
 
 from .. import logs
 from ..guard import GUARD, redirect_note
-from ..manager import MigrationManager
-from ..mirror import MirrorDiff
+from ..migration.manager import MigrationManager
+from ..migration.mirror import MirrorDiff
 from ..registry import Registry
 from . import PROG
 

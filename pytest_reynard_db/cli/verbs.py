@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from dataclasses import replace
 from typing import TextIO
 
-from .. import graph, mirror, mirror_write, text
+from .. import text
 from ..checks import enabled_checks, needs_server, run_checks, select_checks
 from ..checks.drift import Timeouts, drift
 from ..checks.report import progress_line, show_results
@@ -20,13 +20,14 @@ from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
 from ..checks.safety.report import render
 from ..errors import CheckFailed, ReynardDBError
-from ..git_base import resolve_base
-from ..manager import MigrationManager
+from ..migration import mirror
+from ..migration.git_base import resolve_base
+from ..migration.manager import MigrationManager
+from ..migration.tree import parents
 from ..registry import Registry
 from ..text import shown_path as relative
-from ..tree import parents
 from ..urls import mask_url, redact
-from . import PROG
+from . import PROG, graph, mirror_write
 from .common import (
     at,
     in_sync,
@@ -279,7 +280,7 @@ def cmd_lint(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
 
 def cmd_server(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     """See, stop or prune the reuse server (or a shared server's templates with --url)."""
-    from .. import server_admin  # the server verbs only: keeps the other verbs' start fast
+    from . import server_admin  # the server verbs only: keeps the other verbs' start fast
 
     return server_admin.run_verb(args.action, registry, out, args.url, args.older_than)
 

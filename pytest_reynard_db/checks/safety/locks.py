@@ -30,9 +30,9 @@ from alembic.script import Script
 from sqlalchemy import Connection, text
 
 from ...errors import MigrationFailed
-from ...manager import MigrationManager
-from ...migration_errors import runs_outside_a_transaction
-from ...tree import upgrade_steps
+from ...migration.manager import MigrationManager
+from ...migration.migration_errors import runs_outside_a_transaction
+from ...migration.tree import upgrade_steps
 from ..bounded import SelfDeadlockWatch
 from ..heads import walk_order
 from ..migrating_connection import same_connection

@@ -22,10 +22,10 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
 
 from ...errors import MigrationFailed
-from ...migration_errors import env_py_failure
+from ...migration.migration_errors import env_py_failure
+from ...migration.tree import first_parent, last_line
 from ...registry import Database
 from ...text import first_line
-from ...tree import first_parent, last_line
 from ..runner import CheckRunner
 
 MARKER = re.compile(r"^-- Running upgrade .*-> (?P<rev>\S+)\s*$")

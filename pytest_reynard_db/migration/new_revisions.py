@@ -20,12 +20,12 @@ from alembic.util import CommandError
 from mako import exceptions  # type: ignore[import-untyped]
 from mako.template import Template  # type: ignore[import-untyped]
 
-from .atomic_file import create_file, refuse_non_regular
+from ..atomic_file import create_file, refuse_non_regular
+from ..errors import FileConflict, FilesystemError, RevisionError
+from ..registry import Database
+from ..text import shown_path
 from .authoring import Placement
-from .errors import FileConflict, FilesystemError, RevisionError
 from .migration_errors import alembic_errors
-from .registry import Database
-from .text import shown_path
 from .tree import revision_writes
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def autogenerate_target(manager: MigrationManager) -> Iterator[MigrationManager]
     if manager.url_given:
         yield manager
         return
-    from .postgres import EphemeralServer
+    from ..postgres import EphemeralServer
 
     with EphemeralServer.start() as server:
         scratch = manager.aimed_at(server.create_database(f"test_autogenerate_{manager.db.name}"))

@@ -26,17 +26,18 @@ from alembic.util import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
+from ..errors import RevisionError, ReynardDBError
+from ..guard import GUARD, Target
+from ..guard.migration import registered_targets
+from ..guard.target import url_target
+from ..postgres.waits import DEFAULT_LOCK_TIMEOUT
+from ..registry import Database
+from ..urls import mask_url, with_driver
 from .authoring import merge_heads, place
 from .env_run import StepsFn, exported, run_env, split_range
-from .errors import RevisionError, ReynardDBError
-from .guard import GUARD, Target
-from .guard.migration import registered_targets
-from .guard.target import url_target
 from .migration_errors import StepTracker, alembic_errors, migration_failure
 from .migration_lock import migration_lock_held
 from .new_revisions import write_merge, write_revision
-from .postgres.waits import DEFAULT_LOCK_TIMEOUT
-from .registry import Database
 from .target import connect, create_if_missing
 from .tree import (
     check_target,
@@ -46,7 +47,6 @@ from .tree import (
     stamp_steps,
     upgrade_steps,
 )
-from .urls import mask_url, with_driver
 
 __all__ = ["MigrationManager", "StepsFn", "exported"]
 

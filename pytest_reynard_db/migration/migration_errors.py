@@ -22,9 +22,9 @@ from alembic.util import CommandError, format_as_comma
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .errors import EnvPyFailed, EnvPyNeedsConfig, MigrationFailed, RevisionError
-from .registry import Database
-from .text import first_line, one_line, shown_path
+from ..errors import EnvPyFailed, EnvPyNeedsConfig, MigrationFailed, RevisionError
+from ..registry import Database
+from ..text import first_line, one_line, shown_path
 from .tree import as_first_run, current_heads
 
 ALEMBIC_MIGRATION_LOGGER = "alembic.runtime.migration"

@@ -16,9 +16,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from .errors import ConfigError, RevisionError, ServerError
-from .text import first_line
-from .urls import MAINTENANCE_DATABASE, mask_url
+from ..errors import ConfigError, RevisionError, ServerError
+from ..text import first_line
+from ..urls import MAINTENANCE_DATABASE, mask_url
 
 #: The server's FATAL for a missing database, as libpq passes it on.
 _NO_SUCH_DATABASE = re.compile(r'database "[^"]*" does not exist')
@@ -94,7 +94,7 @@ def create_if_missing(name: str, url: URL) -> bool:
     """Create the database ``url`` names on its server unless it exists; whether it did."""
     if not url.database:
         raise RevisionError(f"database {name!r}: the URL names no database")
-    from .postgres import Server  # the server code loads on use
+    from ..postgres import Server  # the server code loads on use
 
     server = Server(sync_url(url).set(database=MAINTENANCE_DATABASE))  # libpq's keys
     try:

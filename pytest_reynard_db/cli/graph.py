@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from alembic.script import Script, ScriptDirectory
 
-from . import tree
+from ..migration import tree
 
 SHORT_ID = 12
 MARKS = ("head", "merge", "base")  # in order of precedence for a node's fill colour

@@ -20,12 +20,12 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
-from .atomic_file import refuse_non_regular
-from .errors import ConfigError
-from .logs import preserved_logging
+from ..atomic_file import refuse_non_regular
+from ..errors import ConfigError
+from ..logs import preserved_logging
+from ..registry import Database
+from ..text import shown_path
 from .migration_errors import StepTracker
-from .registry import Database
-from .text import shown_path
 from .tree import note_version_table
 
 #: Alembic's migration function: ``(current heads, MigrationContext) -> steps to run``.

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from .errors import LockTimeout
-from .postgres.waits import SAY_AFTER, say_on_stderr
+from ..errors import LockTimeout
+from ..postgres.waits import SAY_AFTER, say_on_stderr
 
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
 #: Who holds the migration lock of the current database.
