@@ -1,9 +1,10 @@
 """Starting and stopping one ephemeral, test-tuned PostgreSQL server.
 
-Built on testing.postgresql: we keep its life cycle (set-up, boot wait, stop,
-clean-up) and change what a test server needs: an unprivileged user when we are
-root, a cached ``initdb``, durability switched off, a race-free port, and an
-owner record so that a server whose owner was killed is reaped by the next run.
+Built on testing.common (testing.postgresql's base class): we keep its life cycle
+(set-up, stop, clean-up) and change what a test server needs: an unprivileged user
+when we are root, a cached ``initdb``, durability switched off, a race-free port, a
+boot wait and a stop without 0.1 s sleeps, and an owner record so that a server whose
+owner was killed is reaped by the next run.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .reaper import (
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
 from .waits import file_lock
 
-if TYPE_CHECKING:  # testing.postgresql (and the pg8000 it imports) load when a server starts
+if TYPE_CHECKING:  # testing.common loads when a server starts
     from .tuned import _TunedPostgresql
 
 #: The processes of kept servers this process started, never waited for (``stop``).
