@@ -59,6 +59,8 @@ TUNING = (
     "checkpoint_timeout=30min",
     f"cluster_name={HARNESS_CLUSTER_NAME}",  # how the guard's net knows a server of ours
 )
+#: In the runtime root: ``find_binaries``' remembered answers (two subprocesses a start).
+BINARIES_CACHE = "binaries.json"
 INITDB_ARGS = ("-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
 
 
@@ -90,7 +92,10 @@ class EphemeralPostgres:
         self.user = run_as()
         self.root = runtime_root(self.user)
         if binaries is None:
-            binaries = find_binaries(at_least=CLONE_VERSION if reflinks(self.root) else None)
+            binaries = find_binaries(
+                at_least=CLONE_VERSION if reflinks(self.root) else None,
+                cache=self.root / BINARIES_CACHE,
+            )
         self.binaries = reachable_binaries(binaries, self.user, self.root)
         self.boot_timeout = boot_timeout
         self.persistent = persistent
