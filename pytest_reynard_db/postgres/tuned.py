@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 import psycopg
 from testing.common.database import Database
 
-from .executor import HOST, SUPERUSER, TUNING, _initdb
+from .executor import HOST, SUPERUSER, TUNING
+from .initdb_cache import _initdb
 from .runas import RunAs
 
 #: Between two readiness probes while the server boots. testing.common sleeps 0.1 s,
