@@ -187,17 +187,20 @@ class Provisioner:
         else:
             path = self.lock_dir / f"{self.server.url.port}-{template}.lock"
             lock = file_lock(path, f"the build of template {template} ({name})")
-        # Another worker or run may be building it: a long wait says who builds it.
-        with lock:
-            if not self.server.exists(template):
-                self._migrate_into(target, template, revision)
-                log.info(
-                    "built template %s (%s at %s)",
-                    template,
-                    name,
-                    revision,
-                    extra={"template": template, "database": name, "revision": revision},
-                )
+        # A template that exists is complete (built under a scratch name, then renamed):
+        # no lock to take, nor its session to open. Else another worker or run may be
+        # building it: a long wait says who builds it.
+        if not self.server.exists(template):
+            with lock:
+                if not self.server.exists(template):
+                    self._migrate_into(target, template, revision)
+                    log.info(
+                        "built template %s (%s at %s)",
+                        template,
+                        name,
+                        revision,
+                        extra={"template": template, "database": name, "revision": revision},
+                    )
         if self.presence is not None:  # whose it is, and of which tree at any revision
             self.presence.mark_used(
                 template,

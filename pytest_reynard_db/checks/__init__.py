@@ -1,44 +1,38 @@
 """The migration checks (the README's "Migration checks"), as plain functions over a
 ``CheckRunner``.
 
-Each check is a function ``(runner) -> CheckResult | list[CheckResult]`` in
-its own module, declared in ``SPECS`` (in the order they run, cheap file checks
-first) with what it needs, how it is turned on and what it applies to; every other
-list here is drawn from that one table. The lint-enabled checks (``lint``, ``locks``)
-run only when named in ``--only`` or in ``[tool.reynard-db.lint] enabled``, so a tree
-that passed before does not turn red on upgrade; ``history`` only when named in
-``--only`` or given a base (``check --base``, ``base`` in ``[tool.reynard-db]``).
-``isolated_by_default`` decides, for the CLI and the plugin, when a database's checks
-run in an interpreter of their own. ``run_checks`` is what
-the CLI and the pytest plugin call: it never lets an exception out of a check, so one
-broken database or revision becomes one failed result that names it, never a traceback.
+Each check is declared once, in ``SPECS`` (in the order they run, cheap file checks
+first), with what it needs, how it is turned on and what it applies to; every list of
+names here is drawn from that one table. The functions themselves (``ALL_CHECKS``) and
+how they run (``run_checks``, ``run_check``) are in ``suite`` and load on first use
+(PEP 562): a process that only names the checks (the pytest plugin's parent, which
+runs them in a child interpreter) imports none of them.
+
+The lint-enabled checks (``lint``, ``locks``) run only when named in ``--only`` or in
+``[tool.reynard-db.lint] enabled``, so a tree that passed before does not turn red on
+upgrade; ``history`` only when named in ``--only`` or given a base (``check --base``,
+``base`` in ``[tool.reynard-db]``). ``isolated_by_default`` decides, for the CLI and the
+plugin, when a database's checks run in an interpreter of their own. ``run_checks`` is
+what the CLI and the pytest plugin call: it never lets an exception out of a check, so
+one broken database or revision becomes one failed result that names it, never a
+traceback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ConfigError, MigrationFailed, ReynardDBError
+from ..errors import ConfigError
 from ..lint_settings import OPT_IN
 from ..registry import Database, Registry
-from ..text import one_line
-from .bounded import CheckTimedOut, time_limit
-from .downgrade_clean import downgrade_clean
-from .files import history, mirror_sync, single_head
-from .heads import upgrade
-from .isolated import run_isolated
-from .models_match import models_match
-from .result import CheckResult
-from .runner import CheckRunner, NotRun, Progress
-from .safety import lint, locks
-from .stairway import stairway
 
 if TYPE_CHECKING:
-    from ..postgres import Server
-
-Check = Callable[[CheckRunner], "CheckResult | list[CheckResult]"]
+    from .result import CheckResult
+    from .runner import CheckRunner
+    from .suite import ALL_CHECKS, CHECKS, OPT_IN_CHECKS, run_check, run_checks
 
 
 @dataclass(frozen=True)
@@ -52,7 +46,6 @@ class CheckSpec:
     it applies to a database that mirrors another and has no result for the others.
     """
 
-    function: Check
     needs: Literal["files", "tool", "server"]
     turned_on: Literal["default", "lint", "base"] = "default"
     mirrors_only: bool = False
@@ -62,32 +55,45 @@ class CheckSpec:
         return not self.mirrors_only or db is None or db.mirror_of is not None
 
 
-#: Every check, in the order they run: the file checks first.
+#: Every check, in the order they run: the file checks first. Its function is
+#: ``suite.ALL_CHECKS[name]``.
 SPECS: dict[str, CheckSpec] = {
-    "single_head": CheckSpec(single_head, "files"),
-    "mirror_sync": CheckSpec(mirror_sync, "files", mirrors_only=True),
-    "history": CheckSpec(history, "files", turned_on="base"),
-    "upgrade": CheckSpec(upgrade, "server"),
-    "stairway": CheckSpec(stairway, "server"),
-    "downgrade_clean": CheckSpec(downgrade_clean, "server"),
-    "models_match": CheckSpec(models_match, "server"),
-    "lint": CheckSpec(lint, "tool", turned_on="lint"),
-    "locks": CheckSpec(locks, "server", turned_on="lint"),
+    "single_head": CheckSpec("files"),
+    "mirror_sync": CheckSpec("files", mirrors_only=True),
+    "history": CheckSpec("files", turned_on="base"),
+    "upgrade": CheckSpec("server"),
+    "stairway": CheckSpec("server"),
+    "downgrade_clean": CheckSpec("server"),
+    "models_match": CheckSpec("server"),
+    "lint": CheckSpec("tool", turned_on="lint"),
+    "locks": CheckSpec("server", turned_on="lint"),
 }
-ALL_CHECKS: dict[str, Check] = {name: spec.function for name, spec in SPECS.items()}
-#: The checks that run by default.
-CHECKS: dict[str, Check] = {n: s.function for n, s in SPECS.items() if s.turned_on == "default"}
-#: Checks that run only when enabled in ``[tool.reynard-db.lint]`` or named in ``--only``.
-OPT_IN_CHECKS: dict[str, Check] = {n: s.function for n, s in SPECS.items() if s.turned_on == "lint"}
+#: Every check's name, in the order they run.
+CHECK_ORDER = tuple(SPECS)
+#: The default checks, in the order they run.
+CHECKS_DEFAULT = tuple(name for name, spec in SPECS.items() if spec.turned_on == "default")
 #: Checks that read files only: they need no PostgreSQL server, and run no ``env.py``.
 FILE_CHECKS = frozenset(name for name, spec in SPECS.items() if spec.needs == "files")
 #: Checks that need no server (``lint`` runs Squawk over offline SQL).
 OFFLINE_CHECKS = frozenset(name for name, spec in SPECS.items() if spec.needs != "server")
-assert tuple(OPT_IN_CHECKS) == OPT_IN, "lint_settings.OPT_IN names the lint-enabled checks"
+assert tuple(n for n, s in SPECS.items() if s.turned_on == "lint") == OPT_IN, "lint_settings"
+
+# The checks themselves load on first use (PEP 562): naming them imports none.
+_WHERE = {
+    "ALL_CHECKS": "suite",
+    "CHECKS": "suite",
+    "OPT_IN_CHECKS": "suite",
+    "run_check": "suite",
+    "run_checks": "suite",
+    "CheckResult": "result",
+    "CheckRunner": "runner",
+}
 
 __all__ = [
     "ALL_CHECKS",
     "CHECKS",
+    "CHECKS_DEFAULT",
+    "CHECK_ORDER",
     "FILE_CHECKS",
     "OFFLINE_CHECKS",
     "OPT_IN_CHECKS",
@@ -104,21 +110,28 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
 def select_checks(only: Iterable[str] | None = None, enabled: Iterable[str] = ()) -> list[str]:
-    """The check ids to run, in ``ALL_CHECKS`` order; an unknown id is a ``ConfigError``.
+    """The check ids to run, in ``CHECK_ORDER``; an unknown id is a ``ConfigError``.
 
     Without ``only``: every default check, and the opt-in checks in ``enabled``.
     """
     if only is None:
         chosen = set(enabled)
-        return [name for name in ALL_CHECKS if name in CHECKS or name in chosen]
+        return [name for name in CHECK_ORDER if name in CHECKS_DEFAULT or name in chosen]
     wanted = [name.strip() for name in only if name.strip()]
-    unknown = [name for name in wanted if name not in ALL_CHECKS]
+    unknown = [name for name in wanted if name not in CHECK_ORDER]
     if unknown:
-        raise ConfigError(
-            f"unknown check {', '.join(repr(n) for n in unknown)} (checks: {', '.join(ALL_CHECKS)})"
-        )
-    return [name for name in ALL_CHECKS if name in wanted]
+        named = ", ".join(repr(n) for n in unknown)
+        raise ConfigError(f"unknown check {named} (checks: {', '.join(CHECK_ORDER)})")
+    return [name for name in CHECK_ORDER if name in wanted]
 
 
 def enabled_checks(registry: Registry) -> tuple[str, ...]:
@@ -132,50 +145,6 @@ def needs_server(only: Iterable[str] | None = None, enabled: Iterable[str] = ())
     return any(name not in OFFLINE_CHECKS for name in select_checks(only, enabled))
 
 
-def run_checks(
-    registry: Registry,
-    databases: Sequence[Database],
-    server: Server | None,
-    only: Iterable[str] | None = None,
-    progress: Progress | None = None,
-    timeout: float | None = None,
-    *,
-    isolate: bool | None = None,
-    allow: Sequence[str] = (),
-) -> list[CheckResult]:
-    """Run the selected checks on each database; one result per database and check that applies.
-
-    ``server`` hosts the throw-away databases (None is fine when only file
-    checks run). ``progress(database, check)`` is called before each check, and
-    ``progress(database, check, done, total)`` as a long check advances (the stairway).
-    ``timeout``: seconds a check may run before it fails (``--timeout``).
-    ``isolate``: each database's checks in a clean interpreter (``isolated``), so that
-    what one database's ``env.py`` imports cannot change another's results; by
-    default when there are several databases and a selected check runs ``env.py``
-    (the file checks read revision files only: a child interpreter would cost them a
-    second of start-up each, before a commit). ``allow``: the ``--allow`` URLs, for
-    the guard of those interpreters.
-    """
-    names = select_checks(only, enabled_checks(registry))
-    if isolate is None:
-        isolate = isolated_by_default(names, len(databases))
-    results: list[CheckResult] = []
-    for db in databases:
-        if isolate:
-            results.extend(
-                run_isolated(
-                    registry, db, server, names, timeout=timeout, allow=allow, progress=progress
-                )
-            )
-            continue
-        runner = CheckRunner(db, registry, server, progress=progress)
-        for name in names:
-            if progress is not None:
-                progress(db.name, name)
-            results.extend(run_check(runner, name, timeout=timeout))
-    return results
-
-
 def isolated_by_default(
     names: Iterable[str], databases: int, *, beside_tests: bool = False
 ) -> bool:
@@ -187,42 +156,3 @@ def isolated_by_default(
     if beside_tests:
         return True
     return databases > 1 and any(SPECS[name].needs != "files" for name in names)
-
-
-def run_check(runner: CheckRunner, name: str, *, timeout: float | None = None) -> list[CheckResult]:
-    """Run one check; any exception becomes a failed result naming database, revision and file.
-
-    A check still running after ``timeout`` seconds fails with that reason; one that ran
-    env.py after an env.py run of its database reached beyond its throw-away database
-    fails with that (``CheckRunner.same_env_verdict``).
-    """
-    runner.check = name
-    mark = runner.env_mark()
-    return runner.same_env_verdict(name, _run_check(runner, name, timeout), mark)
-
-
-def _run_check(runner: CheckRunner, name: str, timeout: float | None) -> list[CheckResult]:
-    if not SPECS[name].applies_to(runner.db):
-        return []
-    try:
-        with time_limit(timeout):
-            outcome = ALL_CHECKS[name](runner)
-    except NotRun as exc:
-        return [runner.not_run(name, exc)]
-    except CheckTimedOut as exc:
-        message = f"check {name} {exc}"
-    except MigrationFailed as exc:
-        return [
-            runner.result(
-                name, False, str(exc), revision=exc.revision, file=exc.path, function=exc.function
-            )
-        ]
-    except ReynardDBError as exc:
-        message = str(exc)
-    except Exception as exc:  # a bug in a tree or here: still one result, not a traceback
-        message = f"{type(exc).__name__}: {one_line(exc)}"
-    else:
-        return outcome if isinstance(outcome, list) else [outcome]
-    if runner.db.name not in message:
-        message = f"database {runner.db.name!r}: {message}"
-    return [runner.result(name, False, message)]

@@ -1,9 +1,10 @@
 """The child interpreter of ``isolated.run_isolated``: one database's checks, in a
 process that has imported nothing of the application before.
 
-``python -m pytest_reynard_db.checks.child FD``: the request (JSON) on stdin, the
-answer in JSON lines on descriptor FD (progress events, then the results, or one
-error); what the checks and ``env.py`` print goes to stderr.
+``python -m pytest_reynard_db.checks.child FD``: the request on stdin (two JSON lines:
+the database, then its server and checks), the answer in JSON lines on descriptor FD
+(progress events, then the results, or one error); what the checks and ``env.py``
+print goes to stderr.
 """
 
 from __future__ import annotations
@@ -41,15 +42,21 @@ def _end_with_parent(parent: int) -> None:
 
 def _child(out: IO[str]) -> None:
     """The child's side: read the request on stdin, run the checks, answer on ``out``."""
-    request: dict[str, Any] = json.load(sys.stdin)
+    request: dict[str, Any] = json.loads(sys.stdin.readline())
     for entry in reversed(request["sys_path"]):
         if entry not in sys.path:
             sys.path.insert(0, entry)
 
+    # Imported while the parent starts the server (the request's second line waits for it).
     from ..guard import GUARD, redirect_note
     from ..postgres import ExistingServer
     from ..registry import load_registry
     from . import CheckRunner, run_check
+
+    told = sys.stdin.readline()
+    if not told:  # the parent will not run these checks after all
+        return
+    request.update(json.loads(told))
 
     def say(reply: dict[str, Any]) -> None:
         out.write(json.dumps(reply) + "\n")

@@ -11,7 +11,9 @@ package, the parent's ``sys.path`` and environment, and the parent's server.
 
 The child reaches that server as an existing server (``ExistingServer``: it creates
 only its ``test_check_*`` databases and drops only those), with the production guard
-armed as in the parent. It talks to the parent in JSON lines on its own stdout
+armed as in the parent. It is told its request in two JSON lines on stdin: the
+database first (it then imports the package while the parent starts the server),
+then the server and the checks. It talks to the parent in JSON lines on its own stdout
 descriptor (progress events, then the results); the ``env.py``'s own prints go to
 stderr, which is the parent's.
 """
@@ -23,14 +25,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
 
 from ..registry import Database, Registry
 from .result import CheckResult
-from .runner import Progress
 
 if TYPE_CHECKING:  # the servers load on use: file checks need none
     from ..postgres import Server
+    from .runner import Progress
 
 #: The child's module: not imported by ``checks`` itself, so ``-m`` runs it cleanly.
 CHILD = "pytest_reynard_db.checks.child"
@@ -48,45 +51,90 @@ def run_isolated(
     note_prefix: str = "reynard-migrate: note: ",
 ) -> list[CheckResult]:
     """The results of checks ``names`` on ``db``, run in a child interpreter."""
-    request = {
-        "root": str(registry.root),
-        "base": registry.base,  # check --base replaces the registry's
-        "database": db.name,
-        "checks": list(names),
-        "server": server.url.render_as_string(hide_password=False) if server else None,
-        "timeout": timeout,
-        "allow": list(allow),
-        "sys_path": [p for p in sys.path if p],
-        "note_prefix": note_prefix,
-        "progress": progress is not None,  # the child says how far a check is only if heard
-    }
-    read, write = os.pipe()
-    try:
-        child = subprocess.Popen(
-            [sys.executable, "-m", CHILD, str(write)],
-            stdin=subprocess.PIPE,
-            pass_fds=(write,),
-            text=True,
-        )
-    finally:
-        os.close(write)
-    results: list[CheckResult] | None = None
-    error: str | None = None
-    try:
-        with os.fdopen(read, encoding="utf-8") as replies:
-            assert child.stdin is not None
-            child.stdin.write(json.dumps(request))
-            child.stdin.close()
-            for line in replies:
-                reply = json.loads(line)
-                if "progress" in reply and progress is not None:
-                    progress(*reply["progress"])
-                elif "results" in reply:
-                    results = [CheckResult.from_json(entry) for entry in reply["results"]]
-                elif "error" in reply:
-                    error = reply["error"]
-        code = child.wait()
-    finally:  # interrupted (Ctrl-C, SIGTERM): the child ends too, dropping its databases
+    child = IsolatedChild(registry, db, timeout=timeout, allow=allow, note_prefix=note_prefix)
+    return child.run(server, names, progress)
+
+
+class IsolatedChild:
+    """The child interpreter of one database's checks, started before it is told its
+    server and checks: it imports the package (SQLAlchemy, Alembic, psycopg: a few
+    hundred ms) while the parent starts the server. ``run`` says the rest and waits
+    for the results; ``close`` ends a child that will not be told."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        db: Database,
+        *,
+        timeout: float | None = None,
+        allow: Sequence[str] = (),
+        note_prefix: str = "reynard-migrate: note: ",
+    ) -> None:
+        self.db = db
+        request = {
+            "root": str(registry.root),
+            "base": registry.base,  # check --base replaces the registry's
+            "database": db.name,
+            "timeout": timeout,
+            "allow": list(allow),
+            "sys_path": [p for p in sys.path if p],
+            "note_prefix": note_prefix,
+        }
+        read, write = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", CHILD, str(write)],
+                stdin=subprocess.PIPE,
+                pass_fds=(write,),
+                text=True,
+            )
+        finally:
+            os.close(write)
+        self._replies = os.fdopen(read, encoding="utf-8")
+        self._tell(request, last=False)
+
+    def run(
+        self, server: Server | None, names: Sequence[str], progress: Progress | None = None
+    ) -> list[CheckResult]:
+        """The results of checks ``names`` on ``server`` (None: file checks only)."""
+        results: list[CheckResult] | None = None
+        error: str | None = None
+        try:
+            self._tell(
+                {
+                    "server": server.url.render_as_string(hide_password=False) if server else None,
+                    "checks": list(names),
+                    "progress": progress is not None,  # said how far a check is only if heard
+                },
+                last=True,
+            )
+            with self._replies as replies:
+                for line in replies:
+                    reply = json.loads(line)
+                    if "progress" in reply and progress is not None:
+                        progress(*reply["progress"])
+                    elif "results" in reply:
+                        results = [CheckResult.from_json(entry) for entry in reply["results"]]
+                    elif "error" in reply:
+                        error = reply["error"]
+            code = self.process.wait()
+        finally:  # interrupted (Ctrl-C, SIGTERM): the child ends too, dropping its databases
+            self.close()
+        if results is not None:
+            return results
+        if error is None:
+            why = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
+            error = f"the interpreter running its checks {why} before it reported (see its stderr)"
+        if self.db.name not in error:
+            error = f"database {self.db.name!r}: {error}"
+        return [CheckResult(self.db.name, name, False, error) for name in names]
+
+    def close(self) -> None:
+        """End the child if it still runs (told nothing more, it exits on its own)."""
+        child = self.process
+        if child.stdin is not None and not child.stdin.closed:
+            with suppress(OSError):
+                child.stdin.close()
         if child.poll() is None:
             child.terminate()
             try:
@@ -94,11 +142,13 @@ def run_isolated(
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-    if results is not None:
-        return results
-    if error is None:
-        why = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
-        error = f"the interpreter running its checks {why} before it reported (see its stderr)"
-    if db.name not in error:
-        error = f"database {db.name!r}: {error}"
-    return [CheckResult(db.name, name, False, error) for name in names]
+        self._replies.close()
+
+    def _tell(self, message: dict[str, Any], *, last: bool) -> None:
+        """One JSON line to the child (one that died early reads nothing: its exit says)."""
+        assert self.process.stdin is not None
+        with suppress(BrokenPipeError):
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+            if last:
+                self.process.stdin.close()

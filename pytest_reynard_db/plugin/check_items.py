@@ -3,8 +3,9 @@
 The items run the same functions as ``reynard-migrate check`` (``checks.run_check``),
 each in a clean interpreter (``checks.isolated``: nothing the test modules imported
 can change a result), on the run's server (the opt-in ``lint`` and ``locks`` only when
-``[tool.reynard-db.lint] enabled`` lists them), one ``CheckRunner`` per database so
-the tree is read once; a failure shows the same message, without a traceback.
+``[tool.reynard-db.lint] enabled`` lists them), one interpreter per database for all
+its items; a failure shows the same message, without a traceback. This process only
+names the checks (``checks``' names), never imports them.
 """
 
 from __future__ import annotations
@@ -14,19 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..checks import (
-    ALL_CHECKS,
-    OFFLINE_CHECKS,
-    SPECS,
-    CheckResult,
-    CheckRunner,
-    enabled_checks,
-    select_checks,
-)
-from ..checks.isolated import run_isolated
+# The names of the checks only: the checks themselves run in the child interpreter, and
+# this process never imports them (``checks.suite``).
+from ..checks import CHECK_ORDER, OFFLINE_CHECKS, SPECS, enabled_checks, select_checks
+from ..checks.isolated import IsolatedChild
 from ..errors import ReynardDBError
 
 if TYPE_CHECKING:
+    from ..checks.result import CheckResult
+    from ..postgres import Server
+    from ..registry import Database
     from .runstate import RunState
 
 PREFIX = "reynard-db"
@@ -42,7 +40,8 @@ class ReynardChecks(pytest.Collector):
     def __init__(self, *, state: RunState, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.state = state
-        self._runners: dict[str, CheckRunner] = {}
+        #: Each database's entry, once looked up, and its server once started.
+        self._targets: dict[str, tuple[Database, Server | None]] = {}
         #: Results run ahead, in the batch of an earlier item: (database, check) -> results.
         self._ahead: dict[tuple[str, str], list[CheckResult]] = {}
 
@@ -61,16 +60,16 @@ class ReynardChecks(pytest.Collector):
                     self, name=f"{name}::{check}", database=name, check=check
                 )
 
-    def runner(self, name: str, *, needs_server: bool) -> CheckRunner:
-        """The database's runner (its tree read once); the server is started only for
-        a check that migrates, so file checks pass or fail on their own."""
-        if name not in self._runners:
-            registry = self.state.registry
-            self._runners[name] = CheckRunner(registry.get(name), registry, None)
-        runner = self._runners[name]
-        if needs_server and runner.server is None:
-            runner.server = self.state.server
-        return runner
+    def target(self, name: str, *, needs_server: bool) -> tuple[Database, Server | None]:
+        """The database and the server its checks run on: started only for a check that
+        migrates, so file checks pass or fail on their own."""
+        if name not in self._targets:
+            self._targets[name] = (self.state.registry.get(name), None)
+        db, server = self._targets[name]
+        if needs_server and server is None:
+            server = self.state.server
+            self._targets[name] = (db, server)
+        return db, server
 
     def results(self, item: CheckItem) -> list[CheckResult]:
         """``item``'s results, from a clean interpreter (``checks.isolated``): what the
@@ -97,21 +96,20 @@ class ReynardChecks(pytest.Collector):
                 and (other.database, other.check) not in self._ahead
             ]
         migrating = [c for c in batch if c not in OFFLINE_CHECKS]
+        db, server = self.target(item.database, needs_server=False)
+        # Started first: it imports the package while the server starts.
+        child = IsolatedChild(
+            self.state.registry, db, allow=self.state.settings.allow, note_prefix="reynard-db: "
+        )
         try:
-            runner = self.runner(item.database, needs_server=bool(migrating))
+            if migrating:
+                db, server = self.target(item.database, needs_server=True)
         except ReynardDBError:
             if item.check not in OFFLINE_CHECKS:
+                child.close()
                 raise
             batch = [c for c in batch if c in OFFLINE_CHECKS]  # the others fail on their own
-            runner = self.runner(item.database, needs_server=False)
-        results = run_isolated(
-            runner.registry,
-            runner.db,
-            runner.server,
-            [c for c in ALL_CHECKS if c in batch],
-            allow=self.state.settings.allow,
-            note_prefix="reynard-db: ",
-        )
+        results = child.run(server, [c for c in CHECK_ORDER if c in batch])
         for check in batch:
             self._ahead[(item.database, check)] = [r for r in results if r.check == check]
         return self._ahead.pop(key)

