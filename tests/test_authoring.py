@@ -354,7 +354,7 @@ def _masked(url: str) -> str:
 
 
 def test_stamp_takes_the_migration_lock(project: Path) -> None:
-    from pytest_reynard_db.migration.migration_lock import advisory_lock_key
+    from pytest_reynard_db.migration.target import advisory_lock_key
 
     first = created(project, "first")
     engine = create_engine(ini_url(project))

@@ -17,7 +17,7 @@ from ..text import counted
 from .heads import all_heads, moved_to, walk_order
 from .result import CheckResult
 from .runner import USER_SCHEMA, CheckRunner, upgrade_first
-from .stairway_steps import read_heads
+from .walk import read_heads
 
 CHECK = "downgrade_clean"
 VERSION_TABLE = "alembic_version"

@@ -56,26 +56,24 @@ from ..migration.tree import (
 )
 from ..text import counted
 from .heads import expected_heads, walk_order
-from .migrating_connection import (
+from .result import CheckResult
+from .runner import CheckRunner
+from .walk import (
     STEP_WIDTH,
     SessionWatch,
+    StepFailed,
     backend_pid,
     beside,
     listeners,
+    one_step,
+    reach,
+    read_heads,
     rows_of,
     same_connection,
     same_session,
     session_state,
-    with_session_state,
-)
-from .result import CheckResult
-from .runner import CheckRunner
-from .stairway_steps import (
-    StepFailed,
-    one_step,
-    reach,
-    read_heads,
     step_failure,
+    with_session_state,
     wrong_heads,
 )
 

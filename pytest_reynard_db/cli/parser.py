@@ -11,7 +11,7 @@ from .. import logs
 from ..checks.bounded import DEFAULT_CHECK_TIMEOUT
 from ..checks.drift import DEFAULT_DRIFT_LOCK_TIMEOUT, DEFAULT_DRIFT_STATEMENT_TIMEOUT
 from ..checks.report import CHECK_FORMATS
-from ..checks.safety.report import FORMATS
+from ..checks.safety.findings import FORMATS
 from ..postgres.waits import DEFAULT_LOCK_TIMEOUT
 from ..urls import redact
 from . import PROG

@@ -18,7 +18,7 @@ from ..checks.drift import Timeouts, drift
 from ..checks.report import progress_line, show_results
 from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
-from ..checks.safety.report import render
+from ..checks.safety.findings import render
 from ..errors import CheckFailed, ReynardDBError
 from ..migration import mirror
 from ..migration.git_base import resolve_base

@@ -36,9 +36,8 @@ from ..urls import mask_url, with_driver
 from .authoring import merge_heads, place
 from .env_run import StepsFn, exported, run_env, split_range
 from .migration_errors import StepTracker, alembic_errors, migration_failure
-from .migration_lock import migration_lock_held
 from .new_revisions import write_merge, write_revision
-from .target import connect, create_if_missing
+from .target import connect, create_if_missing, migration_lock_held
 from .tree import (
     check_target,
     current_heads,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .asked import AskedFor
+from .fixtures import AskedFor
 from .stash import catch_harness_errors
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ import pytest
 
 from ..errors import ReynardDBError
 from ..signals import terminate_as_interrupt
-from . import pytest_alembic_compat, selection
+from . import options as selection
+from . import pytest_alembic_compat
 from .alembic_items import AlembicFixtures
 from .harness_errors import HarnessErrors
 from .options import Settings, add_options, get_settings
