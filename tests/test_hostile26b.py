@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -444,21 +443,65 @@ MLFLOW_IMPORTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """MLflow's wheel unpacked and what its tree imports, one folder for PYTHONPATH
-    (skipped without an index to download from)."""
-    site = tmp_path_factory.mktemp("mlflow")
-    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+def installed(tmp_path_factory: pytest.TempPathFactory, *packages: str) -> Path:
+    """``packages`` installed with no dependencies in one folder for PYTHONPATH (the test
+    skipped without an index to download from)."""
+    site = tmp_path_factory.mktemp("site")
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check", "install"]
     done = subprocess.run(
-        [*pip, "install", "--no-deps", "--target", str(site), "mlflow", *MLFLOW_IMPORTS],
+        [*pip, "--no-deps", "--target", str(site), *packages],
         capture_output=True,
         text=True,
         timeout=600,
     )
     if done.returncode != 0:
-        pytest.skip(f"mlflow not installable here: {done.stderr.strip()[-300:]}")
-    yield site
+        pytest.skip(f"{packages[0]} not installable here: {done.stderr.strip()[-300:]}")
+    return site
+
+
+@pytest.fixture(scope="module")
+def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MLflow's wheel unpacked and what its tree imports."""
+    return installed(tmp_path_factory, "mlflow", *MLFLOW_IMPORTS)
+
+
+def registered(root: Path, tree: Path, ini: str) -> None:
+    """``tree`` copied into ``root`` as ``migrations``, its ``ini`` pointing there,
+    registered as ``main``."""
+    (root / "alembic.ini").write_text(
+        re.sub(r"(?m)^script_location = .*$", "script_location = migrations", ini)
+    )
+    subprocess.run(["cp", "-r", str(tree), str(root / "migrations")], check=True)
+    (root / "pyproject.toml").write_text(
+        '[tool.reynard-db.databases.main]\nini = "alembic.ini"\ndatabase = "main"\n'
+    )
+
+
+def upgraded_then_drift(
+    production: EphemeralServer, root: Path, site: Path
+) -> tuple[int, str, str]:
+    """A new production database upgraded by ``root``'s tree, then drift on it."""
+    env = clean_env(PYTHONPATH=str(site))
+    name = f"prod_h26b_{next(_numbers)}"
+    production.create_database(name)
+    url = production.database_url(name).render_as_string(hide_password=False)
+    code, out, err = run_cli(root, "upgrade", "main", "--url", url, env=env)
+    assert code == 0 and "main: at " in out, out + err
+    return drift(lambda *argv, env=env: run_cli(root, *argv, env=env), production, url)
+
+
+def test_optunas_tree_as_migrated_matches(
+    production: EphemeralServer, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Optuna's RDB storage tree (its alembic.ini and env.py, 15 revisions), as shipped."""
+    site = installed(tmp_path_factory, "optuna", "colorlog", "tqdm", "numpy")
+    rdb = site / "optuna" / "storages" / "_rdb"
+    root = tmp_path / "optuna_app"
+    root.mkdir()
+    registered(root, rdb / "alembic", (rdb / "alembic.ini").read_text())
+    code, out, err = upgraded_then_drift(production, root, site)
+    assert code == 0 and "matches its tree at v3.2.0.a" in out, out + err
+    assert err == "", err
 
 
 #: MLflow makes its first tables from its models (``_initialize_tables``), then runs the
@@ -485,25 +528,12 @@ def test_mlflows_tree_as_migrated_matches(
     root = tmp_path / "mlflow_app"
     root.mkdir()
     tree = mlflow / "mlflow" / "store" / "db_migrations"
-    ini = (tree / "alembic.ini").read_text()
-    (root / "alembic.ini").write_text(
-        re.sub(r"(?m)^script_location = .*$", "script_location = migrations", ini)
-    )
-    subprocess.run(["cp", "-r", str(tree), str(root / "migrations")], check=True)
+    registered(root, tree, (tree / "alembic.ini").read_text())
     env_py = root / "migrations" / "env.py"
     opened = "    with engine.connect() as connection:\n"
     assert opened in env_py.read_text()
     env_py.write_text(env_py.read_text().replace(opened, opened + MLFLOW_FIRST_TABLES))
-    (root / "pyproject.toml").write_text(
-        '[tool.reynard-db.databases.main]\nini = "alembic.ini"\ndatabase = "main"\n'
-    )
-    env = clean_env(PYTHONPATH=str(mlflow))
-    name = f"prod_h26b_{next(_numbers)}"
-    production.create_database(name)
-    url = production.database_url(name).render_as_string(hide_password=False)
-    code, out, err = run_cli(root, "upgrade", "main", "--url", url, env=env)
-    assert code == 0 and "main: at " in out, out + err
-    code, out, err = drift(lambda *argv, env=env: run_cli(root, *argv, env=env), production, url)
+    code, out, err = upgraded_then_drift(production, root, mlflow)
     assert code == 0 and "matches its tree at" in out, out + err
 
 
