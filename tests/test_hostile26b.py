@@ -2,7 +2,7 @@
 
 Two halves. False drift: a database migrated by ``reynard-migrate upgrade`` and not
 touched must match its tree (exit 0, nothing on stderr); a corpus of real patterns, each
-an ``alembic init`` project of one revision, and a real tree (MLflow's). Attacks: what
+an ``alembic init`` project of one revision, and real trees (Optuna's, MLflow's). Attacks: what
 still makes drift run the live database's code, or give a wrong verdict (a real change
 missed, or said as a change that would break the database). Each that worked is a strict
 xfail; the rest pass and stay as the corpus.
