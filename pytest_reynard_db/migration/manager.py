@@ -34,8 +34,15 @@ from ..postgres.waits import DEFAULT_LOCK_TIMEOUT
 from ..registry import Database
 from ..urls import mask_url, with_driver
 from .authoring import merge_heads, place
-from .env_run import StepsFn, exported, run_env, split_range
-from .migration_errors import StepTracker, alembic_errors, migration_failure
+from .env_run import (
+    StepsFn,
+    StepTracker,
+    alembic_errors,
+    exported,
+    migration_failure,
+    run_env,
+    split_range,
+)
 from .new_revisions import write_merge, write_revision
 from .target import connect, create_if_missing, migration_lock_held
 from .tree import (

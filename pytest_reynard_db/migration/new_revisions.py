@@ -25,7 +25,7 @@ from ..errors import FileConflict, FilesystemError, RevisionError
 from ..registry import Database
 from ..text import shown_path
 from .authoring import Placement
-from .migration_errors import alembic_errors
+from .env_run import alembic_errors
 from .tree import revision_writes
 
 if TYPE_CHECKING:

@@ -80,7 +80,7 @@ def model_definitions_match_ddl(alembic_runner: Any) -> None:
     to match, as our ``models_match`` says."""
     from pytest_alembic.tests.default import test_model_definitions_match_ddl
 
-    from ..migration.migration_errors import NO_METADATA
+    from ..migration.env_run import NO_METADATA
 
     try:
         test_model_definitions_match_ddl(alembic_runner)

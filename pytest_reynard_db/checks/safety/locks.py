@@ -30,8 +30,8 @@ from alembic.script import Script
 from sqlalchemy import Connection, text
 
 from ...errors import MigrationFailed
+from ...migration.env_run import runs_outside_a_transaction
 from ...migration.manager import MigrationManager
-from ...migration.migration_errors import runs_outside_a_transaction
 from ...migration.tree import upgrade_steps
 from ..bounded import SelfDeadlockWatch
 from ..heads import walk_order

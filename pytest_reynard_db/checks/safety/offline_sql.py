@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
 
 from ...errors import MigrationFailed
-from ...migration.migration_errors import env_py_failure
+from ...migration.env_run import env_py_failure
 from ...migration.tree import first_parent, last_line
 from ...registry import Database
 from ...text import first_line
