@@ -33,12 +33,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from ..errors import MigrationFailed, RevisionError, ReynardDBError, ServerError
+from ..foundation.errors import MigrationFailed, RevisionError, ReynardDBError, ServerError
+from ..foundation.registry import Database, Registry
+from ..foundation.text import counted, first_line, one_line
+from ..foundation.urls import mask_url
 from ..migration.manager import MigrationManager
 from ..migration.tree import current_heads, version_table_of, version_table_seen
-from ..registry import Database, Registry
-from ..text import counted, first_line, one_line
-from ..urls import mask_url
 from .drift_setup import LiveSession, has_schema, prepare
 from .heads import all_heads, heads_text, moved_to
 from .result import CheckResult

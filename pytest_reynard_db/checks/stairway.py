@@ -43,7 +43,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from sqlalchemy import Connection
 
-from ..errors import EnvPyFailed, GuardRefused, ReynardDBError
+from ..foundation.errors import EnvPyFailed, GuardRefused, ReynardDBError
+from ..foundation.text import counted
 from ..migration.manager import MigrationManager
 from ..migration.tree import (
     WalkStep,
@@ -54,7 +55,6 @@ from ..migration.tree import (
     same_heads,
     version_table,
 )
-from ..text import counted
 from .heads import expected_heads, walk_order
 from .result import CheckResult
 from .runner import CheckRunner

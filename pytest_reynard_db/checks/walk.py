@@ -35,7 +35,7 @@ from typing import Any
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, event
 
-from ..errors import EnvPyFailed, GuardRefused, MigrationFailed, ReynardDBError
+from ..foundation.errors import EnvPyFailed, GuardRefused, MigrationFailed, ReynardDBError
 from ..migration.manager import MigrationManager
 from ..migration.tree import current_heads, same_heads
 from .heads import down_target, expected_heads, heads_text, unchanged_or_wrong

@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-from .. import logs
+from ..foundation.registry import Registry
 from ..guard import GUARD, redirect_note
+from ..migration import logs
 from ..migration.manager import MigrationManager
 from ..migration.mirror import MirrorDiff
-from ..registry import Registry
 from . import PROG
 
 Handler = Callable[[argparse.Namespace, Registry, TextIO], int]
@@ -86,6 +86,6 @@ def same_server(url: str | None, database: str) -> str | None:
     """Several databases and one --url: that server, each database by its own name."""
     if url is None:
         return None
-    from ..urls import with_database
+    from ..foundation.urls import with_database
 
     return with_database(url, database).render_as_string(hide_password=False)

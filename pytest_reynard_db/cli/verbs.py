@@ -12,21 +12,21 @@ from contextlib import nullcontext
 from dataclasses import replace
 from typing import TextIO
 
-from .. import text
 from ..checks import enabled_checks, needs_server, run_checks, select_checks
 from ..checks.drift import Timeouts, drift
 from ..checks.report import progress_line, show_results
 from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
 from ..checks.safety.findings import render
-from ..errors import CheckFailed, ReynardDBError
+from ..foundation import text
+from ..foundation.errors import CheckFailed, ReynardDBError
+from ..foundation.registry import Registry
+from ..foundation.text import shown_path as relative
+from ..foundation.urls import mask_url, redact
 from ..migration import mirror
 from ..migration.git_base import resolve_base
 from ..migration.manager import MigrationManager
 from ..migration.tree import parents
-from ..registry import Registry
-from ..text import shown_path as relative
-from ..urls import mask_url, redact
 from . import PROG, graph, mirror_write
 from .common import (
     at,

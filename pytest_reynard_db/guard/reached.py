@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from ..urls import escaped
+from ..foundation.urls import escaped
 from .target import (
     LIBPQ,
     Endpoint,

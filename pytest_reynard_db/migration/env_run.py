@@ -34,11 +34,17 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from ..atomic_file import refuse_non_regular
-from ..errors import ConfigError, EnvPyFailed, EnvPyNeedsConfig, MigrationFailed, RevisionError
-from ..logs import preserved_logging
-from ..registry import Database
-from ..text import first_line, one_line, shown_path
+from ..foundation.atomic_file import refuse_non_regular
+from ..foundation.errors import (
+    ConfigError,
+    EnvPyFailed,
+    EnvPyNeedsConfig,
+    MigrationFailed,
+    RevisionError,
+)
+from ..foundation.registry import Database
+from ..foundation.text import first_line, one_line, shown_path
+from .logs import preserved_logging
 from .tree import as_first_run, current_heads, note_version_table
 
 #: Alembic's migration function: ``(current heads, MigrationContext) -> steps to run``.

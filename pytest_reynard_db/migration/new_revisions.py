@@ -20,10 +20,10 @@ from alembic.util import CommandError
 from mako import exceptions  # type: ignore[import-untyped]
 from mako.template import Template  # type: ignore[import-untyped]
 
-from ..atomic_file import create_file, refuse_non_regular
-from ..errors import FileConflict, FilesystemError, RevisionError
-from ..registry import Database
-from ..text import shown_path
+from ..foundation.atomic_file import create_file, refuse_non_regular
+from ..foundation.errors import FileConflict, FilesystemError, RevisionError
+from ..foundation.registry import Database
+from ..foundation.text import shown_path
 from .authoring import Placement
 from .env_run import alembic_errors
 from .tree import revision_writes

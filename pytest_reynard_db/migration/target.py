@@ -31,10 +31,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from ..errors import ConfigError, LockTimeout, RevisionError, ServerError
-from ..postgres.waits import SAY_AFTER, say_on_stderr
-from ..text import first_line
-from ..urls import MAINTENANCE_DATABASE, mask_url
+from ..foundation.errors import ConfigError, LockTimeout, RevisionError, ServerError
+from ..foundation.text import first_line
+from ..foundation.urls import MAINTENANCE_DATABASE, mask_url
+from ..foundation.waits import SAY_AFTER, say_on_stderr
 
 #: The server's FATAL for a missing database, as libpq passes it on.
 _NO_SUCH_DATABASE = re.compile(r'database "[^"]*" does not exist')

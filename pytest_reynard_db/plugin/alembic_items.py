@@ -133,7 +133,8 @@ class AlembicFixtures:
         self, request: pytest.FixtureRequest, reynard_db_name: str, alembic_engine: Engine
     ) -> Any:
         """The Alembic config of the selected database's tree, aimed at ``alembic_engine``."""
+        from ..migration.logs import silenced
         from .stash import provisioner_of
 
         tree = provisioner_of(request).tree(item_database(request, reynard_db_name))
-        return tree.alembic_config(url=alembic_engine.url, quiet=True)
+        return silenced(tree.alembic_config(url=alembic_engine.url), tree.ini)

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-    from ..provision import TestDatabase
-    from ..registry import Database
+    from ..foundation.registry import Database
+    from ..provisioning.provision import TestDatabase
 
 ASYNC_FIXTURES = (
     "reynard_db_async_connection",

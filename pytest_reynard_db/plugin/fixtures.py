@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from ..postgres import Server
-    from ..provision import TestDatabase
+    from ..provisioning.provision import TestDatabase
 
 
 @pytest.fixture(scope="session")

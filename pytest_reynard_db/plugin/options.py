@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-from ..errors import ConfigError
+from ..foundation.errors import ConfigError
 from .alembic_items import uses_alembic
 
 if TYPE_CHECKING:  # resolve is heavy: an inactive plugin imports none of it
-    from ..resolve import Source
+    from ..provisioning.resolve import Source
 
 SOURCES: tuple[Source, ...] = ("copy", "point")  # resolve.SOURCES, without its imports
 URL_ENV = "REYNARD_DB_URL"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 
+from ..foundation.waits import file_lock
 from ..guard import GUARD
 from .binaries import Binaries
 from .executor import HOST, SUPERUSER, EphemeralPostgres
@@ -23,7 +24,6 @@ from .reaper import (
     stop_postmaster,
     write_owner_file,
 )
-from .waits import file_lock
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ... import text
-from ...text import counted, one_line
+from ...foundation import text
+from ...foundation.text import counted, one_line
 from ..result import CheckResult, Place
 from ..runner import CheckRunner, identifiers, statement_line
 

@@ -29,7 +29,7 @@ from typing import Any
 from alembic.script import Script
 from sqlalchemy import Connection, text
 
-from ...errors import MigrationFailed
+from ...foundation.errors import MigrationFailed
 from ...migration.env_run import runs_outside_a_transaction
 from ...migration.manager import MigrationManager
 from ...migration.tree import upgrade_steps
