@@ -15,8 +15,8 @@ from ..foundation.urls import redact
 from ..foundation.waits import DEFAULT_LOCK_TIMEOUT
 from ..migration import logs
 from . import PROG
-from .common import Handler
 from .verbs import (
+    Handler,
     cmd_check,
     cmd_copy,
     cmd_create,
