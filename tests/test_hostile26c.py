@@ -171,7 +171,8 @@ def test_a_version_table_in_public_beside_an_app_schema_matches(
     reason=OPEN + "an empty search path on the live session (a hardened role or database, "
     "env.py setting its own): SHOW prints '\"\"', read as a schema named '', and ALTER "
     'DATABASE ... SET search_path TO "public", "" is a syntax error: exit 2, '
-    "'zero-length delimited identifier'",
+    "'zero-length delimited identifier', the line naming the throw-away server's URL "
+    "(postgres@127.0.0.1:PORT/postgres), not the database",
 )
 def test_an_empty_search_path_matches(production: EphemeralServer, tmp_path: Path) -> None:
     root = init_project(
@@ -544,6 +545,13 @@ op.execute("CREATE TEXT SEARCH CONFIGURATION my_ts (COPY = pg_catalog.english)")
 op.execute("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', "
            "deterministic = false)")
 op.execute("CREATE TABLE names (id int PRIMARY KEY, n text COLLATE ci)")
+op.execute("CREATE FUNCTION add3(int, int) RETURNS int LANGUAGE sql IMMUTABLE AS "
+           "'SELECT $1 + $2 + 3'")
+op.execute("CREATE OPERATOR @+@ (LEFTARG = int, RIGHTARG = int, FUNCTION = add3)")
+op.execute("CREATE TYPE pair AS (a int, b int)")
+op.execute("CREATE FUNCTION pair_sum(pair) RETURNS int LANGUAGE sql IMMUTABLE AS "
+           "'SELECT ($1).a + ($1).b'")
+op.execute("CREATE CAST (pair AS int) WITH FUNCTION pair_sum(pair)")
 """
 
 
@@ -612,6 +620,18 @@ MISSED = {
     "a text search configuration changed": (
         "ALTER TEXT SEARCH CONFIGURATION my_ts DROP MAPPING FOR asciiword",
         "text search configurations are not read",
+    ),
+    "an operator dropped": (
+        "DROP OPERATOR @+@ (int, int)",
+        "operators (CREATE OPERATOR) are not read: a query using @+@ fails",
+    ),
+    "a cast dropped": (
+        "DROP CAST (pair AS int)",
+        "casts (CREATE CAST) are not read: pair::int fails",
+    ),
+    "a column's storage changed": (
+        "ALTER TABLE t ALTER COLUMN name SET STORAGE PLAIN",
+        "pg_attribute.attstorage is not compared (PLAIN: a long value cannot be stored)",
     ),
     "a collation (CREATE COLLATION) made deterministic": (
         'ALTER TABLE names ALTER COLUMN n TYPE text COLLATE "C"; DROP COLLATION ci; '
