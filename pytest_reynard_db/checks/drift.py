@@ -24,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import psycopg
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from sqlalchemy import Connection, create_engine, text
@@ -39,7 +40,7 @@ from ..foundation.text import counted, first_line, one_line
 from ..foundation.urls import mask_url
 from ..migration.manager import MigrationManager
 from ..migration.tree import current_heads, version_table_of, version_table_seen
-from .drift_setup import LiveSession, has_schema, prepare
+from .drift_setup import LiveSession, prepare
 from .heads import all_heads, heads_text, moved_to
 from .result import CheckResult
 from .runner import USER_SCHEMA, CheckRunner
@@ -93,29 +94,42 @@ def drift(
 
 
 def _drift(runner: CheckRunner, live_url: URL, where: str, timeouts: Timeouts) -> CheckResult:
+    """The tree migrated as production most plausibly was (``drift_setup``: up to three
+    ways, each only while none matched); the closest is the verdict (fewest
+    differences, the earlier on a tie)."""
     name = runner.db.name
-    with read_only(name, live_url, timeouts, compared=False) as own:
-        session = _read(where, lambda: LiveSession.read(own))
+    session = live_session(name, live_url, timeouts)
+    server = runner.server
+    assert server is not None
+    found: list[str] | None = None
     with read_only(name, live_url, timeouts) as live:
         live_version, at = _live_state(runner, live, list(session.path), where)
         live.rollback()  # idle while the throw-away database migrates: no lock kept
-        schema = live_version[1]
-        for make_schema in (False, True):
+        for version_first, as_production in ((False, False), (True, False), (False, True)):
             with runner.scratch_database(CHECK) as manager:
-                assert runner.server is not None and manager.url.database is not None
                 database = manager.url.database
-                prepare(runner.server, database, session, schema, make_schema=make_schema)
+                assert database is not None
+                prepare(
+                    server,
+                    database,
+                    session,
+                    live_version[1],
+                    version_first=version_first,
+                    as_production=as_production,
+                )
                 try:
                     _migrate(manager, runner, at, where)
                 except ReynardDBError:
-                    if make_schema or has_schema(runner.server, database, schema):
-                        raise
-                    continue  # a schema a DBA made in production: again, with it made
-                if not has_schema(runner.server, database, schema):
+                    if as_production and found is None:
+                        raise  # no way migrates: the production-like way's error
                     continue
-                found = _compared(runner, manager, live, live_version, at, session, where)
-                return _result(runner, where, at, found)
-    raise AssertionError("the second attempt returns or raises")
+                this = _compared(runner, manager, live, live_version, at, session, where)
+            if found is None or len(this) < len(found):
+                found = this
+            if not found:
+                break
+    assert found is not None
+    return _result(runner, where, at, found)
 
 
 def _compared(
@@ -130,18 +144,18 @@ def _compared(
     """The differences between the live database and the throw-away one, migrated to
     ``at``; the live one read again first (one that moved meanwhile is an error)."""
     with manager.connect() as tree:
-        reached = set(current_heads(tree, runner.script))
+        tree_path = search_path_of(tree)
+        tree_version = version_table(tree, runner.script, tree_path, where)
+        reached = set(current_heads(tree, runner.script, version_table=tree_version))
         why = moved_to(runner, f"upgrade {heads_text(at)}", reached, at)
         if why is not None:
             raise ReynardDBError(why)
-        tree_path = search_path_of(tree)
         for setting, value in SESSION.items():
             tree.execute(
                 text("SELECT pg_catalog.set_config(:setting, :value, false)"),
                 {"setting": setting, "value": value},
             )
         tree.commit()
-        tree_version = version_table(tree, runner.script, tree_path, where)
         moved = _live_revisions(runner, live, live_version, where)
         if moved != at:
             raise ReynardDBError(
@@ -263,35 +277,53 @@ def _result(runner: CheckRunner, where: str, at: set[str], found: list[str]) -> 
     return runner.result(CHECK, False, message, revision=revision)
 
 
-@contextmanager
-def read_only(
-    name: str,
-    url: URL,
-    timeouts: Timeouts = Timeouts(),
-    *,
-    compared: bool = True,
-) -> Iterator[Connection]:
-    """A connection to ``url`` whose every transaction is read-only on the server's side,
-    within ``timeouts``, and rolled back; ``compared``: with ``schema_compare.SESSION``'s
-    settings (else the session's own search path, to read it). psycopg prepares no
-    statement: a prepared statement is closed with ``DEALLOCATE``, which is not a read
-    (and what a transaction-mode pooler loses)."""
-    ours = url.set(drivername="postgresql+psycopg")  # ours, libpq's options, whatever env.py's
-    # row_security=off: a policy of the live database's (on its version table) would run
-    # its code in this session, or hide rows; off, a query it would affect is an error
+def session_options(url: URL, timeouts: Timeouts, *, compared: bool) -> dict[str, Any]:
+    """The libpq keywords every drift session adds to ``url``'s: read-only on the server's
+    side, within ``timeouts``, ``row_security`` off (a policy of the live database's, on
+    its version table, would run its code in this session, or hide rows; off, a query it
+    would affect is an error); ``compared``: ``schema_compare.SESSION``'s settings."""
     settings = f"-c default_transaction_read_only=on -c row_security=off {timeouts.options()}"
     if compared:
         settings += "".join(f" -c {setting}={value}" for setting, value in SESSION.items())
     given = url.query.get("options")
-    options = f"{given} {settings}" if isinstance(given, str) else settings
+    return {
+        "options": f"{given} {settings}" if isinstance(given, str) else settings,
+        "connect_timeout": 10,
+        "prepare_threshold": None,
+    }
+
+
+def live_session(name: str, url: URL, timeouts: Timeouts) -> LiveSession:
+    """The live session's own search path and role (``drift_setup``), read on a plain
+    psycopg connection with the session's own ``search_path``, read-only."""
+    from ..postgres.server import connect_args
+
+    where = f"database {name!r} ({mask_url(url)})"
+    args = {
+        **connect_args(url),
+        **session_options(url, timeouts, compared=False),
+        "application_name": f"reynard-db drift {name}",
+    }
+    args.pop("prepare_threshold")
+    try:
+        return LiveSession.read(args)
+    except psycopg.Error as exc:
+        raise ServerError(f"{where}: {first_line(exc)}") from None
+
+
+@contextmanager
+def read_only(name: str, url: URL, timeouts: Timeouts = Timeouts()) -> Iterator[Connection]:
+    """A connection to ``url`` whose every transaction is read-only on the server's side,
+    within ``timeouts``, with ``schema_compare.SESSION``'s settings, and rolled back.
+    psycopg prepares no statement: a prepared statement is closed with ``DEALLOCATE``,
+    which is not a read (and what a transaction-mode pooler loses)."""
+    ours = url.set(drivername="postgresql+psycopg")  # ours, libpq's options, whatever env.py's
     engine = create_engine(
         ours,
         poolclass=NullPool,
         connect_args={
-            "options": options,
+            **session_options(url, timeouts, compared=True),
             "application_name": f"reynard-db drift {name}",
-            "connect_timeout": 10,
-            "prepare_threshold": None,
         },
     )
     where = f"database {name!r} ({mask_url(url)})"

@@ -40,7 +40,9 @@ _INDEX = f"""
            pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END
     FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
     JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN {{relkinds}} AND {USER_SCHEMA}"""
+    WHERE c.relkind IN {{relkinds}} AND {USER_SCHEMA}
+      AND NOT EXISTS (SELECT 1 FROM pg_constraint k  -- a constraint's own: said as the constraint
+                      WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))"""
 _CONSTRAINT = f"""
     SELECT {_ON_TABLE.format(name="k.conname")}, pg_get_constraintdef(k.oid)
     FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
@@ -200,12 +202,109 @@ KINDS: dict[str, Kind] = {
         WHERE {USER_SCHEMA}""",
         shown=True,
     ),
+    "inheritance": Kind(
+        f"""
+        SELECT format('%I.%I inherits %I.%I', n.nspname, c.relname, pn.nspname, p.relname), ''
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+        WHERE NOT c.relispartition AND c.relkind <> 'I' AND {USER_SCHEMA}"""
+    ),
+    "foreign table": Kind(
+        f"""
+        SELECT format('%I.%I', n.nspname, c.relname),
+               format('server %I options %s columns (%s)', s.srvname, ft.ftoptions,
+                      (SELECT string_agg(format('%I %s', a.attname,
+                                                format_type(a.atttypid, a.atttypmod)),
+                                         ', ' ORDER BY a.attnum)
+                       FROM pg_attribute a
+                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))
+        FROM pg_foreign_table ft JOIN pg_class c ON c.oid = ft.ftrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_foreign_server s ON s.oid = ft.ftserver
+        WHERE {USER_SCHEMA}""",
+        shown=True,
+    ),
+    "foreign server": Kind(
+        f"""
+        SELECT s.srvname, format('wrapper %I type %s version %s options %s', w.fdwname,
+                                 s.srvtype, s.srvversion, s.srvoptions)
+        FROM pg_foreign_server s JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw
+        WHERE {_NOT_EXTENSIONS.format(table="pg_foreign_server", oid="s.oid")}""",
+        shown=True,
+    ),
+    "statistics": Kind(
+        f"""
+        SELECT format('%I.%I', n.nspname, x.stxname), pg_get_statisticsobjdef(x.oid)
+        FROM pg_statistic_ext x JOIN pg_namespace n ON n.oid = x.stxnamespace
+        WHERE {USER_SCHEMA}""",
+        shown=True,
+    ),
+    "publication": Kind(
+        """
+        SELECT p.pubname,
+               format('all tables %s insert %s update %s delete %s truncate %s tables (%s)',
+                      p.puballtables, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate,
+                      (SELECT string_agg(format('%I.%I', pt.schemaname, pt.tablename), ', '
+                                         ORDER BY 1)
+                       FROM pg_publication_tables pt WHERE pt.pubname = p.pubname))
+        FROM pg_publication p""",
+        shown=True,
+    ),
+    "replica identity": Kind(
+        f"""
+        SELECT format('%I.%I', n.nspname, c.relname),
+               CASE c.relreplident WHEN 'n' THEN 'nothing' WHEN 'f' THEN 'full'
+                   WHEN 'i' THEN 'index' END
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND c.relreplident <> 'd' AND {USER_SCHEMA}""",
+        shown=True,
+    ),
+    "text search configuration": Kind(
+        f"""
+        SELECT format('%I.%I', n.nspname, c.cfgname),
+               format('parser %s mappings %s', c.cfgparser::regproc,
+                      (SELECT string_agg(format('%s:%s', m.maptokentype, m.mapdict::regdictionary),
+                                         ', ' ORDER BY m.maptokentype, m.mapseqno)
+                       FROM pg_ts_config_map m WHERE m.mapcfg = c.oid))
+        FROM pg_ts_config c JOIN pg_namespace n ON n.oid = c.cfgnamespace
+        WHERE {USER_SCHEMA} AND {_NOT_EXTENSIONS.format(table="pg_ts_config", oid="c.oid")}""",
+        shown=True,
+    ),
+    "operator": Kind(
+        f"""
+        SELECT format('%I.%s(%s, %s)', n.nspname, o.oprname, format_type(o.oprleft, NULL),
+                      format_type(o.oprright, NULL)),
+               format('function %s returns %s', o.oprcode, format_type(o.oprresult, NULL))
+        FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+        WHERE {USER_SCHEMA} AND {_NOT_EXTENSIONS.format(table="pg_operator", oid="o.oid")}""",
+        shown=True,
+    ),
+    "cast": Kind(
+        f"""
+        SELECT format('(%s AS %s)', format_type(c.castsource, NULL),
+                      format_type(c.casttarget, NULL)),
+               format('function %s context %s method %s', c.castfunc::regprocedure,
+                      c.castcontext, c.castmethod)
+        FROM pg_cast c
+        WHERE c.oid >= 16384 AND {_NOT_EXTENSIONS.format(table="pg_cast", oid="c.oid")}""",
+        shown=True,
+    ),
+    "collation": Kind(
+        f"""
+        SELECT format('%I.%I', n.nspname, c.collname),
+               format('provider %s deterministic %s collate %s ctype %s', c.collprovider,
+                      c.collisdeterministic, c.collcollate, c.collctype)
+        FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace
+        WHERE {USER_SCHEMA} AND {_NOT_EXTENSIONS.format(table="pg_collation", oid="c.oid")}""",
+        shown=True,
+    ),
     # present or not: the server's own version of an extension is not the tree's business
     "extension": Kind("SELECT extname, '' FROM pg_extension WHERE extname <> 'plpgsql'"),
 }
 
 #: Per column of every table: schema, table, column, default, identity, generation
-#: expression, collation (when not its type's), type, and whether the type is an
+#: expression, collation and storage (when not its type's), type, and whether the type is an
 #: extension's base type (which SQLAlchemy reflects as NullType and Alembic skips).
 COLUMNS = f"""
     SELECT n.nspname, c.relname, a.attname,
@@ -215,6 +314,8 @@ COLUMNS = f"""
            (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co
             JOIN pg_namespace cn ON cn.oid = co.collnamespace
             WHERE co.oid = a.attcollation AND a.attcollation <> t.typcollation),
+           CASE WHEN a.attstorage <> t.typstorage THEN CASE a.attstorage WHEN 'p' THEN 'plain'
+               WHEN 'e' THEN 'external' WHEN 'm' THEN 'main' WHEN 'x' THEN 'extended' END END,
            format_type(a.atttypid, a.atttypmod),
            t.typtype = 'b' AND t.typnamespace <> 'pg_catalog'::regnamespace
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid

@@ -141,7 +141,7 @@ def catalog_differences(
 
 #: A column's properties read from the catalog, in the order ``COLUMNS`` returns them
 #: after its name; the type is said only when either side's is an extension's.
-_COLUMN_PROPERTIES = ("default", "identity", "generated expression", "collation")
+_COLUMN_PROPERTIES = ("default", "identity", "generated expression", "collation", "storage")
 
 
 def columns(connection: Connection) -> dict[tuple[str, str, str], tuple[Any, ...]]:
@@ -164,7 +164,7 @@ def column_differences(
         for index, what in enumerate(_COLUMN_PROPERTIES):
             if have[index] != want[index]:
                 lines.append(f"change {what} of {where}: {have[index]} -> {want[index]}")
-        live_type, live_extension, tree_type, tree_extension = *have[4:], *want[4:]
+        live_type, live_extension, tree_type, tree_extension = *have[5:], *want[5:]
         if live_type != tree_type and (live_extension or tree_extension):
             lines.append(f"change type of {where}: {live_type} -> {tree_type}")
     return lines
