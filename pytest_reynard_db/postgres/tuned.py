@@ -77,7 +77,30 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         ]
         for setting in (*TUNING, *self.extra):
             argv += ["-c", setting]
-        return list(self.run_as.command(argv))
+        return argv
+
+    def start(self) -> None:
+        """testing.common's start (same errors, same log file), the postmaster launched as
+        the server's user in a session of its own (``RunAs.popen_args``)."""
+        if self.child_process:
+            return
+        self.prestart()
+        with open(os.path.join(self.base_dir, f"{self.name}.log"), "w") as log:
+            try:
+                self.child_process = subprocess.Popen(
+                    self.get_server_commandline(),
+                    stdout=log,
+                    stderr=log,
+                    **self.run_as.popen_args(),
+                )
+            except Exception as exc:
+                raise RuntimeError(f"failed to launch {self.name}: {exc!r}") from None
+        try:
+            self.wait_booting()
+            self.poststart()
+        except Exception:
+            self.stop()
+            raise
 
     def is_server_available(self) -> bool:
         try:
