@@ -302,9 +302,20 @@ class Provisioner:
         A drop that failed is reported here (on an existing server it would leak).
         """
         self._sessions.clear()
+        failed: list[str] = []
+        try:  # the clones made ahead dropped, every drop in the background waited for
+            self._pool.close()
+        except ServerError as exc:
+            failed.append(str(exc))
+        # Then the rest, on the admin connection already open: the drops' own connection
+        # would be opened for these alone (a warm run with one session database).
         for database in list(self._owned):
-            self.drop(database)
-        self._pool.close()
+            try:
+                self.drop(database)
+            except ServerError as exc:
+                failed.append(f"could not drop {database.name} ({exc})")
+        if failed:
+            raise ServerError("; ".join(failed))
 
     def _drop(self, name: str) -> None:
         if name not in self._made:
