@@ -319,3 +319,22 @@ def test_a_warm_start_asks_the_kept_server_who_it_is_once() -> None:
     asks = [line for line in authorized() if "application_name=reynard-db guard" in line]
     assert len(asks) == 1, authorized()
     assert len(authorized()) == 2, authorized()  # the ask, and the test's own connection
+
+
+def test_a_server_started_is_asked_who_it_is_once() -> None:
+    """The boot probe that finds the server up is the guard's ask; the guard is given its
+    answer (a probe, then the guard's ask at its first judged connection, then another
+    when ``EphemeralServer`` wrapped it, before). The run's own connection is let through:
+    the identity noted is the server's."""
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        server = EphemeralServer.start(settings=("log_connections=on",))
+        try:
+            with server.admin() as conn:
+                assert conn.execute("SELECT current_database()").fetchone() == ("postgres",)
+            assert server.process.base_dir is not None
+            log = (server.process.base_dir / "_TunedPostgresql.log").read_text()
+        finally:
+            server.stop()
+    authorized = [line for line in log.splitlines() if "connection authorized" in line]
+    assert len(authorized) == 2, authorized  # the probe that asked, and the admin connection
+    assert "application_name=reynard-db guard" in authorized[0], authorized
