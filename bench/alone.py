@@ -22,8 +22,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from pytest_reynard_db.foundation.urls import with_driver
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.urls import with_driver
 
 #: Alembic's migration function: ``(heads, context) -> steps``.
 Steps = Callable[[tuple[str, ...], MigrationContext], Iterable[Any]]

@@ -24,10 +24,12 @@ PACKAGE = ROOT / "pytest_reynard_db"
 LAYERS: list[tuple[str, ...]] = [
     ("foundation",),
     ("postgres", "guard"),
-    ("provision",),
+    ("migration",),
+    ("provisioning",),
     ("top",),
     ("checks",),
     ("plugin", "cli"),
+    ("entry",),
 ]
 
 
@@ -35,8 +37,24 @@ LAYERS: list[tuple[str, ...]] = [
 FOLDERS = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
 
 
+#: What is entered from outside the package (``python -m``, the ``.pth`` at every start of
+#: a guarded child, its ``sitecustomize``, a tree's ``env.py``, ``import
+#: pytest_reynard_db``): above every layer, as the fronts are.
+ENTRIES = {
+    "pytest_reynard_db",
+    "pytest_reynard_db.__main__",
+    "pytest_reynard_db.child_guard",
+    "pytest_reynard_db.alembic_env",
+    "pytest_reynard_db.guard.startup",
+    "pytest_reynard_db.guard.startup.sitecustomize",
+}
+
+
 def room(module: str) -> str:
-    """The folder a module is in (``top`` for the package's own top level)."""
+    """The folder a module is in (``top`` for the package's own top level, ``entry`` for
+    ``ENTRIES``)."""
+    if module in ENTRIES:
+        return "entry"
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in FOLDERS else "top"
 
@@ -88,6 +106,7 @@ def shape() -> dict[str, object]:
     lines = {m: len(p.read_text().splitlines()) for m, p in found.items()}
     arrows: Counter[tuple[str, str]] = Counter()
     against = 0
+    upward: list[str] = []
     for module, path in found.items():
         for target in imports(module, path, set(found)):
             here, there = room(module), room(target)
@@ -95,6 +114,7 @@ def shape() -> dict[str, object]:
                 arrows[(here, there)] += 1
                 if layer_of(there) > layer_of(here):
                     against += 1
+                    upward.append(f"{module} -> {target}")
     return {
         "modules": len(found),
         "lines": sum(lines.values()),
@@ -105,6 +125,7 @@ def shape() -> dict[str, object]:
         "arrows between rooms": sum(arrows.values()),
         "arrows against the layers": against,
         "arrows": {f"{a} -> {b}": n for (a, b), n in sorted(arrows.items())},
+        "against": sorted(upward),
         "fixed sleeps in tests": sleeps(),
     }
 
@@ -118,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     for key, value in result.items():
-        if key == "arrows":
+        if key in ("arrows", "against"):
             continue
         print(f"| {key} | {value} |")
     print()
@@ -126,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(arrows, dict)
     for pair, count in arrows.items():
         print(f"  {pair}: {count}")
+    for arrow in result["against"]:  # type: ignore[attr-defined]
+        print(f"  against the layers: {arrow}")
     return 0
 
 

@@ -37,10 +37,10 @@ from bench.inproc import TEST_BODY, _admin_connection, _name, fixture_wait
 from bench.projects import REPO
 from bench.reflink_fs import Unavailable, reflink_file_system
 from bench.timing import Row, absolute_row, fmt_seconds, render_table, slowdown_row
+from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.runas import RUNTIME_DIR_ENV
-from pytest_reynard_db.provision import Provisioner, Seed
-from pytest_reynard_db.registry import load_registry
+from pytest_reynard_db.provisioning.provision import Provisioner, Seed
 
 SIZES_MB = (8, 100, 600)
 #: What an empty database and the migrated ECS schema take already.

@@ -19,9 +19,9 @@ from sqlalchemy.engine import URL
 
 from bench.timing import Row, slowdown_row, timed
 from pytest_reynard_db.checks.drift import drift
+from pytest_reynard_db.foundation.registry import Database, Registry, load_registry
 from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.registry import Database, Registry, load_registry
 
 REPO = Path(__file__).resolve().parent.parent
 #: drift is one migration and two reflections and catalog reads: at most this many times

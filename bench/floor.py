@@ -38,8 +38,8 @@ from pytest_reynard_db.checks.downgrade_clean import downgrade_clean
 from pytest_reynard_db.checks.heads import upgrade
 from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.checks.stairway import stairway
+from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.registry import load_registry
 
 #: The goal of issue 15: at most this many times the floor, and this scaling.
 FLOOR_RATIO = 2.0

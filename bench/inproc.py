@@ -22,11 +22,12 @@ from sqlalchemy.pool import NullPool
 
 from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.checks.stairway import stairway
+from pytest_reynard_db.foundation.registry import load_registry
+from pytest_reynard_db.migration.logs import silenced
 from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.plugin.outer_transaction import rolled_back
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.provision import Provisioner, TestDatabase
-from pytest_reynard_db.registry import load_registry
+from pytest_reynard_db.provisioning.provision import Provisioner, TestDatabase
 
 from .projects import REPO, stair_project
 from .timing import Row, absolute_row, median_time, slowdown_row, speedup_row
@@ -221,7 +222,7 @@ def their_stairway(server: EphemeralServer, project: Path) -> None:
     url = server.create_database(name)
     engine = create_engine(url, poolclass=NullPool)
     try:
-        config = AlembicTestConfig(alembic_config=db.alembic_config(url=url, quiet=True))
+        config = AlembicTestConfig(alembic_config=silenced(db.alembic_config(url=url), db.ini))
         with alembic_runner(config=config, engine=engine) as runner:
             alembic_tests.test_upgrade(runner)
         server.drop_database(name)

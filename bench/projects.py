@@ -163,7 +163,7 @@ class _Count(logging.Handler):
             log.write(record.template + "\\n")
 
 
-_builds = logging.getLogger("pytest_reynard_db.provision")
+_builds = logging.getLogger("pytest_reynard_db.provisioning.provision")
 _builds.setLevel(logging.INFO)
 _builds.addHandler(_Count(logging.INFO))
 '''

@@ -19,28 +19,34 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .errors import ConfigError, MigrationFailed, RevisionError, ReynardDBError, ServerError
+    from .foundation.errors import (
+        ConfigError,
+        MigrationFailed,
+        RevisionError,
+        ReynardDBError,
+        ServerError,
+    )
+    from .foundation.registry import Database, Registry, load_registry
     from .migration.manager import MigrationManager
     from .postgres import EphemeralServer, ExistingServer, Server, find_binaries
-    from .provision import Provisioner, TestDatabase
-    from .registry import Database, Registry, load_registry
+    from .provisioning.provision import Provisioner, TestDatabase
 
 _WHERE = {
-    "ConfigError": "errors",
-    "MigrationFailed": "errors",
-    "ReynardDBError": "errors",
-    "RevisionError": "errors",
-    "ServerError": "errors",
+    "ConfigError": "foundation.errors",
+    "MigrationFailed": "foundation.errors",
+    "ReynardDBError": "foundation.errors",
+    "RevisionError": "foundation.errors",
+    "ServerError": "foundation.errors",
     "MigrationManager": "migration.manager",
     "EphemeralServer": "postgres",
     "ExistingServer": "postgres",
     "Server": "postgres",
     "find_binaries": "postgres",
-    "Provisioner": "provision",
-    "TestDatabase": "provision",
-    "Database": "registry",
-    "Registry": "registry",
-    "load_registry": "registry",
+    "Provisioner": "provisioning.provision",
+    "TestDatabase": "provisioning.provision",
+    "Database": "foundation.registry",
+    "Registry": "foundation.registry",
+    "load_registry": "foundation.registry",
 }
 
 __all__ = [

@@ -151,7 +151,7 @@ def test_the_guard_refuses_production_in_an_async_engine(
         import pytest
         from sqlalchemy import text
         from sqlalchemy.ext.asyncio import create_async_engine
-        from pytest_reynard_db.errors import GuardRefused
+        from pytest_reynard_db.foundation.errors import GuardRefused
 
         async def test_ours(reynard_db_async_connection):
             assert (await reynard_db_async_connection.execute(text("SELECT 1"))).scalar() == 1

@@ -22,11 +22,11 @@ from alembic.config import Config
 from reynard_trees import clean_env, ctrl_c_as_in_a_terminal, run_cli, write_revision
 from sqlalchemy import create_engine, text
 
-from pytest_reynard_db.errors import GuardRefused
+from pytest_reynard_db.foundation.errors import GuardRefused
+from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.guard import GUARD
 from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.registry import load_registry
 
 VERSIONS = Path("migrations/versions")
 WROTE = r"app: wrote migrations/versions/([0-9a-f]{12})_%s\.py \(revision \1%s\)"
@@ -348,13 +348,13 @@ def test_stamp_sets_the_version_table_and_nothing_else(project: Path) -> None:
 
 
 def _masked(url: str) -> str:
-    from pytest_reynard_db.urls import mask_url
+    from pytest_reynard_db.foundation.urls import mask_url
 
     return mask_url(url)
 
 
 def test_stamp_takes_the_migration_lock(project: Path) -> None:
-    from pytest_reynard_db.migration.migration_lock import advisory_lock_key
+    from pytest_reynard_db.migration.target import advisory_lock_key
 
     first = created(project, "first")
     engine = create_engine(ini_url(project))

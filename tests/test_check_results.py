@@ -20,8 +20,8 @@ from reynard_trees import Cli, write_revision
 from pytest_reynard_db.checks import CheckResult, run_checks
 from pytest_reynard_db.checks.report import show_results
 from pytest_reynard_db.checks.result import Place
+from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.registry import load_registry
 
 VERSIONS = Path("alembic/main/versions")
 BROKEN = "3a1400000099"

@@ -21,11 +21,11 @@ from pytest_reynard_db.checks import CHECKS, CheckResult, run_check, run_checks,
 from pytest_reynard_db.checks.heads import expected_heads
 from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.cli import main
-from pytest_reynard_db.errors import ConfigError
+from pytest_reynard_db.foundation.errors import ConfigError
+from pytest_reynard_db.foundation.registry import Registry, load_registry
 from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.names import scratch_name
-from pytest_reynard_db.registry import Registry, load_registry
 
 MAIN_VERSIONS = Path("alembic/main/versions")
 ECS_VERSIONS = Path("alembic/ecs/versions")

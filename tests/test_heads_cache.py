@@ -6,8 +6,8 @@ from pathlib import Path
 
 from reynard_trees import write_revision
 
-from pytest_reynard_db.registry import load_registry
-from pytest_reynard_db.resolve import Resolved, heads_at, tree_digest
+from pytest_reynard_db.foundation.registry import load_registry
+from pytest_reynard_db.provisioning.resolve import Resolved, heads_at, tree_digest
 
 MAIN_HEAD = "3a1400000004"
 

@@ -22,7 +22,7 @@ from reynard_trees import REPO, Cli, clean_env, run_pytest, write_revision
 
 from pytest_reynard_db.checks import enabled_checks, select_checks
 from pytest_reynard_db.checks.isolated import run_isolated
-from pytest_reynard_db.registry import load_registry
+from pytest_reynard_db.foundation.registry import load_registry
 
 REGISTRY = '[tool.reynard-db.databases.app]\nini = "alembic.ini"\ndatabase = "app"\n'
 CREATE_T = "op.create_table('t', sa.Column('id', sa.Integer, primary_key=True))"

@@ -30,8 +30,8 @@ from test_stairway_walk import MAIN_REVISIONS, MAIN_VERSIONS, stairway_of
 
 from bench.plain_alembic import ForkServer, Tree, plain_checks, plain_checks_on
 from pytest_reynard_db.checks import run_checks
+from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.registry import load_registry
 
 __all__ = ["fork_server", "stock"]  # fixtures, used by name
 

@@ -20,14 +20,14 @@ from reynard_trees import clean_env, reynard_project, run_cli
 
 from pytest_reynard_db import load_registry
 from pytest_reynard_db.cli import server_admin
-from pytest_reynard_db.errors import CheckFailed
+from pytest_reynard_db.foundation.errors import CheckFailed
 from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
 from pytest_reynard_db.postgres.reaper import stop_postmaster
 from pytest_reynard_db.postgres.reuse import kept_at, reusable_server
 from pytest_reynard_db.postgres.server import connect_args
 from pytest_reynard_db.postgres.shared import TEMPLATE_COMMENT, RunPresence, drop_dead_runs
 from pytest_reynard_db.postgres.templates import prune_templates
-from pytest_reynard_db.resolve import project_identity
+from pytest_reynard_db.provisioning.resolve import project_identity
 
 
 @pytest.fixture

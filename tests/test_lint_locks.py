@@ -18,9 +18,9 @@ from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.checks.safety.lint import find_squawk
 from pytest_reynard_db.checks.safety.locks import locks_reports
 from pytest_reynard_db.cli import main
-from pytest_reynard_db.errors import ConfigError
+from pytest_reynard_db.foundation.errors import ConfigError
+from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN_VERSIONS = Path("alembic/main/versions")

@@ -15,7 +15,7 @@ import pytest
 from reynard_trees import Cli, run_cli, write_revision
 
 from pytest_reynard_db.checks import CheckResult, run_checks
-from pytest_reynard_db.registry import load_registry
+from pytest_reynard_db.foundation.registry import load_registry
 
 MAIN_VERSIONS = Path("alembic/main/versions")
 

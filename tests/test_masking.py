@@ -23,9 +23,9 @@ import pytest
 from psycopg import sql
 from reynard_trees import clean_env, reynard_project
 
-from pytest_reynard_db import urls
+from pytest_reynard_db.foundation import urls
+from pytest_reynard_db.foundation.urls import mask_url, redact, remember_secrets
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.urls import mask_url, redact, remember_secrets
 
 #: Passwords that are also a user, a database, a host, a port, too short to be told
 #: from other words, and one with every character a URL gives a meaning to.

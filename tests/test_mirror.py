@@ -10,7 +10,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from pytest_reynard_db.cli.mirror_write import leftover_files, sync_mirror
-from pytest_reynard_db.errors import FileConflict, RevisionError
+from pytest_reynard_db.foundation.errors import FileConflict, RevisionError
+from pytest_reynard_db.foundation.registry import Database
 from pytest_reynard_db.migration.mirror import (
     MirrorDiff,
     duplicate_revisions,
@@ -18,7 +19,6 @@ from pytest_reynard_db.migration.mirror import (
     mirror_diff,
     versions_root,
 )
-from pytest_reynard_db.registry import Database
 
 BRANCHES = ("ecs", "naming")
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pytest_reynard_db.provision import TestDatabase
+from pytest_reynard_db.provisioning.provision import TestDatabase
 from reynard_models.ecs import (
     Agent,
     AgentTrait,

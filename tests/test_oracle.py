@@ -54,8 +54,8 @@ from bench.plain_alembic import (
     plain_upgrade,
 )
 from pytest_reynard_db.checks import CheckResult, run_checks
+from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.registry import load_registry
 
 CASES = {c.name: c for c in [*ENUM_CASES, *OBJECT_CASES, *STATE_CASES, *HOSTILE_CASES]}
 SHAPES = ("stock", "recommended")

@@ -462,8 +462,8 @@ def test_header_and_repr_are_short(pytester: pytest.Pytester) -> None:
 
 
 def test_the_source_option_takes_every_source_the_provisioner_knows() -> None:
-    from pytest_reynard_db import resolve
     from pytest_reynard_db.plugin import options
+    from pytest_reynard_db.provisioning import resolve
 
     assert options.SOURCES == resolve.SOURCES
 

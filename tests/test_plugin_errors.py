@@ -58,7 +58,7 @@ def test_a_test_raising_a_harness_error_behaves_as_in_plain_pytest(
     pytester.makepyfile(
         test_raises="""
         import pytest
-        from pytest_reynard_db.errors import ReynardDBError, ServerError
+        from pytest_reynard_db.foundation.errors import ReynardDBError, ServerError
 
         @pytest.mark.xfail(raises=ReynardDBError, strict=True)
         def test_xfail_raises(reynard_db_server):

@@ -17,7 +17,8 @@ import pytest
 from reynard_trees import connections_received
 from sqlalchemy import create_engine, text
 
-from pytest_reynard_db.errors import ConfigError
+from pytest_reynard_db.foundation.errors import ConfigError
+from pytest_reynard_db.foundation.urls import admin_url, mask_url, redact
 from pytest_reynard_db.guard import (
     GUARD,
     Endpoint,
@@ -29,7 +30,6 @@ from pytest_reynard_db.guard import (
 )
 from pytest_reynard_db.guard.reached import Reached
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.urls import admin_url, mask_url, redact
 
 SECRET = "S3cr3tPw"
 
@@ -573,7 +573,7 @@ def test_a_name_someone_else_has_is_not_allowed_by_a_failed_create(
 ) -> None:
     """``create_database`` on an existing server, a name already taken: not ours, so not
     allowed (the allow comes after the CREATE succeeds)."""
-    from pytest_reynard_db.errors import ServerError
+    from pytest_reynard_db.foundation.errors import ServerError
     from pytest_reynard_db.postgres import ExistingServer
 
     GUARD.allow_database(decoy.database_url("postgres"))

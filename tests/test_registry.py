@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from pytest_reynard_db.errors import ConfigError, UnknownDatabaseError
-from pytest_reynard_db.registry import find_project_root, load_registry
-from pytest_reynard_db.urls import mask_url
+from pytest_reynard_db.foundation.errors import ConfigError, UnknownDatabaseError
+from pytest_reynard_db.foundation.registry import find_project_root, load_registry
+from pytest_reynard_db.foundation.urls import mask_url
 
 INI = """\
 [alembic]

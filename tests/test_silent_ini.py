@@ -8,7 +8,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from pytest_reynard_db.logs import silent_ini
+from pytest_reynard_db.migration.logs import silent_ini
 
 INI = """\
 [alembic]

@@ -24,8 +24,8 @@ from test_stairway_walk import MAIN_VERSIONS, OWN_ENGINE_ENV, stairway_of
 
 from pytest_reynard_db.checks import run_check
 from pytest_reynard_db.checks.runner import CheckRunner
+from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.registry import load_registry
 
 HEAD = "3a1400000004"
 SHAPES = {"passed-connection": None, "own-engine": OWN_ENGINE_ENV}

@@ -18,9 +18,9 @@ from sqlalchemy.engine import URL
 
 from pytest_reynard_db.checks import CheckResult, run_check
 from pytest_reynard_db.checks.runner import CheckRunner
+from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.registry import load_registry
 
 MAIN_VERSIONS = Path("alembic/main/versions")
 MAIN_REVISIONS = 4

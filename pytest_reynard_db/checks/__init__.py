@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ConfigError
-from ..lint_settings import OPT_IN
-from ..registry import Database, Registry
+from ..foundation.errors import ConfigError
+from ..foundation.lint_settings import OPT_IN
+from ..foundation.registry import Database, Registry
 
 if TYPE_CHECKING:
     from .result import CheckResult

@@ -20,7 +20,7 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import IO, Any
 
-from ..text import one_line
+from ..foundation.text import one_line
 from .result import CheckResult
 
 OPT_IN_HINT = "--allow URL"
@@ -48,9 +48,9 @@ def _child(out: IO[str]) -> None:
             sys.path.insert(0, entry)
 
     # Imported while the parent starts the server (the request's second line waits for it).
+    from ..foundation.registry import load_registry
     from ..guard import GUARD, redirect_note
     from ..postgres import ExistingServer
-    from ..registry import load_registry
     from . import CheckRunner, run_check
 
     told = sys.stdin.readline()
@@ -92,9 +92,9 @@ def _entry(result: CheckResult) -> dict[str, Any]:
 
 def main(argv: Sequence[str]) -> int:
     """Answer on descriptor ``argv[0]``; what the checks print goes to stderr."""
-    from ..errors import ReynardDBError
-    from ..signals import terminate_as_interrupt
-    from ..urls import redact
+    from ..foundation.errors import ReynardDBError
+    from ..foundation.signals import terminate_as_interrupt
+    from ..foundation.urls import redact
 
     parent = os.getppid()
     out = os.fdopen(int(argv[0]), "w", encoding="utf-8")

@@ -11,13 +11,13 @@ from __future__ import annotations
 from alembic.script import Script
 from sqlalchemy import Connection, text
 
-from ..errors import ReynardDBError
+from ..foundation.errors import ReynardDBError
+from ..foundation.text import counted
 from ..migration.tree import version_table_of
-from ..text import counted
 from .heads import all_heads, moved_to, walk_order
 from .result import CheckResult
 from .runner import USER_SCHEMA, CheckRunner, upgrade_first
-from .stairway_steps import read_heads
+from .walk import read_heads
 
 CHECK = "downgrade_clean"
 VERSION_TABLE = "alembic_version"

@@ -33,16 +33,17 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from ..errors import MigrationFailed, RevisionError, ReynardDBError, ServerError
+from ..foundation.errors import MigrationFailed, RevisionError, ReynardDBError, ServerError
+from ..foundation.registry import Database, Registry
+from ..foundation.text import counted, first_line, one_line
+from ..foundation.urls import mask_url
 from ..migration.manager import MigrationManager
 from ..migration.tree import current_heads, version_table_of, version_table_seen
-from ..registry import Database, Registry
-from ..text import counted, first_line, one_line
-from ..urls import mask_url
+from .drift_setup import LiveSession, has_schema, prepare
 from .heads import all_heads, heads_text, moved_to
 from .result import CheckResult
 from .runner import USER_SCHEMA, CheckRunner
-from .schema_compare import CATALOG_ONLY, Side, differences
+from .schema_compare import SESSION, Side, differences
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
@@ -93,55 +94,77 @@ def drift(
 
 def _drift(runner: CheckRunner, live_url: URL, where: str, timeouts: Timeouts) -> CheckResult:
     name = runner.db.name
-    with read_only(name, live_url, timeouts, search_path=None) as own:
-        live_path = _read(where, lambda: search_path_of(own))
-    with (
-        read_only(name, live_url, timeouts) as live,
-        runner.scratch_database(CHECK) as manager,
-    ):
-        live_version, at = _live_state(runner, manager, live, live_path, where)
+    with read_only(name, live_url, timeouts, compared=False) as own:
+        session = _read(where, lambda: LiveSession.read(own))
+    with read_only(name, live_url, timeouts) as live:
+        live_version, at = _live_state(runner, live, list(session.path), where)
         live.rollback()  # idle while the throw-away database migrates: no lock kept
-        _migrate(manager, runner, at, where)
-        with manager.connect() as tree:
-            reached = set(current_heads(tree, runner.script))
-            why = moved_to(runner, f"upgrade {heads_text(at)}", reached, at)
-            if why is not None:
-                raise ReynardDBError(why)
-            tree_path = search_path_of(tree)
-            tree.execute(
-                text("SELECT pg_catalog.set_config('search_path', :path, false)"),
-                {"path": CATALOG_ONLY},
-            )
-            tree.commit()
-            tree_version = version_table(tree, runner.script, tree_path, where)
-            moved = _live_revisions(runner, live, live_version, where)
-            if moved != at:
-                raise ReynardDBError(
-                    f"{where} moved from {heads_text(at)} to {heads_text(moved)} while "
-                    "drift ran (a migration); run it again"
-                )
-            found = _read(
-                where,
-                lambda: differences(
-                    Side(live, live_version),
-                    Side(tree, tree_version),
-                    unqualified=live_path[0] if live_path else None,
-                ),
-            )
-    return _result(runner, where, at, found)
+        schema = live_version[1]
+        for make_schema in (False, True):
+            with runner.scratch_database(CHECK) as manager:
+                assert runner.server is not None and manager.url.database is not None
+                database = manager.url.database
+                prepare(runner.server, database, session, schema, make_schema=make_schema)
+                try:
+                    _migrate(manager, runner, at, where)
+                except ReynardDBError:
+                    if make_schema or has_schema(runner.server, database, schema):
+                        raise
+                    continue  # a schema a DBA made in production: again, with it made
+                if not has_schema(runner.server, database, schema):
+                    continue
+                found = _compared(runner, manager, live, live_version, at, session, where)
+                return _result(runner, where, at, found)
+    raise AssertionError("the second attempt returns or raises")
 
 
-def _live_state(
+def _compared(
     runner: CheckRunner,
     manager: MigrationManager,
     live: Connection,
-    path: list[str],
+    live_version: tuple[str, str | None],
+    at: set[str],
+    session: LiveSession,
     where: str,
+) -> list[str]:
+    """The differences between the live database and the throw-away one, migrated to
+    ``at``; the live one read again first (one that moved meanwhile is an error)."""
+    with manager.connect() as tree:
+        reached = set(current_heads(tree, runner.script))
+        why = moved_to(runner, f"upgrade {heads_text(at)}", reached, at)
+        if why is not None:
+            raise ReynardDBError(why)
+        tree_path = search_path_of(tree)
+        for setting, value in SESSION.items():
+            tree.execute(
+                text("SELECT pg_catalog.set_config(:setting, :value, false)"),
+                {"setting": setting, "value": value},
+            )
+        tree.commit()
+        tree_version = version_table(tree, runner.script, tree_path, where)
+        moved = _live_revisions(runner, live, live_version, where)
+        if moved != at:
+            raise ReynardDBError(
+                f"{where} moved from {heads_text(at)} to {heads_text(moved)} while "
+                "drift ran (a migration); run it again"
+            )
+        return _read(
+            where,
+            lambda: differences(
+                Side(live, live_version),
+                Side(tree, tree_version),
+                unqualified=session.path[0] if session.path else None,
+            ),
+        )
+
+
+def _live_state(
+    runner: CheckRunner, live: Connection, path: list[str], where: str
 ) -> tuple[tuple[str, str | None], set[str]]:
     """The live version table (name, schema) and its revisions. Which table ``env.py``
     configures is known once it has run: when the table Alembic names by default says
     base, or names revisions of another tree (two trees in one database, mlflow's), and
-    this tree's ``env.py`` has not run yet, it runs once at base on the throw-away
+    this tree's ``env.py`` has not run yet, it runs once at base on a throw-away
     database first, and the live database is read again."""
     version = _read(where, lambda: version_table(live, runner.script, path, where))
     try:
@@ -151,7 +174,8 @@ def _live_state(
     except RevisionError:
         if version_table_seen(runner.script):
             raise
-    _migrate(manager, runner, {"base"}, where)
+    with runner.scratch_database(CHECK) as manager:
+        _migrate(manager, runner, {"base"}, where)
     version = _read(where, lambda: version_table(live, runner.script, path, where))
     return version, _live_revisions(runner, live, version, where)
 
@@ -245,16 +269,19 @@ def read_only(
     url: URL,
     timeouts: Timeouts = Timeouts(),
     *,
-    search_path: str | None = CATALOG_ONLY,
+    compared: bool = True,
 ) -> Iterator[Connection]:
     """A connection to ``url`` whose every transaction is read-only on the server's side,
-    within ``timeouts``, and rolled back; its ``search_path`` ``search_path`` (None: the
-    session's own). psycopg prepares no statement: a prepared statement is closed with
-    ``DEALLOCATE``, which is not a read (and what a transaction-mode pooler loses)."""
+    within ``timeouts``, and rolled back; ``compared``: with ``schema_compare.SESSION``'s
+    settings (else the session's own search path, to read it). psycopg prepares no
+    statement: a prepared statement is closed with ``DEALLOCATE``, which is not a read
+    (and what a transaction-mode pooler loses)."""
     ours = url.set(drivername="postgresql+psycopg")  # ours, libpq's options, whatever env.py's
-    settings = f"-c default_transaction_read_only=on {timeouts.options()}"
-    if search_path is not None:
-        settings += f" -c search_path={search_path}"
+    # row_security=off: a policy of the live database's (on its version table) would run
+    # its code in this session, or hide rows; off, a query it would affect is an error
+    settings = f"-c default_transaction_read_only=on -c row_security=off {timeouts.options()}"
+    if compared:
+        settings += "".join(f" -c {setting}={value}" for setting, value in SESSION.items())
     given = url.query.get("options")
     options = f"{given} {settings}" if isinstance(given, str) else settings
     engine = create_engine(

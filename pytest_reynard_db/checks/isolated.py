@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from ..registry import Database, Registry
+from ..foundation.registry import Database, Registry
 from .result import CheckResult
 
 if TYPE_CHECKING:  # the servers load on use: file checks need none

@@ -16,9 +16,9 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.types import TypeEngine
 
-from ..logs import preserved_logging
+from ..foundation.text import counted
+from ..migration.logs import preserved_logging
 from ..migration.manager import MigrationManager, exported
-from ..text import counted
 from .heads import all_heads, moved_to
 from .result import CheckResult
 from .runner import CheckRunner, upgrade_first

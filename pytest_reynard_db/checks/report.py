@@ -22,8 +22,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
-from .. import text
-from ..text import counted
+from ..foundation import text
+from ..foundation.text import counted
 from .result import CheckResult
 
 CHECK_FORMATS = ("table", "json", "github", "junit")

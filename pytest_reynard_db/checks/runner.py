@@ -29,15 +29,15 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
-from ..errors import EnvPyFailed, MigrationFailed, ReynardDBError, ServerError
+from ..foundation.errors import EnvPyFailed, MigrationFailed, ReynardDBError, ServerError
+from ..foundation.registry import Database, Registry
+from ..foundation.urls import admin_url as canonical_admin_url
+from ..foundation.urls import redact
 from ..guard import GUARD
 from ..guard.migration import Refusal
 from ..migration.manager import MigrationManager
 from ..migration.tree import load_tree
 from ..postgres.names import scratch_name
-from ..registry import Database, Registry
-from ..urls import admin_url as canonical_admin_url
-from ..urls import redact
 from .result import CheckResult, Place, Status
 
 if TYPE_CHECKING:  # the servers load on use: file checks need none

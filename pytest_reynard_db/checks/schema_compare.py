@@ -24,18 +24,29 @@ evaluating ``nextval(...)`` would advance a sequence.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Connection, MetaData, event, text
+from sqlalchemy import Connection, MetaData, event, text
 
 from .models_match import describe
 from .runner import USER_SCHEMA
+from .schema_catalog import COLUMNS, KINDS
 
 #: The ``search_path`` of both sides while they are compared (see above).
 CATALOG_ONLY = "pg_catalog"
+#: What both sides are compared under: the ``search_path`` above, and the settings that
+#: change how PostgreSQL prints a default or a constraint (a timestamp's time zone, a
+#: date's style), which a production server may set otherwise than the throw-away one.
+SESSION = {
+    "search_path": CATALOG_ONLY,
+    "TimeZone": "UTC",
+    "DateStyle": "ISO,MDY",
+    "IntervalStyle": "postgres",
+}
 
 
 @dataclass(frozen=True)
@@ -50,13 +61,21 @@ class Side:
 
 def differences(live: Side, tree: Side, *, unqualified: str | None) -> list[str]:
     """Each difference between ``live``'s schema and ``tree``'s, one line each; a table of
-    schema ``unqualified`` (the live session's own first schema) named without it."""
+    schema ``unqualified`` (the live session's own first schema) named without it.
+
+    Alembic compares tables, columns' types and nullability, indexes, unique and
+    foreign keys, comments; a column's default (and identity, generation, collation) is
+    compared here, as PostgreSQL prints it (Alembic's hook for defaults fails on an
+    identity or generated column, and it leaves a serial's default out on one side).
+    SQLAlchemy's warnings about what it cannot reflect (an extension's type, a NOT VALID
+    constraint's options) are not the user's: those are read from the catalog instead.
+    """
     name, schema = live.version_table
     context = MigrationContext.configure(
         live.connection,
         opts={
             "compare_type": True,
-            "compare_server_default": same_default_text,
+            "compare_server_default": False,
             "include_schemas": True,
             # None is the session's default schema: pg_catalog here, never the application's
             "include_name": lambda name, kind, _parents: kind != "schema" or name is not None,
@@ -64,10 +83,13 @@ def differences(live: Side, tree: Side, *, unqualified: str | None) -> list[str]
             "version_table_schema": schema,
         },
     )
-    found = [
-        describe(diff, unqualified=unqualified)
-        for diff in compare_metadata(context, reflected(tree))
-    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = [
+            describe(diff, unqualified=unqualified)
+            for diff in compare_metadata(context, reflected(tree))
+        ]
+    found += column_differences(columns(live.connection), columns(tree.connection), unqualified)
     return found + catalog_differences(catalog(live.connection), catalog(tree.connection))
 
 
@@ -91,113 +113,11 @@ def reflected(side: Side) -> MetaData:
     return metadata
 
 
-def same_default_text(
-    context: MigrationContext,
-    live_column: Column[Any],
-    tree_column: Column[Any],
-    live_default: str | None,
-    tree_default: Any,
-    tree_text: str | None,
-) -> bool:
-    """Whether two reflected server defaults differ (Alembic's ``compare_server_default``
-    hook): both are PostgreSQL's own text, so text decides."""
-    return (live_default or None) != (tree_text or None)
-
-
-#: Each kind of object autogenerate does not compare: its name and its definition, as
-#: PostgreSQL prints it. Objects an extension owns are the extension's (listed once).
-_NOT_EXTENSIONS = (
-    "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{table}'::regclass "
-    "AND d.objid = {oid} AND d.deptype = 'e')"
-)
-CATALOG: dict[str, str] = {
-    "enum": f"""
-        SELECT format('%I.%I', n.nspname, t.typname),
-               '(' || string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder) || ')'
-        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-        JOIN pg_enum e ON e.enumtypid = t.oid
-        WHERE {USER_SCHEMA} AND {_NOT_EXTENSIONS.format(table="pg_type", oid="t.oid")}
-        GROUP BY 1""",
-    "sequence": f"""
-        SELECT format('%I.%I', n.nspname, c.relname),
-               format('%s start %s increment %s min %s max %s cache %s%s', s.seqtypid::regtype,
-                      s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache,
-                      CASE WHEN s.seqcycle THEN ' cycle' ELSE '' END)
-        FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {USER_SCHEMA} AND {_NOT_EXTENSIONS.format(table="pg_class", oid="c.oid")}""",
-    "function": f"""
-        SELECT format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
-               pg_get_functiondef(p.oid)
-        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE p.prokind <> 'a' AND {USER_SCHEMA}
-          AND {_NOT_EXTENSIONS.format(table="pg_proc", oid="p.oid")}""",
-    "trigger": f"""
-        SELECT format('%I on %I.%I', t.tgname, n.nspname, c.relname), pg_get_triggerdef(t.oid)
-        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE NOT t.tgisinternal AND {USER_SCHEMA}""",
-    "view": f"""
-        SELECT format('%I.%I', n.nspname, c.relname),
-               CASE c.relkind WHEN 'm' THEN 'materialized: ' ELSE '' END || pg_get_viewdef(c.oid)
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('v', 'm') AND {USER_SCHEMA}
-          AND {_NOT_EXTENSIONS.format(table="pg_class", oid="c.oid")}""",
-    "check constraint": f"""
-        SELECT format('%I on %I.%I', k.conname, n.nspname, c.relname), pg_get_constraintdef(k.oid)
-        FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE k.contype = 'c' AND {USER_SCHEMA}""",
-    "domain": f"""
-        SELECT format('%I.%I', n.nspname, t.typname),
-               concat_ws(' ', format_type(t.typbasetype, t.typtypmod),
-                         CASE WHEN t.typnotnull THEN 'NOT NULL' END,
-                         'DEFAULT ' || t.typdefault,
-                         (SELECT string_agg(format('CONSTRAINT %I %s', k.conname,
-                                                   pg_get_constraintdef(k.oid)), ' '
-                                            ORDER BY k.conname)
-                          FROM pg_constraint k WHERE k.contypid = t.oid))
-        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-        WHERE t.typtype = 'd' AND {USER_SCHEMA}
-          AND {_NOT_EXTENSIONS.format(table="pg_type", oid="t.oid")}""",
-    "rule": f"""
-        SELECT format('%I on %I.%I', r.rulename, n.nspname, c.relname), pg_get_ruledef(r.oid)
-        FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE r.rulename <> '_RETURN' AND {USER_SCHEMA}""",
-    "row level security": f"""
-        SELECT format('%I.%I', n.nspname, c.relname),
-               CASE WHEN c.relforcerowsecurity THEN 'enabled, forced' ELSE 'enabled' END
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relrowsecurity AND {USER_SCHEMA}""",
-    "policy": f"""
-        SELECT format('%I on %I.%I', p.polname, n.nspname, c.relname),
-               concat_ws(' ', CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
-                         'for ' || p.polcmd::text,
-                         'to ' || (SELECT string_agg(CASE WHEN r = 0 THEN 'public'
-                                                          ELSE r::regrole::text END, ', '
-                                                     ORDER BY 1)
-                                   FROM unnest(p.polroles) r),
-                         'using ' || pg_get_expr(p.polqual, p.polrelid),
-                         'with check ' || pg_get_expr(p.polwithcheck, p.polrelid))
-        FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {USER_SCHEMA}""",
-    # present or not: the server's own version of an extension is not the tree's business
-    "extension": "SELECT extname, '' FROM pg_extension WHERE extname <> 'plpgsql'",
-}
-
-#: Kinds whose definition is short enough to show both sides of a change.
-SHOWN = frozenset(
-    {"enum", "sequence", "trigger", "check constraint", "domain", "row level security", "policy"}
-)
-
-
 def catalog(connection: Connection) -> dict[str, dict[str, str]]:
-    """Each kind of ``CATALOG``: every object's name and definition."""
+    """Each kind of ``KINDS``: every object's name and definition."""
     return {
-        kind: {str(name): str(body) for name, body in connection.execute(text(query))}
-        for kind, query in CATALOG.items()
+        kind: {str(name): str(body) for name, body in connection.execute(text(spec.query))}
+        for kind, spec in KINDS.items()
     }
 
 
@@ -206,14 +126,45 @@ def catalog_differences(
 ) -> list[str]:
     """``add``, ``remove`` or ``change`` lines, as ``models_match.describe`` says them."""
     lines: list[str] = []
-    for kind in CATALOG:
+    for kind, spec in KINDS.items():
         have, want = live.get(kind, {}), tree.get(kind, {})
         for name in sorted(set(have) | set(want)):
             if name not in have:
-                lines.append(f"add {kind} {name}")
+                lines += [] if spec.changes_only else [f"add {kind} {name}"]
             elif name not in want:
-                lines.append(f"remove {kind} {name}")
+                lines += [] if spec.changes_only else [f"remove {kind} {name}"]
             elif have[name] != want[name]:
-                change = f"{have[name]} -> {want[name]}" if kind in SHOWN else "it differs"
+                change = f"{have[name]} -> {want[name]}" if spec.shown else "it differs"
                 lines.append(f"change definition of {kind} {name}: {change}")
+    return lines
+
+
+#: A column's properties read from the catalog, in the order ``COLUMNS`` returns them
+#: after its name; the type is said only when either side's is an extension's.
+_COLUMN_PROPERTIES = ("default", "identity", "generated expression", "collation")
+
+
+def columns(connection: Connection) -> dict[tuple[str, str, str], tuple[Any, ...]]:
+    """Every column of every table: (schema, table, column) -> its ``COLUMNS`` properties."""
+    return {(row[0], row[1], row[2]): tuple(row[3:]) for row in connection.execute(text(COLUMNS))}
+
+
+def column_differences(
+    live: dict[tuple[str, str, str], tuple[Any, ...]],
+    tree: dict[tuple[str, str, str], tuple[Any, ...]],
+    unqualified: str | None,
+) -> list[str]:
+    """``change <property> of <table>.<column>: <live> -> <tree>`` for each column both
+    sides have (one only one side has is Alembic's ``add``/``remove column``)."""
+    lines: list[str] = []
+    for key in sorted(set(live) & set(tree)):
+        schema, table, column = key
+        where = f"{table if schema == unqualified else f'{schema}.{table}'}.{column}"
+        have, want = live[key], tree[key]
+        for index, what in enumerate(_COLUMN_PROPERTIES):
+            if have[index] != want[index]:
+                lines.append(f"change {what} of {where}: {have[index]} -> {want[index]}")
+        live_type, live_extension, tree_type, tree_extension = *have[4:], *want[4:]
+        if live_type != tree_type and (live_extension or tree_extension):
+            lines.append(f"change type of {where}: {live_type} -> {tree_type}")
     return lines

@@ -43,7 +43,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from sqlalchemy import Connection
 
-from ..errors import EnvPyFailed, GuardRefused, ReynardDBError
+from ..foundation.errors import EnvPyFailed, GuardRefused, ReynardDBError
+from ..foundation.text import counted
 from ..migration.manager import MigrationManager
 from ..migration.tree import (
     WalkStep,
@@ -54,28 +55,25 @@ from ..migration.tree import (
     same_heads,
     version_table,
 )
-from ..text import counted
 from .heads import expected_heads, walk_order
-from .migrating_connection import (
+from .result import CheckResult
+from .runner import CheckRunner
+from .walk import (
     STEP_WIDTH,
     SessionWatch,
+    StepFailed,
     backend_pid,
     beside,
     listeners,
+    one_step,
+    reach,
+    read_heads,
     rows_of,
     same_connection,
     same_session,
     session_state,
-    with_session_state,
-)
-from .result import CheckResult
-from .runner import CheckRunner
-from .stairway_steps import (
-    StepFailed,
-    one_step,
-    reach,
-    read_heads,
     step_failure,
+    with_session_state,
     wrong_heads,
 )
 

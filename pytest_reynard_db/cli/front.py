@@ -15,11 +15,11 @@ import traceback
 from collections.abc import Sequence
 from typing import TextIO
 
-from .. import logs
-from ..errors import ReynardDBError
-from ..registry import load_registry
-from ..signals import Terminated, terminate_as_interrupt
-from ..urls import redact, refuse_control_characters, remember_secrets
+from ..foundation.errors import ReynardDBError
+from ..foundation.registry import load_registry
+from ..foundation.signals import Terminated, terminate_as_interrupt
+from ..foundation.urls import redact, refuse_control_characters, remember_secrets
+from ..migration import logs
 from . import PROG
 from .parser import build_parser
 

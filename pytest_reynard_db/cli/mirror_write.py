@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic_file import replace_file
-from ..errors import FileConflict, FilesystemError
+from ..foundation.atomic_file import replace_file
+from ..foundation.errors import FileConflict, FilesystemError
+from ..foundation.registry import Database
+from ..foundation.text import shown_path
 from ..migration.mirror import MirrorDiff, os_errors, versions_root
-from ..registry import Database
-from ..text import shown_path
 
 # How ``atomic_file.replace_file`` names :func:`_atomic_copy`'s temp files:
 # ``.<name>.py.<8 chars>.tmp``.

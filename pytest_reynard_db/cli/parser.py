@@ -7,16 +7,16 @@ import argparse
 import sys
 from typing import NoReturn
 
-from .. import logs
 from ..checks.bounded import DEFAULT_CHECK_TIMEOUT
 from ..checks.drift import DEFAULT_DRIFT_LOCK_TIMEOUT, DEFAULT_DRIFT_STATEMENT_TIMEOUT
 from ..checks.report import CHECK_FORMATS
-from ..checks.safety.report import FORMATS
-from ..postgres.waits import DEFAULT_LOCK_TIMEOUT
-from ..urls import redact
+from ..checks.safety.findings import FORMATS
+from ..foundation.urls import redact
+from ..foundation.waits import DEFAULT_LOCK_TIMEOUT
+from ..migration import logs
 from . import PROG
-from .common import Handler
 from .verbs import (
+    Handler,
     cmd_check,
     cmd_copy,
     cmd_create,

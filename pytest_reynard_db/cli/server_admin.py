@@ -19,7 +19,11 @@ import signal
 import time
 from typing import TextIO
 
-from ..errors import CheckFailed, ConfigError, ServerError
+from ..foundation.errors import CheckFailed, ConfigError, ServerError
+from ..foundation.registry import Registry
+from ..foundation.text import counted, print_table
+from ..foundation.urls import admin_url, mask_url
+from ..foundation.waits import file_lock
 from ..postgres import EphemeralServer, ExistingServer, Server
 from ..postgres.binaries import describe
 from ..postgres.executor import EphemeralPostgres
@@ -27,11 +31,7 @@ from ..postgres.reaper import postmaster_pid, stop_postmaster
 from ..postgres.reuse import Kept, kept_at, reuse_dir
 from ..postgres.shared import drop_dead_runs, run_sessions
 from ..postgres.templates import TemplateInfo, prune_templates, templates
-from ..postgres.waits import file_lock
-from ..registry import Registry
-from ..resolve import SOURCES, migrated_with, project_identity, tree_digest
-from ..text import counted, print_table
-from ..urls import admin_url, mask_url
+from ..provisioning.resolve import SOURCES, migrated_with, project_identity, tree_digest
 
 #: How long a fast shutdown (SIGINT) may take before the immediate one.
 STOP_WAIT = 10.0

@@ -1,41 +1,38 @@
 """The verbs of ``reynard-migrate``, one function each: ``(args, registry, out) -> exit code``.
 
 Each is a few lines over the manager, the mirror code or the checks; what several
-share is in ``common``.
+share (the manager they migrate with, the production guard around them, the lines they
+print) is at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from typing import TextIO
 
-from .. import text
 from ..checks import enabled_checks, needs_server, run_checks, select_checks
 from ..checks.drift import Timeouts, drift
 from ..checks.report import progress_line, show_results
 from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
-from ..checks.safety.report import render
-from ..errors import CheckFailed, ReynardDBError
-from ..migration import mirror
+from ..checks.safety.findings import render
+from ..foundation import text
+from ..foundation.errors import CheckFailed, ReynardDBError
+from ..foundation.registry import Registry
+from ..foundation.text import shown_path as relative
+from ..foundation.urls import mask_url, redact
+from ..guard import GUARD, redirect_note
+from ..migration import logs, mirror
 from ..migration.git_base import resolve_base
 from ..migration.manager import MigrationManager
+from ..migration.mirror import MirrorDiff
 from ..migration.tree import parents
-from ..registry import Registry
-from ..text import shown_path as relative
-from ..urls import mask_url, redact
 from . import PROG, graph, mirror_write
-from .common import (
-    at,
-    in_sync,
-    manager_for,
-    same_server,
-    stdout_to_stderr,
-    throwaway_only,
-)
 
 
 def cmd_list(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
@@ -289,3 +286,79 @@ def cmd_graph(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     db = registry.get(args.db)
     print(graph.render(MigrationManager(db).script, args.format, name=db.name), file=out)
     return 0
+
+
+# -- common ------------------------------------------------------------------------------
+
+Handler = Callable[[argparse.Namespace, Registry, TextIO], int]
+
+
+def manager_for(
+    registry: Registry,
+    name: str,
+    url: str | None,
+    out: TextIO,
+    lock_timeout: float,
+    args: argparse.Namespace,
+) -> MigrationManager:
+    """A manager that migrates ``name``, every variable its env.py may read aimed at the target;
+    Alembic's own messages (``Generating ... done``) only with ``-v``."""
+    return MigrationManager(
+        registry.get(name),
+        url,
+        stdout=out,
+        url_envs=registry.url_envs(name),
+        lock_timeout=lock_timeout,
+        alembic_messages=args.verbosity > logs.NORMAL,
+    )
+
+
+@contextmanager
+def throwaway_only(args: argparse.Namespace) -> Iterator[None]:
+    """The production guard (see ``guard``): only throw-away databases and ``--allow``'s;
+    where it sent a connection env.py opened elsewhere is said on stderr."""
+    with GUARD.armed_for(opt_in_hint="--allow URL", allow=tuple(args.allow)):
+        before = set(GUARD.redirects)
+        try:
+            yield
+        finally:
+            shown = args.verbosity > logs.QUIET
+            for redirect in (r for r in GUARD.redirects if r not in before and shown):
+                print(f"{PROG}: note: {redirect_note(redirect)}", file=sys.stderr)
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Descriptor 1 is stderr meanwhile: what an ``env.py`` prints (``print``, ``os.write(1,
+    ...)``, a subprocess, a child interpreter) never mixes into the report on stdout
+    (``--format json`` or ``junit`` is read by a program)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1: nothing to keep apart
+        yield
+        return
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()  # what was printed meanwhile goes where it was meant to: stderr
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def in_sync(diff: MirrorDiff) -> str:
+    return f"{diff.source.name} -> {diff.mirror.name}: in sync"
+
+
+def at(manager: MigrationManager) -> str:
+    return ", ".join(manager.current()) or "base"
+
+
+def same_server(url: str | None, database: str) -> str | None:
+    """Several databases and one --url: that server, each database by its own name."""
+    if url is None:
+        return None
+    from ..foundation.urls import with_database
+
+    return with_database(url, database).render_as_string(hide_password=False)

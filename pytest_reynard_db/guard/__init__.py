@@ -11,7 +11,7 @@ check migrates, its throw-away database only, whatever the dialect). Otherwise
 non-PostgreSQL engines (an application's SQLite test engine) pass untouched.
 """
 
-from ..errors import GuardRefused
+from ..foundation.errors import GuardRefused
 from .core import (
     COMMON_URL_VARIABLES,
     GUARD,

@@ -23,8 +23,8 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from ..errors import GuardRefused
-from ..urls import parse_url, remember_secrets
+from ..foundation.errors import GuardRefused
+from ..foundation.urls import parse_url, remember_secrets
 from . import hooks, inherit
 from .migration import HIDDEN_TARGETS, Migration, Refusal, hidden_targets_json, tree_places
 from .reached import Reached, identity_at

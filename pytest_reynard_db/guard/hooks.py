@@ -36,8 +36,8 @@ from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from ..errors import GuardRefused
-from ..urls import escaped
+from ..foundation.errors import GuardRefused
+from ..foundation.urls import escaped
 from .migration import other_target, sqlite_target
 from .reached import (
     Reached,

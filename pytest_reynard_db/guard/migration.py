@@ -30,8 +30,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, GuardRefused
-from ..text import shown_path
+from ..foundation.errors import ConfigError, GuardRefused
+from ..foundation.text import shown_path
 from .target import Endpoint, Target, url_target
 
 #: The registered targets of the URL variables hidden from a test run (``hidden_variables``):

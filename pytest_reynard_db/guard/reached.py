@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from ..urls import escaped, parse_url
+from ..foundation.urls import escaped, parse_url
 from .target import (
     LIBPQ,
     Endpoint,

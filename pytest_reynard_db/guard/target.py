@@ -30,8 +30,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy.engine import URL
 
-from ..errors import GuardRefused
-from ..urls import escaped, parse_url
+from ..foundation.errors import GuardRefused
+from ..foundation.urls import escaped, parse_url
 
 DEFAULT_PORT = 5432
 #: This machine's loopback names, one host (``Endpoint.local``); ``127.0.0.2`` is not.

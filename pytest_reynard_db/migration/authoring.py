@@ -20,9 +20,9 @@ from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 
-from ..errors import RevisionError
-from ..registry import Database
-from ..text import one_line, shown_path
+from ..foundation.errors import RevisionError
+from ..foundation.registry import Database
+from ..foundation.text import one_line, shown_path
 from .tree import RESERVED_IDS, declared_labels
 
 NO_LABEL = ""

@@ -5,11 +5,21 @@ tree: an ``EnvironmentContext`` whose migration function yields the steps the ve
 chose (``tree.upgrade_steps`` and the like, or a check's own walk), each noted by a
 ``StepTracker`` just before Alembic runs it. ``exported`` aims the tree's URL
 variables at the target for the duration.
+
+And what went wrong while migrating, said so a user can act on it:
+
+``StepTracker`` remembers the revision Alembic announced last, so a failure
+names the revision file and the step; ``migration_failure`` turns the exception
+into one ``MigrationFailed`` line; ``alembic_errors`` turns Alembic's own usage
+errors (an unknown target, several heads) into one ``RevisionError`` line.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -18,15 +28,24 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError as AlembicRevisionError
+from alembic.util import CommandError, format_as_comma
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
-from ..atomic_file import refuse_non_regular
-from ..errors import ConfigError
-from ..logs import preserved_logging
-from ..registry import Database
-from ..text import shown_path
-from .migration_errors import StepTracker
-from .tree import note_version_table
+from ..foundation.atomic_file import refuse_non_regular
+from ..foundation.errors import (
+    ConfigError,
+    EnvPyFailed,
+    EnvPyNeedsConfig,
+    MigrationFailed,
+    RevisionError,
+)
+from ..foundation.registry import Database
+from ..foundation.text import first_line, one_line, shown_path
+from .logs import preserved_logging
+from .tree import as_first_run, current_heads, note_version_table
 
 #: Alembic's migration function: ``(current heads, MigrationContext) -> steps to run``.
 StepsFn = Callable[[tuple[str, ...], Any], Iterable[Any]]
@@ -100,3 +119,215 @@ def exported(names: Sequence[str], url: URL) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+# -- migration_errors --------------------------------------------------------------------
+
+ALEMBIC_MIGRATION_LOGGER = "alembic.runtime.migration"
+AUTOCOMMIT = re.compile(r"\bautocommit_block\s*\(")
+#: What an environment variable's name looks like (``MYAPP_DB_URL``).
+ENVIRONMENT_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+class StepTracker(logging.Filter):
+    """Remembers the step Alembic announced last ("Running upgrade a -> b")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._step: object = None
+        self._logger = logging.getLogger(ALEMBIC_MIGRATION_LOGGER)
+        self._level = self._logger.level
+
+    def saw(self, step: object) -> None:
+        """Alembic is about to run ``step`` (a ``RevisionStep``).
+
+        Only the step is kept: what is said of it is worked out when a step fails,
+        not at each of a stairway's hundreds of steps.
+        """
+        self._step = step
+
+    @property
+    def revision(self) -> str | None:
+        """The revision id of the step seen last."""
+        return getattr(getattr(self._step, "revision", None), "revision", None)
+
+    @property
+    def path(self) -> str | None:
+        """The revision file of the step seen last."""
+        return getattr(getattr(self._step, "revision", None), "path", None)
+
+    @property
+    def function(self) -> str | None:
+        """The revision's function the step seen last ran: ``upgrade`` or ``downgrade``."""
+        if self._step is None:
+            return None
+        return "downgrade" if getattr(self._step, "is_downgrade", False) else "upgrade"
+
+    @property
+    def description(self) -> str:
+        """The step seen last as Alembic says it, ``upgrade a -> b``, with ``base`` where
+        Alembic leaves the side empty (``upgrade base -> a``, ``downgrade a -> base``)."""
+        if self._step is None:
+            return ""
+        # Alembic's ``short_log``, without the revision's message (str() appends it after
+        # a comma; a merge step's own commas, "upgrade a, b -> m", are part of it).
+        sides = (
+            format_as_comma(getattr(self._step, side, ())) or "base"
+            for side in ("from_revisions_no_deps", "to_revisions_no_deps")
+        )
+        name = getattr(self._step, "name", "")
+        return f"{name} {' -> '.join(sides)}" if name else str(self._step)
+
+    def tracked(self, steps: Iterable[Any]) -> Iterator[Any]:
+        """``steps`` as Alembic pulls them, each noted just before it runs. This is what
+        knows the step: an env.py's ``fileConfig`` may disable Alembic's loggers."""
+        for step in steps:
+            self.saw(step)
+            yield as_first_run(step)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Running %s" and record.args:
+            self.saw(record.args[0] if isinstance(record.args, tuple) else record.args)
+        # Shown only where the user's logging (the ini, read by env.py during the run)
+        # says so: the parent's level is asked now, not when the run started.
+        parent = self._logger.parent
+        return parent is None or parent.getEffectiveLevel() <= logging.INFO
+
+    def __enter__(self) -> StepTracker:
+        self._logger.addFilter(self)
+        self._logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._logger.removeFilter(self)
+        self._logger.setLevel(self._level)
+
+
+@contextmanager
+def alembic_errors(db: Database) -> Iterator[None]:
+    """Alembic's own usage errors (unknown target, multiple heads) as one line, exit 2."""
+    try:
+        yield
+    except (CommandError, AlembicRevisionError) as exc:
+        said, fix = one_line(exc), _fix_for(exc)
+        said = said.rstrip(".") if fix else said
+        raise RevisionError(f"database {db.name!r}: {said}{fix}") from None
+
+
+#: Alembic's words for an autogenerate whose env.py sets no ``target_metadata``.
+NO_METADATA = "does not provide a MetaData object"
+
+
+def _fix_for(exc: BaseException) -> str:
+    """What to do about an Alembic usage error, where we know (else nothing)."""
+    if NO_METADATA in str(exc):
+        return (
+            "; set target_metadata in env.py to your models' MetaData to autogenerate, "
+            "or pass --empty for a revision written by hand"
+        )
+    return ""
+
+
+def migration_failure(
+    db: Database,
+    step: StepTracker,
+    exc: BaseException,
+    connection: Connection | None,
+    script: ScriptDirectory,
+) -> MigrationFailed:
+    """The error for a migration that raised: the file, the step, the database error, and
+    the revision the database was left at (each migration has its own transaction).
+    Without ``connection`` (``--sql``) nothing was applied, so no revision is said."""
+    if step.path is None:
+        return env_py_failure(db, exc)
+    try:
+        at = current_heads(connection, script) if connection else ()
+        now = ", ".join(sorted(at)) or "base"
+    except Exception:
+        now = "unknown"
+    error = first_line(exc.orig if isinstance(exc, DBAPIError) else exc)
+    where = f"{step.path}: {step.description}"
+    caveat = ""
+    if runs_outside_a_transaction(step.path):
+        caveat = (
+            "; this revision runs statements outside a transaction (autocommit_block); "
+            "statements before the failure may have been applied"
+        )
+    left = f"database left at {now}{caveat}" if connection else "no SQL was run: --sql"
+    reason = f"{error} ({left})"
+    return MigrationFailed(
+        f"database {db.name!r}: {where} failed: {reason}",
+        revision=step.revision,
+        path=step.path,
+        function=step.function,
+        where=where,
+        reason=reason,
+    )
+
+
+def env_py_failure(db: Database, exc: BaseException) -> EnvPyFailed:
+    """An error raised before Alembic announced any step: ``env.py``'s, or the
+    application's it imports. Named by the deepest ``env.py`` line on the way, and the
+    chain of modules below it (``--traceback`` shows the whole traceback)."""
+    env_py = db.script_location / "env.py"
+    frames = traceback.extract_tb(exc.__traceback__)
+    at = [i for i, frame in enumerate(frames) if Path(frame.filename) == env_py]
+    if at:
+        line = frames[at[-1]].lineno
+        below = [
+            Path(f.filename).stem for f in frames[at[-1] + 1 :] if "importlib" not in f.filename
+        ]
+        chain = f" (in {' -> '.join(dict.fromkeys(below))})" if below else ""
+        where = f"{shown_path(env_py)}:{line}{chain}"
+    else:
+        where = shown_path(env_py)
+    missing = _missing_logging_section(exc, frames)
+    if missing:
+        return EnvPyNeedsConfig(
+            f"{shown_path(db.ini)}: no [{missing}] section for the logging set-up that "
+            f"{where} asks for (logging.config.fileConfig): add the ini's logging sections, "
+            "or call fileConfig only when it has them",
+            path=str(env_py),
+            where=where,
+        )
+    return EnvPyFailed(
+        f"database {db.name!r}: {where}: {type(exc).__name__}: {first_line(exc)} "
+        f"(before any migration ran){_variable_hint(db, exc)}",
+        path=str(env_py),
+        where=where,
+    )
+
+
+def _variable_hint(db: Database, exc: BaseException) -> str:
+    """For a ``KeyError`` on a name that looks like an environment variable: env.py
+    reading its own URL variable (``os.environ["MYAPP_DB_URL"]``) that is not the
+    database's ``url_env``, so nothing set it to the database being migrated."""
+    key = exc.args[0] if isinstance(exc, KeyError) and exc.args else None
+    if not isinstance(key, str) or not ENVIRONMENT_NAME.fullmatch(key):
+        return ""
+    return (
+        f"; if env.py reads the database's URL from ${key}, register it as "
+        f'url_env = "{key}" under [tool.reynard-db.databases.{db.name}]: it then names '
+        "the database being migrated"
+    )
+
+
+def _missing_logging_section(exc: BaseException, frames: traceback.StackSummary) -> str | None:
+    """The section ``logging.config.fileConfig`` missed: it raises a bare ``KeyError``
+    ('formatters') on an ini with no logging sections, as stock ``env.py``s call it."""
+    in_file_config = any(Path(f.filename).parts[-2:] == ("logging", "config.py") for f in frames)
+    if isinstance(exc, KeyError) and in_file_config and exc.args:
+        return str(exc.args[0])
+    return None
+
+
+def runs_outside_a_transaction(path: str | None) -> bool:
+    """Whether a revision file uses ``autocommit_block``: its statements there commit
+    one by one, so a failure after them cannot roll them back."""
+    if not path:
+        return False
+    try:
+        source = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return AUTOCOMMIT.search(source) is not None

@@ -12,8 +12,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..text import first_line, one_line
+from ..foundation.errors import ConfigError
+from ..foundation.text import first_line, one_line
 
 
 @dataclass(frozen=True)

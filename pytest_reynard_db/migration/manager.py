@@ -26,19 +26,26 @@ from alembic.util import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
-from ..errors import RevisionError, ReynardDBError
+from ..foundation.errors import RevisionError, ReynardDBError
+from ..foundation.registry import Database
+from ..foundation.urls import mask_url, with_driver
+from ..foundation.waits import DEFAULT_LOCK_TIMEOUT
 from ..guard import GUARD, Target
 from ..guard.migration import registered_targets
 from ..guard.target import url_target
-from ..postgres.waits import DEFAULT_LOCK_TIMEOUT
-from ..registry import Database
-from ..urls import mask_url, with_driver
 from .authoring import merge_heads, place
-from .env_run import StepsFn, exported, run_env, split_range
-from .migration_errors import StepTracker, alembic_errors, migration_failure
-from .migration_lock import migration_lock_held
+from .env_run import (
+    StepsFn,
+    StepTracker,
+    alembic_errors,
+    exported,
+    migration_failure,
+    run_env,
+    split_range,
+)
+from .logs import silenced
 from .new_revisions import write_merge, write_revision
-from .target import connect, create_if_missing
+from .target import connect, create_if_missing, migration_lock_held
 from .tree import (
     check_target,
     current_heads,
@@ -133,7 +140,9 @@ class MigrationManager:
         the ini's own ``sqlalchemy.url`` left as it is (writing a file needs no database,
         and ``alembic init``'s placeholder URL is no error there)."""
         url = self.url if aimed else None
-        config = self.db.alembic_config(url=url, quiet=self.quiet, connection=connection)
+        config = self.db.alembic_config(url=url, connection=connection)
+        if self.quiet:
+            silenced(config, self.db.ini)
         config.stdout = self.stdout
         config.output_buffer = self.stdout  # where --sql goes (Alembic's default: sys.stdout)
         if not self.alembic_messages:  # Alembic's ``messaging_opts`` read ``cmd_opts.quiet``

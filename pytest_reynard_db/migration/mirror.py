@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..errors import FilesystemError, RevisionError
-from ..registry import Database
-from ..text import shown_path
+from ..foundation.errors import FilesystemError, RevisionError
+from ..foundation.registry import Database
+from ..foundation.text import shown_path
 from .tree import revision_files
 
 

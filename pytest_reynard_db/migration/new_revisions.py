@@ -20,12 +20,12 @@ from alembic.util import CommandError
 from mako import exceptions  # type: ignore[import-untyped]
 from mako.template import Template  # type: ignore[import-untyped]
 
-from ..atomic_file import create_file, refuse_non_regular
-from ..errors import FileConflict, FilesystemError, RevisionError
-from ..registry import Database
-from ..text import shown_path
+from ..foundation.atomic_file import create_file, refuse_non_regular
+from ..foundation.errors import FileConflict, FilesystemError, RevisionError
+from ..foundation.registry import Database
+from ..foundation.text import shown_path
 from .authoring import Placement
-from .migration_errors import alembic_errors
+from .env_run import alembic_errors
 from .tree import revision_writes
 
 if TYPE_CHECKING:

@@ -40,10 +40,10 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.script.revision import RevisionMap
 from alembic.util import CommandError
 
-from ..atomic_file import refuse_non_regular
-from ..errors import RevisionError
-from ..registry import Database
-from ..text import one_line
+from ..foundation.atomic_file import refuse_non_regular
+from ..foundation.errors import RevisionError
+from ..foundation.registry import Database
+from ..foundation.text import one_line
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationContext, MigrationStep

@@ -80,7 +80,7 @@ def model_definitions_match_ddl(alembic_runner: Any) -> None:
     to match, as our ``models_match`` says."""
     from pytest_alembic.tests.default import test_model_definitions_match_ddl
 
-    from ..migration.migration_errors import NO_METADATA
+    from ..migration.env_run import NO_METADATA
 
     try:
         test_model_definitions_match_ddl(alembic_runner)
@@ -133,7 +133,8 @@ class AlembicFixtures:
         self, request: pytest.FixtureRequest, reynard_db_name: str, alembic_engine: Engine
     ) -> Any:
         """The Alembic config of the selected database's tree, aimed at ``alembic_engine``."""
+        from ..migration.logs import silenced
         from .stash import provisioner_of
 
         tree = provisioner_of(request).tree(item_database(request, reynard_db_name))
-        return tree.alembic_config(url=alembic_engine.url, quiet=True)
+        return silenced(tree.alembic_config(url=alembic_engine.url), tree.ini)

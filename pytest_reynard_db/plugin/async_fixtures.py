@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .asked import AskedFor
+from .fixtures import AskedFor
 from .stash import catch_harness_errors
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-    from ..provision import TestDatabase
-    from ..registry import Database
+    from ..foundation.registry import Database
+    from ..provisioning.provision import TestDatabase
 
 ASYNC_FIXTURES = (
     "reynard_db_async_connection",

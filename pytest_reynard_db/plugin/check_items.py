@@ -19,12 +19,12 @@ import pytest
 # this process never imports them (``checks.suite``).
 from ..checks import CHECK_ORDER, OFFLINE_CHECKS, SPECS, enabled_checks, select_checks
 from ..checks.isolated import IsolatedChild
-from ..errors import ReynardDBError
+from ..foundation.errors import ReynardDBError
 
 if TYPE_CHECKING:
     from ..checks.result import CheckResult
+    from ..foundation.registry import Database
     from ..postgres import Server
-    from ..registry import Database
     from .runstate import RunState
 
 PREFIX = "reynard-db"

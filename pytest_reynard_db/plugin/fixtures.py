@@ -9,17 +9,20 @@ transactions on a session clone (one per registry name, shared by ``reynard_db``
 A test asks for one database (``reynard_db``, ``reynard_db_connection``, ...) or
 several (``reynard_dbs``, ``reynard_db_connections``): the single-database fixtures
 give the first of several.
+
+The mappings ``reynard_dbs``, ``reynard_db_connections`` and
+``reynard_db_async_connections`` give: read-only, by registry name, and a name the test did
+not ask for is a ``KeyError`` that says how to ask for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
-from .asked import AskedFor
 from .stash import catch_harness_errors, provisioner_of, run_state
 
 # Nothing heavy is imported here either: SQLAlchemy and the servers load in the fixtures.
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from ..postgres import Server
-    from ..provision import TestDatabase
+    from ..provisioning.provision import TestDatabase
 
 
 @pytest.fixture(scope="session")
@@ -204,3 +207,37 @@ def replace_after_escape(
         "reynard_db_fresh for code that must really commit.",
         pytrace=False,
     )
+
+
+# -- asked -------------------------------------------------------------------------------
+
+V = TypeVar("V")
+
+
+class AskedFor(Mapping[str, V]):
+    """The databases a test asked for, by name, in the order asked (read-only)."""
+
+    def __init__(self, fixture: str, values: Mapping[str, V]) -> None:
+        self._fixture = fixture
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> V:
+        try:
+            return self._values[name]
+        except KeyError:
+            asked = ", ".join(repr(n) for n in self._values)
+            wanted = ", ".join(repr(n) for n in [*self._values, name])
+            raise KeyError(
+                f"{self._fixture}[{name!r}]: this test asked for {asked} only; ask for "
+                f"{name!r} too: @pytest.mark.reynard_db({wanted}), or "
+                f"--reynard-db={','.join([*self._values, name])}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"{self._fixture}({self._values!r})"

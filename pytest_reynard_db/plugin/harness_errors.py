@@ -31,7 +31,7 @@ from types import TracebackType
 
 import pytest
 
-from ..errors import ReynardDBError
+from ..foundation.errors import ReynardDBError
 
 PREFIX = "reynard-db: "
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the whole package, not only plugin/
@@ -58,13 +58,13 @@ class HarnessErrors:
 
     @staticmethod
     def line(exc: ReynardDBError) -> str:
-        from ..urls import redact
+        from ..foundation.urls import redact
 
         return f"{PREFIX}{redact(exc)}"
 
     def message(self, exc: ReynardDBError) -> str:
         """Its line, and with ``-v`` its chain."""
-        from ..urls import redact
+        from ..foundation.urls import redact
 
         if self.show_chain:
             return self.line(exc) + "\n" + redact("".join(traceback.format_exception(exc)))

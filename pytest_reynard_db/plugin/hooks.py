@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..errors import ReynardDBError
-from ..signals import terminate_as_interrupt
-from . import pytest_alembic_compat, selection
+from ..foundation.errors import ReynardDBError
+from ..foundation.signals import terminate_as_interrupt
+from . import options as selection
+from . import pytest_alembic_compat
 from .alembic_items import AlembicFixtures
 from .harness_errors import HarnessErrors
 from .options import Settings, add_options, get_settings
@@ -70,7 +71,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 
         early = early_config.stash[EARLY_START] = prepared()
         early_config.add_cleanup(lambda: _wait_for(early.initdb))  # none left half made
-    from ..registry import find_project_root, load_registry
+    from ..foundation.registry import find_project_root, load_registry
     from .runstate import guard_the_run
 
     try:
@@ -148,7 +149,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         elif EARLY_GUARD in config.stash:  # armed early, then the run never started
             config.stash[EARLY_GUARD].close()
     except ReynardDBError as exc:  # the run is over: say it in one line, no traceback
-        from ..urls import redact
+        from ..foundation.urls import redact
 
         sys.stderr.write(f"reynard-db: clean-up failed: {redact(exc)}\n")
     finally:
@@ -179,7 +180,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     so pytest's capture and the application's loggers serve the next test intact."""
     if STATE not in item.config.stash:
         return (yield)
-    from ..logs import preserved_logging
+    from ..migration.logs import preserved_logging
 
     with preserved_logging():
         return (yield)
@@ -248,7 +249,7 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
 
 
 def _header(state: RunState) -> list[str]:
-    from ..urls import mask_url
+    from ..foundation.urls import mask_url
 
     where = mask_url(state.settings.url) if state.settings.url else "an ephemeral server"
     reuse = " (reused between runs)" if state.settings.reuse else ""
@@ -273,7 +274,7 @@ def _header(state: RunState) -> list[str]:
 def _which_postgres(state: RunState) -> list[str]:
     """The binaries the ephemeral server runs (found once: the server starts with these;
     PostgreSQL >= 18 preferred where the runtime directory has reflinks)."""
-    from ..errors import ServerError
+    from ..foundation.errors import ServerError
     from ..postgres.binaries import describe
 
     try:

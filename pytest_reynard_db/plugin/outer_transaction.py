@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, RootTransaction, event
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import ServerError
-from ..provision import TestDatabase
-from ..text import first_line
-from ..urls import mask_url
+from ..foundation.errors import ServerError
+from ..foundation.text import first_line
+from ..foundation.urls import mask_url
+from ..provisioning.provision import TestDatabase
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ..errors import ReynardDBError
+from ..foundation.errors import ReynardDBError
+from ..foundation.registry import Registry, find_project_root, load_registry
+from ..foundation.urls import admin_url, remember_secrets
 from ..guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
 from ..postgres import EphemeralPostgres, EphemeralServer, ExistingServer, Server
 from ..postgres.clone_method import CloneMethod, of_server
@@ -22,9 +24,7 @@ from ..postgres.reuse import run_owners, run_record
 from ..postgres.runas import run_as, runtime_root
 from ..postgres.shared import RunPresence, drop_dead_runs, template_max_age
 from ..postgres.templates import prune_templates
-from ..provision import Provisioner
-from ..registry import Registry, find_project_root, load_registry
-from ..urls import admin_url, remember_secrets
+from ..provisioning.provision import Provisioner
 from .options import Settings
 from .seeding import seed_of
 from .stash import EARLY_START

@@ -29,7 +29,7 @@ import pytest
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from ..provision import Seed
+    from ..provisioning.provision import Seed
 
 HOOK = "pytest_reynard_db_seed"
 
@@ -50,7 +50,7 @@ def pytest_reynard_db_seed(name: str, connection: Connection) -> None:
 def seed_of(config: pytest.Config) -> Seed | None:
     """The run's seed, or None when no conftest implements the hook (templates then
     keep the names they had without one)."""
-    from ..provision import Seed
+    from ..provisioning.provision import Seed
 
     implementations = config.pluginmanager.hook.pytest_reynard_db_seed.get_hookimpls()
     if not implementations:
@@ -83,8 +83,8 @@ def _digest(files: tuple[Path, ...], root: Path) -> str:
 def _failure(name: str, exc: Exception, files: tuple[Path, ...], root: Path) -> Exception:
     """``SeedFailed`` naming the innermost line of the seed's own files in the traceback
     (where the seed called what failed, if it failed deeper)."""
-    from ..errors import SeedFailed
-    from ..text import one_line
+    from ..foundation.errors import SeedFailed
+    from ..foundation.text import one_line
 
     frames = [
         frame

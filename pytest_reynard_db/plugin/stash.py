@@ -15,9 +15,9 @@ import pytest
 from .harness_errors import HarnessErrors
 
 if TYPE_CHECKING:
+    from ..foundation.registry import Registry
     from ..postgres.initdb_cache import Prepared
-    from ..provision import Provisioner
-    from ..registry import Registry
+    from ..provisioning.provision import Provisioner
     from .runstate import RunState
 
 STATE = pytest.StashKey["RunState"]()

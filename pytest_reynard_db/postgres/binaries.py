@@ -27,8 +27,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from ..atomic_file import replace_file
-from ..errors import ServerError
+from ..foundation.atomic_file import replace_file
+from ..foundation.errors import ServerError
 
 ENV_VAR = "REYNARD_DB_PG_BIN"
 DEBIAN_GLOB = "/usr/lib/postgresql/*/bin"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
-from ..errors import ServerError
+from ..foundation.errors import ServerError
 from ..guard import GUARD, HARNESS_CLUSTER_NAME
 from .binaries import Binaries
 from .clone_method import CloneMethod, planned, settings_for

@@ -14,12 +14,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ServerError
+from ..foundation.errors import ServerError
+from ..foundation.waits import file_lock
 from .binaries import Binaries, find_binaries
 from .clone_method import CLONE_VERSION, reflinks
 from .reaper import record_source
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
-from .waits import file_lock
 
 SUPERUSER = "postgres"
 LOG_TAIL_LINES = 20

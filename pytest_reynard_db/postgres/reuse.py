@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..foundation.waits import file_lock
 from ..guard import GUARD
 from ..guard.reached import server_identity
 from .binaries import Binaries
@@ -22,7 +23,6 @@ from .reaper import (
     stop_postmaster,
     write_owner_file,
 )
-from .waits import file_lock
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from ..errors import ServerError
+from ..foundation.errors import ServerError
 from .binaries import Binaries
 from .reaper import owner_alive, process_start_time, record_source
 

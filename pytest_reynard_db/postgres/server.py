@@ -18,10 +18,10 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-from ..errors import ServerError
+from ..foundation.errors import ServerError
+from ..foundation.text import first_line
+from ..foundation.urls import admin_url, mask_url
 from ..guard import GUARD
-from ..text import first_line
-from ..urls import admin_url, mask_url
 from .binaries import Binaries
 from .executor import EphemeralPostgres
 from .names import TEST_PREFIX, run_comment, run_of

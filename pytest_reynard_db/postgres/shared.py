@@ -44,12 +44,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..errors import ConfigError, LockTimeout, ServerError
-from ..text import first_line
-from ..urls import mask_url
+from ..foundation.errors import ConfigError, LockTimeout, ServerError
+from ..foundation.text import first_line
+from ..foundation.urls import mask_url
+from ..foundation.waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 from .names import PROJECTS_KEPT, comment_projects, run_comment, run_of
 from .server import Server, connect_args
-from .waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 
 #: Advisory lock classes (the first int4 of the two-key form; the migration lock
 #: uses the one-bigint form, a separate space).

@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, ReynardDBError
-from ...lint_settings import LintSettings
+from ...foundation.errors import ConfigError, ReynardDBError
+from ...foundation.lint_settings import LintSettings
 from ...postgres.runas import process_scratch
 from ..heads import walk_order
 from ..result import CheckResult

@@ -29,15 +29,15 @@ from typing import Any
 from alembic.script import Script
 from sqlalchemy import Connection, text
 
-from ...errors import MigrationFailed
+from ...foundation.errors import MigrationFailed
+from ...migration.env_run import runs_outside_a_transaction
 from ...migration.manager import MigrationManager
-from ...migration.migration_errors import runs_outside_a_transaction
 from ...migration.tree import upgrade_steps
 from ..bounded import SelfDeadlockWatch
 from ..heads import walk_order
-from ..migrating_connection import same_connection
 from ..result import CheckResult
 from ..runner import USER_SCHEMA, CheckRunner
+from ..walk import same_connection
 from .fill import Filler
 from .findings import Finding, RevisionReport, apply_waivers, read_waivers, to_results
 

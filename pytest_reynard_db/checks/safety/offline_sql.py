@@ -21,11 +21,11 @@ from sqlalchemy.dialects import registry as dialects
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
 
-from ...errors import MigrationFailed
-from ...migration.migration_errors import env_py_failure
+from ...foundation.errors import MigrationFailed
+from ...foundation.registry import Database
+from ...foundation.text import first_line
+from ...migration.env_run import env_py_failure
 from ...migration.tree import first_parent, last_line
-from ...registry import Database
-from ...text import first_line
 from ..runner import CheckRunner
 
 MARKER = re.compile(r"^-- Running upgrade .*-> (?P<rev>\S+)\s*$")

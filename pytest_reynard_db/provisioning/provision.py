@@ -12,7 +12,7 @@ A ``Seed`` (the plugin's ``pytest_reynard_db_seed`` hook) fills each template at
 once, after migrating and before it is renamed into place: every clone has its data,
 and the hash of its code is part of the template's name (a changed seed, a new template).
 
-Each build is said on the logger ``pytest_reynard_db.provision`` (INFO), with the
+Each build is said on the logger ``pytest_reynard_db.provisioning.provision`` (INFO), with the
 record attributes ``template``, ``database`` and ``revision``.
 """
 
@@ -33,14 +33,15 @@ from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
+from ..foundation.errors import ReynardDBError, ServerError
+from ..foundation.registry import Database, Registry
+from ..foundation.waits import file_lock
+from ..migration.env_run import exported
+from ..migration.logs import silenced
+from ..postgres import Server
+from ..postgres.names import building_name, run_database, template_name
+from ..postgres.shared import RunPresence, build_lock
 from .clone_pool import ClonePool
-from .errors import ReynardDBError, ServerError
-from .migration.env_run import exported
-from .postgres import Server
-from .postgres.names import building_name, run_database, template_name
-from .postgres.shared import RunPresence, build_lock
-from .postgres.waits import file_lock
-from .registry import Database, Registry
 from .resolve import Resolved, Source, heads_at, project_identity, tree_digest
 
 #: What a database is for; part of its name (``postgres.names.run_database``).
@@ -95,7 +96,7 @@ class TestDatabase:
     def config(self) -> Config:
         """The Alembic Config of the tree it was migrated with, aimed at it (built on use)."""
         if self._config is None:
-            self._config = self.tree.alembic_config(url=self.url, quiet=True)
+            self._config = silenced(self.tree.alembic_config(url=self.url), self.tree.ini)
         return self._config
 
     @property

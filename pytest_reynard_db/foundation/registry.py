@@ -18,7 +18,6 @@ from sqlalchemy.engine import URL
 
 from .errors import ConfigError, UnknownDatabaseError
 from .lint_settings import LintSettings
-from .logs import silent_ini
 from .urls import MAINTENANCE_DATABASE, admin_url, parse_url, with_driver
 
 #: Databases an admin URL may name: the server's own, holding no application's data.
@@ -41,23 +40,15 @@ class Database:
     #: The pyproject.toml whose ``[tool.alembic]`` holds the rest of the settings, if any.
     toml: Path | None = None
 
-    def alembic_config(
-        self, *, url: str | URL | None = None, quiet: bool = False, **attributes: Any
-    ) -> Config:
+    def alembic_config(self, *, url: str | URL | None = None, **attributes: Any) -> Config:
         """A fresh Alembic ``Config`` for this database's ini.
 
         ``url`` (when given) replaces ``sqlalchemy.url``; ``attributes`` land in
-        ``config.attributes`` (``connection`` there is used by our ``env.py``).
-        ``quiet``: the Config names ``logs.silent_ini`` instead of the ini, a copy
-        whose logging sections log nothing. An ``env.py`` calls
-        ``fileConfig(config.config_file_name)`` (often without checking for None),
-        which would print every migration step and replace the process's handlers;
-        the CLI's production verbs want those lines, a test run and the checks do not.
+        ``config.attributes`` (``connection`` there is used by our ``env.py``). For quiet
+        use (tests, checks), ``migration.logs.silenced`` points it at a copy of the ini
+        whose logging sections log nothing.
         """
         config = Config(str(self.ini), toml_file=str(self.toml) if self.toml else None)
-        if quiet:
-            config.file_config  # noqa: B018 -- read the real ini (and its %(here)s) now
-            config.config_file_name = str(silent_ini(self.ini))
         # Absolute paths, so that the tree is found whatever the current directory
         # (Alembic resolves relative ones against the cwd).
         config.set_main_option("path_separator", "os")

@@ -18,8 +18,8 @@ from contextlib import suppress
 
 from sqlalchemy.engine import URL
 
-from .errors import ServerError
-from .postgres import Server
+from ..foundation.errors import ServerError
+from ..postgres import Server
 
 #: Makes one clone on the server given: its name and URL.
 MakeClone = Callable[[Server], tuple[str, URL]]

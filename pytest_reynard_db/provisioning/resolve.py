@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Literal, get_args
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
-from .atomic_file import refuse_non_regular, replace_file
-from .migration.tree import load_tree, revision_files
-from .registry import Database, Registry
+from ..foundation.atomic_file import refuse_non_regular, replace_file
+from ..foundation.registry import Database, Registry
+from ..migration.tree import load_tree, revision_files
 
 if TYPE_CHECKING:  # imported when a tree is migrated, not to name a template
-    from .migration.manager import MigrationManager
+    from ..migration.manager import MigrationManager
 
 #: Which tree migrates a mirror: its own copied tree, or its source's.
 Source = Literal["copy", "point"]
@@ -64,7 +64,7 @@ class Resolved:
 
     def manager(self, url: URL) -> MigrationManager:
         """A quiet manager of the tree, aimed at ``url``."""
-        from .migration.manager import MigrationManager
+        from ..migration.manager import MigrationManager
 
         return MigrationManager(
             self.tree, url, quiet=True, url_envs=self.url_envs, script=self.script

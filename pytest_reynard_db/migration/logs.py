@@ -24,8 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .atomic_file import replace_file
-from .errors import FilesystemError
+from alembic.config import Config
+
+from ..foundation.atomic_file import replace_file
+from ..foundation.errors import FilesystemError
 
 LOGGING_SECTIONS = ("loggers", "handlers", "formatters")
 LOGGING_PREFIXES = ("logger_", "handler_", "formatter_")
@@ -38,6 +40,16 @@ SILENT = {
 }
 
 
+def silenced(config: Config, ini: Path) -> Config:
+    """``config`` naming ``silent_ini(ini)`` instead of ``ini``. An ``env.py`` calls
+    ``fileConfig(config.config_file_name)`` (often without checking for None), which
+    would print every migration step and replace the process's handlers; the CLI's
+    production verbs want those lines, a test run and the checks do not."""
+    config.file_config  # noqa: B018 -- read the real ini (and its %(here)s) now
+    config.config_file_name = str(silent_ini(ini))
+    return config
+
+
 def silent_ini(ini: Path) -> Path:
     """A copy of ``ini`` with logging sections that log nothing (made once per content
     and process, in the process's folder under the runtime directory: it goes with it).
@@ -46,7 +58,7 @@ def silent_ini(ini: Path) -> Path:
     name still finds it.
     """
     # Imported here: the registry imports this module, and the servers' package the registry.
-    from .postgres.runas import process_scratch
+    from ..postgres.runas import process_scratch
 
     source = ini.read_bytes()
     digest = hashlib.sha256(str(ini).encode() + b"\0" + source).hexdigest()[:16]

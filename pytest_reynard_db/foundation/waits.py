@@ -20,8 +20,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..errors import LockTimeout
-from ..urls import redact
+from .errors import LockTimeout
+from .urls import redact
 
 #: How long a wait stays silent.
 SAY_AFTER = 2.0
