@@ -118,11 +118,10 @@ def remove_new_entries(before: set[str], prefixes: tuple[str, ...]) -> list[str]
         if name.startswith("reuse-") and (path / "data" / "postmaster.pid").exists():
             pg_ctl = find_binaries().bindir / "pg_ctl"
             subprocess.run(
-                list(
-                    run_as().command([str(pg_ctl), "-D", str(path / "data"), "-m", "fast", "stop"])
-                ),
+                [str(pg_ctl), "-D", str(path / "data"), "-m", "fast", "stop"],
                 capture_output=True,
                 check=False,
+                **run_as().popen_args(),
             )
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

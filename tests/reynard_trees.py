@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -203,3 +203,27 @@ def connections_received(server: EphemeralServer) -> int:
     assert server.process.base_dir is not None
     log = (server.process.base_dir / "_TunedPostgresql.log").read_text(errors="replace")
     return log.count("connection received: ")
+
+
+def log_connections(server: EphemeralServer) -> Callable[[], list[str]]:
+    """Turn ``log_connections`` on in a running server (a kept one: no restart); the
+    ``connection authorized`` lines its log gets from now on, each time it is called."""
+    with server.connect() as conn:
+        conn.execute("ALTER SYSTEM SET log_connections = on")
+        conn.execute("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 10
+    while True:  # the postmaster reads its configuration again on its own time
+        with server.connect() as conn:
+            if conn.execute("SHOW log_connections").fetchone() == ("on",):
+                break
+        assert time.monotonic() < deadline, "log_connections was not turned on"
+        time.sleep(0.05)
+    assert server.process.base_dir is not None
+    log = server.process.base_dir / "_TunedPostgresql.log"
+    start = log.stat().st_size
+
+    def authorized() -> list[str]:
+        text = log.read_bytes()[start:].decode(errors="replace")
+        return [line for line in text.splitlines() if "connection authorized" in line]
+
+    return authorized

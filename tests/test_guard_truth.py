@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from reynard_trees import log_connections
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.guard import GUARD, GuardRefused
@@ -295,3 +296,45 @@ def test_a_psycopg2_connection_factory_of_its_own_is_judged_not_refused(
             cursor.execute("SELECT 1 AS one")
             assert cursor.fetchone() == {"one": 1}
         conn.close()
+
+
+@pytest.mark.usefixtures("stop_reused_server")
+def test_a_warm_start_asks_the_kept_server_who_it_is_once() -> None:
+    """Attaching to the kept server (``--reynard-db-reuse``) connected three times before
+    the run's first statement: the guard's ask, a readiness probe, and the guard's ask
+    again when ``EphemeralServer`` wrapped the process. The second ask is not needed: the
+    probe is the ask (pinned as the guard pins it), made under the reuse server's lock, and
+    the process wrapped is the server just asked; one started at that port since would have
+    been announced by whoever started it with ``allow_server``, which forgets the old
+    identity and asks again (test_hostile23b's restart). The identity noted is the server's:
+    the run's own connection is let through."""
+    kept = EphemeralServer.reusable()
+    authorized = log_connections(kept)
+    kept.close()
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        server = EphemeralServer.reusable()
+        with server.connect() as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("postgres",)
+        server.close()
+    asks = [line for line in authorized() if "application_name=reynard-db guard" in line]
+    assert len(asks) == 1, authorized()
+    assert len(authorized()) == 2, authorized()  # the ask, and the test's own connection
+
+
+def test_a_server_started_is_asked_who_it_is_once() -> None:
+    """The boot probe that finds the server up is the guard's ask; the guard is given its
+    answer (a probe, then the guard's ask at its first judged connection, then another
+    when ``EphemeralServer`` wrapped it, before). The run's own connection is let through:
+    the identity noted is the server's."""
+    with GUARD.armed_for(opt_in_hint="--allow URL"):
+        server = EphemeralServer.start(settings=("log_connections=on",))
+        try:
+            with server.admin() as conn:
+                assert conn.execute("SELECT current_database()").fetchone() == ("postgres",)
+            assert server.process.base_dir is not None
+            log = (server.process.base_dir / "_TunedPostgresql.log").read_text()
+        finally:
+            server.stop()
+    authorized = [line for line in log.splitlines() if "connection authorized" in line]
+    assert len(authorized) == 2, authorized  # the probe that asked, and the admin connection
+    assert "application_name=reynard-db guard" in authorized[0], authorized

@@ -23,7 +23,7 @@ from pytest_reynard_db.cli import server_admin
 from pytest_reynard_db.foundation.errors import CheckFailed
 from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
 from pytest_reynard_db.postgres.reaper import stop_postmaster
-from pytest_reynard_db.postgres.reuse import answers, reusable_server
+from pytest_reynard_db.postgres.reuse import kept_at, reusable_server
 from pytest_reynard_db.postgres.server import connect_args
 from pytest_reynard_db.postgres.shared import TEMPLATE_COMMENT, RunPresence, drop_dead_runs
 from pytest_reynard_db.postgres.templates import prune_templates
@@ -155,7 +155,7 @@ def test_server_stop_never_stops_the_reuse_server_a_run_just_attached_to(
         assert process.port is not None
         with pytest.raises(CheckFailed, match="in use"):
             server_admin.stop()
-        assert answers(process.port)
+        assert process.base_dir is not None and kept_at(process.base_dir).running
     finally:
         for data in runtime.glob("reuse-*/data"):
             stop_postmaster(data)

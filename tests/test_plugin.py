@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from reynard_trees import break_main, write_revision
+from reynard_trees import break_main, log_connections, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -273,6 +273,25 @@ def test_reuse_keeps_the_server_and_rebuilds_a_changed_tree(pytester: pytest.Pyt
     third.assert_outcomes(passed=1)
     assert "3a1400000005" in third.stdout.str()
     assert f"PORT {port.group(1)} " in third.stdout.str()
+
+
+@pytest.mark.usefixtures("stop_reused_server")
+def test_a_warm_run_connects_to_the_kept_server_three_times(pytester: pytest.Pytester) -> None:
+    """The guard's ask (which is also the probe that the kept server runs), the run's
+    presence (its locks and heartbeat) and the admin connection (the template, the clone,
+    and its drop at the end): it used to be six, with a probe, a second ask and the drops'
+    own connection opened for the session database alone."""
+    pytester.makepyfile(test_x="def test_x(reynard_db):\n    assert reynard_db.head\n")
+    args = ("--reynard-db=main", "--reynard-db-reuse")
+    pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
+    kept = EphemeralServer(reusable_server())
+    authorized = log_connections(kept)
+    kept.close()
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=1)
+    assert result.stderr.str() == ""
+    names = sorted(line.partition("application_name=")[2][:15] for line in authorized())
+    assert names == ["", "reynard-db guar", "reynard-db run "], authorized()
 
 
 @pytest.mark.usefixtures("stop_reused_server")

@@ -55,6 +55,27 @@ def test_server_runs_unprivileged_and_tuned(pg_server: EphemeralServer) -> None:
         assert str(base_dir).startswith("/dev/shm/")
 
 
+def test_the_tracked_pid_is_the_postmaster_in_a_session_of_its_own(
+    pg_server: EphemeralServer,
+) -> None:
+    """Launched with ``subprocess`` keywords, no interpreter in between: the pid the harness
+    signals is the postmaster's own (what its ``postmaster.pid`` says), which leads a session
+    of its own (a Ctrl-C aimed at the run's process group does not reach it: test_faults),
+    as the server's user with none of root's groups."""
+    pid = pg_server.process.pid
+    assert pid is not None and pg_server.process.base_dir is not None
+    assert postmaster_pid(pg_server.process.base_dir / "data") == pid
+    assert os.getsid(pid) == pid != os.getsid(0)
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    user = run_as()
+    assert status["Uid"].split() == [str(user.uid)] * 4
+    assert status["Gid"].split() == [str(user.gid)] * 4
+    if user.switches:
+        assert status["Groups"].split() == []
+
+
 def test_create_clone_drop_with_hostile_names(pg_server: EphemeralServer) -> None:
     source, clone = 'test_src "quoted"', "test_clone; DROP DATABASE postgres; --"
     pg_server.create_database(source)

@@ -161,11 +161,12 @@ class Guard:
         )
 
     # -- the allow-list -------------------------------------------------------------------
-    def allow_server(self, url: str | URL) -> None:
+    def allow_server(self, url: str | URL, *, identity: str | None = None) -> None:
         """Every database of this server: one the harness started (its every database is ours).
 
         Like every ``allow_*``, a no-op while disarmed: nothing allowed outside a run
-        carries over into the next one.
+        carries over into the next one. ``identity``: the server's, as the caller has just
+        asked it with ``url`` (``reached.server_identity``): not asked again.
         """
         if not self.armed:
             return
@@ -176,8 +177,21 @@ class Guard:
             for endpoint in endpoints:  # a server started there now: not the one before
                 self._identities.pop(endpoint, None)
                 self._askers.pop(endpoint, None)
+                if identity is not None:
+                    self._askers[endpoint] = parse_url(url)
+                    self._note_identity(endpoint, identity)
             self._ask(parse_url(url), target)
             inherit.append({"servers": [[e.host, e.port] for e in endpoints]})
+
+    def keep_server(self, url: str | URL) -> None:
+        """``url``'s server as it was allowed when it was started or attached to
+        (``allow_server``, which whoever starts a server calls): its identity is not asked
+        again, since a server started there since would have been announced the same way.
+        One not on the list (started while disarmed) is allowed now."""
+        with self._lock:
+            if all(e in self._servers for e in url_target(url).endpoints):
+                return
+        self.allow_server(url)
 
     def forget_server(self, url: str | URL) -> None:
         """Take a server off the list (a test's decoy started with the harness's code)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from ..foundation.urls import escaped
+from ..foundation.urls import escaped, parse_url
 from .target import (
     LIBPQ,
     Endpoint,
@@ -30,6 +30,7 @@ from .target import (
     peer_endpoint,
     redirected,
     url_params,
+    url_target,
 )
 
 #: One round trip, no transaction left open, every function named in ``pg_catalog`` (a
@@ -177,6 +178,17 @@ def identity_at(place: Endpoint, url: URL) -> str | None:
     finally:
         conn.close()
     return None if identity is None else _text(identity)
+
+
+def server_identity(url: str | URL) -> str | None:
+    """The identity of the server at ``url``'s place (``identity_at``); None when nothing
+    answers there as that server: one connection that is both a readiness probe and the
+    guard's ask (``Guard.allow_server(url, identity=...)``)."""
+    target = url_target(url)
+    try:
+        return identity_at(target.endpoints[0], parse_url(url))
+    except OSError:
+        return None
 
 
 @functools.cache

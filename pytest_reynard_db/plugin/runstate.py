@@ -160,7 +160,8 @@ class RunState:
     @property
     def provisioner(self) -> Provisioner:
         if self._provisioner is None:
-            locks = runtime_root(run_as()) / "locks"
+            root = runtime_root(run_as())
+            locks = root / "locks"
             locks.mkdir(mode=0o700, exist_ok=True)
             self._provisioner = Provisioner(
                 self.registry,
@@ -171,6 +172,7 @@ class RunState:
                 presence=self._shared_server_presence(),
                 lock_dir=locks,
                 seed=seed_of(self.config),
+                heads_cache=root / "heads",
             )
         return self._provisioner
 

@@ -98,7 +98,6 @@ class EphemeralPostgres:
         atexit.register(self.stop)
         for attempt in range(3):
             self.port, self._port_lock = reserve_port(self.root)
-            GUARD.allow_server(self.url)  # ours from the first probe: all of it is throw-away
             try:
                 from .tuned import _TunedPostgresql
 
@@ -115,6 +114,9 @@ class EphemeralPostgres:
                 )
                 self._pg.setup()
                 self._pg.start()
+                # Ours: all of it is throw-away. Its identity is what the probe that found
+                # it up asked (the guard's own question): not asked again.
+                GUARD.allow_server(self.url, identity=self._pg.identity)
                 owner_record(self.base_dir, persistent=self.persistent, port=self.port)
                 return self
             except RuntimeError as exc:

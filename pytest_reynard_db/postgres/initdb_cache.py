@@ -98,9 +98,12 @@ def cached_initdb(binaries: Binaries, user: RunAs, root: Path) -> Path:
 
 def _initdb(initdb: str, datadir: Path, user: RunAs) -> None:
     argv = [initdb, "-D", str(datadir), "--lc-messages=C", *INITDB_ARGS]
-    result = subprocess.run(
-        user.command(argv), capture_output=True, text=True, timeout=300, check=False
-    )
+    try:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=300, check=False, **user.popen_args()
+        )
+    except OSError as exc:  # launched by us now, not by a wrapper that said it and exited 1
+        raise ServerError(f"initdb {datadir}: cannot run {initdb} as {user.name}: {exc}") from None
     if result.returncode != 0:
         raise ServerError(f"initdb {datadir} failed: {_tail(result.stderr or result.stdout)}")
 

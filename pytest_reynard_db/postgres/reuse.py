@@ -10,10 +10,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-
 from ..foundation.waits import file_lock
 from ..guard import GUARD
+from ..guard.reached import server_identity
 from .binaries import Binaries
 from .executor import HOST, SUPERUSER, EphemeralPostgres
 from .reaper import (
@@ -35,8 +34,21 @@ class Kept:
     pid: int | None
 
     @property
+    def url(self) -> str | None:
+        return (
+            None if self.port is None else f"postgresql://{SUPERUSER}@{HOST}:{self.port}/postgres"
+        )
+
+    def identity(self) -> str | None:
+        """The running server's identity (the guard's ``server_identity``); None: not running.
+        Asked with all the guard pins (no ``$PGHOSTADDR`` or service file picks the address)."""
+        if self.pid is None or self.url is None:
+            return None
+        return server_identity(self.url)
+
+    @property
     def running(self) -> bool:
-        return self.pid is not None and self.port is not None and answers(self.port)
+        return self.identity() is not None
 
     def attach(self, process: EphemeralPostgres) -> EphemeralPostgres:
         """``process`` made the running kept server's (which it must be)."""
@@ -69,9 +81,11 @@ def reusable_server(
     base_dir = reuse_dir(process)
     with file_lock(f"{base_dir}.lock", f"the reuse server {base_dir}"):
         kept = kept_at(base_dir)
-        if kept.port:  # before the probe: it connects, and the guard may be armed
-            GUARD.allow_server(f"postgresql://{SUPERUSER}@{HOST}:{kept.port}/postgres")
-        if kept.running:
+        # One connection: the probe is the guard's ask (which its hooks let pass), and the
+        # guard is told the identity it found (EphemeralServer then keeps it).
+        identity = kept.identity()
+        if identity is not None and kept.url is not None:
+            GUARD.allow_server(kept.url, identity=identity)
             kept.attach(process)
         else:
             stop_postmaster(base_dir / "data")
@@ -105,14 +119,3 @@ def reuse_dir(process: EphemeralPostgres) -> Path:
         f"{process.binaries.bindir}|{process.binaries.version}|{process.user.uid}".encode()
     ).hexdigest()[:12]
     return process.root / f"reuse-{key}"
-
-
-def answers(port: int) -> bool:
-    """Whether a server of ours answers on ``port``."""
-    try:
-        with psycopg.connect(
-            host=HOST, port=port, user=SUPERUSER, dbname="postgres", connect_timeout=2
-        ):
-            return True
-    except psycopg.OperationalError:
-        return False

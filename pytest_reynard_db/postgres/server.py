@@ -235,7 +235,9 @@ class EphemeralServer(Server):
     def __init__(self, process: EphemeralPostgres) -> None:
         self.process = process
         super().__init__(process.url)
-        GUARD.allow_server(self.url)  # started by us: every database on it is throw-away
+        # Started by us: every database on it is throw-away. Allowed when it was started
+        # or attached to, its identity asked then: not asked twice (a warm start's round trip).
+        GUARD.keep_server(self.url)
 
     @classmethod
     def start(

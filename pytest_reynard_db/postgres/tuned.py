@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import psycopg
 from testing.common.database import Database
 
+from ..guard.reached import server_identity
 from .executor import HOST, SUPERUSER, TUNING
 from .initdb_cache import _initdb
 from .runas import RunAs
@@ -51,6 +51,8 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         self.initdb = initdb
         self.postgres = postgres
         self.extra = tuple(extra)
+        #: The server's identity (``guard.reached``), once a probe found it up.
+        self.identity: str | None = None
         super().__init__(**settings)
 
     def get_data_directory(self) -> str:
@@ -77,20 +79,38 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         ]
         for setting in (*TUNING, *self.extra):
             argv += ["-c", setting]
-        return list(self.run_as.command(argv))
+        return argv
+
+    def start(self) -> None:
+        """testing.common's start (same errors, same log file), the postmaster launched as
+        the server's user in a session of its own (``RunAs.popen_args``)."""
+        if self.child_process:
+            return
+        self.prestart()
+        with open(os.path.join(self.base_dir, f"{self.name}.log"), "w") as log:
+            try:
+                self.child_process = subprocess.Popen(
+                    self.get_server_commandline(),
+                    stdout=log,
+                    stderr=log,
+                    **self.run_as.popen_args(),
+                )
+            except Exception as exc:
+                raise RuntimeError(f"failed to launch {self.name}: {exc!r}") from None
+        try:
+            self.wait_booting()
+            self.poststart()
+        except Exception:
+            self.stop()
+            raise
 
     def is_server_available(self) -> bool:
-        try:
-            with psycopg.connect(
-                host=HOST,
-                port=self.settings["port"],
-                user=SUPERUSER,
-                dbname="postgres",
-                connect_timeout=2,
-            ):
-                return True
-        except psycopg.OperationalError:
-            return False
+        """Up when it says who it is: the probe is the guard's own pinned question
+        (``server_identity``, which its hooks let pass), whose answer the guard is then
+        given (``EphemeralPostgres.start``): one connection, not a probe and an ask."""
+        url = f"postgresql://{SUPERUSER}@{HOST}:{self.settings['port']}/postgres"
+        self.identity = server_identity(url)
+        return self.identity is not None
 
     def poststart(self) -> None:
         """testing.postgresql creates a ``test`` database here; we need none."""

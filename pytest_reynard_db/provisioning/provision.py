@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine
@@ -42,10 +42,7 @@ from ..postgres import Server
 from ..postgres.names import building_name, run_database, template_name
 from ..postgres.shared import RunPresence, build_lock
 from .clone_pool import ClonePool
-from .resolve import Resolved, Source, project_identity, tree_digest
-
-if TYPE_CHECKING:
-    from alembic.script import ScriptDirectory
+from .resolve import Resolved, Source, heads_at, project_identity, tree_digest
 
 #: What a database is for; part of its name (``postgres.names.run_database``).
 Purpose = Literal["session", "fresh", "rev", "empty", "alembic"]
@@ -128,13 +125,15 @@ class Provisioner:
         presence: RunPresence | None = None,
         lock_dir: Path,
         seed: Seed | None = None,
+        heads_cache: Path | None = None,
     ) -> None:
         """``presence``: this run's session on a server other runs (other machines)
         use too: template builds are then serialized on the server, and each
         template used is held until the run ends. Without it, a file lock in
         ``lock_dir`` serializes builds on this machine. ``seed``: fills each template
         at heads (a template at another revision is left as migrated: the seed is
-        written for the heads' schema)."""
+        written for the heads' schema). ``heads_cache``: a folder where each template's
+        heads are remembered by its tree's digest (``resolve.heads_at``)."""
         self.registry = registry
         self.server = server
         self.run_id = run_id
@@ -143,6 +142,7 @@ class Provisioner:
         self.presence = presence
         self.lock_dir = lock_dir
         self.seed = seed
+        self.heads_cache = heads_cache
         self._resolved: dict[str, Resolved] = {}
         self._templates: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
         self._counter = itertools.count(1)
@@ -181,7 +181,8 @@ class Provisioner:
 
     def _build_template(self, target: Resolved, revision: str) -> tuple[str, tuple[str, ...]]:
         name = target.entry.name
-        template = template_name(name, self._digest(target, revision))
+        digest = tree_digest(target.tree, revision, self.source)
+        template = template_name(name, self._digest(digest, revision))
         if self.presence is not None:
             self.presence.hold(template)  # from now on no one prunes it under us
             lock = build_lock(self.server, template, self.run_id)
@@ -203,21 +204,21 @@ class Provisioner:
                         extra={"template": template, "database": name, "revision": revision},
                     )
         if self.presence is not None:  # whose it is, and of which tree at any revision
+            at_heads = digest if revision == "heads" else None  # hashed once
             self.presence.mark_used(
                 template,
                 project=project_identity(self.registry),
-                tree=tree_digest(target.tree, "heads", self.source),
+                tree=at_heads or tree_digest(target.tree, "heads", self.source),
             )
-        return template, _heads_of(target.script, revision)
+        return template, heads_at(target, revision, digest, self.heads_cache)
 
     def _seed_at(self, revision: str) -> Seed | None:
         """The seed, for a template at heads only."""
         return self.seed if revision in ("heads", "head") else None
 
-    def _digest(self, target: Resolved, revision: str) -> str:
-        """The tree's digest, and the seed's where it fills this template: a seeded
+    def _digest(self, digest: str, revision: str) -> str:
+        """The tree's ``digest``, and the seed's where it fills this template: a seeded
         template and an unseeded one are two templates."""
-        digest = tree_digest(target.tree, revision, self.source)
         seed = self._seed_at(revision)
         if seed is None:
             return digest
@@ -302,9 +303,20 @@ class Provisioner:
         A drop that failed is reported here (on an existing server it would leak).
         """
         self._sessions.clear()
+        failed: list[str] = []
+        try:  # the clones made ahead dropped, every drop in the background waited for
+            self._pool.close()
+        except ServerError as exc:
+            failed.append(str(exc))
+        # Then the rest, on the admin connection already open: the drops' own connection
+        # would be opened for these alone (a warm run with one session database).
         for database in list(self._owned):
-            self.drop(database)
-        self._pool.close()
+            try:
+                self.drop(database)
+            except ServerError as exc:
+                failed.append(f"could not drop {database.name} ({exc})")
+        if failed:
+            raise ServerError("; ".join(failed))
 
     def _drop(self, name: str) -> None:
         if name not in self._made:
@@ -346,10 +358,3 @@ def _fill(seed: Seed, target: Resolved, url: URL) -> None:
             connection.commit()
     finally:
         engine.dispose()
-
-
-def _heads_of(script: ScriptDirectory, revision: str) -> tuple[str, ...]:
-    """The revisions a template at ``revision`` is at (sorted, as ``MigrationManager.heads``):
-    read from the tree, with no manager (a kept template is used as it is)."""
-    found = script.get_revisions("heads" if revision in ("heads", "head") else revision)
-    return tuple(sorted(s.revision for s in found if s is not None))

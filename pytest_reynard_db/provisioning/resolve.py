@@ -3,20 +3,23 @@
 ``Resolved``: a database's registry entry, the tree that migrates it (a mirror's
 own copy, or with ``source`` ``point`` its source's: ``migrated_with``), the URL
 variables its migrations may read, and the tree loaded once for every manager.
-``tree_digest``: what decides a template's content, hashed into its name.
+``tree_digest``: what decides a template's content, hashed into its name; ``heads_at``:
+the revisions a template is at, remembered by that digest.
 ``project_identity``: which project a template on a shared server belongs to.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
-from ..foundation.atomic_file import refuse_non_regular
+from ..foundation.atomic_file import refuse_non_regular, replace_file
 from ..foundation.registry import Database, Registry
 from ..migration.tree import load_tree, revision_files
 
@@ -82,6 +85,36 @@ def tree_digest(tree: Database, revision: str, source: Source) -> str:
         digest.update(str(shown).encode())
         digest.update(path.read_bytes() if path.exists() else b"")
     return digest.hexdigest()[:12]
+
+
+def heads_at(target: Resolved, revision: str, digest: str, cache: Path | None) -> tuple[str, ...]:
+    """The revisions a template at ``revision`` is at (sorted, as ``MigrationManager.heads``),
+    read from the tree with no manager (a kept template is used as it is); with ``cache`` (a
+    folder), remembered there beside ``digest`` (``tree_digest`` at ``revision``): a warm
+    start whose tree has not changed loads none of it (7 ms for ECS's, more for a big tree).
+    A revision file edited, added or removed changes the digest, and the tree is read again."""
+    if cache is None:
+        return _heads_of(target.script, revision)
+    place = f"{target.tree.script_location}|{target.tree.name}|{revision}"
+    path = cache / f"heads-{hashlib.sha256(place.encode()).hexdigest()[:16]}.json"
+    try:
+        known = json.loads(path.read_bytes())
+        if known["digest"] == digest and all(isinstance(h, str) for h in known["heads"]):
+            return tuple(known["heads"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, another tree's, or unreadable: read from the tree
+    heads = _heads_of(target.script, revision)
+    try:
+        cache.mkdir(mode=0o700, exist_ok=True)
+        replace_file(path, json.dumps({"digest": digest, "heads": heads}).encode())
+    except OSError:
+        pass  # a cache: the next start reads the tree again
+    return heads
+
+
+def _heads_of(script: ScriptDirectory, revision: str) -> tuple[str, ...]:
+    found = script.get_revisions("heads" if revision in ("heads", "head") else revision)
+    return tuple(sorted(s.revision for s in found if s is not None))
 
 
 def project_identity(registry: Registry) -> str:

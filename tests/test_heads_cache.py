@@ -1,0 +1,56 @@
+"""A template's heads, remembered by its tree's digest: a warm start loads no tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reynard_trees import write_revision
+
+from pytest_reynard_db.foundation.registry import load_registry
+from pytest_reynard_db.provisioning.resolve import Resolved, heads_at, tree_digest
+
+MAIN_HEAD = "3a1400000004"
+
+
+def _heads(project: Path, cache: Path, revision: str = "heads") -> tuple[tuple[str, ...], bool]:
+    """``main``'s heads as a new run finds them (a registry read afresh), and whether the
+    tree had to be loaded for them."""
+    target = Resolved.of(load_registry(project), "main", "copy")
+    digest = tree_digest(target.tree, revision, "copy")
+    heads = heads_at(target, revision, digest, cache)
+    return heads, target._script is not None
+
+
+def test_heads_are_read_once_per_digest(project: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "heads"
+    assert _heads(project, cache) == ((MAIN_HEAD,), True)
+    assert _heads(project, cache) == ((MAIN_HEAD,), False), "the second start loads no tree"
+    assert _heads(project, cache, MAIN_HEAD) == ((MAIN_HEAD,), True), "another revision: its own"
+
+
+def test_a_revision_added_or_edited_is_read_from_the_tree(project: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "heads"
+    versions = project / "alembic/main/versions"
+    assert _heads(project, cache) == ((MAIN_HEAD,), True)
+    added = write_revision(versions, "3a1400000005", MAIN_HEAD, slug="more")
+    assert _heads(project, cache) == (("3a1400000005",), True)
+    assert _heads(project, cache) == (("3a1400000005",), False)
+    # The same file, now a branch beside the old head: two heads, same file names.
+    added.write_text(added.read_text().replace(f"'{MAIN_HEAD}'", "'3a1400000003'"))
+    assert _heads(project, cache) == ((MAIN_HEAD, "3a1400000005"), True)
+    added.unlink()
+    assert _heads(project, cache) == ((MAIN_HEAD,), True)
+
+
+def test_an_unreadable_cache_reads_the_tree(project: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "heads"
+    _heads(project, cache)
+    (remembered,) = cache.iterdir()
+    for garbage in ("{not json", '{"digest": 1}', '{"heads": ["x"]}', "[]"):
+        remembered.write_text(garbage)
+        assert _heads(project, cache) == ((MAIN_HEAD,), True), garbage
+    assert _heads(project, cache) == ((MAIN_HEAD,), False), "written again whole"
+    unwritable = tmp_path / "a file, not a folder"
+    unwritable.write_text("")
+    assert _heads(project, unwritable) == ((MAIN_HEAD,), True)
+    assert _heads(project, unwritable) == ((MAIN_HEAD,), True)
