@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from reynard_trees import QUIET_ASYNCIO, Cli, copy_reynard_trees, reynard_project, run_cli
@@ -25,6 +26,27 @@ from pytest_reynard_db.guard import GUARD, inherit
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.reaper import stop_postmaster
 from pytest_reynard_db.postgres.reuse import reusable_server
+
+#: The modules one xdist worker runs whole: each builds a costly module fixture for all its
+#: tests, which ``--dist load`` builds again in every worker sent one of them.
+#: ``test_oracle.py``: ``plain_verdicts`` judges the trees of every selected test (a worker
+#: cannot know which it will be sent); ``test_install.py``: ``dist`` builds the wheel.
+WHOLE_MODULES = ("tests/test_oracle.py", "tests/test_install.py")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``-n N`` (``--dist load``): ``WHOLE_MODULES`` each on one worker, sent first (the
+    largest first), and every other test to whichever worker is free, one at a time."""
+    if config.getoption("dist") != "load":
+        return None  # another --dist asked for: xdist's own
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class WholeModules(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in WHOLE_MODULES else nodeid
+
+    return WholeModules(config, log)
 
 
 @pytest.fixture(autouse=True)

@@ -41,7 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 from reynard_trees import clean_env, reynard_project, write_revision
 from test_faults import pytest_argv
 
@@ -67,42 +69,16 @@ TRIVIAL_TEST = "def test_trivial(reynard_db):\n    assert reynard_db.head\n"
 
 
 # -- the decoy -----------------------------------------------------------------------------------
-#: Run in a plain child Python (no pytest, no plugin): sets the decoy up, or reads its
-#: state, whatever guard the outer test process may have armed.
-DECOY_SCRIPT = """\
-import json, sys
-import psycopg
-
-port, user, mode, names = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
-
-def connect(db):
-    return psycopg.connect(host="127.0.0.1", port=port, user=user, dbname=db, autocommit=True)
-
-with connect("postgres") as conn:
+def _set_up(conn: psycopg.Connection[Any], mode: str) -> None:
     if mode == "reset":
         rows = conn.execute(
             "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'"
         )
         for (name,) in rows.fetchall():
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
     if mode in ("setup", "reset"):
-        for name in names:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    rows = conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")
-    state = {"databases": sorted(row[0] for row in rows)}
-for name in names:
-    with connect(name) as conn:
-        if mode in ("setup", "reset"):
-            conn.execute("CREATE TABLE precious (id int)")
-            conn.execute("INSERT INTO precious VALUES (1)")
-        relations = conn.execute(
-            "SELECT relname, oid::int FROM pg_class "
-            "WHERE relnamespace = 'public'::regnamespace ORDER BY relname"
-        ).fetchall()
-        rows = conn.execute("SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM precious")
-        state[name] = {"relations": relations, "precious": rows.fetchone()[0]}
-print(json.dumps(state))
-"""
+        for name in PRODUCTION:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 @dataclass(frozen=True)
@@ -134,20 +110,26 @@ class Decoy:
 
 def decoy_state(server: EphemeralServer, mode: str = "read") -> dict[str, Any]:
     """The decoy's databases, and each production database's relations and rows
-    (``mode``: ``read``; ``setup`` creates the databases; ``reset`` recreates them)."""
-    url = server.url
-    result = subprocess.run(
-        [
-            *(sys.executable, "-c", DECOY_SCRIPT, str(url.port), url.username or "postgres"),
-            *(mode, *PRODUCTION),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(),
-    )
-    assert result.returncode == 0, result.stderr
-    state: dict[str, Any] = json.loads(result.stdout)
+    (``mode``: ``read``; ``setup`` creates the databases; ``reset`` recreates them).
+    Read from this process (started by it, the decoy is this run's to reach), before an
+    attack's log offset is taken or after its log is read: never seen as the attack's."""
+    with server.connect() as conn:
+        _set_up(conn, mode)
+        rows = conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")
+        state: dict[str, Any] = {"databases": sorted(row[0] for row in rows)}
+    for name in PRODUCTION:
+        with server.connect(name) as conn:
+            if mode in ("setup", "reset"):
+                conn.execute("CREATE TABLE precious (id int)")
+                conn.execute("INSERT INTO precious VALUES (1)")
+            relations = conn.execute(
+                "SELECT relname, oid::int FROM pg_class "
+                "WHERE relnamespace = 'public'::regnamespace ORDER BY relname"
+            ).fetchall()
+            [(precious,)] = conn.execute(
+                "SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM precious"
+            ).fetchall()
+            state[name] = {"relations": relations, "precious": precious}
     return state
 
 
@@ -242,7 +224,10 @@ def attack(decoy: Decoy, argv: list[str], cwd: Path, env: Mapping[str, str]) -> 
     """Run ``argv`` in a child process and collect the decoy's connections meanwhile."""
     offset = decoy.log.stat().st_size
     code, out, err = run_child(argv, cwd, env)
-    time.sleep(LOG_FLUSH)  # the backend writes its line as it starts; let it land
+    # The backend writes its line as it starts; let it land. (Not a poll until a connection
+    # of ours is logged: a backend forked before it, for a socket a child opened and dropped
+    # at once, was seen to log after it.)
+    time.sleep(LOG_FLUSH)
     return Outcome(code, out, err, connections_since(decoy, offset), databases_since(decoy, offset))
 
 
