@@ -17,8 +17,8 @@ import pytest
 
 from ..foundation.errors import ReynardDBError
 from ..foundation.signals import terminate_as_interrupt
+from . import alembic_items as pytest_alembic_compat
 from . import options as selection
-from . import pytest_alembic_compat
 from .alembic_items import AlembicFixtures
 from .harness_errors import HarnessErrors
 from .options import Settings, add_options, get_settings
@@ -45,7 +45,7 @@ MARKER = selection.MARKER
 # -- hooks -----------------------------------------------------------------------------------
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     """``pytest_reynard_db_seed``, for conftests to implement (``seeding``)."""
-    from . import seeding
+    from . import fixtures as seeding
 
     pluginmanager.add_hookspecs(seeding)
 

@@ -25,8 +25,8 @@ from ..postgres.runas import run_as, runtime_root
 from ..postgres.shared import RunPresence, drop_dead_runs, template_max_age
 from ..postgres.templates import prune_templates
 from ..provisioning.provision import Provisioner
+from .fixtures import seed_of
 from .options import Settings
-from .seeding import seed_of
 from .stash import EARLY_START
 
 WORKER_KEY = "reynard_db"
