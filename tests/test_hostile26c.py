@@ -172,6 +172,19 @@ def test_an_empty_search_path_matches(production: EphemeralServer, tmp_path: Pat
     matches(production, root, url)
 
 
+def test_a_search_path_emptied_after_migrating_matches(
+    production: EphemeralServer, tmp_path: Path
+) -> None:
+    """Migrated on the default path, then the database's path emptied (hardening): the
+    first way cannot migrate the tree; the second (the version table's schema first,
+    before the live session's ``""``) can."""
+    root = init_project(tmp_path / "app", TABLES)
+    url = upgraded(production, root)
+    database = url.rsplit("/", 1)[1]
+    execute(url, f"ALTER DATABASE {database} SET search_path = ''")
+    matches(production, root, url)
+
+
 def test_a_version_table_in_a_schema_the_tree_makes_is_one_line(
     production: EphemeralServer, tmp_path: Path
 ) -> None:

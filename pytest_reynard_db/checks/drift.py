@@ -14,9 +14,9 @@ end after ``statement_timeout``. Its ``search_path`` is ``pg_catalog`` alone, so
 code of the live database's answers a name drift's reads use (``schema_compare``); a
 first, short session reads the live one's own search path (which schema its version
 table is in, which schema's tables are named unqualified), calling one qualified
-function. The throw-away
-database is migrated as the checks migrate theirs: ``env.py`` may reach it and nothing
-else (the live database's URL is redirected there).
+function. The throw-away database is migrated as the checks migrate theirs
+(``drift_setup`` gives it production's set-up first): ``env.py`` may reach it and
+nothing else (the live database's URL is redirected there).
 """
 
 from __future__ import annotations
@@ -304,7 +304,6 @@ def live_session(name: str, url: URL, timeouts: Timeouts) -> LiveSession:
         **session_options(url, timeouts, compared=False),
         "application_name": f"reynard-db drift {name}",
     }
-    args.pop("prepare_threshold")
     try:
         return LiveSession.read(args)
     except psycopg.Error as exc:

@@ -59,7 +59,7 @@ class LiveSession:
 
     @classmethod
     def read(cls, connect_args: dict[str, Any]) -> LiveSession:
-        with psycopg.connect(**connect_args, prepare_threshold=None) as connection:
+        with psycopg.connect(**connect_args) as connection:
             row = connection.execute(LIVE_SESSION).fetchone()
             connection.rollback()
         assert row is not None
@@ -80,14 +80,14 @@ def prepare(
     live ``search_path`` (``version_first``: after ``version_schema``); ``as_production``:
     also the live path's schemas and ``version_schema`` (where the live version table
     is: an ``env.py`` that sets its own path or ``version_table_schema`` names it), the
-    live server's roles,
-    and the live role for its sessions."""
+    live server's roles, and the live role for its sessions."""
     from ..postgres import EphemeralServer
 
     target = sql.Identifier(database)
     path = live.search_path
     if version_first and version_schema is not None:
-        path = ", ".join([sql.Identifier(version_schema).as_string(None), path] if path else [])
+        first = sql.Identifier(version_schema).as_string(None)
+        path = f"{first}, {path}" if path else first
     with server.admin() as admin:
         # set_config checks the value as a SET would; FROM CURRENT stores it as it stands
         admin.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (path,))

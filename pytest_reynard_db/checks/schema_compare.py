@@ -1,14 +1,13 @@
 """Two PostgreSQL schemas compared: what ``drift`` finds between a live database and its
 tree migrated on a throw-away one.
 
-Tables, columns and their types, defaults and nullability, indexes and constraints are
-Alembic's own autogenerate comparison (as ``models_match``), with the throw-away
-database reflected into a ``MetaData`` standing for the models. What autogenerate does
-not compare (an enum's values, sequences, functions and procedures, triggers, views,
-CHECK constraints, domains, rules, row level security and its policies, extensions) is
-read from ``pg_catalog`` on both sides, each object as PostgreSQL itself prints its
-definition. Every difference is said in ``models_match``'s words: what would
-make the first database (the live one) match the second (the tree).
+Tables, columns and their types, nullability, indexes, unique and foreign keys and
+comments are Alembic's own autogenerate comparison (as ``models_match``), with the
+throw-away database reflected into a ``MetaData`` standing for the models. Everything
+else (each column's default, identity, generation, collation and storage, and every
+kind of object in ``schema_catalog.KINDS``) is read from ``pg_catalog`` on both sides,
+each as PostgreSQL itself prints it. Every difference is said in ``models_match``'s
+words: what would make the first database (the live one) match the second (the tree).
 
 Both connections have ``search_path`` set to ``pg_catalog`` alone (``CATALOG_ONLY``), so
 no function, operator or type of the live database's can answer a name these reads use
@@ -30,7 +29,7 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, MetaData, event, text
+from sqlalchemy import Connection, MetaData, text
 
 from .models_match import describe
 from .runner import USER_SCHEMA
@@ -95,12 +94,11 @@ def differences(live: Side, tree: Side, *, unqualified: str | None) -> list[str]
 
 def reflected(side: Side) -> MetaData:
     """Every table of every schema of the application's, each with its schema (its version
-    table left out), each column as Alembic reflects the database it compares with (a
-    serial's ``nextval`` default left out: the sequence is compared apart)."""
+    table left out). Defaults are not Alembic's to compare here (``columns`` reads them),
+    so the tree is reflected as it is, without Alembic's hook that looks up each serial's
+    sequence to leave its default out."""
     metadata = MetaData()
     connection = side.connection
-    impl = MigrationContext.configure(connection).impl
-    event.listen(metadata, "column_reflect", impl.autogen_column_reflect)
     schemas = connection.execute(
         text(f"SELECT n.nspname FROM pg_namespace n WHERE {USER_SCHEMA} ORDER BY 1")
     ).scalars()
