@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 
 from pytest_reynard_db.postgres import find_binaries
-from tests.reynard_trees import reynard_project, run_pytest
+from tests.reynard_trees import clean_env, reynard_project, run_pytest
 
 NO_DATABASE_NEEDED = "def test_nothing():\n    assert True\n"
 A_DATABASE = "def test_one(reynard_db):\n    assert reynard_db.head\n"
@@ -86,7 +91,8 @@ def test_a_run_that_needs_no_database_waits_for_the_initdb_it_began(
     assert "Traceback" not in done.stderr, done.stderr
     complete, scratch = _initdb_entries(runtime)
     assert len(complete) == 1 and scratch == [], os.listdir(runtime)
-    assert not list(runtime.glob("server-*")), "no test needed a database: no server started"
+    # the server started ahead, beside the collection, is stopped: no test took it
+    assert not list(runtime.glob("server-*")), os.listdir(runtime)
 
 
 def test_no_initdb_without_a_database_selected(project: Path, runtime: Path) -> None:
@@ -96,3 +102,45 @@ def test_no_initdb_without_a_database_selected(project: Path, runtime: Path) -> 
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert _initdb_entries(runtime) == ([], []), os.listdir(runtime)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_run_ended_while_its_conftest_imports_leaves_no_server(
+    project: Path, runtime: Path, how: signal.Signals
+) -> None:
+    """The server is started from the run's first hook, while the conftests import: a run
+    ended then (a slow conftest) stops it."""
+    (project / "conftest.py").write_text("import time\n\ntime.sleep(60)\n")
+    (project / "test_one.py").write_text(A_DATABASE)
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=ecs"]
+    err_file = project / "stderr.txt"
+    with err_file.open("w") as err_out:  # files, not pipes: a child left would hold a pipe
+        process = subprocess.Popen(
+            [*argv, "test_one.py"],
+            cwd=project,
+            env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
+            stdout=err_out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while not running_servers(runtime) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running_servers(runtime), err_file.read_text()
+    process.send_signal(how)
+    process.wait(timeout=60)
+    output = err_file.read_text()
+    assert process.returncode != 0, output  # (pytest's own traceback of the conftest: not ours)
+    deadline = time.monotonic() + 30
+    while running_servers(runtime) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running_servers(runtime) == [], output
+
+
+def running_servers(runtime: Path) -> list[Path]:
+    """The data directories under ``runtime`` whose postmaster is alive."""
+    alive = []
+    for pid_file in runtime.glob("server-*/data/postmaster.pid"):
+        with suppress(OSError, ValueError, IndexError):
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+            alive.append(pid_file.parent)
+    return alive

@@ -37,6 +37,7 @@ from .stash import (
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
 if TYPE_CHECKING:
+    from ..postgres.initdb_cache import Prepared
     from .runstate import RunState
 
 REDIRECTS_KEY = "reynard_db_redirects"
@@ -67,6 +68,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return  # pytest_configure says it
     if not settings.active:
         return
+    # From now on the run starts things (a server, children): SIGTERM ends it as Ctrl-C
+    # does, so that they are stopped on the way out (``atexit`` while the conftests import).
+    _handle_signals(early_config)
     from ..foundation.registry import find_project_root, load_registry
     from .runstate import guard_the_run
 
@@ -92,8 +96,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # beside the imports and the collection, not after them.
         from ..postgres.initdb_cache import prepared
 
-        early = early_config.stash[EARLY_START] = prepared()
-        early_config.add_cleanup(lambda: _wait_for(early.initdb))  # none left half made
+        # A server of the run's own is started too, while pytest collects; one kept
+        # between runs is attached to when asked (a connection, not a start).
+        early = early_config.stash[EARLY_START] = prepared(start=not settings.reuse)
+        early_config.add_cleanup(lambda: _end_early_start(early))
 
 
 def _runs_items_here(config: pytest.Config) -> bool:
@@ -106,9 +112,23 @@ def _runs_items_here(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput") and not distributed
 
 
-def _wait_for(plan: Future[Any]) -> None:
-    """Until ``plan``'s thread is done (its initdb would be left half made in its scratch)."""
-    wait([plan])
+def _handle_signals(config: pytest.Config) -> None:
+    """SIGTERM and SIGHUP raised as ``signals.Terminated`` (Ctrl-C) until the run ends;
+    once per run (``pytest_unconfigure`` puts the handlers back)."""
+    if SIGNALS not in config.stash:
+        handlers = ExitStack()
+        config.stash[SIGNALS] = (handlers, handlers.enter_context(terminate_as_interrupt()))
+        config.add_cleanup(handlers.close)  # also when a conftest fails to import
+
+
+def _end_early_start(early: Prepared) -> None:
+    """Until the early start's thread is done (its initdb would be left half made in its
+    scratch), then stop its server if the run never took it."""
+    running: list[Future[Any]] = [early.initdb]
+    if early.server is not None:
+        running.append(early.server)
+    wait(running)
+    early.stop_untaken()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -128,8 +148,7 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
     controller), and pytest-alembic's fixtures on our databases."""
     from .runstate import RunState
 
-    handlers = ExitStack()
-    config.stash[SIGNALS] = (handlers, handlers.enter_context(terminate_as_interrupt()))
+    _handle_signals(config)
     state = RunState(config, settings, config.stash.get(EARLY_REGISTRY, None))
     # A bad registry or name: one error, not one per test.
     with catch_harness_errors(config, usage=True):

@@ -107,11 +107,21 @@ class RunState:
                 self._server = self.own_server
                 self._enrol_in_reused_server()
             else:
-                binaries = self.ephemeral_plan.binaries
-                self._initdb_ready()
-                self.own_server = EphemeralServer.start(binaries=binaries)
+                self.own_server = self._started_ahead() or self._start()
                 self._server = self.own_server
         return self._server
+
+    def _started_ahead(self) -> EphemeralServer | None:
+        """The server the run's first hook began to start (``initdb_cache.prepared``), if
+        it did: its start's error is raised here, once."""
+        early = self.config.stash.get(EARLY_START, None)
+        ahead = early.take_server() if early is not None else None
+        return ahead.result() if ahead is not None else None
+
+    def _start(self) -> EphemeralServer:
+        binaries = self.ephemeral_plan.binaries
+        self._initdb_ready()
+        return EphemeralServer.start(binaries=binaries)
 
     def _enrol_in_reused_server(self) -> None:
         """The kept server outlives runs, and a killed run cannot drop its databases:

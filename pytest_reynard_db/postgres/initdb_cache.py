@@ -13,6 +13,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..foundation.errors import ServerError
 from ..foundation.waits import file_lock
@@ -20,6 +21,9 @@ from .binaries import Binaries, find_binaries
 from .clone_method import CLONE_VERSION, reflinks
 from .reaper import record_source
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
+
+if TYPE_CHECKING:
+    from .server import EphemeralServer
 
 SUPERUSER = "postgres"
 LOG_TAIL_LINES = 20
@@ -38,22 +42,40 @@ def server_binaries(user: RunAs, root: Path, binaries: Binaries | None = None) -
     return reachable_binaries(binaries, user, root)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Prepared:
     """A server's start prepared in a thread: its binaries (found first), then its
-    initdb cache (built if missing). Their errors are the futures'."""
+    initdb cache (built if missing), then, if asked, the server itself started. Their
+    errors are the futures'."""
 
     binaries: Future[Binaries]
     initdb: Future[Path]
+    #: The server started ahead (``prepared(start=True)``), until ``take_server``.
+    server: Future[EphemeralServer] | None = None
+
+    def take_server(self) -> Future[EphemeralServer] | None:
+        """The server started ahead, for the run to own from now on (once: a failed
+        start is then made again by the run, as without)."""
+        server, self.server = self.server, None
+        return server
+
+    def stop_untaken(self) -> None:
+        """Stop a server started ahead that the run never took (its tests needed none,
+        or the run ended before its first hook that does)."""
+        server = self.take_server()
+        if server is not None and server.exception() is None:
+            server.result().stop()
 
 
-def prepared() -> Prepared:
+def prepared(*, start: bool = False) -> Prepared:
     """Find the binaries and build the initdb cache, if missing, in a thread: initdb
     (most of a cold start) then runs while pytest imports and collects. Only this
     module's light imports come before initdb (the executor's would wait for the main
-    thread's imports)."""
+    thread's imports). ``start``: then start the server too (a run that will need it:
+    it starts while pytest collects instead of when the first test asks)."""
     found: Future[Binaries] = Future()
     built: Future[Path] = Future()
+    started: Future[EphemeralServer] | None = Future() if start else None
 
     def prepare() -> None:
         try:
@@ -61,17 +83,25 @@ def prepared() -> Prepared:
             root = runtime_root(user)
             binaries = server_binaries(user, root)
         except BaseException as exc:  # raised where the binaries are used, as without
-            found.set_exception(exc)
-            built.set_exception(exc)
+            for future in (found, built, started):
+                if future is not None:
+                    future.set_exception(exc)
             return
         found.set_result(binaries)
         try:
             built.set_result(cached_initdb(binaries, user, root))
         except BaseException as exc:  # the start makes it again, and says why it cannot
             built.set_exception(exc)
+        if started is not None:
+            try:
+                from .server import EphemeralServer
+
+                started.set_result(EphemeralServer.start(binaries=binaries))
+            except BaseException as exc:  # raised when the run asks for its server
+                started.set_exception(exc)
 
     threading.Thread(target=prepare, name="reynard-db-initdb", daemon=True).start()
-    return Prepared(found, built)
+    return Prepared(found, built, started)
 
 
 def cached_initdb(binaries: Binaries, user: RunAs, root: Path) -> Path:
