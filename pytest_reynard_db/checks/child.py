@@ -92,8 +92,7 @@ def _entry(result: CheckResult) -> dict[str, Any]:
 
 def main(argv: Sequence[str]) -> int:
     """Answer on descriptor ``argv[0]``; what the checks print goes to stderr."""
-    from ..foundation.errors import ReynardDBError
-    from ..foundation.signals import terminate_as_interrupt
+    from ..foundation.errors import ReynardDBError, terminate_as_interrupt
     from ..foundation.urls import redact
 
     parent = os.getppid()

@@ -15,9 +15,8 @@ import traceback
 from collections.abc import Sequence
 from typing import TextIO
 
-from ..foundation.errors import ReynardDBError
+from ..foundation.errors import ReynardDBError, Terminated, terminate_as_interrupt
 from ..foundation.registry import load_registry
-from ..foundation.signals import Terminated, terminate_as_interrupt
 from ..foundation.urls import redact, refuse_control_characters, remember_secrets
 from ..migration import logs
 from . import PROG
