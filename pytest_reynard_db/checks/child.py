@@ -20,7 +20,7 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import IO, Any
 
-from ..foundation.text import one_line
+from ..foundation.urls import one_line
 from .result import CheckResult
 
 OPT_IN_HINT = "--allow URL"

@@ -12,7 +12,7 @@ from alembic.script import Script
 from sqlalchemy import Connection, text
 
 from ..foundation.errors import ReynardDBError
-from ..foundation.text import counted
+from ..foundation.urls import counted
 from ..migration.tree import version_table_of
 from .heads import all_heads, moved_to, walk_order
 from .result import CheckResult

@@ -36,8 +36,7 @@ from sqlalchemy.pool import NullPool
 
 from ..foundation.errors import MigrationFailed, RevisionError, ReynardDBError, ServerError
 from ..foundation.registry import Database, Registry
-from ..foundation.text import counted, first_line, one_line
-from ..foundation.urls import mask_url
+from ..foundation.urls import counted, first_line, mask_url, one_line
 from ..migration.manager import MigrationManager
 from ..migration.tree import current_heads, version_table_of, version_table_seen
 from .drift_setup import LiveSession, prepare

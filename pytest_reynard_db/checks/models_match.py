@@ -16,7 +16,7 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.types import TypeEngine
 
-from ..foundation.text import counted
+from ..foundation.urls import counted
 from ..migration.logs import preserved_logging
 from ..migration.manager import MigrationManager, exported
 from .heads import all_heads, moved_to

@@ -44,7 +44,7 @@ from alembic.script import Script
 from sqlalchemy import Connection
 
 from ..foundation.errors import EnvPyFailed, GuardRefused, ReynardDBError
-from ..foundation.text import counted
+from ..foundation.urls import counted
 from ..migration.manager import MigrationManager
 from ..migration.tree import (
     WalkStep,

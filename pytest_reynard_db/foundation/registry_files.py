@@ -23,8 +23,7 @@ from .atomic_file import refuse_non_regular
 from .errors import ConfigError
 from .lint_settings import LintSettings
 from .registry import Broken, Database
-from .text import one_line
-from .urls import parse_url, refuse_control_characters
+from .urls import one_line, parse_url, refuse_control_characters
 
 DATABASE_KEYS = frozenset({"ini", "database", "url_env", "mirror_of", "description"})
 TOP_LEVEL_KEYS = frozenset({"databases", "lint", "base"})
