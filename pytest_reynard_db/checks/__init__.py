@@ -26,8 +26,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..foundation.errors import ConfigError
-from ..foundation.lint_settings import OPT_IN
-from ..foundation.registry import Database, Registry
+from ..foundation.registry import OPT_IN, Database, Registry
 
 if TYPE_CHECKING:
     from .result import CheckResult
@@ -42,7 +41,7 @@ class CheckSpec:
     ``needs``: ``files`` (the revision files alone, no ``env.py``), ``tool`` (``env.py``
     offline and a tool over its SQL, no server) or ``server`` (it migrates throw-away
     databases). ``turned_on``: ``default``; ``lint``, named in ``[tool.reynard-db.lint]
-    enabled`` (``lint_settings.OPT_IN``); ``base``, given a git base. ``mirrors_only``:
+    enabled`` (``registry.OPT_IN``); ``base``, given a git base. ``mirrors_only``:
     it applies to a database that mirrors another and has no result for the others.
     """
 
@@ -76,7 +75,7 @@ CHECKS_DEFAULT = tuple(name for name, spec in SPECS.items() if spec.turned_on ==
 FILE_CHECKS = frozenset(name for name, spec in SPECS.items() if spec.needs == "files")
 #: Checks that need no server (``lint`` runs Squawk over offline SQL).
 OFFLINE_CHECKS = frozenset(name for name, spec in SPECS.items() if spec.needs != "server")
-assert tuple(n for n, s in SPECS.items() if s.turned_on == "lint") == OPT_IN, "lint_settings"
+assert tuple(n for n, s in SPECS.items() if s.turned_on == "lint") == OPT_IN, "registry.OPT_IN"
 
 # The checks themselves load on first use (PEP 562): naming them imports none.
 _WHERE = {

@@ -9,8 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..foundation.errors import MigrationFailed, ReynardDBError
-from ..foundation.lint_settings import OPT_IN
-from ..foundation.registry import Database, Registry
+from ..foundation.registry import OPT_IN, Database, Registry
 from ..foundation.urls import one_line
 from . import CHECK_ORDER, CHECKS_DEFAULT, SPECS, enabled_checks, isolated_by_default, select_checks
 from .bounded import CheckTimedOut, time_limit

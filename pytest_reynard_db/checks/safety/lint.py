@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ...foundation.errors import ConfigError, ReynardDBError
-from ...foundation.lint_settings import LintSettings
+from ...foundation.registry import LintSettings
 from ...postgres.runas import process_scratch
 from ..heads import walk_order
 from ..result import CheckResult
