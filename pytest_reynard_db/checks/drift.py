@@ -39,9 +39,9 @@ from ..foundation.registry import Database, Registry
 from ..foundation.urls import counted, first_line, mask_url, one_line
 from ..migration.manager import MigrationManager
 from ..migration.tree import current_heads, version_table_of, version_table_seen
+from . import CheckResult
 from .drift_setup import LiveSession, prepare
 from .heads import all_heads, heads_text, moved_to
-from .result import CheckResult
 from .runner import USER_SCHEMA, CheckRunner
 from .schema_compare import SESSION, Side, differences
 

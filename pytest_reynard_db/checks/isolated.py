@@ -57,7 +57,7 @@ from sqlalchemy.pool import NullPool
 
 from ..foundation.registry import Database, Registry
 from ..foundation.urls import one_line
-from .result import CheckResult
+from . import CheckResult
 
 if TYPE_CHECKING:  # the servers load on use: file checks need none
     from ..postgres import Server

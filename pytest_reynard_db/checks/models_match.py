@@ -19,8 +19,8 @@ from sqlalchemy.types import TypeEngine
 from ..foundation.urls import counted
 from ..migration.logs import preserved_logging
 from ..migration.manager import MigrationManager, exported
+from . import CheckResult
 from .heads import all_heads, moved_to
-from .result import CheckResult
 from .runner import CheckRunner, upgrade_first
 
 CHECK = "models_match"

@@ -24,7 +24,7 @@ from typing import TextIO
 
 from ..foundation.urls import counted
 from ..foundation.urls import print_table as print_rows
-from .result import CheckResult
+from . import CheckResult
 
 CHECK_FORMATS = ("table", "json", "github", "junit")
 

@@ -55,8 +55,8 @@ from ..migration.tree import (
     same_heads,
     version_table,
 )
+from . import CheckResult
 from .heads import expected_heads, walk_order
-from .result import CheckResult
 from .runner import CheckRunner
 from .walk import (
     STEP_WIDTH,

@@ -22,7 +22,7 @@ from ..checks.isolated import IsolatedChild
 from ..foundation.errors import ReynardDBError
 
 if TYPE_CHECKING:
-    from ..checks.result import CheckResult
+    from ..checks import CheckResult
     from ..foundation.registry import Database
     from ..postgres import Server
     from .runstate import RunState

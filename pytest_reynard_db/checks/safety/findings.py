@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from ...foundation.urls import counted, one_line
 from ...foundation.urls import print_table as print_rows
-from ..result import CheckResult, Place
+from .. import CheckResult, Place
 from ..runner import CheckRunner, identifiers, statement_line
 
 #: A finding's statement is shown on one line of at most this many characters.

@@ -25,8 +25,8 @@ from typing import Any
 from ...foundation.errors import ConfigError, ReynardDBError
 from ...foundation.registry import LintSettings
 from ...postgres.runas import process_scratch
+from .. import CheckResult
 from ..heads import walk_order
-from ..result import CheckResult
 from ..runner import CheckRunner
 from .findings import (
     BAD_WAIVER,
