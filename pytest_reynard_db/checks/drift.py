@@ -3,7 +3,7 @@
 A hand-applied hotfix (an index, a default, a column dropped by hand) leaves production
 at the right ``alembic_version`` and the wrong schema; the next migration then fails in
 production only. ``drift`` reads the live version table, migrates a throw-away database
-to exactly those revisions, and compares the two (``schema_compare``).
+to exactly those revisions, and compares the two (``models_match.schema_differences``).
 
 The live database is only read: its session is read-only on the server's side
 (``default_transaction_read_only``, checked back before anything else), each
@@ -11,7 +11,7 @@ transaction is rolled back, and nothing takes a lock stronger than the ``ACCESS 
 catalog reads take, which blocks no writer; a lock it must wait for (a migration holding
 ``ACCESS EXCLUSIVE``) ends it after ``lock_timeout`` with one line, a read that does not
 end after ``statement_timeout``. Its ``search_path`` is ``pg_catalog`` alone, so that no
-code of the live database's answers a name drift's reads use (``schema_compare``); a
+code of the live database's answers a name drift's reads use (``models_match``); a
 first, short session reads the live one's own search path (which schema its version
 table is in, which schema's tables are named unqualified), calling one qualified
 function. The throw-away database is migrated as the checks migrate theirs, given
@@ -68,8 +68,8 @@ from ..migration.manager import MigrationManager
 from ..migration.tree import current_heads, version_table_of, version_table_seen
 from . import CheckResult
 from .heads import all_heads, heads_text, moved_to
+from .models_match import SESSION, Side, schema_differences
 from .runner import USER_SCHEMA, CheckRunner
-from .schema_compare import SESSION, Side, differences
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
@@ -189,7 +189,7 @@ def _compared(
             )
         return _read(
             where,
-            lambda: differences(
+            lambda: schema_differences(
                 Side(live, live_version),
                 Side(tree, tree_version),
                 unqualified=session.path[0] if session.path else None,
@@ -306,7 +306,7 @@ def session_options(url: URL, timeouts: Timeouts, *, compared: bool) -> dict[str
     """The libpq keywords every drift session adds to ``url``'s: read-only on the server's
     side, within ``timeouts``, ``row_security`` off (a policy of the live database's, on
     its version table, would run its code in this session, or hide rows; off, a query it
-    would affect is an error); ``compared``: ``schema_compare.SESSION``'s settings."""
+    would affect is an error); ``compared``: ``models_match.SESSION``'s settings."""
     settings = f"-c default_transaction_read_only=on -c row_security=off {timeouts.options()}"
     if compared:
         settings += "".join(f" -c {setting}={value}" for setting, value in SESSION.items())
@@ -338,7 +338,7 @@ def live_session(name: str, url: URL, timeouts: Timeouts) -> LiveSession:
 @contextmanager
 def read_only(name: str, url: URL, timeouts: Timeouts = Timeouts()) -> Iterator[Connection]:
     """A connection to ``url`` whose every transaction is read-only on the server's side,
-    within ``timeouts``, with ``schema_compare.SESSION``'s settings, and rolled back.
+    within ``timeouts``, with ``models_match.SESSION``'s settings, and rolled back.
     psycopg prepares no statement: a prepared statement is closed with ``DEALLOCATE``,
     which is not a read (and what a transaction-mode pooler loses)."""
     ours = url.set(drivername="postgresql+psycopg")  # ours, libpq's options, whatever env.py's
