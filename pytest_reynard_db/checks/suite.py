@@ -20,10 +20,11 @@ from . import (
     isolated_by_default,
     select_checks,
 )
+from .bounded import CheckTimedOut, time_limit
 from .downgrade_clean import downgrade_clean
 from .files import history, mirror_sync, single_head
 from .heads import upgrade
-from .isolated import CheckTimedOut, run_isolated, time_limit
+from .isolated import run_isolated
 from .models_match import models_match
 from .runner import CheckRunner, NotRun, Progress
 from .safety import lint, locks

@@ -14,8 +14,8 @@ pytest items call ``lint`` and ``locks`` as any other check.
 from __future__ import annotations
 
 from ...foundation.errors import CheckFailed, ReynardDBError
+from ..bounded import CheckTimedOut, time_limit
 from ..heads import walk_order
-from ..isolated import CheckTimedOut, time_limit
 from ..runner import CheckRunner
 from .findings import RevisionReport
 from .lint import lint, lint_reports

@@ -34,8 +34,8 @@ from ...migration.env_run import runs_outside_a_transaction
 from ...migration.manager import MigrationManager
 from ...migration.tree import upgrade_steps
 from .. import CheckResult
+from ..bounded import SelfDeadlockWatch
 from ..heads import walk_order
-from ..isolated import SelfDeadlockWatch
 from ..runner import USER_SCHEMA, CheckRunner
 from ..walk import same_connection
 from .fill import Filler
@@ -167,7 +167,7 @@ def measure(
     ``NotMeasured`` when that cannot be done: the revision uses ``autocommit_block``;
     ``env.py`` (named ``env_py``) configures Alembic with a connection other than
     the one it is passed (nothing is run then, ``everywhere``); a second connection
-    waited on this transaction's locks (it is stopped, see ``isolated.SelfDeadlockWatch``:
+    waited on this transaction's locks (it is stopped, see ``bounded.SelfDeadlockWatch``:
     it would wait forever)."""
     if runs_outside_a_transaction(revision.path):
         raise NotMeasured("autocommit_block (cannot run inside a transaction)")

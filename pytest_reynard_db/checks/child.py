@@ -1,0 +1,121 @@
+"""The child interpreter of ``isolated.run_isolated``: one database's checks, in a
+process that has imported nothing of the application before.
+
+``python -m pytest_reynard_db.checks.child FD``: the request on stdin (two JSON lines:
+the database, then its server and checks), the answer in JSON lines on descriptor FD
+(progress events, then the results, or one error); what the checks and ``env.py``
+print goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import replace
+from typing import IO, Any
+
+from ..foundation.urls import one_line
+from . import CheckResult
+
+OPT_IN_HINT = "--allow URL"
+#: How often the child looks whether its parent is still there (seconds).
+PARENT_POLL = 0.2
+
+
+def _end_with_parent(parent: int) -> None:
+    """SIGTERM ourselves once ``parent`` is gone (killed with -9: it cannot end us), so
+    the checks stop and their databases are dropped instead of migrating for no one."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="reynard-db-parent", daemon=True).start()
+
+
+def _child(out: IO[str]) -> None:
+    """The child's side: read the request on stdin, run the checks, answer on ``out``."""
+    request: dict[str, Any] = json.loads(sys.stdin.readline())
+    for entry in reversed(request["sys_path"]):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+    # Imported while the parent starts the server (the request's second line waits for it).
+    from ..foundation.registry import load_registry
+    from ..guard import GUARD, redirect_note
+    from ..postgres import ExistingServer
+    from . import CheckRunner, run_check
+
+    told = sys.stdin.readline()
+    if not told:  # the parent will not run these checks after all
+        return
+    request.update(json.loads(told))
+
+    def say(reply: dict[str, Any]) -> None:
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+    def advance(
+        database: str, check: str, done: int | None = None, total: int | None = None, /
+    ) -> None:
+        say({"progress": [database, check, done, total]})
+
+    listening = request.get("progress", False)
+    registry = replace(load_registry(request["root"]), base=request.get("base"))
+    db = registry.get(request["database"])
+    results: list[CheckResult] = []
+    with GUARD.armed_for(opt_in_hint=OPT_IN_HINT, allow=tuple(request["allow"])):
+        server = ExistingServer(request["server"]) if request["server"] else None
+        try:
+            runner = CheckRunner(db, registry, server, progress=advance if listening else None)
+            for name in request["checks"]:
+                say({"progress": [db.name, name]})
+                results.extend(run_check(runner, name, timeout=request["timeout"]))
+        finally:
+            if server is not None:
+                server.stop()
+        for redirect in GUARD.redirects:
+            print(f"{request['note_prefix']}{redirect_note(redirect)}", file=sys.stderr)
+    say({"results": [_entry(r) for r in results]})
+
+
+def _entry(result: CheckResult) -> dict[str, Any]:
+    return {**result.as_json(), "skipped": result.skipped}
+
+
+def main(argv: Sequence[str]) -> int:
+    """Answer on descriptor ``argv[0]``; what the checks print goes to stderr."""
+    from ..foundation.errors import ReynardDBError, terminate_as_interrupt
+    from ..foundation.urls import redact
+
+    parent = os.getppid()
+    out = os.fdopen(int(argv[0]), "w", encoding="utf-8")
+    sys.stdout = sys.stderr  # an env.py's print() must not break the answer
+    try:
+        # ended by the parent (interrupted): its databases are dropped on the way out
+        with terminate_as_interrupt():
+            _end_with_parent(parent)
+            _child(out)
+    except KeyboardInterrupt:
+        return 130
+    except ReynardDBError as exc:  # the registry or the server: its one line, per check
+        out.write(json.dumps({"error": redact(exc)}) + "\n")
+        return 2
+    except Exception as exc:  # a bug: still one line, per check
+        out.write(json.dumps({"error": redact(f"{type(exc).__name__}: {one_line(exc)}")}) + "\n")
+        return 2
+    finally:
+        with suppress(OSError):  # a parent gone (killed) reads no more
+            out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
