@@ -30,8 +30,21 @@ from pytest_reynard_db.checks.isolated import CHILD
 from pytest_reynard_db.postgres import EphemeralServer
 
 ENV_PY = """
+import json
+import os
+import sys
+
 from alembic import context
 from sqlalchemy import engine_from_config, pool
+
+if os.environ.get("ISOLATION_PROBE"):  # what the interpreter running the checks holds
+    with open(os.environ["ISOLATION_PROBE"], "a") as probe:
+        seen = {{"pytest": "_pytest" in sys.modules, "app_models": "app_models" in sys.modules}}
+        probe.write(json.dumps(seen) + "\\n")
+if os.environ.get("ISOLATION_SLEEP"):  # a check that takes its time, to be interrupted
+    import time
+
+    time.sleep(float(os.environ["ISOLATION_SLEEP"]))
 
 import {models}
 import shared
@@ -168,6 +181,54 @@ def test_check_items_do_not_depend_on_what_tests_imported(
         result.stdout.no_fnmatch_line("*FAILED*")
 
 
+def probed_items(
+    project: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *argv: str
+) -> tuple[pytest.RunResult, list[dict[str, bool]]]:
+    """``auth``'s check items, run with ``argv``; what each ``env.py`` run saw."""
+    probe = project / "probe.jsonl"
+    monkeypatch.setenv("ISOLATION_PROBE", str(probe))
+    pytester.chdir()
+    result = pytester.runpytest_subprocess(
+        str(project),
+        f"--rootdir={project}",
+        "-p",
+        "no:cacheprovider",
+        "-v",
+        "--reynard-db-checks",
+        "--reynard-db=auth",
+        *argv,
+    )
+    seen = [json.loads(line) for line in probe.read_text().splitlines()]
+    return result, seen
+
+
+def test_check_items_use_children_forked_before_the_conftests(
+    project: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The items' children are forked from pytest before any conftest is imported (no
+    interpreter to start, SQLAlchemy and Alembic already imported): a conftest that
+    imports ``app_models`` is not in them, and ``auth``'s items pass."""
+    (project / "conftest.py").write_text("import app_models  # noqa: F401\n")
+    result, seen = probed_items(project, pytester, monkeypatch)
+    result.stdout.fnmatch_lines(["*reynard-db::auth::models_match PASSED*"])
+    result.stdout.no_fnmatch_line("*FAILED*")
+    assert seen and all(s == {"pytest": True, "app_models": False} for s in seen), seen
+    assert "Traceback" not in result.stderr.str() and "reynard-db" not in result.stderr.str()
+
+
+def test_a_plugin_of_the_project_gets_an_interpreter_of_its_own(
+    project: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``-p app_models`` imports the application before the plugin's first hook: a child
+    forked then would see ``app``'s table in ``auth``'s MetaData (models_match would
+    fail), so the children are interpreters started for the checks, as without fork."""
+    monkeypatch.setenv("PYTHONPATH", str(project))
+    result, seen = probed_items(project, pytester, monkeypatch, "-p", "app_models")
+    result.stdout.fnmatch_lines(["*reynard-db::auth::models_match PASSED*"])
+    result.stdout.no_fnmatch_line("*FAILED*")
+    assert seen and all(s == {"pytest": False, "app_models": False} for s in seen), seen
+
+
 def test_a_terminated_check_leaves_no_database_nor_child(
     tmp_path: Path, pg_server: EphemeralServer
 ) -> None:
@@ -193,6 +254,43 @@ def test_a_terminated_check_leaves_no_database_nor_child(
     assert scratch_databases(pg_server) == []
     found = subprocess.run(["pgrep", "-f", CHILD], capture_output=True, text=True).stdout.split()
     assert [pid for pid in found if cwd_of(pid) == root.resolve()] == []
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_pytest_run_ended_during_a_check_item_leaves_no_database_nor_child(
+    project: Path, pg_server: EphemeralServer, how: signal.Signals
+) -> None:
+    """pytest ended while a check item's child (forked before the conftests) migrates: the
+    child ends too (told by the parent on SIGTERM; on SIGKILL, seeing its parent gone) and
+    drops its ``test_check_*`` database; no process of the run is left."""
+    url = pg_server.url.render_as_string(hide_password=False)
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db-checks"]
+    argv += ["--reynard-db=auth", f"--reynard-db-url={url}", "-k", "upgrade"]
+    env = clean_env(ISOLATION_SLEEP="600")  # longer than the waits below
+    err_file = project / "stderr.txt"
+    with err_file.open("w") as err_out:  # files, not pipes: a child left would hold a pipe
+        process = subprocess.Popen(
+            argv, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=err_out
+        )
+    deadline = time.monotonic() + 120
+    while not scratch_databases(pg_server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scratch_databases(pg_server), err_file.read_text()
+    process.send_signal(how)
+    process.wait(timeout=120)
+    if how == signal.SIGTERM:
+        assert process.returncode == 128 + signal.SIGTERM, err_file.read_text()
+        assert "Traceback" not in err_file.read_text()
+    deadline = time.monotonic() + 30
+    while (scratch_databases(pg_server) or processes_in(project)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scratch_databases(pg_server) == []
+    assert processes_in(project) == []
+
+
+def processes_in(root: Path) -> list[str]:
+    """The processes whose working directory is ``root``."""
+    return [pid for pid in os.listdir("/proc") if pid.isdigit() and cwd_of(pid) == root.resolve()]
 
 
 def cwd_of(pid: str) -> Path | None:

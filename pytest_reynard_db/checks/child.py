@@ -40,20 +40,25 @@ def _end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="reynard-db-parent", daemon=True).start()
 
 
-def _child(out: IO[str]) -> None:
-    """The child's side: read the request on stdin, run the checks, answer on ``out``."""
-    request: dict[str, Any] = json.loads(sys.stdin.readline())
-    for entry in reversed(request["sys_path"]):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-
-    # Imported while the parent starts the server (the request's second line waits for it).
+def _child(requests: IO[str], out: IO[str]) -> None:
+    """The child's side: read the request on ``requests``, run the checks, answer on
+    ``out``."""
+    # Imported before the request is read: while the parent is told the database (a
+    # forked spare child: while pytest collects) and starts the server.
     from ..foundation.registry import load_registry
     from ..guard import GUARD, redirect_note
     from ..postgres import ExistingServer
     from . import CheckRunner, run_check
 
-    told = sys.stdin.readline()
+    first = requests.readline()
+    if not first:  # a spare child no database was given to
+        return
+    request: dict[str, Any] = json.loads(first)
+    for entry in reversed(request["sys_path"]):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+    told = requests.readline()
     if not told:  # the parent will not run these checks after all
         return
     request.update(json.loads(told))
@@ -92,17 +97,23 @@ def _entry(result: CheckResult) -> dict[str, Any]:
 
 def main(argv: Sequence[str]) -> int:
     """Answer on descriptor ``argv[0]``; what the checks print goes to stderr."""
+    return serve(sys.stdin, os.fdopen(int(argv[0]), "w", encoding="utf-8"))
+
+
+def serve(requests: IO[str], out: IO[str]) -> int:
+    """Read the request on ``requests``, answer on ``out``; the exit code. Both the
+    interpreter started for it (``main``) and a child forked ahead (``isolated.Spare``)
+    come here."""
     from ..foundation.errors import ReynardDBError, terminate_as_interrupt
     from ..foundation.urls import redact
 
     parent = os.getppid()
-    out = os.fdopen(int(argv[0]), "w", encoding="utf-8")
     sys.stdout = sys.stderr  # an env.py's print() must not break the answer
     try:
         # ended by the parent (interrupted): its databases are dropped on the way out
         with terminate_as_interrupt():
             _end_with_parent(parent)
-            _child(out)
+            _child(requests, out)
     except KeyboardInterrupt:
         return 130
     except ReynardDBError as exc:  # the registry or the server: its one line, per check

@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import sysconfig
+import threading
+import time
 from collections.abc import Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from ..foundation.registry import Database, Registry
 from . import CheckResult
@@ -37,6 +42,20 @@ if TYPE_CHECKING:  # the servers load on use: file checks need none
 
 #: The child's module: not imported by ``checks`` itself, so ``-m`` runs it cleanly.
 CHILD = "pytest_reynard_db.checks.child"
+#: How often a forked child's end is looked for while waiting with a deadline (seconds).
+REAP_POLL = 0.01
+
+
+class ChildProcess(Protocol):
+    """What ``IsolatedChild`` uses of its process: a ``subprocess.Popen`` or a
+    ``ForkedProcess``."""
+
+    stdin: IO[str] | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
 
 
 def run_isolated(
@@ -69,7 +88,10 @@ class IsolatedChild:
         timeout: float | None = None,
         allow: Sequence[str] = (),
         note_prefix: str = "reynard-migrate: note: ",
+        spare: Spare | None = None,
     ) -> None:
+        """``spare``: a child forked ahead to use (``Spare``); by default an interpreter
+        is started for it."""
         self.db = db
         request = {
             "root": str(registry.root),
@@ -80,17 +102,21 @@ class IsolatedChild:
             "sys_path": [p for p in sys.path if p],
             "note_prefix": note_prefix,
         }
-        read, write = os.pipe()
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", CHILD, str(write)],
-                stdin=subprocess.PIPE,
-                pass_fds=(write,),
-                text=True,
-            )
-        finally:
-            os.close(write)
-        self._replies = os.fdopen(read, encoding="utf-8")
+        self.process: ChildProcess
+        if spare is not None:
+            self.process, self._replies = spare.process, spare.replies
+        else:
+            read, write = os.pipe()
+            try:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", CHILD, str(write)],
+                    stdin=subprocess.PIPE,
+                    pass_fds=(write,),
+                    text=True,
+                )
+            finally:
+                os.close(write)
+            self._replies = os.fdopen(read, encoding="utf-8")
         self._tell(request, last=False)
 
     def run(
@@ -152,3 +178,154 @@ class IsolatedChild:
             self.process.stdin.flush()
             if last:
                 self.process.stdin.close()
+
+
+class ForkedProcess:
+    """A child forked from this process, seen as the part of ``subprocess.Popen`` that
+    ``IsolatedChild`` uses."""
+
+    def __init__(self, pid: int, stdin: IO[str]) -> None:
+        self.pid = pid
+        self.stdin: IO[str] | None = stdin
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            with suppress(ChildProcessError):  # reaped already: it is over
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid == 0:
+                    return None
+                self.returncode = os.waitstatus_to_exitcode(status)
+            if self.returncode is None:
+                self.returncode = 0
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"forked child {self.pid}", timeout or 0)
+            if deadline is None:
+                with suppress(ChildProcessError):
+                    _, status = os.waitpid(self.pid, 0)
+                    self.returncode = os.waitstatus_to_exitcode(status)
+                continue
+            time.sleep(REAP_POLL)
+        return code
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, number: int) -> None:
+        if self.poll() is None:
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, number)
+
+
+class Spare:
+    """A child forked from pytest before any conftest or test module was imported, for
+    an ``IsolatedChild`` to use later.
+
+    It has imported what pytest and its plugins imported (pytest-alembic: SQLAlchemy
+    and Alembic) and nothing of the application, so it is as clean as an interpreter
+    started for the checks, without paying a few hundred ms to import them again; it
+    imports the checks' own modules at once, on its own core, while pytest collects.
+    ``fork_spares`` makes them only while that holds.
+    """
+
+    def __init__(self, earlier: Sequence[Spare] = ()) -> None:
+        """``earlier``: the spares forked before this one, whose ends of the pipes this
+        child closes (a copy of a request pipe's end would keep its reader waiting)."""
+        requests_read, requests_write = os.pipe()
+        replies_read, replies_write = os.pipe()
+        for stream in (sys.stdout, sys.stderr):  # not written twice, by both processes
+            with suppress(Exception):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; its results are what the tests read
+            code = 2
+            try:
+                os.close(requests_write)
+                os.close(replies_read)
+                for other in earlier:
+                    other.forget()
+                from .child import serve
+
+                code = serve(
+                    os.fdopen(requests_read, encoding="utf-8"),
+                    os.fdopen(replies_write, "w", encoding="utf-8"),
+                )
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    with suppress(Exception):
+                        stream.flush()
+                # pytest's clean-up, atexit and buffers are the parent's, not ours
+                os._exit(code)
+        os.close(requests_read)
+        os.close(replies_write)
+        self.process = ForkedProcess(pid, os.fdopen(requests_write, "w", encoding="utf-8"))
+        self.replies = os.fdopen(replies_read, encoding="utf-8")
+
+    def forget(self) -> None:
+        """Close this process's ends of the spare's pipes, leaving the spare alone."""
+        for stream in (self.process.stdin, self.replies):
+            with suppress(OSError):
+                if stream is not None:
+                    os.close(stream.fileno())
+
+    def close(self) -> None:
+        """End a spare no database was given to: it holds nothing yet (no database, no
+        connection), so it is killed, not kept waiting for its imports to end."""
+        self.process.kill()
+        self.process.wait()
+        with suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        self.replies.close()
+
+
+class Spares:
+    """Children forked ahead (``Spare``), taken one per database's checks; none left,
+    an interpreter is started instead."""
+
+    def __init__(self, spares: list[Spare]) -> None:
+        self._spares = spares
+
+    def take(self) -> Spare | None:
+        return self._spares.pop(0) if self._spares else None
+
+    def close(self) -> None:
+        while self._spares:
+            self._spares.pop().close()
+
+
+def fork_spares(count: int) -> Spares:
+    """``count`` spare children, forked now, if this process is still clean: one thread
+    (a fork copies no other thread, and none of the locks they held would be released)
+    and nothing imported but the standard library, installed libraries and this package
+    (a plugin named with ``-p`` may be the application's, and an outer pytest running
+    this one in-process has imported its tests). Otherwise none: each database's checks
+    start an interpreter."""
+    if count <= 0 or threading.active_count() != 1 or not _only_libraries_imported():
+        return Spares([])
+    spares: list[Spare] = []
+    for _ in range(count):
+        spares.append(Spare(spares))
+    return Spares(spares)
+
+
+def _only_libraries_imported() -> bool:
+    """Whether every module in ``sys.modules`` with a file comes from the standard
+    library, an installed library or this package."""
+    paths = sysconfig.get_paths()
+    places = [paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths]
+    places.append(str(Path(__file__).parent.parent))  # this package, installed or not
+    libraries = tuple(os.path.join(os.path.realpath(place), "") for place in places)
+    for module in list(sys.modules.values()):
+        source = getattr(module, "__file__", None)
+        if source and not os.path.realpath(source).startswith(libraries):
+            return False
+    return True

@@ -20,6 +20,7 @@ import pytest
 from ..checks import CHECK_ORDER, OFFLINE_CHECKS, SPECS, enabled_checks, select_checks
 from ..checks.isolated import IsolatedChild
 from ..foundation.errors import ReynardDBError
+from .stash import SPARES
 
 if TYPE_CHECKING:
     from ..checks import CheckResult
@@ -98,8 +99,13 @@ class ReynardChecks(pytest.Collector):
         migrating = [c for c in batch if c not in OFFLINE_CHECKS]
         db, server = self.target(item.database, needs_server=False)
         # Started first: it imports the package while the server starts.
+        spares = self.config.stash.get(SPARES, None)
         child = IsolatedChild(
-            self.state.registry, db, allow=self.state.settings.allow, note_prefix="reynard-db: "
+            self.state.registry,
+            db,
+            allow=self.state.settings.allow,
+            note_prefix="reynard-db: ",
+            spare=spares.take() if spares is not None else None,
         )
         try:
             if migrating:

@@ -27,6 +27,7 @@ from .stash import (
     EARLY_START,
     ERRORS,
     SIGNALS,
+    SPARES,
     STATE,
     catch_harness_errors,
     errors_of,
@@ -56,20 +57,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     """Arm the guard before any conftest is imported: an application a conftest imports
-    may connect at import time, and a pooled connection made then would serve tests."""
+    may connect at import time, and a pooled connection made then would serve tests.
+    Then fork the check items' children, while nothing of the application is imported
+    (``checks.isolated.Spare``), and begin the server's initdb."""
     try:
         settings = get_settings(early_config, early=True)
     except pytest.UsageError:
         return  # pytest_configure says it
     if not settings.active:
         return
-    if not settings.url and not hasattr(early_config, "workerinput"):
-        # This process will start (or attach to) a server: initdb, if needed, runs now,
-        # beside the imports and the collection, not after them.
-        from ..postgres.initdb_cache import prepared
-
-        early = early_config.stash[EARLY_START] = prepared()
-        early_config.add_cleanup(lambda: _wait_for(early.initdb))  # none left half made
     from ..foundation.registry import find_project_root, load_registry
     from .runstate import guard_the_run
 
@@ -81,8 +77,32 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # A conftest that fails to import ends the run before pytest_configure (and so
         # before pytest_unconfigure): the clean-up list still runs. Closing twice is fine.
         early_config.add_cleanup(stack.close)
+        if settings.checks and _runs_items_here(early_config):
+            # before the initdb thread: a process with threads is not forked
+            from ..checks.isolated import fork_spares
+
+            spares = fork_spares(len(settings.databases or registry.databases))
+            early_config.stash[SPARES] = spares
+            early_config.add_cleanup(spares.close)
     except ReynardDBError:
-        return  # a bad registry: pytest_configure reports it, once
+        pass  # a bad registry: pytest_configure reports it, once
+    if not settings.url and not hasattr(early_config, "workerinput"):
+        # This process will start (or attach to) a server: initdb, if needed, runs now,
+        # beside the imports and the collection, not after them.
+        from ..postgres.initdb_cache import prepared
+
+        early = early_config.stash[EARLY_START] = prepared()
+        early_config.add_cleanup(lambda: _wait_for(early.initdb))  # none left half made
+
+
+def _runs_items_here(config: pytest.Config) -> bool:
+    """Whether this process runs the tests itself: not an xdist worker (a thread of its
+    own talks to the controller) nor the controller of workers."""
+    option = config.known_args_namespace
+    distributed = getattr(option, "dist", "no") != "no" or bool(
+        getattr(option, "numprocesses", None)
+    )
+    return not hasattr(config, "workerinput") and not distributed
 
 
 def _wait_for(plan: Future[Any]) -> None:

@@ -15,6 +15,7 @@ import pytest
 from .harness_errors import HarnessErrors
 
 if TYPE_CHECKING:
+    from ..checks.isolated import Spares
     from ..foundation.registry import Registry
     from ..postgres.initdb_cache import Prepared
     from ..provisioning.provision import Provisioner
@@ -27,6 +28,8 @@ EARLY_REGISTRY: pytest.StashKey[Registry] = pytest.StashKey()
 #: The ephemeral server's binaries and initdb cache, found and built in a thread from
 #: the start of the run (``initdb_cache.prepared``).
 EARLY_START: pytest.StashKey[Prepared] = pytest.StashKey()
+#: The check items' children forked before any conftest was imported (``--reynard-db-checks``).
+SPARES: pytest.StashKey[Spares] = pytest.StashKey()
 #: SIGTERM/SIGHUP handled as Ctrl-C while the run has a server: the handlers' undo,
 #: and the signals received.
 SIGNALS = pytest.StashKey[tuple[ExitStack, list[int]]]()
