@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 from reynard_trees import Cli, write_revision
 
-from pytest_reynard_db.checks import CheckResult, run_checks
+from pytest_reynard_db.checks import CheckResult, Place, run_checks
 from pytest_reynard_db.checks.report import show_results
-from pytest_reynard_db.checks.result import Place
 from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.postgres import EphemeralServer
 

@@ -1,6 +1,6 @@
 """Third hostile review of ``reynard-migrate drift`` (issue 26), on ``3451e42``.
 
-The new code first: the throw-away database prepared as production was (``drift_setup``:
+The new code first: the throw-away database prepared as production was (``drift.prepare``:
 the live session's search path, its version table's schema first and made when the tree
 does not make it, a retry; the live roles made there), then the catalog kinds
 (``schema_catalog``) on real patterns, a real tree (Open WebUI's), and hand-made changes

@@ -16,21 +16,23 @@ plugin, when a database's checks run in an interpreter of their own. ``run_check
 what the CLI and the pytest plugin call: it never lets an exception out of a check, so
 one broken database or revision becomes one failed result that names it, never a
 traceback.
+
+A check's outcome is data (``CheckResult``: its status, why, and its ``Place``s): every
+output format (the table, the JSON, GitHub annotations, JUnit, the pytest items) renders
+from these fields; none parses a message back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..foundation.errors import ConfigError
-from ..foundation.lint_settings import OPT_IN
-from ..foundation.registry import Database, Registry
+from ..foundation.registry import OPT_IN, Database, Registry
 
 if TYPE_CHECKING:
-    from .result import CheckResult
     from .runner import CheckRunner
     from .suite import ALL_CHECKS, CHECKS, OPT_IN_CHECKS, run_check, run_checks
 
@@ -42,7 +44,7 @@ class CheckSpec:
     ``needs``: ``files`` (the revision files alone, no ``env.py``), ``tool`` (``env.py``
     offline and a tool over its SQL, no server) or ``server`` (it migrates throw-away
     databases). ``turned_on``: ``default``; ``lint``, named in ``[tool.reynard-db.lint]
-    enabled`` (``lint_settings.OPT_IN``); ``base``, given a git base. ``mirrors_only``:
+    enabled`` (``registry.OPT_IN``); ``base``, given a git base. ``mirrors_only``:
     it applies to a database that mirrors another and has no result for the others.
     """
 
@@ -76,7 +78,7 @@ CHECKS_DEFAULT = tuple(name for name, spec in SPECS.items() if spec.turned_on ==
 FILE_CHECKS = frozenset(name for name, spec in SPECS.items() if spec.needs == "files")
 #: Checks that need no server (``lint`` runs Squawk over offline SQL).
 OFFLINE_CHECKS = frozenset(name for name, spec in SPECS.items() if spec.needs != "server")
-assert tuple(n for n, s in SPECS.items() if s.turned_on == "lint") == OPT_IN, "lint_settings"
+assert tuple(n for n, s in SPECS.items() if s.turned_on == "lint") == OPT_IN, "registry.OPT_IN"
 
 # The checks themselves load on first use (PEP 562): naming them imports none.
 _WHERE = {
@@ -85,7 +87,6 @@ _WHERE = {
     "OPT_IN_CHECKS": "suite",
     "run_check": "suite",
     "run_checks": "suite",
-    "CheckResult": "result",
     "CheckRunner": "runner",
 }
 
@@ -101,6 +102,7 @@ __all__ = [
     "CheckResult",
     "CheckRunner",
     "CheckSpec",
+    "Place",
     "enabled_checks",
     "isolated_by_default",
     "needs_server",
@@ -156,3 +158,88 @@ def isolated_by_default(
     if beside_tests:
         return True
     return databases > 1 and any(SPECS[name].needs != "files" for name in names)
+
+
+# -- results ---------------------------------------------------------------------------
+
+#: ``ok`` passed; ``failed``; ``skipped``: does not apply (the message says why);
+#: ``not_run``: a step it needs first failed (the message names it).
+Status = Literal["ok", "failed", "skipped", "not_run"]
+STATUSES: tuple[Status, ...] = ("ok", "failed", "skipped", "not_run")
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where in the code a result points: a file (relative to the project root), the line
+    of the function or statement at fault, the function's name (``upgrade``,
+    ``downgrade``); ``message``: what to say there, when it is part of the result's
+    message only (one revision of a ``lint`` failure), None for the whole message."""
+
+    file: str
+    line: int | None = None
+    function: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One database, one check: its status, why, and where in the code.
+
+    ``revision``, ``file``, ``line`` and ``function`` name the one revision (and its
+    function) a result is about; None where no single one is. ``places``: every place
+    a result points at (each revision of a ``lint`` failure, each differing file of a
+    mirror, each revision that created an object ``downgrade_clean`` found left); the
+    one place ``file`` names when it is the only one.
+
+    ``status`` is given, or follows from ``ok`` and ``skipped``. ``ok`` is false for a
+    failure only: a skipped or not-run check fails no run. ``skipped`` is true for both
+    kinds that did not run (kept for the ``--json`` readers that know only it).
+    """
+
+    database: str
+    check: str
+    ok: bool
+    message: str
+    revision: str | None = None
+    file: str | None = None
+    line: int | None = None
+    function: str | None = None
+    status: Status | None = None
+    places: tuple[Place, ...] = ()
+    skipped: bool = False
+
+    def __post_init__(self) -> None:
+        status = self.status or ("skipped" if self.skipped else "ok" if self.ok else "failed")
+        if status not in STATUSES:
+            raise ValueError(f"unknown check status {status!r}")
+        fixed: dict[str, object] = {
+            "status": status,
+            "ok": status != "failed",
+            "skipped": status in ("skipped", "not_run"),
+        }
+        if not self.places and self.file:
+            fixed["places"] = (Place(self.file, self.line, self.function),)
+        for name, value in fixed.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``--json`` entry (the README's "Migration checks"): every field, None where it
+        does not apply; ``"skipped": true`` added to a skipped or not-run check's entry
+        only, so the documented shape is kept."""
+        entry = asdict(self)
+        entry["places"] = [asdict(place) for place in self.places]
+        if not self.skipped:
+            del entry["skipped"]
+        return entry
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> CheckResult:
+        """The result an ``as_json`` entry describes (the child interpreter's answer)."""
+        places = tuple(Place(**place) for place in entry.get("places", ()))
+        return cls(**{**entry, "places": places})
+
+    @property
+    def summary(self) -> str:
+        """The first line of the message (the rest are details)."""
+        lines = self.message.strip().splitlines()
+        return lines[0] if lines else ""

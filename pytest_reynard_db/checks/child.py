@@ -20,8 +20,8 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import IO, Any
 
-from ..foundation.text import one_line
-from .result import CheckResult
+from ..foundation.urls import one_line
+from . import CheckResult
 
 OPT_IN_HINT = "--allow URL"
 #: How often the child looks whether its parent is still there (seconds).
@@ -104,8 +104,7 @@ def serve(requests: IO[str], out: IO[str]) -> int:
     """Read the request on ``requests``, answer on ``out``; the exit code. Both the
     interpreter started for it (``main``) and a child forked ahead (``isolated.Spare``)
     come here."""
-    from ..foundation.errors import ReynardDBError
-    from ..foundation.signals import terminate_as_interrupt
+    from ..foundation.errors import ReynardDBError, terminate_as_interrupt
     from ..foundation.urls import redact
 
     parent = os.getppid()

@@ -12,10 +12,10 @@ from alembic.script import Script
 from sqlalchemy import Connection, text
 
 from ..foundation.errors import ReynardDBError
-from ..foundation.text import counted
+from ..foundation.urls import counted
 from ..migration.tree import version_table_of
+from . import CheckResult
 from .heads import all_heads, moved_to, walk_order
-from .result import CheckResult
 from .runner import USER_SCHEMA, CheckRunner, upgrade_first
 from .walk import read_heads
 

@@ -3,7 +3,7 @@
 A hand-applied hotfix (an index, a default, a column dropped by hand) leaves production
 at the right ``alembic_version`` and the wrong schema; the next migration then fails in
 production only. ``drift`` reads the live version table, migrates a throw-away database
-to exactly those revisions, and compares the two (``schema_compare``).
+to exactly those revisions, and compares the two (``models_match.schema_differences``).
 
 The live database is only read: its session is read-only on the server's side
 (``default_transaction_read_only``, checked back before anything else), each
@@ -11,12 +11,38 @@ transaction is rolled back, and nothing takes a lock stronger than the ``ACCESS 
 catalog reads take, which blocks no writer; a lock it must wait for (a migration holding
 ``ACCESS EXCLUSIVE``) ends it after ``lock_timeout`` with one line, a read that does not
 end after ``statement_timeout``. Its ``search_path`` is ``pg_catalog`` alone, so that no
-code of the live database's answers a name drift's reads use (``schema_compare``); a
+code of the live database's answers a name drift's reads use (``models_match``); a
 first, short session reads the live one's own search path (which schema its version
 table is in, which schema's tables are named unqualified), calling one qualified
-function. The throw-away database is migrated as the checks migrate theirs
-(``drift_setup`` gives it production's set-up first): ``env.py`` may reach it and
-nothing else (the live database's URL is redirected there).
+function. The throw-away database is migrated as the checks migrate theirs, given
+production's set-up first (``prepare``, below): ``env.py`` may reach it and nothing else
+(the live database's URL is redirected there).
+
+What production had before its first migration: a tree's migrations create their
+objects where the migrating session's ``search_path`` says, as the role it runs as, and
+may grant to roles the server has; none of that is in the tree. Migrated as the
+throw-away server's superuser, in ``public``, a tree whose production database keeps its
+tables in a schema named after the application's role (PostgreSQL's secure schema
+pattern, ``"$user", public``), or in a schema a DBA made and set on the database, would
+be all drift. So the throw-away database is migrated in
+up to three ways, each only when the ones before do not match the live database:
+
+1. with the live session's ``search_path`` as set (``"$user"`` kept: a function made
+   with ``SET search_path FROM CURRENT`` keeps it as written);
+2. with the schema the live version table is in first: where Alembic wrote it is where
+   the migrations ran, when the path was changed since (a role's path set afterwards);
+3. as production may have been set up by hand before its first migration (a DBA's
+   step, not the tree's): the schemas of the live session's path and of the live
+   version table made empty first, the live server's roles made on the throw-away
+   server (ours alone), each ``NOLOGIN SUPERUSER`` so that nothing a role may do in
+   production is refused there, and the database's sessions run as the live role (its
+   ``"$user"``, its ownership).
+
+``drift`` reports the closest (fewest differences; the earlier on a tie). The first two
+make nothing the tree may make itself (``CREATE SCHEMA``, ``CREATE ROLE`` without ``IF
+NOT EXISTS`` stay as they are in production's history). The live session is read by
+one qualified function call on a plain psycopg connection (no SQLAlchemy dialect
+set-up, whose unqualified ``current_schema()`` a schema on the live path could answer).
 """
 
 from __future__ import annotations
@@ -29,6 +55,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
+from psycopg import sql
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -36,15 +63,13 @@ from sqlalchemy.pool import NullPool
 
 from ..foundation.errors import MigrationFailed, RevisionError, ReynardDBError, ServerError
 from ..foundation.registry import Database, Registry
-from ..foundation.text import counted, first_line, one_line
-from ..foundation.urls import mask_url
+from ..foundation.urls import counted, first_line, mask_url, one_line
 from ..migration.manager import MigrationManager
 from ..migration.tree import current_heads, version_table_of, version_table_seen
-from .drift_setup import LiveSession, prepare
+from . import CheckResult
 from .heads import all_heads, heads_text, moved_to
-from .result import CheckResult
+from .models_match import SESSION, Side, schema_differences
 from .runner import USER_SCHEMA, CheckRunner
-from .schema_compare import SESSION, Side, differences
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
@@ -94,7 +119,7 @@ def drift(
 
 
 def _drift(runner: CheckRunner, live_url: URL, where: str, timeouts: Timeouts) -> CheckResult:
-    """The tree migrated as production most plausibly was (``drift_setup``: up to three
+    """The tree migrated as production most plausibly was (``prepare``: up to three
     ways, each only while none matched); the closest is the verdict (fewest
     differences, the earlier on a tie)."""
     name = runner.db.name
@@ -164,7 +189,7 @@ def _compared(
             )
         return _read(
             where,
-            lambda: differences(
+            lambda: schema_differences(
                 Side(live, live_version),
                 Side(tree, tree_version),
                 unqualified=session.path[0] if session.path else None,
@@ -281,7 +306,7 @@ def session_options(url: URL, timeouts: Timeouts, *, compared: bool) -> dict[str
     """The libpq keywords every drift session adds to ``url``'s: read-only on the server's
     side, within ``timeouts``, ``row_security`` off (a policy of the live database's, on
     its version table, would run its code in this session, or hide rows; off, a query it
-    would affect is an error); ``compared``: ``schema_compare.SESSION``'s settings."""
+    would affect is an error); ``compared``: ``models_match.SESSION``'s settings."""
     settings = f"-c default_transaction_read_only=on -c row_security=off {timeouts.options()}"
     if compared:
         settings += "".join(f" -c {setting}={value}" for setting, value in SESSION.items())
@@ -294,7 +319,7 @@ def session_options(url: URL, timeouts: Timeouts, *, compared: bool) -> dict[str
 
 
 def live_session(name: str, url: URL, timeouts: Timeouts) -> LiveSession:
-    """The live session's own search path and role (``drift_setup``), read on a plain
+    """The live session's own search path and role (``LiveSession``), read on a plain
     psycopg connection with the session's own ``search_path``, read-only."""
     from ..postgres.server import connect_args
 
@@ -313,7 +338,7 @@ def live_session(name: str, url: URL, timeouts: Timeouts) -> LiveSession:
 @contextmanager
 def read_only(name: str, url: URL, timeouts: Timeouts = Timeouts()) -> Iterator[Connection]:
     """A connection to ``url`` whose every transaction is read-only on the server's side,
-    within ``timeouts``, with ``schema_compare.SESSION``'s settings, and rolled back.
+    within ``timeouts``, with ``models_match.SESSION``'s settings, and rolled back.
     psycopg prepares no statement: a prepared statement is closed with ``DEALLOCATE``,
     which is not a read (and what a transaction-mode pooler loses)."""
     ours = url.set(drivername="postgresql+psycopg")  # ours, libpq's options, whatever env.py's
@@ -349,3 +374,86 @@ def _read(where: str, read: Callable[[], T]) -> T:
         return read()
     except DBAPIError as exc:
         raise ServerError(f"{where}: {first_line(exc.orig)}") from None
+
+
+# -- what production had before its first migration ------------------------------------
+
+if TYPE_CHECKING:
+    from ..postgres import Server
+
+#: The live session, in one row: its path (existing schemas), its ``search_path`` as
+#: set, its role (``"$user"``), and the server's roles. Every name qualified, the one
+#: operator too: the live ``search_path`` is in force on this session.
+LIVE_SESSION = (
+    "SELECT pg_catalog.current_schemas(false), pg_catalog.current_setting('search_path'), "
+    "pg_catalog.current_user(), ARRAY(SELECT rolname FROM pg_catalog.pg_roles "
+    "WHERE rolname OPERATOR(pg_catalog.!~) '^pg_' ORDER BY 1)"
+)
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """The live session's own view: the schemas its names resolve in (those that exist),
+    its ``search_path`` as set, its role, and the server's roles."""
+
+    path: tuple[str, ...]
+    search_path: str
+    user: str
+    roles: tuple[str, ...]
+
+    @classmethod
+    def read(cls, connect_args: dict[str, Any]) -> LiveSession:
+        with psycopg.connect(**connect_args) as connection:
+            row = connection.execute(LIVE_SESSION).fetchone()
+            connection.rollback()
+        assert row is not None
+        path, search_path, user, roles = row
+        return cls(tuple(path or ()), str(search_path), str(user), tuple(roles or ()))
+
+
+def prepare(
+    server: Server,
+    database: str,
+    live: LiveSession,
+    version_schema: str | None,
+    *,
+    version_first: bool = False,
+    as_production: bool = False,
+) -> None:
+    """Give ``database`` (empty, on ``server``) the live set-up before it migrates: the
+    live ``search_path`` (``version_first``: after ``version_schema``); ``as_production``:
+    also the live path's schemas and ``version_schema`` (where the live version table
+    is: an ``env.py`` that sets its own path or ``version_table_schema`` names it), the
+    live server's roles, and the live role for its sessions."""
+    from ..postgres import EphemeralServer
+
+    target = sql.Identifier(database)
+    path = live.search_path
+    if version_first and version_schema is not None:
+        first = sql.Identifier(version_schema).as_string(None)
+        path = f"{first}, {path}" if path else first
+    with server.admin() as admin:
+        # set_config checks the value as a SET would; FROM CURRENT stores it as it stands
+        admin.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (path,))
+        admin.execute(sql.SQL("ALTER DATABASE {} SET search_path FROM CURRENT").format(target))
+        admin.execute("RESET search_path")
+        if not as_production:
+            return
+        if isinstance(server, EphemeralServer):  # ours alone: its roles are no one's
+            have = {row[0] for row in admin.execute("SELECT rolname FROM pg_catalog.pg_roles")}
+            for role in live.roles:
+                if role not in have:
+                    admin.execute(
+                        sql.SQL("CREATE ROLE {} NOLOGIN SUPERUSER").format(sql.Identifier(role))
+                    )
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} SET role = {}").format(target, sql.Literal(live.user))
+            )
+    with server.connect(database) as connection:
+        wanted = (*live.path, *([version_schema] if version_schema else []))
+        for schema in dict.fromkeys(wanted):
+            if schema.startswith("pg_") or schema == "information_schema":
+                continue  # PostgreSQL's own, named on a path (pg_catalog, pg_temp)
+            connection.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+            )

@@ -34,11 +34,11 @@ from pathlib import Path
 from alembic.script import Script, ScriptDirectory
 from alembic.util import to_tuple
 
-from ..foundation.text import counted
+from ..foundation.urls import counted
 from ..migration.git_base import Base, python_files, read_blobs, resolve_base
 from ..migration.mirror import mirror_diff
 from ..migration.tree import parents, revision_files
-from .result import CheckResult, Place
+from . import CheckResult, Place
 from .runner import CheckRunner
 
 # -- single_head -------------------------------------------------------------------------

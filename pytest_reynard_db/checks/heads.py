@@ -13,7 +13,7 @@ from __future__ import annotations
 from alembic.script import Script, ScriptDirectory
 
 from ..migration.tree import first_parent, needs
-from .result import CheckResult
+from . import CheckResult
 from .runner import CheckRunner
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from ..foundation.registry import Database, Registry
-from .result import CheckResult
+from . import CheckResult
 
 if TYPE_CHECKING:  # the servers load on use: file checks need none
     from ..postgres import Server

@@ -22,9 +22,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
-from ..foundation import text
-from ..foundation.text import counted
-from .result import CheckResult
+from ..foundation.urls import counted
+from ..foundation.urls import print_table as print_rows
+from . import CheckResult
 
 CHECK_FORMATS = ("table", "json", "github", "junit")
 
@@ -57,7 +57,7 @@ def print_table(results: Sequence[CheckResult], out: TextIO) -> None:
     failure in full, then the count of each kind: ``3 checks, 1 failed, 1 not run``."""
     rows = [("database", "check", "result", "message")]
     rows += [(r.database, r.check, VERDICTS[r.status or "ok"], r.summary) for r in results]
-    text.print_table(rows, out)
+    print_rows(rows, out)
     for result in results:
         if result.status == "failed" and "\n" in result.message.strip():  # the row had line 1
             print(f"\n{result.database} {result.check}:", file=out)

@@ -38,7 +38,7 @@ from ..guard.migration import Refusal
 from ..migration.manager import MigrationManager
 from ..migration.tree import load_tree
 from ..postgres.names import scratch_name
-from .result import CheckResult, Place, Status
+from . import CheckResult, Place, Status
 
 if TYPE_CHECKING:  # the servers load on use: file checks need none
     from ..postgres import Server

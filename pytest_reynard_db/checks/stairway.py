@@ -44,7 +44,7 @@ from alembic.script import Script
 from sqlalchemy import Connection
 
 from ..foundation.errors import EnvPyFailed, GuardRefused, ReynardDBError
-from ..foundation.text import counted
+from ..foundation.urls import counted
 from ..migration.manager import MigrationManager
 from ..migration.tree import (
     WalkStep,
@@ -55,8 +55,8 @@ from ..migration.tree import (
     same_heads,
     version_table,
 )
+from . import CheckResult
 from .heads import expected_heads, walk_order
-from .result import CheckResult
 from .runner import CheckRunner
 from .walk import (
     STEP_WIDTH,

@@ -9,17 +9,23 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..foundation.errors import MigrationFailed, ReynardDBError
-from ..foundation.lint_settings import OPT_IN
-from ..foundation.registry import Database, Registry
-from ..foundation.text import one_line
-from . import CHECK_ORDER, CHECKS_DEFAULT, SPECS, enabled_checks, isolated_by_default, select_checks
+from ..foundation.registry import OPT_IN, Database, Registry
+from ..foundation.urls import one_line
+from . import (
+    CHECK_ORDER,
+    CHECKS_DEFAULT,
+    SPECS,
+    CheckResult,
+    enabled_checks,
+    isolated_by_default,
+    select_checks,
+)
 from .bounded import CheckTimedOut, time_limit
 from .downgrade_clean import downgrade_clean
 from .files import history, mirror_sync, single_head
 from .heads import upgrade
 from .isolated import run_isolated
 from .models_match import models_match
-from .result import CheckResult
 from .runner import CheckRunner, NotRun, Progress
 from .safety import lint, locks
 from .stairway import stairway

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..foundation.atomic_file import replace_file
 from ..foundation.errors import FileConflict, FilesystemError
 from ..foundation.registry import Database
-from ..foundation.text import shown_path
+from ..foundation.urls import shown_path
 from ..migration.mirror import MirrorDiff, os_errors, versions_root
 
 # How ``atomic_file.replace_file`` names :func:`_atomic_copy`'s temp files:

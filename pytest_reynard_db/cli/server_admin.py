@@ -21,8 +21,7 @@ from typing import TextIO
 
 from ..foundation.errors import CheckFailed, ConfigError, ServerError
 from ..foundation.registry import Registry
-from ..foundation.text import counted, print_table
-from ..foundation.urls import admin_url, mask_url
+from ..foundation.urls import admin_url, counted, mask_url, print_table
 from ..foundation.waits import file_lock
 from ..postgres import EphemeralServer, ExistingServer, Server
 from ..postgres.binaries import describe

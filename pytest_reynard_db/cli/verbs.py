@@ -21,11 +21,10 @@ from ..checks.report import progress_line, show_results
 from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
 from ..checks.safety.findings import render
-from ..foundation import text
 from ..foundation.errors import CheckFailed, ReynardDBError
 from ..foundation.registry import Registry
-from ..foundation.text import shown_path as relative
-from ..foundation.urls import mask_url, redact
+from ..foundation.urls import mask_url, print_table, redact
+from ..foundation.urls import shown_path as relative
 from ..guard import GUARD, redirect_note
 from ..migration import logs, mirror
 from ..migration.git_base import resolve_base
@@ -56,7 +55,7 @@ def cmd_list(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     for broken in registry.broken.values():
         rows.append((broken.name, broken.database, "-", "-", "-", f"error: {broken.error}"))
         status = broken.error.exit_code
-    text.print_table(rows, out)
+    print_table(rows, out)
     return status
 
 

@@ -4,5 +4,5 @@ paths are shown, files written whole, file locks that say who holds them, signal
 the registry of a project's databases with its settings.
 
 The lowest layer: ``postgres/`` and ``guard/`` build on it, then ``migration/``,
-``provision/``, ``checks/``, and the two fronts, ``cli/`` and ``plugin/``.
+``provisioning/``, ``checks/``, and the two fronts, ``cli/`` and ``plugin/``.
 """

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
-from .text import shown_path
+from .urls import shown_path
 
 #: What a path that is not a regular file is, by its mode's type.
 _KINDS = (

@@ -21,10 +21,8 @@ from alembic.util import CommandError, coerce_resource_to_filename
 
 from .atomic_file import refuse_non_regular
 from .errors import ConfigError
-from .lint_settings import LintSettings
-from .registry import Broken, Database
-from .text import one_line
-from .urls import parse_url, refuse_control_characters
+from .registry import Broken, Database, LintSettings
+from .urls import one_line, parse_url, refuse_control_characters
 
 DATABASE_KEYS = frozenset({"ini", "database", "url_env", "mirror_of", "description"})
 TOP_LEVEL_KEYS = frozenset({"databases", "lint", "base"})

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..foundation.errors import ConfigError, GuardRefused
-from ..foundation.text import shown_path
+from ..foundation.urls import shown_path
 from .target import Endpoint, Target, url_target
 
 #: The registered targets of the URL variables hidden from a test run (``hidden_variables``):

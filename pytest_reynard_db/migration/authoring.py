@@ -22,7 +22,7 @@ from alembic.util import CommandError
 
 from ..foundation.errors import RevisionError
 from ..foundation.registry import Database
-from ..foundation.text import one_line, shown_path
+from ..foundation.urls import one_line, shown_path
 from .tree import RESERVED_IDS, declared_labels
 
 NO_LABEL = ""

@@ -43,7 +43,7 @@ from ..foundation.errors import (
     RevisionError,
 )
 from ..foundation.registry import Database
-from ..foundation.text import first_line, one_line, shown_path
+from ..foundation.urls import first_line, one_line, shown_path
 from .logs import preserved_logging
 from .tree import as_first_run, current_heads, note_version_table
 

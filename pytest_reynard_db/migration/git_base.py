@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..foundation.errors import ConfigError
-from ..foundation.text import first_line, one_line
+from ..foundation.urls import first_line, one_line
 
 
 @dataclass(frozen=True)

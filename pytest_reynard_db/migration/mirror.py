@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from ..foundation.errors import FilesystemError, RevisionError
 from ..foundation.registry import Database
-from ..foundation.text import shown_path
+from ..foundation.urls import shown_path
 from .tree import revision_files
 
 

@@ -23,7 +23,7 @@ from mako.template import Template  # type: ignore[import-untyped]
 from ..foundation.atomic_file import create_file, refuse_non_regular
 from ..foundation.errors import FileConflict, FilesystemError, RevisionError
 from ..foundation.registry import Database
-from ..foundation.text import shown_path
+from ..foundation.urls import shown_path
 from .authoring import Placement
 from .env_run import alembic_errors
 from .tree import revision_writes

@@ -43,7 +43,7 @@ from alembic.util import CommandError
 from ..foundation.atomic_file import refuse_non_regular
 from ..foundation.errors import RevisionError
 from ..foundation.registry import Database
-from ..foundation.text import one_line
+from ..foundation.urls import one_line
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationContext, MigrationStep

@@ -23,7 +23,7 @@ from ..foundation.errors import ReynardDBError
 from .stash import SPARES
 
 if TYPE_CHECKING:
-    from ..checks.result import CheckResult
+    from ..checks import CheckResult
     from ..foundation.registry import Database
     from ..postgres import Server
     from .runstate import RunState

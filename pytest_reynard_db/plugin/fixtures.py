@@ -324,7 +324,7 @@ def _failure(name: str, exc: Exception, files: tuple[Path, ...], root: Path) -> 
     """``SeedFailed`` naming the innermost line of the seed's own files in the traceback
     (where the seed called what failed, if it failed deeper)."""
     from ..foundation.errors import SeedFailed
-    from ..foundation.text import one_line
+    from ..foundation.urls import one_line
 
     frames = [
         frame

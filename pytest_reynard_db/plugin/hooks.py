@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..foundation.errors import ReynardDBError
-from ..foundation.signals import terminate_as_interrupt
+from ..foundation.errors import ReynardDBError, terminate_as_interrupt
 from . import alembic_items as pytest_alembic_compat
 from . import options as selection
 from .alembic_items import AlembicFixtures

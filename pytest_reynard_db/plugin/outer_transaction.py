@@ -19,8 +19,7 @@ from sqlalchemy import Connection, RootTransaction, event
 from sqlalchemy.exc import DBAPIError
 
 from ..foundation.errors import ServerError
-from ..foundation.text import first_line
-from ..foundation.urls import mask_url
+from ..foundation.urls import first_line, mask_url
 from ..provisioning.provision import TestDatabase
 
 if TYPE_CHECKING:

@@ -19,8 +19,7 @@ from psycopg import sql
 from sqlalchemy.engine import URL
 
 from ..foundation.errors import ServerError
-from ..foundation.text import first_line
-from ..foundation.urls import admin_url, mask_url
+from ..foundation.urls import admin_url, first_line, mask_url
 from ..guard import GUARD
 from .binaries import Binaries
 from .executor import EphemeralPostgres

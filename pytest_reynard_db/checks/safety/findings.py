@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ...foundation import text
-from ...foundation.text import counted, one_line
-from ..result import CheckResult, Place
+from ...foundation.urls import counted, one_line
+from ...foundation.urls import print_table as print_rows
+from .. import CheckResult, Place
 from ..runner import CheckRunner, identifiers, statement_line
 
 #: A finding's statement is shown on one line of at most this many characters.
@@ -252,7 +252,7 @@ def print_table(reports: Sequence[RevisionReport], out: TextIO) -> None:
     """One row per revision and check, then every finding under its revision."""
     rows = [("database", "check", "revision", "result", "file")]
     rows += [(r.database, r.check, r.revision, _verdict(r), r.file) for r in reports]
-    text.print_table(rows, out)
+    print_rows(rows, out)
     shared = shared_notes(reports)
     for check, notes in shared.items():
         print(f"\n{check}, every revision:", file=out)

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ...foundation.errors import ConfigError, ReynardDBError
-from ...foundation.lint_settings import LintSettings
+from ...foundation.registry import LintSettings
 from ...postgres.runas import process_scratch
+from .. import CheckResult
 from ..heads import walk_order
-from ..result import CheckResult
 from ..runner import CheckRunner
 from .findings import (
     BAD_WAIVER,

@@ -33,9 +33,9 @@ from ...foundation.errors import MigrationFailed
 from ...migration.env_run import runs_outside_a_transaction
 from ...migration.manager import MigrationManager
 from ...migration.tree import upgrade_steps
+from .. import CheckResult
 from ..bounded import SelfDeadlockWatch
 from ..heads import walk_order
-from ..result import CheckResult
 from ..runner import USER_SCHEMA, CheckRunner
 from ..walk import same_connection
 from .fill import Filler

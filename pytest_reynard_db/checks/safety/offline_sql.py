@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL
 
 from ...foundation.errors import MigrationFailed
 from ...foundation.registry import Database
-from ...foundation.text import first_line
+from ...foundation.urls import first_line
 from ...migration.env_run import env_py_failure
 from ...migration.tree import first_parent, last_line
 from ..runner import CheckRunner
