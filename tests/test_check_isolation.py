@@ -39,7 +39,8 @@ from sqlalchemy import engine_from_config, pool
 
 if os.environ.get("ISOLATION_PROBE"):  # what the interpreter running the checks holds
     with open(os.environ["ISOLATION_PROBE"], "a") as probe:
-        seen = {{"pytest": "_pytest" in sys.modules, "app_models": "app_models" in sys.modules}}
+        seen = {{"pytest": "_pytest" in sys.modules, "app_models": "app_models" in sys.modules,
+                "conftest_env": os.environ.get("SET_BY_CONFTEST")}}
         probe.write(json.dumps(seen) + "\\n")
 if os.environ.get("ISOLATION_SLEEP"):  # a check that takes its time, to be interrupted
     import time
@@ -207,12 +208,16 @@ def test_check_items_use_children_forked_before_the_conftests(
 ) -> None:
     """The items' children are forked from pytest before any conftest is imported (no
     interpreter to start, SQLAlchemy and Alembic already imported): a conftest that
-    imports ``app_models`` is not in them, and ``auth``'s items pass."""
-    (project / "conftest.py").write_text("import app_models  # noqa: F401\n")
+    imports ``app_models`` is not in them, and ``auth``'s items pass. What the conftest
+    set in the environment after the fork is seen, as by an interpreter started then."""
+    (project / "conftest.py").write_text(
+        "import os\n\nimport app_models  # noqa: F401\n\nos.environ['SET_BY_CONFTEST'] = 'yes'\n"
+    )
     result, seen = probed_items(project, pytester, monkeypatch)
     result.stdout.fnmatch_lines(["*reynard-db::auth::models_match PASSED*"])
     result.stdout.no_fnmatch_line("*FAILED*")
-    assert seen and all(s == {"pytest": True, "app_models": False} for s in seen), seen
+    expected = {"pytest": True, "app_models": False, "conftest_env": "yes"}
+    assert seen and all(s == expected for s in seen), seen
     assert "Traceback" not in result.stderr.str() and "reynard-db" not in result.stderr.str()
 
 
@@ -226,7 +231,8 @@ def test_a_plugin_of_the_project_gets_an_interpreter_of_its_own(
     result, seen = probed_items(project, pytester, monkeypatch, "-p", "app_models")
     result.stdout.fnmatch_lines(["*reynard-db::auth::models_match PASSED*"])
     result.stdout.no_fnmatch_line("*FAILED*")
-    assert seen and all(s == {"pytest": False, "app_models": False} for s in seen), seen
+    expected = {"pytest": False, "app_models": False, "conftest_env": None}
+    assert seen and all(s == expected for s in seen), seen
 
 
 def test_a_terminated_check_leaves_no_database_nor_child(

@@ -57,6 +57,10 @@ def _child(requests: IO[str], out: IO[str]) -> None:
     for entry in reversed(request["sys_path"]):
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    # the parent's as they are now (a conftest may have set a variable env.py reads)
+    os.environ.clear()
+    os.environ.update(request["environ"])
+    os.chdir(request["cwd"])
 
     told = requests.readline()
     if not told:  # the parent will not run these checks after all

@@ -100,6 +100,9 @@ class IsolatedChild:
             "timeout": timeout,
             "allow": list(allow),
             "sys_path": [p for p in sys.path if p],
+            # As they are now: a child forked ahead has those of before the conftests.
+            "environ": dict(os.environ),
+            "cwd": os.getcwd(),
             "note_prefix": note_prefix,
         }
         self.process: ChildProcess
