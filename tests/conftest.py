@@ -24,8 +24,8 @@ from reynard_trees import QUIET_ASYNCIO, Cli, copy_reynard_trees, reynard_projec
 
 from pytest_reynard_db.guard import GUARD, inherit
 from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.postgres.executor import reusable_server
 from pytest_reynard_db.postgres.reaper import stop_postmaster
-from pytest_reynard_db.postgres.reuse import reusable_server
 
 #: The modules one xdist worker runs whole: each builds a costly module fixture for all its
 #: tests, which ``--dist load`` builds again in every worker sent one of them.

@@ -17,7 +17,7 @@ import pytest
 
 from bench.reflink_fs import Unavailable, reflink_file_system
 from pytest_reynard_db.postgres import EphemeralServer, find_binaries
-from pytest_reynard_db.postgres.clone_method import CLONE_VERSION, of_server, planned, reflinks
+from pytest_reynard_db.postgres.binaries import CLONE_VERSION, of_server, planned, reflinks
 from pytest_reynard_db.postgres.runas import RUNTIME_DIR_ENV
 
 #: A table of about 40 MB: a copy of it shows in the file system's use, a reflink not.

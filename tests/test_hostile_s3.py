@@ -22,8 +22,8 @@ from pytest_reynard_db import load_registry
 from pytest_reynard_db.cli import server_admin
 from pytest_reynard_db.foundation.errors import CheckFailed
 from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
+from pytest_reynard_db.postgres.executor import kept_at, reusable_server
 from pytest_reynard_db.postgres.reaper import stop_postmaster
-from pytest_reynard_db.postgres.reuse import kept_at, reusable_server
 from pytest_reynard_db.postgres.server import connect_args
 from pytest_reynard_db.postgres.shared import TEMPLATE_COMMENT, RunPresence, drop_dead_runs
 from pytest_reynard_db.postgres.templates import prune_templates

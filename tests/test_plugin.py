@@ -9,7 +9,7 @@ from reynard_trees import break_main, log_connections, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.postgres.reuse import reusable_server
+from pytest_reynard_db.postgres.executor import reusable_server
 
 
 def test_every_fixture(pytester: pytest.Pytester) -> None:

@@ -25,9 +25,8 @@ from ..foundation.urls import admin_url, counted, mask_url, print_table
 from ..foundation.waits import file_lock
 from ..postgres import EphemeralServer, ExistingServer, Server
 from ..postgres.binaries import describe
-from ..postgres.executor import EphemeralPostgres
+from ..postgres.executor import EphemeralPostgres, Kept, kept_at, reuse_dir
 from ..postgres.reaper import postmaster_pid, stop_postmaster
-from ..postgres.reuse import Kept, kept_at, reuse_dir
 from ..postgres.shared import drop_dead_runs, run_sessions
 from ..postgres.templates import TemplateInfo, prune_templates, templates
 from ..provisioning.resolve import SOURCES, migrated_with, project_identity, tree_digest

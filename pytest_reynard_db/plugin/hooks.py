@@ -19,7 +19,6 @@ from ..foundation.errors import ReynardDBError, terminate_as_interrupt
 from . import alembic_items as pytest_alembic_compat
 from . import options as selection
 from .alembic_items import AlembicFixtures
-from .harness_errors import HarnessErrors
 from .options import Settings, add_options, get_settings
 from .stash import (
     EARLY_GUARD,
@@ -29,6 +28,7 @@ from .stash import (
     SIGNALS,
     SPARES,
     STATE,
+    HarnessErrors,
     catch_harness_errors,
     errors_of,
 )

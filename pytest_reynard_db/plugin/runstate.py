@@ -19,8 +19,8 @@ from ..foundation.registry import Registry, find_project_root, load_registry
 from ..foundation.urls import admin_url, remember_secrets
 from ..guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
 from ..postgres import EphemeralPostgres, EphemeralServer, ExistingServer, Server
-from ..postgres.clone_method import CloneMethod, of_server
-from ..postgres.reuse import run_owners, run_record
+from ..postgres.binaries import CloneMethod, of_server
+from ..postgres.executor import run_owners, run_record
 from ..postgres.runas import run_as, runtime_root
 from ..postgres.shared import RunPresence, drop_dead_runs, template_max_age
 from ..postgres.templates import prune_templates

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..foundation.errors import ServerError
 from ..foundation.waits import file_lock
-from .binaries import Binaries, find_binaries
-from .clone_method import CLONE_VERSION, reflinks
+from .binaries import CLONE_VERSION, Binaries, find_binaries, reflinks
 from .reaper import record_source
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
 
@@ -34,7 +33,7 @@ INITDB_ARGS = ("-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no
 
 def server_binaries(user: RunAs, root: Path, binaries: Binaries | None = None) -> Binaries:
     """``binaries`` (by default those found, PostgreSQL >= 18 preferred where ``root``
-    has reflinks: ``clone_method``) as ``user`` can run them."""
+    has reflinks: ``binaries.reflinks``) as ``user`` can run them."""
     if binaries is None:
         binaries = find_binaries(
             at_least=CLONE_VERSION if reflinks(root) else None, cache=root / BINARIES_CACHE

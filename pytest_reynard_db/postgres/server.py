@@ -22,9 +22,8 @@ from ..foundation.errors import ServerError
 from ..foundation.urls import admin_url, first_line, mask_url
 from ..guard import GUARD
 from .binaries import Binaries
-from .executor import EphemeralPostgres
+from .executor import EphemeralPostgres, reusable_server
 from .names import TEST_PREFIX, run_comment, run_of
-from .reuse import reusable_server
 
 CONNECT_TIMEOUT = 10
 
