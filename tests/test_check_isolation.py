@@ -166,20 +166,20 @@ def test_check_items_do_not_depend_on_what_tests_imported(
     (project / "tests" / "test_app.py").write_text(
         "import app_models\n\ndef test_app():\n    assert app_models.items is not None\n"
     )
-    pytester.chdir()
     for args in (("--reynard-db=app,auth",), ("--reynard-db=auth,app",), ("--reynard-db=auth",)):
-        result = pytester.runpytest_subprocess(
-            str(project),
-            f"--rootdir={project}",
-            "-p",
-            "no:cacheprovider",
-            "-v",
-            "--reynard-db-checks",
-            *args,
-        )
+        result = check_items(project, pytester, *args)
         result.stdout.fnmatch_lines(["*reynard-db::auth::models_match PASSED*"])
         result.stdout.fnmatch_lines(["*reynard-db::auth::upgrade PASSED*"])
         result.stdout.no_fnmatch_line("*FAILED*")
+
+
+def check_items(project: Path, pytester: pytest.Pytester, *argv: str) -> pytest.RunResult:
+    """The project's check items (``--reynard-db-checks``), run with ``argv``, verbose."""
+    pytester.chdir()
+    return pytester.runpytest_subprocess(
+        str(project), f"--rootdir={project}", "-p", "no:cacheprovider", "-v",
+        "--reynard-db-checks", *argv,
+    )  # fmt: skip
 
 
 def probed_items(
@@ -188,17 +188,7 @@ def probed_items(
     """``auth``'s check items, run with ``argv``; what each ``env.py`` run saw."""
     probe = project / "probe.jsonl"
     monkeypatch.setenv("ISOLATION_PROBE", str(probe))
-    pytester.chdir()
-    result = pytester.runpytest_subprocess(
-        str(project),
-        f"--rootdir={project}",
-        "-p",
-        "no:cacheprovider",
-        "-v",
-        "--reynard-db-checks",
-        "--reynard-db=auth",
-        *argv,
-    )
+    result = check_items(project, pytester, "--reynard-db=auth", *argv)
     seen = [json.loads(line) for line in probe.read_text().splitlines()]
     return result, seen
 
