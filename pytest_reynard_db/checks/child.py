@@ -40,9 +40,11 @@ def _end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="reynard-db-parent", daemon=True).start()
 
 
-def _child(requests: IO[str], out: IO[str]) -> None:
+def _child(requests: IO[str], out: IO[str], forked: bool) -> None:
     """The child's side: read the request on ``requests``, run the checks, answer on
-    ``out``."""
+    ``out``. ``forked``: a child forked ahead (``isolated.Spare``), which adopts the
+    parent's allow-list as it is now, as an interpreter the parent starts does when it
+    imports a driver (``child_guard``)."""
     # Imported before the request is read: while the parent is told the database (a
     # forked spare child: while pytest collects) and starts the server.
     from ..foundation.registry import load_registry
@@ -61,6 +63,8 @@ def _child(requests: IO[str], out: IO[str]) -> None:
     os.environ.clear()
     os.environ.update(request["environ"])
     os.chdir(request["cwd"])
+    if forked:
+        _adopt_the_parents_list()
 
     told = requests.readline()
     if not told:  # the parent will not run these checks after all
@@ -95,6 +99,22 @@ def _child(requests: IO[str], out: IO[str]) -> None:
     say({"results": [_entry(r) for r in results]})
 
 
+def _adopt_the_parents_list() -> None:
+    """The run's allow-list, from the file ``$REYNARD_DB_GUARD`` names (the parent's, as
+    it is now: its server was started after the fork), re-read before a refusal."""
+    from ..foundation.errors import ReynardDBError
+    from ..guard import GUARD, inherit
+
+    path = os.environ.get(inherit.GUARD_VARIABLE)
+    if not path:
+        return
+    try:
+        allowed = inherit.load(path)
+    except (OSError, ValueError) as exc:
+        raise ReynardDBError(f"the run's allow-list ({path}) cannot be read: {exc}") from None
+    GUARD.adopt(allowed, source=path)
+
+
 def _entry(result: CheckResult) -> dict[str, Any]:
     return {**result.as_json(), "skipped": result.skipped}
 
@@ -104,7 +124,7 @@ def main(argv: Sequence[str]) -> int:
     return serve(sys.stdin, os.fdopen(int(argv[0]), "w", encoding="utf-8"))
 
 
-def serve(requests: IO[str], out: IO[str]) -> int:
+def serve(requests: IO[str], out: IO[str], *, forked: bool = False) -> int:
     """Read the request on ``requests``, answer on ``out``; the exit code. Both the
     interpreter started for it (``main``) and a child forked ahead (``isolated.Spare``)
     come here."""
@@ -117,7 +137,7 @@ def serve(requests: IO[str], out: IO[str]) -> int:
         # ended by the parent (interrupted): its databases are dropped on the way out
         with terminate_as_interrupt():
             _end_with_parent(parent)
-            _child(requests, out)
+            _child(requests, out, forked)
     except KeyboardInterrupt:
         return 130
     except ReynardDBError as exc:  # the registry or the server: its one line, per check

@@ -255,16 +255,22 @@ class Spare:
                 os.close(replies_read)
                 for other in earlier:
                     other.forget()
+                _as_a_new_interpreter()
                 from .child import serve
 
                 code = serve(
                     os.fdopen(requests_read, encoding="utf-8"),
                     os.fdopen(replies_write, "w", encoding="utf-8"),
+                    forked=True,
                 )
             finally:
                 for stream in (sys.stdout, sys.stderr):
                     with suppress(Exception):
                         stream.flush()
+                with suppress(Exception):  # its own allow-list file, if it made one
+                    from ..guard import inherit
+
+                    inherit.withdraw()
                 # pytest's clean-up, atexit and buffers are the parent's, not ours
                 os._exit(code)
         os.close(requests_read)
@@ -290,6 +296,18 @@ class Spare:
         self.replies.close()
 
 
+def _as_a_new_interpreter() -> None:  # pragma: no cover - in the forked child
+    """What a forked child holds of pytest that an interpreter started for the checks
+    would not: the standard streams pytest replaced (``--capture=sys`` keeps what is
+    written to them in the parent's memory: the child writes to its descriptors, as an
+    interpreter would) and the guard's allow-list file (the parent's: ``inherit.forget``;
+    the child adopts the parent's list when told its checks, ``child.serve``)."""
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+    from ..guard import inherit
+
+    inherit.forget()
+
+
 class Spares:
     """Children forked ahead (``Spare``), taken one per database's checks; none left,
     an interpreter is started instead."""
@@ -305,14 +323,21 @@ class Spares:
             self._spares.pop().close()
 
 
-def fork_spares(count: int) -> Spares:
-    """``count`` spare children, forked now, if this process is still clean: one thread
-    (a fork copies no other thread, and none of the locks they held would be released)
-    and nothing imported but the standard library, installed libraries and this package
-    (a plugin named with ``-p`` may be the application's, and an outer pytest running
-    this one in-process has imported its tests). Otherwise none: each database's checks
-    start an interpreter."""
-    if count <= 0 or _threads() != 1 or not _only_libraries_imported():
+def fork_spares(count: int, root: Path) -> Spares:
+    """``count`` spare children, forked now, if this process is still clean (else none:
+    each database's checks start an interpreter):
+
+    - one thread: a fork copies no other thread, nor releases the locks they held;
+    - nothing imported but the standard library, installed libraries and this package:
+      a plugin named with ``-p`` may be the application's, and an outer pytest running
+      this one in-process has imported its tests;
+    - none of those libraries is the application at ``root`` installed (a deployed
+      image): no imported top-level name is also a module of ``root`` (or ``root/src``);
+    - no ``MetaData`` of SQLAlchemy held by a module outside SQLAlchemy, Alembic and
+      this package: models imported (by an entry-point plugin) before ``env.py`` runs
+      are what an interpreter started for the checks would not have (issue 13).
+    """
+    if count <= 0 or _threads() != 1 or not _only_libraries_imported(root):
         return Spares([])
     spares: list[Spare] = []
     for _ in range(count):
@@ -329,15 +354,51 @@ def _threads() -> int:
         return threading.active_count()
 
 
-def _only_libraries_imported() -> bool:
-    """Whether every module in ``sys.modules`` with a file comes from the standard
-    library, an installed library or this package."""
+def _only_libraries_imported(root: Path) -> bool:
+    """Whether ``sys.modules`` holds only what ``fork_spares`` allows."""
     paths = sysconfig.get_paths()
     places = [paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths]
     places.append(str(Path(__file__).parent.parent))  # this package, installed or not
-    libraries = tuple(os.path.join(os.path.realpath(place), "") for place in places)
-    for module in list(sys.modules.values()):
+    libraries = tuple(
+        {os.path.join(path, "") for place in places for path in (place, os.path.realpath(place))}
+    )
+    tops: set[str] = set()
+    for name, module in list(sys.modules.items()):
         source = getattr(module, "__file__", None)
-        if source and not os.path.realpath(source).startswith(libraries):
+        if source and not (
+            source.startswith(libraries) or os.path.realpath(source).startswith(libraries)
+        ):
             return False
-    return True
+        tops.add(name.partition(".")[0])
+    project = [root, root / "src"]
+    for top in tops - set(sys.stdlib_module_names) - set(sys.builtin_module_names):
+        if any(
+            (where / f"{top}.py").exists() or (where / top / "__init__.py").exists()
+            for where in project
+        ):
+            return False  # the application, installed
+    return not _models_imported()
+
+
+#: Modules whose ``MetaData`` are not an application's models.
+OWN_METADATA = ("sqlalchemy", "alembic", "pytest_alembic", "pytest_reynard_db")
+
+
+def _models_imported() -> bool:
+    """Whether a module outside ``OWN_METADATA`` holds a SQLAlchemy ``MetaData`` (or a
+    declarative class, which has one) at its top level."""
+    sqlalchemy = sys.modules.get("sqlalchemy")
+    if sqlalchemy is None:
+        return False  # nothing could have made one
+    metadata = sqlalchemy.MetaData
+    skipped = {*OWN_METADATA, *sys.stdlib_module_names}
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] in skipped or module is None:
+            continue
+        for value in list(getattr(module, "__dict__", {}).values()):
+            if isinstance(value, metadata):
+                return True
+            # a declarative base's class attribute (read from the class: no descriptor runs)
+            if isinstance(value, type) and isinstance(vars(value).get("metadata"), metadata):
+                return True
+    return False

@@ -54,6 +54,14 @@ def export(snapshot: dict[str, Any]) -> None:
     replace_file(_file, _line(snapshot), prefix=f".{_prefix()}")
 
 
+def forget() -> None:
+    """In a child forked from an armed process: the allow-list file is the parent's, not
+    this process's to write or remove; the next ``export`` makes one of its own."""
+    global _before, _file
+    _before = None
+    _file = None
+
+
 def append(addition: dict[str, list[list[Any]]]) -> None:
     """``addition`` (``servers`` or ``databases`` allowed since) at the file's end: one
     line, one write, so that a run allowing thousands of databases stays linear."""

@@ -85,7 +85,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
             # before the initdb thread: a process with threads is not forked
             from ..checks.isolated import fork_spares
 
-            spares = fork_spares(len(settings.databases or registry.databases))
+            count = len(settings.databases or registry.databases)
+            spares = fork_spares(count, registry.root)
             early_config.stash[SPARES] = spares
             early_config.add_cleanup(spares.close)
     except ReynardDBError:
