@@ -1,12 +1,14 @@
 """Hostile review of issue 25's two start-up mechanisms: attacks that worked.
 
 1. ``--reynard-db-checks`` forks the check items' children at the plugin's first hook
-   (``checks.isolated.Spare``), promised to be the same as an interpreter started for the
-   checks (a2d810d's parent). The fork freezes the child's environment and its
-   ``sys.stderr`` as they were at that hook.
+   (``checks.isolated.Spare``, a2d810d), promised to be the same as an interpreter started
+   for the checks (a2d810d's parent). The fork freezes the child's environment and its
+   ``sys.stderr`` as they were at that hook, shares the guard's exported allow-list file
+   with the run, and takes an application installed in site-packages for a library.
 2. The run's own server starts in the early thread (``initdb_cache.prepared(start=True)``,
    9b62875). A run that needs no server now waits for that start at its end, and a run
-   killed before any test asks for a server leaves a postmaster.
+   ended before any test asks for a server (SIGKILL while conftests import, SIGTERM
+   during the end-of-run wait) leaves a postmaster.
 
 Each test passed on a2d810d's parent and fails now: strict xfails until fixed.
 """
@@ -18,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -196,6 +199,55 @@ def test_check_items_leave_the_run_allow_list_to_its_children(tmp_path: Path) ->
     assert "reynard-db::auth::upgrade PASSED" in done.stdout, done.stdout + done.stderr
     assert "test_a_child_reaches_the_run_server PASSED" in done.stdout, done.stdout
     assert "GuardRefused" not in done.stdout + done.stderr
+
+
+def install_the_application(project: Path, venv: Path) -> Path:
+    """A virtualenv of this one's packages (hard links: no copy) where ``project``'s
+    modules are installed, as a deployed application is (in site-packages, not editable),
+    with a pytest11 entry point that loads ``app_models``; its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(
+        subprocess.run([python, "-c", where], capture_output=True, text=True).stdout.strip()
+    )
+    ours = sysconfig.get_paths()["purelib"]
+    shutil.copytree(ours, site, symlinks=True, copy_function=os.link, dirs_exist_ok=True)
+    for name in ("app_models.py", "auth_models.py", "shared.py", "naming.py"):
+        shutil.move(project / name, site / name)
+    info = site / "hostile25_app-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hostile25-app\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[pytest11]\nhostile25_app = app_models\n")
+    return python
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 25 (a2d810d): fork_spares counts every module in site-packages as a "
+    "library; an application installed there (a deployed image) and loaded by an "
+    "entry-point plugin is imported before the fork, so auth's child sees app's table "
+    "(models_match fails; an interpreter started for the checks passed)",
+)
+def test_an_installed_application_an_entry_point_loads_gets_a_clean_child(
+    tmp_path: Path,
+) -> None:
+    project = make_project(tmp_path / "two")
+    python = install_the_application(project, tmp_path / "venv")
+
+    argv = ["-m", "pytest", "-p", "no:cacheprovider", "-v", "--reynard-db-checks"]
+    done = subprocess.run(
+        [python, *argv, "--reynard-db=auth"],
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert "hostile25-app" in done.stdout, done.stdout + done.stderr  # the plugin loaded
+    assert "reynard-db::auth::models_match PASSED" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 # -- 2. the run's server started in the early thread --------------------------------------
