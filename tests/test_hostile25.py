@@ -2,9 +2,10 @@
 
 1. ``--reynard-db-checks`` forks the check items' children at the plugin's first hook
    (``checks.isolated.Spare``, a2d810d), promised to be the same as an interpreter started
-   for the checks (a2d810d's parent). The fork freezes the child's environment and its
-   ``sys.stderr`` as they were at that hook, shares the guard's exported allow-list file
-   with the run, and takes an application installed in site-packages for a library.
+   for the checks (a2d810d's parent). The fork freezes the child's environment, working
+   directory and ``sys.stderr`` as they were at that hook, shares the guard's exported
+   allow-list file with the run, and takes an application installed in site-packages
+   for a library.
 2. The run's own server starts in the early thread (``initdb_cache.prepared(start=True)``,
    9b62875). A run that needs no server now waits for that start at its end, and a run
    ended before any test asks for a server (SIGKILL while conftests import, SIGTERM
@@ -136,6 +137,35 @@ def test_a_variable_a_conftest_sets_is_seen_by_the_check_items(checked_project: 
     assert "reynard-db::auth::upgrade PASSED" in done.stdout, done.stdout + done.stderr
     assert "conftest not seen" not in done.stdout
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 25 (a2d810d): the spare child is forked before the conftests run, so a "
+    "conftest's os.chdir (to the directory the application's relative paths expect) is not "
+    "in it: env.py runs in the invocation directory; an interpreter started for the checks "
+    "ran in the run's working directory",
+)
+def test_the_directory_a_conftest_moves_to_is_the_check_items(checked_project: Path) -> None:
+    (checked_project / "settings").mkdir()
+    (checked_project / "settings" / "app.ini").write_text("[app]\n")
+    (checked_project / "conftest.py").write_text(
+        'import os\nfrom pathlib import Path\n\nos.chdir(Path(__file__).parent / "settings")\n'
+    )
+    env_py = checked_project / "auth_migrations" / "env.py"
+    env_py.write_text(
+        env_py.read_text().replace(
+            "import auth_models",
+            'import os\nassert os.path.exists("app.ini"), "not in the settings directory"\n'
+            "import auth_models",
+            1,
+        )
+    )
+
+    done = run_pytest(checked_project, "-v", "--reynard-db-checks", "--reynard-db=auth")
+
+    assert "reynard-db::auth::upgrade PASSED" in done.stdout, done.stdout + done.stderr
+    assert "not in the settings directory" not in done.stdout
 
 
 @pytest.mark.xfail(
