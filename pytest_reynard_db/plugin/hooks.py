@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Generator
-from concurrent.futures import Future, wait
 from contextlib import ExitStack, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -122,12 +121,7 @@ def _handle_signals(config: pytest.Config) -> None:
 
 
 def _end_early_start(early: Prepared) -> None:
-    """Until the early start's thread is done (its initdb would be left half made in its
-    scratch), then stop its server if the run never took it."""
-    running: list[Future[Any]] = [early.initdb]
-    if early.server is not None:
-        running.append(early.server)
-    wait(running)
+    """The early start ended: its server stopped if the run never took it."""
     early.stop_untaken()
 
 
@@ -191,9 +185,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         from ..foundation.urls import redact
 
         sys.stderr.write(f"reynard-db: clean-up failed: {redact(exc)}\n")
-    finally:
-        if SIGNALS in config.stash:
-            config.stash[SIGNALS][0].close()
+    # The signal handlers stay until the clean-up list has run (``_handle_signals``): the
+    # early start's server is stopped there, and a SIGTERM then must not kill us first.
 
 
 @pytest.hookimpl(trylast=True)

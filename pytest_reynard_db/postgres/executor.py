@@ -19,6 +19,7 @@ import hashlib
 import shutil
 import socket
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +82,11 @@ class EphemeralPostgres:
         base_dir: Path | None = None,
         persistent: bool = False,
         settings: Sequence[str] = (),
+        abandon: threading.Event | None = None,
     ) -> None:
         """``settings``: extra ``name=value`` server settings (``-c``), after the tuning.
+        ``abandon``: once set, a start still waiting for the server to boot gives up and
+        stops it (a start begun ahead for a run that ended needing none).
 
         Where the runtime directory has reflinks, PostgreSQL >= 18 binaries are preferred
         (unless ``binaries`` are given) and clone templates by reflink (``binaries.planned``)."""
@@ -90,6 +94,7 @@ class EphemeralPostgres:
         self.root = runtime_root(self.user)
         self.binaries = server_binaries(self.user, self.root, binaries)
         self.boot_timeout = boot_timeout
+        self.abandon = abandon
         self.persistent = persistent
         self.settings = (*settings_for(self.binaries.version, self.root), *settings)
         self.base_dir: Path | None = None
@@ -123,6 +128,7 @@ class EphemeralPostgres:
                     port=self.port,
                     copy_data_from=None if (self.base_dir / "data").exists() else str(template),
                     boot_timeout=self.boot_timeout,
+                    abandon=self.abandon,
                     auto_start=0,
                 )
                 self._pg.setup()

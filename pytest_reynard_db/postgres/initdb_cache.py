@@ -10,10 +10,10 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from concurrent.futures import Future
-from dataclasses import dataclass
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..foundation.errors import ServerError
 from ..foundation.waits import file_lock
@@ -51,6 +51,8 @@ class Prepared:
     initdb: Future[Path]
     #: The server started ahead (``prepared(start=True)``), until ``take_server``.
     server: Future[EphemeralServer] | None = None
+    #: Set when the run ends: a start still booting then gives up (``stop_untaken``).
+    abandon: threading.Event = field(default_factory=threading.Event)
 
     def take_server(self) -> Future[EphemeralServer] | None:
         """The server started ahead, for the run to own from now on (once: a failed
@@ -60,8 +62,16 @@ class Prepared:
 
     def stop_untaken(self) -> None:
         """Stop a server started ahead that the run never took (its tests needed none,
-        or the run ended before its first hook that does)."""
+        or the run ended before its first hook that does): one still booting gives up
+        (a server that hangs at its start is not waited for); the thread is waited for
+        (its initdb would be left half made in its scratch)."""
         server = self.take_server()
+        self.abandon.set()
+        running: list[Future[Any]] = [self.initdb] if server is None else [self.initdb, server]
+        try:
+            wait(running)
+        except KeyboardInterrupt:  # ended again while ending: the start gives up at once
+            wait(running)
         if server is not None and server.exception() is None:
             server.result().stop()
 
@@ -75,6 +85,7 @@ def prepared(*, start: bool = False) -> Prepared:
     found: Future[Binaries] = Future()
     built: Future[Path] = Future()
     started: Future[EphemeralServer] | None = Future() if start else None
+    abandon = threading.Event()
 
     def prepare() -> None:
         try:
@@ -95,12 +106,13 @@ def prepared(*, start: bool = False) -> Prepared:
             try:
                 from .server import EphemeralServer
 
-                started.set_result(EphemeralServer.start(binaries=binaries))
+                server = EphemeralServer.start(binaries=binaries, abandon=abandon)
+                started.set_result(server)
             except BaseException as exc:  # raised when the run asks for its server
                 started.set_exception(exc)
 
     threading.Thread(target=prepare, name="reynard-db-initdb", daemon=True).start()
-    return Prepared(found, built, started)
+    return Prepared(found, built, started, abandon)
 
 
 def cached_initdb(binaries: Binaries, user: RunAs, root: Path) -> Path:

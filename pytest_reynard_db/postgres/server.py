@@ -244,9 +244,13 @@ class EphemeralServer(Server):
         binaries: Binaries | None = None,
         boot_timeout: float = 30.0,
         settings: Sequence[str] = (),
+        abandon: threading.Event | None = None,
     ) -> EphemeralServer:
-        """Start a server; ``settings`` are extra ``name=value`` server settings."""
-        process = EphemeralPostgres(binaries=binaries, boot_timeout=boot_timeout, settings=settings)
+        """Start a server; ``settings`` are extra ``name=value`` server settings;
+        ``abandon``: see ``EphemeralPostgres``."""
+        process = EphemeralPostgres(
+            binaries=binaries, boot_timeout=boot_timeout, settings=settings, abandon=abandon
+        )
         return cls(process.start())
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,9 +46,11 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         initdb: str,
         postgres: str,
         extra: Sequence[str] = (),
+        abandon: threading.Event | None = None,
         **settings: Any,
     ) -> None:
         self.run_as = user
+        self.abandon = abandon
         self.initdb = initdb
         self.postgres = postgres
         self.extra = tuple(extra)
@@ -125,6 +128,8 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
                 raise RuntimeError(f"*** failed to launch {self.name} ***\n{self.read_bootlog()}")
             if self.is_server_available():
                 return
+            if self.abandon is not None and self.abandon.is_set():
+                raise RuntimeError(f"*** {self.name} abandoned while booting ***")
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"*** failed to launch {self.name} (timeout) ***\n{self.read_bootlog()}"
