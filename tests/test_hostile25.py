@@ -206,10 +206,13 @@ def test_check_items_leave_the_run_allow_list_to_its_children(tmp_path: Path) ->
     assert "GuardRefused" not in done.stdout + done.stderr
 
 
-def install_the_application(project: Path, venv: Path) -> Path:
+def install_the_application(
+    project: Path, venv: Path, *, plugin: str = "app_models", keep: bool = False
+) -> Path:
     """A virtualenv of this one's packages (hard links: no copy) where ``project``'s
     modules are installed, as a deployed application is (in site-packages, not editable),
-    with a pytest11 entry point that loads ``app_models``; its python."""
+    with a pytest11 entry point that loads ``plugin``; its python. ``keep``: the sources
+    stay in the project too (a checkout of the application, installed)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
@@ -218,12 +221,13 @@ def install_the_application(project: Path, venv: Path) -> Path:
     )
     ours = sysconfig.get_paths()["purelib"]
     shutil.copytree(ours, site, symlinks=True, copy_function=os.link, dirs_exist_ok=True)
-    for name in ("app_models.py", "auth_models.py", "shared.py", "naming.py"):
-        shutil.move(project / name, site / name)
+    for name in ("app_models.py", "auth_models.py", "shared.py", "naming.py", f"{plugin}.py"):
+        if (project / name).exists():
+            (shutil.copy if keep else shutil.move)(project / name, site / name)
     info = site / "hostile25_app-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hostile25-app\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[pytest11]\nhostile25_app = app_models\n")
+    (info / "entry_points.txt").write_text(f"[pytest11]\nhostile25_app = {plugin}\n")
     return python
 
 
@@ -245,6 +249,40 @@ def test_an_installed_application_an_entry_point_loads_gets_a_clean_child(
 
     assert "hostile25-app" in done.stdout, done.stdout + done.stderr  # the plugin loaded
     assert "reynard-db::auth::models_match PASSED" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_an_installed_checkout_whose_plugin_replaces_a_module_gets_a_clean_child(
+    tmp_path: Path,
+) -> None:
+    """The application's plugin holds no MetaData but replaces ``naming`` in
+    ``sys.modules`` at import (issue 13's other side effect): a child forked after it
+    would name ``auth``'s table ``app_users``. Its sources are in the project too (a
+    checkout, installed; pytest run from its ``tests``, the project not on ``sys.path``:
+    the installed copy is the one imported), so the child is an interpreter started for
+    the checks."""
+    project = make_project(tmp_path / "two")
+    (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (project / "tests").mkdir()
+    (project / "app_plugin.py").write_text(
+        "import sys\nimport types\n\n"
+        "sys.modules['naming'] = types.SimpleNamespace(USERS='app_users')\n"
+    )
+    python = install_the_application(project, tmp_path / "venv", plugin="app_plugin", keep=True)
+
+    argv = ["-m", "pytest", "-p", "no:cacheprovider", "-v", "--reynard-db-checks"]
+    done = subprocess.run(
+        [python, *argv, "--reynard-db=auth"],
+        cwd=project / "tests",
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert "hostile25-app" in done.stdout, done.stdout + done.stderr  # the plugin loaded
+    assert "reynard-db::auth::models_match PASSED" in done.stdout, done.stdout + done.stderr
+    assert "reynard-db::auth::upgrade PASSED" in done.stdout, done.stdout + done.stderr
     assert done.returncode == 0, done.stdout + done.stderr
 
 
