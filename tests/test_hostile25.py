@@ -2,16 +2,18 @@
 
 1. ``--reynard-db-checks`` forks the check items' children at the plugin's first hook
    (``checks.isolated.Spare``, a2d810d), promised to be the same as an interpreter started
-   for the checks (a2d810d's parent). The fork freezes the child's environment, working
-   directory and ``sys.stderr`` as they were at that hook, shares the guard's exported
-   allow-list file with the run, and takes an application installed in site-packages
+   for the checks (a2d810d's parent). The fork froze the child's environment, working
+   directory and ``sys.stderr`` as they were at that hook, shared the guard's exported
+   allow-list file with the run, and took an application installed in site-packages
    for a library.
 2. The run's own server starts in the early thread (``initdb_cache.prepared(start=True)``,
    9b62875). A run that needs no server now waits for that start at its end, and a run
    ended before any test asks for a server (SIGKILL while conftests import, SIGTERM
    during the end-of-run wait) leaves a postmaster.
 
-Each test passed on a2d810d's parent and fails now: strict xfails until fixed.
+Each test passed on a2d810d's parent and failed on 9b62875. Those of mechanism 1 are
+fixed (2fad42e, 017f6eb) and stay as plain tests; those of mechanism 2 are strict xfails
+until fixed.
 """
 
 from __future__ import annotations
@@ -112,13 +114,11 @@ def slow_postgres(root: Path) -> tuple[Path, Path]:
 
 
 # -- 1. children forked at the first hook -------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (a2d810d): the spare child is forked before the conftests run, so "
-    "os.environ changes a conftest makes (APP_ENV=testing, settings modules) are not in "
-    "it; an interpreter started for the checks inherited them",
-)
 def test_a_variable_a_conftest_sets_is_seen_by_the_check_items(checked_project: Path) -> None:
+    """A spare forked before the conftests ran missed the os.environ changes a conftest
+    makes (APP_ENV=testing, a settings module); an interpreter started for the checks
+    inherited them. Failed on a2d810d; fixed in 2fad42e (the request carries the
+    environment)."""
     (checked_project / "conftest.py").write_text(
         'import os\n\nos.environ["HOSTILE25_MODE"] = "testing"\n'
     )
@@ -139,14 +139,11 @@ def test_a_variable_a_conftest_sets_is_seen_by_the_check_items(checked_project: 
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (a2d810d): the spare child is forked before the conftests run, so a "
-    "conftest's os.chdir (to the directory the application's relative paths expect) is not "
-    "in it: env.py runs in the invocation directory; an interpreter started for the checks "
-    "ran in the run's working directory",
-)
 def test_the_directory_a_conftest_moves_to_is_the_check_items(checked_project: Path) -> None:
+    """A spare forked before the conftests ran missed a conftest's os.chdir (to where the
+    application's relative paths point): env.py ran in the invocation directory, where an
+    interpreter started for the checks ran in the run's. Failed on a2d810d; fixed in
+    2fad42e (the request carries the working directory)."""
     (checked_project / "settings").mkdir()
     (checked_project / "settings" / "app.ini").write_text("[app]\n")
     (checked_project / "conftest.py").write_text(
@@ -168,13 +165,11 @@ def test_the_directory_a_conftest_moves_to_is_the_check_items(checked_project: P
     assert "not in the settings directory" not in done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (a2d810d): under --capture=sys the child is forked while pytest's "
-    "sys.stderr is its in-memory capture: what env.py prints is written into the child's "
-    "copy of it and lost (an interpreter started for the checks printed it on stderr)",
-)
 def test_what_env_py_prints_under_capture_sys_is_not_lost(checked_project: Path) -> None:
+    """Under --capture=sys the spare was forked while pytest's sys.stderr was its
+    in-memory capture: what env.py printed went into the child's copy of it and was lost
+    (an interpreter started for the checks printed it on stderr). Failed on a2d810d;
+    fixed in 017f6eb (the child takes the standard streams back)."""
     env_py = checked_project / "auth_migrations" / "env.py"
     env_py.write_text(
         env_py.read_text().replace(
@@ -211,15 +206,12 @@ def test_a_child_reaches_the_run_server(reynard_db):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (a2d810d): the spare is forked after the early guard exported the "
-    "run's allow-list file (guard.inherit._file); the child's GUARD.armed_for exports its "
-    "own snapshot over the parent's file, dropping the run's server: a test's child process "
-    "is then refused the run's own server (an interpreter started for the checks wrote "
-    "a file of its own)",
-)
 def test_check_items_leave_the_run_allow_list_to_its_children(tmp_path: Path) -> None:
+    """The spare was forked after the early guard exported the run's allow-list file; the
+    child's GUARD.armed_for exported its own snapshot over the parent's file, dropping the
+    run's server: a test's child process was then refused the run's own server (an
+    interpreter started for the checks wrote a file of its own). Failed on a2d810d; fixed
+    in 017f6eb (inherit.forget in the child)."""
     project = make_project(tmp_path / "two")
     (project / "tests").mkdir()
     (project / "tests" / "test_child.py").write_text(A_CHILD_ON_THE_RUN_SERVER)
@@ -252,16 +244,14 @@ def install_the_application(project: Path, venv: Path) -> Path:
     return python
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25 (a2d810d): fork_spares counts every module in site-packages as a "
-    "library; an application installed there (a deployed image) and loaded by an "
-    "entry-point plugin is imported before the fork, so auth's child sees app's table "
-    "(models_match fails; an interpreter started for the checks passed)",
-)
 def test_an_installed_application_an_entry_point_loads_gets_a_clean_child(
     tmp_path: Path,
 ) -> None:
+    """fork_spares took every module in site-packages for a library: an application
+    installed there (a deployed image) and loaded by an entry-point plugin was imported
+    before the fork, so auth's child saw app's table (models_match failed; an interpreter
+    started for the checks passed). Failed on a2d810d; fixed in 017f6eb (no fork when a
+    module of the project, or a MetaData outside the libraries, is imported)."""
     project = make_project(tmp_path / "two")
     python = install_the_application(project, tmp_path / "venv")
 
