@@ -12,8 +12,9 @@
    during the end-of-run wait) leaves a postmaster.
 
 Each test passed on a2d810d's parent and failed on 9b62875. Those of mechanism 1 are
-fixed (2fad42e, 017f6eb) and stay as plain tests; those of mechanism 2 are strict xfails
-until fixed.
+fixed (2fad42e, 017f6eb) and stay as plain tests; one attack on 017f6eb's guess at
+"models imported" (a MetaData an extension object holds) and those of mechanism 2 are
+strict xfails until fixed.
 """
 
 from __future__ import annotations
