@@ -2,18 +2,19 @@
 
 1. ``--reynard-db-checks`` forks the check items' children at the plugin's first hook
    (``checks.isolated.Spare``, a2d810d), promised to be the same as an interpreter started
-   for the checks (a2d810d's parent). The fork freezes the child's environment, working
-   directory and ``sys.stderr`` as they were at that hook, shares the guard's exported
-   allow-list file with the run, and takes an application installed in site-packages
+   for the checks (a2d810d's parent). The fork froze the child's environment, working
+   directory and ``sys.stderr`` as they were at that hook, shared the guard's exported
+   allow-list file with the run, and took an application installed in site-packages
    for a library.
 2. The run's own server starts in the early thread (``initdb_cache.prepared(start=True)``,
    9b62875). A run that needs no server now waits for that start at its end, and a run
    ended before any test asks for a server (SIGKILL while conftests import, SIGTERM
    during the end-of-run wait) leaves a postmaster.
 
-Each test passed on a2d810d's parent and failed on the two commits; all hold since,
-the last one as the reaper's promise (a run killed with -9 leaves its server to the
-next run, at any moment of it).
+Each test passed on a2d810d's parent and failed on a2d810d or 9b62875; all hold
+since (the SIGKILL one as the reaper's promise: a run killed with -9 leaves its
+server to the next run, at any moment of it), and so does the attack on 017f6eb's
+guess at "models imported" (a MetaData an extension object holds).
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ def slow_postgres(root: Path) -> tuple[Path, Path]:
 
 # -- 1. children forked at the first hook -------------------------------------------------
 def test_a_variable_a_conftest_sets_is_seen_by_the_check_items(checked_project: Path) -> None:
+    """A spare forked before the conftests ran missed the os.environ changes a conftest
+    makes (APP_ENV=testing, a settings module); an interpreter started for the checks
+    inherited them. Failed on a2d810d; fixed in 2fad42e (the request carries the
+    environment)."""
     (checked_project / "conftest.py").write_text(
         'import os\n\nos.environ["HOSTILE25_MODE"] = "testing"\n'
     )
@@ -136,6 +141,10 @@ def test_a_variable_a_conftest_sets_is_seen_by_the_check_items(checked_project: 
 
 
 def test_the_directory_a_conftest_moves_to_is_the_check_items(checked_project: Path) -> None:
+    """A spare forked before the conftests ran missed a conftest's os.chdir (to where the
+    application's relative paths point): env.py ran in the invocation directory, where an
+    interpreter started for the checks ran in the run's. Failed on a2d810d; fixed in
+    2fad42e (the request carries the working directory)."""
     (checked_project / "settings").mkdir()
     (checked_project / "settings" / "app.ini").write_text("[app]\n")
     (checked_project / "conftest.py").write_text(
@@ -158,6 +167,10 @@ def test_the_directory_a_conftest_moves_to_is_the_check_items(checked_project: P
 
 
 def test_what_env_py_prints_under_capture_sys_is_not_lost(checked_project: Path) -> None:
+    """Under --capture=sys the spare was forked while pytest's sys.stderr was its
+    in-memory capture: what env.py printed went into the child's copy of it and was lost
+    (an interpreter started for the checks printed it on stderr). Failed on a2d810d;
+    fixed in 017f6eb (the child takes the standard streams back)."""
     env_py = checked_project / "auth_migrations" / "env.py"
     env_py.write_text(
         env_py.read_text().replace(
@@ -195,6 +208,11 @@ def test_a_child_reaches_the_run_server(reynard_db):
 
 
 def test_check_items_leave_the_run_allow_list_to_its_children(tmp_path: Path) -> None:
+    """The spare was forked after the early guard exported the run's allow-list file; the
+    child's GUARD.armed_for exported its own snapshot over the parent's file, dropping the
+    run's server: a test's child process was then refused the run's own server (an
+    interpreter started for the checks wrote a file of its own). Failed on a2d810d; fixed
+    in 017f6eb (inherit.forget in the child)."""
     project = make_project(tmp_path / "two")
     (project / "tests").mkdir()
     (project / "tests" / "test_child.py").write_text(A_CHILD_ON_THE_RUN_SERVER)
@@ -234,6 +252,11 @@ def install_the_application(
 def test_an_installed_application_an_entry_point_loads_gets_a_clean_child(
     tmp_path: Path,
 ) -> None:
+    """fork_spares took every module in site-packages for a library: an application
+    installed there (a deployed image) and loaded by an entry-point plugin was imported
+    before the fork, so auth's child saw app's table (models_match failed; an interpreter
+    started for the checks passed). Failed on a2d810d; fixed in 017f6eb (no fork when a
+    module of the project, or a MetaData outside the libraries, is imported)."""
     project = make_project(tmp_path / "two")
     python = install_the_application(project, tmp_path / "venv")
 
@@ -283,6 +306,55 @@ def test_an_installed_checkout_whose_plugin_replaces_a_module_gets_a_clean_child
     assert "hostile25-app" in done.stdout, done.stdout + done.stderr  # the plugin loaded
     assert "reynard-db::auth::models_match PASSED" in done.stdout, done.stdout + done.stderr
     assert "reynard-db::auth::upgrade PASSED" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+#: ``shared`` as an ORM extension makes it (Flask-SQLAlchemy's ``db = SQLAlchemy()``): the
+#: MetaData is an attribute of an object, not a module's.
+SHARED_IN_AN_EXTENSION = """
+import sqlalchemy as sa
+
+
+class Extension:
+    def __init__(self):
+        self.metadata = sa.MetaData()
+
+
+db = Extension()
+"""
+
+
+def hold_the_metadata_in_an_extension(project: Path) -> None:
+    """``project``'s models and ``env.py`` use ``shared.db.metadata``."""
+    (project / "shared.py").write_text(SHARED_IN_AN_EXTENSION.lstrip())
+    for path in (
+        project / "auth_models.py",
+        project / "app_models.py",
+        project / "auth_migrations" / "env.py",
+        project / "app_migrations" / "env.py",
+    ):
+        path.write_text(path.read_text().replace("shared.metadata", "shared.db.metadata"))
+
+
+def test_models_on_an_extension_object_an_entry_point_loads_get_a_clean_child(
+    tmp_path: Path,
+) -> None:
+    project = make_project(tmp_path / "two")
+    hold_the_metadata_in_an_extension(project)
+    python = install_the_application(project, tmp_path / "venv")
+
+    argv = ["-m", "pytest", "-p", "no:cacheprovider", "-v", "--reynard-db-checks"]
+    done = subprocess.run(
+        [python, *argv, "--reynard-db=auth"],
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert "hostile25-app" in done.stdout, done.stdout + done.stderr  # the plugin loaded
+    assert "reynard-db::auth::models_match PASSED" in done.stdout, done.stdout + done.stderr
     assert done.returncode == 0, done.stdout + done.stderr
 
 

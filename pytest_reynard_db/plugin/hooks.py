@@ -82,7 +82,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         early_config.add_cleanup(stack.close)
         if settings.checks and _runs_items_here(early_config):
             # before the initdb thread: a process with threads is not forked
-            from ..checks.isolated import fork_spares
+            from ..checks.spares import fork_spares
 
             count = len(settings.databases or registry.databases)
             spares = fork_spares(count, registry.root)

@@ -40,7 +40,7 @@ import pytest
 from ..foundation.errors import ReynardDBError
 
 if TYPE_CHECKING:
-    from ..checks.isolated import Spares
+    from ..checks.spares import Spares
     from ..foundation.registry import Registry
     from ..postgres.initdb_cache import Prepared
     from ..provisioning.provision import Provisioner
