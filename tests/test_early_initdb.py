@@ -144,3 +144,19 @@ def running_servers(runtime: Path) -> list[Path]:
             os.kill(int(pid_file.read_text().split()[0]), 0)
             alive.append(pid_file.parent)
     return alive
+
+
+@pytest.mark.parametrize("option", ["--collect-only", "--fixtures", "--markers"])
+def test_a_run_that_runs_no_test_starts_no_server(
+    project: Path, runtime: Path, option: str
+) -> None:
+    """IDE test discovery (``--collect-only``) and pytest's listings start no server."""
+    (project / "test_one.py").write_text(A_DATABASE)
+
+    done = run_pytest(
+        project, "--reynard-db=ecs", option, "test_one.py", REYNARD_DB_RUNTIME_DIR=str(runtime)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert not list(runtime.glob("server-*")), os.listdir(runtime)

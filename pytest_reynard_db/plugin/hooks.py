@@ -96,9 +96,20 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         from ..postgres.initdb_cache import prepared
 
         # A server of the run's own is started too, while pytest collects; one kept
-        # between runs is attached to when asked (a connection, not a start).
-        early = early_config.stash[EARLY_START] = prepared(start=not settings.reuse)
+        # between runs is attached to when asked (a connection, not a start); a run
+        # that runs no test (--collect-only, --help, --fixtures...) starts none.
+        start = not settings.reuse and _runs_tests(early_config)
+        early = early_config.stash[EARLY_START] = prepared(start=start)
         early_config.add_cleanup(lambda: _end_early_start(early))
+
+
+#: pytest's options (``dest``) with which a run runs no test.
+NO_TESTS = ("collectonly", "help", "version", "showfixtures", "show_fixtures_per_test", "markers")
+
+
+def _runs_tests(config: pytest.Config) -> bool:
+    option = config.known_args_namespace
+    return not any(getattr(option, name, False) for name in NO_TESTS)
 
 
 def _runs_items_here(config: pytest.Config) -> bool:
@@ -108,7 +119,7 @@ def _runs_items_here(config: pytest.Config) -> bool:
     distributed = getattr(option, "dist", "no") != "no" or bool(
         getattr(option, "numprocesses", None)
     )
-    return not hasattr(config, "workerinput") and not distributed
+    return not hasattr(config, "workerinput") and not distributed and _runs_tests(config)
 
 
 def _handle_signals(config: pytest.Config) -> None:
