@@ -1,7 +1,9 @@
 """Shared fixtures of the project's own test suite.
 
 - ``decoy``: a "production" server (one per module) logging every connection, which
-  the guard does not count as the harness's.
+  the guard does not count as the harness's (``decoy_server``: the same, not taken off
+  the guard's list); a module names its databases in ``DECOY_DATABASES``.
+- ``runtime``: a runtime directory of the test's own, empty.
 - ``project``: a user's project, a directory holding copies of the Reynard trees,
   inis, models and registry, free to break (a module whose tests need another project
   overrides it, or extends it: ``def project(project)``).
@@ -68,12 +70,42 @@ def pg_server() -> Iterator[EphemeralServer]:
 
 
 @pytest.fixture(scope="module")
-def decoy() -> Iterator[EphemeralServer]:
-    """The project's 'production' server, logging every connection; not the harness's."""
-    with EphemeralServer.start(settings=("log_connections=on",)) as server:
-        server.create_database("app")
-        GUARD.forget_server(server.url)
+def decoy_server(request: pytest.FixtureRequest) -> Iterator[EphemeralServer]:
+    """A 'production' server (one per module) logging every connection. Its databases:
+    ``app``, or those the module names in ``DECOY_DATABASES``; each holds ``precious``,
+    one row that no attack may change."""
+    names = getattr(request.module, "DECOY_DATABASES", ("app",))
+    # cluster_name: a server of somebody else's (the harness's are named reynard-db)
+    settings = ("log_connections=on", "cluster_name=production")
+    with EphemeralServer.start(settings=settings) as server:
+        for name in names:
+            server.create_database(name)
+            with server.connect(name) as conn:
+                conn.execute("CREATE TABLE precious (id int)")
+                conn.execute("INSERT INTO precious VALUES (1)")
         yield server
+
+
+@pytest.fixture(scope="module")
+def decoy(decoy_server: EphemeralServer) -> EphemeralServer:
+    """``decoy_server`` taken off the guard's list: for the guard, somebody else's server."""
+    GUARD.forget_server(decoy_server.url)
+    return decoy_server
+
+
+@pytest.fixture
+def runtime() -> Iterator[Path]:
+    """A runtime directory of the test's own (for ``REYNARD_DB_RUNTIME_DIR``), not made yet:
+    no initdb cache, no kept server. Outside pytest's private (0700) temp directory, so the
+    server's user (postgres, when root runs the suite) goes in; kept servers stopped after."""
+    parent = Path(tempfile.mkdtemp(prefix="reynard-runtime-", dir="/tmp"))
+    parent.chmod(0o711)
+    try:
+        yield parent / "reynard-db"
+    finally:
+        for data in parent.glob("reynard-db/reuse-*/data"):
+            stop_postmaster(data)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture

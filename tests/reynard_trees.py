@@ -1,8 +1,10 @@
 """Helpers the tests share: copies of the Reynard trees (to break on purpose), the
-registry table, and a role that must give a password."""
+registry table, a role that must give a password, child processes' command lines, and
+waits that poll for their event with a deadline."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -13,14 +15,56 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol, TextIO, TypeVar
 
 import psycopg
+import pytest
+from sqlalchemy.engine import URL
 
+from pytest_reynard_db.checks import CheckResult, run_check
+from pytest_reynard_db.checks.runner import CheckRunner
+from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.guard import inherit
+from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
 
 REPO = Path(__file__).resolve().parents[1]
+
+T = TypeVar("T")
+_markers = itertools.count()
+
+
+def wait_until(
+    predicate: Callable[[], T], timeout: float, what: str, *, interval: float = 0.05
+) -> T:
+    """Poll ``predicate`` until it returns a true value, and return that value; fail
+    naming ``what`` (the event waited for) once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:g} s for {what}: it did not happen")
+        time.sleep(interval)
+    return value
+
+
+def wait_for(path: Path, proc: subprocess.Popen[Any], timeout: float = 120) -> str:
+    """Wait until ``proc`` writes ``path`` and return its text; fail at once if ``proc``
+    ends first (with its output, where piped), and kill it if the deadline passes."""
+
+    def written() -> bool:
+        if not path.exists() and proc.poll() is not None:
+            out, err = proc.communicate()
+            said = "\n".join(str(text) for text in (out, err) if text)
+            pytest.fail(f"the process ended before {path.name} appeared:\n{said}")
+        return path.exists()
+
+    try:
+        wait_until(written, timeout, f"{path.name} to appear")
+    except pytest.fail.Exception:
+        if proc.poll() is None:
+            proc.kill()
+        raise
+    return path.read_text()
 
 
 def copy_reynard_trees(dest: Path, *, pyproject: bool = True) -> Path:
@@ -63,18 +107,19 @@ def require_password(server: EphemeralServer, role: str, password: str) -> None:
         conn.execute("SET password_encryption = 'scram-sha-256'")
         conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
         conn.execute("SELECT pg_reload_conf()")
-    # The postmaster rereads pg_hba.conf when the signal arrives, later on a busy machine:
-    # wait until the role is really asked for its password.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def refused_without_password() -> bool:
         try:
             psycopg.connect(
                 host="127.0.0.1", port=server.url.port, user=role, dbname="postgres"
             ).close()
         except psycopg.OperationalError:
-            return  # no password given: refused, so the new rule is in force
-        time.sleep(0.05)
-    raise AssertionError(f"pg_hba.conf was not reloaded: {role} still connects without one")
+            return True  # no password given: refused, so the new rule is in force
+        return False
+
+    # The postmaster rereads pg_hba.conf when the signal arrives, later on a busy machine:
+    # wait until the role is really asked for its password.
+    wait_until(refused_without_password, 60, f"pg_hba.conf's reload ({role} asked for a password)")
 
 
 class Cli(Protocol):
@@ -83,10 +128,20 @@ class Cli(Protocol):
     def __call__(self, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]: ...
 
 
+def cli_argv(project: Path, *argv: str) -> list[str]:
+    """The command line of ``reynard-migrate --project PROJECT ARGV...``."""
+    return [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv]
+
+
+def pytest_argv(*args: str) -> list[str]:
+    """The command line of ``pytest ARGS`` in a child process (no cache written)."""
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+
+
 def run_cli(project: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv],
+        cli_argv(project, *argv),
         capture_output=True,
         text=True,
         timeout=300,
@@ -119,12 +174,15 @@ def write_revision(
     depends_on: str | None = None,
     slug: str = "test",
     header: str = "",
+    message: str | None = None,
 ) -> Path:
-    """A revision file ``<revision>_<slug>.py`` in ``folder``; bodies are indented for you.
-    ``header``: module-level code after the imports (more imports, a ``MetaData``)."""
+    """A revision file ``<revision>_<slug>.py`` in ``folder`` (made if missing); bodies are
+    indented for you. ``header``: module-level code after the imports (more imports, a
+    ``MetaData``); ``message``: its docstring, which Alembic shows as its message."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{revision}_{slug}.py"
     lines = [
-        f'"""a revision written by the test (Revision ID: {revision})"""',
+        f'"""{message or f"a revision written by the test (Revision ID: {revision})"}"""',
         "import sqlalchemy as sa",
         "from alembic import op",
         *([header] if header else []),
@@ -189,7 +247,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run_pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``pytest ARGS`` in ``project``, in a user's shell with ``env`` exported."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        pytest_argv(*args),
         cwd=project,
         env=clean_env(**env),
         capture_output=True,
@@ -198,11 +256,54 @@ def run_pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedPro
     )
 
 
+def scalar(url: str, sql: str) -> object:
+    """The first column of ``sql``'s first row (None if no row) at ``url`` (a SQLAlchemy
+    URL with ``+psycopg``, or libpq's)."""
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        row = conn.execute(sql).fetchone()
+        return row[0] if row else None
+
+
+def databases(server: EphemeralServer, like: str = "%") -> set[str]:
+    """The names of ``server``'s databases that match the LIKE pattern ``like``."""
+    with server.connect() as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [like])
+        return {row[0] for row in rows}
+
+
+def scratch_databases(server: EphemeralServer) -> list[str]:
+    """The checks' throw-away databases (``test_check_*``) on ``server``, left or in use."""
+    return sorted(databases(server, "test_check_%"))
+
+
+def log_of(server: EphemeralServer) -> Path:
+    """The file an ephemeral server's logging collector writes."""
+    assert server.process.base_dir is not None
+    return server.process.base_dir / "_TunedPostgresql.log"
+
+
+def logged_since(server: EphemeralServer, offset: int) -> str:
+    """What ``server`` (one logging every statement) logged from ``offset`` on, up to a
+    marker statement sent now. A backend logs a statement before it answers, and every
+    line goes through the collector's one pipe in order: once the marker is in the file,
+    so is each statement a client has had its answer to."""
+    marker = f"reynard-tests: logged up to here {os.getpid()}-{next(_markers)}"
+    with server.connect() as conn:
+        conn.execute(f"SELECT '{marker}'")
+
+    def read() -> str:
+        with log_of(server).open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        return text if marker in text else ""
+
+    text = wait_until(read, 30, f"the marker statement in {log_of(server)}")
+    return text[: text.rfind("\n", 0, text.index(marker)) + 1]
+
+
 def connections_received(server: EphemeralServer) -> int:
     """Connections a server started with ``log_connections=on`` ever received (its log)."""
-    assert server.process.base_dir is not None
-    log = (server.process.base_dir / "_TunedPostgresql.log").read_text(errors="replace")
-    return log.count("connection received: ")
+    return log_of(server).read_text(errors="replace").count("connection received: ")
 
 
 def log_connections(server: EphemeralServer) -> Callable[[], list[str]]:
@@ -211,15 +312,14 @@ def log_connections(server: EphemeralServer) -> Callable[[], list[str]]:
     with server.connect() as conn:
         conn.execute("ALTER SYSTEM SET log_connections = on")
         conn.execute("SELECT pg_reload_conf()")
-    deadline = time.monotonic() + 10
-    while True:  # the postmaster reads its configuration again on its own time
+
+    def turned_on() -> bool:
         with server.connect() as conn:
-            if conn.execute("SHOW log_connections").fetchone() == ("on",):
-                break
-        assert time.monotonic() < deadline, "log_connections was not turned on"
-        time.sleep(0.05)
-    assert server.process.base_dir is not None
-    log = server.process.base_dir / "_TunedPostgresql.log"
+            return conn.execute("SHOW log_connections").fetchone() == ("on",)
+
+    # the postmaster reads its configuration again on its own time
+    wait_until(turned_on, 10, "log_connections to be turned on")
+    log = log_of(server)
     start = log.stat().st_size
 
     def authorized() -> list[str]:
@@ -227,3 +327,48 @@ def log_connections(server: EphemeralServer) -> Callable[[], list[str]]:
         return [line for line in text.splitlines() if "connection authorized" in line]
 
     return authorized
+
+
+class CountingManager(MigrationManager):
+    """A real manager that counts its ``env.py`` runs on the runner that made it."""
+
+    counter: CountingRunner
+
+    def _run_env(self, *args: Any, **kwargs: Any) -> None:
+        self.counter.runs += 1
+        super()._run_env(*args, **kwargs)
+
+
+class CountingRunner(CheckRunner):
+    """A real runner that counts what a check costs: the throw-away databases it makes
+    (``made``) and its managers' ``env.py`` runs (``runs``)."""
+
+    made = 0
+    runs = 0
+
+    @contextmanager
+    def scratch_database(self, purpose: str) -> Iterator[MigrationManager]:
+        self.made += 1
+        with super().scratch_database(purpose) as manager:
+            yield manager
+
+    def manager(self, url: URL, *, stdout: TextIO | None = None) -> MigrationManager:
+        manager = super().manager(url, stdout=stdout)
+        manager.__class__ = CountingManager  # the same object, its env.py runs counted
+        assert isinstance(manager, CountingManager)
+        manager.counter = self
+        return manager
+
+
+def stairway_of(
+    project: Path,
+    server: EphemeralServer,
+    db: str = "main",
+    count: Literal["runs", "made"] = "runs",
+) -> tuple[list[CheckResult], int]:
+    """The stairway's results on ``db``, and what it cost: its ``env.py`` runs, or with
+    ``count="made"`` the throw-away databases it made."""
+    registry = load_registry(project)
+    runner = CountingRunner(registry.get(db), registry, server)
+    results = run_check(runner, "stairway")
+    return results, runner.runs if count == "runs" else runner.made

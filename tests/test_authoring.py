@@ -13,13 +13,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, ctrl_c_as_in_a_terminal, run_cli, write_revision
+from reynard_trees import clean_env, ctrl_c_as_in_a_terminal, run_cli, wait_for, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.foundation.errors import GuardRefused
@@ -461,10 +460,7 @@ def test_a_create_interrupted_while_writing_leaves_no_file(
             stderr=subprocess.PIPE,
             text=True,
         )
-    deadline = time.monotonic() + 60
-    while not rendering.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert rendering.exists(), child.communicate(timeout=5)
+    wait_for(rendering, child, 60)
     child.send_signal(signum)
     out, err = child.communicate(timeout=60)
     name = signal.Signals(signum).name

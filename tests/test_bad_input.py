@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from reynard_trees import copy_reynard_trees, require_password, run_cli
+from reynard_trees import copy_reynard_trees, databases, require_password, run_cli
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -283,12 +283,12 @@ def test_hostile_database_name_is_created_exactly_as_named(
     project = copy_reynard_trees(tmp_path)
     name = 'test_o\'brien "db"; DROP DATABASE postgres; --'
     pg_server.drop_database(name)
-    before = _databases(pg_server)
+    before = databases(pg_server)
     url = pg_server.url.set(database=name).render_as_string(hide_password=False)
     code, out, err = cli_with(project, "setup", "main", "--url", url)
     assert code == 0, err
     assert "created, at 3a1400000004" in out
-    assert _databases(pg_server) == before | {name}
+    assert databases(pg_server) == before | {name}
     engine = create_engine(pg_server.url.set(database=name))
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
@@ -299,8 +299,3 @@ def test_hostile_database_name_is_created_exactly_as_named(
     code, out, err = cli_with(project, "setup", "main", "--url", url)
     assert code == 0 and "created" not in out, err
     pg_server.drop_database(name)
-
-
-def _databases(server: EphemeralServer) -> set[str]:
-    with server.connect() as conn:
-        return {row[0] for row in conn.execute("SELECT datname FROM pg_database").fetchall()}

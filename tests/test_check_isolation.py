@@ -20,11 +20,17 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, reynard_project, run_cli, write_revision
+from reynard_trees import (
+    clean_env,
+    reynard_project,
+    run_cli,
+    scratch_databases,
+    wait_until,
+    write_revision,
+)
 
 from pytest_reynard_db.checks.isolated import CHILD
 from pytest_reynard_db.postgres import EphemeralServer
@@ -240,10 +246,7 @@ def test_a_terminated_check_leaves_no_database_nor_child(
         process = subprocess.Popen(
             argv, cwd=root, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err_out
         )
-    deadline = time.monotonic() + 120
-    while not scratch_databases(pg_server) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert scratch_databases(pg_server), "the stairway never started"
+    wait_until(lambda: scratch_databases(pg_server), 120, "the stairway's throw-away database")
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err_file.read_text()
@@ -268,20 +271,22 @@ def test_a_pytest_run_ended_during_a_check_item_leaves_no_database_nor_child(
         process = subprocess.Popen(
             argv, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=err_out
         )
-    deadline = time.monotonic() + 120
-    while not scratch_databases(pg_server) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(
+        lambda: scratch_databases(pg_server) or process.poll() is not None,
+        120,
+        "the check item's throw-away database",
+    )
     assert scratch_databases(pg_server), err_file.read_text()
     process.send_signal(how)
     process.wait(timeout=120)
     if how == signal.SIGTERM:
         assert process.returncode == 128 + signal.SIGTERM, err_file.read_text()
         assert "Traceback" not in err_file.read_text()
-    deadline = time.monotonic() + 30
-    while (scratch_databases(pg_server) or processes_in(project)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert scratch_databases(pg_server) == []
-    assert processes_in(project) == []
+    wait_until(
+        lambda: not (scratch_databases(pg_server) or processes_in(project)),
+        30,
+        "the check's throw-away database dropped and its processes gone",
+    )
 
 
 def processes_in(root: Path) -> list[str]:
@@ -295,11 +300,3 @@ def cwd_of(pid: str) -> Path | None:
         return Path(os.readlink(f"/proc/{pid}/cwd")).resolve()
     except OSError:
         return None
-
-
-def scratch_databases(server: EphemeralServer) -> list[str]:
-    with server.connect() as conn:
-        rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'test_check_%'"
-        ).fetchall()
-    return [row[0] for row in rows]

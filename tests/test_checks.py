@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from reynard_trees import Cli, write_revision
+from reynard_trees import Cli, scratch_databases, stairway_of, write_revision
 
-from pytest_reynard_db.checks import CHECKS, CheckResult, run_check, run_checks, select_checks
+from pytest_reynard_db.checks import CHECKS, CheckResult, run_checks, select_checks
 from pytest_reynard_db.checks.heads import expected_heads
 from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.cli import main
 from pytest_reynard_db.foundation.errors import ConfigError
 from pytest_reynard_db.foundation.registry import Registry, load_registry
-from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.names import scratch_name
 
@@ -41,12 +38,6 @@ def check(
 def one(results: list[CheckResult]) -> CheckResult:
     assert len(results) == 1, results
     return results[0]
-
-
-def scratch_databases(server: EphemeralServer) -> list[str]:
-    with server.admin() as conn:
-        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test_check_%'")
-        return [row[0] for row in rows.fetchall()]
 
 
 # -- the shipped trees -----------------------------------------------------------------
@@ -249,25 +240,6 @@ def test_stairway_passes_a_labelled_branch_with_depends_on_and_a_merge_into_it(
     assert "16 revisions" in result.message
 
 
-class CountingRunner(CheckRunner):
-    """A real runner that counts the throw-away databases it makes (the stairway's cost)."""
-
-    made = 0
-
-    @contextmanager
-    def scratch_database(self, purpose: str) -> Iterator[MigrationManager]:
-        self.made += 1
-        with super().scratch_database(purpose) as manager:
-            yield manager
-
-
-def stairway_of(project: Path, server: EphemeralServer, db: str) -> tuple[list[CheckResult], int]:
-    """The stairway's results on ``db``, and how many throw-away databases it made."""
-    registry = load_registry(project)
-    runner = CountingRunner(registry.get(db), registry, server)
-    return run_check(runner, "stairway"), runner.made
-
-
 def test_stairway_reports_broken_revisions_in_two_branches_and_walks_what_builds_on_them(
     project: Path, pg_server: EphemeralServer
 ) -> None:
@@ -291,7 +263,7 @@ def test_stairway_reports_broken_revisions_in_two_branches_and_walks_what_builds
         'op.add_column("agent", sa.Column("mood", sa.String(50)))',
         "pass  # forgets the column",
     )
-    results, made = stairway_of(project, pg_server, "ecs")
+    results, made = stairway_of(project, pg_server, "ecs", count="made")
     assert [r.ok for r in results] == [False, False, False], results
     by_revision = {r.revision: r for r in results}
     assert set(by_revision) == {"ec5000000099", "ec50000000a0", "a6e400000099"}
@@ -326,7 +298,7 @@ def test_stairway_reports_every_broken_revision_of_one_chain(
     write_revision(versions, "3a140000009b", "3a140000009a", 'op.drop_table("never_there")')
     write_revision(versions, "3a140000009c", "3a140000009b")
     write_revision(versions, "3a140000009d", "3a140000009c")
-    results, made = stairway_of(project, pg_server, "main")
+    results, made = stairway_of(project, pg_server, "main", count="made")
     assert [(r.revision, r.ok) for r in results] == [
         ("3a1400000099", False),
         ("3a140000009a", False),
@@ -344,7 +316,7 @@ def test_stairway_on_a_sound_tree_makes_one_database(
     project: Path, pg_server: EphemeralServer
 ) -> None:
     """Linear cost: nothing broken, nothing rebuilt (one database, one walk)."""
-    results, made = stairway_of(project, pg_server, "ecs")
+    results, made = stairway_of(project, pg_server, "ecs", count="made")
     assert [r.ok for r in results] == [True] and made == 1
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from reynard_trees import REPO, Cli, write_revision
+from reynard_trees import REPO, Cli, scalar, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.cli import main
@@ -35,14 +35,6 @@ def heads_of(url: str) -> set[str]:
         rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     engine.dispose()
     return set(rows)
-
-
-def scalar(url: str, sql: str) -> object:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        value = conn.execute(text(sql)).scalar()
-    engine.dispose()
-    return value
 
 
 def test_setup_brings_every_database_to_head(

@@ -19,7 +19,7 @@ from xml.etree import ElementTree
 import psycopg
 import pytest
 import yaml
-from reynard_trees import Cli, clean_env
+from reynard_trees import Cli, clean_env, log_of, logged_since
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 from test_readme_ci import readme_block
@@ -52,20 +52,11 @@ def live(production: EphemeralServer, cli: Cli) -> str:
     return url
 
 
-def log_of(production: EphemeralServer) -> Path:
-    assert production.process.base_dir is not None
-    return production.process.base_dir / "_TunedPostgresql.log"
-
-
 def drift(cli: Cli, production: EphemeralServer, url: str, *extra: str) -> tuple[int, str, str]:
     """``drift main --url URL``; asserts that production received nothing but reads meanwhile."""
-    log = log_of(production)
-    offset = log.stat().st_size
+    offset = log_of(production).stat().st_size
     code, out, err = cli("drift", "main", "--url", url, *extra)
-    time.sleep(0.2)  # the logging collector's last lines
-    with log.open("rb") as read:
-        read.seek(offset)
-        lines = entries(read.read().decode(errors="replace"))
+    lines = entries(logged_since(production, offset))
     # every statement production received meanwhile: drift's session's, and the guard's
     # own look at which server the allowed URL reaches (a SELECT, on its own connection)
     # both protocols: the simple one's "statement: ...", the extended one's "execute <name>: ..."

@@ -8,35 +8,19 @@ after the run, and no half-made initdb is left in a scratch directory.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
 import pytest
 
 from pytest_reynard_db.postgres import find_binaries
-from tests.reynard_trees import clean_env, reynard_project, run_pytest
+from tests.reynard_trees import clean_env, reynard_project, run_pytest, wait_until
 
 NO_DATABASE_NEEDED = "def test_nothing():\n    assert True\n"
 A_DATABASE = "def test_one(reynard_db):\n    assert reynard_db.head\n"
-
-
-@pytest.fixture
-def runtime() -> Iterator[Path]:
-    """A runtime directory of its own, empty (no initdb cache), outside pytest's private
-    (0700) temp directory: the server's user (postgres, when root runs the suite) goes in."""
-    parent = Path(tempfile.mkdtemp(prefix="reynard-cold-", dir="/tmp"))
-    parent.chmod(0o711)
-    try:
-        yield parent / "reynard-db"
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture
@@ -122,18 +106,19 @@ def test_a_run_ended_while_its_conftest_imports_leaves_no_server(
             stdout=err_out,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 60
-    while not running_servers(runtime) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(
+        lambda: running_servers(runtime) or process.poll() is not None,
+        60,
+        "the server started from the run's first hook",
+    )
     assert running_servers(runtime), err_file.read_text()
     process.send_signal(how)
     process.wait(timeout=60)
     output = err_file.read_text()
     assert process.returncode != 0, output  # (pytest's own traceback of the conftest: not ours)
-    deadline = time.monotonic() + 30
-    while running_servers(runtime) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert running_servers(runtime) == [], output
+    wait_until(
+        lambda: not running_servers(runtime), 30, f"the server to stop; the run said:\n{output}"
+    )
 
 
 def running_servers(runtime: Path) -> list[Path]:

@@ -23,8 +23,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,9 +31,12 @@ from reynard_trees import (
     clean_env,
     copy_reynard_trees,
     ctrl_c_as_in_a_terminal,
+    pytest_argv,
     require_password,
     reynard_project,
     run_cli,
+    wait_for,
+    wait_until,
     write_revision,
 )
 from sqlalchemy import create_engine, text
@@ -50,10 +51,6 @@ MAIN = Path("alembic/main/versions")
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def pytest_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
-
-
 def cli(project: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     return run_cli(project, *argv, env=env or clean_env())
 
@@ -66,18 +63,6 @@ def servers_of(pid: int) -> list[Path]:
         if record and record.get("pid") == pid:
             found.append(base_dir)
     return found
-
-
-def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"the session ended before {path.name} appeared:\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"{path.name} did not appear within {timeout}s")
-        time.sleep(0.05)
 
 
 def gone(pid: int) -> bool:
@@ -432,10 +417,9 @@ def test_production_database_is_never_connected_to(
     # The log does record such connections: a verb aimed at production shows up in it.
     code, out, err = cli(project, "current", "ecs", env=env)
     assert code == 0, err
-    deadline = time.monotonic() + 5
-    while not production_connections(production_server) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert production_connections(production_server)
+    wait_until(
+        lambda: production_connections(production_server), 5, "the verb's connection in the log"
+    )
 
 
 def test_a_failing_merge_step_is_named_with_both_parents(

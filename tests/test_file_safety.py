@@ -14,13 +14,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
-from reynard_trees import Cli, write_revision
+from reynard_trees import Cli, wait_until, write_revision
 
 ECS = Path("alembic/ecs/versions/ecs")
 ECS_E2E = Path("alembic/ecs_e2e/versions/ecs")
@@ -105,6 +105,11 @@ def test_prune_removes_mirror_only_revisions_and_keeps_helper_modules(
     assert "kept alembic/ecs_e2e/versions/ecs/helpers.py (not a revision" in out
 
 
+def ended_or_writing(child: subprocess.Popen[bytes], mirror: Path) -> bool:
+    """The copy has ended, or is writing a file (its temp file is there)."""
+    return child.poll() is not None or bool(list(mirror.glob(".*.tmp")))
+
+
 # -- copy: a killed copy, and the operating system saying no --------------------------------
 def test_a_killed_copy_leaves_temp_files_that_the_next_copy_removes(
     project: Path, cli: Cli
@@ -119,8 +124,13 @@ def test_a_killed_copy_leaves_temp_files_that_the_next_copy_removes(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        while child.poll() is None and not list(mirror.glob(".*.tmp")):
-            time.sleep(0.0005)
+        # polled often: the window between the temp file and its rename is short
+        wait_until(
+            partial(ended_or_writing, child, mirror),
+            120,
+            "the copy to end or to write its temp file",
+            interval=0.0005,
+        )
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
             child.wait()

@@ -6,31 +6,11 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
+from reynard_trees import write_revision
 
 from pytest_reynard_db.cli.graph import render
 
 QUOTED = """add "quoted" [col] <b> & #1"""
-
-
-def write_revision(
-    folder: Path,
-    rev: str,
-    down: str | tuple[str, ...] | None,
-    message: str,
-    *,
-    branch_labels: tuple[str, ...] | None = None,
-    depends_on: str | None = None,
-) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{rev}_rev.py").write_text(
-        f"'''{message}'''\n\n"
-        f"revision = {rev!r}\n"
-        f"down_revision = {down!r}\n"
-        f"branch_labels = {branch_labels!r}\n"
-        f"depends_on = {depends_on!r}\n\n\n"
-        "def upgrade() -> None:\n    pass\n\n\n"
-        "def downgrade() -> None:\n    pass\n"
-    )
 
 
 def script_directory(root: Path, *folders: Path) -> ScriptDirectory:
@@ -41,9 +21,9 @@ def script_directory(root: Path, *folders: Path) -> ScriptDirectory:
 def linear(tmp_path: Path) -> ScriptDirectory:
     """c3 -> b2 -> a1: ids sort in the reverse of the graph's order."""
     versions = tmp_path / "versions"
-    write_revision(versions, "c3", None, "create table")
-    write_revision(versions, "b2", "c3", "add column")
-    write_revision(versions, "a1", "b2", QUOTED)
+    write_revision(versions, "c3", None, message="create table")
+    write_revision(versions, "b2", "c3", message="add column")
+    write_revision(versions, "a1", "b2", message=QUOTED)
     return script_directory(tmp_path, versions)
 
 
@@ -51,11 +31,11 @@ def linear(tmp_path: Path) -> ScriptDirectory:
 def branched(tmp_path: Path) -> ScriptDirectory:
     """Two labelled branches, depends_on by label and by id, and a merge of both."""
     ecs, naming = tmp_path / "versions" / "ecs", tmp_path / "versions" / "naming"
-    write_revision(ecs, "a1", None, "create entity", branch_labels=("ecs",))
-    write_revision(ecs, "a2", "a1", "create world")
-    write_revision(naming, "b1", None, "create spirit", branch_labels=("naming",), depends_on="ecs")
-    write_revision(naming, "b2", "b1", "name the world", depends_on="a2")
-    write_revision(ecs, "m1", ("a2", "b2"), "merge branches")
+    write_revision(ecs, "a1", None, message="create entity", labels="ecs")
+    write_revision(ecs, "a2", "a1", message="create world")
+    write_revision(naming, "b1", None, message="create spirit", labels="naming", depends_on="ecs")
+    write_revision(naming, "b2", "b1", message="name the world", depends_on="a2")
+    write_revision(ecs, "m1", ("a2", "b2"), message="merge branches")
     return script_directory(tmp_path, ecs, naming)
 
 
@@ -120,7 +100,7 @@ def test_dot_branched(branched: ScriptDirectory) -> None:
 
 
 def test_single_revision_is_head_and_base(tmp_path: Path) -> None:
-    write_revision(tmp_path / "versions", "x1", None, "only one")
+    write_revision(tmp_path / "versions", "x1", None, message="only one")
     text = render(script_directory(tmp_path, tmp_path / "versions"))
     assert 'r_x1["x1 only one (head) (base)"]' in text
 

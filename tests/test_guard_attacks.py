@@ -33,10 +33,9 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +43,19 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from reynard_trees import clean_env, reynard_project, write_revision
-from test_faults import pytest_argv
+from reynard_trees import (
+    clean_env,
+    cli_argv,
+    log_of,
+    pytest_argv,
+    reynard_project,
+    write_revision,
+)
 
 from pytest_reynard_db.postgres import EphemeralServer
 
 PRODUCTION = ("reynard_ecs", "reynard_ecs_e2e", "reynard", "reynard_e2e", "prod")
+DECOY_DATABASES = PRODUCTION  # conftest's decoy_server, each with its precious row
 #: The registry's url_env variables (and the common DATABASE_URL) and the decoy
 #: database each is exported at.
 URL_ENVS = {
@@ -76,7 +82,6 @@ def _set_up(conn: psycopg.Connection[Any], mode: str) -> None:
         )
         for (name,) in rows.fetchall():
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-    if mode in ("setup", "reset"):
         for name in PRODUCTION:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
@@ -98,8 +103,7 @@ class Decoy:
 
     @property
     def log(self) -> Path:
-        assert self.server.process.base_dir is not None
-        return self.server.process.base_dir / "_TunedPostgresql.log"
+        return log_of(self.server)
 
     def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
         return f"{driver}://{self.user}@127.0.0.1:{self.port}/{database}"
@@ -110,7 +114,7 @@ class Decoy:
 
 def decoy_state(server: EphemeralServer, mode: str = "read") -> dict[str, Any]:
     """The decoy's databases, and each production database's relations and rows
-    (``mode``: ``read``; ``setup`` creates the databases; ``reset`` recreates them).
+    (``mode``: ``read``, or ``reset``: the databases recreated first).
     Read from this process (started by it, the decoy is this run's to reach), before an
     attack's log offset is taken or after its log is read: never seen as the attack's."""
     with server.connect() as conn:
@@ -119,7 +123,7 @@ def decoy_state(server: EphemeralServer, mode: str = "read") -> dict[str, Any]:
         state: dict[str, Any] = {"databases": sorted(row[0] for row in rows)}
     for name in PRODUCTION:
         with server.connect(name) as conn:
-            if mode in ("setup", "reset"):
+            if mode == "reset":
                 conn.execute("CREATE TABLE precious (id int)")
                 conn.execute("INSERT INTO precious VALUES (1)")
             relations = conn.execute(
@@ -142,18 +146,12 @@ def pristine(state: dict[str, Any]) -> bool:
     )
 
 
-@pytest.fixture(scope="module")
-def decoy_server() -> Iterator[EphemeralServer]:
-    """A 'production' server logging every connection, with a precious table per database."""
-    with EphemeralServer.start(settings=("log_connections=on",)) as server:
-        decoy_state(server, "setup")
-        yield server
-
-
 @pytest.fixture
 def decoy(decoy_server: EphemeralServer) -> Decoy:
-    """The decoy as production looks: recreated if an earlier attack got through to it,
-    so one successful attack does not fail the tests after it."""
+    """conftest's ``decoy_server`` (its databases ``PRODUCTION``) as production looks:
+    recreated if an earlier attack got through to it, so one successful attack does not
+    fail the tests after it. (Not conftest's ``decoy``: the guard keeps this server on its
+    list, since its state is read from this process.)"""
     state = decoy_state(decoy_server)
     if not pristine(state):
         state = decoy_state(decoy_server, "reset")
@@ -184,10 +182,6 @@ def databases_since(decoy: Decoy, offset: int) -> list[str]:
 
 
 # -- child processes -----------------------------------------------------------------------------
-def cli_argv(project: Path, *argv: str) -> list[str]:
-    return [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv]
-
-
 def run_child(argv: list[str], cwd: Path, env: Mapping[str, str]) -> tuple[int, str, str]:
     try:
         result = subprocess.run(

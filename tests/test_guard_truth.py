@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 
 import psycopg
 import pytest
-from reynard_trees import log_connections
+from reynard_trees import log_connections, wait_until
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.guard import GUARD, GuardRefused
@@ -67,13 +66,14 @@ def production(harness: EphemeralServer) -> Iterator[EphemeralServer]:
         GUARD.allow_database(harness.url)  # its readiness probe, on 127.0.0.1, is answered
         pg.start()  # by the harness's server
         GUARD.forget_server(harness.url)
-        deadline = time.monotonic() + 30
-        while not (
-            _listening(PRODUCTION_HOST, harness.url.port)
-            and _ready(PRODUCTION_HOST, harness.url.port)
-        ):
-            assert time.monotonic() < deadline, "production did not start on 127.0.0.2"
-            time.sleep(0.1)
+        wait_until(
+            lambda: (
+                _listening(PRODUCTION_HOST, harness.url.port)
+                and _ready(PRODUCTION_HOST, harness.url.port)
+            ),
+            30,
+            f"production to start on {PRODUCTION_HOST}",
+        )
         yield server
 
 

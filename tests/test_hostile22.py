@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from oracle_corpus import Rev
 from oracle_corpus_state import SEARCH_PATH, TEMP_TABLE
-from reynard_trees import clean_env, run_pytest, write_revision
+from reynard_trees import clean_env, run_pytest, stairway_of, write_revision
 from test_oracle import (
     CASES,
     CHECKED,
@@ -26,7 +26,7 @@ from test_oracle import (
     worker_process,
 )
 from test_stairway_fresh_steps import HEAD
-from test_stairway_walk import MAIN_REVISIONS, MAIN_VERSIONS, stairway_of
+from test_stairway_walk import MAIN_REVISIONS, MAIN_VERSIONS
 
 from bench.plain_alembic import ForkServer, Tree, plain_checks, plain_checks_on
 from pytest_reynard_db.checks import run_checks

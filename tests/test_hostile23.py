@@ -28,14 +28,14 @@ from alembic import command
 from alembic.config import Config
 from reynard_trees import clean_env, reynard_project, run_cli, run_pytest
 from sqlalchemy import create_engine, text
-from test_guard_attacks import Decoy, decoy, decoy_server, decoy_state, pristine
+from test_guard_attacks import DECOY_DATABASES, Decoy, decoy, decoy_state, pristine
 from test_guard_truth import PRODUCTION_HOST, _statements, harness, production
 
 from pytest_reynard_db.guard import GUARD, GuardRefused
 from pytest_reynard_db.guard.reached import TRUTH_QUERY
 from pytest_reynard_db.postgres import EphemeralServer
 
-__all__ = ["decoy", "decoy_server", "harness", "production"]
+__all__ = ["DECOY_DATABASES", "decoy", "harness", "production"]  # used by name
 
 
 @pytest.fixture

@@ -134,8 +134,7 @@ def _restart_then_connect(server: EphemeralServer) -> None:
     pg = server.process._pg
     assert pg is not None
     port = server.url.port
-    pg.stop()
-    time.sleep(1.1)  # a start time in another second
+    pg.stop()  # (its identity, the start time to the microsecond, changes: nothing to wait for)
     pg.settings["port"] = port
     with guard_asking():  # the restart (the CI service's doing) is no connection of the run
         pg.start()

@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 import test_drift
-from reynard_trees import Cli
-from test_drift import READS, drift, execute, log_of
+from reynard_trees import Cli, log_of, logged_since
+from test_drift import READS, drift, execute
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -48,15 +48,11 @@ def test_a_user_function_shadowing_format_runs_in_drifts_session(
     """drift must run no code of the live database's: its reads call ``format`` unqualified
     and a ``public.format(text, name, name)`` is the better match."""
     execute(live, SHADOW.format(payload="1"))
-    log = log_of(production)
-    offset = log.stat().st_size
+    offset = log_of(production).stat().st_size
     code, out, err = drift(cli, production, live)
     assert code == 1, out + err
     assert "  remove function public.format(f text, a name, b name)" in out.splitlines(), out
-    time.sleep(0.2)
-    with log.open("rb") as read:
-        read.seek(offset)
-        logged = read.read().decode(errors="replace")
+    logged = logged_since(production, offset)
     assert "hostile26: user code ran" not in logged, "\n".join(
         line for line in logged.splitlines() if "hostile26" in line
     )
@@ -146,13 +142,9 @@ def test_every_statement_of_drifts_session_is_a_read(
     closes with ``DEALLOCATE ALL``: not "SELECT, SHOW and transaction control" (README),
     and prepared statements are what a transaction-mode pooler loses."""
     execute(live, "CREATE SCHEMA ops", "CREATE TABLE ops.t (id int)", "CREATE TABLE ops.u (id int)")
-    log = log_of(production)
-    offset = log.stat().st_size
+    offset = log_of(production).stat().st_size
     code, out, err = cli("drift", "main", "--url", live)
-    time.sleep(0.3)
-    with log.open("rb") as read:
-        read.seek(offset)
-        logged = read.read().decode(errors="replace").splitlines()
+    logged = logged_since(production, offset).splitlines()
     ours = [line for line in logged if line.startswith("reynard-db drift main|LOG:  ")]
     sent = [line.split(": ", 2)[2] for line in ours if ": " in line.split("|LOG:  ", 1)[1]]
     verbs = {statement.split()[0].upper() for statement in sent if statement.strip()}

@@ -19,7 +19,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psycopg
@@ -27,8 +26,8 @@ import pytest
 import test_drift
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, run_cli, write_revision
-from test_drift import drift, execute, log_of
+from reynard_trees import clean_env, log_of, logged_since, run_cli, write_revision
+from test_drift import drift, execute
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -79,13 +78,6 @@ def migrated(production: EphemeralServer, root: Path, *before: str) -> str:
 def drift_in(production: EphemeralServer, root: Path, url: str) -> tuple[int, str, str]:
     """``drift main --url URL`` in ``root``; production received only reads meanwhile."""
     return drift(lambda *argv, env=None: run_cli(root, *argv, env=env), production, url)
-
-
-def logged_since(production: EphemeralServer, offset: int) -> str:
-    time.sleep(0.3)  # the logging collector's last lines
-    with log_of(production).open("rb") as read:
-        read.seek(offset)
-        return read.read().decode(errors="replace")
 
 
 # -- false drift: a tree as migrated must match -------------------------------------------

@@ -25,13 +25,12 @@ from pathlib import Path
 import alembic
 import pytest
 import test_drift
-from reynard_trees import run_cli
-from test_drift import execute, log_of
+from reynard_trees import log_of, logged_since, run_cli
+from test_drift import execute
 from test_hostile26b import (
     drift_in,
     init_project,
     installed,
-    logged_since,
     migrated,
     registered,
     upgraded_then_drift,

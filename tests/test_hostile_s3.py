@@ -10,13 +10,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from reynard_trees import clean_env, reynard_project, run_cli
+from reynard_trees import clean_env, databases, reynard_project, run_cli, wait_until
 
 from pytest_reynard_db import load_registry
 from pytest_reynard_db.cli import server_admin
@@ -25,7 +24,12 @@ from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
 from pytest_reynard_db.postgres.executor import kept_at, reusable_server
 from pytest_reynard_db.postgres.reaper import stop_postmaster
 from pytest_reynard_db.postgres.server import connect_args
-from pytest_reynard_db.postgres.shared import TEMPLATE_COMMENT, RunPresence, drop_dead_runs
+from pytest_reynard_db.postgres.shared import (
+    RUN_APP_PREFIX,
+    TEMPLATE_COMMENT,
+    RunPresence,
+    drop_dead_runs,
+)
 from pytest_reynard_db.postgres.templates import prune_templates
 from pytest_reynard_db.provisioning.resolve import project_identity
 
@@ -42,9 +46,17 @@ def sql(server: EphemeralServer, *statements: str) -> None:
             conn.execute(statement)
 
 
-def databases(server: EphemeralServer) -> set[str]:
-    with psycopg.connect(**connect_args(server.url), autocommit=True) as conn:
-        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+def idle_for(server: EphemeralServer, run: str, seconds: float) -> bool:
+    """Run ``run``'s presence session has been idle more than ``seconds`` (as
+    ``live_runs`` measures it), by the server's clock; False once it has no session."""
+    with server.connect() as conn:
+        [(idle,)] = conn.execute(
+            "SELECT min(EXTRACT(EPOCH FROM now() - GREATEST("
+            "backend_start, xact_start, query_start, state_change)))::float8 "
+            "FROM pg_stat_activity WHERE application_name LIKE %s",
+            [f"{RUN_APP_PREFIX}{run} %"],
+        ).fetchall()
+    return idle is not None and idle > seconds
 
 
 def test_a_run_with_a_shorter_stale_setting_never_drops_a_live_runs_databases(
@@ -57,7 +69,7 @@ def test_a_run_with_a_shorter_stale_setting_never_drops_a_live_runs_databases(
         dead = "test_main_cccccccc_main_fresh1"  # a run killed with -9: no session
         ExistingServer(shared.url).create_database(live)
         ExistingServer(shared.url).create_database(dead)
-        time.sleep(2.5)
+        wait_until(lambda: idle_for(shared, "aaaaaaaa", 1.5), 30, "run A idle past B's 1 s")
         dropped = drop_dead_runs(ExistingServer(shared.url), "bbbbbbbb", stale=1)
         assert dropped == [dead]
         assert live in databases(shared)
@@ -109,18 +121,21 @@ def test_kill_9_of_check_ends_its_child_interpreter_which_drops_its_databases(
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "stderr").open("w"),  # a pipe would wait for the child's end
     )
-    deadline = time.monotonic() + 60
-    while not any(n.startswith("test_check_") for n in databases(shared)):
-        assert time.monotonic() < deadline and check.poll() is None
-        time.sleep(0.1)
+    wait_until(
+        lambda: check.poll() is not None or databases(shared, "test_check_%"),
+        60,
+        "the check's throw-away database",
+    )
+    assert check.poll() is None, (tmp_path / "stderr").read_text()
     (child,) = children(check.pid)
     check.kill()
     check.wait()
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
     try:
-        assert not Path(f"/proc/{child}").exists(), "the child runs on for no one"
+        wait_until(
+            lambda: not Path(f"/proc/{child}").exists(),
+            10,
+            "the check's child to end with it (not to run on for no one)",
+        )
     finally:
         if Path(f"/proc/{child}").exists():
             os.kill(child, signal.SIGKILL)
@@ -170,7 +185,11 @@ def test_a_servers_idle_session_timeout_never_makes_a_live_run_look_dead() -> No
         try:
             live = "test_main_aaaaaaaa_main_fresh1"
             ExistingServer(server.url).create_database(live)
-            time.sleep(3)
+            wait_until(
+                lambda: idle_for(server, "aaaaaaaa", 3),
+                30,
+                "run A's session idle past the server's idle_session_timeout, and kept",
+            )
             assert drop_dead_runs(ExistingServer(server.url), "bbbbbbbb", stale=120) == []
             assert live in databases(server)
         finally:

@@ -19,20 +19,20 @@ from pathlib import Path
 import pytest
 from reynard_trees import (
     clean_env,
+    cli_argv,
     connections_received,
     ctrl_c_as_in_a_terminal,
+    pytest_argv,
     reynard_project,
 )
-from test_faults import pytest_argv
 from test_guard_attacks import (  # the decoy and its fixtures, shared
+    DECOY_DATABASES,
     TRIVIAL_TEST,
     Decoy,
     assert_no_traceback,
     assert_untouched,
     attack,
-    cli_argv,
     decoy,
-    decoy_server,
     production_env,
     refusal_lines,
     write_env_py,
@@ -42,7 +42,7 @@ from pytest_reynard_db.guard import GUARD, GuardRefused
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.runas import run_as, runtime_root
 
-__all__ = ["decoy", "decoy_server"]  # fixtures, used by name
+__all__ = ["DECOY_DATABASES", "decoy"]  # conftest's decoy_server and a fixture, by name
 
 #: A variable of the application's own, which the harness cannot know to hide.
 APP_VARIABLE = "MYAPP_DATABASE_URL"

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
-from reynard_trees import copy_reynard_trees, write_revision
-from test_faults import clean_env, wait_for
+from reynard_trees import (
+    clean_env,
+    cli_argv,
+    copy_reynard_trees,
+    scalar,
+    wait_for,
+    wait_until,
+    write_revision,
+)
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -32,25 +37,6 @@ while not pathlib.Path(os.environ["SLOW_RELEASE"]).exists() and time.monotonic()
     time.sleep(0.05)
 op.create_table("took_turns", sa.Column("id", sa.Integer, primary_key=True))
 """
-
-
-def cli_argv(project: Path, *argv: str) -> list[str]:
-    return [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv]
-
-
-def poll(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Wait until ``condition()`` holds; fail naming ``what`` after a generous deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not seen within {timeout}s")
-        time.sleep(0.05)
-
-
-def scalar(url: str, sql: str) -> object:
-    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
-        row = conn.execute(sql).fetchone()
-        return row[0] if row else None
 
 
 def fresh_url(server: EphemeralServer, name: str) -> str:
@@ -107,13 +93,14 @@ def test_two_registry_names_on_one_database_take_turns_and_a_wait_names_the_hold
             stderr=subprocess.PIPE,
             text=True,
         )
-        poll(
+        wait_until(
             lambda: bool(
                 scalar(
                     url,
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
                 )
             ),
+            60,
             "upgrade e2e waiting on the lock upgrade main holds",
         )
     finally:
@@ -147,7 +134,7 @@ def test_two_setups_at_once_on_a_missing_database_both_succeed(
             for _ in range(2)
         ]
         try:
-            poll(
+            wait_until(
                 lambda: (
                     scalar(
                         admin,
@@ -156,6 +143,7 @@ def test_two_setups_at_once_on_a_missing_database_both_succeed(
                     )
                     == 2
                 ),
+                60,
                 "both setups waiting at CREATE DATABASE",
             )
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from reynard_trees import break_main, log_connections, write_revision
+from reynard_trees import break_main, databases, log_connections, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -202,10 +202,10 @@ def test_existing_server_mode(pytester: pytest.Pytester, pg_server: EphemeralSer
             assert re.fullmatch(r"test_ecs_e2e_[0-9a-f]{8}_main_fresh\\d+", reynard_db_fresh.name)
         """
     )
-    before = _databases(pg_server)
+    before = databases(pg_server)
     result = pytester.runpytest(f"--reynard-db-url={admin}", "--reynard-db=ecs_e2e")
     result.assert_outcomes(passed=1)
-    after = _databases(pg_server)
+    after = databases(pg_server)
     # Its clones are dropped; its template (named by the tree's digest) is kept for the
     # next run on this server, and pruned when unused (tests/test_shared_server.py).
     assert {n for n in after - before if not n.startswith("test_tpl_ecs_e2e_")} == set()
@@ -394,11 +394,6 @@ def test_test_alembic_collects_builtin_tests(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--test-alembic", "--reynard-db=main")
     result.assert_outcomes(passed=5)
     result.stdout.no_fnmatch_line("*AttributeError*")
-
-
-def _databases(server: EphemeralServer) -> set[str]:
-    with server.connect() as conn:
-        return {row[0] for row in conn.execute("SELECT datname FROM pg_database").fetchall()}
 
 
 def test_checks_as_items(pytester: pytest.Pytester) -> None:

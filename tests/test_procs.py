@@ -8,23 +8,23 @@ the reaper never signals a process that is not the orphan's postmaster.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psycopg
 import pytest
-from reynard_trees import copy_reynard_trees, write_revision
-from test_faults import (
+from reynard_trees import (
     clean_env,
-    gone,
-    postgres_processes_in,
-    servers_of,
+    cli_argv,
+    copy_reynard_trees,
+    scalar,
     wait_for,
-    waiting_session,
+    wait_until,
+    write_revision,
 )
+from test_faults import gone, postgres_processes_in, servers_of, waiting_session
 
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.reaper import postmaster_pid, process_start_time, reap_orphans
@@ -38,6 +38,10 @@ def test_reaper_never_signals_a_process_that_reused_the_postmasters_pid(tmp_path
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     unrelated = subprocess.Popen(["sleep", "300"])
+    # Stopped, it keeps any signal sent to it pending, in sight at once (and SIGKILL ends
+    # the stop): nothing to wait for, where a running one would take its time to die.
+    os.kill(unrelated.pid, signal.SIGSTOP)
+    wait_until(lambda: stopped_untouched(unrelated.pid), 10, "the unrelated process to stop")
     try:
         orphan = tmp_path / "server-recycled"
         (orphan / "data").mkdir(parents=True)
@@ -47,12 +51,21 @@ def test_reaper_never_signals_a_process_that_reused_the_postmasters_pid(tmp_path
         )
         assert reap_orphans(tmp_path) == [orphan]
         assert not orphan.exists()
-        time.sleep(0.5)  # a signal, had one been sent, would have been delivered by now
-        assert unrelated.poll() is None, "the reaper signalled an unrelated process"
+        assert stopped_untouched(unrelated.pid), "the reaper signalled an unrelated process"
+        assert unrelated.poll() is None
         assert process_start_time(unrelated.pid) is not None
     finally:
         unrelated.kill()
         unrelated.wait()
+
+
+def stopped_untouched(pid: int) -> bool:
+    """Process ``pid`` is stopped, with no signal pending (to it or to its thread)."""
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    pending = int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)
+    return status["State"].split()[0] == "T" and pending == 0
 
 
 # -- SIGTERM and SIGHUP ------------------------------------------------------------------------
@@ -62,10 +75,6 @@ import os, pathlib, time
 pathlib.Path(os.environ["SLOW_MARKER"]).write_text("migrating")
 time.sleep(120)
 """
-
-
-def cli_argv(project: Path, *argv: str) -> list[str]:
-    return [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv]
 
 
 @pytest.mark.parametrize("sig", TERMINATING, ids=lambda s: s.name)
@@ -137,19 +146,17 @@ def test_a_sigtermed_upgrade_leaves_no_backend_holding_the_lock(
         text=True,
     )
     wait_for(marker, upgrade)
-    time.sleep(0.2)  # into pg_sleep (not an assertion: only makes the case the hard one)
+    # into pg_sleep: the hard case, a statement running when the signal comes
+    running = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'"
+    wait_until(lambda: scalar(url, running), 30, "the upgrade's pg_sleep to run")
     upgrade.send_signal(signal.SIGTERM)
     out, err = upgrade.communicate(timeout=60)
     assert upgrade.returncode == 128 + signal.SIGTERM, out + err
 
-    plain = url.replace("postgresql+psycopg", "postgresql")
-    deadline = time.monotonic() + 30
-    with psycopg.connect(plain, autocommit=True) as conn:
-        while conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-        ).fetchone() != (0,):
-            if time.monotonic() > deadline:
-                pytest.fail("a backend of the terminated upgrade still holds the migration lock")
-            time.sleep(0.1)
-        version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    assert version == ("3a1400000004",), "the failed revision is rolled back"
+    wait_until(
+        lambda: scalar(url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0,
+        30,
+        "the terminated upgrade's backend to release the migration lock",
+    )
+    version = scalar(url, "SELECT version_num FROM alembic_version")
+    assert version == "3a1400000004", "the failed revision is rolled back"

@@ -124,19 +124,8 @@ def test_target_follows_libpq_defaults_and_overrides() -> None:
 
 
 # -- against real servers --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def decoy() -> Iterator[EphemeralServer]:
-    """A 'production' server. Started with the harness's own code, so taken off the
-    guard's list: for the guard it is somebody else's server."""
-    # cluster_name: a server of somebody else's (ours are named reynard-db), for the net too
-    with EphemeralServer.start(
-        settings=("log_connections=on", "cluster_name=production")
-    ) as server:
-        server.create_database("prod")
-        server.create_database("test_taken")  # somebody else's test database
-        with server.connect("prod") as conn:
-            conn.execute("CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
-        yield server
+#: conftest's ``decoy``: production, and somebody else's test database.
+DECOY_DATABASES = ("prod", "test_taken")
 
 
 @pytest.fixture

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,18 +17,6 @@ from reynard_trees import clean_env, reynard_project, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer, find_binaries
 from pytest_reynard_db.postgres.binaries import describe
-
-
-@pytest.fixture
-def runtime() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="reynard-verbs-", dir="/tmp"))
-    path.chmod(0o711)
-    yield path
-    for data in path.glob("reuse-*/data"):
-        from pytest_reynard_db.postgres.reaper import stop_postmaster
-
-        stop_postmaster(data)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -16,12 +16,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, reynard_project
+from reynard_trees import clean_env, databases, reynard_project, wait_for
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -137,22 +136,6 @@ def builds(server: EphemeralServer) -> dict[str, int]:
     return counts
 
 
-def databases(server: EphemeralServer) -> set[str]:
-    with server.connect() as conn:
-        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test%'")
-        return {row[0] for row in rows}
-
-
-def wait_for(path: Path, run: subprocess.Popen[str]) -> str:
-    deadline = time.monotonic() + 120
-    while not path.exists():
-        if run.poll() is not None:
-            pytest.fail(f"the run ended early:\n{run.communicate()[0]}")
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    return path.read_text()
-
-
 def test_concurrent_runs_build_each_template_once_and_leave_only_templates(
     shared: EphemeralServer, project: Path, tmp_path: Path, machines: Path
 ) -> None:
@@ -173,7 +156,7 @@ def test_concurrent_runs_build_each_template_once_and_leave_only_templates(
     for run in runs:
         finish(run, passed=2)
     assert builds(shared) == {"test_tpl_main": 1, "test_tpl_ecs": 1}, "built once in total"
-    left = databases(shared)
+    left = databases(shared, "test%")
     assert all(name.startswith("test_tpl_") for name in left), left
     assert len(left) == 2, left
 
@@ -207,7 +190,7 @@ def test_a_killed_run_is_cleaned_by_the_next_and_no_one_elses_databases_are_touc
     killed_run = killed_db.split("_")[2]
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait(timeout=30)
-    left_by_killed = {name for name in databases(shared) if f"_{killed_run}_" in name}
+    left_by_killed = {name for name in databases(shared, "test%") if f"_{killed_run}_" in name}
     assert killed_db in left_by_killed
 
     # The next run: the killed run's clones go, the live run's and the bystander stay.
@@ -224,14 +207,14 @@ def test_a_killed_run_is_cleaned_by_the_next_and_no_one_elses_databases_are_touc
         ),
         passed=2,
     )
-    now = databases(shared)
+    now = databases(shared, "test%")
     assert not (left_by_killed & now), now
     assert alive_db in now and "test_someone_else" in now
     assert builds(shared) == {"test_tpl_main": 1, "test_tpl_ecs": 2}, builds(shared)
 
     (tmp_path / "alive.release").touch()
     finish(alive, passed=1)
-    left = databases(shared)
+    left = databases(shared, "test%")
     assert {n for n in left if not n.startswith("test_tpl_")} == {"test_someone_else"}, left
 
 
@@ -288,4 +271,4 @@ def test_a_clean_run_on_a_shared_server_says_nothing_wrong(
     assert "5 passed" in result.stdout, result.stdout
     assert result.stderr == "", result.stderr
     assert complaints(result.stdout) == [], result.stdout
-    assert {n for n in databases(shared) if not n.startswith("test_tpl_")} == set()
+    assert {n for n in databases(shared, "test%") if not n.startswith("test_tpl_")} == set()

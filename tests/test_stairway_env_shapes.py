@@ -14,8 +14,8 @@ import importlib
 from pathlib import Path
 
 import pytest
-from reynard_trees import write_revision
-from test_stairway_walk import MAIN_REVISIONS, MAIN_VERSIONS, OWN_ENGINE_ENV, stairway_of
+from reynard_trees import stairway_of, write_revision
+from test_stairway_walk import MAIN_REVISIONS, MAIN_VERSIONS, OWN_ENGINE_ENV
 
 from pytest_reynard_db.postgres import EphemeralServer
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from reynard_trees import write_revision
-from test_stairway_walk import MAIN_VERSIONS, OWN_ENGINE_ENV, stairway_of
+from reynard_trees import stairway_of, write_revision
+from test_stairway_walk import MAIN_VERSIONS, OWN_ENGINE_ENV
 
 from pytest_reynard_db.checks import run_check
 from pytest_reynard_db.checks.runner import CheckRunner

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
 
 import pytest
-from reynard_trees import write_revision
-from sqlalchemy.engine import URL
+from reynard_trees import stairway_of, write_revision
 
-from pytest_reynard_db.checks import CheckResult, run_check
-from pytest_reynard_db.checks.runner import CheckRunner
-from pytest_reynard_db.foundation.registry import load_registry
-from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
 
 MAIN_VERSIONS = Path("alembic/main/versions")
@@ -82,36 +76,6 @@ with connection.begin():
     with context.begin_transaction():
         context.run_migrations()
 """
-
-
-class CountingManager(MigrationManager):
-    """A real manager that counts its ``env.py`` runs on the runner that made it."""
-
-    counter: CountingRunner
-
-    def _run_env(self, *args: Any, **kwargs: Any) -> None:
-        self.counter.runs += 1
-        super()._run_env(*args, **kwargs)
-
-
-class CountingRunner(CheckRunner):
-    """A real runner whose managers count the ``env.py`` runs of the check."""
-
-    runs = 0
-
-    def manager(self, url: URL) -> MigrationManager:
-        manager = super().manager(url)
-        manager.__class__ = CountingManager  # the same object, its env.py runs counted
-        assert isinstance(manager, CountingManager)
-        manager.counter = self
-        return manager
-
-
-def stairway_of(project: Path, server: EphemeralServer) -> tuple[list[CheckResult], int]:
-    """The stairway's results on ``main``, and how many ``env.py`` runs it took."""
-    registry = load_registry(project)
-    runner = CountingRunner(registry.get("main"), registry, server)
-    return run_check(runner, "stairway"), runner.runs
 
 
 def forgets_a_column(project: Path) -> Path:

@@ -13,11 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, reynard_project, run_cli
+from reynard_trees import clean_env, reynard_project, run_cli, wait_for
 
 from pytest_reynard_db.postgres.runas import SCRATCH, run_as, runtime_root
 
@@ -92,10 +91,7 @@ def test_a_run_killed_with_sigkill_leaves_what_the_next_run_removes(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while not ready.exists():
-        assert victim.poll() is None and time.monotonic() < deadline, "the run never got there"
-        time.sleep(0.05)
+    wait_for(ready, victim)
     scratch = runtime_root(run_as()) / SCRATCH
     left_by_victim = [p for p in scratch.iterdir() if p.name.startswith(f"{victim.pid}-")]
     assert left_by_victim, "the run keeps its files under its runtime directory"
