@@ -32,7 +32,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, reynard_project, run_pytest
+from reynard_trees import clean_env, reynard_project, run_pytest, wait_until
 from test_check_isolation import make_project
 from test_early_initdb import running_servers
 
@@ -391,10 +391,7 @@ def run_until_passed(project: Path, env: dict[str, str]) -> tuple[subprocess.Pop
         process = subprocess.Popen(
             [*argv, "test_nothing.py"], cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    deadline = time.monotonic() + 60
-    while "1 passed" not in out_file.read_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "1 passed" in out_file.read_text(), out_file.read_text()
+    wait_until(lambda: "1 passed" in out_file.read_text(), 60, "the run's 1 passed")
     return process, out_file
 
 
@@ -443,10 +440,7 @@ def test_a_run_killed_while_its_conftest_imports_leaves_its_server_to_the_next_r
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + PROMPT
-        while not running_servers(runtime) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert running_servers(runtime), "the early thread started no server"
+        wait_until(lambda: running_servers(runtime), PROMPT, "the early thread's server")
         process.kill()
         process.wait(timeout=60)
         (project / "conftest.py").unlink()
