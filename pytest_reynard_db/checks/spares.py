@@ -26,6 +26,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
+#: Forked only on Linux: macOS's system libraries are not safe in a forked child (the
+#: reason multiprocessing starts interpreters there), and Windows has no fork.
+LINUX = sys.platform.startswith("linux")
 #: How often a forked child's end is looked for while waiting with a deadline (seconds).
 REAP_POLL = 0.01
 
@@ -174,6 +177,7 @@ def fork_spares(count: int, root: Path) -> Spares:
     """``count`` spare children, forked now, if this process is still clean (else none:
     each database's checks start an interpreter):
 
+    - Linux (``LINUX``);
     - one thread: a fork copies no other thread, nor releases the locks they held;
     - nothing imported but the standard library, installed libraries and this package:
       a plugin named with ``-p`` may be the application's, and an outer pytest running
@@ -184,7 +188,7 @@ def fork_spares(count: int, root: Path) -> Spares:
       this package: models imported (by an entry-point plugin) before ``env.py`` runs
       are what an interpreter started for the checks would not have (issue 13).
     """
-    if count <= 0 or _threads() != 1 or not _only_libraries_imported(root):
+    if count <= 0 or not LINUX or _threads() != 1 or not _only_libraries_imported(root):
         return Spares([])
     spares: list[Spare] = []
     for _ in range(count):
