@@ -51,6 +51,40 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return WholeModules(config, log)
 
 
+#: The longest tests, 10 s or more each (``--durations`` under ``-n 2`` on 2 cores): under
+#: ``-n N`` sent first after ``WHOLE_MODULES``, so that a run does not end on one of them
+#: while the other workers idle. A whole node id, or a function's (each of its parameters).
+LONGEST = (
+    "tests/test_hostile26b.py::test_mlflows_tree_as_migrated_matches",
+    "tests/test_faults.py::test_no_password_in_any_output",
+    "tests/test_faults.py::test_production_database_is_never_connected_to",
+    "tests/test_check_targets.py::test_the_same_verdict_whatever_runs_beside",
+    "tests/test_readme_ci.py::test_the_recipe_runs_as_written_against_a_service_like_server",
+    "tests/test_hostile26c.py::test_open_webuis_tree_as_migrated_matches",
+    "tests/test_seed.py::test_reuse_rebuilds_when_the_seed_changes",
+    "tests/test_shared_server.py::test_a_killed_run_is_cleaned_by_the_next_and_no_one_elses_"
+    "databases_are_touched",
+    "tests/test_server_verbs.py::test_status_stop_and_prune_of_the_reuse_server",
+    "tests/test_nothing_hangs.py::test_a_check_that_times_out_hides_nothing_the_other_found",
+    "tests/test_bad_input.py::test_bad_input[silent-server]",
+    "tests/test_readme_quickstart.py::test_the_quickstart_runs_as_written",
+    "tests/test_hostile26b.py::test_optunas_tree_as_migrated_matches",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker, ``LONGEST`` first (every worker collects the same order, and the
+    scheduler sends single tests in it). One process keeps the files' order: a test moved
+    out of its module builds that module's fixtures twice."""
+    if not hasattr(config, "workerinput"):
+        return
+    longest = [
+        item for item in items if item.nodeid.split("[", 1)[0] in LONGEST or item.nodeid in LONGEST
+    ]
+    moved = set(map(id, longest))
+    items[:] = longest + [item for item in items if id(item) not in moved]
+
+
 @pytest.fixture(autouse=True)
 def a_users_shell(monkeypatch: pytest.MonkeyPatch) -> None:
     """A test's child processes are a user's commands typed in a shell, not children of this

@@ -19,7 +19,7 @@ from xml.etree import ElementTree
 import psycopg
 import pytest
 import yaml
-from reynard_trees import Cli, clean_env, log_of, logged_since
+from reynard_trees import Cli, clean_env, log_of, logged_since, run_cli
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 from test_readme_ci import readme_block
@@ -42,14 +42,34 @@ def production() -> Iterator[EphemeralServer]:
 
 
 @pytest.fixture
-def live(production: EphemeralServer, cli: Cli) -> str:
-    """A production database of its own, upgraded to heads by ``reynard-migrate upgrade``."""
-    name = f"prod_{next(_numbers)}"
-    production.create_database(name)
-    url = production.database_url(name).render_as_string(hide_password=False)
-    code, out, err = cli("upgrade", "main", "--url", url)
-    assert code == 0, out + err
-    return url
+def live(production: EphemeralServer, project: Path) -> str:
+    """A production database of its own, upgraded to heads by ``reynard-migrate upgrade``
+    (every test's ``project`` holds the same Reynard trees: one upgraded database copied)."""
+    return upgraded_copy(production, project, f"prod_{next(_numbers)}", tree="reynard")
+
+
+#: (production's directory, a tree) -> its database upgraded by ``reynard-migrate upgrade``
+#: and never touched since: what ``upgraded_copy`` copies.
+_upgraded: dict[tuple[Path | None, str], str] = {}
+
+
+def upgraded_copy(
+    production: EphemeralServer, root: Path, name: str, *, tree: str | None = None
+) -> str:
+    """A new production database ``name`` as ``reynard-migrate upgrade main`` in ``root``
+    leaves it (its URL). The first per server and ``tree`` (default: ``root``) is upgraded
+    for real by the CLI and left untouched; each is a copy of it (``CREATE DATABASE ...
+    TEMPLATE``, the same files): a child interpreter and a whole migration fewer a test."""
+    key = (production.process.base_dir, tree or str(root))
+    if key not in _upgraded:
+        template = f"{name}_upgraded"
+        url = production.create_database(template).render_as_string(hide_password=False)
+        code, out, err = run_cli(root, "upgrade", "main", "--url", url)
+        assert code == 0, out + err
+        _upgraded[key] = template
+    return production.create_database(name, template=_upgraded[key]).render_as_string(
+        hide_password=False
+    )
 
 
 def drift(cli: Cli, production: EphemeralServer, url: str, *extra: str) -> tuple[int, str, str]:

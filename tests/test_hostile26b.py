@@ -27,7 +27,7 @@ import test_drift
 from alembic import command
 from alembic.config import Config
 from reynard_trees import clean_env, log_of, logged_since, run_cli, write_revision
-from test_drift import drift, execute
+from test_drift import drift, execute, upgraded_copy
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -64,12 +64,13 @@ def init_project(root: Path, upgrade: str, *, configure: str = "", connect: str 
 
 def migrated(production: EphemeralServer, root: Path, *before: str) -> str:
     """A new production database, ``before`` run on it (a DBA's set-up), then upgraded by
-    ``reynard-migrate upgrade``: its URL."""
+    ``reynard-migrate upgrade``: its URL (with no set-up: ``upgraded_copy``'s copy)."""
     name = f"prod_h26b_{next(_numbers)}"
+    if not before:
+        return upgraded_copy(production, root, name)
     production.create_database(name)
     url = production.database_url(name).render_as_string(hide_password=False)
-    if before:
-        execute(url, *before)
+    execute(url, *before)
     code, out, err = run_cli(root, "upgrade", "main", "--url", url)
     assert code == 0, out + err
     return url

@@ -242,7 +242,7 @@ def test_xdist_workers_share_one_template(pytester: pytest.Pytester) -> None:
             assert templates == 1
         """
     )
-    result = pytester.runpytest_subprocess("-n", "2", "--reynard-db=ecs_e2e")
+    result = pytester.runpytest("-n", "2", "--reynard-db=ecs_e2e")
     result.assert_outcomes(passed=6)
 
 

@@ -126,7 +126,7 @@ def test_xdist_seeds_once_per_run(pytester: pytest.Pytester) -> None:
                 assert conn.execute(text(seeded)).scalar() == 3
         """
     )
-    result = pytester.runpytest_subprocess("-n", "2", "--reynard-db=main")
+    result = pytester.runpytest("-n", "2", "--reynard-db=main")
     result.assert_outcomes(passed=6)
     assert seed_calls(pytester.path) == ["main"]
     assert "Traceback" not in result.stderr.str()

@@ -205,12 +205,12 @@ def test_the_header_names_what_markers_add(pytester: pytest.Pytester) -> None:
             assert list(reynard_dbs) == ["main", "ecs"]
         """
     )
-    result = pytester.runpytest_subprocess("--reynard-db=main")
+    result = pytester.runpytest("--reynard-db=main")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         ["reynard-db: databases main on an ephemeral server*", "reynard-db: markers also use ecs"]
     )
-    alone = pytester.runpytest_subprocess("--reynard-db=main,ecs")
+    alone = pytester.runpytest("--reynard-db=main,ecs")
     assert "markers also use" not in alone.stdout.str()
 
 
@@ -227,7 +227,7 @@ def test_a_database_not_asked_for_says_how_to_ask(pytester: pytest.Pytester) -> 
             reynard_db_connections["ecs"]
         """
     )
-    result = pytester.runpytest_subprocess()
+    result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     said = (
         "reynard_db_connections['ecs']: this test asked for 'main' only; ask for 'ecs' too: "
