@@ -55,12 +55,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 #: ``-n N`` sent first after ``WHOLE_MODULES``, so that a run does not end on one of them
 #: while the other workers idle. A whole node id, or a function's (each of its parameters).
 LONGEST = (
-    "tests/test_hostile26b.py::test_mlflows_tree_as_migrated_matches",
+    "tests/test_drift_false_alarms.py::test_mlflows_tree_as_migrated_matches",
     "tests/test_faults.py::test_no_password_in_any_output",
     "tests/test_faults.py::test_production_database_is_never_connected_to",
     "tests/test_check_targets.py::test_the_same_verdict_whatever_runs_beside",
     "tests/test_readme_ci.py::test_the_recipe_runs_as_written_against_a_service_like_server",
-    "tests/test_hostile26c.py::test_open_webuis_tree_as_migrated_matches",
+    "tests/test_drift_prepared.py::test_open_webuis_tree_as_migrated_matches",
     "tests/test_seed.py::test_reuse_rebuilds_when_the_seed_changes",
     "tests/test_shared_server.py::test_a_killed_run_is_cleaned_by_the_next_and_no_one_elses_"
     "databases_are_touched",
@@ -68,7 +68,7 @@ LONGEST = (
     "tests/test_nothing_hangs.py::test_a_check_that_times_out_hides_nothing_the_other_found",
     "tests/test_bad_input.py::test_bad_input[silent-server]",
     "tests/test_readme_quickstart.py::test_the_quickstart_runs_as_written",
-    "tests/test_hostile26b.py::test_optunas_tree_as_migrated_matches",
+    "tests/test_drift_false_alarms.py::test_optunas_tree_as_migrated_matches",
 )
 
 
@@ -89,7 +89,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def a_users_shell(monkeypatch: pytest.MonkeyPatch) -> None:
     """A test's child processes are a user's commands typed in a shell, not children of this
     (dogfooding, armed) run: they do not inherit its guard (``guard.inherit``; tested on
-    runs of their own in ``test_hostile_s4.py``)."""
+    runs of their own in ``test_guard_user_paths.py``)."""
     monkeypatch.delenv(inherit.GUARD_VARIABLE, raising=False)
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if inherit.STARTUP in paths:

@@ -2,7 +2,7 @@
 arms any interpreter of this environment whose environment names the run's allow-list,
 whatever its ``$PYTHONPATH`` (``env={**os.environ, "PYTHONPATH": "src"}``, a common
 test pattern) and even with ``-I``: those attacks run as users run them in
-``test_hostile_s4.py`` (``CHILDREN``). Here: the ``.pth`` is where Python reads it, and
+``test_guard_user_paths.py`` (``CHILDREN``). Here: the ``.pth`` is where Python reads it, and
 costs nothing in an interpreter that is no guarded run's child."""
 
 from __future__ import annotations

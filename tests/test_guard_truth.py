@@ -306,7 +306,7 @@ def test_a_warm_start_asks_the_kept_server_who_it_is_once() -> None:
     probe is the ask (pinned as the guard pins it), made under the reuse server's lock, and
     the process wrapped is the server just asked; one started at that port since would have
     been announced by whoever started it with ``allow_server``, which forgets the old
-    identity and asks again (test_hostile23b's restart). The identity noted is the server's:
+    identity and asks again (test_guard_identity's restart). The identity noted is the server's:
     the run's own connection is let through."""
     kept = EphemeralServer.reusable()
     authorized = log_connections(kept)

@@ -197,7 +197,7 @@ async def select_one(url: str) -> object:
 
 
 #: A script whose engine's ``creator=`` names the opted-in place by its host and dials
-#: production's address (``hostaddr=``), as the TOFU attacks of test_hostile23.
+#: production's address (``hostaddr=``), as the TOFU attacks of test_guard_net.
 DIALS_PRODUCTION = """
 import os
 

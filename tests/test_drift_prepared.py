@@ -4,7 +4,7 @@ The new code first: the throw-away database prepared as production was (``drift.
 the live session's search path, its version table's schema first and made when the tree
 does not make it, a retry; the live roles made there), then the catalog kinds
 (``schema_catalog``) on real patterns, a real tree (Open WebUI's), and hand-made changes
-drift may miss. Helpers are test_hostile26b's. Each attack that worked (21) was a strict
+drift may miss. Helpers are test_drift_false_alarms's. Each attack that worked (21) was a strict
 xfail; all hold since but one, open: a constraint changed by hand can be said as
 Alembic's remove and add and the catalog's change of its definition (three lines for one
 change). Since: the live session read on a plain connection; up to three ways of
@@ -27,7 +27,7 @@ import pytest
 import test_drift
 from reynard_trees import log_of, logged_since, run_cli
 from test_drift import execute
-from test_hostile26b import (
+from test_drift_false_alarms import (
     drift_in,
     init_project,
     installed,
