@@ -249,6 +249,24 @@ def install_the_application(
     return python
 
 
+def auth_items_with_the_plugin(python: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``auth``'s check items run by ``python`` in ``cwd``; the application's plugin
+    loaded, ``models_match`` passed, exit 0 (asserted)."""
+    argv = ["-m", "pytest", "-p", "no:cacheprovider", "-v", "--reynard-db-checks"]
+    done = subprocess.run(
+        [python, *argv, "--reynard-db=auth"],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "hostile25-app" in done.stdout, done.stdout + done.stderr  # the plugin loaded
+    assert "reynard-db::auth::models_match PASSED" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 def test_an_installed_application_an_entry_point_loads_gets_a_clean_child(
     tmp_path: Path,
 ) -> None:
@@ -260,19 +278,7 @@ def test_an_installed_application_an_entry_point_loads_gets_a_clean_child(
     project = make_project(tmp_path / "two")
     python = install_the_application(project, tmp_path / "venv")
 
-    argv = ["-m", "pytest", "-p", "no:cacheprovider", "-v", "--reynard-db-checks"]
-    done = subprocess.run(
-        [python, *argv, "--reynard-db=auth"],
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-    assert "hostile25-app" in done.stdout, done.stdout + done.stderr  # the plugin loaded
-    assert "reynard-db::auth::models_match PASSED" in done.stdout, done.stdout + done.stderr
-    assert done.returncode == 0, done.stdout + done.stderr
+    auth_items_with_the_plugin(python, project)
 
 
 def test_an_installed_checkout_whose_plugin_replaces_a_module_gets_a_clean_child(
@@ -293,20 +299,8 @@ def test_an_installed_checkout_whose_plugin_replaces_a_module_gets_a_clean_child
     )
     python = install_the_application(project, tmp_path / "venv", plugin="app_plugin", keep=True)
 
-    argv = ["-m", "pytest", "-p", "no:cacheprovider", "-v", "--reynard-db-checks"]
-    done = subprocess.run(
-        [python, *argv, "--reynard-db=auth"],
-        cwd=project / "tests",
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-    assert "hostile25-app" in done.stdout, done.stdout + done.stderr  # the plugin loaded
-    assert "reynard-db::auth::models_match PASSED" in done.stdout, done.stdout + done.stderr
+    done = auth_items_with_the_plugin(python, project / "tests")
     assert "reynard-db::auth::upgrade PASSED" in done.stdout, done.stdout + done.stderr
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 #: ``shared`` as an ORM extension makes it (Flask-SQLAlchemy's ``db = SQLAlchemy()``): the
@@ -343,19 +337,7 @@ def test_models_on_an_extension_object_an_entry_point_loads_get_a_clean_child(
     hold_the_metadata_in_an_extension(project)
     python = install_the_application(project, tmp_path / "venv")
 
-    argv = ["-m", "pytest", "-p", "no:cacheprovider", "-v", "--reynard-db-checks"]
-    done = subprocess.run(
-        [python, *argv, "--reynard-db=auth"],
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-    assert "hostile25-app" in done.stdout, done.stdout + done.stderr  # the plugin loaded
-    assert "reynard-db::auth::models_match PASSED" in done.stdout, done.stdout + done.stderr
-    assert done.returncode == 0, done.stdout + done.stderr
+    auth_items_with_the_plugin(python, project)
 
 
 # -- 2. the run's server started in the early thread --------------------------------------
