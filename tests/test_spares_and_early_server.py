@@ -115,6 +115,20 @@ def slow_postgres(root: Path) -> tuple[Path, Path]:
 
 
 # -- 1. children forked at the first hook -------------------------------------------------
+def auth_upgrade_asserting(
+    project: Path, condition: str, otherwise: str
+) -> subprocess.CompletedProcess[str]:
+    """``auth``'s check items, its ``env.py`` asserting ``condition`` (``otherwise``: the
+    message); its upgrade passed, the message not shown (asserted)."""
+    env_py = project / "auth_migrations" / "env.py"
+    assertion = f"import os\nassert {condition}, {otherwise!r}\nimport auth_models"
+    env_py.write_text(env_py.read_text().replace("import auth_models", assertion, 1))
+    done = run_pytest(project, "-v", "--reynard-db-checks", "--reynard-db=auth")
+    assert "reynard-db::auth::upgrade PASSED" in done.stdout, done.stdout + done.stderr
+    assert otherwise not in done.stdout
+    return done
+
+
 def test_a_variable_a_conftest_sets_is_seen_by_the_check_items(checked_project: Path) -> None:
     """A spare forked before the conftests ran missed the os.environ changes a conftest
     makes (APP_ENV=testing, a settings module); an interpreter started for the checks
@@ -123,20 +137,9 @@ def test_a_variable_a_conftest_sets_is_seen_by_the_check_items(checked_project: 
     (checked_project / "conftest.py").write_text(
         'import os\n\nos.environ["HOSTILE25_MODE"] = "testing"\n'
     )
-    env_py = checked_project / "auth_migrations" / "env.py"
-    env_py.write_text(
-        env_py.read_text().replace(
-            "import auth_models",
-            'import os\nassert os.environ.get("HOSTILE25_MODE") == "testing", "conftest not seen"\n'
-            "import auth_models",
-            1,
-        )
+    done = auth_upgrade_asserting(
+        checked_project, 'os.environ.get("HOSTILE25_MODE") == "testing"', "conftest not seen"
     )
-
-    done = run_pytest(checked_project, "-v", "--reynard-db-checks", "--reynard-db=auth")
-
-    assert "reynard-db::auth::upgrade PASSED" in done.stdout, done.stdout + done.stderr
-    assert "conftest not seen" not in done.stdout
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -150,20 +153,9 @@ def test_the_directory_a_conftest_moves_to_is_the_check_items(checked_project: P
     (checked_project / "conftest.py").write_text(
         'import os\nfrom pathlib import Path\n\nos.chdir(Path(__file__).parent / "settings")\n'
     )
-    env_py = checked_project / "auth_migrations" / "env.py"
-    env_py.write_text(
-        env_py.read_text().replace(
-            "import auth_models",
-            'import os\nassert os.path.exists("app.ini"), "not in the settings directory"\n'
-            "import auth_models",
-            1,
-        )
+    auth_upgrade_asserting(
+        checked_project, 'os.path.exists("app.ini")', "not in the settings directory"
     )
-
-    done = run_pytest(checked_project, "-v", "--reynard-db-checks", "--reynard-db=auth")
-
-    assert "reynard-db::auth::upgrade PASSED" in done.stdout, done.stdout + done.stderr
-    assert "not in the settings directory" not in done.stdout
 
 
 def test_what_env_py_prints_under_capture_sys_is_not_lost(checked_project: Path) -> None:
