@@ -63,19 +63,40 @@ def test_a_run_that_needs_no_database_waits_for_the_initdb_it_began(
     (bindir / "initdb").chmod(0o755)
     (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
 
+    # check items (deselected): a run that starts its server from the first hook
     done = run_pytest(
         project,
         "--reynard-db=ecs",
+        "--reynard-db-checks",
+        "-k",
+        "test_nothing",
         "test_nothing.py",
         REYNARD_DB_RUNTIME_DIR=str(runtime),
         REYNARD_DB_PG_BIN=str(bindir),
     )
 
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout, done.stdout
     assert "Traceback" not in done.stderr, done.stderr
     complete, scratch = _initdb_entries(runtime)
     assert len(complete) == 1 and scratch == [], os.listdir(runtime)
     # the server started ahead, beside the collection, is stopped: no test took it
+    assert not list(runtime.glob("server-*")), os.listdir(runtime)
+
+
+def test_a_run_of_tests_alone_starts_its_server_when_a_test_asks(
+    project: Path, runtime: Path
+) -> None:
+    """Without check items or xdist, the run's tests may take no database (``pytest
+    tests/test_x.py``): no server is started for a run whose tests need none."""
+    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
+
+    done = run_pytest(
+        project, "--reynard-db=ecs", "test_nothing.py", REYNARD_DB_RUNTIME_DIR=str(runtime)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
     assert not list(runtime.glob("server-*")), os.listdir(runtime)
 
 
@@ -96,7 +117,9 @@ def test_a_run_ended_while_its_conftest_imports_leaves_no_server(
     ended then (a slow conftest) stops it."""
     (project / "conftest.py").write_text("import time\n\ntime.sleep(60)\n")
     (project / "test_one.py").write_text(A_DATABASE)
+    # check items: a run sure to need its server starts it from the first hook
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=ecs"]
+    argv += ["--reynard-db-checks"]
     err_file = project / "stderr.txt"
     with err_file.open("w") as err_out:  # files, not pipes: a child left would hold a pipe
         process = subprocess.Popen(
@@ -139,7 +162,12 @@ def test_a_run_that_runs_no_test_starts_no_server(
     (project / "test_one.py").write_text(A_DATABASE)
 
     done = run_pytest(
-        project, "--reynard-db=ecs", option, "test_one.py", REYNARD_DB_RUNTIME_DIR=str(runtime)
+        project,
+        "--reynard-db=ecs",
+        "--reynard-db-checks",
+        option,
+        "test_one.py",
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
     )
 
     assert done.returncode == 0, done.stdout + done.stderr

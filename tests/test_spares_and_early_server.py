@@ -345,6 +345,9 @@ def test_a_run_that_needs_no_database_does_not_wait_for_a_hanging_server(
     done = run_pytest(
         project,
         "--reynard-db=ecs",
+        "--reynard-db-checks",  # (deselected) a run that starts its server ahead
+        "-k",
+        "test_nothing",
         "test_nothing.py",
         REYNARD_DB_RUNTIME_DIR=str(runtime),
         REYNARD_DB_PG_BIN=str(bindir),
@@ -357,10 +360,12 @@ def test_a_run_that_needs_no_database_does_not_wait_for_a_hanging_server(
 
 
 def run_until_passed(project: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
-    """``pytest --reynard-db=ecs test_nothing.py`` in ``project``, once it says "1 passed"
+    """``pytest --reynard-db=ecs --reynard-db-checks -k test_nothing test_nothing.py`` in
+    ``project`` (a run that starts its server ahead), once it says "1 passed"
     (its clean-up under way, if it is still running); its output's file."""
     out_file = project / "output.txt"
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=ecs"]
+    argv += ["--reynard-db-checks", "-k", "test_nothing"]  # a run that starts it ahead
     with out_file.open("w") as out:  # a file, not a pipe: a child left would hold a pipe
         process = subprocess.Popen(
             [*argv, "test_nothing.py"], cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -405,6 +410,7 @@ def test_a_run_killed_while_its_conftest_imports_leaves_its_server_to_the_next_r
     (project / "conftest.py").write_text("import time\n\ntime.sleep(60)\n")
     (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=ecs"]
+    argv += ["--reynard-db-checks", "-k", "test_nothing"]  # a run that starts it ahead
     env = clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime))
     process = subprocess.Popen(
         [*argv, "test_nothing.py"],

@@ -95,10 +95,13 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # beside the imports and the collection, not after them.
         from ..postgres.initdb_cache import prepared
 
-        # A server of the run's own is started too, while pytest collects; one kept
-        # between runs is attached to when asked (a connection, not a start); a run
-        # that runs no test (--collect-only, --help, --fixtures...) starts none.
-        start = not settings.reuse and _runs_tests(early_config)
+        # The run's own server is started too, while pytest collects, by a run sure to
+        # need it: its check items, or xdist's controller (its workers get its URL). A
+        # run of tests alone starts it when the first test asks (its tests may take no
+        # database: `pytest tests/test_x.py` paid ~150 ms for a server it never used);
+        # one kept between runs is attached to when asked (a connection, not a start).
+        needed = settings.checks or _distributed(early_config)
+        start = needed and not settings.reuse and _runs_tests(early_config)
         early = early_config.stash[EARLY_START] = prepared(start=start)
         early_config.add_cleanup(lambda: _end_early_start(early))
 
@@ -112,14 +115,16 @@ def _runs_tests(config: pytest.Config) -> bool:
     return not any(getattr(option, name, False) for name in NO_TESTS)
 
 
+def _distributed(config: pytest.Config) -> bool:
+    """Whether this process is xdist's controller (``-n N``, ``--dist``)."""
+    option = config.known_args_namespace
+    return getattr(option, "dist", "no") != "no" or bool(getattr(option, "numprocesses", None))
+
+
 def _runs_items_here(config: pytest.Config) -> bool:
     """Whether this process runs the tests itself: not an xdist worker (a thread of its
     own talks to the controller) nor the controller of workers."""
-    option = config.known_args_namespace
-    distributed = getattr(option, "dist", "no") != "no" or bool(
-        getattr(option, "numprocesses", None)
-    )
-    return not hasattr(config, "workerinput") and not distributed and _runs_tests(config)
+    return not hasattr(config, "workerinput") and not _distributed(config) and _runs_tests(config)
 
 
 def _handle_signals(config: pytest.Config) -> None:
