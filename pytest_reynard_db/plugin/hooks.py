@@ -96,13 +96,16 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         from ..postgres.initdb_cache import prepared
 
         # The run's own server is started too, while pytest collects, by a run sure to
-        # need it: its check items, or xdist's controller (its workers get its URL). A
-        # run of tests alone starts it when the first test asks (its tests may take no
-        # database: `pytest tests/test_x.py` paid ~150 ms for a server it never used);
-        # one kept between runs is attached to when asked (a connection, not a start).
+        # need it: its check items, or xdist's controller (its workers get its URL); or
+        # when initdb had to run (the run waits for it anyway). A run of tests alone with
+        # the cache starts it when the first test asks (its tests may take no database:
+        # `pytest tests/test_x.py` paid ~150 ms for a server it never used); one kept
+        # between runs is attached to when asked (a connection, not a start).
+        ours = not settings.reuse and _runs_tests(early_config)
         needed = settings.checks or _distributed(early_config)
-        start = needed and not settings.reuse and _runs_tests(early_config)
-        early = early_config.stash[EARLY_START] = prepared(start=start)
+        early = early_config.stash[EARLY_START] = prepared(
+            start=ours and needed, start_if_cold=ours
+        )
         early_config.add_cleanup(lambda: _end_early_start(early))
 
 

@@ -116,7 +116,10 @@ class RunState:
         it did: its start's error is raised here, once."""
         early = self.config.stash.get(EARLY_START, None)
         ahead = early.take_server() if early is not None else None
-        return ahead.result() if ahead is not None else None
+        if ahead is None:
+            return None
+        wait([ahead])  # started, failed, or not begun (initdb was cached): cancelled
+        return None if ahead.cancelled() else ahead.result()
 
     def _start(self) -> EphemeralServer:
         binaries = self.ephemeral_plan.binaries

@@ -72,19 +72,23 @@ class Prepared:
             wait(running)
         except KeyboardInterrupt:  # ended again while ending: the start gives up at once
             wait(running)
-        if server is not None and server.exception() is None:
+        if server is not None and not server.cancelled() and server.exception() is None:
             server.result().stop()
 
 
-def prepared(*, start: bool = False) -> Prepared:
+def prepared(*, start: bool = False, start_if_cold: bool = False) -> Prepared:
     """Find the binaries and build the initdb cache, if missing, in a thread: initdb
     (most of a cold start) then runs while pytest imports and collects. Only this
     module's light imports come before initdb (the executor's would wait for the main
     thread's imports). ``start``: then start the server too (a run that will need it:
-    it starts while pytest collects instead of when the first test asks)."""
+    it starts while pytest collects instead of when the first test asks);
+    ``start_if_cold``: only if initdb had to run (the run waits for that initdb at its
+    end anyway, so a server it did not need costs little more, and one it needs is up
+    when the first test asks)."""
     found: Future[Binaries] = Future()
     built: Future[Path] = Future()
-    started: Future[EphemeralServer] | None = Future() if start else None
+    maybe = start or start_if_cold
+    started: Future[EphemeralServer] | None = Future() if maybe else None
     abandon = threading.Event()
 
     def prepare() -> None:
@@ -98,11 +102,17 @@ def prepared(*, start: bool = False) -> Prepared:
                     future.set_exception(exc)
             return
         found.set_result(binaries)
+        cold = not (cache_dir(binaries, user, root) / "PG_VERSION").exists()
         try:
             built.set_result(cached_initdb(binaries, user, root))
         except BaseException as exc:  # the start makes it again, and says why it cannot
             built.set_exception(exc)
-        if started is not None:
+        if started is not None and not (start or cold):
+            # warm, and not sure to be needed: the first test starts it (cancelled and
+            # notified: ``wait`` counts only a notified cancel as done)
+            started.cancel()
+            started.set_running_or_notify_cancel()
+        elif started is not None:
             try:
                 from .server import EphemeralServer
 
@@ -120,8 +130,7 @@ def cached_initdb(binaries: Binaries, user: RunAs, root: Path) -> Path:
 
     ``initdb`` costs about a second; copying its result on tmpfs a few dozen ms.
     """
-    key = _binary_key(binaries.initdb, f"{user.uid}|{INITDB_ARGS}")
-    cache = root / f"initdb-{binaries.version}-{key}"
+    cache = cache_dir(binaries, user, root)
     if (cache / "PG_VERSION").exists():
         return cache
     with file_lock(f"{cache}.lock", f"the initdb cache {cache.name}"):
@@ -135,6 +144,12 @@ def cached_initdb(binaries: Binaries, user: RunAs, root: Path) -> Path:
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
     return cache
+
+
+def cache_dir(binaries: Binaries, user: RunAs, root: Path) -> Path:
+    """Where ``cached_initdb`` keeps the initdb of ``binaries`` for ``user``."""
+    key = _binary_key(binaries.initdb, f"{user.uid}|{INITDB_ARGS}")
+    return root / f"initdb-{binaries.version}-{key}"
 
 
 def _initdb(initdb: str, datadir: Path, user: RunAs) -> None:
