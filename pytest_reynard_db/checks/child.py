@@ -42,7 +42,7 @@ def _end_with_parent(parent: int) -> None:
 
 def _child(requests: IO[str], out: IO[str], forked: bool) -> None:
     """The child's side: read the request on ``requests``, run the checks, answer on
-    ``out``. ``forked``: a child forked ahead (``isolated.Spare``), which adopts the
+    ``out``. ``forked``: a child forked ahead (``spares.Spare``), which adopts the
     parent's allow-list as it is now, as an interpreter the parent starts does when it
     imports a driver (``child_guard``)."""
     # Imported before the request is read: while the parent is told the database (a
@@ -112,7 +112,7 @@ def _adopt_the_parents_list() -> None:
         allowed = inherit.load(path)
     except (OSError, ValueError) as exc:
         raise ReynardDBError(f"the run's allow-list ({path}) cannot be read: {exc}") from None
-    GUARD.adopt(allowed, source=path)
+    GUARD.adopt(allowed, source=path)  # as child_guard._arm does, in its own words
 
 
 def _entry(result: CheckResult) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def main(argv: Sequence[str]) -> int:
 
 def serve(requests: IO[str], out: IO[str], *, forked: bool = False) -> int:
     """Read the request on ``requests``, answer on ``out``; the exit code. Both the
-    interpreter started for it (``main``) and a child forked ahead (``isolated.Spare``)
+    interpreter started for it (``main``) and a child forked ahead (``spares.Spare``)
     come here."""
     from ..foundation.errors import ReynardDBError, terminate_as_interrupt
     from ..foundation.urls import redact

@@ -43,28 +43,31 @@ class ForkedProcess:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            with suppress(ChildProcessError):  # reaped already: it is over
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-                if pid == 0:
-                    return None
-                self.returncode = os.waitstatus_to_exitcode(status)
-            if self.returncode is None:
-                self.returncode = 0
-        return self.returncode
+        return self._reap(os.WNOHANG)
 
     def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if timeout is None:
+            code = self._reap(0)  # blocks until the child ends
+            assert code is not None
+            return code
+        deadline = time.monotonic() + timeout
         while (code := self.poll()) is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"forked child {self.pid}", timeout or 0)
-            if deadline is None:
-                with suppress(ChildProcessError):
-                    _, status = os.waitpid(self.pid, 0)
-                    self.returncode = os.waitstatus_to_exitcode(status)
-                continue
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"forked child {self.pid}", timeout)
             time.sleep(REAP_POLL)
         return code
+
+    def _reap(self, options: int) -> int | None:
+        """The exit code, once the child has ended (``os.waitpid`` with ``options``)."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, options)
+            except ChildProcessError:  # reaped already: it is over
+                self.returncode = 0
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
 
     def terminate(self) -> None:
         self._signal(signal.SIGTERM)
@@ -94,9 +97,7 @@ class Spare:
         child closes (a copy of a request pipe's end would keep its reader waiting)."""
         requests_read, requests_write = os.pipe()
         replies_read, replies_write = os.pipe()
-        for stream in (sys.stdout, sys.stderr):  # not written twice, by both processes
-            with suppress(Exception):
-                stream.flush()
+        _flush_standard_streams()  # not written twice, by both processes
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its results are what the tests read
             code = 2
@@ -114,9 +115,7 @@ class Spare:
                     forked=True,
                 )
             finally:
-                for stream in (sys.stdout, sys.stderr):
-                    with suppress(Exception):
-                        stream.flush()
+                _flush_standard_streams()
                 with suppress(Exception):  # its own allow-list file, if it made one
                     from ..guard import inherit
 
@@ -144,6 +143,12 @@ class Spare:
             if self.process.stdin is not None:
                 self.process.stdin.close()
         self.replies.close()
+
+
+def _flush_standard_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):  # closed, or pytest's capture gone
+            stream.flush()
 
 
 def _as_a_new_interpreter() -> None:  # pragma: no cover - in the forked child

@@ -35,7 +35,6 @@ from .stash import (
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
 if TYPE_CHECKING:
-    from ..postgres.initdb_cache import Prepared
     from .runstate import RunState
 
 REDIRECTS_KEY = "reynard_db_redirects"
@@ -59,7 +58,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     """Arm the guard before any conftest is imported: an application a conftest imports
     may connect at import time, and a pooled connection made then would serve tests.
     Then fork the check items' children, while nothing of the application is imported
-    (``checks.isolated.Spare``), and begin the server's initdb."""
+    (``checks.spares``), and begin the server's initdb."""
     try:
         settings = get_settings(early_config, early=True)
     except pytest.UsageError:
@@ -106,7 +105,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         early = early_config.stash[EARLY_START] = prepared(
             start=ours and needed, start_if_cold=ours
         )
-        early_config.add_cleanup(lambda: _end_early_start(early))
+        early_config.add_cleanup(early.stop_untaken)
 
 
 #: pytest's options (``dest``) with which a run runs no test.
@@ -132,16 +131,12 @@ def _runs_items_here(config: pytest.Config) -> bool:
 
 def _handle_signals(config: pytest.Config) -> None:
     """SIGTERM and SIGHUP raised as ``signals.Terminated`` (Ctrl-C) until the run ends;
-    once per run (``pytest_unconfigure`` puts the handlers back)."""
+    once per run (the clean-up list puts the handlers back, after the early start's
+    server is stopped)."""
     if SIGNALS not in config.stash:
         handlers = ExitStack()
         config.stash[SIGNALS] = (handlers, handlers.enter_context(terminate_as_interrupt()))
         config.add_cleanup(handlers.close)  # also when a conftest fails to import
-
-
-def _end_early_start(early: Prepared) -> None:
-    """The early start ended: its server stopped if the run never took it."""
-    early.stop_untaken()
 
 
 def pytest_configure(config: pytest.Config) -> None:
