@@ -324,7 +324,7 @@ def _which_postgres(state: RunState) -> list[str]:
     from ..postgres.binaries import describe
 
     try:
-        return describe(state.ephemeral_plan.binaries)
+        return describe(state.binaries)
     except ServerError as exc:  # said again, as the run's error, when the server starts
         return [str(exc)]
 

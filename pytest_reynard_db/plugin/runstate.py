@@ -2,7 +2,9 @@
 
 Kept apart from the hooks and fixtures, and imported once a run selects a database:
 a pytest session that does not use the plugin never imports SQLAlchemy, psycopg or
-the servers through it.
+the servers through it. A run that selects one imports the servers (psycopg, file
+locks, the provisioner) when a test or check first asks for a server: a run whose
+tests take no database (``pytest --reynard-db=ecs tests/test_graph.py``) never does.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import uuid
 from concurrent.futures import wait
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeGuard
 
 import pytest
 
@@ -18,16 +21,14 @@ from ..foundation.errors import ReynardDBError
 from ..foundation.registry import Registry, find_project_root, load_registry
 from ..foundation.urls import admin_url, remember_secrets
 from ..guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
-from ..postgres import EphemeralPostgres, EphemeralServer, ExistingServer, Server
-from ..postgres.binaries import CloneMethod, of_server
-from ..postgres.executor import run_owners, run_record
-from ..postgres.runas import run_as, runtime_root
-from ..postgres.shared import RunPresence, drop_dead_runs, template_max_age
-from ..postgres.templates import prune_templates
-from ..provisioning.provision import Provisioner
-from .fixtures import seed_of
 from .options import Settings
 from .stash import EARLY_START
+
+if TYPE_CHECKING:
+    from ..postgres import EphemeralServer, ExistingServer, Server
+    from ..postgres.binaries import Binaries, CloneMethod
+    from ..postgres.shared import RunPresence
+    from ..provisioning.provision import Provisioner
 
 WORKER_KEY = "reynard_db"
 
@@ -63,7 +64,7 @@ class RunState:
         self._server: Server | None = None
         self._registry = registry
         self._provisioner: Provisioner | None = None
-        self._plan: EphemeralPostgres | None = None
+        self._binaries: Binaries | None = None
         self._run_record: Path | None = None
         self._presence: RunPresence | None = None
         self._armed = ExitStack()
@@ -85,6 +86,8 @@ class RunState:
     @property
     def server(self) -> Server:
         if self._server is None:
+            from ..postgres import EphemeralServer, ExistingServer, Server
+
             if self.settings.url:
                 url = admin_url(self.settings.url, origin="--reynard-db-url")
                 self.registry.refuse_as_admin_url(
@@ -101,7 +104,7 @@ class RunState:
                 else:  # the run's existing server: its maintenance database, for admin work
                     GUARD.allow_database(self._server.url)
             elif self.settings.reuse:
-                binaries = self.ephemeral_plan.binaries
+                binaries = self.binaries
                 self._initdb_ready()
                 self.own_server = EphemeralServer.reusable(binaries=binaries, run_id=self.run_id)
                 self._server = self.own_server
@@ -122,7 +125,9 @@ class RunState:
         return None if ahead.cancelled() else ahead.result()
 
     def _start(self) -> EphemeralServer:
-        binaries = self.ephemeral_plan.binaries
+        from ..postgres import EphemeralServer
+
+        binaries = self.binaries
         self._initdb_ready()
         return EphemeralServer.start(binaries=binaries)
 
@@ -130,6 +135,8 @@ class RunState:
         """The kept server outlives runs, and a killed run cannot drop its databases:
         each run leaves a record beside the server, and the next run drops the
         databases of every run whose process has died."""
+        from ..postgres.executor import run_owners, run_record
+
         assert self.own_server is not None and self.own_server.process.base_dir is not None
         base_dir = self.own_server.process.base_dir
         # Ours was written on attaching, under the reuse server's lock (reusable_server).
@@ -140,15 +147,21 @@ class RunState:
                 record.unlink(missing_ok=True)
 
     @property
-    def ephemeral_plan(self) -> EphemeralPostgres:
-        """The ephemeral server this run starts (or attaches to), not started: its binaries
-        are found once, for the header (which PostgreSQL, its clone method) and the start."""
-        if self._plan is None:
+    def binaries(self) -> Binaries:
+        """The binaries of the ephemeral server this run starts (or attaches to), found
+        once, for the header (which PostgreSQL, its clone method) and the start. Found
+        without the server's modules (psycopg, file locks): a header costs no imports."""
+        if self._binaries is None:
+            from ..postgres.initdb_cache import server_binaries
+            from ..postgres.runas import run_as, runtime_root
+
             early = self.config.stash.get(EARLY_START, None)
-            # found from the start of the run (their error raised here, as without)
-            binaries = early.binaries.result() if early is not None else None
-            self._plan = EphemeralPostgres(binaries=binaries, persistent=self.settings.reuse)
-        return self._plan
+            if early is not None:  # found from the start of the run (its error raised here)
+                self._binaries = early.binaries.result()
+            else:
+                user = run_as()
+                self._binaries = server_binaries(user, runtime_root(user))
+        return self._binaries
 
     def _initdb_ready(self) -> None:
         """Until the initdb cache begun at the start of the run is built (or failed: the
@@ -161,18 +174,25 @@ class RunState:
         """How the run's server clones templates: a running server is asked; an
         ephemeral one not started yet is planned, not started for it. None: the server
         cannot be reached or started (the first test that needs it says why)."""
+        from ..postgres.binaries import of_server, planned
+        from ..postgres.runas import run_as, runtime_root
+
         try:
             if self.settings.url or self.inherited_url:  # running: asked
                 return of_server(self.server)
             if self.own_server is not None:
                 return self.own_server.process.clone_method
-            return self.ephemeral_plan.clone_method
+            return planned(self.binaries.version, runtime_root(run_as()))
         except ReynardDBError:
             return None
 
     @property
     def provisioner(self) -> Provisioner:
         if self._provisioner is None:
+            from ..postgres.runas import run_as, runtime_root
+            from ..provisioning.provision import Provisioner
+            from .fixtures import seed_of
+
             root = runtime_root(run_as())
             locks = root / "locks"
             locks.mkdir(mode=0o700, exist_ok=True)
@@ -196,6 +216,9 @@ class RunState:
         by the controller). A per-run ephemeral server needs none of it."""
         if not (self.settings.url or self.settings.reuse):
             return None
+        from ..postgres.shared import RunPresence, drop_dead_runs, template_max_age
+        from ..postgres.templates import prune_templates
+
         server = self.server
         self._presence = RunPresence(server, self.run_id, self.worker).start()
         if not self.is_worker:
@@ -219,10 +242,17 @@ class RunState:
                 stack.callback(self._run_record.unlink, missing_ok=True)
             if self._server is not None:
                 stack.callback(self._server.close)
-            if isinstance(self._server, ExistingServer) and self._server.reached:
+            if self._server is not None and _reached_existing(self._server):
                 # Databases a test made by hand with reynard_db_server.create_database.
                 stack.callback(self._server.stop)
                 if not self.is_worker:  # the run's databases, whichever worker made them
                     stack.callback(self._server.drop_run, self.run_id)
             if self._provisioner is not None:
                 stack.callback(self._provisioner.close)
+
+
+def _reached_existing(server: Server) -> TypeGuard[ExistingServer]:
+    """Whether ``server`` is an existing one (``--reynard-db-url``) this run reached."""
+    from ..postgres import ExistingServer
+
+    return isinstance(server, ExistingServer) and server.reached

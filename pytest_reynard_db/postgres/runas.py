@@ -22,8 +22,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from ..foundation.errors import ServerError
 from .binaries import Binaries
 from .reaper import owner_alive, process_start_time, record_source
@@ -195,6 +193,8 @@ def reachable_binaries(binaries: Binaries, user: RunAs, root: Path) -> Binaries:
     key = hashlib.sha256(f"{info.st_size}|{info.st_mtime_ns}".encode()).hexdigest()[:12]
     staged = root / f"embedded-{binaries.version}-{key}"
     bindir = staged / package.name / "pginstall" / "bin"
+    from filelock import FileLock  # ~8 ms at a run's first hook otherwise, for this case only
+
     with FileLock(str(staged) + ".lock"):
         if not (bindir / "postgres").exists():
             scratch = Path(tempfile.mkdtemp(prefix="staging-", dir=root))
