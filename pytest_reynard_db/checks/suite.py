@@ -27,7 +27,8 @@ from .heads import upgrade
 from .isolated import run_isolated
 from .models_match import models_match
 from .runner import CheckRunner, NotRun, Progress
-from .safety import lint, locks
+from .safety.lint import lint
+from .safety.locks import locks
 from .stairway import stairway
 
 if TYPE_CHECKING:
