@@ -13,8 +13,7 @@ pytest items call ``lint`` and ``locks`` as any other check.
 
 from __future__ import annotations
 
-from ...foundation.errors import CheckFailed, ReynardDBError
-from ..bounded import CheckTimedOut, time_limit
+from ...foundation.errors import CheckFailed, CheckTimedOut, ReynardDBError, time_limit
 from ..heads import walk_order
 from ..runner import CheckRunner
 from .findings import RevisionReport
