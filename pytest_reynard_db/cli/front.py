@@ -26,9 +26,9 @@ from ..foundation.errors import (
     Terminated,
     terminate_as_interrupt,
 )
+from ..foundation.filesystem import DEFAULT_LOCK_TIMEOUT
 from ..foundation.registry import load_registry
 from ..foundation.urls import redact, refuse_control_characters, remember_secrets
-from ..foundation.waits import DEFAULT_LOCK_TIMEOUT
 from ..migration import logs
 from . import PROG
 from .verbs import (

@@ -15,13 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..foundation.atomic_file import replace_file
 from ..foundation.errors import FileConflict, FilesystemError
+from ..foundation.filesystem import replace_file
 from ..foundation.registry import Database
 from ..foundation.urls import shown_path
 from ..migration.mirror import MirrorDiff, os_errors, versions_root
 
-# How ``atomic_file.replace_file`` names :func:`_atomic_copy`'s temp files:
+# How ``filesystem.replace_file`` names :func:`_atomic_copy`'s temp files:
 # ``.<name>.py.<8 chars>.tmp``.
 LEFTOVER = re.compile(r"^\..+\.py\.[A-Za-z0-9_]{8}\.tmp$")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..foundation.errors import ServerError
-from ..foundation.waits import file_lock
+from ..foundation.filesystem import file_lock
 from .binaries import CLONE_VERSION, Binaries, find_binaries, reflinks
 from .reaper import record_source
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
