@@ -1,19 +1,16 @@
 """Drift between a source tree and its mirror, and the copy that ends it.
 
-A mirror (``mirror_of`` in the registry) keeps a byte-for-byte copy of its
-source's revision files under its own versions folder. This module compares the
-two trees (:func:`mirror_diff`, what the ``mirror_sync`` check reports) and brings
-the mirror up to date (:func:`sync_mirror`, what ``copy`` runs). It is pure file
-work: no database, no printing; the CLI and the check decide what to show.
+A mirror (``mirror_of`` in the registry) keeps a byte-for-byte copy of its source's
+revision files under its own versions folder. :func:`mirror_diff` compares the two trees
+(the ``mirror_sync`` check), :func:`sync_mirror` brings the mirror up to date (``copy``):
+pure file work, no database, no printing; the CLI and the check decide what to show.
 
-Nothing in the mirror is lost: files are matched by revision id as well as by
-path, so a revision renamed in the source moves in the mirror (no duplicate id
-is left behind), and a revision only the mirror has is never overwritten (a
-conflict: the sync stops before anything is written) nor removed without
-``prune``; files that declare no revision are never removed. Each file is written
-whole (a temp file beside it, then ``os.replace``), and the temp files a killed
-copy left are removed by the next one. A folder in the way, a read-only folder or
-any other operating-system error is one :class:`FilesystemError` line (exit 2).
+Nothing in the mirror is lost: files are matched by revision id as well as by path (a
+revision renamed in the source moves in the mirror, leaving no duplicate id); a revision
+only the mirror has is never overwritten (a conflict stops the sync before any write) nor
+removed without ``prune``; a file that declares no revision is never removed. Each file
+is written whole, and the temp files a killed copy left are removed by the next one. An
+operating-system error is one :class:`FilesystemError` line (exit 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -269,10 +266,9 @@ def os_errors(action: str, path: Path, db: Database | None = None) -> Iterator[N
         raise FilesystemError(f"{prefix}cannot {action} {shown_path(path)}: {reason}") from None
 
 
-# -- the copy: a diff applied ---------------------------------------------------------
+# -- the copy: a diff applied -----------------------------------------------------------
 
-# How ``filesystem.replace_file`` names :func:`_atomic_copy`'s temp files:
-# ``.<name>.py.<8 chars>.tmp``.
+# What a killed copy leaves: ``filesystem.replace_file``'s ``.<name>.py.<8 chars>.tmp``.
 LEFTOVER = re.compile(r"^\..+\.py\.[A-Za-z0-9_]{8}\.tmp$")
 
 
