@@ -45,7 +45,6 @@ ENTRIES = {
     "pytest_reynard_db.__main__",
     "pytest_reynard_db.child_guard",
     "pytest_reynard_db.alembic_env",
-    "pytest_reynard_db.guard.startup",
     "pytest_reynard_db.guard.startup.sitecustomize",
 }
 

@@ -158,7 +158,7 @@ def test_two_setups_at_once_on_a_missing_database_both_succeed(
 
 HOLD_FILE_LOCK = """\
 import pathlib, sys, time
-from pytest_reynard_db.foundation.waits import file_lock
+from pytest_reynard_db.foundation.filesystem import file_lock
 lock, marker, release = sys.argv[1:4]
 with file_lock(lock, "a template build"):
     pathlib.Path(marker).write_text("holding")
@@ -171,7 +171,7 @@ with file_lock(lock, "a template build"):
 def test_a_file_lock_wait_names_its_holder_and_gives_up_after_the_timeout(tmp_path: Path) -> None:
     """The lock around template builds (and the reuse server's, and the initdb cache's)."""
     from pytest_reynard_db.foundation.errors import LockTimeout
-    from pytest_reynard_db.foundation.waits import file_lock
+    from pytest_reynard_db.foundation.filesystem import file_lock
 
     lock, marker, release = tmp_path / "tpl.lock", tmp_path / "marker", tmp_path / "release"
     holder = subprocess.Popen(

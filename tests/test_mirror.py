@@ -9,14 +9,15 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from pytest_reynard_db.cli.mirror_write import leftover_files, sync_mirror
 from pytest_reynard_db.foundation.errors import FileConflict, RevisionError
 from pytest_reynard_db.foundation.registry import Database
 from pytest_reynard_db.migration.mirror import (
     MirrorDiff,
     duplicate_revisions,
     keyed_files,
+    leftover_files,
     mirror_diff,
+    sync_mirror,
     versions_root,
 )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from ..foundation.errors import MigrationFailed, ReynardDBError
+from ..foundation.errors import CheckTimedOut, MigrationFailed, ReynardDBError, time_limit
 from ..foundation.registry import OPT_IN, Database, Registry
 from ..foundation.urls import one_line
 from . import (
@@ -20,14 +20,14 @@ from . import (
     isolated_by_default,
     select_checks,
 )
-from .bounded import CheckTimedOut, time_limit
 from .downgrade_clean import downgrade_clean
 from .files import history, mirror_sync, single_head
 from .heads import upgrade
 from .isolated import run_isolated
 from .models_match import models_match
 from .runner import CheckRunner, NotRun, Progress
-from .safety import lint, locks
+from .safety.lint import lint
+from .safety.locks import locks
 from .stairway import stairway
 
 if TYPE_CHECKING:

@@ -17,14 +17,18 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
-from ..checks.bounded import DEFAULT_CHECK_TIMEOUT
 from ..checks.drift import DEFAULT_DRIFT_LOCK_TIMEOUT, DEFAULT_DRIFT_STATEMENT_TIMEOUT
 from ..checks.report import CHECK_FORMATS
 from ..checks.safety.findings import FORMATS
-from ..foundation.errors import ReynardDBError, Terminated, terminate_as_interrupt
+from ..foundation.errors import (
+    DEFAULT_CHECK_TIMEOUT,
+    ReynardDBError,
+    Terminated,
+    terminate_as_interrupt,
+)
+from ..foundation.filesystem import DEFAULT_LOCK_TIMEOUT
 from ..foundation.registry import load_registry
 from ..foundation.urls import redact, refuse_control_characters, remember_secrets
-from ..foundation.waits import DEFAULT_LOCK_TIMEOUT
 from ..migration import logs
 from . import PROG
 from .verbs import (

@@ -20,9 +20,9 @@ import time
 from typing import TextIO
 
 from ..foundation.errors import CheckFailed, ConfigError, ServerError
+from ..foundation.filesystem import file_lock
 from ..foundation.registry import Registry
 from ..foundation.urls import admin_url, counted, mask_url, print_table
-from ..foundation.waits import file_lock
 from ..postgres import EphemeralServer, ExistingServer, Server
 from ..postgres.binaries import describe
 from ..postgres.executor import EphemeralPostgres, Kept, kept_at, reuse_dir

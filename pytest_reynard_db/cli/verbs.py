@@ -31,7 +31,7 @@ from ..migration.git_base import resolve_base
 from ..migration.manager import MigrationManager
 from ..migration.mirror import MirrorDiff
 from ..migration.tree import parents
-from . import PROG, graph, mirror_write
+from . import PROG, graph
 
 
 def cmd_list(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
@@ -171,10 +171,10 @@ def cmd_copy(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     for diff in conflicted:
         print("\n".join(diff.describe_conflict(c) for c in diff.conflicts), file=out)
     if conflicted:
-        raise mirror_write.conflict_error(conflicted)
+        raise mirror.conflict_error(conflicted)
     for diff in diffs:
-        report = mirror_write.sync_mirror(diff, dry_run=args.dry_run, prune=args.prune)
-        lines = mirror_write.describe_sync(diff, report, dry_run=args.dry_run)
+        report = mirror.sync_mirror(diff, dry_run=args.dry_run, prune=args.prune)
+        lines = mirror.describe_sync(diff, report, dry_run=args.dry_run)
         print("\n".join(lines or [in_sync(diff)]), file=out)
     return 0
 

@@ -1,5 +1,6 @@
 """How a run ends: the exception types, each carrying the exit code the CLI returns for
-it, and SIGTERM/SIGHUP handled as Ctrl-C is (``Terminated``, exit ``128 + signal``).
+it; SIGTERM/SIGHUP handled as Ctrl-C is (``Terminated``, exit ``128 + signal``); and a
+check's time limit, SIGALRM raised as an interrupt too (``CheckTimedOut``).
 
 Like Alembic's ``CommandError``, every error a user can cause is raised as one of
 these with a one-line message that names the file, database or revision; the
@@ -15,6 +16,12 @@ running would go on in the server (holding the migration lock). While
 blocks stop servers and drop databases, psycopg cancels the running statement
 (it does so on any ``KeyboardInterrupt``), pytest ends the session as
 interrupted. The front then exits with ``128 + signal`` (``Terminated.exit_code``).
+
+No check runs unbounded: ``time_limit`` (``--timeout SECONDS`` of ``check`` and ``lint``)
+raises ``CheckTimedOut`` in the main thread when a check outlives its limit. It is a
+``KeyboardInterrupt`` for the same reason as ``Terminated``: psycopg then cancels the
+statement the check was waiting on, so the connection can be rolled back and the scratch
+database dropped; ``run_check`` catches it and fails the check with that reason.
 """
 
 from __future__ import annotations
@@ -171,3 +178,39 @@ def terminate_as_interrupt() -> Iterator[list[int]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+# -- a check's time limit, as Ctrl-C -----------------------------------------------------
+
+#: The default of ``--timeout``: far beyond any sane check, but finite.
+DEFAULT_CHECK_TIMEOUT = 1800.0
+
+
+class CheckTimedOut(KeyboardInterrupt):
+    """A check ran longer than ``--timeout`` allows."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"timed out after {seconds:g} s (--timeout)")
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise ``CheckTimedOut`` in the block after ``seconds`` (None or 0: no limit).
+
+    Only in the main thread (Python delivers signals there); elsewhere no limit.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise CheckTimedOut(seconds)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -19,8 +19,8 @@ from typing import Any
 from alembic.config import Config
 from alembic.util import CommandError, coerce_resource_to_filename
 
-from .atomic_file import refuse_non_regular
 from .errors import ConfigError
+from .filesystem import refuse_non_regular
 from .registry import Broken, Database, LintSettings
 from .urls import one_line, parse_url, refuse_control_characters
 

@@ -26,7 +26,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from ..foundation.atomic_file import replace_file
+from ..foundation.filesystem import replace_file
 
 #: The file of the allow-list, JSON: ``{"hint": ..., "servers": [[host, port]],
 #: "databases": [[host, port, name]], "identities": [[host, port, system_identifier]]}``.

@@ -34,7 +34,6 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from ..foundation.atomic_file import refuse_non_regular
 from ..foundation.errors import (
     ConfigError,
     EnvPyFailed,
@@ -42,6 +41,7 @@ from ..foundation.errors import (
     MigrationFailed,
     RevisionError,
 )
+from ..foundation.filesystem import refuse_non_regular
 from ..foundation.registry import Database
 from ..foundation.urls import first_line, one_line, shown_path
 from .logs import preserved_logging

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from alembic.config import Config
 
-from ..foundation.atomic_file import replace_file
 from ..foundation.errors import FilesystemError
+from ..foundation.filesystem import replace_file
 
 LOGGING_SECTIONS = ("loggers", "handlers", "formatters")
 LOGGING_PREFIXES = ("logger_", "handler_", "formatter_")

@@ -27,9 +27,9 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
 from ..foundation.errors import RevisionError, ReynardDBError
+from ..foundation.filesystem import DEFAULT_LOCK_TIMEOUT
 from ..foundation.registry import Database
 from ..foundation.urls import mask_url, with_driver
-from ..foundation.waits import DEFAULT_LOCK_TIMEOUT
 from ..guard import GUARD, Target
 from ..guard.migration import registered_targets
 from ..guard.target import url_target

@@ -20,8 +20,8 @@ from alembic.util import CommandError
 from mako import exceptions  # type: ignore[import-untyped]
 from mako.template import Template  # type: ignore[import-untyped]
 
-from ..foundation.atomic_file import create_file, refuse_non_regular
 from ..foundation.errors import FileConflict, FilesystemError, RevisionError
+from ..foundation.filesystem import create_file, refuse_non_regular
 from ..foundation.registry import Database
 from ..foundation.urls import shown_path
 from .authoring import Placement
@@ -194,7 +194,7 @@ def render(src: Path, encoding: str, **kw: Any) -> bytes:
 
 def write_new_file(db: Database, dest: Path, content: bytes) -> None:
     """Create ``dest`` whole with ``content``, on disk, never over an existing file
-    (:class:`FileConflict`); see ``atomic_file.create_file``."""
+    (:class:`FileConflict`); see ``filesystem.create_file``."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         create_file(dest, content, durable=True)

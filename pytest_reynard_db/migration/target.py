@@ -32,8 +32,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from ..foundation.errors import ConfigError, LockTimeout, RevisionError, ServerError
+from ..foundation.filesystem import SAY_AFTER, say_on_stderr
 from ..foundation.urls import MAINTENANCE_DATABASE, first_line, mask_url
-from ..foundation.waits import SAY_AFTER, say_on_stderr
 
 #: The server's FATAL for a missing database, as libpq passes it on.
 _NO_SUCH_DATABASE = re.compile(r'database "[^"]*" does not exist')

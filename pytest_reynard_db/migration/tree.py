@@ -40,8 +40,8 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.script.revision import RevisionMap
 from alembic.util import CommandError
 
-from ..foundation.atomic_file import refuse_non_regular
 from ..foundation.errors import RevisionError
+from ..foundation.filesystem import refuse_non_regular
 from ..foundation.registry import Database
 from ..foundation.urls import one_line
 

@@ -45,8 +45,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ..foundation.atomic_file import replace_file
 from ..foundation.errors import ServerError
+from ..foundation.filesystem import replace_file
 
 ENV_VAR = "REYNARD_DB_PG_BIN"
 DEBIAN_GLOB = "/usr/lib/postgresql/*/bin"

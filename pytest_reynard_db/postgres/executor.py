@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from filelock import FileLock, Timeout
 
 from ..foundation.errors import ServerError
-from ..foundation.waits import file_lock
+from ..foundation.filesystem import file_lock
 from ..guard import GUARD, HARNESS_CLUSTER_NAME
 from ..guard.reached import server_identity
 from .binaries import Binaries, CloneMethod, planned, settings_for

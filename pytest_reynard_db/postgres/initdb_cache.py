@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..foundation.errors import ServerError
+from ..foundation.filesystem import file_lock
 from .binaries import CLONE_VERSION, Binaries, find_binaries, reflinks
 from .reaper import record_source
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
@@ -132,8 +133,6 @@ def cached_initdb(binaries: Binaries, user: RunAs, root: Path) -> Path:
     cache = cache_dir(binaries, user, root)
     if (cache / "PG_VERSION").exists():
         return cache
-    from ..foundation.waits import file_lock  # filelock: ~8 ms, for the cold case only
-
     with file_lock(f"{cache}.lock", f"the initdb cache {cache.name}"):
         if not (cache / "PG_VERSION").exists():
             scratch = Path(tempfile.mkdtemp(prefix="initdb-", dir=root))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..foundation.atomic_file import replace_file
+from ..foundation.filesystem import replace_file
 
 SERVER_PREFIX = "server-"
 # A directory with no owner record yet is being created by someone; give it time.

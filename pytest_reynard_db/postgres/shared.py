@@ -45,8 +45,8 @@ import psycopg
 from psycopg import sql
 
 from ..foundation.errors import ConfigError, LockTimeout, ServerError
+from ..foundation.filesystem import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 from ..foundation.urls import first_line, mask_url
-from ..foundation.waits import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 from .names import PROJECTS_KEPT, comment_projects, run_comment, run_of
 from .server import Server, connect_args
 

@@ -34,8 +34,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from ..foundation.errors import ReynardDBError, ServerError
+from ..foundation.filesystem import file_lock
 from ..foundation.registry import Database, Registry
-from ..foundation.waits import file_lock
 from ..migration.env_run import exported
 from ..migration.logs import silenced
 from ..postgres import Server

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
-from ..foundation.atomic_file import refuse_non_regular, replace_file
+from ..foundation.filesystem import refuse_non_regular, replace_file
 from ..foundation.registry import Database, Registry
 from ..migration.tree import load_tree, revision_files
 

@@ -18,23 +18,34 @@ revision of a tree whose ``env.py`` migrates on a connection of its own (the
 stock ``alembic init`` one builds an engine from ``sqlalchemy.url``): its
 revisions run and commit outside the check's transaction, where neither its
 locks nor a rollback can be had, so nothing is run at all.
+
+A revision run on a connection that already holds locks (the outer transaction over
+filled tables) could wait for them forever: a second connection doing the migration's
+work (a revision that opens one of its own) waits on the check's own locks, and
+PostgreSQL cannot see a deadlock that runs through a client. ``SelfDeadlockWatch``
+(below) polls ``pg_blocking_pids`` from a connection of its own and cancels a backend
+blocked by the check's backend; the check then says that revision was not measured,
+and why.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from alembic.script import Script
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
 
 from ...foundation.errors import MigrationFailed
 from ...migration.env_run import runs_outside_a_transaction
 from ...migration.manager import MigrationManager
 from ...migration.tree import upgrade_steps
 from .. import CheckResult
-from ..bounded import SelfDeadlockWatch
 from ..heads import walk_order
 from ..runner import USER_SCHEMA, CheckRunner
 from ..walk import same_connection
@@ -167,7 +178,7 @@ def measure(
     ``NotMeasured`` when that cannot be done: the revision uses ``autocommit_block``;
     ``env.py`` (named ``env_py``) configures Alembic with a connection other than
     the one it is passed (nothing is run then, ``everywhere``); a second connection
-    waited on this transaction's locks (it is stopped, see ``bounded.SelfDeadlockWatch``:
+    waited on this transaction's locks (it is stopped, see ``SelfDeadlockWatch``:
     it would wait forever)."""
     if runs_outside_a_transaction(revision.path):
         raise NotMeasured("autocommit_block (cannot run inside a transaction)")
@@ -323,3 +334,51 @@ def _sqlstate(exc: BaseException) -> str | None:
     cause = exc.__cause__
     orig = getattr(cause, "orig", None)
     return getattr(orig, "sqlstate", None)
+
+
+# -- the self-deadlock watch -------------------------------------------------------------
+
+WATCH_INTERVAL = 0.2
+BLOCKED_BY = text(
+    "SELECT pid, pg_cancel_backend(pid) FROM pg_stat_activity "
+    "WHERE CAST(:pid AS integer) = ANY(pg_blocking_pids(pid))"
+)
+
+
+class SelfDeadlockWatch:
+    """While active, cancel any backend that waits on ``connection``'s locks."""
+
+    def __init__(self, connection: Connection, url: URL) -> None:
+        self.backend = int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        self.url = url
+        self.cancelled: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> SelfDeadlockWatch:
+        self._thread = threading.Thread(target=self._watch, name="reynard-db-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _watch(self) -> None:
+        engine = create_engine(self.url, poolclass=NullPool)
+        try:
+            with engine.connect() as watcher:
+                watcher.execution_options(isolation_level="AUTOCOMMIT")
+                while not self._stop.wait(WATCH_INTERVAL):
+                    rows = watcher.execute(BLOCKED_BY, {"pid": self.backend}).all()
+                    self.cancelled += [int(row[0]) for row in rows]
+        except Exception:  # a watch that cannot watch must not fail the check
+            return
+        finally:
+            engine.dispose()
