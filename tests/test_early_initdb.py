@@ -1,5 +1,6 @@
-"""A cold start's initdb runs from the run's first hook, in a thread, beside the imports
-and the collection (``initdb_cache.prepared``); the run waits for it, whatever happens.
+"""A cold start's initdb runs in a thread from the run's first hook, or from the plugin's
+registration when the command line surely asks for a server, beside the imports and the
+collection (``initdb_cache.begin_preparing``); the run waits for it, whatever happens.
 
 Real pytest runs in a fresh runtime directory (no initdb cache): the cache is complete
 after the run, and no half-made initdb is left in a scratch directory.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_reynard_db.postgres import find_binaries
+from pytest_reynard_db.postgres import EphemeralServer, find_binaries
 from tests.reynard_trees import clean_env, reynard_project, run_pytest, wait_until
 
 NO_DATABASE_NEEDED = "def test_nothing():\n    assert True\n"
@@ -55,6 +56,88 @@ def test_a_cold_run_builds_the_cache_beside_the_imports(project: Path, runtime: 
     assert "Traceback" not in done.stderr and "waiting for" not in done.stderr, done.stderr
     complete, scratch = _initdb_entries(runtime)
     assert len(complete) == 1 and scratch == [], os.listdir(runtime)
+
+
+#: A plugin registered after ours (an entry point, as pytest-alembic's is) whose import is
+#: slow: it waits, up to a deadline, for the initdb cache to be complete, and says whether
+#: it was. Complete while it imports: the initdb began as our plugin registered, before
+#: pytest parsed its options (the first hook comes after every plugin's import).
+SLOW_PLUGIN = """\
+import os, pathlib, time
+
+runtime = pathlib.Path(os.environ["REYNARD_DB_RUNTIME_DIR"])
+deadline = time.monotonic() + 20
+
+
+def complete():
+    return any((p / "PG_VERSION").exists() for p in runtime.glob("initdb-*"))
+
+
+while not complete() and time.monotonic() < deadline:
+    time.sleep(0.01)
+pathlib.Path(os.environ["SEEN_FILE"]).write_text(str(complete()))
+"""
+
+
+def test_initdb_begins_as_the_plugin_registers_when_the_command_line_asks(
+    project: Path, runtime: Path, tmp_path: Path
+) -> None:
+    """``pytest --reynard-db=ecs`` surely starts a server: its initdb runs beside the
+    imports of the plugins registered after ours (``options.surely_starts_a_server``)."""
+    plugins = tmp_path / "plugins"
+    (plugins / "slow_after_reynard-1.0.dist-info").mkdir(parents=True)
+    (plugins / "slow_after_reynard-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: slow-after-reynard\nVersion: 1.0\n"
+    )
+    (plugins / "slow_after_reynard-1.0.dist-info" / "entry_points.txt").write_text(
+        "[pytest11]\nslow_after_reynard = slow_after_reynard\n"
+    )
+    (plugins / "slow_after_reynard.py").write_text(SLOW_PLUGIN)
+    (project / "test_one.py").write_text(A_DATABASE)
+    seen = tmp_path / "seen.txt"
+    env = {"REYNARD_DB_RUNTIME_DIR": str(runtime), "SEEN_FILE": str(seen)}
+
+    # ``-p reynard_db``: ours first, the slow one at the entry points' loading
+    done = run_pytest(
+        project,
+        "-p",
+        "reynard_db",
+        "--reynard-db=ecs",
+        "test_one.py",
+        PYTHONPATH=str(plugins),
+        **env,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert seen.read_text() == "True", "initdb began only at the first hook"
+    complete, scratch = _initdb_entries(runtime)
+    assert len(complete) == 1 and scratch == [], os.listdir(runtime)
+
+
+@pytest.mark.parametrize("how", ["option", "environment", "ini"])
+def test_a_run_on_an_existing_server_makes_no_initdb(
+    project: Path, runtime: Path, pg_server: EphemeralServer, how: str
+) -> None:
+    """``--reynard-db=ecs`` with an existing server (``--reynard-db-url``, its variable,
+    its ini key) begins no initdb, early or at the first hook: it starts no server."""
+    (project / "test_one.py").write_text(A_DATABASE)
+    url = pg_server.url.render_as_string(hide_password=False)
+    args = ["--reynard-db=ecs", "test_one.py"]
+    env = {"REYNARD_DB_RUNTIME_DIR": str(runtime)}
+    if how == "option":
+        args.append(f"--reynard-db-url={url}")
+    elif how == "environment":
+        env["REYNARD_DB_URL"] = url
+    else:
+        with (project / "pyproject.toml").open("a") as pyproject:
+            pyproject.write(f'reynard_db_url = "{url}"\n')
+
+    done = run_pytest(project, *args, **env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _initdb_entries(runtime) == ([], []), os.listdir(runtime)
 
 
 def test_a_run_that_needs_no_database_waits_for_the_initdb_it_began(

@@ -6,7 +6,8 @@
    directory and ``sys.stderr`` as they were at that hook, shared the guard's exported
    allow-list file with the run, and took an application installed in site-packages
    for a library.
-2. The run's own server starts in the early thread (``initdb_cache.prepared(start=True)``,
+2. The run's own server starts in the early thread (``initdb_cache.begin_preparing``,
+   ``Prepared.decide(start=True)``,
    9b62875). A run that needs no server now waits for that start at its end, and a run
    ended before any test asks for a server (SIGKILL while conftests import, SIGTERM
    during the end-of-run wait) leaves a postmaster.

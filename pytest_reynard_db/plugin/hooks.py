@@ -49,8 +49,27 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(seeding)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     add_options(parser)
+    _begin_early(pluginmanager)
+
+
+def _begin_early(pluginmanager: pytest.PytestPluginManager) -> None:
+    """A run that surely starts a server of its own (``selection.surely_starts_a_server``)
+    begins its initdb cache here, as the plugin registers: a cold start's initdb then
+    runs beside the imports of the plugins registered after it (pytest-alembic's, with
+    SQLAlchemy and Alembic: ~250 ms), not from the first hook. Whether its server starts
+    ahead is decided at the first hook, where the options are known."""
+    config = pluginmanager.get_plugin("pytestconfig")
+    if not isinstance(config, pytest.Config) or EARLY_START in config.stash:
+        return
+    if not selection.surely_starts_a_server(config):
+        return
+    from ..postgres.initdb_cache import begin_preparing
+
+    _handle_signals(config)  # a run ended now waits for its initdb (no half-made cache)
+    early = config.stash[EARLY_START] = begin_preparing()
+    config.add_cleanup(early.stop_untaken)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -80,7 +99,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # before pytest_unconfigure): the clean-up list still runs. Closing twice is fine.
         early_config.add_cleanup(stack.close)
         if settings.checks and _runs_items_here(early_config):
-            # before the initdb thread: a process with threads is not forked
+            # before the initdb thread (begun early only without check items): a process
+            # with threads is not forked
             from ..checks.spares import fork_spares
 
             count = len(settings.databases or registry.databases)
@@ -92,8 +112,6 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     if not settings.url and not hasattr(early_config, "workerinput"):
         # This process will start (or attach to) a server: initdb, if needed, runs now,
         # beside the imports and the collection, not after them.
-        from ..postgres.initdb_cache import prepared
-
         # The run's own server is started too, while pytest collects, by a run sure to
         # need it: its check items, or xdist's controller (its workers get its URL); or
         # when initdb had to run (the run waits for it anyway). A run of tests alone with
@@ -102,10 +120,13 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # between runs is attached to when asked (a connection, not a start).
         ours = not settings.reuse and _runs_tests(early_config)
         needed = settings.checks or _distributed(early_config)
-        early = early_config.stash[EARLY_START] = prepared(
-            start=ours and needed, start_if_cold=ours
-        )
-        early_config.add_cleanup(early.stop_untaken)
+        early = early_config.stash.get(EARLY_START, None)  # begun as the plugin registered
+        if early is None:
+            from ..postgres.initdb_cache import begin_preparing
+
+            early = early_config.stash[EARLY_START] = begin_preparing()
+            early_config.add_cleanup(early.stop_untaken)
+        early.decide(start=ours and needed, start_if_cold=ours)
 
 
 #: pytest's options (``dest``) with which a run runs no test.

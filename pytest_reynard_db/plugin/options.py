@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -156,6 +157,40 @@ def get_settings(config: pytest.Config, *, early: bool = False) -> Settings:
         reuse=bool(pick("reynard_db_reuse")),
         allow=tuple(u.strip() for u in str(pick("reynard_db_allow") or "").split(",") if u.strip()),
     )
+
+
+def surely_starts_a_server(config: pytest.Config) -> bool:
+    """Whether the run surely selects a database on a server of its own, read before
+    pytest parses its arguments (the options are added, none parsed; ``plugin.hooks``
+    then begins the initdb cache, ~280 ms before the first hook where the options are
+    known): ``--reynard-db`` in the arguments, ``$PYTEST_ADDOPTS`` or the ini's
+    ``addopts``; neither an existing server (``--reynard-db-url``, ``$REYNARD_DB_URL``,
+    the ini's) nor check items (their children are forked at the first hook, from a
+    process of one thread: ``checks.spares``), nor an xdist worker (its controller's
+    server). When unsure, False: the first hook begins it, as for any run."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get(URL_ENV):
+        return False
+    try:
+        addopts = [str(arg) for arg in config.getini("addopts")]
+        in_ini = [config.getini(key) for key in _SERVER_OR_CHECKS_KEYS]
+    except (ValueError, TypeError):  # an ini pytest cannot read: said by pytest itself
+        return False
+    if any(value not in (None, "", False) for value in in_ini):
+        return False
+    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *addopts]
+    args += [str(arg) for arg in config.invocation_params.args]
+    named = {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
+    return "--reynard-db" in named and not named & {"--reynard-db-url", "--reynard-db-checks"}
+
+
+#: The ini keys (both spellings) with which a run may use an existing server or add the
+#: check items: ``surely_starts_a_server`` is then unsure.
+_SERVER_OR_CHECKS_KEYS = (
+    "reynard_db_url",
+    "reynard-db-url",
+    "reynard_db_checks",
+    "reynard-db-checks",
+)
 
 
 def narrowed(config: pytest.Config) -> bool:

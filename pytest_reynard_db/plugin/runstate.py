@@ -115,7 +115,7 @@ class RunState:
         return self._server
 
     def _started_ahead(self) -> EphemeralServer | None:
-        """The server the run's first hook began to start (``initdb_cache.prepared``), if
+        """The server the run's first hook began to start (``initdb_cache.begin_preparing``), if
         it did: its start's error is raised here, once."""
         early = self.config.stash.get(EARLY_START, None)
         ahead = early.take_server() if early is not None else None

@@ -51,7 +51,7 @@ EARLY_GUARD = pytest.StashKey[ExitStack]()
 #: The registry read to arm the guard early, so that the run does not read it again.
 EARLY_REGISTRY: pytest.StashKey[Registry] = pytest.StashKey()
 #: The ephemeral server's binaries and initdb cache, found and built in a thread from
-#: the start of the run (``initdb_cache.prepared``).
+#: the start of the run (``initdb_cache.begin_preparing``).
 EARLY_START: pytest.StashKey[Prepared] = pytest.StashKey()
 #: The check items' children forked before any conftest was imported (``--reynard-db-checks``).
 SPARES: pytest.StashKey[Spares] = pytest.StashKey()

@@ -1,6 +1,7 @@
 """The binaries a server runs, and the initdb cache it starts from: kept apart from
 ``executor`` (which imports the guard) so that a run can build the cache in a thread
-from its first hook (``EphemeralPostgres.prepared``), while the rest imports.
+from its first hook (``begin_preparing``), or before it (``plugin.early``), while the
+rest imports.
 """
 
 from __future__ import annotations
@@ -44,15 +45,27 @@ def server_binaries(user: RunAs, root: Path, binaries: Binaries | None = None) -
 @dataclass
 class Prepared:
     """A server's start prepared in a thread: its binaries (found first), then its
-    initdb cache (built if missing), then, if asked, the server itself started. Their
-    errors are the futures'."""
+    initdb cache (built if missing), then, if the run decided so by then (``decide``),
+    the server itself started. Their errors are the futures'."""
 
     binaries: Future[Binaries]
     initdb: Future[Path]
-    #: The server started ahead (``prepared(start=True)``), until ``take_server``.
+    #: The server started ahead (``decide(start=True)``), until ``take_server``; cancelled
+    #: when the run decided on no start.
     server: Future[EphemeralServer] | None = None
     #: Set when the run ends: a start still booting then gives up (``stop_untaken``).
     abandon: threading.Event = field(default_factory=threading.Event)
+    #: ``(start, start_if_cold)``, decided by the run's first hook (``decide``).
+    plan: Future[tuple[bool, bool]] = field(default_factory=Future)
+
+    def decide(self, *, start: bool = False, start_if_cold: bool = False) -> None:
+        """What the thread does once the cache is ready (the first decision holds).
+        ``start``: start the server too (a run that will need it: it starts while pytest
+        collects instead of when the first test asks); ``start_if_cold``: only if initdb
+        had to run (the run waits for that initdb at its end anyway, so a server it did
+        not need costs little more, and one it needs is up when the first test asks)."""
+        if not self.plan.done():
+            self.plan.set_result((start, start_if_cold))
 
     def take_server(self) -> Future[EphemeralServer] | None:
         """The server started ahead, for the run to own from now on (once: a failed
@@ -66,6 +79,7 @@ class Prepared:
         (a server that hangs at its start is not waited for); the thread is waited for
         (its initdb would be left half made in its scratch)."""
         server = self.take_server()
+        self.decide()  # a run ended before it decided starts nothing
         self.abandon.set()
         running: list[Future[Any]] = [self.initdb] if server is None else [self.initdb, server]
         try:
@@ -76,53 +90,51 @@ class Prepared:
             server.result().stop()
 
 
-def prepared(*, start: bool = False, start_if_cold: bool = False) -> Prepared:
+def begin_preparing() -> Prepared:
     """Find the binaries and build the initdb cache, if missing, in a thread: initdb
     (most of a cold start) then runs while pytest imports and collects. Only this
     module's light imports come before initdb (the executor's would wait for the main
-    thread's imports). ``start``: then start the server too (a run that will need it:
-    it starts while pytest collects instead of when the first test asks);
-    ``start_if_cold``: only if initdb had to run (the run waits for that initdb at its
-    end anyway, so a server it did not need costs little more, and one it needs is up
-    when the first test asks)."""
-    found: Future[Binaries] = Future()
-    built: Future[Path] = Future()
-    maybe = start or start_if_cold
-    started: Future[EphemeralServer] | None = Future() if maybe else None
-    abandon = threading.Event()
+    thread's imports). Whether the server starts next is decided later (``decide``): the
+    thread may begin before the run's options are parsed (``plugin.early``)."""
+    prepared = Prepared(Future(), Future(), Future())
+    threading.Thread(
+        target=_prepare, args=(prepared,), name="reynard-db-initdb", daemon=True
+    ).start()
+    return prepared
 
-    def prepare() -> None:
-        try:
-            user = run_as()
-            root = runtime_root(user)
-            binaries = server_binaries(user, root)
-        except BaseException as exc:  # raised where the binaries are used, as without
-            for future in (found, built, started):
-                if future is not None:
-                    future.set_exception(exc)
-            return
-        found.set_result(binaries)
-        cold = not (cache_dir(binaries, user, root) / "PG_VERSION").exists()
-        try:
-            built.set_result(cached_initdb(binaries, user, root))
-        except BaseException as exc:  # the start makes it again, and says why it cannot
-            built.set_exception(exc)
-        if started is not None and not (start or cold):
-            # warm, and not sure to be needed: the first test starts it (cancelled and
-            # notified: ``wait`` counts only a notified cancel as done)
-            started.cancel()
-            started.set_running_or_notify_cancel()
-        elif started is not None:
-            try:
-                from .server import EphemeralServer
 
-                server = EphemeralServer.start(binaries=binaries, abandon=abandon)
-                started.set_result(server)
-            except BaseException as exc:  # raised when the run asks for its server
-                started.set_exception(exc)
+def _prepare(prepared: Prepared) -> None:
+    """The thread of ``begin_preparing``."""
+    started = prepared.server
+    assert started is not None  # until the run takes it, after this thread set it
+    try:
+        user = run_as()
+        root = runtime_root(user)
+        binaries = server_binaries(user, root)
+    except BaseException as exc:  # raised where the binaries are used, as without
+        for future in (prepared.binaries, prepared.initdb, started):
+            future.set_exception(exc)
+        return
+    prepared.binaries.set_result(binaries)
+    cold = not (cache_dir(binaries, user, root) / "PG_VERSION").exists()
+    try:
+        prepared.initdb.set_result(cached_initdb(binaries, user, root))
+    except BaseException as exc:  # the start makes it again, and says why it cannot
+        prepared.initdb.set_exception(exc)
+    start, start_if_cold = prepared.plan.result()  # decided by now, or soon
+    if not (start or (start_if_cold and cold)) or prepared.abandon.is_set():
+        # not sure to be needed: the first test starts it (cancelled and notified:
+        # ``wait`` counts only a notified cancel as done)
+        started.cancel()
+        started.set_running_or_notify_cancel()
+        return
+    try:
+        from .server import EphemeralServer
 
-    threading.Thread(target=prepare, name="reynard-db-initdb", daemon=True).start()
-    return Prepared(found, built, started, abandon)
+        server = EphemeralServer.start(binaries=binaries, abandon=prepared.abandon)
+        started.set_result(server)
+    except BaseException as exc:  # raised when the run asks for its server
+        started.set_exception(exc)
 
 
 def cached_initdb(binaries: Binaries, user: RunAs, root: Path) -> Path:
