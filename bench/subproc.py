@@ -19,13 +19,14 @@ from pytest_reynard_db.postgres import find_binaries
 from pytest_reynard_db.postgres.runas import run_as, runtime_root
 
 from .projects import BUILD_COUNTER, FRESH_SUITE, ONE_TEST, TRIVIAL_TEST, ecs_project
-from .timing import Row, absolute_row, slowdown_row, speedup_row
+from .timing import Row, absolute_row, fmt_seconds, slowdown_row, speedup_row
 
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
 TESTING_POSTGRESQL = (
-    "import time, testing.postgresql\n"
+    "import sys, tempfile, time, testing.postgresql\n"
+    "base = {'base_dir': tempfile.mkdtemp(dir=sys.argv[1])} if sys.argv[1:] else {}\n"
     "start = time.perf_counter()\n"
-    "server = testing.postgresql.Postgresql()\n"
+    "server = testing.postgresql.Postgresql(**base)\n"
     "print(time.perf_counter() - start)\n"
     "server.stop()\n"
 )
@@ -133,16 +134,26 @@ def remove_new_entries(before: set[str], prefixes: tuple[str, ...]) -> list[str]
 
 def fresh_runtime(parent: str) -> dict[str, str]:
     """An empty runtime directory of its own (no initdb cache: a cold start), reachable by
-    the server's user; removed with ``parent``."""
+    the server's user; removed with ``parent``, which is on the file system the default
+    runtime directory is on (``cold_parent``): a user's first run."""
     Path(parent).chmod(0o711)  # ours (a TemporaryDirectory): the server's user must pass
     path = Path(tempfile.mkdtemp(prefix="cold-", dir=parent))
     path.chmod(0o711)
     return {"REYNARD_DB_RUNTIME_DIR": str(path)}
 
 
-def testing_postgresql_start() -> float:
-    """testing.postgresql's plain ``Postgresql()`` start, as the ``postgres`` user if root."""
-    argv = [sys.executable, "-c", TESTING_POSTGRESQL]
+def cold_parent() -> str:
+    """Where the default runtime directory is made (``/dev/shm`` where there is one): a
+    cold start there is what a user's first run is. (In ``/tmp``, ext4 here, the initdb
+    and its copy write ~80 MB to a disk: ~300 ms more than on tmpfs.)"""
+    return str(runtime_root(run_as()).parent)
+
+
+def testing_postgresql_start(parent: str | None = None) -> float:
+    """testing.postgresql's plain ``Postgresql()`` start, as the ``postgres`` user if root;
+    its data in the temporary directory (its default) or under ``parent``."""
+    where = [parent] if parent else []
+    argv = [sys.executable, "-c", TESTING_POSTGRESQL, *where]
     env = {**os.environ}
     if os.geteuid() == 0:
         # Our interpreter may live under /root (mode 0700): the postgres user runs a
@@ -155,12 +166,16 @@ def testing_postgresql_start() -> float:
             or sys.executable
         )
         site = sysconfig.get_paths()["purelib"]
-        argv = ["runuser", "-u", "postgres", "--", python, "-c", TESTING_POSTGRESQL]
+        argv = ["runuser", "-u", "postgres", "--", python, "-c", TESTING_POSTGRESQL, *where]
         env.update(HOME="/tmp", PYTHONPATH=site)
     done = subprocess.run(argv, cwd="/tmp", env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"testing.postgresql failed: {done.stderr[-2000:]}")
     return float(done.stdout.strip().splitlines()[-1])
+
+
+#: Issue 25's targets for row 4, over a bare pytest of the same project (seconds).
+COLD_LIMIT, NO_REUSE_LIMIT, WARM_LIMIT = 1.0, 0.45, 0.1
 
 
 def row_session_start(sizes: SubSizes) -> list[Row]:
@@ -177,8 +192,10 @@ def row_session_start(sizes: SubSizes) -> list[Row]:
                 run_pytest(project, ["test_trivial.py"], env) for _ in range(sizes.baseline_reps)
             )
             cold: list[float] = []
-            for _ in range(sizes.cold_reps):
-                cold.append(run_pytest(project, args, {**env, **fresh_runtime(tmp)}) - startup)
+            with tempfile.TemporaryDirectory(prefix="bench-cold-", dir=cold_parent()) as colds:
+                for _ in range(sizes.cold_reps):
+                    fresh = fresh_runtime(colds)
+                    cold.append(run_pytest(project, args, {**env, **fresh}) - startup)
             run_pytest(project, args, env)  # builds this copy's initdb cache
             default = statistics.median(
                 run_pytest(project, args, env) - startup for _ in range(sizes.warm_reps)
@@ -194,33 +211,56 @@ def row_session_start(sizes: SubSizes) -> list[Row]:
         finally:
             remove_new_entries(before, ("reuse-", "initdb-"))
     baseline = statistics.median(testing_postgresql_start() for _ in range(sizes.baseline_reps))
+    tmpfs = cold_parent()
+    on_tmpfs = statistics.median(
+        testing_postgresql_start(tmpfs) for _ in range(sizes.baseline_reps)
+    )
     note = f"pytest run minus bare pytest startup {startup:.2f} s"
+    # Issue 25's targets: cold <= 1.0 s and below testing.postgresql's start (as shipped:
+    # its data in the temporary directory; and where ours is, the reference row), no
+    # reuse <= +450 ms, warm <= +100 ms.
+    cold_row = slowdown_row(
+        "4 session start, cold (no initdb cache)",
+        statistics.median(cold),
+        baseline,
+        "testing.postgresql",
+        1.0,
+    )
+    cold_row.met = cold_row.met and statistics.median(cold) <= COLD_LIMIT
+    cold_row.target += f", ours <= {fmt_seconds(COLD_LIMIT)}"
+    reference = slowdown_row(
+        "4 (reference) cold vs testing.postgresql with its data where ours is",
+        statistics.median(cold),
+        on_tmpfs,
+        f"testing.postgresql in {tmpfs}",
+        1.0,
+    )
     rows = [
-        absolute_row(
-            "4 session start, cold (no initdb cache)",
-            statistics.median(cold),
-            baseline,
-            "testing.postgresql",
-            3.0,
-        ),
+        cold_row,
+        reference,
         absolute_row(
             "4 session start, no reuse (initdb cached)",
             default,
             baseline,
             "testing.postgresql",
-            3.0,
+            NO_REUSE_LIMIT,
         ),
         absolute_row(
-            "4 session start, warm (--reynard-db-reuse)", warm, baseline, "testing.postgresql", 0.5
+            "4 session start, warm (--reynard-db-reuse)",
+            warm,
+            baseline,
+            "testing.postgresql",
+            WARM_LIMIT,
         ),
     ]
     for row in rows:
         row.note = note
+    reference.note = f"{note}; testing.postgresql in its default place: {baseline:.2f} s"
     if cached is not None:
         bare, default_cached, warm_cached = cached
         for label, ours, limit in (
-            ("no reuse (initdb cached)", default_cached, 3.0),
-            ("warm (--reynard-db-reuse)", warm_cached, 0.5),
+            ("no reuse (initdb cached)", default_cached, NO_REUSE_LIMIT),
+            ("warm (--reynard-db-reuse)", warm_cached, WARM_LIMIT),
         ):
             row = absolute_row(
                 f"4 session start, {label}, bytecode written",
