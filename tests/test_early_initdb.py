@@ -27,7 +27,8 @@ import sys
 
 
 def test_nothing():
-    assert not {"psycopg", "filelock"} & set(sys.modules)
+    server_modules = {"psycopg", "pytest_reynard_db.postgres.server"}
+    assert not server_modules & set(sys.modules)
 """
 
 
@@ -194,7 +195,7 @@ def test_a_warm_run_whose_tests_take_no_database_imports_no_server_module(
     project: Path, runtime: Path
 ) -> None:
     """What only a server needs is imported when a test first asks for one: psycopg
-    (~45 ms) and filelock (~8 ms), at every ``pytest --reynard-db=...`` otherwise, and
+    (~45 ms) and the servers' modules, at every ``pytest --reynard-db=...`` otherwise, and
     the header's lines (which PostgreSQL, its clone method) need neither. (A cold run
     starts its server while it waits for initdb: the first run builds the cache.)"""
     (project / "test_nothing.py").write_text(NOTHING_OF_A_SERVER_IMPORTED)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from filelock import FileLock
 
 from pytest_reynard_db.foundation.errors import ServerError
+from pytest_reynard_db.foundation.filesystem import FileLock
 from pytest_reynard_db.postgres import EphemeralServer, ExistingServer, find_binaries
 from pytest_reynard_db.postgres.binaries import Binaries
 from pytest_reynard_db.postgres.executor import EphemeralPostgres

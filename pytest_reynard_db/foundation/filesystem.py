@@ -19,6 +19,7 @@ since when) so that the waiting side can name it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -112,6 +113,67 @@ def refuse_non_regular(path: Path, *, where: str = "") -> None:
 
 # -- waiting for a lock ------------------------------------------------------------------
 
+
+class LockBusy(Exception):
+    """``FileLock.acquire`` gave up: another holder kept the lock until its timeout."""
+
+
+class FileLock:
+    """An exclusive ``flock(2)`` on a lock file, held by this object until ``release``:
+    the lock filelock's ``UnixFileLock`` takes, which the reaper's ``_unlink_if_free``
+    tests too. The file is made if missing and never removed here (a lock file removed
+    while someone waits on it would let a third take another lock of the same name).
+    The standard library's ``fcntl``: the filelock package cost ~17 ms to import at every
+    run's first server, for this."""
+
+    #: Between two tries while another holds it.
+    POLL = 0.05
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._fd: int | None = None
+
+    @property
+    def is_locked(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, timeout: float = -1) -> None:
+        """Take the lock; ``timeout`` seconds at most (0: one try; negative: no limit),
+        else ``LockBusy``. Taking it again while held is a no-op."""
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if timeout >= 0 and deadline <= time.monotonic():
+                    os.close(fd)
+                    raise LockBusy(self.path) from None
+                time.sleep(self.POLL)
+            except BaseException:
+                os.close(fd)
+                raise
+            else:
+                self._fd = fd
+                return
+
+    def release(self) -> None:
+        """Give the lock up (a forked child's copy of the descriptor with it)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
 #: How long a wait stays silent.
 SAY_AFTER = 2.0
 #: The default of ``--lock-timeout``: generous (a long migration holds the lock
@@ -135,19 +197,15 @@ def file_lock(
     say: Say = say_on_stderr,
 ) -> Iterator[None]:
     """Hold the file lock ``path`` (``what`` says what it guards) for the block."""
-    # Here, not at the top: filelock costs ~25 ms, and reading the registry (pytest's
-    # start, every check's interpreter) writes and reads files but takes no lock.
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(path))
+    lock = FileLock(path)
     holder = Path(f"{path}.holder")
     try:
         lock.acquire(timeout=min(SAY_AFTER, timeout))
-    except Timeout:
+    except LockBusy:
         say(f"reynard-db: waiting for {what} ({path}), held by {describe_holder(holder)}")
         try:
             lock.acquire(timeout=max(timeout - SAY_AFTER, 0.0))
-        except Timeout:
+        except LockBusy:
             raise LockTimeout(
                 f"gave up waiting for {what} after {timeout:g} s (--lock-timeout): "
                 f"{path} is held by {describe_holder(holder)}"

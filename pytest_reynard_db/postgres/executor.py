@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock, Timeout
-
 from ..foundation.errors import ServerError
-from ..foundation.filesystem import file_lock
+from ..foundation.filesystem import FileLock, LockBusy, file_lock
 from ..guard import GUARD, HARNESS_CLUSTER_NAME
 from ..guard.reached import server_identity
 from .binaries import Binaries, CloneMethod, planned, settings_for
@@ -222,7 +220,7 @@ def reserve_port(root: Path) -> tuple[int, FileLock]:
         lock = FileLock(str(locks / f"{port}.lock"))
         try:
             lock.acquire(timeout=0)
-        except Timeout:
+        except LockBusy:
             continue
         return port, lock
     raise ServerError(f"no free port found (port locks in {locks})")

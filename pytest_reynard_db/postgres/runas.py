@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..foundation.errors import ServerError
+from ..foundation.filesystem import FileLock
 from .binaries import Binaries
 from .reaper import owner_alive, process_start_time, record_source
 
@@ -193,8 +194,6 @@ def reachable_binaries(binaries: Binaries, user: RunAs, root: Path) -> Binaries:
     key = hashlib.sha256(f"{info.st_size}|{info.st_mtime_ns}".encode()).hexdigest()[:12]
     staged = root / f"embedded-{binaries.version}-{key}"
     bindir = staged / package.name / "pginstall" / "bin"
-    from filelock import FileLock  # ~8 ms at a run's first hook otherwise, for this case only
-
     with FileLock(str(staged) + ".lock"):
         if not (bindir / "postgres").exists():
             scratch = Path(tempfile.mkdtemp(prefix="staging-", dir=root))
