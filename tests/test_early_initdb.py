@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from pytest_reynard_db.postgres import EphemeralServer, find_binaries
-from tests.reynard_trees import clean_env, reynard_project, run_pytest, wait_until
+from tests.reynard_trees import (
+    QUIET_ASYNCIO,
+    clean_env,
+    reynard_project,
+    run_pytest,
+    wait_until,
+)
 
 NO_DATABASE_NEEDED = "def test_nothing():\n    assert True\n"
 A_DATABASE = "def test_one(reynard_db):\n    assert reynard_db.head\n"
@@ -80,11 +86,13 @@ pathlib.Path(os.environ["SEEN_FILE"]).write_text(str(complete()))
 """
 
 
+@pytest.mark.parametrize("where", ["arguments", "PYTEST_ADDOPTS", "ini addopts"])
 def test_initdb_begins_as_the_plugin_registers_when_the_command_line_asks(
-    project: Path, runtime: Path, tmp_path: Path
+    project: Path, runtime: Path, tmp_path: Path, where: str
 ) -> None:
-    """``pytest --reynard-db=ecs`` surely starts a server: its initdb runs beside the
-    imports of the plugins registered after ours (``options.surely_starts_a_server``)."""
+    """``--reynard-db=ecs`` (in the arguments, ``$PYTEST_ADDOPTS`` or the ini's
+    ``addopts``) surely starts a server: its initdb runs beside the imports of the
+    plugins registered after ours (``options.surely_starts_a_server``)."""
     plugins = tmp_path / "plugins"
     (plugins / "slow_after_reynard-1.0.dist-info").mkdir(parents=True)
     (plugins / "slow_after_reynard-1.0.dist-info" / "METADATA").write_text(
@@ -98,16 +106,17 @@ def test_initdb_begins_as_the_plugin_registers_when_the_command_line_asks(
     seen = tmp_path / "seen.txt"
     env = {"REYNARD_DB_RUNTIME_DIR": str(runtime), "SEEN_FILE": str(seen)}
 
+    args = ["test_one.py"]
+    if where == "arguments":
+        args.insert(0, "--reynard-db=ecs")
+    elif where == "PYTEST_ADDOPTS":
+        env["PYTEST_ADDOPTS"] = f"{QUIET_ASYNCIO} --reynard-db=ecs"
+    else:
+        with (project / "pyproject.toml").open("a") as pyproject:
+            pyproject.write('addopts = "--reynard-db=ecs"\n')
+
     # ``-p reynard_db``: ours first, the slow one at the entry points' loading
-    done = run_pytest(
-        project,
-        "-p",
-        "reynard_db",
-        "--reynard-db=ecs",
-        "test_one.py",
-        PYTHONPATH=str(plugins),
-        **env,
-    )
+    done = run_pytest(project, "-p", "reynard_db", *args, PYTHONPATH=str(plugins), **env)
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
