@@ -85,11 +85,6 @@ def project(tmp_path: Path) -> Path:
     return reynard_project(tmp_path / "project")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the data directory is copied with shutil.copyfile (4a20829): each file is created "
-    "with the umask's mode, 0644 under the usual 022, 0666 under 000, not initdb's 0600",
-)
 @pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
 def test_a_test_databases_files_are_its_owners_alone_whatever_the_umask(
     project: Path, umask: int
@@ -97,7 +92,8 @@ def test_a_test_databases_files_are_its_owners_alone_whatever_the_umask(
     """Attack on 4a20829 (the data directory copied with ``shutil.copyfile``): initdb
     makes each data file 0600, and ``copy2`` kept that; ``copyfile`` creates each copy
     with the user's umask, so a shell's usual umask 022 made every data file 0644 (every
-    user's to read, were the directory opened) and umask 000 made them 0666 (writable)."""
+    user's to read, were the directory opened) and umask 000 made them 0666 (writable);
+    each copy is now created 0600 (``tuned._copy_private``)."""
     (project / "test_data_files.py").write_text(SHARED_DATA_FILES)
 
     done = run_pytest_with_umask(project, umask, "--reynard-db=ecs", "test_data_files.py")
