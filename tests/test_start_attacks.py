@@ -103,18 +103,13 @@ def test_a_test_databases_files_are_its_owners_alone_whatever_the_umask(
     assert "Traceback" not in done.stderr, done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a runtime directory the harness makes itself is made 0711 minus the umask: "
-    "under umask 077 it is 0700, the server's user cannot reach it, and the run fails "
-    "blaming 'a private (0700) home' (runas._chosen_root, runtime_root)",
-)
 def test_a_runtime_directory_made_under_umask_077_is_reachable_by_the_servers_user(
     project: Path,
 ) -> None:
     """A careful user's shell (umask 077) and a runtime directory not made yet (a CI
     cache's first job): the harness makes the directory, and its own server's user
-    (postgres, when root runs the tests) must be able to reach it."""
+    (postgres, when root runs the tests) must be able to reach it. It was made 0711
+    minus the umask, 0700: the run failed, blaming "a private (0700) home"."""
     if os.geteuid() != 0:
         pytest.skip("the server runs as another user only when root runs the tests")
     # Outside pytest's private (0700) temp directory, reachable by the server's user:
