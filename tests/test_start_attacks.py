@@ -134,6 +134,41 @@ def test_a_runtime_directory_made_under_umask_077_is_reachable_by_the_servers_us
     assert "cannot reach" not in done.stdout + done.stderr
 
 
+#: The default runtime directory, made in the directory ``argv[1]`` (as in ``/dev/shm``):
+#: its mode, and whether the server's user reaches it.
+DEFAULT_ROOT = """\
+import sys
+from pathlib import Path
+from pytest_reynard_db.postgres.runas import run_as, runtime_root
+user = run_as()
+root = runtime_root(user, candidates=(Path(sys.argv[1]),))
+print(oct(root.stat().st_mode & 0o777), user.can_traverse(root))
+"""
+
+
+def test_the_default_runtime_directory_made_under_umask_077_is_reachable(tmp_path: Path) -> None:
+    """``reynard-db-<uid>`` in ``/dev/shm`` (or the temp directory), made by a shell with
+    umask 077: 0711 as asked, not 0700 (which the server's user, when root runs the
+    tests, could not reach)."""
+    parent = Path(tempfile.mkdtemp(prefix="reynard-umask-", dir="/tmp"))
+    parent.chmod(0o711)  # as /dev/shm: the server's user goes through
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", DEFAULT_ROOT, str(parent)],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            umask=0o077,
+        )
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0o711", "True"], done.stdout + done.stderr
+    assert done.stderr == ""
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="a wait for a file lock inside a pytest run is said with print(file=sys.stderr) "
