@@ -178,19 +178,15 @@ def test_the_default_runtime_directory_made_under_umask_077_is_reachable(tmp_pat
     assert done.stderr == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a wait for a file lock inside a pytest run is said with print(file=sys.stderr) "
-    "(foundation.filesystem.say_on_stderr) from a fixture's set-up, which pytest captures: "
-    "the user sees a run that stands still, in silence (shown only if that test fails)",
-)
 @pytest.mark.usefixtures("stop_reused_server")
 def test_a_pytest_run_waiting_for_the_reuse_servers_lock_says_so(
     project: Path, tmp_path: Path
 ) -> None:
     """Another process holds the reuse server's lock (a ``reynard-migrate server stop``,
     another run attaching): the run waits, and after ``SAY_AFTER`` s says for what and
-    who holds it, as the module promises ("waiting for a lock is never silent")."""
+    who holds it, as the module promises ("waiting for a lock is never silent"). The
+    wait happens in a fixture's set-up: said to stderr there, pytest captured it (the run
+    stood still in silence); it is said past the capture (``hooks._say_waits_past_capture``)."""
     (project / "test_one.py").write_text(ASKS_AFTER_A_MARKER)
     lock = Path(f"{reuse_dir(EphemeralPostgres(persistent=True))}.lock")
     lock.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -261,14 +257,10 @@ while not pathlib.Path(os.environ["SLOW_RELEASE"]).exists() and time.monotonic()
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the wait for another run's template build (postgres.shared.build_lock) is said "
-    "with print(file=sys.stderr) from a fixture's set-up, which pytest captures: silent",
-)
 def test_a_run_waiting_for_another_runs_template_build_says_so(tmp_path: Path) -> None:
     """Two runs on one shared server (two CI jobs, two terminals) build the same template:
-    the second waits for the first, and after ``SAY_AFTER`` s says so and for whom."""
+    the second waits for the first, and after ``SAY_AFTER`` s says so and for whom (it
+    was silent, as the reuse server's lock above, for the same reason)."""
     project = reynard_project(tmp_path / "project")
     write_revision(project / "alembic/main/versions", "3a1400000005", "3a1400000004", SLOW_UPGRADE)
     (project / "test_one.py").write_text(ASKS_AFTER_A_MARKER)
