@@ -181,11 +181,27 @@ SAY_AFTER = 2.0
 DEFAULT_LOCK_TIMEOUT = 300.0
 
 Say = Callable[[str], None]
+#: Where ``say_on_stderr`` says a wait instead, while a pytest run sets it (``say_through``):
+#: past the capture that keeps what a fixture's set-up prints to that test's report.
+_said_through: list[Say] = []
 
 
 def say_on_stderr(message: str) -> None:
     """Where waits are said by default: stderr (stdout carries results)."""
-    print(message, file=sys.stderr, flush=True)
+    if _said_through:
+        _said_through[-1](message)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def say_through(say: Say) -> Iterator[None]:
+    """``say_on_stderr`` calls ``say`` in the block."""
+    _said_through.append(say)
+    try:
+        yield
+    finally:
+        _said_through.remove(say)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ keep in ``config.stash`` is in ``stash``.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Generator
 from contextlib import ExitStack, suppress
 from typing import TYPE_CHECKING, Any
@@ -178,6 +179,7 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
     from .runstate import RunState
 
     _handle_signals(config)
+    _say_waits_past_capture(config)
     state = RunState(config, settings, config.stash.get(EARLY_REGISTRY, None))
     # A bad registry or name: one error, not one per test.
     with catch_harness_errors(config, usage=True):
@@ -192,6 +194,28 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
     if state.is_controller:
         with catch_harness_errors(config, usage=True):
             _ = state.server  # one server for all workers, started before they are
+
+
+def _say_waits_past_capture(config: pytest.Config) -> None:
+    """A wait for a lock (the reuse server's, another run's template build) happens in a
+    fixture's set-up, whose stderr pytest captures: said there, the run stood still in
+    silence. Said past the capture (from the main thread: a thread cannot suspend it)."""
+    from ..foundation.filesystem import say_through
+
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is None:  # -p no:capture: stderr is the terminal already
+        return
+
+    def say(message: str) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            print(message, file=sys.stderr, flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            print(f"\n{message}", file=sys.stderr, flush=True)
+
+    stack = ExitStack()
+    stack.enter_context(say_through(say))
+    config.add_cleanup(stack.close)
 
 
 @pytest.hookimpl(optionalhook=True)

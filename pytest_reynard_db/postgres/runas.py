@@ -141,7 +141,7 @@ def runtime_root(user: RunAs, *, candidates: tuple[Path, ...] | None = None) -> 
             continue
         root = parent / f"reynard-db-{os.geteuid()}"
         with suppress(FileExistsError):  # what is there is judged below
-            root.mkdir(mode=0o711)
+            _make_reachable(root)
         info = root.lstat()  # a symlink is not followed: it is someone else's redirect
         if (
             not stat.S_ISDIR(info.st_mode)
@@ -160,7 +160,10 @@ def runtime_root(user: RunAs, *, candidates: tuple[Path, ...] | None = None) -> 
 def _chosen_root(root: Path, user: RunAs) -> Path:
     """``$REYNARD_DB_RUNTIME_DIR``, made if missing; a path that cannot be is one line."""
     try:
-        root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        for part in reversed([p for p in (root, *root.parents) if not p.exists()]):
+            with suppress(FileExistsError):  # made meanwhile by another: not ours to chmod
+                _make_reachable(part)
+        root.mkdir(exist_ok=True)  # there already: a file there is the error below
     except OSError as exc:
         raise ServerError(
             f"${RUNTIME_DIR_ENV}={root}: cannot make that directory "
@@ -172,6 +175,14 @@ def _chosen_root(root: Path, user: RunAs) -> Path:
             "choose a directory outside any private (0700) home"
         )
     return root
+
+
+def _make_reachable(directory: Path) -> None:
+    """Make ``directory`` (not there: else ``FileExistsError``) 0711, the server's user
+    let through: ``mkdir``'s mode is cut by the umask, and a careful shell's 077 left a
+    directory of ours that user could not reach (the run then failed)."""
+    directory.mkdir(mode=0o711)
+    directory.chmod(0o711)
 
 
 def reachable_binaries(binaries: Binaries, user: RunAs, root: Path) -> Binaries:

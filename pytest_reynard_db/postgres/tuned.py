@@ -28,6 +28,19 @@ from .runas import RunAs
 BOOT_POLL = 0.01
 
 
+def _copy_private(source: str, target: str) -> str:
+    """``source`` copied to ``target``, a new file its owner's alone (0600, as initdb
+    made it) whatever the umask: ``shutil.copyfile`` gives a copy the umask's mode (0644
+    under the usual 022, 0666 under 000). No ``copystat``, and no dearer than copyfile."""
+    with open(source, "rb") as src, open(target, "xb", opener=_private) as dst:
+        shutil.copyfileobj(src, dst)
+    return target
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
 class _TunedPostgresql(Database):  # type: ignore[misc]
     """testing.common's server with our binaries, user, tuning, socket directory and
     readiness probe."""
@@ -70,7 +83,7 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         if source:
             data_dir = self.get_data_directory()
             try:
-                shutil.copytree(source, data_dir, copy_function=shutil.copyfile)
+                shutil.copytree(source, data_dir, copy_function=_copy_private)
                 os.chmod(data_dir, 0o700)
             except Exception as exc:
                 raise RuntimeError(f"could not copytree {source} to {data_dir}: {exc!r}") from None
