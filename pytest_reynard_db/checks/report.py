@@ -71,7 +71,11 @@ VERDICTS = {"ok": "ok", "failed": "FAIL", "skipped": "skip", "not_run": "not run
 
 def tally(results: Sequence[CheckResult]) -> str:
     """``5 checks, all passed`` (``, 1 skipped`` where one did not apply), or ``3 checks, 1
-    failed, 1 not run``: how many results of each kind but ``ok``."""
+    failed, 1 not run``: how many results of each kind but ``ok``. No result is ``0 checks
+    run``, never "all passed": the databases were refused (stderr says why, exit 2), and
+    stdout may be read alone."""
+    if not results:
+        return "0 checks run"
     counts = {kind: sum(r.status == kind for r in results) for kind in ("failed", "skipped")}
     counts["not run"] = sum(r.status == "not_run" for r in results)
     parts = [f"{n} {kind}" for kind, n in counts.items() if n]
