@@ -29,8 +29,8 @@ from pytest_reynard_db.postgres.shared import (
     TEMPLATE_COMMENT,
     RunPresence,
     drop_dead_runs,
+    prune_templates,
 )
-from pytest_reynard_db.postgres.templates import prune_templates
 from pytest_reynard_db.provisioning.resolve import project_identity
 
 

@@ -27,8 +27,7 @@ from ..postgres import EphemeralServer, ExistingServer, Server
 from ..postgres.binaries import describe
 from ..postgres.executor import EphemeralPostgres, Kept, kept_at, reuse_dir
 from ..postgres.reaper import postmaster_pid, stop_postmaster
-from ..postgres.shared import drop_dead_runs, run_sessions
-from ..postgres.templates import TemplateInfo, prune_templates, templates
+from ..postgres.shared import TemplateInfo, drop_dead_runs, prune_templates, run_sessions, templates
 from ..provisioning.resolve import SOURCES, migrated_with, project_identity, tree_digest
 
 #: How long a fast shutdown (SIGINT) may take before the immediate one.

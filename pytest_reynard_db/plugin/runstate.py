@@ -216,8 +216,7 @@ class RunState:
         by the controller). A per-run ephemeral server needs none of it."""
         if not (self.settings.url or self.settings.reuse):
             return None
-        from ..postgres.shared import RunPresence, drop_dead_runs, template_max_age
-        from ..postgres.templates import prune_templates
+        from ..postgres.shared import RunPresence, drop_dead_runs, prune_templates, template_max_age
 
         server = self.server
         self._presence = RunPresence(server, self.run_id, self.worker).start()
