@@ -36,7 +36,7 @@ from .stash import (
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
 if TYPE_CHECKING:
-    from .runstate import RunState
+    pass
 
 REDIRECTS_KEY = "reynard_db_redirects"
 MARKER = selection.MARKER
@@ -320,7 +320,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(STATE, None)
     if state is None or state.settings.from_markers:
         return []
-    return _header(state)
+    return state.header()
 
 
 def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
@@ -330,48 +330,13 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
     if state is None:
         return []
     if state.settings.from_markers:
-        return _header(state)
+        return state.header()
     named: dict[str, None] = {}
     for item in items:
         with suppress(ReynardDBError):  # a malformed marker is its test's error
             named.update(dict.fromkeys(selection.marker_databases(item) or ()))
     more = [name for name in named if name not in state.settings.databases]
     return [f"reynard-db: markers also use {', '.join(more)}"] if more else []
-
-
-def _header(state: RunState) -> list[str]:
-    from ..foundation.urls import mask_url
-
-    where = mask_url(state.settings.url) if state.settings.url else "an ephemeral server"
-    reuse = " (reused between runs)" if state.settings.reuse else ""
-    names = ", ".join(state.settings.databases) or "none"
-    if state.settings.from_markers:
-        names += " (from @pytest.mark.reynard_db)"
-    mirrors = any(
-        state.registry.databases[n].mirror_of
-        for n in state.settings.databases
-        if n in state.registry.databases
-    )
-    source = f", source={state.settings.source}" if mirrors else ""  # only a mirror has one
-    lines = [f"reynard-db: databases {names} on {where}{reuse}{source}"]
-    if not state.settings.url:
-        lines += [f"reynard-db: {line}" for line in _which_postgres(state)]
-    method = state.clone_method()  # one line for the run, not a warning per test
-    if method is not None:
-        lines.append(f"reynard-db: {method.line}")
-    return lines + [f"reynard-db: warning: {w}" for w in state.registry.warnings]
-
-
-def _which_postgres(state: RunState) -> list[str]:
-    """The binaries the ephemeral server runs (found once: the server starts with these;
-    PostgreSQL >= 18 preferred where the runtime directory has reflinks)."""
-    from ..foundation.errors import ServerError
-    from ..postgres.binaries import describe
-
-    try:
-        return describe(state.binaries)
-    except ServerError as exc:  # said again, as the run's error, when the server starts
-        return [str(exc)]
 
 
 @pytest.hookimpl(tryfirst=True)

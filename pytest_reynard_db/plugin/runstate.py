@@ -186,6 +186,33 @@ class RunState:
         except ReynardDBError:
             return None
 
+    def header(self) -> list[str]:
+        """The run's lines of pytest's header: its databases and where, which PostgreSQL
+        (an ephemeral server's binaries: found once, the server starts with these), how it
+        clones (one line for the run, not a warning per test), the registry's warnings."""
+        from ..foundation.urls import mask_url
+        from ..postgres.binaries import describe
+
+        settings = self.settings
+        where = mask_url(settings.url) if settings.url else "an ephemeral server"
+        reuse = " (reused between runs)" if settings.reuse else ""
+        names = ", ".join(settings.databases) or "none"
+        if settings.from_markers:
+            names += " (from @pytest.mark.reynard_db)"
+        known = self.registry.databases
+        mirrors = any(known[n].mirror_of for n in settings.databases if n in known)
+        source = f", source={settings.source}" if mirrors else ""  # only a mirror has one
+        lines = [f"reynard-db: databases {names} on {where}{reuse}{source}"]
+        if not settings.url:
+            try:
+                lines += [f"reynard-db: {line}" for line in describe(self.binaries)]
+            except ReynardDBError as exc:  # said again, as the run's error, at the start
+                lines.append(f"reynard-db: {exc}")
+        method = self.clone_method()
+        if method is not None:
+            lines.append(f"reynard-db: {method.line}")
+        return lines + [f"reynard-db: warning: {w}" for w in self.registry.warnings]
+
     @property
     def provisioner(self) -> Provisioner:
         if self._provisioner is None:
