@@ -244,8 +244,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``pytest ARGS`` in ``project``, in a user's shell with ``env`` exported."""
+def run_pytest(
+    project: Path, *args: str, umask: int = -1, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``pytest ARGS`` in ``project``, in a user's shell with ``env`` exported (and its
+    ``umask``, if given)."""
     return subprocess.run(
         pytest_argv(*args),
         cwd=project,
@@ -253,7 +256,23 @@ def run_pytest(project: Path, *args: str, **env: str) -> subprocess.CompletedPro
         capture_output=True,
         text=True,
         timeout=300,
+        umask=umask,
     )
+
+
+#: A child script: holds the file lock ``argv[1]`` (the harness's own ``file_lock``, its
+#: holder recorded, described as ``argv[4]``) until ``argv[3]`` exists, having written
+#: ``argv[2]`` once it holds it.
+HOLD_FILE_LOCK = """\
+import pathlib, sys, time
+from pytest_reynard_db.foundation.filesystem import file_lock
+lock, marker, release, what = sys.argv[1:5]
+with file_lock(lock, what):
+    pathlib.Path(marker).write_text("holding")
+    deadline = time.monotonic() + 120
+    while not pathlib.Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
 
 
 def scalar(url: str, sql: str) -> object:

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from reynard_trees import (
+    HOLD_FILE_LOCK,
     clean_env,
     cli_argv,
     copy_reynard_trees,
@@ -156,18 +157,6 @@ def test_two_setups_at_once_on_a_missing_database_both_succeed(
     assert scalar(url, "SELECT version_num FROM alembic_version") == MAIN_HEAD
 
 
-HOLD_FILE_LOCK = """\
-import pathlib, sys, time
-from pytest_reynard_db.foundation.filesystem import file_lock
-lock, marker, release = sys.argv[1:4]
-with file_lock(lock, "a template build"):
-    pathlib.Path(marker).write_text("holding")
-    deadline = time.monotonic() + 120
-    while not pathlib.Path(release).exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-"""
-
-
 def test_a_file_lock_wait_names_its_holder_and_gives_up_after_the_timeout(tmp_path: Path) -> None:
     """The lock around template builds (and the reuse server's, and the initdb cache's)."""
     from pytest_reynard_db.foundation.errors import LockTimeout
@@ -175,7 +164,13 @@ def test_a_file_lock_wait_names_its_holder_and_gives_up_after_the_timeout(tmp_pa
 
     lock, marker, release = tmp_path / "tpl.lock", tmp_path / "marker", tmp_path / "release"
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_FILE_LOCK, str(lock), str(marker), str(release)],
+        [
+            sys.executable,
+            "-c",
+            HOLD_FILE_LOCK,
+            *map(str, (lock, marker, release)),
+            "a template build",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -20,10 +20,12 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from reynard_trees import (
+    HOLD_FILE_LOCK,
     clean_env,
     pytest_argv,
     reynard_project,
     run_cli,
+    run_pytest,
     wait_for,
     write_revision,
 )
@@ -59,34 +61,6 @@ def test_one(request):
     assert request.getfixturevalue("reynard_db").head
 """
 
-#: Holds the file lock ``argv[1]`` (the harness's own ``file_lock``, its holder recorded)
-#: until ``argv[3]`` exists, having written ``argv[2]`` once it holds it.
-HOLD_FILE_LOCK = """\
-import pathlib, sys, time
-from pytest_reynard_db.foundation.filesystem import file_lock
-lock, marker, release = sys.argv[1:4]
-with file_lock(lock, "a lock held on purpose"):
-    pathlib.Path(marker).write_text("holding")
-    deadline = time.monotonic() + 120
-    while not pathlib.Path(release).exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-"""
-
-
-def run_pytest_with_umask(
-    project: Path, umask: int, *args: str, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """``pytest ARGS`` in ``project``, from a shell whose umask is ``umask``."""
-    return subprocess.run(
-        pytest_argv(*args),
-        cwd=project,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        umask=umask,
-    )
-
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
@@ -105,7 +79,7 @@ def test_a_test_databases_files_are_its_owners_alone_whatever_the_umask(
     each copy is now created 0600 (``tuned._copy_private``)."""
     (project / "test_data_files.py").write_text(SHARED_DATA_FILES)
 
-    done = run_pytest_with_umask(project, umask, "--reynard-db=ecs", "test_data_files.py")
+    done = run_pytest(project, "--reynard-db=ecs", "test_data_files.py", umask=umask)
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout, done.stdout
@@ -128,11 +102,11 @@ def test_a_runtime_directory_made_under_umask_077_is_reachable_by_the_servers_us
     (project / "test_one.py").write_text("def test_one(reynard_db):\n    assert reynard_db.head\n")
 
     try:
-        done = run_pytest_with_umask(
+        done = run_pytest(
             project,
-            0o077,
             "--reynard-db=ecs",
             "test_one.py",
+            umask=0o077,
             REYNARD_DB_RUNTIME_DIR=str(parent / "cache" / "reynard-db"),
         )
     finally:
@@ -192,7 +166,13 @@ def test_a_pytest_run_waiting_for_the_reuse_servers_lock_says_so(
     lock.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
     marker, release, asking = tmp_path / "holding", tmp_path / "release", tmp_path / "asking"
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_FILE_LOCK, str(lock), str(marker), str(release)],
+        [
+            sys.executable,
+            "-c",
+            HOLD_FILE_LOCK,
+            *map(str, (lock, marker, release)),
+            "a lock held on purpose",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
