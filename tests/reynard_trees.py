@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO, TypeVar
 
+import cli_fork
 import psycopg
 import pytest
 from sqlalchemy.engine import URL
@@ -122,10 +123,20 @@ def require_password(server: EphemeralServer, role: str, password: str) -> None:
     wait_until(refused_without_password, 60, f"pg_hba.conf's reload ({role} asked for a password)")
 
 
+#: How ``run_cli`` runs the CLI: ``"fork"`` (the default) a child of this process's fork
+#: server, a fresh interpreter at ``main`` without the half second of its start
+#: (``cli_fork``); ``"exec"`` a new interpreter, for the tests about the process itself
+#: (signals, the interpreter's start and exit, the guard inherited at start, the entry
+#: point, PATH and PYTHONPATH, the terminal's encoding).
+Process = Literal["fork", "exec"]
+
+
 class Cli(Protocol):
     """The ``cli`` fixture: ``run_cli`` on the test's ``project``."""
 
-    def __call__(self, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]: ...
+    def __call__(
+        self, *argv: str, env: dict[str, str] | None = None, process: Process = "fork"
+    ) -> tuple[int, str, str]: ...
 
 
 def cli_argv(project: Path, *argv: str) -> list[str]:
@@ -138,8 +149,16 @@ def pytest_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
 
 
-def run_cli(project: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it."""
+def run_cli(
+    project: Path, *argv: str, env: dict[str, str] | None = None, process: Process = "fork"
+) -> tuple[int, str, str]:
+    """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it.
+    Forked only when the child would be the interpreter ``env`` starts (``cli_fork``);
+    else, as with ``process="exec"``, started."""
+    if process == "fork":
+        forked = cli_fork.run(cli_argv(project, *argv)[3:], env, project)
+        if forked is not None:
+            return forked
     result = subprocess.run(
         cli_argv(project, *argv),
         capture_output=True,
