@@ -26,10 +26,9 @@ import pytest
 from reynard_trees import (
     QUIET_ASYNCIO,
     Cli,
-    Process,
+    cli_of,
     copy_reynard_trees,
     reynard_project,
-    run_cli,
 )
 
 from pytest_reynard_db.guard import GUARD, inherit
@@ -180,12 +179,7 @@ def cli(project: Path) -> Cli:
     ARGV...`` in a child process; ``(exit code, stdout, stderr)``. ``env``: the child's
     whole environment; ``process``: forked or started (``reynard_trees.run_cli``)."""
 
-    def run(
-        *argv: str, env: dict[str, str] | None = None, process: Process = "fork"
-    ) -> tuple[int, str, str]:
-        return run_cli(project, *argv, env=env, process=process)
-
-    return run
+    return cli_of(project)
 
 
 #: Every inner pytest run of the plugin's tests: no cache written into the project, and

@@ -170,6 +170,17 @@ def run_cli(
     return result.returncode, result.stdout, result.stderr
 
 
+def cli_of(project: Path, *, env: dict[str, str] | None = None, process: Process = "fork") -> Cli:
+    """``run_cli`` on ``project`` as a ``Cli``, ``env`` and ``process`` its defaults."""
+
+    def run(
+        *argv: str, env: dict[str, str] | None = env, process: Process = process
+    ) -> tuple[int, str, str]:
+        return run_cli(project, *argv, env=env, process=process)
+
+    return run
+
+
 def break_main(project: Path) -> None:
     """A revision on ``main``'s head whose upgrade fails (``broken_on_purpose()`` does
     not exist): the template build, pytest-alembic's upgrade and the checks fail on it."""
