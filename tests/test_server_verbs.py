@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, reynard_project, write_revision
+from reynard_trees import clean_env, reynard_project, run_cli, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer, find_binaries
 from pytest_reynard_db.postgres.binaries import describe
@@ -39,7 +39,10 @@ def run(project: Path, runtime: Path, *argv: str) -> subprocess.CompletedProcess
 
 
 def cli(project: Path, runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run(project, runtime, sys.executable, "-m", "pytest_reynard_db", *args)
+    """``reynard-migrate --project PROJECT ARGS`` (forked: ``reynard_trees.run_cli``)."""
+    env = clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime))
+    code, out, err = run_cli(project, *args, env=env)
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def run_pytest(project: Path, runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
