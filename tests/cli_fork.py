@@ -59,8 +59,6 @@ START_VARIABLES = (
     "PSYCOPG*",
     "*SQLALCHEMY*",
 )
-#: What the tests' ``subprocess.run`` gave a CLI run (seconds).
-TIMEOUT = 300
 
 
 def _started(name: str) -> bool:
@@ -97,9 +95,11 @@ class ForkServer:
         """Whether a child of the server is the interpreter ``env`` would start."""
         return self.process.poll() is None and start_values(env) == self.start
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> tuple[int, str, str]:
+    def run(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float
+    ) -> tuple[int, str, str]:
         """``reynard-migrate ARGV`` forked, as ``subprocess.run(..., capture_output=True,
-        text=True, timeout=TIMEOUT)`` would give it: (exit code, stdout, stderr)."""
+        text=True, timeout=timeout)`` would give it: (exit code, stdout, stderr)."""
         mine, theirs = socket.socketpair()
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
@@ -114,7 +114,7 @@ class ForkServer:
             os.close(out_write)
             os.close(err_write)
         try:
-            said, out, err = _read_all(mine, out_read, err_read)
+            said, out, err = _read_all(timeout, mine, out_read, err_read)
         finally:
             mine.close()
         lines = said.decode().split()
@@ -141,7 +141,7 @@ _servers: dict[int, ForkServer] = {}
 
 
 def run(
-    argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path
+    argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path, timeout: float
 ) -> tuple[int, str, str] | None:
     """``reynard-migrate ARGV`` forked by this process's server (started on first use, in
     this process's environment as it is then: a user's shell, in the tests), or None if
@@ -153,13 +153,13 @@ def run(
         atexit.register(server.close)
     if not server.serves(env):
         return None
-    return server.run(argv, env, cwd)
+    return server.run(argv, env, cwd, timeout)
 
 
-def _read_all(answer: socket.socket, *pipes: int) -> tuple[bytes, ...]:
+def _read_all(timeout: float, answer: socket.socket, *pipes: int) -> tuple[bytes, ...]:
     """Everything written to the answer socket and the pipes until each is closed; the
-    child (its pid: the answer's first line) killed if that takes longer than TIMEOUT."""
-    deadline = time.monotonic() + TIMEOUT
+    child (its pid: the answer's first line) killed if that takes longer than ``timeout``."""
+    deadline = time.monotonic() + timeout
     read = {answer.fileno(): bytearray(), **{fd: bytearray() for fd in pipes}}
     with selectors.DefaultSelector() as selector:
         for fd in read:
@@ -169,7 +169,7 @@ def _read_all(answer: socket.socket, *pipes: int) -> tuple[bytes, ...]:
             events = selector.select(timeout=max(left, 0))
             if not events and left <= 0:
                 _kill(read[answer.fileno()])
-                raise subprocess.TimeoutExpired("reynard-migrate (forked)", TIMEOUT)
+                raise subprocess.TimeoutExpired("reynard-migrate (forked)", timeout)
             for key, _ in events:
                 chunk = os.read(key.fd, 65536)
                 if chunk:

@@ -150,20 +150,25 @@ def pytest_argv(*args: str) -> list[str]:
 
 
 def run_cli(
-    project: Path, *argv: str, env: dict[str, str] | None = None, process: Process = "fork"
+    project: Path,
+    *argv: str,
+    env: dict[str, str] | None = None,
+    process: Process = "fork",
+    timeout: float = 300,
 ) -> tuple[int, str, str]:
-    """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it.
-    Forked only when the child would be the interpreter ``env`` starts (``cli_fork``);
-    else, as with ``process="exec"``, started."""
+    """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it,
+    killed after ``timeout`` seconds (``subprocess.TimeoutExpired``). Forked only when the
+    child would be the interpreter ``env`` starts (``cli_fork``); else, as with
+    ``process="exec"``, started."""
     if process == "fork":
-        forked = cli_fork.run(cli_argv(project, *argv)[3:], env, project)
+        forked = cli_fork.run(cli_argv(project, *argv)[3:], env, project, timeout)
         if forked is not None:
             return forked
     result = subprocess.run(
         cli_argv(project, *argv),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         cwd=project,
         env=env,
     )
