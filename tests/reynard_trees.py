@@ -186,6 +186,12 @@ def cli_of(project: Path, *, env: dict[str, str] | None = None, process: Process
     return run
 
 
+def admin_url(server: EphemeralServer) -> str:
+    """``--url`` for the checks' throw-away databases on ``server`` (the session's
+    ``pg_server``: a check that is not about its server starts none of its own)."""
+    return str(server.url.render_as_string(hide_password=False))
+
+
 def break_main(project: Path) -> None:
     """A revision on ``main``'s head whose upgrade fails (``broken_on_purpose()`` does
     not exist): the template build, pytest-alembic's upgrade and the checks fail on it."""

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import Cli, clean_env, connections_received, run_pytest, write_revision
+from reynard_trees import (
+    Cli,
+    admin_url,
+    clean_env,
+    connections_received,
+    run_pytest,
+    write_revision,
+)
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -119,7 +126,9 @@ def test_logging_intact_after_pytest_alembic(caplog):
 """
 
 
-def test_env_py_calling_fileconfig_unguarded(project: Path, cli: Cli) -> None:
+def test_env_py_calling_fileconfig_unguarded(
+    project: Path, cli: Cli, pg_server: EphemeralServer
+) -> None:
     """``fileConfig(config.config_file_name)`` with no None check, as many env.py have:
     it gets a real file, and pytest's capture and the application's loggers survive it."""
     env_py = project / "migrations" / "env.py"
@@ -131,7 +140,7 @@ def test_env_py_calling_fileconfig_unguarded(project: Path, cli: Cli) -> None:
     result = run_pytest(project, "--reynard-db=app")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
-    code, out, err = cli("check", "--only", "upgrade,stairway")
+    code, out, err = cli("check", "--only", "upgrade,stairway", "--url", admin_url(pg_server))
     assert code == 0, out + err
     assert "Running upgrade" not in err and "INFO" not in err, err  # checks stay quiet
 
@@ -220,7 +229,9 @@ def test_the_readmes_recommended_env_py_works(project: Path, cli: Cli) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_broken_revision_is_named_under_a_stock_env_py(project: Path, cli: Cli) -> None:
+def test_a_broken_revision_is_named_under_a_stock_env_py(
+    project: Path, cli: Cli, pg_server: EphemeralServer
+) -> None:
     """The stock env.py's ``fileConfig`` disables Alembic's loggers: the step being run
     must still be known, so a failing revision is named, not env.py."""
     write_revision(
@@ -229,7 +240,8 @@ def test_a_broken_revision_is_named_under_a_stock_env_py(project: Path, cli: Cli
         REVISION,
         "raise RuntimeError('boom in the revision')",
     )
-    code, out, err = cli("check", "--only", "upgrade,stairway", "--json")
+    url = admin_url(pg_server)
+    code, out, err = cli("check", "--only", "upgrade,stairway", "--json", "--url", url)
     assert code == 1, out + err
     for result in json.loads(out)["results"]:
         assert result["revision"] == "0a0000000002", result

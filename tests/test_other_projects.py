@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, run_cli, run_pytest, write_revision
+from reynard_trees import admin_url, clean_env, run_cli, run_pytest, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -424,7 +424,9 @@ def reading_its_own_variable(project: Path) -> Path:
     return project
 
 
-def test_an_env_py_reading_a_variable_of_its_own(tmp_path: Path) -> None:
+def test_an_env_py_reading_a_variable_of_its_own(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
     """``os.environ["MYAPP_DB_URL"]`` instead of ``sqlalchemy.url``, registered as the
     database's ``url_env``: the checks get the throw-away database's URL there whether
     the shell sets it (to production, never reached) or not; a test driving Alembic
@@ -435,7 +437,10 @@ def test_an_env_py_reading_a_variable_of_its_own(tmp_path: Path) -> None:
     (project / "tests" / "test_app.py").write_text(OWN_VARIABLE_TEST)
     production = "postgresql://app:secret@127.0.0.1:1/app"
     for env in (clean_env(), clean_env(MYAPP_DB_URL=production)):
-        code, out, err = run_cli(project, "check", "--only", "upgrade,stairway", env=env)
+        url = admin_url(pg_server)
+        code, out, err = run_cli(
+            project, "check", "--only", "upgrade,stairway", "--url", url, env=env
+        )
         assert code == 0 and "secret" not in out + err, out + err
     result = run_pytest(project, MYAPP_DB_URL=production)
     assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
@@ -455,11 +460,14 @@ def test_a_pyproject_toml_registered_as_the_ini_is_one_line(tmp_path: Path) -> N
     assert "register the alembic.ini beside it" in err, err
 
 
-def test_an_unregistered_variable_of_env_pys_own_is_named_with_the_fix(tmp_path: Path) -> None:
+def test_an_unregistered_variable_of_env_pys_own_is_named_with_the_fix(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
     """env.py reads ``os.environ["MYAPP_DB_URL"]``, not registered: one line naming the
     variable and the ``url_env`` that would point it at the database being migrated."""
     project = reading_its_own_variable(user_project(tmp_path / "app", "generic"))
-    code, out, err = run_cli(project, "check", "--only", "upgrade", env=clean_env())
+    url = admin_url(pg_server)
+    code, out, err = run_cli(project, "check", "--only", "upgrade", "--url", url, env=clean_env())
     assert code == 1, out + err
     assert "KeyError: 'MYAPP_DB_URL'" in out + err, out + err
     assert 'register it as url_env = "MYAPP_DB_URL" under [tool.reynard-db.databases.app]' in (
