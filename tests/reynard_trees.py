@@ -156,21 +156,30 @@ def run_cli(
     process: Process = "fork",
     timeout: float = 300,
 ) -> tuple[int, str, str]:
-    """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it,
-    killed after ``timeout`` seconds (``subprocess.TimeoutExpired``). Forked only when the
-    child would be the interpreter ``env`` starts (``cli_fork``); else, as with
-    ``process="exec"``, started."""
+    """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it
+    (``run_cli_in`` the project)."""
+    argv = ("--project", str(project), *argv)
+    return run_cli_in(project, *argv, env=env, process=process, timeout=timeout)
+
+
+def run_cli_in(
+    cwd: Path,
+    *argv: str,
+    env: dict[str, str] | None = None,
+    process: Process = "fork",
+    timeout: float = 300,
+) -> tuple[int, str, str]:
+    """``reynard-migrate ARGV...`` run in ``cwd``: (exit code, stdout, stderr), killed after
+    ``timeout`` seconds (``subprocess.TimeoutExpired``). Forked only when the child would
+    be the interpreter ``env`` starts (``cli_fork``); else, as with ``process="exec"``,
+    started."""
     if process == "fork":
-        forked = cli_fork.run(cli_argv(project, *argv)[3:], env, project, timeout)
+        forked = cli_fork.run(argv, env, cwd, timeout)
         if forked is not None:
             return forked
+    command = [sys.executable, "-m", "pytest_reynard_db", *argv]
     result = subprocess.run(
-        cli_argv(project, *argv),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=project,
-        env=env,
+        command, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
     )
     return result.returncode, result.stdout, result.stderr
 

@@ -9,15 +9,20 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from contextlib import chdir
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import admin_url, clean_env, run_cli, run_pytest, write_revision
+from reynard_trees import (
+    admin_url,
+    clean_env,
+    run_cli,
+    run_cli_in,
+    run_pytest,
+    write_revision,
+)
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -367,17 +372,10 @@ def test_a_tree_as_it_sits_in_git(tmp_path: Path, shape: str) -> None:
     env = clean_env()
 
     def cli(*argv: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest_reynard_db", *argv],
-            cwd=project / "tests",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, f"{argv}: {result.stdout}{result.stderr}"
-        assert "Traceback" not in result.stderr, result.stderr
-        return result.stdout
+        code, out, err = run_cli_in(project / "tests", *argv, env=env)
+        assert code == 0, f"{argv}: {out}{err}"
+        assert "Traceback" not in err, err
+        return out
 
     only = "upgrade,stairway" if empty else "upgrade,stairway,models_match"
     out = cli("check", "--only", only, "--json")
