@@ -1,8 +1,9 @@
-"""``reynard-migrate`` forked instead of started: a fork server for the tests' CLI runs.
+"""``reynard-migrate`` in the tests: ``run_cli`` (and ``run_cli_in``, ``cli_of``, the
+``cli`` fixture's ``Cli``), forked by default from a fork server, or started.
 
 A new interpreter spends about half a second starting and importing SQLAlchemy, Alembic
 and the CLI before ``main`` runs; ~200 tests run the CLI. Each test process (an xdist
-worker) starts one server on first use (``run``): an interpreter started as the CLI's
+worker) starts one server on first use (``run_forked``): an interpreter started as the CLI's
 would be (``sys.executable``, a user's shell's environment, standard streams that are
 pipes) that imports what ``pytest_reynard_db.cli.run`` imports before it calls ``main``,
 and nothing else. For each run it forks a child that takes the caller's whole
@@ -16,14 +17,14 @@ used by the server, so each child starts from them untouched):
 - what the interpreter reads at its start (``START_VARIABLES``: ``PYTHON*`` such as
   ``PYTHONPATH``, the locale, the guard's ``.pth``/sitecustomize variable, the drivers'
   variables read at import): a run whose values differ from the server's is started as
-  an interpreter instead (``run`` returns None);
+  an interpreter instead (``run_forked`` returns None);
 - ``sys.path[0]`` (``python -m`` puts the working directory there), ``sys.argv``,
   ``tempfile``'s cached directory and the C library's time zone: set again in the child;
 - the hash seed (``PYTHONHASHSEED``): every child has the server's, where each started
   interpreter draws its own: no test may rely on a set's order, either way;
 - its parent is the server's waiter, not the test process, and its process group is the
   server's: the tests about signals, the interpreter or the entry point run it started
-  (``reynard_trees.run_cli(..., process="exec")``).
+  (``run_cli(..., process="exec")``).
 
 The server runs as ``python tests/cli_fork.py FD`` (FD: its end of a socket pair): this
 module imports only the standard library at its top, for the server's sake.
@@ -46,7 +47,7 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 #: The variables an interpreter, the package or its drivers read when they start or are
 #: imported (a name, or a prefix ending in ``*``).
@@ -74,6 +75,79 @@ def start_values(env: Mapping[str, str]) -> dict[str, str]:
     """The values in ``env`` of the variables read at an interpreter's start (an empty
     one is as unset: the guard's fixture leaves ``PYTHONPATH=""``)."""
     return {name: value for name, value in env.items() if value and _started(name)}
+
+
+# -- what the tests call -------------------------------------------------------------------
+
+
+#: How ``run_cli`` runs the CLI: ``"fork"`` (the default) a child of this process's fork
+#: server, a fresh interpreter at ``main`` without the half second of its start
+#: (the fork server); ``"exec"`` a new interpreter, for the tests about the process itself
+#: (signals, the interpreter's start and exit, the guard inherited at start, the entry
+#: point, PATH and PYTHONPATH, the terminal's encoding).
+Process = Literal["fork", "exec"]
+
+
+class Cli(Protocol):
+    """The ``cli`` fixture: ``run_cli`` on the test's ``project``."""
+
+    def __call__(
+        self, *argv: str, env: dict[str, str] | None = None, process: Process = "fork"
+    ) -> tuple[int, str, str]: ...
+
+
+def cli_argv(project: Path, *argv: str) -> list[str]:
+    """The command line of ``reynard-migrate --project PROJECT ARGV...``."""
+    return [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv]
+
+
+def run_cli(
+    project: Path,
+    *argv: str,
+    env: dict[str, str] | None = None,
+    process: Process = "fork",
+    timeout: float = 300,
+) -> tuple[int, str, str]:
+    """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it
+    (``run_cli_in`` the project)."""
+    argv = ("--project", str(project), *argv)
+    return run_cli_in(project, *argv, env=env, process=process, timeout=timeout)
+
+
+def run_cli_in(
+    cwd: Path,
+    *argv: str,
+    env: dict[str, str] | None = None,
+    process: Process = "fork",
+    timeout: float = 300,
+) -> tuple[int, str, str]:
+    """``reynard-migrate ARGV...`` run in ``cwd``: (exit code, stdout, stderr), killed after
+    ``timeout`` seconds (``subprocess.TimeoutExpired``). Forked only when the child would
+    be the interpreter ``env`` starts (the fork server); else, as with ``process="exec"``,
+    started."""
+    if process == "fork":
+        forked = run_forked(argv, env, cwd, timeout)
+        if forked is not None:
+            return forked
+    command = [sys.executable, "-m", "pytest_reynard_db", *argv]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def cli_of(project: Path, *, env: dict[str, str] | None = None, process: Process = "fork") -> Cli:
+    """``run_cli`` on ``project`` as a ``Cli``, ``env`` and ``process`` its defaults."""
+
+    def run(
+        *argv: str, env: dict[str, str] | None = env, process: Process = process
+    ) -> tuple[int, str, str]:
+        return run_cli(project, *argv, env=env, process=process)
+
+    return run
+
+
+# -- the fork server, asked by the test process ---------------------------------------------
 
 
 class ForkServer:
@@ -140,7 +214,7 @@ class ForkServer:
 _servers: dict[int, ForkServer] = {}
 
 
-def run(
+def run_forked(
     argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path, timeout: float
 ) -> tuple[int, str, str] | None:
     """``reynard-migrate ARGV`` forked by this process's server (started on first use, in

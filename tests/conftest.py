@@ -8,7 +8,7 @@
   inis, models and registry, free to break (a module whose tests need another project
   overrides it, or extends it: ``def project(project)``).
 - ``cli``: ``reynard-migrate`` on ``project``, in a child process, as a user runs it
-  (forked by default: ``reynard_trees.run_cli``).
+  (forked by default: ``cli_fork.run_cli``).
 - ``pytester``: pytest's own, its directory a Reynard project (``reynard_project``) and
   its inner runs set up once here (``-p no:cacheprovider``), for the plugin's tests.
 """
@@ -23,13 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reynard_trees import (
-    QUIET_ASYNCIO,
-    Cli,
-    cli_of,
-    copy_reynard_trees,
-    reynard_project,
-)
+from cli_fork import Cli, cli_of
+from reynard_trees import QUIET_ASYNCIO, copy_reynard_trees, reynard_project
 
 from pytest_reynard_db.guard import GUARD, inherit
 from pytest_reynard_db.postgres import EphemeralServer
@@ -177,7 +172,7 @@ def project(tmp_path: Path) -> Path:
 def cli(project: Path) -> Cli:
     """``cli(*argv, env=None, process="fork")``: ``reynard-migrate --project PROJECT
     ARGV...`` in a child process; ``(exit code, stdout, stderr)``. ``env``: the child's
-    whole environment; ``process``: forked or started (``reynard_trees.run_cli``)."""
+    whole environment; ``process``: forked or started (``cli_fork.run_cli``)."""
 
     return cli_of(project)
 

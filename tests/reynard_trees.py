@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, Protocol, TextIO, TypeVar
+from typing import Any, Literal, TextIO, TypeVar
 
-import cli_fork
 import psycopg
 import pytest
 from sqlalchemy.engine import URL
@@ -123,76 +122,9 @@ def require_password(server: EphemeralServer, role: str, password: str) -> None:
     wait_until(refused_without_password, 60, f"pg_hba.conf's reload ({role} asked for a password)")
 
 
-#: How ``run_cli`` runs the CLI: ``"fork"`` (the default) a child of this process's fork
-#: server, a fresh interpreter at ``main`` without the half second of its start
-#: (``cli_fork``); ``"exec"`` a new interpreter, for the tests about the process itself
-#: (signals, the interpreter's start and exit, the guard inherited at start, the entry
-#: point, PATH and PYTHONPATH, the terminal's encoding).
-Process = Literal["fork", "exec"]
-
-
-class Cli(Protocol):
-    """The ``cli`` fixture: ``run_cli`` on the test's ``project``."""
-
-    def __call__(
-        self, *argv: str, env: dict[str, str] | None = None, process: Process = "fork"
-    ) -> tuple[int, str, str]: ...
-
-
-def cli_argv(project: Path, *argv: str) -> list[str]:
-    """The command line of ``reynard-migrate --project PROJECT ARGV...``."""
-    return [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv]
-
-
 def pytest_argv(*args: str) -> list[str]:
     """The command line of ``pytest ARGS`` in a child process (no cache written)."""
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
-
-
-def run_cli(
-    project: Path,
-    *argv: str,
-    env: dict[str, str] | None = None,
-    process: Process = "fork",
-    timeout: float = 300,
-) -> tuple[int, str, str]:
-    """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it
-    (``run_cli_in`` the project)."""
-    argv = ("--project", str(project), *argv)
-    return run_cli_in(project, *argv, env=env, process=process, timeout=timeout)
-
-
-def run_cli_in(
-    cwd: Path,
-    *argv: str,
-    env: dict[str, str] | None = None,
-    process: Process = "fork",
-    timeout: float = 300,
-) -> tuple[int, str, str]:
-    """``reynard-migrate ARGV...`` run in ``cwd``: (exit code, stdout, stderr), killed after
-    ``timeout`` seconds (``subprocess.TimeoutExpired``). Forked only when the child would
-    be the interpreter ``env`` starts (``cli_fork``); else, as with ``process="exec"``,
-    started."""
-    if process == "fork":
-        forked = cli_fork.run(argv, env, cwd, timeout)
-        if forked is not None:
-            return forked
-    command = [sys.executable, "-m", "pytest_reynard_db", *argv]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
-    )
-    return result.returncode, result.stdout, result.stderr
-
-
-def cli_of(project: Path, *, env: dict[str, str] | None = None, process: Process = "fork") -> Cli:
-    """``run_cli`` on ``project`` as a ``Cli``, ``env`` and ``process`` its defaults."""
-
-    def run(
-        *argv: str, env: dict[str, str] | None = env, process: Process = process
-    ) -> tuple[int, str, str]:
-        return run_cli(project, *argv, env=env, process=process)
-
-    return run
 
 
 def admin_url(server: EphemeralServer) -> str:

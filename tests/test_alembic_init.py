@@ -15,14 +15,8 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import (
-    Cli,
-    admin_url,
-    clean_env,
-    connections_received,
-    run_pytest,
-    write_revision,
-)
+from cli_fork import Cli
+from reynard_trees import admin_url, clean_env, connections_received, run_pytest, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer
 

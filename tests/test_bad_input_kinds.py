@@ -22,7 +22,8 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, copy_reynard_trees, reynard_project, run_cli
+from cli_fork import run_cli
+from reynard_trees import clean_env, copy_reynard_trees, reynard_project
 
 from pytest_reynard_db.postgres import EphemeralServer
 

@@ -23,11 +23,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cli_fork import run_cli
 from reynard_trees import (
     admin_url,
     clean_env,
     reynard_project,
-    run_cli,
     scratch_databases,
     wait_until,
     write_revision,

@@ -15,7 +15,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from reynard_trees import Cli, admin_url, write_revision
+from cli_fork import Cli
+from reynard_trees import admin_url, write_revision
 
 from pytest_reynard_db.checks import CheckResult, Place, run_checks
 from pytest_reynard_db.checks.report import show_results

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 import pytest
-from reynard_trees import Cli, admin_url, scratch_databases, stairway_of, write_revision
+from cli_fork import Cli
+from reynard_trees import admin_url, scratch_databases, stairway_of, write_revision
 
 from pytest_reynard_db.checks import CHECKS, CheckResult, run_checks, select_checks
 from pytest_reynard_db.checks.heads import expected_heads

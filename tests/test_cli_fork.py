@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, run_cli, write_revision
+from cli_fork import run_cli
+from reynard_trees import clean_env, write_revision
 
 #: Put first in the main tree's env.py: what a new interpreter would hold, on stderr.
 REPORT = """\

@@ -26,7 +26,8 @@ import pytest
 import test_drift
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, cli_of, log_of, logged_since, run_cli, write_revision
+from cli_fork import cli_of, run_cli
+from reynard_trees import clean_env, log_of, logged_since, write_revision
 from test_drift import drift, execute, upgraded_copy
 
 from pytest_reynard_db.postgres import EphemeralServer

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cli_fork import cli_argv
 from reynard_trees import (
     clean_env,
-    cli_argv,
     copy_reynard_trees,
     scalar,
     wait_for,

@@ -20,8 +20,9 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from cli_fork import run_cli_in
 from psycopg import sql
-from reynard_trees import clean_env, reynard_project, run_cli_in
+from reynard_trees import clean_env, reynard_project
 
 from pytest_reynard_db.foundation import urls
 from pytest_reynard_db.foundation.urls import mask_url, redact, remember_secrets

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, copy_reynard_trees, run_cli, write_revision
+from cli_fork import run_cli
+from reynard_trees import clean_env, copy_reynard_trees, write_revision
 
 HANG_GUARD = 180  # seconds; a hang fails the test instead of the suite
 

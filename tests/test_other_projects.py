@@ -15,14 +15,8 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import (
-    admin_url,
-    clean_env,
-    run_cli,
-    run_cli_in,
-    run_pytest,
-    write_revision,
-)
+from cli_fork import run_cli, run_cli_in
+from reynard_trees import admin_url, clean_env, run_pytest, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer
 

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, reynard_project, run_cli, write_revision
+from cli_fork import run_cli
+from reynard_trees import clean_env, reynard_project, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer, find_binaries
 from pytest_reynard_db.postgres.binaries import describe
@@ -39,7 +40,7 @@ def run(project: Path, runtime: Path, *argv: str) -> subprocess.CompletedProcess
 
 
 def cli(project: Path, runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``reynard-migrate --project PROJECT ARGS`` (forked: ``reynard_trees.run_cli``)."""
+    """``reynard-migrate --project PROJECT ARGS`` (forked: ``cli_fork.run_cli``)."""
     env = clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime))
     code, out, err = run_cli(project, *args, env=env)
     return subprocess.CompletedProcess(args, code, out, err)
