@@ -7,7 +7,8 @@
 - ``project``: a user's project, a directory holding copies of the Reynard trees,
   inis, models and registry, free to break (a module whose tests need another project
   overrides it, or extends it: ``def project(project)``).
-- ``cli``: ``reynard-migrate`` on ``project``, in a child process, as a user runs it.
+- ``cli``: ``reynard-migrate`` on ``project``, in a child process, as a user runs it
+  (forked by default: ``cli_fork.run_cli``).
 - ``pytester``: pytest's own, its directory a Reynard project (``reynard_project``) and
   its inner runs set up once here (``-p no:cacheprovider``), for the plugin's tests.
 """
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reynard_trees import QUIET_ASYNCIO, Cli, copy_reynard_trees, reynard_project, run_cli
+from cli_fork import Cli, cli_of
+from reynard_trees import QUIET_ASYNCIO, copy_reynard_trees, reynard_project
 
 from pytest_reynard_db.guard import GUARD, inherit
 from pytest_reynard_db.postgres import EphemeralServer
@@ -168,13 +170,11 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cli(project: Path) -> Cli:
-    """``cli(*argv, env=None)``: ``reynard-migrate --project PROJECT ARGV...`` in a child
-    process; ``(exit code, stdout, stderr)``. ``env``: the child's whole environment."""
+    """``cli(*argv, env=None, process="fork")``: ``reynard-migrate --project PROJECT
+    ARGV...`` in a child process; ``(exit code, stdout, stderr)``. ``env``: the child's
+    whole environment; ``process``: forked or started (``cli_fork.run_cli``)."""
 
-    def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-        return run_cli(project, *argv, env=env)
-
-    return run
+    return cli_of(project)
 
 
 #: Every inner pytest run of the plugin's tests: no cache written into the project, and

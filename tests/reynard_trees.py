@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, Protocol, TextIO, TypeVar
+from typing import Any, Literal, TextIO, TypeVar
 
 import psycopg
 import pytest
@@ -122,33 +122,15 @@ def require_password(server: EphemeralServer, role: str, password: str) -> None:
     wait_until(refused_without_password, 60, f"pg_hba.conf's reload ({role} asked for a password)")
 
 
-class Cli(Protocol):
-    """The ``cli`` fixture: ``run_cli`` on the test's ``project``."""
-
-    def __call__(self, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]: ...
-
-
-def cli_argv(project: Path, *argv: str) -> list[str]:
-    """The command line of ``reynard-migrate --project PROJECT ARGV...``."""
-    return [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv]
-
-
 def pytest_argv(*args: str) -> list[str]:
     """The command line of ``pytest ARGS`` in a child process (no cache written)."""
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
 
 
-def run_cli(project: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it."""
-    result = subprocess.run(
-        cli_argv(project, *argv),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=project,
-        env=env,
-    )
-    return result.returncode, result.stdout, result.stderr
+def admin_url(server: EphemeralServer) -> str:
+    """``--url`` for the checks' throw-away databases on ``server`` (the session's
+    ``pg_server``: a check that is not about its server starts none of its own)."""
+    return str(server.url.render_as_string(hide_password=False))
 
 
 def break_main(project: Path) -> None:

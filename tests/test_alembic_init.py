@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import Cli, clean_env, connections_received, run_pytest, write_revision
+from cli_fork import Cli
+from reynard_trees import admin_url, clean_env, connections_received, run_pytest, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -119,7 +120,9 @@ def test_logging_intact_after_pytest_alembic(caplog):
 """
 
 
-def test_env_py_calling_fileconfig_unguarded(project: Path, cli: Cli) -> None:
+def test_env_py_calling_fileconfig_unguarded(
+    project: Path, cli: Cli, pg_server: EphemeralServer
+) -> None:
     """``fileConfig(config.config_file_name)`` with no None check, as many env.py have:
     it gets a real file, and pytest's capture and the application's loggers survive it."""
     env_py = project / "migrations" / "env.py"
@@ -131,7 +134,7 @@ def test_env_py_calling_fileconfig_unguarded(project: Path, cli: Cli) -> None:
     result = run_pytest(project, "--reynard-db=app")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
-    code, out, err = cli("check", "--only", "upgrade,stairway")
+    code, out, err = cli("check", "--only", "upgrade,stairway", "--url", admin_url(pg_server))
     assert code == 0, out + err
     assert "Running upgrade" not in err and "INFO" not in err, err  # checks stay quiet
 
@@ -176,7 +179,7 @@ def test_an_error_importing_the_application_is_env_pys(project: Path, cli: Cli) 
     (project / "myapp.py").write_text("import settings\n")
     (project / "settings.py").write_text("raise RuntimeError('SECRET_KEY is not set')\n")
     env = clean_env(PYTHONPATH=str(project))
-    code, out, err = cli("check", "--only", "upgrade,stairway", "--json", env=env)
+    code, out, err = cli("check", "--only", "upgrade,stairway", "--json", env=env, process="exec")
     assert code == 1, out + err
     for result in json.loads(out)["results"]:
         assert result["file"] == "migrations/env.py" and result["revision"] is None, result
@@ -184,9 +187,9 @@ def test_an_error_importing_the_application_is_env_pys(project: Path, cli: Cli) 
             "migrations/env.py:1 (in myapp -> settings): RuntimeError: SECRET_KEY"
             in (result["message"])
         )
-    code, out, err = cli("create", "app", "-m", "x", env=env)
+    code, out, err = cli("create", "app", "-m", "x", env=env, process="exec")
     assert code == 1 and err.count("\n") == 1 and "env.py:1" in err, err
-    code, out, err = cli("--traceback", "create", "app", "-m", "x", env=env)
+    code, out, err = cli("--traceback", "create", "app", "-m", "x", env=env, process="exec")
     assert code == 1 and "Traceback" in err and "settings.py" in err, err
 
 
@@ -210,15 +213,19 @@ def test_the_readmes_recommended_env_py_works(project: Path, cli: Cli) -> None:
     (project / "migrations" / "env.py").write_text(env_py)
     (project / "test_app.py").write_text("def test_db(reynard_db_fresh):\n    pass\n")
     env = clean_env(PYTHONPATH=str(project))
-    code, out, err = cli("check", "--only", "upgrade,stairway,models_match,locks", env=env)
+    code, out, err = cli(
+        "check", "--only", "upgrade,stairway,models_match,locks", env=env, process="exec"
+    )
     assert code == 0, out + err
-    code, out, err = cli("lint", "app", env=env)
+    code, out, err = cli("lint", "app", env=env, process="exec")
     assert code == 0, out + err
     result = run_pytest(project, "--reynard-db=app", "--reynard-db-checks", PYTHONPATH=str(project))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_broken_revision_is_named_under_a_stock_env_py(project: Path, cli: Cli) -> None:
+def test_a_broken_revision_is_named_under_a_stock_env_py(
+    project: Path, cli: Cli, pg_server: EphemeralServer
+) -> None:
     """The stock env.py's ``fileConfig`` disables Alembic's loggers: the step being run
     must still be known, so a failing revision is named, not env.py."""
     write_revision(
@@ -227,7 +234,8 @@ def test_a_broken_revision_is_named_under_a_stock_env_py(project: Path, cli: Cli
         REVISION,
         "raise RuntimeError('boom in the revision')",
     )
-    code, out, err = cli("check", "--only", "upgrade,stairway", "--json")
+    url = admin_url(pg_server)
+    code, out, err = cli("check", "--only", "upgrade,stairway", "--json", "--url", url)
     assert code == 1, out + err
     for result in json.loads(out)["results"]:
         assert result["revision"] == "0a0000000002", result

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, ctrl_c_as_in_a_terminal, run_cli, wait_for, write_revision
+from cli_fork import run_cli
+from reynard_trees import clean_env, ctrl_c_as_in_a_terminal, wait_for, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.foundation.errors import GuardRefused

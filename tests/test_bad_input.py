@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from reynard_trees import copy_reynard_trees, databases, require_password, run_cli
+from cli_fork import run_cli
+from reynard_trees import copy_reynard_trees, databases, require_password
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.postgres import EphemeralServer

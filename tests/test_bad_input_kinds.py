@@ -22,6 +22,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
+from cli_fork import run_cli
 from reynard_trees import clean_env, copy_reynard_trees, reynard_project
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -33,15 +34,7 @@ HANG = 60
 
 
 def run(project: Path, *argv: str, **env: str) -> tuple[int, str, str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv],
-        cwd=project,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=HANG,
-    )
-    return done.returncode, done.stdout, done.stderr
+    return run_cli(project, *argv, env=clean_env(**env), timeout=HANG)
 
 
 def one_line(err: str, expected: str) -> None:

@@ -23,10 +23,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cli_fork import run_cli
 from reynard_trees import (
+    admin_url,
     clean_env,
     reynard_project,
-    run_cli,
     scratch_databases,
     wait_until,
     write_revision,
@@ -141,15 +142,18 @@ def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "two")
 
 
-def auth_results(project: Path, *argv: str) -> list[dict[str, object]]:
-    code, out, err = run_cli(project, "check", *argv, "--json", env=clean_env())
+def auth_results(project: Path, server: EphemeralServer, *argv: str) -> list[dict[str, object]]:
+    url = admin_url(server)
+    code, out, err = run_cli(project, "check", *argv, "--json", "--url", url, env=clean_env())
     assert code in (0, 1), err
     results = json.loads(out)["results"]
     return [r for r in results if r["database"] == "auth"]
 
 
-def test_cli_results_of_one_database_do_not_depend_on_another(project: Path) -> None:
-    alone = auth_results(project, "auth")
+def test_cli_results_of_one_database_do_not_depend_on_another(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    alone = auth_results(project, pg_server, "auth")
     assert [(r["check"], r["ok"]) for r in alone] == [
         ("single_head", True),
         ("upgrade", True),
@@ -157,9 +161,9 @@ def test_cli_results_of_one_database_do_not_depend_on_another(project: Path) -> 
         ("downgrade_clean", True),
         ("models_match", True),
     ], alone
-    assert auth_results(project, "app", "auth") == alone
-    assert auth_results(project) == alone  # every database, app first
-    only = auth_results(project, "app", "auth", "--only", "models_match,upgrade")
+    assert auth_results(project, pg_server, "app", "auth") == alone
+    assert auth_results(project, pg_server) == alone  # every database, app first
+    only = auth_results(project, pg_server, "app", "auth", "--only", "models_match,upgrade")
     assert only == [r for r in alone if r["check"] in ("upgrade", "models_match")]
 
 

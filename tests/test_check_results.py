@@ -15,7 +15,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from reynard_trees import Cli, write_revision
+from cli_fork import Cli
+from reynard_trees import admin_url, write_revision
 
 from pytest_reynard_db.checks import CheckResult, Place, run_checks
 from pytest_reynard_db.checks.report import show_results
@@ -100,17 +101,22 @@ def test_a_failed_upgrade_is_not_repeated_by_the_checks_that_need_it(
     assert skipped is not None and skipped.get("message", "").startswith("not run: upgrade")
 
 
-def test_not_run_is_decided_by_each_check_alone(project: Path, cli: Cli) -> None:
+def test_not_run_is_decided_by_each_check_alone(
+    project: Path, cli: Cli, pg_server: EphemeralServer
+) -> None:
     """``--only downgrade_clean`` says the same as all checks together; a not-run check
     alone fails no run (exit 0), and the summary counts it."""
     broken_upgrade(project)
-    code, out, err = cli("check", "main", "--only", "downgrade_clean", "--format", "json")
+    url = admin_url(pg_server)
+    code, out, err = cli(
+        "check", "main", "--only", "downgrade_clean", "--url", url, "--format", "json"
+    )
     assert code == 0, out + err
     [entry] = json.loads(out)["results"]
     assert entry["status"] == "not_run" and entry["revision"] == BROKEN, entry
     assert entry["message"].startswith(f"not run: upgrade failed at {BROKEN} (")
     assert "Traceback" not in err
-    code, out, err = cli("check", "main", "--only", "downgrade_clean")
+    code, out, err = cli("check", "main", "--only", "downgrade_clean", "--url", url)
     assert code == 0 and out.rstrip().endswith("1 check, 1 not run"), out + err
 
 

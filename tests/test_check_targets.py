@@ -19,7 +19,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, reynard_project, run_cli, run_pytest, write_revision
+from cli_fork import run_cli
+from reynard_trees import clean_env, reynard_project, run_pytest, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer
 

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 import pytest
-from reynard_trees import Cli, scratch_databases, stairway_of, write_revision
+from cli_fork import Cli
+from reynard_trees import admin_url, scratch_databases, stairway_of, write_revision
 
 from pytest_reynard_db.checks import CHECKS, CheckResult, run_checks, select_checks
 from pytest_reynard_db.checks.heads import expected_heads
@@ -485,8 +486,10 @@ def test_scratch_names_are_valid_and_distinct() -> None:
 
 
 # -- the CLI ---------------------------------------------------------------------------
-def test_cli_check_json_on_the_shipped_trees_matches_the_spec(project: Path, cli: Cli) -> None:
-    code, out, err = cli("check", "--json")
+def test_cli_check_json_on_the_shipped_trees_matches_the_spec(
+    project: Path, cli: Cli, pg_server: EphemeralServer
+) -> None:
+    code, out, err = cli("check", "--json", "--url", admin_url(pg_server))
     assert code == 0, err
     document = json.loads(out)  # nothing but the JSON on stdout
     assert list(document) == ["results"]

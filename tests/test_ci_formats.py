@@ -12,7 +12,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from reynard_trees import Cli
+from cli_fork import Cli
 
 VERSIONS = Path("alembic/main/versions")
 

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from reynard_trees import REPO, Cli, scalar, write_revision
+from cli_fork import Cli
+from reynard_trees import REPO, scalar, write_revision
 from sqlalchemy import create_engine, text
 
 from pytest_reynard_db.cli import main

@@ -19,7 +19,8 @@ from xml.etree import ElementTree
 import psycopg
 import pytest
 import yaml
-from reynard_trees import Cli, clean_env, log_of, logged_since, run_cli
+from cli_fork import Cli, run_cli
+from reynard_trees import clean_env, log_of, logged_since
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError
 from test_readme_ci import readme_block

@@ -16,7 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 import test_drift
-from reynard_trees import Cli, log_of, logged_since
+from cli_fork import Cli
+from reynard_trees import log_of, logged_since
 from test_drift import READS, drift, execute
 
 from pytest_reynard_db.postgres import EphemeralServer

@@ -26,7 +26,8 @@ import pytest
 import test_drift
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, log_of, logged_since, run_cli, write_revision
+from cli_fork import cli_of, run_cli
+from reynard_trees import clean_env, log_of, logged_since, write_revision
 from test_drift import drift, execute, upgraded_copy
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -78,7 +79,7 @@ def migrated(production: EphemeralServer, root: Path, *before: str) -> str:
 
 def drift_in(production: EphemeralServer, root: Path, url: str) -> tuple[int, str, str]:
     """``drift main --url URL`` in ``root``; production received only reads meanwhile."""
-    return drift(lambda *argv, env=None: run_cli(root, *argv, env=env), production, url)
+    return drift(cli_of(root), production, url)
 
 
 # -- false drift: a tree as migrated must match -------------------------------------------
@@ -476,9 +477,9 @@ def upgraded_then_drift(
     name = f"prod_h26b_{next(_numbers)}"
     production.create_database(name)
     url = production.database_url(name).render_as_string(hide_password=False)
-    code, out, err = run_cli(root, "upgrade", "main", "--url", url, env=env)
+    code, out, err = run_cli(root, "upgrade", "main", "--url", url, env=env, process="exec")
     assert code == 0 and "main: at " in out, out + err
-    return drift(lambda *argv, env=env: run_cli(root, *argv, env=env), production, url)
+    return drift(cli_of(root, env=env, process="exec"), production, url)
 
 
 def test_optunas_tree_as_migrated_matches(

@@ -25,7 +25,8 @@ from pathlib import Path
 import alembic
 import pytest
 import test_drift
-from reynard_trees import log_of, logged_since, run_cli
+from cli_fork import run_cli
+from reynard_trees import log_of, logged_since
 from test_drift import execute
 from test_drift_false_alarms import (
     drift_in,

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, run_cli
+from cli_fork import run_cli
+from reynard_trees import clean_env
 
 from pytest_reynard_db.postgres import EphemeralServer
 

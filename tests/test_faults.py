@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_fork import run_cli
 from reynard_trees import (
     clean_env,
     copy_reynard_trees,
@@ -34,7 +35,6 @@ from reynard_trees import (
     pytest_argv,
     require_password,
     reynard_project,
-    run_cli,
     wait_for,
     wait_until,
     write_revision,

@@ -20,7 +20,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from reynard_trees import Cli, wait_until, write_revision
+from cli_fork import Cli
+from reynard_trees import wait_until, write_revision
 
 ECS = Path("alembic/ecs/versions/ecs")
 ECS_E2E = Path("alembic/ecs_e2e/versions/ecs")

@@ -42,15 +42,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from cli_fork import cli_argv
 from psycopg import sql
-from reynard_trees import (
-    clean_env,
-    cli_argv,
-    log_of,
-    pytest_argv,
-    reynard_project,
-    write_revision,
-)
+from reynard_trees import clean_env, log_of, pytest_argv, reynard_project, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer
 

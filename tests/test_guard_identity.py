@@ -49,7 +49,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from reynard_trees import clean_env, require_password, reynard_project, run_cli, run_pytest
+from cli_fork import run_cli
+from reynard_trees import clean_env, require_password, reynard_project, run_pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from test_guard_truth import PRODUCTION_HOST, Forwarder, _statements, harness, production

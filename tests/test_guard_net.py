@@ -26,7 +26,8 @@ import psycopg
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, reynard_project, run_cli, run_pytest
+from cli_fork import run_cli
+from reynard_trees import clean_env, reynard_project, run_pytest
 from sqlalchemy import create_engine, text
 from test_guard_attacks import DECOY_DATABASES, Decoy, decoy, decoy_state, pristine
 from test_guard_truth import PRODUCTION_HOST, _statements, harness, production

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_fork import cli_argv
 from reynard_trees import (
     clean_env,
-    cli_argv,
     connections_received,
     ctrl_c_as_in_a_terminal,
     pytest_argv,

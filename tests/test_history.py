@@ -18,7 +18,8 @@ import pytest
 import yaml
 from alembic import command
 from alembic.config import Config
-from reynard_trees import REPO, Cli, clean_env, run_pytest, write_revision
+from cli_fork import Cli
+from reynard_trees import REPO, clean_env, run_pytest, write_revision
 
 from pytest_reynard_db.checks import enabled_checks, select_checks
 from pytest_reynard_db.checks.isolated import run_isolated

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
-from reynard_trees import Cli, run_cli, write_revision
+from cli_fork import Cli, run_cli
+from reynard_trees import write_revision
 
 from pytest_reynard_db.checks import CheckResult, run_checks
 from pytest_reynard_db.foundation.registry import load_registry

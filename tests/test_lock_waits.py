@@ -14,10 +14,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cli_fork import cli_argv
 from reynard_trees import (
     HOLD_FILE_LOCK,
     clean_env,
-    cli_argv,
     copy_reynard_trees,
     scalar,
     wait_for,

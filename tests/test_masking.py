@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from cli_fork import run_cli_in
 from psycopg import sql
 from reynard_trees import clean_env, reynard_project
 
@@ -126,20 +127,14 @@ def test_every_output_shows_the_url_with_only_its_password_masked(
 
     wrong = url.replace(f":{quote(password, safe='')}@", ":wrong@")
     for argv in (("check", "main", "--url", url, "--only", "upgrade"), ("current", "main")):
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest_reynard_db", *argv],
-            cwd=project,
-            env=clean_env(DATABASE_URL=wrong, REYNARD_DB_URL=url),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        output = done.stdout + done.stderr
+        env = clean_env(DATABASE_URL=wrong, REYNARD_DB_URL=url)
+        code, out, err = run_cli_in(project, *argv, env=env)
+        output = out + err
         if argv[0] == "check":
-            assert done.returncode == 0, output
-            assert "main      upgrade  ok" in done.stdout, output
+            assert code == 0, output
+            assert "main      upgrade  ok" in out, output
         else:  # the password is wrong: one line, the URL as it is with its password masked
-            assert done.returncode == 2, output
-            assert done.stderr.count("\n") == 1, output
-            assert f"postgresql+psycopg://postgres:***@127.0.0.1:{port}/" in done.stderr, output
+            assert code == 2, output
+            assert err.count("\n") == 1, output
+            assert f"postgresql+psycopg://postgres:***@127.0.0.1:{port}/" in err, output
         assert "***ql" not in output and f"{port}/***" not in output, output

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
+from cli_fork import run_cli
 from reynard_trees import clean_env, copy_reynard_trees, write_revision
 
 HANG_GUARD = 180  # seconds; a hang fails the test instead of the suite
@@ -46,14 +46,8 @@ def stock_project(root: Path) -> Path:
 
 
 def run(project: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv],
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
-    )
+    code, out, err = run_cli(project, *argv, env=clean_env(), timeout=HANG_GUARD)
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 FIX = 'connectable = config.attributes.get("connection") or engine_from_config(...)'

@@ -32,11 +32,12 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
+from cli_fork import run_cli
 from oracle_corpus import ENUM_CASES, Case, Expected, Rev
 from oracle_corpus_hostile import HOSTILE_CASES
 from oracle_corpus_objects import OBJECT_CASES
 from oracle_corpus_state import STATE_CASES
-from reynard_trees import REPO, clean_env, run_cli, write_revision
+from reynard_trees import REPO, clean_env, write_revision
 from sqlalchemy.engine import URL
 from test_readme_quickstart import quickstart_blocks
 

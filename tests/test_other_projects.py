@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from contextlib import chdir
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, run_cli, run_pytest, write_revision
+from cli_fork import run_cli, run_cli_in
+from reynard_trees import admin_url, clean_env, run_pytest, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -200,11 +199,13 @@ def test_an_asyncpg_url_without_asyncpg_is_one_line(
     url = asyncpg_url(pg_server, "postgres")
     env = clean_env(PYTHONPATH=str(missing.parent))
     for argv in (("upgrade", "app", "--url", url), ("current", "app", "--url", url)):
-        code, out, err = run_cli(project, *argv, env=env)
+        code, out, err = run_cli(project, *argv, env=env, process="exec")
         assert code == 2, f"{argv}: {out}{err}"
         assert err.count("\n") == 1 and "Traceback" not in err, err
         assert "the driver asyncpg is not installed" in err and "postgresql+psycopg" in err, err
-    code, out, err = run_cli(project, "upgrade", "app", env=dict(env, APP_DATABASE_URL=url))
+    code, out, err = run_cli(
+        project, "upgrade", "app", env=dict(env, APP_DATABASE_URL=url), process="exec"
+    )
     assert code == 2 and "database 'app'" in err and err.count("\n") == 1, err
 
 
@@ -365,17 +366,10 @@ def test_a_tree_as_it_sits_in_git(tmp_path: Path, shape: str) -> None:
     env = clean_env()
 
     def cli(*argv: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest_reynard_db", *argv],
-            cwd=project / "tests",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, f"{argv}: {result.stdout}{result.stderr}"
-        assert "Traceback" not in result.stderr, result.stderr
-        return result.stdout
+        code, out, err = run_cli_in(project / "tests", *argv, env=env)
+        assert code == 0, f"{argv}: {out}{err}"
+        assert "Traceback" not in err, err
+        return out
 
     only = "upgrade,stairway" if empty else "upgrade,stairway,models_match"
     out = cli("check", "--only", only, "--json")
@@ -422,7 +416,9 @@ def reading_its_own_variable(project: Path) -> Path:
     return project
 
 
-def test_an_env_py_reading_a_variable_of_its_own(tmp_path: Path) -> None:
+def test_an_env_py_reading_a_variable_of_its_own(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
     """``os.environ["MYAPP_DB_URL"]`` instead of ``sqlalchemy.url``, registered as the
     database's ``url_env``: the checks get the throw-away database's URL there whether
     the shell sets it (to production, never reached) or not; a test driving Alembic
@@ -433,7 +429,10 @@ def test_an_env_py_reading_a_variable_of_its_own(tmp_path: Path) -> None:
     (project / "tests" / "test_app.py").write_text(OWN_VARIABLE_TEST)
     production = "postgresql://app:secret@127.0.0.1:1/app"
     for env in (clean_env(), clean_env(MYAPP_DB_URL=production)):
-        code, out, err = run_cli(project, "check", "--only", "upgrade,stairway", env=env)
+        url = admin_url(pg_server)
+        code, out, err = run_cli(
+            project, "check", "--only", "upgrade,stairway", "--url", url, env=env
+        )
         assert code == 0 and "secret" not in out + err, out + err
     result = run_pytest(project, MYAPP_DB_URL=production)
     assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
@@ -453,11 +452,14 @@ def test_a_pyproject_toml_registered_as_the_ini_is_one_line(tmp_path: Path) -> N
     assert "register the alembic.ini beside it" in err, err
 
 
-def test_an_unregistered_variable_of_env_pys_own_is_named_with_the_fix(tmp_path: Path) -> None:
+def test_an_unregistered_variable_of_env_pys_own_is_named_with_the_fix(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
     """env.py reads ``os.environ["MYAPP_DB_URL"]``, not registered: one line naming the
     variable and the ``url_env`` that would point it at the database being migrated."""
     project = reading_its_own_variable(user_project(tmp_path / "app", "generic"))
-    code, out, err = run_cli(project, "check", "--only", "upgrade", env=clean_env())
+    url = admin_url(pg_server)
+    code, out, err = run_cli(project, "check", "--only", "upgrade", "--url", url, env=clean_env())
     assert code == 1, out + err
     assert "KeyError: 'MYAPP_DB_URL'" in out + err, out + err
     assert 'register it as url_env = "MYAPP_DB_URL" under [tool.reynard-db.databases.app]' in (

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_fork import cli_argv
 from reynard_trees import (
     clean_env,
-    cli_argv,
     copy_reynard_trees,
     scalar,
     wait_for,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_fork import run_cli
 from reynard_trees import clean_env, reynard_project, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer, find_binaries
@@ -39,7 +40,10 @@ def run(project: Path, runtime: Path, *argv: str) -> subprocess.CompletedProcess
 
 
 def cli(project: Path, runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run(project, runtime, sys.executable, "-m", "pytest_reynard_db", *args)
+    """``reynard-migrate --project PROJECT ARGS`` (forked: ``cli_fork.run_cli``)."""
+    env = clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime))
+    code, out, err = run_cli(project, *args, env=env)
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def run_pytest(project: Path, runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from reynard_trees import clean_env, databases, reynard_project, run_cli, wait_until
+from cli_fork import run_cli
+from reynard_trees import clean_env, databases, reynard_project, wait_until
 
 from pytest_reynard_db import load_registry
 from pytest_reynard_db.cli import server_admin

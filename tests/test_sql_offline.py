@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from reynard_trees import clean_env, connections_received, run_cli, write_revision
+from cli_fork import run_cli
+from reynard_trees import clean_env, connections_received, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer
 

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, reynard_project, run_cli, wait_for
+from cli_fork import run_cli
+from reynard_trees import clean_env, reynard_project, wait_for
 
 from pytest_reynard_db.postgres.runas import SCRATCH, run_as, runtime_root
 

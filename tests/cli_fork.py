@@ -1,0 +1,345 @@
+"""``reynard-migrate`` in the tests: ``run_cli`` (and ``run_cli_in``, ``cli_of``, the
+``cli`` fixture's ``Cli``), forked by default from a fork server, or started.
+
+A new interpreter spends about half a second starting and importing SQLAlchemy, Alembic
+and the CLI before ``main`` runs; ~200 tests run the CLI. Each test process (an xdist
+worker) starts one server on first use (``run_forked``): an interpreter started as the CLI's
+would be (``sys.executable``, a user's shell's environment, standard streams that are
+pipes) that imports what ``pytest_reynard_db.cli.run`` imports before it calls ``main``,
+and nothing else. For each run it forks a child that takes the caller's whole
+environment, working directory and arguments, writes to the caller's pipes and runs the
+CLI's ``run``: a fresh interpreter at the moment ``main`` is called, without its start.
+
+Audit of what the child holds that a new interpreter would not (the package reads no
+variable, directory or argument at import; its ``GUARD``, logging and caches are never
+used by the server, so each child starts from them untouched):
+
+- what the interpreter reads at its start (``START_VARIABLES``: ``PYTHON*`` such as
+  ``PYTHONPATH``, the locale, the guard's ``.pth``/sitecustomize variable, the drivers'
+  variables read at import): a run whose values differ from the server's is started as
+  an interpreter instead (``run_forked`` returns None);
+- ``sys.path[0]`` (``python -m`` puts the working directory there), ``sys.argv``,
+  ``tempfile``'s cached directory and the C library's time zone: set again in the child;
+- the hash seed (``PYTHONHASHSEED``): every child has the server's, where each started
+  interpreter draws its own: no test may rely on a set's order, either way;
+- its parent is the server's waiter, not the test process, and its process group is the
+  server's: the tests about signals, the interpreter or the entry point run it started
+  (``run_cli(..., process="exec")``).
+
+The server runs as ``python tests/cli_fork.py FD`` (FD: its end of a socket pair): this
+module imports only the standard library at its top, for the server's sake.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import locale
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+#: The variables an interpreter, the package or its drivers read when they start or are
+#: imported (a name, or a prefix ending in ``*``).
+START_VARIABLES = (
+    "PYTHON*",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "REYNARD_DB_GUARD",
+    "PSYCOPG*",
+    "*SQLALCHEMY*",
+)
+
+
+def _started(name: str) -> bool:
+    return any(
+        name == pattern
+        or (pattern.startswith("*") and pattern.endswith("*") and pattern[1:-1] in name)
+        or (pattern.endswith("*") and name.startswith(pattern[:-1]))
+        for pattern in START_VARIABLES
+    )
+
+
+def start_values(env: Mapping[str, str]) -> dict[str, str]:
+    """The values in ``env`` of the variables read at an interpreter's start (an empty
+    one is as unset: the guard's fixture leaves ``PYTHONPATH=""``)."""
+    return {name: value for name, value in env.items() if value and _started(name)}
+
+
+# -- what the tests call -------------------------------------------------------------------
+
+
+#: How ``run_cli`` runs the CLI: ``"fork"`` (the default) a child of this process's fork
+#: server, a fresh interpreter at ``main`` without the half second of its start
+#: (the fork server); ``"exec"`` a new interpreter, for the tests about the process itself
+#: (signals, the interpreter's start and exit, the guard inherited at start, the entry
+#: point, PATH and PYTHONPATH, the terminal's encoding).
+Process = Literal["fork", "exec"]
+
+
+class Cli(Protocol):
+    """The ``cli`` fixture: ``run_cli`` on the test's ``project``."""
+
+    def __call__(
+        self, *argv: str, env: dict[str, str] | None = None, process: Process = "fork"
+    ) -> tuple[int, str, str]: ...
+
+
+def cli_argv(project: Path, *argv: str) -> list[str]:
+    """The command line of ``reynard-migrate --project PROJECT ARGV...``."""
+    return [sys.executable, "-m", "pytest_reynard_db", "--project", str(project), *argv]
+
+
+def run_cli(
+    project: Path,
+    *argv: str,
+    env: dict[str, str] | None = None,
+    process: Process = "fork",
+    timeout: float = 300,
+) -> tuple[int, str, str]:
+    """``reynard-migrate --project PROJECT ARGV...`` in a child process, as a user runs it
+    (``run_cli_in`` the project)."""
+    argv = ("--project", str(project), *argv)
+    return run_cli_in(project, *argv, env=env, process=process, timeout=timeout)
+
+
+def run_cli_in(
+    cwd: Path,
+    *argv: str,
+    env: dict[str, str] | None = None,
+    process: Process = "fork",
+    timeout: float = 300,
+) -> tuple[int, str, str]:
+    """``reynard-migrate ARGV...`` run in ``cwd``: (exit code, stdout, stderr), killed after
+    ``timeout`` seconds (``subprocess.TimeoutExpired``). Forked only when the child would
+    be the interpreter ``env`` starts (the fork server); else, as with ``process="exec"``,
+    started."""
+    if process == "fork":
+        forked = run_forked(argv, env, cwd, timeout)
+        if forked is not None:
+            return forked
+    command = [sys.executable, "-m", "pytest_reynard_db", *argv]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def cli_of(project: Path, *, env: dict[str, str] | None = None, process: Process = "fork") -> Cli:
+    """``run_cli`` on ``project`` as a ``Cli``, ``env`` and ``process`` its defaults."""
+
+    def run(
+        *argv: str, env: dict[str, str] | None = env, process: Process = process
+    ) -> tuple[int, str, str]:
+        return run_cli(project, *argv, env=env, process=process)
+
+    return run
+
+
+# -- the fork server, asked by the test process ---------------------------------------------
+
+
+class ForkServer:
+    """The client's side: one server process, asked over a socket pair."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.start = start_values(env)
+        self.control, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        theirs.close()
+
+    def serves(self, env: Mapping[str, str]) -> bool:
+        """Whether a child of the server is the interpreter ``env`` would start."""
+        return self.process.poll() is None and start_values(env) == self.start
+
+    def run(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float
+    ) -> tuple[int, str, str]:
+        """``reynard-migrate ARGV`` forked, as ``subprocess.run(..., capture_output=True,
+        text=True, timeout=timeout)`` would give it: (exit code, stdout, stderr)."""
+        mine, theirs = socket.socketpair()
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        try:
+            socket.send_fds(self.control, [b"R"], [theirs.fileno()])
+            socket.send_fds(mine, [b"R"], [out_write, err_write])
+            request = {"argv": list(argv), "env": dict(env), "cwd": str(cwd)}
+            mine.sendall(json.dumps(request).encode())
+            mine.shutdown(socket.SHUT_WR)
+        finally:  # the child's ends: each pipe ends when the child does
+            theirs.close()
+            os.close(out_write)
+            os.close(err_write)
+        try:
+            said, out, err = _read_all(timeout, mine, out_read, err_read)
+        finally:
+            mine.close()
+        lines = said.decode().split()
+        if len(lines) != 2:
+            raise RuntimeError(f"the CLI's fork server did not answer:\n{self.stderr()}")
+        return int(lines[1]), _text(out), _text(err)
+
+    def stderr(self) -> str:
+        """What the server wrote, once it has ended (its start failed)."""
+        if self.process.poll() is None:
+            return "(the server is running)"
+        assert self.process.stderr is not None
+        return self.process.stderr.read().decode(errors="replace")
+
+    def close(self) -> None:
+        self.control.close()  # the server ends at the end of its socket
+        self.process.wait(timeout=30)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+_servers: dict[int, ForkServer] = {}
+
+
+def run_forked(
+    argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path, timeout: float
+) -> tuple[int, str, str] | None:
+    """``reynard-migrate ARGV`` forked by this process's server (started on first use, in
+    this process's environment as it is then: a user's shell, in the tests), or None if
+    ``env`` (None: this process's) would start another interpreter than the server's."""
+    env = os.environ if env is None else env
+    server = _servers.get(os.getpid())
+    if server is None:
+        server = _servers[os.getpid()] = ForkServer(os.environ)
+        atexit.register(server.close)
+    if not server.serves(env):
+        return None
+    return server.run(argv, env, cwd, timeout)
+
+
+def _read_all(timeout: float, answer: socket.socket, *pipes: int) -> tuple[bytes, ...]:
+    """Everything written to the answer socket and the pipes until each is closed; the
+    child (its pid: the answer's first line) killed if that takes longer than ``timeout``."""
+    deadline = time.monotonic() + timeout
+    read = {answer.fileno(): bytearray(), **{fd: bytearray() for fd in pipes}}
+    with selectors.DefaultSelector() as selector:
+        for fd in read:
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            events = selector.select(timeout=max(left, 0))
+            if not events and left <= 0:
+                _kill(read[answer.fileno()])
+                raise subprocess.TimeoutExpired("reynard-migrate (forked)", timeout)
+            for key, _ in events:
+                chunk = os.read(key.fd, 65536)
+                if chunk:
+                    read[key.fd] += chunk
+                else:
+                    selector.unregister(key.fd)
+    for fd in pipes:
+        os.close(fd)
+    return tuple(bytes(read[fd]) for fd in (answer.fileno(), *pipes))
+
+
+def _kill(said: bytes | bytearray) -> None:
+    pid = said.decode().split()[:1]
+    if pid:
+        with suppress(ProcessLookupError):  # ended in the meantime
+            os.kill(int(pid[0]), signal.SIGKILL)
+
+
+def _text(data: bytes) -> str:
+    """``data`` as ``subprocess.run(..., text=True)`` decodes it (locale, newlines)."""
+    text = data.decode(locale.getpreferredencoding(False))
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# -- the server's side ---------------------------------------------------------------------
+
+
+def serve(control: socket.socket) -> socket.socket | None:
+    """Fork a waiter per request received on ``control``; return in the CLI's child (its
+    answer socket), and None when the test process has closed its end."""
+    while True:
+        try:
+            _, fds, _, _ = socket.recv_fds(control, 1, 1)
+        except OSError:
+            return None
+        if not fds:
+            return None  # the test process closed its end: it is over
+        while _reap_waiters():
+            pass
+        answer = socket.socket(fileno=fds[0])
+        if os.fork() == 0:
+            control.close()
+            return _wait_for_the_cli(answer)
+        answer.close()
+
+
+def _reap_waiters() -> bool:
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return pid != 0
+
+
+def _wait_for_the_cli(answer: socket.socket) -> socket.socket:
+    """The waiter: fork the CLI's child, tell the test process its pid then its exit code.
+    Only the child returns (to run the CLI); the waiter ends here (or, failing, with its
+    traceback on the server's stderr: the test process sees no exit code, and says so)."""
+    _, fds, _, _ = socket.recv_fds(answer, 1, 2)
+    request = b"".join(iter(lambda: answer.recv(65536), b""))
+    pid = os.fork()
+    if pid == 0:
+        _become_the_cli(json.loads(request), fds)
+        return answer
+    for fd in fds:
+        os.close(fd)
+    answer.sendall(f"{pid}\n".encode())
+    _, status = os.waitpid(pid, 0)
+    answer.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+    os._exit(0)
+
+
+def _become_the_cli(request: dict[str, Any], fds: list[int]) -> None:
+    """What ``python -m pytest_reynard_db ARGV`` would have at ``main``: the request's
+    standard streams, environment, directory, ``sys.path[0]`` and ``sys.argv``."""
+    os.dup2(fds[0], 1)
+    os.dup2(fds[1], 2)
+    for fd in fds:
+        os.close(fd)
+    cwd = str(request["cwd"])
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    time.tzset()
+    tempfile.tempdir = None
+    sys.path[0] = cwd
+    # ``python -m``'s: the entry module's file (found, not imported: importing runs it)
+    spec = importlib.util.find_spec("pytest_reynard_db.__main__")
+    sys.argv = [str(spec.origin if spec else ""), *request["argv"]]
+
+
+if __name__ == "__main__":
+    from pytest_reynard_db.cli import front  # noqa: F401 - what run() imports first
+
+    if (answer := serve(socket.socket(fileno=int(sys.argv[1])))) is not None:
+        answer.close()
+        from pytest_reynard_db.cli import run as run_the_cli
+
+        run_the_cli()

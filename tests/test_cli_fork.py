@@ -1,0 +1,97 @@
+"""The tests' forked ``reynard-migrate`` (``cli_fork``) is the started one: the same exit
+code, stdout and stderr on success, bad input and a check's failure; the same
+environment, directory, import path and temporary directory in ``env.py``; and a run
+whose interpreter would start otherwise (``PYTHONPATH``) is started, not forked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cli_fork import run_cli
+from reynard_trees import clean_env, write_revision
+
+#: Put first in the main tree's env.py: what a new interpreter would hold, on stderr.
+REPORT = """\
+import os as _os, sys as _sys, tempfile as _tempfile
+print("parent", _os.getppid(), file=_sys.stderr)
+print("cwd", _os.getcwd(), "path0", _sys.path[0], "argv0", _sys.argv[0], file=_sys.stderr)
+print("tmp", _tempfile.gettempdir(), "told", _os.environ.get("TOLD"), file=_sys.stderr)
+print("modules", "reynard_models.main" in _sys.modules, file=_sys.stderr)
+"""
+
+#: A revision lint fails: an index built while the table is locked against writes.
+INDEX = 'op.create_index("ix_user_account_id", "user_account", ["id"])'
+
+
+def both(project: Path, *argv: str, env: dict[str, str]) -> tuple[tuple[int, str, str], ...]:
+    return tuple(run_cli(project, *argv, env=env, process=p) for p in ("fork", "exec"))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("list",),
+        ("heads", "main"),
+        ("history", "ecs"),
+        ("heads", "nosuch"),
+        ("--bogus", "list"),
+        ("lint", "main", "--format", "json"),
+        ("check", "main", "--only", "single_head"),
+    ],
+    ids=["list", "heads", "history", "unknown-database", "usage", "lint", "check-fails"],
+)
+def test_forked_and_started_say_the_same(project: Path, argv: tuple[str, ...]) -> None:
+    versions = project / "alembic/main/versions"
+    write_revision(versions, "3a1400000009", "3a1400000003")  # a second head
+    write_revision(versions, "3a140000000a", "3a1400000004", INDEX, slug="index")
+    forked, started = both(project, *argv, env=clean_env())
+    assert forked == started
+    code, out, err = forked
+    if argv[0] == "list":
+        assert code == 0 and "main" in out and err == "", forked
+    elif argv[0] in ("heads", "history"):
+        assert code == (2 if argv[1] == "nosuch" else 0), forked
+        assert ("unknown database 'nosuch'" in err) == (argv[1] == "nosuch"), forked
+    elif argv[0] == "--bogus":
+        assert code == 2 and "unrecognized arguments: --bogus" in err, forked
+    elif argv[0] == "lint":
+        assert code == 1 and '"revision": "3a140000000a"' in out and err == "", forked
+    else:  # the second head written above
+        assert code == 1 and "3a1400000009" in out and err == "", forked
+
+
+def test_env_py_sees_what_a_new_interpreter_would(project: Path, tmp_path: Path) -> None:
+    """``env.py`` run by ``upgrade --sql`` (it connects to nothing) reports its process:
+    all but its parent is the same forked (a child of the fork server's) and started."""
+    env_py = project / "alembic/main/env.py"
+    env_py.write_text(REPORT + env_py.read_text())
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = clean_env(TOLD="yes", TMPDIR=str(tmp))
+    url = "postgresql://u@127.0.0.1:9/x"
+    forked, started = both(project, "upgrade", "main", "--sql", "--url", url, env=env)
+    assert forked[0] == started[0] == 0, (forked, started)
+    forked_lines = forked[2].splitlines()
+    started_lines = started[2].splitlines()
+    assert started_lines[0] == f"parent {os.getpid()}"  # a child of this process
+    assert forked_lines[0] != started_lines[0]  # the fork server's
+    assert forked_lines[1:] == started_lines[1:]
+    assert forked[1] == started[1] and "CREATE TABLE user_account" in forked[1]
+    assert f"cwd {project} path0 {project} argv0 " in forked[2]
+    assert f"tmp {tmp} told yes" in forked[2] and "modules False" in forked[2]
+
+
+def test_a_run_with_another_pythonpath_is_started(project: Path, tmp_path: Path) -> None:
+    """``PYTHONPATH`` is read at an interpreter's start (here a ``sitecustomize`` on it
+    runs): a fork of the server would not run it, so that run is started."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\nprint('sitecustomize ran', file=sys.stderr)\n"
+    )
+    env = clean_env(PYTHONPATH=str(site))
+    forked, started = both(project, "list", env=env)
+    assert forked == started
+    assert forked[0] == 0 and forked[2] == "sitecustomize ran\n", forked
