@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
+from cli_fork import run_cli
 from reynard_trees import (
     HOLD_FILE_LOCK,
     clean_env,
     pytest_argv,
     reynard_project,
-    run_cli,
     run_pytest,
     wait_for,
     write_revision,
