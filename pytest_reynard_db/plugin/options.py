@@ -173,11 +173,12 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     try:
         addopts = [str(arg) for arg in config.getini("addopts")]
         in_ini = [config.getini(key) for key in _SERVER_OR_CHECKS_KEYS]
-    except (ValueError, TypeError):  # an ini pytest cannot read: said by pytest itself
+        from_env = shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    except (ValueError, TypeError):  # what pytest cannot read either: it says so itself
         return False
     if any(value not in (None, "", False) for value in in_ini):
         return False
-    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *addopts]
+    args = [*from_env, *addopts]
     args += [str(arg) for arg in config.invocation_params.args]
     named = {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
     return "--reynard-db" in named and not named & {"--reynard-db-url", "--reynard-db-checks"}
