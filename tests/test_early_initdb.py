@@ -94,14 +94,7 @@ def test_initdb_begins_as_the_plugin_registers_when_the_command_line_asks(
     ``addopts``) surely starts a server: its initdb runs beside the imports of the
     plugins registered after ours (``options.surely_starts_a_server``)."""
     plugins = tmp_path / "plugins"
-    (plugins / "slow_after_reynard-1.0.dist-info").mkdir(parents=True)
-    (plugins / "slow_after_reynard-1.0.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: slow-after-reynard\nVersion: 1.0\n"
-    )
-    (plugins / "slow_after_reynard-1.0.dist-info" / "entry_points.txt").write_text(
-        "[pytest11]\nslow_after_reynard = slow_after_reynard\n"
-    )
-    (plugins / "slow_after_reynard.py").write_text(SLOW_PLUGIN)
+    entry_point_plugin(plugins, "slow_after_reynard", SLOW_PLUGIN)
     (project / "test_one.py").write_text(A_DATABASE)
     seen = tmp_path / "seen.txt"
     env = {"REYNARD_DB_RUNTIME_DIR": str(runtime), "SEEN_FILE": str(seen)}
@@ -121,6 +114,61 @@ def test_initdb_begins_as_the_plugin_registers_when_the_command_line_asks(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert seen.read_text() == "True", "initdb began only at the first hook"
+    complete, scratch = _initdb_entries(runtime)
+    assert len(complete) == 1 and scratch == [], os.listdir(runtime)
+
+
+#: A plugin registered after ours that says it is importing (a marker file), then takes
+#: its time: a run ended now is ended before pytest's first hook.
+SLEEPY_PLUGIN = """\
+import os, pathlib, time
+
+pathlib.Path(os.environ["IMPORTING_FILE"]).write_text("importing")
+time.sleep(60)
+"""
+
+
+def entry_point_plugin(plugins: Path, name: str, source: str) -> None:
+    """A distribution in ``plugins`` (a directory to put on ``PYTHONPATH``) with one
+    pytest plugin, ``name``, loaded by pytest's entry points."""
+    info = plugins / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[pytest11]\n{name} = {name}\n")
+    (plugins / f"{name}.py").write_text(source)
+
+
+def test_a_run_ended_before_its_first_hook_waits_for_its_initdb_and_ends_by_the_signal(
+    project: Path, runtime: Path, tmp_path: Path
+) -> None:
+    """SIGTERM while the plugins after ours import (the initdb begun as ours registered,
+    cold): the initdb is waited for, the cache is whole, and the run ends by SIGTERM, as
+    it would without the plugin: no traceback (pytest cannot yet make a signal a clean
+    exit: ``Terminated`` raised there was a traceback and exit 1)."""
+    plugins = tmp_path / "plugins"
+    entry_point_plugin(plugins, "sleepy_after_reynard", SLEEPY_PLUGIN)
+    (project / "test_one.py").write_text(A_DATABASE)
+    importing = tmp_path / "importing"
+    env = clean_env(
+        REYNARD_DB_RUNTIME_DIR=str(runtime), IMPORTING_FILE=str(importing), PYTHONPATH=str(plugins)
+    )
+    argv = [sys.executable, "-m", "pytest", "-p", "reynard_db", "-p", "no:cacheprovider"]
+    err_file = tmp_path / "stderr.txt"
+    with err_file.open("w") as err_out:  # a file, not a pipe: a child left would hold it
+        process = subprocess.Popen(
+            [*argv, "--reynard-db=ecs", "test_one.py"],
+            cwd=project,
+            env=env,
+            stdout=err_out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_until(lambda: importing.exists() or process.poll() is not None, 60, "the slow plugin")
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+
+    output = err_file.read_text()
+    assert process.returncode == -signal.SIGTERM, output
+    assert "Traceback" not in output, output
     complete, scratch = _initdb_entries(runtime)
     assert len(complete) == 1 and scratch == [], os.listdir(runtime)
 

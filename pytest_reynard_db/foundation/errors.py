@@ -26,9 +26,10 @@ database dropped; ``run_check`` catches it and fails the check with that reason.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -175,6 +176,29 @@ def terminate_as_interrupt() -> Iterator[list[int]]:
     previous = {sig: signal.signal(sig, handler) for sig in TERMINATING}
     try:
         yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def die_after(finish: Callable[[], object]) -> Iterator[None]:
+    """While active, SIGTERM/SIGHUP run ``finish``, then end the process by that signal,
+    as if no handler had been there (exit 128 + signal, no traceback): for work begun
+    before pytest can turn a signal into a clean exit (``Terminated`` raised among the
+    plugins' imports would be a traceback and exit 1). Main thread only, as above."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        finish()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in TERMINATING}
+    try:
+        yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

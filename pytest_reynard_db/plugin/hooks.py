@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..foundation.errors import ReynardDBError, terminate_as_interrupt
+from ..foundation.errors import ReynardDBError, die_after, terminate_as_interrupt
 from . import alembic_items as pytest_alembic_compat
 from . import options as selection
 from .alembic_items import AlembicFixtures
@@ -23,6 +23,7 @@ from .options import Settings, add_options, get_settings
 from .stash import (
     EARLY_GUARD,
     EARLY_REGISTRY,
+    EARLY_SIGNALS,
     EARLY_START,
     ERRORS,
     SIGNALS,
@@ -68,9 +69,13 @@ def _begin_early(pluginmanager: pytest.PytestPluginManager) -> None:
         return
     from ..postgres.initdb_cache import begin_preparing
 
-    _handle_signals(config)  # a run ended now waits for its initdb (no half-made cache)
     early = config.stash[EARLY_START] = begin_preparing()
     config.add_cleanup(early.stop_untaken)
+    # A run ended before its first hook waits for this initdb (no half-made cache), then
+    # ends by its signal (pytest cannot yet turn one into a clean exit).
+    dying = config.stash[EARLY_SIGNALS] = ExitStack()
+    dying.enter_context(die_after(early.stop_untaken))
+    config.add_cleanup(dying.close)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -156,6 +161,8 @@ def _handle_signals(config: pytest.Config) -> None:
     once per run (the clean-up list puts the handlers back, after the early start's
     server is stopped)."""
     if SIGNALS not in config.stash:
+        if EARLY_SIGNALS in config.stash:  # the handlers before ours come back first
+            config.stash[EARLY_SIGNALS].close()
         handlers = ExitStack()
         config.stash[SIGNALS] = (handlers, handlers.enter_context(terminate_as_interrupt()))
         config.add_cleanup(handlers.close)  # also when a conftest fails to import

@@ -58,6 +58,9 @@ SPARES: pytest.StashKey[Spares] = pytest.StashKey()
 #: SIGTERM/SIGHUP handled as Ctrl-C while the run has a server: the handlers' undo,
 #: and the signals received.
 SIGNALS = pytest.StashKey[tuple[ExitStack, list[int]]]()
+#: Before the first hook, while the initdb begun at the plugin's registration runs: a
+#: terminating signal waits for it, then ends the process (``errors.die_after``).
+EARLY_SIGNALS = pytest.StashKey[ExitStack]()
 #: The run's harness failures already reported (``HarnessErrors`` below): per config, so
 #: that a pytest run nested in another (pytester) keeps its own.
 ERRORS = pytest.StashKey["HarnessErrors"]()
