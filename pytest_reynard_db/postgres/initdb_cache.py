@@ -96,17 +96,18 @@ def begin_preparing() -> Prepared:
     module's light imports come before initdb (the executor's would wait for the main
     thread's imports). Whether the server starts next is decided later (``decide``): the
     thread may begin before the run's options are parsed (``plugin.early``)."""
-    prepared = Prepared(Future(), Future(), Future())
+    started: Future[EphemeralServer] = Future()
+    prepared = Prepared(Future(), Future(), started)
+    # The future is handed over here, not read from ``prepared`` by the thread: the run
+    # may take it (``take_server``) before the thread's first line runs.
     threading.Thread(
-        target=_prepare, args=(prepared,), name="reynard-db-initdb", daemon=True
+        target=_prepare, args=(prepared, started), name="reynard-db-initdb", daemon=True
     ).start()
     return prepared
 
 
-def _prepare(prepared: Prepared) -> None:
-    """The thread of ``begin_preparing``."""
-    started = prepared.server
-    assert started is not None  # until the run takes it, after this thread set it
+def _prepare(prepared: Prepared, started: Future[EphemeralServer]) -> None:
+    """The thread of ``begin_preparing``: ``started`` is ``prepared.server``."""
     try:
         user = run_as()
         root = runtime_root(user)
