@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from reynard_trees import (
     reynard_project,
     run_pytest,
     wait_for,
+    wait_until,
     write_revision,
 )
 
@@ -179,20 +179,23 @@ def test_a_pytest_run_waiting_for_the_reuse_servers_lock_says_so(
     )
     try:
         wait_for(marker, holder)
-        run = subprocess.Popen(
-            pytest_argv("--reynard-db=ecs", "--reynard-db-reuse", "test_one.py"),
-            cwd=project,
-            env=clean_env(ASKING=str(asking)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        err_file = tmp_path / "stderr.txt"
+        with err_file.open("w") as err_out:  # a file, read while the run waits
+            run = subprocess.Popen(
+                pytest_argv("--reynard-db=ecs", "--reynard-db-reuse", "test_one.py"),
+                cwd=project,
+                env=clean_env(ASKING=str(asking)),
+                stdout=subprocess.PIPE,
+                stderr=err_out,
+                text=True,
+            )
         try:
             wait_for(asking, run)  # its test asks for the server (the lock) now
-            time.sleep(SAY_AFTER + 5)  # the wait is said after SAY_AFTER s (room to spare)
+            said_waiting(err_file, run)
         finally:
             release.write_text("go")
-            out, err = run.communicate(timeout=300)
+            out, _ = run.communicate(timeout=300)
+            err = err_file.read_text()
     finally:
         release.write_text("go")
         holder.communicate(timeout=60)
@@ -201,6 +204,16 @@ def test_a_pytest_run_waiting_for_the_reuse_servers_lock_says_so(
     assert "1 passed" in out, out
     assert f"reynard-db: waiting for the reuse server {lock.with_suffix('')}" in err, err
     assert f"held by pid {holder.pid}" in err, err
+
+
+def said_waiting(err_file: Path, run: subprocess.Popen[str]) -> None:
+    """Until ``run`` says on stderr (``err_file``) that it waits for a lock: after
+    ``SAY_AFTER`` s of waiting, or never (the deadline), or it ended."""
+    wait_until(
+        lambda: "reynard-db: waiting for" in err_file.read_text() or run.poll() is not None,
+        SAY_AFTER + 60,
+        "the run to say it waits",
+    )
 
 
 def test_check_of_a_multidb_alembic_init_project_does_not_say_all_passed(tmp_path: Path) -> None:
@@ -252,22 +265,25 @@ def test_a_run_waiting_for_another_runs_template_build_says_so(tmp_path: Path) -
             text=True,
         )
         second: subprocess.Popen[str] | None = None
+        err_file = tmp_path / "stderr.txt"
         try:
             wait_for(migrating, first)  # the first builds the template, its lock held
-            second = subprocess.Popen(
-                argv,
-                cwd=project,
-                env=clean_env(**env, ASKING=str(asking)),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            with err_file.open("w") as err_out:  # a file, read while the run waits
+                second = subprocess.Popen(
+                    argv,
+                    cwd=project,
+                    env=clean_env(**env, ASKING=str(asking)),
+                    stdout=subprocess.PIPE,
+                    stderr=err_out,
+                    text=True,
+                )
             wait_for(asking, second)  # its test asks for the database (the lock) now
-            time.sleep(SAY_AFTER + 5)  # the wait is said after SAY_AFTER s (room to spare)
+            said_waiting(err_file, second)
         finally:
             release.write_text("go")
             first_out, first_err = first.communicate(timeout=300)
-            out, err = second.communicate(timeout=300) if second is not None else ("", "")
+            out = second.communicate(timeout=300)[0] if second is not None else ""
+            err = err_file.read_text()
 
     assert first.returncode == 0, first_out + first_err
     assert second is not None and second.returncode == 0, out + err
