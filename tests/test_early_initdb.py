@@ -266,12 +266,21 @@ def test_a_warm_run_whose_tests_take_no_database_imports_no_server_module(
     assert "Traceback" not in done.stderr, done.stderr
 
 
-def test_no_initdb_without_a_database_selected(project: Path, runtime: Path) -> None:
+@pytest.mark.parametrize(
+    ("selection", "code"), [([], 0), (["--reynard-db="], 0), (["--reynard-db", "--co"], 4)]
+)
+def test_no_initdb_without_a_database_selected(
+    project: Path, runtime: Path, selection: list[str], code: int
+) -> None:
+    """No option, an empty one, or one with no name after it (the next argument is an
+    option: pytest's usage error) select no database: no initdb, early or at the first
+    hook."""
     (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
 
-    done = run_pytest(project, "test_nothing.py", REYNARD_DB_RUNTIME_DIR=str(runtime))
+    done = run_pytest(project, *selection, "test_nothing.py", REYNARD_DB_RUNTIME_DIR=str(runtime))
 
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == code, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
     assert _initdb_entries(runtime) == ([], []), os.listdir(runtime)
 
 

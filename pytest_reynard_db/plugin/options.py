@@ -181,7 +181,20 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     args = [*from_env, *addopts]
     args += [str(arg) for arg in config.invocation_params.args]
     named = {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
-    return "--reynard-db" in named and not named & {"--reynard-db-url", "--reynard-db-checks"}
+    if named & {"--reynard-db-url", "--reynard-db-checks"}:
+        return False
+    given = (at for at, arg in enumerate(args) if arg.split("=", 1)[0] == "--reynard-db")
+    return any(_names_a_database(args, at) for at in given)
+
+
+def _names_a_database(args: list[str], at: int) -> bool:
+    """Whether ``args[at]`` (``--reynard-db``, or ``--reynard-db=...``) gives a name: an
+    empty one (``--reynard-db=``) selects no database."""
+    arg = args[at]
+    if "=" in arg:
+        return bool(arg.split("=", 1)[1].strip(" ,"))
+    following = args[at + 1] if at + 1 < len(args) else ""
+    return bool(following.strip(" ,")) and not following.startswith("-")
 
 
 #: The ini keys (both spellings) with which a run may use an existing server or add the
