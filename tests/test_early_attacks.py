@@ -47,11 +47,6 @@ def _seen(seen_dir: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(seen_dir.iterdir())}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25: `--reynard-db=` (empty: no database) counts as `--reynard-db` in "
-    "surely_starts_a_server: the run builds an initdb it never uses, and waits for it",
-)
 def test_an_empty_reynard_db_begins_no_initdb(project: Path, runtime: Path) -> None:
     (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
 

@@ -178,10 +178,24 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
         return False
     if any(value not in (None, "", False) for value in in_ini):
         return False
-    args = [*from_env, *addopts]
-    args += [str(arg) for arg in config.invocation_params.args]
+    # in pytest's order: the ini's addopts, then $PYTEST_ADDOPTS, then the arguments
+    args = [*addopts, *from_env, *(str(arg) for arg in config.invocation_params.args)]
     named = {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
-    return "--reynard-db" in named and not named & {"--reynard-db-url", "--reynard-db-checks"}
+    if named & {"--reynard-db-url", "--reynard-db-checks"}:
+        return False
+    return _names_a_database(args)
+
+
+def _names_a_database(args: list[str]) -> bool:
+    """The last ``--reynard-db`` in ``args`` (argparse's) names a database: an empty one
+    (``--reynard-db=``) selects none, or those of the ini (then unsure)."""
+    value = None
+    for arg, following in zip(args, [*args[1:], ""], strict=True):
+        if arg == "--reynard-db":
+            value = following
+        elif arg.startswith("--reynard-db="):
+            value = arg.split("=", 1)[1]
+    return value is not None and any(name.strip() for name in value.split(","))
 
 
 #: The ini keys (both spellings) with which a run may use an existing server or add the
