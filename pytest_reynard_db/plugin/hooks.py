@@ -7,6 +7,7 @@ keep in ``config.stash`` is in ``stash``.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Generator
@@ -113,7 +114,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
             early_config.add_cleanup(spares.close)
     except ReynardDBError:
         pass  # a bad registry: pytest_configure reports it, once
-    if not settings.url and not hasattr(early_config, "workerinput"):
+    if not settings.url and not _xdist_worker(early_config):
         # This process will start (or attach to) a server: initdb, if needed, runs now,
         # beside the imports and the collection, not after them.
         # The run's own server is started too, while pytest collects, by a run sure to
@@ -151,7 +152,14 @@ def _distributed(config: pytest.Config) -> bool:
 def _runs_items_here(config: pytest.Config) -> bool:
     """Whether this process runs the tests itself: not an xdist worker (a thread of its
     own talks to the controller) nor the controller of workers."""
-    return not hasattr(config, "workerinput") and not _distributed(config) and _runs_tests(config)
+    return not _xdist_worker(config) and not _distributed(config) and _runs_tests(config)
+
+
+def _xdist_worker(config: pytest.Config) -> bool:
+    """Whether this process is an xdist worker: ``workerinput`` is set after the first
+    hook, ``$PYTEST_XDIST_WORKER`` before it (a worker then started a server of its own,
+    which it never used, as its controller's is the run's)."""
+    return hasattr(config, "workerinput") or bool(os.environ.get("PYTEST_XDIST_WORKER"))
 
 
 def _handle_signals(config: pytest.Config) -> None:

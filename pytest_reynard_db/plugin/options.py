@@ -178,23 +178,28 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
         return False
     if any(value not in (None, "", False) for value in in_ini):
         return False
-    args = [*from_env, *addopts]
-    args += [str(arg) for arg in config.invocation_params.args]
+    # in pytest's order: the ini's addopts, then $PYTEST_ADDOPTS, then the arguments
+    args = [*addopts, *from_env, *(str(arg) for arg in config.invocation_params.args)]
     named = {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
     if named & {"--reynard-db-url", "--reynard-db-checks"}:
         return False
-    given = (at for at, arg in enumerate(args) if arg.split("=", 1)[0] == "--reynard-db")
-    return any(_names_a_database(args, at) for at in given)
+    sources = [arg.split("=", 1)[1] for arg in args if arg.startswith("--reynard-db-source=")]
+    if any(source not in SOURCES for source in sources):
+        return False  # pytest's usage error, said at once: no initdb to wait for
+    return _names_a_database(args)
 
 
-def _names_a_database(args: list[str], at: int) -> bool:
-    """Whether ``args[at]`` (``--reynard-db``, or ``--reynard-db=...``) gives a name: an
-    empty one (``--reynard-db=``) selects no database."""
-    arg = args[at]
-    if "=" in arg:
-        return bool(arg.split("=", 1)[1].strip(" ,"))
-    following = args[at + 1] if at + 1 < len(args) else ""
-    return bool(following.strip(" ,")) and not following.startswith("-")
+def _names_a_database(args: list[str]) -> bool:
+    """The last ``--reynard-db`` in ``args`` (argparse's: the last one given wins) names a
+    database: an empty one (``--reynard-db=``) selects none, and one followed by an option
+    (``--reynard-db --co``) is pytest's usage error."""
+    value = None
+    for arg, following in zip(args, [*args[1:], ""], strict=True):
+        if arg == "--reynard-db":
+            value = "" if following.startswith("-") else following
+        elif arg.startswith("--reynard-db="):
+            value = arg.split("=", 1)[1]
+    return value is not None and any(name.strip() for name in value.split(","))
 
 
 #: The ini keys (both spellings) with which a run may use an existing server or add the

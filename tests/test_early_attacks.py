@@ -1,0 +1,182 @@
+"""Attacks on the initdb begun as the plugin registers (issue 25:
+``options.surely_starts_a_server``, ``hooks._begin_early``): runs that must begin no
+initdb, or none before their first hook, and runs that must still end cleanly.
+
+Three worked and are fixed: an empty ``--reynard-db=`` began an initdb; a usage error
+(an invalid ``--reynard-db-source``) waited for a cold initdb before it was said; each
+xdist worker, not yet knowing it was one at its first hook, started a server of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.reynard_trees import QUIET_ASYNCIO, reynard_project, run_pytest
+from tests.test_early_initdb import NO_DATABASE_NEEDED, _initdb_entries
+
+A_DATABASE = "def test_one(reynard_db):\n    assert reynard_db.head\n"
+
+#: A conftest that says, per process (``main`` or the xdist worker), whether the run's
+#: initdb thread was begun by then (``EARLY_START``), whether before the first hook
+#: (``EARLY_SIGNALS``, set only by ``hooks._begin_early``), and whether the check items'
+#: children were forked (``SPARES``).
+SEES_THE_EARLY_START = """\
+import os
+from pathlib import Path
+
+from pytest_reynard_db.plugin.stash import EARLY_SIGNALS, EARLY_START, SPARES
+
+
+def pytest_configure(config):
+    who = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    seen = tuple(key in config.stash for key in (EARLY_START, EARLY_SIGNALS, SPARES))
+    Path(os.environ["SEEN_DIR"], who).write_text(repr(seen))
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A user's project: the Reynard registry, no database selected in its ini."""
+    return reynard_project(tmp_path / "project")
+
+
+def _seen(seen_dir: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(seen_dir.iterdir())}
+
+
+def test_an_empty_reynard_db_begins_no_initdb(project: Path, runtime: Path) -> None:
+    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
+
+    done = run_pytest(
+        project, "--reynard-db=", "test_nothing.py", REYNARD_DB_RUNTIME_DIR=str(runtime)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _initdb_entries(runtime) == ([], []), os.listdir(runtime)
+
+
+def test_a_usage_error_begins_no_initdb(project: Path, runtime: Path) -> None:
+    (project / "test_one.py").write_text(A_DATABASE)
+
+    done = run_pytest(
+        project,
+        "--reynard-db=ecs",
+        "--reynard-db-source=bogus",
+        "test_one.py",
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
+    )
+
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert "--reynard-db-source: invalid choice: 'bogus'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _initdb_entries(runtime) == ([], []), os.listdir(runtime)
+
+
+def test_xdist_workers_begin_no_initdb_thread(project: Path, runtime: Path, tmp_path: Path) -> None:
+    (project / "test_one.py").write_text(A_DATABASE)
+    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
+    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
+    seen_dir = tmp_path / "seen"
+    seen_dir.mkdir()
+
+    done = run_pytest(
+        project,
+        "-n",
+        "2",
+        "--reynard-db=ecs",
+        "test_one.py",
+        "test_nothing.py",
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
+        SEEN_DIR=str(seen_dir),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    # the controller began it as the plugin registered; the workers use its server
+    expected = {
+        "main": "(True, True, False)",
+        "gw0": "(False, False, False)",
+        "gw1": "(False, False, False)",
+    }
+    assert _seen(seen_dir) == expected
+
+
+def test_the_two_token_form_begins_early(project: Path, runtime: Path, tmp_path: Path) -> None:
+    """``--reynard-db ecs`` (two arguments) is read as ``--reynard-db=ecs``."""
+    (project / "test_one.py").write_text(A_DATABASE)
+    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
+    seen_dir = tmp_path / "seen"
+    seen_dir.mkdir()
+
+    done = run_pytest(
+        project,
+        "--reynard-db",
+        "ecs",
+        "test_one.py",
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
+        SEEN_DIR=str(seen_dir),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _seen(seen_dir) == {"main": "(True, True, False)"}
+
+
+def test_ini_check_items_still_fork_their_children(
+    project: Path, runtime: Path, tmp_path: Path
+) -> None:
+    """``reynard_db_checks = true`` in the ini with ``--reynard-db`` on the command line:
+    no early begin (a process with a thread is not forked), the children are forked."""
+    with (project / "pyproject.toml").open("a") as pyproject:
+        pyproject.write("reynard_db_checks = true\n")
+    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
+    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
+    seen_dir = tmp_path / "seen"
+    seen_dir.mkdir()
+
+    done = run_pytest(
+        project, "--reynard-db=ecs", REYNARD_DB_RUNTIME_DIR=str(runtime), SEEN_DIR=str(seen_dir)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reynard-db" in done.stdout and "failed" not in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _seen(seen_dir) == {"main": "(True, False, True)"}
+
+
+def test_an_in_process_run_puts_the_signal_handlers_back(
+    project: Path, runtime: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest in pytest (``pytester``, in-process), its initdb begun as the plugin
+    registered: the outer run's SIGTERM/SIGHUP handlers are back after it, and its
+    initdb thread is done (waited for)."""
+    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
+    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
+    seen_dir = project / "seen"
+    seen_dir.mkdir()
+    monkeypatch.chdir(project)
+    for name in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "REYNARD_DB_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("SEEN_DIR", str(seen_dir))
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    result = pytester.runpytest_inprocess(
+        *QUIET_ASYNCIO.split(), "--reynard-db=ecs", "test_nothing.py"
+    )
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in result.stderr.str(), result.stderr.str()
+    assert _seen(seen_dir) == {"main": "(True, True, False)"}
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+    assert not [t for t in threading.enumerate() if t.name == "reynard-db-initdb"]
+    complete, scratch = _initdb_entries(runtime)
+    assert len(complete) == 1 and scratch == [], os.listdir(runtime)
