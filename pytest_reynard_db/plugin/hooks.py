@@ -152,13 +152,16 @@ def _distributed(config: pytest.Config) -> bool:
 def _runs_items_here(config: pytest.Config) -> bool:
     """Whether this process runs the tests itself: not an xdist worker (a thread of its
     own talks to the controller) nor the controller of workers."""
-    return not _xdist_worker(config) and not _distributed(config) and _runs_tests(config)
+    return not hasattr(config, "workerinput") and not _distributed(config) and _runs_tests(config)
 
 
 def _xdist_worker(config: pytest.Config) -> bool:
-    """Whether this process is an xdist worker: ``workerinput`` is set after the first
+    """Whether this process may be an xdist worker: ``workerinput`` is set after the first
     hook, ``$PYTEST_XDIST_WORKER`` before it (a worker then started a server of its own,
-    which it never used, as its controller's is the run's)."""
+    which it never used, as its controller's is the run's). A pytest a test starts in a
+    worker inherits the variable: it then begins nothing ahead (its first test starts
+    its server), which is all this decides; the check items' children still fork there
+    (``_runs_items_here``: a worker's arguments hold ``-n``)."""
     return hasattr(config, "workerinput") or bool(os.environ.get("PYTEST_XDIST_WORKER"))
 
 
