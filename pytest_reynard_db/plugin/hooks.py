@@ -7,7 +7,6 @@ keep in ``config.stash`` is in ``stash``.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections.abc import Generator
@@ -103,7 +102,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # A conftest that fails to import ends the run before pytest_configure (and so
         # before pytest_unconfigure): the clean-up list still runs. Closing twice is fine.
         early_config.add_cleanup(stack.close)
-        if settings.checks and _runs_items_here(early_config):
+        if settings.checks and selection.runs_items_here(early_config):
             # before the initdb thread (begun early only without check items): a process
             # with threads is not forked
             from ..checks.spares import fork_spares
@@ -114,7 +113,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
             early_config.add_cleanup(spares.close)
     except ReynardDBError:
         pass  # a bad registry: pytest_configure reports it, once
-    if not settings.url and not _xdist_worker(early_config):
+    if not settings.url and not selection.xdist_worker(early_config):
         # This process will start (or attach to) a server: initdb, if needed, runs now,
         # beside the imports and the collection, not after them.
         # The run's own server is started too, while pytest collects, by a run sure to
@@ -123,8 +122,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # the cache starts it when the first test asks (its tests may take no database:
         # `pytest tests/test_x.py` paid ~150 ms for a server it never used); one kept
         # between runs is attached to when asked (a connection, not a start).
-        ours = not settings.reuse and _runs_tests(early_config)
-        needed = settings.checks or _distributed(early_config)
+        ours = not settings.reuse and selection.runs_tests(early_config)
+        needed = settings.checks or selection.distributed(early_config)
         early = early_config.stash.get(EARLY_START, None)  # begun as the plugin registered
         if early is None:
             from ..postgres.initdb_cache import begin_preparing
@@ -132,37 +131,6 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
             early = early_config.stash[EARLY_START] = begin_preparing()
             early_config.add_cleanup(early.stop_untaken)
         early.decide(start=ours and needed, start_if_cold=ours)
-
-
-#: pytest's options (``dest``) with which a run runs no test.
-NO_TESTS = ("collectonly", "help", "version", "showfixtures", "show_fixtures_per_test", "markers")
-
-
-def _runs_tests(config: pytest.Config) -> bool:
-    option = config.known_args_namespace
-    return not any(getattr(option, name, False) for name in NO_TESTS)
-
-
-def _distributed(config: pytest.Config) -> bool:
-    """Whether this process is xdist's controller (``-n N``, ``--dist``)."""
-    option = config.known_args_namespace
-    return getattr(option, "dist", "no") != "no" or bool(getattr(option, "numprocesses", None))
-
-
-def _runs_items_here(config: pytest.Config) -> bool:
-    """Whether this process runs the tests itself: not an xdist worker (a thread of its
-    own talks to the controller) nor the controller of workers."""
-    return not hasattr(config, "workerinput") and not _distributed(config) and _runs_tests(config)
-
-
-def _xdist_worker(config: pytest.Config) -> bool:
-    """Whether this process may be an xdist worker: ``workerinput`` is set after the first
-    hook, ``$PYTEST_XDIST_WORKER`` before it (a worker then started a server of its own,
-    which it never used, as its controller's is the run's). A pytest a test starts in a
-    worker inherits the variable: it then begins nothing ahead (its first test starts
-    its server), which is all this decides; the check items' children still fork there
-    (``_runs_items_here``: a worker's arguments hold ``-n``)."""
-    return hasattr(config, "workerinput") or bool(os.environ.get("PYTEST_XDIST_WORKER"))
 
 
 def _handle_signals(config: pytest.Config) -> None:

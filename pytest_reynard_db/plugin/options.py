@@ -275,3 +275,37 @@ def from_markers(settings: Settings, items: Sequence[pytest.Item]) -> Settings |
     if not names:
         return None
     return replace(settings, databases=tuple(dict.fromkeys(names)), from_markers=True)
+
+
+# -- what kind of process this run is (read at the first hook) -----------------------------
+
+#: pytest's options (``dest``) with which a run runs no test.
+NO_TESTS = ("collectonly", "help", "version", "showfixtures", "show_fixtures_per_test", "markers")
+
+
+def runs_tests(config: pytest.Config) -> bool:
+    """Whether the run runs tests (none of ``NO_TESTS`` given)."""
+    option = config.known_args_namespace
+    return not any(getattr(option, name, False) for name in NO_TESTS)
+
+
+def distributed(config: pytest.Config) -> bool:
+    """Whether this process is xdist's controller (``-n N``, ``--dist``)."""
+    option = config.known_args_namespace
+    return getattr(option, "dist", "no") != "no" or bool(getattr(option, "numprocesses", None))
+
+
+def runs_items_here(config: pytest.Config) -> bool:
+    """Whether this process runs the tests itself: not an xdist worker (a thread of its
+    own talks to the controller) nor the controller of workers."""
+    return not hasattr(config, "workerinput") and not distributed(config) and runs_tests(config)
+
+
+def xdist_worker(config: pytest.Config) -> bool:
+    """Whether this process may be an xdist worker: ``workerinput`` is set after the first
+    hook, ``$PYTEST_XDIST_WORKER`` before it (a worker then started a server of its own,
+    which it never used, as its controller's is the run's). A pytest a test starts in a
+    worker inherits the variable: it then begins nothing ahead (its first test starts
+    its server), which is all this decides; the check items' children still fork there
+    (``runs_items_here``: a worker's arguments hold ``-n``)."""
+    return hasattr(config, "workerinput") or bool(os.environ.get("PYTEST_XDIST_WORKER"))
