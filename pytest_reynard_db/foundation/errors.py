@@ -164,21 +164,14 @@ def terminate_as_interrupt() -> Iterator[list[int]]:
     (where Python cannot install handlers) nothing changes.
     """
     received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
 
     def handler(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         if len(received) == 1:
             raise Terminated(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in TERMINATING}
-    try:
+    with _terminating_handled_by(handler):
         yield received
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 @contextmanager
@@ -187,15 +180,23 @@ def die_after(finish: Callable[[], object]) -> Iterator[None]:
     as if no handler had been there (exit 128 + signal, no traceback): for work begun
     before pytest can turn a signal into a clean exit (``Terminated`` raised among the
     plugins' imports would be a traceback and exit 1). Main thread only, as above."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def handler(signum: int, frame: FrameType | None) -> None:
         finish()
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
+    with _terminating_handled_by(handler):
+        yield
+
+
+@contextmanager
+def _terminating_handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` for SIGTERM and SIGHUP in the block, the previous handlers put back
+    after it. Outside the main thread (where Python cannot install handlers) nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = {sig: signal.signal(sig, handler) for sig in TERMINATING}
     try:
         yield

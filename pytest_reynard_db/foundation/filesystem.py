@@ -120,9 +120,10 @@ class LockBusy(Exception):
 
 class FileLock:
     """An exclusive ``flock(2)`` on a lock file, held by this object until ``release``:
-    the lock filelock's ``UnixFileLock`` takes, which the reaper's ``_unlink_if_free``
-    tests too. The file is made if missing and never removed here (a lock file removed
-    while someone waits on it would let a third take another lock of the same name).
+    the lock filelock's ``UnixFileLock`` takes (the reaper's ``_unlink_if_free`` takes
+    it to know a lock file free). The file is made if missing and never removed here (a
+    lock file removed while someone waits on it would let a third take another lock of
+    the same name).
     The standard library's ``fcntl``: the filelock package cost ~17 ms to import at every
     run's first server, for this."""
 
@@ -132,10 +133,6 @@ class FileLock:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._fd: int | None = None
-
-    @property
-    def is_locked(self) -> bool:
-        return self._fd is not None
 
     def acquire(self, timeout: float = -1) -> None:
         """Take the lock; ``timeout`` seconds at most (0: one try; negative: no limit),

@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Generator
 from contextlib import ExitStack, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -36,6 +36,8 @@ from .stash import (
 
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
+if TYPE_CHECKING:
+    from ..postgres.initdb_cache import Prepared
 
 REDIRECTS_KEY = "reynard_db_redirects"
 MARKER = selection.MARKER
@@ -65,10 +67,7 @@ def _begin_early(pluginmanager: pytest.PytestPluginManager) -> None:
         return
     if not selection.surely_starts_a_server(config):
         return
-    from ..postgres.initdb_cache import begin_preparing
-
-    early = config.stash[EARLY_START] = begin_preparing()
-    config.add_cleanup(early.stop_untaken)
+    early = _preparing(config)
     # A run ended before its first hook waits for this initdb (no half-made cache), then
     # ends by its signal (pytest cannot yet turn one into a clean exit).
     dying = config.stash[EARLY_SIGNALS] = ExitStack()
@@ -124,13 +123,19 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # between runs is attached to when asked (a connection, not a start).
         ours = not settings.reuse and selection.runs_tests(early_config)
         needed = settings.checks or selection.distributed(early_config)
-        early = early_config.stash.get(EARLY_START, None)  # begun as the plugin registered
-        if early is None:
-            from ..postgres.initdb_cache import begin_preparing
+        _preparing(early_config).decide(start=ours and needed, start_if_cold=ours)
 
-            early = early_config.stash[EARLY_START] = begin_preparing()
-            early_config.add_cleanup(early.stop_untaken)
-        early.decide(start=ours and needed, start_if_cold=ours)
+
+def _preparing(config: pytest.Config) -> Prepared:
+    """The run's initdb thread (``initdb_cache.begin_preparing``): begun as the plugin
+    registered, or now; waited for (and its server stopped, if untaken) at the end."""
+    early = config.stash.get(EARLY_START, None)
+    if early is None:
+        from ..postgres.initdb_cache import begin_preparing
+
+        early = config.stash[EARLY_START] = begin_preparing()
+        config.add_cleanup(early.stop_untaken)
+    return early
 
 
 def _handle_signals(config: pytest.Config) -> None:

@@ -168,7 +168,7 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     the ini's) nor check items (their children are forked at the first hook, from a
     process of one thread: ``checks.spares``), nor an xdist worker (its controller's
     server). When unsure, False: the first hook begins it, as for any run."""
-    if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get(URL_ENV):
+    if xdist_worker(config) or os.environ.get(URL_ENV):
         return False
     try:
         addopts = [str(arg) for arg in config.getini("addopts")]

@@ -9,7 +9,6 @@ removes the directory. Persistent (``--reynard-db-reuse``) servers are kept.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import os
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..foundation.filesystem import replace_file
+from ..foundation.filesystem import FileLock, LockBusy, replace_file
 
 SERVER_PREFIX = "server-"
 # A directory with no owner record yet is being created by someone; give it time.
@@ -158,12 +157,15 @@ def reap_caches(root: Path) -> list[Path]:
 
 def _unlink_if_free(path: Path) -> None:
     """Delete a lock file only while holding its lock (no one is using it then)."""
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except LockBusy:
+        return
+    try:
         path.unlink(missing_ok=True)
+    finally:
+        lock.release()
 
 
 def reap_orphans(root: Path) -> list[Path]:
