@@ -205,6 +205,7 @@ def row_session_start(sizes: SubSizes) -> list[Row]:
             warm = statistics.median(
                 run_pytest(project, reuse, env) - startup for _ in range(sizes.warm_reps)
             )
+            warm_floor = _warm_floor(project, env, startup, sizes)
             cached = None
             if os.environ.get(NO_BYTECODE):  # the same, as a machine that writes bytecode
                 cached = _with_bytecode(project, args, reuse, {**env, NO_BYTECODE: ""}, sizes)
@@ -253,9 +254,19 @@ def row_session_start(sizes: SubSizes) -> list[Row]:
             WARM_LIMIT,
         ),
     ]
+    floor_row = slowdown_row(
+        "4 (reference) warm vs its floor",
+        warm,
+        warm_floor,
+        "a test cloning the template raw",
+        1.0,
+    )
+    floor_row.target, floor_row.met = "none", True
+    rows.append(floor_row)
     for row in rows:
         row.note = note
     reference.note = f"{note}; testing.postgresql in its default place: {baseline:.2f} s"
+    floor_row.note = f"{note}; {WARM_FLOOR_NOTE}"
     if cached is not None:
         bare, default_cached, warm_cached = cached
         for label, ours, limit in (
@@ -272,6 +283,57 @@ def row_session_start(sizes: SubSizes) -> list[Row]:
             row.note = f"{NO_BYTECODE} unset; minus bare pytest startup {bare:.2f} s"
             rows.append(row)
     return rows
+
+
+#: A test that learns where the kept server is (run with the plugin, once).
+WHERE_TEST = """\
+import os
+
+
+def test_where(reynard_db_server, reynard_db):
+    url = reynard_db_server.url.set(drivername="postgresql")
+    with open(os.environ["BENCH_WHERE"], "w") as where:
+        where.write(url.render_as_string(hide_password=False))
+"""
+
+#: The floor of a warm run: what its test needs at least, run raw by a bare pytest (the
+#: plugin inactive) on the kept server: the driver imported, one connection, the template
+#: cloned and the clone dropped.
+FLOOR_TEST = """\
+import os
+
+import psycopg
+
+
+def test_floor():
+    with psycopg.connect(os.environ["BENCH_WHERE"], autocommit=True) as conn:
+        template = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_tpl\\_ecs\\_%'"
+        ).fetchone()[0]
+        conn.execute(f'CREATE DATABASE bench_floor TEMPLATE "{template}" STRATEGY FILE_COPY')
+        conn.execute("DROP DATABASE bench_floor")
+"""
+WARM_FLOOR_NOTE = (
+    "floor: a bare pytest whose test imports psycopg, connects to the kept server, "
+    "clones the template and drops the clone"
+)
+
+
+def _warm_floor(project: Path, env: dict[str, str], startup: float, sizes: SubSizes) -> float:
+    """Row 4's warm floor (``FLOOR_TEST``), minus the bare pytest's ``startup``."""
+    where = project / "where.txt"
+    (project / "test_where.py").write_text(WHERE_TEST)
+    (project / "test_floor.py").write_text(FLOOR_TEST)
+    run_pytest(
+        project,
+        ["--reynard-db=ecs", "--reynard-db-reuse", "test_where.py"],
+        {**env, "BENCH_WHERE": str(where)},
+    )
+    floor_env = {**env, "BENCH_WHERE": where.read_text()}
+    run_pytest(project, ["test_floor.py"], floor_env)
+    return statistics.median(
+        run_pytest(project, ["test_floor.py"], floor_env) - startup for _ in range(sizes.warm_reps)
+    )
 
 
 def _with_bytecode(
