@@ -118,6 +118,91 @@ def test_initdb_begins_as_the_plugin_registers_when_the_command_line_asks(
     assert len(complete) == 1 and scratch == [], os.listdir(runtime)
 
 
+#: A plugin registered after ours whose import is slow: it waits, up to a deadline, for a
+#: server of the run's own to be launched (its ``postmaster.pid`` in the runtime
+#: directory), and says whether it was. Launched while it imports: it began as our plugin
+#: registered.
+SLOW_PLUGIN_SEES_A_SERVER = """\
+import os, pathlib, time
+
+runtime = pathlib.Path(os.environ["REYNARD_DB_RUNTIME_DIR"])
+
+
+def launched():
+    return any(runtime.glob("server-*/data/postmaster.pid"))
+
+
+deadline = time.monotonic() + 20
+while not launched() and time.monotonic() < deadline:
+    time.sleep(0.01)
+pathlib.Path(os.environ["SEEN_FILE"]).write_text(str(launched()))
+"""
+
+#: How many check items' children the run forked (at its first hook, before this conftest).
+COUNTS_THE_CHILDREN = """\
+import os
+from pathlib import Path
+
+from pytest_reynard_db.plugin.stash import SPARES
+
+
+def pytest_configure(config):
+    Path(os.environ["CHILDREN_FILE"]).write_text(str(len(config.stash[SPARES])))
+"""
+
+
+def test_check_items_launch_their_server_as_the_plugin_registers(
+    project: Path, runtime: Path, tmp_path: Path
+) -> None:
+    """``--reynard-db-checks`` on a server of the run's own (``options.surely_runs_check_items``):
+    the server is launched as our plugin registers, to boot beside the imports of the
+    plugins after ours (the first item waited ~300 ms for it when it began at the first
+    hook). The items pass."""
+    plugins = tmp_path / "plugins"
+    entry_point_plugin(plugins, "slow_after_reynard", SLOW_PLUGIN_SEES_A_SERVER)
+    seen = tmp_path / "seen.txt"
+    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
+    env = {"REYNARD_DB_RUNTIME_DIR": str(runtime), "SEEN_FILE": str(seen)}
+
+    done = run_pytest(
+        project,
+        "-p",
+        "reynard_db",
+        "--reynard-db=ecs",
+        "--reynard-db-checks",
+        "-v",
+        PYTHONPATH=str(plugins),
+        **env,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reynard-db::ecs::stairway PASSED" in done.stdout, done.stdout
+    assert "failed" not in done.stdout and "Traceback" not in done.stderr, done.stderr
+    assert "reynard-db" not in done.stderr, done.stderr
+    assert seen.read_text() == "True", "the server was launched only at the first hook"
+    assert not list(runtime.glob("server-*")), os.listdir(runtime)
+
+
+def test_the_thread_that_launched_the_server_has_ended_when_the_children_fork(
+    project: Path, runtime: Path, tmp_path: Path
+) -> None:
+    """The run whose server was launched as the plugin registered still forks its check
+    items' children at its first hook (one for ``ecs``): the thread that launched the
+    server has ended by then (a process with a thread is not forked)."""
+    children = tmp_path / "children.txt"
+    (project / "conftest.py").write_text(COUNTS_THE_CHILDREN)
+    env = {"REYNARD_DB_RUNTIME_DIR": str(runtime), "CHILDREN_FILE": str(children)}
+
+    done = run_pytest(project, "--reynard-db=ecs", "--reynard-db-checks", "-v", **env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reynard-db::ecs::models_match PASSED" in done.stdout, done.stdout
+    assert "failed" not in done.stdout and "Traceback" not in done.stderr, done.stderr
+    assert "reynard-db" not in done.stderr, done.stderr
+    assert children.read_text() == "1", "no child forked for ecs's items"
+    assert not list(runtime.glob("server-*")), os.listdir(runtime)
+
+
 #: A plugin registered after ours that says it is importing (a marker file), then takes
 #: its time: a run ended now is ended before pytest's first hook.
 SLEEPY_PLUGIN = """\

@@ -13,6 +13,7 @@ import tempfile
 import threading
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from .reaper import record_source
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
 
 if TYPE_CHECKING:
+    from .executor import EphemeralPostgres
     from .server import EphemeralServer
 
 SUPERUSER = "postgres"
@@ -57,6 +59,29 @@ class Prepared:
     abandon: threading.Event = field(default_factory=threading.Event)
     #: ``(start, start_if_cold)``, decided by the run's first hook (``decide``).
     plan: Future[tuple[bool, bool]] = field(default_factory=Future)
+    #: ``begin_preparing(launch=True)``: the server the thread launched, then ended; until
+    #: ``finish_starting`` hands it to a thread that waits for it to be up (``server``).
+    launched: Future[EphemeralPostgres] | None = None
+    thread: threading.Thread | None = None
+
+    def thread_ended(self) -> None:
+        """Until the thread has ended: a process with a thread is not forked (the check
+        items' children, ``checks.spares``). It ends soon after it launched the server
+        (before that: its initdb, when the cache is cold)."""
+        if self.launched is not None and self.thread is not None:
+            self.thread.join()
+
+    def finish_starting(self) -> None:
+        """The server launched (``launched``), waited for in a thread of its own until it
+        is up: ``server`` from now on. Once; nothing if none was launched."""
+        launched, self.launched = self.launched, None
+        if launched is None:
+            return
+        started: Future[EphemeralServer] = Future()
+        self.server = started
+        threading.Thread(
+            target=_finish_starting, args=(launched, started), name="reynard-db-start", daemon=True
+        ).start()
 
     def decide(self, *, start: bool = False, start_if_cold: bool = False) -> None:
         """What the thread does once the cache is ready (the first decision holds).
@@ -79,42 +104,57 @@ class Prepared:
         (a server that hangs at its start is not waited for); the thread is waited for
         (its initdb would be left half made in its scratch)."""
         server = self.take_server()
+        launched, self.launched = self.launched, None  # launched, never waited for
         self.decide()  # a run ended before it decided starts nothing
         self.abandon.set()
-        running: list[Future[Any]] = [self.initdb] if server is None else [self.initdb, server]
+        running: list[Future[Any]] = [self.initdb]
+        running += [future for future in (server, launched) if future is not None]
         try:
             wait(running)
         except KeyboardInterrupt:  # ended again while ending: the start gives up at once
             wait(running)
-        if server is not None and not server.cancelled() and server.exception() is None:
-            server.result().stop()
+        for future in (server, launched):
+            if future is not None and not future.cancelled() and future.exception() is None:
+                future.result().stop()
 
 
-def begin_preparing() -> Prepared:
+def begin_preparing(*, launch: bool = False) -> Prepared:
     """Find the binaries and build the initdb cache, if missing, in a thread: initdb
     (most of a cold start) then runs while pytest imports and collects. Only this
     module's light imports come before initdb (the executor's would wait for the main
     thread's imports). Whether the server starts next is decided later (``decide``): the
-    thread may begin before the run's options are parsed (``plugin.early``)."""
+    thread may begin before the run's options are parsed (``plugin.early``).
+
+    ``launch``: the thread launches the server, then ends (``Prepared.launched``): the run
+    forks its check items' children once it has, then waits for the server in another
+    thread (``finish_starting``)."""
     started: Future[EphemeralServer] = Future()
-    prepared = Prepared(Future(), Future(), started)
-    # The future is handed over here, not read from ``prepared`` by the thread: the run
-    # may take it (``take_server``) before the thread's first line runs.
-    threading.Thread(
-        target=_prepare, args=(prepared, started), name="reynard-db-initdb", daemon=True
-    ).start()
+    prepared = Prepared(Future(), Future(), None if launch else started)
+    if launch:
+        prepared.launched = Future()
+    # The futures are handed over here, not read from ``prepared`` by the thread: the run
+    # may take them (``take_server``) before the thread's first line runs.
+    target = partial(_prepare, prepared, started, prepared.launched)
+    prepared.thread = threading.Thread(target=target, name="reynard-db-initdb", daemon=True)
+    prepared.thread.start()
     return prepared
 
 
-def _prepare(prepared: Prepared, started: Future[EphemeralServer]) -> None:
-    """The thread of ``begin_preparing``: ``started`` is ``prepared.server``."""
+def _prepare(
+    prepared: Prepared,
+    started: Future[EphemeralServer],
+    launched: Future[EphemeralPostgres] | None,
+) -> None:
+    """The thread of ``begin_preparing``: ``started`` is ``prepared.server``, ``launched``
+    ``prepared.launched``."""
     try:
         user = run_as()
         root = runtime_root(user)
         binaries = server_binaries(user, root)
     except BaseException as exc:  # raised where the binaries are used, as without
-        for future in (prepared.binaries, prepared.initdb, started):
-            future.set_exception(exc)
+        for future in (prepared.binaries, prepared.initdb, started, launched):
+            if future is not None:
+                future.set_exception(exc)
         return
     prepared.binaries.set_result(binaries)
     cold = not (cache_dir(binaries, user, root) / "PG_VERSION").exists()
@@ -122,6 +162,9 @@ def _prepare(prepared: Prepared, started: Future[EphemeralServer]) -> None:
         prepared.initdb.set_result(cached_initdb(binaries, user, root))
     except BaseException as exc:  # the start makes it again, and says why it cannot
         prepared.initdb.set_exception(exc)
+    if launched is not None:
+        _launch(binaries, prepared.abandon, launched)
+        return
     start, start_if_cold = prepared.plan.result()  # decided by now, or soon
     if not (start or (start_if_cold and cold)) or prepared.abandon.is_set():
         # not sure to be needed: the first test starts it (cancelled and notified:
@@ -134,6 +177,30 @@ def _prepare(prepared: Prepared, started: Future[EphemeralServer]) -> None:
 
         server = EphemeralServer.start(binaries=binaries, abandon=prepared.abandon)
         started.set_result(server)
+    except BaseException as exc:  # raised when the run asks for its server
+        started.set_exception(exc)
+
+
+def _launch(
+    binaries: Binaries, abandon: threading.Event, launched: Future[EphemeralPostgres]
+) -> None:
+    """The server of ``binaries`` launched (``EphemeralPostgres.launch``) into ``launched``."""
+    try:
+        from .executor import EphemeralPostgres
+
+        process = EphemeralPostgres(binaries=binaries, abandon=abandon)
+        process.launch()
+        launched.set_result(process)
+    except BaseException as exc:  # raised when the run asks for its server
+        launched.set_exception(exc)
+
+
+def _finish_starting(launched: Future[EphemeralPostgres], started: Future[EphemeralServer]) -> None:
+    """The thread of ``Prepared.finish_starting``."""
+    try:
+        from .server import EphemeralServer
+
+        started.set_result(EphemeralServer(launched.result().finish_start()))
     except BaseException as exc:  # raised when the run asks for its server
         started.set_exception(exc)
 
