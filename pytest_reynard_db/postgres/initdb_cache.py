@@ -184,7 +184,12 @@ def _prepare(
 def _launch(
     binaries: Binaries, abandon: threading.Event, launched: Future[EphemeralPostgres]
 ) -> None:
-    """The server of ``binaries`` launched (``EphemeralPostgres.launch``) into ``launched``."""
+    """The server of ``binaries`` launched (``EphemeralPostgres.launch``) into ``launched``;
+    none for a run that ended meanwhile (cancelled and notified, as ``_prepare`` does)."""
+    if abandon.is_set():
+        launched.cancel()
+        launched.set_running_or_notify_cancel()
+        return
     try:
         from .executor import EphemeralPostgres
 
@@ -196,7 +201,13 @@ def _launch(
 
 
 def _finish_starting(launched: Future[EphemeralPostgres], started: Future[EphemeralServer]) -> None:
-    """The thread of ``Prepared.finish_starting``."""
+    """The thread of ``Prepared.finish_starting`` (a launch cancelled: cancelled too, and
+    the run starts its server when asked)."""
+    wait([launched])
+    if launched.cancelled():
+        started.cancel()
+        started.set_running_or_notify_cancel()
+        return
     try:
         from .server import EphemeralServer
 
