@@ -69,6 +69,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    # not ``foundation.lazy_name``: a guarded child imports this package at its start
+    # (``child_guard``), which must import nothing else of it
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(import_module(f".{_WHERE[name]}", __name__), name)

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from importlib import import_module
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..foundation import lazy_name
 from ..foundation.errors import ConfigError
 from ..foundation.registry import OPT_IN, Database, Registry
 
@@ -113,11 +113,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
-    globals()[name] = value
-    return value
+    return lazy_name(__name__, _WHERE, name, globals())
 
 
 def select_checks(only: Iterable[str] | None = None, enabled: Iterable[str] = ()) -> list[str]:

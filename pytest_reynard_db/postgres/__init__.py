@@ -7,8 +7,9 @@ or testing.postgresql, and starts in the time its trees take to load.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from ..foundation import lazy_name
 
 if TYPE_CHECKING:
     from .binaries import Binaries, find_binaries
@@ -35,8 +36,4 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
-    globals()[name] = value
-    return value
+    return lazy_name(__name__, _WHERE, name, globals())
