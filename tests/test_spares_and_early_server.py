@@ -98,7 +98,8 @@ def hanging_postgres(root: Path) -> Path:
 
 def slow_postgres(root: Path) -> tuple[Path, Path]:
     """A ``REYNARD_DB_PG_BIN`` whose ``postgres`` starts the real one after SLOW_BOOT s,
-    and the file it makes when it is launched (by the server's user: anyone may write)."""
+    and the file it makes when it is launched, holding its pid (the postmaster's to be: it
+    execs the real one), written by the server's user (anyone may write there)."""
     real = find_binaries()
     bindir = root / "bin"
     bindir.mkdir()
@@ -108,7 +109,8 @@ def slow_postgres(root: Path) -> tuple[Path, Path]:
     launched = marks / "launched"
     (bindir / "initdb").symlink_to(real.initdb)
     (bindir / "postgres").write_text(
-        f'#!/bin/sh\ncase "$1" in -V|--version) ;; *) touch {launched}; sleep {SLOW_BOOT};; esac\n'
+        f'#!/bin/sh\ncase "$1" in -V|--version) ;; *) echo $$ > {launched}.new\n'
+        f"mv {launched}.new {launched}; sleep {SLOW_BOOT};; esac\n"
         f'exec {real.postgres} "$@"\n'
     )
     (bindir / "postgres").chmod(0o755)
@@ -392,12 +394,36 @@ def test_a_run_terminated_at_its_end_leaves_no_postmaster(
         if process.poll() is None:  # the tests are over: the clean-up is what is ended
             process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
-        deadline = time.monotonic() + PROMPT  # the slow start execs the real postgres
-        while not running_servers(runtime) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_no_start(launched, runtime)
         assert running_servers(runtime) == [], out_file.read_text()
     finally:
         stop_postmasters(runtime)
+
+
+def wait_for_no_start(launched: Path, runtime: Path) -> None:
+    """Once the run has ended: until the slow start last launched is gone, or a server of
+    ``runtime`` runs (the start exec'd the real postgres: the run left it). A poll, not
+    PROMPT seconds each time; a run that ended before any launch: PROMPT seconds for a
+    server to appear all the same."""
+    if not launched.exists():
+        deadline = time.monotonic() + PROMPT
+        while not running_servers(runtime) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return
+    wait_until(
+        lambda: not alive(int(launched.read_text())) or running_servers(runtime),
+        PROMPT,
+        f"the slow start ({launched}) to end, or its server to run",
+    )
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie has ended: its parent has not reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def test_a_run_killed_while_its_conftest_imports_leaves_its_server_to_the_next_run(
