@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +26,62 @@ from typing import Any
 
 import pytest
 from cli_fork import Cli, cli_of
-from reynard_trees import QUIET_ASYNCIO, copy_reynard_trees, reynard_project
+from reynard_trees import QUIET_ASYNCIO, clean_env, copy_reynard_trees, reynard_project
 
 from pytest_reynard_db.guard import GUARD, inherit
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.executor import reusable_server
 from pytest_reynard_db.postgres.reaper import stop_postmaster
+
+#: Run beside the suite by its first process: pytest's rewriting of every plugin's modules
+#: (pytest-alembic's, anyio's, xdist's...; ours too when installed from a wheel) and our
+#: package's bytecode, written where an environment without ``PYTHONDONTWRITEBYTECODE``
+#: keeps them (their ``__pycache__``).
+WARM_UP = """\
+import compileall, pkgutil, pytest
+
+class Warm:
+    def pytest_configure(self, config):
+        import pytest_reynard_db  # imported by its plugin, as in every run
+        for module in pkgutil.walk_packages(pytest_reynard_db.__path__, "pytest_reynard_db."):
+            if not module.name.endswith("__main__"):
+                __import__(module.name)
+        compileall.compile_dir(pytest_reynard_db.__path__[0], quiet=1)
+
+pytest.main(["-q", "--co", "-p", "no:cacheprovider"], plugins=[Warm()])
+"""
+_WARMING = pytest.StashKey[tuple[subprocess.Popen[bytes], Path]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where ``PYTHONDONTWRITEBYTECODE`` is set, no interpreter writes bytecode, and pytest
+    rewrote every plugin's modules again in each of the suite's inner runs: a quarter of
+    its start. The first process writes them once, in a child (as without the variable);
+    every interpreter reads them, and still writes nothing (a user's project is asserted
+    unwritten, and its revisions, edited in place, are compiled afresh each time)."""
+    if hasattr(config, "workerinput"):
+        return  # xdist's controller does it
+    empty = Path(tempfile.mkdtemp(prefix="reynard-warm-up-"))
+    env = clean_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", WARM_UP],
+        cwd=empty,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    config.stash[_WARMING] = (process, empty)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    warming = config.stash.get(_WARMING, None)
+    if warming is not None:
+        process, empty = warming
+        process.kill()  # done long ago, unless the run was shorter than it
+        process.wait()
+        shutil.rmtree(empty, ignore_errors=True)
+
 
 #: The modules one xdist worker runs whole: each builds a costly module fixture for all its
 #: tests, which ``--dist load`` builds again in every worker sent one of them.
