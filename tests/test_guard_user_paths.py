@@ -308,6 +308,8 @@ def test_ctrl_c_while_reynard_migrate_starts_is_one_line(tmp_path: Path, delay: 
     out, err = child.communicate(timeout=60)
 
     shown = f"exit {child.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+    if "Fatal Python error: init_import_site" in err and "pytest_reynard_db" not in err:
+        return  # Python's own start-up interrupted (its site module), before any of our code
     assert "Traceback" not in out + err, shown
     if child.returncode == 0:  # done before the signal came (a quick machine): nothing to see
         assert "1 check, all passed" in out, shown
