@@ -94,6 +94,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return  # pytest_configure says it
     if not settings.active:
         return
+    if EARLY_START in early_config.stash:
+        # the server's launch (cold: after its initdb) ended before the children fork,
+        # waited for while a signal still ends the run as before this hook (``die_after``)
+        early_config.stash[EARLY_START].thread_ended()
     # From now on the run starts things (a server, children): SIGTERM ends it as Ctrl-C
     # does, so that they are stopped on the way out (``atexit`` while the conftests import).
     _handle_signals(early_config)
@@ -112,8 +116,6 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
             # before the initdb thread begins, or once the one that launched the server ended
             from ..checks.spares import fork_spares
 
-            if EARLY_START in early_config.stash:
-                early_config.stash[EARLY_START].thread_ended()
             count = len(settings.databases or registry.databases)
             spares = fork_spares(count, registry.root)
             early_config.stash[SPARES] = spares

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -70,6 +71,7 @@ class Prepared:
         (before that: its initdb, when the cache is cold)."""
         if self.launched is not None and self.thread is not None:
             self.thread.join()
+            _gone_from_the_system(self.thread)
 
     def finish_starting(self) -> None:
         """The server launched (``launched``), waited for in a thread of its own until it
@@ -116,6 +118,16 @@ class Prepared:
         for future in (server, launched):
             if future is not None and not future.cancelled() and future.exception() is None:
                 future.result().stop()
+
+
+def _gone_from_the_system(thread: threading.Thread) -> None:
+    """Until the system no longer lists ``thread`` (ended and joined): Python's ``join``
+    returns before the system's thread is gone (still listed one time in three), and
+    ``checks.spares`` counts the system's threads. A second at most: then not forked."""
+    task = Path("/proc/self/task", str(thread.native_id))
+    deadline = time.monotonic() + 1
+    while task.exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def begin_preparing(*, launch: bool = False) -> Prepared:

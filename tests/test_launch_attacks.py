@@ -1,0 +1,140 @@
+"""Attacks on the check items' server launched as the plugin registers (issue 25, row 8:
+``options.surely_runs_check_items``, ``initdb_cache.begin_preparing(launch=True)``, the
+first hook's ``Prepared.thread_ended`` then ``fork_spares``).
+
+Two worked and are fixed: the children were not forked about one run in three when the
+first hook had waited for the launching thread (Python's join returns before the
+system's thread is gone, and ``fork_spares`` counts the system's); a SIGTERM while the
+first hook waited for a cold initdb was a traceback of ours and exit 1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_reynard_db.postgres import find_binaries
+from tests.reynard_trees import clean_env, reynard_project, wait_until
+from tests.test_early_initdb import (
+    NO_DATABASE_NEEDED,
+    _initdb_entries,
+    entry_point_plugin,
+    running_servers,
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A user's project: the Reynard registry, no database selected in its ini."""
+    return reynard_project(tmp_path / "project")
+
+
+#: ``Prepared.thread_ended`` then ``fork_spares``, as the first hook does, many times: a
+#: thread that, like the launching one, starts a process and ends. Prints how many times
+#: no child was forked.
+JOIN_THEN_FORK = """\
+import subprocess, sys, threading
+from concurrent.futures import Future
+from pathlib import Path
+
+from pytest_reynard_db.checks.spares import fork_spares
+from pytest_reynard_db.postgres.initdb_cache import Prepared
+
+refused = 0
+for _ in range(int(sys.argv[2])):
+    prepared = Prepared(Future(), Future(), launched=Future())
+    prepared.thread = threading.Thread(target=subprocess.run, args=(["true"],))
+    prepared.thread.start()
+    prepared.thread_ended()
+    spares = fork_spares(1, Path(sys.argv[1]))
+    refused += len(spares) == 0
+    spares.close()
+print(refused)
+"""
+
+
+def test_the_children_fork_once_the_launching_thread_ended(tmp_path: Path) -> None:
+    """Python's ``join`` returns before the system's thread is gone (``/proc/self/task``
+    still listed it one time in three): ``fork_spares``, which counts the system's
+    threads, then refused to fork, and the check items each started an interpreter."""
+    done = subprocess.run(
+        [sys.executable, "-c", JOIN_THEN_FORK, str(tmp_path), "60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    assert done.stdout.strip() == "0", f"no child forked {done.stdout.strip()} times in 60"
+
+
+#: A plugin registered after ours whose first hook runs just before ours (pluggy calls
+#: the later-registered first): it says the first hook has come.
+FIRST_HOOK_SEEN = """\
+import os, pathlib
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config):
+    pathlib.Path(os.environ["FIRST_HOOK_FILE"]).write_text("reached")
+"""
+
+
+def _slow_initdb(bindir: Path, seconds: float) -> Path:
+    """``bindir``: the real PostgreSQL binaries, its initdb slowed by ``seconds``."""
+    real = find_binaries()
+    bindir.mkdir()
+    (bindir / "postgres").symlink_to(real.postgres)
+    (bindir / "initdb").write_text(f'#!/bin/sh\nsleep {seconds}\nexec {real.initdb} "$@"\n')
+    (bindir / "initdb").chmod(0o755)
+    return bindir
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_a_run_ended_while_the_first_hook_waits_for_a_cold_initdb(
+    project: Path, runtime: Path, tmp_path: Path, how: signal.Signals
+) -> None:
+    """Cold cache: the first hook waits for the launching thread (its initdb) before it
+    forks the children. A run ended then ends as one ended before the first hook: by
+    its signal, no traceback, the cache whole, no server left."""
+    plugins = tmp_path / "plugins"
+    entry_point_plugin(plugins, "first_hook_seen", FIRST_HOOK_SEEN)
+    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
+    reached = tmp_path / "reached"
+    env = clean_env(
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
+        REYNARD_DB_PG_BIN=str(_slow_initdb(runtime.parent / "bin", 6)),
+        FIRST_HOOK_FILE=str(reached),
+        PYTHONPATH=str(plugins),
+    )
+    argv = [sys.executable, "-m", "pytest", "-p", "reynard_db", "-p", "no:cacheprovider"]
+    output_file = tmp_path / "output.txt"
+    with output_file.open("w") as output:  # a file, not a pipe: a child left would hold it
+        process = subprocess.Popen(
+            [*argv, "--reynard-db=ecs", "--reynard-db-checks", "test_nothing.py"],
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    wait_until(lambda: reached.exists() or process.poll() is not None, 60, "the first hook")
+    time.sleep(0.5)  # our first hook, next, is waiting for the initdb (6 s) by then
+    process.send_signal(how)
+    process.wait(timeout=60)
+
+    said = output_file.read_text()
+    assert process.returncode == -how, said
+    assert "Traceback" not in said, said
+    complete, scratch = _initdb_entries(runtime)
+    assert len(complete) == 1 and scratch == [], os.listdir(runtime)
+    assert not running_servers(runtime), os.listdir(runtime)
+    assert not list(runtime.glob("server-*")), os.listdir(runtime)
