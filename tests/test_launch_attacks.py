@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from pytest_reynard_db.postgres import find_binaries
-from tests.reynard_trees import clean_env, reynard_project, wait_until
+from tests.reynard_trees import clean_env, reynard_project, run_pytest, wait_until
+from tests.test_early_attacks import SEES_THE_EARLY_START
 from tests.test_early_initdb import (
     NO_DATABASE_NEEDED,
     _initdb_entries,
@@ -137,4 +138,31 @@ def test_a_run_ended_while_the_first_hook_waits_for_a_cold_initdb(
     complete, scratch = _initdb_entries(runtime)
     assert len(complete) == 1 and scratch == [], os.listdir(runtime)
     assert not running_servers(runtime), os.listdir(runtime)
+    assert not list(runtime.glob("server-*")), os.listdir(runtime)
+
+
+@pytest.mark.parametrize("flags", ["-qh", "-hv", "-qV"])
+def test_combined_short_flags_that_run_no_test_launch_nothing_ahead(
+    project: Path, runtime: Path, tmp_path: Path, flags: str
+) -> None:
+    """``-qh`` is ``-q -h`` (argparse combines short flags): a help, which runs no test,
+    launched the check items' server as the plugin registered (``--help`` did not)."""
+    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
+    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
+    seen_dir = tmp_path / "seen"
+    seen_dir.mkdir()
+
+    done = run_pytest(
+        project,
+        "--reynard-db=ecs",
+        "--reynard-db-checks",
+        flags,
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
+        SEEN_DIR=str(seen_dir),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "reynard-db" not in done.stderr, done.stderr
+    # begun at the first hook (the initdb thread, as for any run), not before
+    assert [path.read_text() for path in seen_dir.iterdir()] == ["(True, False, False)"]
     assert not list(runtime.glob("server-*")), os.listdir(runtime)
