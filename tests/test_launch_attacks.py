@@ -5,7 +5,8 @@ first hook's ``Prepared.thread_ended`` then ``fork_spares``).
 Two worked and are fixed: the children were not forked about one run in three when the
 first hook had waited for the launching thread (Python's join returns before the
 system's thread is gone, and ``fork_spares`` counts the system's); a SIGTERM while the
-first hook waited for a cold initdb was a traceback of ours and exit 1.
+first hook waited for a cold initdb was a traceback of ours and exit 1 (Ctrl-C: a
+traceback of ours).
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def _slow_initdb(bindir: Path, seconds: float) -> Path:
     return bindir
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+@pytest.mark.parametrize(
+    "how", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["sigterm", "sighup", "sigint"]
+)
 def test_a_run_ended_while_the_first_hook_waits_for_a_cold_initdb(
     project: Path, runtime: Path, tmp_path: Path, how: signal.Signals
 ) -> None:

@@ -7,6 +7,7 @@ keep in ``config.stash`` is in ``stash``.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from collections.abc import Generator
@@ -95,9 +96,12 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     if not settings.active:
         return
     if EARLY_START in early_config.stash:
-        # the server's launch (cold: after its initdb) ended before the children fork,
-        # waited for while a signal still ends the run as before this hook (``die_after``)
-        early_config.stash[EARLY_START].thread_ended()
+        # The server's launch (cold: after its initdb) ended before the children fork,
+        # waited for while a signal ends the run as before this hook (``die_after``): by
+        # itself, once the server is stopped. Ctrl-C too (a traceback of this wait).
+        early = early_config.stash[EARLY_START]
+        with die_after(early.stop_untaken, signals=(signal.SIGINT,)):
+            early.thread_ended()
     # From now on the run starts things (a server, children): SIGTERM ends it as Ctrl-C
     # does, so that they are stopped on the way out (``atexit`` while the conftests import).
     _handle_signals(early_config)
