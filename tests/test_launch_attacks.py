@@ -2,25 +2,29 @@
 ``options.surely_runs_check_items``, ``initdb_cache.begin_preparing(launch=True)``, the
 first hook's ``Prepared.thread_ended`` then ``fork_spares``).
 
-Two worked and are fixed: the children were not forked about one run in three when the
-first hook had waited for the launching thread (Python's join returns before the
+Four worked and are fixed: the children were not forked about one run in three when
+the first hook had waited for the launching thread (Python's join returns before the
 system's thread is gone, and ``fork_spares`` counts the system's); a SIGTERM while the
 first hook waited for a cold initdb was a traceback of ours and exit 1 (Ctrl-C: a
-traceback of ours).
+traceback of ours); ``-qh`` (a help) launched a server; a start whose port was taken
+launched again once, not twice.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from pytest_reynard_db.postgres import find_binaries
+from pytest_reynard_db.postgres.executor import EphemeralPostgres
 from tests.reynard_trees import clean_env, reynard_project, run_pytest, wait_until
 from tests.test_early_attacks import SEES_THE_EARLY_START
 from tests.test_early_initdb import (
@@ -169,3 +173,70 @@ def test_combined_short_flags_that_run_no_test_launch_nothing_ahead(
     # begun at the first hook (the initdb thread, as for any run), not before
     assert [path.read_text() for path in seen_dir.iterdir()] == ["(True, False, False)"]
     assert not list(runtime.glob("server-*")), os.listdir(runtime)
+
+
+#: A ``postgres`` that, its first ``TAKEN`` starts, asks for its port to be taken (a file
+#: ``want-PORT``) and waits until it is (``taken-PORT``): someone outside took the port
+#: between its reserve and the postmaster's bind.
+PORT_TAKEN_FIRST = """\
+#!/bin/sh
+port=
+prev=
+for arg in "$@"; do
+    [ "$prev" = -p ] && port=$arg
+    prev=$arg
+done
+if [ -n "$port" ] && [ "$(ls {marks} | grep -c '^taken-')" -lt {taken} ]; then
+    touch {marks}/want-$port
+    while [ ! -e {marks}/taken-$port ]; do sleep 0.02; done
+fi
+exec {postgres} "$@"
+"""
+
+
+def _take_ports_asked(marks: Path, held: list[socket.socket], stop: threading.Event) -> None:
+    """Take each port a ``PORT_TAKEN_FIRST`` postgres asks for, until ``stop``."""
+    while not stop.is_set():
+        for want in marks.glob("want-*"):
+            port = int(want.name.split("-", 1)[1])
+            sock = socket.socket()
+            # bound, not listening: the postmaster's bind fails, the probe is refused
+            sock.bind(("127.0.0.1", port))
+            held.append(sock)
+            want.unlink()
+            (marks / f"taken-{port}").touch()
+        time.sleep(0.01)
+
+
+def test_a_start_launches_again_twice_when_its_port_is_taken(
+    runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone outside took the port between reserve and bind: the server is launched
+    again on another port, twice at most (three launches, as before ``launch`` and
+    ``finish_start`` were split, which left one)."""
+    monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
+    real = find_binaries()
+    marks = runtime.parent / "marks"
+    marks.mkdir(mode=0o777)
+    marks.chmod(0o777)  # the server's user (postgres, when root runs the suite) writes there
+    bindir = runtime.parent / "bin"
+    bindir.mkdir()
+    (bindir / "initdb").symlink_to(real.initdb)
+    script = PORT_TAKEN_FIRST.format(marks=marks, taken=2, postgres=real.postgres)
+    (bindir / "postgres").write_text(script)
+    (bindir / "postgres").chmod(0o755)
+    binaries = find_binaries({"REYNARD_DB_PG_BIN": str(bindir)})
+    held: list[socket.socket] = []
+    stop = threading.Event()
+    taker = threading.Thread(target=_take_ports_asked, args=(marks, held, stop))
+    taker.start()
+    try:
+        with EphemeralPostgres(binaries=binaries, boot_timeout=60) as process:
+            taken = sorted(int(sock.getsockname()[1]) for sock in held)
+            assert len(taken) == 2 and process.port not in taken, (process.port, taken)
+    finally:
+        stop.set()
+        taker.join()
+        for sock in held:
+            sock.close()
+    assert not running_servers(runtime), os.listdir(runtime)
