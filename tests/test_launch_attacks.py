@@ -23,9 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from pytest_reynard_db.foundation.filesystem import file_lock
 from pytest_reynard_db.postgres import find_binaries
 from pytest_reynard_db.postgres.executor import EphemeralPostgres
-from tests.reynard_trees import clean_env, reynard_project, run_pytest, wait_until
+from pytest_reynard_db.postgres.initdb_cache import cache_dir, server_binaries
+from pytest_reynard_db.postgres.runas import run_as, runtime_root
+from tests.reynard_trees import clean_env, pytest_argv, reynard_project, run_pytest, wait_until
 from tests.test_early_attacks import SEES_THE_EARLY_START
 from tests.test_early_initdb import (
     NO_DATABASE_NEEDED,
@@ -240,3 +243,38 @@ def test_a_start_launches_again_twice_when_its_port_is_taken(
         for sock in held:
             sock.close()
     assert not running_servers(runtime), os.listdir(runtime)
+
+
+def test_a_wait_for_another_runs_initdb_is_said(
+    project: Path, runtime: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cold cache, another run building it (its lock held): the first hook waits for the
+    launching thread, whose "waiting for" line was lost in pytest's capture. The run
+    stood still, silent, before its header (up to ``--lock-timeout``)."""
+    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
+    monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
+    user = run_as()
+    root = runtime_root(user)
+    cache = cache_dir(server_binaries(user, root), user, root)
+    output_file = tmp_path / "output.txt"
+    with file_lock(f"{cache}.lock", "the test's build"):
+        with output_file.open("w") as output:
+            process = subprocess.Popen(
+                pytest_argv("--reynard-db=ecs", "--reynard-db-checks", "test_nothing.py"),
+                cwd=project,
+                env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
+                stdout=subprocess.DEVNULL,
+                stderr=output,
+            )
+        wait_until(
+            lambda: "waiting for" in output_file.read_text() or process.poll() is not None,
+            30,
+            "the run to say its wait",
+        )
+        said = output_file.read_text()  # while the lock is held
+    process.wait(timeout=120)
+
+    assert process.returncode == 0, output_file.read_text()
+    assert f"reynard-db: waiting for the initdb cache {cache.name}" in said, said
+    assert f"held by pid {os.getpid()}" in said, said
+    assert output_file.read_text().strip().splitlines()[-1].startswith("reynard-db: waiting")
