@@ -2,12 +2,13 @@
 ``options.surely_runs_check_items``, ``initdb_cache.begin_preparing(launch=True)``, the
 first hook's ``Prepared.thread_ended`` then ``fork_spares``).
 
-Four worked and are fixed: the children were not forked about one run in three when
+Six worked and are fixed: the children were not forked about one run in three when
 the first hook had waited for the launching thread (Python's join returns before the
 system's thread is gone, and ``fork_spares`` counts the system's); a SIGTERM while the
 first hook waited for a cold initdb was a traceback of ours and exit 1 (Ctrl-C: a
 traceback of ours); ``-qh`` (a help) launched a server; a start whose port was taken
-launched again once, not twice.
+launched again once, not twice; a wait for another run's initdb build was not said; a
+hangup ignored by ``nohup`` ended the run (before this change too).
 """
 
 from __future__ import annotations
@@ -278,3 +279,45 @@ def test_a_wait_for_another_runs_initdb_is_said(
     assert f"reynard-db: waiting for the initdb cache {cache.name}" in said, said
     assert f"held by pid {os.getpid()}" in said, said
     assert output_file.read_text().strip().splitlines()[-1].startswith("reynard-db: waiting")
+
+
+#: A test that says it has begun, then takes its time.
+SLOW_TEST = """\
+import os, pathlib, time
+
+
+def test_slow():
+    pathlib.Path(os.environ["STARTED_FILE"]).write_text("started")
+    time.sleep(3)
+"""
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--reynard-db=ecs"], ["--reynard-db=ecs", "--reynard-db-checks"]],
+    ids=["tests", "checks"],
+)
+def test_a_hangup_ignored_by_nohup_stays_ignored(
+    project: Path, runtime: Path, tmp_path: Path, options: list[str]
+) -> None:
+    """``nohup pytest ...``, then the terminal closes (SIGHUP): pytest alone goes on; the
+    run's handlers (``errors.terminate_as_interrupt``) ended it, exit 129."""
+    (project / "test_slow.py").write_text(SLOW_TEST)
+    started = tmp_path / "started"
+    process = subprocess.Popen(
+        pytest_argv(*options, "test_slow.py"),
+        cwd=project,
+        env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime), STARTED_FILE=str(started)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # nohup's
+    )
+    wait_until(lambda: started.exists() or process.poll() is not None, 60, "the slow test")
+    process.send_signal(signal.SIGHUP)
+    out, err = process.communicate(timeout=60)
+
+    assert process.returncode == 0, out + err
+    assert " passed in " in out.splitlines()[-1] and "failed" not in out, out
+    assert "Traceback" not in err and "reynard-db" not in err, err
+    assert not list(runtime.glob("server-*")), os.listdir(runtime)

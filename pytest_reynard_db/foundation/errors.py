@@ -200,11 +200,13 @@ def _terminating_handled_by(
 ) -> Iterator[None]:
     """``handler`` for ``signals`` (SIGTERM and SIGHUP) in the block, the previous
     handlers put back after it. Outside the main thread (where Python cannot install
-    handlers) nothing."""
+    handlers) nothing; nor for a signal the process ignores (``nohup``'s SIGHUP, a
+    background job's SIGINT): a run without us would go on."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    handled = [sig for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, handler) for sig in handled}
     try:
         yield
     finally:

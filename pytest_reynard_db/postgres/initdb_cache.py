@@ -226,9 +226,7 @@ def _finish_starting(launched: Future[EphemeralPostgres], started: Future[Epheme
         started.set_exception(exc)
 
 
-def cached_initdb(
-    binaries: Binaries, user: RunAs, root: Path, say: Say = say_on_stderr
-) -> Path:
+def cached_initdb(binaries: Binaries, user: RunAs, root: Path, say: Say = say_on_stderr) -> Path:
     """An initialized data directory made once per binaries and user, then copied.
 
     ``initdb`` costs about a second; copying its result on tmpfs a few dozen ms.
