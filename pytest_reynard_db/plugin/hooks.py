@@ -7,9 +7,10 @@ keep in ``config.stash`` is in ``stash``.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import ExitStack, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,13 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return  # pytest_configure says it
     if not settings.active:
         return
+    if EARLY_START in early_config.stash:
+        # The server's launch (cold: after its initdb) ended before the children fork,
+        # waited for while a signal ends the run as before this hook (``die_after``): by
+        # itself, once the server is stopped. Ctrl-C too (a traceback of this wait).
+        early = early_config.stash[EARLY_START]
+        with die_after(early.stop_untaken, signals=(signal.SIGINT,)):
+            early.thread_ended(_past_capture(early_config))
     # From now on the run starts things (a server, children): SIGTERM ends it as Ctrl-C
     # does, so that they are stopped on the way out (``atexit`` while the conftests import).
     _handle_signals(early_config)
@@ -112,8 +120,6 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
             # before the initdb thread begins, or once the one that launched the server ended
             from ..checks.spares import fork_spares
 
-            if EARLY_START in early_config.stash:
-                early_config.stash[EARLY_START].thread_ended()
             count = len(settings.databases or registry.databases)
             spares = fork_spares(count, registry.root)
             early_config.stash[SPARES] = spares
@@ -202,20 +208,25 @@ def _say_waits_past_capture(config: pytest.Config) -> None:
     silence. Said past the capture (from the main thread: a thread cannot suspend it)."""
     from ..foundation.filesystem import say_through
 
+    stack = ExitStack()
+    stack.enter_context(say_through(_past_capture(config)))
+    config.add_cleanup(stack.close)
+
+
+def _past_capture(config: pytest.Config) -> Callable[[str], None]:
+    """A message printed on stderr past pytest's capture (from the main thread: a thread
+    cannot suspend it)."""
     capture = config.pluginmanager.getplugin("capturemanager")
-    if capture is None:  # -p no:capture: stderr is the terminal already
-        return
 
     def say(message: str) -> None:
-        if threading.current_thread() is not threading.main_thread():
+        # -p no:capture: stderr is the terminal already
+        if capture is None or threading.current_thread() is not threading.main_thread():
             print(message, file=sys.stderr, flush=True)
             return
         with capture.global_and_fixture_disabled():
             print(f"\n{message}", file=sys.stderr, flush=True)
 
-    stack = ExitStack()
-    stack.enter_context(say_through(say))
-    config.add_cleanup(stack.close)
+    return say
 
 
 @pytest.hookimpl(optionalhook=True)

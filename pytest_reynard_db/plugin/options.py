@@ -187,7 +187,7 @@ def surely_runs_check_items(config: pytest.Config) -> bool:
     named = _named(args)
     if "--reynard-db-checks" not in named or "--reynard-db-reuse" in named:
         return False
-    return not any(_distributes(arg) or arg in _NO_TESTS_FLAGS for arg in args)
+    return not any(_distributes(arg) or _runs_no_test(arg) for arg in args)
 
 
 def _early_args(config: pytest.Config) -> list[str] | None:
@@ -223,6 +223,15 @@ def _ini_set(config: pytest.Config, *keys: str) -> bool:
 def _named(args: list[str]) -> set[str]:
     """Our options given in ``args``, without their values."""
     return {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
+
+
+def _runs_no_test(arg: str) -> bool:
+    """Whether ``arg`` is one of ``_NO_TESTS_FLAGS``, or short flags combined that hold one
+    (``-qh``, argparse's; ``-rh``, ``-r h``, is taken as one all the same: unsure)."""
+    if arg in _NO_TESTS_FLAGS:
+        return True
+    letters = arg[1:]
+    return arg.startswith("-") and letters.isalpha() and bool({"h", "V"} & set(letters))
 
 
 def _distributes(arg: str) -> bool:

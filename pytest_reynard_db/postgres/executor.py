@@ -55,6 +55,9 @@ LOG_NAME = "_TunedPostgresql.log"
 
 HOST = "127.0.0.1"
 BOOT_TIMEOUT = 30.0
+#: A start's launches at most: its port taken by someone outside between reserve and bind,
+#: the server is launched again on another, twice.
+LAUNCHES = 3
 # Durability buys nothing for a database that dies with the test run.
 TUNING = (
     "fsync=off",
@@ -132,7 +135,7 @@ class EphemeralPostgres:
             try:
                 self._pg.wait_started()
             except RuntimeError as exc:
-                if "could not bind" in self._log_tail() and self._attempts < 2:
+                if "could not bind" in self._log_tail() and self._attempts < LAUNCHES:
                     self._release_port()
                     self._launch_attempt()
                     continue

@@ -11,14 +11,16 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 from ..foundation.errors import ServerError
-from ..foundation.filesystem import file_lock
+from ..foundation.filesystem import Say, file_lock, say_on_stderr
 from .binaries import CLONE_VERSION, Binaries, find_binaries, reflinks
 from .reaper import record_source
 from .runas import RunAs, reachable_binaries, run_as, runtime_root
@@ -63,13 +65,21 @@ class Prepared:
     #: ``finish_starting`` hands it to a thread that waits for it to be up (``server``).
     launched: Future[EphemeralPostgres] | None = None
     thread: threading.Thread | None = None
+    #: What the launching thread waits for (another run's initdb build), said by the
+    #: main thread (``thread_ended``): a thread's words are lost in pytest's capture.
+    waits: SimpleQueue[str] = field(default_factory=SimpleQueue)
 
-    def thread_ended(self) -> None:
+    def thread_ended(self, say: Say = say_on_stderr) -> None:
         """Until the thread has ended: a process with a thread is not forked (the check
         items' children, ``checks.spares``). It ends soon after it launched the server
-        (before that: its initdb, when the cache is cold)."""
-        if self.launched is not None and self.thread is not None:
-            self.thread.join()
+        (before that: its initdb, when the cache is cold). Its waits are ``say``-d."""
+        if self.launched is None or self.thread is None:
+            return
+        while self.thread.is_alive():
+            self.thread.join(0.05)
+            while not self.waits.empty():
+                say(self.waits.get())
+        _gone_from_the_system(self.thread)
 
     def finish_starting(self) -> None:
         """The server launched (``launched``), waited for in a thread of its own until it
@@ -118,6 +128,16 @@ class Prepared:
                 future.result().stop()
 
 
+def _gone_from_the_system(thread: threading.Thread) -> None:
+    """Until the system no longer lists ``thread`` (ended and joined): Python's ``join``
+    returns before the system's thread is gone (still listed one time in three), and
+    ``checks.spares`` counts the system's threads. A second at most: then not forked."""
+    task = Path("/proc/self/task", str(thread.native_id))
+    deadline = time.monotonic() + 1
+    while task.exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def begin_preparing(*, launch: bool = False) -> Prepared:
     """Find the binaries and build the initdb cache, if missing, in a thread: initdb
     (most of a cold start) then runs while pytest imports and collects. Only this
@@ -159,7 +179,8 @@ def _prepare(
     prepared.binaries.set_result(binaries)
     cold = not (cache_dir(binaries, user, root) / "PG_VERSION").exists()
     try:
-        prepared.initdb.set_result(cached_initdb(binaries, user, root))
+        say = say_on_stderr if launched is None else prepared.waits.put
+        prepared.initdb.set_result(cached_initdb(binaries, user, root, say))
     except BaseException as exc:  # the start makes it again, and says why it cannot
         prepared.initdb.set_exception(exc)
     if launched is not None:
@@ -216,15 +237,16 @@ def _finish_starting(launched: Future[EphemeralPostgres], started: Future[Epheme
         started.set_exception(exc)
 
 
-def cached_initdb(binaries: Binaries, user: RunAs, root: Path) -> Path:
+def cached_initdb(binaries: Binaries, user: RunAs, root: Path, say: Say = say_on_stderr) -> Path:
     """An initialized data directory made once per binaries and user, then copied.
 
     ``initdb`` costs about a second; copying its result on tmpfs a few dozen ms.
+    ``say``: where a wait for another's build is said (``file_lock``).
     """
     cache = cache_dir(binaries, user, root)
     if (cache / "PG_VERSION").exists():
         return cache
-    with file_lock(f"{cache}.lock", f"the initdb cache {cache.name}"):
+    with file_lock(f"{cache}.lock", f"the initdb cache {cache.name}", say=say):
         if not (cache / "PG_VERSION").exists():
             scratch = Path(tempfile.mkdtemp(prefix="initdb-", dir=root))
             try:
