@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ..foundation.errors import ServerError
 from ..foundation.filesystem import Say, file_lock, say_on_stderr
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from .executor import EphemeralPostgres
     from .server import EphemeralServer
 
+#: How long the end of a run waits for a start it abandoned, which gives up within a boot
+#: probe: past it the start is stuck, and the server it launched, if known, is stopped.
+ABANDONED_START_WAIT = 10.0
 SUPERUSER = "postgres"
 LOG_TAIL_LINES = 20
 #: In the runtime root: ``find_binaries``' remembered answers (two subprocesses a start).
@@ -65,6 +68,9 @@ class Prepared:
     #: ``finish_starting`` hands it to a thread that waits for it to be up (``server``).
     launched: Future[EphemeralPostgres] | None = None
     thread: threading.Thread | None = None
+    #: The launch ``finish_starting`` handed to its thread (``stop_untaken`` stops its
+    #: server if that thread is stuck).
+    _handed: Future[EphemeralPostgres] | None = field(default=None, init=False)
     #: What the launching thread waits for (another run's initdb build), said by the
     #: main thread (``thread_ended``): a thread's words are lost in pytest's capture.
     waits: SimpleQueue[str] = field(default_factory=SimpleQueue)
@@ -87,6 +93,7 @@ class Prepared:
         launched, self.launched = self.launched, None
         if launched is None:
             return
+        self._handed = launched
         started: Future[EphemeralServer] = Future()
         self.server = started
         threading.Thread(
@@ -117,15 +124,31 @@ class Prepared:
         launched, self.launched = self.launched, None  # launched, never waited for
         self.decide()  # a run ended before it decided starts nothing
         self.abandon.set()
-        running: list[Future[Any]] = [self.initdb]
-        running += [future for future in (server, launched) if future is not None]
-        try:
-            wait(running)
-        except KeyboardInterrupt:  # ended again while ending: the start gives up at once
-            wait(running)
+        starts: list[Future[Any]] = [f for f in (server, launched) if f is not None]
+        for _ in range(2):  # ended again while ending: the start gives up at once
+            try:
+                wait([self.initdb])  # whole: a half-made initdb is left in its scratch
+                wait(starts, timeout=ABANDONED_START_WAIT)
+                break
+            except KeyboardInterrupt:
+                continue
         for future in (server, launched):
-            if future is not None and not future.cancelled() and future.exception() is None:
+            if _succeeded(future):
                 future.result().stop()
+        if not _succeeded(server) and _succeeded(self._handed):
+            # its start stuck (a lock a Ctrl-C left held by the main thread, which its
+            # imports or logging wait for): the server it launched is stopped from here
+            self._handed.result().stop()
+
+
+def _succeeded(future: Future[Any] | None) -> TypeGuard[Future[Any]]:
+    """Whether ``future`` is done with a result (not cancelled, not failed, not running)."""
+    return (
+        future is not None
+        and future.done()
+        and not future.cancelled()
+        and future.exception() is None
+    )
 
 
 def _gone_from_the_system(thread: threading.Thread) -> None:
