@@ -152,55 +152,6 @@ def test_ini_check_items_still_fork_their_children(
     assert _seen(seen_dir) == {"main": "(True, False, True)"}
 
 
-#: (EARLY_START, EARLY_SIGNALS, SPARES) as the run's conftest sees them, per process.
-EARLY = "(True, True, True)"  # begun as ours registered (the server launched), children forked
-
-
-@pytest.mark.parametrize(
-    ("extra", "expected"),
-    [
-        pytest.param([], {"main": EARLY}, id="checks"),
-        pytest.param(["--reynard-db=", "-k", "single_head"], {"main": EARLY}, id="every-database"),
-        # no test runs: no server begun ahead (the first hook's initdb thread only)
-        pytest.param(["--co"], {"main": "(True, False, False)"}, id="collect-only"),
-        # attached to when asked: the first hook forks the children, then begins the thread
-        pytest.param(["--reynard-db-reuse"], {"main": "(True, False, True)"}, id="reuse"),
-        # the controller runs no item; its workers use its server
-        pytest.param(
-            ["-n", "1"],
-            {"main": "(True, False, False)", "gw0": "(False, False, False)"},
-            id="xdist",
-        ),
-    ],
-)
-def test_check_items_launch_ahead_only_where_they_run_on_a_server_of_their_own(
-    project: Path, runtime: Path, tmp_path: Path, extra: list[str], expected: dict[str, str]
-) -> None:
-    """``--reynard-db-checks`` launches the items' server as the plugin registers
-    (``options.surely_runs_check_items``) only in a run that runs them here, on a server
-    of its own: not with ``--co``, a kept server or xdist. The children are forked at
-    the first hook in every run that runs the items here."""
-    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
-    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
-    seen_dir = tmp_path / "seen"
-    seen_dir.mkdir()
-
-    done = run_pytest(
-        project,
-        "--reynard-db=ecs",
-        "--reynard-db-checks",
-        *extra,
-        REYNARD_DB_RUNTIME_DIR=str(runtime),
-        SEEN_DIR=str(seen_dir),
-    )
-
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "failed" not in done.stdout and "error" not in done.stdout, done.stdout
-    assert "Traceback" not in done.stderr and "reynard-db" not in done.stderr, done.stderr
-    assert _seen(seen_dir) == expected
-    assert not list(runtime.glob("server-*")), os.listdir(runtime)
-
-
 def test_an_in_process_run_puts_the_signal_handlers_back(
     project: Path, runtime: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

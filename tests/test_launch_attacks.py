@@ -1,17 +1,16 @@
-"""Attacks on the check items' server launched as the plugin registers (issue 25, row 8:
-``options.surely_runs_check_items``, ``initdb_cache.begin_preparing(launch=True)``, the
-first hook's ``Prepared.thread_ended`` then ``fork_spares``).
+"""Attacks on a server's start, now a launch (the data directory copied, the postmaster
+launched) then a wait until it is up (``EphemeralPostgres.launch``, ``finish_start``), and
+on the end of a run that abandoned one (``Prepared.stop_untaken``).
 
-Six worked and are fixed: the children were not forked about one run in three when
-the first hook had waited for the launching thread (Python's join returns before the
-system's thread is gone, and ``fork_spares`` counts the system's); a SIGTERM while the
-first hook waited for a cold initdb was a traceback of ours and exit 1 (Ctrl-C: a
-traceback of ours); ``-qh`` (a help) launched a server; a start whose port was taken
-launched again once, not twice; a wait for another run's initdb build was not said; a
-hangup ignored by ``nohup`` ended the run (before this change too). A seventh, a Ctrl-C
-that left a lock held hung the run's end, is fixed by the lead: that end waits for an
-abandoned start a bounded time (``initdb_cache.ABANDONED_START_WAIT``), then stops the
-server it launched.
+Made by hostile25d against a change that launched the check items' server as the plugin
+registered (reverted: the launching thread's Python work delayed pytest's own start as
+much as the server's boot gained, measured). What it found that holds without that change
+is kept, each fixed: a start whose port was taken launched again once, not twice (the
+split into launch and wait); a hangup ignored by ``nohup`` ended the run; a Ctrl-C that
+left the import lock held by the main thread hung the run's end, which waited for the
+start's thread for ever (now ``initdb_cache.ABANDONED_START_WAIT`` at most). One holds and
+is not fixed (strict xfail): a wait for another run's initdb build, said from the
+initdb thread begun at the first hook, is lost in pytest's capture.
 """
 
 from __future__ import annotations
@@ -33,12 +32,9 @@ from pytest_reynard_db.postgres.executor import EphemeralPostgres
 from pytest_reynard_db.postgres.initdb_cache import cache_dir, server_binaries
 from pytest_reynard_db.postgres.reaper import stop_postmaster
 from pytest_reynard_db.postgres.runas import run_as, runtime_root
-from tests.reynard_trees import clean_env, pytest_argv, reynard_project, run_pytest, wait_until
-from tests.test_early_attacks import SEES_THE_EARLY_START
+from tests.reynard_trees import clean_env, pytest_argv, reynard_project, wait_until
 from tests.test_early_initdb import (
     NO_DATABASE_NEEDED,
-    _initdb_entries,
-    entry_point_plugin,
     running_servers,
 )
 
@@ -52,140 +48,6 @@ def project(tmp_path: Path) -> Path:
 #: ``Prepared.thread_ended`` then ``fork_spares``, as the first hook does, many times: a
 #: thread that, like the launching one, starts a process and ends. Prints how many times
 #: no child was forked.
-JOIN_THEN_FORK = """\
-import subprocess, sys, threading
-from concurrent.futures import Future
-from pathlib import Path
-
-from pytest_reynard_db.checks.spares import fork_spares
-from pytest_reynard_db.postgres.initdb_cache import Prepared
-
-refused = 0
-for _ in range(int(sys.argv[2])):
-    prepared = Prepared(Future(), Future(), launched=Future())
-    prepared.thread = threading.Thread(target=subprocess.run, args=(["true"],))
-    prepared.thread.start()
-    prepared.thread_ended()
-    spares = fork_spares(1, Path(sys.argv[1]))
-    refused += len(spares) == 0
-    spares.close()
-print(refused)
-"""
-
-
-def test_the_children_fork_once_the_launching_thread_ended(tmp_path: Path) -> None:
-    """Python's ``join`` returns before the system's thread is gone (``/proc/self/task``
-    still listed it one time in three): ``fork_spares``, which counts the system's
-    threads, then refused to fork, and the check items each started an interpreter."""
-    done = subprocess.run(
-        [sys.executable, "-c", JOIN_THEN_FORK, str(tmp_path), "60"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == "", done.stderr
-    assert done.stdout.strip() == "0", f"no child forked {done.stdout.strip()} times in 60"
-
-
-#: A plugin registered after ours whose first hook runs just before ours (pluggy calls
-#: the later-registered first): it says the first hook has come.
-FIRST_HOOK_SEEN = """\
-import os, pathlib
-
-import pytest
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config):
-    pathlib.Path(os.environ["FIRST_HOOK_FILE"]).write_text("reached")
-"""
-
-
-def _slow_initdb(bindir: Path, seconds: float) -> Path:
-    """``bindir``: the real PostgreSQL binaries, its initdb slowed by ``seconds``."""
-    real = find_binaries()
-    bindir.mkdir()
-    (bindir / "postgres").symlink_to(real.postgres)
-    (bindir / "initdb").write_text(f'#!/bin/sh\nsleep {seconds}\nexec {real.initdb} "$@"\n')
-    (bindir / "initdb").chmod(0o755)
-    return bindir
-
-
-@pytest.mark.parametrize(
-    "how", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["sigterm", "sighup", "sigint"]
-)
-def test_a_run_ended_while_the_first_hook_waits_for_a_cold_initdb(
-    project: Path, runtime: Path, tmp_path: Path, how: signal.Signals
-) -> None:
-    """Cold cache: the first hook waits for the launching thread (its initdb) before it
-    forks the children. A run ended then ends as one ended before the first hook: by
-    its signal, no traceback, the cache whole, no server left."""
-    plugins = tmp_path / "plugins"
-    entry_point_plugin(plugins, "first_hook_seen", FIRST_HOOK_SEEN)
-    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
-    reached = tmp_path / "reached"
-    env = clean_env(
-        REYNARD_DB_RUNTIME_DIR=str(runtime),
-        REYNARD_DB_PG_BIN=str(_slow_initdb(runtime.parent / "bin", 6)),
-        FIRST_HOOK_FILE=str(reached),
-        PYTHONPATH=str(plugins),
-    )
-    argv = [sys.executable, "-m", "pytest", "-p", "reynard_db", "-p", "no:cacheprovider"]
-    output_file = tmp_path / "output.txt"
-    with output_file.open("w") as output:  # a file, not a pipe: a child left would hold it
-        process = subprocess.Popen(
-            [*argv, "--reynard-db=ecs", "--reynard-db-checks", "test_nothing.py"],
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    wait_until(lambda: reached.exists() or process.poll() is not None, 60, "the first hook")
-    time.sleep(0.5)  # our first hook, next, is waiting for the initdb (6 s) by then
-    process.send_signal(how)
-    process.wait(timeout=60)
-
-    said = output_file.read_text()
-    assert process.returncode == -how, said
-    assert "Traceback" not in said, said
-    complete, scratch = _initdb_entries(runtime)
-    assert len(complete) == 1 and scratch == [], os.listdir(runtime)
-    assert not running_servers(runtime), os.listdir(runtime)
-    assert not list(runtime.glob("server-*")), os.listdir(runtime)
-
-
-@pytest.mark.parametrize("flags", ["-qh", "-hv", "-qV"])
-def test_combined_short_flags_that_run_no_test_launch_nothing_ahead(
-    project: Path, runtime: Path, tmp_path: Path, flags: str
-) -> None:
-    """``-qh`` is ``-q -h`` (argparse combines short flags): a help, which runs no test,
-    launched the check items' server as the plugin registered (``--help`` did not)."""
-    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
-    (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
-    seen_dir = tmp_path / "seen"
-    seen_dir.mkdir()
-
-    done = run_pytest(
-        project,
-        "--reynard-db=ecs",
-        "--reynard-db-checks",
-        flags,
-        REYNARD_DB_RUNTIME_DIR=str(runtime),
-        SEEN_DIR=str(seen_dir),
-    )
-
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr and "reynard-db" not in done.stderr, done.stderr
-    # begun at the first hook (the initdb thread, as for any run), not before
-    assert [path.read_text() for path in seen_dir.iterdir()] == ["(True, False, False)"]
-    assert not list(runtime.glob("server-*")), os.listdir(runtime)
-
-
-#: A ``postgres`` that, its first ``TAKEN`` starts, asks for its port to be taken (a file
-#: ``want-PORT``) and waits until it is (``taken-PORT``): someone outside took the port
-#: between its reserve and the postmaster's bind.
 PORT_TAKEN_FIRST = """\
 #!/bin/sh
 port=
@@ -250,12 +112,17 @@ def test_a_start_launches_again_twice_when_its_port_is_taken(
     assert not running_servers(runtime), os.listdir(runtime)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: the initdb thread begun at the first hook (check items) says its "
+    "wait from a thread, into pytest's capture; the run is silent until the lock is free",
+)
 def test_a_wait_for_another_runs_initdb_is_said(
     project: Path, runtime: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Cold cache, another run building it (its lock held): the first hook waits for the
-    launching thread, whose "waiting for" line was lost in pytest's capture. The run
-    stood still, silent, before its header (up to ``--lock-timeout``)."""
+    """Cold cache, another run building it (its lock held): the run's initdb thread waits
+    for that build, and its "waiting for" line, said from the thread, is lost in pytest's
+    capture: the run stands still, silent (up to ``--lock-timeout``)."""
     (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
     monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
     user = run_as()
@@ -327,18 +194,20 @@ def test_a_hangup_ignored_by_nohup_stays_ignored(
     assert not list(runtime.glob("server-*")), os.listdir(runtime)
 
 
-#: The check items' server launched, then Python's import lock held by the main thread
-#: (where a Ctrl-C that cut an import short leaves it, seen at the end of a run ended
-#: while its conftest imported), then the run's end (``stop_untaken``).
+#: A run's start ahead (``begin_preparing``, its initdb cache ready), then Python's import
+#: lock held by the main thread (where a Ctrl-C that cut an import short leaves it, seen
+#: at the end of a run ended while its conftest imported) before the start's thread
+#: imports the server's modules, then the run's end (``stop_untaken``).
 IMPORT_LOCK_LEFT_HELD = """\
 import _imp
+from concurrent.futures import wait
 
 from pytest_reynard_db.postgres.initdb_cache import begin_preparing
 
-prepared = begin_preparing(launch=True)
-prepared.thread_ended()
+prepared = begin_preparing()
+wait([prepared.initdb])
 _imp.acquire_lock()
-prepared.finish_starting()
+prepared.decide(start=True)
 prepared.stop_untaken()
 print("ended")
 """
@@ -357,9 +226,7 @@ def test_a_run_ended_with_a_lock_left_held_does_not_wait_for_ever(runtime: Path)
             text=True,
             timeout=20,
         )
-        left = running_servers(runtime)
     finally:
         for data in running_servers(runtime):
             stop_postmaster(data)
     assert done.returncode == 0 and done.stdout == "ended\n", done.stderr
-    assert left == [], "the server the stuck start launched was left running"

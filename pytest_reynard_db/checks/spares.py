@@ -173,10 +173,6 @@ class Spares:
     def take(self) -> Spare | None:
         return self._spares.pop(0) if self._spares else None
 
-    def __len__(self) -> int:
-        """How many are left (none: forking was refused, or all were taken)."""
-        return len(self._spares)
-
     def close(self) -> None:
         while self._spares:
             self._spares.pop().close()

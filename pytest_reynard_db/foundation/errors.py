@@ -175,37 +175,31 @@ def terminate_as_interrupt() -> Iterator[list[int]]:
 
 
 @contextmanager
-def die_after(
-    finish: Callable[[], object], signals: tuple[signal.Signals, ...] = TERMINATING
-) -> Iterator[None]:
-    """While active, SIGTERM/SIGHUP (or ``signals``) run ``finish``, then end the process
-    by that signal, as if no handler had been there (exit 128 + signal, no traceback):
-    for work begun before pytest can turn a signal into a clean exit (``Terminated``
-    raised among the plugins' imports would be a traceback and exit 1). Main thread
-    only, as above."""
+def die_after(finish: Callable[[], object]) -> Iterator[None]:
+    """While active, SIGTERM/SIGHUP run ``finish``, then end the process by that signal,
+    as if no handler had been there (exit 128 + signal, no traceback): for work begun
+    before pytest can turn a signal into a clean exit (``Terminated`` raised among the
+    plugins' imports would be a traceback and exit 1). Main thread only, as above."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         finish()
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
-    with _terminating_handled_by(handler, signals):
+    with _terminating_handled_by(handler):
         yield
 
 
 @contextmanager
-def _terminating_handled_by(
-    handler: Callable[[int, FrameType | None], None],
-    signals: tuple[signal.Signals, ...] = TERMINATING,
-) -> Iterator[None]:
-    """``handler`` for ``signals`` (SIGTERM and SIGHUP) in the block, the previous
-    handlers put back after it. Outside the main thread (where Python cannot install
-    handlers) nothing; nor for a signal the process ignores (``nohup``'s SIGHUP, a
-    background job's SIGINT): a run without us would go on."""
+def _terminating_handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` for SIGTERM and SIGHUP in the block, the previous handlers put back
+    after it. Outside the main thread (where Python cannot install handlers) nothing;
+    nor for a signal the process ignores (``nohup``'s SIGHUP): a run without us would go
+    on."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    handled = [sig for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN]
+    handled = [sig for sig in TERMINATING if signal.getsignal(sig) is not signal.SIG_IGN]
     previous = {sig: signal.signal(sig, handler) for sig in handled}
     try:
         yield

@@ -7,7 +7,6 @@ keep in ``config.stash`` is in ``stash``.
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 from collections.abc import Callable, Generator
@@ -66,16 +65,9 @@ def _begin_early(pluginmanager: pytest.PytestPluginManager) -> None:
     config = pluginmanager.get_plugin("pytestconfig")
     if not isinstance(config, pytest.Config) or EARLY_START in config.stash:
         return
-    if selection.surely_starts_a_server(config):
-        early = _preparing(config)
-    elif selection.surely_runs_check_items(config):
-        # Their server is launched now, to boot beside the imports of the plugins after
-        # ours (from the first hook, the first item waited ~300 ms for it), by a thread
-        # that then ends: the first hook forks the items' children once it has (a
-        # process with a thread is not forked), then waits for the server in another.
-        early = _preparing(config, launch=True)
-    else:
+    if not selection.surely_starts_a_server(config):
         return
+    early = _preparing(config)
     # A run ended before its first hook waits for this initdb (no half-made cache), then
     # ends by its signal (pytest cannot yet turn one into a clean exit).
     dying = config.stash[EARLY_SIGNALS] = ExitStack()
@@ -95,13 +87,6 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return  # pytest_configure says it
     if not settings.active:
         return
-    if EARLY_START in early_config.stash:
-        # The server's launch (cold: after its initdb) ended before the children fork,
-        # waited for while a signal ends the run as before this hook (``die_after``): by
-        # itself, once the server is stopped. Ctrl-C too (a traceback of this wait).
-        early = early_config.stash[EARLY_START]
-        with die_after(early.stop_untaken, signals=(signal.SIGINT,)):
-            early.thread_ended(_past_capture(early_config))
     # From now on the run starts things (a server, children): SIGTERM ends it as Ctrl-C
     # does, so that they are stopped on the way out (``atexit`` while the conftests import).
     _handle_signals(early_config)
@@ -117,7 +102,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # before pytest_unconfigure): the clean-up list still runs. Closing twice is fine.
         early_config.add_cleanup(stack.close)
         if settings.checks and selection.runs_items_here(early_config):
-            # before the initdb thread begins, or once the one that launched the server ended
+            # before the initdb thread (begun early only without check items): a process
+            # with threads is not forked
             from ..checks.spares import fork_spares
 
             count = len(settings.databases or registry.databases)
@@ -137,20 +123,17 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # between runs is attached to when asked (a connection, not a start).
         ours = not settings.reuse and selection.runs_tests(early_config)
         needed = settings.checks or selection.distributed(early_config)
-        preparing = _preparing(early_config)
-        preparing.decide(start=ours and needed, start_if_cold=ours)
-        preparing.finish_starting()  # the server launched as the plugin registered, if any
+        _preparing(early_config).decide(start=ours and needed, start_if_cold=ours)
 
 
-def _preparing(config: pytest.Config, *, launch: bool = False) -> Prepared:
-    """The run's initdb thread (``initdb_cache.begin_preparing``, which ``launch``es the
-    server): begun as the plugin registered, or now; waited for (and its server
-    stopped, if untaken) at the end."""
+def _preparing(config: pytest.Config) -> Prepared:
+    """The run's initdb thread (``initdb_cache.begin_preparing``): begun as the plugin
+    registered, or now; waited for (and its server stopped, if untaken) at the end."""
     early = config.stash.get(EARLY_START, None)
     if early is None:
         from ..postgres.initdb_cache import begin_preparing
 
-        early = config.stash[EARLY_START] = begin_preparing(launch=launch)
+        early = config.stash[EARLY_START] = begin_preparing()
         config.add_cleanup(early.stop_untaken)
     return early
 

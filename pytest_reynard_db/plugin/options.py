@@ -164,30 +164,15 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     pytest parses its arguments (the options are added, none parsed; ``plugin.hooks``
     then begins the initdb cache, ~280 ms before the first hook where the options are
     known): ``--reynard-db`` in the arguments, ``$PYTEST_ADDOPTS`` or the ini's
-    ``addopts`` (``_early_args``), and no check items (``surely_runs_check_items`` says
-    when those begin ahead: their children are forked first). When unsure, False: the
-    first hook begins it, as for any run."""
+    ``addopts`` (``_early_args``), and no check items (their children are forked at the
+    first hook, from a process of one thread: ``checks.spares``). When unsure, False:
+    the first hook begins it, as for any run."""
     args = _early_args(config)
     if args is None or _ini_set(config, "reynard_db_checks", "reynard-db-checks"):
         return False
     if "--reynard-db-checks" in _named(args):
         return False
     return _names_a_database(args)
-
-
-def surely_runs_check_items(config: pytest.Config) -> bool:
-    """Whether the run surely runs check items here, read as ``surely_starts_a_server``
-    reads: ``--reynard-db-checks`` given, on a server of the run's own (not kept between
-    runs), not distributed (no xdist option), and running tests (no ``--co``,
-    ``--help``...). ``plugin.hooks`` then launches their server as the plugin registers,
-    not at the first hook. When unsure, False."""
-    args = _early_args(config)
-    if args is None or _ini_set(config, "reynard_db_reuse", "reynard-db-reuse"):
-        return False
-    named = _named(args)
-    if "--reynard-db-checks" not in named or "--reynard-db-reuse" in named:
-        return False
-    return not any(_distributes(arg) or _runs_no_test(arg) for arg in args)
 
 
 def _early_args(config: pytest.Config) -> list[str] | None:
@@ -223,29 +208,6 @@ def _ini_set(config: pytest.Config, *keys: str) -> bool:
 def _named(args: list[str]) -> set[str]:
     """Our options given in ``args``, without their values."""
     return {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
-
-
-def _runs_no_test(arg: str) -> bool:
-    """Whether ``arg`` is one of ``_NO_TESTS_FLAGS``, or short flags combined that hold one
-    (``-qh``, argparse's; ``-rh``, ``-r h``, is taken as one all the same: unsure)."""
-    if arg in _NO_TESTS_FLAGS:
-        return True
-    letters = arg[1:]
-    return arg.startswith("-") and letters.isalpha() and bool({"h", "V"} & set(letters))
-
-
-def _distributes(arg: str) -> bool:
-    """Whether ``arg`` is one of xdist's options (``-n 2``, ``-n2``, ``--dist=load``...)."""
-    return arg.split("=", 1)[0] in _XDIST_OPTIONS or (arg.startswith("-n") and arg != "-n")
-
-
-#: xdist's options that distribute a run (or loop it): its controller runs no item.
-_XDIST_OPTIONS = ("-n", "--numprocesses", "--dist", "-d", "--tx", "-f", "--looponfail")
-#: pytest's flags with which a run runs no test (``NO_TESTS``, as typed).
-_NO_TESTS_FLAGS = (
-    *("--co", "--collect-only", "--collectonly", "-h", "--help", "-V", "--version"),
-    *("--fixtures", "--funcargs", "--fixtures-per-test", "--markers"),
-)
 
 
 def _names_a_database(args: list[str]) -> bool:
