@@ -117,7 +117,7 @@ def test_the_set_up_commands_are_what_ci_runs() -> None:
     start = readme.index("**Working on pytest-reynard-db itself**")
     block = readme[readme.index("```bash\n", start) + len("```bash\n") :]
     commands = block[: block.index("```")].splitlines()
-    assert commands == ["python -m pip install -e '.[test]'", "python -m pytest -n 3"]
+    assert commands == ["python -m pip install -e '.[test]'", "python -m pytest -n 2"]
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     start = ci.index("# --- the README's two commands ---") + 1
     assert ci[start : start + 2] == commands
