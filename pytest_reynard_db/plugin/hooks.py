@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from contextlib import ExitStack, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -191,25 +191,20 @@ def _say_waits_past_capture(config: pytest.Config) -> None:
     silence. Said past the capture (from the main thread: a thread cannot suspend it)."""
     from ..foundation.filesystem import say_through
 
-    stack = ExitStack()
-    stack.enter_context(say_through(_past_capture(config)))
-    config.add_cleanup(stack.close)
-
-
-def _past_capture(config: pytest.Config) -> Callable[[str], None]:
-    """A message printed on stderr past pytest's capture (from the main thread: a thread
-    cannot suspend it)."""
     capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is None:  # -p no:capture: stderr is the terminal already
+        return
 
     def say(message: str) -> None:
-        # -p no:capture: stderr is the terminal already
-        if capture is None or threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
             print(message, file=sys.stderr, flush=True)
             return
         with capture.global_and_fixture_disabled():
             print(f"\n{message}", file=sys.stderr, flush=True)
 
-    return say
+    stack = ExitStack()
+    stack.enter_context(say_through(say))
+    config.add_cleanup(stack.close)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -164,69 +164,52 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     pytest parses its arguments (the options are added, none parsed; ``plugin.hooks``
     then begins the initdb cache, ~280 ms before the first hook where the options are
     known): ``--reynard-db`` in the arguments, ``$PYTEST_ADDOPTS`` or the ini's
-    ``addopts`` (``_early_args``), and no check items (their children are forked at the
-    first hook, from a process of one thread: ``checks.spares``). When unsure, False:
-    the first hook begins it, as for any run."""
-    args = _early_args(config)
-    if args is None or _ini_set(config, "reynard_db_checks", "reynard-db-checks"):
+    ``addopts``; neither an existing server (``--reynard-db-url``, ``$REYNARD_DB_URL``,
+    the ini's) nor check items (their children are forked at the first hook, from a
+    process of one thread: ``checks.spares``), nor an xdist worker (its controller's
+    server). When unsure, False: the first hook begins it, as for any run."""
+    if xdist_worker(config) or os.environ.get(URL_ENV):
         return False
-    if "--reynard-db-checks" in _named(args):
+    try:
+        addopts = [str(arg) for arg in config.getini("addopts")]
+        in_ini = [config.getini(key) for key in _SERVER_OR_CHECKS_KEYS]
+        from_env = shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    except (ValueError, TypeError):  # what pytest cannot read either: it says so itself
         return False
+    if any(value not in (None, "", False) for value in in_ini):
+        return False
+    # in pytest's order: the ini's addopts, then $PYTEST_ADDOPTS, then the arguments
+    args = [*addopts, *from_env, *(str(arg) for arg in config.invocation_params.args)]
+    named = {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
+    if named & {"--reynard-db-url", "--reynard-db-checks"}:
+        return False
+    sources = [arg.split("=", 1)[1] for arg in args if arg.startswith("--reynard-db-source=")]
+    if any(source not in SOURCES for source in sources):
+        return False  # pytest's usage error, said at once: no initdb to wait for
     return _names_a_database(args)
 
 
-def _early_args(config: pytest.Config) -> list[str] | None:
-    """The run's arguments in pytest's order (the ini's ``addopts``, ``$PYTEST_ADDOPTS``,
-    then the command line's), for what a run begins as the plugin registers; None when
-    it begins nothing: an xdist worker (its controller's server), an existing server
-    (``--reynard-db-url``, ``$REYNARD_DB_URL``, the ini's), an ini pytest cannot read
-    (it says so itself), or an invalid ``--reynard-db-source`` (pytest's usage error,
-    said at once: nothing to wait for)."""
-    if xdist_worker(config) or os.environ.get(URL_ENV):
-        return None
-    try:
-        addopts = [str(arg) for arg in config.getini("addopts")]
-        from_env = shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
-        if _ini_set(config, "reynard_db_url", "reynard-db-url"):
-            return None
-    except (ValueError, TypeError):
-        return None
-    args = [*addopts, *from_env, *(str(arg) for arg in config.invocation_params.args)]
-    if "--reynard-db-url" in _named(args):
-        return None
-    sources = [arg.split("=", 1)[1] for arg in args if arg.startswith("--reynard-db-source=")]
-    if any(source not in SOURCES for source in sources):
-        return None
-    return args
-
-
-def _ini_set(config: pytest.Config, *keys: str) -> bool:
-    """Whether the ini sets any of ``keys`` (raises what ``getini`` raises)."""
-    return any(config.getini(key) not in (None, "", False) for key in keys)
-
-
-def _named(args: list[str]) -> set[str]:
-    """Our options given in ``args``, without their values."""
-    return {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
-
-
 def _names_a_database(args: list[str]) -> bool:
-    """The last ``--reynard-db`` in ``args`` names a database (``_last_value``)."""
-    value = _last_value(args)
-    return value is not None and any(name.strip() for name in value.split(","))
-
-
-def _last_value(args: list[str]) -> str | None:
-    """The last ``--reynard-db`` in ``args`` (argparse's: the last one given wins); None
-    if none. An empty one (``--reynard-db=``) selects none, and one followed by an option
-    (``--reynard-db --co``) is pytest's usage error: ""."""
+    """The last ``--reynard-db`` in ``args`` (argparse's: the last one given wins) names a
+    database: an empty one (``--reynard-db=``) selects none, and one followed by an option
+    (``--reynard-db --co``) is pytest's usage error."""
     value = None
     for arg, following in zip(args, [*args[1:], ""], strict=True):
         if arg == "--reynard-db":
             value = "" if following.startswith("-") else following
         elif arg.startswith("--reynard-db="):
             value = arg.split("=", 1)[1]
-    return value
+    return value is not None and any(name.strip() for name in value.split(","))
+
+
+#: The ini keys (both spellings) with which a run may use an existing server or add the
+#: check items: ``surely_starts_a_server`` is then unsure.
+_SERVER_OR_CHECKS_KEYS = (
+    "reynard_db_url",
+    "reynard-db-url",
+    "reynard_db_checks",
+    "reynard-db-checks",
+)
 
 
 def narrowed(config: pytest.Config) -> bool:

@@ -104,83 +104,52 @@ class EphemeralPostgres:
         self.requested_dir = base_dir
         self._port_lock: FileLock | None = None
         self._pg: _TunedPostgresql | None = None
-        self._template = Path()  # the initdb cache a launch copies (``launch``)
-        self._attempts = 0
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> EphemeralPostgres:
-        self.launch()
-        return self.finish_start()
-
-    def launch(self) -> None:
-        """The first half of ``start``: the data directory copied and the postmaster
-        launched, not waited for (``finish_start``): it boots while the caller goes on."""
         reap_orphans(self.root)
-        self._template = self._cached_initdb()
+        template = self._cached_initdb()
         self.base_dir = self.requested_dir or Path(
             tempfile.mkdtemp(prefix="server-", dir=self.root)
         )
         self.base_dir.mkdir(mode=0o700, exist_ok=True)
         owner_record(self.base_dir, persistent=self.persistent)
         atexit.register(self.stop)
-        self._attempts = 0
-        self._launch_attempt()
-
-    def finish_start(self) -> EphemeralPostgres:
-        """The second half of ``start``: until the server ``launch`` launched is up. One
-        that could not bind its port (someone outside took it between reserve and bind)
-        is launched again on another, twice at most."""
-        while True:
-            assert self._pg is not None  # launched
+        for attempt in range(LAUNCHES):
+            self.port, self._port_lock = reserve_port(self.root)
             try:
-                self._pg.wait_started()
+                from .tuned import _TunedPostgresql
+
+                self._pg = _TunedPostgresql(
+                    user=self.user,
+                    extra=self.settings,
+                    base_dir=str(self.base_dir),
+                    initdb=str(self.binaries.initdb),
+                    postgres=str(self.binaries.postgres),
+                    port=self.port,
+                    copy_data_from=None if (self.base_dir / "data").exists() else str(template),
+                    boot_timeout=self.boot_timeout,
+                    abandon=self.abandon,
+                    auto_start=0,
+                )
+                self._pg.setup()
+                self._pg.start()
+                # Ours: all of it is throw-away. Its identity is what the probe that found
+                # it up asked (the guard's own question): not asked again.
+                GUARD.allow_server(self.url, identity=self._pg.identity)
+                owner_record(self.base_dir, persistent=self.persistent, port=self.port)
+                return self
             except RuntimeError as exc:
-                if "could not bind" in self._log_tail() and self._attempts < LAUNCHES:
-                    self._release_port()
-                    self._launch_attempt()
-                    continue
-                raise self._did_not_start(exc) from None
-            # Ours: all of it is throw-away. Its identity is what the probe that found it
-            # up asked (the guard's own question): not asked again.
-            GUARD.allow_server(self.url, identity=self._pg.identity)
-            assert self.base_dir is not None  # launched
-            owner_record(self.base_dir, persistent=self.persistent, port=self.port)
-            return self
-
-    def _launch_attempt(self) -> None:
-        self._attempts += 1
-        self.port, self._port_lock = reserve_port(self.root)
-        assert self.base_dir is not None
-        try:
-            from .tuned import _TunedPostgresql
-
-            self._pg = _TunedPostgresql(
-                user=self.user,
-                extra=self.settings,
-                base_dir=str(self.base_dir),
-                initdb=str(self.binaries.initdb),
-                postgres=str(self.binaries.postgres),
-                port=self.port,
-                copy_data_from=None if (self.base_dir / "data").exists() else str(self._template),
-                boot_timeout=self.boot_timeout,
-                abandon=self.abandon,
-                auto_start=0,
-            )
-            self._pg.setup()
-            self._pg.launch()
-        except RuntimeError as exc:
-            raise self._did_not_start(exc) from None
-
-    def _did_not_start(self, exc: RuntimeError) -> ServerError:
-        """The error of a start that failed, once the server is stopped and its directory
-        removed."""
-        self._release_port()
-        log = self._log_tail()
-        self.stop()
-        return ServerError(
-            f"PostgreSQL {self.binaries.version} ({self.binaries.bindir}) did not start: "
-            f"{str(exc).splitlines()[0]}\n{log}"
-        )
+                self._release_port()
+                log = self._log_tail()
+                if "could not bind" in log and attempt < LAUNCHES - 1:
+                    continue  # someone outside took our port between reserve and bind
+                self.stop()
+                raise ServerError(
+                    f"PostgreSQL {self.binaries.version} ({self.binaries.bindir}) did not start: "
+                    f"{str(exc).splitlines()[0]}\n{log}"
+                ) from None
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         """Stop the server and remove its directory (a persistent one is left running)."""

@@ -91,8 +91,12 @@ class Prepared:
             self._wait_for_the_thread(server)
         except KeyboardInterrupt:  # ended again while ending: the start gives up at once
             self._wait_for_the_thread(server)
-        started = server is not None and server.done() and not server.cancelled()
-        if started and server is not None and server.exception() is None:
+        if (
+            server is not None
+            and server.done()  # not a start stuck past the wait
+            and not server.cancelled()
+            and server.exception() is None
+        ):
             server.result().stop()
 
     def _wait_for_the_thread(self, server: Future[EphemeralServer] | None) -> None:

@@ -121,11 +121,6 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
     def start(self) -> None:
         """testing.common's start (same errors, same log file), the postmaster launched as
         the server's user in a session of its own (``RunAs.popen_args``)."""
-        self.launch()
-        self.wait_started()
-
-    def launch(self) -> None:
-        """The first half of ``start``: the postmaster launched, not waited for."""
         if self.child_process:
             return
         self.prestart()
@@ -139,10 +134,6 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
                 )
             except Exception as exc:
                 raise RuntimeError(f"failed to launch {self.name}: {exc!r}") from None
-
-    def wait_started(self) -> None:
-        """The second half of ``start``: until the postmaster launched is up (stopped if
-        it does not come up)."""
         try:
             self.wait_booting()
             self.poststart()

@@ -1,16 +1,15 @@
-"""Attacks on a server's start, now a launch (the data directory copied, the postmaster
-launched) then a wait until it is up (``EphemeralPostgres.launch``, ``finish_start``), and
-on the end of a run that abandoned one (``Prepared.stop_untaken``).
+"""A server's start and a run's end while something interferes: the port taken by someone
+outside between reserve and bind (``executor.LAUNCHES``), another run building the
+initdb cache, a hangup ``nohup`` ignores, a lock a Ctrl-C left held by the main thread
+(``initdb_cache.ABANDONED_START_WAIT``).
 
-Made by hostile25d against a change that launched the check items' server as the plugin
-registered (reverted: the launching thread's Python work delayed pytest's own start as
-much as the server's boot gained, measured). What it found that holds without that change
-is kept, each fixed: a start whose port was taken launched again once, not twice (the
-split into launch and wait); a hangup ignored by ``nohup`` ended the run; a Ctrl-C that
-left the import lock held by the main thread hung the run's end, which waited for the
-start's thread for ever (now ``initdb_cache.ABANDONED_START_WAIT`` at most). One holds and
-is not fixed (strict xfail): a wait for another run's initdb build, said from the
-initdb thread begun at the first hook, is lost in pytest's capture.
+Found by hostile25d while attacking a change that launched the check items' server as
+the plugin registered (reverted: measured slower). What holds without it is kept here,
+fixed: a taken port was retried once, not twice; a hangup ignored by ``nohup`` ended the
+run; a Ctrl-C that left the import lock held hung the run's end, which waited for the
+start's thread for ever. One is not fixed (strict xfail): a wait for another run's
+initdb build, said from the initdb thread begun at the first hook, is lost in pytest's
+capture.
 """
 
 from __future__ import annotations
@@ -45,9 +44,8 @@ def project(tmp_path: Path) -> Path:
     return reynard_project(tmp_path / "project")
 
 
-#: ``Prepared.thread_ended`` then ``fork_spares``, as the first hook does, many times: a
-#: thread that, like the launching one, starts a process and ends. Prints how many times
-#: no child was forked.
+#: A postgres that, for the first {taken} launches, asks for its port to be taken (a
+#: ``want-<port>`` mark), waits until it is, then runs the real one, whose bind fails.
 PORT_TAKEN_FIRST = """\
 #!/bin/sh
 port=
@@ -82,8 +80,8 @@ def test_a_start_launches_again_twice_when_its_port_is_taken(
     runtime: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Someone outside took the port between reserve and bind: the server is launched
-    again on another port, twice at most (three launches, as before ``launch`` and
-    ``finish_start`` were split, which left one)."""
+    again on another port, twice (``executor.LAUNCHES``; a split of the start once left
+    one)."""
     monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
     real = find_binaries()
     marks = runtime.parent / "marks"
