@@ -308,7 +308,7 @@ import psycopg
 def test_floor():
     with psycopg.connect(os.environ["BENCH_WHERE"], autocommit=True) as conn:
         template = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_tpl\\_ecs\\_%'"
+            r"SELECT datname FROM pg_database WHERE datname LIKE 'test\\_tpl\\_ecs\\_%'"
         ).fetchone()[0]
         conn.execute(f'CREATE DATABASE bench_floor TEMPLATE "{template}" STRATEGY FILE_COPY')
         conn.execute("DROP DATABASE bench_floor")

@@ -36,6 +36,7 @@ import pytest
 from reynard_trees import clean_env, reynard_project, run_pytest, wait_until
 from test_check_isolation import make_project
 from test_early_initdb import running_servers
+from test_faults import gone
 
 from pytest_reynard_db.postgres import find_binaries
 from pytest_reynard_db.postgres.initdb_cache import cached_initdb, server_binaries
@@ -411,19 +412,10 @@ def wait_for_no_start(launched: Path, runtime: Path) -> None:
             time.sleep(0.05)
         return
     wait_until(
-        lambda: not alive(int(launched.read_text())) or running_servers(runtime),
+        lambda: gone(int(launched.read_text())) or running_servers(runtime),
         PROMPT,
         f"the slow start ({launched}) to end, or its server to run",
     )
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie has ended: its parent has not reaped it yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def test_a_run_killed_while_its_conftest_imports_leaves_its_server_to_the_next_run(
