@@ -14,6 +14,7 @@ capture.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -26,12 +27,20 @@ from pathlib import Path
 import pytest
 
 from pytest_reynard_db.foundation.filesystem import file_lock
-from pytest_reynard_db.postgres import find_binaries
+from pytest_reynard_db.guard.reached import server_identity
+from pytest_reynard_db.postgres import EphemeralServer, find_binaries
+from pytest_reynard_db.postgres.binaries import Binaries
 from pytest_reynard_db.postgres.executor import EphemeralPostgres
 from pytest_reynard_db.postgres.initdb_cache import cache_dir, server_binaries
 from pytest_reynard_db.postgres.reaper import stop_postmaster
 from pytest_reynard_db.postgres.runas import run_as, runtime_root
-from tests.reynard_trees import clean_env, pytest_argv, reynard_project, wait_until
+from tests.reynard_trees import (
+    clean_env,
+    connections_received,
+    pytest_argv,
+    reynard_project,
+    wait_until,
+)
 from tests.test_early_initdb import (
     NO_DATABASE_NEEDED,
     running_servers,
@@ -45,7 +54,8 @@ def project(tmp_path: Path) -> Path:
 
 
 #: A postgres that, for the first {taken} launches, asks for its port to be taken (a
-#: ``want-<port>`` mark), waits until it is, then runs the real one, whose bind fails.
+#: ``want-<port>`` mark), waits until it is, and {pause} s more (a slow start), then runs
+#: the real one, whose bind fails.
 PORT_TAKEN_FIRST = """\
 #!/bin/sh
 port=
@@ -57,6 +67,7 @@ done
 if [ -n "$port" ] && [ "$(ls {marks} | grep -c '^taken-')" -lt {taken} ]; then
     touch {marks}/want-$port
     while [ ! -e {marks}/taken-$port ]; do sleep 0.02; done
+    sleep {pause}
 fi
 exec {postgres} "$@"
 """
@@ -83,17 +94,8 @@ def test_a_start_launches_again_twice_when_its_port_is_taken(
     again on another port, twice (``executor.LAUNCHES``; a split of the start once left
     one)."""
     monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
-    real = find_binaries()
     marks = runtime.parent / "marks"
-    marks.mkdir(mode=0o777)
-    marks.chmod(0o777)  # the server's user (postgres, when root runs the suite) writes there
-    bindir = runtime.parent / "bin"
-    bindir.mkdir()
-    (bindir / "initdb").symlink_to(real.initdb)
-    script = PORT_TAKEN_FIRST.format(marks=marks, taken=2, postgres=real.postgres)
-    (bindir / "postgres").write_text(script)
-    (bindir / "postgres").chmod(0o755)
-    binaries = find_binaries({"REYNARD_DB_PG_BIN": str(bindir)})
+    binaries = _port_taken_binaries(runtime.parent / "bin", marks, taken=2, pause=0)
     held: list[socket.socket] = []
     stop = threading.Event()
     taker = threading.Thread(target=_take_ports_asked, args=(marks, held, stop))
@@ -107,6 +109,91 @@ def test_a_start_launches_again_twice_when_its_port_is_taken(
         taker.join()
         for sock in held:
             sock.close()
+    assert not running_servers(runtime), os.listdir(runtime)
+
+
+def _port_taken_binaries(bindir: Path, marks: Path, *, taken: int, pause: float) -> Binaries:
+    """The machine's initdb, and a ``PORT_TAKEN_FIRST`` postgres, in ``bindir``."""
+    real = find_binaries()
+    marks.mkdir(mode=0o777)
+    marks.chmod(0o777)  # the server's user (postgres, when root runs the suite) writes there
+    bindir.mkdir()
+    (bindir / "initdb").symlink_to(real.initdb)
+    script = PORT_TAKEN_FIRST.format(marks=marks, taken=taken, pause=pause, postgres=real.postgres)
+    (bindir / "postgres").write_text(script)
+    (bindir / "postgres").chmod(0o755)
+    return find_binaries({"REYNARD_DB_PG_BIN": str(bindir)})
+
+
+def _forward_ports_asked(
+    marks: Path, to_port: int, accepted: list[socket.socket], stop: threading.Event
+) -> None:
+    """Listen on each port a ``PORT_TAKEN_FIRST`` postgres asks for, and forward every
+    connection made there to the server at ``to_port``: somebody else's server answering
+    on our port. Each connection accepted is kept in ``accepted``."""
+    listeners: list[socket.socket] = []
+    try:
+        while not stop.is_set():
+            for want in marks.glob("want-*"):
+                port = int(want.name.split("-", 1)[1])
+                listener = socket.create_server(("127.0.0.1", port))
+                listener.settimeout(0.01)
+                listeners.append(listener)
+                want.unlink()
+                (marks / f"taken-{port}").touch()
+            for listener in listeners:
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                accepted.append(client)
+                upstream = socket.create_connection(("127.0.0.1", to_port))
+                for source, sink in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+def test_a_start_whose_port_another_server_took_never_takes_that_server_for_its_own(
+    runtime: Path, decoy: EphemeralServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Somebody else's server took the port between reserve and bind, and answers there
+    while our postmaster, slow to start, is still alive (its bind then fails). The
+    readiness probe asks through the server's private socket directory, where only ours
+    can answer (hostile25d): the probe over TCP took the other server's identity for
+    ours, and the run would have made its databases there."""
+    monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
+    marks = runtime.parent / "marks"
+    binaries = _port_taken_binaries(runtime.parent / "bin", marks, taken=1, pause=1)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+    taker = threading.Thread(
+        target=_forward_ports_asked, args=(marks, decoy.process.port, accepted, stop)
+    )
+    taker.start()
+    theirs = server_identity(decoy.url)
+    received = connections_received(decoy)
+    try:
+        with EphemeralPostgres(binaries=binaries, boot_timeout=60) as process:
+            taken = [int(mark.name.split("-", 1)[1]) for mark in marks.glob("taken-*")]
+            assert len(taken) == 1 and process.port not in taken, (process.port, taken)
+            assert server_identity(process.url) != theirs
+    finally:
+        stop.set()
+        taker.join()
+        for client in accepted:
+            client.close()
+    assert accepted == [], "the start connected to the server that took its port"
+    assert connections_received(decoy) == received
     assert not running_servers(runtime), os.listdir(runtime)
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from testing.common.database import Database
 
@@ -144,9 +145,16 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
     def is_server_available(self) -> bool:
         """Up when it says who it is: the probe is the guard's own pinned question
         (``server_identity``, which its hooks let pass), whose answer the guard is then
-        given (``EphemeralPostgres.start``): one connection, not a probe and an ask."""
-        url = f"postgresql://{SUPERUSER}@{HOST}:{self.settings['port']}/postgres"
-        self.identity = server_identity(url)
+        given (``EphemeralPostgres.start``): one connection, not a probe and an ask.
+
+        Asked through the server's private socket directory (``-k``), not its TCP port:
+        somebody else's server may have taken the port between reserve and bind, and
+        answer there while ours, not yet failed, still runs. Only ours answers in its
+        directory, and PostgreSQL makes that socket only once its TCP port is bound, so
+        the answer also says the port is ours."""
+        sockets = os.path.join(self.base_dir, "tmp")
+        url = f"postgresql://{SUPERUSER}@/postgres?host={quote(sockets, safe='/')}"
+        self.identity = server_identity(f"{url}&port={self.settings['port']}")
         return self.identity is not None
 
     def poststart(self) -> None:
