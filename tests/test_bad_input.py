@@ -60,6 +60,13 @@ def remove(path: str) -> Callable[[Path], None]:
     return lambda project: (project / path).unlink()
 
 
+def no_registry(project: Path) -> None:
+    """No databases: a pyproject.toml without the table, no ``alembic_<name>.ini``."""
+    (project / "pyproject.toml").write_text('[project]\nname = "app"\n')
+    for ini in project.glob("alembic_*.ini"):
+        ini.unlink()
+
+
 def prepend_bytes(path: str, data: bytes) -> Callable[[Path], None]:
     def mutate(project: Path) -> None:
         target = project / path
@@ -107,6 +114,10 @@ CASES: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], int, str]
      r"pyproject\.toml: \[tool\.reynard-db\.databases\.main\]: ini: no such file"),
     ("invalid-toml", edit("pyproject.toml", r"\A", "[[[\n"), ("list",), 2,
      r"pyproject\.toml: invalid TOML"),
+    # a CI gate over a project whose registry moved away: nothing checked is no pass
+    ("empty-registry", no_registry, ("check",), 2,
+     r"nothing to check: no databases in .*pyproject\.toml \(no \[tool\.reynard-db\] "
+     r"table, and no alembic_<name>\.ini beside it\)"),
     ("non-utf8-pyproject", prepend_bytes("pyproject.toml", b"# caf\xe9\n"), ("list",), 2,
      r"pyproject\.toml: not UTF-8: byte 0xe9 at line 1"),
     ("unknown-registry-key", edit("pyproject.toml", r'^description = "Main application"$',

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import socket
 from fnmatch import fnmatch
+from pathlib import Path
 
 import pytest
-from reynard_trees import break_main
+from reynard_trees import break_main, run_pytest
 
 
 def closed_port_url() -> str:
@@ -138,3 +139,18 @@ def test_a_broken_template_build_is_reported_in_full_once(
     assert output.count("broken_on_purpose") == 1 + summary.count("broken_on_purpose") <= 2
     assert summary.count(" - Failed: reynard-db: database 'main'") == 1, summary  # the first
     assert "Traceback" not in output and "During handling" not in output, output
+
+
+def test_no_pyproject_is_one_line_with_pytests_own_hint(tmp_path: Path) -> None:
+    """No pyproject.toml at or above pytest's rootdir: one line, pytest's usage error, and
+    a hint a pytest user can follow (``--rootdir``), not the CLI's ``--project``."""
+    (tmp_path / "test_a.py").write_text("def test_a(reynard_db):\n    pass\n")
+
+    run = run_pytest(tmp_path, "--reynard-db=main")
+
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert run.stderr.strip() == (
+        f"ERROR: reynard-db: no pyproject.toml in {tmp_path} or above; "
+        "run pytest inside the project, or pass --rootdir DIR"
+    ), run.stderr
+    assert "Traceback" not in run.stdout + run.stderr

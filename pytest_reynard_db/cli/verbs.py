@@ -21,7 +21,7 @@ from ..checks.report import progress_line, show_results
 from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
 from ..checks.safety.findings import render
-from ..foundation.errors import CheckFailed, ReynardDBError
+from ..foundation.errors import CheckFailed, ConfigError, ReynardDBError
 from ..foundation.registry import Registry
 from ..foundation.urls import mask_url, print_table, redact
 from ..foundation.urls import shown_path as relative
@@ -204,6 +204,12 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     if "history" in select_checks(only, enabled) and registry.base:
         resolve_base(registry.root, registry.base)
     databases = registry.select(args.dbs)
+    if not databases and not registry.broken:
+        # a CI gate over a project whose registry moved away: nothing checked is no pass
+        raise ConfigError(
+            f"nothing to check: no databases in {relative(registry.root / 'pyproject.toml')} "
+            "(no [tool.reynard-db] table, and no alembic_<name>.ini beside it)"
+        )
     with (
         stdout_to_stderr(),
         progress_line(sys.stderr) as progress,

@@ -285,13 +285,14 @@ class Registry:
         )
 
 
-def find_project_root(start: Path | None = None) -> Path:
-    """The nearest directory upward from ``start`` (default: cwd) holding pyproject.toml."""
+def find_project_root(start: Path | None = None, *, hint: str = "pass --project DIR") -> Path:
+    """The nearest directory upward from ``start`` (default: cwd) holding pyproject.toml;
+    ``hint``: what the front's user can do when there is none."""
     here = (start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
         if (candidate / "pyproject.toml").exists():  # a FIFO there is refused, by its kind
             return candidate
-    raise ConfigError(f"no pyproject.toml in {here} or above; pass --project DIR")
+    raise ConfigError(f"no pyproject.toml in {here} or above; {hint}")
 
 
 def load_registry(project: Path | str | None = None) -> Registry:

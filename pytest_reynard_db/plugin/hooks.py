@@ -90,11 +90,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     # From now on the run starts things (a server, children): SIGTERM ends it as Ctrl-C
     # does, so that they are stopped on the way out (``atexit`` while the conftests import).
     _handle_signals(early_config)
-    from ..foundation.registry import find_project_root, load_registry
-    from .runstate import guard_the_run
+    from .runstate import guard_the_run, project_registry
 
     try:
-        registry = load_registry(find_project_root(early_config.rootpath))
+        registry = project_registry(early_config.rootpath)
         early_config.stash[EARLY_REGISTRY] = registry
         stack = guard_the_run(registry, settings)
         early_config.stash[EARLY_GUARD] = stack

@@ -43,6 +43,15 @@ def guard_the_run(registry: Registry, settings: Settings) -> ExitStack:
     return stack
 
 
+#: What a pytest user can do when no pyproject.toml is found (``--project`` is the CLI's).
+NO_PROJECT_HINT = "run pytest inside the project, or pass --rootdir DIR"
+
+
+def project_registry(rootpath: Path) -> Registry:
+    """The registry of the project at or above pytest's rootdir."""
+    return load_registry(find_project_root(rootpath, hint=NO_PROJECT_HINT))
+
+
 class RunState:
     """This process's view of the run: settings, registry, server and provisioner."""
 
@@ -80,7 +89,7 @@ class RunState:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = load_registry(find_project_root(self.config.rootpath))
+            self._registry = project_registry(self.config.rootpath)
         return self._registry
 
     @property
