@@ -329,22 +329,55 @@ def running_servers(runtime: Path) -> list[Path]:
     return alive
 
 
-@pytest.mark.parametrize("option", ["--collect-only", "--fixtures", "--markers"])
+#: A postgres that writes each server launch (``-p PORT``: not initdb's) to {log}.
+LAUNCHES_LOGGED = """\
+#!/bin/sh
+case " $* " in *" -p "*) echo "$*" >> {log} ;; esac
+exec {postgres} "$@"
+"""
+
+
+SLOW_COLLECTION = """\
+import time
+
+
+def pytest_collection_finish(session):
+    time.sleep(1)
+"""
+
+
+@pytest.mark.parametrize("option", ["--collect-only", "--fixtures", "--markers", "--setup-plan"])
 def test_a_run_that_runs_no_test_starts_no_server(
     project: Path, runtime: Path, option: str
 ) -> None:
-    """IDE test discovery (``--collect-only``) and pytest's listings start no server."""
+    """IDE test discovery (``--collect-only``), pytest's listings and its plan of fixtures
+    (``--setup-plan``, which sets none up) launch no server, not even one stopped at the
+    end (``--setup-plan`` launched one for the check items it never runs)."""
     (project / "test_one.py").write_text(A_DATABASE)
+    # a large project's collection: time for a server begun at the first hook to launch
+    (project / "conftest.py").write_text(SLOW_COLLECTION)
+    real = find_binaries()
+    bindir = runtime.parent / "bin"
+    bindir.mkdir()
+    (bindir / "initdb").symlink_to(real.initdb)
+    launches = bindir / "launches.txt"
+    launches.touch(mode=0o666)
+    launches.chmod(0o666)  # the server's user (postgres, when root runs the suite) writes it
+    (bindir / "postgres").write_text(LAUNCHES_LOGGED.format(log=launches, postgres=real.postgres))
+    (bindir / "postgres").chmod(0o755)
 
-    done = run_pytest(
-        project,
-        "--reynard-db=ecs",
-        "--reynard-db-checks",
-        option,
-        "test_one.py",
-        REYNARD_DB_RUNTIME_DIR=str(runtime),
-    )
+    for cache in ("cold", "warm"):  # a cold run's first hook starts no server ahead
+        done = run_pytest(
+            project,
+            "--reynard-db=ecs",
+            "--reynard-db-checks",
+            option,
+            "test_one.py",
+            REYNARD_DB_RUNTIME_DIR=str(runtime),
+            REYNARD_DB_PG_BIN=str(bindir),
+        )
 
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
+        assert done.returncode == 0, cache + done.stdout + done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert launches.read_text() == "", cache
     assert not list(runtime.glob("server-*")), os.listdir(runtime)

@@ -279,8 +279,18 @@ def from_markers(settings: Settings, items: Sequence[pytest.Item]) -> Settings |
 
 # -- what kind of process this run is (read at the first hook) -----------------------------
 
-#: pytest's options (``dest``) with which a run runs no test.
-NO_TESTS = ("collectonly", "help", "version", "showfixtures", "show_fixtures_per_test", "markers")
+#: pytest's options (``dest``) with which a run runs no test: ``--setup-plan`` shows the
+#: fixtures it would set up and sets none; ``--cache-show`` lists the cache and ends.
+NO_TESTS = (
+    "collectonly",
+    "help",
+    "version",
+    "showfixtures",
+    "show_fixtures_per_test",
+    "markers",
+    "setupplan",
+    "cacheshow",
+)
 
 
 def runs_tests(config: pytest.Config) -> bool:
