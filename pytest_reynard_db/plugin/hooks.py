@@ -187,7 +187,7 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
 def _say_waits_past_capture(config: pytest.Config) -> None:
     """A wait for a lock (the reuse server's, another run's template build) happens in a
     fixture's set-up, whose stderr pytest captures: said there, the run stood still in
-    silence. Said past the capture (from the main thread: a thread cannot suspend it)."""
+    silence. Said past the capture: the main thread suspends it, a thread writes past it."""
     from ..foundation.filesystem import say_through
 
     capture = config.pluginmanager.getplugin("capturemanager")
@@ -196,7 +196,7 @@ def _say_waits_past_capture(config: pytest.Config) -> None:
 
     def say(message: str) -> None:
         if threading.current_thread() is not threading.main_thread():
-            print(message, file=sys.stderr, flush=True)
+            _past_capture_from_a_thread(capture, message)
             return
         with capture.global_and_fixture_disabled():
             print(f"\n{message}", file=sys.stderr, flush=True)
@@ -204,6 +204,16 @@ def _say_waits_past_capture(config: pytest.Config) -> None:
     stack = ExitStack()
     stack.enter_context(say_through(say))
     config.add_cleanup(stack.close)
+
+
+def _past_capture_from_a_thread(capture: Any, message: str) -> None:
+    """A thread (the initdb one, waiting for another run's build) cannot suspend the
+    capture: it writes to the stderr pytest saved before capturing (``writeorg``, what
+    ``--capture=tee-sys`` writes through). Where that is not there, into the capture."""
+    try:
+        capture._global_capturing.err.writeorg(f"\n{message}\n")
+    except (AttributeError, AssertionError, OSError):
+        print(message, file=sys.stderr, flush=True)
 
 
 @pytest.hookimpl(optionalhook=True)
