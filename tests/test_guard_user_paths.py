@@ -38,6 +38,7 @@ from test_guard_attacks import (  # the decoy and its fixtures, shared
     write_env_py,
 )
 
+from pytest_reynard_db.foundation.errors import ServerError
 from pytest_reynard_db.guard import GUARD, GuardRefused
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.runas import run_as, runtime_root
@@ -182,11 +183,15 @@ def _bad_runtime_dirs(tmp_path: Path) -> dict[str, Path]:
         "under-a-file": tmp_path / "a-file" / "sub",
         "symlink-loop": tmp_path / "loop-a",
         "under-proc": Path("/proc/reynard-db-nowhere"),
+        # no room for PostgreSQL's socket paths under it (107 bytes at most)
+        "too-long": tmp_path / ("x" * 70),
     }
 
 
 @pytest.mark.parametrize("front", ["check", "pytest"])
-@pytest.mark.parametrize("bad", ["a-file", "under-a-file", "symlink-loop", "under-proc"])
+@pytest.mark.parametrize(
+    "bad", ["a-file", "under-a-file", "symlink-loop", "under-proc", "too-long"]
+)
 def test_a_runtime_directory_that_cannot_be_made_is_one_line(
     tmp_path: Path, bad: str, front: str
 ) -> None:
@@ -212,6 +217,9 @@ def test_a_runtime_directory_that_cannot_be_made_is_one_line(
     assert done.returncode != 0, shown
     assert "Traceback" not in done.stdout + done.stderr, shown
     assert "REYNARD_DB_RUNTIME_DIR" in done.stdout + done.stderr, shown
+    if bad == "too-long":
+        assert "too long (" in done.stdout + done.stderr, shown
+        assert not runtime.exists()  # refused before anything is made
 
 
 @pytest.fixture
@@ -243,6 +251,25 @@ def test_a_planted_symlink_or_file_is_never_taken_as_the_runtime_directory(
 
     assert root == clean / f"reynard-db-{os.geteuid()}"
     assert root.is_dir() and not root.is_symlink()
+
+
+def test_a_temp_directory_too_long_for_socket_paths_is_passed_over(
+    reachable_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``$TMPDIR`` so deep that a server's socket path would pass 107 bytes (every
+    start then failed, its log saying why) is passed over for the next place."""
+    deep = reachable_tmp / ("d" * 70)
+    deep.mkdir(mode=0o1777)
+    deep.chmod(0o1777)
+    clean = reachable_tmp / "clean"
+    clean.mkdir(mode=0o1777)
+    clean.chmod(0o1777)
+    monkeypatch.delenv("REYNARD_DB_RUNTIME_DIR", raising=False)  # the default places
+
+    assert runtime_root(run_as(), candidates=(deep, clean)) == clean / f"reynard-db-{os.geteuid()}"
+    assert not list(deep.iterdir())
+    with pytest.raises(ServerError, match=r"at most \d+ bytes long"):
+        runtime_root(run_as(), candidates=(deep,))
 
 
 # -- 3. asyncpg's own reading of a service file --------------------------------------------------

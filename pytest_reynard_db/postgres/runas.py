@@ -140,6 +140,8 @@ def runtime_root(user: RunAs, *, candidates: tuple[Path, ...] | None = None) -> 
         if not user.can_traverse(parent):
             continue
         root = parent / f"reynard-db-{os.geteuid()}"
+        if not _room_for_sockets(root):
+            continue
         with suppress(FileExistsError):  # what is there is judged below
             _make_reachable(root)
         info = root.lstat()  # a symlink is not followed: it is someone else's redirect
@@ -153,12 +155,18 @@ def runtime_root(user: RunAs, *, candidates: tuple[Path, ...] | None = None) -> 
         return root
     raise ServerError(
         f"no directory that user {user.name!r} can reach among "
-        f"{', '.join(map(str, candidates))}; set TMPDIR to one"
+        f"{', '.join(map(str, candidates))} (at most {_ROOT_MAX} bytes long: PostgreSQL's "
+        "socket paths are under it); set TMPDIR to one"
     )
 
 
 def _chosen_root(root: Path, user: RunAs) -> Path:
     """``$REYNARD_DB_RUNTIME_DIR``, made if missing; a path that cannot be is one line."""
+    if not _room_for_sockets(root):
+        raise ServerError(
+            f"${RUNTIME_DIR_ENV}={root}: too long ({len(os.fsencode(root))} bytes, at most "
+            f"{_ROOT_MAX}): PostgreSQL's socket paths are under it; name a shorter directory"
+        )
     try:
         for part in reversed([p for p in (root, *root.parents) if not p.exists()]):
             with suppress(FileExistsError):  # made meanwhile by another: not ours to chmod
@@ -175,6 +183,16 @@ def _chosen_root(root: Path, user: RunAs) -> Path:
             "choose a directory outside any private (0700) home"
         )
     return root
+
+
+#: A Unix socket's path is at most 107 bytes (Linux's ``sun_path`` less its NUL), and a
+#: server's lies under the root: ``/reuse-<12 hex>/tmp/.s.PGSQL.<port>`` at the longest
+#: (``executor``). A longer root: every server start failed, its log saying why.
+_ROOT_MAX = 107 - len("/reuse-0123456789ab/tmp/.s.PGSQL.65535")
+
+
+def _room_for_sockets(root: Path) -> bool:
+    return len(os.fsencode(root)) <= _ROOT_MAX
 
 
 def _make_reachable(directory: Path) -> None:
