@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 
 from ..foundation.errors import ConfigError
-from .alembic_items import uses_alembic
+from .items import uses_alembic
 
 if TYPE_CHECKING:  # resolve is heavy: an inactive plugin imports none of it
     from ..provisioning.resolve import Source
