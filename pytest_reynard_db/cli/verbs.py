@@ -26,7 +26,8 @@ from ..foundation.registry import Registry
 from ..foundation.urls import mask_url, print_table, redact
 from ..foundation.urls import shown_path as relative
 from ..guard import GUARD, redirect_note
-from ..migration import logs, mirror
+from ..migration import mirror
+from ..migration.env_run import NORMAL, QUIET
 from ..migration.git_base import resolve_base
 from ..migration.manager import MigrationManager
 from ..migration.mirror import MirrorDiff
@@ -308,7 +309,7 @@ def manager_for(
         stdout=out,
         url_envs=registry.url_envs(name),
         lock_timeout=lock_timeout,
-        alembic_messages=args.verbosity > logs.NORMAL,
+        alembic_messages=args.verbosity > NORMAL,
     )
 
 
@@ -321,7 +322,7 @@ def throwaway_only(args: argparse.Namespace) -> Iterator[None]:
         try:
             yield
         finally:
-            shown = args.verbosity > logs.QUIET
+            shown = args.verbosity > QUIET
             for redirect in (r for r in GUARD.redirects if r not in before and shown):
                 print(f"{PROG}: note: {redirect_note(redirect)}", file=sys.stderr)
 

@@ -260,7 +260,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     so pytest's capture and the application's loggers serve the next test intact."""
     if STATE not in item.config.stash:
         return (yield)
-    from ..migration.logs import preserved_logging
+    from ..migration.env_run import preserved_logging
 
     with preserved_logging():
         return (yield)

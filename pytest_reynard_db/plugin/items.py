@@ -171,7 +171,7 @@ class AlembicFixtures:
         self, request: pytest.FixtureRequest, reynard_db_name: str, alembic_engine: Engine
     ) -> Any:
         """The Alembic config of the selected database's tree, aimed at ``alembic_engine``."""
-        from ..migration.logs import silenced
+        from ..migration.env_run import silenced
         from .stash import provisioner_of
 
         tree = provisioner_of(request).tree(item_database(request, reynard_db_name))

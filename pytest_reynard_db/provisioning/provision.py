@@ -48,8 +48,7 @@ from sqlalchemy.pool import NullPool
 from ..foundation.errors import ReynardDBError, ServerError
 from ..foundation.filesystem import file_lock
 from ..foundation.registry import Database, Registry
-from ..migration.env_run import exported
-from ..migration.logs import silenced
+from ..migration.env_run import exported, silenced
 from ..postgres import Server
 from ..postgres.server import building_name, run_database, template_name
 from ..postgres.shared import RunPresence, build_lock
