@@ -17,6 +17,7 @@ from typing import TextIO
 
 from ..checks import enabled_checks, needs_server, run_checks, select_checks
 from ..checks.drift import Timeouts, drift
+from ..checks.files import resolve_base
 from ..checks.report import progress_line, show_results
 from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
@@ -28,7 +29,6 @@ from ..foundation.urls import shown_path as relative
 from ..guard import GUARD, redirect_note
 from ..migration import mirror
 from ..migration.env_run import NORMAL, QUIET
-from ..migration.git_base import resolve_base
 from ..migration.manager import MigrationManager
 from ..migration.mirror import MirrorDiff
 from ..migration.tree import parents
