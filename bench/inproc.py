@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.checks.stairway import stairway
 from pytest_reynard_db.foundation.registry import load_registry
-from pytest_reynard_db.migration.logs import silenced
+from pytest_reynard_db.migration.env_run import silenced
 from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.plugin.outer_transaction import rolled_back
 from pytest_reynard_db.postgres import EphemeralServer

@@ -23,7 +23,7 @@ from pytest_reynard_db.cli import main
 from pytest_reynard_db.foundation.errors import ConfigError
 from pytest_reynard_db.foundation.registry import Registry, load_registry
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.postgres.names import scratch_name
+from pytest_reynard_db.postgres.server import scratch_name
 
 MAIN_VERSIONS = Path("alembic/main/versions")
 ECS_VERSIONS = Path("alembic/ecs/versions")

@@ -277,9 +277,9 @@ def test_caches_of_vanished_binaries_and_stale_locks_are_reaped(tmp_path: Path) 
     assert held.exists(), "a lock someone holds stays"
 
 
-# -- database names (postgres.names) ---------------------------------------------------------
+# -- database names (postgres.server) --------------------------------------------------------
 def test_every_name_made_fits_63_bytes_and_keeps_what_is_read_back() -> None:
-    from pytest_reynard_db.postgres.names import (
+    from pytest_reynard_db.postgres.server import (
         building_name,
         pg_name,
         run_database,

@@ -1,4 +1,4 @@
-"""The silent copy of an ini that env.py's ``fileConfig`` reads (``logs.silent_ini``),
+"""The silent copy of an ini that env.py's ``fileConfig`` reads (``env_run.silent_ini``),
 made by several processes at once: two pytest sessions starting together once failed
 with ``FileNotFoundError`` (both wrote one scratch file, the second found it renamed)."""
 
@@ -8,7 +8,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from pytest_reynard_db.migration.logs import silent_ini
+from pytest_reynard_db.migration.env_run import silent_ini
 
 INI = """\
 [alembic]

@@ -42,7 +42,7 @@ from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.types import TypeEngine
 
 from ..foundation.urls import counted
-from ..migration.logs import preserved_logging
+from ..migration.env_run import preserved_logging
 from ..migration.manager import MigrationManager, exported
 from . import CheckResult
 from .heads import all_heads, moved_to

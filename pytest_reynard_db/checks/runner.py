@@ -37,7 +37,6 @@ from ..guard import GUARD
 from ..guard.migration import Refusal
 from ..migration.manager import MigrationManager
 from ..migration.tree import load_tree
-from ..postgres.names import scratch_name
 from . import CheckResult, Place, Status
 
 if TYPE_CHECKING:  # the servers load on use: file checks need none
@@ -179,6 +178,8 @@ class CheckRunner:
         """An empty database ``test_check_<db>_<purpose>_<random>``, dropped afterwards."""
         if self.server is None:
             raise ServerError(f"check {purpose!r} needs a PostgreSQL server and none was given")
+        from ..postgres.server import scratch_name
+
         name = scratch_name(self.db.name, purpose)
         url = self.server.create_database(name)
         self._scratch_urls.append(url)

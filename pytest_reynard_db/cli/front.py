@@ -29,7 +29,7 @@ from ..foundation.errors import (
 from ..foundation.filesystem import DEFAULT_LOCK_TIMEOUT
 from ..foundation.registry import load_registry
 from ..foundation.urls import redact, refuse_control_characters, remember_secrets
-from ..migration import logs
+from ..migration.env_run import NORMAL, QUIET, VERBOSE, verbosity
 from . import PROG
 from .verbs import (
     Handler,
@@ -80,10 +80,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         return 2
     try:
         # SIGTERM/SIGHUP unwind like Ctrl-C: the servers started below are stopped.
-        with terminate_as_interrupt(), logs.verbosity(args.verbosity):
+        with terminate_as_interrupt(), verbosity(args.verbosity):
             _refuse_control_characters(args)
             registry = load_registry(args.project)
-            for warning in registry.warnings if args.verbosity > logs.QUIET else ():
+            for warning in registry.warnings if args.verbosity > QUIET else ():
                 print(f"{PROG}: warning: {warning}", file=sys.stderr)
             return int(args.handler(args, registry, out))
     except ReynardDBError as exc:
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--traceback", action="store_true", help="on error, the full chain after the message"
     )
-    _verbosity_options(parser, default=logs.NORMAL)
+    _verbosity_options(parser, default=NORMAL)
     verbs = parser.add_subparsers(title="verbs", metavar="VERB")
 
     def verb(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
@@ -317,7 +317,7 @@ def _verbosity_options(parser: argparse.ArgumentParser, *, default: object) -> N
         "--verbose",
         dest="verbosity",
         action="store_const",
-        const=logs.VERBOSE,
+        const=VERBOSE,
         default=default,
         help="also Alembic's own INFO lines and messages",
     )
@@ -326,7 +326,7 @@ def _verbosity_options(parser: argparse.ArgumentParser, *, default: object) -> N
         "--quiet",
         dest="verbosity",
         action="store_const",
-        const=logs.QUIET,
+        const=QUIET,
         default=default,
         help="nothing but results (and errors)",
     )

@@ -17,6 +17,7 @@ from typing import TextIO
 
 from ..checks import enabled_checks, needs_server, run_checks, select_checks
 from ..checks.drift import Timeouts, drift
+from ..checks.files import resolve_base
 from ..checks.report import progress_line, show_results
 from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
@@ -26,8 +27,8 @@ from ..foundation.registry import Registry
 from ..foundation.urls import mask_url, print_table, redact
 from ..foundation.urls import shown_path as relative
 from ..guard import GUARD, redirect_note
-from ..migration import logs, mirror
-from ..migration.git_base import resolve_base
+from ..migration import mirror
+from ..migration.env_run import NORMAL, QUIET
 from ..migration.manager import MigrationManager
 from ..migration.mirror import MirrorDiff
 from ..migration.tree import parents
@@ -314,7 +315,7 @@ def manager_for(
         stdout=out,
         url_envs=registry.url_envs(name),
         lock_timeout=lock_timeout,
-        alembic_messages=args.verbosity > logs.NORMAL,
+        alembic_messages=args.verbosity > NORMAL,
     )
 
 
@@ -327,7 +328,7 @@ def throwaway_only(args: argparse.Namespace) -> Iterator[None]:
         try:
             yield
         finally:
-            shown = args.verbosity > logs.QUIET
+            shown = args.verbosity > QUIET
             for redirect in (r for r in GUARD.redirects if r not in before and shown):
                 print(f"{PROG}: note: {redirect_note(redirect)}", file=sys.stderr)
 

@@ -124,7 +124,7 @@ class Database:
 
         ``url`` (when given) replaces ``sqlalchemy.url``; ``attributes`` land in
         ``config.attributes`` (``connection`` there is used by our ``env.py``). For quiet
-        use (tests, checks), ``migration.logs.silenced`` points it at a copy of the ini
+        use (tests, checks), ``migration.env_run.silenced`` points it at a copy of the ini
         whose logging sections log nothing.
         """
         config = Config(str(self.ini), toml_file=str(self.toml) if self.toml else None)

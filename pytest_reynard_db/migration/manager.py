@@ -41,9 +41,9 @@ from .env_run import (
     exported,
     migration_failure,
     run_env,
+    silenced,
     split_range,
 )
-from .logs import silenced
 from .new_revisions import write_merge, write_revision
 from .target import connect, create_if_missing, migration_lock_held
 from .tree import (

@@ -7,20 +7,21 @@ The package is pytest's side only; nothing outside it imports pytest:
 - ``fixtures``: ``reynard_db*``, thin fronts over ``Provisioner``
 - ``async_fixtures``: ``reynard_db_async_*``, and how pytest-asyncio or anyio runs them
 - ``stash``: what hooks and fixtures keep in a run's ``config.stash``
-- ``options``: the plugin's options and ini keys, resolved once into ``Settings``
+- ``options``: the plugin's options and ini keys, resolved once into ``Settings``; which
+  database each test runs against (option, marker, pytest-alembic)
 - ``runstate``: the run's server, registry and provisioner, one per pytest process
-- ``selection``: which database each test runs against (option, marker, pytest-alembic)
-- ``alembic_items``, ``pytest_alembic_compat``: pytest-alembic's tests on our databases
-- ``check_items``: the migration checks as test items (``--reynard-db-checks``)
+- ``items``: the items a run gets besides its own tests: pytest-alembic's tests on our
+  databases (and its collector on pytest 9), the migration checks (``--reynard-db-checks``)
 - ``outer_transaction``: the transaction ``reynard_db_connection`` (and each of
   ``reynard_db_connections``) rolls back
-- ``harness_errors``: a harness failure as one line, not a traceback
-- ``seeding``: the ``pytest_reynard_db_seed`` hook, and the seed it makes of a run's conftests
+
+In ``hooks``, ``options`` is named ``selection``, ``fixtures`` ``seeding`` (the
+``pytest_reynard_db_seed`` hook) and ``items`` ``pytest_alembic_compat`` where they
+serve those ends; ``stash`` also turns a harness failure into one line.
 
 An inactive plugin (no database selected) imports only ``hooks``, ``fixtures``,
-``async_fixtures``, ``stash``, ``options``, ``selection``, ``alembic_items``,
-``pytest_alembic_compat``, ``harness_errors`` and ``seeding``: SQLAlchemy, psycopg and
-the servers load when a run selects a database.
+``async_fixtures``, ``stash``, ``options`` and ``items``: SQLAlchemy, psycopg, the
+checks and the servers load when a run selects a database.
 """
 
 from .async_fixtures import (

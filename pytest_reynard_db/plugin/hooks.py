@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..foundation.errors import ReynardDBError, die_after, terminate_as_interrupt
-from . import alembic_items as pytest_alembic_compat
+from . import items as pytest_alembic_compat
 from . import options as selection
-from .alembic_items import AlembicFixtures
+from .items import AlembicFixtures, check_collector
 from .options import Settings, add_options, get_settings
 from .stash import (
     EARLY_GUARD,
@@ -269,7 +269,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     so pytest's capture and the application's loggers serve the next test intact."""
     if STATE not in item.config.stash:
         return (yield)
-    from ..migration.logs import preserved_logging
+    from ..migration.env_run import preserved_logging
 
     with preserved_logging():
         return (yield)
@@ -344,8 +344,6 @@ def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.It
     config = session.config
     state = config.stash.get(STATE, None)
     if state is not None and state.settings.checks:
-        from .check_items import check_collector
-
         with catch_harness_errors(session.config, usage=True):
             items[:0] = _collected(session, check_collector(session, state))
     if state is not None and state.settings.databases:

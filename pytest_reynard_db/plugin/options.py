@@ -10,7 +10,7 @@ Which database each test runs against: ``--reynard-db``, the marker, pytest-alem
   ``reynard_dbs`` maps) with ``("x", "y")`` and ``reynard_db_name`` with the first, under
   one id, ``[x-y]``: the single-database fixtures give ``x``.
 - With several ``--reynard-db`` databases, a test that uses pytest-alembic's fixtures
-  and no marker runs once per database (``alembic_items``).
+  and no marker runs once per database (``items``).
 - With no ``--reynard-db`` (and no ``--reynard-db-checks``), the databases the markers
   name are the run's: the plugin becomes active at the end of collection
   (``from_markers``); an unmarked test that asks for a database then fails saying so.
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 
 from ..foundation.errors import ConfigError
-from .alembic_items import uses_alembic
+from .items import uses_alembic
 
 if TYPE_CHECKING:  # resolve is heavy: an inactive plugin imports none of it
     from ..provisioning.resolve import Source

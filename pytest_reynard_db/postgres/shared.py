@@ -53,8 +53,7 @@ from psycopg import sql
 from ..foundation.errors import ConfigError, LockTimeout, ServerError
 from ..foundation.filesystem import DEFAULT_LOCK_TIMEOUT, SAY_AFTER, Say, say_on_stderr
 from ..foundation.urls import first_line, mask_url
-from .names import PROJECTS_KEPT, comment_projects, run_comment, run_of
-from .server import Server, connect_args
+from .server import PROJECTS_KEPT, Server, comment_projects, connect_args, run_comment, run_of
 
 #: Advisory lock classes (the first int4 of the two-key form; the migration lock
 #: uses the one-bigint form, a separate space).
@@ -289,7 +288,7 @@ def _announced_heartbeat(words: list[str]) -> float:
 def drop_dead_runs(server: Server, own_run: str, *, stale: float | None = None) -> list[str]:
     """Drop the databases of every run that is not alive (never ``own_run``'s); return them.
 
-    Only names of a run's databases (``names.RUN_DATABASE``) owned by the role we connect
+    Only names of a run's databases (``server.RUN_DATABASE``) owned by the role we connect
     as are considered; the databases are listed before the sessions are read, so
     a run that makes a database after the listing is never mistaken for dead.
     """

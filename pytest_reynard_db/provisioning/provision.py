@@ -48,14 +48,13 @@ from sqlalchemy.pool import NullPool
 from ..foundation.errors import ReynardDBError, ServerError
 from ..foundation.filesystem import file_lock
 from ..foundation.registry import Database, Registry
-from ..migration.env_run import exported
-from ..migration.logs import silenced
+from ..migration.env_run import exported, silenced
 from ..postgres import Server
-from ..postgres.names import building_name, run_database, template_name
+from ..postgres.server import building_name, run_database, template_name
 from ..postgres.shared import RunPresence, build_lock
 from .resolve import Resolved, Source, heads_at, project_identity, tree_digest
 
-#: What a database is for; part of its name (``postgres.names.run_database``).
+#: What a database is for; part of its name (``postgres.server.run_database``).
 Purpose = Literal["session", "fresh", "rev", "empty", "alembic"]
 
 log = logging.getLogger(__name__)
