@@ -30,7 +30,7 @@ from reynard_trees import (
     write_revision,
 )
 
-from pytest_reynard_db.foundation.filesystem import SAY_AFTER
+from pytest_reynard_db.foundation.filesystem import SAY_AFTER, file_lock
 from pytest_reynard_db.postgres import EphemeralPostgres, EphemeralServer
 from pytest_reynard_db.postgres.executor import reuse_dir
 
@@ -84,6 +84,40 @@ def test_a_test_databases_files_are_its_owners_alone_whatever_the_umask(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout, done.stdout
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_runtime_directorys_lock_files_are_ours_alone_whatever_the_umask(
+    project: Path, runtime: Path
+) -> None:
+    """The lock files (ports, the initdb cache, the reuse server) were 0644 and their
+    holders' records 0666 under umask 000: another local user who knows a path (the
+    runtime directory is 0711: reachable) could open a lock, read-only will do, and hold
+    its flock, and every run would wait on it. Each is now created 0600."""
+    (project / "test_one.py").write_text("def test_one(reynard_db):\n    assert reynard_db.head\n")
+
+    done = run_pytest(
+        project,
+        "--reynard-db=ecs",
+        "--reynard-db-reuse",
+        "test_one.py",
+        umask=0o000,
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    made = [*runtime.rglob("*.lock"), *runtime.rglob("*.holder")]
+    ours = [p for p in made if not p.name.startswith(".s.PGSQL.")]  # the server's own
+    assert any(p.parent.name == "ports" for p in ours), ours
+    modes = {str(p.relative_to(runtime)): oct(p.stat().st_mode & 0o777) for p in ours}
+    assert set(modes.values()) == {"0o600"}, modes
+    # a holder's record lives while its lock is held
+    umask = os.umask(0)
+    try:
+        with file_lock(runtime / "held.lock", "the test's lock"):
+            holder = runtime / "held.lock.holder"
+            assert oct(holder.stat().st_mode & 0o777) == "0o600"
+    finally:
+        os.umask(umask)
 
 
 def test_a_runtime_directory_made_under_umask_077_is_reachable_by_the_servers_user(

@@ -139,7 +139,8 @@ class FileLock:
         else ``LockBusy``. Taking it again while held is a no-op."""
         if self._fd is not None:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # Ours alone: anyone who can open a lock file (read-only will do) can flock it.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -245,7 +246,9 @@ def describe_holder(holder: Path) -> str:
 def _write_holder(holder: Path) -> None:
     record = {"pid": os.getpid(), "command": _command_line(), "since": time.time()}
     with suppress(OSError):
-        holder.write_text(json.dumps(record))
+        descriptor = os.open(holder, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(json.dumps(record))
 
 
 def _command_line(limit: int = 120) -> str:
