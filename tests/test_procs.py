@@ -27,6 +27,7 @@ from reynard_trees import (
 from test_faults import gone, postgres_processes_in, servers_of, waiting_session
 
 from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.postgres.executor import EphemeralPostgres
 from pytest_reynard_db.postgres.reaper import postmaster_pid, process_start_time, reap_orphans
 
 MAIN = Path("alembic/main/versions")
@@ -66,6 +67,65 @@ def stopped_untouched(pid: int) -> bool:
     )
     pending = int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)
     return status["State"].split()[0] == "T" and pending == 0
+
+
+# -- shared memory a postmaster killed by SIGKILL left ---------------------------------------
+def shared_memory_of(datadir: Path) -> tuple[int, int]:
+    """The System V segment (key, id) ``datadir``'s server made: its pid file says."""
+    key, shmid = (datadir / "postmaster.pid").read_text().splitlines()[6].split()
+    return int(key), int(shmid)
+
+
+def segment_exists(key: int, shmid: int) -> bool:
+    rows = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    return any(row.split()[:2] == [str(key), str(shmid)] for row in rows)
+
+
+def test_a_server_killed_by_sigkill_leaves_no_shared_memory_behind() -> None:
+    """A postmaster killed by SIGKILL (an OOM kill, ``kill -9``) removes nothing: its
+    System V segment stayed until the reboot, one of the machine's ``kernel.shmmni``
+    (4096), after which no server starts. Removing its directory removes it too."""
+    with EphemeralPostgres() as process:
+        postmaster = process.pid
+        assert process.base_dir is not None and postmaster is not None
+        segment = shared_memory_of(process.base_dir / "data")
+        assert segment_exists(*segment)
+        os.kill(postmaster, signal.SIGKILL)
+        wait_until(lambda: gone(postmaster), 10, "the postmaster to die")
+    assert not segment_exists(*segment), segment
+
+
+ORPHAN_OWNER = """\
+import sys, time
+from pytest_reynard_db.postgres.executor import EphemeralPostgres
+process = EphemeralPostgres().start()
+print(process.base_dir, process.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_the_reaper_removes_the_shared_memory_of_an_orphan_killed_by_sigkill(
+    runtime: Path,
+) -> None:
+    """Its owner and its postmaster both killed by SIGKILL: the next run's reaper removes
+    the directory and the segment."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_OWNER],
+        env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert owner.stdout is not None
+    base_dir, pid = owner.stdout.readline().split()
+    datadir = Path(base_dir) / "data"
+    segment = shared_memory_of(datadir)
+    owner.kill()
+    owner.wait()
+    os.kill(int(pid), signal.SIGKILL)
+    wait_until(lambda: gone(int(pid)), 10, "the postmaster to die")
+
+    assert reap_orphans(runtime) == [Path(base_dir)]
+    assert not segment_exists(*segment), segment
 
 
 # -- SIGTERM and SIGHUP ------------------------------------------------------------------------

