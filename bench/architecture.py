@@ -23,7 +23,8 @@ PACKAGE = ROOT / "pytest_reynard_db"
 #: and the layers before it. Anything not listed sits in the top level's layer.
 LAYERS: list[tuple[str, ...]] = [
     ("foundation",),
-    ("postgres", "guard"),
+    ("guard",),
+    ("postgres",),
     ("migration",),
     ("provisioning",),
     ("top",),

@@ -235,6 +235,8 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 url = dict(line.split("=", 1) for line in open(".env").read().splitlines())["DATABASE_URL"]
+# libpq's other scheme (Heroku's DATABASE_URL), which SQLAlchemy 1.4 dropped: as apps fix it
+url = url.replace("postgres://", "postgresql+psycopg://", 1)
 engine = create_engine(url, poolclass=pool.NullPool)
 with engine.connect() as connection:
     context.configure(connection=connection, target_metadata=None)
@@ -243,11 +245,18 @@ with engine.connect() as connection:
 """
 
 
-def test_its_own_production_url_is_still_redirected(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "production",
+    [
+        "postgresql+psycopg://app@db.invalid:5432/reynard",
+        # libpq's other scheme: a production URL in this form was "not a PostgreSQL URL"
+        "postgres://app@db.invalid:5432/reynard",
+    ],
+)
+def test_its_own_production_url_is_still_redirected(tmp_path: Path, production: str) -> None:
     """env.py reading a ``.env`` whose ``DATABASE_URL`` is main's registered one: sent to the
     throw-away database, said on stderr, and the check passes."""
     project = reynard_project(tmp_path / "project")
-    production = "postgresql+psycopg://app@db.invalid:5432/reynard"
     (project / ".env").write_text(f"DATABASE_URL={production}\n")
     (project / "alembic/main/env.py").write_text(DOTENV_ENV)
 

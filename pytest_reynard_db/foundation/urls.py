@@ -69,6 +69,11 @@ def parse_url(url: str | URL, *, origin: str = "URL") -> URL:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
         raise ConfigError(f"{origin}: malformed database URL {mask_url(url)!r}") from exc
+    scheme, plus, driver = parsed.drivername.partition("+")
+    if scheme == "postgres":
+        # libpq's other scheme (Heroku's and many platforms' DATABASE_URL), which
+        # SQLAlchemy 1.4 dropped: the same server, read as libpq reads it
+        parsed = parsed.set(drivername=f"postgresql{plus}{driver}")
     if not parsed.drivername.startswith("postgresql"):
         raise ConfigError(f"{origin}: not a PostgreSQL URL: {mask_url(parsed)!r}")
     try:
