@@ -274,3 +274,28 @@ def test_one_broken_entry_does_not_stop_verbs_on_the_others(project: Path, cli: 
     assert "warning: " in err and "alembic/main/gone" in err, err
     code, out, err = cli("heads", "ecs_e2e")
     assert code == 2 and "unreadable ini" in err and "Traceback" not in err, err
+
+
+def test_current_reads_the_version_table_env_py_configures(
+    project: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``current`` is ``alembic current``: the revision is read from the table env.py names
+    (mlflow's auth tree keeps ``alembic_version_auth``), not Alembic's default one. It read
+    ``alembic_version``, and said the database was at base."""
+    env_py = project / "alembic/main/env.py"
+    body = env_py.read_text()
+    assert 'default_url_env="DATABASE_URL")' in body
+    env_py.write_text(body.replace(')\n', ', version_table="reynard_version")\n'))
+    argv = ["--project", str(project)]
+    assert main([*argv, "current", "main", "--url", db_url]) == 0
+    assert capsys.readouterr().out == "main: base (no revision applied)\n"
+    assert scalar(db_url, "SELECT to_regclass('reynard_version')") is None  # read, not made
+    assert main([*argv, "upgrade", "main", "--to", "3a1400000002", "--url", db_url]) == 0
+    assert scalar(db_url, "SELECT version_num FROM reynard_version") == "3a1400000002"
+    capsys.readouterr()
+
+    assert main([*argv, "current", "main", "--url", db_url]) == 0
+
+    out, err = capsys.readouterr()
+    assert out.strip().startswith("3a1400000002"), out
+    assert scalar(db_url, "SELECT to_regclass('alembic_version')") is None  # nothing written

@@ -80,17 +80,19 @@ def run_env(
     steps: StepsFn,
     tracker: StepTracker,
     *,
-    destination: str | tuple[str, ...],
+    destination: str | tuple[str, ...] | None,
     start: str | None = None,
     sql: bool = False,
     purge: bool = False,
     quiet: bool = False,
+    read_only: bool = False,
 ) -> None:
     """Run ``db``'s ``env.py`` once; Alembic takes its steps from ``steps``.
 
     ``destination`` and ``start`` are what ``env.py`` sees as ``get_context()``'s
     destination and (``--sql``) starting revisions; ``quiet``: the process's logging
-    is put back afterwards (``env.py``'s ``fileConfig`` changes it).
+    is put back afterwards (``env.py``'s ``fileConfig`` changes it); ``read_only``:
+    Alembic's ``dont_mutate``, as ``alembic current`` runs it (no version table made).
     """
     env_py = Path(script.dir) / "env.py"
     refuse_non_regular(env_py, where=f"database {db.name!r}: ")
@@ -113,6 +115,7 @@ def run_env(
             starting_rev=start,
             destination_rev=destination,
             purge=purge,
+            dont_mutate=read_only,
         ),
         preserved_logging() if quiet else nullcontext(),
     ):

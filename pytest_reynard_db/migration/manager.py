@@ -53,6 +53,7 @@ from .tree import (
     load_tree,
     stamp_steps,
     upgrade_steps,
+    version_table_seen,
 )
 
 __all__ = ["MigrationManager", "StepsFn", "exported"]
@@ -158,9 +159,21 @@ class MigrationManager:
         return list(self.script.walk_revisions())
 
     def current(self) -> tuple[str, ...]:
-        """The revisions the database is at (empty at base)."""
+        """The revisions the database is at (empty at base), as ``alembic current`` reads
+        them: from the version table ``env.py`` configures (mlflow's auth tree keeps
+        ``alembic_version_auth``), so ``env.py`` runs once, taking no step and writing
+        nothing; once it has run in this process, its table is read directly."""
         with self.connect() as connection:
-            return tuple(sorted(current_heads(connection, self.script)))
+            if version_table_seen(self.script):
+                return tuple(sorted(current_heads(connection, self.script)))
+            found: list[str] = []
+
+            def read(heads: Any, _context: Any) -> list[Any]:
+                found.extend(heads)
+                return []
+
+            self._migrate(read, None, sql=False, connection=connection, read_only=True)
+            return tuple(sorted(found))
 
     def resolve(self, target: str) -> None:
         """Check that ``target`` names revisions of this tree (relative steps are Alembic's)."""
@@ -321,15 +334,17 @@ class MigrationManager:
     def _migrate(
         self,
         steps: StepsFn,
-        destination: str | tuple[str, ...],
+        destination: str | tuple[str, ...] | None,
         *,
         start: str | None = None,
         sql: bool,
         connection: Connection | None,
         purge: bool = False,
+        read_only: bool = False,
     ) -> None:
         """One ``env.py`` run taking ``steps``, under the migration lock unless ``connection``
-        (already holding it) or ``sql``; a failure names the step's file (``MigrationFailed``)."""
+        (already holding it) or ``sql``; a failure names the step's file (``MigrationFailed``).
+        ``read_only``: Alembic makes no version table (``current``'s run)."""
         if connection is None and not sql:
             with self.locked() as locked:
                 self._migrate(
@@ -337,7 +352,13 @@ class MigrationManager:
                 )
             return
         tracker = StepTracker()
-        options = {"destination": destination, "start": start, "sql": sql, "purge": purge}
+        options = {
+            "destination": destination,
+            "start": start,
+            "sql": sql,
+            "purge": purge,
+            "read_only": read_only,
+        }
         watched = self.watched(sql=sql)  # offline: nothing env.py may connect to
         with watched, exported(self.url_envs, self.url), tracker, alembic_errors(self.db):
             try:
