@@ -107,7 +107,7 @@ def test_url_precedence(project: Path) -> None:
     assert ecs.production_url(environ={}).database == "reynard_ecs"
     # libpq's other scheme (Heroku's DATABASE_URL), which SQLAlchemy no longer reads
     heroku = ecs.production_url(environ={"ECS_DATABASE_URL": "postgres://u:pw@h:5433/from_env"})
-    assert (heroku.drivername, heroku.host, heroku.port) == ("postgresql", "h", 5433)
+    assert (heroku.drivername, heroku.host, heroku.port) == ("postgresql+psycopg", "h", 5433)
 
 
 def test_passwords_are_masked() -> None:
