@@ -311,3 +311,18 @@ def test_hostile_database_name_is_created_exactly_as_named(
     code, out, err = cli_with(project, "setup", "main", "--url", url)
     assert code == 0 and "created" not in out, err
     pg_server.drop_database(name)
+
+
+def test_list_of_a_registry_naming_no_database_says_why(tmp_path: Path) -> None:
+    """``list`` shows its empty table (exit 0) and says on stderr what is missing."""
+    project = copy_reynard_trees(tmp_path)
+    no_registry(project)
+
+    code, out, err = run_cli(project, "list")
+
+    assert code == 0, out + err
+    assert out.splitlines() == ["name  database  ini  tree  mirror_of  heads"], out
+    assert err == (
+        "reynard-migrate: no databases in pyproject.toml (no [tool.reynard-db] table, "
+        "and no alembic_<name>.ini beside it)\n"
+    ), err

@@ -285,7 +285,7 @@ def test_current_reads_the_version_table_env_py_configures(
     env_py = project / "alembic/main/env.py"
     body = env_py.read_text()
     assert 'default_url_env="DATABASE_URL")' in body
-    env_py.write_text(body.replace(')\n', ', version_table="reynard_version")\n'))
+    env_py.write_text(body.replace(")\n", ', version_table="reynard_version")\n'))
     argv = ["--project", str(project)]
     assert main([*argv, "current", "main", "--url", db_url]) == 0
     assert capsys.readouterr().out == "main: base (no revision applied)\n"
@@ -298,4 +298,5 @@ def test_current_reads_the_version_table_env_py_configures(
 
     out, err = capsys.readouterr()
     assert out.strip().startswith("3a1400000002"), out
+    assert err == "", err
     assert scalar(db_url, "SELECT to_regclass('alembic_version')") is None  # nothing written

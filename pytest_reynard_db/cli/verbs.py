@@ -57,7 +57,17 @@ def cmd_list(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
         rows.append((broken.name, broken.database, "-", "-", "-", f"error: {broken.error}"))
         status = broken.error.exit_code
     print_table(rows, out)
+    if len(rows) == 1:
+        print(f"{PROG}: {nothing_registered(registry)}", file=sys.stderr)
     return status
+
+
+def nothing_registered(registry: Registry) -> str:
+    """What a registry naming no database lacks (a table names at least one, or fails)."""
+    return (
+        f"no databases in {relative(registry.root / 'pyproject.toml')} "
+        "(no [tool.reynard-db] table, and no alembic_<name>.ini beside it)"
+    )
 
 
 def cmd_upgrade(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
@@ -207,10 +217,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     databases = registry.select(args.dbs)
     if not databases and not registry.broken:
         # a CI gate over a project whose registry moved away: nothing checked is no pass
-        raise ConfigError(
-            f"nothing to check: no databases in {relative(registry.root / 'pyproject.toml')} "
-            "(no [tool.reynard-db] table, and no alembic_<name>.ini beside it)"
-        )
+        raise ConfigError(f"nothing to check: {nothing_registered(registry)}")
     with (
         stdout_to_stderr(),
         progress_line(sys.stderr) as progress,
