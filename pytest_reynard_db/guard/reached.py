@@ -29,8 +29,8 @@ from .target import (
     compared_host,
     peer_endpoint,
     redirected,
+    target_of,
     url_params,
-    url_target,
 )
 
 #: One round trip, no transaction left open, every function named in ``pg_catalog`` (a
@@ -183,8 +183,10 @@ def identity_at(place: Endpoint, url: URL) -> str | None:
 def server_identity(url: str | URL) -> str | None:
     """The identity of the server at ``url``'s place (``identity_at``); None when nothing
     answers there as that server: one connection that is both a readiness probe and the
-    guard's ask (``Guard.allow_server(url, identity=...)``)."""
-    target = url_target(url)
+    guard's ask (``Guard.allow_server(url, identity=...)``). The place the URL itself
+    names: ``$PGHOSTADDR`` would otherwise send a probe of our socket directory to
+    whatever answers on that address."""
+    target = target_of(url_params(parse_url(url)), environ={})
     try:
         return identity_at(target.endpoints[0], parse_url(url))
     except OSError:
