@@ -56,3 +56,23 @@ def test_the_probe_asks_our_socket_whatever_the_environment_says(
     assert accepted == [], "the start connected to the server that took its port"
     assert connections_received(decoy) == received
     assert not running_servers(runtime), os.listdir(runtime)
+
+
+def test_a_runtime_directory_reached_through_a_symlink_to_a_deep_place_starts(
+    runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$REYNARD_DB_RUNTIME_DIR`` short, but a symlink to a directory so deep that the
+    socket's resolved path passes 107 bytes: PostgreSQL listens on the path as given, and
+    the probe must ask there. It asked the resolved path, which no socket can have: every
+    start waited out its boot timeout, then failed with the server's log."""
+    deep = runtime.parent.joinpath(*["d" * 30] * 3)
+    deep.mkdir(parents=True)
+    for part in (deep, *deep.parents[:2]):
+        part.chmod(0o711)  # the server's user (postgres, when root runs the suite) goes in
+    (runtime.parent / "s").symlink_to(deep)
+    monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime.parent / "s" / "rt"))
+    assert len(os.fsencode(os.path.realpath(runtime.parent / "s"))) > 107 - 38
+
+    with EphemeralPostgres(boot_timeout=10) as process:
+        assert server_identity(process.url) is not None
+    assert not running_servers(deep / "rt"), os.listdir(deep / "rt")

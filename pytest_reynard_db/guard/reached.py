@@ -193,6 +193,18 @@ def server_identity(url: str | URL) -> str | None:
         return None
 
 
+def socket_identity(directory: str, port: int, url: str | URL) -> str | None:
+    """The identity of the server listening in socket directory ``directory`` on ``port``,
+    asked with ``url``'s credentials (``identity_at``); None when nothing answers there.
+    The directory as given, not resolved as the allow-list compares places: PostgreSQL
+    made its socket at the path it was given, and behind a symlink the real path may be
+    too long for any socket (107 bytes)."""
+    try:
+        return identity_at(Endpoint(directory, port), parse_url(url))
+    except OSError:
+        return None
+
+
 @functools.cache
 def _libpq_keywords() -> frozenset[str]:
     from psycopg import pq

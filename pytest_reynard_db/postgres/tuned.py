@@ -15,11 +15,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 from testing.common.database import Database
 
-from ..guard.reached import server_identity
+from ..guard.reached import socket_identity
 from .executor import HOST, SUPERUSER, TUNING
 from .initdb_cache import _initdb
 from .runas import RunAs
@@ -144,7 +143,7 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
 
     def is_server_available(self) -> bool:
         """Up when it says who it is: the probe is the guard's own pinned question
-        (``server_identity``, which its hooks let pass), whose answer the guard is then
+        (``socket_identity``, which its hooks let pass), whose answer the guard is then
         given (``EphemeralPostgres.start``): one connection, not a probe and an ask.
 
         Asked through the server's private socket directory (``-k``), not its TCP port:
@@ -153,8 +152,8 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         directory, and PostgreSQL makes that socket only once its TCP port is bound, so
         the answer also says the port is ours."""
         sockets = os.path.join(self.base_dir, "tmp")
-        url = f"postgresql://{SUPERUSER}@/postgres?host={quote(sockets, safe='/')}"
-        self.identity = server_identity(f"{url}&port={self.settings['port']}")
+        url = f"postgresql://{SUPERUSER}@/postgres"
+        self.identity = socket_identity(sockets, int(self.settings["port"]), url)
         return self.identity is not None
 
     def poststart(self) -> None:
