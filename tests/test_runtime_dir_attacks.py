@@ -87,3 +87,20 @@ def test_a_temp_directory_unfit_for_socket_paths_is_passed_over(
     assert not list(bad.iterdir())
     with pytest.raises(ServerError, match="no directory"):
         runtime_root(run_as(), candidates=(bad,))
+
+
+def test_a_tilde_in_the_runtime_directory_is_the_home_directory(
+    reachable_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``REYNARD_DB_RUNTIME_DIR: ~/.cache/reynard-db`` in a CI file's ``env:`` reaches the
+    process unexpanded (no shell): it was made as a directory named ``~`` in the current
+    directory, the user's checkout."""
+    home, checkout = reachable_tmp / "home", reachable_tmp / "checkout"
+    for directory in (home, checkout):
+        directory.mkdir(mode=0o755)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", "~/.cache/reynard-db")
+    monkeypatch.chdir(checkout)
+
+    assert runtime_root(run_as()) == home / ".cache" / "reynard-db"
+    assert not list(checkout.iterdir())

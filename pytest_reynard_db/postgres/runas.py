@@ -131,8 +131,8 @@ def runtime_root(user: RunAs, *, candidates: tuple[Path, ...] | None = None) -> 
     tried without it (``default_parents``).
     """
     chosen = os.environ.get(RUNTIME_DIR_ENV)
-    if chosen:
-        return _chosen_root(Path(chosen).absolute(), user)
+    if chosen:  # a CI file's ``env:`` passes ``~`` on unexpanded (no shell in between)
+        return _chosen_root(Path(chosen).expanduser().absolute(), user)
     candidates = default_parents() if candidates is None else candidates
     for parent in candidates:
         if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
