@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from pytest_reynard_db.foundation.errors import ServerError
 from pytest_reynard_db.guard.reached import server_identity
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.executor import EphemeralPostgres
-from tests.reynard_trees import connections_received
-from tests.test_early_initdb import running_servers
+from tests.reynard_trees import connections_received, reynard_project, run_pytest
+from tests.test_early_initdb import A_DATABASE, running_servers
 from tests.test_interfered_starts import _forward_ports_asked, _port_taken_binaries
 
 
@@ -76,3 +77,43 @@ def test_a_runtime_directory_reached_through_a_symlink_to_a_deep_place_starts(
     with EphemeralPostgres(boot_timeout=10) as process:
         assert server_identity(process.url) is not None
     assert not running_servers(deep / "rt"), os.listdir(deep / "rt")
+
+
+def test_a_read_write_target_session_in_the_environment_is_no_hang(
+    tmp_path: Path, runtime: Path
+) -> None:
+    """``$PGTARGETSESSIONATTRS=read-write`` (a user of a primary and its replicas): the
+    guard's ask makes its session read-only, so libpq refused every answer. Each server
+    start waited out its boot timeout, then failed with the server's log, which said
+    nothing of the cause."""
+    project = reynard_project(tmp_path / "project")
+    (project / "test_one.py").write_text(A_DATABASE)
+
+    done = run_pytest(
+        project,
+        "--reynard-db=ecs",
+        "test_one.py",
+        PGTARGETSESSIONATTRS="read-write",
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout, done.stdout
+    assert not running_servers(runtime), os.listdir(runtime)
+
+
+def test_a_probe_refused_by_the_environment_says_why(
+    runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$PGCHANNELBINDING=require``: libpq refuses our server (trust, no SCRAM) whenever
+    the probe asks. The start times out, as before, but its first line now says what the
+    probe was told: it said "(timeout)" and the server's log, which showed a server up."""
+    monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("PGCHANNELBINDING", "require")
+
+    with pytest.raises(ServerError) as raised:
+        EphemeralPostgres(boot_timeout=2).start()
+
+    first = str(raised.value).splitlines()[0]
+    assert "readiness probe was told: " in first and "channel binding" in first, first
+    assert not running_servers(runtime), os.listdir(runtime)

@@ -165,6 +165,9 @@ def identity_at(place: Endpoint, url: URL) -> str | None:
     # said in the server's log and pg_stat_activity, and unable to write whatever it is
     pinned["application_name"] = "reynard-db guard"
     pinned["options"] = f"{pinned.get('options') or ''} -c default_transaction_read_only=on"
+    # any server answers: $PGTARGETSESSIONATTRS=read-write refused the session made read-only
+    # just above, and so every ask (a new server's readiness probe waited out its timeout)
+    pinned["target_session_attrs"] = "any"
     try:
         with guard_asking():
             conn = psycopg.connect(make_conninfo(**pinned), autocommit=True)
@@ -195,14 +198,11 @@ def server_identity(url: str | URL) -> str | None:
 
 def socket_identity(directory: str, port: int, url: str | URL) -> str | None:
     """The identity of the server listening in socket directory ``directory`` on ``port``,
-    asked with ``url``'s credentials (``identity_at``); None when nothing answers there.
-    The directory as given, not resolved as the allow-list compares places: PostgreSQL
-    made its socket at the path it was given, and behind a symlink the real path may be
-    too long for any socket (107 bytes)."""
-    try:
-        return identity_at(Endpoint(directory, port), parse_url(url))
-    except OSError:
-        return None
+    asked with ``url``'s credentials (``identity_at``, and its ``OSError``). The directory
+    as given, not resolved as the allow-list compares places: PostgreSQL made its socket
+    at the path it was given, and behind a symlink the real path may be too long for any
+    socket (107 bytes)."""
+    return identity_at(Endpoint(directory, port), parse_url(url))
 
 
 @functools.cache

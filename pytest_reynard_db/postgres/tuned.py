@@ -70,6 +70,9 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         self.extra = tuple(extra)
         #: The server's identity (``guard.reached``), once a probe found it up.
         self.identity: str | None = None
+        #: What the last probe was told (libpq's error), said if the boot times out: a
+        #: server up that refuses the probe (``$PGREQUIREAUTH``...) is no slow start.
+        self.refusal = ""
         super().__init__(**settings)
 
     def get_data_directory(self) -> str:
@@ -153,7 +156,10 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         the answer also says the port is ours."""
         sockets = os.path.join(self.base_dir, "tmp")
         url = f"postgresql://{SUPERUSER}@/postgres"
-        self.identity = socket_identity(sockets, int(self.settings["port"]), url)
+        try:
+            self.identity = socket_identity(sockets, int(self.settings["port"]), url)
+        except OSError as exc:
+            self.identity, self.refusal = None, " ".join(str(exc).split())
         return self.identity is not None
 
     def poststart(self) -> None:
@@ -173,7 +179,8 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
                 raise RuntimeError(f"*** {self.name} abandoned while booting ***")
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"*** failed to launch {self.name} (timeout) ***\n{self.read_bootlog()}"
+                    f"*** failed to launch {self.name} (timeout; its readiness probe was told: "
+                    f"{self.refusal or 'nothing'}) ***\n{self.read_bootlog()}"
                 )
             time.sleep(BOOT_POLL)
 
