@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cli_fork import cli_argv
-from reynard_trees import clean_env, pytest_argv, reynard_project
+from reynard_trees import clean_env, pytest_argv, reynard_project, run_pytest
 from test_guard_attacks import TRIVIAL_TEST
 
 from pytest_reynard_db.foundation.errors import ServerError
@@ -104,3 +104,32 @@ def test_a_tilde_in_the_runtime_directory_is_the_home_directory(
 
     assert runtime_root(run_as()) == home / ".cache" / "reynard-db"
     assert not list(checkout.iterdir())
+
+
+#: A conftest that changes directory as it is imported (as some projects' do, to find
+#: their fixtures' files).
+CHDIR_CONFTEST = """\
+import os
+
+os.chdir("sub")
+"""
+
+
+@pytest.mark.parametrize("checks", [False, True])
+def test_a_relative_runtime_directory_is_one_directory(reachable_tmp: Path, checks: bool) -> None:
+    """``REYNARD_DB_RUNTIME_DIR=rt``, and a conftest that changes directory: the run made
+    ``rt`` where it began (its initdb thread) and ``sub/rt`` after (its server, the check
+    items' children), an initdb cache in each (40 MB, and initdb run twice)."""
+    project = reynard_project(reachable_tmp / "project")
+    (project / "sub").mkdir()
+    (project / "conftest.py").write_text(CHDIR_CONFTEST)
+    (project / "test_one.py").write_text(TRIVIAL_TEST)
+    for path in (project, *project.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the server's user goes in
+    options = ("--reynard-db-checks",) if checks else ()
+
+    done = run_pytest(project, "--reynard-db=main", *options, REYNARD_DB_RUNTIME_DIR="rt")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (project / "rt").is_dir()
+    assert not (project / "sub" / "rt").exists(), os.listdir(project / "sub" / "rt")

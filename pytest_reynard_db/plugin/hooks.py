@@ -90,7 +90,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     # From now on the run starts things (a server, children): SIGTERM ends it as Ctrl-C
     # does, so that they are stopped on the way out (``atexit`` while the conftests import).
     _handle_signals(early_config)
+    from ..postgres.runas import pin_runtime_dir
     from .runstate import guard_the_run, project_registry
+
+    pin_runtime_dir()  # before any conftest, which may change directory
 
     try:
         registry = project_registry(early_config.rootpath)

@@ -130,9 +130,9 @@ def runtime_root(user: RunAs, *, candidates: tuple[Path, ...] | None = None) -> 
     place a CI cache restores the initdb cache to. ``candidates``: the parents
     tried without it (``default_parents``).
     """
-    chosen = os.environ.get(RUNTIME_DIR_ENV)
-    if chosen:  # a CI file's ``env:`` passes ``~`` on unexpanded (no shell in between)
-        return _chosen_root(Path(chosen).expanduser().absolute(), user)
+    chosen = _chosen_path()
+    if chosen is not None:
+        return _chosen_root(chosen, user)
     candidates = default_parents() if candidates is None else candidates
     for parent in candidates:
         if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
@@ -158,6 +158,23 @@ def runtime_root(user: RunAs, *, candidates: tuple[Path, ...] | None = None) -> 
         f"{', '.join(map(str, candidates))} (at most {_ROOT_MAX} bytes long, UTF-8, no "
         "comma: PostgreSQL's socket paths are under it); set TMPDIR to one"
     )
+
+
+def _chosen_path() -> Path | None:
+    """``$REYNARD_DB_RUNTIME_DIR`` as an absolute path; None: not set. A CI file's ``env:``
+    passes ``~`` on unexpanded (no shell in between)."""
+    chosen = os.environ.get(RUNTIME_DIR_ENV)
+    return Path(chosen).expanduser().absolute() if chosen else None
+
+
+def pin_runtime_dir() -> None:
+    """``$REYNARD_DB_RUNTIME_DIR`` made absolute in this process's environment while the
+    working directory is still the one it was given in: a relative one, after a conftest
+    changed directory, named a second runtime directory (its own initdb cache, its own
+    servers), and so did every child and xdist worker started from there."""
+    chosen = _chosen_path()
+    if chosen is not None:
+        os.environ[RUNTIME_DIR_ENV] = str(chosen)
 
 
 def _chosen_root(root: Path, user: RunAs) -> Path:
