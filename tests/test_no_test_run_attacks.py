@@ -1,5 +1,6 @@
 """Attacks on "a run that runs no test starts no server" (``options.NO_TESTS``), by
-hostile25e: under xdist, its controller started the run's server for its workers."""
+hostile25e: under xdist (``-n 2``), its controller started the run's server for its workers
+at its configure, for ``--setup-plan`` and ``--fixtures`` alike."""
 
 from __future__ import annotations
 
@@ -32,13 +33,14 @@ def _launches_logged(bindir: Path) -> Path:
     return launches
 
 
+@pytest.mark.parametrize("option", ["--setup-plan", "--fixtures"])
 @pytest.mark.parametrize("checks", [False, True])
-def test_a_distributed_setup_plan_starts_no_server(
-    project: Path, runtime: Path, checks: bool
+def test_a_distributed_run_that_runs_no_test_starts_no_server(
+    project: Path, runtime: Path, checks: bool, option: str
 ) -> None:
     """``--setup-plan -n 2``: the plan of fixtures, shown by the workers, sets none up. The
     controller launched the run's server to hand its workers the URL (``pytest_configure_node``)
-    and stopped it at the end."""
+    and stopped it at the end; ``--fixtures -n 2`` too, which starts no worker."""
     (project / "test_one.py").write_text(A_DATABASE)
     launches = _launches_logged(runtime.parent / "bin")
     options = ("--reynard-db-checks",) if checks else ()
@@ -48,7 +50,7 @@ def test_a_distributed_setup_plan_starts_no_server(
             project,
             "--reynard-db=ecs",
             *options,
-            "--setup-plan",
+            option,
             "-n",
             "2",
             "test_one.py",
