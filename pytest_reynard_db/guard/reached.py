@@ -29,8 +29,8 @@ from .target import (
     compared_host,
     peer_endpoint,
     redirected,
+    target_of,
     url_params,
-    url_target,
 )
 
 #: One round trip, no transaction left open, every function named in ``pg_catalog`` (a
@@ -165,6 +165,9 @@ def identity_at(place: Endpoint, url: URL) -> str | None:
     # said in the server's log and pg_stat_activity, and unable to write whatever it is
     pinned["application_name"] = "reynard-db guard"
     pinned["options"] = f"{pinned.get('options') or ''} -c default_transaction_read_only=on"
+    # any server answers: $PGTARGETSESSIONATTRS=read-write refused the session made read-only
+    # just above, and so every ask (a new server's readiness probe waited out its timeout)
+    pinned["target_session_attrs"] = "any"
     try:
         with guard_asking():
             conn = psycopg.connect(make_conninfo(**pinned), autocommit=True)
@@ -183,12 +186,23 @@ def identity_at(place: Endpoint, url: URL) -> str | None:
 def server_identity(url: str | URL) -> str | None:
     """The identity of the server at ``url``'s place (``identity_at``); None when nothing
     answers there as that server: one connection that is both a readiness probe and the
-    guard's ask (``Guard.allow_server(url, identity=...)``)."""
-    target = url_target(url)
+    guard's ask (``Guard.allow_server(url, identity=...)``). The place the URL itself
+    names: ``$PGHOSTADDR`` would otherwise send a probe of our socket directory to
+    whatever answers on that address."""
+    target = target_of(url_params(parse_url(url)), environ={})
     try:
         return identity_at(target.endpoints[0], parse_url(url))
     except OSError:
         return None
+
+
+def socket_identity(directory: str, port: int, url: str | URL) -> str | None:
+    """The identity of the server listening in socket directory ``directory`` on ``port``,
+    asked with ``url``'s credentials (``identity_at``, and its ``OSError``). The directory
+    as given, not resolved as the allow-list compares places: PostgreSQL made its socket
+    at the path it was given, and behind a symlink the real path may be too long for any
+    socket (107 bytes)."""
+    return identity_at(Endpoint(directory, port), parse_url(url))
 
 
 @functools.cache

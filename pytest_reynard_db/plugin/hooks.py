@@ -90,7 +90,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     # From now on the run starts things (a server, children): SIGTERM ends it as Ctrl-C
     # does, so that they are stopped on the way out (``atexit`` while the conftests import).
     _handle_signals(early_config)
+    from ..postgres.runas import pin_runtime_dir
     from .runstate import guard_the_run, project_registry
+
+    pin_runtime_dir()  # before any conftest, which may change directory
 
     try:
         registry = project_registry(early_config.rootpath)
@@ -179,7 +182,7 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
         # Registered now, after every entry-point plugin: these definitions of
         # pytest-alembic's fixtures are the later ones, so they win whatever the load order.
         config.pluginmanager.register(AlembicFixtures(), "reynard-db-alembic-fixtures")
-    if state.is_controller:
+    if state.is_controller and selection.runs_tests(config):  # not for --setup-plan -n 2
         with catch_harness_errors(config, usage=True):
             _ = state.server  # one server for all workers, started before they are
 
@@ -218,9 +221,11 @@ def _past_capture_from_a_thread(capture: Any, message: str) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist: hand each worker the run's server and run id."""
+    """xdist: hand each worker the run's server and run id. Not in a run that runs no
+    test (``--setup-plan``): the server would be started for nothing; its workers start
+    one, as any process, only if a fixture asks."""
     state = node.config.stash.get(STATE, None)
-    if state is not None:
+    if state is not None and selection.runs_tests(node.config):
         url = state.server.url.render_as_string(hide_password=False)
         from .runstate import WORKER_KEY
 

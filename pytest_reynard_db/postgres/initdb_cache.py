@@ -20,7 +20,7 @@ from ..foundation.errors import ServerError
 from ..foundation.filesystem import file_lock
 from .binaries import CLONE_VERSION, Binaries, find_binaries, reflinks
 from .reaper import record_source
-from .runas import RunAs, reachable_binaries, run_as, runtime_root
+from .runas import RunAs, pin_runtime_dir, reachable_binaries, run_as, runtime_root
 
 if TYPE_CHECKING:
     from .server import EphemeralServer
@@ -111,6 +111,7 @@ def begin_preparing() -> Prepared:
     module's light imports come before initdb (the executor's would wait for the main
     thread's imports). Whether the server starts next is decided later (``decide``): the
     thread may begin before the run's options are parsed (``plugin.early``)."""
+    pin_runtime_dir()  # here, not in the thread: a conftest may change directory meanwhile
     started: Future[EphemeralServer] = Future()
     prepared = Prepared(Future(), Future(), started)
     # The future is handed over here, not read from ``prepared`` by the thread: the run

@@ -130,9 +130,9 @@ def runtime_root(user: RunAs, *, candidates: tuple[Path, ...] | None = None) -> 
     place a CI cache restores the initdb cache to. ``candidates``: the parents
     tried without it (``default_parents``).
     """
-    chosen = os.environ.get(RUNTIME_DIR_ENV)
-    if chosen:
-        return _chosen_root(Path(chosen).absolute(), user)
+    chosen = _chosen_path()
+    if chosen is not None:
+        return _chosen_root(chosen, user)
     candidates = default_parents() if candidates is None else candidates
     for parent in candidates:
         if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
@@ -140,7 +140,7 @@ def runtime_root(user: RunAs, *, candidates: tuple[Path, ...] | None = None) -> 
         if not user.can_traverse(parent):
             continue
         root = parent / f"reynard-db-{os.geteuid()}"
-        if not _room_for_sockets(root):
+        if _unfit_for_sockets(root):
             continue
         with suppress(FileExistsError):  # what is there is judged below
             _make_reachable(root)
@@ -155,17 +155,35 @@ def runtime_root(user: RunAs, *, candidates: tuple[Path, ...] | None = None) -> 
         return root
     raise ServerError(
         f"no directory that user {user.name!r} can reach among "
-        f"{', '.join(map(str, candidates))} (at most {_ROOT_MAX} bytes long: PostgreSQL's "
-        "socket paths are under it); set TMPDIR to one"
+        f"{', '.join(map(str, candidates))} (at most {_ROOT_MAX} bytes long, UTF-8, no "
+        "comma: PostgreSQL's socket paths are under it); set TMPDIR to one"
     )
+
+
+def _chosen_path() -> Path | None:
+    """``$REYNARD_DB_RUNTIME_DIR`` as an absolute path; None: not set. A CI file's ``env:``
+    passes ``~`` on unexpanded (no shell in between)."""
+    chosen = os.environ.get(RUNTIME_DIR_ENV)
+    return Path(chosen).expanduser().absolute() if chosen else None
+
+
+def pin_runtime_dir() -> None:
+    """``$REYNARD_DB_RUNTIME_DIR`` made absolute in this process's environment while the
+    working directory is still the one it was given in: a relative one, after a conftest
+    changed directory, named a second runtime directory (its own initdb cache, its own
+    servers), and so did every child and xdist worker started from there."""
+    chosen = _chosen_path()
+    if chosen is not None:
+        os.environ[RUNTIME_DIR_ENV] = str(chosen)
 
 
 def _chosen_root(root: Path, user: RunAs) -> Path:
     """``$REYNARD_DB_RUNTIME_DIR``, made if missing; a path that cannot be is one line."""
-    if not _room_for_sockets(root):
+    unfit = _unfit_for_sockets(root)
+    if unfit:
         raise ServerError(
-            f"${RUNTIME_DIR_ENV}={root}: too long ({len(os.fsencode(root))} bytes, at most "
-            f"{_ROOT_MAX}): PostgreSQL's socket paths are under it; name a shorter directory"
+            f"${RUNTIME_DIR_ENV}={root}: {unfit}: PostgreSQL's socket paths are under it; "
+            "name another directory"
         )
     try:
         for part in reversed([p for p in (root, *root.parents) if not p.exists()]):
@@ -191,8 +209,20 @@ def _chosen_root(root: Path, user: RunAs) -> Path:
 _ROOT_MAX = 107 - len("/reuse-0123456789ab/tmp/.s.PGSQL.65535")
 
 
-def _room_for_sockets(root: Path) -> bool:
-    return len(os.fsencode(root)) <= _ROOT_MAX
+def _unfit_for_sockets(root: Path) -> str | None:
+    """Why no server's socket path can go under ``root``; None: they can. A comma splits
+    the path in two for PostgreSQL (``-k``: a list of directories) and libpq (``host``: a
+    list of hosts); bytes that are not UTF-8 cannot be said in a conninfo."""
+    path = os.fsencode(root)
+    if len(path) > _ROOT_MAX:
+        return f"too long ({len(path)} bytes, at most {_ROOT_MAX})"
+    if b"," in path:
+        return "a comma in it"
+    try:
+        path.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    return None
 
 
 def _make_reachable(directory: Path) -> None:

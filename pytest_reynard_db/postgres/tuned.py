@@ -15,11 +15,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 from testing.common.database import Database
 
-from ..guard.reached import server_identity
+from ..guard.reached import socket_identity
 from .executor import HOST, SUPERUSER, TUNING
 from .initdb_cache import _initdb
 from .runas import RunAs
@@ -71,6 +70,9 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         self.extra = tuple(extra)
         #: The server's identity (``guard.reached``), once a probe found it up.
         self.identity: str | None = None
+        #: What the last probe was told (libpq's error), said if the boot times out: a
+        #: server up that refuses the probe (``$PGREQUIREAUTH``...) is no slow start.
+        self.refusal = ""
         super().__init__(**settings)
 
     def get_data_directory(self) -> str:
@@ -144,7 +146,7 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
 
     def is_server_available(self) -> bool:
         """Up when it says who it is: the probe is the guard's own pinned question
-        (``server_identity``, which its hooks let pass), whose answer the guard is then
+        (``socket_identity``, which its hooks let pass), whose answer the guard is then
         given (``EphemeralPostgres.start``): one connection, not a probe and an ask.
 
         Asked through the server's private socket directory (``-k``), not its TCP port:
@@ -153,8 +155,11 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         directory, and PostgreSQL makes that socket only once its TCP port is bound, so
         the answer also says the port is ours."""
         sockets = os.path.join(self.base_dir, "tmp")
-        url = f"postgresql://{SUPERUSER}@/postgres?host={quote(sockets, safe='/')}"
-        self.identity = server_identity(f"{url}&port={self.settings['port']}")
+        url = f"postgresql://{SUPERUSER}@/postgres"
+        try:
+            self.identity = socket_identity(sockets, int(self.settings["port"]), url)
+        except OSError as exc:
+            self.identity, self.refusal = None, " ".join(str(exc).split())
         return self.identity is not None
 
     def poststart(self) -> None:
@@ -174,7 +179,8 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
                 raise RuntimeError(f"*** {self.name} abandoned while booting ***")
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"*** failed to launch {self.name} (timeout) ***\n{self.read_bootlog()}"
+                    f"*** failed to launch {self.name} (timeout; its readiness probe was told: "
+                    f"{self.refusal or 'nothing'}) ***\n{self.read_bootlog()}"
                 )
             time.sleep(BOOT_POLL)
 
