@@ -115,6 +115,9 @@ CASES: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], int, str]
     ("invalid-toml", edit("pyproject.toml", r"\A", "[[[\n"), ("list",), 2,
      r"pyproject\.toml: invalid TOML"),
     # a CI gate over a project whose registry moved away: nothing checked is no pass
+    # the same silent pass, by selection: no database selected is a mirror
+    ("mirror-sync-of-no-mirror", None, ("check", "main", "ecs", "--only", "mirror_sync"), 2,
+     r"nothing to check: mirror_sync applies to mirrors only, and none of main, ecs is one"),
     ("empty-registry", no_registry, ("check",), 2,
      r"nothing to check: no databases in .*pyproject\.toml \(no \[tool\.reynard-db\] "
      r"table, and no alembic_<name>\.ini beside it\)"),

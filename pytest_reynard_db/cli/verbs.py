@@ -15,7 +15,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from typing import TextIO
 
-from ..checks import enabled_checks, needs_server, run_checks, select_checks
+from ..checks import SPECS, enabled_checks, needs_server, run_checks, select_checks
 from ..checks.drift import Timeouts, drift
 from ..checks.files import resolve_base
 from ..checks.report import progress_line, show_results
@@ -218,6 +218,13 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     if not databases and not registry.broken:
         # a CI gate over a project whose registry moved away: nothing checked is no pass
         raise ConfigError(f"nothing to check: {nothing_registered(registry)}")
+    selected = select_checks(only, enabled)
+    if databases and not any(SPECS[c].applies_to(db) for c in selected for db in databases):
+        names = ", ".join(db.name for db in databases)
+        raise ConfigError(
+            f"nothing to check: {', '.join(selected)} applies to mirrors only, and none of "
+            f"{names} is one (mirror_of)"
+        )
     with (
         stdout_to_stderr(),
         progress_line(sys.stderr) as progress,
