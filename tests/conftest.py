@@ -182,6 +182,15 @@ def decoy(decoy_server: EphemeralServer) -> EphemeralServer:
 
 
 @pytest.fixture
+def reachable_tmp() -> Iterator[Path]:
+    """A temp directory the server's user can reach (pytest's own is private to us)."""
+    path = Path(tempfile.mkdtemp(prefix="rdb-reachable-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def runtime() -> Iterator[Path]:
     """A runtime directory of the test's own (for ``REYNARD_DB_RUNTIME_DIR``), not made yet:
     no initdb cache, no kept server. Outside pytest's private (0700) temp directory, so the

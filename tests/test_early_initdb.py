@@ -337,6 +337,19 @@ exec {postgres} "$@"
 """
 
 
+def launches_logged(bindir: Path) -> Path:
+    """The machine's initdb and a ``LAUNCHES_LOGGED`` postgres in ``bindir``; its log."""
+    real = find_binaries()
+    bindir.mkdir()
+    (bindir / "initdb").symlink_to(real.initdb)
+    launches = bindir / "launches.txt"
+    launches.touch(mode=0o666)
+    launches.chmod(0o666)  # the server's user (postgres, when root runs the suite) writes it
+    (bindir / "postgres").write_text(LAUNCHES_LOGGED.format(log=launches, postgres=real.postgres))
+    (bindir / "postgres").chmod(0o755)
+    return launches
+
+
 SLOW_COLLECTION = """\
 import time
 
@@ -356,15 +369,7 @@ def test_a_run_that_runs_no_test_starts_no_server(
     (project / "test_one.py").write_text(A_DATABASE)
     # a large project's collection: time for a server begun at the first hook to launch
     (project / "conftest.py").write_text(SLOW_COLLECTION)
-    real = find_binaries()
-    bindir = runtime.parent / "bin"
-    bindir.mkdir()
-    (bindir / "initdb").symlink_to(real.initdb)
-    launches = bindir / "launches.txt"
-    launches.touch(mode=0o666)
-    launches.chmod(0o666)  # the server's user (postgres, when root runs the suite) writes it
-    (bindir / "postgres").write_text(LAUNCHES_LOGGED.format(log=launches, postgres=real.postgres))
-    (bindir / "postgres").chmod(0o755)
+    launches = launches_logged(runtime.parent / "bin")
 
     for cache in ("cold", "warm"):  # a cold run's first hook starts no server ahead
         done = run_pytest(
@@ -374,7 +379,7 @@ def test_a_run_that_runs_no_test_starts_no_server(
             option,
             "test_one.py",
             REYNARD_DB_RUNTIME_DIR=str(runtime),
-            REYNARD_DB_PG_BIN=str(bindir),
+            REYNARD_DB_PG_BIN=str(launches.parent),
         )
 
         assert done.returncode == 0, cache + done.stdout + done.stderr

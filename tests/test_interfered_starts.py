@@ -162,15 +162,25 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         sink.shutdown(socket.SHUT_WR)
 
 
+@pytest.mark.parametrize("variable", [None, "PGHOSTADDR", "PGHOST", "PGSERVICE"])
 def test_a_start_whose_port_another_server_took_never_takes_that_server_for_its_own(
-    runtime: Path, decoy: EphemeralServer, monkeypatch: pytest.MonkeyPatch
+    runtime: Path, decoy: EphemeralServer, monkeypatch: pytest.MonkeyPatch, variable: str | None
 ) -> None:
     """Somebody else's server took the port between reserve and bind, and answers there
     while our postmaster, slow to start, is still alive (its bind then fails). The
     readiness probe asks through the server's private socket directory, where only ours
     can answer (hostile25d): the probe over TCP took the other server's identity for
-    ours, and the run would have made its databases there."""
+    ours, and the run would have made its databases there. Whatever the environment
+    names (hostile25e): ``$PGHOSTADDR``, or a service's ``hostaddr``, sent the probe of
+    our socket directory over TCP to the loopback address, to that server."""
     monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
+    if variable == "PGSERVICE":
+        services = runtime.parent / "pg_service.conf"
+        services.write_text("[loopback]\nhostaddr=127.0.0.1\n")
+        monkeypatch.setenv("PGSERVICEFILE", str(services))
+        monkeypatch.setenv("PGSERVICE", "loopback")
+    elif variable is not None:
+        monkeypatch.setenv(variable, "127.0.0.1")
     marks = runtime.parent / "marks"
     binaries = _port_taken_binaries(runtime.parent / "bin", marks, taken=1, pause=1)
     accepted: list[socket.socket] = []

@@ -9,28 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_reynard_db.postgres import find_binaries
 from tests.reynard_trees import reynard_project, run_pytest
-from tests.test_early_initdb import A_DATABASE, LAUNCHES_LOGGED
+from tests.test_early_initdb import A_DATABASE, launches_logged
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A user's project: the Reynard registry, no database selected in its ini."""
     return reynard_project(tmp_path / "project")
-
-
-def _launches_logged(bindir: Path) -> Path:
-    """The machine's initdb and a ``LAUNCHES_LOGGED`` postgres in ``bindir``; its log."""
-    real = find_binaries()
-    bindir.mkdir()
-    (bindir / "initdb").symlink_to(real.initdb)
-    launches = bindir / "launches.txt"
-    launches.touch(mode=0o666)
-    launches.chmod(0o666)  # the server's user (postgres, when root runs the suite) writes it
-    (bindir / "postgres").write_text(LAUNCHES_LOGGED.format(log=launches, postgres=real.postgres))
-    (bindir / "postgres").chmod(0o755)
-    return launches
 
 
 @pytest.mark.parametrize("option", ["--setup-plan", "--fixtures"])
@@ -42,7 +28,7 @@ def test_a_distributed_run_that_runs_no_test_starts_no_server(
     controller launched the run's server to hand its workers the URL (``pytest_configure_node``)
     and stopped it at the end; ``--fixtures -n 2`` too, which starts no worker."""
     (project / "test_one.py").write_text(A_DATABASE)
-    launches = _launches_logged(runtime.parent / "bin")
+    launches = launches_logged(runtime.parent / "bin")
     options = ("--reynard-db-checks",) if checks else ()
 
     for cache in ("cold", "warm"):  # a cold run's first hook starts no server ahead
@@ -68,7 +54,7 @@ def test_a_distributed_setup_only_still_sets_the_database_up(project: Path, runt
     """``--setup-only -n 2`` sets the fixtures up: the run's server is started (once, by
     the controller, its workers handed its URL) and the database made."""
     (project / "test_one.py").write_text(A_DATABASE)
-    launches = _launches_logged(runtime.parent / "bin")
+    launches = launches_logged(runtime.parent / "bin")
 
     done = run_pytest(
         project,

@@ -4,59 +4,15 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from pathlib import Path
 
 import pytest
 
 from pytest_reynard_db.foundation.errors import ServerError
 from pytest_reynard_db.guard.reached import server_identity
-from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.executor import EphemeralPostgres
-from tests.reynard_trees import connections_received, reynard_project, run_pytest
+from tests.reynard_trees import reynard_project, run_pytest
 from tests.test_early_initdb import A_DATABASE, running_servers
-from tests.test_interfered_starts import _forward_ports_asked, _port_taken_binaries
-
-
-@pytest.mark.parametrize("variable", ["PGHOSTADDR", "PGHOST", "PGSERVICE"])
-def test_the_probe_asks_our_socket_whatever_the_environment_says(
-    runtime: Path, decoy: EphemeralServer, monkeypatch: pytest.MonkeyPatch, variable: str
-) -> None:
-    """The environment names the loopback address, where somebody else's server took our
-    port: the probe still asks our socket directory. ``$PGHOSTADDR`` (or a service's
-    ``hostaddr``) sent it over TCP, to that server, whose identity was taken for ours."""
-    monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
-    if variable == "PGSERVICE":
-        services = runtime.parent / "pg_service.conf"
-        services.write_text("[loopback]\nhostaddr=127.0.0.1\n")
-        monkeypatch.setenv("PGSERVICEFILE", str(services))
-        monkeypatch.setenv("PGSERVICE", "loopback")
-    else:
-        monkeypatch.setenv(variable, "127.0.0.1")
-    marks = runtime.parent / "marks"
-    binaries = _port_taken_binaries(runtime.parent / "bin", marks, taken=1, pause=1)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-    taker = threading.Thread(
-        target=_forward_ports_asked, args=(marks, decoy.process.port, accepted, stop)
-    )
-    taker.start()
-    theirs = server_identity(decoy.url)
-    received = connections_received(decoy)
-    try:
-        with EphemeralPostgres(binaries=binaries, boot_timeout=60) as process:
-            taken = [int(mark.name.split("-", 1)[1]) for mark in marks.glob("taken-*")]
-            assert len(taken) == 1 and process.port not in taken, (process.port, taken)
-            assert server_identity(process.url) != theirs
-    finally:
-        stop.set()
-        taker.join()
-        for client in accepted:
-            client.close()
-    assert accepted == [], "the start connected to the server that took its port"
-    assert connections_received(decoy) == received
-    assert not running_servers(runtime), os.listdir(runtime)
 
 
 def test_a_runtime_directory_reached_through_a_symlink_to_a_deep_place_starts(
