@@ -29,6 +29,7 @@ from reynard_trees import (
     wait_until,
     write_revision,
 )
+from test_early_initdb import launches_logged
 
 from pytest_reynard_db.foundation.filesystem import SAY_AFTER, file_lock
 from pytest_reynard_db.postgres import EphemeralPostgres, EphemeralServer
@@ -250,22 +251,28 @@ def said_waiting(err_file: Path, run: subprocess.Popen[str]) -> None:
     )
 
 
-def test_check_of_a_multidb_alembic_init_project_does_not_say_all_passed(tmp_path: Path) -> None:
+def test_check_of_a_multidb_alembic_init_project_does_not_say_all_passed(
+    tmp_path: Path, runtime: Path
+) -> None:
     """``alembic init -t multidb`` (one env.py, several databases) is refused, one line,
     exit 2, as the README says; stdout, which a CI job may read alone, must not claim
-    that everything passed."""
+    that everything passed; and no server starts for a registry whose every entry is
+    broken (one was started, for nothing)."""
     root = tmp_path / "app"
     root.mkdir()
     command.init(Config(str(root / "alembic.ini")), str(root / "migrations"), template="multidb")
     (root / "pyproject.toml").write_text(
         '[tool.reynard-db.databases.app]\nini = "alembic.ini"\ndatabase = "app"\n'
     )
+    launches = launches_logged(runtime.parent / "bin")
+    env = clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime), REYNARD_DB_PG_BIN=str(launches.parent))
 
-    code, out, err = run_cli(root, "check")
+    code, out, err = run_cli(root, "check", env=env)
 
     assert code == 2, out + err
     assert err.count("\n") == 1 and "(Alembic's multidb template) is not supported" in err, err
     assert "all passed" not in out and "0 checks run" in out, out
+    assert launches.read_text() == ""
 
 
 #: A revision that says it is being applied (a marker file), then waits for a release file.
