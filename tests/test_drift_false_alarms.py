@@ -437,11 +437,13 @@ MLFLOW_IMPORTS = [
 
 def installed(tmp_path_factory: pytest.TempPathFactory, *packages: str) -> Path:
     """``packages`` installed with no dependencies in one folder for PYTHONPATH (the test
-    skipped without an index to download from)."""
+    skipped without an index to download from). Not compiled: the few modules a tree
+    imports are compiled as they are read (pip's bytecode for the thousands of modules of
+    MLflow, Optuna's numpy or Open WebUI was half its time)."""
     site = tmp_path_factory.mktemp("site")
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check", "install"]
     done = subprocess.run(
-        [*pip, "--no-deps", "--target", str(site), *packages],
+        [*pip, "--no-deps", "--no-compile", "--target", str(site), *packages],
         capture_output=True,
         text=True,
         timeout=600,
