@@ -47,6 +47,7 @@ from psycopg import sql
 from reynard_trees import clean_env, log_of, pytest_argv, reynard_project, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.postgres.reaper import postmaster_pid
 
 PRODUCTION = ("reynard_ecs", "reynard_ecs_e2e", "reynard", "reynard_e2e", "prod")
 DECOY_DATABASES = PRODUCTION  # conftest's decoy_server, each with its precious row
@@ -59,7 +60,6 @@ URL_ENVS = {
     "E2E_DATABASE_URL": "reynard_e2e",
 }
 MAIN_HEAD = "3a1400000004"
-LOG_FLUSH = 0.5
 TIMEOUT = 180
 TRACEBACK = "Traceback (most recent call last)"
 REFUSED = re.compile(r"(?<!Connection )\brefused\b")
@@ -165,14 +165,14 @@ def log_since(decoy: Decoy, offset: int) -> str:
         return log.read().decode(errors="replace")
 
 
-def connections_since(decoy: Decoy, offset: int) -> list[str]:
-    """Every connection the decoy received since ``offset``, to any database."""
-    return [line for line in log_since(decoy, offset).splitlines() if "connection received" in line]
+def connections_in(log: str) -> list[str]:
+    """Every connection ``log`` (the decoy's) says was received, to any database."""
+    return [line for line in log.splitlines() if "connection received" in line]
 
 
-def databases_since(decoy: Decoy, offset: int) -> list[str]:
-    """The database of every connection the decoy authorized since ``offset``."""
-    return re.findall(r"connection authorized: user=\S+ database=(\S+)", log_since(decoy, offset))
+def databases_in(log: str) -> list[str]:
+    """The database of every connection ``log`` (the decoy's) says was authorized."""
+    return re.findall(r"connection authorized: user=\S+ database=(\S+)", log)
 
 
 # -- child processes -----------------------------------------------------------------------------
@@ -216,12 +216,39 @@ class Outcome:
 def attack(decoy: Decoy, argv: list[str], cwd: Path, env: Mapping[str, str]) -> Outcome:
     """Run ``argv`` in a child process and collect the decoy's connections meanwhile."""
     offset = decoy.log.stat().st_size
+    before = backends(decoy)
     code, out, err = run_child(argv, cwd, env)
-    # The backend writes its line as it starts; let it land. (Not a poll until a connection
-    # of ours is logged: a backend forked before it, for a socket a child opened and dropped
-    # at once, was seen to log after it.)
-    time.sleep(LOG_FLUSH)
-    return Outcome(code, out, err, connections_since(decoy, offset), databases_since(decoy, offset))
+    probe = settled(decoy, before)
+    text = "".join(line for line in log_since(decoy, offset).splitlines(True) if probe not in line)
+    return Outcome(code, out, err, connections_in(text), databases_in(text))
+
+
+def backends(decoy: Decoy) -> set[int]:
+    """The pids of the decoy's postmaster's children: its own processes and backends."""
+    assert decoy.server.process.base_dir is not None
+    postmaster = postmaster_pid(decoy.server.process.base_dir / "data")
+    assert postmaster is not None, "the decoy is not running"
+    return set(map(int, Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()))
+
+
+def settled(decoy: Decoy, before: set[int]) -> str:
+    """Wait until every connection a finished child made is in the decoy's log (``before``:
+    ``backends`` before it started); return the log prefix of the probe used for that (its
+    lines are not the child's).
+
+    Each backend writes its "connection received" line itself, as it starts (no logging
+    collector): a backend forked before another may log after it, so neither a fixed sleep
+    nor the probe's own line says the child's are all there. The probe is accepted after
+    every connection queued before it (one listening socket, accepted in order, each
+    forked as accepted); once every backend forked since ``before`` has exited, each has
+    written its line."""
+    with decoy.server.connect() as probe:
+        [(pid,)] = probe.execute("SELECT pg_backend_pid()").fetchall()
+    deadline = time.monotonic() + TIMEOUT
+    while backends(decoy) - before:
+        assert time.monotonic() < deadline, f"a backend of the decoy's outlived {TIMEOUT} s"
+        time.sleep(0.01)
+    return f" [{pid}] "
 
 
 # -- assertions ----------------------------------------------------------------------------------
