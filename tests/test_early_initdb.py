@@ -359,13 +359,32 @@ def pytest_collection_finish(session):
 """
 
 
-@pytest.mark.parametrize("option", ["--collect-only", "--fixtures", "--markers", "--setup-plan"])
-def test_a_run_that_runs_no_test_starts_no_server(
-    project: Path, runtime: Path, option: str
-) -> None:
+#: Runs that run no test: pytest's listings and IDE discovery, its plan of fixtures
+#: (``--setup-plan``, which sets none up), with the check items (``--setup-plan``
+#: launched their server), and distributed (hostile25e: xdist's controller launched the
+#: run's server for its workers, and ``--fixtures -n 2``, which starts no worker, too).
+NO_TEST_RUNS = {
+    **{
+        option: ("--reynard-db-checks", option)
+        for option in ("--collect-only", "--fixtures", "--markers", "--setup-plan")
+    },
+    **{
+        f"{option} -n 2{' checks' if checks else ''}": (
+            *(("--reynard-db-checks",) if checks else ()),
+            option,
+            "-n",
+            "2",
+        )
+        for option in ("--setup-plan", "--fixtures")
+        for checks in (False, True)
+    },
+}
+
+
+@pytest.mark.parametrize("run", sorted(NO_TEST_RUNS))
+def test_a_run_that_runs_no_test_starts_no_server(project: Path, runtime: Path, run: str) -> None:
     """IDE test discovery (``--collect-only``), pytest's listings and its plan of fixtures
-    (``--setup-plan``, which sets none up) launch no server, not even one stopped at the
-    end (``--setup-plan`` launched one for the check items it never runs)."""
+    launch no server, not even one stopped at the end (``NO_TEST_RUNS``)."""
     (project / "test_one.py").write_text(A_DATABASE)
     # a large project's collection: time for a server begun at the first hook to launch
     (project / "conftest.py").write_text(SLOW_COLLECTION)
@@ -375,14 +394,36 @@ def test_a_run_that_runs_no_test_starts_no_server(
         done = run_pytest(
             project,
             "--reynard-db=ecs",
-            "--reynard-db-checks",
-            option,
+            *NO_TEST_RUNS[run],
             "test_one.py",
             REYNARD_DB_RUNTIME_DIR=str(runtime),
             REYNARD_DB_PG_BIN=str(launches.parent),
         )
 
         assert done.returncode == 0, cache + done.stdout + done.stderr
-        assert "Traceback" not in done.stderr, done.stderr
+        assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
         assert launches.read_text() == "", cache
+    assert not list(runtime.glob("server-*")), os.listdir(runtime)
+
+
+def test_a_distributed_setup_only_still_sets_the_database_up(project: Path, runtime: Path) -> None:
+    """``--setup-only -n 2`` sets the fixtures up: the run's server is started (once, by
+    the controller, its workers handed its URL) and the database made."""
+    (project / "test_one.py").write_text(A_DATABASE)
+    launches = launches_logged(runtime.parent / "bin")
+
+    done = run_pytest(
+        project,
+        "--reynard-db=ecs",
+        "--setup-only",
+        "-n",
+        "2",
+        "test_one.py",
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
+        REYNARD_DB_PG_BIN=str(launches.parent),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert len(launches.read_text().splitlines()) == 1, launches.read_text()
     assert not list(runtime.glob("server-*")), os.listdir(runtime)
