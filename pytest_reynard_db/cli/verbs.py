@@ -212,13 +212,13 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
         registry = replace(registry, base=args.base)
     enabled = enabled_checks(registry)
     # an unknown id, a base git does not know: an error before any server starts
-    if "history" in select_checks(only, enabled) and registry.base:
+    selected = select_checks(only, enabled)
+    if "history" in selected and registry.base:
         resolve_base(registry.root, registry.base)
     databases = registry.select(args.dbs)
     if not databases and not registry.broken:
         # a CI gate over a project whose registry moved away: nothing checked is no pass
         raise ConfigError(f"nothing to check: {nothing_registered(registry)}")
-    selected = select_checks(only, enabled)
     if databases and not any(SPECS[c].applies_to(db) for c in selected for db in databases):
         names = ", ".join(db.name for db in databases)
         raise ConfigError(

@@ -245,10 +245,8 @@ def describe_holder(holder: Path) -> str:
 
 def _write_holder(holder: Path) -> None:
     record = {"pid": os.getpid(), "command": _command_line(), "since": time.time()}
-    with suppress(OSError):
-        descriptor = os.open(holder, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(json.dumps(record))
+    with suppress(OSError):  # whole, and ours alone (0600, as every file replace_file writes)
+        replace_file(holder, json.dumps(record).encode())
 
 
 def _command_line(limit: int = 120) -> str:

@@ -189,9 +189,10 @@ def server_identity(url: str | URL) -> str | None:
     guard's ask (``Guard.allow_server(url, identity=...)``). The place the URL itself
     names: ``$PGHOSTADDR`` would otherwise send a probe of our socket directory to
     whatever answers on that address."""
-    target = target_of(url_params(parse_url(url)), environ={})
+    parsed = parse_url(url)
+    target = target_of(url_params(parsed), environ={})
     try:
-        return identity_at(target.endpoints[0], parse_url(url))
+        return identity_at(target.endpoints[0], parsed)
     except OSError:
         return None
 
