@@ -14,71 +14,14 @@ would not (``fork_spares``' rules); otherwise the checks start an interpreter.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import sysconfig
-import threading
-import time
 import types
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import IO
 
-#: Forked only on Linux: macOS's system libraries are not safe in a forked child (the
-#: reason multiprocessing starts interpreters there), and Windows has no fork.
-LINUX = sys.platform.startswith("linux")
-#: How often a forked child's end is looked for while waiting with a deadline (seconds).
-REAP_POLL = 0.01
-
-
-class ForkedProcess:
-    """A child forked from this process, seen as the part of ``subprocess.Popen`` that
-    ``IsolatedChild`` uses."""
-
-    def __init__(self, pid: int, stdin: IO[str]) -> None:
-        self.pid = pid
-        self.stdin: IO[str] | None = stdin
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        return self._reap(os.WNOHANG)
-
-    def wait(self, timeout: float | None = None) -> int:
-        if timeout is None:
-            code = self._reap(0)  # blocks until the child ends
-            assert code is not None
-            return code
-        deadline = time.monotonic() + timeout
-        while (code := self.poll()) is None:
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"forked child {self.pid}", timeout)
-            time.sleep(REAP_POLL)
-        return code
-
-    def _reap(self, options: int) -> int | None:
-        """The exit code, once the child has ended (``os.waitpid`` with ``options``)."""
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, options)
-            except ChildProcessError:  # reaped already: it is over
-                self.returncode = 0
-            else:
-                if pid:
-                    self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def terminate(self) -> None:
-        self._signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL)
-
-    def _signal(self, number: int) -> None:
-        if self.poll() is None:
-            with suppress(ProcessLookupError):
-                os.kill(self.pid, number)
+from ..foundation.forking import LINUX, ForkedProcess, flush_standard_streams, threads
 
 
 class Spare:
@@ -97,7 +40,7 @@ class Spare:
         child closes (a copy of a request pipe's end would keep its reader waiting)."""
         requests_read, requests_write = os.pipe()
         replies_read, replies_write = os.pipe()
-        _flush_standard_streams()  # not written twice, by both processes
+        flush_standard_streams()  # not written twice, by both processes
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its results are what the tests read
             code = 2
@@ -115,7 +58,7 @@ class Spare:
                     forked=True,
                 )
             finally:
-                _flush_standard_streams()
+                flush_standard_streams()
                 with suppress(Exception):  # its own allow-list file, if it made one
                     from ..guard import inherit
 
@@ -143,12 +86,6 @@ class Spare:
             if self.process.stdin is not None:
                 self.process.stdin.close()
         self.replies.close()
-
-
-def _flush_standard_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with suppress(Exception):  # closed, or pytest's capture gone
-            stream.flush()
 
 
 def _as_a_new_interpreter() -> None:  # pragma: no cover - in the forked child
@@ -193,21 +130,12 @@ def fork_spares(count: int, root: Path) -> Spares:
       this package: models imported (by an entry-point plugin) before ``env.py`` runs
       are what an interpreter started for the checks would not have (issue 13).
     """
-    if count <= 0 or not LINUX or _threads() != 1 or not _only_libraries_imported(root):
+    if count <= 0 or not LINUX or threads() != 1 or not _only_libraries_imported(root):
         return Spares([])
     spares: list[Spare] = []
     for _ in range(count):
         spares.append(Spare(spares))
     return Spares(spares)
-
-
-def _threads() -> int:
-    """This process's threads, those a C library started too where the system says
-    (Linux's ``/proc``; Python 3.12 warns on a fork with any)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
 
 
 def _only_libraries_imported(root: Path) -> bool:

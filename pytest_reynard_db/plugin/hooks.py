@@ -21,6 +21,7 @@ from . import options as selection
 from .items import AlembicFixtures, check_collector
 from .options import Settings, add_options, get_settings
 from .stash import (
+    AGENT,
     EARLY_GUARD,
     EARLY_REGISTRY,
     EARLY_SIGNALS,
@@ -67,12 +68,28 @@ def _begin_early(pluginmanager: pytest.PytestPluginManager) -> None:
         return
     if not selection.surely_starts_a_server(config):
         return
+    if selection.surely_reuses_from_here(config) and _fork_agent(config):
+        return  # the agent attaches (and starts the kept server if it must): no initdb here
     early = _preparing(config)
     # A run ended before its first hook waits for this initdb (no half-made cache), then
     # ends by its signal (pytest cannot yet turn one into a clean exit).
     dying = config.stash[EARLY_SIGNALS] = ExitStack()
     dying.enter_context(die_after(early.stop_untaken))
     config.add_cleanup(dying.close)
+
+
+def _fork_agent(config: pytest.Config) -> bool:
+    """Fork the run's agent (``postgres.agent``), if this process may fork; whether it did."""
+    import uuid
+
+    from ..postgres.agent import fork_agent
+
+    agent = fork_agent(uuid.uuid4().hex[:8])
+    if agent is None:
+        return False
+    config.stash[AGENT] = agent
+    config.add_cleanup(agent.end)
+    return True
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -114,7 +131,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
             early_config.add_cleanup(spares.close)
     except ReynardDBError:
         pass  # a bad registry: pytest_configure reports it, once
-    if not settings.url and not selection.xdist_worker(early_config):
+    if (
+        not settings.url
+        and not selection.xdist_worker(early_config)
+        and AGENT not in early_config.stash
+    ):
         # This process will start (or attach to) a server: initdb, if needed, runs now,
         # beside the imports and the collection, not after them.
         # The run's own server is started too, while pytest collects, by a run sure to

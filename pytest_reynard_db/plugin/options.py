@@ -168,18 +168,9 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     the ini's) nor check items (their children are forked at the first hook, from a
     process of one thread: ``checks.spares``), nor an xdist worker (its controller's
     server). When unsure, False: the first hook begins it, as for any run."""
-    if xdist_worker(config) or os.environ.get(URL_ENV):
+    args = _early_arguments(config)
+    if args is None:
         return False
-    try:
-        addopts = [str(arg) for arg in config.getini("addopts")]
-        in_ini = [config.getini(key) for key in _SERVER_OR_CHECKS_KEYS]
-        from_env = shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
-    except (ValueError, TypeError):  # what pytest cannot read either: it says so itself
-        return False
-    if any(value not in (None, "", False) for value in in_ini):
-        return False
-    # in pytest's order: the ini's addopts, then $PYTEST_ADDOPTS, then the arguments
-    args = [*addopts, *from_env, *(str(arg) for arg in config.invocation_params.args)]
     named = {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
     if named & {"--reynard-db-url", "--reynard-db-checks"}:
         return False
@@ -187,6 +178,62 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     if any(source not in SOURCES for source in sources):
         return False  # pytest's usage error, said at once: no initdb to wait for
     return _names_a_database(args)
+
+
+def surely_reuses_from_here(config: pytest.Config) -> bool:
+    """Whether the run surely attaches to the kept server from this process to run tests,
+    read as ``surely_starts_a_server`` is: it does, with ``--reynard-db-reuse`` (or the
+    ini's), neither distributed (``-n``, ``--dist``: the controller attaches, its workers
+    take its URL) nor one of ``NO_TESTS``' runs. When unsure, False."""
+    if not surely_starts_a_server(config):
+        return False
+    args = _early_arguments(config) or []
+    reuse = "--reynard-db-reuse" in args
+    try:
+        reuse = reuse or any(config.getini(key) is True for key in _REUSE_KEYS)
+    except (ValueError, TypeError):
+        return False
+    flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("-")}
+    spread = any(arg.startswith(("-n", "--numprocesses", "--dist", "--tx", "-d")) for arg in flags)
+    return reuse and not spread and not flags & _NO_TESTS_FLAGS
+
+
+#: The ini keys (both spellings) of ``--reynard-db-reuse``.
+_REUSE_KEYS = ("reynard_db_reuse", "reynard-db-reuse")
+#: ``NO_TESTS``, as spelt on a command line.
+_NO_TESTS_FLAGS = {
+    "--co",
+    "--collect-only",
+    "--collectonly",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+    "--fixtures",
+    "--funcargs",
+    "--fixtures-per-test",
+    "--markers",
+    "--setup-plan",
+    "--setupplan",
+    "--cache-show",
+}
+
+
+def _early_arguments(config: pytest.Config) -> list[str] | None:
+    """The run's arguments before pytest parses them, in pytest's order (the ini's
+    ``addopts``, ``$PYTEST_ADDOPTS``, the command line); None where the run may use an
+    existing server or add the check items, or is an xdist worker."""
+    if xdist_worker(config) or os.environ.get(URL_ENV):
+        return None
+    try:
+        addopts = [str(arg) for arg in config.getini("addopts")]
+        in_ini = [config.getini(key) for key in _SERVER_OR_CHECKS_KEYS]
+        from_env = shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    except (ValueError, TypeError):  # what pytest cannot read either: it says so itself
+        return None
+    if any(value not in (None, "", False) for value in in_ini):
+        return None
+    return [*addopts, *from_env, *(str(arg) for arg in config.invocation_params.args)]
 
 
 def _names_a_database(args: list[str]) -> bool:

@@ -22,13 +22,13 @@ from ..foundation.registry import Registry, find_project_root, load_registry
 from ..foundation.urls import admin_url, remember_secrets
 from ..guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
 from .options import Settings
-from .stash import EARLY_START
+from .stash import AGENT, EARLY_START
 
 if TYPE_CHECKING:
     from ..postgres import EphemeralServer, ExistingServer, Server
+    from ..postgres.agent import Agent
     from ..postgres.binaries import Binaries, CloneMethod
-    from ..postgres.shared import RunPresence
-    from ..provisioning.provision import Provisioner
+    from ..provisioning.provision import Presence, Provisioner
 
 WORKER_KEY = "reynard_db"
 
@@ -69,13 +69,18 @@ class RunState:
         self.inherited_ephemeral = bool(inherited and inherited.get("ephemeral"))
         self.is_worker = workerinput is not None
         self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
+        #: The child doing a warm run's admin work (``postgres.agent``), forked as the
+        #: plugin registered: the run is its run.
+        self.agent: Agent | None = None if self.is_worker else config.stash.get(AGENT, None)
+        if self.agent is not None:
+            self.run_id = self.agent.run_id
         self.own_server: EphemeralServer | None = None
         self._server: Server | None = None
         self._registry = registry
         self._provisioner: Provisioner | None = None
         self._binaries: Binaries | None = None
         self._run_record: Path | None = None
-        self._presence: RunPresence | None = None
+        self._presence: Presence | None = None
         self._armed = ExitStack()
         #: xdist controller: what the workers' guards redirected (reported at the end).
         self.worker_redirects: list[str] = []
@@ -112,6 +117,10 @@ class RunState:
                     GUARD.allow_server(self._server.url)
                 else:  # the run's existing server: its maintenance database, for admin work
                     GUARD.allow_database(self._server.url)
+            elif self.settings.reuse and self.agent is not None:
+                from ..postgres.agent_server import AgentServer
+
+                self._server = AgentServer(self.agent)
             elif self.settings.reuse:
                 binaries = self.binaries
                 self._initdb_ready()
@@ -141,19 +150,9 @@ class RunState:
         return EphemeralServer.start(binaries=binaries)
 
     def _enrol_in_reused_server(self) -> None:
-        """The kept server outlives runs, and a killed run cannot drop its databases:
-        each run leaves a record beside the server, and the next run drops the
-        databases of every run whose process has died."""
-        from ..postgres.executor import run_owners, run_record
-
-        assert self.own_server is not None and self.own_server.process.base_dir is not None
-        base_dir = self.own_server.process.base_dir
-        # Ours was written on attaching, under the reuse server's lock (reusable_server).
-        self._run_record = run_record(base_dir, self.run_id)
-        for record, owner in run_owners(base_dir).items():
-            if record != self._run_record and owner is None:
-                self.own_server.drop_run(record.stem)
-                record.unlink(missing_ok=True)
+        """The run's record beside the kept server (``EphemeralServer.enrol``)."""
+        assert self.own_server is not None
+        self._run_record = self.own_server.enrol(self.run_id)
 
     @property
     def binaries(self) -> Binaries:
@@ -245,16 +244,21 @@ class RunState:
             )
         return self._provisioner
 
-    def _shared_server_presence(self) -> RunPresence | None:
+    def _shared_server_presence(self) -> Presence | None:
         """On a server other runs use too (``--reynard-db-url``, the reuse server): this
         run's session there, after the databases of dead runs and the templates no
         one used for ``$REYNARD_DB_TEMPLATE_MAX_AGE`` days are dropped (once per run,
         by the controller). A per-run ephemeral server needs none of it."""
         if not (self.settings.url or self.settings.reuse):
             return None
+        server = self.server
+        if self.agent is not None:  # begun and pruned by the agent as it attached
+            from ..postgres.agent_server import AgentPresence
+
+            self._presence = AgentPresence(self.agent)
+            return self._presence
         from ..postgres.shared import RunPresence, drop_dead_runs, prune_templates, template_max_age
 
-        server = self.server
         self._presence = RunPresence(server, self.run_id, self.worker).start()
         if not self.is_worker:
             if self.settings.url:  # the reuse server has its own records of runs

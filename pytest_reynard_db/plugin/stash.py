@@ -42,6 +42,7 @@ from ..foundation.errors import ReynardDBError
 if TYPE_CHECKING:
     from ..checks.spares import Spares
     from ..foundation.registry import Registry
+    from ..postgres.agent import Agent
     from ..postgres.initdb_cache import Prepared
     from ..provisioning.provision import Provisioner
     from .runstate import RunState
@@ -53,6 +54,8 @@ EARLY_REGISTRY: pytest.StashKey[Registry] = pytest.StashKey()
 #: The ephemeral server's binaries and initdb cache, found and built in a thread from
 #: the start of the run (``initdb_cache.begin_preparing``).
 EARLY_START: pytest.StashKey[Prepared] = pytest.StashKey()
+#: A warm run's agent, forked as the plugin registered (``postgres.agent``).
+AGENT: pytest.StashKey[Agent] = pytest.StashKey()
 #: The check items' children forked before any conftest was imported (``--reynard-db-checks``).
 SPARES: pytest.StashKey[Spares] = pytest.StashKey()
 #: SIGTERM/SIGHUP handled as Ctrl-C while the run has a server: the handlers' undo,

@@ -105,6 +105,8 @@ class EphemeralPostgres:
         self.requested_dir = base_dir
         self._port_lock: FileLock | None = None
         self._pg: _TunedPostgresql | None = None
+        #: Who the server said it is (``guard.reached``) when it was started or attached to.
+        self.identity: str | None = None
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> EphemeralPostgres:
@@ -137,7 +139,8 @@ class EphemeralPostgres:
                 self._pg.start()
                 # Ours: all of it is throw-away. Its identity is what the probe that found
                 # it up asked (the guard's own question): not asked again.
-                GUARD.allow_server(self.url, identity=self._pg.identity)
+                self.identity = self._pg.identity
+                GUARD.allow_server(self.url, identity=self.identity)
                 owner_record(self.base_dir, persistent=self.persistent, port=self.port)
                 return self
             except RuntimeError as exc:
@@ -295,7 +298,7 @@ def reusable_server(
         identity = kept.identity()
         if identity is not None and kept.url is not None:
             GUARD.allow_server(kept.url, identity=identity)
-            kept.attach(process)
+            kept.attach(process).identity = identity
         else:
             stop_postmaster(base_dir / "data")
             process.requested_dir = base_dir

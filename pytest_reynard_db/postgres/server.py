@@ -26,17 +26,23 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
 from sqlalchemy.engine import URL
 
 from ..foundation.errors import ServerError
 from ..foundation.urls import admin_url, first_line, mask_url
 from ..guard import GUARD
 from .binaries import Binaries
-from .executor import EphemeralPostgres, reusable_server
+from .executor import EphemeralPostgres, reusable_server, run_owners, run_record
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+
+# psycopg is imported where a connection is made, not with this module: a warm run whose
+# admin work is done by its agent (``agent``) never imports it unless a test connects.
 
 CONNECT_TIMEOUT = 10
 
@@ -63,6 +69,8 @@ class Server:
     # -- connections ---------------------------------------------------------------
     def connect(self, database: str | None = None) -> psycopg.Connection[Any]:
         """A new autocommit psycopg connection (a clear ``ServerError`` if unreachable)."""
+        import psycopg
+
         url = self.url if database is None else self.url.set(database=database)
         try:
             connection = psycopg.connect(**connect_args(url), autocommit=True)
@@ -75,6 +83,8 @@ class Server:
     def admin(self) -> Iterator[psycopg.Connection[Any]]:
         """The admin connection; a database error in the block is one ``ServerError``
         (a role without CREATEDB, a server that went away: a line, not a traceback)."""
+        import psycopg
+
         with self._lock:
             if self._admin is None or self._admin.closed:
                 self._admin = self.connect()
@@ -98,6 +108,11 @@ class Server:
 
     def database_url(self, name: str) -> URL:
         return self.url.set(database=name)
+
+    def sibling(self) -> Server:
+        """Another ``Server`` on this one's URL, with an admin connection of its own (for a
+        thread), guarded as this one is."""
+        return Server(self.url, guarded=self.guarded)
 
     # -- which databases are ours ---------------------------------------------------------
     @property
@@ -133,6 +148,8 @@ class Server:
                 f"refusing to create database {name!r} on {mask_url(self.url)}: "
                 f"on an existing server only {TEST_PREFIX}* databases are created"
             )
+        from psycopg import sql
+
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template is not None:
             statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
@@ -162,6 +179,8 @@ class Server:
                 f"refusing to drop database {name!r} on {mask_url(self.url)}: "
                 "this run did not create it"
             )
+        from psycopg import sql
+
         with self.admin() as conn:
             if self.version >= 13:
                 conn.execute(
@@ -190,6 +209,8 @@ class Server:
 
     def rename_database(self, old: str, new: str) -> None:
         """Rename ``old`` (no one may be connected to it) to ``new``."""
+        from psycopg import sql
+
         with self.admin() as conn:
             _terminate(conn, old)
             conn.execute(
@@ -208,6 +229,8 @@ class Server:
         """CREATE DATABASE fails while anyone is connected to the template, after
         waiting 5 s: so end those sessions first (a template is not for use), and
         again if one slipped in."""
+        import psycopg
+
         for attempt in range(5):
             with self.admin() as conn:
                 if template is not None and (end_sessions or attempt > 0):
@@ -272,6 +295,20 @@ class EphemeralServer(Server):
     ) -> EphemeralServer:
         """The server kept running between runs (see ``reuse.reusable_server``)."""
         return cls(reusable_server(binaries, run_id=run_id))
+
+    def enrol(self, run_id: str) -> Path:
+        """The kept server outlives runs, and a killed run cannot drop its databases: each
+        run leaves a record beside the server (written on attaching, under the reuse
+        server's lock: ``reusable_server``), and drops the databases of every run whose
+        process has died. The run's record, to remove at its end."""
+        base_dir = self.process.base_dir
+        assert base_dir is not None
+        ours = run_record(base_dir, run_id)
+        for record, owner in run_owners(base_dir).items():
+            if record != ours and owner is None:
+                self.drop_run(record.stem)
+                record.unlink(missing_ok=True)
+        return ours
 
     def stop(self) -> None:
         self.close()

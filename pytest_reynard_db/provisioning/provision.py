@@ -34,11 +34,11 @@ import itertools
 import logging
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine
@@ -51,13 +51,23 @@ from ..foundation.registry import Database, Registry
 from ..migration.env_run import exported, silenced
 from ..postgres import Server
 from ..postgres.server import building_name, run_database, template_name
-from ..postgres.shared import RunPresence, build_lock
 from .resolve import Resolved, Source, heads_at, project_identity, tree_digest
 
 #: What a database is for; part of its name (``postgres.server.run_database``).
 Purpose = Literal["session", "fresh", "rev", "empty", "alembic"]
 
 log = logging.getLogger(__name__)
+
+
+class Presence(Protocol):
+    """A run's session on a server other runs use (``shared.RunPresence``, or the one its
+    agent holds: ``agent.AgentPresence``)."""
+
+    def hold(self, template: str) -> None: ...
+
+    def mark_used(self, template: str, *, project: str, tree: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,7 @@ class Provisioner:
         run_id: str,
         worker: str = "main",
         source: Source = "copy",
-        presence: RunPresence | None = None,
+        presence: Presence | None = None,
         lock_dir: Path,
         seed: Seed | None = None,
         heads_cache: Path | None = None,
@@ -195,15 +205,11 @@ class Provisioner:
         template = template_name(name, self._digest(digest, revision))
         if self.presence is not None:
             self.presence.hold(template)  # from now on no one prunes it under us
-            lock = build_lock(self.server, template, self.run_id)
-        else:
-            path = self.lock_dir / f"{self.server.url.port}-{template}.lock"
-            lock = file_lock(path, f"the build of template {template} ({name})")
         # A template that exists is complete (built under a scratch name, then renamed):
         # no lock to take, nor its session to open. Else another worker or run may be
         # building it: a long wait says who builds it.
         if not self.server.exists(template):
-            with lock:
+            with self._build_lock(template, name):
                 if not self.server.exists(template):
                     self._migrate_into(target, template, revision)
                     log.info(
@@ -221,6 +227,16 @@ class Provisioner:
                 tree=at_heads or tree_digest(target.tree, "heads", self.source),
             )
         return template, heads_at(target, revision, digest, self.heads_cache)
+
+    def _build_lock(self, template: str, name: str) -> AbstractContextManager[None]:
+        """Who builds ``template``: on a server others use, a lock on the server (its
+        presence's), else a file lock on this machine."""
+        if self.presence is not None:
+            from ..postgres.shared import build_lock  # psycopg: a build connects anyway
+
+            return build_lock(self.server, template, self.run_id)
+        path = self.lock_dir / f"{self.server.url.port}-{template}.lock"
+        return file_lock(path, f"the build of template {template} ({name})")
 
     def _seed_at(self, revision: str) -> Seed | None:
         """The seed, for a template at heads only."""
@@ -384,8 +400,8 @@ class ClonePool:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reynard-db")
         self._dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reynard-db-drop")
         # Guarded as ``server`` is: on a shared server its clones are marked as a run's too.
-        self._background = Server(server.url, guarded=server.guarded)
-        self._dropping = Server(server.url, guarded=server.guarded)
+        self._background = server.sibling()
+        self._dropping = server.sibling()
         self._ahead: dict[Hashable, Future[tuple[str, URL]]] = {}
         self._drops: list[tuple[str, Future[None]]] = []
         self._closed = False

@@ -1,0 +1,248 @@
+"""A warm run's admin work, done by a child forked as pytest starts (``--reynard-db-reuse``).
+
+What a warm run cost over a bare pytest was mostly not its tests' work: importing
+psycopg (~45 ms, and more at the interpreter's exit), three connections to the kept
+server (the guard's ask, the admin one, the run's presence), pruning, then the clone and
+its drop. The agent, forked as the plugin registers (``plugin.hooks``), attaches to the
+kept server on the other core while pytest loads its plugins, conftests and tests; the
+test process asks it for clones and drops over a pipe (``agent_server``), and imports
+psycopg only if a test connects.
+
+The agent is the run's owner on the kept server: its pid is in the run's record
+(``executor.run_record``), its presence session holds the templates the run uses. It
+lives as long as the test process: when its pipe closes, whatever ended the test
+process, it drops the run's databases and goes. It ignores Ctrl-C (the test process,
+told too, ends it) and takes SIGTERM and SIGHUP as that end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+from ..foundation import errors
+from ..foundation.errors import ReynardDBError, ServerError
+from ..foundation.forking import LINUX, ForkedProcess, flush_standard_streams, threads
+
+# Light to import: the test process forks it as the plugin registers. What the agent
+# itself needs (psycopg, the servers) it imports once forked, on its own core.
+if TYPE_CHECKING:
+    from .server import EphemeralServer, Server
+    from .shared import RunPresence
+
+#: How long the test process waits for the agent to end once told, then once SIGTERMed (s).
+END_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Attached:
+    """What the agent found when it attached: the kept server's URL and identity."""
+
+    url: str
+    identity: str
+    version: int
+
+
+class Agent:
+    """The test process's end of a forked agent: one request at a time, over two pipes."""
+
+    def __init__(self, run_id: str, worker: str = "main") -> None:
+        self.run_id = run_id
+        requests_read, requests_write = os.pipe()
+        replies_read, replies_write = os.pipe()
+        flush_standard_streams()  # not written twice, by both processes
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; the tests read what it does
+            code = 2
+            try:
+                os.close(requests_write)
+                os.close(replies_read)
+                code = _serve(
+                    os.fdopen(requests_read, encoding="utf-8"),
+                    os.fdopen(replies_write, "w", encoding="utf-8"),
+                    run_id,
+                    worker,
+                )
+            finally:
+                flush_standard_streams()
+                os._exit(code)  # pytest's clean-up, atexit and buffers are the parent's
+        os.close(requests_read)
+        os.close(replies_write)
+        self.process = ForkedProcess(pid, os.fdopen(requests_write, "w", encoding="utf-8"))
+        self._replies = os.fdopen(replies_read, encoding="utf-8")
+        self._lock = threading.Lock()
+        self._attached: Attached | None = None
+        self._ended = False
+
+    def attached(self) -> Attached:
+        """The kept server, once the agent has attached (its error raised here, each time)."""
+        if self._attached is None:
+            found = self.ask("attached")
+            self._attached = Attached(found["url"], found["identity"], found["version"])
+        return self._attached
+
+    def ask(self, op: str, **arguments: Any) -> Any:
+        """Send one request and wait for its answer; the agent's error is raised here."""
+        with self._lock:
+            if self._ended:
+                raise ServerError(f"the run's agent (pid {self.process.pid}) has ended")
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.write(json.dumps({"op": op, **arguments}) + "\n")
+                self.process.stdin.flush()
+                line = self._replies.readline()
+            except OSError:
+                line = ""
+            if not line:
+                self._ended = True
+                code = self.process.wait(END_TIMEOUT)
+                raise ServerError(
+                    f"the run's agent (pid {self.process.pid}) ended unexpectedly (exit {code})"
+                )
+        reply = json.loads(line)
+        if "error" in reply:
+            kind = getattr(errors, reply.get("kind", ""), ServerError)
+            if not (isinstance(kind, type) and issubclass(kind, ReynardDBError)):
+                kind = ServerError
+            raise kind(reply["error"])
+        return reply.get("value")
+
+    def end(self) -> None:
+        """Tell the agent the run is over and wait for it: it drops what the run left,
+        ends its presence and removes the run's record. Once; later calls do nothing."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+        with suppress(OSError, ValueError):
+            assert self.process.stdin is not None
+            self.process.stdin.close()  # end of requests: the agent cleans up and goes
+        # Busy past that (attaching to a kept server another run holds the lock of):
+        # SIGTERM, which it takes as the same end; then SIGKILL.
+        for then in (self.process.terminate, self.process.kill):
+            try:
+                self.process.wait(END_TIMEOUT)
+                break
+            except subprocess.TimeoutExpired:
+                then()
+        else:
+            self.process.wait()
+        with suppress(OSError):
+            self._replies.close()
+
+
+def fork_agent(run_id: str) -> Agent | None:
+    """An agent for the run ``run_id``, forked now if this process may fork (Linux, one
+    thread: a fork copies no other thread, nor releases the locks they held); else None,
+    and the run does its admin work itself."""
+    if not LINUX or threads() != 1:
+        return None
+    return Agent(run_id)
+
+
+# -- the agent -------------------------------------------------------------------------------
+
+
+def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str) -> int:
+    """Attach, then answer requests until the pipe closes; clean up however it ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the run tells us
+    for ending in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(ending, _end_by_signal)
+    with ExitStack() as cleanup:
+        kept: _Kept | None = None
+        failure: dict[str, Any] = {}
+        try:
+            kept = _attach(run_id, worker, cleanup)
+        except ReynardDBError as exc:
+            failure = _error(exc)
+        except Exception as exc:  # a bug: said, not hidden behind "ended unexpectedly"
+            failure = {"error": f"{type(exc).__name__}: {exc}", "kind": "ServerError"}
+        for line in requests:
+            reply = failure if kept is None else _answer(kept, json.loads(line))
+            replies.write(json.dumps(reply) + "\n")
+            replies.flush()
+    return 0
+
+
+def _end_by_signal(number: int, frame: object) -> None:  # pragma: no cover - in the agent
+    raise SystemExit(128 + number)
+
+
+@dataclass
+class _Kept:
+    server: EphemeralServer
+    presence: RunPresence
+    identity: str
+
+
+def _attach(run_id: str, worker: str, cleanup: ExitStack) -> _Kept:
+    """What a warm run does first: the kept server attached (started, if it is not
+    running), the run's record written, the databases of dead runs dropped, the run's
+    presence begun, templates unused too long dropped. ``cleanup`` undoes it, in order."""
+    from .initdb_cache import server_binaries
+    from .runas import run_as, runtime_root
+    from .server import EphemeralServer
+    from .shared import RunPresence, prune_templates, template_max_age
+
+    user = run_as()
+    binaries = server_binaries(user, runtime_root(user))
+    server = EphemeralServer.reusable(binaries=binaries, run_id=run_id)
+    cleanup.callback(server.stop)  # a kept server is left running: this detaches
+    record = server.enrol(run_id)
+    cleanup.callback(record.unlink, missing_ok=True)
+    cleanup.callback(_drop_run_quietly, server, run_id)  # what a killed run left
+    presence = RunPresence(server, run_id, worker).start()
+    cleanup.callback(presence.close)
+    prune_templates(server, max_age=template_max_age(), everything_ours=True)
+    # For the test process's guard: what the attach asked (this process's guard is not armed).
+    identity = server.process.identity
+    assert identity is not None, "attached or started: asked"
+    return _Kept(server, presence, identity)
+
+
+def _drop_run_quietly(server: Server, run_id: str) -> None:
+    with suppress(ReynardDBError):
+        server.drop_run(run_id)
+
+
+def _answer(kept: _Kept, request: dict[str, Any]) -> dict[str, Any]:
+    """One request's reply: ``{"value": ...}`` or ``{"error": ..., "kind": ...}``."""
+    server = kept.server
+    operations: dict[str, Callable[..., Any]] = {
+        "attached": lambda: {
+            "url": server.url.render_as_string(hide_password=False),
+            "identity": kept.identity,
+            "version": server.version,
+        },
+        "exists": server.exists,
+        "create": lambda name, template, end_sessions: str(
+            server.create_database(name, template, end_sessions=end_sessions)
+        ),
+        "drop": lambda name: _adopted_and_dropped(server, name),
+        "rename": server.rename_database,
+        "hold": kept.presence.hold,
+        "mark_used": kept.presence.mark_used,
+    }
+    arguments = {k: v for k, v in request.items() if k != "op"}
+    try:
+        return {"value": operations[request["op"]](**arguments)}
+    except ReynardDBError as exc:
+        return _error(exc)
+    except Exception as exc:  # a bug, said in the test process
+        return {"error": f"{type(exc).__name__}: {exc}", "kind": "ServerError"}
+
+
+def _adopted_and_dropped(server: Server, name: str) -> None:
+    server.adopt(name)  # made on the test process's word: this process made it too
+    server.drop_database(name)
+
+
+def _error(exc: ReynardDBError) -> dict[str, Any]:
+    return {"error": str(exc), "kind": type(exc).__name__}

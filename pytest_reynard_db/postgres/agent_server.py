@@ -1,0 +1,69 @@
+"""The kept server as a warm run's test process sees it, its admin work done by the
+run's agent (``agent``): what a run asks of a server it asks over the agent's pipe, and
+the guard is told what the agent found.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import URL
+
+from ..guard import GUARD
+from .agent import Agent
+from .server import Server
+
+
+class AgentServer(Server):
+    """The kept server as the test process sees it when an agent attached to it: the
+    admin statements a run makes (exists, create, drop, rename) are the agent's; any
+    other use of ``admin`` or ``connect`` is this process's own connection, as for any
+    ``Server`` (a template build, a test's ``reynard_db_server.connect()``)."""
+
+    def __init__(self, agent: Agent) -> None:
+        attached = agent.attached()
+        self.agent = agent
+        super().__init__(attached.url)
+        self._version = attached.version
+        # What EphemeralServer does on attaching, with the identity the agent asked.
+        GUARD.allow_server(self.url, identity=attached.identity)
+        GUARD.keep_server(self.url)
+
+    def sibling(self) -> Server:
+        return AgentServer(self.agent)
+
+    def exists(self, name: str) -> bool:
+        return bool(self.agent.ask("exists", name=name))
+
+    def create_database(
+        self, name: str, template: str | None = None, *, end_sessions: bool = True
+    ) -> URL:
+        self.agent.ask("create", name=name, template=template, end_sessions=end_sessions)
+        GUARD.allow_database(self.url, name)
+        self._created.add(name)
+        return self.database_url(name)
+
+    def drop_database(self, name: str) -> None:
+        self.agent.ask("drop", name=name)
+        self._created.discard(name)
+
+    def rename_database(self, old: str, new: str) -> None:
+        self.agent.ask("rename", old=old, new=new)
+        GUARD.allow_database(self.url, new)
+        if old in self._created:
+            self._created.discard(old)
+            self._created.add(new)
+
+
+class AgentPresence:
+    """The run's presence, held by its agent: the templates it uses are held there."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def hold(self, template: str) -> None:
+        self.agent.ask("hold", template=template)
+
+    def mark_used(self, template: str, *, project: str, tree: str) -> None:
+        self.agent.ask("mark_used", template=template, project=project, tree=tree)
+
+    def close(self) -> None:
+        """Nothing: the presence ends with the agent (``Agent.end``)."""
