@@ -33,7 +33,7 @@ import sys
 
 
 def test_nothing():
-    server_modules = {"psycopg", "pytest_reynard_db.postgres.server"}
+    server_modules = {"psycopg", "pytest_reynard_db.provisioning.provision"}
     assert not server_modules & set(sys.modules)
 """
 
@@ -142,9 +142,10 @@ def test_a_run_ended_before_its_first_hook_waits_for_its_initdb_and_ends_by_the_
     project: Path, runtime: Path, tmp_path: Path
 ) -> None:
     """SIGTERM while the plugins after ours import (the initdb begun as ours registered,
-    cold): the initdb is waited for, the cache is whole, and the run ends by SIGTERM, as
-    it would without the plugin: no traceback (pytest cannot yet make a signal a clean
-    exit: ``Terminated`` raised there was a traceback and exit 1)."""
+    cold, by the run's agent): the run ends by SIGTERM, as it would without the plugin,
+    no traceback (pytest cannot yet make a signal a clean exit: ``Terminated`` raised
+    there was a traceback and exit 1); the agent completes the cache (no half-made one),
+    then stops and removes the server it started for the run."""
     plugins = tmp_path / "plugins"
     entry_point_plugin(plugins, "sleepy_after_reynard", SLEEPY_PLUGIN)
     (project / "test_one.py").write_text(A_DATABASE)
@@ -169,8 +170,12 @@ def test_a_run_ended_before_its_first_hook_waits_for_its_initdb_and_ends_by_the_
     output = err_file.read_text()
     assert process.returncode == -signal.SIGTERM, output
     assert "Traceback" not in output, output
-    complete, scratch = _initdb_entries(runtime)
-    assert len(complete) == 1 and scratch == [], os.listdir(runtime)
+
+    def agent_done() -> bool:
+        complete, scratch = _initdb_entries(runtime)
+        return len(complete) == 1 and scratch == [] and not list(runtime.glob("server-*"))
+
+    wait_until(agent_done, 60, "the cache whole and the run's server removed")
 
 
 @pytest.mark.parametrize("how", ["option", "environment", "ini"])
@@ -252,8 +257,10 @@ def test_a_warm_run_whose_tests_take_no_database_imports_no_server_module(
     project: Path, runtime: Path
 ) -> None:
     """What only a server needs is imported when a test first asks for one: psycopg
-    (~45 ms) and the servers' modules, at every ``pytest --reynard-db=...`` otherwise, and
-    the header's lines (which PostgreSQL, its clone method) need neither. (A cold run
+    (~45 ms) and the provisioner, at every ``pytest --reynard-db=...`` otherwise, and
+    the header's lines (which PostgreSQL, its clone method) need neither. (The servers'
+    module, without psycopg, is imported before the run's agent is forked: ~8 ms the
+    agent would pay again.) (A cold run
     starts its server while it waits for initdb: the first run builds the cache.)"""
     (project / "test_nothing.py").write_text(NOTHING_OF_A_SERVER_IMPORTED)
     env = {"REYNARD_DB_RUNTIME_DIR": str(runtime)}

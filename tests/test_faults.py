@@ -56,13 +56,23 @@ def cli(project: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[i
 
 
 def servers_of(pid: int) -> list[Path]:
-    """The server directories whose owner record names process ``pid``."""
+    """The server directories whose owner record names process ``pid``, or a child of it
+    (a pytest run's agent, ``postgres.agent``, owns the run's server)."""
     found = []
     for base_dir in runtime_root(run_as()).glob("server-*"):
         record = read_owner(base_dir)
-        if record and record.get("pid") == pid:
+        if record and pid in (record.get("pid"), parent_of(record.get("pid"))):
             found.append(base_dir)
     return found
+
+
+def parent_of(pid: object) -> int | None:
+    """The parent of process ``pid`` (None: not running)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return int(stat.rpartition(") ")[2].split()[1])
 
 
 def gone(pid: int) -> bool:
@@ -107,7 +117,13 @@ def downgrade() -> None: ...
 '''
 
 
-def test_kill_9_while_building_then_the_next_run_reaps_and_passes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("killed", ["the run", "its process group"])
+def test_kill_9_while_building_then_the_next_run_reaps_and_passes(
+    tmp_path: Path, killed: str
+) -> None:
+    """``kill -9`` of the run alone: its agent sees it go and stops and removes the run's
+    server. Of its process group (the agent too): the server is an orphan, which the next
+    run reaps. Either way the next run passes and nothing is left."""
     project = reynard_project(tmp_path / "project")
     (project / MAIN / "3a1400000005_slow.py").write_text(SLOW_REVISION)
     (project / "test_x.py").write_text(
@@ -121,16 +137,23 @@ def test_kill_9_while_building_then_the_next_run_reaps_and_passes(tmp_path: Path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     wait_for(marker, victim)  # server up, the template half built
     (orphan,) = servers_of(victim.pid)
     postmaster = postmaster_pid(orphan / "data")
     assert postmaster is not None
-    victim.send_signal(signal.SIGKILL)
+    if killed == "the run":
+        victim.send_signal(signal.SIGKILL)
+    else:
+        os.killpg(victim.pid, signal.SIGKILL)
     victim.communicate(timeout=30)
     assert victim.returncode == -signal.SIGKILL
 
-    assert not gone(postmaster), "the killed session's server should be an orphan now"
+    if killed == "the run":
+        wait_until(lambda: gone(postmaster) and not orphan.exists(), 30, "the agent's clean-up")
+    else:
+        assert not gone(postmaster), "the killed session's server should be an orphan now"
 
     nxt = subprocess.run(
         pytest_argv("--reynard-db=main"),

@@ -68,8 +68,8 @@ def _begin_early(pluginmanager: pytest.PytestPluginManager) -> None:
         return
     if not selection.surely_starts_a_server(config):
         return
-    if selection.surely_reuses_from_here(config) and _fork_agent(config):
-        return  # the agent attaches (and starts the kept server if it must): no initdb here
+    if selection.surely_runs_tests_here(config) and _fork_agent(config):
+        return  # the agent starts the server (or attaches to the kept one): no initdb here
     early = _preparing(config)
     # A run ended before its first hook waits for this initdb (no half-made cache), then
     # ends by its signal (pytest cannot yet turn one into a clean exit).
@@ -84,7 +84,7 @@ def _fork_agent(config: pytest.Config) -> bool:
 
     from ..postgres.agent import fork_agent
 
-    agent = fork_agent(uuid.uuid4().hex[:8])
+    agent = fork_agent(uuid.uuid4().hex[:8], reuse=selection.surely_reuses(config))
     if agent is None:
         return False
     config.stash[AGENT] = agent

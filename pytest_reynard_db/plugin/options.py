@@ -180,22 +180,26 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     return _names_a_database(args)
 
 
-def surely_reuses_from_here(config: pytest.Config) -> bool:
-    """Whether the run surely attaches to the kept server from this process to run tests,
-    read as ``surely_starts_a_server`` is: it does, with ``--reynard-db-reuse`` (or the
-    ini's), neither distributed (``-n``, ``--dist``: the controller attaches, its workers
-    take its URL) nor one of ``NO_TESTS``' runs. When unsure, False."""
+def surely_runs_tests_here(config: pytest.Config) -> bool:
+    """Whether the run surely starts a server of its own, or attaches to the kept one,
+    from this process to run tests, read as ``surely_starts_a_server`` is: neither
+    distributed (``-n``, ``--dist``: the controller's server, its workers take its URL)
+    nor one of ``NO_TESTS``' runs. When unsure, False."""
     if not surely_starts_a_server(config):
         return False
     args = _early_arguments(config) or []
-    reuse = "--reynard-db-reuse" in args
-    try:
-        reuse = reuse or any(config.getini(key) is True for key in _REUSE_KEYS)
-    except (ValueError, TypeError):
-        return False
     flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("-")}
     spread = any(arg.startswith(("-n", "--numprocesses", "--dist", "--tx", "-d")) for arg in flags)
-    return reuse and not spread and not flags & _NO_TESTS_FLAGS
+    return not spread and not flags & _NO_TESTS_FLAGS
+
+
+def surely_reuses(config: pytest.Config) -> bool:
+    """Whether ``--reynard-db-reuse`` (or the ini's) is given, read before pytest parses."""
+    args = _early_arguments(config) or []
+    try:
+        return "--reynard-db-reuse" in args or any(config.getini(k) is True for k in _REUSE_KEYS)
+    except (ValueError, TypeError):
+        return False
 
 
 #: The ini keys (both spellings) of ``--reynard-db-reuse``.

@@ -72,6 +72,9 @@ class RunState:
         #: The child doing a warm run's admin work (``postgres.agent``), forked as the
         #: plugin registered: the run is its run.
         self.agent: Agent | None = None if self.is_worker else config.stash.get(AGENT, None)
+        if self.agent is not None and (self.agent.reuse != settings.reuse or settings.url):
+            self.agent.end()  # forked on a reading of the arguments the run's settings undo
+            self.agent = None
         if self.agent is not None:
             self.run_id = self.agent.run_id
         self.own_server: EphemeralServer | None = None
@@ -117,7 +120,7 @@ class RunState:
                     GUARD.allow_server(self._server.url)
                 else:  # the run's existing server: its maintenance database, for admin work
                     GUARD.allow_database(self._server.url)
-            elif self.settings.reuse and self.agent is not None:
+            elif self.agent is not None:  # the run's own server, or the kept one
                 from ..postgres.agent_server import AgentServer
 
                 self._server = AgentServer(self.agent)

@@ -1,22 +1,27 @@
-"""A warm run's admin work, done by a child forked as pytest starts (``--reynard-db-reuse``).
+"""A run's server work, done by a child forked as pytest starts: the run's agent.
 
-What a warm run cost over a bare pytest was mostly not its tests' work: importing
-psycopg (~45 ms, and more at the interpreter's exit), three connections to the kept
-server (the guard's ask, the admin one, the run's presence), pruning, then the clone and
-its drop. The agent, forked as the plugin registers (``plugin.hooks``), attaches to the
-kept server on the other core while pytest loads its plugins, conftests and tests; the
-test process asks it for clones and drops over a pipe (``agent_server``), and imports
-psycopg only if a test connects.
+What a run cost over a bare pytest was mostly not its tests' work. A warm run
+(``--reynard-db-reuse``) imported psycopg (~45 ms, and more at the interpreter's exit),
+made three connections to the kept server (the guard's ask, the admin one, the run's
+presence), pruned, then cloned and dropped; a run without reuse started its server
+(~250 ms: the initdb cache copied, the postmaster's boot) when its first test asked.
+The agent, forked as the plugin registers (``plugin.hooks``), attaches to the kept
+server, or starts the run's own, on the other core while pytest loads its plugins,
+conftests and tests; the test process asks it for clones and drops over a pipe
+(``agent_server``), and imports psycopg only to migrate a template or if a test connects.
 
-The agent is the run's owner on the kept server: its pid is in the run's record
-(``executor.run_record``), its presence session holds the templates the run uses. It
-lives as long as the test process: when its pipe closes, whatever ended the test
-process, it drops the run's databases and goes. It ignores Ctrl-C (the test process,
-told too, ends it) and takes SIGTERM and SIGHUP as that end.
+The agent owns the run's server: the run's record on the kept server
+(``executor.run_record``) and the run's own server's directory name its pid, and its
+presence session holds the templates the run uses. It lives as long as the test
+process: when its pipe closes, whatever ended the test process, it drops the run's
+databases (on the kept server) or stops and removes the run's server, and goes. It
+ignores Ctrl-C (the test process, told too, ends it) and takes SIGTERM and SIGHUP as
+that end.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -43,23 +48,30 @@ END_TIMEOUT = 10.0
 
 @dataclass(frozen=True)
 class Attached:
-    """What the agent found when it attached: the kept server's URL and identity."""
+    """What the agent found when it started or attached to the run's server."""
 
     url: str
     identity: str
     version: int
+    base_dir: str
 
 
 class Agent:
     """The test process's end of a forked agent: one request at a time, over two pipes."""
 
-    def __init__(self, run_id: str, worker: str = "main") -> None:
+    def __init__(self, run_id: str, *, reuse: bool, worker: str = "main") -> None:
+        """``reuse``: attach to the kept server (``--reynard-db-reuse``); else start the
+        run's own."""
         self.run_id = run_id
+        self.reuse = reuse
         requests_read, requests_write = os.pipe()
         replies_read, replies_write = os.pipe()
         flush_standard_streams()  # not written twice, by both processes
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; the tests read what it does
+            # As CPython advises for a fork without exec: the collector leaves what pytest
+            # made alone, and the pages this child shares with pytest stay shared.
+            gc.freeze()
             code = 2
             try:
                 os.close(requests_write)
@@ -69,6 +81,7 @@ class Agent:
                     os.fdopen(replies_write, "w", encoding="utf-8"),
                     run_id,
                     worker,
+                    reuse,
                 )
             finally:
                 flush_standard_streams()
@@ -80,39 +93,57 @@ class Agent:
         self._lock = threading.Lock()
         self._attached: Attached | None = None
         self._ended = False
+        self._unread = 0  # replies of requests told, not asked
 
     def attached(self) -> Attached:
         """The kept server, once the agent has attached (its error raised here, each time)."""
         if self._attached is None:
             found = self.ask("attached")
-            self._attached = Attached(found["url"], found["identity"], found["version"])
+            self._attached = Attached(**found)
         return self._attached
 
     def ask(self, op: str, **arguments: Any) -> Any:
-        """Send one request and wait for its answer; the agent's error is raised here."""
+        """Send one request and wait for its answer; the agent's error is raised here (or
+        that of a request told before it, first)."""
         with self._lock:
-            if self._ended:
-                raise ServerError(f"the run's agent (pid {self.process.pid}) has ended")
-            try:
-                assert self.process.stdin is not None
-                self.process.stdin.write(json.dumps({"op": op, **arguments}) + "\n")
-                self.process.stdin.flush()
-                line = self._replies.readline()
-            except OSError:
-                line = ""
-            if not line:
-                self._ended = True
-                code = self.process.wait(END_TIMEOUT)
-                raise ServerError(
-                    f"the run's agent (pid {self.process.pid}) ended unexpectedly (exit {code})"
-                )
-        reply = json.loads(line)
-        if "error" in reply:
-            kind = getattr(errors, reply.get("kind", ""), ServerError)
-            if not (isinstance(kind, type) and issubclass(kind, ReynardDBError)):
-                kind = ServerError
-            raise kind(reply["error"])
-        return reply.get("value")
+            lines = self._send(op, arguments, read=self._unread + 1)
+            self._unread = 0
+        replies = [json.loads(line) for line in lines]
+        for reply in replies:
+            if "error" in reply:
+                kind = getattr(errors, reply.get("kind", ""), ServerError)
+                if not (isinstance(kind, type) and issubclass(kind, ReynardDBError)):
+                    kind = ServerError
+                raise kind(reply["error"])
+        return replies[-1].get("value")
+
+    def tell(self, op: str, **arguments: Any) -> None:
+        """Send one request without waiting for its answer: an error it meets is raised by
+        the next ``ask`` (a round trip saved where the next request would wait anyway)."""
+        with self._lock:
+            self._send(op, arguments, read=0)
+            self._unread += 1
+
+    def _send(self, op: str, arguments: dict[str, Any], *, read: int) -> list[str]:
+        """Write a request, then read ``read`` replies (under the lock)."""
+        if self._ended:
+            raise ServerError(f"the run's agent (pid {self.process.pid}) has ended")
+        lines: list[str] = []
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps({"op": op, **arguments}) + "\n")
+            self.process.stdin.flush()
+            while len(lines) < read and (line := self._replies.readline()):
+                lines.append(line)
+        except OSError:
+            pass
+        if len(lines) < read:
+            self._ended = True
+            code = self.process.wait(END_TIMEOUT)
+            raise ServerError(
+                f"the run's agent (pid {self.process.pid}) ended unexpectedly (exit {code})"
+            )
+        return lines
 
     def end(self) -> None:
         """Tell the agent the run is over and wait for it: it drops what the run left,
@@ -138,19 +169,30 @@ class Agent:
             self._replies.close()
 
 
-def fork_agent(run_id: str) -> Agent | None:
-    """An agent for the run ``run_id``, forked now if this process may fork (Linux, one
-    thread: a fork copies no other thread, nor releases the locks they held); else None,
-    and the run does its admin work itself."""
+def fork_agent(run_id: str, *, reuse: bool) -> Agent | None:
+    """An agent for the run ``run_id`` (``reuse``: on the kept server), forked now if this
+    process may fork (Linux, one thread: a fork copies no other thread, nor releases the
+    locks they held); else None, and the run does its server work itself."""
     if not LINUX or threads() != 1:
         return None
-    return Agent(run_id)
+    _import_what_both_need()
+    return Agent(run_id, reuse=reuse)
+
+
+def _import_what_both_need() -> None:
+    """Import, before the fork, what the test process imports later anyway (SQLAlchemy's
+    URLs and PostgreSQL dialect, the servers' module without psycopg): imported after it,
+    the agent paid them again (~130 ms of CPU, on a machine whose cores were both busy)."""
+    from ..foundation.urls import parse_url
+    from . import server  # noqa: F401
+
+    parse_url("postgresql://localhost/postgres")  # the dialect's modules
 
 
 # -- the agent -------------------------------------------------------------------------------
 
 
-def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str) -> int:
+def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str, reuse: bool) -> int:
     """Attach, then answer requests until the pipe closes; clean up however it ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the run tells us
     for ending in (signal.SIGTERM, signal.SIGHUP):
@@ -159,7 +201,7 @@ def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str) -> int
         kept: _Kept | None = None
         failure: dict[str, Any] = {}
         try:
-            kept = _attach(run_id, worker, cleanup)
+            kept = _attach(run_id, worker, reuse, cleanup)
         except ReynardDBError as exc:
             failure = _error(exc)
         except Exception as exc:  # a bug: said, not hidden behind "ended unexpectedly"
@@ -178,32 +220,41 @@ def _end_by_signal(number: int, frame: object) -> None:  # pragma: no cover - in
 @dataclass
 class _Kept:
     server: EphemeralServer
-    presence: RunPresence
+    presence: RunPresence | None  # on the kept server only
     identity: str
 
 
-def _attach(run_id: str, worker: str, cleanup: ExitStack) -> _Kept:
-    """What a warm run does first: the kept server attached (started, if it is not
-    running), the run's record written, the databases of dead runs dropped, the run's
-    presence begun, templates unused too long dropped. ``cleanup`` undoes it, in order."""
+def _attach(run_id: str, worker: str, reuse: bool, cleanup: ExitStack) -> _Kept:
+    """What a run does first on its server: ``cleanup`` undoes it, in order.
+
+    With ``reuse``, the kept server attached (started, if it is not running), the run's
+    record written, the databases of dead runs dropped, the run's presence begun,
+    templates unused too long dropped. Else the run's own server started (stopped and
+    removed at the end)."""
     from .initdb_cache import server_binaries
     from .runas import run_as, runtime_root
     from .server import EphemeralServer
-    from .shared import RunPresence, prune_templates, template_max_age
 
     user = run_as()
     binaries = server_binaries(user, runtime_root(user))
-    server = EphemeralServer.reusable(binaries=binaries, run_id=run_id)
-    cleanup.callback(server.stop)  # a kept server is left running: this detaches
-    record = server.enrol(run_id)
-    cleanup.callback(record.unlink, missing_ok=True)
-    cleanup.callback(_drop_run_quietly, server, run_id)  # what a killed run left
-    presence = RunPresence(server, run_id, worker).start()
-    cleanup.callback(presence.close)
-    prune_templates(server, max_age=template_max_age(), everything_ours=True)
-    # For the test process's guard: what the attach asked (this process's guard is not armed).
+    presence: RunPresence | None = None
+    if reuse:
+        from .shared import RunPresence, prune_templates, template_max_age
+
+        server = EphemeralServer.reusable(binaries=binaries, run_id=run_id)
+        cleanup.callback(server.stop)  # a kept server is left running: this detaches
+        record = server.enrol(run_id)
+        cleanup.callback(record.unlink, missing_ok=True)
+        cleanup.callback(_drop_run_quietly, server, run_id)  # what a killed run left
+        presence = RunPresence(server, run_id, worker).start()
+        cleanup.callback(presence.close)
+        prune_templates(server, max_age=template_max_age(), everything_ours=True)
+    else:
+        server = EphemeralServer.start(binaries=binaries)
+        cleanup.callback(server.stop)
+    # For the test process's guard: what the start or attach asked (ours is not armed).
     identity = server.process.identity
-    assert identity is not None, "attached or started: asked"
+    assert identity is not None, "started or attached: asked"
     return _Kept(server, presence, identity)
 
 
@@ -220,6 +271,7 @@ def _answer(kept: _Kept, request: dict[str, Any]) -> dict[str, Any]:
             "url": server.url.render_as_string(hide_password=False),
             "identity": kept.identity,
             "version": server.version,
+            "base_dir": str(server.process.base_dir),
         },
         "exists": server.exists,
         "create": lambda name, template, end_sessions: str(
@@ -227,8 +279,8 @@ def _answer(kept: _Kept, request: dict[str, Any]) -> dict[str, Any]:
         ),
         "drop": lambda name: _adopted_and_dropped(server, name),
         "rename": server.rename_database,
-        "hold": kept.presence.hold,
-        "mark_used": kept.presence.mark_used,
+        "hold": lambda template: _presence(kept).hold(template),
+        "mark_used": lambda **marks: _presence(kept).mark_used(**marks),
     }
     arguments = {k: v for k, v in request.items() if k != "op"}
     try:
@@ -237,6 +289,12 @@ def _answer(kept: _Kept, request: dict[str, Any]) -> dict[str, Any]:
         return _error(exc)
     except Exception as exc:  # a bug, said in the test process
         return {"error": f"{type(exc).__name__}: {exc}", "kind": "ServerError"}
+
+
+def _presence(kept: _Kept) -> RunPresence:
+    if kept.presence is None:
+        raise ServerError("the run's own server has no presence to hold templates with")
+    return kept.presence
 
 
 def _adopted_and_dropped(server: Server, name: str) -> None:

@@ -5,11 +5,27 @@ the guard is told what the agent found.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from sqlalchemy.engine import URL
 
 from ..guard import GUARD
 from .agent import Agent
+from .reaper import postmaster_pid
 from .server import Server
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    """The server's process as seen from the test process."""
+
+    base_dir: Path
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (its ``postmaster.pid``); None once it has stopped."""
+        return postmaster_pid(self.base_dir / "data")
 
 
 class AgentServer(Server):
@@ -21,6 +37,9 @@ class AgentServer(Server):
     def __init__(self, agent: Agent) -> None:
         attached = agent.attached()
         self.agent = agent
+        #: Where the server runs, as ``EphemeralServer.process`` says it (its directory, its
+        #: postmaster): the agent started it, or attached to the kept one.
+        self.process = ServerProcess(Path(attached.base_dir))
         super().__init__(attached.url)
         self._version = attached.version
         # What EphemeralServer does on attaching, with the identity the agent asked.
@@ -60,10 +79,12 @@ class AgentPresence:
         self.agent = agent
 
     def hold(self, template: str) -> None:
-        self.agent.ask("hold", template=template)
+        """Told, not asked: the provisioner's next request (whether the template exists)
+        waits, and raises its error."""
+        self.agent.tell("hold", template=template)
 
     def mark_used(self, template: str, *, project: str, tree: str) -> None:
-        self.agent.ask("mark_used", template=template, project=project, tree=tree)
+        self.agent.tell("mark_used", template=template, project=project, tree=tree)
 
     def close(self) -> None:
         """Nothing: the presence ends with the agent (``Agent.end``)."""

@@ -65,9 +65,14 @@ def read_owner_file(path: Path) -> dict[str, Any] | None:
 
 
 def owner_alive(record: dict[str, Any]) -> bool:
-    start = process_start_time(int(record["pid"]))
-    return start is not None and (
-        start == record.get("start") or "unknown" in (start, record.get("start"))
+    """Whether the process a record names still runs: a zombie does not (a killed run's
+    agent, reparented to a PID 1 that reaps nobody, as in many containers, stays one)."""
+    pid = int(record["pid"])
+    start = process_start_time(pid)
+    return (
+        start is not None
+        and (start == record.get("start") or "unknown" in (start, record.get("start")))
+        and not _is_zombie(pid)
     )
 
 
