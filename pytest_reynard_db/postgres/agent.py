@@ -80,6 +80,17 @@ class Agent:
         self._lock = threading.Lock()
         self._attached: Attached | None = None
         self._ended = False
+        os.register_at_fork(after_in_child=self._let_go)
+
+    def _let_go(self) -> None:
+        """In a child a test forks (``os.fork``, a multiprocessing pool): the agent is the
+        test process's. The child's copy of the pipe would keep the agent from seeing the
+        run end until the child ends too; and the child must not end the agent."""
+        self._ended = True
+        for stream in (self.process.stdin, self._replies):
+            with suppress(OSError, ValueError):  # closed: the agent had ended
+                if stream is not None:
+                    _to_devnull(stream.fileno())
 
     def attached(self) -> Attached:
         """The kept server, once the agent has attached (its error raised here, each time)."""
@@ -136,6 +147,16 @@ class Agent:
             self.process.wait()
         with suppress(OSError):
             self._replies.close()
+
+
+def _to_devnull(fd: int) -> None:
+    """``fd`` made /dev/null's: closed, its number could be another file's, which the
+    object that owns ``fd`` would close when collected."""
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.dup2(devnull, fd, inheritable=False)
+    finally:
+        os.close(devnull)
 
 
 def fork_agent(run_id: str) -> Agent | None:
