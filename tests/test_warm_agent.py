@@ -328,3 +328,4 @@ def test_a_run_ended_while_its_agent_waits_for_the_kept_server(
         release.touch()
         holder.communicate(timeout=60)
     assert not list(server.process.base_dir.glob("runs/*.json"))  # type: ignore[union-attr]
+

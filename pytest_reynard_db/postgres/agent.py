@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -179,12 +180,15 @@ def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str) -> int
     with ExitStack() as cleanup:
         kept: _Kept | None = None
         failure: dict[str, Any] = {}
+        attaching = _Attaching(requests)
         try:
             kept = _attach(run_id, worker, cleanup)
         except ReynardDBError as exc:
             failure = _error(exc)
         except Exception as exc:  # a bug: said, not hidden behind "ended unexpectedly"
             failure = {"error": f"{type(exc).__name__}: {exc}", "kind": "ServerError"}
+        finally:
+            attaching.over()
         for line in requests:
             reply = failure if kept is None else _answer(kept, json.loads(line))
             replies.write(json.dumps(reply) + "\n")
@@ -194,6 +198,32 @@ def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str) -> int
 
 def _end_by_signal(number: int, frame: object) -> None:  # pragma: no cover - in the agent
     raise SystemExit(128 + number)
+
+
+class _Attaching:
+    """The run may end while its agent attaches, which can wait minutes for the kept
+    server's lock (another run attaching, ``server stop``): the pipe's close then ends the
+    agent as SIGTERM does, not once it has attached. Attached, the agent reads that close
+    in its turn, after the requests before it."""
+
+    def __init__(self, requests: IO[str]) -> None:
+        self._lock = threading.Lock()
+        self._over = False
+        poller = select.poll()
+        poller.register(requests.fileno(), 0)  # no event asked: woken by the hang-up alone
+        threading.Thread(target=self._watch, args=(poller,), daemon=True).start()
+
+    def _watch(self, poller: select.poll) -> None:  # pragma: no cover - in the agent
+        poller.poll()  # until every copy of the pipe's other end is closed
+        with self._lock:  # over: the signal would cut the clean-up short
+            if not self._over:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def over(self) -> None:
+        """Attached (or failed to): the watch ends. Under the lock, so that a signal sent
+        before is handled before the clean-up begins."""
+        with self._lock:
+            self._over = True
 
 
 @dataclass
