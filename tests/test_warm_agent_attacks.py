@@ -21,6 +21,7 @@ from warm_runs import ARGS, alive, children, run, run_databases
 
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.agent import END_TIMEOUT
+from pytest_reynard_db.postgres.executor import reusable_server
 from pytest_reynard_db.postgres.reaper import stop_postmaster
 
 #: A test whose own child outlives the run (a daemon it starts, a multiprocessing pool
@@ -176,3 +177,38 @@ def _opened_by_a_reader(fifo: Path) -> int | None:
         return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
     except OSError:  # ENXIO: no reader yet
         return None
+
+
+#: A test that kills the kept server's postmaster (-9: the OOM killer, a crash).
+KILLS_THE_SERVER = """\
+import os, pathlib, signal
+
+def test_kills_the_server(reynard_db):
+    runtime = pathlib.Path(os.environ["REYNARD_DB_RUNTIME_DIR"])
+    (pid_file,) = runtime.glob("reuse-*/data/postmaster.pid")
+    postmaster = int(pid_file.read_text().split()[0])
+    os.kill(postmaster, signal.SIGKILL)
+    pathlib.Path("killed").write_text(str(postmaster))
+"""
+
+
+def test_a_kept_server_killed_mid_run_loses_no_database(kept: tuple[Path, EphemeralServer]) -> None:
+    """The kept server killed mid-run: the run's databases cannot be dropped at its end (it
+    says so), and its record was removed all the same, so that they were no run's to drop,
+    kept for good. The record is kept: the next run restarts the server and drops them."""
+    project, _ = kept
+    (project / "test_kills.py").write_text(KILLS_THE_SERVER)
+    killed = run(project, "test_kills.py")
+    assert "reynard-db: clean-up failed: could not drop test_main_" in killed.stderr
+    assert "Traceback" not in killed.stdout + killed.stderr
+    # Reaped (by init, in its time): till then PostgreSQL takes its pid for a postmaster's.
+    postmaster = Path(f"/proc/{(project / 'killed').read_text()}")
+    wait_until(lambda: not postmaster.exists(), 30, "the killed postmaster to be reaped")
+    again = run(project, "test_where.py")
+    assert again.returncode == 0, again.stdout + again.stderr
+    restarted = EphemeralServer(reusable_server())
+    try:
+        assert run_databases(restarted) == []
+        assert not list(restarted.process.base_dir.glob("runs/*.json"))  # type: ignore[union-attr]
+    finally:
+        restarted.close()

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..foundation import errors
@@ -247,8 +248,7 @@ def _attach(run_id: str, worker: str, cleanup: ExitStack) -> _Kept:
     server = EphemeralServer.reusable(binaries=binaries, run_id=run_id)
     cleanup.callback(server.stop)  # a kept server is left running: this detaches
     record = server.enrol(run_id)
-    cleanup.callback(record.unlink, missing_ok=True)
-    cleanup.callback(_drop_run_quietly, server, run_id)  # what a killed run left
+    cleanup.callback(_drop_run_then_its_record, server, run_id, record)
     presence = RunPresence(server, run_id, worker).start()
     cleanup.callback(presence.close)
     prune_templates(server, max_age=template_max_age(), everything_ours=True)
@@ -258,9 +258,15 @@ def _attach(run_id: str, worker: str, cleanup: ExitStack) -> _Kept:
     return _Kept(server, presence, identity)
 
 
-def _drop_run_quietly(server: Server, run_id: str) -> None:
-    with suppress(ReynardDBError):
+def _drop_run_then_its_record(server: Server, run_id: str, record: Path) -> None:
+    """What the run left dropped, then its record removed. Not dropped (the kept server
+    killed mid-run), the record is kept: the next run, finding its owner dead, drops them
+    (``EphemeralServer.enrol``); without it they were no run's to drop."""
+    try:
         server.drop_run(run_id)
+    except ReynardDBError:
+        return
+    record.unlink(missing_ok=True)
 
 
 def _answer(kept: _Kept, request: dict[str, Any]) -> dict[str, Any]:
