@@ -69,19 +69,24 @@ import json, os, pathlib, time
 def test_sleep(reynard_db):
     runtime = pathlib.Path(os.environ["REYNARD_DB_RUNTIME_DIR"])
     agents = [json.loads(p.read_text())["pid"] for p in runtime.glob("reuse-*/runs/*.json")]
-    pathlib.Path("started").write_text(json.dumps({"agents": agents, "db": reynard_db.name}))
+    pathlib.Path("started.tmp").write_text(json.dumps({"agents": agents, "db": reynard_db.name}))
+    os.replace("started.tmp", "started")  # whole, when the test reads it
     time.sleep(120)
 """
 
 
-@pytest.mark.parametrize("ending", ["SIGKILL", "SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize(
+    "ending", ["SIGKILL", "SIGTERM", "Ctrl-C", "SIGTERM to the group", "SIGHUP to the group"]
+)
 def test_a_warm_run_ended_by_a_signal_leaves_nothing(
     kept: tuple[Path, EphemeralServer], ending: str
 ) -> None:
     """SIGKILL: the agent sees its pipe close and drops what the run made; SIGTERM: the
     run ends as on Ctrl-C and tells its agent; Ctrl-C reaches the agent too (the whole
     process group), which leaves the end to the run. Either way no database, record or
-    agent is left, and no traceback is printed."""
+    agent is left, and no traceback is printed. SIGTERM or SIGHUP to the whole group (a
+    CI job cancelled, a terminal closed) ends the agent with the run, whose drops then
+    find it gone: it dropped what the run made, no clean-up failure to report."""
     project, server = kept
     (project / "test_sleep.py").write_text(SLEEPER)
     with ctrl_c_as_in_a_terminal():
@@ -99,12 +104,21 @@ def test_a_warm_run_ended_by_a_signal_leaves_nothing(
     assert run_databases(server) == [started["db"]]
     if ending == "Ctrl-C":
         os.killpg(session.pid, signal.SIGINT)
+    elif ending.endswith(" to the group"):
+        os.killpg(session.pid, getattr(signal, ending.split()[0]))
     else:
         session.send_signal(getattr(signal, ending))
     out, err = session.communicate(timeout=60)
-    expected = {"SIGKILL": -signal.SIGKILL, "SIGTERM": 128 + signal.SIGTERM, "Ctrl-C": 2}[ending]
+    expected = {
+        "SIGKILL": -signal.SIGKILL,
+        "SIGTERM": 128 + signal.SIGTERM,
+        "Ctrl-C": 2,
+        "SIGTERM to the group": 128 + signal.SIGTERM,
+        "SIGHUP to the group": 128 + signal.SIGHUP,
+    }[ending]
     assert session.returncode == expected, out + err
     assert "Traceback" not in out + err
+    assert "clean-up failed" not in out + err
     wait_until(lambda: not alive(agent), timeout=30, what="the agent to end")
     assert run_databases(server) == []
     assert not list(server.process.base_dir.glob("runs/*.json"))  # type: ignore[union-attr]

@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 END_TIMEOUT = 10.0
 
 
+class AgentEnded(ServerError):
+    """The run's agent has ended: it answers no more requests."""
+
+
 @dataclass(frozen=True)
 class Attached:
     """What the agent found when it attached: the kept server's URL and identity."""
@@ -105,7 +109,7 @@ class Agent:
         """Send one request and wait for its answer; the agent's error is raised here."""
         with self._lock:
             if self._ended:
-                raise ServerError(f"the run's agent (pid {self.process.pid}) has ended")
+                raise AgentEnded(f"the run's agent (pid {self.process.pid}) has ended")
             try:
                 assert self.process.stdin is not None
                 self.process.stdin.write(json.dumps({"op": op, **arguments}) + "\n")
@@ -116,7 +120,7 @@ class Agent:
             if not line:
                 self._ended = True
                 code = self.process.wait(END_TIMEOUT)
-                raise ServerError(
+                raise AgentEnded(
                     f"the run's agent (pid {self.process.pid}) ended unexpectedly (exit {code})"
                 )
         reply = json.loads(line)
