@@ -10,9 +10,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -212,3 +215,46 @@ def test_a_kept_server_killed_mid_run_loses_no_database(kept: tuple[Path, Epheme
         assert not list(restarted.process.base_dir.glob("runs/*.json"))  # type: ignore[union-attr]
     finally:
         restarted.close()
+
+
+@pytest.mark.parametrize("named_by", ["PGHOSTADDR", "PGSERVICE"])
+def test_the_agent_connects_to_the_kept_server_alone(
+    kept: tuple[Path, EphemeralServer], tmp_path: Path, named_by: str
+) -> None:
+    """libpq's environment names another address for the kept server's host (``$PGHOSTADDR``,
+    a service's ``hostaddr``): the test process's guard pins each connection it lets
+    through, but the agent's were its own, unguarded, and went there: the run failed, or
+    its admin statements (CREATE, DROP DATABASE, the prune) reached a server not ours.
+    Whatever answers at that address is never asked."""
+    project, server = kept
+    assert server.url.port is not None
+    env = {"PGHOSTADDR": "127.0.0.2"}
+    if named_by == "PGSERVICE":
+        services = tmp_path / "pg_service.conf"
+        services.write_text("[production]\nhostaddr=127.0.0.2\n")
+        env = {"PGSERVICEFILE": str(services), "PGSERVICE": "production"}
+    with _listening(("127.0.0.2", server.url.port)) as knocks:
+        result = run(project, "test_where.py", **env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    assert knocks == []
+
+
+@contextlib.contextmanager
+def _listening(address: tuple[str, int]) -> Iterator[list[tuple[str, int]]]:
+    """Who connects to ``address`` in the block (each connection closed at once)."""
+    knocks: list[tuple[str, int]] = []
+    with socket.create_server(address) as listener:
+        listener.settimeout(0.05)
+
+        def accept() -> None:
+            while listener.fileno() != -1:
+                with contextlib.suppress(OSError):  # the timeout, or closed
+                    connection, peer = listener.accept()
+                    knocks.append(peer)
+                    connection.close()
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        yield knocks
+    thread.join(timeout=5)

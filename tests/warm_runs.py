@@ -35,11 +35,12 @@ def test_where(reynard_db):
 """
 
 
-def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``pytest ARGS args`` in ``project``, in a user's shell with ``env`` exported."""
     return subprocess.run(
         pytest_argv(*ARGS, *args),
         cwd=project,
-        env=clean_env(),
+        env=clean_env(**env),
         capture_output=True,
         text=True,
         timeout=300,

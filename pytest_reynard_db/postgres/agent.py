@@ -180,6 +180,7 @@ def fork_agent(run_id: str) -> Agent | None:
 def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str) -> int:
     """Attach, then answer requests until the pipe closes; clean up however it ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the run tells us
+    _only_where_urls_say()
     for ending in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(ending, _end_by_signal)
     with ExitStack() as cleanup:
@@ -199,6 +200,17 @@ def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str) -> int
             replies.write(json.dumps(reply) + "\n")
             replies.flush()
     return 0
+
+
+def _only_where_urls_say() -> None:
+    """libpq's defaults that send a connection to another address than its URL's host
+    (``$PGHOSTADDR``, a service's ``hostaddr``) are dropped: the test process's guard pins
+    them away from each connection it lets through, and the agent's, its own, unguarded,
+    went there (its admin statements to a server not ours)."""
+    from ..guard.target import ENV_DEFAULTS
+
+    for keyword in ("hostaddr", "service"):
+        os.environ.pop(ENV_DEFAULTS[keyword], None)
 
 
 def _end_by_signal(number: int, frame: object) -> None:  # pragma: no cover - in the agent
