@@ -124,9 +124,11 @@ def test_a_warm_run_ended_by_a_signal_leaves_nothing(
     assert not list(server.process.base_dir.glob("runs/*.json"))  # type: ignore[union-attr]
 
 
-def test_an_agent_that_died_is_one_line(kept: tuple[Path, EphemeralServer]) -> None:
+@pytest.mark.parametrize("ending", ["SIGKILL", "SIGTERM"])
+def test_an_agent_that_died_is_one_line(kept: tuple[Path, EphemeralServer], ending: str) -> None:
     """An agent killed from outside: the test that asks for a database fails in one line
-    naming it, no traceback; the next run passes and drops what the dead run left."""
+    naming it and how it ended (SIGTERM's exit, 143, not a crash's 2), no traceback; the
+    next run passes and drops what the dead run left."""
     project, server = kept
     (project / "test_killed.py").write_text(
         "import json, os, pathlib, signal, time\n"
@@ -137,12 +139,14 @@ def test_an_agent_that_died_is_one_line(kept: tuple[Path, EphemeralServer]) -> N
         "        assert time.monotonic() < deadline, 'the agent wrote no record'\n"
         "        time.sleep(0.02)\n"
         "    (agent,) = [json.loads(p.read_text())['pid'] for p in records]\n"
-        "    os.kill(agent, signal.SIGKILL)\n"
+        "    os.kill(agent, getattr(signal, os.environ['ENDING']))\n"
         "    request.getfixturevalue('reynard_db')\n"
     )
-    result = run(project, "test_killed.py")
+    result = run(project, "test_killed.py", ENDING=ending)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "the run's agent (pid" in result.stdout and "ended unexpectedly" in result.stdout
+    code = {"SIGKILL": -signal.SIGKILL, "SIGTERM": 128 + signal.SIGTERM}[ending]
+    assert "the run's agent (pid" in result.stdout
+    assert f"ended unexpectedly (exit {code})" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert "clean-up" not in result.stdout + result.stderr
     again = run(project, "test_where.py")

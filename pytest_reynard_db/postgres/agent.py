@@ -76,6 +76,8 @@ class Agent:
                     run_id,
                     worker,
                 )
+            except SystemExit as exc:  # ended by a signal (_end_by_signal): said so, not 2
+                code = exc.code if isinstance(exc.code, int) else code
             finally:
                 flush_standard_streams()
                 os._exit(code)  # pytest's clean-up, atexit and buffers are the parent's
