@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from cli_fork import Cli, cli_of
 from reynard_trees import QUIET_ASYNCIO, clean_env, copy_reynard_trees, reynard_project
+from warm_runs import WHERE, run
 
 from pytest_reynard_db.guard import GUARD, inherit
 from pytest_reynard_db.postgres import EphemeralServer
@@ -221,6 +222,21 @@ def stop_reused_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             shutil.rmtree(process.base_dir, ignore_errors=True)
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+@pytest.fixture
+def kept(stop_reused_server: None, tmp_path: Path) -> Iterator[tuple[Path, EphemeralServer]]:
+    """A project, and the kept server its first ``--reynard-db-reuse`` run started (the
+    tests of a warm run's agent: ``warm_runs``)."""
+    project = reynard_project(tmp_path / "project")
+    (project / "test_where.py").write_text(WHERE)
+    first = run(project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    server = EphemeralServer(reusable_server())  # attaches to the running one
+    try:
+        yield project, server
+    finally:
+        server.close()
 
 
 @pytest.fixture

@@ -2,9 +2,8 @@
 done by a child forked as the plugin registers, and whatever ends the run, the agent drops
 what the run made and goes.
 
-The runs here are started as a user's shell starts them (``clean_env``: no
-``$PYTEST_XDIST_WORKER``, with which a pytest a test starts in an xdist worker forks no
-agent, as a worker's own runs do not).
+The runs are a user's shell's (``warm_runs``); what ends a run the hard way is
+``test_warm_agent_attacks``'s.
 """
 
 from __future__ import annotations
@@ -13,87 +12,13 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reynard_trees import (
-    clean_env,
-    ctrl_c_as_in_a_terminal,
-    pytest_argv,
-    reynard_project,
-    wait_for,
-    wait_until,
-)
+from reynard_trees import clean_env, ctrl_c_as_in_a_terminal, pytest_argv, wait_for, wait_until
+from warm_runs import ARGS, alive, run, run_databases, where
 
 from pytest_reynard_db.postgres import EphemeralServer
-from pytest_reynard_db.postgres.executor import reusable_server
-
-ARGS = ("--reynard-db=main", "--reynard-db-reuse", "-s", "-p", "no:randomly")
-
-#: The inner tests: where the test process stands, what the run's record on the kept
-#: server says, and whether psycopg was imported in the test process.
-WHERE = """\
-import json, os, pathlib, sys
-
-def records():
-    runtime = pathlib.Path(os.environ["REYNARD_DB_RUNTIME_DIR"])
-    return {p.stem: json.loads(p.read_text())["pid"] for p in runtime.glob("reuse-*/runs/*.json")}
-
-def test_where(reynard_db):
-    print("WHERE", json.dumps({
-        "pid": os.getpid(), "records": records(), "psycopg": "psycopg" in sys.modules,
-        "database": reynard_db.name,
-    }))
-"""
-
-
-@pytest.fixture
-def kept(stop_reused_server: None, tmp_path: Path) -> Iterator[tuple[Path, EphemeralServer]]:
-    """A project, and the kept server its first ``--reynard-db-reuse`` run started."""
-    project = reynard_project(tmp_path / "project")
-    (project / "test_where.py").write_text(WHERE)
-    first = run(project)
-    assert first.returncode == 0, first.stdout + first.stderr
-    server = EphemeralServer(reusable_server())  # attaches to the running one
-    try:
-        yield project, server
-    finally:
-        server.close()
-
-
-def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        pytest_argv(*ARGS, *args),
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def where(output: str) -> dict[str, object]:
-    line = next(line for line in output.splitlines() if "WHERE " in line)
-    found: dict[str, object] = json.loads(line.partition("WHERE ")[2])
-    return found
-
-
-def run_databases(server: EphemeralServer) -> list[str]:
-    with server.connect() as conn:
-        rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_main\\_%'"
-        ).fetchall()
-    return sorted(row[0] for row in rows)
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, ended and not yet reaped, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return not stat.rpartition(") ")[2].startswith("Z")
 
 
 def test_a_warm_run_leaves_the_kept_server_to_its_agent(
@@ -144,19 +69,24 @@ import json, os, pathlib, time
 def test_sleep(reynard_db):
     runtime = pathlib.Path(os.environ["REYNARD_DB_RUNTIME_DIR"])
     agents = [json.loads(p.read_text())["pid"] for p in runtime.glob("reuse-*/runs/*.json")]
-    pathlib.Path("started").write_text(json.dumps({"agents": agents, "db": reynard_db.name}))
+    pathlib.Path("started.tmp").write_text(json.dumps({"agents": agents, "db": reynard_db.name}))
+    os.replace("started.tmp", "started")  # whole, when the test reads it
     time.sleep(120)
 """
 
 
-@pytest.mark.parametrize("ending", ["SIGKILL", "SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize(
+    "ending", ["SIGKILL", "SIGTERM", "Ctrl-C", "SIGTERM to the group", "SIGHUP to the group"]
+)
 def test_a_warm_run_ended_by_a_signal_leaves_nothing(
     kept: tuple[Path, EphemeralServer], ending: str
 ) -> None:
     """SIGKILL: the agent sees its pipe close and drops what the run made; SIGTERM: the
     run ends as on Ctrl-C and tells its agent; Ctrl-C reaches the agent too (the whole
     process group), which leaves the end to the run. Either way no database, record or
-    agent is left, and no traceback is printed."""
+    agent is left, and no traceback is printed. SIGTERM or SIGHUP to the whole group (a
+    CI job cancelled, a terminal closed) ends the agent with the run, whose drops then
+    find it gone: it dropped what the run made, no clean-up failure to report."""
     project, server = kept
     (project / "test_sleep.py").write_text(SLEEPER)
     with ctrl_c_as_in_a_terminal():
@@ -174,20 +104,31 @@ def test_a_warm_run_ended_by_a_signal_leaves_nothing(
     assert run_databases(server) == [started["db"]]
     if ending == "Ctrl-C":
         os.killpg(session.pid, signal.SIGINT)
+    elif ending.endswith(" to the group"):
+        os.killpg(session.pid, getattr(signal, ending.split()[0]))
     else:
         session.send_signal(getattr(signal, ending))
     out, err = session.communicate(timeout=60)
-    expected = {"SIGKILL": -signal.SIGKILL, "SIGTERM": 128 + signal.SIGTERM, "Ctrl-C": 2}[ending]
+    expected = {
+        "SIGKILL": -signal.SIGKILL,
+        "SIGTERM": 128 + signal.SIGTERM,
+        "Ctrl-C": 2,
+        "SIGTERM to the group": 128 + signal.SIGTERM,
+        "SIGHUP to the group": 128 + signal.SIGHUP,
+    }[ending]
     assert session.returncode == expected, out + err
     assert "Traceback" not in out + err
+    assert "clean-up failed" not in out + err
     wait_until(lambda: not alive(agent), timeout=30, what="the agent to end")
     assert run_databases(server) == []
     assert not list(server.process.base_dir.glob("runs/*.json"))  # type: ignore[union-attr]
 
 
-def test_an_agent_that_died_is_one_line(kept: tuple[Path, EphemeralServer]) -> None:
+@pytest.mark.parametrize("ending", ["SIGKILL", "SIGTERM"])
+def test_an_agent_that_died_is_one_line(kept: tuple[Path, EphemeralServer], ending: str) -> None:
     """An agent killed from outside: the test that asks for a database fails in one line
-    naming it, no traceback; the next run passes and drops what the dead run left."""
+    naming it and how it ended (SIGTERM's exit, 143, not a crash's 2), no traceback; the
+    next run passes and drops what the dead run left."""
     project, server = kept
     (project / "test_killed.py").write_text(
         "import json, os, pathlib, signal, time\n"
@@ -198,12 +139,14 @@ def test_an_agent_that_died_is_one_line(kept: tuple[Path, EphemeralServer]) -> N
         "        assert time.monotonic() < deadline, 'the agent wrote no record'\n"
         "        time.sleep(0.02)\n"
         "    (agent,) = [json.loads(p.read_text())['pid'] for p in records]\n"
-        "    os.kill(agent, signal.SIGKILL)\n"
+        "    os.kill(agent, getattr(signal, os.environ['ENDING']))\n"
         "    request.getfixturevalue('reynard_db')\n"
     )
-    result = run(project, "test_killed.py")
+    result = run(project, "test_killed.py", ENDING=ending)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "the run's agent (pid" in result.stdout and "ended unexpectedly" in result.stdout
+    code = {"SIGKILL": -signal.SIGKILL, "SIGTERM": 128 + signal.SIGTERM}[ending]
+    assert "the run's agent (pid" in result.stdout
+    assert f"ended unexpectedly (exit {code})" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert "clean-up" not in result.stdout + result.stderr
     again = run(project, "test_where.py")

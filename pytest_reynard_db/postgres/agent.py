@@ -24,12 +24,14 @@ from __future__ import annotations
 import gc
 import json
 import os
+import select
 import signal
 import subprocess
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..foundation import errors
@@ -44,6 +46,10 @@ if TYPE_CHECKING:
 
 #: How long the test process waits for the agent to end once told, then once SIGTERMed (s).
 END_TIMEOUT = 10.0
+
+
+class AgentEnded(ServerError):
+    """The run's agent has ended: it answers no more requests."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class Agent:
                     worker,
                     reuse,
                 )
+            except SystemExit as exc:  # ended by a signal (_end_by_signal): said so, not 2
+                code = exc.code if isinstance(exc.code, int) else code
             finally:
                 flush_standard_streams()
                 os._exit(code)  # pytest's clean-up, atexit and buffers are the parent's
@@ -94,6 +102,17 @@ class Agent:
         self._attached: Attached | None = None
         self._ended = False
         self._unread = 0  # replies of requests told, not asked
+        os.register_at_fork(after_in_child=self._let_go)
+
+    def _let_go(self) -> None:
+        """In a child a test forks (``os.fork``, a multiprocessing pool): the agent is the
+        test process's. The child's copy of the pipe would keep the agent from seeing the
+        run end until the child ends too; and the child must not end the agent."""
+        self._ended = True
+        for stream in (self.process.stdin, self._replies):
+            with suppress(OSError, ValueError):  # closed: the agent had ended
+                if stream is not None:
+                    _to_devnull(stream.fileno())
 
     def attached(self) -> Attached:
         """The kept server, once the agent has attached (its error raised here, each time)."""
@@ -127,7 +146,7 @@ class Agent:
     def _send(self, op: str, arguments: dict[str, Any], *, read: int) -> list[str]:
         """Write a request, then read ``read`` replies (under the lock)."""
         if self._ended:
-            raise ServerError(f"the run's agent (pid {self.process.pid}) has ended")
+            raise AgentEnded(f"the run's agent (pid {self.process.pid}) has ended")
         lines: list[str] = []
         try:
             assert self.process.stdin is not None
@@ -140,7 +159,7 @@ class Agent:
         if len(lines) < read:
             self._ended = True
             code = self.process.wait(END_TIMEOUT)
-            raise ServerError(
+            raise AgentEnded(
                 f"the run's agent (pid {self.process.pid}) ended unexpectedly (exit {code})"
             )
         return lines
@@ -169,6 +188,16 @@ class Agent:
             self._replies.close()
 
 
+def _to_devnull(fd: int) -> None:
+    """``fd`` made /dev/null's: closed, its number could be another file's, which the
+    object that owns ``fd`` would close when collected."""
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.dup2(devnull, fd, inheritable=False)
+    finally:
+        os.close(devnull)
+
+
 def fork_agent(run_id: str, *, reuse: bool) -> Agent | None:
     """An agent for the run ``run_id`` (``reuse``: on the kept server), forked now if this
     process may fork (Linux, one thread: a fork copies no other thread, nor releases the
@@ -195,17 +224,24 @@ def _import_what_both_need() -> None:
 def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str, reuse: bool) -> int:
     """Attach, then answer requests until the pipe closes; clean up however it ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the run tells us
+    _only_where_urls_say()
     for ending in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(ending, _end_by_signal)
     with ExitStack() as cleanup:
         kept: _Kept | None = None
         failure: dict[str, Any] = {}
+        # A kept server's lock may be waited for minutes: the run's end cuts that short. A
+        # start of the run's own is seen through (``_signals_deferred``), then stopped.
+        attaching = _Attaching(requests) if reuse else None
         try:
             kept = _attach(run_id, worker, reuse, cleanup)
         except ReynardDBError as exc:
             failure = _error(exc)
         except Exception as exc:  # a bug: said, not hidden behind "ended unexpectedly"
             failure = {"error": f"{type(exc).__name__}: {exc}", "kind": "ServerError"}
+        finally:
+            if attaching is not None:
+                attaching.over()
         for line in requests:
             reply = failure if kept is None else _answer(kept, json.loads(line))
             replies.write(json.dumps(reply) + "\n")
@@ -213,8 +249,66 @@ def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str, reuse:
     return 0
 
 
+def _only_where_urls_say() -> None:
+    """libpq's defaults that send a connection to another address than its URL's host
+    (``$PGHOSTADDR``, a service's ``hostaddr``) are dropped: the test process's guard pins
+    them away from each connection it lets through, and the agent's, its own, unguarded,
+    went there (its admin statements to a server not ours)."""
+    from ..guard.target import ENV_DEFAULTS
+
+    for keyword in ("hostaddr", "service"):
+        os.environ.pop(ENV_DEFAULTS[keyword], None)
+
+
+#: Signals received while a start of the run's own server is seen through.
+_DEFERRED: list[int] = []
+_DEFERRING: list[bool] = []
+
+
 def _end_by_signal(number: int, frame: object) -> None:  # pragma: no cover - in the agent
+    if _DEFERRING:
+        _DEFERRED.append(number)
+        return
     raise SystemExit(128 + number)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGTERM and SIGHUP held until the block is over, then acted on: a server's start cut
+    short is a postmaster no one stops (its ``atexit`` is the forked pytest's, never run)."""
+    _DEFERRING.append(True)
+    try:
+        yield
+    finally:
+        _DEFERRING.clear()
+    if _DEFERRED:
+        raise SystemExit(128 + _DEFERRED[0])
+
+
+class _Attaching:
+    """The run may end while its agent attaches, which can wait minutes for the kept
+    server's lock (another run attaching, ``server stop``): the pipe's close then ends the
+    agent as SIGTERM does, not once it has attached. Attached, the agent reads that close
+    in its turn, after the requests before it."""
+
+    def __init__(self, requests: IO[str]) -> None:
+        self._lock = threading.Lock()
+        self._over = False
+        poller = select.poll()
+        poller.register(requests.fileno(), 0)  # no event asked: woken by the hang-up alone
+        threading.Thread(target=self._watch, args=(poller,), daemon=True).start()
+
+    def _watch(self, poller: select.poll) -> None:  # pragma: no cover - in the agent
+        poller.poll()  # until every copy of the pipe's other end is closed
+        with self._lock:  # over: the signal would cut the clean-up short
+            if not self._over:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def over(self) -> None:
+        """Attached (or failed to): the watch ends. Under the lock, so that a signal sent
+        before is handled before the clean-up begins."""
+        with self._lock:
+            self._over = True
 
 
 @dataclass
@@ -244,23 +338,29 @@ def _attach(run_id: str, worker: str, reuse: bool, cleanup: ExitStack) -> _Kept:
         server = EphemeralServer.reusable(binaries=binaries, run_id=run_id)
         cleanup.callback(server.stop)  # a kept server is left running: this detaches
         record = server.enrol(run_id)
-        cleanup.callback(record.unlink, missing_ok=True)
-        cleanup.callback(_drop_run_quietly, server, run_id)  # what a killed run left
+        cleanup.callback(_drop_run_then_its_record, server, run_id, record)
         presence = RunPresence(server, run_id, worker).start()
         cleanup.callback(presence.close)
         prune_templates(server, max_age=template_max_age(), everything_ours=True)
     else:
-        server = EphemeralServer.start(binaries=binaries)
-        cleanup.callback(server.stop)
+        with _signals_deferred():  # raised once the stop is on the clean-up list
+            server = EphemeralServer.start(binaries=binaries)
+            cleanup.callback(server.stop)
     # For the test process's guard: what the start or attach asked (ours is not armed).
     identity = server.process.identity
     assert identity is not None, "started or attached: asked"
     return _Kept(server, presence, identity)
 
 
-def _drop_run_quietly(server: Server, run_id: str) -> None:
-    with suppress(ReynardDBError):
+def _drop_run_then_its_record(server: Server, run_id: str, record: Path) -> None:
+    """What the run left dropped, then its record removed. Not dropped (the kept server
+    killed mid-run), the record is kept: the next run, finding its owner dead, drops them
+    (``EphemeralServer.enrol``); without it they were no run's to drop."""
+    try:
         server.drop_run(run_id)
+    except ReynardDBError:
+        return
+    record.unlink(missing_ok=True)
 
 
 def _answer(kept: _Kept, request: dict[str, Any]) -> dict[str, Any]:

@@ -85,9 +85,14 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         source = self.settings["copy_data_from"]
         if source:
             data_dir = self.get_data_directory()
+            # Whole or not at all: a copy cut short (a signal to a kept server's starter)
+            # under the data directory's name is taken for one by the next start.
+            partial = f"{data_dir}.partial"
             try:
-                shutil.copytree(source, data_dir, copy_function=_copy_private)
-                os.chmod(data_dir, 0o700)
+                shutil.rmtree(partial, ignore_errors=True)
+                shutil.copytree(source, partial, copy_function=_copy_private)
+                os.chmod(partial, 0o700)
+                os.rename(partial, data_dir)
             except Exception as exc:
                 raise RuntimeError(f"could not copytree {source} to {data_dir}: {exc!r}") from None
         for subdir in self.subdirectories:
