@@ -291,41 +291,6 @@ def test_no_initdb_without_a_database_selected(
     assert _initdb_entries(runtime) == ([], []), os.listdir(runtime)
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
-def test_a_run_ended_while_its_conftest_imports_leaves_no_server(
-    project: Path, runtime: Path, how: signal.Signals
-) -> None:
-    """The server is started from the run's first hook, while the conftests import: a run
-    ended then (a slow conftest) stops it."""
-    (project / "conftest.py").write_text("import time\n\ntime.sleep(60)\n")
-    (project / "test_one.py").write_text(A_DATABASE)
-    # check items: a run sure to need its server starts it from the first hook
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=ecs"]
-    argv += ["--reynard-db-checks"]
-    err_file = project / "stderr.txt"
-    with err_file.open("w") as err_out:  # files, not pipes: a child left would hold a pipe
-        process = subprocess.Popen(
-            [*argv, "test_one.py"],
-            cwd=project,
-            env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
-            stdout=err_out,
-            stderr=subprocess.STDOUT,
-        )
-    wait_until(
-        lambda: running_servers(runtime) or process.poll() is not None,
-        60,
-        "the server started from the run's first hook",
-    )
-    assert running_servers(runtime), err_file.read_text()
-    process.send_signal(how)
-    process.wait(timeout=60)
-    output = err_file.read_text()
-    assert process.returncode != 0, output  # (pytest's own traceback of the conftest: not ours)
-    wait_until(
-        lambda: not running_servers(runtime), 30, f"the server to stop; the run said:\n{output}"
-    )
-
-
 def running_servers(runtime: Path) -> list[Path]:
     """The data directories under ``runtime`` whose postmaster is alive."""
     alive = []

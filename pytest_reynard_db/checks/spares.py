@@ -14,6 +14,7 @@ would not (``fork_spares``' rules); otherwise the checks start an interpreter.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import sysconfig
 import types
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
+from ..foundation.errors import TERMINATING
 from ..foundation.forking import LINUX, ForkedProcess, flush_standard_streams, threads
 
 
@@ -92,9 +94,14 @@ def _as_a_new_interpreter() -> None:  # pragma: no cover - in the forked child
     """What a forked child holds of pytest that an interpreter started for the checks
     would not: the standard streams pytest replaced (``--capture=sys`` keeps what is
     written to them in the parent's memory: the child writes to its descriptors, as an
-    interpreter would) and the guard's allow-list file (the parent's: ``inherit.forget``;
-    the child adopts the parent's list when told its checks, ``child.serve``)."""
+    interpreter would), the guard's allow-list file (the parent's: ``inherit.forget``;
+    the child adopts the parent's list when told its checks, ``child.serve``), and the
+    parent's SIGTERM/SIGHUP handlers (``errors.die_after``'s would run the parent's
+    clean-up here, its guard and its other children; ``child.serve`` sets the child's)."""
     sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+    for number in TERMINATING:  # one ignored (``nohup``) stays so, as an interpreter's would
+        if callable(signal.getsignal(number)):
+            signal.signal(number, signal.SIG_DFL)
     from ..guard import inherit
 
     inherit.forget()

@@ -179,12 +179,20 @@ def die_after(finish: Callable[[], object]) -> Iterator[None]:
     """While active, SIGTERM/SIGHUP run ``finish``, then end the process by that signal,
     as if no handler had been there (exit 128 + signal, no traceback): for work begun
     before pytest can turn a signal into a clean exit (``Terminated`` raised among the
-    plugins' imports would be a traceback and exit 1). Main thread only, as above."""
+    plugins' imports would be a traceback and exit 1). A second signal while ``finish``
+    runs does not cut it short; if ``finish`` fails, the process still ends by the
+    signal. Main thread only, as above."""
+    finishing: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        finish()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        if finishing:
+            return
+        finishing.append(signum)
+        try:
+            finish()
+        finally:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
     with _terminating_handled_by(handler):
         yield

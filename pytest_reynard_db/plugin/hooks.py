@@ -22,11 +22,13 @@ from .items import AlembicFixtures, check_collector
 from .options import Settings, add_options, get_settings
 from .stash import (
     AGENT,
+    DYING,
     EARLY_GUARD,
     EARLY_REGISTRY,
     EARLY_SIGNALS,
     EARLY_START,
     ERRORS,
+    HANDLERS,
     SIGNALS,
     SPARES,
     STATE,
@@ -59,10 +61,12 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 def _begin_early(pluginmanager: pytest.PytestPluginManager) -> None:
     """A run that surely starts a server of its own (``selection.surely_starts_a_server``)
-    begins its initdb cache here, as the plugin registers: a cold start's initdb then
-    runs beside the imports of the plugins registered after it (pytest-alembic's, with
-    SQLAlchemy and Alembic: ~250 ms), not from the first hook. Whether its server starts
-    ahead is decided at the first hook, where the options are known."""
+    begins here, as the plugin registers, beside the imports of the plugins registered
+    after it (pytest-alembic's, with SQLAlchemy and Alembic: ~250 ms), not from the first
+    hook: a run of tests from this process forks its agent (``postgres.agent``), which
+    starts its server or attaches to the kept one; another (xdist's controller, or where
+    no fork is made) begins its initdb cache, and whether its server starts ahead is
+    decided at the first hook, where the options are known."""
     config = pluginmanager.get_plugin("pytestconfig")
     if not isinstance(config, pytest.Config) or EARLY_START in config.stash:
         return
@@ -70,12 +74,13 @@ def _begin_early(pluginmanager: pytest.PytestPluginManager) -> None:
         return
     if selection.surely_runs_tests_here(config) and _fork_agent(config):
         return  # the agent starts the server (or attaches to the kept one): no initdb here
-    early = _preparing(config)
     # A run ended before its first hook waits for this initdb (no half-made cache), then
-    # ends by its signal (pytest cannot yet turn one into a clean exit).
+    # ends by its signal (pytest cannot yet turn one into a clean exit). Put back last
+    # (registered first): the run's end waits for the initdb under these handlers.
     dying = config.stash[EARLY_SIGNALS] = ExitStack()
-    dying.enter_context(die_after(early.stop_untaken))
     config.add_cleanup(dying.close)
+    early = _preparing(config)
+    dying.enter_context(die_after(early.stop_untaken))
 
 
 def _fork_agent(config: pytest.Config) -> bool:
@@ -104,9 +109,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return  # pytest_configure says it
     if not settings.active:
         return
-    # From now on the run starts things (a server, children): SIGTERM ends it as Ctrl-C
-    # does, so that they are stopped on the way out (``atexit`` while the conftests import).
-    _handle_signals(early_config)
+    # From now on the run starts things (a server, children): a terminating signal stops
+    # them, then ends the run (``_die_by_signals``; from pytest_configure, as Ctrl-C does).
+    dying = _die_by_signals(early_config)
     from ..postgres.runas import pin_runtime_dir
     from .runstate import guard_the_run, project_registry
 
@@ -119,7 +124,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         early_config.stash[EARLY_GUARD] = stack
         # A conftest that fails to import ends the run before pytest_configure (and so
         # before pytest_unconfigure): the clean-up list still runs. Closing twice is fine.
-        early_config.add_cleanup(stack.close)
+        dying.callback(stack.close)
         if settings.checks and selection.runs_items_here(early_config):
             # before the initdb thread (begun early only without check items): a process
             # with threads is not forked
@@ -128,7 +133,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
             count = len(settings.databases or registry.databases)
             spares = fork_spares(count, registry.root)
             early_config.stash[SPARES] = spares
-            early_config.add_cleanup(spares.close)
+            dying.callback(spares.close)
     except ReynardDBError:
         pass  # a bad registry: pytest_configure reports it, once
     if (
@@ -146,7 +151,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # between runs is attached to when asked (a connection, not a start).
         ours = not settings.reuse and selection.runs_tests(early_config)
         needed = settings.checks or selection.distributed(early_config)
-        _preparing(early_config).decide(start=ours and needed, start_if_cold=ours)
+        prepared = _preparing(early_config)
+        dying.callback(prepared.stop_untaken)  # also on the clean-up list: twice is harmless
+        prepared.decide(start=ours and needed, start_if_cold=ours)
 
 
 def _preparing(config: pytest.Config) -> Prepared:
@@ -161,16 +168,34 @@ def _preparing(config: pytest.Config) -> Prepared:
     return early
 
 
+def _die_by_signals(config: pytest.Config) -> ExitStack:
+    """What the run begins from its first hook on (the stack returned, which that hook
+    fills: the guard, the check items' children, the server's start), stopped at the end
+    of the run; or, until pytest_configure (``_handle_signals``), by a terminating signal,
+    which then ends the process, as it ends pytest alone (exit 128 + signal, no traceback):
+    pytest makes no clean exit of a Ctrl-C before pytest_configure (``Terminated`` raised
+    there was a traceback and exit 1)."""
+    if DYING not in config.stash:
+        dying = config.stash[DYING] = ExitStack()
+        _signal_handlers(config).enter_context(die_after(dying.close))
+        config.add_cleanup(dying.close)  # before the handlers are put back
+    return config.stash[DYING]
+
+
 def _handle_signals(config: pytest.Config) -> None:
-    """SIGTERM and SIGHUP raised as ``signals.Terminated`` (Ctrl-C) until the run ends;
-    once per run (the clean-up list puts the handlers back, after the early start's
-    server is stopped)."""
+    """SIGTERM and SIGHUP raised as ``signals.Terminated`` (Ctrl-C) until the run ends,
+    from pytest_configure on (pytest ends the session as interrupted); once per run."""
     if SIGNALS not in config.stash:
-        if EARLY_SIGNALS in config.stash:  # the handlers before ours come back first
-            config.stash[EARLY_SIGNALS].close()
-        handlers = ExitStack()
-        config.stash[SIGNALS] = (handlers, handlers.enter_context(terminate_as_interrupt()))
+        config.stash[SIGNALS] = _signal_handlers(config).enter_context(terminate_as_interrupt())
+
+
+def _signal_handlers(config: pytest.Config) -> ExitStack:
+    """The run's handlers of SIGTERM and SIGHUP (each over the one before it), put back
+    last: a signal while the run's end stops its server and children is still handled."""
+    if HANDLERS not in config.stash:
+        handlers = config.stash[HANDLERS] = ExitStack()
         config.add_cleanup(handlers.close)  # also when a conftest fails to import
+    return config.stash[HANDLERS]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -278,9 +303,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     handles as Ctrl-C) exits with the shell's code for it, 128 + the signal; the
     server is stopped in ``pytest_unconfigure``, which runs after this. An xdist
     worker hands the guard's redirects to the controller, which reports them."""
-    signals = session.config.stash.get(SIGNALS, None)
-    if signals is not None and signals[1]:
-        session.exitstatus = 128 + signals[1][0]
+    received = session.config.stash.get(SIGNALS, None)
+    if received:
+        session.exitstatus = 128 + received[0]
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None and STATE in session.config.stash:
         from ..guard import GUARD

@@ -139,11 +139,7 @@ class RunState:
         """The server the run's first hook began to start (``initdb_cache.begin_preparing``), if
         it did: its start's error is raised here, once."""
         early = self.config.stash.get(EARLY_START, None)
-        ahead = early.take_server() if early is not None else None
-        if ahead is None:
-            return None
-        wait([ahead])  # started, failed, or not begun (initdb was cached): cancelled
-        return None if ahead.cancelled() else ahead.result()
+        return early.take_server() if early is not None else None
 
     def _start(self) -> EphemeralServer:
         from ..postgres import EphemeralServer

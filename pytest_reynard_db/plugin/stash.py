@@ -58,9 +58,13 @@ EARLY_START: pytest.StashKey[Prepared] = pytest.StashKey()
 AGENT: pytest.StashKey[Agent] = pytest.StashKey()
 #: The check items' children forked before any conftest was imported (``--reynard-db-checks``).
 SPARES: pytest.StashKey[Spares] = pytest.StashKey()
-#: SIGTERM/SIGHUP handled as Ctrl-C while the run has a server: the handlers' undo,
-#: and the signals received.
-SIGNALS = pytest.StashKey[tuple[ExitStack, list[int]]]()
+#: The run's SIGTERM/SIGHUP handlers, put back last (``hooks._signal_handlers``).
+HANDLERS = pytest.StashKey[ExitStack]()
+#: What the run began from its first hook on: stopped at its end, or by a terminating
+#: signal before pytest_configure, which then ends the process (``hooks._die_by_signals``).
+DYING = pytest.StashKey[ExitStack]()
+#: The terminating signals received from pytest_configure on, raised as Ctrl-C then.
+SIGNALS = pytest.StashKey[list[int]]()
 #: Before the first hook, while the initdb begun at the plugin's registration runs: a
 #: terminating signal waits for it, then ends the process (``errors.die_after``).
 EARLY_SIGNALS = pytest.StashKey[ExitStack]()

@@ -70,11 +70,21 @@ class Prepared:
         if not self.plan.done():
             self.plan.set_result((start, start_if_cold))
 
-    def take_server(self) -> Future[EphemeralServer] | None:
-        """The server started ahead, for the run to own from now on (once: a failed
-        start is then made again by the run, as without)."""
-        server, self.server = self.server, None
-        return server
+    def take_server(self) -> EphemeralServer | None:
+        """The server started ahead, once its start is over, for the run to own from now
+        on; None: none was begun (the run decided on none, or initdb was cached). Its
+        start's error is raised here, once: the run then starts one itself, as without.
+
+        Taken only once started: a wait cut short (Ctrl-C, SIGTERM) leaves the start to
+        ``stop_untaken``, which waits for it. Taken before, no one waited for it: the
+        interpreter's exit removed the server's directory (``atexit``) while the thread
+        still copied the initdb cache into it, and left half a data directory."""
+        server = self.server
+        if server is None:
+            return None
+        wait([server])  # started, failed, or not begun (initdb was cached): cancelled
+        self.server = None
+        return None if server.cancelled() else server.result()
 
     def stop_untaken(self) -> None:
         """Stop a server started ahead that the run never took (its tests needed none,
@@ -84,7 +94,7 @@ class Prepared:
         ``ABANDONED_START_WAIT`` at most: a start stuck on a lock a Ctrl-C left held by
         the main thread (the import lock, logging's), which its imports or logging wait
         for, would hang the run's end."""
-        server = self.take_server()
+        server, self.server = self.server, None
         self.decide()  # a run ended before it decided starts nothing
         self.abandon.set()
         try:

@@ -1,0 +1,238 @@
+"""SIGTERM to a ``--reynard-db-checks`` run at the two moments it went wrong (session 12's
+review): each provoked deterministically, by a run held at that moment (a blocking
+conftest or ``-p`` plugin; a FIFO in the initdb cache, where the server's start copies).
+
+- From the first hook to pytest_configure, pytest cannot make a clean exit of a Ctrl-C:
+  ``Terminated`` raised then was a traceback and exit 1. The run now stops what it began
+  (its server, its check children, its guard) and ends by the signal.
+- A run interrupted while it waited for the server its first hook began to start had
+  taken that start from the end's clean-up: nothing waited for it, and the interpreter's
+  exit removed the server's directory while the start still copied the initdb cache
+  into it (half a data directory, no owner record, reaped only 120 s later).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from pytest_reynard_db.guard.inherit import PREFIX as GUARD_FILE_PREFIX
+from tests.reynard_trees import clean_env, reynard_project, run_pytest, wait_until
+from tests.test_early_initdb import running_servers
+
+A_DATABASE = "def test_one(reynard_db):\n    assert reynard_db.head\n"
+
+#: Blocks, once the file ``{marker}`` is written, until the run is ended: as a conftest
+#: (imported after the plugin's first hook) or in a ``-p`` plugin's first hook.
+HOLDS_THE_RUN = """\
+import pathlib, time
+
+def hold():
+    pathlib.Path({marker!r}).write_text("held")
+    time.sleep(120)
+"""
+HELD_CONFTEST = HOLDS_THE_RUN + "\nhold()\n"
+HELD_PLUGIN = HOLDS_THE_RUN + "\n\ndef pytest_load_initial_conftests(early_config):\n    hold()\n"
+
+#: A conftest that dumps every thread's stack to ``{dump}`` on SIGUSR1 (``faulthandler``,
+#: from C: also while the main thread waits on a lock), then writes ``{marker}``.
+SHOWS_ITS_STACKS = """\
+import faulthandler, pathlib, signal
+
+DUMP = open({dump!r}, "w")
+faulthandler.register(signal.SIGUSR1, file=DUMP, all_threads=True, chain=False)
+pathlib.Path({marker!r}).write_text("ready")
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A user's project: the Reynard registry, one test that takes a database."""
+    root = reynard_project(tmp_path / "project")
+    (root / "test_one.py").write_text(A_DATABASE)
+    return root
+
+
+def start_run(project: Path, runtime: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    """``pytest --reynard-db=ecs --reynard-db-checks`` in ``project``, its output in
+    ``output.txt`` (a file, not a pipe: a child left would hold a pipe). Its command line
+    names the project (``--rootdir``): a forked check child is found by it."""
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={project}"]
+    argv += [*args, "--reynard-db=ecs", "--reynard-db-checks", "test_one.py"]
+    with (project / "output.txt").open("w") as output:
+        return subprocess.Popen(
+            argv,
+            cwd=project,
+            env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1", **env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left to a container's init that reaps none does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def processes_naming(text: str) -> list[int]:
+    """The live processes whose command line holds ``text`` (``pgrep -f``), but ours."""
+    found = subprocess.run(["pgrep", "-f", text], capture_output=True, text=True, check=False)
+    return [int(p) for p in found.stdout.split() if int(p) != os.getpid() and alive(int(p))]
+
+
+def assert_nothing_left(runtime: Path, project: Path, output: str) -> None:
+    """No server directory, no postmaster, no forked check child of the run."""
+    assert not list(runtime.glob("server-*")), (os.listdir(runtime), output)
+    assert processes_naming(str(runtime)) == [], output
+    assert processes_naming(str(project)) == [], output
+
+
+@pytest.mark.parametrize(
+    ("held_in", "how"),
+    [("conftest", signal.SIGTERM), ("plugin", signal.SIGTERM), ("conftest", signal.SIGINT)],
+    ids=["conftest-sigterm", "plugin-sigterm", "conftest-sigint"],
+)
+def test_a_run_ended_before_pytest_configure_leaves_nothing(
+    project: Path, runtime: Path, tmp_path: Path, held_in: str, how: signal.Signals
+) -> None:
+    """Held in a conftest (its import follows the plugin's first hook: the check items'
+    children forked, the server starting) or in a ``-p`` plugin's first hook (an imported
+    module outside the libraries: no children forked). SIGTERM ends it by the signal;
+    Ctrl-C (SIGINT) with pytest's own traceback of the conftest, as without the plugin."""
+    marker = tmp_path / "held"
+    if held_in == "conftest":
+        (project / "conftest.py").write_text(HELD_CONFTEST.format(marker=str(marker)))
+        run = start_run(project, runtime)
+    else:
+        plugins = tmp_path / "plugins"
+        plugins.mkdir()
+        (plugins / "held_plugin.py").write_text(HELD_PLUGIN.format(marker=str(marker)))
+        run = start_run(project, runtime, "-p", "held_plugin", PYTHONPATH=str(plugins))
+    output = project / "output.txt"
+    wait_until(lambda: marker.exists() or run.poll() is not None, 60, "the run to be held")
+    wait_until(
+        lambda: running_servers(runtime) or run.poll() is not None,
+        60,
+        "the server its first hook starts (a run of check items needs it)",
+    )
+    assert run.poll() is None, output.read_text()
+    forked = [pid for pid in processes_naming(str(project)) if pid != run.pid]
+    assert bool(forked) == (held_in == "conftest"), forked  # the check items' children
+
+    run.send_signal(how)
+    run.wait(timeout=60)
+
+    said = output.read_text()
+    if how == signal.SIGTERM:
+        assert run.returncode == -signal.SIGTERM, said  # ended by the signal, as pytest alone
+        assert "Traceback" not in said, said
+    else:
+        assert run.returncode != 0 and "KeyboardInterrupt" in said, said
+    assert "clean-up failed" not in said, said
+    assert_nothing_left(runtime, project, said)
+    guard_files = Path(tempfile.gettempdir()).glob(f"*{GUARD_FILE_PREFIX}{run.pid}-*")
+    assert list(guard_files) == [], said
+
+
+#: A FIFO in the initdb cache: the server's start, copying the cache, waits there for a
+#: writer (``release``): the start held at a known point, half its data directory made.
+FIFO_NAME = "zz-holds-the-copy"
+
+
+def hold_the_copy(project: Path, runtime: Path) -> Path:
+    """The initdb cache built (a run that collects), then a FIFO put in it; the FIFO."""
+    warm = run_pytest(
+        project, "--reynard-db=ecs", "--co", "-q", REYNARD_DB_RUNTIME_DIR=str(runtime)
+    )
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    (cache,) = [p for p in runtime.glob("initdb-*") if (p / "PG_VERSION").exists()]
+    fifo = cache / FIFO_NAME
+    os.mkfifo(fifo)
+    return fifo
+
+
+def release(fifo: Path) -> None:
+    """The copy waiting on ``fifo`` goes on (it reads an empty file)."""
+    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO: no one reads
+
+
+def stacks(run: subprocess.Popen[bytes], dump: Path) -> str:
+    """The run's threads' stacks now (``SHOWS_ITS_STACKS``); empty once it has ended."""
+    if run.poll() is not None:
+        return ""
+    size = dump.stat().st_size
+    run.send_signal(signal.SIGUSR1)
+    wait_until(lambda: dump.stat().st_size > size or run.poll() is not None, 10, "the stacks")
+    return dump.read_text()[size:]
+
+
+def waiting_on(pid: int) -> str:
+    """Where the kernel has the main thread of ``pid`` sleep ("0": running)."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return ""
+
+
+def test_sigterm_while_the_run_waits_for_its_server_leaves_no_server_directory(
+    project: Path, runtime: Path, tmp_path: Path
+) -> None:
+    """The run's first check item waits for the server its first hook began to start,
+    whose start is held while it copies the initdb cache (half a data directory). SIGTERM
+    then: the run's end waits for that start (the start gives up: the run has ended), and
+    nothing is left."""
+    fifo = hold_the_copy(project, runtime)
+    dump, marker = tmp_path / "stacks.txt", tmp_path / "ready"
+    conftest = SHOWS_ITS_STACKS.format(dump=str(dump), marker=str(marker))
+    (project / "conftest.py").write_text(conftest)
+    run = start_run(project, runtime)
+    output = project / "output.txt"
+    wait_until(lambda: marker.exists() or run.poll() is not None, 60, "the conftest")
+    wait_until(
+        lambda: "_started_ahead" in stacks(run, dump) or run.poll() is not None,
+        60,
+        "the run to wait for the server its first hook began to start",
+    )
+    assert run.poll() is None, output.read_text()
+    # half made (copied under data.partial, renamed data once whole)
+    assert [p.name for p in runtime.glob("server-*/data*")], os.listdir(runtime)
+
+    # faulthandler's dump restarts the wait it interrupts (SA_RESTART): a SIGTERM arriving
+    # while the dump is written would be caught, but the wait would go on unwoken.
+    wait_until(lambda: "futex" in waiting_on(run.pid), 10, "the dump to end, the wait to go on")
+
+    run.send_signal(signal.SIGTERM)
+    # raised, reported (pytest's summary), then the run's end (no dump meanwhile: see above)
+    wait_until(
+        lambda: "terminated by SIGTERM" in output.read_text() or run.poll() is not None,
+        60,
+        "the SIGTERM to be raised",
+    )
+    wait_until(
+        lambda: "stop_untaken" in stacks(run, dump) or run.poll() is not None,
+        60,
+        "the run's end to wait for the start, or the run to end",
+    )
+    try:
+        assert run.poll() is None, (
+            f"ended while its server's start still copied\n{output.read_text()}"
+        )
+    finally:
+        if run.poll() is None:
+            release(fifo)
+        run.wait(timeout=60)
+
+    said = output.read_text()
+    assert run.returncode == 128 + signal.SIGTERM, said  # ended as interrupted, by SIGTERM
+    assert "Traceback" not in said and "clean-up failed" not in said, said
+    assert_nothing_left(runtime, project, said)
