@@ -17,11 +17,11 @@ used by the server, so each child starts from them untouched):
 
 - what the interpreter reads at its start (``START_VARIABLES``: ``PYTHON*`` such as
   ``PYTHONPATH``, the locale, the guard's ``.pth``/sitecustomize variable, the drivers'
-  variables read at import): a server serves only the runs whose values are its own, and
-  a run with other values gets a server started with them (a test's ``PYTHONPATH`` for
-  its project: one start for all its runs), unless its ``PYTHONPATH`` holds a
-  ``sitecustomize`` or ``usercustomize``, which runs (and may print) at every start: that
-  run is started as an interpreter instead (``run_forked`` returns None);
+  variables read at import): a server serves only the runs whose values are its own; a
+  run with another ``PYTHONPATH`` alone (a project's folder) gets a server started with
+  it, one start for all the test's runs, unless that ``PYTHONPATH`` holds a
+  ``sitecustomize`` or ``usercustomize``, which runs (and may print) at every start; any
+  other run is started as an interpreter instead (``run_forked`` returns None);
 - ``sys.path[0]`` (``python -m`` puts the working directory there), ``sys.argv``,
   ``tempfile``'s cached directory and the C library's time zone: set again in the child;
 - the hash seed (``PYTHONHASHSEED``): every child has the server's, where each started
@@ -225,19 +225,30 @@ def run_forked(
     argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path, timeout: float
 ) -> tuple[int, str, str] | None:
     """``reynard-migrate ARGV`` forked by this process's server for ``env``'s start values
-    (None: this process's environment), started on first use; None where a started
-    interpreter would run code at its start (``customizes``)."""
+    (None: this process's environment), started on first use; None where a fork would not
+    be the interpreter ``env`` starts (start values other than the process's but for
+    ``PYTHONPATH``, or a ``PYTHONPATH`` that ``customizes`` the start)."""
     env = os.environ if env is None else env
     key = (os.getpid(), frozenset(start_values(env).items()))
     server = _servers.pop(key, None)
     if server is None or not server.serves(env):
-        if customizes(env):
+        if not _pythonpath_alone(env, os.environ) or customizes(env):
             return None
         server = ForkServer(env)
         atexit.register(server.close)
     _servers[key] = server  # the latest used last
     _close_the_oldest()
     return server.run(argv, env, cwd, timeout)
+
+
+def _pythonpath_alone(env: Mapping[str, str], own: Mapping[str, str]) -> bool:
+    """Whether ``env``'s start values are ``own``'s but for ``PYTHONPATH`` (a project's
+    folder): any other (a locale, the guard's file read at start) is a test's subject."""
+
+    def but_the_path(values: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in start_values(values).items() if k != "PYTHONPATH"}
+
+    return but_the_path(env) == but_the_path(own)
 
 
 def customizes(env: Mapping[str, str]) -> bool:

@@ -106,7 +106,8 @@ def test_a_run_with_its_own_pythonpath_is_forked_from_a_server_of_its_own(
 ) -> None:
     """Another ``PYTHONPATH`` (a project's package folder, a site folder): its runs fork
     from a server started with it, one for them all, and see the import path, modules and
-    output a started interpreter has; the process's own server serves the others still."""
+    output a started interpreter has; the process's own server serves the others still.
+    A run whose other start values differ too is started."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "told.py").write_text("WHERE = 'the site folder'\n")
@@ -132,3 +133,6 @@ def test_a_run_with_its_own_pythonpath_is_forked_from_a_server_of_its_own(
     again = run_cli(project, *argv, env=env)
     assert again[2].splitlines()[2:] == forked_lines[2:] and again[2].startswith("told"), again
     assert cli_fork._servers[key] is server and server.process.poll() is None  # one for both
+    # another value read at start besides PYTHONPATH (here the hash seed): started
+    seeded = run_cli(project, *argv, env=clean_env(PYTHONPATH=str(site), PYTHONHASHSEED="7"))
+    assert seeded[2].splitlines()[1] == f"parent {os.getpid()}", seeded
