@@ -3,10 +3,11 @@
 
 A new interpreter spends about half a second starting and importing SQLAlchemy, Alembic
 and the CLI before ``main`` runs; ~200 tests run the CLI. Each test process (an xdist
-worker) starts one server on first use (``run_forked``): an interpreter started as the CLI's
-would be (``sys.executable``, a user's shell's environment, standard streams that are
-pipes) that imports what ``pytest_reynard_db.cli.run`` imports before it calls ``main``,
-and nothing else. For each run it forks a child that takes the caller's whole
+worker) starts one server on first use (``run_forked``), and one more for a test's runs
+with their own ``PYTHONPATH`` (a project's package folder): an interpreter started as the
+CLI's would be (``sys.executable``, a user's shell's environment, standard streams that
+are pipes) that imports what ``pytest_reynard_db.cli.run`` imports before it calls
+``main``, and nothing else. For each run it forks a child that takes the caller's whole
 environment, working directory and arguments, writes to the caller's pipes and runs the
 CLI's ``run``: a fresh interpreter at the moment ``main`` is called, without its start.
 
@@ -16,8 +17,11 @@ used by the server, so each child starts from them untouched):
 
 - what the interpreter reads at its start (``START_VARIABLES``: ``PYTHON*`` such as
   ``PYTHONPATH``, the locale, the guard's ``.pth``/sitecustomize variable, the drivers'
-  variables read at import): a run whose values differ from the server's is started as
-  an interpreter instead (``run_forked`` returns None);
+  variables read at import): a server serves only the runs whose values are its own; a
+  run with another ``PYTHONPATH`` alone (a project's folder) gets a server started with
+  it, one start for all the test's runs, unless that ``PYTHONPATH`` holds a
+  ``sitecustomize`` or ``usercustomize``, which runs (and may print) at every start; any
+  other run is started as an interpreter instead (``run_forked`` returns None);
 - ``sys.path[0]`` (``python -m`` puts the working directory there), ``sys.argv``,
   ``tempfile``'s cached directory and the C library's time zone: set again in the child;
 - the hash seed (``PYTHONHASHSEED``): every child has the server's, where each started
@@ -211,23 +215,62 @@ class ForkServer:
                 stream.close()
 
 
-_servers: dict[int, ForkServer] = {}
+#: This process's servers by the start values they were started with, the latest used
+#: last; the process's own (its environment's values) and ``SERVERS_KEPT`` others.
+_servers: dict[tuple[int, frozenset[tuple[str, str]]], ForkServer] = {}
+SERVERS_KEPT = 2
 
 
 def run_forked(
     argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path, timeout: float
 ) -> tuple[int, str, str] | None:
-    """``reynard-migrate ARGV`` forked by this process's server (started on first use, in
-    this process's environment as it is then: a user's shell, in the tests), or None if
-    ``env`` (None: this process's) would start another interpreter than the server's."""
+    """``reynard-migrate ARGV`` forked by this process's server for ``env``'s start values
+    (None: this process's environment), started on first use; None where a fork would not
+    be the interpreter ``env`` starts (start values other than the process's but for
+    ``PYTHONPATH``, or a ``PYTHONPATH`` that ``customizes`` the start)."""
     env = os.environ if env is None else env
-    server = _servers.get(os.getpid())
-    if server is None:
-        server = _servers[os.getpid()] = ForkServer(os.environ)
+    key = (os.getpid(), frozenset(start_values(env).items()))
+    server = _servers.pop(key, None)
+    if server is None or not server.serves(env):
+        if not _pythonpath_alone(env, os.environ) or customizes(env):
+            return None
+        server = ForkServer(env)
         atexit.register(server.close)
-    if not server.serves(env):
-        return None
+    _servers[key] = server  # the latest used last
+    _close_the_oldest()
     return server.run(argv, env, cwd, timeout)
+
+
+def _pythonpath_alone(env: Mapping[str, str], own: Mapping[str, str]) -> bool:
+    """Whether ``env``'s start values are ``own``'s but for ``PYTHONPATH`` (a project's
+    folder): any other (a locale, the guard's file read at start) is a test's subject."""
+
+    def but_the_path(values: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in start_values(values).items() if k != "PYTHONPATH"}
+
+    return but_the_path(env) == but_the_path(own)
+
+
+def customizes(env: Mapping[str, str]) -> bool:
+    """Whether ``env``'s ``PYTHONPATH`` holds a module the ``site`` module imports at every
+    interpreter's start: a server would run it once, each started run once each."""
+    return any(
+        (Path(folder) / name).exists()
+        for folder in env.get("PYTHONPATH", "").split(os.pathsep)
+        if folder
+        for name in ("sitecustomize.py", "sitecustomize", "usercustomize.py", "usercustomize")
+    )
+
+
+def _close_the_oldest() -> None:
+    """End the least recently used servers past ``SERVERS_KEPT`` besides the process's
+    own: a test that set its own ``PYTHONPATH`` is over once later tests set theirs."""
+    own = (os.getpid(), frozenset(start_values(os.environ).items()))
+    others = [key for key in _servers if key[0] == os.getpid() and key != own]
+    for key in others[: max(0, len(others) - SERVERS_KEPT)]:
+        server = _servers.pop(key)
+        atexit.unregister(server.close)
+        server.close()
 
 
 def _read_all(timeout: float, answer: socket.socket, *pipes: int) -> tuple[bytes, ...]:

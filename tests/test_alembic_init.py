@@ -179,7 +179,7 @@ def test_an_error_importing_the_application_is_env_pys(project: Path, cli: Cli) 
     (project / "myapp.py").write_text("import settings\n")
     (project / "settings.py").write_text("raise RuntimeError('SECRET_KEY is not set')\n")
     env = clean_env(PYTHONPATH=str(project))
-    code, out, err = cli("check", "--only", "upgrade,stairway", "--json", env=env, process="exec")
+    code, out, err = cli("check", "--only", "upgrade,stairway", "--json", env=env)
     assert code == 1, out + err
     for result in json.loads(out)["results"]:
         assert result["file"] == "migrations/env.py" and result["revision"] is None, result
@@ -187,9 +187,9 @@ def test_an_error_importing_the_application_is_env_pys(project: Path, cli: Cli) 
             "migrations/env.py:1 (in myapp -> settings): RuntimeError: SECRET_KEY"
             in (result["message"])
         )
-    code, out, err = cli("create", "app", "-m", "x", env=env, process="exec")
+    code, out, err = cli("create", "app", "-m", "x", env=env)
     assert code == 1 and err.count("\n") == 1 and "env.py:1" in err, err
-    code, out, err = cli("--traceback", "create", "app", "-m", "x", env=env, process="exec")
+    code, out, err = cli("--traceback", "create", "app", "-m", "x", env=env)
     assert code == 1 and "Traceback" in err and "settings.py" in err, err
 
 
@@ -213,11 +213,9 @@ def test_the_readmes_recommended_env_py_works(project: Path, cli: Cli) -> None:
     (project / "migrations" / "env.py").write_text(env_py)
     (project / "test_app.py").write_text("def test_db(reynard_db_fresh):\n    pass\n")
     env = clean_env(PYTHONPATH=str(project))
-    code, out, err = cli(
-        "check", "--only", "upgrade,stairway,models_match,locks", env=env, process="exec"
-    )
+    code, out, err = cli("check", "--only", "upgrade,stairway,models_match,locks", env=env)
     assert code == 0, out + err
-    code, out, err = cli("lint", "app", env=env, process="exec")
+    code, out, err = cli("lint", "app", env=env)
     assert code == 0, out + err
     result = run_pytest(project, "--reynard-db=app", "--reynard-db-checks", PYTHONPATH=str(project))
     assert result.returncode == 0, result.stdout + result.stderr

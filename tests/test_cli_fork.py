@@ -1,13 +1,15 @@
 """The tests' forked ``reynard-migrate`` (``cli_fork``) is the started one: the same exit
 code, stdout and stderr on success, bad input and a check's failure; the same
-environment, directory, import path and temporary directory in ``env.py``; and a run
-whose interpreter would start otherwise (``PYTHONPATH``) is started, not forked."""
+environment, directory, import path and temporary directory in ``env.py``; a run whose
+interpreter would start otherwise (``PYTHONPATH``) is forked from a server started so, or
+started where its start runs code (a ``sitecustomize``)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import cli_fork
 import pytest
 from cli_fork import run_cli
 from reynard_trees import clean_env, write_revision
@@ -83,9 +85,11 @@ def test_env_py_sees_what_a_new_interpreter_would(project: Path, tmp_path: Path)
     assert f"tmp {tmp} told yes" in forked[2] and "modules False" in forked[2]
 
 
-def test_a_run_with_another_pythonpath_is_started(project: Path, tmp_path: Path) -> None:
+def test_a_run_whose_pythonpath_customizes_the_start_is_started(
+    project: Path, tmp_path: Path
+) -> None:
     """``PYTHONPATH`` is read at an interpreter's start (here a ``sitecustomize`` on it
-    runs): a fork of the server would not run it, so that run is started."""
+    runs): a fork of a server would not run it, so that run is started."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
@@ -95,3 +99,40 @@ def test_a_run_with_another_pythonpath_is_started(project: Path, tmp_path: Path)
     forked, started = both(project, "list", env=env)
     assert forked == started
     assert forked[0] == 0 and forked[2] == "sitecustomize ran\n", forked
+
+
+def test_a_run_with_its_own_pythonpath_is_forked_from_a_server_of_its_own(
+    project: Path, tmp_path: Path
+) -> None:
+    """Another ``PYTHONPATH`` (a project's package folder, a site folder): its runs fork
+    from a server started with it, one for them all, and see the import path, modules and
+    output a started interpreter has; the process's own server serves the others still.
+    A run whose other start values differ too is started."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "told.py").write_text("WHERE = 'the site folder'\n")
+    env_py = project / "alembic/main/env.py"
+    env_py.write_text(
+        "import sys as _sys, told as _told\n"
+        "print('told', _told.WHERE, _told.__file__, file=_sys.stderr)\n"
+        + REPORT
+        + env_py.read_text()
+    )
+    env = clean_env(PYTHONPATH=str(site))
+    argv = ("upgrade", "main", "--sql", "--url", "postgresql://u@127.0.0.1:9/x")
+    forked, started = both(project, *argv, env=env)
+    assert forked[0] == started[0] == 0, (forked, started)
+    forked_lines, started_lines = forked[2].splitlines(), started[2].splitlines()
+    assert forked[1] == started[1] and forked_lines[2:] == started_lines[2:]
+    assert forked_lines[0] == started_lines[0] == f"told the site folder {site / 'told.py'}"
+    assert forked_lines[1] != started_lines[1] == f"parent {os.getpid()}"  # forked
+    key = (os.getpid(), frozenset(cli_fork.start_values(env).items()))
+    server = cli_fork._servers[key]
+    own = run_cli(project, "list", env=clean_env())
+    assert own[0] == 0 and "main" in own[1] and own[2] == "", own
+    again = run_cli(project, *argv, env=env)
+    assert again[2].splitlines()[2:] == forked_lines[2:] and again[2].startswith("told"), again
+    assert cli_fork._servers[key] is server and server.process.poll() is None  # one for both
+    # another value read at start besides PYTHONPATH (here the hash seed): started
+    seeded = run_cli(project, *argv, env=clean_env(PYTHONPATH=str(site), PYTHONHASHSEED="7"))
+    assert seeded[2].splitlines()[1] == f"parent {os.getpid()}", seeded

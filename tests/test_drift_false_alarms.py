@@ -479,9 +479,9 @@ def upgraded_then_drift(
     name = f"prod_h26b_{next(_numbers)}"
     production.create_database(name)
     url = production.database_url(name).render_as_string(hide_password=False)
-    code, out, err = run_cli(root, "upgrade", "main", "--url", url, env=env, process="exec")
+    code, out, err = run_cli(root, "upgrade", "main", "--url", url, env=env)
     assert code == 0 and "main: at " in out, out + err
-    return drift(cli_of(root, env=env, process="exec"), production, url)
+    return drift(cli_of(root, env=env), production, url)
 
 
 def test_optunas_tree_as_migrated_matches(

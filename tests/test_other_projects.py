@@ -199,13 +199,11 @@ def test_an_asyncpg_url_without_asyncpg_is_one_line(
     url = asyncpg_url(pg_server, "postgres")
     env = clean_env(PYTHONPATH=str(missing.parent))
     for argv in (("upgrade", "app", "--url", url), ("current", "app", "--url", url)):
-        code, out, err = run_cli(project, *argv, env=env, process="exec")
+        code, out, err = run_cli(project, *argv, env=env)
         assert code == 2, f"{argv}: {out}{err}"
         assert err.count("\n") == 1 and "Traceback" not in err, err
         assert "the driver asyncpg is not installed" in err and "postgresql+psycopg" in err, err
-    code, out, err = run_cli(
-        project, "upgrade", "app", env=dict(env, APP_DATABASE_URL=url), process="exec"
-    )
+    code, out, err = run_cli(project, "upgrade", "app", env=dict(env, APP_DATABASE_URL=url))
     assert code == 2 and "database 'app'" in err and err.count("\n") == 1, err
 
 

@@ -121,25 +121,23 @@ def test_every_form_names_the_tree(tmp_path: Path, pg_server: EphemeralServer, f
     env = clean_env(PYTHONPATH=str(project / "src"))
     tree = f"{SRC}/_migrations"
 
-    code, out, err = run_cli(project, "list", env=env, process="exec")
+    code, out, err = run_cli(project, "list", env=env)
     assert (code, err) == (0, ""), out + err
     (row,) = [line.split() for line in out.splitlines() if line.startswith("shop ")]
     assert row[3:] == [tree, "-", SECOND], out
 
-    code, out, err = run_cli(project, "heads", "shop", env=env, process="exec")
+    code, out, err = run_cli(project, "heads", "shop", env=env)
     assert (code, out.strip(), err) == (0, HEAD_LINE, ""), out + err
 
     name = f"test_shop_{abs(hash(form))}"
     url = pg_server.create_database(name).render_as_string(hide_password=False)
-    code, out, err = run_cli(project, "upgrade", "shop", "--url", url, env=env, process="exec")
+    code, out, err = run_cli(project, "upgrade", "shop", "--url", url, env=env)
     assert (code, err) == (0, ""), out + err
     assert out.startswith(f"shop: at {SECOND} "), out
     pg_server.drop_database(name)
 
     admin = pg_server.url.render_as_string(hide_password=False)
-    code, out, err = run_cli(
-        project, "check", "--only", "upgrade", "--url", admin, env=env, process="exec"
-    )
+    code, out, err = run_cli(project, "check", "--only", "upgrade", "--url", admin, env=env)
     assert (code, err) == (0, ""), out + err
     assert f"shop      upgrade  ok      base -> {SECOND}" in out, out
 
@@ -161,7 +159,7 @@ def test_a_package_that_cannot_be_imported_is_one_line(tmp_path: Path, form: str
         assert "Traceback" not in err
     (project / SRC / "_migrations").rename(project / SRC / "moved")
     code, out, err = run_cli(
-        project, "heads", "shop", env=clean_env(PYTHONPATH=str(project / "src")), process="exec"
+        project, "heads", "shop", env=clean_env(PYTHONPATH=str(project / "src"))
     )
     missing = project / SRC / "_migrations"
     assert (code, out) == (2, ""), out + err
