@@ -18,6 +18,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,22 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
+#: The runs the test started: killed with their process group after it (a test that fails
+#: while its run is held must not leave the run, nor its children, held for good).
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _runs_killed() -> Iterator[None]:
+    yield
+    while _STARTED:
+        run = _STARTED.pop()
+        if run.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+
+
 def start_run(project: Path, runtime: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
     """``pytest --reynard-db=ecs --reynard-db-checks`` in ``project``, its output in
     ``output.txt`` (a file, not a pipe: a child left would hold a pipe). Its command line
@@ -66,13 +84,16 @@ def start_run(project: Path, runtime: Path, *args: str, **env: str) -> subproces
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={project}"]
     argv += [*args, "--reynard-db=ecs", "--reynard-db-checks", "test_one.py"]
     with (project / "output.txt").open("w") as output:
-        return subprocess.Popen(
+        run = subprocess.Popen(
             argv,
             cwd=project,
             env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1", **env),
             stdout=output,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+    _STARTED.append(run)
+    return run
 
 
 def alive(pid: int) -> bool:
