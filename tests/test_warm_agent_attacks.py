@@ -196,13 +196,15 @@ def test_kills_the_server(reynard_db):
 
 
 def test_a_kept_server_killed_mid_run_loses_no_database(kept: tuple[Path, EphemeralServer]) -> None:
-    """The kept server killed mid-run: the run's databases cannot be dropped at its end (it
-    says so), and its record was removed all the same, so that they were no run's to drop,
-    kept for good. The record is kept: the next run restarts the server and drops them."""
+    """The kept server killed mid-run: the run's databases cannot be dropped at its end (its
+    agent says so, in one line), and its record was removed all the same, so that they
+    were no run's to drop, kept for good. The record is kept: the next run restarts the
+    server and drops them."""
     project, _ = kept
     (project / "test_kills.py").write_text(KILLS_THE_SERVER)
     killed = run(project, "test_kills.py")
-    assert "reynard-db: clean-up failed: could not drop test_main_" in killed.stderr
+    assert "reynard-db: clean-up failed: could not drop the run's databases" in killed.stderr
+    assert "the next run drops them" in killed.stderr
     assert "Traceback" not in killed.stdout + killed.stderr
     # Reaped (by init, in its time): till then PostgreSQL takes its pid for a postmaster's.
     postmaster = Path(f"/proc/{(project / 'killed').read_text()}")

@@ -306,6 +306,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     received = session.config.stash.get(SIGNALS, None)
     if received:
         session.exitstatus = 128 + received[0]
+    state = session.config.stash.get(STATE, None)
+    if state is not None and state.agent is not None:
+        # The tests and their fixtures are over: the agent drops the run's databases (or
+        # stops its server) while pytest reports, not after.
+        state.agent.let_end()
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None and STATE in session.config.stash:
         from ..guard import GUARD

@@ -286,7 +286,16 @@ class RunState:
                 if not self.is_worker:  # the run's databases, whichever worker made them
                     stack.callback(self._server.drop_run, self.run_id)
             if self._provisioner is not None:
-                stack.callback(self._provisioner.close)
+                stack.callback(self._provisioner.close, drop=not self._server_goes())
+
+
+    def _server_goes(self) -> bool:
+        """Whether the run's databases go without a drop from here: with its server (the
+        run's own, stopped and removed at its end), or by its agent's hand (which drops
+        them on the kept server as it ends)."""
+        if self.agent is not None:
+            return True
+        return self.own_server is not None and not self.settings.reuse
 
 
 def _reached_existing(server: Server) -> TypeGuard[ExistingServer]:

@@ -27,6 +27,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -100,7 +101,8 @@ class Agent:
         self._replies = os.fdopen(replies_read, encoding="utf-8")
         self._lock = threading.Lock()
         self._attached: Attached | None = None
-        self._ended = False
+        self._ended = False  # no more requests
+        self._waited = False  # its end waited for
         self._unread = 0  # replies of requests told, not asked
         os.register_at_fork(after_in_child=self._let_go)
 
@@ -164,16 +166,24 @@ class Agent:
             )
         return lines
 
-    def end(self) -> None:
-        """Tell the agent the run is over and wait for it: it drops what the run left,
-        ends its presence and removes the run's record. Once; later calls do nothing."""
+    def let_end(self) -> None:
+        """Tell the agent the run needs its server no more, without waiting: it drops what
+        the run left (or stops and removes the run's own server) while pytest reports;
+        ``end`` then waits. Later requests raise ``AgentEnded``."""
         with self._lock:
-            if self._ended:
-                return
             self._ended = True
         with suppress(OSError, ValueError):
             assert self.process.stdin is not None
             self.process.stdin.close()  # end of requests: the agent cleans up and goes
+
+    def end(self) -> None:
+        """Tell the agent the run is over and wait for it: it drops what the run left,
+        ends its presence and removes the run's record. Once; later calls do nothing."""
+        with self._lock:
+            if self._waited:
+                return
+            self._waited = True
+        self.let_end()
         # Busy past that (attaching to a kept server another run holds the lock of):
         # SIGTERM, which it takes as the same end; then SIGKILL.
         for then in (self.process.terminate, self.process.kill):
@@ -355,10 +365,17 @@ def _attach(run_id: str, worker: str, reuse: bool, cleanup: ExitStack) -> _Kept:
 def _drop_run_then_its_record(server: Server, run_id: str, record: Path) -> None:
     """What the run left dropped, then its record removed. Not dropped (the kept server
     killed mid-run), the record is kept: the next run, finding its owner dead, drops them
-    (``EphemeralServer.enrol``); without it they were no run's to drop."""
+    (``EphemeralServer.enrol``); without it they were no run's to drop. Said on stderr,
+    which is the terminal's (the agent was forked before pytest captured it)."""
     try:
         server.drop_run(run_id)
-    except ReynardDBError:
+    except ReynardDBError as exc:
+        print(
+            f"reynard-db: clean-up failed: could not drop the run's databases ({exc}); "
+            "the next run drops them",
+            file=sys.stderr,
+            flush=True,
+        )
         return
     record.unlink(missing_ok=True)
 

@@ -323,12 +323,19 @@ class Provisioner:
         self._made.add(new)
         return new
 
-    def close(self) -> None:
+    def close(self, *, drop: bool = True) -> None:
         """Drop every database this provisioner made and still owns; wait for the drops.
 
         A drop that failed is reported here (on an existing server it would leak).
+        ``drop`` False: the server goes next with every database on it (the run's own):
+        connections closed, nothing dropped (each drop was a round trip for nothing).
         """
         self._sessions.clear()
+        if not drop:
+            for database in self._owned:
+                database.dispose()
+            self._pool.close(drop=False)
+            return
         failed: list[str] = []
         try:  # the clones made ahead dropped, every drop in the background waited for
             self._pool.close()
@@ -431,12 +438,14 @@ class ClonePool:
         self._dropping.adopt(name)
         self._dropping.drop_database(name)
 
-    def close(self) -> None:
-        """Drop the clones made ahead, wait for every drop; a failed one is a ``ServerError``
-        (on an existing server it would leak)."""
+    def close(self, *, drop: bool = True) -> None:
+        """Drop the clones made ahead (``drop``), wait for every drop; a failed one is a
+        ``ServerError`` (on an existing server it would leak)."""
         for ahead in self._ahead.values():
             with suppress(Exception):  # a clone that failed to be made has nothing to drop
-                self.drop(ahead.result()[0])
+                name = ahead.result()[0]
+                if drop:
+                    self.drop(name)
         self._ahead.clear()
         self._closed = True
         self._thread.shutdown(wait=True)
