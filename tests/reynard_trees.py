@@ -257,6 +257,21 @@ with file_lock(lock, what):
 """
 
 
+def hold_file_lock(
+    lock: Path | str, marker: Path, release: Path, what: str
+) -> subprocess.Popen[str]:
+    """A child holding the file lock ``lock`` (``HOLD_FILE_LOCK``, described as ``what``)
+    until ``release`` exists; returned once it holds it (``marker`` written)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FILE_LOCK, *map(str, (lock, marker, release)), what],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(marker, holder)
+    return holder
+
+
 def scalar(url: str, sql: str) -> object:
     """The first column of ``sql``'s first row (None if no row) at ``url`` (a SQLAlchemy
     URL with ``+psycopg``, or libpq's)."""

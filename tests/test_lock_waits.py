@@ -9,16 +9,15 @@ at once on a missing database both succeed.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 from cli_fork import cli_argv
 from reynard_trees import (
-    HOLD_FILE_LOCK,
     clean_env,
     copy_reynard_trees,
+    hold_file_lock,
     scalar,
     wait_for,
     wait_until,
@@ -163,20 +162,8 @@ def test_a_file_lock_wait_names_its_holder_and_gives_up_after_the_timeout(tmp_pa
     from pytest_reynard_db.foundation.filesystem import file_lock
 
     lock, marker, release = tmp_path / "tpl.lock", tmp_path / "marker", tmp_path / "release"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            HOLD_FILE_LOCK,
-            *map(str, (lock, marker, release)),
-            "a template build",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_file_lock(lock, marker, release, "a template build")
     try:
-        wait_for(marker, holder)
         said: list[str] = []
         with (
             pytest.raises(LockTimeout) as raised,

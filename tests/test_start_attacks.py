@@ -20,8 +20,8 @@ from alembic import command
 from alembic.config import Config
 from cli_fork import run_cli
 from reynard_trees import (
-    HOLD_FILE_LOCK,
     clean_env,
+    hold_file_lock,
     pytest_argv,
     reynard_project,
     run_pytest,
@@ -200,20 +200,8 @@ def test_a_pytest_run_waiting_for_the_reuse_servers_lock_says_so(
     lock = Path(f"{reuse_dir(EphemeralPostgres(persistent=True))}.lock")
     lock.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
     marker, release, asking = tmp_path / "holding", tmp_path / "release", tmp_path / "asking"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            HOLD_FILE_LOCK,
-            *map(str, (lock, marker, release)),
-            "a lock held on purpose",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_file_lock(lock, marker, release, "a lock held on purpose")
     try:
-        wait_for(marker, holder)
         err_file = tmp_path / "stderr.txt"
         with err_file.open("w") as err_out:  # a file, read while the run waits
             run = subprocess.Popen(

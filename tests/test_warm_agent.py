@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, ctrl_c_as_in_a_terminal, pytest_argv, wait_for, wait_until
-from warm_runs import ARGS, alive, run, run_databases, where
+from reynard_trees import wait_for, wait_until
+from warm_runs import alive, run, run_databases, start, where
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -89,16 +88,7 @@ def test_a_warm_run_ended_by_a_signal_leaves_nothing(
     find it gone: it dropped what the run made, no clean-up failure to report."""
     project, server = kept
     (project / "test_sleep.py").write_text(SLEEPER)
-    with ctrl_c_as_in_a_terminal():
-        session = subprocess.Popen(
-            pytest_argv(*ARGS, "test_sleep.py"),
-            cwd=project,
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # its own process group, as a terminal's job
-        )
+    session = start(project, "test_sleep.py")
     started = json.loads(wait_for(project / "started", session))
     (agent,) = started["agents"]
     assert run_databases(server) == [started["db"]]

@@ -12,15 +12,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reynard_trees import HOLD_FILE_LOCK, clean_env, pytest_argv, wait_for, wait_until
-from warm_runs import ARGS, alive, children, run, run_databases
+from reynard_trees import clean_env, hold_file_lock, pytest_argv, wait_for, wait_until
+from warm_runs import ARGS, alive, children, run, run_databases, start
 
 from pytest_reynard_db.postgres import EphemeralServer
 from pytest_reynard_db.postgres.agent import END_TIMEOUT
@@ -101,14 +100,8 @@ def test_a_run_ended_while_its_agent_waits_for_the_kept_server(
     project, server = kept
     marker, release = tmp_path / "holding", tmp_path / "release"
     lock = f"{server.process.base_dir}.lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_FILE_LOCK, lock, str(marker), str(release), "a test"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_file_lock(lock, marker, release, "a test")
     try:
-        wait_for(marker, holder)
         err_file = tmp_path / "stderr.txt"
         with err_file.open("w") as err_out:  # a file, read while the run waits
             session = subprocess.Popen(
@@ -152,15 +145,7 @@ def test_a_kept_server_start_cut_short_leaves_nothing_half_made(
     (cache,) = (path for path in base_dir.parent.glob("initdb-*") if path.is_dir())
     fifo = cache / "zz-holds-the-copy"
     os.mkfifo(fifo)
-    session = subprocess.Popen(
-        pytest_argv(*ARGS, "test_where.py"),
-        cwd=project,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's job
-    )
+    session = start(project, "test_where.py")
     try:
         writer = wait_until(lambda: _opened_by_a_reader(fifo), 60, "the copy to reach the FIFO")
         assert writer is not None  # what wait_until returns is true

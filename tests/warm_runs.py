@@ -12,7 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from reynard_trees import clean_env, pytest_argv
+from reynard_trees import clean_env, ctrl_c_as_in_a_terminal, pytest_argv
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -45,6 +45,21 @@ def run(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[st
         text=True,
         timeout=300,
     )
+
+
+def start(project: Path, *args: str) -> subprocess.Popen[str]:
+    """``pytest ARGS args`` begun in ``project`` in a process group of its own, as a
+    terminal's job (its output piped)."""
+    with ctrl_c_as_in_a_terminal():
+        return subprocess.Popen(
+            pytest_argv(*ARGS, *args),
+            cwd=project,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
 
 def where(output: str) -> dict[str, object]:
