@@ -139,6 +139,11 @@ def fork_spares(count: int, root: Path) -> Spares:
     """
     if count <= 0 or not LINUX or threads() != 1 or not _only_libraries_imported(root):
         return Spares([])
+    # Every check connects, and this process connects anyway (its server's start): imported
+    # once here, not once per child on the checks' path (psycopg is no longer imported with
+    # the servers' module, which this process had imported: the children then paid ~60 ms).
+    import psycopg  # noqa: F401
+
     spares: list[Spare] = []
     for _ in range(count):
         spares.append(Spare(spares))
