@@ -181,12 +181,9 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
 
 
 def surely_runs_tests_here(config: pytest.Config) -> bool:
-    """Whether the run surely starts a server of its own, or attaches to the kept one,
-    from this process to run tests, read as ``surely_starts_a_server`` is: neither
-    distributed (``-n``, ``--dist``: the controller's server, its workers take its URL)
-    nor one of ``NO_TESTS``' runs. When unsure, False."""
-    if not surely_starts_a_server(config):
-        return False
+    """For a run that ``surely_starts_a_server``: whether it does so from this process to
+    run tests, read as that is: neither distributed (``-n``, ``--dist``: the controller's
+    server, its workers take its URL) nor one of ``NO_TESTS``' runs. When unsure, False."""
     args = _early_arguments(config) or []
     flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("-")}
     spread = any(arg.startswith(("-n", "--numprocesses", "--dist", "--tx", "-d")) for arg in flags)

@@ -288,7 +288,6 @@ class RunState:
             if self._provisioner is not None:
                 stack.callback(self._provisioner.close, drop=not self._server_goes())
 
-
     def _server_goes(self) -> bool:
         """Whether the run's databases go without a drop from here: with its server (the
         run's own, stopped and removed at its end), or by its agent's hand (which drops

@@ -117,7 +117,8 @@ class Agent:
                     _to_devnull(stream.fileno())
 
     def attached(self) -> Attached:
-        """The kept server, once the agent has attached (its error raised here, each time)."""
+        """The run's server, once the agent has started or attached to it (its error
+        raised here, each time)."""
         if self._attached is None:
             found = self.ask("attached")
             self._attached = Attached(**found)
@@ -245,10 +246,8 @@ def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str, reuse:
         attaching = _Attaching(requests) if reuse else None
         try:
             kept = _attach(run_id, worker, reuse, cleanup)
-        except ReynardDBError as exc:
+        except Exception as exc:  # a bug too: said, not hidden behind "ended unexpectedly"
             failure = _error(exc)
-        except Exception as exc:  # a bug: said, not hidden behind "ended unexpectedly"
-            failure = {"error": f"{type(exc).__name__}: {exc}", "kind": "ServerError"}
         finally:
             if attaching is not None:
                 attaching.over()
@@ -394,7 +393,7 @@ def _answer(kept: _Kept, request: dict[str, Any]) -> dict[str, Any]:
         "create": lambda name, template, end_sessions: str(
             server.create_database(name, template, end_sessions=end_sessions)
         ),
-        "drop": lambda name: _adopted_and_dropped(server, name),
+        "drop": server.drop_database,  # the run's own or the kept server: not guarded
         "rename": server.rename_database,
         "hold": lambda template: _presence(kept).hold(template),
         "mark_used": lambda **marks: _presence(kept).mark_used(**marks),
@@ -402,10 +401,8 @@ def _answer(kept: _Kept, request: dict[str, Any]) -> dict[str, Any]:
     arguments = {k: v for k, v in request.items() if k != "op"}
     try:
         return {"value": operations[request["op"]](**arguments)}
-    except ReynardDBError as exc:
+    except Exception as exc:  # a bug too: said in the test process
         return _error(exc)
-    except Exception as exc:  # a bug, said in the test process
-        return {"error": f"{type(exc).__name__}: {exc}", "kind": "ServerError"}
 
 
 def _presence(kept: _Kept) -> RunPresence:
@@ -414,10 +411,9 @@ def _presence(kept: _Kept) -> RunPresence:
     return kept.presence
 
 
-def _adopted_and_dropped(server: Server, name: str) -> None:
-    server.adopt(name)  # made on the test process's word: this process made it too
-    server.drop_database(name)
-
-
-def _error(exc: ReynardDBError) -> dict[str, Any]:
-    return {"error": str(exc), "kind": type(exc).__name__}
+def _error(exc: Exception) -> dict[str, Any]:
+    """The reply that raises ``exc`` again in the test process (``Agent.ask``): a harness
+    error as itself, any other (a bug) as a ``ServerError`` naming its type."""
+    if isinstance(exc, ReynardDBError):
+        return {"error": str(exc), "kind": type(exc).__name__}
+    return {"error": f"{type(exc).__name__}: {exc}", "kind": "ServerError"}

@@ -9,8 +9,6 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import URL
-
 from ..guard import GUARD
 from .agent import Agent, AgentEnded
 from .reaper import postmaster_pid
@@ -30,10 +28,11 @@ class ServerProcess:
 
 
 class AgentServer(Server):
-    """The kept server as the test process sees it when an agent attached to it: the
-    admin statements a run makes (exists, create, drop, rename) are the agent's; any
-    other use of ``admin`` or ``connect`` is this process's own connection, as for any
-    ``Server`` (a template build, a test's ``reynard_db_server.connect()``)."""
+    """The run's server as the test process sees it when its agent started it or attached
+    to the kept one: the statements a run makes (exists, create, drop, rename) are the
+    agent's, what ``Server`` keeps of them (which databases are ours, the guard told) is
+    this process's; any other use of ``admin`` or ``connect`` is this process's own
+    connection, as for any ``Server`` (a template build, ``reynard_db_server.connect()``)."""
 
     def __init__(self, agent: Agent) -> None:
         attached = agent.attached()
@@ -53,28 +52,18 @@ class AgentServer(Server):
     def exists(self, name: str) -> bool:
         return bool(self.agent.ask("exists", name=name))
 
-    def create_database(
-        self, name: str, template: str | None = None, *, end_sessions: bool = True
-    ) -> URL:
+    def _make(self, name: str, template: str | None, *, end_sessions: bool) -> None:
         self.agent.ask("create", name=name, template=template, end_sessions=end_sessions)
-        GUARD.allow_database(self.url, name)
-        self._created.add(name)
-        return self.database_url(name)
 
-    def drop_database(self, name: str) -> None:
+    def _remove(self, name: str) -> None:
         # An agent that has ended has dropped the run's databases on its way out (the run's
         # process group signalled: a CI job cancelled, a terminal closed), or its record,
         # left by a kill, has the next run drop them: no clean-up failure to report.
         with suppress(AgentEnded):
             self.agent.ask("drop", name=name)
-        self._created.discard(name)
 
-    def rename_database(self, old: str, new: str) -> None:
+    def _rename(self, old: str, new: str) -> None:
         self.agent.ask("rename", old=old, new=new)
-        GUARD.allow_database(self.url, new)
-        if old in self._created:
-            self._created.discard(old)
-            self._created.add(new)
 
 
 class AgentPresence:

@@ -148,20 +148,13 @@ class Server:
                 f"refusing to create database {name!r} on {mask_url(self.url)}: "
                 f"on an existing server only {TEST_PREFIX}* databases are created"
             )
-        from psycopg import sql
-
-        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template is not None:
-            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-        if self.version >= 15:
-            # WAL_LOG (the default since 15) writes the whole template to WAL;
-            # FILE_COPY is a checkpoint and a directory copy: far cheaper here.
-            statement += sql.SQL(" STRATEGY FILE_COPY")
-        self._execute_with_retry(statement, template, end_sessions=end_sessions)
+        self._make(name, template, end_sessions=end_sessions)
         run = run_of(name)
         if self.guarded and run is not None:
             # On a server others use, a dead run's databases are dropped by the next
             # run: only those marked so, never someone's database of a similar name.
+            from psycopg import sql
+
             with self.admin() as conn:
                 conn.execute(
                     sql.SQL("COMMENT ON DATABASE {} IS {}").format(
@@ -179,16 +172,7 @@ class Server:
                 f"refusing to drop database {name!r} on {mask_url(self.url)}: "
                 "this run did not create it"
             )
-        from psycopg import sql
-
-        with self.admin() as conn:
-            if self.version >= 13:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
-            else:
-                _terminate(conn, name)
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        self._remove(name)
         self._created.discard(name)
 
     def drop_run(self, run_id: str) -> list[str]:
@@ -209,6 +193,41 @@ class Server:
 
     def rename_database(self, old: str, new: str) -> None:
         """Rename ``old`` (no one may be connected to it) to ``new``."""
+        self._rename(old, new)
+        GUARD.allow_database(self.url, new)
+        if old in self._created:
+            self._created.discard(old)
+            self._created.add(new)
+
+    # -- the statements (what a ``Server`` whose agent makes them overrides) ---------------
+    def _make(self, name: str, template: str | None, *, end_sessions: bool) -> None:
+        """``CREATE DATABASE name [TEMPLATE template]``, cheapest strategy."""
+        from psycopg import sql
+
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        if self.version >= 15:
+            # WAL_LOG (the default since 15) writes the whole template to WAL;
+            # FILE_COPY is a checkpoint and a directory copy: far cheaper here.
+            statement += sql.SQL(" STRATEGY FILE_COPY")
+        self._execute_with_retry(statement, template, end_sessions=end_sessions)
+
+    def _remove(self, name: str) -> None:
+        """``DROP DATABASE IF EXISTS name``, its connections ended."""
+        from psycopg import sql
+
+        with self.admin() as conn:
+            if self.version >= 13:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+            else:
+                _terminate(conn, name)
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+    def _rename(self, old: str, new: str) -> None:
+        """``ALTER DATABASE old RENAME TO new``, its connections ended."""
         from psycopg import sql
 
         with self.admin() as conn:
@@ -218,10 +237,6 @@ class Server:
                     sql.Identifier(old), sql.Identifier(new)
                 )
             )
-        GUARD.allow_database(self.url, new)
-        if old in self._created:
-            self._created.discard(old)
-            self._created.add(new)
 
     def _execute_with_retry(
         self, statement: sql.Composed, template: str | None, *, end_sessions: bool
