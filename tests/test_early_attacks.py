@@ -182,3 +182,82 @@ def test_an_in_process_run_puts_the_signal_handlers_back(
     assert not [t for t in threading.enumerate() if t.name == "reynard-db-initdb"]
     complete, scratch = _initdb_entries(runtime)
     assert len(complete) == 1 and scratch == [], os.listdir(runtime)
+
+
+@pytest.mark.parametrize("key", ["reynard_db", "reynard-db"])
+def test_the_ini_key_begins_early(project: Path, runtime: Path, tmp_path: Path, key: str) -> None:
+    """The README's Quick start selects the database in the ini (``reynard_db = "ecs"``),
+    no ``--reynard-db`` anywhere: the run's agent is forked as the plugin registers, as for
+    the command line (session 12 found such runs took the in-process path)."""
+    with (project / "pyproject.toml").open("a") as pyproject:
+        pyproject.write(f'"{key}" = "ecs"\n')
+    (project / "test_one.py").write_text(A_DATABASE)
+    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
+    seen_dir = tmp_path / "seen"
+    seen_dir.mkdir()
+
+    done = run_pytest(
+        project, "test_one.py", REYNARD_DB_RUNTIME_DIR=str(runtime), SEEN_DIR=str(seen_dir)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _seen(seen_dir) == {"main": "(False, False, False, True)"}
+
+
+def test_an_empty_reynard_db_reads_the_ini_key(
+    project: Path, runtime: Path, tmp_path: Path
+) -> None:
+    """``--reynard-db=`` (empty) on the command line leaves the ini's database selected, as
+    ``get_settings`` reads every option (an empty value is no value): the early read
+    agrees, and forks the agent for it."""
+    with (project / "pyproject.toml").open("a") as pyproject:
+        pyproject.write('reynard_db = "ecs"\n')
+    (project / "test_one.py").write_text(A_DATABASE)
+    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
+    seen_dir = tmp_path / "seen"
+    seen_dir.mkdir()
+
+    done = run_pytest(
+        project,
+        "--reynard-db=",
+        "test_one.py",
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
+        SEEN_DIR=str(seen_dir),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _seen(seen_dir) == {"main": "(False, False, False, True)"}
+
+
+def test_a_missing_value_begins_nothing(project: Path, runtime: Path) -> None:
+    """``--reynard-db --co`` with a database in the ini: pytest's usage error (the option
+    takes a value), said at once, with no agent or initdb begun for the ini's database."""
+    with (project / "pyproject.toml").open("a") as pyproject:
+        pyproject.write('reynard_db = "ecs"\n')
+    (project / "test_one.py").write_text(A_DATABASE)
+
+    done = run_pytest(project, "--reynard-db", "--co", REYNARD_DB_RUNTIME_DIR=str(runtime))
+
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert "--reynard-db: expected one argument" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _initdb_entries(runtime) == ([], []), os.listdir(runtime)
+
+
+def test_an_invalid_ini_source_begins_nothing(project: Path, runtime: Path) -> None:
+    """A database from the ini with an invalid ``reynard_db_source`` there: the usage
+    error is said at once, with no agent, initdb or server begun for it."""
+    with (project / "pyproject.toml").open("a") as pyproject:
+        pyproject.write('reynard_db = "ecs"\nreynard_db_source = "bogus"\n')
+    (project / "test_one.py").write_text(A_DATABASE)
+
+    done = run_pytest(project, "test_one.py", REYNARD_DB_RUNTIME_DIR=str(runtime))
+
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert "reynard_db_source: 'bogus' is not one of copy, point" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _initdb_entries(runtime) == ([], []), os.listdir(runtime)

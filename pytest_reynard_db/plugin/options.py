@@ -164,10 +164,11 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     pytest parses its arguments (the options are added, none parsed; ``plugin.hooks``
     then begins the initdb cache, ~280 ms before the first hook where the options are
     known): ``--reynard-db`` in the arguments, ``$PYTEST_ADDOPTS`` or the ini's
-    ``addopts``; neither an existing server (``--reynard-db-url``, ``$REYNARD_DB_URL``,
-    the ini's) nor check items (their children are forked at the first hook, from a
-    process of one thread: ``checks.spares``), nor an xdist worker (its controller's
-    server). When unsure, False: the first hook begins it, as for any run."""
+    ``addopts``, else the ini's ``reynard_db`` key; neither an existing server
+    (``--reynard-db-url``, ``$REYNARD_DB_URL``, the ini's) nor check items (their
+    children are forked at the first hook, from a process of one thread:
+    ``checks.spares``), nor an xdist worker (its controller's server). When unsure,
+    False: the first hook begins it, as for any run."""
     args = _early_arguments(config)
     if args is None:
         return False
@@ -175,9 +176,16 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     if named & {"--reynard-db-url", "--reynard-db-checks"}:
         return False
     sources = [arg.split("=", 1)[1] for arg in args if arg.startswith("--reynard-db-source=")]
+    if not sources:
+        sources = [str(_early_ini(config, _SOURCE_KEYS) or "copy")]
     if any(source not in SOURCES for source in sources):
         return False  # pytest's usage error, said at once: no initdb to wait for
-    return _names_a_database(args)
+    names = _last_reynard_db(args)
+    if names is None:
+        return False  # ``--reynard-db --co``: pytest's usage error, said at once
+    if not names:  # none, or empty, given: the ini's key, as ``get_settings`` reads it
+        names = str(_early_ini(config, _DATABASE_KEYS) or "")
+    return any(name.strip() for name in names.split(","))
 
 
 def surely_runs_tests_here(config: pytest.Config) -> bool:
@@ -199,6 +207,9 @@ def surely_reuses(config: pytest.Config) -> bool:
         return False
 
 
+#: The ini keys (both spellings) of ``--reynard-db`` and ``--reynard-db-source``.
+_DATABASE_KEYS = ("reynard_db", "reynard-db")
+_SOURCE_KEYS = ("reynard_db_source", "reynard-db-source")
 #: The ini keys (both spellings) of ``--reynard-db-reuse``.
 _REUSE_KEYS = ("reynard_db_reuse", "reynard-db-reuse")
 #: ``NO_TESTS``, as spelt on a command line.
@@ -237,17 +248,31 @@ def _early_arguments(config: pytest.Config) -> list[str] | None:
     return [*addopts, *from_env, *(str(arg) for arg in config.invocation_params.args)]
 
 
-def _names_a_database(args: list[str]) -> bool:
-    """The last ``--reynard-db`` in ``args`` (argparse's: the last one given wins) names a
-    database: an empty one (``--reynard-db=``) selects none, and one followed by an option
-    (``--reynard-db --co``) is pytest's usage error."""
-    value = None
+def _last_reynard_db(args: list[str]) -> str | None:
+    """The value of the last ``--reynard-db`` in ``args`` (argparse's: the last one given
+    wins), "" if none is given or it is empty (``--reynard-db=``: the ini's then, as
+    ``get_settings`` reads it); None for one followed by an option (``--reynard-db
+    --co``), pytest's usage error."""
+    value: str | None = ""
     for arg, following in zip(args, [*args[1:], ""], strict=True):
         if arg == "--reynard-db":
-            value = "" if following.startswith("-") else following
+            value = None if following.startswith("-") else following
         elif arg.startswith("--reynard-db="):
             value = arg.split("=", 1)[1]
-    return value is not None and any(name.strip() for name in value.split(","))
+    return value
+
+
+def _early_ini(config: pytest.Config, keys: tuple[str, str]) -> object:
+    """The ini's value of a key under either spelling (as ``get_settings`` reads it),
+    None if neither is set; what pytest cannot read is None (it says so itself)."""
+    for key in keys:
+        try:
+            value = config.getini(key)
+        except (ValueError, TypeError):
+            return None
+        if value not in (None, ""):
+            return value
+    return None
 
 
 #: The ini keys (both spellings) with which a run may use an existing server or add the
