@@ -135,7 +135,8 @@ def test_ini_check_items_still_fork_their_children(
     project: Path, runtime: Path, tmp_path: Path
 ) -> None:
     """``reynard_db_checks = true`` in the ini with ``--reynard-db`` on the command line:
-    no early begin (a process with a thread is not forked), the children are forked."""
+    the run's agent is forked as the plugin registers (a process, not a thread: the
+    process still has one thread), and the check items' children at the first hook."""
     with (project / "pyproject.toml").open("a") as pyproject:
         pyproject.write("reynard_db_checks = true\n")
     (project / "conftest.py").write_text(SEES_THE_EARLY_START)
@@ -150,7 +151,7 @@ def test_ini_check_items_still_fork_their_children(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reynard-db" in done.stdout and "failed" not in done.stdout, done.stdout
     assert "Traceback" not in done.stderr, done.stderr
-    assert _seen(seen_dir) == {"main": "(True, False, True, False)"}
+    assert _seen(seen_dir) == {"main": "(False, False, True, True)"}
 
 
 def test_an_in_process_run_puts_the_signal_handlers_back(

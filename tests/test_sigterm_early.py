@@ -128,8 +128,10 @@ def test_a_run_ended_before_pytest_configure_leaves_nothing(
 ) -> None:
     """Held in a conftest (its import follows the plugin's first hook: the check items'
     children forked, the server starting) or in a ``-p`` plugin's first hook (an imported
-    module outside the libraries: no children forked). SIGTERM ends it by the signal;
-    Ctrl-C (SIGINT) with pytest's own traceback of the conftest, as without the plugin."""
+    module outside the libraries: no spare forked; the run's agent is, as the plugin
+    registers, and starts the server). SIGTERM ends it by the signal, once the agent has
+    stopped its server; Ctrl-C (SIGINT) with pytest's own traceback of the conftest, as
+    without the plugin."""
     marker = tmp_path / "held"
     if held_in == "conftest":
         (project / "conftest.py").write_text(HELD_CONFTEST.format(marker=str(marker)))
@@ -148,7 +150,9 @@ def test_a_run_ended_before_pytest_configure_leaves_nothing(
     )
     assert run.poll() is None, output.read_text()
     forked = [pid for pid in processes_naming(str(project)) if pid != run.pid]
-    assert bool(forked) == (held_in == "conftest"), forked  # the check items' children
+    # the run's agent (forked as the plugin registers), and the check items' spare child
+    # once the first hook has forked it (not for a -p plugin outside the libraries)
+    assert len(forked) == 1 + (held_in == "conftest"), forked
 
     run.send_signal(how)
     run.wait(timeout=60)
@@ -205,18 +209,30 @@ def waiting_on(pid: int) -> str:
         return ""
 
 
+#: A ``-p`` plugin with a thread: a process with threads forks no agent (``fork_agent``),
+#: so the run starts its server itself, in its initdb thread (as xdist's controller does).
+HAS_A_THREAD = """\
+import threading, time
+
+threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+"""
+
+
 def test_sigterm_while_the_run_waits_for_its_server_leaves_no_server_directory(
     project: Path, runtime: Path, tmp_path: Path
 ) -> None:
-    """The run's first check item waits for the server its first hook began to start,
-    whose start is held while it copies the initdb cache (half a data directory). SIGTERM
-    then: the run's end waits for that start (the start gives up: the run has ended), and
-    nothing is left."""
+    """The run's first check item waits for the server its first hook began to start (in
+    the test process: a thread kept the agent from being forked), whose start is held
+    while it copies the initdb cache (half a data directory). SIGTERM then: the run's end
+    waits for that start (the start gives up: the run has ended), and nothing is left."""
     fifo = hold_the_copy(project, runtime)
     dump, marker = tmp_path / "stacks.txt", tmp_path / "ready"
     conftest = SHOWS_ITS_STACKS.format(dump=str(dump), marker=str(marker))
     (project / "conftest.py").write_text(conftest)
-    run = start_run(project, runtime)
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "threaded_plugin.py").write_text(HAS_A_THREAD)
+    run = start_run(project, runtime, "-p", "threaded_plugin", PYTHONPATH=str(plugins))
     output = project / "output.txt"
     wait_until(lambda: marker.exists() or run.poll() is not None, 60, "the conftest")
     wait_until(

@@ -85,16 +85,28 @@ def warm_initdb(runtime: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def hanging_postgres(root: Path) -> Path:
     """A ``REYNARD_DB_PG_BIN``: the real initdb; a ``postgres`` that says its version
-    and otherwise never answers (a server that hangs at boot)."""
+    and otherwise never answers (a server that hangs at boot), its pid added to
+    ``hanging_pids(root)``."""
     real = find_binaries()
     bindir = root / "bin"
     bindir.mkdir()
     (bindir / "initdb").symlink_to(real.initdb)
+    marks = root / "hanging"  # each launch's pid (the sleep's: it execs), written by
+    marks.mkdir()  # the server's user
+    marks.chmod(0o777)
+    launched = marks / "pids"
     (bindir / "postgres").write_text(
-        f'#!/bin/sh\ncase "$1" in -V|--version) exec {real.postgres} "$@";; esac\nexec sleep 600\n'
+        f'#!/bin/sh\ncase "$1" in -V|--version) exec {real.postgres} "$@";; esac\n'
+        f"echo $$ >> {launched}\nexec sleep 600\n"
     )
     (bindir / "postgres").chmod(0o755)
     return bindir
+
+
+def hanging_pids(root: Path) -> list[int]:
+    """The pids of the ``hanging_postgres`` made under ``root`` launched so far."""
+    launched = root / "hanging" / "pids"
+    return [int(pid) for pid in launched.read_text().split()] if launched.exists() else []
 
 
 def slow_postgres(root: Path) -> tuple[Path, Path]:
@@ -337,9 +349,20 @@ def test_models_on_an_extension_object_an_entry_point_loads_get_a_clean_child(
 
 
 # -- 2. the run's server started in the early thread --------------------------------------
+@pytest.mark.parametrize(
+    "how",
+    [
+        ("--reynard-db-checks", "-k", "test_nothing"),  # (deselected) its server started ahead
+        (),  # its agent starts its server all the same
+    ],
+    ids=["check-items-deselected", "tests"],
+)
 def test_a_run_that_needs_no_database_does_not_wait_for_a_hanging_server(
-    tmp_path: Path, runtime: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, runtime: Path, monkeypatch: pytest.MonkeyPatch, how: tuple[str, ...]
 ) -> None:
+    """A server that hangs at its boot, started ahead for a run whose tests take no
+    database: the run's end gives the start up (the agent's or the test process's), not
+    waits for its boot timeout; nothing of it is left."""
     warm_initdb(runtime, monkeypatch)
     project = reynard_project(tmp_path / "project")
     (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
@@ -349,9 +372,7 @@ def test_a_run_that_needs_no_database_does_not_wait_for_a_hanging_server(
     done = run_pytest(
         project,
         "--reynard-db=ecs",
-        "--reynard-db-checks",  # (deselected) a run that starts its server ahead
-        "-k",
-        "test_nothing",
+        *how,
         "test_nothing.py",
         REYNARD_DB_RUNTIME_DIR=str(runtime),
         REYNARD_DB_PG_BIN=str(bindir),
@@ -360,7 +381,10 @@ def test_a_run_that_needs_no_database_does_not_wait_for_a_hanging_server(
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+    assert "clean-up failed" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert took < PROMPT, f"{took:.1f} s for a run that needs no database"
+    assert not list(runtime.glob("server-*")), os.listdir(runtime)
+    assert [pid for pid in hanging_pids(runtime.parent) if not gone(pid)] == []
 
 
 def run_until_passed(project: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:

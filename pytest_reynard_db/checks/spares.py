@@ -13,6 +13,7 @@ would not (``fork_spares``' rules); otherwise the checks start an interpreter.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -45,6 +46,9 @@ class Spare:
         flush_standard_streams()  # not written twice, by both processes
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its results are what the tests read
+            # As CPython advises for a fork without exec (and as the run's agent does): the
+            # collector leaves what pytest made alone, its pages stay shared with pytest.
+            gc.freeze()
             code = 2
             try:
                 os.close(requests_write)

@@ -11,6 +11,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ..foundation.long_lived import freeze_what_lives_on
+
 if TYPE_CHECKING:
     from .front import build_parser, main
 
@@ -32,6 +34,7 @@ def run() -> None:
     try:
         from .front import main
 
+        freeze_what_lives_on()
         code = main()
     except KeyboardInterrupt:  # before main's own handling, or after it (its clean-up)
         print(f"{PROG}: interrupted", file=sys.stderr)

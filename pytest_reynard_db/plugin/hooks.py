@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..foundation.errors import ReynardDBError, die_after, terminate_as_interrupt
+from ..foundation.long_lived import freeze_what_lives_on
 from . import items as pytest_alembic_compat
 from . import options as selection
 from .items import AlembicFixtures, check_collector
@@ -93,7 +94,9 @@ def _fork_agent(config: pytest.Config) -> bool:
     if agent is None:
         return False
     config.stash[AGENT] = agent
-    config.add_cleanup(agent.end)
+    # Waited for at the run's end, and if a signal ends it before pytest_configure (the
+    # run's server is the agent's to stop, and the run says "nothing left" only after it)
+    _die_by_signals(config).callback(agent.end)
     return True
 
 
@@ -231,6 +234,9 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
     if state.is_controller and selection.runs_tests(config):  # not for --setup-plan -n 2
         with catch_harness_errors(config, usage=True):
             _ = state.server  # one server for all workers, started before they are
+    # pytest, its plugins, the conftests and what they import live until the run ends:
+    # collections (and the interpreter's exit) no longer walk them (~150 ms a run)
+    freeze_what_lives_on()
 
 
 def _say_waits_past_capture(config: pytest.Config) -> None:

@@ -165,15 +165,16 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     then begins the initdb cache, ~280 ms before the first hook where the options are
     known): ``--reynard-db`` in the arguments, ``$PYTEST_ADDOPTS`` or the ini's
     ``addopts``, else the ini's ``reynard_db`` key; neither an existing server
-    (``--reynard-db-url``, ``$REYNARD_DB_URL``, the ini's) nor check items (their
-    children are forked at the first hook, from a process of one thread:
-    ``checks.spares``), nor an xdist worker (its controller's server). When unsure,
-    False: the first hook begins it, as for any run."""
+    (``--reynard-db-url``, ``$REYNARD_DB_URL``, the ini's) nor an xdist worker (its
+    controller's server). Check items may be added: what is begun here is a forked
+    process or a thread, and their children are forked at the first hook only from a
+    process of one thread (``checks.spares``). When unsure, False: the first hook begins
+    it, as for any run."""
     args = _early_arguments(config)
     if args is None:
         return False
     named = {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
-    if named & {"--reynard-db-url", "--reynard-db-checks"}:
+    if "--reynard-db-url" in named:
         return False
     sources = [arg.split("=", 1)[1] for arg in args if arg.startswith("--reynard-db-source=")]
     if not sources:
@@ -234,12 +235,12 @@ _NO_TESTS_FLAGS = {
 def _early_arguments(config: pytest.Config) -> list[str] | None:
     """The run's arguments before pytest parses them, in pytest's order (the ini's
     ``addopts``, ``$PYTEST_ADDOPTS``, the command line); None where the run may use an
-    existing server or add the check items, or is an xdist worker."""
+    existing server, or is an xdist worker."""
     if xdist_worker(config) or os.environ.get(URL_ENV):
         return None
     try:
         addopts = [str(arg) for arg in config.getini("addopts")]
-        in_ini = [config.getini(key) for key in _SERVER_OR_CHECKS_KEYS]
+        in_ini = [config.getini(key) for key in _SERVER_KEYS]
         from_env = shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
     except (ValueError, TypeError):  # what pytest cannot read either: it says so itself
         return None
@@ -275,14 +276,9 @@ def _early_ini(config: pytest.Config, keys: tuple[str, str]) -> object:
     return None
 
 
-#: The ini keys (both spellings) with which a run may use an existing server or add the
-#: check items: ``surely_starts_a_server`` is then unsure.
-_SERVER_OR_CHECKS_KEYS = (
-    "reynard_db_url",
-    "reynard-db-url",
-    "reynard_db_checks",
-    "reynard-db-checks",
-)
+#: The ini keys (both spellings) with which a run may use an existing server:
+#: ``surely_starts_a_server`` is then unsure.
+_SERVER_KEYS = ("reynard_db_url", "reynard-db-url")
 
 
 def narrowed(config: pytest.Config) -> bool:

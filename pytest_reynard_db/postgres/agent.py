@@ -241,16 +241,20 @@ def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str, reuse:
     with ExitStack() as cleanup:
         kept: _Kept | None = None
         failure: dict[str, Any] = {}
-        # A kept server's lock may be waited for minutes: the run's end cuts that short. A
-        # start of the run's own is seen through (``_signals_deferred``), then stopped.
-        attaching = _Attaching(requests) if reuse else None
+        # The run may end before its server is ready. A kept server's lock may be waited
+        # for minutes: the run's end cuts that short (as SIGTERM). A start of the run's own
+        # gives up at its next probe (``abandon``), stopping what it launched, for an end
+        # or a signal alike (``_signals_deferred``): not cut short, which would leave a
+        # postmaster no one stops; nor seen through (a server that hangs at its boot kept
+        # a run that took no database waiting for its boot timeout).
+        abandon = _ABANDON[0]
+        watch = _EndWatch(requests, _end_by_sigterm if reuse else abandon.set)
         try:
-            kept = _attach(run_id, worker, reuse, cleanup)
+            kept = _attach(run_id, worker, reuse, cleanup, abandon)
         except Exception as exc:  # a bug too: said, not hidden behind "ended unexpectedly"
             failure = _error(exc)
         finally:
-            if attaching is not None:
-                attaching.over()
+            watch.over()
         for line in requests:
             reply = failure if kept is None else _answer(kept, json.loads(line))
             replies.write(json.dumps(reply) + "\n")
@@ -269,49 +273,58 @@ def _only_where_urls_say() -> None:
         os.environ.pop(ENV_DEFAULTS[keyword], None)
 
 
-#: Signals received while a start of the run's own server is seen through.
+#: Signals received while a start of the run's own server is under way; the event that
+#: start gives up on (set by the first of them, or by the run's end).
 _DEFERRED: list[int] = []
 _DEFERRING: list[bool] = []
+_ABANDON: list[threading.Event] = [threading.Event()]
 
 
 def _end_by_signal(number: int, frame: object) -> None:  # pragma: no cover - in the agent
     if _DEFERRING:
         _DEFERRED.append(number)
+        _ABANDON[0].set()
         return
     raise SystemExit(128 + number)
 
 
+def _end_by_sigterm() -> None:  # pragma: no cover - in the agent
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """SIGTERM and SIGHUP held until the block is over, then acted on: a server's start cut
-    short is a postmaster no one stops (its ``atexit`` is the forked pytest's, never run)."""
+    """SIGTERM and SIGHUP acted on once the block is over: a server's start cut short is a
+    postmaster no one stops (its ``atexit`` is the forked pytest's, never run); meanwhile
+    they abandon the start, which then stops what it launched and fails. The agent then
+    ends by the signal (128 + its number), whether the start had got through or not."""
     _DEFERRING.append(True)
     try:
         yield
     finally:
         _DEFERRING.clear()
-    if _DEFERRED:
-        raise SystemExit(128 + _DEFERRED[0])
+        if _DEFERRED:
+            raise SystemExit(128 + _DEFERRED[0])
 
 
-class _Attaching:
-    """The run may end while its agent attaches, which can wait minutes for the kept
-    server's lock (another run attaching, ``server stop``): the pipe's close then ends the
-    agent as SIGTERM does, not once it has attached. Attached, the agent reads that close
-    in its turn, after the requests before it."""
+class _EndWatch:
+    """The run may end while its agent attaches or starts the run's server: the pipe's
+    close (every copy of its other end closed) then calls ``on_end``, not once the server
+    is ready. Ready, the agent reads that close in its turn, after the requests before it."""
 
-    def __init__(self, requests: IO[str]) -> None:
+    def __init__(self, requests: IO[str], on_end: Callable[[], None]) -> None:
         self._lock = threading.Lock()
         self._over = False
+        self._on_end = on_end
         poller = select.poll()
         poller.register(requests.fileno(), 0)  # no event asked: woken by the hang-up alone
         threading.Thread(target=self._watch, args=(poller,), daemon=True).start()
 
     def _watch(self, poller: select.poll) -> None:  # pragma: no cover - in the agent
         poller.poll()  # until every copy of the pipe's other end is closed
-        with self._lock:  # over: the signal would cut the clean-up short
+        with self._lock:  # over: a signal would cut the clean-up short
             if not self._over:
-                os.kill(os.getpid(), signal.SIGTERM)
+                self._on_end()
 
     def over(self) -> None:
         """Attached (or failed to): the watch ends. Under the lock, so that a signal sent
@@ -327,13 +340,15 @@ class _Kept:
     identity: str
 
 
-def _attach(run_id: str, worker: str, reuse: bool, cleanup: ExitStack) -> _Kept:
+def _attach(
+    run_id: str, worker: str, reuse: bool, cleanup: ExitStack, abandon: threading.Event
+) -> _Kept:
     """What a run does first on its server: ``cleanup`` undoes it, in order.
 
     With ``reuse``, the kept server attached (started, if it is not running), the run's
     record written, the databases of dead runs dropped, the run's presence begun,
     templates unused too long dropped. Else the run's own server started (stopped and
-    removed at the end)."""
+    removed at the end; given up, once ``abandon`` is set, while it boots)."""
     from .initdb_cache import server_binaries
     from .runas import run_as, runtime_root
     from .server import EphemeralServer
@@ -353,7 +368,7 @@ def _attach(run_id: str, worker: str, reuse: bool, cleanup: ExitStack) -> _Kept:
         prune_templates(server, max_age=template_max_age(), everything_ours=True)
     else:
         with _signals_deferred():  # raised once the stop is on the clean-up list
-            server = EphemeralServer.start(binaries=binaries)
+            server = EphemeralServer.start(binaries=binaries, abandon=abandon)
             cleanup.callback(server.stop)
     # For the test process's guard: what the start or attach asked (ours is not armed).
     identity = server.process.identity
