@@ -205,7 +205,14 @@ def row_session_start(sizes: SubSizes) -> list[Row]:
             warm = statistics.median(
                 run_pytest(project, reuse, env) - startup for _ in range(sizes.warm_reps)
             )
-            warm_floor = _warm_floor(project, env, startup, sizes)
+            # pytest's own objects frozen as an active run's are (``long_lived``): the
+            # bare start and the floor measured so too, what is left is the start's work
+            frozen = {**env, **freezing_env(Path(tmp))}
+            frozen_startup = statistics.median(
+                run_pytest(project, [*FREEZES, "test_trivial.py"], frozen)
+                for _ in range(sizes.baseline_reps)
+            )
+            warm_floor = _warm_floor(project, frozen, frozen_startup, sizes)
             cached = None
             if os.environ.get(NO_BYTECODE):  # the same, as a machine that writes bytecode
                 cached = _with_bytecode(project, args, reuse, {**env, NO_BYTECODE: ""}, sizes)
@@ -254,19 +261,32 @@ def row_session_start(sizes: SubSizes) -> list[Row]:
             WARM_LIMIT,
         ),
     ]
+    # Over a bare pytest that freezes as ours does: the start's own work, pytest's
+    # collections taken out of both (ours is below a bare pytest's start otherwise).
+    warm_over_frozen = warm + startup - frozen_startup
+    frozen_row = absolute_row(
+        "4 (reference) warm over a bare pytest that freezes its objects as ours does",
+        warm_over_frozen,
+        baseline,
+        "testing.postgresql",
+        WARM_LIMIT,
+    )
     floor_row = slowdown_row(
         "4 (reference) warm vs its floor",
-        warm,
+        warm_over_frozen,
         warm_floor,
         "a test cloning the template raw",
         1.0,
     )
-    floor_row.target, floor_row.met = "none", True
-    rows.append(floor_row)
+    for row in (frozen_row, floor_row):
+        row.target, row.met = "none", True
+    rows.extend((frozen_row, floor_row))
     for row in rows:
         row.note = note
     reference.note = f"{note}; testing.postgresql in its default place: {baseline:.2f} s"
-    floor_row.note = f"{note}; {WARM_FLOOR_NOTE}"
+    frozen_note = f"pytest run minus a bare one that freezes, {frozen_startup:.2f} s"
+    frozen_row.note = frozen_note
+    floor_row.note = f"{frozen_note}; {WARM_FLOOR_NOTE}, and freezes too"
     if cached is not None:
         bare, default_cached, warm_cached = cached
         for label, ours, limit in (
@@ -319,8 +339,29 @@ WARM_FLOOR_NOTE = (
 )
 
 
+#: A plugin that freezes what pytest made at ``pytest_configure``, as an active run does
+#: (``foundation.long_lived``): for bare runs compared with ours (``-p``, ``freezing_env``).
+FREEZING_PLUGIN = """\
+import gc
+
+
+def pytest_configure(config):
+    gc.freeze()
+"""
+FREEZES = ["-p", "bench_freezing"]
+
+
+def freezing_env(tmp: Path) -> dict[str, str]:
+    """The environment in which ``FREEZES`` finds its plugin (written under ``tmp``)."""
+    where = tmp / "freezing"
+    where.mkdir(exist_ok=True)
+    (where / "bench_freezing.py").write_text(FREEZING_PLUGIN)
+    return {"PYTHONPATH": str(where)}
+
+
 def _warm_floor(project: Path, env: dict[str, str], startup: float, sizes: SubSizes) -> float:
-    """Row 4's warm floor (``FLOOR_TEST``), minus the bare pytest's ``startup``."""
+    """Row 4's warm floor (``FLOOR_TEST``, run with ``FREEZES``: ``env`` has its plugin),
+    minus the bare pytest's ``startup`` (which freezes too)."""
     where = project / "where.txt"
     (project / "test_where.py").write_text(WHERE_TEST)
     (project / "test_floor.py").write_text(FLOOR_TEST)
@@ -330,9 +371,10 @@ def _warm_floor(project: Path, env: dict[str, str], startup: float, sizes: SubSi
         {**env, "BENCH_WHERE": str(where)},
     )
     floor_env = {**env, "BENCH_WHERE": where.read_text()}
-    run_pytest(project, ["test_floor.py"], floor_env)
+    floor = [*FREEZES, "test_floor.py"]
+    run_pytest(project, floor, floor_env)
     return statistics.median(
-        run_pytest(project, ["test_floor.py"], floor_env) - startup for _ in range(sizes.warm_reps)
+        run_pytest(project, floor, floor_env) - startup for _ in range(sizes.warm_reps)
     )
 
 
