@@ -180,16 +180,34 @@ def test_kills_the_server(reynard_db):
 """
 
 
-def test_a_kept_server_killed_mid_run_loses_no_database(kept: tuple[Path, EphemeralServer]) -> None:
-    """The kept server killed mid-run: the run's databases cannot be dropped at its end (its
-    agent says so, in one line), and its record was removed all the same, so that they
-    were no run's to drop, kept for good. The record is kept: the next run restarts the
-    server and drops them."""
+#: A ``-p`` plugin with a thread: the process forks no agent (``fork_agent``), and does
+#: the server's work itself.
+HAS_A_THREAD = """\
+import threading, time
+
+threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+"""
+
+
+@pytest.mark.parametrize("by", ["agent", "test-process"])
+def test_a_kept_server_killed_mid_run_loses_no_database(
+    kept: tuple[Path, EphemeralServer], tmp_path: Path, by: str
+) -> None:
+    """The kept server killed mid-run: the run's databases cannot be dropped at its end
+    (said in one line), and its record was removed all the same, so that they were no
+    run's to drop, kept for good. The record is kept: the next run restarts the server and
+    drops them. By the run's agent, and by a test process that does its server's work
+    itself (a thread kept it from forking the agent)."""
     project, _ = kept
     (project / "test_kills.py").write_text(KILLS_THE_SERVER)
-    killed = run(project, "test_kills.py")
-    assert "reynard-db: clean-up failed: could not drop the run's databases" in killed.stderr
-    assert "the next run drops them" in killed.stderr
+    if by == "agent":
+        killed = run(project, "test_kills.py")
+        assert "reynard-db: clean-up failed: could not drop the run's databases" in killed.stderr
+        assert "the next run drops them" in killed.stderr
+    else:
+        (tmp_path / "threaded_plugin.py").write_text(HAS_A_THREAD)
+        killed = run(project, "-p", "threaded_plugin", "test_kills.py", PYTHONPATH=str(tmp_path))
+        assert "reynard-db: clean-up failed" in killed.stdout + killed.stderr
     assert "Traceback" not in killed.stdout + killed.stderr
     # Reaped (by init, in its time): till then PostgreSQL takes its pid for a postmaster's.
     postmaster = Path(f"/proc/{(project / 'killed').read_text()}")

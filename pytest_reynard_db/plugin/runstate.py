@@ -276,10 +276,12 @@ class RunState:
                 stack.callback(self._presence.close)
             if self.own_server is not None:
                 stack.callback(self.own_server.stop)
-            if self._run_record is not None:
-                stack.callback(self._run_record.unlink, missing_ok=True)
             if self._server is not None:
                 stack.callback(self._server.close)
+            if self._run_record is not None and self.own_server is not None:
+                # on the admin connection, before it closes; the record kept if what the
+                # run left cannot be dropped: the next run drops it
+                stack.callback(self.own_server.leave, self.run_id, self._run_record)
             if self._server is not None and _reached_existing(self._server):
                 # Databases a test made by hand with reynard_db_server.create_database.
                 stack.callback(self._server.stop)

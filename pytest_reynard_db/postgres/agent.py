@@ -42,7 +42,7 @@ from ..foundation.forking import LINUX, ForkedProcess, flush_standard_streams, t
 # Light to import: the test process forks it as the plugin registers. What the agent
 # itself needs (psycopg, the servers) it imports once forked, on its own core.
 if TYPE_CHECKING:
-    from .server import EphemeralServer, Server
+    from .server import EphemeralServer
     from .shared import RunPresence
 
 #: How long the test process waits for the agent to end once told, then once SIGTERMed (s).
@@ -376,13 +376,12 @@ def _attach(
     return _Kept(server, presence, identity)
 
 
-def _drop_run_then_its_record(server: Server, run_id: str, record: Path) -> None:
-    """What the run left dropped, then its record removed. Not dropped (the kept server
-    killed mid-run), the record is kept: the next run, finding its owner dead, drops them
-    (``EphemeralServer.enrol``); without it they were no run's to drop. Said on stderr,
-    which is the terminal's (the agent was forked before pytest captured it)."""
+def _drop_run_then_its_record(server: EphemeralServer, run_id: str, record: Path) -> None:
+    """``EphemeralServer.leave``; a drop that fails (its record kept for the next run) is
+    said on stderr, which is the terminal's (the agent was forked before pytest captured
+    it)."""
     try:
-        server.drop_run(run_id)
+        server.leave(run_id, record)
     except ReynardDBError as exc:
         print(
             f"reynard-db: clean-up failed: could not drop the run's databases ({exc}); "
@@ -390,8 +389,6 @@ def _drop_run_then_its_record(server: Server, run_id: str, record: Path) -> None
             file=sys.stderr,
             flush=True,
         )
-        return
-    record.unlink(missing_ok=True)
 
 
 def _answer(kept: _Kept, request: dict[str, Any]) -> dict[str, Any]:

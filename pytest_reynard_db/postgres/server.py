@@ -325,6 +325,13 @@ class EphemeralServer(Server):
                 record.unlink(missing_ok=True)
         return ours
 
+    def leave(self, run_id: str, record: Path) -> None:
+        """The end of ``enrol``: what the run left dropped, then its record removed. A drop
+        that fails (the kept server killed mid-run) raises and keeps the record: the next
+        run, finding its owner dead, drops them; without it they were no run's to drop."""
+        self.drop_run(run_id)
+        record.unlink(missing_ok=True)
+
     def stop(self) -> None:
         self.close()
         self.process.stop()
