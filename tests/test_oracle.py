@@ -22,12 +22,15 @@ import multiprocessing
 import os
 import re
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from alembic import command
@@ -339,6 +342,40 @@ def test_one_case_through_the_cli(stock: Path, tmp_path: Path, pg_server: Epheme
     ]
     # the corpus's verdict: plain Alembic's on this tree (test_our_verdicts_are_plain_alembics)
     assert our_summary(results).agrees(expected_summary(case.expected)), out
+
+
+@pytest.mark.parametrize("form", ["broken", "sound"])
+def test_one_case_through_the_items(stock: Path, tmp_path: Path, runtime: Path, form: str) -> None:
+    """The check items of ``pytest --reynard-db-checks`` (the run's agent starting its server,
+    a forked spare running the checks, what pytest made frozen) say what plain Alembic says
+    (the corpus's verdict), through each item's outcome and failure message."""
+    case: Case = CASES["enum_shared_by_two_revisions"]
+    revisions, expected = case.form(form)
+    project = make_tree(stock, tmp_path / "app", revisions, "recommended")
+    with (project / "pyproject.toml").open("a") as pyproject:
+        pyproject.write('[tool.pytest.ini_options]\nreynard_db = "app"\n')
+    junit = tmp_path / "items.xml"
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db-checks"]
+    done = subprocess.run(
+        [*argv, "-k", " or ".join(CHECKED), f"--junitxml={junit}"],
+        cwd=project,
+        env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == (1 if form == "broken" else 0), done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "clean-up failed" not in done.stderr, done.stderr
+    results = []
+    for case_ in ElementTree.parse(junit).getroot().iter("testcase"):
+        check = case_.get("name", "").rsplit("::", 1)[-1]
+        failure = case_.find("failure")
+        skipped = case_.find("skipped") is not None
+        message = failure.text or "" if failure is not None else ""
+        results.append(CheckResult("app", check, failure is None, message, skipped=skipped))
+    assert sorted(r.check for r in results) == sorted(CHECKED), done.stdout
+    assert our_summary(results).agrees(expected_summary(expected)), done.stdout
 
 
 def test_plain_alembic_reads_back_the_database(
