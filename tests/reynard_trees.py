@@ -203,6 +203,15 @@ def ctrl_c_as_in_a_terminal() -> Iterator[None]:
 QUIET_ASYNCIO = "-o asyncio_default_fixture_loop_scope=function"
 
 
+#: A ``-p`` plugin with a thread: a process with threads forks no agent (``fork_agent``),
+#: and does its server's work itself (as xdist's controller does, or another platform).
+HAS_A_THREAD = """\
+import threading, time
+
+threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+"""
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a user's shell: none of the outer run's pytest or URL variables,
     and this interpreter's scripts (``reynard-migrate``, ``alembic``) first on PATH, as in a

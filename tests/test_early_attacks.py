@@ -49,6 +49,20 @@ def _seen(seen_dir: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(seen_dir.iterdir())}
 
 
+def _watching(project: Path, tmp_path: Path) -> Path:
+    """``SEES_THE_EARLY_START`` as the project's conftest; the folder it writes to."""
+    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
+    seen_dir = tmp_path / "seen"
+    seen_dir.mkdir()
+    return seen_dir
+
+
+def _in_the_ini(project: Path, lines: str) -> None:
+    """``lines`` added to the project's ``[tool.pytest.ini_options]`` (its last table)."""
+    with (project / "pyproject.toml").open("a") as pyproject:
+        pyproject.write(lines)
+
+
 def test_an_empty_reynard_db_begins_no_initdb(project: Path, runtime: Path) -> None:
     (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
 
@@ -82,9 +96,7 @@ def test_a_usage_error_begins_no_initdb(project: Path, runtime: Path) -> None:
 def test_xdist_workers_begin_no_initdb_thread(project: Path, runtime: Path, tmp_path: Path) -> None:
     (project / "test_one.py").write_text(A_DATABASE)
     (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
-    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
-    seen_dir = tmp_path / "seen"
-    seen_dir.mkdir()
+    seen_dir = _watching(project, tmp_path)
 
     done = run_pytest(
         project,
@@ -113,9 +125,7 @@ def test_the_two_token_form_begins_early(project: Path, runtime: Path, tmp_path:
     """``--reynard-db ecs`` (two arguments) is read as ``--reynard-db=ecs``: the run's
     agent is forked as the plugin registers (it starts the server; no initdb thread)."""
     (project / "test_one.py").write_text(A_DATABASE)
-    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
-    seen_dir = tmp_path / "seen"
-    seen_dir.mkdir()
+    seen_dir = _watching(project, tmp_path)
 
     done = run_pytest(
         project,
@@ -137,12 +147,9 @@ def test_ini_check_items_still_fork_their_children(
     """``reynard_db_checks = true`` in the ini with ``--reynard-db`` on the command line:
     the run's agent is forked as the plugin registers (a process, not a thread: the
     process still has one thread), and the check items' children at the first hook."""
-    with (project / "pyproject.toml").open("a") as pyproject:
-        pyproject.write("reynard_db_checks = true\n")
-    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
+    _in_the_ini(project, "reynard_db_checks = true\n")
     (project / "test_nothing.py").write_text(NO_DATABASE_NEEDED)
-    seen_dir = tmp_path / "seen"
-    seen_dir.mkdir()
+    seen_dir = _watching(project, tmp_path)
 
     done = run_pytest(
         project, "--reynard-db=ecs", REYNARD_DB_RUNTIME_DIR=str(runtime), SEEN_DIR=str(seen_dir)
@@ -190,12 +197,9 @@ def test_the_ini_key_begins_early(project: Path, runtime: Path, tmp_path: Path, 
     """The README's Quick start selects the database in the ini (``reynard_db = "ecs"``),
     no ``--reynard-db`` anywhere: the run's agent is forked as the plugin registers, as for
     the command line (session 12 found such runs took the in-process path)."""
-    with (project / "pyproject.toml").open("a") as pyproject:
-        pyproject.write(f'"{key}" = "ecs"\n')
+    _in_the_ini(project, f'"{key}" = "ecs"\n')
     (project / "test_one.py").write_text(A_DATABASE)
-    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
-    seen_dir = tmp_path / "seen"
-    seen_dir.mkdir()
+    seen_dir = _watching(project, tmp_path)
 
     done = run_pytest(
         project, "test_one.py", REYNARD_DB_RUNTIME_DIR=str(runtime), SEEN_DIR=str(seen_dir)
@@ -213,12 +217,9 @@ def test_an_empty_reynard_db_reads_the_ini_key(
     """``--reynard-db=`` (empty) on the command line leaves the ini's database selected, as
     ``get_settings`` reads every option (an empty value is no value): the early read
     agrees, and forks the agent for it."""
-    with (project / "pyproject.toml").open("a") as pyproject:
-        pyproject.write('reynard_db = "ecs"\n')
+    _in_the_ini(project, 'reynard_db = "ecs"\n')
     (project / "test_one.py").write_text(A_DATABASE)
-    (project / "conftest.py").write_text(SEES_THE_EARLY_START)
-    seen_dir = tmp_path / "seen"
-    seen_dir.mkdir()
+    seen_dir = _watching(project, tmp_path)
 
     done = run_pytest(
         project,
@@ -237,8 +238,7 @@ def test_an_empty_reynard_db_reads_the_ini_key(
 def test_a_missing_value_begins_nothing(project: Path, runtime: Path) -> None:
     """``--reynard-db --co`` with a database in the ini: pytest's usage error (the option
     takes a value), said at once, with no agent or initdb begun for the ini's database."""
-    with (project / "pyproject.toml").open("a") as pyproject:
-        pyproject.write('reynard_db = "ecs"\n')
+    _in_the_ini(project, 'reynard_db = "ecs"\n')
     (project / "test_one.py").write_text(A_DATABASE)
 
     done = run_pytest(project, "--reynard-db", "--co", REYNARD_DB_RUNTIME_DIR=str(runtime))
@@ -252,8 +252,7 @@ def test_a_missing_value_begins_nothing(project: Path, runtime: Path) -> None:
 def test_an_invalid_ini_source_begins_nothing(project: Path, runtime: Path) -> None:
     """A database from the ini with an invalid ``reynard_db_source`` there: the usage
     error is said at once, with no agent, initdb or server begun for it."""
-    with (project / "pyproject.toml").open("a") as pyproject:
-        pyproject.write('reynard_db = "ecs"\nreynard_db_source = "bogus"\n')
+    _in_the_ini(project, 'reynard_db = "ecs"\nreynard_db_source = "bogus"\n')
     (project / "test_one.py").write_text(A_DATABASE)
 
     done = run_pytest(project, "test_one.py", REYNARD_DB_RUNTIME_DIR=str(runtime))

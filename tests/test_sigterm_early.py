@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from pytest_reynard_db.guard.inherit import PREFIX as GUARD_FILE_PREFIX
-from tests.reynard_trees import clean_env, reynard_project, run_pytest, wait_until
+from tests.reynard_trees import HAS_A_THREAD, clean_env, reynard_project, run_pytest, wait_until
 from tests.test_early_initdb import running_servers
 
 A_DATABASE = "def test_one(reynard_db):\n    assert reynard_db.head\n"
@@ -207,15 +207,6 @@ def waiting_on(pid: int) -> str:
         return Path(f"/proc/{pid}/wchan").read_text()
     except OSError:
         return ""
-
-
-#: A ``-p`` plugin with a thread: a process with threads forks no agent (``fork_agent``),
-#: so the run starts its server itself, in its initdb thread (as xdist's controller does).
-HAS_A_THREAD = """\
-import threading, time
-
-threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
-"""
 
 
 def test_sigterm_while_the_run_waits_for_its_server_leaves_no_server_directory(

@@ -18,7 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, hold_file_lock, pytest_argv, wait_for, wait_until
+from reynard_trees import (
+    HAS_A_THREAD,
+    clean_env,
+    hold_file_lock,
+    pytest_argv,
+    wait_for,
+    wait_until,
+)
 from warm_runs import ARGS, alive, children, run, run_databases, start
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -177,15 +184,6 @@ def test_kills_the_server(reynard_db):
     postmaster = int(pid_file.read_text().split()[0])
     os.kill(postmaster, signal.SIGKILL)
     pathlib.Path("killed").write_text(str(postmaster))
-"""
-
-
-#: A ``-p`` plugin with a thread: the process forks no agent (``fork_agent``), and does
-#: the server's work itself.
-HAS_A_THREAD = """\
-import threading, time
-
-threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
 """
 
 
