@@ -6,6 +6,7 @@ in a run where the plugin is inactive, which must change nothing of the process.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,55 @@ def test_the_cli_freezes_what_it_imported(project: Path) -> None:
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert _said(done.stdout)[0] > 10_000, done.stdout
+
+
+#: An outer suite that runs pytest in-process (``pytester``) again and again, each run
+#: selecting a database: it says how many objects are frozen after each.
+RUNS_PYTEST_IN_PROCESS = """\
+import gc, os, shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize("run", range(4))
+def test_inner(pytester, run):
+    shutil.copytree(os.environ["INNER_PROJECT"], pytester.path, dirs_exist_ok=True)
+    result = pytester.runpytest_inprocess(
+        "-o", "asyncio_default_fixture_loop_scope=function", "--reynard-db=ecs", "test_x.py"
+    )
+    result.assert_outcomes(passed=1)
+    print(f"AFTER-RUN={gc.get_freeze_count()}")
+"""
+
+
+def test_a_long_in_process_suite_freezes_once(project: Path, runtime: Path, tmp_path: Path) -> None:
+    """An outer suite that does not load the plugin itself (``-p no:reynard_db``) runs
+    pytest in-process with a database, again and again: pytester unloads the modules each
+    inner run imported, ours too, so each run found the process not yet frozen and froze
+    what its predecessors left (~5,000 objects a run, never collected: memory without
+    bound). The first run freezes; the others find the process frozen already."""
+    inner = tmp_path / "inner"
+    shutil.copytree(project, inner)
+    (inner / "test_x.py").write_text("def test_x():\n    pass\n")
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    (outer / "test_outer.py").write_text(RUNS_PYTEST_IN_PROCESS)
+
+    done = run_pytest(
+        outer,
+        "-p",
+        "no:reynard_db",
+        "-p",
+        "pytester",
+        "-s",
+        "test_outer.py",
+        INNER_PROJECT=str(inner),
+        REYNARD_DB_RUNTIME_DIR=str(runtime),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    frozen = [int(count) for count in re.findall(r"AFTER-RUN=(\d+)", done.stdout)]
+    assert len(frozen) == 4 and frozen[0] > 10_000, done.stdout
+    assert frozen[-1] - frozen[0] < 1_000, frozen  # not one run's leftovers more a run

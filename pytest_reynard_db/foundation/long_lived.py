@@ -16,22 +16,22 @@ check items' spares) freeze what they inherit at once, as CPython's documentatio
 advises for a fork without exec.
 
 Once per process: pytest run in-process (``pytester``) freezes in its first run only,
-so the repeated runs of a long suite do not each keep what they leave.
+so the repeated runs of a long suite do not each keep what they leave. Told by what is
+frozen, not by a flag of ours: pytester unloads the modules a run imported, this one
+too where the outer run has not loaded the plugin (``-p no:reynard_db``), and a flag
+was new again at each run (each froze what the ones before it left).
 """
 
 from __future__ import annotations
 
 import gc
 
-_frozen = False
-
 
 def freeze_what_lives_on() -> None:
-    """Freeze what the process tracks now (``gc.freeze``), once. Not where the collector
-    is off (a conftest may turn it off: a run freezes once they are imported): the
-    process's owner wants no change."""
-    global _frozen
-    if _frozen or not gc.isenabled():
+    """Freeze what the process tracks now (``gc.freeze``), once: not where objects are
+    frozen already (by an earlier run in this process, or by its owner), nor where the
+    collector is off (a conftest may turn it off: a run freezes once they are imported):
+    the process's owner wants no change."""
+    if gc.get_freeze_count() or not gc.isenabled():
         return
-    _frozen = True
     gc.freeze()
