@@ -14,6 +14,7 @@ conftest or ``-p`` plugin; a FIFO in the initdb cache, where the server's start 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,5 +263,69 @@ def test_sigterm_while_the_run_waits_for_its_server_leaves_no_server_directory(
 
     said = output.read_text()
     assert run.returncode == 128 + signal.SIGTERM, said  # ended as interrupted, by SIGTERM
+    assert "Traceback" not in said and "clean-up failed" not in said, said
+    assert_nothing_left(runtime, project, said)
+
+
+#: ``SHOWS_ITS_STACKS``, and the run's agent held (SIGSTOP) as the run's end begins, its
+#: pid then written to ``{held}``: the test process's wait for it lasts until it goes on.
+HOLDS_THE_AGENT_AT_THE_END = (
+    SHOWS_ITS_STACKS
+    + """
+import os
+import re
+
+from pytest_reynard_db.plugin.stash import AGENT
+
+
+def pytest_unconfigure(config):
+    agent = config.stash[AGENT].process.pid
+    os.kill(agent, signal.SIGSTOP)
+    pathlib.Path({held!r}).write_text(str(agent))
+"""
+)
+
+
+def test_sigterm_while_the_run_waits_for_its_agent_at_its_end(
+    project: Path, runtime: Path, tmp_path: Path
+) -> None:
+    """SIGTERM (a CI job cancelled) once the tests are over, while the test process waits
+    for its agent to stop the run's server (an agent slow to end: held here): the wait is
+    seen through, then the run ends by the signal (exit 143), without a traceback. The
+    agent's wait is on pytest's clean-up list, under the run's handler, which raised
+    ``Terminated`` out of it: pytest's traceback, exit 1, the agent not waited for."""
+    dump, marker, held = tmp_path / "stacks.txt", tmp_path / "ready", tmp_path / "held"
+    conftest = HOLDS_THE_AGENT_AT_THE_END.format(dump=str(dump), marker=str(marker), held=str(held))
+    (project / "conftest.py").write_text(conftest)
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={project}"]
+    output = project / "output.txt"
+    with output.open("w") as out:
+        run = subprocess.Popen(
+            [*argv, "--reynard-db=ecs", "test_one.py"],
+            cwd=project,
+            env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _STARTED.append(run)
+    wait_until(lambda: held.exists() or run.poll() is not None, 120, "the run's end")
+    assert held.exists(), output.read_text()
+    agent = int(held.read_text())
+    try:
+        waits = re.compile(r'agent\.py", line \d+ in end\b')
+        wait_until(
+            lambda: waits.search(stacks(run, dump)) or run.poll() is not None,
+            60,
+            "the run to wait for its agent",
+        )
+        run.send_signal(signal.SIGTERM)
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    run.wait(timeout=60)
+
+    said = output.read_text()
+    assert "1 passed" in said, said
+    assert run.returncode == 128 + signal.SIGTERM, said
     assert "Traceback" not in said and "clean-up failed" not in said, said
     assert_nothing_left(runtime, project, said)

@@ -199,6 +199,21 @@ def die_after(finish: Callable[[], object]) -> Iterator[None]:
 
 
 @contextmanager
+def held_until_over() -> Iterator[None]:
+    """While active, SIGTERM/SIGHUP are held, not acted on: for an end that waits for what
+    it began (a run's clean-up list, its agent's stop), which neither ``Terminated`` (a
+    traceback out of pytest's clean-up, exit 1) nor the default action (what is waited
+    for left behind) may cut short. Once the block is over, the first one held ends the
+    process as the shell expects (``SystemExit``: exit 128 + signal, no traceback).
+    Main thread only, as above."""
+    held: list[int] = []
+    with _terminating_handled_by(lambda signum, frame: held.append(signum)):
+        yield
+    if held:
+        raise SystemExit(128 + held[0])
+
+
+@contextmanager
 def _terminating_handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
     """``handler`` for SIGTERM and SIGHUP in the block, the previous handlers put back
     after it. Outside the main thread (where Python cannot install handlers) nothing;

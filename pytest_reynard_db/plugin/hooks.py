@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..foundation.errors import ReynardDBError, die_after, terminate_as_interrupt
+from ..foundation.errors import ReynardDBError, die_after, held_until_over, terminate_as_interrupt
 from ..foundation.long_lived import freeze_what_lives_on
 from . import items as pytest_alembic_compat
 from . import options as selection
@@ -289,6 +289,11 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    # A first SIGTERM/SIGHUP from here on waits for the clean-up list (the agent's stop),
+    # then ends the run by it: raised as ``Terminated`` out of that list, it was pytest's
+    # traceback and exit 1. A run a signal has ended keeps its exit (a second is ignored).
+    if HANDLERS in config.stash and not config.stash.get(SIGNALS, None):
+        config.stash[HANDLERS].enter_context(held_until_over())
     state = config.stash.get(STATE, None)
     try:
         if state is not None:
