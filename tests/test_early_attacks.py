@@ -76,15 +76,18 @@ def test_an_empty_reynard_db_begins_no_initdb(project: Path, runtime: Path) -> N
     assert _initdb_entries(runtime) == ([], []), os.listdir(runtime)
 
 
-def test_a_usage_error_begins_no_initdb(project: Path, runtime: Path) -> None:
+@pytest.mark.parametrize(
+    "source", [("--reynard-db-source=bogus",), ("--reynard-db-source", "bogus")], ids=["=", " "]
+)
+def test_a_usage_error_begins_no_initdb(
+    project: Path, runtime: Path, source: tuple[str, ...]
+) -> None:
+    """In either form argparse takes (the two-token one forked the agent, which built
+    the initdb cache before the error was said)."""
     (project / "test_one.py").write_text(A_DATABASE)
 
     done = run_pytest(
-        project,
-        "--reynard-db=ecs",
-        "--reynard-db-source=bogus",
-        "test_one.py",
-        REYNARD_DB_RUNTIME_DIR=str(runtime),
+        project, "--reynard-db=ecs", *source, "test_one.py", REYNARD_DB_RUNTIME_DIR=str(runtime)
     )
 
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
@@ -235,13 +238,19 @@ def test_an_empty_reynard_db_reads_the_ini_key(
     assert _seen(seen_dir) == {"main": "(False, False, False, True)"}
 
 
-def test_a_missing_value_begins_nothing(project: Path, runtime: Path) -> None:
-    """``--reynard-db --co`` with a database in the ini: pytest's usage error (the option
-    takes a value), said at once, with no agent or initdb begun for the ini's database."""
+@pytest.mark.parametrize(
+    "args", [("--reynard-db", "--co"), ("--co", "--reynard-db")], ids=["before", "last"]
+)
+def test_a_missing_value_begins_nothing(
+    project: Path, runtime: Path, args: tuple[str, ...]
+) -> None:
+    """``--reynard-db --co`` (or ``--reynard-db`` last) with a database in the ini:
+    pytest's usage error (the option takes a value), said at once, with no agent or
+    initdb begun for the ini's database."""
     _in_the_ini(project, 'reynard_db = "ecs"\n')
     (project / "test_one.py").write_text(A_DATABASE)
 
-    done = run_pytest(project, "--reynard-db", "--co", REYNARD_DB_RUNTIME_DIR=str(runtime))
+    done = run_pytest(project, *args, REYNARD_DB_RUNTIME_DIR=str(runtime))
 
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
     assert "--reynard-db: expected one argument" in done.stderr, done.stderr

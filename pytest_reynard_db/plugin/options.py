@@ -176,16 +176,15 @@ def surely_starts_a_server(config: pytest.Config) -> bool:
     named = {arg.split("=", 1)[0] for arg in args if arg.startswith("--reynard-db")}
     if "--reynard-db-url" in named:
         return False
-    sources = [arg.split("=", 1)[1] for arg in args if arg.startswith("--reynard-db-source=")]
+    sources = _values(args, "--reynard-db-source")
     if not sources:
         sources = [str(_early_ini(config, _SOURCE_KEYS) or "copy")]
-    if any(source not in SOURCES for source in sources):
+    given = _values(args, "--reynard-db")
+    if any(source not in SOURCES for source in sources) or None in given:
         return False  # pytest's usage error, said at once: no initdb to wait for
-    names = _last_reynard_db(args)
-    if names is None:
-        return False  # ``--reynard-db --co``: pytest's usage error, said at once
-    if not names:  # none, or empty, given: the ini's key, as ``get_settings`` reads it
-        names = str(_early_ini(config, _DATABASE_KEYS) or "")
+    # The last one given wins (argparse's); none, or an empty one: the ini's key, as
+    # ``get_settings`` reads it
+    names = (given[-1] if given else "") or str(_early_ini(config, _DATABASE_KEYS) or "")
     return any(name.strip() for name in names.split(","))
 
 
@@ -249,18 +248,18 @@ def _early_arguments(config: pytest.Config) -> list[str] | None:
     return [*addopts, *from_env, *(str(arg) for arg in config.invocation_params.args)]
 
 
-def _last_reynard_db(args: list[str]) -> str | None:
-    """The value of the last ``--reynard-db`` in ``args`` (argparse's: the last one given
-    wins), "" if none is given or it is empty (``--reynard-db=``: the ini's then, as
-    ``get_settings`` reads it); None for one followed by an option (``--reynard-db
-    --co``), pytest's usage error."""
-    value: str | None = ""
-    for arg, following in zip(args, [*args[1:], ""], strict=True):
-        if arg == "--reynard-db":
-            value = None if following.startswith("-") else following
-        elif arg.startswith("--reynard-db="):
-            value = arg.split("=", 1)[1]
-    return value
+def _values(args: list[str], option: str) -> list[str | None]:
+    """Each value ``args`` give ``option``, in order, in either of argparse's forms
+    (``--option=value``, ``--option value``); None for one that has none (followed by an
+    option, or last: ``--reynard-db --co``), pytest's usage error."""
+    values: list[str | None] = []
+    for index, arg in enumerate(args):
+        if arg == option:
+            following = args[index + 1] if index + 1 < len(args) else None
+            values.append(None if following is None or following.startswith("-") else following)
+        elif arg.startswith(f"{option}="):
+            values.append(arg.split("=", 1)[1])
+    return values
 
 
 def _early_ini(config: pytest.Config, keys: tuple[str, str]) -> object:
