@@ -11,7 +11,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
-from reynard_trees import break_main, run_pytest
+from reynard_trees import break_main, reynard_project, run_pytest
 
 
 def closed_port_url() -> str:
@@ -154,3 +154,23 @@ def test_no_pyproject_is_one_line_with_pytests_own_hint(tmp_path: Path) -> None:
         "run pytest inside the project, or pass --rootdir DIR"
     ), run.stderr
     assert "Traceback" not in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("selected", [(), ("--reynard-db=ecs",)], ids=["inactive", "a-database"])
+def test_a_run_without_pytests_terminal_plugin(
+    tmp_path: Path, runtime: Path, selected: tuple[str, ...]
+) -> None:
+    """``-p no:terminal`` (a tool that reads pytest's results otherwise) drops the options
+    ``--tb`` and ``-v`` with it: reading them for the run's harness errors was an
+    INTERNALERROR at pytest_configure, in every project where the plugin is installed."""
+    project = reynard_project(tmp_path / "project")
+    taken = "reynard_db" if selected else ""
+    (project / "test_a.py").write_text(f"def test_a({taken}):\n    pass\n")
+
+    run = run_pytest(
+        project, "-p", "no:terminal", *selected, "test_a.py", REYNARD_DB_RUNTIME_DIR=str(runtime)
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "INTERNALERROR" not in run.stdout + run.stderr, run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr

@@ -128,7 +128,9 @@ class HarnessErrors:
 
     @classmethod
     def for_config(cls, config: pytest.Config) -> HarnessErrors:
-        return cls(show_chain=config.option.tbstyle == "long" or config.option.verbose > 0)
+        # Both are the terminal plugin's options: gone with ``-p no:terminal``
+        long = config.getoption("tbstyle", "auto") == "long"
+        return cls(show_chain=long or (config.getoption("verbose", 0) or 0) > 0)
 
     @staticmethod
     def line(exc: ReynardDBError) -> str:
