@@ -304,3 +304,37 @@ def cwd_of(pid: str) -> Path | None:
         return Path(os.readlink(f"/proc/{pid}/cwd")).resolve()
     except OSError:
         return None
+
+
+def test_a_check_child_killed_mid_check_leaves_no_database(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """A check item's child killed alone (``kill -9``: the OOM killer) while it migrates
+    its throw-away database: its items fail, saying so, and the run's end drops that
+    database, which carries the run's id (``scratch_name``): nameless, it was no run's
+    to drop, left on the server for good (hostile13)."""
+    url = pg_server.url.render_as_string(hide_password=False)
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db-checks"]
+    argv += ["--reynard-db=auth", f"--reynard-db-url={url}", "-k", "upgrade"]
+    env = clean_env(ISOLATION_SLEEP="600")  # longer than the waits below
+    out_file = project / "output.txt"
+    with out_file.open("w") as out:  # a file, not a pipe: a child left would hold a pipe
+        process = subprocess.Popen(argv, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(
+            lambda: scratch_databases(pg_server) or process.poll() is not None,
+            120,
+            "the check item's throw-away database",
+        )
+        children = [int(pid) for pid in processes_in(project) if int(pid) != process.pid]
+        assert len(children) == 1, (children, out_file.read_text())
+        os.kill(children[0], signal.SIGKILL)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    said = out_file.read_text()
+    assert process.returncode == pytest.ExitCode.TESTS_FAILED, said
+    assert "was killed by signal 9" in said and "Traceback" not in said, said
+    assert scratch_databases(pg_server) == [], said

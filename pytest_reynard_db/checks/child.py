@@ -87,7 +87,13 @@ def _child(requests: IO[str], out: IO[str], forked: bool) -> None:
     with GUARD.armed_for(opt_in_hint=OPT_IN_HINT, allow=tuple(request["allow"])):
         server = ExistingServer(request["server"]) if request["server"] else None
         try:
-            runner = CheckRunner(db, registry, server, progress=advance if listening else None)
+            runner = CheckRunner(
+                db,
+                registry,
+                server,
+                progress=advance if listening else None,
+                run_id=request.get("run_id"),
+            )
             for name in request["checks"]:
                 say({"progress": [db.name, name]})
                 results.extend(run_check(runner, name, timeout=request["timeout"]))

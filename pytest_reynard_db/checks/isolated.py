@@ -84,11 +84,14 @@ class IsolatedChild:
         allow: Sequence[str] = (),
         note_prefix: str = "reynard-migrate: note: ",
         spare: Spare | None = None,
+        run_id: str | None = None,
     ) -> None:
         """``spare``: a child forked ahead to use (``Spare``); by default an interpreter
-        is started for it."""
+        is started for it. ``run_id``: the pytest run whose check items these are
+        (``CheckRunner``)."""
         self.db = db
         request = {
+            "run_id": run_id,
             "root": str(registry.root),
             "base": registry.base,  # check --base replaces the registry's
             "database": db.name,

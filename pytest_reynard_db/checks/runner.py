@@ -94,11 +94,15 @@ class CheckRunner:
         server: Server | None,
         *,
         progress: Progress | None = None,
+        run_id: str | None = None,
     ) -> None:
+        """``run_id``: the pytest run whose check items these are, named in the throw-away
+        databases (``scratch_name``)."""
         self.db = db
         self.registry = registry
         self.server = server
         self.progress = progress
+        self.run_id = run_id
         self.check = ""
         self._script: ScriptDirectory | None = None
         #: Every throw-away database this runner made, in order (see ``manager``).
@@ -180,7 +184,7 @@ class CheckRunner:
             raise ServerError(f"check {purpose!r} needs a PostgreSQL server and none was given")
         from ..postgres.server import scratch_name
 
-        name = scratch_name(self.db.name, purpose)
+        name = scratch_name(self.db.name, purpose, self.run_id)
         url = self.server.create_database(name)
         self._scratch_urls.append(url)
         try:

@@ -366,6 +366,7 @@ class ReynardChecks(pytest.Collector):
             allow=self.state.settings.allow,
             note_prefix="reynard-db: ",
             spare=spares.take() if spares is not None else None,
+            run_id=self.state.run_id,  # its throw-away databases are the run's
         )
         try:
             if migrating:

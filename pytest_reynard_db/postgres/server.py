@@ -14,7 +14,8 @@ word: two long names would then be one database. Every name made here goes throu
   ``run_of`` reads the run back, to drop a dead run's databases);
 - a template: ``test_tpl_<db>_<digest>`` (``template_name``), built under
   ``<template>_building`` (``building_name``) and renamed once complete;
-- a check's scratch database: ``test_check_<db>_<purpose>_<random>`` (``scratch_name``).
+- a check's scratch database: ``test_check_<db>_<purpose>_[<run id>_]<random>``
+  (``scratch_name``).
 """
 
 from __future__ import annotations
@@ -427,6 +428,10 @@ def run_comment(run_id: str) -> str:
     return f"reynard-db run {run_id}"
 
 
-def scratch_name(database: str, purpose: str) -> str:
-    """A check's throw-away database, ``test_check_<database>_<purpose>_<random>``."""
-    return pg_name(f"{SCRATCH_PREFIX}{database}_{purpose}", f"_{secrets.token_hex(4)}")
+def scratch_name(database: str, purpose: str, run_id: str | None = None) -> str:
+    """A check's throw-away database, ``test_check_<database>_<purpose>_<random>``; of a
+    pytest run's check items, ``..._<purpose>_<run id>_<random>``: the run's own, which
+    ``drop_run`` drops (its check child killed, on a kept server, by the run's end or
+    the next run's start)."""
+    run = f"_{run_id}" if run_id else ""
+    return pg_name(f"{SCRATCH_PREFIX}{database}_{purpose}", f"{run}_{secrets.token_hex(4)}")
