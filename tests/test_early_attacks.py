@@ -1,5 +1,5 @@
 """Attacks on the initdb begun as the plugin registers (issue 25:
-``options.surely_starts_a_server``, ``hooks._begin_early``): runs that must begin no
+``options.surely_starts_a_server``, ``early.begin_early``): runs that must begin no
 initdb, or none before their first hook, and runs that must still end cleanly.
 
 Three worked and are fixed: an empty ``--reynard-db=`` began an initdb; a usage error
@@ -23,7 +23,7 @@ A_DATABASE = "def test_one(reynard_db):\n    assert reynard_db.head\n"
 
 #: A conftest that says, per process (``main`` or the xdist worker), whether the run's
 #: initdb thread was begun by then (``EARLY_START``), whether before the first hook
-#: (``EARLY_SIGNALS``, set only by ``hooks._begin_early``), and whether the check items'
+#: (``EARLY_SIGNALS``, set only by ``early.begin_early``), and whether the check items'
 #: children were forked (``SPARES``).
 SEES_THE_EARLY_START = """\
 import os

@@ -15,21 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..foundation.errors import ReynardDBError, die_after, held_until_over, terminate_as_interrupt
+from ..foundation.errors import ReynardDBError
 from ..foundation.long_lived import freeze_what_lives_on
 from . import items as pytest_alembic_compat
 from . import options as selection
+from .early import begin_early, preparing
 from .items import AlembicFixtures, check_collector
 from .options import Settings, add_options, get_settings
+from .signals import die_by_signals, handle_signals, hold_signals_at_the_end
 from .stash import (
     AGENT,
-    DYING,
     EARLY_GUARD,
     EARLY_REGISTRY,
-    EARLY_SIGNALS,
-    EARLY_START,
     ERRORS,
-    HANDLERS,
     SIGNALS,
     SPARES,
     STATE,
@@ -41,7 +39,7 @@ from .stash import (
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
 if TYPE_CHECKING:
-    from ..postgres.initdb_cache import Prepared
+    pass
 
 REDIRECTS_KEY = "reynard_db_redirects"
 MARKER = selection.MARKER
@@ -57,47 +55,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     add_options(parser)
-    _begin_early(pluginmanager)
-
-
-def _begin_early(pluginmanager: pytest.PytestPluginManager) -> None:
-    """A run that surely starts a server of its own (``selection.surely_starts_a_server``)
-    begins here, as the plugin registers, beside the imports of the plugins registered
-    after it (pytest-alembic's, with SQLAlchemy and Alembic: ~250 ms), not from the first
-    hook: a run of tests from this process forks its agent (``postgres.agent``), which
-    starts its server or attaches to the kept one; another (xdist's controller, or where
-    no fork is made) begins its initdb cache, and whether its server starts ahead is
-    decided at the first hook, where the options are known."""
-    config = pluginmanager.get_plugin("pytestconfig")
-    if not isinstance(config, pytest.Config) or EARLY_START in config.stash:
-        return
-    if not selection.surely_starts_a_server(config):
-        return
-    if selection.surely_runs_tests_here(config) and _fork_agent(config):
-        return  # the agent starts the server (or attaches to the kept one): no initdb here
-    # A run ended before its first hook waits for this initdb (no half-made cache), then
-    # ends by its signal (pytest cannot yet turn one into a clean exit). Put back last
-    # (registered first): the run's end waits for the initdb under these handlers.
-    dying = config.stash[EARLY_SIGNALS] = ExitStack()
-    config.add_cleanup(dying.close)
-    early = _preparing(config)
-    dying.enter_context(die_after(early.stop_untaken))
-
-
-def _fork_agent(config: pytest.Config) -> bool:
-    """Fork the run's agent (``postgres.agent``), if this process may fork; whether it did."""
-    import uuid
-
-    from ..postgres.agent import fork_agent
-
-    agent = fork_agent(uuid.uuid4().hex[:8], reuse=selection.surely_reuses(config))
-    if agent is None:
-        return False
-    config.stash[AGENT] = agent
-    # Waited for at the run's end, and if a signal ends it before pytest_configure (the
-    # run's server is the agent's to stop, and the run says "nothing left" only after it)
-    _die_by_signals(config).callback(agent.end)
-    return True
+    begin_early(pluginmanager)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -113,8 +71,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     if not settings.active:
         return
     # From now on the run starts things (a server, children): a terminating signal stops
-    # them, then ends the run (``_die_by_signals``; from pytest_configure, as Ctrl-C does).
-    dying = _die_by_signals(early_config)
+    # them, then ends the run (``die_by_signals``; from pytest_configure, as Ctrl-C does).
+    dying = die_by_signals(early_config)
     from ..postgres.runas import pin_runtime_dir
     from .runstate import guard_the_run, project_registry
 
@@ -154,51 +112,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         # between runs is attached to when asked (a connection, not a start).
         ours = not settings.reuse and selection.runs_tests(early_config)
         needed = settings.checks or selection.distributed(early_config)
-        prepared = _preparing(early_config)
+        prepared = preparing(early_config)
         dying.callback(prepared.stop_untaken)  # also on the clean-up list: twice is harmless
         prepared.decide(start=ours and needed, start_if_cold=ours)
-
-
-def _preparing(config: pytest.Config) -> Prepared:
-    """The run's initdb thread (``initdb_cache.begin_preparing``): begun as the plugin
-    registered, or now; waited for (and its server stopped, if untaken) at the end."""
-    early = config.stash.get(EARLY_START, None)
-    if early is None:
-        from ..postgres.initdb_cache import begin_preparing
-
-        early = config.stash[EARLY_START] = begin_preparing()
-        config.add_cleanup(early.stop_untaken)
-    return early
-
-
-def _die_by_signals(config: pytest.Config) -> ExitStack:
-    """What the run begins from its first hook on (the stack returned, which that hook
-    fills: the guard, the check items' children, the server's start), stopped at the end
-    of the run; or, until pytest_configure (``_handle_signals``), by a terminating signal,
-    which then ends the process, as it ends pytest alone (exit 128 + signal, no traceback):
-    pytest makes no clean exit of a Ctrl-C before pytest_configure (``Terminated`` raised
-    there was a traceback and exit 1)."""
-    if DYING not in config.stash:
-        dying = config.stash[DYING] = ExitStack()
-        _signal_handlers(config).enter_context(die_after(dying.close))
-        config.add_cleanup(dying.close)  # before the handlers are put back
-    return config.stash[DYING]
-
-
-def _handle_signals(config: pytest.Config) -> None:
-    """SIGTERM and SIGHUP raised as ``signals.Terminated`` (Ctrl-C) until the run ends,
-    from pytest_configure on (pytest ends the session as interrupted); once per run."""
-    if SIGNALS not in config.stash:
-        config.stash[SIGNALS] = _signal_handlers(config).enter_context(terminate_as_interrupt())
-
-
-def _signal_handlers(config: pytest.Config) -> ExitStack:
-    """The run's handlers of SIGTERM and SIGHUP (each over the one before it), put back
-    last: a signal while the run's end stops its server and children is still handled."""
-    if HANDLERS not in config.stash:
-        handlers = config.stash[HANDLERS] = ExitStack()
-        config.add_cleanup(handlers.close)  # also when a conftest fails to import
-    return config.stash[HANDLERS]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -218,7 +134,7 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
     controller), and pytest-alembic's fixtures on our databases."""
     from .runstate import RunState
 
-    _handle_signals(config)
+    handle_signals(config)
     _say_waits_past_capture(config)
     state = RunState(config, settings, config.stash.get(EARLY_REGISTRY, None))
     # A bad registry or name: one error, not one per test.
@@ -289,11 +205,7 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    # A first SIGTERM/SIGHUP from here on waits for the clean-up list (the agent's stop),
-    # then ends the run by it: raised as ``Terminated`` out of that list, it was pytest's
-    # traceback and exit 1. A run a signal has ended keeps its exit (a second is ignored).
-    if HANDLERS in config.stash and not config.stash.get(SIGNALS, None):
-        config.stash[HANDLERS].enter_context(held_until_over())
+    hold_signals_at_the_end(config)
     state = config.stash.get(STATE, None)
     try:
         if state is not None:
@@ -304,7 +216,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         from ..foundation.urls import redact
 
         sys.stderr.write(f"reynard-db: clean-up failed: {redact(exc)}\n")
-    # The signal handlers stay until the clean-up list has run (``_handle_signals``): the
+    # The signal handlers stay until the clean-up list has run (``handle_signals``): the
     # early start's server is stopped there, and a SIGTERM then must not kill us first.
 
 

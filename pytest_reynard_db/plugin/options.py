@@ -161,7 +161,7 @@ def get_settings(config: pytest.Config, *, early: bool = False) -> Settings:
 
 def surely_starts_a_server(config: pytest.Config) -> bool:
     """Whether the run surely selects a database on a server of its own, read before
-    pytest parses its arguments (the options are added, none parsed; ``plugin.hooks``
+    pytest parses its arguments (the options are added, none parsed; ``plugin.early``
     then begins the initdb cache, ~280 ms before the first hook where the options are
     known): ``--reynard-db`` in the arguments, ``$PYTEST_ADDOPTS`` or the ini's
     ``addopts``, else the ini's ``reynard_db`` key; neither an existing server

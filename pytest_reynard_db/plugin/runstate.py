@@ -9,7 +9,6 @@ tests take no database (``pytest --reynard-db=ecs tests/test_graph.py``) never d
 
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import wait
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,7 +21,7 @@ from ..foundation.registry import Registry, find_project_root, load_registry
 from ..foundation.urls import admin_url, remember_secrets
 from ..guard import COMMON_URL_VARIABLES, GUARD, hidden_variables
 from .options import Settings
-from .stash import AGENT, EARLY_START
+from .stash import AGENT, EARLY_START, new_run_id
 
 if TYPE_CHECKING:
     from ..postgres import EphemeralServer, ExistingServer, Server
@@ -64,7 +63,7 @@ class RunState:
         workerinput = getattr(config, "workerinput", None)
         inherited = workerinput.get(WORKER_KEY) if workerinput else None
         self.worker = str(workerinput["workerid"]) if workerinput else "main"
-        self.run_id: str = inherited["run_id"] if inherited else uuid.uuid4().hex[:8]
+        self.run_id: str = inherited["run_id"] if inherited else new_run_id()
         self.inherited_url: str | None = inherited["url"] if inherited else None
         self.inherited_ephemeral = bool(inherited and inherited.get("ephemeral"))
         self.is_worker = workerinput is not None

@@ -29,6 +29,7 @@ the test raised it itself. With ``-v`` or ``--tb=long`` the full chain is shown.
 from __future__ import annotations
 
 import traceback
+import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
@@ -56,12 +57,20 @@ EARLY_REGISTRY: pytest.StashKey[Registry] = pytest.StashKey()
 EARLY_START: pytest.StashKey[Prepared] = pytest.StashKey()
 #: A warm run's agent, forked as the plugin registered (``postgres.agent``).
 AGENT: pytest.StashKey[Agent] = pytest.StashKey()
+
+
+def new_run_id() -> str:
+    """A run's id, in its databases' names and its records: made once, by its agent (forked
+    before the run's state) or its ``RunState``; an xdist worker takes its controller's."""
+    return uuid.uuid4().hex[:8]
+
+
 #: The check items' children forked before any conftest was imported (``--reynard-db-checks``).
 SPARES: pytest.StashKey[Spares] = pytest.StashKey()
-#: The run's SIGTERM/SIGHUP handlers, put back last (``hooks._signal_handlers``).
+#: The run's SIGTERM/SIGHUP handlers, put back last (``signals.signal_handlers``).
 HANDLERS = pytest.StashKey[ExitStack]()
 #: What the run began from its first hook on: stopped at its end, or by a terminating
-#: signal before pytest_configure, which then ends the process (``hooks._die_by_signals``).
+#: signal before pytest_configure, which then ends the process (``signals.die_by_signals``).
 DYING = pytest.StashKey[ExitStack]()
 #: The terminating signals received from pytest_configure on, raised as Ctrl-C then.
 SIGNALS = pytest.StashKey[list[int]]()

@@ -5,7 +5,7 @@ What a run cost over a bare pytest was mostly not its tests' work. A warm run
 made three connections to the kept server (the guard's ask, the admin one, the run's
 presence), pruned, then cloned and dropped; a run without reuse started its server
 (~250 ms: the initdb cache copied, the postmaster's boot) when its first test asked.
-The agent, forked as the plugin registers (``plugin.hooks``), attaches to the kept
+The agent, forked as the plugin registers (``plugin.early``), attaches to the kept
 server, or starts the run's own, on the other core while pytest loads its plugins,
 conftests and tests; the test process asks it for clones and drops over a pipe
 (``agent_server``), and imports psycopg only to migrate a template or if a test connects.
