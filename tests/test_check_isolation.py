@@ -306,15 +306,17 @@ def cwd_of(pid: str) -> Path | None:
         return None
 
 
+@pytest.mark.parametrize("quiet", [[], ["-q"]], ids=["header", "quiet"])
 def test_a_check_child_killed_mid_check_leaves_no_database(
-    project: Path, pg_server: EphemeralServer
+    project: Path, pg_server: EphemeralServer, quiet: list[str]
 ) -> None:
     """A check item's child killed alone (``kill -9``: the OOM killer) while it migrates
     its throw-away database: its items fail, saying so, and the run's end drops that
     database, which carries the run's id (``scratch_name``): nameless, it was no run's
-    to drop, left on the server for good (hostile13)."""
+    to drop, left on the server for good (hostile13). With ``-q`` too: no header asks
+    the server, so the test process itself never connects to it (review13)."""
     url = pg_server.url.render_as_string(hide_password=False)
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db-checks"]
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db-checks", *quiet]
     argv += ["--reynard-db=auth", f"--reynard-db-url={url}", "-k", "upgrade"]
     env = clean_env(ISOLATION_SLEEP="600")  # longer than the waits below
     out_file = project / "output.txt"
