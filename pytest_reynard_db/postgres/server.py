@@ -178,13 +178,13 @@ class Server:
 
     def drop_run(self, run_id: str) -> list[str]:
         """Drop every ``test_*`` database whose name carries ``run_id`` (this run's own,
-        whichever worker created it)."""
+        whichever worker or check child created it)."""
         with self.admin() as conn:
             names = [
                 row[0]
                 for row in conn.execute(
                     "SELECT datname FROM pg_database WHERE datname LIKE %s",
-                    (f"{TEST_PREFIX}%\\_{run_id}\\_%",),
+                    (f"{like_literal(TEST_PREFIX)}%{like_literal(f'_{run_id}_')}%",),
                 )
             ]
         for name in names:
@@ -378,6 +378,11 @@ BUILDING_SUFFIX = "_building"
 SCRATCH_PREFIX = f"{TEST_PREFIX}check_"
 #: A run's database (``run_database``).
 RUN_DATABASE = re.compile(r"test_[a-z0-9_]+?_(?P<run>[0-9a-f]{8})_(?:main|gw[0-9]+)_[a-z]+[0-9]+")
+
+
+def like_literal(text: str) -> str:
+    """``text`` matched as is by ``LIKE`` (its ``_`` and ``%`` no wildcards)."""
+    return re.sub(r"([\\_%])", r"\\\1", text)
 
 
 def pg_name(stem: str, suffix: str = "") -> str:
