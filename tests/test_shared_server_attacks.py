@@ -85,6 +85,20 @@ def test_a_users_database_named_like_a_runs_is_never_dropped(shared: EphemeralSe
     assert "test_app_0badf00d_main_fixture1" in databases(shared)
 
 
+def test_the_drop_of_a_runs_databases_keeps_to_test_names(shared: EphemeralServer) -> None:
+    """``drop_run`` (a run's end on a shared server) matched ``test_`` with LIKE's ``_``
+    a wildcard: a user's ``testx_...`` database carrying the run id was dropped, though
+    on an existing server only ``test_*`` databases are ever ours (review13)."""
+    sql(shared, "CREATE DATABASE testx_0badf00d_keep", "CREATE DATABASE test_app_0badf00d_main_db1")
+    server = ExistingServer(shared.url)
+    try:
+        assert server.drop_run("0badf00d") == ["test_app_0badf00d_main_db1"]
+    finally:
+        server.close()
+    assert "testx_0badf00d_keep" in databases(shared)
+    assert "test_app_0badf00d_main_db1" not in databases(shared)
+
+
 def test_prune_never_drops_another_roles_template(shared: EphemeralServer) -> None:
     # A superuser admin URL (a CI service container's postgres) sees every role's templates.
     sql(

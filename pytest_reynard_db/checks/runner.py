@@ -179,7 +179,8 @@ class CheckRunner:
 
     @contextmanager
     def scratch_database(self, purpose: str) -> Iterator[MigrationManager]:
-        """An empty database ``test_check_<db>_<purpose>_<random>``, dropped afterwards."""
+        """An empty database (``scratch_name``: with the run id of check items), dropped
+        afterwards."""
         if self.server is None:
             raise ServerError(f"check {purpose!r} needs a PostgreSQL server and none was given")
         from ..postgres.server import scratch_name

@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Generator
 from contextlib import ExitStack, suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -38,8 +38,6 @@ from .stash import (
 
 # Only what an inactive plugin needs is imported above: SQLAlchemy, psycopg and
 # the servers load when a run selects a database (pytest_configure), not before.
-if TYPE_CHECKING:
-    pass
 
 REDIRECTS_KEY = "reynard_db_redirects"
 MARKER = selection.MARKER

@@ -284,8 +284,10 @@ class RunState:
             if self._server is not None and _reached_existing(self._server):
                 # Databases a test made by hand with reynard_db_server.create_database.
                 stack.callback(self._server.stop)
-                if not self.is_worker:  # the run's databases, whichever worker made them
-                    stack.callback(self._server.drop_run, self.run_id)
+            if self._server is not None and _existing(self._server) and not self.is_worker:
+                # the run's databases, whichever worker or check child made them: also
+                # where this process never connected (xdist, check items without a header)
+                stack.callback(_drop_run_if_reachable, self._server, self.run_id)
             if self._provisioner is not None:
                 stack.callback(self._provisioner.close, drop=not self._server_goes())
 
@@ -298,8 +300,23 @@ class RunState:
         return self.own_server is not None and not self.settings.reuse
 
 
-def _reached_existing(server: Server) -> TypeGuard[ExistingServer]:
-    """Whether ``server`` is an existing one (``--reynard-db-url``) this run reached."""
+def _existing(server: Server) -> TypeGuard[ExistingServer]:
+    """Whether ``server`` is an existing one (``--reynard-db-url``)."""
     from ..postgres import ExistingServer
 
-    return isinstance(server, ExistingServer) and server.reached
+    return isinstance(server, ExistingServer)
+
+
+def _reached_existing(server: Server) -> TypeGuard[ExistingServer]:
+    """Whether ``server`` is an existing one (``--reynard-db-url``) this run reached."""
+    return _existing(server) and server.reached
+
+
+def _drop_run_if_reachable(server: ExistingServer, run_id: str) -> None:
+    """``drop_run``; a server no connection ever reached (this one included) had no
+    database made on it: not a failed clean-up."""
+    try:
+        server.drop_run(run_id)
+    except ReynardDBError:
+        if server.reached:
+            raise

@@ -383,12 +383,7 @@ def _drop_run_then_its_record(server: EphemeralServer, run_id: str, record: Path
     try:
         server.leave(run_id, record)
     except ReynardDBError as exc:
-        print(
-            f"reynard-db: clean-up failed: could not drop the run's databases ({exc}); "
-            "the next run drops them",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"reynard-db: clean-up failed: {exc}", file=sys.stderr, flush=True)
 
 
 def _answer(kept: _Kept, request: dict[str, Any]) -> dict[str, Any]:

@@ -178,13 +178,13 @@ class Server:
 
     def drop_run(self, run_id: str) -> list[str]:
         """Drop every ``test_*`` database whose name carries ``run_id`` (this run's own,
-        whichever worker created it)."""
+        whichever worker or check child created it)."""
         with self.admin() as conn:
             names = [
                 row[0]
                 for row in conn.execute(
                     "SELECT datname FROM pg_database WHERE datname LIKE %s",
-                    (f"{TEST_PREFIX}%\\_{run_id}\\_%",),
+                    (f"{like_literal(TEST_PREFIX)}%{like_literal(f'_{run_id}_')}%",),
                 )
             ]
         for name in names:
@@ -330,7 +330,12 @@ class EphemeralServer(Server):
         """The end of ``enrol``: what the run left dropped, then its record removed. A drop
         that fails (the kept server killed mid-run) raises and keeps the record: the next
         run, finding its owner dead, drops them; without it they were no run's to drop."""
-        self.drop_run(run_id)
+        try:
+            self.drop_run(run_id)
+        except ServerError as exc:  # said so by the agent and the test process alike
+            raise ServerError(
+                f"could not drop the run's databases ({exc}); the next run drops them"
+            ) from None
         record.unlink(missing_ok=True)
 
     def stop(self) -> None:
@@ -378,6 +383,11 @@ BUILDING_SUFFIX = "_building"
 SCRATCH_PREFIX = f"{TEST_PREFIX}check_"
 #: A run's database (``run_database``).
 RUN_DATABASE = re.compile(r"test_[a-z0-9_]+?_(?P<run>[0-9a-f]{8})_(?:main|gw[0-9]+)_[a-z]+[0-9]+")
+
+
+def like_literal(text: str) -> str:
+    """``text`` matched as is by ``LIKE`` (its ``_`` and ``%`` no wildcards)."""
+    return re.sub(r"([\\_%])", r"\\\1", text)
 
 
 def pg_name(stem: str, suffix: str = "") -> str:
