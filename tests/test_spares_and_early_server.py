@@ -482,3 +482,41 @@ def stop_postmasters(runtime: Path) -> None:
     for data in running_servers(runtime):
         with suppress(OSError, ValueError):
             os.kill(int((data / "postmaster.pid").read_text().split()[0]), signal.SIGQUIT)
+
+
+def test_an_agent_terminated_while_it_starts_the_server_leaves_nothing(
+    tmp_path: Path, runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM to the run's agent while its postmaster boots (a slow ``postgres``): the
+    signal abandons the start, which stops what it launched; the agent then ends by it
+    (exit 143, said in one line by the test that asked), and no server directory or
+    process of the start is left."""
+    warm_initdb(runtime, monkeypatch)
+    project = reynard_project(tmp_path / "project")
+    (project / "test_one.py").write_text("def test_one(reynard_db):\n    assert reynard_db.head\n")
+    bindir, launched = slow_postgres(runtime.parent)
+    env = clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime), REYNARD_DB_PG_BIN=str(bindir))
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=ecs"]
+    out_file = project / "output.txt"
+    with out_file.open("w") as out:  # a file, not a pipe: a child left would hold a pipe
+        process = subprocess.Popen(
+            [*argv, "test_one.py"], cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: launched.exists() or process.poll() is not None, 60, "the launch")
+        agents = subprocess.run(
+            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(agents) == 1, (agents, out_file.read_text())
+        os.kill(int(agents[0]), signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        stop_postmasters(runtime)
+    said = out_file.read_text()
+    assert "the run's agent (pid " in said and "ended unexpectedly (exit 143)" in said, said
+    assert "Traceback" not in said and "clean-up failed" not in said, said
+    assert gone(int(launched.read_text())), said
+    assert running_servers(runtime) == [] and not list(runtime.glob("server-*")), said

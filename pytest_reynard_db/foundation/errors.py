@@ -199,18 +199,27 @@ def die_after(finish: Callable[[], object]) -> Iterator[None]:
 
 
 @contextmanager
-def held_until_over() -> Iterator[None]:
+def held_until_over(on_signal: Callable[[], object] = lambda: None) -> Iterator[None]:
     """While active, SIGTERM/SIGHUP are held, not acted on: for an end that waits for what
-    it began (a run's clean-up list, its agent's stop), which neither ``Terminated`` (a
-    traceback out of pytest's clean-up, exit 1) nor the default action (what is waited
-    for left behind) may cut short. Once the block is over, the first one held ends the
-    process as the shell expects (``SystemExit``: exit 128 + signal, no traceback).
-    Main thread only, as above."""
+    it began (a run's clean-up list, its agent's stop), or a start that must not be cut
+    short (the agent's start of a server: a postmaster no one stops), which neither
+    ``Terminated`` (a traceback out of pytest's clean-up, exit 1) nor the default action
+    (what is waited for left behind) may cut short. ``on_signal`` runs as one arrives (the
+    start told to give up). Once the block is over, however it ended, the first one held
+    ends the process as the shell expects (``SystemExit``: exit 128 + signal, no
+    traceback). Main thread only, as above."""
     held: list[int] = []
-    with _terminating_handled_by(lambda signum, frame: held.append(signum)):
-        yield
-    if held:
-        raise SystemExit(128 + held[0])
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append(signum)
+        on_signal()
+
+    try:
+        with _terminating_handled_by(hold):
+            yield
+    finally:
+        if held:
+            raise SystemExit(128 + held[0])
 
 
 @contextmanager

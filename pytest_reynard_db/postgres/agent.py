@@ -29,8 +29,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -244,10 +244,10 @@ def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str, reuse:
         # The run may end before its server is ready. A kept server's lock may be waited
         # for minutes: the run's end cuts that short (as SIGTERM). A start of the run's own
         # gives up at its next probe (``abandon``), stopping what it launched, for an end
-        # or a signal alike (``_signals_deferred``): not cut short, which would leave a
-        # postmaster no one stops; nor seen through (a server that hangs at its boot kept
+        # or a signal alike (``errors.held_until_over``): not cut short, which would leave
+        # a postmaster no one stops; nor seen through (a server that hangs at its boot kept
         # a run that took no database waiting for its boot timeout).
-        abandon = _ABANDON[0]
+        abandon = threading.Event()
         watch = _EndWatch(requests, _end_by_sigterm if reuse else abandon.set)
         try:
             kept = _attach(run_id, worker, reuse, cleanup, abandon)
@@ -273,38 +273,12 @@ def _only_where_urls_say() -> None:
         os.environ.pop(ENV_DEFAULTS[keyword], None)
 
 
-#: Signals received while a start of the run's own server is under way; the event that
-#: start gives up on (set by the first of them, or by the run's end).
-_DEFERRED: list[int] = []
-_DEFERRING: list[bool] = []
-_ABANDON: list[threading.Event] = [threading.Event()]
-
-
 def _end_by_signal(number: int, frame: object) -> None:  # pragma: no cover - in the agent
-    if _DEFERRING:
-        _DEFERRED.append(number)
-        _ABANDON[0].set()
-        return
     raise SystemExit(128 + number)
 
 
 def _end_by_sigterm() -> None:  # pragma: no cover - in the agent
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """SIGTERM and SIGHUP acted on once the block is over: a server's start cut short is a
-    postmaster no one stops (its ``atexit`` is the forked pytest's, never run); meanwhile
-    they abandon the start, which then stops what it launched and fails. The agent then
-    ends by the signal (128 + its number), whether the start had got through or not."""
-    _DEFERRING.append(True)
-    try:
-        yield
-    finally:
-        _DEFERRING.clear()
-        if _DEFERRED:
-            raise SystemExit(128 + _DEFERRED[0])
 
 
 class _EndWatch:
@@ -367,7 +341,10 @@ def _attach(
         cleanup.callback(presence.close)
         prune_templates(server, max_age=template_max_age(), everything_ours=True)
     else:
-        with _signals_deferred():  # raised once the stop is on the clean-up list
+        # A signal abandons the start, which stops what it launched; its exit is raised
+        # once the start is over and, if it got through, its stop is on the clean-up list
+        # (its ``atexit`` is the forked pytest's, never run)
+        with errors.held_until_over(abandon.set):
             server = EphemeralServer.start(binaries=binaries, abandon=abandon)
             cleanup.callback(server.stop)
     # For the test process's guard: what the start or attach asked (ours is not armed).
