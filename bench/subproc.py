@@ -51,9 +51,7 @@ NO_BYTECODE = "PYTHONDONTWRITEBYTECODE"
 def run_pytest(project: Path, args: list[str], env: dict[str, str] | None = None) -> float:
     """Run pytest in ``project``; its wall time in seconds (a failed run raises). ``env``'s
     ``NO_BYTECODE`` set to "" unsets it (a developer's machine, bytecode cached)."""
-    environ = {**os.environ, **(env or {})}
-    if environ.get(NO_BYTECODE) == "":
-        del environ[NO_BYTECODE]
+    environ = _environ(env)
     environ.pop("PYTEST_ADDOPTS", None)
     start = time.perf_counter()
     done = subprocess.run(
@@ -63,6 +61,14 @@ def run_pytest(project: Path, args: list[str], env: dict[str, str] | None = None
     if done.returncode != 0:
         raise RuntimeError(f"pytest {' '.join(args)} failed:\n{done.stdout[-3000:]}{done.stderr}")
     return elapsed
+
+
+def _environ(env: dict[str, str] | None) -> dict[str, str]:
+    """This process's environment with ``env`` over it; ``NO_BYTECODE`` set to "" unset."""
+    environ = {**os.environ, **(env or {})}
+    if environ.get(NO_BYTECODE) == "":
+        del environ[NO_BYTECODE]
+    return environ
 
 
 @contextmanager
@@ -429,9 +435,7 @@ def row_suite(sizes: SubSizes) -> list[Row]:
 def run_cli(project: Path, args: list[str], env: dict[str, str] | None = None) -> float:
     """Run ``reynard-migrate ARGS`` in ``project``; its wall time (a failure raises).
     ``env`` as ``run_pytest``'s."""
-    environ = {**os.environ, **(env or {})}
-    if environ.get(NO_BYTECODE) == "":
-        del environ[NO_BYTECODE]
+    environ = _environ(env)
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "pytest_reynard_db", *args],

@@ -201,10 +201,7 @@ def surely_runs_tests_here(config: pytest.Config) -> bool:
 def surely_reuses(config: pytest.Config) -> bool:
     """Whether ``--reynard-db-reuse`` (or the ini's) is given, read before pytest parses."""
     args = _early_arguments(config) or []
-    try:
-        return "--reynard-db-reuse" in args or any(config.getini(k) is True for k in _REUSE_KEYS)
-    except (ValueError, TypeError):
-        return False
+    return "--reynard-db-reuse" in args or _early_ini(config, _REUSE_KEYS) is True
 
 
 #: The ini keys (both spellings) of ``--reynard-db`` and ``--reynard-db-source``.
