@@ -270,3 +270,24 @@ def test_an_invalid_ini_source_begins_nothing(project: Path, runtime: Path) -> N
     assert "reynard_db_source: 'bogus' is not one of copy, point" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert _initdb_entries(runtime) == ([], []), os.listdir(runtime)
+
+
+@pytest.mark.parametrize(
+    ("ini", "expected"),
+    [
+        ("reynard_db_reuse = true\n", True),
+        ('"reynard-db-reuse" = true\n', True),
+        ("reynard_db_reuse = false\n", False),
+        ("", False),
+    ],
+)
+def test_reuse_from_the_ini_is_read_before_pytest_parses(
+    pytester: pytest.Pytester, ini: str, expected: bool
+) -> None:
+    """The agent is forked for the kept server or a server of its own on the early read of
+    ``--reynard-db-reuse``: the ini's key, under either spelling, counts as the option."""
+    from pytest_reynard_db.plugin.options import surely_reuses
+
+    pytester.makepyprojecttoml(f"[tool.pytest.ini_options]\n{ini}")
+
+    assert surely_reuses(pytester.parseconfig()) is expected
