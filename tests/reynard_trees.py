@@ -49,7 +49,10 @@ def wait_until(
 
 def wait_for(path: Path, proc: subprocess.Popen[Any], timeout: float = 120) -> str:
     """Wait until ``proc`` writes ``path`` and return its text; fail at once if ``proc``
-    ends first (with its output, where piped), and kill it if the deadline passes."""
+    ends first (with its output, where piped), and kill it if the deadline passes.
+
+    It returns once ``path`` exists: a writer whose text is read writes it beside and
+    renames it (``os.replace``), or the text may be read half written."""
 
     def written() -> bool:
         if not path.exists() and proc.poll() is not None:

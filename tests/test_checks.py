@@ -16,13 +16,13 @@ import pytest
 from cli_fork import Cli
 from reynard_trees import admin_url, scratch_databases, stairway_of, write_revision
 
-from pytest_reynard_db.checks import CHECKS, CheckResult, run_checks, select_checks
+from pytest_reynard_db.checks import CHECKS, CheckResult, run_check, run_checks, select_checks
 from pytest_reynard_db.checks.heads import expected_heads
 from pytest_reynard_db.checks.runner import CheckRunner
 from pytest_reynard_db.cli import main
 from pytest_reynard_db.foundation.errors import ConfigError
 from pytest_reynard_db.foundation.registry import Registry, load_registry
-from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.postgres import EphemeralServer, ExistingServer
 from pytest_reynard_db.postgres.server import scratch_name
 
 MAIN_VERSIONS = Path("alembic/main/versions")
@@ -602,3 +602,26 @@ def test_check_formats_for_ci(project: Path, pg_server: EphemeralServer, cli: Cl
     assert suite is not None and suite.get("failures") == "1" and suite.get("tests") == "2"
     failure = suite.find("testcase[@name='stairway']/failure")
     assert failure is not None and "down step" in (failure.text or "")
+
+
+class _SignalledAfterCreate(ExistingServer):
+    """A shared server where a signal lands the moment ``CREATE DATABASE`` returns,
+    before the harness has noted the database as its own (SIGTERM's handler raises)."""
+
+    def _make(self, name: str, template: str | None, *, end_sessions: bool) -> None:
+        super()._make(name, template, end_sessions=end_sessions)
+        raise KeyboardInterrupt
+
+
+def test_a_signal_just_after_a_throw_away_database_is_made_leaves_no_database(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    registry = load_registry(project)
+    server = _SignalledAfterCreate(admin_url(pg_server))
+    runner = CheckRunner(registry.get("main"), registry, server, run_id="r1a2b3")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_check(runner, "stairway")
+    finally:
+        server.close()
+    assert scratch_databases(pg_server) == []

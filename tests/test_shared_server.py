@@ -54,7 +54,8 @@ def test_ecs(reynard_db):
 def test_hold(reynard_db_fresh):
     # Says which database it has, then waits until told to end (or is killed).
     ready = pathlib.Path(os.environ["HOLD_READY"])
-    ready.write_text(reynard_db_fresh.name)
+    ready.with_suffix(".tmp").write_text(reynard_db_fresh.name)
+    os.replace(ready.with_suffix(".tmp"), ready)  # whole, when the test reads it
     release = pathlib.Path(os.environ["HOLD_RELEASE"])
     deadline = time.monotonic() + 120
     while not release.exists():

@@ -20,7 +20,7 @@ import ast
 import io
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
@@ -186,11 +186,27 @@ class CheckRunner:
         from ..postgres.server import scratch_name
 
         name = scratch_name(self.db.name, purpose, self.run_id)
-        url = self.server.create_database(name)
-        self._scratch_urls.append(url)
+        made = False
+        # Inside the try from before CREATE: a signal landing once the database exists
+        # but before create_database returns must not leave it on a shared server.
         try:
+            url = self.server.create_database(name)
+            made = True
+            self._scratch_urls.append(url)
             yield self.manager(url)
         finally:
+            if made:
+                self.server.drop_database(name)
+            else:
+                self._drop_half_made(name)
+
+    def _drop_half_made(self, name: str) -> None:
+        """Drop ``name`` if the CREATE that an error cut short made it: the name is new
+        to this run (a fresh suffix), so it is ours though not noted as such. Its own
+        failure is not raised over the error that cut the CREATE short."""
+        assert self.server is not None
+        with suppress(Exception):
+            self.server.adopt(name)
             self.server.drop_database(name)
 
     def result(
