@@ -1,15 +1,21 @@
-"""``reynard-migrate`` in the tests: ``run_cli`` (and ``run_cli_in``, ``cli_of``, the
-``cli`` fixture's ``Cli``), forked by default from a fork server, or started.
+"""``reynard-migrate`` and ``pytest`` in the tests: ``run_cli`` (and ``run_cli_in``,
+``cli_of``, the ``cli`` fixture's ``Cli``) and ``run_pytest_argv``, forked by default from
+a fork server, or started.
 
 A new interpreter spends about half a second starting and importing SQLAlchemy, Alembic
-and the CLI before ``main`` runs; ~200 tests run the CLI. Each test process (an xdist
-worker) starts one server on first use (``run_forked``), and one more for a test's runs
-with their own ``PYTHONPATH`` (a project's package folder): an interpreter started as the
-CLI's would be (``sys.executable``, a user's shell's environment, standard streams that
-are pipes) that imports what ``pytest_reynard_db.cli.run`` imports before it calls
-``main``, and nothing else. For each run it forks a child that takes the caller's whole
-environment, working directory and arguments, writes to the caller's pipes and runs the
-CLI's ``run``: a fresh interpreter at the moment ``main`` is called, without its start.
+and the CLI before ``main`` runs, and a second or more starting pytest; ~200 tests run
+the CLI, several hundred a user's ``python -m pytest``. Each test process (an xdist
+worker) starts one server of each kind on first use (``run_forked``), and one more for a
+test's runs with their own ``PYTHONPATH`` (a project's package folder): an interpreter
+started as the run's would be (``sys.executable``, a user's shell's environment, standard
+streams that are pipes) that imports what the run imports before its entry point, and
+nothing else: for the CLI what ``pytest_reynard_db.cli.run`` imports before it calls
+``main``; for pytest, ``pytest`` alone (what ``python -m pytest`` imports before it runs
+``pytest.__main__``; no plugin, which pytest rewrites as it imports it, and not
+SQLAlchemy, which this package's plugin, loaded before pytest-alembic's, arms its guard
+against before it is imported). For each run it forks a child that takes the caller's
+whole environment, umask, working directory and arguments, writes to the caller's pipes
+and runs the entry point: a fresh interpreter at that moment, without its start.
 
 Audit of what the child holds that a new interpreter would not (the package reads no
 variable, directory or argument at import; its ``GUARD``, logging and caches are never
@@ -28,9 +34,16 @@ used by the server, so each child starts from them untouched):
   interpreter draws its own: no test may rely on a set's order, either way;
 - its parent is the server's waiter, not the test process, and its process group is the
   server's: the tests about signals, the interpreter or the entry point run it started
-  (``run_cli(..., process="exec")``).
+  (``run_cli(..., process="exec")``, ``run_pytest_argv(..., process="exec")``, or their
+  own ``subprocess.Popen``);
+- a pytest child has the standard library modules this module imports (``socket``,
+  ``selectors``, ``json``...) already imported, and no other: a started run's modules
+  not of the standard library are the same as it starts, at its conftest and in a test
+  (``test_cli_fork.test_a_forked_pytest_run_is_the_started_one``), and ``__main__`` is
+  ``pytest.__main__`` as run by ``-m`` (``runpy``).
 
-The server runs as ``python tests/cli_fork.py FD`` (FD: its end of a socket pair): this
+The server runs as ``python tests/cli_fork.py FD KIND`` (FD: its end of a socket pair;
+KIND: "cli" or "pytest"): this
 module imports only the standard library at its top, for the server's sake.
 """
 
@@ -151,17 +164,53 @@ def cli_of(project: Path, *, env: dict[str, str] | None = None, process: Process
     return run
 
 
+def run_pytest_argv(
+    argv: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    *,
+    timeout: float = 300,
+    umask: int = -1,
+    process: Process = "fork",
+) -> subprocess.CompletedProcess[str]:
+    """``argv``, ``python -m pytest ...`` (``reynard_trees.pytest_argv``), run in ``cwd``
+    as ``subprocess.run(argv, capture_output=True, text=True, ...)`` runs it: forked from
+    the pytest fork server (``ForkServer`` of kind "pytest": pytest imported, no plugin)
+    where the child would be the interpreter ``env`` starts, else (and with ``process``
+    "exec") started."""
+    command = list(argv)
+    if process == "fork" and command[:3] == [sys.executable, "-m", "pytest"]:
+        forked = run_forked(command[3:], env, cwd, timeout, kind="pytest", umask=umask)
+        if forked is not None:
+            return subprocess.CompletedProcess(command, *forked)
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        umask=umask,
+    )
+
+
 # -- the fork server, asked by the test process ---------------------------------------------
+
+
+#: What a fork server's children run: ``reynard-migrate`` (``python -m pytest_reynard_db``)
+#: or pytest (``python -m pytest``, ``pytest_fork``).
+Kind = Literal["cli", "pytest"]
 
 
 class ForkServer:
     """The client's side: one server process, asked over a socket pair."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], kind: Kind = "cli") -> None:
         self.start = start_values(env)
+        self.kind = kind
         self.control, theirs = socket.socketpair()
         self.process = subprocess.Popen(
-            [sys.executable, __file__, str(theirs.fileno())],
+            [sys.executable, __file__, str(theirs.fileno()), kind],
             pass_fds=[theirs.fileno()],
             env=dict(env),
             stdout=subprocess.PIPE,
@@ -174,17 +223,23 @@ class ForkServer:
         return self.process.poll() is None and start_values(env) == self.start
 
     def run(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        timeout: float,
+        umask: int = -1,
     ) -> tuple[int, str, str]:
-        """``reynard-migrate ARGV`` forked, as ``subprocess.run(..., capture_output=True,
-        text=True, timeout=timeout)`` would give it: (exit code, stdout, stderr)."""
+        """``reynard-migrate ARGV`` (or ``pytest ARGV``) forked, as ``subprocess.run(...,
+        capture_output=True, text=True, timeout=timeout, umask=umask)`` would give it:
+        (exit code, stdout, stderr)."""
         mine, theirs = socket.socketpair()
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
             socket.send_fds(self.control, [b"R"], [theirs.fileno()])
             socket.send_fds(mine, [b"R"], [out_write, err_write])
-            request = {"argv": list(argv), "env": dict(env), "cwd": str(cwd)}
+            request = {"argv": list(argv), "env": dict(env), "cwd": str(cwd), "umask": umask}
             mine.sendall(json.dumps(request).encode())
             mine.shutdown(socket.SHUT_WR)
         finally:  # the child's ends: each pipe ends when the child does
@@ -197,7 +252,7 @@ class ForkServer:
             mine.close()
         lines = said.decode().split()
         if len(lines) != 2:
-            raise RuntimeError(f"the CLI's fork server did not answer:\n{self.stderr()}")
+            raise RuntimeError(f"the {self.kind} fork server did not answer:\n{self.stderr()}")
         return int(lines[1]), _text(out), _text(err)
 
     def stderr(self) -> str:
@@ -217,28 +272,35 @@ class ForkServer:
 
 #: This process's servers by the start values they were started with, the latest used
 #: last; the process's own (its environment's values) and ``SERVERS_KEPT`` others.
-_servers: dict[tuple[int, frozenset[tuple[str, str]]], ForkServer] = {}
+_servers: dict[tuple[int, Kind, frozenset[tuple[str, str]]], ForkServer] = {}
 SERVERS_KEPT = 2
 
 
 def run_forked(
-    argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path, timeout: float
+    argv: Sequence[str],
+    env: Mapping[str, str] | None,
+    cwd: Path,
+    timeout: float,
+    *,
+    kind: Kind = "cli",
+    umask: int = -1,
 ) -> tuple[int, str, str] | None:
-    """``reynard-migrate ARGV`` forked by this process's server for ``env``'s start values
-    (None: this process's environment), started on first use; None where a fork would not
-    be the interpreter ``env`` starts (start values other than the process's but for
-    ``PYTHONPATH``, or a ``PYTHONPATH`` that ``customizes`` the start)."""
+    """``reynard-migrate ARGV`` (``kind`` "pytest": ``pytest ARGV``) forked by this
+    process's server of that kind for ``env``'s start values (None: this process's
+    environment), started on first use; None where a fork would not be the interpreter
+    ``env`` starts (start values other than the process's but for ``PYTHONPATH``, or a
+    ``PYTHONPATH`` that ``customizes`` the start)."""
     env = os.environ if env is None else env
-    key = (os.getpid(), frozenset(start_values(env).items()))
+    key = (os.getpid(), kind, frozenset(start_values(env).items()))
     server = _servers.pop(key, None)
     if server is None or not server.serves(env):
         if not _pythonpath_alone(env, os.environ) or customizes(env):
             return None
-        server = ForkServer(env)
+        server = ForkServer(env, kind)
         atexit.register(server.close)
     _servers[key] = server  # the latest used last
     _close_the_oldest()
-    return server.run(argv, env, cwd, timeout)
+    return server.run(argv, env, cwd, timeout, umask)
 
 
 def _pythonpath_alone(env: Mapping[str, str], own: Mapping[str, str]) -> bool:
@@ -265,9 +327,14 @@ def customizes(env: Mapping[str, str]) -> bool:
 def _close_the_oldest() -> None:
     """End the least recently used servers past ``SERVERS_KEPT`` besides the process's
     own: a test that set its own ``PYTHONPATH`` is over once later tests set theirs."""
-    own = (os.getpid(), frozenset(start_values(os.environ).items()))
-    others = [key for key in _servers if key[0] == os.getpid() and key != own]
-    for key in others[: max(0, len(others) - SERVERS_KEPT)]:
+    own = frozenset(start_values(os.environ).items())
+    for kind in ("cli", "pytest"):
+        others = [key for key in _servers if key[:2] == (os.getpid(), kind) and key[2] != own]
+        _close(others[: max(0, len(others) - SERVERS_KEPT)])
+
+
+def _close(keys: list[tuple[int, Kind, frozenset[tuple[str, str]]]]) -> None:
+    for key in keys:
         server = _servers.pop(key)
         atexit.unregister(server.close)
         server.close()
@@ -286,7 +353,7 @@ def _read_all(timeout: float, answer: socket.socket, *pipes: int) -> tuple[bytes
             events = selector.select(timeout=max(left, 0))
             if not events and left <= 0:
                 _kill(read[answer.fileno()])
-                raise subprocess.TimeoutExpired("reynard-migrate (forked)", timeout)
+                raise subprocess.TimeoutExpired("a forked run", timeout)
             for key, _ in events:
                 chunk = os.read(key.fd, 65536)
                 if chunk:
@@ -314,7 +381,7 @@ def _text(data: bytes) -> str:
 # -- the server's side ---------------------------------------------------------------------
 
 
-def serve(control: socket.socket) -> socket.socket | None:
+def serve(control: socket.socket, kind: Kind) -> socket.socket | None:
     """Fork a waiter per request received on ``control``; return in the CLI's child (its
     answer socket), and None when the test process has closed its end."""
     while True:
@@ -329,7 +396,7 @@ def serve(control: socket.socket) -> socket.socket | None:
         answer = socket.socket(fileno=fds[0])
         if os.fork() == 0:
             control.close()
-            return _wait_for_the_cli(answer)
+            return _wait_for_the_child(answer, kind)
         answer.close()
 
 
@@ -341,15 +408,15 @@ def _reap_waiters() -> bool:
     return pid != 0
 
 
-def _wait_for_the_cli(answer: socket.socket) -> socket.socket:
-    """The waiter: fork the CLI's child, tell the test process its pid then its exit code.
+def _wait_for_the_child(answer: socket.socket, kind: Kind) -> socket.socket:
+    """The waiter: fork the run's child, tell the test process its pid then its exit code.
     Only the child returns (to run the CLI); the waiter ends here (or, failing, with its
     traceback on the server's stderr: the test process sees no exit code, and says so)."""
     _, fds, _, _ = socket.recv_fds(answer, 1, 2)
     request = b"".join(iter(lambda: answer.recv(65536), b""))
     pid = os.fork()
     if pid == 0:
-        _become_the_cli(json.loads(request), fds)
+        _become_the_child(json.loads(request), fds, kind)
         return answer
     for fd in fds:
         os.close(fd)
@@ -359,13 +426,16 @@ def _wait_for_the_cli(answer: socket.socket) -> socket.socket:
     os._exit(0)
 
 
-def _become_the_cli(request: dict[str, Any], fds: list[int]) -> None:
-    """What ``python -m pytest_reynard_db ARGV`` would have at ``main``: the request's
-    standard streams, environment, directory, ``sys.path[0]`` and ``sys.argv``."""
+def _become_the_child(request: dict[str, Any], fds: list[int], kind: Kind) -> None:
+    """What ``python -m pytest_reynard_db ARGV`` (``python -m pytest ARGV``) would have at
+    ``main``: the request's standard streams, umask, environment, directory,
+    ``sys.path[0]`` and ``sys.argv``."""
     os.dup2(fds[0], 1)
     os.dup2(fds[1], 2)
     for fd in fds:
         os.close(fd)
+    if request["umask"] >= 0:
+        os.umask(request["umask"])
     cwd = str(request["cwd"])
     os.chdir(cwd)
     os.environ.clear()
@@ -374,15 +444,37 @@ def _become_the_cli(request: dict[str, Any], fds: list[int]) -> None:
     tempfile.tempdir = None
     sys.path[0] = cwd
     # ``python -m``'s: the entry module's file (found, not imported: importing runs it)
-    spec = importlib.util.find_spec("pytest_reynard_db.__main__")
+    entry = "pytest.__main__" if kind == "pytest" else "pytest_reynard_db.__main__"
+    spec = importlib.util.find_spec(entry)
     sys.argv = [str(spec.origin if spec else ""), *request["argv"]]
 
 
-if __name__ == "__main__":
+def _serve_pytest(control: socket.socket) -> None:
+    """The server of pytest runs: it imports pytest (what ``python -m pytest`` imports
+    before ``console_main``) and nothing of a plugin (pytest rewrites a plugin's modules as
+    it imports them; nor SQLAlchemy, which a run imports after this package's plugin)."""
+    import runpy
+
+    import pytest  # noqa: F401 - what ``python -m pytest`` imports first
+
+    if (answer := serve(control, "pytest")) is not None:
+        answer.close()
+        runpy.run_module("pytest", run_name="__main__", alter_sys=True)  # what -m runs
+
+
+def _serve_the_cli(control: socket.socket) -> None:
     from pytest_reynard_db.cli import front  # noqa: F401 - what run() imports first
 
-    if (answer := serve(socket.socket(fileno=int(sys.argv[1])))) is not None:
+    if (answer := serve(control, "cli")) is not None:
         answer.close()
         from pytest_reynard_db.cli import run as run_the_cli
 
         run_the_cli()
+
+
+if __name__ == "__main__":
+    control = socket.socket(fileno=int(sys.argv[1]))
+    if sys.argv[2] == "pytest":
+        _serve_pytest(control)
+    else:
+        _serve_the_cli(control)

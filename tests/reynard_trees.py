@@ -19,6 +19,7 @@ from typing import Any, Literal, TextIO, TypeVar
 
 import psycopg
 import pytest
+from cli_fork import Process, run_pytest_argv
 from sqlalchemy.engine import URL
 
 from pytest_reynard_db.checks import CheckResult, run_check
@@ -239,19 +240,12 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run_pytest(
-    project: Path, *args: str, umask: int = -1, **env: str
+    project: Path, *args: str, umask: int = -1, process: Process = "fork", **env: str
 ) -> subprocess.CompletedProcess[str]:
     """``pytest ARGS`` in ``project``, in a user's shell with ``env`` exported (and its
-    ``umask``, if given)."""
-    return subprocess.run(
-        pytest_argv(*args),
-        cwd=project,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        umask=umask,
-    )
+    ``umask``, if given): forked by default (``cli_fork.run_pytest_argv``)."""
+    argv = pytest_argv(*args)
+    return run_pytest_argv(argv, project, clean_env(**env), umask=umask, process=process)
 
 
 #: A child script: holds the file lock ``argv[1]`` (the harness's own ``file_lock``, its

@@ -22,7 +22,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from cli_fork import run_cli
+from cli_fork import run_cli, run_pytest_argv
 from reynard_trees import clean_env, copy_reynard_trees, reynard_project
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -86,12 +86,10 @@ def test_an_unknown_driver_is_one_line(tmp_path: Path, argv: tuple[str, ...]) ->
 def test_an_unknown_driver_in_pytest_is_one_line(tmp_path: Path) -> None:
     project = reynard_project(tmp_path / "project")
     (project / "test_a.py").write_text("def test_a(reynard_db):\n    pass\n")
-    done = subprocess.run(
+    done = run_pytest_argv(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=main"],
-        cwd=project,
-        env=clean_env(REYNARD_DB_URL=f"postgresql+nosuch://u:{SECRET}@h/postgres"),
-        capture_output=True,
-        text=True,
+        project,
+        clean_env(REYNARD_DB_URL=f"postgresql+nosuch://u:{SECRET}@h/postgres"),
         timeout=HANG,
     )
     output = done.stdout + done.stderr

@@ -6,13 +6,14 @@ started where its start runs code (a ``sitecustomize``)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import cli_fork
 import pytest
 from cli_fork import run_cli
-from reynard_trees import clean_env, write_revision
+from reynard_trees import clean_env, pytest_argv, write_revision
 
 #: Put first in the main tree's env.py: what a new interpreter would hold, on stderr.
 REPORT = """\
@@ -126,7 +127,7 @@ def test_a_run_with_its_own_pythonpath_is_forked_from_a_server_of_its_own(
     assert forked[1] == started[1] and forked_lines[2:] == started_lines[2:]
     assert forked_lines[0] == started_lines[0] == f"told the site folder {site / 'told.py'}"
     assert forked_lines[1] != started_lines[1] == f"parent {os.getpid()}"  # forked
-    key = (os.getpid(), frozenset(cli_fork.start_values(env).items()))
+    key = (os.getpid(), "cli", frozenset(cli_fork.start_values(env).items()))
     server = cli_fork._servers[key]
     own = run_cli(project, "list", env=clean_env())
     assert own[0] == 0 and "main" in own[1] and own[2] == "", own
@@ -136,3 +137,67 @@ def test_a_run_with_its_own_pythonpath_is_forked_from_a_server_of_its_own(
     # another value read at start besides PYTHONPATH (here the hash seed): started
     seeded = run_cli(project, *argv, env=clean_env(PYTHONPATH=str(site), PYTHONHASHSEED="7"))
     assert seeded[2].splitlines()[1] == f"parent {os.getpid()}", seeded
+
+
+#: A project's conftest and test reporting the process they run in (``pytest`` runs).
+PYTEST_REPORT = """\
+import gc, json, os, signal, sys, threading, warnings
+
+def umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+def facts():
+    return {
+        "cwd": os.getcwd(), "path0": sys.path[0], "argv": sys.argv,
+        "main": getattr(sys.modules["__main__"].__spec__, "name", None),
+        "umask": umask(), "told": os.environ.get("TOLD"),
+        "third_party": sorted(
+            {m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names)
+        ),
+        "frozen": gc.get_freeze_count() > 0, "threads": threading.active_count(),
+        "signals": [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)],
+        "flags": str(sys.flags), "warnings": len(warnings.filters),
+    }
+
+AT_CONFTEST = facts()
+
+def test_report():
+    from early_report import AT_START
+    print("REPORT", json.dumps({"start": AT_START, "conftest": AT_CONFTEST, "test": facts()}))
+"""
+
+#: Loaded by ``-p`` as pytest parses its arguments: before any installed plugin.
+EARLY_REPORT = """import sys
+
+AT_START = sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names))
+"""
+
+
+def test_a_forked_pytest_run_is_the_started_one(tmp_path: Path) -> None:
+    """``pytest`` runs (``run_pytest_argv``) forked from the pytest fork server see what a
+    started ``python -m pytest`` sees at its conftest and in a test: directory, import
+    path, arguments, ``__main__``, umask, environment, every module not of the standard
+    library, as pytest starts (none imported ahead: pytest rewrites plugins as it
+    imports them, and this package's plugin arms its guard before SQLAlchemy is), the
+    collector's state, threads, signal handlers, flags and warning filters."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "conftest.py").write_text(PYTEST_REPORT)
+    (project / "early_report.py").write_text(EARLY_REPORT)
+    (project / "test_report.py").write_text("from conftest import test_report\n")
+    argv = pytest_argv("-s", "-q", "-p", "early_report", "-p", "no:randomly", "test_report.py")
+    env = clean_env(TOLD="yes")
+    reports = []
+    for process in ("fork", "exec"):
+        result = cli_fork.run_pytest_argv(argv, project, env, umask=0o027, process=process)
+        assert result.returncode == 0 and result.stderr == "", result
+        line = next(line for line in result.stdout.splitlines() if "REPORT " in line)
+        reports.append(json.loads(line.partition("REPORT ")[2]))
+    forked, started = reports
+    assert forked == started
+    assert started["conftest"]["cwd"] == str(project) and started["test"]["umask"] == 0o027
+    assert "sqlalchemy" not in started["start"]  # imported by plugins: not ahead of them
+    assert "sqlalchemy" in started["test"]["third_party"]  # pytest-alembic's, by then
+    assert any(key[:2] == (os.getpid(), "pytest") for key in cli_fork._servers)  # it forked

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_fork import run_cli
+from cli_fork import run_cli, run_pytest_argv
 from reynard_trees import (
     clean_env,
     copy_reynard_trees,
@@ -155,14 +155,7 @@ def test_kill_9_while_building_then_the_next_run_reaps_and_passes(
     else:
         assert not gone(postmaster), "the killed session's server should be an orphan now"
 
-    nxt = subprocess.run(
-        pytest_argv("--reynard-db=main"),
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    nxt = run_pytest_argv(pytest_argv("--reynard-db=main"), project, clean_env())
     assert nxt.returncode == 0, nxt.stdout + nxt.stderr
     assert "1 passed" in nxt.stdout
     assert not orphan.exists(), "the orphan's directory must be removed"
@@ -423,13 +416,8 @@ def test_production_database_is_never_connected_to(
         "def test_x(reynard_db, alembic_engine):\n    assert reynard_db.name != 'reynard_ecs'\n"
     )
     for source in ("copy", "point"):
-        result = subprocess.run(
-            pytest_argv("--reynard-db=ecs_e2e", f"--reynard-db-source={source}"),
-            cwd=project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        result = run_pytest_argv(
+            pytest_argv("--reynard-db=ecs_e2e", f"--reynard-db-source={source}"), project, env
         )
         assert result.returncode == 0, result.stdout + result.stderr
     code, out, err = cli(project, "check", "ecs", "ecs_e2e", env=env)

@@ -42,7 +42,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from cli_fork import cli_argv, run_cli_in
+from cli_fork import cli_argv, run_cli_in, run_pytest_argv
 from psycopg import sql
 from reynard_trees import clean_env, log_of, pytest_argv, reynard_project, write_revision
 
@@ -177,15 +177,13 @@ def databases_in(log: str) -> list[str]:
 
 # -- child processes -----------------------------------------------------------------------------
 def run_child(argv: list[str], cwd: Path, env: Mapping[str, str]) -> tuple[int, str, str]:
-    """``argv`` (a user's ``pytest``, or ``reynard-migrate``: ``cli_argv``, run as the
+    """``argv`` (a user's ``pytest``, or ``reynard-migrate``: ``cli_argv``, each run as the
     other tests run it, forked: ``cli_fork``) in ``cwd`` with ``env``."""
     cli = cli_argv(cwd)[:3]
     try:
         if argv[:3] == cli:
             return run_cli_in(cwd, *argv[3:], env=dict(env), timeout=TIMEOUT)
-        result = subprocess.run(
-            argv, cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=TIMEOUT
-        )
+        result = run_pytest_argv(argv, cwd, env, timeout=TIMEOUT)  # forked, as run_cli_in
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"hung: {' '.join(argv[1:])} did not finish within {TIMEOUT} s\n{exc.stderr!r}")
     return result.returncode, result.stdout, result.stderr

@@ -11,7 +11,6 @@ it is not also a name the URLs show (user, host, port, database).
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from cli_fork import run_cli_in
+from cli_fork import run_cli_in, run_pytest_argv
 from psycopg import sql
 from reynard_trees import clean_env, reynard_project
 
@@ -112,13 +111,10 @@ def test_every_output_shows_the_url_with_only_its_password_masked(
     project = reynard_project(tmp_path / "project")
     (project / "test_a.py").write_text("def test_a(reynard_db):\n    pass\n")
 
-    ran = subprocess.run(
+    ran = run_pytest_argv(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=main"],
-        cwd=project,
-        env=clean_env(REYNARD_DB_URL=url),
-        capture_output=True,
-        text=True,
-        timeout=300,
+        project,
+        clean_env(REYNARD_DB_URL=url),
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     as_given = f"postgresql://postgres:***@127.0.0.1:{port}/postgres"

@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from xml.etree import ElementTree
 import pytest
 from alembic import command
 from alembic.config import Config
-from cli_fork import run_cli
+from cli_fork import run_cli, run_pytest_argv
 from oracle_corpus import ENUM_CASES, Case, Expected, Rev
 from oracle_corpus_hostile import HOSTILE_CASES
 from oracle_corpus_objects import OBJECT_CASES
@@ -356,14 +355,10 @@ def test_one_case_through_the_items(stock: Path, tmp_path: Path, runtime: Path, 
         pyproject.write('[tool.pytest.ini_options]\nreynard_db = "app"\n')
     junit = tmp_path / "items.xml"
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db-checks"]
-    done = subprocess.run(
+    done = run_pytest_argv(
         [*argv, "-k", " or ".join(CHECKED), f"--junitxml={junit}"],
-        cwd=project,
-        env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        project,
+        clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
     )
     assert done.returncode == (1 if form == "broken" else 0), done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "clean-up failed" not in done.stderr, done.stderr

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_fork import run_cli
+from cli_fork import run_cli, run_pytest_argv
 from reynard_trees import clean_env, reynard_project, write_revision
 
 from pytest_reynard_db.postgres import EphemeralServer, find_binaries
@@ -28,14 +28,8 @@ def project(tmp_path: Path) -> Path:
 
 
 def run(project: Path, runtime: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv,
-        cwd=project,
-        env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return run_pytest_argv(  # a pytest run forked, reynard-migrate's started
+        argv, project, clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)), timeout=120
     )
 
 

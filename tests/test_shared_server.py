@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_fork import run_pytest_argv
 from reynard_trees import clean_env, databases, reynard_project, wait_for
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -260,14 +261,7 @@ def test_a_clean_run_on_a_shared_server_says_nothing_wrong(
         env["REYNARD_DB_URL"] = url
     if how.endswith("-n 2"):
         args += ["-n", "2"]
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", *args],
-        cwd=root,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_pytest_argv([sys.executable, "-m", "pytest", *args], root, clean_env(**env))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 passed" in result.stdout, result.stdout
     assert result.stderr == "", result.stderr

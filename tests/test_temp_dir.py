@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_fork import run_cli
+from cli_fork import run_cli, run_pytest_argv
 from reynard_trees import clean_env, reynard_project, wait_for
 
 from pytest_reynard_db.postgres.runas import SCRATCH, run_as, runtime_root
@@ -47,13 +47,10 @@ def left_in(path: Path) -> list[str]:
 
 
 def pytest_run(project: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_pytest_argv(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=main", *args],
-        cwd=project,
-        env=clean_env(TMPDIR=str(tmp)),
-        capture_output=True,
-        text=True,
-        timeout=300,
+        project,
+        clean_env(TMPDIR=str(tmp)),
     )
 
 

@@ -12,6 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from cli_fork import run_pytest_argv
 from reynard_trees import clean_env, ctrl_c_as_in_a_terminal, pytest_argv
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -37,14 +38,7 @@ def test_where(reynard_db):
 
 def run(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``pytest ARGS args`` in ``project``, in a user's shell with ``env`` exported."""
-    return subprocess.run(
-        pytest_argv(*ARGS, *args),
-        cwd=project,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_pytest_argv(pytest_argv(*ARGS, *args), project, clean_env(**env))
 
 
 def start(project: Path, *args: str) -> subprocess.Popen[str]:
