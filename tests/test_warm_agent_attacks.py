@@ -174,15 +174,29 @@ def _opened_by_a_reader(fifo: Path) -> int | None:
         return None
 
 
-#: A test that kills the kept server's postmaster (-9: the OOM killer, a crash).
+#: A test that kills the kept server's postmaster (-9: the OOM killer, a crash), then waits
+#: for its backends to go: one still up may yet run the run's DROP DATABASE (an idle backend
+#: sees the postmaster's death and the statement at once, and on a busy machine may take the
+#: statement first), and then nothing was left to drop.
 KILLS_THE_SERVER = """\
-import os, pathlib, signal
+import os, pathlib, signal, time
+
+def running(pid):
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
 
 def test_kills_the_server(reynard_db):
     runtime = pathlib.Path(os.environ["REYNARD_DB_RUNTIME_DIR"])
     (pid_file,) = runtime.glob("reuse-*/data/postmaster.pid")
     postmaster = int(pid_file.read_text().split()[0])
+    backends = pathlib.Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
     os.kill(postmaster, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while any(map(running, backends)):
+        assert time.monotonic() < deadline, "a backend outlived its postmaster by 60 s"
+        time.sleep(0.01)
     pathlib.Path("killed").write_text(str(postmaster))
 """
 
