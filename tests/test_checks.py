@@ -625,3 +625,24 @@ def test_a_signal_just_after_a_throw_away_database_is_made_leaves_no_database(
     finally:
         server.close()
     assert scratch_databases(pg_server) == []
+
+
+def test_a_throw_away_name_taken_on_a_shared_server_is_not_dropped(
+    project: Path, pg_server: EphemeralServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The throw-away database's CREATE fails (its name is taken: somebody's database):
+    the check fails, and that database, which this run did not create, is left as it was."""
+    taken = "test_check_someone_elses"
+    pg_server.create_database(taken)
+    try:
+        monkeypatch.setattr("pytest_reynard_db.postgres.server.scratch_name", lambda *a: taken)
+        registry = load_registry(project)
+        server = ExistingServer(admin_url(pg_server))
+        try:
+            [result] = run_check(CheckRunner(registry.get("main"), registry, server), "stairway")
+        finally:
+            server.close()
+        assert not result.ok and "already exists" in result.message, result
+        assert scratch_databases(pg_server) == [taken]
+    finally:
+        pg_server.drop_database(taken)

@@ -194,16 +194,18 @@ class CheckRunner:
             made = True
             self._scratch_urls.append(url)
             yield self.manager(url)
+        except BaseException as exc:
+            if not made and not isinstance(exc, Exception):
+                self._drop_half_made(name)  # interrupted: the CREATE may be done
+            raise  # a CREATE that failed made nothing of ours: the name is not dropped
         finally:
             if made:
                 self.server.drop_database(name)
-            else:
-                self._drop_half_made(name)
 
     def _drop_half_made(self, name: str) -> None:
-        """Drop ``name`` if the CREATE that an error cut short made it: the name is new
-        to this run (a fresh suffix), so it is ours though not noted as such. Its own
-        failure is not raised over the error that cut the CREATE short."""
+        """Drop ``name``, which a CREATE cut short by a signal may have made: the name is
+        new to this run (a fresh suffix), so it is ours though not noted as such. Its own
+        failure is not raised over the signal's exit."""
         assert self.server is not None
         with suppress(Exception):
             self.server.adopt(name)
