@@ -198,7 +198,7 @@ def run_pytest_argv(
 
 
 #: What a fork server's children run: ``reynard-migrate`` (``python -m pytest_reynard_db``)
-#: or pytest (``python -m pytest``, ``pytest_fork``).
+#: or pytest (``python -m pytest``, ``run_pytest_argv``).
 Kind = Literal["cli", "pytest"]
 
 
