@@ -10,10 +10,11 @@ test's runs with their own ``PYTHONPATH`` (a project's package folder): an inter
 started as the run's would be (``sys.executable``, a user's shell's environment, standard
 streams that are pipes) that imports what the run imports before its entry point, and
 nothing else: for the CLI what ``pytest_reynard_db.cli.run`` imports before it calls
-``main``; for pytest, ``pytest`` alone (what ``python -m pytest`` imports before it runs
-``pytest.__main__``; no plugin, which pytest rewrites as it imports it, and not
-SQLAlchemy, which this package's plugin, loaded before pytest-alembic's, arms its guard
-against before it is imported). For each run it forks a child that takes the caller's
+``main``; for pytest, ``pytest`` (what ``python -m pytest`` imports before it runs
+``pytest.__main__``; no plugin, which pytest rewrites as it imports it), and the
+libraries pytest-alembic's plugin imports (SQLAlchemy, Alembic, Mako: ``AHEAD``) hidden
+from ``sys.modules`` until the run imports one of them, where a started run imports
+them. For each run it forks a child that takes the caller's
 whole environment, umask, working directory and arguments, writes to the caller's pipes
 and runs the entry point: a fresh interpreter at that moment, without its start.
 
@@ -36,11 +37,14 @@ used by the server, so each child starts from them untouched):
   server's: the tests about signals, the interpreter or the entry point run it started
   (``run_cli(..., process="exec")``, ``run_pytest_argv(..., process="exec")``, or their
   own ``subprocess.Popen``);
-- a pytest child has the standard library modules this module imports (``socket``,
-  ``selectors``, ``json``...) already imported, and no other: a started run's modules
-  not of the standard library are the same as it starts, at its conftest and in a test
-  (``test_cli_fork.test_a_forked_pytest_run_is_the_started_one``), and ``__main__`` is
-  ``pytest.__main__`` as run by ``-m`` (``runpy``).
+- a pytest child has the standard library modules this module and ``AHEAD``'s libraries
+  import (``socket``, ``selectors``, ``json``, ``asyncio``...) already imported; its
+  modules not of the standard library are a started run's, as it starts, at its conftest
+  and in a test (``test_cli_fork.test_a_forked_pytest_run_is_the_started_one``), but for
+  when they appear: ``AHEAD``'s all at once, at the first import of any of them (a
+  started run imports them as pytest-alembic's plugin loads, or ``typing_extensions``
+  alone if a plugin before it does); ``__main__`` is ``pytest.__main__`` as run by
+  ``-m`` (``runpy``).
 
 The server runs as ``python tests/cli_fork.py FD KIND`` (FD: its end of a socket pair;
 KIND: "cli" or "pytest"): this
@@ -50,6 +54,7 @@ module imports only the standard library at its top, for the server's sake.
 from __future__ import annotations
 
 import atexit
+import importlib.abc
 import importlib.util
 import json
 import locale
@@ -64,6 +69,7 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal, Protocol
 
 #: The variables an interpreter, the package or its drivers read when they start or are
@@ -449,14 +455,73 @@ def _become_the_child(request: dict[str, Any], fds: list[int], kind: Kind) -> No
     sys.argv = [str(spec.origin if spec else ""), *request["argv"]]
 
 
+#: The plugin whose libraries the pytest server imports ahead (``import_hidden``): every
+#: run loads pytest-alembic's, and with it SQLAlchemy, Alembic and Mako (~250 ms a run).
+AHEAD = "pytest_alembic.plugin"
+
+
+class _Hidden(importlib.abc.MetaPathFinder):
+    """Modules imported by the server, out of ``sys.modules`` until a run first imports
+    one of them: then all are put back at once (what the same import brings in a started
+    interpreter), the one asked for through ``_Imported``."""
+
+    def __init__(self, hidden: dict[str, ModuleType]) -> None:
+        self.hidden = hidden
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in self.hidden:
+            return None
+        sys.meta_path.remove(self)
+        module = self.hidden.pop(name)
+        for other, hidden in self.hidden.items():
+            sys.modules.setdefault(other, hidden)
+        # Not put in ``sys.modules`` here: importlib would then load it again from its own
+        # spec (a new module object); through this loader, the same object.
+        return importlib.util.spec_from_loader(name, _Imported(module))
+
+
+class _Imported(importlib.abc.Loader):
+    def __init__(self, module: ModuleType) -> None:
+        self.module = module
+        self.spec = module.__spec__
+
+    def create_module(self, spec: Any) -> ModuleType:
+        return self.module
+
+    def exec_module(self, module: ModuleType) -> None:
+        module.__spec__ = self.spec  # importlib set this loader's; the module's own again
+
+
+def import_hidden(plugin: str) -> None:
+    """Import ``plugin`` here, then forget it (a run imports it again, as pytest rewrites a
+    plugin's modules) and hide what it brought from libraries outside the standard
+    library (``_Hidden``): a run sees them appear where a started interpreter imports
+    them, and finds them imported already."""
+    before = set(sys.modules)
+    importlib.import_module(plugin)
+    top = plugin.partition(".")[0]
+    hidden: dict[str, ModuleType] = {}
+    for name in set(sys.modules) - before:
+        module = sys.modules.pop(name) if name.partition(".")[0] not in STDLIB else None
+        if module is not None and name.partition(".")[0] != top:
+            hidden[name] = module
+    sys.meta_path.insert(0, _Hidden(hidden))
+
+
+STDLIB = frozenset(sys.stdlib_module_names)
+
+
 def _serve_pytest(control: socket.socket) -> None:
     """The server of pytest runs: it imports pytest (what ``python -m pytest`` imports
-    before ``console_main``) and nothing of a plugin (pytest rewrites a plugin's modules as
-    it imports them; nor SQLAlchemy, which a run imports after this package's plugin)."""
+    before ``console_main``) and, hidden until a run imports them, the libraries of
+    ``AHEAD`` (``import_hidden``); no plugin (pytest rewrites a plugin's modules as it
+    imports them)."""
     import runpy
 
     import pytest  # noqa: F401 - what ``python -m pytest`` imports first
 
+    with suppress(ImportError):  # not installed: a run imports nothing of it either
+        import_hidden(AHEAD)
     if (answer := serve(control, "pytest")) is not None:
         answer.close()
         runpy.run_module("pytest", run_name="__main__", alter_sys=True)  # what -m runs

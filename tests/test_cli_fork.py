@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cli_fork
@@ -179,9 +181,10 @@ def test_a_forked_pytest_run_is_the_started_one(tmp_path: Path) -> None:
     """``pytest`` runs (``run_pytest_argv``) forked from the pytest fork server see what a
     started ``python -m pytest`` sees at its conftest and in a test: directory, import
     path, arguments, ``__main__``, umask, environment, every module not of the standard
-    library, as pytest starts (none imported ahead: pytest rewrites plugins as it
-    imports them, and this package's plugin arms its guard before SQLAlchemy is), the
-    collector's state, threads, signal handlers, flags and warning filters."""
+    library, as pytest starts (SQLAlchemy and Alembic, which the server imported, are
+    hidden until a plugin imports them; no plugin imported ahead: pytest rewrites
+    plugins as it imports them), the collector's state, threads, signal handlers, flags
+    and warning filters."""
     project = tmp_path / "project"
     project.mkdir()
     (project / "conftest.py").write_text(PYTEST_REPORT)
@@ -201,3 +204,45 @@ def test_a_forked_pytest_run_is_the_started_one(tmp_path: Path) -> None:
     assert "sqlalchemy" not in started["start"]  # imported by plugins: not ahead of them
     assert "sqlalchemy" in started["test"]["third_party"]  # pytest-alembic's, by then
     assert any(key[:2] == (os.getpid(), "pytest") for key in cli_fork._servers)  # it forked
+
+
+#: ``cli_fork.import_hidden`` in a new interpreter: what it hides, and what an import of
+#: one hidden module gives back.
+HIDDEN = """\
+import sys
+sys.path.insert(0, sys.argv[1])
+import cli_fork
+
+cli_fork.import_hidden("pytest_alembic.plugin")
+finder = sys.meta_path[0]
+engine, top = finder.hidden["sqlalchemy.engine"], finder.hidden["sqlalchemy"]
+assert not [m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "alembic", "mako")]
+assert "pytest_alembic" not in sys.modules and "pytest_alembic" not in str(finder.hidden)
+import sqlalchemy.engine  # the parent hidden too: through the finder, then the rest at once
+
+assert sqlalchemy is top and sqlalchemy.engine is engine
+assert sys.modules["sqlalchemy"] is top and sys.modules["sqlalchemy.engine"] is engine
+assert sqlalchemy.__spec__.origin.endswith("sqlalchemy/__init__.py"), sqlalchemy.__spec__
+assert "alembic.config" in sys.modules and finder not in sys.meta_path
+import pytest_alembic.plugin  # imported again: the server's was forgotten
+
+assert pytest_alembic.plugin.__spec__.origin.endswith("__init__.py")
+print("ok")
+"""
+
+
+def test_the_libraries_imported_ahead_are_the_same_modules_once_imported(tmp_path: Path) -> None:
+    """The pytest server's libraries imported ahead (``import_hidden``) are out of
+    ``sys.modules`` until one of them is imported; then that one, and all the others,
+    are the very modules the server imported (not imported again), their own specs
+    kept; the plugin itself is imported again (as pytest rewrites it)."""
+    tests = str(Path(cli_fork.__file__).parent)
+    result = subprocess.run(
+        [sys.executable, "-c", HIDDEN, tests],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
