@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from cli_fork import Cli, cli_of
-from reynard_trees import QUIET_ASYNCIO, clean_env, copy_reynard_trees, reynard_project
+from reynard_trees import QUIET_ASYNCIO, clean_env, copy_reynard_trees, reynard_project, server_tmp
 from warm_runs import WHERE, run
 
 from pytest_reynard_db.guard import GUARD, inherit
@@ -196,7 +196,7 @@ def runtime() -> Iterator[Path]:
     """A runtime directory of the test's own (for ``REYNARD_DB_RUNTIME_DIR``), not made yet:
     no initdb cache, no kept server. Outside pytest's private (0700) temp directory, so the
     server's user (postgres, when root runs the suite) goes in; kept servers stopped after."""
-    parent = Path(tempfile.mkdtemp(prefix="reynard-runtime-", dir="/tmp"))
+    parent = server_tmp("reynard-runtime-")
     parent.chmod(0o711)
     try:
         yield parent / "reynard-db"
@@ -211,7 +211,7 @@ def stop_reused_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A ``--reynard-db-reuse`` run leaves the kept server running, by design; stop it after.
     The test's runs keep theirs in a runtime directory of the test's own: the kept server is
     one per user and runtime directory, and a test in another xdist worker stops its own."""
-    runtime = Path(tempfile.mkdtemp(prefix="reynard-reuse-", dir="/tmp"))
+    runtime = server_tmp("reynard-reuse-")
     runtime.chmod(0o711)  # the server's user (postgres, when root runs the suite) goes through
     monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime / "reynard-db"))
     try:

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.guard import inherit
 from pytest_reynard_db.migration.manager import MigrationManager
 from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.postgres.runas import default_parents
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,6 +71,17 @@ def wait_for(path: Path, proc: subprocess.Popen[Any], timeout: float = 120) -> s
             proc.kill()
         raise
     return path.read_text()
+
+
+def server_tmp(prefix: str) -> Path:
+    """A new directory (``tempfile.mkdtemp``) where a test's servers and runtime directory
+    go: where the harness puts its own by default (``runas.default_parents``: tmpfs first,
+    then ``/tmp``), beside a user's project on disk; outside pytest's private (0700)
+    temp directory, so the server's user (postgres, when root runs the suite) reaches it."""
+    for parent in default_parents():
+        if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    raise RuntimeError(f"none of {default_parents()} is writable")
 
 
 def copy_reynard_trees(dest: Path, *, pyproject: bool = True) -> Path:

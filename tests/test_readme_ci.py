@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from reynard_trees import clean_env, reynard_project
+from reynard_trees import clean_env, reynard_project, server_tmp
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -104,7 +103,7 @@ def test_the_recipe_runs_as_written_against_a_service_like_server(
     (project / "test_user.py").write_text(USER_TESTS)
     pull_request_of(project)
     job = workflow["jobs"]["test"]
-    runtime = Path(tempfile.mkdtemp(prefix="reynard-ci-", dir="/tmp"))
+    runtime = server_tmp("reynard-ci-")
     runtime.chmod(0o711)
     env = dict(job["env"])
     env["REYNARD_DB_URL"] = env["REYNARD_DB_URL"].replace(

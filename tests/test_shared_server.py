@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from cli_fork import run_pytest_argv
-from reynard_trees import clean_env, databases, reynard_project, wait_for
+from reynard_trees import clean_env, databases, reynard_project, server_tmp, wait_for
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -84,7 +84,7 @@ def project(tmp_path: Path) -> Path:
 def machines() -> Iterator[Path]:
     """Where each run's runtime directory goes: below /tmp, where the server's user
     (as root: ``postgres``) could reach it, as ``$REYNARD_DB_RUNTIME_DIR`` requires."""
-    path = Path(tempfile.mkdtemp(prefix="reynard-machines-", dir="/tmp"))
+    path = server_tmp("reynard-machines-")
     path.chmod(0o711)
     yield path
     shutil.rmtree(path, ignore_errors=True)

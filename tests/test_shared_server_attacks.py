@@ -9,14 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from cli_fork import run_cli
-from reynard_trees import clean_env, databases, reynard_project, wait_until
+from reynard_trees import clean_env, databases, reynard_project, server_tmp, wait_until
 
 from pytest_reynard_db import load_registry
 from pytest_reynard_db.cli import server_admin
@@ -177,7 +176,7 @@ def test_server_stop_never_stops_the_reuse_server_a_run_just_attached_to(
 ) -> None:
     # The run's record used to be written after the reuse lock was released: a
     # `server stop` in between stopped the server under the run.
-    runtime = Path(tempfile.mkdtemp(prefix="reynard-hostile-", dir="/tmp"))
+    runtime = server_tmp("reynard-hostile-")
     runtime.chmod(0o711)
     monkeypatch.setenv("REYNARD_DB_RUNTIME_DIR", str(runtime))
     try:

@@ -26,14 +26,13 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from reynard_trees import clean_env, reynard_project, run_pytest, wait_until
+from reynard_trees import clean_env, reynard_project, run_pytest, server_tmp, wait_until
 from test_check_isolation import make_project
 from test_early_initdb import running_servers
 from test_faults import gone
@@ -53,7 +52,7 @@ SLOW_BOOT = 4
 def runtime() -> Iterator[Path]:
     """A runtime directory of its own (servers observed there only), outside pytest's
     private (0700) temp directory: the server's user (postgres, under root) goes in."""
-    parent = Path(tempfile.mkdtemp(prefix="reynard-h25-", dir="/tmp"))
+    parent = server_tmp("reynard-h25-")
     parent.chmod(0o711)
     try:
         yield parent / "reynard-db"

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from reynard_trees import (
     pytest_argv,
     reynard_project,
     run_pytest,
+    server_tmp,
     wait_for,
     wait_until,
     write_revision,
@@ -132,7 +132,7 @@ def test_a_runtime_directory_made_under_umask_077_is_reachable_by_the_servers_us
         pytest.skip("the server runs as another user only when root runs the tests")
     # Outside pytest's private (0700) temp directory, reachable by the server's user:
     # what is tested is the directories the harness makes below.
-    parent = Path(tempfile.mkdtemp(prefix="reynard-umask-", dir="/tmp"))
+    parent = server_tmp("reynard-umask-")
     parent.chmod(0o711)
     (project / "test_one.py").write_text("def test_one(reynard_db):\n    assert reynard_db.head\n")
 
@@ -168,7 +168,7 @@ def test_the_default_runtime_directory_made_under_umask_077_is_reachable(tmp_pat
     """``reynard-db-<uid>`` in ``/dev/shm`` (or the temp directory), made by a shell with
     umask 077: 0711 as asked, not 0700 (which the server's user, when root runs the
     tests, could not reach)."""
-    parent = Path(tempfile.mkdtemp(prefix="reynard-umask-", dir="/tmp"))
+    parent = server_tmp("reynard-umask-")
     parent.chmod(0o711)  # as /dev/shm: the server's user goes through
     try:
         done = subprocess.run(
