@@ -349,6 +349,53 @@ def test_ctrl_c_while_reynard_migrate_starts_is_one_line(tmp_path: Path, delay: 
         assert err.strip().splitlines()[-1] == "reynard-migrate: interrupted", shown
 
 
+#: ``reynard-migrate`` whose ``main`` is interrupted inside a weakref callback (as a Ctrl-C
+#: that lands in importlib's module-lock callback during an import), then goes on.
+CTRL_C_ON_THE_SIDE = """\
+import os, signal, sys, time, weakref
+from pytest_reynard_db import cli
+from pytest_reynard_db.cli import front
+
+class Lock:
+    pass
+
+def callback(_):
+    os.kill(os.getpid(), signal.SIGINT)  # its handler runs here, inside the callback
+    for _ in range(1000):
+        pass
+
+def main():
+    lock = Lock()
+    ref = weakref.ref(lock, callback)
+    del lock
+    time.sleep(0.5)
+    print("done")
+    return 0
+
+front.main = main
+cli.run()
+"""
+
+
+def test_a_ctrl_c_that_lands_in_a_callback_is_one_line(tmp_path: Path) -> None:
+    """A Ctrl-C whose handler runs inside a weakref callback (importlib's module locks have
+    one; seen under load, at ``EARLY``'s 1.0 s) is not "Exception ignored in ..." with a
+    traceback and then lost: the command is interrupted, in one line."""
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_ON_THE_SIDE],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        130,
+        "",
+        "reynard-migrate: interrupted\n",
+    )
+
+
 USER_SITECUSTOMIZE = """\
 import json, os, subprocess, sys
 from pytest_reynard_db.guard import GUARD
