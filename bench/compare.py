@@ -20,7 +20,7 @@ BEGIN = "<!-- current table: begin (python bench/run.py --results) -->"
 END = "<!-- current table: end -->"
 #: A row is flagged when its ratio is this much worse than the recorded one.
 TOLERANCE = 1.25
-_RATIO = re.compile(r"^\s*([0-9.]+)x\s+(.+?)\s*$")
+_RATIO = re.compile(r"^\s*(-?[0-9.]+)x\s+(.+?)\s*$")
 _NOTE = re.compile(r"\s*\[[^\]]*\]\s*$")
 
 
@@ -42,17 +42,33 @@ class Compared:
     recorded: Recorded | None
 
     @property
+    def below_zero(self) -> bool:
+        """Whether a ratio is at or below zero (a start below a bare pytest's: ``ours`` is
+        what a run adds to it), where one ratio over another means nothing."""
+        return self.recorded is not None and min(self.recorded.ratio, self.row.ratio) <= 0
+
+    @property
     def change(self) -> float | None:
-        """How many times worse (> 1) or better (< 1) the ratio is than recorded."""
-        if self.recorded is None or self.recorded.ratio == 0 or self.row.ratio == 0:
+        """How many times worse (> 1) or better (< 1) the ratio is than recorded; for a
+        ratio at or below zero, by how much of the baseline it grew (``growth``)."""
+        if self.recorded is None or self.below_zero:
             return None
         if self.row.ratio_label == "base/ours":  # a speed-up: a smaller one is worse
             return self.recorded.ratio / self.row.ratio
         return self.row.ratio / self.recorded.ratio
 
     @property
+    def growth(self) -> float | None:
+        """This run's ratio minus the recorded one (an ``ours/base`` row at or below zero)."""
+        if self.recorded is None or not self.below_zero or self.row.ratio_label != "ours/base":
+            return None
+        return self.row.ratio - self.recorded.ratio
+
+    @property
     def worse(self) -> bool:
-        change = self.change
+        change, growth = self.change, self.growth
+        if growth is not None:  # grew by more than a quarter of the baseline
+            return growth > TOLERANCE - 1
         return change is not None and change > TOLERANCE
 
 
@@ -137,8 +153,10 @@ def render_comparison(compared: list[Compared]) -> str:
         if old is None:
             lines.append([row_key(row.name), "(not recorded)", now, "", "new row"])
             continue
-        change = item.change
+        change, growth = item.change, item.growth
         shown = "" if change is None else f"{change:.2f}x"
+        if growth is not None:
+            shown = f"{growth:+.2f} of the baseline"
         verdict = f"WORSE by more than {TOLERANCE:g}x" if item.worse else "ok"
         lines.append([row_key(row.name), f"{old.ratio:.2f}x ({old.measured})", now, shown, verdict])
     return "\n".join(_markdown(lines))

@@ -85,7 +85,11 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the selected rows and print the table."""
     args = parse_args(argv)
-    recorded = read_recorded(RESULTS.read_text()) if args.compare else {}
+    try:
+        recorded = read_recorded(RESULTS.read_text()) if args.compare else {}
+    except (OSError, ValueError) as exc:
+        print(f"bench/run.py: {RESULTS}: {exc}", file=sys.stderr)
+        return 2
     wanted = {int(r) for r in args.rows.split(",") if r.strip()}
     sizes, sub = (QUICK, QUICK_SUB) if args.quick else (FULL, FULL_SUB)
     before = runtime_entries()

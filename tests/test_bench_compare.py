@@ -99,3 +99,26 @@ def test_results_refuses_a_partial_table() -> None:
     assert done.returncode == 2
     assert "--results records every row" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("now", "flagged"),
+    [
+        (-0.05, False),  # still below the bare start
+        (0.15, False),  # 0.23 of the baseline more: within a quarter of it
+        (0.40, True),  # 0.48 of the baseline more: flagged
+    ],
+)
+def test_a_row_recorded_below_zero_is_read_back_and_compared_by_difference(
+    now: float, flagged: bool
+) -> None:
+    """A start recorded below a bare pytest's (a negative ``ours``, ratio -0.08x, as
+    ``--results`` writes it for row 4's warm start) is read back; as a ratio of a
+    negative has no meaning, it is flagged when it grew by more than a quarter of the
+    baseline (``TOLERANCE``), and the change says so."""
+    warm = slowdown_row("4 session start, warm", -0.08, 1.0, "testing.postgresql", 0.1)
+    recorded = read_recorded(write_recorded(RESULTS, render_recorded([warm], "2026-12-07"), "cmd"))
+    assert recorded["4 session start, warm"].ratio == -0.08
+    (compared,) = compare([slowdown_row("4 session start, warm", now, 1.0, "t", 0.1)], recorded)
+    assert compared.worse is flagged
+    assert f"+{now + 0.08:.2f} of the baseline" in render_comparison([compared])
