@@ -29,6 +29,9 @@ used by the server, so each child starts from them untouched):
   it, one start for all the test's runs, unless that ``PYTHONPATH`` holds a
   ``sitecustomize`` or ``usercustomize``, which runs (and may print) at every start; any
   other run is started as an interpreter instead (``run_forked`` returns None);
+- a module or regular package in the run's directory named like one the server imported
+  (a project's own ``typing_extensions``), which a started interpreter would import from
+  there: that child execs ``python -m`` instead (``shadowed``), a started run;
 - ``sys.path[0]`` (``python -m`` puts the working directory there), ``sys.argv``,
   ``tempfile``'s cached directory and the C library's time zone: set again in the child;
 - the hash seed (``PYTHONHASHSEED``): every child has the server's, where each started
@@ -449,10 +452,38 @@ def _become_the_child(request: dict[str, Any], fds: list[int], kind: Kind) -> No
     time.tzset()
     tempfile.tempdir = None
     sys.path[0] = cwd
+    package = "pytest" if kind == "pytest" else "pytest_reynard_db"
+    if shadowed(cwd):  # a started interpreter would import the directory's own module
+        os.execv(sys.executable, [sys.executable, "-m", package, *request["argv"]])
     # ``python -m``'s: the entry module's file (found, not imported: importing runs it)
-    entry = "pytest.__main__" if kind == "pytest" else "pytest_reynard_db.__main__"
-    spec = importlib.util.find_spec(entry)
+    spec = importlib.util.find_spec(f"{package}.__main__")
     sys.argv = [str(spec.origin if spec else ""), *request["argv"]]
+
+
+#: What a module's file may end with on the import path (besides a package's directory).
+MODULE_SUFFIXES = (".py", ".pyc", ".so", ".pyd")
+
+
+def shadowed(where: str) -> bool:
+    """Whether ``where`` (a run's ``sys.path[0]``) holds a module or a regular package
+    named like one this server imported (hidden or not): a started interpreter, whose
+    import path begins there, would import that one instead."""
+    hidden = [finder.hidden for finder in sys.meta_path if isinstance(finder, _Hidden)]
+    imported = {name.partition(".")[0] for name in [*sys.modules, *(n for h in hidden for n in h)]}
+    imported.discard("__main__")
+    try:
+        entries = os.listdir(where)
+    except OSError:
+        return False
+    for entry in entries:
+        name = entry.partition(".")[0]
+        if name not in imported:
+            continue
+        if entry.endswith(MODULE_SUFFIXES) or os.path.exists(
+            os.path.join(where, entry, "__init__.py")
+        ):
+            return True
+    return False
 
 
 #: The plugin whose libraries the pytest server imports ahead (``import_hidden``): every

@@ -246,3 +246,40 @@ def test_the_libraries_imported_ahead_are_the_same_modules_once_imported(tmp_pat
         timeout=60,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
+
+
+#: A project's own ``typing_extensions`` (the library's, re-exported, and a mark), which
+#: SQLAlchemy imports, and a test saying which one the run has.
+OWN_TYPING_EXTENSIONS = """\
+import importlib.util, os, sysconfig
+
+MARK = "the project's"
+_path = os.path.join(sysconfig.get_paths()["purelib"], "typing_extensions.py")
+_spec = importlib.util.spec_from_file_location("_library_typing_extensions", _path)
+_library = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_library)
+globals().update({k: v for k, v in vars(_library).items() if not k.startswith("__")})
+"""
+WHICH = """\
+import sys
+
+def test_which():
+    print("WHICH", getattr(sys.modules["typing_extensions"], "MARK", "the library's"))
+"""
+
+
+def test_a_project_module_named_like_one_imported_ahead_is_the_projects(tmp_path: Path) -> None:
+    """A started ``python -m pytest`` imports the project's own ``typing_extensions.py``
+    (its directory is first on the import path) where SQLAlchemy asks for it; a forked
+    one, whose server imported the library's ahead, is started instead."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "typing_extensions.py").write_text(OWN_TYPING_EXTENSIONS)
+    (project / "test_which.py").write_text(WHICH)
+    argv = pytest_argv("-s", "-q", "-p", "no:randomly", "test_which.py")
+    said = []
+    for process in ("fork", "exec"):
+        result = cli_fork.run_pytest_argv(argv, project, clean_env(), process=process)
+        assert result.returncode == 0, result
+        said.append([line for line in result.stdout.splitlines() if "WHICH" in line])
+    assert said[0] == said[1] == ["WHICH the project's"]
