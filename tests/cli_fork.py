@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import json
 import locale
@@ -494,30 +495,54 @@ AHEAD = "pytest_alembic.plugin"
 class _Hidden(importlib.abc.MetaPathFinder):
     """Modules imported by the server, out of ``sys.modules`` until a run first imports
     one of them: then all are put back at once (what the same import brings in a started
-    interpreter), the one asked for through ``_Imported``."""
+    interpreter), the one asked for through ``_Imported``. Finding one changes nothing
+    (``importlib.util.find_spec``, asking whether a library is installed, imports
+    nothing): the spec found is the module's own, but for its loader."""
 
     def __init__(self, hidden: dict[str, ModuleType]) -> None:
         self.hidden = hidden
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name not in self.hidden:
+        module = self.hidden.get(name)
+        if module is None:
             return None
-        sys.meta_path.remove(self)
+        own = module.__spec__
+        spec = importlib.machinery.ModuleSpec(
+            name,
+            _Imported(self, module),
+            origin=own.origin,
+            is_package=own.submodule_search_locations is not None,
+        )
+        spec.submodule_search_locations = own.submodule_search_locations
+        spec.cached = own.cached
+        spec.has_location = own.has_location
+        return spec
+
+    def put_back(self, name: str) -> ModuleType:
+        """All hidden modules in ``sys.modules`` but ``name``, which is returned: importlib
+        puts it there itself (were it there now, importlib would load it again, a new
+        module object, from its own spec)."""
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
         module = self.hidden.pop(name)
         for other, hidden in self.hidden.items():
             sys.modules.setdefault(other, hidden)
-        # Not put in ``sys.modules`` here: importlib would then load it again from its own
-        # spec (a new module object); through this loader, the same object.
-        return importlib.util.spec_from_loader(name, _Imported(module))
+        self.hidden.clear()
+        return module
 
 
 class _Imported(importlib.abc.Loader):
-    def __init__(self, module: ModuleType) -> None:
+    """Loads a hidden module: the very object the server imported, its own spec kept."""
+
+    def __init__(self, finder: _Hidden, module: ModuleType) -> None:
+        self.finder = finder
         self.module = module
         self.spec = module.__spec__
 
     def create_module(self, spec: Any) -> ModuleType:
-        return self.module
+        if self.finder.hidden.get(spec.name) is self.module:
+            return self.finder.put_back(spec.name)
+        return self.module  # put back since (another hidden module was imported first)
 
     def exec_module(self, module: ModuleType) -> None:
         module.__spec__ = self.spec  # importlib set this loader's; the module's own again

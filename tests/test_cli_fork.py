@@ -218,6 +218,10 @@ finder = sys.meta_path[0]
 engine, top = finder.hidden["sqlalchemy.engine"], finder.hidden["sqlalchemy"]
 assert not [m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "alembic", "mako")]
 assert "pytest_alembic" not in sys.modules and "pytest_alembic" not in str(finder.hidden)
+import importlib.util
+spec = importlib.util.find_spec("sqlalchemy")  # is it installed? (imports nothing)
+assert spec.origin == top.__spec__.origin and spec.submodule_search_locations, spec
+assert not [m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "alembic", "mako")]
 import sqlalchemy.engine  # the parent hidden too: through the finder, then the rest at once
 
 assert sqlalchemy is top and sqlalchemy.engine is engine
@@ -233,7 +237,8 @@ print("ok")
 
 def test_the_libraries_imported_ahead_are_the_same_modules_once_imported(tmp_path: Path) -> None:
     """The pytest server's libraries imported ahead (``import_hidden``) are out of
-    ``sys.modules`` until one of them is imported; then that one, and all the others,
+    ``sys.modules`` until one of them is imported (finding one, as a plugin asking whether
+    a library is installed does, imports nothing); then that one, and all the others,
     are the very modules the server imported (not imported again), their own specs
     kept; the plugin itself is imported again (as pytest rewrites it)."""
     tests = str(Path(cli_fork.__file__).parent)

@@ -23,6 +23,8 @@ __all__ = ["PROG", "build_parser", "main", "run"]
 PROG = "reynard-migrate"
 #: Seconds after a Ctrl-C lost in a callback that it is sent again (``_interrupt_again``).
 RESEND_AFTER = 0.01
+#: Whether ``run``'s work is done (``_work_done``).
+_done = False
 
 
 def __getattr__(name: str) -> Any:
@@ -35,6 +37,8 @@ def __getattr__(name: str) -> Any:
 
 def run() -> None:
     """Console-script entry point."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (nohup)
+        signal.signal(signal.SIGINT, _interrupted_once)
     sys.unraisablehook = _interrupt_again(sys.unraisablehook)
     try:
         from .front import main
@@ -42,12 +46,32 @@ def run() -> None:
         freeze_what_lives_on()
         code = main()
     except KeyboardInterrupt:  # before main's own handling, or after it (its clean-up)
+        _work_done()
         print(f"{PROG}: interrupted", file=sys.stderr)
         code = 130
-    # The work is done and said: a Ctrl-C now would only interrupt the interpreter's own
-    # clean-up (a lock file's finaliser), with a traceback ("Exception ignored in ...").
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _work_done()
+    # A KeyboardInterrupt that left code ``exec`` ran from a string (dataclasses' and
+    # namedtuple's, at import), even if caught since, makes CPython end ``python -m`` by
+    # SIGINT, over this exit code; running a string again clears its note of it.
+    exec("pass")
     sys.exit(code)
+
+
+def _work_done() -> None:
+    """The work is done (or interrupted) and about to be said: a Ctrl-C now would only
+    interrupt the interpreter's own clean-up (a lock file's finaliser), with a traceback
+    ("Exception ignored in ..."); one lost before is not sent again."""
+    global _done
+    _done = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interrupted_once(signum: int, frame: object) -> None:
+    """Python's own Ctrl-C (``KeyboardInterrupt``), once: the clean-up the first one
+    begins (connections closed, throw-away databases dropped) is not cut short by a
+    second, with its traceback. SIGTERM still ends a clean-up that hangs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def _interrupt_again(
@@ -60,6 +84,8 @@ def _interrupt_again(
 
     def unraisable(args: sys.UnraisableHookArgs) -> object:
         if issubclass(args.exc_type, KeyboardInterrupt):
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN and not _done:
+                signal.signal(signal.SIGINT, _interrupted_once)  # ignored by the lost one
             # Sent from a thread once this hook has returned (sent from here, its handler
             # would raise in this hook), to the main thread (a blocking call there is
             # woken); a signal ignored by then (the work is done, ``run``) is nothing
