@@ -16,9 +16,13 @@ uses a database.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
 
+# typing is not imported at run time: ``reynard-migrate`` imports this package before it
+# can take a Ctrl-C (``__main__``), and the less it runs then, the better
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .foundation.errors import (
         ConfigError,
         MigrationFailed,

@@ -1,5 +1,26 @@
-"""``python -m pytest_reynard_db``: the same CLI as ``reynard-migrate``."""
+"""``python -m pytest_reynard_db`` and ``reynard-migrate``: the command line.
 
-from .cli import run
+``main`` imports the command (``cli.run``) where a Ctrl-C is caught: one that lands
+while the command's own modules import, before ``run`` can take it, is the same one line
+as later, not a traceback.
+"""
 
-run()
+import sys
+
+
+def main() -> None:
+    """Console-script entry point (``reynard-migrate``)."""
+    try:
+        from .cli import run
+    except KeyboardInterrupt:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the first one is acted on (cli.run)
+        sys.stderr.write("reynard-migrate: interrupted\n")
+        exec("pass")  # a KeyboardInterrupt in exec'd code would end python -m by SIGINT
+        raise SystemExit(130) from None
+    run()
+
+
+if __name__ == "__main__":
+    main()

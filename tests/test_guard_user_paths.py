@@ -438,6 +438,47 @@ def test_a_ctrl_c_where_it_is_hard_to_handle_is_one_line(tmp_path: Path, where: 
     assert (done.returncode, done.stdout, done.stderr) == (130, out, err)
 
 
+#: A ``sitecustomize`` that makes the import of the command's own module raise as a
+#: Ctrl-C arriving then would (the hostile tester's: tracebacks at 0.05 s under load).
+CTRL_C_AT_IMPORT = """\
+import importlib.abc, sys
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "pytest_reynard_db.cli":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+"""
+
+
+@pytest.mark.parametrize("entry", ["python -m", "reynard-migrate"])
+def test_a_ctrl_c_while_the_command_itself_imports_is_one_line(tmp_path: Path, entry: str) -> None:
+    """A Ctrl-C while ``reynard-migrate`` (or ``python -m pytest_reynard_db``) imports its
+    own command module, before that module can take it, is the same one line and exit
+    130, not a traceback through our modules."""
+    (tmp_path / "sitecustomize.py").write_text(CTRL_C_AT_IMPORT)
+    argv = (
+        [sys.executable, "-m", "pytest_reynard_db", "list"]
+        if entry == "python -m"
+        else [str(Path(sys.executable).parent / "reynard-migrate"), "list"]
+    )
+    done = subprocess.run(
+        argv,
+        cwd=tmp_path,
+        env=clean_env(PYTHONPATH=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        130,
+        "",
+        "reynard-migrate: interrupted\n",
+    )
+
+
 USER_SITECUSTOMIZE = """\
 import json, os, subprocess, sys
 from pytest_reynard_db.guard import GUARD

@@ -79,7 +79,7 @@ def test_the_sdist_and_the_wheel_hold_the_package_and_the_guards_pth(
         pth = archive.read(PTH).decode()  # at the wheel's root: site-packages itself
     assert package_files() | {"pytest_reynard_db/py.typed"} <= in_wheel
     assert pth == (REPO / PTH).read_text()
-    assert "reynard-migrate = pytest_reynard_db.cli:run" in entries
+    assert "reynard-migrate = pytest_reynard_db.__main__:main" in entries
     assert "reynard_db = pytest_reynard_db.plugin" in entries
 
 
