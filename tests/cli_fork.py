@@ -558,13 +558,13 @@ def import_hidden(plugin: str) -> None:
     top = plugin.partition(".")[0]
     hidden: dict[str, ModuleType] = {}
     for name in set(sys.modules) - before:
-        module = sys.modules.pop(name) if name.partition(".")[0] not in STDLIB else None
-        if module is not None and name.partition(".")[0] != top:
+        first = name.partition(".")[0]
+        if first in sys.stdlib_module_names:
+            continue  # left imported, as this module's own are
+        module = sys.modules.pop(name)
+        if first != top:  # the plugin's own: forgotten, not hidden
             hidden[name] = module
     sys.meta_path.insert(0, _Hidden(hidden))
-
-
-STDLIB = frozenset(sys.stdlib_module_names)
 
 
 def _serve_pytest(control: socket.socket) -> None:

@@ -46,10 +46,11 @@ def run() -> None:
         freeze_what_lives_on()
         code = main()
     except KeyboardInterrupt:  # before main's own handling, or after it (its clean-up)
-        _work_done()
+        _work_done()  # before it is said: a Ctrl-C then would cut the line short
         print(f"{PROG}: interrupted", file=sys.stderr)
         code = 130
-    _work_done()
+    else:
+        _work_done()
     # A KeyboardInterrupt that left code ``exec`` ran from a string (dataclasses' and
     # namedtuple's, at import), even if caught since, makes CPython end ``python -m`` by
     # SIGINT, over this exit code; running a string again clears its note of it.
