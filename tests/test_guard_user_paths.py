@@ -416,14 +416,40 @@ def main():
         "",
         "cleaned up\nreynard-migrate: interrupted\n",
     ),
+    # in a library that logs the interrupt on its way up: SQLAlchemy's pool, closing a
+    # connection (``psycopg``'s ``pgconn.finish``; seen under load at ``EARLY``'s 0.7 s),
+    # logged "Exception closing connection ..." with its traceback, through the handler an
+    # env.py's ``fileConfig`` puts on the root logger
+    "in a library that logs it": (
+        """\
+def main():
+    import logging
+    from sqlalchemy.pool import QueuePool
+    logging.basicConfig()
+    class Connection:
+        def rollback(self):
+            pass
+        def close(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+    pool = QueuePool(Connection)
+    pool.connect().close()
+    pool.dispose()
+    print("done")
+    return 0
+""",
+        "",
+        "reynard-migrate: interrupted\n",
+    ),
 }
 
 
 @pytest.mark.parametrize("where", list(MAINS))
 def test_a_ctrl_c_where_it_is_hard_to_handle_is_one_line(tmp_path: Path, where: str) -> None:
-    """A Ctrl-C the command meets in a callback, in ``exec``'d code, or twice, is its one
-    line and exit code 130: not "Exception ignored in ...", a lost interrupt, a death by
-    SIGINT, or a clean-up cut short."""
+    """A Ctrl-C the command meets in a callback, in ``exec``'d code, twice, or in a library
+    that logs it, is its one line and exit code 130: not "Exception ignored in ...", a lost
+    interrupt, a death by SIGINT, a clean-up cut short, or a logged traceback."""
     code, out, err = MAINS[where]
     (tmp_path / "driver.py").write_text(DRIVER.format(main=code))
     with ctrl_c_as_in_a_terminal():

@@ -133,19 +133,29 @@ def test_two_setups_at_once_on_a_missing_database_both_succeed(
             )
             for _ in range(2)
         ]
-        try:
-            wait_until(
-                lambda: (
-                    scalar(
-                        admin,
-                        "SELECT count(*) FROM pg_locks WHERE NOT granted "
-                        "AND relation = 'pg_database'::regclass",
-                    )
-                    == 2
-                ),
-                60,
-                "both setups waiting at CREATE DATABASE",
+
+        def both_waiting() -> bool:
+            ended = [p for p in setups if p.poll() is not None]
+            if ended:  # what it said, not a wait for a lock it will never ask for
+                out, err = ended[0].communicate()
+                pytest.fail(
+                    f"a setup ended (exit {ended[0].returncode}) before the race:\n{out}{err}"
+                )
+            return bool(
+                scalar(
+                    admin,
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                    "AND relation = 'pg_database'::regclass",
+                )
+                == 2
             )
+
+        try:
+            wait_until(both_waiting, 60, "both setups waiting at CREATE DATABASE")
+        except BaseException:
+            for setup in setups:
+                setup.kill()
+            raise
         finally:
             gate.rollback()
     outcomes = [p.communicate(timeout=120) for p in setups]

@@ -70,8 +70,12 @@ def _work_done() -> None:
 def _interrupted_once(signum: int, frame: object) -> None:
     """Python's own Ctrl-C (``KeyboardInterrupt``), once: the clean-up the first one
     begins (connections closed, throw-away databases dropped) is not cut short by a
-    second, with its traceback. SIGTERM still ends a clean-up that hangs."""
+    second, with its traceback; nor told again, with a traceback, by a library that logs
+    it on its way up (``silence_logging``). SIGTERM still ends a clean-up that hangs."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ..foundation.errors import silence_logging
+
+    silence_logging()
     raise KeyboardInterrupt
 
 

@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         return 2
     try:
         # SIGTERM/SIGHUP unwind like Ctrl-C: the servers started below are stopped.
-        with terminate_as_interrupt(), verbosity(args.verbosity):
+        with terminate_as_interrupt(silence=True), verbosity(args.verbosity):
             _refuse_control_characters(args)
             registry = load_registry(args.project)
             for warning in registry.warnings if args.verbosity > QUIET else ():

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -155,19 +156,37 @@ class Terminated(KeyboardInterrupt):
         return 128 + self.signum
 
 
+#: Above ``logging.CRITICAL``: what ``silence_logging`` sets, told from what a
+#: verbosity sets (``env_run.verbosity`` leaves it in place).
+SILENCED = 51
+
+
+def silence_logging() -> None:
+    """No log record from now on, for a command that is ending on an interrupt: a library
+    that logs the interrupt on its way up (SQLAlchemy's pool, closing a connection) would
+    print it with a traceback, through the handler an env.py's ``fileConfig`` installed,
+    over the one line that says the command was interrupted."""
+    logging = sys.modules.get("logging")
+    if logging is not None:  # not imported: no logger exists yet
+        logging.disable(SILENCED)
+
+
 @contextmanager
-def terminate_as_interrupt() -> Iterator[list[int]]:
+def terminate_as_interrupt(*, silence: bool = False) -> Iterator[list[int]]:
     """While active, SIGTERM/SIGHUP raise ``Terminated``; yields the signals received.
 
     Only the first signal raises: a second one, arriving while the first one's
-    clean-up runs, must not cut that clean-up short. Outside the main thread
-    (where Python cannot install handlers) nothing changes.
+    clean-up runs, must not cut that clean-up short. ``silence``: the first also
+    ``silence_logging``s (a command; pytest shows a test's logging in its report).
+    Outside the main thread (where Python cannot install handlers) nothing changes.
     """
     received: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         if len(received) == 1:
+            if silence:
+                silence_logging()
             raise Terminated(signum)
 
     with _terminating_handled_by(handler):

@@ -49,6 +49,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from ..foundation.errors import (
+    SILENCED,
     ConfigError,
     EnvPyFailed,
     EnvPyNeedsConfig,
@@ -425,7 +426,8 @@ def verbosity(level: int) -> Iterator[None]:
     try:
         yield
     finally:
-        logging.disable(previous)
+        if logging.root.manager.disable != SILENCED:  # an interrupt's, for good
+            logging.disable(previous)
 
 
 @contextmanager
