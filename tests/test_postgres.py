@@ -9,13 +9,15 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from pathlib import Path
 
 import psycopg
 import pytest
+from reynard_trees import wait_until
 
 from pytest_reynard_db.foundation.errors import ServerError
-from pytest_reynard_db.foundation.filesystem import FileLock
+from pytest_reynard_db.foundation.filesystem import FileLock, LockBusy
 from pytest_reynard_db.postgres import EphemeralServer, ExistingServer, find_binaries
 from pytest_reynard_db.postgres.binaries import Binaries
 from pytest_reynard_db.postgres.executor import EphemeralPostgres
@@ -119,9 +121,39 @@ def test_stop_leaves_no_process_and_no_directory() -> None:
     base_dir = server.process.base_dir
     pid = server.process.pid
     assert base_dir is not None and pid is not None
+    port_lock = server.process.root / "ports" / f"{server.url.port}.lock"
+    assert port_lock.exists(), "held while the server runs"
     server.stop()
     assert not base_dir.exists()
     assert process_start_time(pid) is None or _zombie(pid)
+    # Not left for the reaper: every start reads the folder (thousands after a day's runs)
+    assert not port_lock.exists(), "the port's lock file goes with its server"
+
+
+def test_a_lock_file_removed_while_waited_on_is_not_a_lock(tmp_path: Path) -> None:
+    """Its holder removes a lock file as it lets go (a port's, with its server): a process
+    waiting on it then holds a removed file, and must take the one at that path instead."""
+    path = tmp_path / "1.lock"
+    holder, waiter, third = FileLock(path), FileLock(path), FileLock(path)
+    holder.acquire()
+    # opens the file, waits for the lock (a daemon: a failure here never hangs the run)
+    waiting = threading.Thread(target=waiter.acquire, kwargs={"timeout": 30}, daemon=True)
+    waiting.start()
+    wait_until(lambda: _open_here(path), 30, "the waiter's opening of the lock file")
+    holder.release(remove=True)
+    waiting.join(30)
+    try:
+        assert path.exists() and os.stat(path).st_ino == os.fstat(waiter.fileno()).st_ino
+        with pytest.raises(LockBusy):  # a third takes the path's file: held by the waiter
+            third.acquire(timeout=0)
+    finally:
+        waiter.release()
+
+
+def _open_here(path: Path) -> bool:
+    """Whether this process has ``path`` open (its descriptors' targets)."""
+    fds = Path("/proc/self/fd")
+    return any(os.path.realpath(fd) == str(path) for fd in fds.iterdir())
 
 
 def _zombie(pid: int) -> bool:

@@ -121,9 +121,9 @@ class LockBusy(Exception):
 class FileLock:
     """An exclusive ``flock(2)`` on a lock file, held by this object until ``release``:
     the lock filelock's ``UnixFileLock`` takes (the reaper's ``_unlink_if_free`` takes
-    it to know a lock file free). The file is made if missing and never removed here (a
-    lock file removed while someone waits on it would let a third take another lock of
-    the same name).
+    it to know a lock file free). The file is made if missing; its holder may remove it
+    as it lets go (``release(remove=True)``): a lock taken on a file no longer at the
+    path, by a process that opened it before, is dropped and taken again on the path's.
     The standard library's ``fcntl``: the filelock package cost ~17 ms to import at every
     run's first server, for this."""
 
@@ -139,28 +139,53 @@ class FileLock:
         else ``LockBusy``. Taking it again while held is a no-op."""
         if self._fd is not None:
             return
-        # Ours alone: anyone who can open a lock file (read-only will do) can flock it.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + timeout
+        while True:
+            # Ours alone: anyone who can open a lock file (read-only will do) can flock it.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                taken = self._take(fd, deadline if timeout >= 0 else None)
+            except BaseException:
+                os.close(fd)
+                raise
+            if taken:
+                self._fd = fd
+                return
+            os.close(fd)  # removed by its holder as it let go: the path's file, again
+
+    def _take(self, fd: int, deadline: float | None) -> bool:
+        """Lock ``fd``, waiting until ``deadline`` (None: no limit); whether it is still the
+        file at the path (else a removed one, whose lock guards nothing)."""
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                if timeout >= 0 and deadline <= time.monotonic():
-                    os.close(fd)
+                if deadline is not None and deadline <= time.monotonic():
                     raise LockBusy(self.path) from None
                 time.sleep(self.POLL)
-            except BaseException:
-                os.close(fd)
-                raise
             else:
-                self._fd = fd
-                return
+                break
+        try:
+            there = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (there.st_dev, there.st_ino) == (held.st_dev, held.st_ino)
 
-    def release(self) -> None:
-        """Give the lock up (a forked child's copy of the descriptor with it)."""
+    def fileno(self) -> int:
+        """The held lock file's descriptor."""
+        if self._fd is None:
+            raise ValueError(f"{self.path} is not locked here")
+        return self._fd
+
+    def release(self, *, remove: bool = False) -> None:
+        """Give the lock up (a forked child's copy of the descriptor with it). ``remove``:
+        the lock file goes too, removed while still held (a waiter then takes a new one)."""
         fd, self._fd = self._fd, None
         if fd is not None:
+            if remove:
+                with suppress(FileNotFoundError):
+                    os.unlink(self.path)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 

@@ -204,7 +204,9 @@ class EphemeralPostgres:
 
     def _release_port(self) -> None:
         if self._port_lock is not None:
-            self._port_lock.release()
+            # Its file too: each start reads the folder (``reap_caches``), and one file per
+            # port ever used was thousands after a day of runs.
+            self._port_lock.release(remove=True)
             self._port_lock = None
 
     def _log_tail(self) -> str:

@@ -212,10 +212,7 @@ def _unlink_if_free(path: Path) -> None:
         lock.acquire(timeout=0)
     except LockBusy:
         return
-    try:
-        path.unlink(missing_ok=True)
-    finally:
-        lock.release()
+    lock.release(remove=True)
 
 
 def reap_orphans(root: Path) -> list[Path]:
