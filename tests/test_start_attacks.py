@@ -8,6 +8,7 @@ real servers, real file locks held by another process.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -87,14 +88,31 @@ def test_a_test_databases_files_are_its_owners_alone_whatever_the_umask(
     assert "Traceback" not in done.stderr, done.stderr
 
 
+#: A test that records the runtime directory's lock files and their modes as it runs.
+LOCK_MODES_WHILE_RUNNING = """\
+import json, os, pathlib
+
+def test_one(reynard_db):
+    assert reynard_db.head
+    runtime = pathlib.Path(os.environ["REYNARD_DB_RUNTIME_DIR"])
+    modes = {
+        str(p.relative_to(runtime)): oct(p.stat().st_mode & 0o777)
+        for p in [*runtime.rglob("*.lock"), *runtime.rglob("*.holder")]
+        if not p.name.startswith(".s.PGSQL.")
+    }
+    pathlib.Path("modes.json").write_text(json.dumps(modes))
+"""
+
+
 def test_the_runtime_directorys_lock_files_are_ours_alone_whatever_the_umask(
     project: Path, runtime: Path
 ) -> None:
     """The lock files (ports, the initdb cache, the reuse server) were 0644 and their
     holders' records 0666 under umask 000: another local user who knows a path (the
     runtime directory is 0711: reachable) could open a lock, read-only will do, and hold
-    its flock, and every run would wait on it. Each is now created 0600."""
-    (project / "test_one.py").write_text("def test_one(reynard_db):\n    assert reynard_db.head\n")
+    its flock, and every run would wait on it. Each is now created 0600 (a port's lock
+    lives as long as its server's start: the test records the modes while it runs)."""
+    (project / "test_one.py").write_text(LOCK_MODES_WHILE_RUNNING)
 
     done = run_pytest(
         project,
@@ -108,8 +126,9 @@ def test_the_runtime_directorys_lock_files_are_ours_alone_whatever_the_umask(
     assert done.returncode == 0, done.stdout + done.stderr
     made = [*runtime.rglob("*.lock"), *runtime.rglob("*.holder")]
     ours = [p for p in made if not p.name.startswith(".s.PGSQL.")]  # the server's own
-    assert any(p.parent.name == "ports" for p in ours), ours
     modes = {str(p.relative_to(runtime)): oct(p.stat().st_mode & 0o777) for p in ours}
+    modes |= json.loads((project / "modes.json").read_text())
+    assert any(path.startswith("ports/") for path in modes), modes
     assert set(modes.values()) == {"0o600"}, modes
     # a holder's record lives while its lock is held
     umask = os.umask(0)
