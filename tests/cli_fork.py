@@ -584,13 +584,13 @@ def _serve_pytest(control: socket.socket) -> None:
 
 
 def _serve_the_cli(control: socket.socket) -> None:
+    import runpy
+
     from pytest_reynard_db.cli import front  # noqa: F401 - what run() imports first
 
     if (answer := serve(control, "cli")) is not None:
         answer.close()
-        from pytest_reynard_db.cli import run as run_the_cli
-
-        run_the_cli()
+        runpy.run_module("pytest_reynard_db", run_name="__main__", alter_sys=True)  # what -m runs
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from ..foundation.registry import Database, Registry
 from . import CheckResult
 
-# The servers load on use (file checks need none); spares are the plugin's.
+# The servers load on use (file checks need none).
 if TYPE_CHECKING:
     from ..postgres import Server
     from .runner import Progress
@@ -63,9 +63,13 @@ def run_isolated(
     allow: Sequence[str] = (),
     progress: Progress | None = None,
     note_prefix: str = "reynard-migrate: note: ",
+    spare: Spare | None = None,
 ) -> list[CheckResult]:
-    """The results of checks ``names`` on ``db``, run in a child interpreter."""
-    child = IsolatedChild(registry, db, timeout=timeout, allow=allow, note_prefix=note_prefix)
+    """The results of checks ``names`` on ``db``, run in a child interpreter (``spare``:
+    one forked ahead, ``Spare``)."""
+    child = IsolatedChild(
+        registry, db, timeout=timeout, allow=allow, note_prefix=note_prefix, spare=spare
+    )
     return child.run(server, names, progress)
 
 

@@ -1,8 +1,10 @@
-"""Check children forked ahead, from pytest before any conftest is imported.
+"""Check children forked ahead, from pytest before any conftest is imported, or from
+``reynard-migrate check`` before its server starts.
 
 ``pytest --reynard-db-checks`` in a run that is not distributed forks one child per
-database at the plugin's first hook (``fork_spares``), for ``isolated.IsolatedChild``
-to use instead of starting an interpreter: the child holds what pytest had imported
+database at the plugin's first hook (``fork_spares``), and ``check`` of several databases
+one per database it isolates (``spares_while``), for ``isolated.IsolatedChild`` to use
+instead of starting an interpreter: the child holds what pytest had imported
 (pytest-alembic's SQLAlchemy and Alembic: a few hundred ms an interpreter would spend
 again) and imports the checks' modules on its own core while pytest collects. It is
 made an interpreter's equal (its standard streams, its own allow-list file; told the
@@ -19,8 +21,8 @@ import signal
 import sys
 import sysconfig
 import types
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..foundation.errors import TERMINATING
@@ -126,6 +128,17 @@ class Spares:
             self._spares.pop().close()
 
 
+@contextmanager
+def spares_while(count: int, root: Path) -> Iterator[Spares]:
+    """``fork_spares`` for the block: the ones no database was given to are ended after it
+    (a command's; the plugin's live as long as its run)."""
+    spares = fork_spares(count, root)
+    try:
+        yield spares
+    finally:
+        spares.close()
+
+
 def fork_spares(count: int, root: Path) -> Spares:
     """``count`` spare children, forked now, if this process is still clean (else none:
     each database's checks start an interpreter):
@@ -159,25 +172,34 @@ def _only_libraries_imported(root: Path) -> bool:
     paths = sysconfig.get_paths()
     places = [paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths]
     places.append(str(Path(__file__).parent.parent))  # this package, installed or not
-    libraries = tuple(
-        {os.path.join(path, "") for place in places for path in (place, os.path.realpath(place))}
-    )
+    libraries = _folders(places)
+    # a console script's (``pytest``, ``reynard-migrate``): the entry point's wrapper
+    scripts = _folders([paths["scripts"]] if "scripts" in paths else [])
     tops: set[str] = set()
     for name, module in list(sys.modules.items()):
         source = getattr(module, "__file__", None)
+        allowed = libraries + scripts if name == "__main__" else libraries
         if source and not (
-            source.startswith(libraries) or os.path.realpath(source).startswith(libraries)
+            source.startswith(allowed) or os.path.realpath(source).startswith(allowed)
         ):
             return False
         tops.add(name.partition(".")[0])
     project = [root, root / "src"]
-    for top in tops - set(sys.stdlib_module_names) - set(sys.builtin_module_names):
+    ours = __name__.partition(".")[0]  # this package: never the application (its own repo)
+    for top in tops - set(sys.stdlib_module_names) - set(sys.builtin_module_names) - {ours}:
         if any(
             (where / f"{top}.py").exists() or (where / top / "__init__.py").exists()
             for where in project
         ):
             return False  # the application, installed
     return not _models_imported()
+
+
+def _folders(places: Sequence[str]) -> tuple[str, ...]:
+    """``places`` as prefixes of the files in them, as given and with links resolved."""
+    return tuple(
+        {os.path.join(path, "") for place in places for path in (place, os.path.realpath(place))}
+    )
 
 
 #: Values that hold no MetaData of their own (read past, for speed).

@@ -32,6 +32,7 @@ from .stairway import stairway
 
 if TYPE_CHECKING:
     from ..postgres import Server
+    from .spares import Spares
 
 Check = Callable[[CheckRunner], "CheckResult | list[CheckResult]"]
 
@@ -67,6 +68,7 @@ def run_checks(
     *,
     isolate: bool | None = None,
     allow: Sequence[str] = (),
+    spares: Spares | None = None,
 ) -> list[CheckResult]:
     """Run the selected checks on each database; one result per database and check that applies.
 
@@ -79,7 +81,8 @@ def run_checks(
     default when there are several databases and a selected check runs ``env.py``
     (the file checks read revision files only: a child interpreter would cost them a
     second of start-up each, before a commit). ``allow``: the ``--allow`` URLs, for
-    the guard of those interpreters.
+    the guard of those interpreters. ``spares``: children forked ahead for them
+    (``spares.fork_spares``), taken one per database while any is left.
     """
     names = select_checks(only, enabled_checks(registry))
     if isolate is None:
@@ -89,7 +92,14 @@ def run_checks(
         if isolate:
             results.extend(
                 run_isolated(
-                    registry, db, server, names, timeout=timeout, allow=allow, progress=progress
+                    registry,
+                    db,
+                    server,
+                    names,
+                    timeout=timeout,
+                    allow=allow,
+                    progress=progress,
+                    spare=spares.take() if spares is not None else None,
                 )
             )
             continue

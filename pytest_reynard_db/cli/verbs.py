@@ -15,13 +15,21 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from typing import TextIO
 
-from ..checks import SPECS, enabled_checks, needs_server, run_checks, select_checks
+from ..checks import (
+    SPECS,
+    enabled_checks,
+    isolated_by_default,
+    needs_server,
+    run_checks,
+    select_checks,
+)
 from ..checks.drift import Timeouts, drift
 from ..checks.files import resolve_base
 from ..checks.report import progress_line, show_results
 from ..checks.runner import CheckRunner, scratch_server
 from ..checks.safety import safety_reports
 from ..checks.safety.findings import render
+from ..checks.spares import spares_while
 from ..foundation.errors import CheckFailed, ConfigError, ReynardDBError
 from ..foundation.registry import Registry
 from ..foundation.urls import mask_url, print_table, redact
@@ -225,10 +233,16 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
             f"nothing to check: {', '.join(selected)} applies to mirrors only, and none of "
             f"{names} is one (mirror_of)"
         )
+    # Each database's checks in a child of its own (``isolated``), forked from here before
+    # the server starts (with descriptor 1 already stderr, as a started one's would be):
+    # SQLAlchemy and Alembic are imported already, and the children import the rest while
+    # the server starts.
+    isolated = len(databases) if isolated_by_default(selected, len(databases)) else 0
     with (
         stdout_to_stderr(),
         progress_line(sys.stderr) as progress,
         throwaway_only(args),
+        spares_while(isolated, registry.root) as spares,
         scratch_server(
             args.url,
             needed=bool(databases) and needs_server(only, enabled),  # all broken: none
@@ -244,6 +258,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
             progress=progress,
             timeout=args.timeout,
             allow=tuple(args.allow),
+            spares=spares,
         )
     show_results(results, "json" if args.json else args.format, out, sys.stderr)
     broken = [] if args.dbs else list(registry.broken.values())
