@@ -88,7 +88,7 @@ def test_plugin_fixtures_and_check_items(project: Path, decoy: EphemeralServer) 
     assert "no target_metadata" in result.stdout
     # the skip is located at its item, not in the plugin's code (third new user, issue 24)
     assert "SKIPPED [1] reynard-db::app::models_match:1: " in result.stdout, result.stdout
-    assert "plugin/items.py" not in result.stdout
+    assert "plugin/check_items.py" not in result.stdout
     assert connections_received(decoy) == before
 
 

@@ -51,6 +51,15 @@ if os.environ.get("ISOLATION_PROBE"):  # what the interpreter running the checks
                 "conftest_env": os.environ.get("SET_BY_CONFTEST"),
                 "command": "pytest_reynard_db.cli.front" in sys.modules, "env_py": "{models}"}}
         probe.write(json.dumps(seen) + "\\n")
+if os.environ.get("ISOLATION_PIDS"):  # which interpreter ran this env.py, for which database
+    with open(os.environ["ISOLATION_PIDS"], "a") as pids:
+        pids.write(f"{{os.getpid()}} {models}\\n")
+once = os.environ.get("ISOLATION_SLEEP_ONCE")
+if once and not os.path.exists(once):
+    open(once, "w").close()  # the first env.py run only
+    import time
+
+    time.sleep(600)
 if os.environ.get("ISOLATION_SLEEP"):  # a check that takes its time, to be interrupted
     import time
 
@@ -285,6 +294,23 @@ def test_the_pytest_commands_check_items_use_forked_children_too(
     assert seen and all(s["pytest"] and not s["app_models"] for s in seen), seen
 
 
+def test_under_xdist_each_worker_keeps_one_child_per_database(
+    project: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under pytest-xdist a worker may be sent any of a database's items: it runs them in
+    one child per database, kept until the run ends (one interpreter per item started
+    ~8 here, each importing SQLAlchemy and Alembic again), never one child for two."""
+    pids = project / "pids.txt"
+    monkeypatch.setenv("ISOLATION_PIDS", str(pids))
+    result = check_items(project, pytester, "--reynard-db=app,auth", "-n", "2")
+    result.assert_outcomes(passed=10)
+    runs = [line.split() for line in pids.read_text().splitlines()]
+    children = {pid: {models for p, models in runs if p == pid} for pid, _ in runs}
+    assert all(len(models) == 1 for models in children.values()), children  # one database
+    assert len(children) <= 4, children  # 2 workers x 2 databases at most
+    assert "Traceback" not in result.stderr.str(), result.stderr.str()
+
+
 def test_a_plugin_of_the_project_gets_an_interpreter_of_its_own(
     project: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -416,4 +442,41 @@ def test_a_check_child_killed_mid_check_leaves_no_database(
     said = out_file.read_text()
     assert process.returncode == pytest.ExitCode.TESTS_FAILED, said
     assert "was killed by signal 9" in said and "Traceback" not in said, said
+    assert scratch_databases(pg_server) == [], said
+
+
+def test_under_xdist_a_kept_child_killed_is_replaced_for_the_next_item(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """A worker's child of a database, killed during one item (the OOM killer): that item
+    fails saying so, and the database's next item in that worker runs in a new child."""
+    url = pg_server.url.render_as_string(hide_password=False)
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db-checks"]
+    argv += ["-n", "1", "--reynard-db=auth", f"--reynard-db-url={url}"]
+    argv += ["-k", "upgrade or models_match", "-v"]
+    slept = project / "slept"
+    out_file = project / "output.txt"
+    with out_file.open("w") as out:  # a file, not a pipe: a child left would hold a pipe
+        process = subprocess.Popen(
+            argv,
+            cwd=project,
+            env=clean_env(ISOLATION_SLEEP_ONCE=str(slept)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: slept.exists() or process.poll() is not None, 120, "the first env.py")
+        others = [int(pid) for pid in processes_in(project) if int(pid) != process.pid]
+        children = [pid for pid in others if pid not in map(parent_of, others)]
+        assert len(children) == 1, (others, out_file.read_text())
+        os.kill(children[0], signal.SIGKILL)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    said = out_file.read_text()
+    assert "FAILED reynard-db::auth::upgrade" in said, said
+    assert "was killed by signal 9" in said, said
+    assert "PASSED reynard-db::auth::models_match" in said, said
     assert scratch_databases(pg_server) == [], said

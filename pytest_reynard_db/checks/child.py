@@ -69,7 +69,6 @@ def _child(requests: IO[str], out: IO[str], forked: bool) -> None:
     told = requests.readline()
     if not told:  # the parent will not run these checks after all
         return
-    request.update(json.loads(told))
 
     def say(reply: dict[str, Any]) -> None:
         out.write(json.dumps(reply) + "\n")
@@ -80,29 +79,35 @@ def _child(requests: IO[str], out: IO[str], forked: bool) -> None:
     ) -> None:
         say({"progress": [database, check, done, total]})
 
-    listening = request.get("progress", False)
     registry = replace(load_registry(request["root"]), base=request.get("base"))
     db = registry.get(request["database"])
-    results: list[CheckResult] = []
+    noted = 0
     with GUARD.armed_for(opt_in_hint=OPT_IN_HINT, allow=tuple(request["allow"])):
-        server = ExistingServer(request["server"]) if request["server"] else None
-        try:
-            runner = CheckRunner(
-                db,
-                registry,
-                server,
-                progress=advance if listening else None,
-                run_id=request.get("run_id"),
-            )
-            for name in request["checks"]:
-                say({"progress": [db.name, name]})
-                results.extend(run_check(runner, name, timeout=request["timeout"]))
-        finally:
-            if server is not None:
-                server.stop()
-        for redirect in GUARD.redirects:
-            print(f"{request['note_prefix']}{redirect_note(redirect)}", file=sys.stderr)
-    say({"results": [_entry(r) for r in results]})
+        # Checks until the parent closes the requests: once (a batch), or one item's at a
+        # time for as long as a pytest-xdist worker runs this database's items.
+        while told:
+            asked = {**request, **json.loads(told)}
+            results: list[CheckResult] = []
+            server = ExistingServer(asked["server"]) if asked["server"] else None
+            try:
+                runner = CheckRunner(
+                    db,
+                    registry,
+                    server,
+                    progress=advance if asked.get("progress", False) else None,
+                    run_id=asked.get("run_id"),
+                )
+                for name in asked["checks"]:
+                    say({"progress": [db.name, name]})
+                    results.extend(run_check(runner, name, timeout=asked["timeout"]))
+            finally:
+                if server is not None:
+                    server.stop()
+            for redirect in GUARD.redirects[noted:]:
+                print(f"{asked['note_prefix']}{redirect_note(redirect)}", file=sys.stderr)
+            noted = len(GUARD.redirects)
+            say({"results": [_entry(r) for r in results]})
+            told = requests.readline()
 
 
 def _adopt_the_parents_list() -> None:

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 CHILD = "pytest_reynard_db.checks.child"
 
 
+#: Seconds a kept child told there are no more checks has to end on its own.
+FINISH_WAIT = 5.0
+
+
 class ChildProcess(Protocol):
     """What ``IsolatedChild`` uses of its process: a ``subprocess.Popen`` or a
     ``ForkedProcess``."""
@@ -125,11 +129,19 @@ class IsolatedChild:
         self._tell(request, last=False)
 
     def run(
-        self, server: Server | None, names: Sequence[str], progress: Progress | None = None
+        self,
+        server: Server | None,
+        names: Sequence[str],
+        progress: Progress | None = None,
+        *,
+        keep: bool = False,
     ) -> list[CheckResult]:
-        """The results of checks ``names`` on ``server`` (None: file checks only)."""
+        """The results of checks ``names`` on ``server`` (None: file checks only).
+        ``keep``: the child waits for more checks of its database (``run`` again) until
+        ``close``; by default it ends once it has answered."""
         results: list[CheckResult] | None = None
         error: str | None = None
+        code: int | None = None
         try:
             self._tell(
                 {
@@ -137,35 +149,51 @@ class IsolatedChild:
                     "checks": list(names),
                     "progress": progress is not None,  # said how far a check is only if heard
                 },
-                last=True,
+                last=not keep,
             )
-            with self._replies as replies:
-                for line in replies:
-                    reply = json.loads(line)
-                    if "progress" in reply and progress is not None:
-                        progress(*reply["progress"])
-                    elif "results" in reply:
-                        results = [CheckResult.from_json(entry) for entry in reply["results"]]
-                    elif "error" in reply:
-                        error = reply["error"]
-            code = self.process.wait()
-        finally:  # interrupted (Ctrl-C, SIGTERM): the child ends too, dropping its databases
+            for line in self._replies:
+                reply = json.loads(line)
+                if "progress" in reply and progress is not None:
+                    progress(*reply["progress"])
+                elif "results" in reply:
+                    results = [CheckResult.from_json(entry) for entry in reply["results"]]
+                    if keep:
+                        break  # the child reads the next checks
+                elif "error" in reply:
+                    error = reply["error"]
+            if results is None or not keep:
+                code = self.process.wait()
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the child ends too, dropping
+            self.close()  # its databases
+            raise
+        if code is not None:
             self.close()
         if results is not None:
             return results
         if error is None:
+            assert code is not None
             why = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
             error = f"the interpreter running its checks {why} before it reported (see its stderr)"
         if self.db.name not in error:
             error = f"database {self.db.name!r}: {error}"
         return [CheckResult(self.db.name, name, False, error) for name in names]
 
-    def close(self) -> None:
-        """End the child if it still runs (told nothing more, it exits on its own)."""
+    @property
+    def alive(self) -> bool:
+        """Whether the child still waits for checks (``run(..., keep=True)``)."""
+        return not self._replies.closed and self.process.poll() is None
+
+    def close(self, *, done: bool = False) -> None:
+        """End the child if it still runs (told nothing more, it exits on its own).
+        ``done``: a kept child between checks, told there are no more: given a moment to
+        end on its own before it is terminated."""
         child = self.process
         if child.stdin is not None and not child.stdin.closed:
             with suppress(OSError):
                 child.stdin.close()
+        if done:
+            with suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=FINISH_WAIT)
         if child.poll() is None:
             child.terminate()
             try:

@@ -19,8 +19,9 @@ from ..foundation.errors import ReynardDBError
 from ..foundation.long_lived import freeze_what_lives_on
 from . import items as pytest_alembic_compat
 from . import options as selection
+from .check_items import check_collector
 from .early import begin_early, preparing
-from .items import AlembicFixtures, check_collector
+from .items import AlembicFixtures
 from .options import Settings, add_options, get_settings
 from .signals import die_by_signals, handle_signals, hold_signals_at_the_end
 from .stash import (

@@ -1,5 +1,5 @@
-"""The items this plugin adds to a run: pytest-alembic's tests on our databases, and the
-migration checks as items (``--reynard-db-checks``).
+"""The items this plugin adds to a run: pytest-alembic's tests on our databases (the
+migration checks as items are ``check_items``').
 
 pytest-alembic's tests, once per selected database. With ``--reynard-db=a,b`` a test
 that uses pytest-alembic's fixtures (``alembic_runner``, ``alembic_engine``,
@@ -32,13 +32,7 @@ pytest-alembic binds its built-in tests to one file, ``tests/conftest.py`` (or
 nothing and says nothing. With this plugin active, they are then collected under
 ``pytest-alembic::`` at the session's root (``anchorless``).
 
-The check items, ``reynard-db::<db>::<check>``, run the same functions as
-``reynard-migrate check`` (``checks.run_check``), each in a clean interpreter
-(``checks.isolated``: nothing the test modules imported can change a result), on the
-run's server (the opt-in ``lint`` and ``locks`` only when ``[tool.reynard-db.lint]
-enabled`` lists them), one interpreter per database for all its items; a failure shows
-the same message, without a traceback. This process only names the checks
-(``checks``' names), never imports them.
+The check items (``--reynard-db-checks``) are ``check_items``'.
 
 Imported at every pytest start (``hooks``, ``options``): what it needs of the checks,
 SQLAlchemy or the servers is imported where it is used.
@@ -52,16 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..foundation.errors import ReynardDBError
-from .stash import SPARES
-
 if TYPE_CHECKING:
     from sqlalchemy import Engine
-
-    from ..checks import CheckResult
-    from ..foundation.registry import Database
-    from ..postgres import Server
-    from .runstate import RunState
 
 #: The database a built-in pytest-alembic item runs against (one item per database).
 DATABASE = pytest.StashKey[str]()
@@ -277,145 +263,3 @@ def _fixed_plugin(plugin_cls: Any, collector_cls: Any, databases: tuple[str, ...
             return None
 
     return FixedPlugin
-
-
-# -- the check items ----------------------------------------------------------------------
-
-PREFIX = "reynard-db"
-
-
-class CheckFailure(Exception):
-    """A check's failed result; rendered as its message alone."""
-
-
-class ReynardChecks(pytest.Collector):
-    """The collector of every check item: ``reynard-db`` in node ids."""
-
-    def __init__(self, *, state: RunState, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.state = state
-        #: Each database's entry, once looked up, and its server once started.
-        self._targets: dict[str, tuple[Database, Server | None]] = {}
-        #: Results run ahead, in the batch of an earlier item: (database, check) -> results.
-        self._ahead: dict[tuple[str, str], list[CheckResult]] = {}
-
-    def collect(self) -> Iterator[pytest.Item]:
-        # The names of the checks only: the checks themselves run in the child
-        # interpreter, and this process never imports them (``checks.suite``).
-        from ..checks import SPECS, enabled_checks, select_checks
-
-        registry = self.state.registry
-        # every database, a broken one too: its items fail with its one-line error
-        names = self.state.settings.databases or (*registry.databases, *registry.broken)
-        # lint and locks are opt-in: collected only when [tool.reynard-db.lint] enables them
-        checks = select_checks(None, enabled_checks(registry))
-        for name in names:
-            db = registry.databases.get(name)
-            for check in checks:
-                if not SPECS[check].applies_to(db):
-                    continue  # no item, as no JSON entry
-                yield CheckItem.from_parent(
-                    self, name=f"{name}::{check}", database=name, check=check
-                )
-
-    def target(self, name: str, *, needs_server: bool) -> tuple[Database, Server | None]:
-        """The database and the server its checks run on: started only for a check that
-        migrates, so file checks pass or fail on their own."""
-        if name not in self._targets:
-            self._targets[name] = (self.state.registry.get(name), None)
-        db, server = self._targets[name]
-        if needs_server and server is None:
-            server = self.state.server
-            self._targets[name] = (db, server)
-        return db, server
-
-    def results(self, item: CheckItem) -> list[CheckResult]:
-        """``item``'s results, from a clean interpreter (``checks.isolated``): what the
-        test modules or another database's ``env.py`` imported cannot change them
-        (``checks.isolated_by_default``: beside tests, always).
-
-        One interpreter per database runs every selected item of it, as ``reynard-migrate
-        check`` does, when the first of them runs (so that item's duration includes the
-        others'); under xdist, where another worker may run the others, one per item.
-        A server that cannot start fails the checks that migrate; the file checks of the
-        batch still run, in an interpreter of their own.
-        """
-        from ..checks import CHECK_ORDER, OFFLINE_CHECKS
-        from ..checks.isolated import IsolatedChild
-
-        key = (item.database, item.check)
-        if key in self._ahead:
-            return self._ahead.pop(key)
-        batch = [item.check]
-        if not self.state.is_worker:
-            batch += [
-                other.check
-                for other in self.session.items
-                if isinstance(other, CheckItem)
-                and other.database == item.database
-                and other.check != item.check
-                and (other.database, other.check) not in self._ahead
-            ]
-        migrating = [c for c in batch if c not in OFFLINE_CHECKS]
-        db, server = self.target(item.database, needs_server=False)
-        # Started first: it imports the package while the server starts.
-        spares = self.config.stash.get(SPARES, None)
-        child = IsolatedChild(
-            self.state.registry,
-            db,
-            allow=self.state.settings.allow,
-            note_prefix="reynard-db: ",
-            spare=spares.take() if spares is not None else None,
-            run_id=self.state.run_id,  # its throw-away databases are the run's
-        )
-        try:
-            if migrating:
-                db, server = self.target(item.database, needs_server=True)
-        except ReynardDBError:
-            if item.check not in OFFLINE_CHECKS:
-                child.close()
-                raise
-            batch = [c for c in batch if c in OFFLINE_CHECKS]  # the others fail on their own
-        results = child.run(server, [c for c in CHECK_ORDER if c in batch])
-        for check in batch:
-            self._ahead[(item.database, check)] = [r for r in results if r.check == check]
-        return self._ahead.pop(key)
-
-
-class CheckItem(pytest.Item):
-    """One database and one check."""
-
-    def __init__(self, *, database: str, check: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.database = database
-        self.check = check
-
-    def runtest(self) -> None:
-        assert isinstance(self.parent, ReynardChecks)
-        try:
-            results = self.parent.results(self)
-        except ReynardDBError as exc:  # the server did not start: one line, not a traceback
-            raise CheckFailure(f"reynard-db: {exc}") from None
-        failed = [r for r in results if r.status == "failed"]
-        if failed:
-            raise CheckFailure("\n".join(r.message for r in failed))
-        # skipped (does not apply) and not_run ("not run: upgrade failed at R"): a skip
-        if results and all(r.status in ("skipped", "not_run") for r in results):
-            # located at the item (reynard-db::db::check), not at this line of the plugin
-            raise pytest.skip.Exception(
-                "; ".join(r.message for r in results), _use_item_location=True
-            )
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, CheckFailure):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
-
-    def reportinfo(self) -> tuple[str, int, str]:
-        # a line for pytest's item-located skips ("reynard-db::main::models_match:1")
-        return f"{PREFIX}::{self.database}::{self.check}", 0, self.nodeid
-
-
-def check_collector(session: pytest.Session, state: RunState) -> ReynardChecks:
-    """The collector of the check items, made after collection (``hooks``)."""
-    return ReynardChecks.from_parent(session, name=PREFIX, nodeid=PREFIX, state=state)
