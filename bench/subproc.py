@@ -10,7 +10,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,8 @@ from .projects import BUILD_COUNTER, FRESH_SUITE, ONE_TEST, TRIVIAL_TEST, ecs_pr
 from .timing import Row, absolute_row, fmt_seconds, slowdown_row, speedup_row
 
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+#: What a user types: the console script (its ``__main__`` is the entry point's wrapper).
+PYTEST_COMMAND = [str(Path(sys.executable).with_name("pytest")), *PYTEST[3:]]
 TESTING_POSTGRESQL = (
     "import sys, tempfile, time, testing.postgresql\n"
     "base = {'base_dir': tempfile.mkdtemp(dir=sys.argv[1])} if sys.argv[1:] else {}\n"
@@ -48,14 +50,21 @@ class SubSizes:
 NO_BYTECODE = "PYTHONDONTWRITEBYTECODE"
 
 
-def run_pytest(project: Path, args: list[str], env: dict[str, str] | None = None) -> float:
+def run_pytest(
+    project: Path,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    command: Sequence[str] = PYTEST,
+) -> float:
     """Run pytest in ``project``; its wall time in seconds (a failed run raises). ``env``'s
-    ``NO_BYTECODE`` set to "" unsets it (a developer's machine, bytecode cached)."""
+    ``NO_BYTECODE`` set to "" unsets it (a developer's machine, bytecode cached).
+    ``command``: ``python -m pytest`` by default (``PYTEST_COMMAND``: the console script)."""
     environ = _environ(env)
     environ.pop("PYTEST_ADDOPTS", None)
     start = time.perf_counter()
     done = subprocess.run(
-        [*PYTEST, *args], cwd=project, env=environ, capture_output=True, text=True, check=False
+        [*command, *args], cwd=project, env=environ, capture_output=True, text=True, check=False
     )
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
@@ -480,4 +489,19 @@ def row_check_items(sizes: SubSizes) -> list[Row]:
             bare = statistics.median(run_pytest(project, trivial, written) for _ in reps)
             row.note = f"bytecode written; of which a bare pytest start {bare:.2f} s"
             rows.append(row)
+        # Every database, as a CI job runs them: the pytest command under pytest-xdist
+        # (a worker keeps one check child per database), the CLI forking one per database.
+        every = ["-n", "2", "--reynard-db-checks", "--ignore=test_trivial.py"]
+        run_pytest(project, every, written, command=PYTEST_COMMAND)
+        run_cli(project, ["check"], written)
+        reps = range(sizes.warm_reps)
+        cli = statistics.median(run_cli(project, ["check"], written) for _ in reps)
+        ours = statistics.median(
+            run_pytest(project, every, written, command=PYTEST_COMMAND) for _ in reps
+        )
+        name = "8 (reference) every database's check items, pytest -n 2, vs reynard-migrate check"
+        reference = slowdown_row(name, ours, cli, "CLI", 1.3)
+        reference.target, reference.met = "none", True
+        reference.note = "the pytest command, bytecode written"
+        rows.append(reference)
     return rows

@@ -10,6 +10,7 @@ print goes to stderr.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -56,6 +57,10 @@ def _child(requests: IO[str], out: IO[str], forked: bool) -> None:
     if not first:  # a spare child no database was given to
         return
     request: dict[str, Any] = json.loads(first)
+    if forked and request["cwd"] not in sys.path:
+        # what ``python -m`` puts first in a started child (a console script's parent has
+        # its scripts folder there): an env.py may import its models from it
+        sys.path.insert(0, request["cwd"])
     for entry in reversed(request["sys_path"]):
         if entry not in sys.path:
             sys.path.insert(0, entry)
@@ -65,6 +70,8 @@ def _child(requests: IO[str], out: IO[str], forked: bool) -> None:
     os.chdir(request["cwd"])
     if forked:
         _adopt_the_parents_list()
+    # the command's -q/-v, as in its own process (``env_run.verbosity``), forked or started
+    logging.disable(request.get("logging_disabled", logging.NOTSET))
 
     told = requests.readline()
     if not told:  # the parent will not run these checks after all
@@ -131,8 +138,21 @@ def _entry(result: CheckResult) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Answer on descriptor ``argv[0]``; what the checks print goes to stderr."""
-    return serve(sys.stdin, os.fdopen(int(argv[0]), "w", encoding="utf-8"))
+    """Answer on descriptor ``argv[0]``; what the checks print goes to stderr. The
+    requests come on stdin, read from a descriptor of their own (``nothing_on_stdin``)."""
+    requests = os.fdopen(os.dup(0), encoding="utf-8")
+    nothing_on_stdin()
+    return serve(requests, os.fdopen(int(argv[0]), "w", encoding="utf-8"))
+
+
+def nothing_on_stdin() -> None:
+    """Descriptor 0 (and ``sys.stdin``) is ``/dev/null``: an env.py that reads stdin reads
+    nothing and goes on, where it read the child's requests (a kept child's next ones, or
+    waited for them) or, forked, the command's stdin (a user's terminal, a pipe)."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdin = open(0, encoding=sys.stdin.encoding if sys.stdin else None, closefd=False)  # noqa: SIM115
 
 
 def serve(requests: IO[str], out: IO[str], *, forked: bool = False) -> int:

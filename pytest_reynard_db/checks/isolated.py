@@ -41,6 +41,12 @@ if TYPE_CHECKING:
 CHILD = "pytest_reynard_db.checks.child"
 
 
+def _logging_disabled() -> int:
+    """``logging.disable``'s level in this process (0: logging not even imported)."""
+    logging = sys.modules.get("logging")
+    return int(logging.root.manager.disable) if logging is not None else 0
+
+
 #: Seconds a kept child told there are no more checks has to end on its own.
 FINISH_WAIT = 5.0
 
@@ -110,6 +116,8 @@ class IsolatedChild:
             "environ": dict(os.environ),
             "cwd": os.getcwd(),
             "note_prefix": note_prefix,
+            # the log records the command hides (-q, the default), hidden there too
+            "logging_disabled": _logging_disabled(),
         }
         self.process: ChildProcess
         if spare is not None:

@@ -71,6 +71,10 @@ class Spare:
                     from ..guard import inherit
 
                     inherit.withdraw()
+                with suppress(Exception):  # its own folder, which the exit it skips removes
+                    from ..postgres.runas import remove_process_scratch
+
+                    remove_process_scratch()
                 # pytest's clean-up, atexit and buffers are the parent's, not ours
                 os._exit(code)
         os.close(requests_read)
@@ -103,13 +107,19 @@ def _as_a_new_interpreter() -> None:  # pragma: no cover - in the forked child
     interpreter would), the guard's allow-list file (the parent's: ``inherit.forget``;
     the child adopts the parent's list when told its checks, ``child.serve``), and the
     parent's SIGTERM/SIGHUP handlers (``errors.die_after``'s would run the parent's
-    clean-up here, its guard and its other children; ``child.serve`` sets the child's)."""
-    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+    clean-up here, its guard and its other children; ``child.serve`` sets the child's)
+    and its Ctrl-C handler (``reynard-migrate``'s, which silences logging), and its
+    stdin (``child.nothing_on_stdin``)."""
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     for number in TERMINATING:  # one ignored (``nohup``) stays so, as an interpreter's would
         if callable(signal.getsignal(number)):
             signal.signal(number, signal.SIG_DFL)
+    if callable(signal.getsignal(signal.SIGINT)):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     from ..guard import inherit
+    from .child import nothing_on_stdin
 
+    nothing_on_stdin()
     inherit.forget()
 
 

@@ -286,6 +286,13 @@ def process_scratch() -> Path:
         return path
 
 
+def remove_process_scratch() -> None:
+    """This process's folder (``process_scratch``) removed now, for a forked child ending by
+    ``os._exit``, which skips the removal registered for the interpreter's exit."""
+    if _scratch is not None and _scratch.name.startswith(f"{os.getpid()}-"):  # not the parent's
+        _remove_scratch(_scratch, os.getpid())
+
+
 def _remove_scratch(path: Path, owner: int) -> None:
     if os.getpid() == owner:  # a forked child exiting leaves its parent's alone
         shutil.rmtree(path, ignore_errors=True)
