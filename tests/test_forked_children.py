@@ -8,12 +8,15 @@ left behind. Each run here is the console script a user types (``reynard-migrate
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from reynard_trees import admin_url, clean_env
+from reynard_trees import admin_url, clean_env, scratch_databases, wait_until
 from test_check_isolation import make_project
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -132,3 +135,63 @@ def test_children_log_as_the_command_says(
     done = run(project, argv, admin_url(pg_server))
     assert done.returncode == 0, done.stdout + done.stderr
     assert {word for word in ("ENV-WARNING", "ENV-INFO") if word in done.stderr} == shown
+
+
+def test_a_child_killed_fails_only_the_checks_that_apply(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    """A database's child killed with ``-9`` (the OOM killer) mid-check: its checks fail,
+    saying so, each that applies to it once; not ``mirror_sync`` too, for a database that
+    mirrors none (a line no run of it has), and the other database's run as always."""
+    project = make_project(tmp_path / "two")
+    pids, slept = tmp_path / "pids.txt", tmp_path / "slept"
+    argv = [*RUNS["check"][:4], "--format", "json", f"--url={admin_url(pg_server)}"]
+    env = clean_env(ISOLATION_PIDS=str(pids), ISOLATION_SLEEP_ONCE=str(slept))
+    with subprocess.Popen(
+        argv, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as check:
+        try:
+            wait_until(lambda: slept.exists() or check.poll() is not None, 120, "app's env.py")
+            pid, models = pids.read_text().split()
+            assert models == "app_models"
+            os.kill(int(pid), signal.SIGKILL)
+            out, err = check.communicate(timeout=120)
+        finally:
+            check.kill()
+    assert check.returncode == 1, out + err
+    results = json.loads(out)["results"]
+    checked = {db: [r["check"] for r in results if r["database"] == db] for db in ("app", "auth")}
+    assert checked["app"] == checked["auth"], checked
+    assert all(r["ok"] for r in results if r["database"] == "auth"), results
+    assert all("killed by signal 9" in r["message"] for r in results if r["database"] == "app")
+    assert scratch_databases(pg_server) == [], "the killed child's database, dropped by check"
+
+
+AFTER_THE_CHECKS = """\
+import os
+
+def test_after_the_checks():
+    mine, children = str(os.getpid()), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
+            command = open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if parent == mine and b"checks.child" in command:
+            children.append(pid)
+    assert children == []
+"""
+
+
+def test_a_workers_kept_children_end_when_its_check_items_do(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    """An xdist worker's kept children (``IsolatedChild.run(keep=True)``) end once the
+    worker goes on to other tests, not idle (~70 MB each) until the run ends."""
+    project = make_project(tmp_path / "two")
+    (project / "test_after.py").write_text(AFTER_THE_CHECKS)
+    argv = [str(SCRIPTS / "pytest"), "-n", "1", "--reynard-db=app", "--reynard-db-checks"]
+    done = run(project, [*argv, "-p", "no:cacheprovider", "test_after.py"], admin_url(pg_server))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "6 passed" in done.stdout, done.stdout

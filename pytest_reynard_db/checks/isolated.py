@@ -29,7 +29,7 @@ from contextlib import suppress
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from ..foundation.registry import Database, Registry
-from . import CheckResult
+from . import SPECS, CheckResult
 
 # The servers load on use (file checks need none).
 if TYPE_CHECKING:
@@ -74,11 +74,18 @@ def run_isolated(
     progress: Progress | None = None,
     note_prefix: str = "reynard-migrate: note: ",
     spare: Spare | None = None,
+    run_id: str | None = None,
 ) -> list[CheckResult]:
     """The results of checks ``names`` on ``db``, run in a child interpreter (``spare``:
-    one forked ahead, ``Spare``)."""
+    one forked ahead, ``Spare``; ``run_id``: named in its throw-away databases)."""
     child = IsolatedChild(
-        registry, db, timeout=timeout, allow=allow, note_prefix=note_prefix, spare=spare
+        registry,
+        db,
+        timeout=timeout,
+        allow=allow,
+        note_prefix=note_prefix,
+        spare=spare,
+        run_id=run_id,
     )
     return child.run(server, names, progress)
 
@@ -184,7 +191,11 @@ class IsolatedChild:
             error = f"the interpreter running its checks {why} before it reported (see its stderr)"
         if self.db.name not in error:
             error = f"database {self.db.name!r}: {error}"
-        return [CheckResult(self.db.name, name, False, error) for name in names]
+        return [
+            CheckResult(self.db.name, name, False, error)
+            for name in names
+            if SPECS[name].applies_to(self.db)  # as the child would have: no entry else
+        ]
 
     @property
     def alive(self) -> bool:

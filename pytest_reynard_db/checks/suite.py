@@ -5,6 +5,7 @@ does not import them."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -87,6 +88,9 @@ def run_checks(
     names = select_checks(only, enabled_checks(registry))
     if isolate is None:
         isolate = isolated_by_default(names, len(databases))
+    # Named in the children's throw-away databases: one a child killed with -9 (the OOM
+    # killer) could not drop is dropped here, after them, not left on a --url server.
+    run_id = uuid.uuid4().hex[:8] if isolate else None
     results: list[CheckResult] = []
     for db in databases:
         if isolate:
@@ -100,6 +104,7 @@ def run_checks(
                     allow=allow,
                     progress=progress,
                     spare=spares.take() if spares is not None else None,
+                    run_id=run_id,
                 )
             )
             continue
@@ -108,6 +113,8 @@ def run_checks(
             if progress is not None:
                 progress(db.name, name)
             results.extend(run_check(runner, name, timeout=timeout))
+    if run_id is not None and server is not None:
+        server.drop_run(run_id)
     return results
 
 

@@ -137,8 +137,9 @@ class ReynardChecks(pytest.Collector):
 
     def _kept_results(self, item: CheckItem) -> list[CheckResult]:
         """``item``'s results from its database's child in this worker, started for its
-        first item and kept (``IsolatedChild.run(keep=True)``) until the run ends; one that
-        died (killed mid-check: its item failed) is replaced by a new one."""
+        first item and kept (``IsolatedChild.run(keep=True)``) while the worker runs check
+        items (``teardown``); one that died (killed mid-check: its item failed) is replaced
+        by a new one."""
         from ..checks import OFFLINE_CHECKS
         from ..checks.isolated import IsolatedChild
 
@@ -165,6 +166,11 @@ class ReynardChecks(pytest.Collector):
     def _close_kept(self) -> None:
         while self._kept:
             self._kept.popitem()[1].close(done=True)
+
+    def teardown(self) -> None:
+        """The worker's next item is not a check item (or there is none): the kept children
+        end now, not idle (~70 MB each) until the run ends; a later item starts another."""
+        self._close_kept()
 
 
 class CheckItem(pytest.Item):
