@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -384,6 +385,30 @@ def test_a_pytest_run_ended_during_a_check_item_leaves_no_database_nor_child(
     )
 
 
+def kill_the_check_child(
+    process: subprocess.Popen[bytes],
+    project: Path,
+    out_file: Path,
+    ready: Callable[[], object],
+    what: str,
+) -> str:
+    """Once ``ready()`` (``what``: the child is at work), ``kill -9`` of the run's check
+    child, the one process of the run (working in ``project``) with no child (an xdist
+    worker has it); the run's output (``out_file``) once it has ended."""
+    try:
+        wait_until(lambda: ready() or process.poll() is not None, 120, what)
+        others = [int(pid) for pid in processes_in(project) if int(pid) != process.pid]
+        children = [pid for pid in others if pid not in map(parent_of, others)]
+        assert len(children) == 1, (others, out_file.read_text())
+        os.kill(children[0], signal.SIGKILL)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return out_file.read_text()
+
+
 def processes_in(root: Path) -> list[str]:
     """The processes whose working directory is ``root``."""
     return [pid for pid in os.listdir("/proc") if pid.isdigit() and cwd_of(pid) == root.resolve()]
@@ -423,23 +448,9 @@ def test_a_check_child_killed_mid_check_leaves_no_database(
     out_file = project / "output.txt"
     with out_file.open("w") as out:  # a file, not a pipe: a child left would hold a pipe
         process = subprocess.Popen(argv, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until(
-            lambda: scratch_databases(pg_server) or process.poll() is not None,
-            120,
-            "the check item's throw-away database",
-        )
-        others = [int(pid) for pid in processes_in(project) if int(pid) != process.pid]
-        # the check's child: the one process of the run with no child (an xdist worker has it)
-        children = [pid for pid in others if pid not in map(parent_of, others)]
-        assert len(children) == 1, (others, out_file.read_text())
-        os.kill(children[0], signal.SIGKILL)
-        process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    said = out_file.read_text()
+    said = kill_the_check_child(
+        process, project, out_file, lambda: scratch_databases(pg_server), "its throw-away database"
+    )
     assert process.returncode == pytest.ExitCode.TESTS_FAILED, said
     assert "was killed by signal 9" in said and "Traceback" not in said, said
     assert scratch_databases(pg_server) == [], said
@@ -464,18 +475,7 @@ def test_under_xdist_a_kept_child_killed_is_replaced_for_the_next_item(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    try:
-        wait_until(lambda: slept.exists() or process.poll() is not None, 120, "the first env.py")
-        others = [int(pid) for pid in processes_in(project) if int(pid) != process.pid]
-        children = [pid for pid in others if pid not in map(parent_of, others)]
-        assert len(children) == 1, (others, out_file.read_text())
-        os.kill(children[0], signal.SIGKILL)
-        process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    said = out_file.read_text()
+    said = kill_the_check_child(process, project, out_file, slept.exists, "the first env.py")
     assert "FAILED reynard-db::auth::upgrade" in said, said
     assert "was killed by signal 9" in said, said
     assert "PASSED reynard-db::auth::models_match" in said, said
