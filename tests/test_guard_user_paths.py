@@ -464,6 +464,55 @@ def test_a_ctrl_c_where_it_is_hard_to_handle_is_one_line(tmp_path: Path, where: 
     assert (done.returncode, done.stdout, done.stderr) == (130, out, err)
 
 
+#: ``reynard-migrate --project PROJECT history main`` whose verb meets SIGTERM in a library
+#: that logs it on its way up (SQLAlchemy's pool, closing a connection).
+TERMINATED_IN_A_POOL = """\
+import logging, os, signal, sys
+from sqlalchemy.pool import QueuePool
+from pytest_reynard_db import cli
+from pytest_reynard_db.cli import front
+
+def history(args, registry, out):
+    logging.basicConfig()  # as env.py's fileConfig: a handler on the root logger
+    class Connection:
+        def rollback(self):
+            pass
+        def close(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+    pool = QueuePool(Connection)
+    pool.connect().close()
+    pool.dispose()
+    print("done")
+    return 0
+
+front.cmd_history = history
+sys.argv = ["reynard-migrate", "--project", sys.argv[1], "history", "main"]
+cli.run()
+"""
+
+
+def test_a_sigterm_in_a_library_that_logs_it_is_one_line(tmp_path: Path) -> None:
+    """SIGTERM where a library logs the interrupt on its way up (the Ctrl-C case of
+    ``MAINS``, through ``front.main``'s own handler): its one line and exit 143, not
+    "Exception closing connection" and a traceback."""
+    project = reynard_project(tmp_path / "project")
+    done = subprocess.run(
+        [sys.executable, "-c", TERMINATED_IN_A_POOL, str(project)],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        143,
+        "",
+        "reynard-migrate: terminated by SIGTERM\n",
+    )
+
+
 #: A ``sitecustomize`` that makes the import of the command's own module raise as a
 #: Ctrl-C arriving then would (the hostile tester's: tracebacks at 0.05 s under load).
 CTRL_C_AT_IMPORT = """\
