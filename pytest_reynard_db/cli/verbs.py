@@ -237,12 +237,12 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
     # the server starts (with descriptor 1 already stderr, as a started one's would be):
     # SQLAlchemy and Alembic are imported already, and the children import the rest while
     # the server starts.
-    isolated = len(databases) if isolated_by_default(selected, len(databases)) else 0
+    isolate = isolated_by_default(selected, len(databases))
     with (
         stdout_to_stderr(),
         progress_line(sys.stderr) as progress,
         throwaway_only(args),
-        spares_while(isolated, registry.root) as spares,
+        spares_while(len(databases) if isolate else 0, registry.root) as spares,
         scratch_server(
             args.url,
             needed=bool(databases) and needs_server(only, enabled),  # all broken: none
@@ -258,6 +258,7 @@ def cmd_check(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
             progress=progress,
             timeout=args.timeout,
             allow=tuple(args.allow),
+            isolate=isolate,  # decided once, for the spares too
             spares=spares,
         )
     show_results(results, "json" if args.json else args.format, out, sys.stderr)

@@ -289,8 +289,8 @@ def process_scratch() -> Path:
 def remove_process_scratch() -> None:
     """This process's folder (``process_scratch``) removed now, for a forked child ending by
     ``os._exit``, which skips the removal registered for the interpreter's exit."""
-    if _scratch is not None and _scratch.name.startswith(f"{os.getpid()}-"):  # not the parent's
-        _remove_scratch(_scratch, os.getpid())
+    if _scratch is not None:  # its owner named first (the parent's, inherited, stays)
+        _remove_scratch(_scratch, int(_scratch.name.partition("-")[0]))
 
 
 def _remove_scratch(path: Path, owner: int) -> None:
