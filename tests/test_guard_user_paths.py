@@ -363,6 +363,27 @@ front.main = main
 cli.run()
 """
 
+#: A function's body whose connection pool (SQLAlchemy's) meets ``{signal}`` as it closes a
+#: connection: the pool logs it on its way up, through the handler an env.py's
+#: ``fileConfig`` puts on the root logger (``basicConfig`` here).
+POOL_CLOSE = """\
+    import logging
+    from sqlalchemy.pool import QueuePool
+    logging.basicConfig()
+    class Connection:
+        def rollback(self):
+            pass
+        def close(self):
+            os.kill(os.getpid(), signal.{signal})
+            for _ in range(1000):
+                pass
+    pool = QueuePool(Connection)
+    pool.connect().close()
+    pool.dispose()
+    print("done")
+"""
+
+
 #: Mains that meet a Ctrl-C (a SIGINT sent to themselves) where it is hard to handle, and
 #: what the command must then say on stdout and stderr.
 MAINS = {
@@ -421,24 +442,7 @@ def main():
     # logged "Exception closing connection ..." with its traceback, through the handler an
     # env.py's ``fileConfig`` puts on the root logger
     "in a library that logs it": (
-        """\
-def main():
-    import logging
-    from sqlalchemy.pool import QueuePool
-    logging.basicConfig()
-    class Connection:
-        def rollback(self):
-            pass
-        def close(self):
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(1000):
-                pass
-    pool = QueuePool(Connection)
-    pool.connect().close()
-    pool.dispose()
-    print("done")
-    return 0
-""",
+        "def main():\n" + POOL_CLOSE.format(signal="SIGINT") + "    return 0\n",
         "",
         "reynard-migrate: interrupted\n",
     ),
@@ -453,44 +457,21 @@ def test_a_ctrl_c_where_it_is_hard_to_handle_is_one_line(tmp_path: Path, where: 
     code, out, err = MAINS[where]
     (tmp_path / "driver.py").write_text(DRIVER.format(main=code))
     with ctrl_c_as_in_a_terminal():
-        done = subprocess.run(
-            [sys.executable, "-m", "driver"],
-            cwd=tmp_path,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert (done.returncode, done.stdout, done.stderr) == (130, out, err)
+        said = exit_and_output([sys.executable, "-m", "driver"], tmp_path, clean_env())
+    assert said == (130, out, err)
 
 
 #: ``reynard-migrate --project PROJECT history main`` whose verb meets SIGTERM in a library
 #: that logs it on its way up (SQLAlchemy's pool, closing a connection).
-TERMINATED_IN_A_POOL = """\
-import logging, os, signal, sys
-from sqlalchemy.pool import QueuePool
-from pytest_reynard_db import cli
-from pytest_reynard_db.cli import front
-
-def history(args, registry, out):
-    logging.basicConfig()  # as env.py's fileConfig: a handler on the root logger
-    class Connection:
-        def rollback(self):
-            pass
-        def close(self):
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(1000):
-                pass
-    pool = QueuePool(Connection)
-    pool.connect().close()
-    pool.dispose()
-    print("done")
-    return 0
-
-front.cmd_history = history
-sys.argv = ["reynard-migrate", "--project", sys.argv[1], "history", "main"]
-cli.run()
-"""
+TERMINATED_IN_A_POOL = (
+    "import os, signal, sys\n"
+    "from pytest_reynard_db import cli\n"
+    "from pytest_reynard_db.cli import front\n"
+    "def history(args, registry, out):\n" + POOL_CLOSE.format(signal="SIGTERM") + "    return 0\n"
+    "front.cmd_history = history\n"
+    'sys.argv = ["reynard-migrate", "--project", sys.argv[1], "history", "main"]\n'
+    "cli.run()\n"
+)
 
 
 def test_a_sigterm_in_a_library_that_logs_it_is_one_line(tmp_path: Path) -> None:
@@ -498,19 +479,15 @@ def test_a_sigterm_in_a_library_that_logs_it_is_one_line(tmp_path: Path) -> None
     ``MAINS``, through ``front.main``'s own handler): its one line and exit 143, not
     "Exception closing connection" and a traceback."""
     project = reynard_project(tmp_path / "project")
-    done = subprocess.run(
-        [sys.executable, "-c", TERMINATED_IN_A_POOL, str(project)],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert (done.returncode, done.stdout, done.stderr) == (
-        143,
-        "",
-        "reynard-migrate: terminated by SIGTERM\n",
-    )
+    argv = [sys.executable, "-c", TERMINATED_IN_A_POOL, str(project)]
+    said = exit_and_output(argv, tmp_path, clean_env())
+    assert said == (143, "", "reynard-migrate: terminated by SIGTERM\n")
+
+
+def exit_and_output(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    """``argv`` run to its end: its exit code, stdout and stderr."""
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout, done.stderr
 
 
 #: A ``sitecustomize`` that makes the import of the command's own module raise as a
@@ -539,19 +516,8 @@ def test_a_ctrl_c_while_the_command_itself_imports_is_one_line(tmp_path: Path, e
         if entry == "python -m"
         else [str(Path(sys.executable).parent / "reynard-migrate"), "list"]
     )
-    done = subprocess.run(
-        argv,
-        cwd=tmp_path,
-        env=clean_env(PYTHONPATH=str(tmp_path)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert (done.returncode, done.stdout, done.stderr) == (
-        130,
-        "",
-        "reynard-migrate: interrupted\n",
-    )
+    said = exit_and_output(argv, tmp_path, clean_env(PYTHONPATH=str(tmp_path)))
+    assert said == (130, "", "reynard-migrate: interrupted\n")
 
 
 USER_SITECUSTOMIZE = """\
