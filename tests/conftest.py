@@ -259,10 +259,23 @@ def cli(project: Path) -> Cli:
 PYTESTER_ADDOPTS = f"-p no:cacheprovider {QUIET_ASYNCIO}"
 
 
+#: What pytest-xdist exports in its workers: an inner run that inherits them is taken by the
+#: plugin for a worker of its own (``options.maybe_worker``), so under ``-n N`` every inner run
+#: went another way than a user's run does (no early server, no agent).
+XDIST_WORKER_VARIABLES = (
+    "PYTEST_XDIST_WORKER",
+    "PYTEST_XDIST_WORKER_COUNT",
+    "PYTEST_XDIST_TESTRUNUID",
+)
+
+
 @pytest.fixture
-def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """pytest's ``pytester``, its directory a user's project (the Reynard trees, models
-    and registry; pytest set up to import the models), its inner runs' defaults set."""
+    and registry; pytest set up to import the models), its inner runs' defaults set, and
+    none of this suite's xdist worker variables in their environment."""
+    for variable in XDIST_WORKER_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
     reynard_project(pytester.path)
     with (pytester.path / "pyproject.toml").open("a") as pyproject:
         pyproject.write(f'addopts = "{PYTESTER_ADDOPTS}"\n')

@@ -29,8 +29,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -83,13 +83,13 @@ class Agent:
             try:
                 os.close(requests_write)
                 os.close(replies_read)
-                code = _serve(
-                    os.fdopen(requests_read, encoding="utf-8"),
-                    os.fdopen(replies_write, "w", encoding="utf-8"),
-                    run_id,
-                    worker,
-                    reuse,
-                )
+                # Closed here, not left to the collector: a pipe collected open is a
+                # ResourceWarning, raised in a run whose filterwarnings say "error".
+                with (
+                    os.fdopen(requests_read, encoding="utf-8") as requests,
+                    _closed_quietly(os.fdopen(replies_write, "w", encoding="utf-8")) as replies,
+                ):
+                    code = _serve(requests, replies, run_id, worker, reuse)
             except SystemExit as exc:  # ended by a signal (_end_by_signal): said so, not 2
                 code = exc.code if isinstance(exc.code, int) else code
             finally:
@@ -260,6 +260,17 @@ def _serve(requests: IO[str], replies: IO[str], run_id: str, worker: str, reuse:
             replies.write(json.dumps(reply) + "\n")
             replies.flush()
     return 0
+
+
+@contextmanager
+def _closed_quietly(replies: IO[str]) -> Iterator[IO[str]]:
+    """``replies``, closed at the end; a test process gone already (its end of the pipe
+    closed: ``BrokenPipeError`` on the last flush) is not an error of the agent's."""
+    try:
+        yield replies
+    finally:
+        with suppress(OSError):
+            replies.close()
 
 
 def _only_where_urls_say() -> None:
