@@ -81,18 +81,40 @@ def segment_exists(key: int, shmid: int) -> bool:
     return any(row.split()[:2] == [str(key), str(shmid)] for row in rows)
 
 
+def dynamic_shared_memory_of(postmaster: int) -> set[Path]:
+    """The dynamic shared memory files (``dynamic_shared_memory_type``'s segments) that the
+    postmaster and its children have mapped."""
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    files = set()
+    for pid in (postmaster, *map(int, children)):
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+        except FileNotFoundError:
+            continue  # a child that ended meanwhile (the postmaster's own are read)
+        for line in maps:
+            name = line.split(maxsplit=5)[-1]
+            if "/PostgreSQL." in name or "/pg_dynshmem/" in name:
+                files.add(Path(name.removesuffix(" (deleted)")))
+    return files
+
+
 def test_a_server_killed_by_sigkill_leaves_no_shared_memory_behind() -> None:
     """A postmaster killed by SIGKILL (an OOM kill, ``kill -9``) removes nothing: its
     System V segment stayed until the reboot, one of the machine's ``kernel.shmmni``
-    (4096), after which no server starts. Removing its directory removes it too."""
+    (4096), after which no server starts; its dynamic segments (``/dev/shm/PostgreSQL.*``,
+    about 1 MB a server) stayed until the reboot too, in memory. Removing its directory
+    removes them all."""
     with EphemeralPostgres() as process:
         postmaster = process.pid
         assert process.base_dir is not None and postmaster is not None
         segment = shared_memory_of(process.base_dir / "data")
         assert segment_exists(*segment)
+        dynamic = dynamic_shared_memory_of(postmaster)
+        assert dynamic and all(path.exists() for path in dynamic), dynamic
         os.kill(postmaster, signal.SIGKILL)
         wait_until(lambda: gone(postmaster), 10, "the postmaster to die")
     assert not segment_exists(*segment), segment
+    assert not [path for path in dynamic if path.exists()], dynamic
 
 
 ORPHAN_OWNER = """\
@@ -119,6 +141,7 @@ def test_the_reaper_removes_the_shared_memory_of_an_orphan_killed_by_sigkill(
     base_dir, pid = owner.stdout.readline().split()
     datadir = Path(base_dir) / "data"
     segment = shared_memory_of(datadir)
+    dynamic = dynamic_shared_memory_of(int(pid))
     owner.kill()
     owner.wait()
     os.kill(int(pid), signal.SIGKILL)
@@ -126,6 +149,7 @@ def test_the_reaper_removes_the_shared_memory_of_an_orphan_killed_by_sigkill(
 
     assert reap_orphans(runtime) == [Path(base_dir)]
     assert not segment_exists(*segment), segment
+    assert dynamic and not [path for path in dynamic if path.exists()], dynamic
 
 
 # -- SIGTERM and SIGHUP ------------------------------------------------------------------------

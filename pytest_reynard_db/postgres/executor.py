@@ -69,6 +69,10 @@ TUNING = (
     "shared_buffers=64MB",
     "max_wal_size=1GB",
     "checkpoint_timeout=30min",
+    # Dynamic shared memory as files in the data directory (pg_dynshmem), not in /dev/shm:
+    # a postmaster killed by SIGKILL (OOM, a stop that had to escalate) removes neither, and
+    # /dev/shm kept ~1 MB of memory per such server until the reboot; the directory goes.
+    "dynamic_shared_memory_type=mmap",
     f"cluster_name={HARNESS_CLUSTER_NAME}",  # how the guard's net knows a server of ours
 )
 
