@@ -13,10 +13,20 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from reynard_trees import admin_url, clean_env, scratch_databases, wait_until
+from alembic import command
+from alembic.config import Config
+from reynard_trees import (
+    admin_url,
+    clean_env,
+    ctrl_c_as_in_a_terminal,
+    scratch_databases,
+    wait_until,
+    write_revision,
+)
 from test_check_isolation import make_project
 
 from pytest_reynard_db.postgres import EphemeralServer
@@ -96,6 +106,22 @@ def test_env_py_reads_nothing_on_stdin(
             open_pipe.kill()
     assert done.returncode == 0, done.stdout + done.stderr
     assert read.read_text() == "''" * 2, read.read_text()
+
+
+@pytest.mark.parametrize("how", list(RUNS))
+def test_strict_warnings_see_no_pipe_left_open(
+    tmp_path: Path, pg_server: EphemeralServer, how: str
+) -> None:
+    """Under a user's strict warnings (``PYTHONWARNINGS=error``; ``-s``, where pytest would
+    hide the children's stderr in its capture), a child closes both ends of its pipes: its
+    requests were left to the collector, "Exception ignored ... ResourceWarning: unclosed
+    file" once per child (the hostile tester's round of session 17)."""
+    project = make_project(tmp_path / "two")
+    argv = [*RUNS[how], *(["-s"] if "pytest" in how else [])]
+    done = run(project, argv, admin_url(pg_server), PYTHONWARNINGS="error::ResourceWarning")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "ResourceWarning" not in output and "Exception ignored" not in output, output
 
 
 def test_a_forked_child_leaves_no_folder(
@@ -195,3 +221,109 @@ def test_a_workers_kept_children_end_when_its_check_items_do(
     done = run(project, [*argv, "-p", "no:cacheprovider", "test_after.py"], admin_url(pg_server))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "6 passed" in done.stdout, done.stdout
+
+
+#: A binary ({binary}) that waits until {release} exists to run, for the arguments that
+#: match {when} (a postgres's server launch: ``-p PORT``; initdb: any).
+HELD = """\
+#!/bin/sh
+case " $* " in *{when}*) while [ ! -e {release} ]; do sleep 0.1; done ;; esac
+exec {binary} "$@"
+"""
+
+
+#: A project's conftest writing to {out}, as the run ends, how many check children it left
+#: with their pipes open.
+LEFT_OPEN = """\
+import gc, pathlib
+
+def pytest_unconfigure():
+    from pytest_reynard_db.checks.isolated import IsolatedChild
+
+    children = [o for o in gc.get_objects() if isinstance(o, IsolatedChild)]
+    left = [c for c in children if not c._replies.closed]
+    pathlib.Path({out!r}).write_text(str(len(left)))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+@pytest.mark.parametrize("held", ["initdb", "boot"])
+def test_a_check_item_interrupted_while_it_waits_for_the_server_leaves_no_pipe_open(
+    tmp_path: Path, runtime: Path, sig: signal.Signals, held: str
+) -> None:
+    """Ctrl-C or SIGTERM while the first check item waits for the run's server (its initdb
+    or its boot held here): the item's child was never closed, and its pipes, collected
+    open, were two "Exception ignored ... ResourceWarning" under ``-W error`` (the hostile
+    tester's round of session 17)."""
+    from pytest_reynard_db.postgres import find_binaries
+
+    project = tmp_path / "app"  # ``alembic init``'s, one database
+    project.mkdir()
+    ini = project / "alembic.ini"
+    command.init(Config(str(ini)), str(project / "migrations"), template="generic")
+    url = "postgresql+psycopg://nobody@127.0.0.1:9/app"
+    ini.write_text(ini.read_text().replace("driver://user:pass@localhost/dbname", url))
+    table = "op.create_table('t', sa.Column('id', sa.Integer, primary_key=True))"
+    write_revision(project / "migrations/versions", "0a01", None, table, "op.drop_table('t')")
+    registry = '[tool.reynard-db.databases.app]\nini = "alembic.ini"\ndatabase = "app"\n'
+    (project / "pyproject.toml").write_text(
+        registry + '[tool.pytest.ini_options]\npythonpath = ["."]\n'
+    )
+    # tests that import the models: no child forked ahead, the checks' is started
+    (project / "models.py").write_text("import sqlalchemy as sa\nmetadata = sa.MetaData()\n")
+    (project / "test_models.py").write_text("import models\n\ndef test_models():\n    pass\n")
+    # What was left open is seen where it is left, not when the collector happens to
+    # take it (a cycle through the interruption's traceback): at the run's end, its
+    # check children whose pipes are still open.
+    left_open = tmp_path / "left_open.txt"
+    (project / "conftest.py").write_text(LEFT_OPEN.format(out=str(left_open)))
+    release = runtime.parent / "release"
+    bindir = runtime.parent / "bin"  # where the server's user goes in
+    bindir.mkdir()
+    real = find_binaries()
+    for name, binary, when in (("initdb", real.initdb, ""), ("postgres", real.postgres, '" -p "')):
+        if (name == "initdb") != (held == "initdb"):
+            (bindir / name).symlink_to(binary)
+            continue
+        (bindir / name).write_text(HELD.format(release=release, binary=binary, when=when))
+        (bindir / name).chmod(0o755)
+    env = clean_env(
+        REYNARD_DB_RUNTIME_DIR=str(runtime), REYNARD_DB_PG_BIN=str(bindir), PYTHONUNBUFFERED="1"
+    )
+    argv = [
+        str(SCRIPTS / "pytest"),
+        "-W",
+        "error::ResourceWarning",
+        "-v",
+        "--reynard-db=app",
+        "--reynard-db-checks",
+    ]
+    with (
+        ctrl_c_as_in_a_terminal(),
+        subprocess.Popen(
+            [*argv, "-p", "no:cacheprovider"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as run,
+    ):
+        try:
+            assert run.stdout is not None and run.stderr is not None
+            shown = b""
+            while b"::app::" not in shown:  # -v names an item as it begins, before a newline
+                chunk = os.read(run.stdout.fileno(), 4096)
+                if not chunk:
+                    raise AssertionError(shown.decode() + run.stderr.read())
+                shown += chunk
+            time.sleep(0.5)  # the item is waiting for the held boot
+            run.send_signal(sig)
+            out, err = run.communicate(timeout=60)
+        finally:
+            release.touch()
+            if run.poll() is None:
+                run.kill()
+    assert run.returncode in (2, 128 + sig, -sig), out + err
+    assert "ResourceWarning" not in err and "Exception ignored" not in err, err
+    assert left_open.read_text() == "0", out + err

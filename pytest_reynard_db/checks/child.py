@@ -178,6 +178,9 @@ def serve(requests: IO[str], out: IO[str], *, forked: bool = False) -> int:
         out.write(json.dumps({"error": redact(f"{type(exc).__name__}: {one_line(exc)}")}) + "\n")
         return 2
     finally:
+        # Both closed here, not left to the collector: a pipe collected open is a
+        # ResourceWarning ("Exception ignored" where a user's warnings are errors).
+        requests.close()
         with suppress(OSError):  # a parent gone (killed) reads no more
             out.close()
     return 0

@@ -130,6 +130,9 @@ class ReynardChecks(pytest.Collector):
                 child.close()
                 raise
             batch = [c for c in batch if c in OFFLINE_CHECKS]  # the others fail on their own
+        except BaseException:  # interrupted while the server starts: the child ends too
+            child.close()
+            raise
         results = child.run(server, [c for c in CHECK_ORDER if c in batch])
         for check in batch:
             self._ahead[(item.database, check)] = [r for r in results if r.check == check]
