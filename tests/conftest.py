@@ -260,7 +260,7 @@ PYTESTER_ADDOPTS = f"-p no:cacheprovider {QUIET_ASYNCIO}"
 
 
 #: What pytest-xdist exports in its workers: an inner run that inherits them is taken by the
-#: plugin for a worker of its own (``options.maybe_worker``), so under ``-n N`` every inner run
+#: plugin for a worker of its own (``options.xdist_worker``), so under ``-n N`` every inner run
 #: went another way than a user's run does (no early server, no agent).
 XDIST_WORKER_VARIABLES = (
     "PYTEST_XDIST_WORKER",

@@ -20,6 +20,8 @@ from typing import Any, Literal, TextIO, TypeVar
 
 import psycopg
 import pytest
+from alembic import command
+from alembic.config import Config
 from cli_fork import Process, run_pytest_argv
 from sqlalchemy.engine import URL
 
@@ -160,6 +162,28 @@ def break_main(project: Path) -> None:
         'op.execute("SELECT broken_on_purpose()")',
         slug="broken",
     )
+
+
+def alembic_init_project(root: Path, url: str, revision: str = "0a0000000001") -> Path:
+    """``alembic init -t generic`` in ``root`` (made), the ini's URL ``url``, one revision
+    (a table ``t``) and a registry entry ``app``: a project as a new user's is."""
+    root.mkdir()
+    ini = root / "alembic.ini"
+    command.init(Config(str(ini)), str(root / "migrations"), template="generic")
+    placeholder = "driver://user:pass@localhost/dbname"
+    ini.write_text(ini.read_text().replace(placeholder, url.replace("%", "%%")))
+    write_revision(
+        root / "migrations" / "versions",
+        revision,
+        None,
+        "op.create_table('t', sa.Column('id', sa.Integer, primary_key=True))",
+        "op.drop_table('t')",
+    )
+    (root / "pyproject.toml").write_text(
+        '[tool.reynard-db.databases.app]\nini = "alembic.ini"\ndatabase = "app"\n'
+        'url_env = "APP_DATABASE_URL"\n'
+    )
+    return root
 
 
 def write_revision(

@@ -13,10 +13,15 @@ import json
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from cli_fork import Cli
-from reynard_trees import admin_url, clean_env, connections_received, run_pytest, write_revision
+from reynard_trees import (
+    admin_url,
+    alembic_init_project,
+    clean_env,
+    connections_received,
+    run_pytest,
+    write_revision,
+)
 
 from pytest_reynard_db.postgres import EphemeralServer
 
@@ -27,28 +32,8 @@ PLUGIN_ARGS = ("--reynard-db=app", "--reynard-db-checks")
 @pytest.fixture
 def project(tmp_path: Path, decoy: EphemeralServer) -> Path:
     """``alembic init -t generic``, one revision, a registry entry; the ini names production."""
-    root = tmp_path / "app"
-    root.mkdir()
-    ini = root / "alembic.ini"
-    command.init(Config(str(ini)), str(root / "migrations"), template="generic")
     production = decoy.database_url("app").render_as_string(hide_password=False)
-    ini.write_text(
-        ini.read_text().replace(
-            "driver://user:pass@localhost/dbname", production.replace("%", "%%")
-        )
-    )
-    write_revision(
-        root / "migrations" / "versions",
-        REVISION,
-        None,
-        "op.create_table('t', sa.Column('id', sa.Integer, primary_key=True))",
-        "op.drop_table('t')",
-    )
-    (root / "pyproject.toml").write_text(
-        '[tool.reynard-db.databases.app]\nini = "alembic.ini"\ndatabase = "app"\n'
-        'url_env = "APP_DATABASE_URL"\n'
-    )
-    return root
+    return alembic_init_project(tmp_path / "app", production, REVISION)
 
 
 def test_check_and_lint_run_unchanged(project: Path, decoy: EphemeralServer, cli: Cli) -> None:

@@ -17,19 +17,17 @@ import time
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from reynard_trees import (
     admin_url,
+    alembic_init_project,
     clean_env,
     ctrl_c_as_in_a_terminal,
     scratch_databases,
     wait_until,
-    write_revision,
 )
 from test_check_isolation import make_project
 
-from pytest_reynard_db.postgres import EphemeralServer
+from pytest_reynard_db.postgres import EphemeralServer, find_binaries
 
 SCRIPTS = Path(sys.executable).parent
 #: The two databases' ``upgrade`` items (each in a child of its own).
@@ -224,12 +222,15 @@ def test_a_workers_kept_children_end_when_its_check_items_do(
 
 
 #: A binary ({binary}) that waits until {release} exists to run, for the arguments that
-#: match {when} (a postgres's server launch: ``-p PORT``; initdb: any).
+#: match {when}.
 HELD = """\
 #!/bin/sh
 case " $* " in *{when}*) while [ ! -e {release} ]; do sleep 0.1; done ;; esac
 exec {binary} "$@"
 """
+#: What is held, by the binary that holds it and its arguments: initdb (any), or the
+#: server's boot (a postgres launched with ``-p PORT``, not initdb's).
+HELD_BY = {"initdb": ("initdb", ""), "boot": ("postgres", '" -p "')}
 
 
 #: A project's conftest writing to {out}, as the run ends, how many check children it left
@@ -247,7 +248,7 @@ def pytest_unconfigure():
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
-@pytest.mark.parametrize("held", ["initdb", "boot"])
+@pytest.mark.parametrize("held", list(HELD_BY))
 def test_a_check_item_interrupted_while_it_waits_for_the_server_leaves_no_pipe_open(
     tmp_path: Path, runtime: Path, sig: signal.Signals, held: str
 ) -> None:
@@ -255,20 +256,9 @@ def test_a_check_item_interrupted_while_it_waits_for_the_server_leaves_no_pipe_o
     or its boot held here): the item's child was never closed, and its pipes, collected
     open, were two "Exception ignored ... ResourceWarning" under ``-W error`` (the hostile
     tester's round of session 17)."""
-    from pytest_reynard_db.postgres import find_binaries
-
-    project = tmp_path / "app"  # ``alembic init``'s, one database
-    project.mkdir()
-    ini = project / "alembic.ini"
-    command.init(Config(str(ini)), str(project / "migrations"), template="generic")
-    url = "postgresql+psycopg://nobody@127.0.0.1:9/app"
-    ini.write_text(ini.read_text().replace("driver://user:pass@localhost/dbname", url))
-    table = "op.create_table('t', sa.Column('id', sa.Integer, primary_key=True))"
-    write_revision(project / "migrations/versions", "0a01", None, table, "op.drop_table('t')")
-    registry = '[tool.reynard-db.databases.app]\nini = "alembic.ini"\ndatabase = "app"\n'
-    (project / "pyproject.toml").write_text(
-        registry + '[tool.pytest.ini_options]\npythonpath = ["."]\n'
-    )
+    project = alembic_init_project(tmp_path / "app", "postgresql+psycopg://nobody@127.0.0.1:9/app")
+    with (project / "pyproject.toml").open("a") as pyproject:
+        pyproject.write('[tool.pytest.ini_options]\npythonpath = ["."]\n')
     # tests that import the models: no child forked ahead, the checks' is started
     (project / "models.py").write_text("import sqlalchemy as sa\nmetadata = sa.MetaData()\n")
     (project / "test_models.py").write_text("import models\n\ndef test_models():\n    pass\n")
@@ -281,8 +271,10 @@ def test_a_check_item_interrupted_while_it_waits_for_the_server_leaves_no_pipe_o
     bindir = runtime.parent / "bin"  # where the server's user goes in
     bindir.mkdir()
     real = find_binaries()
-    for name, binary, when in (("initdb", real.initdb, ""), ("postgres", real.postgres, '" -p "')):
-        if (name == "initdb") != (held == "initdb"):
+    holder, when = HELD_BY[held]
+    for name in ("initdb", "postgres"):
+        binary = getattr(real, name)
+        if name != holder:
             (bindir / name).symlink_to(binary)
             continue
         (bindir / name).write_text(HELD.format(release=release, binary=binary, when=when))
@@ -307,23 +299,23 @@ def test_a_check_item_interrupted_while_it_waits_for_the_server_leaves_no_pipe_o
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        ) as run,
+        ) as pytest_run,
     ):
         try:
-            assert run.stdout is not None and run.stderr is not None
+            assert pytest_run.stdout is not None and pytest_run.stderr is not None
             shown = b""
             while b"::app::" not in shown:  # -v names an item as it begins, before a newline
-                chunk = os.read(run.stdout.fileno(), 4096)
+                chunk = os.read(pytest_run.stdout.fileno(), 4096)
                 if not chunk:
-                    raise AssertionError(shown.decode() + run.stderr.read())
+                    raise AssertionError(shown.decode() + pytest_run.stderr.read())
                 shown += chunk
-            time.sleep(0.5)  # the item is waiting for the held boot
-            run.send_signal(sig)
-            out, err = run.communicate(timeout=60)
+            time.sleep(0.5)  # the item is waiting for the held initdb or boot
+            pytest_run.send_signal(sig)
+            out, err = pytest_run.communicate(timeout=60)
         finally:
             release.touch()
-            if run.poll() is None:
-                run.kill()
-    assert run.returncode in (2, 128 + sig, -sig), out + err
+            if pytest_run.poll() is None:
+                pytest_run.kill()
+    assert pytest_run.returncode in (2, 128 + sig, -sig), out + err
     assert "ResourceWarning" not in err and "Exception ignored" not in err, err
     assert left_open.read_text() == "0", out + err
