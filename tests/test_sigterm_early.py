@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -326,6 +327,98 @@ def test_sigterm_while_the_run_waits_for_its_agent_at_its_end(
 
     said = output.read_text()
     assert "1 passed" in said, said
+    assert run.returncode == 128 + signal.SIGTERM, said
+    assert "Traceback" not in said and "clean-up failed" not in said, said
+    assert_nothing_left(runtime, project, said)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_signal_while_xdists_controller_waits_for_its_server(
+    project: Path, runtime: Path, tmp_path: Path, how: signal.Signals
+) -> None:
+    """``pytest -n 2``: the controller waits, in its pytest_configure, for the server its
+    first hook began to start (its workers are handed its URL), here held while it copies
+    the initdb cache. pytest's reporter is not registered yet: a SIGTERM raised as Ctrl-C
+    there ended the run with exit 2 and not a word (hostile17, F3), as did Ctrl-C. Now
+    SIGTERM ends it by the signal (143, as before pytest_configure) and Ctrl-C says it in
+    one line; either way the start is waited for and stopped, and nothing is left."""
+    fifo = hold_the_copy(project, runtime)
+    dump, marker = tmp_path / "stacks.txt", tmp_path / "ready"
+    (project / "conftest.py").write_text(
+        SHOWS_ITS_STACKS.format(dump=str(dump), marker=str(marker))
+    )
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={project}"]
+    output = project / "output.txt"
+    with output.open("w") as out:
+        run = subprocess.Popen(
+            [*argv, "-n", "2", "--reynard-db=ecs", "test_one.py"],
+            cwd=project,
+            env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _STARTED.append(run)
+    wait_until(lambda: marker.exists() or run.poll() is not None, 60, "the conftest")
+    wait_until(
+        lambda: "_started_ahead" in stacks(run, dump) or run.poll() is not None,
+        60,
+        "the controller to wait for the server its first hook began to start",
+    )
+    assert run.poll() is None, output.read_text()
+    wait_until(lambda: "futex" in waiting_on(run.pid), 10, "the dump to end, the wait to go on")
+
+    run.send_signal(how)
+    # the handler run before the next dump (SIGUSR1): a dump restarts the wait it
+    # interrupts, a signal not yet acted on would leave that wait unwoken (see above)
+    time.sleep(1)
+    wait_until(
+        lambda: "stop_untaken" in stacks(run, dump) or run.poll() is not None,
+        60,
+        "the run's end to wait for the start, or the run to end",
+    )
+    try:
+        assert run.poll() is None, (
+            f"ended while its server's start still copied\n{output.read_text()}"
+        )
+    finally:
+        if run.poll() is None:
+            release(fifo)
+        run.wait(timeout=60)
+
+    said = output.read_text()
+    if how == signal.SIGTERM:
+        assert run.returncode == -signal.SIGTERM, said  # ended by the signal, as pytest alone
+    else:
+        assert run.returncode == 2, said  # pytest's code for an interrupted run
+        assert "reynard-db: interrupted while the run's server started" in said, said
+    assert "Traceback" not in said and "clean-up failed" not in said, said
+    assert_nothing_left(runtime, project, said)
+
+
+@pytest.mark.parametrize("distributed", [False, True], ids=["one process", "xdist"])
+def test_sigterm_in_pytest_sessionstart_exits_by_the_signal(
+    project: Path, runtime: Path, tmp_path: Path, distributed: bool
+) -> None:
+    """Held in pytest_sessionstart (where xdist's controller starts its workers): pytest
+    calls no pytest_sessionfinish for a session that never began, where the run's exit
+    became 128 + the signal, so a SIGTERM there exited 2, as a Ctrl-C (hostile17's F3,
+    its second window). Now 143 there too, and nothing left."""
+    marker = tmp_path / "held"
+    held = HOLDS_THE_RUN.format(marker=str(marker))
+    (project / "conftest.py").write_text(
+        held + "\n\ndef pytest_sessionstart(session):\n    hold()\n"
+    )
+    run = start_run(project, runtime, *(["-n", "2"] if distributed else []))
+    output = project / "output.txt"
+    wait_until(lambda: marker.exists() or run.poll() is not None, 60, "the run to be held")
+    assert run.poll() is None, output.read_text()
+
+    run.send_signal(signal.SIGTERM)
+    run.wait(timeout=60)
+
+    said = output.read_text()
+    assert "terminated by SIGTERM" in said, said  # pytest's report of the interruption
     assert run.returncode == 128 + signal.SIGTERM, said
     assert "Traceback" not in said and "clean-up failed" not in said, said
     assert_nothing_left(runtime, project, said)

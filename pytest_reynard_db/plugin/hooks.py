@@ -23,7 +23,12 @@ from .check_items import check_collector
 from .early import begin_early, preparing
 from .items import AlembicFixtures
 from .options import Settings, add_options, get_settings
-from .signals import die_by_signals, handle_signals, hold_signals_at_the_end
+from .signals import (
+    die_by_signals,
+    ended_by_a_signal_while,
+    handle_signals,
+    hold_signals_at_the_end,
+)
 from .stash import (
     AGENT,
     EARLY_GUARD,
@@ -147,7 +152,8 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
         # pytest-alembic's fixtures are the later ones, so they win whatever the load order.
         config.pluginmanager.register(AlembicFixtures(), "reynard-db-alembic-fixtures")
     if state.is_controller and selection.runs_tests(config):  # not for --setup-plan -n 2
-        with catch_harness_errors(config, usage=True):
+        waiting = ended_by_a_signal_while(config, "the run's server started", state.close)
+        with catch_harness_errors(config, usage=True), waiting:
             _ = state.server  # one server for all workers, started before they are
     # pytest, its plugins, the conftests and what they import live until the run ends:
     # collections (and the interpreter's exit) no longer walk them (~150 ms a run)
@@ -204,6 +210,12 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.pluginmanager.get_plugin("session")
+    if isinstance(session, pytest.Session):
+        # pytest calls no pytest_sessionfinish for a session its start did not finish (a
+        # SIGTERM while xdist's controller starts its workers); pytest returns the session's
+        # exit status after this hook
+        _exit_by_the_signal(session)
     hold_signals_at_the_end(config)
     state = config.stash.get(STATE, None)
     try:
@@ -225,9 +237,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     handles as Ctrl-C) exits with the shell's code for it, 128 + the signal; the
     server is stopped in ``pytest_unconfigure``, which runs after this. An xdist
     worker hands the guard's redirects to the controller, which reports them."""
-    received = session.config.stash.get(SIGNALS, None)
-    if received:
-        session.exitstatus = 128 + received[0]
+    _exit_by_the_signal(session)
     state = session.config.stash.get(STATE, None)
     if state is not None and state.agent is not None:
         # The tests and their fixtures are over: the agent drops the run's databases (or
@@ -357,3 +367,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     ``--reynard-db=a,b``, a pytest-alembic test runs once per database (``selection``)."""
     state = metafunc.config.stash.get(STATE, None)
     selection.parametrize(metafunc, state.settings if state is not None else None)
+
+
+def _exit_by_the_signal(session: pytest.Session) -> None:
+    """A run ended by SIGTERM or SIGHUP (``signals.Terminated``, which pytest handles as
+    Ctrl-C: exit 2) exits with the shell's code for it, 128 + the signal."""
+    received = session.config.stash.get(SIGNALS, None)
+    if received:
+        session.exitstatus = 128 + received[0]

@@ -5,7 +5,9 @@ tests are over it waits for the clean-up list (``hold_signals_at_the_end``)."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import pytest
 
@@ -32,6 +34,33 @@ def handle_signals(config: pytest.Config) -> None:
     from pytest_configure on (pytest ends the session as interrupted); once per run."""
     if SIGNALS not in config.stash:
         config.stash[SIGNALS] = signal_handlers(config).enter_context(terminate_as_interrupt())
+
+
+@contextmanager
+def ended_by_a_signal_while(
+    config: pytest.Config, doing: str, finish: Callable[[], object]
+) -> Iterator[None]:
+    """A wait inside pytest_configure (xdist's controller, for the run's server): pytest's
+    reporter is not registered yet, and ``Terminated`` raised there ended the run with
+    exit 2 and not a word (hostile17, F3); nor does pytest say a Ctrl-C there. In the
+    block, SIGTERM and SIGHUP stop what the run began (``die_by_signals``' list, then
+    ``finish``) and end the run by the signal, as before pytest_configure; Ctrl-C is said
+    in one line, then ends the run as pytest ends it (exit 2)."""
+    dying = config.stash.get(DYING, None)
+
+    def stop() -> None:
+        try:
+            if dying is not None:
+                dying.close()
+        finally:
+            finish()
+
+    try:
+        with die_after(stop):
+            yield
+    except KeyboardInterrupt:
+        sys.stderr.write(f"reynard-db: interrupted while {doing}\n")
+        raise
 
 
 def signal_handlers(config: pytest.Config) -> ExitStack:
