@@ -159,14 +159,17 @@ def serve(requests: IO[str], out: IO[str], *, forked: bool = False) -> int:
     """Read the request on ``requests``, answer on ``out``; the exit code. Both the
     interpreter started for it (``main``) and a child forked ahead (``spares.Spare``)
     come here."""
-    from ..foundation.errors import ReynardDBError, terminate_as_interrupt
+    from ..foundation.errors import ReynardDBError, ctrl_c_silenced, terminate_as_interrupt
     from ..foundation.urls import redact
 
     parent = os.getppid()
     sys.stdout = sys.stderr  # an env.py's print() must not break the answer
     try:
-        # ended by the parent (interrupted): its databases are dropped on the way out
-        with terminate_as_interrupt():
+        # ended by the parent (interrupted): its databases are dropped on the way out. A
+        # terminal's Ctrl-C comes to the child too, then its parent's SIGTERM: psycopg,
+        # cancelling the statement the first cut short, logged the second ("query
+        # cancellation interrupted (Terminated)") above the command's one line.
+        with terminate_as_interrupt(silence=True), ctrl_c_silenced():
             _end_with_parent(parent)
             _child(requests, out, forked)
     except KeyboardInterrupt:

@@ -194,6 +194,30 @@ def terminate_as_interrupt(*, silence: bool = False) -> Iterator[list[int]]:
 
 
 @contextmanager
+def ctrl_c_silenced() -> Iterator[None]:
+    """While active, Ctrl-C (SIGINT, where Python's own handler has it) also
+    ``silence_logging``s as it raises ``KeyboardInterrupt``: what ``terminate_as_interrupt``'s
+    ``silence`` does for SIGTERM, for a process that ends on either (a check child, given
+    a terminal's Ctrl-C and then its parent's SIGTERM). Main thread only, as above."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        silence_logging()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextmanager
 def die_after(finish: Callable[[], object]) -> Iterator[None]:
     """While active, SIGTERM/SIGHUP run ``finish``, then end the process by that signal,
     as if no handler had been there (exit 128 + signal, no traceback): for work begun
