@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from reynard_trees import write_revision
 
 from pytest_reynard_db.foundation.registry import load_registry
-from pytest_reynard_db.provisioning.resolve import Resolved, heads_at, tree_digest
+from pytest_reynard_db.provisioning.resolve import HEADS_KEPT, Resolved, heads_at, tree_digest
 
 MAIN_HEAD = "3a1400000004"
 
@@ -54,3 +55,24 @@ def test_an_unreadable_cache_reads_the_tree(project: Path, tmp_path: Path) -> No
     unwritable.write_text("")
     assert _heads(project, unwritable) == ((MAIN_HEAD,), True)
     assert _heads(project, unwritable) == ((MAIN_HEAD,), True)
+
+
+def test_the_cache_keeps_the_most_recently_written_entries(project: Path, tmp_path: Path) -> None:
+    """One entry per tree location and revision: a machine that runs many projects (this
+    suite's temporary ones: 4036 files after a day) filled the runtime directory's tmpfs
+    without end. A write beyond ``HEADS_KEPT`` entries removes the oldest written, and
+    only its own kind of file; an entry removed is read from the tree again."""
+    cache = tmp_path / "heads"
+    cache.mkdir()
+    others = [cache / f"heads-{n:016x}.json" for n in range(HEADS_KEPT + 10)]
+    for age, path in enumerate(others):
+        path.write_text('{"digest": "x", "heads": []}')
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+    (cache / "not-ours.txt").write_text("kept")
+
+    assert _heads(project, cache) == ((MAIN_HEAD,), True)
+    left = sorted(cache.glob("heads-*.json"))
+    assert len(left) <= HEADS_KEPT
+    assert others[-1] in left and others[0] not in left, "the oldest go, the newest stay"
+    assert (cache / "not-ours.txt").read_text() == "kept"
+    assert _heads(project, cache) == ((MAIN_HEAD,), False), "the entry just written is kept"

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
@@ -87,6 +89,10 @@ def tree_digest(tree: Database, revision: str, source: Source) -> str:
     return digest.hexdigest()[:12]
 
 
+#: Entries the heads cache keeps (one per tree location and revision), the last written.
+HEADS_KEPT = 200
+
+
 def heads_at(target: Resolved, revision: str, digest: str, cache: Path | None) -> tuple[str, ...]:
     """The revisions a template at ``revision`` is at (sorted, as ``MigrationManager.heads``),
     read from the tree with no manager (a kept template is used as it is); with ``cache`` (a
@@ -107,9 +113,25 @@ def heads_at(target: Resolved, revision: str, digest: str, cache: Path | None) -
     try:
         cache.mkdir(mode=0o700, exist_ok=True)
         replace_file(path, json.dumps({"digest": digest, "heads": heads}).encode())
+        _prune(cache)
     except OSError:
         pass  # a cache: the next start reads the tree again
     return heads
+
+
+def _prune(cache: Path, keep: int = HEADS_KEPT) -> None:
+    """Past ``keep`` entries, the oldest written go: every tree location a machine ran
+    (each test project of a suite) left one, and the runtime directory is tmpfs. Only on a
+    write (a warm start reads its entry and nothing else); one removed is read again."""
+    written: list[tuple[int, str]] = []
+    for entry in os.scandir(cache):
+        if entry.name.startswith("heads-") and entry.name.endswith(".json"):
+            with suppress(FileNotFoundError):  # another run pruned it first
+                written.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.path))
+    written.sort()
+    for _, path in written[: max(0, len(written) - keep)]:
+        with suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _heads_of(script: ScriptDirectory, revision: str) -> tuple[str, ...]:
