@@ -311,6 +311,10 @@ def test_a_check_item_interrupted_while_it_waits_for_the_server_leaves_no_pipe_o
                 shown += chunk
             time.sleep(0.5)  # the item is waiting for the held initdb or boot
             pytest_run.send_signal(sig)
+            # acted on while held; then released, or the run's end, which waits for an
+            # initdb it began, waited ~20 s for the start to give up
+            time.sleep(0.5)
+            release.touch()
             out, err = pytest_run.communicate(timeout=60)
         finally:
             release.touch()
