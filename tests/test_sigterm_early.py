@@ -27,7 +27,14 @@ from pathlib import Path
 import pytest
 
 from pytest_reynard_db.guard.inherit import PREFIX as GUARD_FILE_PREFIX
-from tests.reynard_trees import HAS_A_THREAD, clean_env, reynard_project, run_pytest, wait_until
+from tests.reynard_trees import (
+    HAS_A_THREAD,
+    clean_env,
+    ctrl_c_as_in_a_terminal,
+    reynard_project,
+    run_pytest,
+    wait_until,
+)
 from tests.test_early_initdb import running_servers
 
 A_DATABASE = "def test_one(reynard_db):\n    assert reynard_db.head\n"
@@ -85,7 +92,7 @@ def start_run(project: Path, runtime: Path, *args: str, **env: str) -> subproces
     names the project (``--rootdir``): a forked check child is found by it."""
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={project}"]
     argv += [*args, "--reynard-db=ecs", "--reynard-db-checks", "test_one.py"]
-    with (project / "output.txt").open("w") as output:
+    with (project / "output.txt").open("w") as output, ctrl_c_as_in_a_terminal():
         run = subprocess.Popen(
             argv,
             cwd=project,
@@ -349,7 +356,7 @@ def test_a_signal_while_xdists_controller_waits_for_its_server(
     )
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={project}"]
     output = project / "output.txt"
-    with output.open("w") as out:
+    with output.open("w") as out, ctrl_c_as_in_a_terminal():
         run = subprocess.Popen(
             [*argv, "-n", "2", "--reynard-db=ecs", "test_one.py"],
             cwd=project,
