@@ -554,6 +554,37 @@ def test_a_ctrl_c_while_the_command_itself_imports_is_one_line(tmp_path: Path, e
     assert said == (130, "", "reynard-migrate: interrupted\n")
 
 
+#: A ``sitecustomize`` under which a Ctrl-C arrives while ``logging`` is half imported
+#: (in ``sys.modules``, ``logging.disable`` not defined yet), once the command's module
+#: is in: the command's handler silenced logging and met an ``AttributeError`` (the
+#: hostile tester's round of session 18: exit 1, 1 run of 10 at 0.1 s).
+CTRL_C_MID_LOGGING = """\
+import importlib.abc, os, pathlib, signal, sys, types
+
+class CtrlCMidLogging(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "logging" and "pytest_reynard_db.cli" in sys.modules:
+            sys.meta_path.remove(self)
+            sys.modules["logging"] = types.ModuleType("logging")
+            pathlib.Path({fired!r}).write_text("fired")
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+        return None
+
+sys.meta_path.insert(0, CtrlCMidLogging())
+"""
+
+
+def test_a_ctrl_c_while_logging_is_half_imported_is_one_line(tmp_path: Path) -> None:
+    fired = tmp_path / "fired"
+    (tmp_path / "sitecustomize.py").write_text(CTRL_C_MID_LOGGING.format(fired=str(fired)))
+    argv = [sys.executable, "-m", "pytest_reynard_db", "list"]
+    said = exit_and_output(argv, tmp_path, clean_env(PYTHONPATH=str(tmp_path)))
+    assert fired.exists(), said  # the Ctrl-C came while logging was half imported
+    assert said == (130, "", "reynard-migrate: interrupted\n")
+
+
 USER_SITECUSTOMIZE = """\
 import json, os, subprocess, sys
 from pytest_reynard_db.guard import GUARD

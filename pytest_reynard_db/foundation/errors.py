@@ -167,8 +167,10 @@ def silence_logging() -> None:
     print it with a traceback, through the handler an env.py's ``fileConfig`` installed,
     over the one line that says the command was interrupted."""
     logging = sys.modules.get("logging")
-    if logging is not None:  # not imported: no logger exists yet
-        logging.disable(SILENCED)
+    # not imported, or half imported (a Ctrl-C during its import): no logger exists yet
+    disable = getattr(logging, "disable", None)
+    if disable is not None:
+        disable(SILENCED)
 
 
 @contextmanager
