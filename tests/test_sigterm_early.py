@@ -429,3 +429,61 @@ def test_sigterm_in_pytest_sessionstart_exits_by_the_signal(
     assert run.returncode == 128 + signal.SIGTERM, said
     assert "Traceback" not in said and "clean-up failed" not in said, said
     assert_nothing_left(runtime, project, said)
+
+
+#: Each worker's end held (``{marker}/<worker>`` written, then a few seconds), once it has
+#: told the controller it finished: xdist's controller waits for it to exit in its
+#: pytest_sessionfinish (``teardown_nodes``).
+A_WORKER_SLOW_TO_END = """\
+import os, pathlib, time
+
+def pytest_unconfigure(config):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        pathlib.Path({marker!r}, worker).write_text("ending")
+        time.sleep(3)
+"""
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_a_signal_while_xdist_waits_for_its_workers_to_end(
+    project: Path, runtime: Path, tmp_path: Path, how: signal.Signals
+) -> None:
+    """The tests are over and xdist's controller waits, in its pytest_sessionfinish, for
+    its workers to end: a SIGTERM there was still raised as Ctrl-C, out of xdist's hook
+    (pytest's traceback, exit 1), and the run stopped its server while the workers still
+    dropped their databases ("clean-up failed"): the hostile tester's round of session
+    18, 10 runs of 10 as "[100%]" appeared. Now held until the run's end, as once
+    pytest_unconfigure has begun: the workers end, then the run ends by the signal."""
+    ending = tmp_path / "ending"
+    ending.mkdir()
+    (project / "conftest.py").write_text(A_WORKER_SLOW_TO_END.format(marker=str(ending)))
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={project}"]
+    output = project / "output.txt"
+    with output.open("w") as out:
+        run = subprocess.Popen(
+            [*argv, "-n", "2", "--reynard-db=ecs", "test_one.py"],
+            cwd=project,
+            env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _STARTED.append(run)
+    both = {"gw0", "gw1"}
+    wait_until(
+        lambda: {p.name for p in ending.iterdir()} == both or run.poll() is not None,
+        120,
+        "both workers' end",
+    )
+    assert run.poll() is None, output.read_text()
+    time.sleep(0.5)  # the controller takes their "finished" (sent before their end) meanwhile
+
+    run.send_signal(how)
+    run.wait(timeout=60)
+
+    said = output.read_text()
+    assert "1 passed" in said, said
+    assert run.returncode == 128 + how, said
+    assert "Traceback" not in said and "clean-up failed" not in said, said
+    assert_nothing_left(runtime, project, said)

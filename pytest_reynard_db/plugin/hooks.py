@@ -24,6 +24,7 @@ from .early import begin_early, preparing
 from .items import AlembicFixtures
 from .options import Settings, add_options, get_settings
 from .signals import (
+    HeldOnceTheTestsAreOver,
     die_by_signals,
     ended_by_a_signal_while,
     handle_signals,
@@ -139,6 +140,7 @@ def _activate(config: pytest.Config, settings: Settings) -> None:
     from .runstate import RunState
 
     handle_signals(config)
+    config.pluginmanager.register(HeldOnceTheTestsAreOver(config), "reynard-db-held-at-the-end")
     _say_waits_past_capture(config)
     state = RunState(config, settings, config.stash.get(EARLY_REGISTRY, None))
     # A bad registry or name: one error, not one per test.

@@ -6,13 +6,13 @@ tests are over it waits for the clean-up list (``hold_signals_at_the_end``)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack, contextmanager
 
 import pytest
 
 from ..foundation.errors import die_after, held_until_over, terminate_as_interrupt
-from .stash import DYING, HANDLERS, SIGNALS
+from .stash import DYING, HANDLERS, HELD_AT_THE_END, SIGNALS
 
 
 def die_by_signals(config: pytest.Config) -> ExitStack:
@@ -77,5 +77,32 @@ def hold_signals_at_the_end(config: pytest.Config) -> None:
     agent's stop), then ends the run by it: raised as ``Terminated`` out of that list, it
     was pytest's traceback and exit 1. A run a signal has ended keeps its exit (a second
     is ignored)."""
+    if HELD_AT_THE_END in config.stash:  # once: from pytest_sessionfinish, or unconfigure
+        return
     if HANDLERS in config.stash and not config.stash.get(SIGNALS, None):
+        config.stash[HELD_AT_THE_END] = True
         config.stash[HANDLERS].enter_context(held_until_over())
+
+
+class HeldOnceTheTestsAreOver:
+    """A plugin an active run registers: once its tests are over (its pytest_runtestloop
+    returned; the first pytest_sessionfinish hook if none ran), SIGTERM and SIGHUP are
+    held until the run's end (``hold_signals_at_the_end``). Raised as ``Terminated`` in
+    pytest_sessionfinish (xdist's controller waits there for its workers to end), one was
+    pytest's traceback and exit 1, which pytest does not handle there, and the run's server
+    was stopped while the workers still dropped their databases. Until the loop returns,
+    it is raised, and pytest ends the session as interrupted."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self) -> Generator[None, object, object]:
+        try:
+            return (yield)
+        finally:
+            hold_signals_at_the_end(self.config)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self) -> None:
+        hold_signals_at_the_end(self.config)

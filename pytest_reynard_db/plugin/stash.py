@@ -74,6 +74,8 @@ HANDLERS = pytest.StashKey[ExitStack]()
 DYING = pytest.StashKey[ExitStack]()
 #: The terminating signals received from pytest_configure on, raised as Ctrl-C then.
 SIGNALS = pytest.StashKey[list[int]]()
+#: Set once the run's end holds SIGTERM/SIGHUP (``signals.hold_signals_at_the_end``).
+HELD_AT_THE_END = pytest.StashKey[bool]()
 #: Before the first hook, while the initdb begun at the plugin's registration runs: a
 #: terminating signal waits for it, then ends the process (``errors.die_after``).
 EARLY_SIGNALS = pytest.StashKey[ExitStack]()
