@@ -86,12 +86,15 @@ def _runs_killed() -> Iterator[None]:
             run.wait()
 
 
-def start_run(project: Path, runtime: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
-    """``pytest --reynard-db=ecs --reynard-db-checks`` in ``project``, its output in
-    ``output.txt`` (a file, not a pipe: a child left would hold a pipe). Its command line
-    names the project (``--rootdir``): a forked check child is found by it."""
+def start_run(
+    project: Path, runtime: Path, *args: str, checks: bool = True, **env: str
+) -> subprocess.Popen[bytes]:
+    """``pytest --reynard-db=ecs --reynard-db-checks`` (``checks``) in ``project``, its
+    output in ``output.txt`` (a file, not a pipe: a child left would hold a pipe), Ctrl-C
+    as in a terminal. Its command line names the project (``--rootdir``): a forked check
+    child is found by it."""
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={project}"]
-    argv += [*args, "--reynard-db=ecs", "--reynard-db-checks", "test_one.py"]
+    argv += [*args, "--reynard-db=ecs", *(["--reynard-db-checks"] if checks else []), "test_one.py"]
     with (project / "output.txt").open("w") as output, ctrl_c_as_in_a_terminal():
         run = subprocess.Popen(
             argv,
@@ -210,6 +213,26 @@ def stacks(run: subprocess.Popen[bytes], dump: Path) -> str:
     return dump.read_text()[size:]
 
 
+def release_once_the_end_waits(
+    run: subprocess.Popen[bytes], dump: Path, fifo: Path, output: Path
+) -> None:
+    """Once the run's end waits for its server's start (held on ``fifo``), that start goes
+    on, and the run is waited for; it must not have ended while the start still copied."""
+    wait_until(
+        lambda: "stop_untaken" in stacks(run, dump) or run.poll() is not None,
+        60,
+        "the run's end to wait for the start, or the run to end",
+    )
+    try:
+        assert run.poll() is None, (
+            f"ended while its server's start still copied\n{output.read_text()}"
+        )
+    finally:
+        if run.poll() is None:
+            release(fifo)
+        run.wait(timeout=60)
+
+
 def waiting_on(pid: int) -> str:
     """Where the kernel has the main thread of ``pid`` sleep ("0": running)."""
     try:
@@ -255,19 +278,7 @@ def test_sigterm_while_the_run_waits_for_its_server_leaves_no_server_directory(
         60,
         "the SIGTERM to be raised",
     )
-    wait_until(
-        lambda: "stop_untaken" in stacks(run, dump) or run.poll() is not None,
-        60,
-        "the run's end to wait for the start, or the run to end",
-    )
-    try:
-        assert run.poll() is None, (
-            f"ended while its server's start still copied\n{output.read_text()}"
-        )
-    finally:
-        if run.poll() is None:
-            release(fifo)
-        run.wait(timeout=60)
+    release_once_the_end_waits(run, dump, fifo, output)
 
     said = output.read_text()
     assert run.returncode == 128 + signal.SIGTERM, said  # ended as interrupted, by SIGTERM
@@ -305,18 +316,8 @@ def test_sigterm_while_the_run_waits_for_its_agent_at_its_end(
     dump, marker, held = tmp_path / "stacks.txt", tmp_path / "ready", tmp_path / "held"
     conftest = HOLDS_THE_AGENT_AT_THE_END.format(dump=str(dump), marker=str(marker), held=str(held))
     (project / "conftest.py").write_text(conftest)
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={project}"]
+    run = start_run(project, runtime, checks=False)
     output = project / "output.txt"
-    with output.open("w") as out:
-        run = subprocess.Popen(
-            [*argv, "--reynard-db=ecs", "test_one.py"],
-            cwd=project,
-            env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _STARTED.append(run)
     wait_until(lambda: held.exists() or run.poll() is not None, 120, "the run's end")
     assert held.exists(), output.read_text()
     agent = int(held.read_text())
@@ -354,18 +355,8 @@ def test_a_signal_while_xdists_controller_waits_for_its_server(
     (project / "conftest.py").write_text(
         SHOWS_ITS_STACKS.format(dump=str(dump), marker=str(marker))
     )
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={project}"]
+    run = start_run(project, runtime, "-n", "2", checks=False)
     output = project / "output.txt"
-    with output.open("w") as out, ctrl_c_as_in_a_terminal():
-        run = subprocess.Popen(
-            [*argv, "-n", "2", "--reynard-db=ecs", "test_one.py"],
-            cwd=project,
-            env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _STARTED.append(run)
     wait_until(lambda: marker.exists() or run.poll() is not None, 60, "the conftest")
     wait_until(
         lambda: "_started_ahead" in stacks(run, dump) or run.poll() is not None,
@@ -379,19 +370,7 @@ def test_a_signal_while_xdists_controller_waits_for_its_server(
     # the handler run before the next dump (SIGUSR1): a dump restarts the wait it
     # interrupts, a signal not yet acted on would leave that wait unwoken (see above)
     time.sleep(1)
-    wait_until(
-        lambda: "stop_untaken" in stacks(run, dump) or run.poll() is not None,
-        60,
-        "the run's end to wait for the start, or the run to end",
-    )
-    try:
-        assert run.poll() is None, (
-            f"ended while its server's start still copied\n{output.read_text()}"
-        )
-    finally:
-        if run.poll() is None:
-            release(fifo)
-        run.wait(timeout=60)
+    release_once_the_end_waits(run, dump, fifo, output)
 
     said = output.read_text()
     if how == signal.SIGTERM:
@@ -458,18 +437,8 @@ def test_a_signal_while_xdist_waits_for_its_workers_to_end(
     ending = tmp_path / "ending"
     ending.mkdir()
     (project / "conftest.py").write_text(A_WORKER_SLOW_TO_END.format(marker=str(ending)))
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={project}"]
+    run = start_run(project, runtime, "-n", "2", checks=False)
     output = project / "output.txt"
-    with output.open("w") as out:
-        run = subprocess.Popen(
-            [*argv, "-n", "2", "--reynard-db=ecs", "test_one.py"],
-            cwd=project,
-            env=clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _STARTED.append(run)
     both = {"gw0", "gw1"}
     wait_until(
         lambda: {p.name for p in ending.iterdir()} == both or run.poll() is not None,
