@@ -580,7 +580,8 @@ def test_a_ctrl_c_while_logging_is_half_imported_is_one_line(tmp_path: Path) -> 
     fired = tmp_path / "fired"
     (tmp_path / "sitecustomize.py").write_text(CTRL_C_MID_LOGGING.format(fired=str(fired)))
     argv = [sys.executable, "-m", "pytest_reynard_db", "list"]
-    said = exit_and_output(argv, tmp_path, clean_env(PYTHONPATH=str(tmp_path)))
+    with ctrl_c_as_in_a_terminal():  # a suite run in a shell's background ignores SIGINT
+        said = exit_and_output(argv, tmp_path, clean_env(PYTHONPATH=str(tmp_path)))
     assert fired.exists(), said  # the Ctrl-C came while logging was half imported
     assert said == (130, "", "reynard-migrate: interrupted\n")
 
