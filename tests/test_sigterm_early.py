@@ -213,6 +213,21 @@ def stacks(run: subprocess.Popen[bytes], dump: Path) -> str:
     return dump.read_text()[size:]
 
 
+def waiting_for_its_held_start(
+    run: subprocess.Popen[bytes], dump: Path, marker: Path, output: Path
+) -> None:
+    """Until ``run`` (its conftest ``SHOWS_ITS_STACKS``, writing ``marker``, its stacks to
+    ``dump``) waits for the server its first hook began to start (``_started_ahead``: the
+    start held on the initdb cache's FIFO); it must not have ended meanwhile."""
+    wait_until(lambda: marker.exists() or run.poll() is not None, 60, "the conftest")
+    wait_until(
+        lambda: "_started_ahead" in stacks(run, dump) or run.poll() is not None,
+        60,
+        "the run to wait for the server its first hook began to start",
+    )
+    assert run.poll() is None, output.read_text()
+
+
 def release_once_the_end_waits(
     run: subprocess.Popen[bytes], dump: Path, fifo: Path, output: Path
 ) -> None:
@@ -257,13 +272,7 @@ def test_sigterm_while_the_run_waits_for_its_server_leaves_no_server_directory(
     (plugins / "threaded_plugin.py").write_text(HAS_A_THREAD)
     run = start_run(project, runtime, "-p", "threaded_plugin", PYTHONPATH=str(plugins))
     output = project / "output.txt"
-    wait_until(lambda: marker.exists() or run.poll() is not None, 60, "the conftest")
-    wait_until(
-        lambda: "_started_ahead" in stacks(run, dump) or run.poll() is not None,
-        60,
-        "the run to wait for the server its first hook began to start",
-    )
-    assert run.poll() is None, output.read_text()
+    waiting_for_its_held_start(run, dump, marker, output)
     # half made (copied under data.partial, renamed data once whole)
     assert [p.name for p in runtime.glob("server-*/data*")], os.listdir(runtime)
 
@@ -357,13 +366,7 @@ def test_a_signal_while_xdists_controller_waits_for_its_server(
     )
     run = start_run(project, runtime, "-n", "2", checks=False)
     output = project / "output.txt"
-    wait_until(lambda: marker.exists() or run.poll() is not None, 60, "the conftest")
-    wait_until(
-        lambda: "_started_ahead" in stacks(run, dump) or run.poll() is not None,
-        60,
-        "the controller to wait for the server its first hook began to start",
-    )
-    assert run.poll() is None, output.read_text()
+    waiting_for_its_held_start(run, dump, marker, output)
     wait_until(lambda: "futex" in waiting_on(run.pid), 10, "the dump to end, the wait to go on")
 
     run.send_signal(how)
