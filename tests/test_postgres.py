@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -114,6 +115,45 @@ def test_two_servers_at_once() -> None:
         first.create_database("test_only_on_first")
         assert not second.exists("test_only_on_first")
     assert first.process.base_dir is None
+
+
+@pytest.mark.parametrize("sendfile", ["kernel", "refused"])
+def test_a_data_directorys_copy_is_whole_and_private_whatever_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sendfile: str
+) -> None:
+    """The initdb cache's files copied as a server starts (``tuned._copy_private``): the
+    same bytes (an empty file, a page, a file larger than one ``sendfile``), each file
+    0600 under umask 000; ``refused``: a system whose ``sendfile`` writes to sockets only
+    (macOS: ENOTSOCK) copies through a buffer instead."""
+    from pytest_reynard_db.postgres import tuned
+
+    if sendfile == "refused":
+
+        def to_sockets_only(*_: object) -> int:
+            raise OSError(errno.ENOTSOCK, os.strerror(errno.ENOTSOCK))
+
+        monkeypatch.setattr(os, "sendfile", to_sockets_only)
+    source = tmp_path / "source"
+    (source / "base" / "1").mkdir(parents=True)
+    files = {
+        "PG_VERSION": b"15\n",
+        "pg_ident.conf": b"",
+        "base/1/1259": os.urandom(8192),
+        "base/1/2608": os.urandom(3 << 20),
+    }
+    for name, data in files.items():
+        (source / name).write_bytes(data)
+    old = os.umask(0)
+    try:
+        shutil.copytree(source, tmp_path / "copy", copy_function=tuned._copy_private)
+    finally:
+        os.umask(old)
+    for name, data in files.items():
+        copy = tmp_path / "copy" / name
+        assert copy.read_bytes() == data, name
+        assert copy.stat().st_mode & 0o777 == 0o600, name
+    with pytest.raises(FileExistsError):  # never over a file that is there
+        tuned._copy_private(str(source / "PG_VERSION"), str(tmp_path / "copy" / "PG_VERSION"))
 
 
 def test_stop_leaves_no_process_and_no_directory() -> None:

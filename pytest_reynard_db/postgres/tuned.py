@@ -31,14 +31,37 @@ BOOT_POLL = 0.01
 def _copy_private(source: str, target: str) -> str:
     """``source`` copied to ``target``, a new file its owner's alone (0600, as initdb
     made it) whatever the umask: ``shutil.copyfile`` gives a copy the umask's mode (0644
-    under the usual 022, 0666 under 000). No ``copystat``, and no dearer than copyfile."""
-    with open(source, "rb") as src, open(target, "xb", opener=_private) as dst:
-        shutil.copyfileobj(src, dst)
+    under the usual 022, 0666 under 000). No ``copystat``; plain descriptors, and the
+    bytes moved in the kernel (``sendfile``): a quarter of the copy's CPU was Python's
+    file objects and buffers."""
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            _copy_bytes(src, dst, os.fstat(src).st_size)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
     return target
 
 
-def _private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)
+def _copy_bytes(source: int, target: int, size: int) -> None:
+    offset = 0
+    try:
+        while offset < size:
+            sent = os.sendfile(target, source, offset, size - offset)
+            if sent == 0:
+                return
+            offset += sent
+    except OSError:
+        if offset:
+            raise
+        # a system whose sendfile writes only to sockets (macOS): through a buffer
+        while chunk := os.read(source, 1 << 20):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(target, view) :]
 
 
 class _TunedPostgresql(Database):  # type: ignore[misc]
