@@ -23,7 +23,10 @@ from reynard_trees import (
     wait_until,
     write_revision,
 )
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
+from pytest_reynard_db.migration.target import advisory_lock_key, migration_lock_held
 from pytest_reynard_db.postgres import EphemeralServer
 
 MAIN_HEAD = "3a1400000004"
@@ -191,3 +194,29 @@ def test_a_file_lock_wait_names_its_holder_and_gives_up_after_the_timeout(tmp_pa
         holder.communicate(timeout=60)
     with file_lock(lock, "the build of template test_tpl_x", timeout=30):
         pass  # released by its holder: taken at once
+
+
+def test_a_lock_whose_session_the_server_ended_is_left_to_the_server(
+    pg_server: EphemeralServer,
+) -> None:
+    """The session holding the migration lock ended by the server (its stop while a check
+    child is interrupted, ``pg_terminate_backend``): PostgreSQL released the lock with
+    it, and the block's end tried again on the dead connection. Under load, Ctrl-C to
+    ``reynard-migrate check`` printed that AdminShutdown's traceback ("Exception ignored
+    in: <generator object MigrationManager.locked>") above "interrupted" (a -n 3 run of
+    ``test_ctrl_c_to_a_check_of_every_database_is_one_line``)."""
+    url = pg_server.create_database("test_lock_session_ended")
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            with migration_lock_held(connection, where="database 'app'", timeout=5):
+                backend = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+                with pg_server.admin() as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+            assert connection.invalidated
+        with engine.connect() as other:  # free: the server released it
+            key = {"key": advisory_lock_key()}
+            assert other.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar()
+    finally:
+        engine.dispose()
+        pg_server.drop_database("test_lock_session_ended")

@@ -169,13 +169,18 @@ def take_migration_lock(connection: Connection, *, where: str, timeout: float) -
 @contextmanager
 def migration_lock_held(connection: Connection, *, where: str, timeout: float) -> Iterator[None]:
     """The migration lock taken on ``connection`` for the block (see ``take_migration_lock``),
-    released after it unless the connection is gone (then PostgreSQL released it)."""
+    released after it unless the session is gone (then PostgreSQL released it): known
+    gone, or found gone by the release (the server stopped, the backend terminated)."""
     take_migration_lock(connection, where=where, timeout=timeout)
     try:
         yield
     finally:
         if not connection.closed and not connection.invalidated:
-            release_migration_lock(connection)
+            try:
+                release_migration_lock(connection)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
 
 
 def release_migration_lock(connection: Connection) -> None:
