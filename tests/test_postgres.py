@@ -43,12 +43,18 @@ def test_server_runs_unprivileged_and_tuned(pg_server: EphemeralServer) -> None:
         owner = _running_as(conn)
         settings = dict(
             conn.execute(
-                "SELECT name, setting FROM pg_settings WHERE name IN "
-                "('fsync', 'full_page_writes', 'synchronous_commit')"
+                "SELECT name, current_setting(name) FROM pg_settings WHERE name IN "
+                "('fsync', 'full_page_writes', 'synchronous_commit', 'wal_segment_size')"
             ).fetchall()
         )
     assert owner != "root" or os.geteuid() != 0
-    assert settings == {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
+    # 1 MB WAL segments (initdb's --wal-segsize): each start copies one, not 16 MB
+    assert settings == {
+        "fsync": "off",
+        "full_page_writes": "off",
+        "synchronous_commit": "off",
+        "wal_segment_size": "1MB",
+    }
     base_dir = pg_server.process.base_dir
     assert base_dir is not None
     chosen = os.environ.get("REYNARD_DB_RUNTIME_DIR")

@@ -133,6 +133,7 @@ class EphemeralPostgres:
                     base_dir=str(self.base_dir),
                     initdb=str(self.binaries.initdb),
                     postgres=str(self.binaries.postgres),
+                    version=self.binaries.version,
                     port=self.port,
                     copy_data_from=None if (self.base_dir / "data").exists() else str(template),
                     boot_timeout=self.boot_timeout,

@@ -82,6 +82,7 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         user: RunAs,
         initdb: str,
         postgres: str,
+        version: int,
         extra: Sequence[str] = (),
         abandon: threading.Event | None = None,
         **settings: Any,
@@ -89,6 +90,7 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         self.run_as = user
         self.abandon = abandon
         self.initdb = initdb
+        self.version = version
         self.postgres = postgres
         self.extra = tuple(extra)
         #: The server's identity (``guard.reached``), once a probe found it up.
@@ -130,7 +132,7 @@ class _TunedPostgresql(Database):  # type: ignore[misc]
         # testing.common made these as us; the server's user must own them.
         self.run_as.give(Path(self.base_dir))
         if not os.path.exists(os.path.join(self.base_dir, "data", "PG_VERSION")):
-            _initdb(self.initdb, Path(self.base_dir) / "data", self.run_as)
+            _initdb(self.initdb, Path(self.base_dir) / "data", self.run_as, self.version)
 
     def get_server_commandline(self) -> list[str]:
         argv = [
