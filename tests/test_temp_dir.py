@@ -75,6 +75,24 @@ def test_cli_and_pytest_runs_leave_nothing_in_the_temp_directory(
         assert left_in(tmp) == [], args
 
 
+def test_a_runs_template_build_locks_go_with_it(tmp_path: Path, runtime: Path) -> None:
+    """Each template build takes a lock file named by its server's port and template; its
+    file was left after the build: 582 in a day's runtime directory, each looked at by
+    every server's start (the reaper's stale-lock sweep). The builder now removes it as it
+    lets go (a waiter, holding the removed file, takes the path's new one)."""
+    project = reynard_project(tmp_path / "project")
+    (project / "test_hold.py").write_text(HOLD)
+    for args in (("-k", "fresh"), ("-k", "fresh", "-n", "2")):
+        done = run_pytest_argv(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=main", *args],
+            project,
+            clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and "clean-up failed" not in done.stderr, done.stderr
+        assert sorted(os.listdir(runtime / "locks")) == [], args
+
+
 def test_a_run_killed_with_sigkill_leaves_what_the_next_run_removes(
     tmp_path: Path, tmpdir_of_children: Path
 ) -> None:

@@ -234,8 +234,11 @@ def file_lock(
     *,
     timeout: float = DEFAULT_LOCK_TIMEOUT,
     say: Say = say_on_stderr,
+    remove: bool = False,
 ) -> Iterator[None]:
-    """Hold the file lock ``path`` (``what`` says what it guards) for the block."""
+    """Hold the file lock ``path`` (``what`` says what it guards) for the block;
+    ``remove``: its file goes as the lock is let go (``FileLock.release``), for a lock
+    of something that will not be asked for again (a template's build on one server)."""
     lock = FileLock(path)
     holder = Path(f"{path}.holder")
     try:
@@ -255,7 +258,7 @@ def file_lock(
     finally:
         with suppress(OSError):
             holder.unlink()
-        lock.release()
+        lock.release(remove=remove)
 
 
 def describe_holder(holder: Path) -> str:

@@ -236,7 +236,7 @@ class Provisioner:
 
             return build_lock(self.server, template, self.run_id)
         path = self.lock_dir / f"{self.server.url.port}-{template}.lock"
-        return file_lock(path, f"the build of template {template} ({name})")
+        return file_lock(path, f"the build of template {template} ({name})", remove=True)
 
     def _seed_at(self, revision: str) -> Seed | None:
         """The seed, for a template at heads only."""
