@@ -38,6 +38,7 @@ from cli_fork import run_cli, run_pytest_argv
 from oracle_corpus import ENUM_CASES, Case, Expected, Rev
 from oracle_corpus_hostile import HOSTILE_CASES
 from oracle_corpus_objects import OBJECT_CASES
+from oracle_corpus_round19 import ROUND19_CASES, TRANSACTION_CASES
 from oracle_corpus_state import STATE_CASES
 from reynard_trees import REPO, clean_env, write_revision
 from sqlalchemy.engine import URL
@@ -60,8 +61,19 @@ from pytest_reynard_db.checks import CheckResult, run_checks
 from pytest_reynard_db.foundation.registry import load_registry
 from pytest_reynard_db.postgres import EphemeralServer
 
-CASES = {c.name: c for c in [*ENUM_CASES, *OBJECT_CASES, *STATE_CASES, *HOSTILE_CASES]}
+CASES = {
+    c.name: c for c in [*ENUM_CASES, *OBJECT_CASES, *STATE_CASES, *HOSTILE_CASES, *ROUND19_CASES]
+}
 SHAPES = ("stock", "recommended")
+#: The stock env.py with a transaction of its own around ``run_migrations`` instead of
+#: ``context.begin_transaction()``: SQLAlchemy's ``connection.begin()``, or its autobegin
+#: committed by env.py at the end (2.0 style). Alembic then commits nothing; each plain
+#: command's revisions are committed once, at its end.
+STOCK_RUN = "        with context.begin_transaction():\n            context.run_migrations()\n"
+TRANSACTION_SHAPES = {
+    "connection_begin": "        with connection.begin():\n            context.run_migrations()\n",
+    "autobegin_commit": "        context.run_migrations()\n        connection.commit()\n",
+}
 FORMS = ("sound", "broken")
 CHECKED = ("upgrade", "stairway", "downgrade_clean")
 URL_ENV = "APP_DATABASE_URL"
@@ -147,8 +159,12 @@ def make_tree(stock: Path, dest: Path, revisions: tuple[Rev, ...], shape: str) -
     shutil.copytree(stock, dest)
     ini = dest / "alembic.ini"  # init wrote its folder's absolute path: as if run at dest
     ini.write_text(ini.read_text().replace(str(stock), str(dest)))
+    env_py = dest / "migrations" / "env.py"
     if shape == "recommended":
-        (dest / "migrations" / "env.py").write_text(recommended_env_py())
+        env_py.write_text(recommended_env_py())
+    elif shape in TRANSACTION_SHAPES:
+        assert env_py.read_text().count(STOCK_RUN) == 1
+        env_py.write_text(env_py.read_text().replace(STOCK_RUN, TRANSACTION_SHAPES[shape]))
     for rev in revisions:
         write_revision(
             dest / "migrations" / "versions",
@@ -184,6 +200,8 @@ def fresh_database(server: EphemeralServer) -> Iterator[URL]:
 
 
 Key = tuple[str, str, str]  # (case, shape, form)
+#: The tests whose (case, shape, form) plain Alembic judges ahead (``plain_verdicts``).
+ORACLE_TESTS = ("test_our_verdicts_are_plain_alembics", "test_env_pys_own_transaction")
 
 
 def selected(session: pytest.Session) -> list[Key]:
@@ -195,8 +213,7 @@ def selected(session: pytest.Session) -> list[Key]:
             str(item.callspec.params["form"]),
         )
         for item in session.items
-        if isinstance(item, pytest.Function)
-        and item.originalname == "test_our_verdicts_are_plain_alembics"
+        if isinstance(item, pytest.Function) and item.originalname in ORACLE_TESTS
         for params in [item.callspec.params]
     ]
 
@@ -287,6 +304,28 @@ def test_our_verdicts_are_plain_alembics(
     assert plain.agrees(expected_summary(expected)), f"the corpus is wrong: {verdicts}"
     ours = our_summary(results)
     assert ours.agrees(plain), report(ours, plain, results, verdicts)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("shape", list(TRANSACTION_SHAPES))
+@pytest.mark.parametrize("name", TRANSACTION_CASES)
+def test_env_pys_own_transaction(
+    request: pytest.FixtureRequest,
+    name: str,
+    shape: str,
+    form: str,
+    stock: Path,
+    tmp_path: Path,
+    pg_server: EphemeralServer,
+    plain_verdicts: dict[Key, Future[PlainVerdicts]],
+) -> None:
+    """An env.py that holds a transaction of its own around ``run_migrations`` (hostile
+    round 19): the stairway's walk in one env.py run took every step in that one
+    transaction, where each plain command commits its own (a deferred foreign key that one
+    revision violates alone passed)."""
+    test_our_verdicts_are_plain_alembics(
+        request, name, shape, form, stock, tmp_path, pg_server, plain_verdicts
+    )
 
 
 #: Trees whose plain verdict depends on each command being a new process, and the check that

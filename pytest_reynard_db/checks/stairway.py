@@ -53,6 +53,7 @@ from ..migration.tree import (
     in_external_transaction,
     needs,
     same_heads,
+    steps_committed_apart,
     version_table,
 )
 from . import CheckResult
@@ -278,7 +279,9 @@ class Stairway:
         # In a transaction of env.py's own, steps cannot be committed one by one: one
         # env.py run a step then (a deferred constraint, a second connection in a
         # revision, a failure at COMMIT all need the step committed before the next).
-        self.shared = on_ours and not in_external_transaction(context)
+        self.shared = (
+            on_ours and not in_external_transaction(context) and steps_committed_apart(context)
+        )
         if not self.shared or theirs is None:
             return  # nothing run: the caller walks one env.py run per step
         self._reader = theirs

@@ -138,20 +138,26 @@ def same_session(one: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
 #: (but ``SET LOCAL``, ``SET TRANSACTION`` and ``SET CONSTRAINTS``, which end with it),
 #: ``RESET``, ``DISCARD``, ``PREPARE``, ``LISTEN``, ``DECLARE`` (a cursor ``WITH
 #: HOLD``), ``LOAD``, ``set_config(...)`` but one whose last argument is ``true``
-#: (transaction-local), an ``UPDATE`` of ``pg_settings``, and session-level advisory
-#: locks. String literals and comments are left out first; a statement that only looks
-#: like one costs a new session, never a verdict.
+#: (transaction-local), an ``UPDATE`` of ``pg_settings``, session-level advisory locks,
+#: and ``EXECUTE``: PL/pgSQL's dynamic SQL (``DO $$ ... EXECUTE 'SET ...' $$``, a
+#: function's) may run any of these out of a string no text search can read. String
+#: literals and comments are left out first; a statement that only looks like one costs
+#: a new session, never a verdict.
 _SESSION_STATEMENT = re.compile(
     r"(?:^|;)\s*(?:SET(?!\s+(?:LOCAL|TRANSACTION|CONSTRAINTS)\b)|RESET|DISCARD|PREPARE"
     r"|LISTEN|DECLARE|LOAD)\b"
     r"|\bset_config\"?\s*\((?![^()]*,\s*true\s*\))"
     r"|\bUPDATE\s+(?:\"?pg_catalog\"?\s*\.\s*)?\"?pg_settings\b"
-    r"|\bpg_(?:try_)?advisory_lock(?:_shared)?\"?\s*\(",
+    r"|\bpg_(?:try_)?advisory_lock(?:_shared)?\"?\s*\("
+    r"|\bEXECUTE\b",
     re.IGNORECASE,
 )
-#: Comments and string literals (``'...'`` with ``''`` inside, ``E'...'``): no statement
-#: starts inside one. Dollar-quoted bodies stay: a function body may run ``SET``.
-_NOT_CODE = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'", re.DOTALL)
+#: Comments and string literals: ``E'...'`` (backslash escapes: ``E'\\''`` is one quote)
+#: and ``'...'`` (``''`` inside); no statement starts inside one. Dollar-quoted bodies
+#: stay: a function body may run ``SET``.
+_NOT_CODE = re.compile(
+    r"--[^\n]*|/\*.*?\*/|(?<![\w$])[eE]'(?:\\.|''|[^'\\])*'|'(?:[^']|'')*'", re.DOTALL
+)
 
 
 def changes_session(statement: str) -> bool:

@@ -404,6 +404,15 @@ def in_external_transaction(context: MigrationContext) -> bool:
     return bool(context._in_external_transaction)
 
 
+def steps_committed_apart(context: MigrationContext) -> bool:
+    """Whether Alembic commits a run's steps, so that ``commit_between_steps`` can end each
+    as a command of its own would: it holds the run's transaction (env.py's
+    ``begin_transaction``), or one per migration. Else the transaction is env.py's own,
+    begun after ``configure`` (``with connection.begin():``) or by SQLAlchemy's autobegin
+    and committed by env.py at its end: every step of the run is in that one."""
+    return context._transaction is not None or bool(context._transaction_per_migration)
+
+
 def commit_between_steps(context: MigrationContext) -> None:
     """Commit what the steps so far did and go on in a new transaction, as Alembic's own
     ``autocommit_block`` does, when Alembic holds one transaction for the whole run
