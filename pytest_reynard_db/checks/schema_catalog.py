@@ -171,7 +171,10 @@ KINDS: dict[str, Kind] = {
     ),
     "rule": Kind(
         f"""
-        SELECT {_ON_TABLE.format(name="r.rulename")}, pg_get_ruledef(r.oid)
+        SELECT {_ON_TABLE.format(name="r.rulename")},
+               pg_get_ruledef(r.oid) || CASE r.ev_enabled WHEN 'D' THEN ' (disabled)'
+                   WHEN 'R' THEN ' (enabled on replica only)' WHEN 'A' THEN ' (enabled always)'
+                   ELSE '' END
         FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE r.rulename <> '_RETURN' AND {USER_SCHEMA}"""
