@@ -98,6 +98,47 @@ DEFERRED_SPLIT = changed(
     down="op.execute('DELETE FROM parent WHERE id = 1')",
 )
 
+
+#: A revision leaves a note in the process for the next one (the run's config attributes,
+#: its connection's ``info``, the environment); the next one needs it: in one ``upgrade
+#: heads`` it is there, in a command of its own it is not.
+def noted(where: str, prefix: str) -> tuple[Rev, ...]:
+    """A sound tree whose first revision notes ``where`` (a mapping's source text) and whose
+    second only reads it; ``needs_note`` makes the second need it."""
+    return (
+        Rev(
+            f"{prefix}01",
+            None,
+            "import os\n" + table("noted") + f"\n{where}['REYNARD_ORACLE_NOTE'] = '1'",
+            "op.drop_table('noted')",
+        ),
+        Rev(
+            f"{prefix}02",
+            f"{prefix}01",
+            f"import os\nnote = {where}.get('REYNARD_ORACLE_NOTE')\n"
+            "op.execute('INSERT INTO noted VALUES (1)')",
+            "op.execute('DELETE FROM noted')",
+        ),
+    )
+
+
+def needs_note(revisions: tuple[Rev, ...], where: str) -> tuple[Rev, ...]:
+    second = revisions[1]
+    return changed(
+        revisions,
+        second.id,
+        up=f"import os\nif not {where}.get('REYNARD_ORACLE_NOTE'):\n"
+        "    raise RuntimeError('the first revision ran in another command')\n"
+        "op.execute('INSERT INTO noted VALUES (1)')",
+    )
+
+
+NOTES = {
+    "note_in_the_config_attributes": ("op.get_context().config.attributes", "ca"),
+    "note_in_the_connections_info": ("op.get_bind().info", "ci"),
+    "note_in_the_environment": ("os.environ", "oe"),
+}
+
 ROUND19_CASES = [
     case(
         "datestyle_set_by_dynamic_sql_in_a_do_block",
@@ -117,6 +158,16 @@ ROUND19_CASES = [
         DEFERRED_SPLIT,
         stairway=(("df02", "up"),),
     ),
+]
+
+ROUND19_CASES += [
+    case(
+        name,
+        noted(where, prefix),
+        needs_note(noted(where, prefix), where),
+        stairway=((f"{prefix}02", "up"),),
+    )
+    for name, (where, prefix) in NOTES.items()
 ]
 
 #: The cases ``test_oracle`` also runs under the env.py shapes that hold a transaction of

@@ -34,6 +34,7 @@ step, its heads read back on the check's connection (and the check fails).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -65,10 +66,13 @@ from .walk import (
     StepFailed,
     backend_pid,
     beside,
+    connection_notes,
     listeners,
     one_step,
+    process_notes,
     reach,
     read_heads,
+    restore_environment,
     rows_of,
     same_connection,
     same_session,
@@ -182,6 +186,8 @@ class Stairway:
         #: Our connection: its session as opened, and what ran on it since.
         self._fresh_state: tuple[Any, ...] = ()
         self._watch = SessionWatch()
+        #: The environment every ``env.py`` run starts in (set again as the walk begins).
+        self._environment = dict(os.environ)
         #: Whether each step starts on a new session, whatever it seems to have left: a
         #: routine that may change the session was defined (``SessionWatch.routine``),
         #: and what calling it changes cannot all be read back; or env.py's set-up of the
@@ -193,7 +199,9 @@ class Stairway:
         self.connection: Connection
 
     def run(self) -> list[Broken]:
-        """Walk every revision; the broken ones, in walk order."""
+        """Walk every revision; the broken ones, in walk order. Every ``env.py`` run starts
+        in the environment the walk began in (``walk.restore_environment``)."""
+        self._environment = dict(os.environ)
         try:
             self._fresh_database()
             start = 0
@@ -293,12 +301,17 @@ class Stairway:
         watch = SessionWatch()
         watch.watch(theirs)
         try:  # the connection as env.py set it up for this run: where every step starts
-            yield from self._walk_steps(context, self._connection_state(theirs), watch)
+            set_up = self._connection_state(theirs)
+            yield from self._walk_steps(context, set_up, watch, process_notes(context))
         finally:
             watch.unwatch(theirs)
 
     def _walk_steps(
-        self, context: MigrationContext, set_up: tuple[Any, ...], watch: SessionWatch
+        self,
+        context: MigrationContext,
+        set_up: tuple[Any, ...],
+        watch: SessionWatch,
+        notes: tuple[Any, ...],
     ) -> Iterator[WalkStep]:
         """The steps of ``_steps`` (see there), until a step moved the session; ``set_up``:
         the session state and connection's listeners as env.py left them for the run."""
@@ -321,6 +334,8 @@ class Stairway:
                     return
                 commit_between_steps(context)  # each step stays, as a separate command's
                 self._took(revision, index)
+                if process_notes(context) != notes:
+                    return  # the next step in a new run: a new config, context, environment
                 if self._moved(watch, set_up, first=first):
                     return  # the next step starts on a fresh session, in a new run
                 first = False
@@ -336,7 +351,7 @@ class Stairway:
         step then needs a run of its own to have it (``careful``)."""
         self.careful = self.careful or watch.routine
         state, hooks = set_up
-        if self.careful or watch.touched or listeners(self._reader) != hooks:
+        if self.careful or watch.touched or self._hooks(self._reader) != hooks:
             return True
         in_step = self._seen_state == state[:STEP_WIDTH]
         if in_step and not first:
@@ -462,6 +477,7 @@ class Stairway:
         session (a statement ``SessionWatch`` notes, or a state other than when it was
         opened: ``env.py``'s own set-up included) is replaced by a new one, so that every
         run starts on a session as fresh as a new ``alembic`` command's."""
+        restore_environment(self._environment)
         self.careful = self.careful or self._watch.routine
         if self.careful or self._watch.touched:
             self._fresh_connection()
@@ -474,7 +490,13 @@ class Stairway:
     def _connection_state(self, connection: Connection) -> tuple[Any, ...]:
         """What a step may leave on a connection for the next: the session's state, and
         the listeners SQLAlchemy calls for it."""
-        return (session_state(connection), listeners(connection))
+        return (session_state(connection), self._hooks(connection))
+
+    @staticmethod
+    def _hooks(connection: Connection) -> tuple[Any, ...]:
+        """What a step may leave on a connection beside its session: listeners SQLAlchemy
+        calls for it, and notes in its ``info``."""
+        return (listeners(connection), connection_notes(connection))
 
     def _fresh_database(self) -> None:
         """Drop the current throw-away database (if any) and open an empty one, locked."""

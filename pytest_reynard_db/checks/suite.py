@@ -30,6 +30,7 @@ from .runner import CheckRunner, NotRun, Progress
 from .safety.lint import lint
 from .safety.locks import locks
 from .stairway import stairway
+from .walk import environment_kept
 
 if TYPE_CHECKING:
     from ..postgres import Server
@@ -127,7 +128,9 @@ def run_check(runner: CheckRunner, name: str, *, timeout: float | None = None) -
     """
     runner.check = name
     mark = runner.env_mark()
-    return runner.same_env_verdict(name, _run_check(runner, name, timeout), mark)
+    with environment_kept():  # its migrations are commands of their own (see there)
+        results = _run_check(runner, name, timeout)
+    return runner.same_env_verdict(name, results, mark)
 
 
 def _run_check(runner: CheckRunner, name: str, timeout: float | None) -> list[CheckResult]:
