@@ -278,7 +278,7 @@ def test_a_checks_environment_is_put_back_but_the_harnesss_own(
     as it goes stays: the guard exports its allow-list (``REYNARD_DB_GUARD``, and
     ``PYTHONPATH`` for the children it arms) once, at the first server it allows, which
     may be inside a check; put back, every child started after would run unguarded."""
-    from pytest_reynard_db.checks.walk import environment_kept
+    from pytest_reynard_db.checks.process_state import environment_kept
 
     monkeypatch.setenv("APP_CHANGED", "before")
     monkeypatch.delenv("APP_ADDED", raising=False)

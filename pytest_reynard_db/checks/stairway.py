@@ -59,6 +59,7 @@ from ..migration.tree import (
 )
 from . import CheckResult
 from .heads import expected_heads, walk_order
+from .process_state import connection_notes, process_notes, restore_environment
 from .runner import CheckRunner
 from .walk import (
     STEP_WIDTH,
@@ -66,13 +67,10 @@ from .walk import (
     StepFailed,
     backend_pid,
     beside,
-    connection_notes,
     listeners,
     one_step,
-    process_notes,
     reach,
     read_heads,
-    restore_environment,
     rows_of,
     same_connection,
     same_session,
@@ -200,7 +198,7 @@ class Stairway:
 
     def run(self) -> list[Broken]:
         """Walk every revision; the broken ones, in walk order. Every ``env.py`` run starts
-        in the environment the walk began in (``walk.restore_environment``)."""
+        in the environment the walk began in (``process_state.restore_environment``)."""
         self._environment = dict(os.environ)
         try:
             self._fresh_database()

@@ -26,11 +26,11 @@ from .files import history, mirror_sync, single_head
 from .heads import upgrade
 from .isolated import run_isolated
 from .models_match import models_match
+from .process_state import environment_kept
 from .runner import CheckRunner, NotRun, Progress
 from .safety.lint import lint
 from .safety.locks import locks
 from .stairway import stairway
-from .walk import environment_kept
 
 if TYPE_CHECKING:
     from ..postgres import Server
