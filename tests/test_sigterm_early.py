@@ -53,11 +53,22 @@ HELD_PLUGIN = HOLDS_THE_RUN + "\n\ndef pytest_load_initial_conftests(early_confi
 
 #: A conftest that dumps every thread's stack to ``{dump}`` on SIGUSR1 (``faulthandler``,
 #: from C: also while the main thread waits on a lock), then writes ``{marker}``.
+#: A conftest whose run writes its threads' stacks on SIGUSR1, from a Python handler (run in
+#: the main thread, the GIL held): faulthandler's C handler, dumping every thread from
+#: inside the signal, crashed the run with SIGSEGV once under load (CI, 2026-12-07).
 SHOWS_ITS_STACKS = """\
-import faulthandler, pathlib, signal
+import pathlib, signal, sys, traceback
 
 DUMP = open({dump!r}, "w")
-faulthandler.register(signal.SIGUSR1, file=DUMP, all_threads=True, chain=False)
+
+def _dump(signum, frame):  # in faulthandler's words: 'File "...", line N in name'
+    for thread, stack in sys._current_frames().items():
+        DUMP.write(f"Thread {{thread}}:\\n")
+        for at in reversed(traceback.extract_stack(stack)):
+            DUMP.write(f'  File "{{at.filename}}", line {{at.lineno}} in {{at.name}}\\n')
+    DUMP.flush()
+
+signal.signal(signal.SIGUSR1, _dump)
 pathlib.Path({marker!r}).write_text("ready")
 """
 
