@@ -269,8 +269,14 @@ def report(
     return "\n".join(lines)
 
 
-#: Cases where ours is known to differ, and why (strict: a fix turns them red, to be removed).
+#: Cases (or ``case-form``) where ours is known to differ, and why (strict: a fix turns them
+#: red, to be removed).
 KNOWN = {
+    "note_in_the_environment-broken": (
+        "known: modules stay imported for a whole check, and what an application's module "
+        "put in os.environ as it was imported (its .env loaded) must stay with it; a "
+        "revision's own note there reaches the next step (hostile review of 0904ddc)"
+    ),
     "prepared_statement_on_the_dbapi_cursor": (
         "known: a PREPARE sent on the DBAPI cursor (out of SQLAlchemy's sight) is read back "
         "only at a run's start and after its first step: pg_prepared_statements after every "
@@ -300,8 +306,9 @@ def test_our_verdicts_are_plain_alembics(
     pg_server: EphemeralServer,
     plain_verdicts: dict[Key, Future[PlainVerdicts]],
 ) -> None:
-    if name in KNOWN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN[name]))
+    known = KNOWN.get(name) or KNOWN.get(f"{name}-{form}")
+    if known:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=known))
     revisions, expected = CASES[name].form(form)
     project = make_tree(stock, tmp_path / "app", revisions, shape)
     registry = load_registry(project)

@@ -12,6 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
+from cli_fork import run_cli
 from oracle_corpus import Rev
 from oracle_corpus_state import SEARCH_PATH, TEMP_TABLE
 from reynard_trees import clean_env, run_pytest, stairway_of, write_revision
@@ -367,3 +370,50 @@ def test_a_revision_that_cannot_be_loaded_twice_still_reflects_afresh(
         verdicts = pool.submit(plain_checks_on, tree, admin).result()
     assert verdicts.upgrade.ok and verdicts.downgrade_clean.ok and verdicts.stairway.ok, verdicts
     assert_ours_all_pass(project, pg_server)
+
+
+#: An application's settings module that loads its ``.env`` into ``os.environ`` at import
+#: (python-dotenv's ``load_dotenv()``, inlined), and an env.py that imports it and reads one.
+DOTENV_SETTINGS = """\
+import os
+from pathlib import Path
+for line in (Path(__file__).parent.parent / ".env").read_text().splitlines():
+    key, _, value = line.partition("=")
+    os.environ.setdefault(key, value)
+"""
+READS_THE_SETTING = "import myapp.settings\nPREFIX = __import__('os').environ['APP_TABLE_PREFIX']\n"
+
+
+def test_an_applications_dotenv_loaded_at_import_stays_for_every_check(
+    tmp_path: Path, pg_server: EphemeralServer
+) -> None:
+    """Hostile review of 0904ddc: each check put ``os.environ`` back as it found it, and
+    each stairway run started in the walk's first environment; the application's settings
+    module, imported once (modules stay imported), loaded ``.env`` then, so every check
+    after ``upgrade`` ran without it: env.py's ``KeyError`` (and a wrong "register it as
+    url_env" hint). Plain Alembic's every command loads it afresh and passes."""
+    project = tmp_path / "app"
+    command.init(Config(str(project / "alembic.ini")), str(project / "migrations"))
+    (project / "myapp").mkdir()
+    (project / "myapp" / "__init__.py").write_text("")
+    (project / "myapp" / "settings.py").write_text(DOTENV_SETTINGS)
+    (project / ".env").write_text("APP_TABLE_PREFIX=acme_\n")
+    env_py = project / "migrations" / "env.py"
+    env_py.write_text(READS_THE_SETTING + env_py.read_text())
+    for rev, parent in (("a1", None), ("b2", "a1")):
+        write_revision(
+            project / "migrations" / "versions",
+            rev,
+            parent,
+            f"op.execute('CREATE TABLE t_{rev} (id int)')",
+            f"op.execute('DROP TABLE t_{rev}')",
+        )
+    (project / "pyproject.toml").write_text(
+        '[tool.reynard-db.databases.app]\nini = "alembic.ini"\ndatabase = "app"\n'
+    )
+    admin = pg_server.url.render_as_string(hide_password=False)
+    only = "upgrade,stairway,downgrade_clean"
+    code, out, err = run_cli(
+        project, "check", "app", "--only", only, "--url", admin, env=clean_env()
+    )
+    assert code == 0 and "3 checks, all passed" in out and err == "", out + err

@@ -9,7 +9,6 @@ or revisions added. No timing here: bench/floor.py measures the speed.
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 
 import pytest
@@ -268,27 +267,3 @@ def test_a_sound_branched_tree_with_merges_and_depends_on_passes(
     results, _ = stairway_of(project, pg_server)
     assert [r.ok for r in results] == [True], results
     assert "9 revisions: up, down, up" in results[0].message
-
-
-def test_a_checks_environment_is_put_back_but_the_harnesss_own(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A check's migrations are commands of their own: what a revision sets in
-    ``os.environ`` is gone after it (``walk.environment_kept``), but what the harness sets
-    as it goes stays: the guard exports its allow-list (``REYNARD_DB_GUARD``, and
-    ``PYTHONPATH`` for the children it arms) once, at the first server it allows, which
-    may be inside a check; put back, every child started after would run unguarded."""
-    from pytest_reynard_db.checks.process_state import environment_kept
-
-    monkeypatch.setenv("APP_CHANGED", "before")
-    monkeypatch.delenv("APP_ADDED", raising=False)
-    monkeypatch.delenv("REYNARD_DB_TEST_HARNESS", raising=False)
-    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # put back after
-    with environment_kept():
-        os.environ["APP_CHANGED"] = "after"
-        os.environ["APP_ADDED"] = "1"
-        os.environ["REYNARD_DB_TEST_HARNESS"] = "exported"
-        os.environ["PYTHONPATH"] = "/harness/startup"
-    assert os.environ["APP_CHANGED"] == "before" and "APP_ADDED" not in os.environ
-    assert os.environ["REYNARD_DB_TEST_HARNESS"] == "exported"
-    assert os.environ["PYTHONPATH"] == "/harness/startup"

@@ -34,7 +34,6 @@ step, its heads read back on the check's connection (and the check fails).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -59,7 +58,7 @@ from ..migration.tree import (
 )
 from . import CheckResult
 from .heads import expected_heads, walk_order
-from .process_state import connection_notes, process_notes, restore_environment
+from .process_state import connection_notes, process_notes
 from .runner import CheckRunner
 from .walk import (
     STEP_WIDTH,
@@ -184,8 +183,6 @@ class Stairway:
         #: Our connection: its session as opened, and what ran on it since.
         self._fresh_state: tuple[Any, ...] = ()
         self._watch = SessionWatch()
-        #: The environment every ``env.py`` run starts in (set again as the walk begins).
-        self._environment = dict(os.environ)
         #: Whether each step starts on a new session, whatever it seems to have left: a
         #: routine that may change the session was defined (``SessionWatch.routine``),
         #: and what calling it changes cannot all be read back; or env.py's set-up of the
@@ -197,9 +194,7 @@ class Stairway:
         self.connection: Connection
 
     def run(self) -> list[Broken]:
-        """Walk every revision; the broken ones, in walk order. Every ``env.py`` run starts
-        in the environment the walk began in (``process_state.restore_environment``)."""
-        self._environment = dict(os.environ)
+        """Walk every revision; the broken ones, in walk order."""
         try:
             self._fresh_database()
             start = 0
@@ -333,7 +328,7 @@ class Stairway:
                 commit_between_steps(context)  # each step stays, as a separate command's
                 self._took(revision, index)
                 if process_notes(context) != notes:
-                    return  # the next step in a new run: a new config, context, environment
+                    return  # the next step in a new run: a new config and context
                 if self._moved(watch, set_up, first=first):
                     return  # the next step starts on a fresh session, in a new run
                 first = False
@@ -475,7 +470,6 @@ class Stairway:
         session (a statement ``SessionWatch`` notes, or a state other than when it was
         opened: ``env.py``'s own set-up included) is replaced by a new one, so that every
         run starts on a session as fresh as a new ``alembic`` command's."""
-        restore_environment(self._environment)
         self.careful = self.careful or self._watch.routine
         if self.careful or self._watch.touched:
             self._fresh_connection()

@@ -26,7 +26,6 @@ from .files import history, mirror_sync, single_head
 from .heads import upgrade
 from .isolated import run_isolated
 from .models_match import models_match
-from .process_state import environment_kept
 from .runner import CheckRunner, NotRun, Progress
 from .safety.lint import lint
 from .safety.locks import locks
@@ -128,9 +127,7 @@ def run_check(runner: CheckRunner, name: str, *, timeout: float | None = None) -
     """
     runner.check = name
     mark = runner.env_mark()
-    with environment_kept():  # its migrations are commands of their own (see there)
-        results = _run_check(runner, name, timeout)
-    return runner.same_env_verdict(name, results, mark)
+    return runner.same_env_verdict(name, _run_check(runner, name, timeout), mark)
 
 
 def _run_check(runner: CheckRunner, name: str, timeout: float | None) -> list[CheckResult]:
