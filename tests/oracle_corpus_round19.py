@@ -139,6 +139,24 @@ NOTES = {
     "note_in_the_environment": ("os.environ", "oe"),
 }
 
+
+#: ``ESCAPED`` with the apostrophe elsewhere: in a dollar-quoted string, in a quoted
+#: identifier (hostile review of 0904ddc: each paired with the next quote and hid the
+#: ``set_config``).
+def tenant_after(note: str) -> tuple[Rev, ...]:
+    return changed(
+        ESCAPED,
+        "te02",
+        up=f"op.execute(\"SELECT {note}, set_config('app.tenant', 'seed', false)\")\n"
+        "op.execute('INSERT INTO doc (id) VALUES (1)')",
+    )
+
+
+APOSTROPHES = {
+    "session_setting_after_an_apostrophe_in_a_dollar_string": "$$don't$$ AS note",
+    "session_setting_after_an_apostrophe_in_a_quoted_identifier": '1 AS \\"it\'s\\"',
+}
+
 ROUND19_CASES = [
     case(
         "datestyle_set_by_dynamic_sql_in_a_do_block",
@@ -160,6 +178,15 @@ ROUND19_CASES = [
     ),
 ]
 
+ROUND19_CASES += [
+    case(
+        name,
+        tenant_after(note),
+        changed(tenant_after(note), "te03", up="op.execute('INSERT INTO doc (id) VALUES (2)')"),
+        stairway=(("te03", "up"),),
+    )
+    for name, note in APOSTROPHES.items()
+]
 ROUND19_CASES += [
     case(
         name,

@@ -160,6 +160,21 @@ COMMON = {
         "    \"SET search_path = public AS 'SELECT 1'\")",
         'op.execute("DROP FUNCTION f{i}()")',
     ),
+    # hostile review of a569c88: any EXECUTE counted as a session change (98-150 runs)
+    "trigger_executing_a_function": (
+        'op.execute("CREATE FUNCTION touch{i}() RETURNS trigger LANGUAGE plpgsql AS "\n'
+        "    \"$$ BEGIN NEW.note := 'x'; RETURN NEW; END $$\")\n"
+        'op.execute("CREATE TRIGGER trg{i} BEFORE UPDATE ON knob FOR EACH ROW "\n'
+        '    "EXECUTE FUNCTION touch{i}()")\n'
+        'op.execute("GRANT EXECUTE ON FUNCTION touch{i}() TO PUBLIC")',
+        'op.execute("DROP TRIGGER trg{i} ON knob")\nop.execute("DROP FUNCTION touch{i}()")',
+    ),
+    "function_with_dynamic_sql": (
+        'op.execute("CREATE FUNCTION count{i}(t text) RETURNS bigint LANGUAGE plpgsql AS "\n'
+        "    \"$$ DECLARE n bigint; BEGIN EXECUTE format('SELECT count(*) FROM %I', t) \"\n"
+        '    "INTO n; RETURN n; END $$")',
+        'op.execute("DROP FUNCTION count{i}(text)")',
+    ),
     "concurrent_index_in_autocommit_block": (
         "with op.get_context().autocommit_block():\n"
         '    op.create_index("ix_knob_{i}", "knob", ["note"], postgresql_concurrently=True)',

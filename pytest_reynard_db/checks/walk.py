@@ -138,31 +138,55 @@ def same_session(one: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
 #: (but ``SET LOCAL``, ``SET TRANSACTION`` and ``SET CONSTRAINTS``, which end with it),
 #: ``RESET``, ``DISCARD``, ``PREPARE``, ``LISTEN``, ``DECLARE`` (a cursor ``WITH
 #: HOLD``), ``LOAD``, ``set_config(...)`` but one whose last argument is ``true``
-#: (transaction-local), an ``UPDATE`` of ``pg_settings``, session-level advisory locks,
-#: and ``EXECUTE``: PL/pgSQL's dynamic SQL (``DO $$ ... EXECUTE 'SET ...' $$``, a
-#: function's) may run any of these out of a string no text search can read. String
-#: literals and comments are left out first; a statement that only looks like one costs
-#: a new session, never a verdict.
+#: (transaction-local), an ``UPDATE`` of ``pg_settings``, and session-level advisory
+#: locks. Read in a statement's code (``code_of``); a statement that only looks like one
+#: costs a new session, never a verdict.
 _SESSION_STATEMENT = re.compile(
     r"(?:^|;)\s*(?:SET(?!\s+(?:LOCAL|TRANSACTION|CONSTRAINTS)\b)|RESET|DISCARD|PREPARE"
     r"|LISTEN|DECLARE|LOAD)\b"
     r"|\bset_config\"?\s*\((?![^()]*,\s*true\s*\))"
     r"|\bUPDATE\s+(?:\"?pg_catalog\"?\s*\.\s*)?\"?pg_settings\b"
-    r"|\bpg_(?:try_)?advisory_lock(?:_shared)?\"?\s*\("
-    r"|\bEXECUTE\b",
+    r"|\bpg_(?:try_)?advisory_lock(?:_shared)?\"?\s*\(",
     re.IGNORECASE,
 )
-#: Comments and string literals: ``E'...'`` (backslash escapes: ``E'\\''`` is one quote)
-#: and ``'...'`` (``''`` inside); no statement starts inside one. Dollar-quoted bodies
-#: stay: a function body may run ``SET``.
+#: A ``DO`` block running dynamic SQL (``DO $$ BEGIN EXECUTE 'SET datestyle ...'; END $$``):
+#: what its strings run no text search can read. Not a function's ``EXECUTE`` (a trigger
+#: function's ``EXECUTE format(...)``, ``CREATE TRIGGER ... EXECUTE FUNCTION``, ``GRANT
+#: EXECUTE``): those are common, and a function is judged by its body's own statements
+#: (``SessionWatch.routine``).
+_DYNAMIC_DO = re.compile(r"^\s*DO\b.*\bEXECUTE\b", re.IGNORECASE | re.DOTALL)
+#: What is not code: comments and string literals (``E'...'`` with its backslash escapes,
+#: ``'...'`` with ``''``), left out; a quoted identifier, whose apostrophes are not quotes
+#: (``"it's"``); a dollar-quoted string, whose body is code again (a function's or a
+#: ``DO`` block's statements) and whose apostrophes are not quotes either (``$$don't$$``).
 _NOT_CODE = re.compile(
-    r"--[^\n]*|/\*.*?\*/|(?<![\w$])[eE]'(?:\\.|''|[^'\\])*'|'(?:[^']|'')*'", re.DOTALL
+    r"(?P<skip>--[^\n]*|/\*.*?\*/|(?<![\w$])[eE]'(?:\\.|''|[^'\\])*'|'(?:[^']|'')*')"
+    r'|(?P<ident>"(?:[^"]|"")*")'
+    r"|\$\$(?P<plain>.*?)\$\$"
+    r"|\$(?P<tag>[A-Za-z_]\w*)\$(?P<tagged>.*?)\$(?P=tag)\$",
+    re.DOTALL,
 )
+
+
+def code_of(statement: str) -> str:
+    """``statement`` without its comments and string literals, its quoted identifiers'
+    apostrophes made plain, and each dollar-quoted body read the same way in its place."""
+
+    def kept(found: re.Match[str]) -> str:
+        if found["skip"] is not None:
+            return " "
+        if found["ident"] is not None:
+            return found["ident"].replace("'", "_")
+        body = found["plain"] if found["plain"] is not None else found["tagged"]
+        return f" {code_of(body)} "
+
+    return _NOT_CODE.sub(kept, statement)
 
 
 def changes_session(statement: str) -> bool:
     """Whether ``statement`` may leave state in the session past its transaction."""
-    return bool(_SESSION_STATEMENT.search(_NOT_CODE.sub(" ", statement)))
+    code = code_of(statement)
+    return bool(_SESSION_STATEMENT.search(code) or _DYNAMIC_DO.search(code))
 
 
 class SessionWatch:
