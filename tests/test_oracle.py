@@ -73,6 +73,11 @@ STOCK_RUN = "        with context.begin_transaction():\n            context.run_
 TRANSACTION_SHAPES = {
     "connection_begin": "        with connection.begin():\n            context.run_migrations()\n",
     "autobegin_commit": "        context.run_migrations()\n        connection.commit()\n",
+    # Alembic's transaction with a savepoint of env.py's inside (hostile review of a569c88:
+    # committing Alembic's between steps closed the savepoint under env.py's feet)
+    "savepoint_inside": "        with context.begin_transaction():\n"
+    "            with connection.begin_nested():\n"
+    "                context.run_migrations()\n",
 }
 FORMS = ("sound", "broken")
 CHECKED = ("upgrade", "stairway", "downgrade_clean")

@@ -409,7 +409,12 @@ def steps_committed_apart(context: MigrationContext) -> bool:
     as a command of its own would: it holds the run's transaction (env.py's
     ``begin_transaction``), or one per migration. Else the transaction is env.py's own,
     begun after ``configure`` (``with connection.begin():``) or by SQLAlchemy's autobegin
-    and committed by env.py at its end: every step of the run is in that one."""
+    and committed by env.py at its end: every step of the run is in that one. Nor where
+    env.py holds a savepoint inside Alembic's transaction (``connection.begin_nested()``):
+    committing Alembic's would close it under env.py's feet."""
+    connection = context.connection
+    if connection is not None and connection.in_nested_transaction():
+        return False
     return context._transaction is not None or bool(context._transaction_per_migration)
 
 
