@@ -306,8 +306,9 @@ class Stairway:
         watch: SessionWatch,
         notes: tuple[Any, ...],
     ) -> Iterator[WalkStep]:
-        """The steps of ``_steps`` (see there), until a step moved the session; ``set_up``:
-        the session state and connection's listeners as env.py left them for the run."""
+        """The steps of ``_steps`` (see there), until a step moved the session or left a
+        note in the process; ``set_up``: the session state and connection's hooks as
+        env.py left them for the run, ``notes``: ``process_notes`` then."""
         revision_map = self.manager.script.revision_map
         end = min(self.at + WALK_CHUNK, len(self.order))
         first = True
@@ -481,7 +482,7 @@ class Stairway:
 
     def _connection_state(self, connection: Connection) -> tuple[Any, ...]:
         """What a step may leave on a connection for the next: the session's state, and
-        the listeners SQLAlchemy calls for it."""
+        what ``_hooks`` reads (listeners, notes in its ``info``)."""
         return (session_state(connection), self._hooks(connection))
 
     @staticmethod
