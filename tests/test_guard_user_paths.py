@@ -667,3 +667,46 @@ def test_the_allow_list_file_goes_at_exit_or_with_the_next_run_after_kill_9() ->
     assert done.returncode == 0, done.stderr
     assert not left.exists(), left  # swept: its process is gone
     assert not Path(done.stdout.strip()).exists(), done.stdout  # removed at its exit
+
+
+#: A clean-up left to the collector as the process ends (a generator's ``finally``, as a
+#: ``contextmanager``'s is when its frame is abandoned), whose own step fails.
+ABANDONED_CLEAN_UP = """\
+import sys
+from pytest_reynard_db.foundation.errors import silence_logging
+
+def scratch():
+    try:
+        yield
+    finally:
+        raise RuntimeError("refusing to drop database: the server is gone")
+
+held = scratch()
+next(held)
+if sys.argv[1:] == ["interrupted"]:
+    silence_logging()
+del held
+"""
+
+
+@pytest.mark.parametrize("ending", ["interrupted", "normal"])
+def test_a_command_ending_on_an_interrupt_reports_no_abandoned_clean_up(ending: str) -> None:
+    """CI's run of 657f198: Ctrl-C to ``check`` of every database printed "Exception ignored
+    in: <generator object CheckRunner.scratch_database>" and a ServerError (a child's
+    throw-away database dropped by the collector, on a server its parent was stopping)
+    above "reynard-migrate: interrupted". ``silence_logging``, which every command calls on
+    its first interrupt, now silences Python's unraisable reports as well; a command that
+    was not interrupted still shows them."""
+    done = subprocess.run(
+        [sys.executable, "-c", ABANDONED_CLEAN_UP, ending],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    if ending == "interrupted":
+        assert done.stderr == "", done.stderr
+    else:
+        assert "Exception ignored in" in done.stderr and "RuntimeError" in done.stderr

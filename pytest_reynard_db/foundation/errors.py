@@ -165,12 +165,29 @@ def silence_logging() -> None:
     """No log record from now on, for a command that is ending on an interrupt: a library
     that logs the interrupt on its way up (SQLAlchemy's pool, closing a connection) would
     print it with a traceback, through the handler an env.py's ``fileConfig`` installed,
-    over the one line that says the command was interrupted."""
+    over the one line that says the command was interrupted. Nor Python's "Exception
+    ignored in" reports: a clean-up left to the collector as the process ends (a
+    throw-away database's drop, on a server its parent is stopping) printed one."""
+    if not getattr(sys.unraisablehook, "quiet", False):
+        sys.unraisablehook = _but_interrupts(sys.unraisablehook)
     logging = sys.modules.get("logging")
     # not imported, or half imported (a Ctrl-C during its import): no logger exists yet
     disable = getattr(logging, "disable", None)
     if disable is not None:
         disable(SILENCED)
+
+
+def _but_interrupts(
+    hook: Callable[[sys.UnraisableHookArgs], object],
+) -> Callable[[sys.UnraisableHookArgs], object]:
+    """``hook`` for an interrupt lost where Python reports it as unraisable (the CLI sends
+    it again: ``cli._interrupt_again``); nothing for anything else."""
+
+    def unraisable(args: sys.UnraisableHookArgs) -> object:
+        return hook(args) if issubclass(args.exc_type, KeyboardInterrupt) else None
+
+    unraisable.quiet = True  # type: ignore[attr-defined]
+    return unraisable
 
 
 @contextmanager
