@@ -1,8 +1,9 @@
 """What a migration step may leave in this process for the next one, where each plain
-``alembic`` command is a new process: the run's config attributes and context options, and
-its connection's ``info``. The stairway's walk reads them after each step
-(``process_notes``): a change ends its ``env.py`` run, and the next run has a new config,
-a new context, and (``connection_notes`` differing) a new connection.
+``alembic`` command is a new process: the run's config attributes and context options
+(``process_notes``), and its connection's ``info`` (``connection_notes``, read with the
+connection's other hooks). The stairway's walk reads them after each step: a change ends
+its ``env.py`` run, and the next run has a new config, a new context, and (its
+connection's notes differing from the connection's first) a new connection.
 
 ``os.environ`` is not among them: modules stay imported for a whole check (README, the
 stairway's known differences), and what an application's module put there as it was
@@ -27,17 +28,16 @@ def _keys_and_values(mapping: Mapping[Any, Any] | None) -> dict[Any, int]:
 
 def process_notes(context: MigrationContext) -> tuple[Any, ...]:
     """What a step may leave in this process for the next: the run's
-    ``config.attributes``, the context's options and its connection's ``info``."""
+    ``config.attributes`` and the context's options."""
     config = context.config
-    connection = context.connection
     return (
         _keys_and_values(config.attributes if config is not None else None),
         _keys_and_values(context.opts),
-        _keys_and_values(connection.info if connection is not None else None),
     )
 
 
-def connection_notes(connection: Connection) -> tuple[Any, ...]:
-    """The keys of ``connection``'s ``info`` (its DBAPI connection's, kept with it): a
-    revision's note there reaches the next step on the same connection."""
-    return tuple(sorted(map(repr, connection.info)))
+def connection_notes(connection: Connection) -> dict[Any, int]:
+    """``connection``'s ``info`` (its DBAPI connection's, kept with it), as
+    ``_keys_and_values``: a revision's note there reaches the next step on the same
+    connection."""
+    return _keys_and_values(connection.info)
