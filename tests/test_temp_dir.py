@@ -46,11 +46,12 @@ def left_in(path: Path) -> list[str]:
     return sorted(name for name in os.listdir(path) if not name.startswith("pytest-of-"))
 
 
-def pytest_run(project: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def pytest_run(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``pytest --reynard-db=main ARGS`` in ``project``, in a user's shell with ``env``."""
     return run_pytest_argv(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=main", *args],
         project,
-        clean_env(TMPDIR=str(tmp)),
+        clean_env(**env),
     )
 
 
@@ -70,7 +71,7 @@ def test_cli_and_pytest_runs_leave_nothing_in_the_temp_directory(
         assert left_in(tmp) == [], argv
 
     for args in (("-k", "fresh"), ("-k", "fresh", "-n", "2")):
-        done = pytest_run(project, tmp, *args)
+        done = pytest_run(project, *args, TMPDIR=str(tmp))
         assert done.returncode == 0, done.stdout + done.stderr
         assert left_in(tmp) == [], args
 
@@ -83,11 +84,7 @@ def test_a_runs_template_build_locks_go_with_it(tmp_path: Path, runtime: Path) -
     project = reynard_project(tmp_path / "project")
     (project / "test_hold.py").write_text(HOLD)
     for args in (("-k", "fresh"), ("-k", "fresh", "-n", "2")):
-        done = run_pytest_argv(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reynard-db=main", *args],
-            project,
-            clean_env(REYNARD_DB_RUNTIME_DIR=str(runtime)),
-        )
+        done = pytest_run(project, *args, REYNARD_DB_RUNTIME_DIR=str(runtime))
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Traceback" not in done.stderr and "clean-up failed" not in done.stderr, done.stderr
         assert sorted(os.listdir(runtime / "locks")) == [], args
@@ -114,7 +111,7 @@ def test_a_run_killed_with_sigkill_leaves_what_the_next_run_removes(
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
 
-    done = pytest_run(project, tmp, "-k", "fresh")
+    done = pytest_run(project, "-k", "fresh", TMPDIR=str(tmp))
     assert done.returncode == 0, done.stdout + done.stderr
     assert left_in(tmp) == []
     assert not any(path.exists() for path in left_by_victim), "the next run removes them"
