@@ -89,8 +89,10 @@ def dynamic_shared_memory_of(postmaster: int) -> set[Path]:
     for pid in (postmaster, *map(int, children)):
         try:
             maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
-        except FileNotFoundError:
-            continue  # a child that ended meanwhile (the postmaster's own are read)
+        except (FileNotFoundError, ProcessLookupError):
+            # a child that ended meanwhile, before its maps were opened or while they were
+            # read (ESRCH: CI's run of 6b793ca); the postmaster's own are read
+            continue
         for line in maps:
             name = line.split(maxsplit=5)[-1]
             if "/PostgreSQL." in name or "/pg_dynshmem/" in name:
