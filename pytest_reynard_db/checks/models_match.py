@@ -101,7 +101,7 @@ def differences(manager: MigrationManager) -> list[Any]:
         manager.locked() as connection,
         manager.watched(),  # before exported: it reads the production URL
         exported(manager.url_envs, manager.url),
-        EnvironmentContext(manager.config(connection), script, fn=compare),
+        EnvironmentContext(manager.config(connection, command=("check",)), script, fn=compare),
         preserved_logging(),
     ):
         script.run_env()

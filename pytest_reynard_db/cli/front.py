@@ -115,6 +115,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {redact(message)}\n")
 
 
+def _x_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "-x",
+        action="append",
+        dest="x_arguments",
+        default=default,
+        metavar="ARG",
+        help="an argument for env.py, as alembic's -x (context.get_x_argument(); repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Manage the Alembic trees of a project's databases.")
     parser.add_argument("--project", metavar="DIR", help="project root (default: found upward)")
@@ -122,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--traceback", action="store_true", help="on error, the full chain after the message"
     )
     _verbosity_options(parser, default=NORMAL)
+    _x_option(parser, default=[])
     verbs = parser.add_subparsers(title="verbs", metavar="VERB")
 
     def verb(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
@@ -134,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
         _verbosity_options(sub, default=argparse.SUPPRESS)
+        _x_option(sub, default=argparse.SUPPRESS)
         return sub
 
     def guarded(sub: argparse.ArgumentParser) -> None:

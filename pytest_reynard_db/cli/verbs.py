@@ -162,7 +162,7 @@ def cmd_heads(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
 
 
 def cmd_current(args: argparse.Namespace, registry: Registry, out: TextIO) -> int:
-    manager = MigrationManager(registry.get(args.db), args.url)
+    manager = MigrationManager(registry.get(args.db), args.url, x_arguments=args.x_arguments)
     current = manager.current()
     if not current:
         print(f"{args.db}: base (no revision applied)", file=out)
@@ -346,6 +346,7 @@ def manager_for(
         url_envs=registry.url_envs(name),
         lock_timeout=lock_timeout,
         alembic_messages=args.verbosity > NORMAL,
+        x_arguments=args.x_arguments,
     )
 
 

@@ -14,7 +14,6 @@ the revision file instead of a traceback.
 from __future__ import annotations
 
 import sys
-from argparse import Namespace
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TextIO
@@ -34,6 +33,7 @@ from ..guard import GUARD, Target
 from ..guard.migration import registered_targets
 from ..guard.target import url_target
 from .authoring import merge_heads, place
+from .command_line import alembic_cmd_opts
 from .env_run import (
     StepsFn,
     StepTracker,
@@ -75,6 +75,7 @@ class MigrationManager:
         alembic_messages: bool = True,
         throwaway_only: bool = False,
         earlier: Sequence[URL] = (),
+        x_arguments: Sequence[str] = (),
     ) -> None:
         """``stdout``: where Alembic's messages and ``--sql`` go (default: sys.stdout).
         ``script``: the tree, already loaded (``tree.load_tree``) and shared; default:
@@ -89,7 +90,8 @@ class MigrationManager:
         database and nothing else (``guard.migration``).
         ``earlier``: the throw-away databases of the same check run before this one: an
         application that read its URL once, at import, during an earlier check, still
-        migrates this database (they are redirected here, as the production URL is)."""
+        migrates this database (they are redirected here, as the production URL is).
+        ``x_arguments``: ``-x`` arguments for env.py (``context.get_x_argument()``)."""
         self.db = db
         self.lock_timeout = lock_timeout
         self.url_envs = list(dict.fromkeys([db.url_env, *url_envs]))
@@ -100,6 +102,7 @@ class MigrationManager:
         self._script = script
         self.throwaway_only = throwaway_only
         self.earlier = tuple(earlier)
+        self.x_arguments = tuple(x_arguments)
         self._registered: tuple[Target, ...] | None = None
 
     # -- what the verbs work on ----------------------------------------------------------
@@ -127,6 +130,7 @@ class MigrationManager:
             quiet=self.quiet,
             alembic_messages=self.alembic_messages,
             throwaway_only=self.throwaway_only,
+            x_arguments=self.x_arguments,
         )
 
     @property
@@ -136,18 +140,28 @@ class MigrationManager:
             self._script = load_tree(self.db)
         return self._script
 
-    def config(self, connection: Connection | None = None, *, aimed: bool = True) -> Config:
+    def config(
+        self,
+        connection: Connection | None = None,
+        *,
+        aimed: bool = True,
+        command: Sequence[str] = ("upgrade", "heads"),
+    ) -> Config:
         """An Alembic Config for this database's ini, aimed at ``self.url``; not ``aimed``:
         the ini's own ``sqlalchemy.url`` left as it is (writing a file needs no database,
-        and ``alembic init``'s placeholder URL is no error there)."""
+        and ``alembic init``'s placeholder URL is no error there). ``command``: the
+        ``alembic`` command this stands for, which env.py reads as ``config.cmd_opts``
+        (``command_line``)."""
         url = self.url if aimed else None
         config = self.db.alembic_config(url=url, connection=connection)
         if self.quiet:
             silenced(config, self.db.ini)
         config.stdout = self.stdout
         config.output_buffer = self.stdout  # where --sql goes (Alembic's default: sys.stdout)
-        if not self.alembic_messages:  # Alembic's ``messaging_opts`` read ``cmd_opts.quiet``
-            config.cmd_opts = Namespace(quiet=True)
+        # Alembic's ``messaging_opts`` read ``cmd_opts.quiet``
+        config.cmd_opts = alembic_cmd_opts(
+            command, self.x_arguments, ini=str(self.db.ini), quiet=not self.alembic_messages
+        )
         return config
 
     # -- read-only verbs ------------------------------------------------------------------
@@ -172,7 +186,9 @@ class MigrationManager:
                 found.extend(heads)
                 return []
 
-            self._migrate(read, None, sql=False, connection=connection, read_only=True)
+            self._migrate(
+                read, None, sql=False, connection=connection, read_only=True, command=("current",)
+            )
             return tuple(sorted(found))
 
     def resolve(self, target: str) -> None:
@@ -196,6 +212,7 @@ class MigrationManager:
             start=start,
             sql=sql,
             connection=connection,
+            command=("upgrade", to, *_sql(sql)),
         )
 
     def downgrade(
@@ -215,6 +232,7 @@ class MigrationManager:
             start=start,
             sql=sql,
             connection=connection,
+            command=("downgrade", to, *_sql(sql)),
         )
 
     def stamp(
@@ -241,6 +259,7 @@ class MigrationManager:
             sql=sql,
             connection=connection,
             purge=purge,
+            command=("stamp", *revisions, *_sql(sql), *(("--purge",) if purge else ())),
         )
 
     def walk(self, steps: StepsFn, *, connection: Connection) -> None:
@@ -341,14 +360,23 @@ class MigrationManager:
         connection: Connection | None,
         purge: bool = False,
         read_only: bool = False,
+        command: Sequence[str] = ("upgrade", "heads"),
     ) -> None:
         """One ``env.py`` run taking ``steps``, under the migration lock unless ``connection``
         (already holding it) or ``sql``; a failure names the step's file (``MigrationFailed``).
-        ``read_only``: Alembic makes no version table (``current``'s run)."""
+        ``read_only``: Alembic makes no version table (``current``'s run); ``command``: the
+        ``alembic`` command it stands for (``config``)."""
         if connection is None and not sql:
             with self.locked() as locked:
                 self._migrate(
-                    steps, destination, start=start, sql=False, connection=locked, purge=purge
+                    steps,
+                    destination,
+                    start=start,
+                    sql=False,
+                    connection=locked,
+                    purge=purge,
+                    read_only=read_only,
+                    command=command,
                 )
             return
         tracker = StepTracker()
@@ -362,7 +390,8 @@ class MigrationManager:
         watched = self.watched(sql=sql)  # offline: nothing env.py may connect to
         with watched, exported(self.url_envs, self.url), tracker, alembic_errors(self.db):
             try:
-                self._run_env(steps, self.config(connection), tracker, **options)
+                config = self.config(connection, command=command)
+                self._run_env(steps, config, tracker, **options)
             except (ReynardDBError, CommandError, AlembicRevisionError):
                 raise
             except Exception as exc:
@@ -379,3 +408,7 @@ class MigrationManager:
 
 def _sorted(scripts: Any) -> list[Script]:
     return sorted((s for s in scripts if s is not None), key=lambda s: s.revision)
+
+
+def _sql(sql: bool) -> tuple[str, ...]:
+    return ("--sql",) if sql else ()

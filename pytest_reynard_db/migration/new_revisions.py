@@ -16,16 +16,17 @@ from typing import TYPE_CHECKING, Any
 from alembic import command, util
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from mako import exceptions  # type: ignore[import-untyped]
 from mako.template import Template  # type: ignore[import-untyped]
 
-from ..foundation.errors import FileConflict, FilesystemError, RevisionError
+from ..foundation.errors import FileConflict, FilesystemError, RevisionError, ReynardDBError
 from ..foundation.filesystem import create_file, refuse_non_regular
 from ..foundation.registry import Database
 from ..foundation.urls import shown_path
 from .authoring import Placement
-from .env_run import alembic_errors
+from .env_run import alembic_errors, env_py_failure
 from .tree import revision_writes
 
 if TYPE_CHECKING:
@@ -46,12 +47,14 @@ def write_revision(
         "branch_label": where.branch_label,
         "version_path": str(where.folder),
     }
+    argv = ("revision", *(() if empty else ("--autogenerate",)), f"--message={message}")
     with alembic_errors(manager.db), safe_writes(manager.db):
         if empty and not runs_env(manager):
-            written = command.revision(manager.config(aimed=manager.url_given), **options)
+            config = manager.config(aimed=manager.url_given, command=argv)
+            written = command.revision(config, **options)
         else:
             unchanged = NoChanges()
-            with env_target(manager) as config:
+            with env_target(manager, argv) as config, env_py_errors(manager.db):
                 written = command.revision(
                     config,
                     autogenerate=not empty,
@@ -97,13 +100,13 @@ def write_merge(manager: MigrationManager, heads: Sequence[Script], message: str
     """Write a merge revision of ``heads``; no database is touched (as Alembic's ``merge``)
     unless the ini's ``revision_environment`` has env.py run (as ``create``'s, then)."""
     revisions = [h.revision for h in heads]
+    argv = ("merge", f"--message={message}", *revisions)
     with alembic_errors(manager.db), safe_writes(manager.db):
         if not runs_env(manager):
-            written = command.merge(
-                manager.config(aimed=manager.url_given), revisions, message=message
-            )
+            config = manager.config(aimed=manager.url_given, command=argv)
+            written = command.merge(config, revisions, message=message)
         else:
-            with env_target(manager) as config:
+            with env_target(manager, argv) as config, env_py_errors(manager.db):
                 written = command.merge(config, revisions, message=message)
     return _first(manager.db, written)
 
@@ -116,15 +119,27 @@ def runs_env(manager: MigrationManager) -> bool:
 
 
 @contextmanager
-def env_target(manager: MigrationManager) -> Iterator[Config]:
+def env_py_errors(db: Database) -> Iterator[None]:
+    """What env.py (or a hook of its, ``process_revision_directives``) raised while a revision
+    was written, as one line naming env.py's line (``env_py_failure``), not a traceback."""
+    try:
+        yield
+    except (ReynardDBError, CommandError, AlembicRevisionError):
+        raise
+    except Exception as exc:
+        raise env_py_failure(db, exc) from exc
+
+
+@contextmanager
+def env_target(manager: MigrationManager, argv: Sequence[str]) -> Iterator[Config]:
     """A Config aimed at ``autogenerate_target``'s database, its lock held and the guard
-    told that env.py migrates there."""
+    told that env.py migrates there; ``argv``: the ``alembic`` command it stands for."""
     with (
         autogenerate_target(manager) as target,
         target.locked() as connection,
         target.watched(),
     ):
-        yield target.config(connection)
+        yield target.config(connection, command=argv)
 
 
 @contextmanager
