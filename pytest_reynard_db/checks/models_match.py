@@ -35,7 +35,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from alembic.autogenerate import compare_metadata
+from alembic.autogenerate import compare_metadata, produce_migrations
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, MetaData, text
@@ -86,7 +86,9 @@ def models_match(runner: CheckRunner) -> CheckResult:
 
 
 def differences(manager: MigrationManager) -> list[Any]:
-    """Alembic's autogenerate diffs between ``env.py``'s target_metadata and the database."""
+    """Alembic's autogenerate diffs between ``env.py``'s target_metadata and the database,
+    as ``alembic check`` finds them: after env.py's ``process_revision_directives`` hook,
+    which may take operations out (a table kept on purpose) or drop the revision."""
     found: list[Any] = []
     script = manager.script
 
@@ -94,7 +96,16 @@ def differences(manager: MigrationManager) -> list[Any]:
         metadata = context.opts.get("target_metadata")
         if metadata is None:
             raise NoTargetMetadata
-        found.extend(compare_metadata(context, metadata))
+        directives = [produce_migrations(context, metadata)]
+        hook = context.opts.get("process_revision_directives")
+        if hook is not None:
+            hook(context, revision, directives)
+        found.extend(
+            diff
+            for migration in directives
+            for upgrade_ops in migration.upgrade_ops_list
+            for diff in upgrade_ops.as_diffs()
+        )
         return []  # migrate nothing
 
     with (
