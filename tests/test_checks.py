@@ -131,6 +131,46 @@ def test_single_head_fails_on_two_unlabelled_heads(
     assert "reynard-migrate merge main 3a1400000004 3a1400000099" in result.message
 
 
+def test_single_head_fails_on_a_fork_whose_one_side_is_labelled(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """Hostile verdict round 20, F9: heads grouped by label let a trunk fork pass when one
+    side carries a label (a merge into the trunk inherits the merged branch's; a label added
+    on the trunk's tip), where ``alembic upgrade head`` fails on "multiple head revisions"."""
+    versions = project / MAIN_VERSIONS
+    # a labelled branch of its own base, merged into the trunk (the merge takes its label),
+    # while another revision was added on the trunk's head
+    write_revision(versions, "b11100000001", None, labels="billing")
+    write_revision(versions, "3a14000000ff", ("3a1400000004", "b11100000001"))
+    write_revision(versions, "3a1400000098", "3a1400000004")
+    result = one(check(project, pg_server, "main", "single_head"))
+    assert not result.ok, result.message
+    assert "3a1400000098" in result.summary and "3a14000000ff" in result.summary, result.summary
+    assert "common ancestor 3a1400000004" in result.summary, result.summary
+    assert "reynard-migrate merge main 3a1400000098 3a14000000ff" in result.message
+
+
+def test_single_head_fails_on_a_label_added_on_one_side_of_a_fork(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    versions = project / MAIN_VERSIONS
+    write_revision(versions, "3a1400000005", "3a1400000004", labels="core")
+    write_revision(versions, "3a1400000098", "3a1400000002")
+    result = one(check(project, pg_server, "main", "single_head"))
+    assert not result.ok, result.message
+    assert "common ancestor 3a1400000002" in result.summary, result.summary
+
+
+def test_single_head_passes_a_labelled_branch_of_its_own_base_beside_the_trunk(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """Heads of separate lineages are separate branches (``upgrade heads`` takes both)."""
+    write_revision(project / MAIN_VERSIONS, "b11100000001", None, labels="billing")
+    result = one(check(project, pg_server, "main", "single_head"))
+    assert result.ok, result.message
+    assert result.message == "one head per branch: 3a1400000004, b11100000001 (billing)"
+
+
 # -- mirror_sync -----------------------------------------------------------------------
 def test_mirror_sync_lists_missing_changed_and_extra_files(
     project: Path, pg_server: EphemeralServer

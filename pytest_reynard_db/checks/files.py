@@ -67,6 +67,10 @@ def single_head(runner: CheckRunner) -> CheckResult:
         for label, group in sorted(groups.items())
         if len(group) > 1
     ]
+    problems += [
+        _describe(runner, script, None, [unlabelled, other])
+        for unlabelled, other in _forks_across_a_label(script, groups)
+    ]
     if problems:
         return runner.result(SINGLE_HEAD, False, "\n".join(problems))
     shown = ", ".join(
@@ -77,13 +81,46 @@ def single_head(runner: CheckRunner) -> CheckResult:
     return runner.result(SINGLE_HEAD, True, f"one head per branch: {shown or 'empty tree'}")
 
 
-def _describe(runner: CheckRunner, script: ScriptDirectory, label: str, heads: list[Script]) -> str:
-    """A headline naming the heads and their common ancestor, then files and the fix."""
-    where = f"branch {label!r}" if label else "the tree (no branch label)"
+def _forks_across_a_label(
+    script: ScriptDirectory, groups: dict[str, list[Script]]
+) -> list[tuple[Script, Script]]:
+    """An unlabelled head and a labelled one that share a revision below them: one line of
+    revisions forked, one side labelled since (a merge of a labelled branch into the trunk
+    takes its label; so does a label put on the trunk's tip). Heads of separate lineages
+    are separate branches, ``upgrade heads`` takes them all; a fork is what ``alembic
+    upgrade head`` refuses as "multiple head revisions", whatever the labels say."""
+    unlabelled = groups.get(NO_LABEL, [])
+    labelled = {h.revision: h for label, group in groups.items() if label for h in group}
+    return [
+        (head, other)
+        for head in unlabelled
+        for other in sorted(labelled.values(), key=lambda s: s.revision)
+        if ancestors(script, head.revision) & ancestors(script, other.revision)
+    ]
+
+
+def _describe(
+    runner: CheckRunner, script: ScriptDirectory, label: str | None, heads: list[Script]
+) -> str:
+    """A headline naming the heads and their common ancestor, then files and the fix;
+    ``label`` None: heads of one lineage, one of them labelled (``_forks_across_a_label``)."""
+    heads = sorted(heads, key=lambda h: h.revision)
     ids = " ".join(h.revision for h in heads)
     ancestor = common_ancestor(script, [h.revision for h in heads])
     since = f"common ancestor {ancestor}" if ancestor else "no common ancestor"
-    lines = [f"{where} has {len(heads)} heads: {', '.join(ids.split())} ({since})"]
+    if label is None:
+        shown = ", ".join(
+            f"{h.revision} ({', '.join(sorted(h.branch_labels)) or 'no branch label'})"
+            for h in heads
+        )
+        headline = (
+            f"one line of revisions has {len(heads)} heads: {shown} ({since}); "
+            "a branch label on one side does not make a fork two branches"
+        )
+    else:
+        where = f"branch {label!r}" if label else "the tree (no branch label)"
+        headline = f"{where} has {len(heads)} heads: {', '.join(ids.split())} ({since})"
+    lines = [headline]
     lines += [f"  {h.revision}: {runner.relative(h.path)}" for h in heads]
     lines.append(f"  merge them: reynard-migrate merge {runner.db.name} {ids}")
     return "\n".join(lines)
