@@ -82,3 +82,77 @@ def test_models_match_applies_env_pys_revision_hook(tmp_path: Path, hook: bool) 
     else:
         assert code == 1 and not result["ok"], out + err
         assert "remove table legacy" in result["message"], result
+
+
+# -- a model module imported by a revision, not by env.py (F3) ----------------------------
+MODELS_PACKAGE = {
+    "myapp/__init__.py": "",
+    "myapp/models.py": (
+        "from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column\n\n"
+        "class Base(DeclarativeBase):\n    pass\n\n"
+        "class User(Base):\n"
+        '    __tablename__ = "users"\n'
+        "    id: Mapped[int] = mapped_column(primary_key=True)\n"
+    ),
+    "myapp/billing.py": (
+        "from sqlalchemy.orm import Mapped, mapped_column\n"
+        "from myapp.models import Base\n\n"
+        "class Plan(Base):\n"
+        '    __tablename__ = "plans"\n'
+        "    id: Mapped[int] = mapped_column(primary_key=True)\n"
+    ),
+}
+SEEDS_A_PLAN = (
+    "from sqlalchemy.orm import Session\n"
+    "from myapp.billing import Plan\n"
+    "with Session(bind=op.get_bind()) as session:\n"
+    "    session.add(Plan(id=1))\n"
+    "    session.flush()"
+)
+
+
+@pytest.mark.parametrize("where", ["upgrade", "downgrade"])
+@pytest.mark.parametrize("only", [(), ("--only", "models_match")], ids=["all", "only"])
+def test_a_model_module_only_a_revision_imports_is_not_a_model(
+    tmp_path: Path, where: str, only: tuple[str, ...]
+) -> None:
+    """env.py imports ``myapp.models`` and forgets ``myapp.billing`` (autogenerate then wants
+    to drop ``plans``: ``alembic check`` fails); a data migration imports ``myapp.billing``
+    in its ``upgrade()`` (or ``downgrade()``). Run in the check's process before the
+    comparison, that import registered ``plans`` on the models' MetaData and models_match
+    passed (or not, by which checks ran before it)."""
+    project = alembic_init_project(tmp_path / "app", "postgresql://nobody@127.0.0.1:1/x", REVISION)
+    for name, text in MODELS_PACKAGE.items():
+        (project / name).parent.mkdir(exist_ok=True)
+        (project / name).write_text(text)
+    versions = project / "migrations" / "versions"
+    for old in versions.glob("*.py"):
+        old.unlink()
+    write_revision(
+        versions,
+        REVISION,
+        None,
+        "op.create_table('users', sa.Column('id', sa.Integer, primary_key=True))",
+        "op.drop_table('users')",
+    )
+    create = "op.create_table('plans', sa.Column('id', sa.Integer, primary_key=True))"
+    seeded_up = f"{create}\n{SEEDS_A_PLAN}" if where == "upgrade" else create
+    seeded_down = (
+        f"{SEEDS_A_PLAN}\nop.drop_table('plans')"
+        if where == "downgrade"
+        else ("op.drop_table('plans')")
+    )
+    write_revision(versions, "0a0000000002", REVISION, seeded_up, seeded_down)
+    env_py = project / "migrations" / "env.py"
+    env_py.write_text(
+        env_py.read_text().replace(
+            "target_metadata = None\n",
+            "from myapp.models import Base\ntarget_metadata = Base.metadata\n",
+        )
+    )
+    code, out, err = cli_of(project)("check", "app", *only, "--json")
+    results = {r["check"]: r for r in json.loads(out)["results"]}
+    assert code == 1, out + err
+    assert not results["models_match"]["ok"], results["models_match"]
+    assert "remove table plans" in results["models_match"]["message"]
+    assert all(r["ok"] for name, r in results.items() if name != "models_match"), results

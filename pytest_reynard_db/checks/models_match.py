@@ -43,6 +43,7 @@ from sqlalchemy.types import TypeEngine
 
 from ..foundation.urls import counted
 from ..migration.env_run import preserved_logging
+from ..migration.first_models import registered_since, without_tables
 from ..migration.manager import MigrationManager, exported
 from . import CheckResult
 from .heads import all_heads, moved_to
@@ -96,6 +97,9 @@ def differences(manager: MigrationManager) -> list[Any]:
         metadata = context.opts.get("target_metadata")
         if metadata is None:
             raise NoTargetMetadata
+        late = registered_since(metadata)
+        if late:  # a migration's import, which alembic check's process never ran
+            metadata = without_tables(metadata, late)
         directives = [produce_migrations(context, metadata)]
         hook = context.opts.get("process_revision_directives")
         if hook is not None:

@@ -60,6 +60,7 @@ from ..foundation.errors import (
 from ..foundation.filesystem import refuse_non_regular, replace_file
 from ..foundation.registry import Database
 from ..foundation.urls import first_line, one_line, shown_path
+from .first_models import note_models
 from .tree import as_first_run, current_heads, note_version_table
 
 #: Alembic's migration function: ``(current heads, MigrationContext) -> steps to run``.
@@ -105,6 +106,7 @@ def run_env(
 
     def chosen(heads: Any, context: Any) -> Any:
         note_version_table(script, context)
+        note_models(context)
         return tracker.tracked(steps(heads, context))
 
     with (
