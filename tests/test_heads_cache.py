@@ -76,3 +76,26 @@ def test_the_cache_keeps_the_most_recently_written_entries(project: Path, tmp_pa
     assert others[-1] in left and others[0] not in left, "the oldest go, the newest stay"
     assert (cache / "not-ours.txt").read_text() == "kept"
     assert _heads(project, cache) == ((MAIN_HEAD,), False), "the entry just written is kept"
+
+
+def test_a_file_a_revision_reads_is_part_of_the_templates_digest(project: Path) -> None:
+    """Hostile fixtures round 20: a ``.sql`` file beside the revisions, read by one of them,
+    changed and the reused template stayed (only ``*.py`` and env.py were hashed)."""
+    sql = project / "alembic/main/versions/sql/seed.sql"
+    sql.parent.mkdir()
+    sql.write_text("INSERT INTO t VALUES (1)")
+
+    def digest() -> str:
+        return tree_digest(
+            Resolved.of(load_registry(project), "main", "copy").tree, "heads", "copy"
+        )
+
+    before = digest()
+    assert digest() == before
+    sql.write_text("INSERT INTO t VALUES (2)")
+    assert digest() != before
+    cached = project / "alembic/main/versions/__pycache__/x.cpython-311.pyc"
+    cached.parent.mkdir(exist_ok=True)
+    after = digest()
+    cached.write_bytes(b"bytecode")  # build output is not the tree
+    assert digest() == after

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 OUTER_SAVEPOINT = "reynard_db_outer"  # see outer_transaction_intact
+#: The fixture's own statements, whatever options the test set on the connection
+#: (``execution_options`` changes a Connection in place): ``stream_results`` made them
+#: server-side cursors, ``DECLARE ... CURSOR FOR ROLLBACK ...``.
+OWN_STATEMENT = {"stream_results": False}
+#: What a rollback leaves on the session and the next test on this pooled connection would
+#: find: session-level advisory locks and prepared statements (psycopg forgets its own
+#: prepared statements when it sees ``DEALLOCATE ALL``, as after any ``ROLLBACK``).
+SESSION_RESET = "; SELECT pg_advisory_unlock_all(); DEALLOCATE ALL"
 
 
 @dataclass
@@ -79,7 +87,7 @@ async def rolled_back_async(
 def begin_outer(connection: Connection) -> RootTransaction:
     """Open the outer transaction and its own savepoint; commits become savepoints."""
     outer = connection.begin()
-    connection.exec_driver_sql(f"SAVEPOINT {OUTER_SAVEPOINT}")
+    connection.exec_driver_sql(f"SAVEPOINT {OUTER_SAVEPOINT}", execution_options=OWN_STATEMENT)
     commit_to_savepoints(connection)
     return outer
 
@@ -115,7 +123,9 @@ def outer_transaction_intact(connection: Connection, *, then: str = "") -> bool:
     if connection.closed or connection.invalidated:
         return True  # closing it rolled back whatever was open
     try:
-        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {OUTER_SAVEPOINT}{then}")
+        connection.exec_driver_sql(
+            f"ROLLBACK TO SAVEPOINT {OUTER_SAVEPOINT}{then}", execution_options=OWN_STATEMENT
+        )
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise
@@ -129,12 +139,15 @@ SIMPLE_QUERY_DRIVERS = frozenset({"psycopg", "psycopg2"})
 
 
 def rolled_back_to_start(connection: Connection) -> bool:
-    """``outer_transaction_intact``, and the outer transaction rolled back, in one round
-    trip where the driver allows (a test pays for every round trip of the fixture): the
+    """``outer_transaction_intact``, and the outer transaction rolled back and the session's
+    advisory locks and prepared statements ended (``SESSION_RESET``), in one round trip
+    where the driver allows (a test pays for every round trip of the fixture): the
     ``ROLLBACK`` after a ``ROLLBACK TO SAVEPOINT`` that failed does not run, and the
-    caller's rollback sends it then."""
+    caller's rollback sends it then (the connection is then replaced: see ``Outcome``).
+    Drivers that prepare every statement (asyncpg, pg8000) keep a cache of their own that
+    ``DEALLOCATE ALL`` would break: their connections are not pooled across tests."""
     simple = connection.dialect.driver in SIMPLE_QUERY_DRIVERS
-    return outer_transaction_intact(connection, then="; ROLLBACK" if simple else "")
+    return outer_transaction_intact(connection, then=f"; ROLLBACK{SESSION_RESET}" if simple else "")
 
 
 def commit_to_savepoints(connection: Connection) -> None:
@@ -151,10 +164,19 @@ def commit_to_savepoints(connection: Connection) -> None:
 
     def ending_the_savepoint(how: str) -> Callable[[], None]:
         def end() -> None:
-            nested = connection.get_nested_transaction()
-            if nested is not None:
-                getattr(nested, how)()  # release or roll back the savepoint ...
-            connection.begin_nested()  # ... and open the next one
+            # SQLAlchemy sends SAVEPOINT and RELEASE with the connection's own options, and
+            # a stream_results the test set made them server-side cursors: off meanwhile
+            streaming = connection.get_execution_options().get("stream_results", False)
+            if streaming:
+                connection.execution_options(stream_results=False)
+            try:
+                nested = connection.get_nested_transaction()
+                if nested is not None:
+                    getattr(nested, how)()  # release or roll back the savepoint ...
+                connection.begin_nested()  # ... and open the next one
+            finally:
+                if streaming:
+                    connection.execution_options(stream_results=streaming)
 
         return end
 
