@@ -175,15 +175,24 @@ def test_wait(reynard_db, reynard_db_server):
 """
 
 
+#: The same wait, in a test whose rolled-back connection and session are open.
+WAITING_IN_A_TRANSACTION = WAITING_TEST.replace(
+    "def test_wait(reynard_db, reynard_db_server):",
+    "from sqlalchemy import text\n\n"
+    "def test_wait(reynard_db, reynard_db_server, reynard_db_session):\n"
+    "    reynard_db_session.execute(text('SELECT 1'))",
+)
+
+
 def waiting_session(
-    tmp_path: Path, *, own_group: bool = False
+    tmp_path: Path, *, own_group: bool = False, test: str = WAITING_TEST
 ) -> tuple[subprocess.Popen[str], Path, int]:
     """A pytest run whose one test waits in its body, its server up: the run, the server's
     directory and its postmaster's pid. ``own_group``: a process group of its own, as a
     terminal's job."""
     project = reynard_project(tmp_path / "project")
     facts = tmp_path / "facts.json"
-    (project / "test_wait.py").write_text(WAITING_TEST.format(facts=str(facts)))
+    (project / "test_wait.py").write_text(test.format(facts=str(facts)))
     with ctrl_c_as_in_a_terminal():  # whatever the suite was started from
         session = subprocess.Popen(
             pytest_argv("--reynard-db=main"),
@@ -211,6 +220,25 @@ def test_ctrl_c_stops_the_server_and_removes_its_directory(tmp_path: Path) -> No
     assert not base_dir.exists()
     assert gone(postmaster)
     assert postgres_processes_in(base_dir) == []
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_a_signal_to_the_group_during_a_test_in_a_transaction_is_one_line(
+    tmp_path: Path, number: signal.Signals
+) -> None:
+    """Hostile fixtures round 20, F3: what ``timeout``, a CI job's cancel and a closed ssh
+    session send reaches the server's backends too; the test's session, lost with them,
+    was reported at teardown as a harness failure ("the server cannot be reached"), in a
+    30-frame traceback, exit 1."""
+    session, base_dir, postmaster = waiting_session(
+        tmp_path, own_group=True, test=WAITING_IN_A_TRANSACTION
+    )
+    os.killpg(session.pid, number)
+    out, err = session.communicate(timeout=60)
+    assert session.returncode == 128 + number, out + err
+    assert "Traceback" not in out + err and "cannot be reached" not in out + err, out + err
+    assert not base_dir.exists()
+    assert gone(postmaster)
 
 
 # -- concurrency ---------------------------------------------------------------------------------

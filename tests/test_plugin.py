@@ -93,6 +93,35 @@ def test_marker_picks_the_database(pytester: pytest.Pytester) -> None:
     pytester.runpytest("--reynard-db=ecs_e2e").assert_outcomes(passed=3)
 
 
+def test_a_marker_given_by_pytest_param_fails_instead_of_the_default_database(
+    pytester: pytest.Pytester,
+) -> None:
+    """Hostile fixtures round 20: ``pytest.param(..., marks=reynard_db("main"))`` is applied
+    after the database is chosen; the test got the run's default, silently. Indirect
+    parametrization, what the error says to use, picks it."""
+    pytester.makepyfile(
+        test_param_marker="""
+        import pytest
+
+        @pytest.mark.parametrize(
+            "expected", [pytest.param("main", marks=pytest.mark.reynard_db("main"))]
+        )
+        def test_param_marker(expected, reynard_db):
+            assert reynard_db.db.name == expected
+
+        @pytest.mark.parametrize("reynard_db_name", ["main", "e2e"], indirect=True)
+        def test_indirect(reynard_db_name, reynard_db):
+            assert reynard_db.db.name == reynard_db_name
+        """
+    )
+    result = pytester.runpytest("--reynard-db=ecs_e2e")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*reynard-db: *test_param_marker*does not reach this test's database*indirect=True)*"]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
 @pytest.mark.parametrize("key", ["reynard_db", "reynard-db"])
 def test_ini_keys(pytester: pytest.Pytester, key: str) -> None:
     """Each option is also an ini key: pytest's spelling and the option's own."""

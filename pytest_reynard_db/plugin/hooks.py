@@ -127,6 +127,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", f"{MARKER}(name): run this test against the registered database NAME"
     )
     errors = config.stash[ERRORS] = HarnessErrors.for_config(config)
+    config.pluginmanager.register(errors.interrupt_seen(), "reynard-db-interrupt-seen")
     if not hasattr(config, "workerinput"):  # where reports are shown: xdist's controller
         config.pluginmanager.register(errors, "reynard-db-harness-errors")
     settings = get_settings(config)
@@ -250,6 +251,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         from ..guard import GUARD
 
         workeroutput[REDIRECTS_KEY] = GUARD.redirects
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A marker that cannot pick the test's database fails the test, never the default
+    database silently (``options.marker_not_applied``)."""
+    problem = selection.marker_not_applied(item)
+    if problem is not None:
+        pytest.fail(f"reynard-db: {problem}", pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -334,6 +334,29 @@ def parametrize(metafunc: pytest.Metafunc, settings: Settings | None) -> None:
         metafunc.parametrize(NAME_FIXTURE, names, indirect=True, scope="session", ids=names)
 
 
+def marker_not_applied(item: pytest.Item) -> str | None:
+    """Why ``item``'s marker does not pick its database, if it does not: the marker is read
+    as tests are generated, from the function, its class and module; one a
+    ``pytest.param(..., marks=...)`` adds comes later, and the test got the run's default
+    database without a word (hostile fixtures round 20)."""
+    try:
+        named = marker_databases(item)
+    except ConfigError:
+        return None  # said at collection
+    fixturenames = getattr(item, "fixturenames", ())
+    if named is None or NAME_FIXTURE not in fixturenames:
+        return None
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if params.get(NAME_FIXTURE) == named[0]:
+        return None
+    return (
+        f"{item.nodeid}: @pytest.mark.{MARKER}({', '.join(map(repr, named))}) does not reach "
+        "this test's database: a marker given by pytest.param(..., marks=...) comes after "
+        f"the database is chosen; parametrize {NAME_FIXTURE} instead: "
+        f"@pytest.mark.parametrize({NAME_FIXTURE!r}, [...], indirect=True)"
+    )
+
+
 def from_markers(settings: Settings, items: Sequence[pytest.Item]) -> Settings | None:
     """The run's settings when markers alone select its databases (None: no marker)."""
     names = [name for item in items for name in marker_databases(item) or ()]

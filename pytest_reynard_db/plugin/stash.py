@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ..foundation.errors import ReynardDBError
+from ..foundation.errors import ReynardDBError, ServerError
 
 if TYPE_CHECKING:
     from ..checks.spares import Spares
@@ -136,6 +136,21 @@ class HarnessErrors:
         self.show_chain = show_chain
         #: Lines already reported in full in this run.
         self.reported: set[str] = set()
+        #: The run was interrupted (Ctrl-C, or SIGTERM/SIGHUP raised as it): pytest then
+        #: tears down what is set up, and a connection lost with the interrupt (a signal to
+        #: the process group reaches the server's backends too) is not a harness failure.
+        self.interrupted = False
+
+    def interrupt_seen(self) -> object:
+        """A plugin that sets ``interrupted`` when pytest says the run was interrupted
+        (before it tears down what is set up), in every process of the run."""
+        errors = self
+
+        class InterruptSeen:
+            def pytest_keyboard_interrupt(self, excinfo: object) -> None:
+                errors.interrupted = True
+
+        return InterruptSeen()
 
     @classmethod
     def for_config(cls, config: pytest.Config) -> HarnessErrors:
@@ -164,6 +179,8 @@ class HarnessErrors:
         try:
             yield
         except ReynardDBError as exc:
+            if self.interrupted and isinstance(exc, ServerError):
+                return  # the run ends as interrupted; the lost session ended its transaction
             message, line = self.message(exc), self.line(exc)
         else:
             return
