@@ -66,3 +66,33 @@ def test_a_streamed_result_leaves_the_fixtures_own_statements_alone(
     result = pytester.runpytest("--reynard-db=main")
     result.assert_outcomes(passed=2)
     assert "outer transaction" not in result.stdout.str()
+
+
+CLOSED = """
+from sqlalchemy import text
+
+
+def save(connection):  # application code that owns the connection it is handed
+    with connection:
+        connection.execute(text("CREATE TABLE mine (id int)"))
+
+
+def test_closes_it(reynard_db_connection):
+    save(reynard_db_connection)
+
+
+def test_after(reynard_db_connection):
+    assert reynard_db_connection.execute(text("SELECT to_regclass('mine')")).scalar() is None
+"""
+
+
+def test_a_connection_the_test_closed_is_no_warning_at_teardown(
+    pytester: pytest.Pytester,
+) -> None:
+    """Closing it (``with connection:``) rolled everything back; the fixture's own rollback
+    then warned "transaction already deassociated from connection" from its own line, an
+    error where warnings are errors."""
+    pytester.makepyfile(test_closed=CLOSED)
+    result = pytester.runpytest("--reynard-db=main", "-W", "error::sqlalchemy.exc.SAWarning")
+    result.assert_outcomes(passed=2)
+    assert "deassociated" not in result.stdout.str()
