@@ -83,7 +83,31 @@ def test_keyed_files_are_relative_and_skip_pycache(tmp_path: Path) -> None:
     (tmp_path / "a" / "x.py").write_text("")
     (tmp_path / "a" / "__pycache__" / "x.py").write_text("")
     (tmp_path / "a" / "notes.txt").write_text("")
-    assert keyed_files(tmp_path) == {PurePosixPath("a/x.py"): tmp_path / "a" / "x.py"}
+    (tmp_path / "a" / ".x.py.swp").write_text("")
+    assert keyed_files(tmp_path) == {
+        PurePosixPath("a/notes.txt"): tmp_path / "a" / "notes.txt",
+        PurePosixPath("a/x.py"): tmp_path / "a" / "x.py",
+    }
+
+
+def test_a_file_a_revision_reads_is_mirrored_and_its_change_seen(
+    dbs: tuple[Database, Database],
+) -> None:
+    """Hostile verdict round 20, F8: a revision that reads ``sql/e3_up.sql`` beside it ran
+    under plain Alembic from the source tree, and failed from a mirror that had only its
+    ``.py`` files; a change of the ``.sql`` alone was "in sync"."""
+    source, mirror = dbs
+    sql = versions_root(source) / "ecs" / "sql" / "e3_up.sql"
+    sql.parent.mkdir()
+    sql.write_text("CREATE VIEW v AS SELECT 1")
+    diff = mirror_diff(source, mirror)
+    assert diff.missing == (PurePosixPath("ecs/sql/e3_up.sql"),)
+    sync_mirror(diff)
+    copied = versions_root(mirror) / "ecs" / "sql" / "e3_up.sql"
+    assert copied.read_text() == "CREATE VIEW v AS SELECT 1"
+    assert mirror_diff(source, mirror).in_sync
+    sql.write_text("CREATE VIEW v AS SELECT 2")
+    assert mirror_diff(source, mirror).changed == (PurePosixPath("ecs/sql/e3_up.sql"),)
 
 
 def test_in_sync(dbs: tuple[Database, Database]) -> None:

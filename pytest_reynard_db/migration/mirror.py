@@ -27,7 +27,7 @@ from ..foundation.errors import FileConflict, FilesystemError, RevisionError
 from ..foundation.filesystem import replace_file
 from ..foundation.registry import Database
 from ..foundation.urls import shown_path
-from .tree import revision_files
+from .tree import every_file
 
 
 def versions_root(db: Database) -> Path:
@@ -41,13 +41,9 @@ def versions_root(db: Database) -> Path:
 
 
 def keyed_files(root: Path) -> dict[PurePosixPath, Path]:
-    """The revision files under ``root`` (``tree.revision_files``: recursive, no
-    ``__pycache__``), keyed by their path relative to it."""
-    return {
-        PurePosixPath(path.relative_to(root).as_posix()): path
-        for path in revision_files(root)
-        if path.is_file()
-    }
+    """The files under ``root`` (``tree.every_file``: the revisions and what they read, a
+    ``.sql`` file beside them; no ``__pycache__``), keyed by their path relative to it."""
+    return {PurePosixPath(path.relative_to(root).as_posix()): path for path in every_file(root)}
 
 
 def duplicate_revisions(files: Iterable[Path]) -> dict[str, list[Path]]:
@@ -152,16 +148,22 @@ def mirror_diff(source: Database, mirror: Database) -> MirrorDiff:
     broken tree would only spread the problem, so it raises :class:`RevisionError`.
     """
     source_files = _tree_files(source)
-    duplicates = duplicate_revisions(source_files.values())
+    duplicates = duplicate_revisions(p for p in source_files.values() if p.suffix == ".py")
     if duplicates:
         revision, paths = next(iter(duplicates.items()))
         shown = " and ".join(shown_path(p) for p in paths)
         more = f" (and {len(duplicates) - 1} more duplicate ids)" if len(duplicates) > 1 else ""
         raise RevisionError(f"{source.name}: revision {revision!r} is declared in {shown}{more}")
-    source_ids = {key: _declared_revision(path) for key, path in source_files.items()}
+    source_ids = {
+        key: _declared_revision(path) if path.suffix == ".py" else None
+        for key, path in source_files.items()
+    }
     where = {rev: key for key, rev in source_ids.items() if rev is not None}
     mirror_files = _tree_files(mirror)
-    mirror_ids = {key: _mirror_revision(path) for key, path in mirror_files.items()}
+    mirror_ids = {
+        key: _mirror_revision(path) if path.suffix == ".py" else None
+        for key, path in mirror_files.items()
+    }
     conflicts = tuple(
         Conflict(key, rev, source_ids[key])
         for key, rev in mirror_ids.items()

@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL
 
 from ..foundation.filesystem import refuse_non_regular, replace_file
 from ..foundation.registry import Database, Registry
-from ..migration.tree import load_tree
+from ..migration.tree import every_file, load_tree
 
 if TYPE_CHECKING:  # imported when a tree is migrated, not to name a template
     from ..migration.manager import MigrationManager
@@ -82,29 +82,16 @@ def tree_digest(tree: Database, revision: str, source: Source) -> str:
     base = tree.script_location
     files = [tree.script_location / "env.py"]
     refuse_non_regular(files[0], where=f"database {tree.name!r}: ")  # env.py
-    files.extend(p for p in _data_files(base) if p != files[0])
+    files.extend(p for p in every_file(base) if p != files[0])
     for location in tree.version_locations:
         if not location.is_relative_to(base):
-            files.extend(_data_files(location))
+            files.extend(every_file(location))
     for path in files:
         # Relative where possible: two checkouts of one tree share a reused template.
         shown = path.relative_to(base) if path.is_relative_to(base) else path
         digest.update(str(shown).encode())
         digest.update(path.read_bytes() if path.exists() else b"")
     return digest.hexdigest()[:12]
-
-
-def _data_files(folder: Path) -> list[Path]:
-    """Every regular file below ``folder`` (``__pycache__`` and bytecode left out), sorted."""
-    found: list[Path] = []
-    for where, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        found.extend(
-            Path(where, name)
-            for name in sorted(names)
-            if not name.endswith((".pyc", ".pyo")) and Path(where, name).is_file()
-        )
-    return found
 
 
 #: Entries the heads cache keeps (one per tree location and revision), the last written.
