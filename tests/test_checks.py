@@ -190,6 +190,26 @@ def test_mirror_sync_lists_missing_changed_and_extra_files(
     assert check(project, pg_server, "main", "mirror_sync") == []  # main mirrors nothing
 
 
+def test_mirror_sync_fails_where_the_same_files_load_as_other_revisions(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """Hostile verdict round 20, F7: the source's ini adds a folder to version_locations,
+    ``copy`` copies it, the mirror's ini does not name it: same files, other heads."""
+    ini = project / "alembic_main.ini"
+    located = "version_locations = %(here)s/alembic/main/versions\n"
+    assert located in ini.read_text()
+    ini.write_text(
+        ini.read_text().replace(
+            located, f"{located.rstrip()}{os.pathsep}%(here)s/alembic/main/versions/billing\n"
+        )
+    )
+    for versions in ("alembic/main/versions", "alembic/e2e/versions"):
+        write_revision(project / versions / "billing", "b11100000001", "3a1400000004")
+    result = one(check(project, pg_server, "e2e", "mirror_sync"))
+    assert not result.ok, result.message
+    assert "alembic_e2e.ini loads other revisions (not loaded: b11100000001)" in result.message
+
+
 # -- upgrade ---------------------------------------------------------------------------
 def test_upgrade_fails_naming_the_revision_file_and_the_database_error(
     project: Path, pg_server: EphemeralServer
