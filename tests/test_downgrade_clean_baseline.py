@@ -47,3 +47,27 @@ def test_what_template1_holds_is_not_left_by_the_tree(tmp_path: Path) -> None:
         assert code == 1 and not result["ok"], out + err
         assert "left 2 objects behind" in result["message"], result["message"]  # t, t_id_seq
         assert "table public.t" in result["message"] and "legacy" not in result["message"]
+
+
+ENV_PY_SETUP = (
+    "    with connectable.connect() as connection:\n"
+    "        from sqlalchemy import text\n"
+    '        connection.execute(text("CREATE SCHEMA IF NOT EXISTS audit"))\n'
+    '        connection.execute(text("CREATE OR REPLACE FUNCTION public.answer() '
+    "RETURNS int LANGUAGE sql AS 'SELECT 42'\"))\n"
+    "        connection.commit()\n"
+)
+
+
+def test_what_env_py_makes_before_every_run_is_not_left_by_the_tree(tmp_path: Path) -> None:
+    """Hostile verdict round 20, F5b: env.py makes a schema (and a function) before every
+    run, as an application that owns them does; the first revision's downgrade was blamed
+    for them. What stands before the first revision runs is the baseline."""
+    project = alembic_init_project(tmp_path / "app", "postgresql://nobody@127.0.0.1:1/x")
+    env_py = project / "migrations" / "env.py"
+    opened = "    with connectable.connect() as connection:\n"
+    assert opened in env_py.read_text()
+    env_py.write_text(env_py.read_text().replace(opened, ENV_PY_SETUP))
+    code, out, err = cli_of(project)("check", "app", "--only", "downgrade_clean", "--json")
+    [result] = json.loads(out)["results"]
+    assert code == 0 and result["ok"], out + err

@@ -10,11 +10,14 @@ new database did not already hold was left by the tree.
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic.script import Script
 from sqlalchemy import Connection, text
 
 from ..foundation.errors import ReynardDBError
 from ..foundation.urls import counted
+from ..migration.env_run import before_steps
 from ..migration.tree import version_table_of
 from . import CheckResult
 from .heads import all_heads, moved_to, walk_order
@@ -89,10 +92,17 @@ def downgrade_clean(runner: CheckRunner) -> CheckResult:
     heads = all_heads(runner.script)
     script = runner.script
     version_table = version_table_of(script)[0]
+    already: set[str] = set()
+
+    def before_the_revisions(context: Any) -> None:
+        if context.connection is not None:  # in env.py's session, as it set it up
+            already.update(leftovers_in_transaction(context.connection, version_table))
+
     with runner.scratch_database(CHECK) as manager:
         with manager.connect() as connection:  # what the server's template1 gave it
-            already = set(leftovers(connection, version_table))
-        upgrade_first(manager)
+            already.update(leftovers(connection, version_table))
+        with before_steps(before_the_revisions):  # and what env.py makes before every run
+            upgrade_first(manager)
         with manager.connect() as connection:
             why = moved_to(runner, "upgrade heads", read_heads(connection, script), heads)
         if why is None:
@@ -175,9 +185,16 @@ def _left_by(revision: str, items: list[str]) -> str:
 
 def leftovers(connection: Connection, version_table: str = VERSION_TABLE) -> list[str]:
     """Everything in the database's user schemas but the version table (``env.py``'s
-    ``version_table``), as ``kind schema.name``."""
-    rows = connection.execute(text(LEFTOVERS), {"version_table": version_table}).all()
+    ``version_table``), as ``kind schema.name``; the read's transaction rolled back."""
+    found = leftovers_in_transaction(connection, version_table)
     connection.rollback()
+    return found
+
+
+def leftovers_in_transaction(connection: Connection, version_table: str) -> list[str]:
+    """``leftovers``, read in the connection's transaction and leaving it open (env.py's,
+    while it migrates)."""
+    rows = connection.execute(text(LEFTOVERS), {"version_table": version_table}).all()
     return [
         f"{kind} {name}" if kind == "schema" else f"{kind} {schema}.{name}"
         for kind, schema, name in rows

@@ -36,6 +36,7 @@ import re
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,23 @@ def split_range(target: str) -> tuple[str | None, str]:
     return None, target
 
 
+#: Called with the migration context at the start of each env.py run's steps, after env.py
+#: set its session up and before any revision ran (``before_steps``).
+_BEFORE_STEPS: ContextVar[Callable[[Any], None] | None] = ContextVar("before_steps", default=None)
+
+
+@contextmanager
+def before_steps(hook: Callable[[Any], None]) -> Iterator[None]:
+    """While active, ``hook(context)`` runs as each env.py run's steps begin: what env.py
+    itself made by then (a schema, an extension it creates before every run) is not the
+    revisions' (``downgrade_clean``)."""
+    token = _BEFORE_STEPS.set(hook)
+    try:
+        yield
+    finally:
+        _BEFORE_STEPS.reset(token)
+
+
 def run_env(
     db: Database,
     script: ScriptDirectory,
@@ -107,6 +125,9 @@ def run_env(
     def chosen(heads: Any, context: Any) -> Any:
         note_version_table(script, context)
         note_models(context)
+        hook = _BEFORE_STEPS.get()
+        if hook is not None:
+            hook(context)
         return tracker.tracked(steps(heads, context))
 
     with (
