@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..foundation.errors import CheckTimedOut, MigrationFailed, ReynardDBError, time_limit
 from ..foundation.registry import OPT_IN, Database, Registry
-from ..foundation.urls import one_line
+from ..foundation.urls import one_line, raised_warning
 from . import (
     CHECK_ORDER,
     CHECKS_DEFAULT,
@@ -149,7 +149,7 @@ def _run_check(runner: CheckRunner, name: str, timeout: float | None) -> list[Ch
     except ReynardDBError as exc:
         message = str(exc)
     except Exception as exc:  # a bug in a tree or here: still one result, not a traceback
-        message = f"{type(exc).__name__}: {one_line(exc)}"
+        message = f"{type(exc).__name__}: {one_line(exc)}{raised_warning(exc)}"
     else:
         return outcome if isinstance(outcome, list) else [outcome]
     if runner.db.name not in message:

@@ -310,9 +310,24 @@ def counted(number: int, word: str, plural: str | None = None) -> str:
 
 
 def first_line(exc: BaseException | None) -> str:
-    """The first line of an exception's message (a database error's own summary), masked."""
+    """The first line of an exception's message (a database error's own summary), masked;
+    a warning raised as an error says so (``raised_warning``)."""
     text = str(exc).strip() if exc is not None else ""
-    return redact(text.splitlines()[0]) if text else type(exc).__name__
+    return (redact(text.splitlines()[0]) if text else type(exc).__name__) + raised_warning(exc)
+
+
+#: What a warning raised as an exception is: the run's warning filters made it an error.
+WARNING_AS_ERROR = (
+    " (a {kind}, raised as an error by the warning filters: pytest's filterwarnings, -W or "
+    "PYTHONWARNINGS; plain Alembic only warns)"
+)
+
+
+def raised_warning(exc: BaseException | None) -> str:
+    """`` (a SAWarning, raised as an error by the warning filters...)`` for a warning raised
+    as an exception (``filterwarnings = ["error"]``): the failure is the filter's, not the
+    tree's; else nothing."""
+    return WARNING_AS_ERROR.format(kind=type(exc).__name__) if isinstance(exc, Warning) else ""
 
 
 def shown_path(path: str | Path | None) -> str:
