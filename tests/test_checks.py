@@ -161,6 +161,19 @@ def test_single_head_fails_on_a_label_added_on_one_side_of_a_fork(
     assert "common ancestor 3a1400000002" in result.summary, result.summary
 
 
+def test_single_head_passes_a_labelled_branch_started_from_a_trunk_revision(
+    project: Path, pg_server: EphemeralServer
+) -> None:
+    """Alembic's "Working with Branch Labels" layout (and ``create --new-branch L --from
+    REV``): the branch's first revision carries its label, from a trunk revision; a fork
+    only when the labelled side's first revision after the common ancestor has none
+    (review of 42e1066)."""
+    write_revision(project / MAIN_VERSIONS, "5c0000000001", "3a1400000002", labels="shop")
+    result = one(check(project, pg_server, "main", "single_head"))
+    assert result.ok, result.message
+    assert result.message == "one head per branch: 3a1400000004, 5c0000000001 (shop)"
+
+
 def test_single_head_passes_a_labelled_branch_of_its_own_base_beside_the_trunk(
     project: Path, pg_server: EphemeralServer
 ) -> None:

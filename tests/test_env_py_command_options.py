@@ -163,3 +163,16 @@ def test_x_arguments_reach_env_py(tmp_path: Path, target: str) -> None:
     code, out, err = cli("upgrade", "app", "--url", target)
     assert code == 0, out + err
     assert said.read_text() == "{}"
+
+
+def test_x_values_reach_env_py_exactly_as_given(tmp_path: Path, target: str) -> None:
+    """Review of af35770: an empty value and one starting with '=' went through argparse
+    again (``-x`` with nothing, ``-x=v``): a usage error, and 'v' for '=v'."""
+    said = tmp_path / "x.txt"
+    project = project_reading(
+        tmp_path / "app", f"open({str(said)!r}, 'w').write(repr(config.cmd_opts.x))\n"
+    )
+    cli = cli_of(project)
+    code, out, err = cli("-x", "", "-x", "=v", "-x", "data=x y", "upgrade", "app", "--url", target)
+    assert code == 0, out + err
+    assert said.read_text() == "['', '=v', 'data=x y']"

@@ -112,10 +112,30 @@ def test_a_marker_given_by_pytest_param_fails_instead_of_the_default_database(
         @pytest.mark.parametrize("reynard_db_name", ["main", "e2e"], indirect=True)
         def test_indirect(reynard_db_name, reynard_db):
             assert reynard_db.db.name == reynard_db_name
+
+        # the database they name is the one they get: no error (review of bc4cdc4)
+        @pytest.mark.parametrize(
+            "expected", [pytest.param("ecs_e2e", marks=pytest.mark.reynard_db("ecs_e2e"))]
+        )
+        def test_param_marker_of_the_default(expected, reynard_db):
+            assert reynard_db.db.name == expected
+
+        def test_marked_by_a_hook(reynard_db):
+            assert reynard_db.db.name == "ecs_e2e"
+        """
+    )
+    pytester.makeconftest(
+        """
+        import pytest
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                if item.name == "test_marked_by_a_hook":
+                    item.add_marker(pytest.mark.reynard_db("ecs_e2e"))
         """
     )
     result = pytester.runpytest("--reynard-db=ecs_e2e")
-    result.assert_outcomes(passed=2, errors=1)
+    result.assert_outcomes(passed=4, errors=1)
     result.stdout.fnmatch_lines(
         ["*reynard-db: *test_param_marker*does not reach this test's database*indirect=True)*"]
     )

@@ -85,19 +85,34 @@ def single_head(runner: CheckRunner) -> CheckResult:
 def _forks_across_a_label(
     script: ScriptDirectory, groups: dict[str, list[Script]]
 ) -> list[tuple[Script, Script]]:
-    """An unlabelled head and a labelled one that share a revision below them: one line of
-    revisions forked, one side labelled since (a merge of a labelled branch into the trunk
-    takes its label; so does a label put on the trunk's tip). Heads of separate lineages
-    are separate branches, ``upgrade heads`` takes them all; a fork is what ``alembic
-    upgrade head`` refuses as "multiple head revisions", whatever the labels say."""
+    """An unlabelled head and a labelled one that fork from a common revision where the
+    labelled side's first revision after it declares no label: one line of revisions
+    forked, the label came from elsewhere (a labelled branch merged into the trunk; a label
+    put on the trunk's tip). ``alembic upgrade head`` refuses it as "multiple head
+    revisions", whatever the labels say. A branch started from a trunk revision with a
+    label of its own (Alembic's "Working with Branch Labels", ``create --new-branch L
+    --from REV``) is a branch; heads of separate lineages are separate branches."""
     unlabelled = groups.get(NO_LABEL, [])
     labelled = {h.revision: h for label, group in groups.items() if label for h in group}
     return [
         (head, other)
         for head in unlabelled
         for other in sorted(labelled.values(), key=lambda s: s.revision)
-        if ancestors(script, head.revision) & ancestors(script, other.revision)
+        if _forked_unlabelled(script, head.revision, other.revision)
     ]
+
+
+def _forked_unlabelled(script: ScriptDirectory, unlabelled: str, labelled: str) -> bool:
+    fork = common_ancestor(script, [unlabelled, labelled])
+    if fork is None:
+        return False
+    side = ancestors(script, labelled)
+    first = [
+        found
+        for revision in side
+        if (found := script.get_revision(revision)) is not None and fork in parents(found)
+    ]
+    return not any(getattr(r, "_orig_branch_labels", r.branch_labels) for r in first)
 
 
 def _describe(

@@ -33,9 +33,12 @@ def alembic_cmd_opts(
     """``alembic [-c INI] [-q] [-x ARG]... COMMAND...`` as Alembic's parser reads it;
     ``command``: the subcommand and its arguments (``("upgrade", "heads")``,
     ``("revision", "--autogenerate", "--message=add y")``, ``("check",)``)."""
-    argv = [f"-x{argument}" for argument in x_arguments]
+    argv: list[str] = []
     if ini is not None:
         argv.append(f"--config={ini}")
     if quiet:
         argv.append("--quiet")
-    return _parser().parse_args([*argv, *command])
+    parsed = _parser().parse_args([*argv, *command])
+    # set, not parsed: argparse reads '' as a missing value, '=v' as 'v' and '-5' as an option
+    parsed.x = list(x_arguments) or None
+    return parsed

@@ -257,7 +257,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A marker that cannot pick the test's database fails the test, never the default
     database silently (``options.marker_not_applied``)."""
-    problem = selection.marker_not_applied(item)
+    state = item.config.stash.get(STATE, None)
+    settings = state.settings if state is not None else None
+    default = None if settings is None or settings.from_markers else settings.databases
+    problem = selection.marker_not_applied(item, default)
     if problem is not None:
         pytest.fail(f"reynard-db: {problem}", pytrace=False)
 

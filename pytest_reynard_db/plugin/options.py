@@ -334,11 +334,12 @@ def parametrize(metafunc: pytest.Metafunc, settings: Settings | None) -> None:
         metafunc.parametrize(NAME_FIXTURE, names, indirect=True, scope="session", ids=names)
 
 
-def marker_not_applied(item: pytest.Item) -> str | None:
-    """Why ``item``'s marker does not pick its database, if it does not: the marker is read
-    as tests are generated, from the function, its class and module; one a
-    ``pytest.param(..., marks=...)`` adds comes later, and the test got the run's default
-    database without a word (hostile fixtures round 20)."""
+def marker_not_applied(item: pytest.Item, default: Sequence[str] | None) -> str | None:
+    """Why ``item``'s marker does not pick its database, if it does not. The marker is read
+    as tests are generated, from the function, its class and module; one added later (by
+    ``pytest.param(..., marks=...)``, or a conftest's ``pytest_collection_modifyitems``)
+    is not, and the test got the run's default database without a word (hostile fixtures
+    round 20). ``default``: the run's databases (None: markers alone choose them)."""
     try:
         named = marker_databases(item)
     except ConfigError:
@@ -347,12 +348,14 @@ def marker_not_applied(item: pytest.Item) -> str | None:
     if named is None or NAME_FIXTURE not in fixturenames:
         return None
     params = getattr(getattr(item, "callspec", None), "params", {})
-    if params.get(NAME_FIXTURE) == named[0]:
-        return None
+    gets = params.get(NAME_FIXTURE) or (default[0] if default else None)
+    if gets == named[0]:
+        return None  # the database it names is the one it gets
     return (
         f"{item.nodeid}: @pytest.mark.{MARKER}({', '.join(map(repr, named))}) does not reach "
-        "this test's database: a marker given by pytest.param(..., marks=...) comes after "
-        f"the database is chosen; parametrize {NAME_FIXTURE} instead: "
+        "this test's database: a marker added after the tests were generated "
+        "(pytest.param(..., marks=...), a conftest's pytest_collection_modifyitems) comes "
+        f"after the database is chosen; parametrize {NAME_FIXTURE} instead: "
         f"@pytest.mark.parametrize({NAME_FIXTURE!r}, [...], indirect=True)"
     )
 
