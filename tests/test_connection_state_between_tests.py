@@ -96,3 +96,38 @@ def test_a_connection_the_test_closed_is_no_warning_at_teardown(
     result = pytester.runpytest("--reynard-db=main", "-W", "error::sqlalchemy.exc.SAWarning")
     result.assert_outcomes(passed=2)
     assert "deassociated" not in result.stdout.str()
+
+
+SETTINGS_REVISION = (
+    "op.execute(\"DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path TO "
+    '\\"$user\\", reynard_extra, public\', current_database()); EXECUTE format('
+    "'ALTER DATABASE %I SET timezone TO ''Europe/Berlin''', current_database()); END $$\")"
+)
+SETTINGS_TESTS = """
+from sqlalchemy import text
+
+
+def test_connection(reynard_db_connection):
+    show = reynard_db_connection.execute(text("SHOW search_path")).scalar()
+    assert show == '"$user", reynard_extra, public'
+    assert reynard_db_connection.execute(text("SHOW timezone")).scalar() == "Europe/Berlin"
+
+
+def test_fresh(reynard_db_fresh):
+    with reynard_db_fresh.engine.connect() as conn:
+        assert conn.execute(text("SHOW timezone")).scalar() == "Europe/Berlin"
+"""
+
+
+def test_a_migrations_database_settings_reach_every_clone(pytester: pytest.Pytester) -> None:
+    """Hostile fixtures round 20, F7: ``ALTER DATABASE ... SET`` in a migration; PostgreSQL's
+    ``CREATE DATABASE ... TEMPLATE`` does not copy it, and every test database had the
+    server's defaults where ``alembic upgrade`` keeps the migration's."""
+    from reynard_trees import write_revision
+
+    write_revision(
+        pytester.path / "alembic/main/versions", "3a1400000005", "3a1400000004", SETTINGS_REVISION
+    )
+    pytester.makepyfile(test_settings=SETTINGS_TESTS)
+    result = pytester.runpytest("--reynard-db=main")
+    result.assert_outcomes(passed=2)

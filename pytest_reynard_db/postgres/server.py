@@ -60,6 +60,8 @@ class Server:
         #: Whether a connection ever succeeded (an unreachable server has nothing to clean).
         self.reached = False
         self._created: set[str] = set()
+        #: Each template's own settings (``_carry_settings``), read once.
+        self._template_settings: dict[str, list[str]] = {}
         self._admin: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
         self._version: int | None = None
@@ -213,6 +215,22 @@ class Server:
             # FILE_COPY is a checkpoint and a directory copy: far cheaper here.
             statement += sql.SQL(" STRATEGY FILE_COPY")
         self._execute_with_retry(statement, template, end_sessions=end_sessions)
+        if template is not None:
+            self._carry_settings(template, name)
+
+    def _carry_settings(self, template: str, name: str) -> None:
+        """The template's own ``ALTER DATABASE ... SET`` defaults, which ``CREATE DATABASE``
+        does not copy (``database_settings``); read once per template."""
+        from .database_settings import alter_statements, settings_of
+
+        settings = self._template_settings.get(template)
+        if settings == []:
+            return  # the usual case: no connection for it
+        with self.admin() as conn:
+            if settings is None:
+                settings = self._template_settings[template] = settings_of(conn, template)
+            for statement in alter_statements(name, settings):
+                conn.execute(statement)
 
     def _remove(self, name: str) -> None:
         """``DROP DATABASE IF EXISTS name``, its connections ended."""
