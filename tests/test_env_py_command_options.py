@@ -117,7 +117,14 @@ def test_the_cookbooks_empty_migration_hook_works_in_create(tmp_path: Path) -> N
     assert "Traceback" not in err, err
     assert sorted(p.name for p in versions.glob("*.py")) == [f"{REVISION}_test.py"]
 
+    # models_match runs the hook as for `revision --autogenerate` (alembic check's own
+    # namespace has no `autogenerate`: AttributeError there, and here since b193e78)
+    code, out, err = cli("check", "app", "--only", "models_match")
+    assert code == 0 and "the models match" in out, out + err
+
     (project / "models.py").write_text(MODELS.format(more=', sa.Column("y", sa.Integer)'))
+    code, out, err = cli("check", "app", "--only", "models_match")
+    assert code == 1 and "add column t.y" in out, out + err
     code, out, err = cli("create", "app", "-m", "add y")
     assert code == 0, out + err
     [new] = [p for p in versions.glob("*.py") if p.name != f"{REVISION}_test.py"]
