@@ -45,7 +45,7 @@ from ..foundation.errors import ConfigError
 from ..foundation.registry import Database
 from ..foundation.urls import counted, first_line, one_line, shown_path
 from ..migration.mirror import loaded_revisions, mirror_diff
-from ..migration.tree import parents, revision_files
+from ..migration.tree import declared_labels, loaded_files, parents
 from . import CheckResult, Place
 from .runner import CheckRunner
 
@@ -112,7 +112,7 @@ def _forked_unlabelled(script: ScriptDirectory, unlabelled: str, labelled: str) 
         for revision in side
         if (found := script.get_revision(revision)) is not None and fork in parents(found)
     ]
-    return not any(getattr(r, "_orig_branch_labels", r.branch_labels) for r in first)
+    return not any(declared_labels(r) for r in first)
 
 
 def _describe(
@@ -255,10 +255,9 @@ def history(runner: CheckRunner) -> CheckResult:
     base = resolve_base(runner.registry.root, runner.registry.base)
     recursive = runner.db.alembic_config().get_alembic_boolean_option("recursive_version_locations")
     shipped, current = shipped_revisions(runner, base, recursive), {}
-    for location in runner.db.version_locations:
-        for path in revision_files(location, recursive=recursive):
-            found = _parsed(path, path.read_text(encoding="utf-8", errors="replace"))
-            current.update({found.revision: found} if found else {})
+    for path in loaded_files(runner.db):
+        found = _parsed(path, path.read_text(encoding="utf-8", errors="replace"))
+        current.update({found.revision: found} if found else {})
     places = [
         *_edited(runner, base, shipped, current),
         *_removed(runner, base, shipped, current),

@@ -27,7 +27,7 @@ from ..foundation.errors import FileConflict, FilesystemError, RevisionError
 from ..foundation.filesystem import replace_file
 from ..foundation.registry import Database
 from ..foundation.urls import shown_path
-from .tree import every_file, revision_files
+from .tree import every_file, loaded_files
 
 
 def versions_root(db: Database) -> Path:
@@ -203,12 +203,7 @@ def _tree_files(db: Database) -> dict[PurePosixPath, Path]:
 def loaded_revisions(db: Database) -> set[str]:
     """The revision ids Alembic loads for ``db``: the ``*.py`` files of its ini's version
     locations (their subfolders only with ``recursive_version_locations``), read, not run."""
-    recursive = db.alembic_config().get_alembic_boolean_option("recursive_version_locations")
-    found = (
-        _mirror_revision(path)
-        for location in db.version_locations or (versions_root(db),)
-        for path in revision_files(location, recursive=recursive)
-    )
+    found = (_mirror_revision(path) for path in loaded_files(db))
     return {revision for revision in found if revision is not None}
 
 

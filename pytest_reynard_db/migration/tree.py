@@ -93,38 +93,55 @@ def check_target(script: ScriptDirectory, db: Database, target: str) -> None:
 
 
 # -- the files of a tree --------------------------------------------------------------------
-def every_file(folder: Path) -> list[Path]:
-    """Every regular file below ``folder``, revisions and what they read (a ``.sql`` file
-    beside them), in ``revision_files``' order; ``__pycache__``, bytecode and hidden files
-    are not the tree's. What a template's digest hashes and a mirror copies."""
+def _files_below(folder: Path, *, recursive: bool, keep: Callable[[str], bool]) -> list[Path]:
+    """The files below ``folder`` whose names ``keep`` takes, in Alembic's order: a folder's
+    files sorted, then (``recursive``) its subfolders, sorted; ``__pycache__`` is build
+    output."""
     found: list[Path] = []
+    if not folder.is_dir():
+        return found
     for where, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        found.extend(
-            Path(where, name)
-            for name in sorted(names)
-            if not name.endswith((".pyc", ".pyo"))
-            and not name.startswith(".")  # an editor's swap file, a copy's temp file
-            and Path(where, name).is_file()
-        )
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__") if recursive else []
+        found.extend(Path(where, name) for name in sorted(names) if keep(name))
     return found
 
 
+def every_file(folder: Path) -> list[Path]:
+    """Every regular file below ``folder``, revisions and what they read (a ``.sql`` file
+    beside them), in ``revision_files``' order; bytecode and hidden files (an editor's swap
+    file, a copy's temp file) are not the tree's, and a revision file that is not a regular
+    file is refused, as ``revision_files`` refuses it. What a template's digest hashes and a
+    mirror copies."""
+    found = _files_below(
+        folder,
+        recursive=True,
+        keep=lambda name: not name.startswith(".") and not name.endswith((".pyc", ".pyo")),
+    )
+    for path in found:
+        if path.suffix == ".py":  # read as a revision: a FIFO would block
+            refuse_non_regular(path)
+    return [path for path in found if path.is_file()]
+
+
 def revision_files(location: Path, *, recursive: bool = True) -> list[Path]:
-    """The ``*.py`` files of a version location, in Alembic's order: a folder's files
-    sorted, then (``recursive``) its subfolders, sorted; ``__pycache__`` is build output,
-    never a revision. What a tree is loaded from (recursive as the ini's
-    ``recursive_version_locations`` says), what a mirror copies and what a template's
-    digest hashes (every subfolder: a helper module there changes them too)."""
-    files: list[Path] = []
-    if not location.is_dir():
-        return files
-    for folder, dirs, names in os.walk(location):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__") if recursive else []
-        files.extend(Path(folder, name) for name in sorted(names) if name.endswith(".py"))
-    for path in files:  # each is read (loaded, hashed, copied): a FIFO would block
+    """The ``*.py`` files of a version location, in Alembic's order (``_files_below``). What
+    a tree is loaded from (recursive as the ini's ``recursive_version_locations`` says)."""
+    files = _files_below(location, recursive=recursive, keep=lambda name: name.endswith(".py"))
+    for path in files:  # each is read (loaded, parsed): a FIFO would block
         refuse_non_regular(path)
     return files
+
+
+def loaded_files(db: Database) -> list[Path]:
+    """The ``*.py`` files Alembic loads for ``db``: those of its version locations, their
+    subfolders only where the ini's ``recursive_version_locations`` says so; found without
+    loading the tree (``history``, ``mirror_sync``)."""
+    recursive = db.alembic_config().get_alembic_boolean_option("recursive_version_locations")
+    return [
+        path
+        for location in db.version_locations
+        for path in revision_files(location, recursive=recursive)
+    ]
 
 
 def _py_files(script: ScriptDirectory) -> Iterable[Path]:
