@@ -36,6 +36,7 @@ def test_what_template1_holds_is_not_left_by_the_tree(tmp_path: Path) -> None:
         code, out, err = cli("check", "app", "--url", admin, "--only", "downgrade_clean", "--json")
         [result] = json.loads(out)["results"]
         assert code == 0 and result["ok"], out + err
+        assert err == "", err
         assert result["message"] == "heads -> base leaves only alembic_version", result
 
         # what the tree leaves is still found, and only that
@@ -71,3 +72,4 @@ def test_what_env_py_makes_before_every_run_is_not_left_by_the_tree(tmp_path: Pa
     code, out, err = cli_of(project)("check", "app", "--only", "downgrade_clean", "--json")
     [result] = json.loads(out)["results"]
     assert code == 0 and result["ok"], out + err
+    assert err == "", err

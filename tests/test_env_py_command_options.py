@@ -85,9 +85,12 @@ def test_every_verb_and_check_runs_an_env_py_that_reads_x(
         code, out, err = cli(*argv, "--url", target)
         assert code == 0, f"{argv}: {out}{err}"
         assert "Traceback" not in err and "Namespace" not in err, err
+        if argv[0] != "-v":  # -v: Alembic's INFO lines go to stderr
+            assert err == "", f"{argv}: {err}"
 
     code, out, err = cli("check", "--json")
     assert code == 0, out + err
+    assert err == "", err
     assert all(r["ok"] for r in json.loads(out)["results"]), out
     code, out, err = cli("-v", "check", "app")
     assert code == 0, out + err

@@ -39,5 +39,6 @@ def test_a_tree_whose_session_keeps_its_own_schema_passes(tmp_path: Path) -> Non
     code, out, err = cli_of(project)("check", "app", "--json")
     results = {r["check"]: r for r in json.loads(out)["results"]}
     assert code == 0, out + err
+    assert err == "", err  # no redirect note, no error line
     assert all(r["ok"] for r in results.values()), results
     assert results["upgrade"]["message"] == "base -> 0a0000000001"

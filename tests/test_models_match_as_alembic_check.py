@@ -77,6 +77,7 @@ def test_models_match_applies_env_pys_revision_hook(tmp_path: Path, hook: bool) 
     [result] = json.loads(out)["results"]
     if hook:  # as alembic check: "No new upgrade operations detected"
         assert code == 0 and result["ok"], out + err
+        assert err == "", err
         code, out, err = cli("create", "app", "-m", "nothing")  # and create agrees
         assert code == 0 and "no changes" in out, out + err
     else:

@@ -93,13 +93,14 @@ def downgrade_clean(runner: CheckRunner) -> CheckResult:
     script = runner.script
     version_table = version_table_of(script)[0]
     already: set[str] = set()
-    taken: list[bool] = []
+    taken = False
 
     def before_the_revisions(context: Any) -> None:
         # in env.py's session, as it set it up; once: an env.py that runs its migrations
         # once per tenant has the first tenant's objects made before the second's start
+        nonlocal taken
         if context.connection is not None and not taken:
-            taken.append(True)
+            taken = True
             already.update(leftovers_in_transaction(context.connection, version_table))
 
     with runner.scratch_database(CHECK) as manager:
